@@ -1,0 +1,34 @@
+# The two commands a developer needs: `make test` (everything, from nothing) and `make bench`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test bench build system-deps example-config clean
+
+# A virtualenv with the package (editable) and the test/build tools.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,build]'
+	touch $(STAMP)
+
+# Debian packages the test suite drives for real: chromium, nginx, shellcheck, openssl.
+system-deps:
+	sh tests/install_system_deps.sh
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) build
+	$(PY) tests/benchmarks/run.py
+
+build: $(STAMP)
+	PYTHON=$(PWD)/$(PY) sh packaging/build.sh
+
+# Regenerate the example config from the schema (a test checks it is current).
+example-config: $(STAMP)
+	$(PY) -c 'from fmappliance.config import example_yaml; print(example_yaml(), end="")' > packaging/config.example.yaml
+
+clean:
+	rm -rf dist build *.egg-info $(VENV)

@@ -1,0 +1,1 @@
+"""fmappliance: operate Frappe / ERPNext stacks from a browser, safely."""

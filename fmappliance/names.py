@@ -1,0 +1,35 @@
+"""What a stack, site or published backup file name may look like.
+
+Names reach argv lists and file paths, so they are checked twice: here for shape
+(ASCII only, so look-alike Unicode never passes), and against the inventory for
+existence.  A name that fails here is a 400; a well-formed unknown name is a 404.
+"""
+
+from __future__ import annotations
+
+import re
+
+STACK_NAME_RULE = "letters, digits, '.', '_', '-', at most 63 characters, starting with a letter or digit"
+SITE_NAME_RULE = "a host name: letters, digits, '.', '_', '-', at most 253 characters, starting with a letter or digit"
+
+_STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
+_SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", re.ASCII)
+
+#: Published backup files: <YYYY-MM-DD_HH-MM-SS>.<part> (see fmappliance.agent.backups).
+BACKUP_FILE = re.compile(
+    r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}"
+    r"\.(sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz|site_config\.json|json)",
+    re.ASCII,
+)
+
+
+def is_valid_stack_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_STACK.fullmatch(name)) and ".." not in name
+
+
+def is_valid_site_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_SITE.fullmatch(name)) and ".." not in name
+
+
+def is_valid_backup_file_name(name: object) -> bool:
+    return isinstance(name, str) and bool(BACKUP_FILE.fullmatch(name))

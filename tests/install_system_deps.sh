@@ -1,0 +1,23 @@
+#!/bin/sh
+# Install the Debian packages the test suite drives for real, when they are missing.
+# Needs root (CI and the developer machines run as root); elsewhere it says what to install.
+set -eu
+
+need=""
+command -v chromium >/dev/null 2>&1 || need="$need chromium"
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need="$need nginx"
+command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+
+[ -z "$need" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages:$need (run: sudo apt-get install -y$need)" >&2
+    exit 1
+fi
+echo "installing Debian packages:$need" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $need >/dev/null

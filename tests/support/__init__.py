@@ -1,0 +1,1 @@
+"""Shared test support: config files, free ports, process helpers."""
