@@ -1,0 +1,151 @@
+"""The config schema: strict loading, one-line errors, documentation generated from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fmappliance import config as cfg
+from support.config_factory import TEST_PASSWORD, TEST_TOKEN, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(tmp_path: Path, text: str) -> dict:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return cfg.load_config(path)
+
+
+def minimal(tmp_path: Path, **extra) -> str:
+    stack_dir = tmp_path / "stack"
+    stack_dir.mkdir(exist_ok=True)
+    data = {
+        "security": {"token": TEST_TOKEN},
+        "stacks": {"prod": {"type": "compose", "path": str(stack_dir)}},
+        "dashboard": {"secret_key": "k" * 40, "credentials": {"admin": "$2b$12$" + "a" * 53}},
+    }
+    data.update(extra)
+    return yaml.safe_dump(data)
+
+
+def test_minimal_config_gets_every_default(tmp_path):
+    config = load(tmp_path, minimal(tmp_path))
+    assert config["agent"]["port"] == 9100
+    assert config["agent"]["listen"] == "127.0.0.1"
+    assert config["dashboard"]["port"] == 8000
+    assert config["backups"]["retention"] == {"daily": 7, "weekly": 4, "monthly": 12}
+    assert config["security"]["allowed_actions"] == cfg.DEFAULT_ALLOWED_ACTIONS
+    assert config["agent"]["action_timeouts"]["backup_site"] == 7200
+    assert config["stacks"]["prod"]["service"] == "backend"
+    assert config["scheduler"]["catchup_hours"] == 6
+    assert config["notifications"]["events"] == ["backup_failed", "backup_missed"]
+
+
+def test_partial_action_timeouts_keep_the_other_defaults(tmp_path):
+    config = load(tmp_path, minimal(tmp_path, agent={"action_timeouts": {"backup_site": 60}}))
+    assert config["agent"]["action_timeouts"]["backup_site"] == 60
+    assert config["agent"]["action_timeouts"]["update_stack"] == 3600
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"agent": {"port": "abc"}}, "agent.port: expected a whole number"),
+        ({"agent": {"bogus": 1}}, "agent.bogus: unknown key"),
+        ({"nonsense": {}}, "nonsense: unknown section"),
+        ({"security": {"token": "short"}}, "security.token: expected a random token of at least 32"),
+        ({"security": {"token": TEST_TOKEN, "allowed_actions": ["exec"]}}, "unknown action 'exec'"),
+        ({"dashboard": {"secret_key": "k" * 40, "credentials": {"admin": TEST_PASSWORD}}}, "must be a bcrypt hash"),
+        ({"stacks": {"prod": {"type": "compose", "path": "/does/not/exist"}}}, "directory /does/not/exist does not exist"),
+        ({"stacks": {"prod": {"type": "kubernetes", "path": "/tmp"}}}, "stacks.prod.type: expected one of: compose, fm"),
+        ({"stacks": {"a;b": {"type": "fm", "path": "/tmp"}}}, "bad name"),
+        ({"backups": {"retention": {"daily": -1}}}, "retention.daily must be 0 or more"),
+        ({"schedules": [{"stack": "prod", "time": "25:00"}]}, "schedules[0].time: expected a time HH:MM"),
+    ],
+)
+def test_bad_configs_are_refused_with_one_line_naming_file_and_key(tmp_path, change, expected):
+    with pytest.raises(cfg.ConfigError) as err:
+        load(tmp_path, minimal(tmp_path, **change))
+    message = str(err.value)
+    assert message.startswith(str(tmp_path / "config.yaml") + ": ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_error_names_the_yaml_line(tmp_path):
+    text = minimal(tmp_path) + "agent:\n  port: 99999\n"
+    with pytest.raises(cfg.ConfigError, match=r"line \d+: agent.port: expected a port number"):
+        load(tmp_path, text)
+
+
+@pytest.mark.parametrize("missing", ["security", "stacks", "dashboard"])
+def test_required_sections_are_required(tmp_path, missing):
+    data = yaml.safe_load(minimal(tmp_path))
+    del data[missing]
+    with pytest.raises(cfg.ConfigError, match=missing):
+        load(tmp_path, yaml.safe_dump(data))
+
+
+def test_secrets_never_appear_in_errors(tmp_path):
+    secret = "s3cr3t-value-that-must-not-leak"
+    with pytest.raises(cfg.ConfigError) as err:
+        load(tmp_path, minimal(tmp_path, security={"token": ["a", secret]}))
+    assert secret not in str(err.value)
+    with pytest.raises(cfg.ConfigError) as err:
+        load(tmp_path, minimal(tmp_path, security={"token": secret[:20]}))
+    assert secret[:20] not in str(err.value)
+
+
+def test_token_file_is_read_and_must_be_private(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TEST_TOKEN + "\n")
+    os.chmod(token_file, 0o600)
+    config = load(tmp_path, minimal(tmp_path, security={"token_file": str(token_file)}))
+    assert config["security"]["token"] == TEST_TOKEN
+    os.chmod(token_file, 0o644)
+    with pytest.raises(cfg.ConfigError, match="must not be writable or readable by others"):
+        load(tmp_path, minimal(tmp_path, security={"token_file": str(token_file)}))
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    with pytest.raises(cfg.ConfigError, match="duplicate key"):
+        load(tmp_path, minimal(tmp_path) + "agent:\n  port: 1\nagent:\n  port: 2\n")
+
+
+def test_every_key_is_documented():
+    for dotted, key in cfg.iter_keys():
+        assert key.help.strip(), f"{dotted} has no help text"
+
+
+def test_example_config_is_generated_from_the_schema():
+    shipped = (ROOT / "packaging" / "config.example.yaml").read_text()
+    assert shipped == cfg.example_yaml(), "run `make example-config`"
+
+
+def test_example_config_mentions_every_key():
+    example = cfg.example_yaml()
+    for dotted, _key in cfg.iter_keys():
+        leaf = dotted.split(".")[-1].replace("[]", "")
+        assert f"{leaf}:" in example or f"keys: " in example and leaf in example, dotted
+
+
+def test_example_config_validates_once_paths_exist(tmp_path):
+    data = yaml.safe_load(cfg.example_yaml())
+    for stack in data["stacks"].values():
+        stack["path"] = str(tmp_path)
+    data["dashboard"]["credentials"] = {"admin": "$2b$12$" + "a" * 53}
+    config = cfg.validate(data)
+    assert set(config["stacks"]) == {"prod", "erp"}
+
+
+def test_readme_reference_is_current():
+    readme = (ROOT / "README.md").read_text()
+    assert cfg.reference_markdown() in readme, "regenerate the README's configuration reference from the schema"
+
+
+def test_write_config_helper_writes_a_valid_config(tmp_path):
+    assert cfg.load_config(write_config(tmp_path))["stacks"] == {}
