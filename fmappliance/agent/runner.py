@@ -1,0 +1,330 @@
+"""Start external commands safely: the only place in the agent that creates processes.
+
+Every command is an argv list (never a shell string), runs with stdin from /dev/null in its
+own process group, has its merged stdout/stderr read incrementally (so a job's output grows
+live), redacted and kept as a bounded tail, and is killed with its whole process group when
+its timeout expires.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import logging
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+# After SIGTERM to the group, how long the command gets to exit before SIGKILL.
+KILL_GRACE_SECONDS = 5.0
+# After the command itself exited, how long to keep reading output that processes it left
+# behind (still holding the pipe) may write, before giving up on them.
+DRAIN_AFTER_EXIT_SECONDS = 2.0
+# A partial line longer than this is passed on without waiting for its newline.
+MAX_LINE_CHARS = 8_192
+READ_CHUNK = 65_536
+MASK = "***"
+
+TRUNCATION_NOTE = "[... earlier output cut ...]\n"
+
+
+@dataclass
+class CommandResult:
+    """What happened to one command."""
+
+    argv: list[str]
+    exit_code: int | None
+    output: str  # merged stdout+stderr tail, bounded and redacted
+    timed_out: bool = False
+    error: str | None = None  # why it could not run or did not finish, for an operator
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and self.error is None
+
+
+# --------------------------------------------------------------------------- redaction
+
+_SECRET_WORD = r"(?:password|passwd|passphrase|secret|api[_-]?key|encryption[_-]?key|access[_-]?key|token)"
+_CELL = "│┃║|"
+_SECRET_PATTERNS = [
+    # Command-line flags: --admin-password xyz, --db-root-password=xyz
+    re.compile(r"(?i)(--[\w-]*" + _SECRET_WORD + r"[\w-]*(?:=|\s+))(\S+)"),
+    # JSON / YAML / env style: "db_password": "xyz", Password: xyz, DB_PASSWORD=xyz.
+    # Quoted values end at their quote; bare values run to the end of the line (or table cell),
+    # since an over-redacted line is harmless and an under-redacted one is not.
+    re.compile(
+        r"(?i)([\w.-]*" + _SECRET_WORD + r"[\w.-]*[\"']?\s*[:=]\s*)"
+        r"(\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s" + _CELL + r"][^\r\n" + _CELL + r"]*?(?=\s*(?:[" + _CELL + r"]|$)))",
+        re.MULTILINE,
+    ),
+    # Rich box tables as printed by `fm info`: │ DB Root Password │ xyz │
+    re.compile(
+        r"(?i)([\w.-]*" + _SECRET_WORD + r"[\w .-]*?\s*[" + _CELL + r"]\s*)"
+        r"([^\s" + _CELL + r"][^\r\n" + _CELL + r"]*?)(?=\s*(?:[" + _CELL + r"]|$))",
+        re.MULTILINE,
+    ),
+    # Prose: "root password is xyz", "password set to xyz"
+    re.compile(r"(?i)(" + _SECRET_WORD + r"\s+(?:is|was set to|set to)\s+)(\S+)"),
+    # HTTP credentials.
+    re.compile(r"(?i)(\bbearer\s+)(\S+)"),
+    re.compile(r"(?i)(://[^/\s:@]+:)([^@\s/]+)(?=@)"),
+]
+
+
+def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
+    """Replace each known secret, and values that look like passwords or tokens, by ``***``."""
+    # Longest first, so a secret that contains another is masked whole.
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + _mask_value(m.group(2)), text)
+    return text
+
+
+def _mask_value(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[0] + MASK + value[0]
+    return MASK
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def minimal_env() -> dict[str, str]:
+    """The environment a command gets when the caller passes none: PATH, HOME and a UTF-8 locale.
+
+    The agent's own environment (which may hold the API token or other secrets) is not passed on.
+    """
+    return {
+        "PATH": os.environ.get("PATH") or os.defpath,
+        "HOME": os.environ.get("HOME") or "/",
+        "LANG": "C.UTF-8",
+    }
+
+
+def resolve_binary(name: str, search_path: str | None = None) -> str | None:
+    """The full path of an executable ``name`` (searched on ``search_path`` or PATH), or None."""
+    if not name:
+        return None
+    return shutil.which(name, path=search_path)
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _OutputTail:
+    """Turns the byte stream into redacted lines, passes each on and keeps a bounded tail."""
+
+    def __init__(self, limit: int, secrets: Sequence[str], on_output: Callable[[str], None] | None):
+        self.limit = max(int(limit), 1)
+        self.secrets = list(secrets)
+        self.on_output = on_output
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.partial = ""
+        self.lines: collections.deque[str] = collections.deque()
+        self.size = 0
+        self.cut = False
+        self.callback_failed = False
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self.partial + self.decoder.decode(data, final)
+        # \r alone is how progress bars redraw; treat it as a line end.
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        *complete, self.partial = text.split("\n")
+        for line in complete:
+            self._emit(line)
+        while len(self.partial) > MAX_LINE_CHARS:
+            self._emit(self.partial[:MAX_LINE_CHARS])
+            self.partial = self.partial[MAX_LINE_CHARS:]
+        if final and self.partial:
+            self._emit(self.partial)
+            self.partial = ""
+
+    def _emit(self, line: str) -> None:
+        line = redact_text(line, self.secrets)
+        if self.on_output is not None and not self.callback_failed:
+            try:
+                self.on_output(line)
+            except Exception:  # a broken listener must not break the command
+                self.callback_failed = True
+                log.exception("output callback failed; further output is only kept in the result")
+        self.lines.append(line + "\n")
+        self.size += len(line) + 1
+        while self.size > self.limit and len(self.lines) > 1:
+            self.size -= len(self.lines.popleft())
+            self.cut = True
+
+    def text(self) -> str:
+        text = "".join(self.lines)
+        if not self.cut and len(text) <= self.limit:
+            return text
+        budget = max(self.limit - len(TRUNCATION_NOTE), 0)
+        text = text[-budget:] if budget else ""
+        first_newline = text.find("\n")
+        if 0 <= first_newline < 200 and first_newline < len(text) - 1:
+            text = text[first_newline + 1:]  # start at a whole line
+        return (TRUNCATION_NOTE + text)[-self.limit:]
+
+
+def _describe_start_failure(program: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        if os.sep in program:
+            return f"`{program}` does not exist; check the path in the agent's config."
+        return f"`{program}` was not found on PATH; install it or set its full path in the agent's config."
+    if isinstance(exc, PermissionError):
+        return f"`{program}` could not be started: permission denied (is it executable?)."
+    return f"`{program}` could not be started: {exc.strerror or exc}."
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process is left in the group.
+
+    Zombies are ignored: their parent (often PID 1 in a container) reaps them, not us.
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no procfs: ask the kernel, counting zombies too
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _wait_group(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait until the leader has exited and the group is empty; False if ``timeout`` ran out."""
+    end = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None and not _group_alive(proc.pid):
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
+
+
+def _kill_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the command's whole process group, then SIGKILL whatever is left after ``grace``."""
+    pgid = proc.pid  # start_new_session=True made the command its group's leader
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    if _wait_group(proc, grace):
+        return
+    # Children may ignore SIGTERM or outlive the leader; the leader is not reaped before
+    # this point unless the group is otherwise empty, so the pgid cannot have been reused.
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    _wait_group(proc, 1.0)  # SIGKILL is delivered asynchronously
+
+
+def run_command(
+    argv: list[str],
+    *,
+    timeout: float,
+    cwd: str | None = None,
+    env: dict | None = None,
+    on_output: Callable[[str], None] | None = None,
+    redact: Sequence[str] = (),
+    max_output: int = 64_000,
+) -> CommandResult:
+    """Run ``argv`` to completion or until ``timeout`` seconds pass; never raises for command failures.
+
+    ``on_output`` is called with each redacted output line (without its newline) as it arrives.
+    ``env`` is the complete environment of the command; None means :func:`minimal_env`.
+    Each string in ``redact`` is replaced by ``***`` in the output, as are values that look like
+    passwords (``fm info`` prints database passwords).
+    """
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)):
+        raise TypeError("run_command takes an argv list, never a shell string")
+    argv = [os.fspath(a) for a in argv]
+    if not argv or not all(isinstance(a, str) for a in argv):
+        raise TypeError("run_command needs a non-empty argv list of strings")
+    secrets = list(redact)
+    tail = _OutputTail(max_output, secrets, on_output)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            shell=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=minimal_env() if env is None else env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        if cwd is not None and isinstance(exc, FileNotFoundError) and not os.path.isdir(cwd):
+            error = f"the working directory {cwd} does not exist."
+        else:
+            error = _describe_start_failure(argv[0], exc)
+        return CommandResult(argv=argv, exit_code=None, output="", timed_out=False, error=error)
+
+    deadline = time.monotonic() + timeout
+    timed_out = False
+    fd = proc.stdout.fileno()
+    selector = selectors.DefaultSelector()
+    selector.register(fd, selectors.EVENT_READ)
+    exited_at = None
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= deadline and proc.poll() is None:
+                timed_out = True
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at >= DRAIN_AFTER_EXIT_SECONDS:
+                break  # something the command left running still holds the pipe; stop listening
+            wait = min(0.2, max(deadline - now, 0.0)) if exited_at is None else 0.05
+            if selector.select(wait):
+                data = os.read(fd, READ_CHUNK)
+                if not data:
+                    break  # EOF: every writer is gone
+                tail.feed(data)
+        if timed_out:
+            _kill_group(proc, KILL_GRACE_SECONDS)
+            # Pick up what the dying processes wrote; the pipe may still be held by a stray.
+            end = time.monotonic() + 0.5
+            while time.monotonic() < end and selector.select(0.05):
+                data = os.read(fd, READ_CHUNK)
+                if not data:
+                    break
+                tail.feed(data)
+        else:
+            proc.wait()
+    finally:
+        selector.close()
+        proc.stdout.close()
+        if proc.poll() is None:  # only on an unexpected exception above
+            _kill_group(proc, 0.5)
+    tail.feed(b"", final=True)
+
+    error = None
+    if timed_out:
+        error = f"timed out after {timeout:g} s; its process group was killed."
+    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=error)
