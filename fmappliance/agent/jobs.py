@@ -128,10 +128,38 @@ class JobContext:
         if result.exit_code is not None:
             self.last_exit_code = result.exit_code
         if result.error:
-            self.log(redact_text(result.error, self._manager.redact))
+            self.log(result.error)
         if check and not result.ok:
             raise StepFailed(_describe_failure(label, result))
         return result
+
+
+class _OutputTail:
+    """The last MAX_OUTPUT_CHARS characters of a job's output, cheap to append to."""
+
+    def __init__(self):
+        self._chunks: collections.deque[str] = collections.deque()
+        self._size = 0
+        self._cut = False
+        self._text: str | None = ""
+
+    def append(self, text: str) -> None:
+        self._chunks.append(text)
+        self._size += len(text)
+        budget = MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)
+        while self._size > budget and len(self._chunks) > 1:
+            self._size -= len(self._chunks.popleft())
+            self._cut = True
+        self._text = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            text = "".join(self._chunks)
+            if self._cut or len(text) > MAX_OUTPUT_CHARS:
+                text = TRUNCATION_NOTE + text[-(MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)):]
+            self._text = text
+        return self._text
 
 
 class _LiveJob:
@@ -145,7 +173,7 @@ class _LiveJob:
         self.on_start = on_start
         self.deadline = None
         self.timeout = timeout
-        self.output = ""
+        self.output = _OutputTail()
         self.last_flush = 0.0
         self.dirty = False
 
@@ -165,6 +193,9 @@ class JobManager:
         self._queues: dict[str, collections.deque[_LiveJob]] = {}
         self._workers: dict[str, threading.Thread] = {}
         self._closed = False
+        # Job output may show paths and host details: keep the store private to the agent
+        # (SQLite gives the -wal/-shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         # One connection shared by all threads, always used under self._lock.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -287,7 +318,7 @@ class JobManager:
         job = dict(zip(_COLUMNS, row))
         live = self._live.get(job["id"])
         if live is not None:
-            job["output"] = live.output  # fresher than the last flush
+            job["output"] = live.output.text  # fresher than the last flush
         try:
             job["result"] = json.loads(job["result"] or "{}")
         except ValueError:
@@ -296,21 +327,14 @@ class JobManager:
 
     def _append_output(self, live: _LiveJob, text: str) -> None:
         with self._lock:
-            output = live.output + text + "\n"
-            if len(output) > MAX_OUTPUT_CHARS:
-                output = output[-(MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)):]
-                cut = output.find("\n")
-                if 0 <= cut < 1000:
-                    output = output[cut + 1:]
-                output = TRUNCATION_NOTE + output
-            live.output = output
+            live.output.append(text + "\n")
             live.dirty = True
             if time.monotonic() - live.last_flush >= FLUSH_INTERVAL_SECONDS:
                 self._flush_locked(live)
 
     def _flush_locked(self, live: _LiveJob) -> None:
         if live.dirty and not self._closed:
-            self._db.execute("UPDATE jobs SET output=? WHERE id=?", (live.output, live.job_id))
+            self._db.execute("UPDATE jobs SET output=? WHERE id=?", (live.output.text, live.job_id))
             live.dirty = False
         live.last_flush = time.monotonic()
 
@@ -365,7 +389,7 @@ class JobManager:
                                message=" ".join(message.split()), result=json.dumps(result))
             self._live.pop(live.job_id, None)
             if job is not None:
-                job["output"] = live.output
+                job["output"] = live.output.text
             self._ended.notify_all()
         if job is not None and self.on_finish is not None:
             try:

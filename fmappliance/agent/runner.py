@@ -326,5 +326,5 @@ def run_command(
 
     error = None
     if timed_out:
-        error = f"timed out after {timeout:g} s; its process group was killed."
+        error = f"timed out after {round(timeout, 1):g} s; its process group was killed."
     return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=error)

@@ -339,6 +339,7 @@ def test_job_output_is_bounded(manager):
     done = manager.wait(manager.submit(action="update_stack", stack="prod", site=None, body=body)[0]["id"], WAIT)
     assert len(done["output"]) <= MAX_OUTPUT_CHARS
     assert done["output"].endswith("line 019999\n")
+    assert done["output"].startswith("[... earlier output cut ...]\nline ")
 
 
 def test_on_finish_and_on_start_are_called(tmp_path):
@@ -378,3 +379,25 @@ def test_old_jobs_are_pruned_to_the_newest_5000(tmp_path, monkeypatch):
         assert [j["id"] for j in second.list()] == ids[:1:-1]
     finally:
         second.close()
+
+
+def test_the_job_store_is_private_to_the_agent(tmp_path):
+    jobs = JobManager(str(tmp_path / "state"))
+    jobs.close()
+    assert (tmp_path / "state" / "jobs.sqlite3").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "state").stat().st_mode & 0o077 == 0
+
+
+def test_a_job_time_limit_caps_its_commands(manager):
+    seen = {}
+
+    def body(ctx):
+        seen["left"] = ctx.deadline_left()
+        ctx.run(["sleep", "30"], timeout=60)
+
+    started = time.monotonic()
+    job, _ = manager.submit(action="backup_site", stack="prod", site="s1", body=body, timeout=0.5)
+    done = manager.wait(job["id"], WAIT)
+    assert time.monotonic() - started < 5
+    assert 0 < seen["left"] <= 0.5
+    assert done["status"] == "failed" and "timed out after 0.5 s" in done["message"]
