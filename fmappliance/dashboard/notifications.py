@@ -1,0 +1,177 @@
+"""Failure notifications: a JSON webhook and/or mail, for the events the operator chose.
+
+``Notifier(config["notifications"]).notify(event, subject, details)`` returns at once; a
+single background thread does the sending, so a slow mail server never holds up the
+scheduler or a page. Sending failures are logged and never raised: a broken mail setup
+must not stop backups. Secrets (the SMTP password, a webhook URL that often embeds a
+token) are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import smtplib
+import socket
+import ssl
+import threading
+import urllib.request
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 10  # seconds, per webhook request and per SMTP conversation step
+_STOP = object()
+
+
+def _redacted_url(url: str) -> str:
+    # Webhook URLs (Slack, Teams, ntfy...) carry their secret in the path or query.
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}/..."
+
+
+class Notifier:
+    """Sends ``notify(event, subject, details)`` to the configured webhook and mail recipients."""
+
+    def __init__(self, settings: Mapping | None):
+        settings = settings or {}
+        self.events = tuple(settings.get("events") or ())
+        self.webhook_url = settings.get("webhook_url") or ""
+        self.smtp = dict(settings.get("smtp") or {})
+        self.hostname = socket.gethostname()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is somewhere to send to."""
+        return bool(self.webhook_url or (self.smtp.get("host") and self.smtp.get("to")))
+
+    def wants(self, event: str) -> bool:
+        return event in self.events and self.enabled
+
+    def notify(self, event: str, subject: str, details: Mapping) -> bool:
+        """Queue a notification; returns False when the event is not configured to be sent."""
+        if not self.wants(event):
+            return False
+        self._ensure_thread()
+        self._queue.put((event, subject, dict(details)))
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far was sent (or failed); True when done in time."""
+        done = threading.Event()
+        self._ensure_thread()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = SEND_TIMEOUT * 3) -> None:
+        """Send what is queued, then end the sender thread."""
+        with self._thread_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            self.notify_sync(*item)
+
+    # ---- sending ----------------------------------------------------------------------
+
+    def notify_sync(self, event: str, subject: str, details: Mapping) -> dict:
+        """Send now, in the caller's thread; returns ``{"webhook": ok, "smtp": ok}`` for the
+        channels configured. Never raises."""
+        if event not in self.events:
+            return {}
+        results = {}
+        payload = {
+            "event": event, "subject": subject, "details": dict(details), "host": self.hostname,
+            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if self.webhook_url:
+            results["webhook"] = self._guard("webhook", event, self._send_webhook, payload)
+        if self.smtp.get("host") and self.smtp.get("to"):
+            results["smtp"] = self._guard("mail", event, self._send_mail, payload)
+        return results
+
+    @staticmethod
+    def _guard(channel: str, event: str, send, payload) -> bool:
+        try:
+            send(payload)
+        except Exception as exc:  # any failure: logged, never fatal
+            log.error("Could not send the %s notification by %s: %s", event, channel, exc)
+            return False
+        log.info("Sent the %s notification by %s.", event, channel)
+        return True
+
+    def _send_webhook(self, payload: Mapping) -> None:
+        request = urllib.request.Request(
+            self.webhook_url, data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "fmappliance-dashboard"})
+        try:
+            with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:
+                response.read(65536)
+        except Exception as exc:
+            # urllib errors may quote the full URL; name only the host.
+            raise RuntimeError(f"{_redacted_url(self.webhook_url)}: {getattr(exc, 'reason', None) or exc.__class__.__name__}"
+                               + (f" (HTTP {exc.code})" if hasattr(exc, "code") else "")) from None
+
+    def _send_mail(self, payload: Mapping) -> None:
+        cfg = self.smtp
+        message = EmailMessage()
+        message["Subject"] = f"[fmappliance {self.hostname}] {payload['subject']}"
+        message["From"] = cfg.get("from") or "fmappliance@localhost"
+        message["To"] = ", ".join(cfg["to"])
+        lines = [payload["subject"], ""]
+        details = dict(payload["details"])
+        if details.get("message"):
+            lines += [str(details.pop("message")), ""]
+        lines += [f"{key}: {value}" for key, value in details.items()]
+        lines += ["", f"Event: {payload['event']} on {payload['host']} at {payload['time']}"]
+        message.set_content("\n".join(lines) + "\n")
+        with smtplib.SMTP(cfg["host"], int(cfg.get("port") or 587), timeout=SEND_TIMEOUT) as smtp:
+            smtp.ehlo()
+            if cfg.get("starttls", True):
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if cfg.get("username"):
+                password_file = cfg.get("password_file")
+                if not password_file:
+                    raise RuntimeError("smtp.username is set but smtp.password_file is not")
+                password = Path(password_file).read_text().strip()
+                smtp.login(cfg["username"], password)
+            smtp.send_message(message)
+
+
+def weekly_summary(status: list[Mapping]) -> tuple[str, dict]:
+    """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``."""
+    broken = [s for s in status if s.get("status") == "broken"]
+    failed = [s for s in status if (s.get("last_run") or {}).get("result") in ("failed", "missed")
+              or (s.get("last_run") or {}).get("job_status") == "failed"]
+    subject = (f"Backups: {len(status)} schedule(s), {len(broken)} broken, {len(failed)} with a failed last run"
+               if broken or failed else f"Backups: all {len(status)} schedule(s) ran")
+    details = {
+        "schedules": len(status),
+        "broken": [f"{s['stack']}/{s['site']}: {s.get('broken_reason')}" for s in broken],
+        "failed_last_run": [f"{s['stack']}/{s['site']}: {(s.get('last_run') or {}).get('message', '')}" for s in failed],
+    }
+    return subject, details
