@@ -1,0 +1,88 @@
+"""fm-agent: ``python -m fmappliance.agent --config /etc/fmappliance/config.yaml``.
+
+``--check-config`` validates and exits; ``--version`` prints the version.  A config error is
+one line on stderr and exit status 2, never a traceback.  SIGTERM stops the server cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
+from fmappliance.logsetup import setup_logging
+from fmappliance.version import __version__
+
+log = logging.getLogger("fmappliance.agent")
+
+#: The API takes tiny JSON bodies only; waitress refuses anything bigger before the app sees it.
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="fm-agent", description="The fmappliance agent (privileged JSON API).")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument("--version", action="version", version=f"fm-agent {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fm-agent: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"config OK: {len(config['stacks'])} stacks")
+        return 0
+    setup_logging(secrets_of(config))
+    return serve(config)
+
+
+def serve(config: dict) -> int:
+    import waitress
+    from waitress.server import create_server
+
+    from fmappliance.agent.actions import clean_staging
+    from fmappliance.agent.app import make_app
+
+    app = make_app(config)
+    services = app.agent_services
+    # A backup interrupted by a crash leaves temp files; they are never published.
+    services.store.clean_temp_files()
+    clean_staging(config["agent"]["state_dir"])
+    agent = config["agent"]
+    server = create_server(
+        app,
+        host=agent["listen"],
+        port=agent["port"],
+        threads=agent["threads"],
+        max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        ident="fm-agent",
+        clear_untrusted_proxy_headers=True,
+    )
+
+    def stop(signum, frame):
+        log.info("stopping (signal %s)", signal.Signals(signum).name)
+        # waitress's run() catches SystemExit and shuts its worker threads down.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("listening on http://%s:%s (fm-agent %s, waitress %s)", agent["listen"], agent["port"], __version__,
+             getattr(waitress, "__version__", ""))
+    try:
+        server.run()
+    finally:
+        server.close()
+        services.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

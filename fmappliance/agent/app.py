@@ -1,0 +1,263 @@
+"""The agent's HTTP API: routes only (see /tmp/brief/agent_api.md and issue 2 §3).
+
+``make_app(config)`` builds a fresh ``bottle.Bottle``.  The token is checked in a
+before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401 too.
+Every error is JSON; an unexpected exception is logged and answered with a minimal 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+import bottle
+
+from fmappliance.agent.actions import SITE_ACTIONS, ActionRejected, Actions
+from fmappliance.agent.auth import bearer_token_matches, is_public
+from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
+from fmappliance.agent.jobs import JobManager
+from fmappliance.agent.status import StatusBoard
+from fmappliance.config import KNOWN_ACTIONS, secrets_of
+from fmappliance.names import is_valid_backup_file_name, is_valid_site_name
+from fmappliance.version import __version__
+
+log = logging.getLogger(__name__)
+
+#: An action request is three short names; anything bigger is not one.
+MAX_ACTION_BODY_BYTES = 4096
+ACTION_FIELDS = ("action", "stack", "site")
+JOB_ID = re.compile(r"[0-9a-f]{16}", re.ASCII)
+_GENERIC = {
+    400: "The request is not valid.",
+    401: "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
+    403: "Not allowed.",
+    404: "Not found: the agent has no such route or object.",
+    405: "That method is not allowed here.",
+    409: "Conflict with the current state; try again later.",
+    413: "The request body is too large.",
+    415: "Send the body as JSON (Content-Type: application/json).",
+    500: "Internal error in the agent; see its log.",
+}
+
+
+@dataclass
+class AgentServices:
+    """Everything the routes use; built once per app (tests pass their own)."""
+
+    inventory: Inventory
+    status: StatusBoard
+    jobs: JobManager
+    store: object  # fmappliance.agent.backups.BackupStore
+    actions: Actions
+
+    def close(self) -> None:
+        self.status.close()
+        self.jobs.close()
+
+
+def build_services(config: dict) -> AgentServices:
+    from fmappliance.agent.backups import BackupStore
+
+    inventory = Inventory(config)
+    status = StatusBoard(config, inventory)
+    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config),
+                      on_finish=lambda job: status.invalidate(job["stack"]))
+    store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
+    actions = Actions(config, inventory, jobs, store, status)
+    return AgentServices(inventory, status, jobs, store, actions)
+
+
+def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
+    body = json.dumps({"success": False, "message": message or _GENERIC.get(status, "Request failed.")})
+    res = bottle.HTTPResponse(body, status, headers or {})
+    res.content_type = "application/json"
+    return res
+
+
+def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.Bottle:
+    """The agent WSGI app for ``config``."""
+    services = services or build_services(config)
+    token = config["security"]["token"]
+    app = bottle.Bottle(catchall=True, autojson=True)
+    app.agent_services = services
+
+    # ------------------------------------------------------------------ cross-cutting
+
+    @app.hook("before_request")
+    def require_token():
+        environ = bottle.request.environ
+        if is_public(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")):
+            return
+        if not bearer_token_matches(environ.get("HTTP_AUTHORIZATION"), token):
+            raise _json_error(401, headers={"WWW-Authenticate": 'Bearer realm="fm-agent"'})
+
+    def json_error_page(err: bottle.HTTPError) -> str:
+        status = err.status_code
+        message = err.body if isinstance(err.body, str) and err.body and status != 500 else None
+        if status == 404 and message and message.startswith("Not found: '"):
+            message = None  # bottle's own text echoes the path
+        if status == 405:
+            allowed = err.headers.get("Allow", "")
+            message = f"That method is not allowed here (allowed: {allowed})." if allowed else None
+        bottle.response.content_type = "application/json"
+        return json.dumps({"success": False, "message": message or _GENERIC.get(status, "Request failed.")})
+
+    app.default_error_handler = json_error_page
+
+    def log_unexpected(callback):
+        def wrapper(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except bottle.HTTPResponse:
+                raise
+            except Exception:
+                req = bottle.request
+                log.exception("unexpected error answering %s %s", req.method, req.path)
+                raise bottle.HTTPError(500) from None
+
+        return wrapper
+
+    app.install(log_unexpected)
+
+    def check_stack(name) -> dict:
+        try:
+            return services.inventory.check_stack(name)
+        except NameRejected as exc:
+            raise _json_error(exc.status, exc.message) from None
+
+    def check_site_shape(site) -> None:
+        if not is_valid_site_name(site):
+            raise _json_error(400, "That is not a valid site name.")
+
+    # ------------------------------------------------------------------ routes
+
+    @app.get("/")
+    def health():
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/stacks")
+    def list_stacks():
+        stacks = [with_backups(s) for s in services.status.all()]
+        try:
+            disk = services.store.disk_usage()
+        except OSError as exc:
+            log.warning("cannot read disk usage of the backup dir: %s", exc)
+            disk = None
+        return {"stacks": stacks, "disk": disk}
+
+    @app.get("/stacks/<name>")
+    def show_stack(name):
+        check_stack(name)
+        stack = with_backups(services.status.one(name))
+        return {"stack": stack, "jobs": services.jobs.list(stack=name, limit=20)}
+
+    @app.get("/stacks/<name>/sites")
+    def list_sites(name):
+        check_stack(name)
+        try:
+            return {"sites": services.inventory.sites(name)}
+        except SitesUnavailable as exc:
+            raise _json_error(409, f"The sites of stack {name} cannot be listed right now: {exc}") from None
+
+    def with_backups(stack: dict) -> dict:
+        last = {}
+        for site in stack.get("sites") or ():
+            manifest = services.store.last_backup(stack["name"], site)
+            last[site] = None if manifest is None else {
+                "id": manifest.get("id"),
+                "created": manifest.get("created"),
+                "size": manifest.get("size", sum(f.get("size", 0) for f in manifest.get("files", []))),
+                "verified": bool(manifest.get("verified")),
+            }
+        return {**stack, "last_backups": last}
+
+    @app.post("/action")
+    def start_action():
+        request = read_action_request()
+        try:
+            job, created, message = services.actions.start(request["action"], request["stack"], request.get("site"))
+        except ActionRejected as exc:
+            raise _json_error(exc.status, exc.message) from None
+        bottle.response.status = 202
+        return {"success": True, "message": message, "job": job, "duplicate": not created}
+
+    def read_action_request() -> dict:
+        environ = bottle.request.environ
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise _json_error(415)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            raise _json_error(400, "The request needs a JSON body with a Content-Length.") from None
+        if length > MAX_ACTION_BODY_BYTES:
+            raise _json_error(413, f"The request body is too large (at most {MAX_ACTION_BODY_BYTES} bytes).")
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise _json_error(400, 'The body is not valid JSON; send {"action": ..., "stack": ..., "site": ...}.') from None
+        if not isinstance(data, dict):
+            raise _json_error(400, 'The body must be a JSON object: {"action": ..., "stack": ..., "site": ...}.')
+        unexpected = sorted(k for k in data if k not in ACTION_FIELDS)
+        if unexpected:
+            raise _json_error(400, "Unexpected field(s): " + ", ".join(repr(k)[:40] for k in unexpected) + "; only action, stack and site are accepted.")
+        action = data.get("action")
+        if not isinstance(action, str) or not action:
+            raise _json_error(400, "The field 'action' is missing (a text naming the action).")
+        if action not in KNOWN_ACTIONS:
+            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(KNOWN_ACTIONS)}.")
+        if not isinstance(data.get("stack"), str):
+            raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
+        if action in SITE_ACTIONS:
+            if not isinstance(data.get("site"), str):
+                raise _json_error(400, f"The action {action} needs the field 'site' (a site name).")
+        elif data.get("site") is not None:
+            raise _json_error(400, f"The action {action} works on a whole stack and takes no 'site' field.")
+        return data
+
+    @app.get("/jobs")
+    def list_jobs():
+        query = bottle.request.query
+        stack = query.get("stack") or None
+        if stack is not None:
+            check_stack(stack)
+        raw_limit = query.get("limit") or "50"
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            raise _json_error(400, "limit must be a whole number from 1 to 500.")
+        return {"jobs": services.jobs.list(stack=stack, limit=int(raw_limit))}
+
+    @app.get("/jobs/<job_id>")
+    def show_job(job_id):
+        job = services.jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise _json_error(404, "There is no job with that id.")
+        return job
+
+    @app.get("/backups/<stack>/<site>")
+    def list_backups(stack, site):
+        check_stack(stack)
+        check_site_shape(site)
+        return {"backups": services.store.list_backups(stack, site)}
+
+    @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
+    def download_backup(stack, site, name):
+        from fmappliance.agent.backups import BackupNotFound, BadBackupRequest
+        from fmappliance.agent.downloads import file_response
+
+        check_stack(stack)
+        check_site_shape(site)
+        if not is_valid_backup_file_name(name):
+            raise _json_error(400, "That is not the name of a published backup file.")
+        try:
+            fileobj, st = services.store.open_published_file(stack, site, name)
+        except BackupNotFound:
+            raise _json_error(404, "There is no such backup file.") from None
+        except BadBackupRequest as exc:
+            raise _json_error(400, str(exc) or "That backup file cannot be served.") from None
+        return file_response(fileobj, st, name, range_header=bottle.request.environ.get("HTTP_RANGE"),
+                             method=bottle.request.method)
+
+    return app

@@ -1,0 +1,131 @@
+"""docker compose: argv builders, `ps` parsing (both JSON shapes) and stack status.
+
+Facts (../shared/docs/frappe-manager.md §2, §4): `ps --format json` printed one JSON array
+up to compose v2.20 and one object per line from v2.21; `configurator` and friends are
+one-shot services whose normal state is "exited (0)".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+#: Services that run once and exit; exit code 0 is their healthy end state.
+ONE_SHOT_SERVICES = frozenset({"configurator", "create-site", "migrator"})
+#: In a frappe_docker stack, the services that serve the bench (restarted by restart_site).
+SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")
+#: Where the bench lives inside the backend container.
+CONTAINER_BENCH = "/home/frappe/frappe-bench"
+
+
+def base_argv(docker: str, stack: dict) -> list[str]:
+    """`docker compose [-p P] [-f F]... --project-directory <path>`."""
+    argv = [docker, "compose"]
+    if stack.get("project"):
+        argv += ["-p", stack["project"]]
+    for name in stack.get("files") or ():
+        argv += ["-f", os.path.join(stack["path"], name)]
+    argv += ["--project-directory", stack["path"]]
+    return argv
+
+
+def ps_argv(docker: str, stack: dict) -> list[str]:
+    return base_argv(docker, stack) + ["ps", "--all", "--format", "json"]
+
+
+def exec_argv(docker: str, stack: dict, *command: str) -> list[str]:
+    """Run ``command`` in the bench service without a TTY (stdin is /dev/null anyway)."""
+    return base_argv(docker, stack) + ["exec", "-T", stack.get("service") or "backend", *command]
+
+
+def cp_argv(docker: str, stack: dict, container_path: str, host_path: str) -> list[str]:
+    return base_argv(docker, stack) + ["cp", f"{stack.get('service') or 'backend'}:{container_path}", host_path]
+
+
+def list_sites_argv(docker: str, stack: dict) -> list[str]:
+    return exec_argv(docker, stack, "find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json")
+
+
+def parse_site_list(output: str) -> list[str]:
+    """Site names from `find sites -mindepth 2 -maxdepth 2 -name site_config.json` output."""
+    from fmappliance.names import is_valid_site_name
+
+    sites = set()
+    for line in output.splitlines():
+        parts = line.strip().split("/")
+        if len(parts) == 3 and parts[0] == "sites" and parts[2] == "site_config.json" and is_valid_site_name(parts[1]):
+            sites.add(parts[1])
+    return sorted(sites)
+
+
+def parse_ps(output: str) -> list[dict]:
+    """Rows of `ps --format json`, accepting the array and the line-per-object shapes.
+
+    Lines that are not JSON (warnings on merged stderr) are skipped.
+    """
+    rows: list[dict] = []
+    for line in output.splitlines():
+        line = line.strip()
+        if not line or line[0] not in "[{":
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        items = data if isinstance(data, list) else [data]
+        rows.extend(item for item in items if isinstance(item, dict))
+    return rows
+
+
+def looks_like_ps_output(output: str) -> bool:
+    """True when the output holds JSON rows or is empty of JSON altogether (no containers)."""
+    return any(line.strip()[:1] in ("[", "{") for line in output.splitlines())
+
+
+def service_rows(rows: list[dict]) -> list[dict]:
+    """The API's per-service view of ps rows (one-off `run` containers left out)."""
+    out = []
+    for row in rows:
+        labels = str(row.get("Labels") or "")
+        if "com.docker.compose.oneoff=True" in labels:
+            continue
+        service = str(row.get("Service") or "")
+        try:
+            exit_code = int(row.get("ExitCode") or 0)
+        except (TypeError, ValueError):
+            exit_code = 0
+        out.append({
+            "service": service,
+            "name": str(row.get("Name") or ""),
+            "state": str(row.get("State") or "").lower(),
+            "health": str(row.get("Health") or ""),
+            "status": str(row.get("Status") or ""),
+            "exit_code": exit_code,
+            "one_shot": service in ONE_SHOT_SERVICES,
+        })
+    out.sort(key=lambda s: (s["service"], s["name"]))
+    return out
+
+
+def compute_status(services: list[dict], expected: tuple | list = ()) -> tuple[str, str | None]:
+    """running / partial / stopped, and why when not running.
+
+    ``expected`` names long-running services that must exist (fm's main services); a
+    missing one counts as not running.
+    """
+    long_running = [s for s in services if not s["one_shot"]]
+    failed_one_shots = [s for s in services if s["one_shot"] and s["state"] in ("exited", "dead") and s["exit_code"] != 0]
+    present = {s["service"] for s in long_running}
+    missing = [name for name in expected if name not in present]
+    if not long_running and not missing:
+        return "stopped", "no containers exist for this stack (it is down)"
+    up = [s for s in long_running if s["state"] == "running"]
+    down = [s for s in long_running if s["state"] != "running"]
+    problems = [f"{s['service']} ({s['status'] or s['state']})" for s in down]
+    problems += [f"{name} (no container)" for name in missing]
+    problems += [f"{s['service']} failed ({s['status'] or 'exit ' + str(s['exit_code'])})" for s in failed_one_shots]
+    if not up:
+        return "stopped", "not running: " + ", ".join(problems)
+    if problems:
+        return "partial", "not running: " + ", ".join(problems)
+    return "running", None

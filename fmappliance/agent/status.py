@@ -1,0 +1,153 @@
+"""Stack status: all stacks asked concurrently, each answer cached for a few seconds.
+
+One slow or broken stack never holds up the others: docker missing, the daemon down, a
+compose error or a timeout make that stack ``unknown`` with a reason.  Two requests that
+need the same stack at the same moment share one `docker compose ps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from fmappliance.agent.inventory import Inventory
+from fmappliance.agent.runner import resolve_binary, run_command
+from fmappliance.agent.stacks import compose, fm
+
+log = logging.getLogger(__name__)
+
+DAEMON_DOWN_MARKERS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "permission denied while trying to connect")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StatusBoard:
+    """Status of every configured stack, cached per stack for ``agent.status_cache_seconds``."""
+
+    def __init__(self, config: dict, inventory: Inventory, *, clock=time.monotonic):
+        self.config = config
+        self.inventory = inventory
+        self.ttl = config["agent"]["status_cache_seconds"]
+        self.timeout = config["agent"]["status_timeout"]
+        self._clock = clock
+        # Reentrant: a future that is already done runs its callback (which locks) at once.
+        self._lock = threading.RLock()
+        self._cache: dict[str, tuple[float, dict]] = {}
+        self._inflight: dict[str, Future] = {}
+        self._generation: dict[str, int] = {}
+        workers = max(4, min(32, len(inventory.stacks)))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="status")
+        # Site lists run in their own pool: a status task waits for its site list, and must
+        # never wait for a worker of its own pool.
+        self._sites_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sites")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._sites_pool.shutdown(wait=False, cancel_futures=True)
+
+    def invalidate(self, stack_name: str) -> None:
+        """Forget a stack's cached status (after an action on it)."""
+        with self._lock:
+            self._cache.pop(stack_name, None)
+            self._generation[stack_name] = self._generation.get(stack_name, 0) + 1
+        self.inventory.invalidate(stack_name)
+
+    def all(self) -> list[dict]:
+        """Every stack's status, in name order, asking docker concurrently for stale ones."""
+        futures = {name: self._future(name) for name in self.inventory.stack_names()}
+        return [self._result(name, fut) for name, fut in futures.items()]
+
+    def one(self, stack_name: str) -> dict:
+        return self._result(stack_name, self._future(stack_name))
+
+    # ------------------------------------------------------------------ internals
+
+    def _future(self, name: str) -> Future:
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached and cached[0] > self._clock():
+                done: Future = Future()
+                done.set_result(cached[1])
+                return done
+            fut = self._inflight.get(name)
+            if fut is None:
+                generation = self._generation.get(name, 0)
+                fut = self._pool.submit(self._check, name)
+                self._inflight[name] = fut
+                fut.add_done_callback(lambda f, n=name, g=generation: self._store(n, g, f))
+            return fut
+
+    def _store(self, name: str, generation: int, fut: Future) -> None:
+        with self._lock:
+            self._inflight.pop(name, None)
+            if fut.cancelled() or fut.exception() is not None:
+                return
+            # An action that invalidated the stack meanwhile makes this answer stale.
+            if self._generation.get(name, 0) == generation and self.ttl > 0:
+                self._cache[name] = (self._clock() + self.ttl, fut.result())
+
+    def _result(self, name: str, fut: Future) -> dict:
+        try:
+            status = dict(fut.result(timeout=self.timeout + 5))
+        except Exception as exc:  # a bug or a stuck thread must not take the whole page down
+            log.warning("status of stack %s failed: %s", name, exc)
+            status = self._base(name)
+            status.update(status="unknown", reason="the agent could not determine the status in time")
+        return status
+
+    def _base(self, name: str) -> dict:
+        stack = self.inventory.stacks[name]
+        return {"name": name, "type": stack["type"], "path": stack["path"], "status": "unknown", "reason": None,
+                "services": [], "sites": [], "checked_at": utc_now()}
+
+    def _check(self, name: str) -> dict:
+        stack = self.inventory.stacks[name]
+        out = self._base(name)
+        # The site list of a compose stack may need the container: ask it alongside ps.
+        sites = self._sites_pool.submit(self.inventory.sites_for_display, name)
+        try:
+            self._ask_docker(stack, out)
+        finally:
+            try:
+                out["sites"] = sites.result(timeout=self.timeout + 5)
+            except Exception:
+                log.exception("listing the sites of %s failed", name)
+        return out
+
+    def _ask_docker(self, stack: dict, out: dict) -> None:
+        binary_name = self.config["agent"]["docker_binary"]
+        docker = resolve_binary(binary_name)
+        if docker is None:
+            out["reason"] = f"docker not found ({binary_name!r} is not on PATH or not executable)"
+            return
+        if stack["type"] == "fm":
+            argv, expected = fm.ps_argv(docker, stack), fm.MAIN_SERVICES
+        else:
+            argv, expected = compose.ps_argv(docker, stack), ()
+        result = run_command(argv, timeout=self.timeout, cwd=stack["path"])
+        out["checked_at"] = utc_now()
+        if result.timed_out:
+            out["reason"] = f"docker compose ps did not answer within {self.timeout} s"
+            return
+        if not result.ok:
+            text = result.output.strip()
+            if any(marker in text for marker in DAEMON_DOWN_MARKERS):
+                line = next(l for l in text.splitlines() if any(m in l for m in DAEMON_DOWN_MARKERS))
+                out["reason"] = "docker daemon not reachable: " + line.strip()
+            else:
+                last = text.splitlines()[-1].strip() if text else ""
+                out["reason"] = "docker compose ps failed: " + (result.error or f"exit code {result.exit_code}") + (f": {last}" if last else "")
+            return
+        rows = compose.parse_ps(result.output)
+        services = compose.service_rows(rows)
+        if stack["type"] == "fm":
+            main = [s for s in services if s["service"] in fm.MAIN_SERVICES]
+            status, reason = compose.compute_status(main, expected)
+        else:
+            status, reason = compose.compute_status(services)
+        out.update(status=status, reason=reason, services=services)

@@ -1,0 +1,401 @@
+"""Shared state of the `docker` and `fm` test doubles.
+
+The state lives in ``<dir of this file>/../double-state/`` so the doubles find it without
+environment variables (the agent gives commands a minimal environment).  Tests use the same
+helpers (``DoubleWorld(state_dir)``) to set container states, add sites, switch faults and
+read the argv log.
+
+Files in the state dir:
+  invocations.jsonl   one JSON object per call: prog, argv, cwd, env (a few keys), stdin_devnull
+  faults.json         fault switches (see README.md)
+  projects/<p>.json   {"services": {svc: {"state", "exit_code", "health", "name"}}}
+  volumes/<p>/        the "sites" volume of a compose project: sites/<site>/...
+  hangs/<pid>         doubles sleeping because of a hang fault (tests kill them by pid)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ONE_SHOT_SERVICES = ("configurator", "create-site", "migrator")
+DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+
+
+def default_state_dir() -> Path:
+    return Path(os.path.dirname(os.path.abspath(__file__))).parent / "double-state"
+
+
+def normalise_project(name: str) -> str:
+    """Compose's project name from a directory name: lower case, only [a-z0-9_-]."""
+    return re.sub(r"[^a-z0-9_-]", "", name.lower())
+
+
+class DoubleWorld:
+    def __init__(self, state_dir: str | os.PathLike | None = None):
+        self.dir = Path(state_dir) if state_dir else default_state_dir()
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ invocation log
+    def record(self, prog: str, argv: list[str]) -> None:
+        try:
+            dn = os.stat("/dev/null")
+            st = os.fstat(0)
+            devnull = (st.st_rdev, st.st_ino) == (dn.st_rdev, dn.st_ino)
+        except OSError:
+            devnull = False
+        entry = {
+            "prog": prog,
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "env": {k: os.environ[k] for k in ("FRAPPE_MANAGER_HOME", "HOME", "PATH") if k in os.environ},
+            "stdin_devnull": devnull,
+            "pid": os.getpid(),
+            "time": time.time(),
+        }
+        line = (json.dumps(entry) + "\n").encode()
+        fd = os.open(self.dir / "invocations.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def invocations(self, prog: str | None = None) -> list[dict]:
+        try:
+            lines = (self.dir / "invocations.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        calls = [json.loads(line) for line in lines if line.strip()]
+        return [c for c in calls if prog is None or c["prog"] == prog]
+
+    def argvs(self, prog: str | None = None) -> list[list[str]]:
+        return [c["argv"] for c in self.invocations(prog)]
+
+    def clear_invocations(self) -> None:
+        try:
+            (self.dir / "invocations.jsonl").unlink()
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------ faults
+    def faults(self) -> dict:
+        try:
+            return json.loads((self.dir / "faults.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def set_faults(self, **faults) -> None:
+        """Replace all faults, e.g. set_faults(fail={"bench backup": 1}, ps_delay=0.15)."""
+        tmp = self.dir / "faults.json.tmp"
+        tmp.write_text(json.dumps(faults))
+        os.replace(tmp, self.dir / "faults.json")
+
+    def update_faults(self, **faults) -> None:
+        merged = self.faults()
+        merged.update(faults)
+        self.set_faults(**merged)
+
+    # ------------------------------------------------------------ containers
+    @contextmanager
+    def locked(self):
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def project_file(self, project: str) -> Path:
+        return self.dir / "projects" / f"{project}.json"
+
+    def project(self, project: str) -> dict | None:
+        try:
+            return json.loads(self.project_file(project).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def save_project(self, project: str, data: dict) -> None:
+        path = self.project_file(project)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    def define_project(self, project: str, services: dict[str, str], *, state: str = "running") -> None:
+        """services: {service: container name}; all start in ``state`` (one-shots exited 0)."""
+        data = {"services": {}}
+        for svc, name in services.items():
+            data["services"][svc] = {"name": name, "state": state, "exit_code": 0, "health": ""}
+        self.save_project(project, data)
+        self.set_all(project, state)
+
+    def set_service(self, project: str, service: str, state: str, exit_code: int = 0, health: str = "") -> None:
+        with self.locked():
+            data = self.project(project)
+            entry = data["services"][service]
+            entry.update(state=state, exit_code=exit_code, health=health)
+            self.save_project(project, data)
+
+    def set_all(self, project: str, state: str, services: list[str] | None = None) -> None:
+        """Start (state running) or stop (exited) services; one-shots run and exit 0."""
+        with self.locked():
+            data = self.project(project)
+            for svc, entry in data["services"].items():
+                if services and svc not in services:
+                    continue
+                if svc in ONE_SHOT_SERVICES:
+                    entry.update(state="exited", exit_code=0)
+                elif state == "running":
+                    entry.update(state="running", exit_code=0)
+                else:
+                    entry.update(state="exited", exit_code=0)
+            self.save_project(project, data)
+
+    # ------------------------------------------------------------ compose sites volume
+    def volume_bench(self, project: str) -> Path:
+        """Host dir that plays /home/frappe/frappe-bench in a compose project's containers."""
+        return self.dir / "volumes" / project
+
+    def add_compose_site(self, project: str, site: str) -> None:
+        site_dir = self.volume_bench(project) / "sites" / site
+        (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
+        (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + site.replace(".", "")[:14]}))
+
+    # ------------------------------------------------------------ hangs
+    def hanging_pids(self) -> list[int]:
+        d = self.dir / "hangs"
+        return [int(p.name) for p in d.iterdir()] if d.is_dir() else []
+
+
+def parse_compose_services(path: str) -> dict[str, str]:
+    """Service names (and container_name where given) from a compose file, without a YAML parser."""
+    services: dict[str, str] = {}
+    in_services = False
+    current = None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return services
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 0:
+            in_services = line.strip() == "services:"
+            continue
+        if not in_services:
+            continue
+        if indent == 2 and line.strip().endswith(":"):
+            current = line.strip()[:-1].strip("'\"")
+            services[current] = ""
+        elif current and line.strip().startswith("container_name:"):
+            services[current] = line.split(":", 1)[1].strip().strip("'\"")
+    return services
+
+
+# ---------------------------------------------------------------- faults as seen by a double
+
+
+def _scoped(value, project):
+    """A fault value applies when it names no project or this one."""
+    if isinstance(value, dict) and value.get("project") not in (None, project):
+        return None
+    return value
+
+
+def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> int | None:
+    """Hang and/or fail as faults.json says for this step; returns an exit code to stop with."""
+    import sys
+
+    faults = world.faults()
+    hang = faults.get("hang") or {}
+    if isinstance(hang, list):
+        hang = {k: 60 for k in hang}
+    value = _scoped(hang.get(key), project)
+    if value is not None:
+        seconds = value.get("seconds", 60) if isinstance(value, dict) else value
+        marker = world.dir / "hangs" / str(os.getpid())
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(key)
+        print(f"(double: {key} hangs for {seconds} s)", file=sys.stderr, flush=True)
+        time.sleep(float(seconds))
+        marker.unlink(missing_ok=True)
+    value = _scoped((faults.get("fail") or {}).get(key), project)
+    if value is not None:
+        if isinstance(value, dict):
+            if value.get("stdout"):
+                print(value["stdout"])
+            print(value.get("stderr", f"(double: {key} fails)"), file=sys.stderr)
+            return int(value.get("rc", 1))
+        print(f"(double: {key} fails)", file=sys.stderr)
+        return int(value)
+    return None
+
+
+# ---------------------------------------------------------------- bench inside a container
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
+        n /= 1024
+    return f"{n}B"
+
+
+def _write_tar(path: Path, site: str, kind: str) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, text in ((f"hello-{kind}.txt", f"{kind} file of {site}\n"), ("logo.png", "PNG" * 100)):
+            data = text.encode()
+            info = tarfile.TarInfo(f"./{site}/{kind}/files/{name}")
+            info.size = len(data)
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+
+
+def bench_backup(world: DoubleWorld, bench_root: Path, container_root: str, site: str, with_files: bool,
+                 project: str | None) -> int:
+    """Emulate `bench --site S backup [--with-files]`: real files, the real summary."""
+    import datetime
+    import gzip
+
+    faults = world.faults()
+    site_dir = bench_root / "sites" / site
+    if not (site_dir / "site_config.json").is_file():
+        print(f"Site {site} does not exist", flush=True)
+        return 1
+    code = apply_faults(world, "bench backup", project)
+    if code is not None:
+        print(f"Backup failed for Site {site}. Database or site_config.json may be corrupted")
+        return code
+    now = datetime.datetime.now()
+    ts = now.strftime("%Y%m%d_%H%M%S")
+    slug = site.replace(".", "_")
+    backups = site_dir / "private" / "backups"
+    backups.mkdir(parents=True, exist_ok=True)
+    config = backups / f"{ts}-{slug}-site_config_backup.json"
+    config.write_text((site_dir / "site_config.json").read_text())
+    db = backups / f"{ts}-{slug}-database.sql.gz"
+    dump = (
+        "-- begin frappe metadata\n"
+        f"-- site: {site}\n-- apps: frappe erpnext\n"
+        "-- end frappe metadata\n"
+        "CREATE TABLE `tabNote` (`name` varchar(140));\n"
+        + "".join(f"INSERT INTO `tabNote` VALUES ('note-{i}');\n" for i in range(200))
+    )
+    mode = faults.get("dump", "ok")
+    if mode != "no_trailer":
+        dump += f"-- Dump completed on {now:%Y-%m-%d %H:%M:%S}\n"
+    with gzip.open(db, "wt") as fh:
+        fh.write(dump)
+    if mode == "truncated":
+        data = db.read_bytes()
+        db.write_bytes(data[: len(data) // 2])
+    parts = [("Config  ", config), ("Database", db)]
+    if with_files:
+        public = backups / f"{ts}-{slug}-files.tar"
+        private = backups / f"{ts}-{slug}-private-files.tar"
+        _write_tar(public, site, "public")
+        _write_tar(private, site, "private")
+        parts += [("Public  ", public), ("Private ", private)]
+    if faults.get("no_summary"):
+        print("Backup done.")
+        return 0
+    print(f"Backup Summary for {site} at {now:%Y-%m-%d %H:%M:%S.%f}")
+    for label, path in parts:
+        print(f"{label}: {container_root}/sites/{site}/private/backups/{path.name} {_human_size(path.stat().st_size)}")
+    print(f"Backup for Site {site} has been successfully completed" + (" with files" if with_files else ""))
+    return 0
+
+
+def run_bench(world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None) -> int:
+    """Emulate the few bench commands the agent uses.  ``args`` starts after `bench`."""
+    site = None
+    if len(args) >= 2 and args[0] == "--site":
+        site, args = args[1], args[2:]
+    if not args:
+        print("Usage: bench [OPTIONS] COMMAND [ARGS]...", flush=True)
+        return 2
+    cmd = args[0]
+    if cmd == "backup" and site:
+        return bench_backup(world, bench_root, container_root, site, "--with-files" in args, project)
+    if cmd == "migrate" and site:
+        if not (bench_root / "sites" / site / "site_config.json").is_file():
+            print(f"Site {site} does not exist")
+            return 1
+        code = apply_faults(world, "bench migrate", project)
+        if code is not None:
+            return code
+        print(f"Migrating {site}")
+        print("Updating DocTypes for frappe        : [========================================] 100%")
+        print("Updating DocTypes for erpnext       : [========================================] 100%")
+        print("Executing `after_migrate` hooks...")
+        print("Queued rebuilding of search index for " + site)
+        return 0
+    if cmd == "update" and site is None:
+        code = apply_faults(world, "bench update", project)
+        if code is not None:
+            return code
+        print("$ git pull upstream version-15")
+        print("Already up to date.")
+        print("$ bench build")
+        print("_  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _  _")
+        print("Bench updated successfully")
+        return 0
+    print(f"Error: No such command '{cmd}'.")
+    return 2
+
+
+def run_in_container(world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None) -> int:
+    """A command exec'd in the bench container: bench, find, ls."""
+    if not args:
+        return 1
+    if os.path.basename(args[0]) == "bench":
+        return run_bench(world, bench_root, container_root, args[1:], project)
+    if args[0] == "find":
+        code = apply_faults(world, "find", project)
+        if code is not None:
+            return code
+        return _find(bench_root, args[1:])
+    print(f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
+          "executable file not found in $PATH: unknown")
+    return 126
+
+
+def _find(bench_root: Path, args: list[str]) -> int:
+    """The two find forms the agent uses (site list, recent backup files)."""
+    start = args[0]
+    base = bench_root / start
+    if not base.is_dir():
+        print(f"find: '{start}': No such file or directory")
+        return 1
+    opts = dict(zip(args[1::2], args[2::2]))
+    mindepth = int(opts.get("-mindepth", 0))
+    maxdepth = int(opts.get("-maxdepth", 99))
+    pattern = opts.get("-name")
+    mmin = opts.get("-mmin")
+    import fnmatch
+
+    for root, dirs, files in os.walk(base):
+        depth = len(Path(root).relative_to(base).parts)
+        for name in sorted(files):
+            d = depth + 1
+            if d < mindepth or d > maxdepth:
+                continue
+            if pattern and not fnmatch.fnmatch(name, pattern):
+                continue
+            full = Path(root) / name
+            if mmin and mmin.startswith("-") and time.time() - full.stat().st_mtime > 60 * int(mmin[1:]):
+                continue
+            print(str(Path(start) / full.relative_to(base)))
+        if depth + 1 >= maxdepth:
+            dirs[:] = []
+    return 0
