@@ -1,0 +1,54 @@
+// fmappliance dashboard behaviour. No inline scripts anywhere (the CSP forbids them).
+(function () {
+  "use strict";
+
+  function csrfToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  // Every htmx request carries the session's CSRF token in a header.
+  document.addEventListener("htmx:configRequest", function (event) {
+    var token = csrfToken();
+    if (token) {
+      event.detail.headers["X-CSRF-Token"] = token;
+    }
+  });
+
+  // htmx does not swap error answers: show them, and send an ended session to the login page.
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status === 401) {
+      window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+      return;
+    }
+    var area = document.getElementById("action-results");
+    if (!area) {
+      return;
+    }
+    var notice = document.createElement("div");
+    notice.className = "notice notice-error";
+    notice.setAttribute("role", "alert");
+    var text = "The dashboard answered " + xhr.status + ".";
+    // DOMParser builds an inert document: nothing in it runs.
+    var parsed = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
+    var inner = parsed.querySelector(".notice");
+    if (inner && inner.textContent) {
+      text = inner.textContent;
+    }
+    notice.textContent = text;
+    area.insertBefore(notice, area.firstChild);
+  });
+
+  document.addEventListener("htmx:sendError", function () {
+    var area = document.getElementById("action-results");
+    if (!area) {
+      return;
+    }
+    var notice = document.createElement("div");
+    notice.className = "notice notice-error";
+    notice.setAttribute("role", "alert");
+    notice.textContent = "The dashboard cannot be reached; check the connection.";
+    area.insertBefore(notice, area.firstChild);
+  });
+})();

@@ -1,0 +1,39 @@
+<div class="page-head">
+<h1>Backups of {{site}} <span class="muted">on <a href="/stack/{{qstack}}">{{stack}}</a></span></h1>
+<div class="actions">
+{{!partial('action_button', url='/site/' + qstack + '/' + qsite + '/backup', label='Backup now', cls='primary', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+</div>
+</div>
+% if chart:
+<section class="card">
+<h2>Size over time</h2>
+<svg class="chart" viewBox="0 0 {{chart['width']}} {{chart['height']}}" role="img" aria-label="Backup size over time">
+<line class="chart-axis" x1="0" y1="{{chart['height'] - 1}}" x2="{{chart['width']}}" y2="{{chart['height'] - 1}}"></line>
+<polyline class="chart-line" points="{{chart['points']}}"></polyline>
+</svg>
+<p class="chart-labels muted"><span>{{chart['first_label']}}</span><span>max {{chart['max_label']}}</span><span>{{chart['last_label']}}</span></p>
+</section>
+% end
+<section class="card">
+% if backups:
+<table class="table backups">
+<thead><tr><th>Created</th><th>Size</th><th>Verified</th><th>Files</th></tr></thead>
+<tbody>
+% for b in backups:
+<tr data-backup-id="{{b['id']}}">
+<td>{{b['created']}} <span class="muted">{{b['age']}}</span></td>
+<td>{{b['size']}}</td>
+<td>{{!'<span class="verified" title="verified">&#10003; verified</span>' if b['verified'] else '<span class="unverified">not verified</span>'}}</td>
+<td><ul class="files">
+% for f in b['files']:
+<li><a href="/download/{{qstack}}/{{qsite}}/{{f['qname']}}" download>{{f['part'] or f['name']}}</a> <span class="muted">{{f['size']}}</span></li>
+% end
+</ul></td>
+</tr>
+% end
+</tbody>
+</table>
+% elif not failed:
+<p class="empty">No backups of this site yet. Use "Backup now" to make one.</p>
+% end
+</section>

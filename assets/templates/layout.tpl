@@ -1,0 +1,40 @@
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="htmx-config" content='{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}'>
+% if csrf_token:
+<meta name="csrf-token" content="{{csrf_token}}">
+% end
+<title>{{title}} · fmappliance</title>
+<link rel="stylesheet" href="{{static_urls['app.css']}}">
+<script src="{{static_urls['htmx.min.js']}}" defer></script>
+<script src="{{static_urls['app.js']}}" defer></script>
+</head>
+<body>
+<header class="topbar">
+<a class="brand" href="/dashboard">fmappliance</a>
+% if user:
+<nav class="nav">
+<a href="/dashboard" class="{{'active' if active == 'dashboard' else ''}}">Dashboard</a>
+<a href="/scheduler" class="{{'active' if active == 'scheduler' else ''}}">Schedules</a>
+<a href="/audit" class="{{'active' if active == 'audit' else ''}}">Audit log</a>
+<form method="post" action="/logout" class="inline"><input type="hidden" name="csrf_token" value="{{csrf_token}}"><button type="submit" class="link">Sign out ({{user}})</button></form>
+</nav>
+% end
+</header>
+% if banner:
+<div class="banner notice notice-error" role="alert">{{banner}}</div>
+% end
+<main>
+<div id="notices">
+% for kind, text in notices:
+{{!partial('notice', kind=kind, text=text)}}
+% end
+</div>
+<div id="action-results" aria-live="polite"></div>
+{{!body}}
+</main>
+</body>
+</html>

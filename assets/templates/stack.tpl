@@ -1,0 +1,68 @@
+% if stack:
+<div class="page-head">
+<h1>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span></h1>
+<p class="muted">{{stack['type']}} · <code>{{stack['path']}}</code> · checked {{stack['checked']}}</p>
+<div class="actions">
+{{!partial('action_button', url='/stack/' + stack['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_button', url='/stack/' + stack['qname'] + '/update', label='Update', cls='warn', confirm='Update stack ' + stack['name'] + '? It pulls new images and restarts the stack; sites are briefly unavailable.', csrf_token=csrf_token, return_to=return_to)}}
+</div>
+</div>
+% if stack['reason']:
+<div class="notice notice-error">{{stack['reason']}}</div>
+% end
+<section class="card">
+<h2>Services</h2>
+% if stack['services']:
+<table class="table">
+<thead><tr><th>Service</th><th>Container</th><th>State</th><th>Status</th></tr></thead>
+<tbody>
+% for svc in stack['services']:
+<tr><td>{{svc['service']}}</td><td>{{svc['name']}}</td><td><span class="badge {{svc['badge']}}">{{svc['state']}}</span>{{' (' + svc['health'] + ')' if svc['health'] else ''}}</td><td>{{svc['status']}}</td></tr>
+% end
+</tbody>
+</table>
+% else:
+<p class="empty">No containers found for this stack.</p>
+% end
+</section>
+<section class="card">
+<h2>Sites</h2>
+% if stack['sites']:
+<table class="table sites">
+<thead><tr><th>Site</th><th>Last good backup</th><th>Actions</th></tr></thead>
+<tbody>
+% for site in stack['sites']:
+<tr data-site="{{site['name']}}">
+<td><a href="/backups/{{stack['qname']}}/{{site['qname']}}">{{site['name']}}</a></td>
+<td class="{{site['age_class']}}">{{site['last_backup_age']}} <span class="muted">{{site['last_backup_size']}}</span></td>
+<td class="actions">
+{{!partial('action_button', url='/site/' + stack['qname'] + '/' + site['qname'] + '/backup', label='Backup now', cls='primary', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_button', url='/site/' + stack['qname'] + '/' + site['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_button', url='/site/' + stack['qname'] + '/' + site['qname'] + '/migrate', label='Migrate', cls='warn', confirm='Migrate site ' + site['name'] + '? It runs bench migrate; the site may be slow meanwhile.', csrf_token=csrf_token, return_to=return_to)}}
+</td>
+</tr>
+% end
+</tbody>
+</table>
+% else:
+<p class="empty">No sites found in this stack.</p>
+% end
+</section>
+% else:
+<h1>{{name}}</h1>
+% end
+<section class="card">
+<h2>Recent jobs</h2>
+% if jobs:
+<table class="table jobs">
+<thead><tr><th>Started</th><th>Action</th><th>Target</th><th>Outcome</th><th>Duration</th></tr></thead>
+<tbody>
+% for job in jobs:
+<tr data-job-id="{{job['id']}}"><td><a href="/jobs/{{job['id']}}">{{job['created']}}</a></td><td>{{job['action']}}</td><td>{{job['target']}}</td><td><span class="badge {{job['badge']}}">{{job['status']}}</span> {{job['message']}}</td><td>{{job['duration']}}</td></tr>
+% end
+</tbody>
+</table>
+% else:
+<p class="empty">No jobs yet.</p>
+% end
+</section>

@@ -1,0 +1,49 @@
+% if not stacks and not failed:
+<p class="empty">No stacks configured: add them to /etc/fmappliance/config.yaml</p>
+% end
+% for s in stacks:
+<section class="card stack" data-stack="{{s['name']}}" data-status="{{s['status']}}">
+<div class="stack-head">
+<h2><a href="/stack/{{s['qname']}}">{{s['name']}}</a></h2>
+<span class="badge {{s['badge']}}">{{s['status']}}</span>
+<span class="muted">{{s['type']}}</span>
+<div class="actions">
+{{!partial('action_button', url='/stack/' + s['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_button', url='/stack/' + s['qname'] + '/update', label='Update', cls='warn', confirm='Update stack ' + s['name'] + '? It pulls new images and restarts the stack; sites are briefly unavailable.', csrf_token=csrf_token, return_to=return_to)}}
+</div>
+</div>
+% if s['reason']:
+<div class="notice notice-error">{{s['reason']}}</div>
+% end
+<details class="services"><summary>Services ({{len(s['services'])}})</summary>
+<table class="table">
+<thead><tr><th>Service</th><th>Container</th><th>State</th><th>Status</th></tr></thead>
+<tbody>
+% for svc in s['services']:
+<tr><td>{{svc['service']}}</td><td>{{svc['name']}}</td><td><span class="badge {{svc['badge']}}">{{svc['state']}}</span>{{' (' + svc['health'] + ')' if svc['health'] else ''}}</td><td>{{svc['status']}}</td></tr>
+% end
+</tbody>
+</table>
+</details>
+% if s['sites']:
+<table class="table sites">
+<thead><tr><th>Site</th><th>Last good backup</th><th>Actions</th></tr></thead>
+<tbody>
+% for site in s['sites']:
+<tr data-site="{{site['name']}}">
+<td><a href="/backups/{{s['qname']}}/{{site['qname']}}">{{site['name']}}</a></td>
+<td class="{{site['age_class']}}">{{site['last_backup_age']}} <span class="muted">{{site['last_backup_size']}}</span></td>
+<td class="actions">
+{{!partial('action_button', url='/site/' + s['qname'] + '/' + site['qname'] + '/backup', label='Backup now', cls='primary', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_button', url='/site/' + s['qname'] + '/' + site['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_button', url='/site/' + s['qname'] + '/' + site['qname'] + '/migrate', label='Migrate', cls='warn', confirm='Migrate site ' + site['name'] + '? It runs bench migrate; the site may be slow meanwhile.', csrf_token=csrf_token, return_to=return_to)}}
+</td>
+</tr>
+% end
+</tbody>
+</table>
+% else:
+<p class="empty">No sites found in this stack.</p>
+% end
+</section>
+% end

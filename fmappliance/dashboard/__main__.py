@@ -1,0 +1,99 @@
+"""``python -m fmappliance.dashboard`` / ``fm-dashboard``: serve the dashboard, check the config, hash a password.
+
+    fm-dashboard --config /etc/fmappliance/config.yaml      serve (waitress)
+    fm-dashboard --config PATH --check-config               exit 0 when the config is usable, 2 otherwise
+    fm-dashboard --version
+    fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+
+from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
+from fmappliance.version import __version__
+
+log = logging.getLogger(__name__)
+
+# Forms and JSON actions are tiny; nothing legitimate posts more.
+MAX_REQUEST_BODY = 1024 * 1024
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fm-dashboard", description="The fmappliance browser dashboard.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and exit (0: usable, 2: not)")
+    parser.add_argument("--version", action="version", version=f"fm-dashboard {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    hp = sub.add_parser("hash-password", help="print the bcrypt hash of a password for dashboard.credentials")
+    return parser
+
+
+def hash_password_command(cost: int = 12) -> int:
+    from fmappliance.dashboard.passwords import PasswordTooLong, hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("The two passwords differ; nothing printed.", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password, cost))
+    except (PasswordTooLong, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def serve(config: dict) -> None:
+    import waitress
+
+    from fmappliance.dashboard.app import make_app
+
+    dash = config["dashboard"]
+    app = make_app(config)
+    options = {
+        "host": dash["listen"],
+        "port": dash["port"],
+        "threads": dash["threads"],
+        "max_request_body_size": MAX_REQUEST_BODY,
+        "ident": "fm-dashboard",
+        "clear_untrusted_proxy_headers": True,
+    }
+    if dash["trusted_proxy"]:
+        # Only nginx on this address may tell us the real client and scheme (pitfalls.md, waitress).
+        options.update(
+            trusted_proxy=dash["trusted_proxy"],
+            trusted_proxy_headers="x-forwarded-for x-forwarded-proto",
+            trusted_proxy_count=1,
+        )
+    log.info("dashboard %s listening on %s:%s (agent %s)", __version__, dash["listen"], dash["port"], dash["agent_url"])
+    waitress.serve(app, **options)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "hash-password":
+        return hash_password_command()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fm-dashboard: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(f"{args.config}: OK ({len(config['stacks'])} stacks, {len(config['dashboard']['credentials'])} users)")
+        return 0
+    from fmappliance.logsetup import setup_logging
+
+    setup_logging(secrets_of(config))
+    serve(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

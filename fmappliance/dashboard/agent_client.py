@@ -1,0 +1,195 @@
+"""The only code that talks to the agent (HTTP JSON API, bearer token).
+
+Every failure becomes an ``AgentError`` whose text an operator can act on, e.g.
+"Agent unreachable at 127.0.0.1:9100: connection refused".  ``GET /stacks`` is cached
+for a short time (also when it fails) so a busy dashboard asks the agent at most once
+per TTL; actions invalidate the cache.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+import urllib.parse
+
+DOWNLOAD_CHUNK = 256 * 1024
+STACKS_CACHE_SECONDS = 2.0
+_RELAYED_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "Content-Disposition", "Content-Type", "Last-Modified", "ETag")
+
+
+class AgentError(Exception):
+    """A failed agent request; ``str()`` is the operator message, ``status`` the HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Download:
+    """An open download from the agent: relay ``status``, ``headers`` and iterate ``chunks()``."""
+
+    def __init__(self, conn, resp):
+        self._conn = conn
+        self._resp = resp
+        self.status = resp.status
+        self.headers = {name: resp.getheader(name) for name in _RELAYED_HEADERS if resp.getheader(name) is not None}
+
+    def chunks(self):
+        try:
+            while True:
+                block = self._resp.read(DOWNLOAD_CHUNK)
+                if not block:
+                    return
+                yield block
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._resp.close()
+        self._conn.close()
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+class AgentClient:
+    def __init__(self, agent_url: str, token: str, timeout: float, *, cache_seconds: float = STACKS_CACHE_SECONDS, clock=time.monotonic):
+        parsed = urllib.parse.urlsplit(agent_url)
+        self.scheme = parsed.scheme
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.where = f"{self.host}:{self.port}"
+        self.base_path = parsed.path.rstrip("/")
+        self._auth = f"Bearer {token}"
+        self.timeout = timeout
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache_lock = threading.Lock()
+        self._stacks_cache = None  # (fetched_at, data or AgentError)
+
+    # -- transport ------------------------------------------------------------------
+
+    def _connection(self):
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=self.timeout)
+
+    def _send(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        """Open a connection and send; returns (conn, response) or raises AgentError."""
+        conn = self._connection()
+        all_headers = {"Authorization": self._auth, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        try:
+            conn.request(method, self.base_path + path, body=data, headers=all_headers)
+            return conn, conn.getresponse()
+        except ConnectionRefusedError:
+            conn.close()
+            raise AgentError(f"Agent unreachable at {self.where}: connection refused; is fm-agent running?") from None
+        except (socket.timeout, TimeoutError):
+            conn.close()
+            raise AgentError(f"Agent at {self.where} did not answer within {self.timeout:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise AgentError(f"Agent unreachable at {self.where}: {reason}") from None
+
+    def _error_for(self, status: int, raw: bytes) -> AgentError:
+        message = ""
+        try:
+            payload = json.loads(raw)
+            if isinstance(payload, dict):
+                message = str(payload.get("message") or "")
+        except ValueError:
+            pass
+        if status == 401:
+            return AgentError("The agent rejected the dashboard's token (401): check security.token in the config of both.", status)
+        if status >= 500:
+            return AgentError(f"The agent failed ({status}): {message or 'no details; see the agent log (journalctl -u fm-agent)'}", status)
+        return AgentError(message or f"The agent refused the request ({status}).", status)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """One JSON request; returns (status, payload) for 2xx, raises AgentError otherwise."""
+        conn, resp = self._send(method, path, body)
+        try:
+            raw = resp.read()
+        except (OSError, http.client.HTTPException):
+            raise AgentError(f"Agent at {self.where} broke off its answer") from None
+        finally:
+            conn.close()
+        if not 200 <= resp.status < 300:
+            raise self._error_for(resp.status, raw)
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            raise AgentError(f"Agent at {self.where} sent an answer the dashboard cannot read (not JSON)", resp.status) from None
+        if not isinstance(payload, dict):
+            raise AgentError(f"Agent at {self.where} sent an unexpected answer", resp.status)
+        return resp.status, payload
+
+    # -- API --------------------------------------------------------------------------
+
+    def stacks(self) -> dict:
+        """``GET /stacks`` (cached for a moment, failures too); raises AgentError."""
+        cached = self._stacks_cache
+        if cached is None or self.clock() - cached[0] >= self.cache_seconds:
+            with self._cache_lock:
+                cached = self._stacks_cache
+                if cached is None or self.clock() - cached[0] >= self.cache_seconds:
+                    try:
+                        value = self.request("GET", "/stacks")[1]
+                    except AgentError as exc:
+                        value = exc
+                    cached = self._stacks_cache = (self.clock(), value)
+        if isinstance(cached[1], AgentError):
+            raise AgentError(cached[1].message, cached[1].status)
+        return cached[1]
+
+    def invalidate(self) -> None:
+        self._stacks_cache = None
+
+    def stack(self, name: str) -> dict:
+        return self.request("GET", f"/stacks/{_quote(name)}")[1]
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"/jobs/{_quote(job_id)}")[1]
+
+    def jobs(self, stack: str | None = None, limit: int = 50) -> list:
+        query = urllib.parse.urlencode({k: v for k, v in (("stack", stack), ("limit", limit)) if v is not None})
+        return self.request("GET", f"/jobs?{query}")[1].get("jobs", [])
+
+    def backups(self, stack: str, site: str) -> list:
+        return self.request("GET", f"/backups/{_quote(stack)}/{_quote(site)}")[1].get("backups", [])
+
+    def action(self, action: str, stack: str, site: str | None = None) -> dict:
+        """``POST /action``; returns the agent's answer (success, message, job, duplicate)."""
+        body = {"action": action, "stack": stack}
+        if site is not None:
+            body["site"] = site
+        try:
+            return self.request("POST", "/action", body)[1]
+        finally:
+            self.invalidate()
+
+    def stream_download(self, stack: str, site: str, file: str, range_header: str | None = None, method: str = "GET") -> Download:
+        """Open a backup file download; the caller relays status, headers and chunks."""
+        headers = {"Accept": "*/*"}
+        if range_header:
+            headers["Range"] = range_header
+        conn, resp = self._send(method, f"/backups/{_quote(stack)}/{_quote(site)}/{_quote(file)}", headers=headers)
+        if resp.status not in (200, 206):
+            try:
+                raw = resp.read(64 * 1024)
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                conn.close()
+            raise self._error_for(resp.status, raw)
+        return Download(conn, resp)

@@ -1,0 +1,207 @@
+"""``make_app(config)``: the dashboard's WSGI app, wrapped in the security-headers middleware.
+
+Routes live in ``pages_*.py`` modules, each with ``register(app, ctx)``; ``ctx``
+(a :class:`DashboardContext`) carries everything they share: config, agent client,
+sessions, audit, templates, and the login/CSRF guards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import time
+import urllib.parse
+
+import bottle
+
+from fmappliance.dashboard import csrf, negotiation
+from fmappliance.dashboard.agent_client import AgentClient
+from fmappliance.dashboard.audit import AuditLog
+from fmappliance.dashboard.login_throttle import LoginThrottle
+from fmappliance.dashboard.pages_public import load_static
+from fmappliance.dashboard.passwords import PasswordChecker
+from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
+from fmappliance.dashboard.sessions import COOKIE_NAME, SessionStore, cookie_is_secure
+from fmappliance.dashboard.state_db import StateDB
+from fmappliance.dashboard.templates import Templates
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "fmappliance.session"
+
+
+class DashboardContext:
+    """What the page modules share.  One per app; no global state."""
+
+    def __init__(self, config: dict, *, agent_client=None, clock=None, scheduler=None):
+        dash = config["dashboard"]
+        self.config = config
+        self.clock = clock or time.time
+        self.secret_key = dash["secret_key"]
+        self.agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+        self.db = StateDB(dash["state_dir"])
+        self.sessions = SessionStore(self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock)
+        self.throttle = LoginThrottle(clock=self.clock)
+        self.passwords = PasswordChecker(dash["credentials"])
+        self.audit = AuditLog(self.db, clock=self.clock)
+        self.templates = Templates()
+        self.static_files = load_static()
+        self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
+        self.scheduler = scheduler
+        self.fragment_cache: dict = {}
+
+    # -- request facts ------------------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+
+    @staticmethod
+    def client_address() -> str:
+        # waitress puts the real client here when the request came through trusted_proxy;
+        # bottle's request.remote_addr would trust a client-set X-Forwarded-For (pitfalls.md).
+        return bottle.request.environ.get("REMOTE_ADDR", "")
+
+    def secure_cookies(self) -> bool:
+        return cookie_is_secure(self.config["dashboard"]["secure_cookies"], bottle.request.environ)
+
+    def session(self):
+        """The signed-in session of this request, or None (looked up once per request)."""
+        environ = bottle.request.environ
+        if SESSION_KEY not in environ:
+            environ[SESSION_KEY] = self.sessions.load(bottle.request.get_cookie(COOKIE_NAME))
+        return environ[SESSION_KEY]
+
+    def user(self) -> str:
+        session = self.session()
+        return session.user if session else ""
+
+    # -- answers ------------------------------------------------------------------------
+
+    def render(self, template: str, **values) -> str:
+        values.setdefault("static_urls", self.static_urls)
+        return self.templates.render(template, **values)
+
+    def page(self, template: str, title: str, *, banner: str = "", notices=(), **values) -> str:
+        """A full page: the named body template inside the layout."""
+        session = self.session()
+        body = self.render(template, csrf_token=session.csrf_token if session else "", **values)
+        flashed = self.sessions.pop_flash(session) if session else []
+        return self.render(
+            "layout",
+            title=title,
+            body=body,
+            user=session.user if session else "",
+            csrf_token=session.csrf_token if session else "",
+            banner=banner,
+            notices=list(notices) + [tuple(n) for n in flashed],
+            active=values.get("active", ""),
+        )
+
+    @staticmethod
+    def json_response(payload: dict, status: int = 200) -> bottle.HTTPResponse:
+        return bottle.HTTPResponse(
+            json.dumps(payload), status=status, headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
+        )
+
+    def fail(self, status: int, message: str) -> bottle.HTTPResponse:
+        """An error answer in the shape the request wants (JSON, HTMX fragment or page)."""
+        request = bottle.request
+        if negotiation.wants_json(request):
+            return self.json_response({"success": False, "message": message}, status)
+        if negotiation.is_htmx(request):
+            # htmx swaps 2xx only; 4xx stays visible through app.js's error listener.
+            body = self.render("notice", kind="error", text=message)
+        else:
+            body = self.render("error", status=status, message=message)
+        return bottle.HTTPResponse(body, status=status, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    # -- guards -------------------------------------------------------------------------
+
+    def login_required(self, handler):
+        """Route decorator: no session → 303 to the login page (pages) or 401 (JSON/HTMX)."""
+
+        @functools.wraps(handler)
+        def guarded(*args, **kwargs):
+            if self.session() is None:
+                request = bottle.request
+                if negotiation.wants_json(request) or negotiation.is_htmx(request):
+                    return self.fail(401, "Your session has ended; sign in again.")
+                target = request.fullpath + (("?" + request.query_string) if request.query_string else "")
+                next_path = negotiation.safe_local_path(target if request.method == "GET" else "/dashboard")
+                return bottle.HTTPResponse(status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})})
+            return handler(*args, **kwargs)
+
+        return guarded
+
+    def csrf_problem(self) -> str | None:
+        """Why this POST must be refused (bad origin, missing/wrong token), or None."""
+        problem = csrf.origin_problem(bottle.request.environ)
+        if problem:
+            return f"Refused: {problem}."
+        session = self.session()
+        if session is None or not csrf.tokens_match(session.csrf_token, csrf.submitted_token(bottle.request)):
+            return "Refused: the form's security token is missing or out of date; reload the page and try again."
+        return None
+
+    def protected_post(self, handler):
+        """Route decorator for state-changing POSTs: a session and a valid CSRF token."""
+
+        @functools.wraps(handler)
+        def checked(*args, **kwargs):
+            problem = self.csrf_problem()
+            if problem:
+                log.warning("refused POST %s from %s: %s", bottle.request.path, self.client_address(), problem)
+                return self.fail(403, problem)
+            return handler(*args, **kwargs)
+
+        return self.login_required(checked)
+
+
+def _error_page(ctx: DashboardContext):
+    def handler(error: bottle.HTTPError):
+        status = error.status_code
+        if status >= 500 and error.exception is not None:
+            log.error("error on %s %s: %s", bottle.request.method, bottle.request.path, error.traceback or error.exception)
+        messages = {
+            404: "There is no such page.",
+            405: "This address does not accept that kind of request.",
+            413: "The request is too large.",
+        }
+        message = messages.get(status) or (error.body if isinstance(error.body, str) and status < 500 else "The dashboard hit an unexpected problem; it has been logged.")
+        return ctx.fail(status, message)
+
+    return handler
+
+
+class DashboardBottle(bottle.Bottle):
+    """A Bottle whose every answer passes the security-headers middleware (errors included)."""
+
+    def __init__(self, ctx: DashboardContext):
+        # catchall off: an exception leaves bottle and the middleware logs it and answers
+        # a minimal 500, so no traceback can reach a browser.
+        super().__init__()
+        self.config["catchall"] = False
+        self.ctx = ctx
+        self._secured = SecurityHeadersMiddleware(functools.partial(bottle.Bottle.wsgi, self))
+
+    def wsgi(self, environ, start_response):
+        return self._secured(environ, start_response)
+
+
+def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
+    """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
+    from fmappliance.dashboard import pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_stacks
+
+    ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
+    app = DashboardBottle(ctx)
+    app.default_error_handler = _error_page(ctx)
+
+    pages_public.register(app, ctx)
+    pages_auth.register(app, ctx)
+    pages_stacks.register(app, ctx)
+    pages_backups.register(app, ctx)
+    pages_jobs.register(app, ctx)
+    pages_audit.register(app, ctx)
+    return app

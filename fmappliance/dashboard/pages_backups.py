@@ -1,0 +1,99 @@
+"""The backups page of a site and backup downloads.
+
+Downloads are relayed from the agent chunk by chunk (constant memory, Range passed
+through), or, with ``dashboard.download_mode: accel``, handed to nginx with
+``X-Accel-Redirect`` after the agent confirmed the file (HEAD) — nginx then sends it
+with sendfile and no dashboard thread is held (pitfalls.md, nginx).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bottle
+
+from fmappliance.dashboard import negotiation, views
+from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_valid_stack_name
+
+log = logging.getLogger(__name__)
+
+
+def register(app: bottle.Bottle, ctx) -> None:
+    def name_problem(stack, site, file=None):
+        if not is_valid_stack_name(stack):
+            return "That is not a valid stack name."
+        if not is_valid_site_name(site):
+            return "That is not a valid site name."
+        if file is not None and not is_valid_backup_file_name(file):
+            return "That is not a backup file name."
+        return None
+
+    @app.get("/backups/<stack>/<site>")
+    @ctx.login_required
+    def backups_page(stack, site):
+        problem = name_problem(stack, site)
+        if problem:
+            return ctx.fail(400, problem)
+        banner, backups = "", []
+        try:
+            backups = ctx.agent.backups(stack, site)
+        except AgentError as exc:
+            if exc.status == 404:
+                return ctx.fail(404, exc.message or f"There is no site {site} on stack {stack}.")
+            banner = exc.message
+        if negotiation.wants_json(bottle.request):
+            if banner:
+                return ctx.json_response({"success": False, "message": banner}, 502)
+            return ctx.json_response({"backups": backups})
+        now = ctx.now()
+        valid = [b for b in backups if isinstance(b, dict)]
+        bottle.response.set_header("Cache-Control", "no-store")
+        return ctx.page(
+            "backups",
+            f"Backups of {site}",
+            banner=banner,
+            stack=stack,
+            site=site,
+            qstack=views.url_part(stack),
+            qsite=views.url_part(site),
+            backups=views.shape_backups(valid, now),
+            chart=views.size_chart(valid),
+            failed=bool(banner),
+            return_to=f"/backups/{views.url_part(stack)}/{views.url_part(site)}",
+        )
+
+    @app.get("/download/<stack>/<site>/<file>")
+    @ctx.login_required
+    def download(stack, site, file):
+        problem = name_problem(stack, site, file)
+        if problem:
+            return ctx.fail(400, problem)
+        request = bottle.request
+        session = ctx.session()
+        target = f"{stack}/{site}/{file}"
+        range_header = request.get_header("Range")
+        accel = ctx.config["dashboard"]["download_mode"] == "accel"
+        try:
+            download = ctx.agent.stream_download(stack, site, file, range_header, method="HEAD" if accel or request.method == "HEAD" else "GET")
+        except AgentError as exc:
+            status = exc.status if exc.status in (400, 404, 416) else 502
+            ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result=f"failed: {exc.message}")
+            return ctx.fail(status, exc.message)
+        result = "ok" if download.status == 200 else f"partial ({range_header})"
+        ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result=result)
+        headers = dict(download.headers)
+        headers.setdefault("Content-Type", "application/octet-stream")
+        headers["Content-Disposition"] = f'attachment; filename="{file}"'
+        headers["Cache-Control"] = "no-store"
+        if accel:
+            download.close()
+            prefix = ctx.config["dashboard"]["accel_prefix"].rstrip("/")
+            # nginx serves the file (Range included) from its internal location.
+            headers = {k: v for k, v in headers.items() if k not in ("Content-Length", "Content-Range")}
+            headers["X-Accel-Redirect"] = f"{prefix}/{views.url_part(stack)}/{views.url_part(site)}/{views.url_part(file)}"
+            return bottle.HTTPResponse(b"", status=200, headers=headers)
+        if request.method == "HEAD":
+            download.close()
+            return bottle.HTTPResponse(b"", status=download.status, headers=headers)
+        return bottle.HTTPResponse(download.chunks(), status=download.status, headers=headers)

@@ -1,0 +1,40 @@
+"""Job progress: ``GET /jobs/<id>`` as a self-polling HTMX panel, a page, or JSON."""
+
+from __future__ import annotations
+
+import re
+
+import bottle
+
+from fmappliance.dashboard import negotiation, views
+from fmappliance.dashboard.agent_client import AgentError
+
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+POLL_SECONDS = 1
+# While the agent does not answer, keep polling, more slowly.
+POLL_SECONDS_AGENT_DOWN = 2
+
+
+def register(app: bottle.Bottle, ctx) -> None:
+    @app.get("/jobs/<job_id>")
+    @ctx.login_required
+    def job(job_id):
+        if not JOB_ID.fullmatch(job_id):
+            return ctx.fail(400, "That is not a job id.")
+        request = bottle.request
+        bottle.response.set_header("Cache-Control", "no-store")
+        warning = ""
+        try:
+            data = ctx.agent.job(job_id)
+        except AgentError as exc:
+            if exc.status == 404 or negotiation.wants_json(request):
+                return ctx.fail(exc.status if exc.status in (400, 404) else 502, exc.message)
+            # Agent briefly away: show it, keep the panel polling.
+            data, warning = {"id": job_id, "status": "running"}, exc.message
+        if negotiation.wants_json(request):
+            return ctx.json_response(data)
+        shaped = views.shape_job(data)
+        poll = POLL_SECONDS_AGENT_DOWN if warning else POLL_SECONDS
+        if negotiation.is_htmx(request):
+            return ctx.render("job_panel", job=shaped, poll_seconds=poll, warning=warning)
+        return ctx.page("job", f"Job {job_id}", job=shaped, warning=warning)

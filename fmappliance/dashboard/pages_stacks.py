@@ -1,0 +1,136 @@
+"""The dashboard, the stack page and the stack/site actions."""
+
+from __future__ import annotations
+
+import bottle
+
+from fmappliance.dashboard import negotiation, views
+from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.names import is_valid_site_name, is_valid_stack_name
+
+STACK_ACTIONS = {"restart": "restart_stack", "update": "update_stack"}
+SITE_ACTIONS = {"restart": "restart_site", "migrate": "migrate_site", "backup": "backup_site"}
+# The rendered stack list is shared by all sessions; each page gets its own token swapped in.
+CSRF_PLACEHOLDER = "@@CSRF-TOKEN@@"
+# Ages on the page ("3 min ago") may be this stale before the list is re-rendered.
+RENDER_CACHE_SECONDS = 15
+
+
+def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
+    """Send one action to the agent and answer in the shape the request wants."""
+    request = bottle.request
+    session = ctx.session()
+    target = stack if site is None else f"{stack}/{site}"
+    job = None
+    try:
+        answer = ctx.agent.action(action, stack, site)
+        success, message, job = True, str(answer.get("message") or "Started."), answer.get("job")
+        if answer.get("duplicate"):
+            message = f"{message} (already queued or running; showing that job)" if answer.get("message") else "Already queued or running; showing that job."
+        status = 202
+        result = "duplicate" if answer.get("duplicate") else "started"
+    except AgentError as exc:
+        success, message = False, exc.message
+        status = exc.status if exc.status in (400, 403, 404, 409) else 502
+        result = f"failed: {exc.message}"
+    job_id = job.get("id") if isinstance(job, dict) else None
+    ctx.audit.record(user=session.user, address=ctx.client_address(), action=action, target=target, result=result, job_id=job_id)
+
+    if negotiation.wants_json(request):
+        return ctx.json_response({"success": success, "message": message, "job": job}, status)
+    if negotiation.is_htmx(request):
+        shaped = views.shape_job(job) if isinstance(job, dict) else None
+        return ctx.render("action_result", success=success, message=message, job=shaped)
+    ctx.sessions.add_flash(session, "ok" if success else "error", message + (f" (job {job_id})" if job_id else ""))
+    return bottle.HTTPResponse(status=303, headers={"Location": negotiation.safe_local_path(return_to)})
+
+
+def register(app: bottle.Bottle, ctx) -> None:
+    render_cache = {"key": None, "html": ""}
+
+    def stacks_html(payload, failed: bool, now) -> str:
+        # Re-render only when the agent data changed or the ages moved on; with 30 stacks
+        # this keeps /dashboard far below a millisecond of template work per request.
+        key = (id(payload), int(now.timestamp() // RENDER_CACHE_SECONDS), failed)
+        cached = render_cache
+        if cached["key"] == key and cached["payload"] is payload:
+            return cached["html"]
+        stacks = [views.shape_stack(s, now) for s in (payload or {}).get("stacks") or []]
+        html = ctx.render("stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard")
+        render_cache.update(key=key, payload=payload, html=html)
+        return html
+
+    @app.get("/dashboard")
+    @ctx.login_required
+    def dashboard():
+        banner = ""
+        try:
+            payload = ctx.agent.stacks()
+        except AgentError as exc:
+            payload, banner = None, exc.message
+        if negotiation.wants_json(bottle.request):
+            if payload is None:
+                return ctx.json_response({"success": False, "message": banner}, 502)
+            return ctx.json_response(payload)
+        now = ctx.now()
+        html = stacks_html(payload, payload is None, now).replace(CSRF_PLACEHOLDER, ctx.session().csrf_token)
+        bottle.response.set_header("Cache-Control", "no-store")
+        return ctx.page(
+            "dashboard",
+            "Dashboard",
+            banner=banner,
+            active="dashboard",
+            stacks_html=html,
+            disk=views.shape_disk((payload or {}).get("disk")),
+        )
+
+    @app.get("/stack/<name>")
+    @ctx.login_required
+    def stack_page(name):
+        if not is_valid_stack_name(name):
+            return ctx.fail(400, "That is not a valid stack name.")
+        banner, stack, jobs = "", None, []
+        try:
+            payload = ctx.agent.stack(name)
+            stack = payload.get("stack")
+            jobs = payload.get("jobs") or []
+        except AgentError as exc:
+            if exc.status == 404:
+                return ctx.fail(404, exc.message or f"There is no stack named {name}.")
+            banner = exc.message
+        if negotiation.wants_json(bottle.request):
+            if stack is None:
+                return ctx.json_response({"success": False, "message": banner}, 502)
+            return ctx.json_response({"stack": stack, "jobs": jobs})
+        now = ctx.now()
+        bottle.response.set_header("Cache-Control", "no-store")
+        return ctx.page(
+            "stack",
+            name,
+            banner=banner,
+            name=name,
+            stack=views.shape_stack(stack, now) if isinstance(stack, dict) else None,
+            jobs=[views.shape_job(j, now) for j in jobs if isinstance(j, dict)],
+            return_to="/stack/" + views.url_part(name),
+        )
+
+    def form_return_to(default: str) -> str:
+        if (bottle.request.content_type or "").startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            return bottle.request.forms.getunicode("return_to", default="") or default
+        return default
+
+    @app.post("/stack/<name>/<verb:re:restart|update>")
+    @ctx.protected_post
+    def stack_action(name, verb):
+        if not is_valid_stack_name(name):
+            return ctx.fail(400, "That is not a valid stack name.")
+        return run_action(ctx, STACK_ACTIONS[verb], name, None, form_return_to("/dashboard"))
+
+    @app.post("/site/<stack>/<site>/<verb:re:restart|migrate|backup>")
+    @ctx.protected_post
+    def site_action(stack, site, verb):
+        if not is_valid_stack_name(stack):
+            return ctx.fail(400, "That is not a valid stack name.")
+        if not is_valid_site_name(site):
+            return ctx.fail(400, "That is not a valid site name.")
+        return run_action(ctx, SITE_ACTIONS[verb], stack, site, form_return_to("/dashboard"))

@@ -1,0 +1,62 @@
+"""Password checks against the bcrypt hashes of ``dashboard.credentials``.
+
+bcrypt only looks at the first 72 bytes and bcrypt 5 raises ValueError beyond that
+(pitfalls.md).  Our rule: passwords longer than 72 bytes are refused with a clear
+message, at login and in ``hash-password``, never silently truncated.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+import bcrypt
+
+MAX_PASSWORD_BYTES = 72
+TOO_LONG_MESSAGE = "Passwords are limited to 72 bytes by bcrypt; use a shorter one."
+WRONG_CREDENTIALS_MESSAGE = "Wrong user name or password."
+PRODUCTION_COST = 12
+
+
+class PasswordTooLong(ValueError):
+    """The password exceeds bcrypt's 72-byte limit."""
+
+
+def password_bytes(password: str) -> bytes:
+    data = password.encode("utf-8")
+    if len(data) > MAX_PASSWORD_BYTES:
+        raise PasswordTooLong(TOO_LONG_MESSAGE)
+    return data
+
+
+def hash_password(password: str, cost: int = PRODUCTION_COST) -> str:
+    """The bcrypt hash to put in ``dashboard.credentials``; raises PasswordTooLong."""
+    if not password:
+        raise ValueError("An empty password cannot be used.")
+    return bcrypt.hashpw(password_bytes(password), bcrypt.gensalt(cost)).decode("ascii")
+
+
+class PasswordChecker:
+    """Checks user/password pairs; unknown users cost the same time as known ones."""
+
+    def __init__(self, credentials: dict[str, str]):
+        self.credentials = dict(credentials or {})
+        # The dummy hash has the cost of the real ones, so both paths run the same work.
+        costs = [int(m.group(1)) for h in self.credentials.values() if (m := re.match(r"^\$2[aby]\$(\d\d)\$", h))]
+        cost = max(costs) if costs else PRODUCTION_COST
+        self._dummy_hash = bcrypt.hashpw(b"dummy password never used", bcrypt.gensalt(cost))
+
+    def check(self, username: str, password: str) -> bool:
+        """True when the pair is valid; raises PasswordTooLong before any work."""
+        secret = password_bytes(password)
+        known = None
+        for name, hashed in self.credentials.items():
+            # Compare names in constant time too; keep the loop going for every entry.
+            if hmac.compare_digest(name.encode("utf-8"), username.encode("utf-8")):
+                known = hashed
+        stored = known.encode("ascii") if known else self._dummy_hash
+        try:
+            ok = bcrypt.checkpw(secret, stored)
+        except ValueError:
+            ok = False
+        return ok and known is not None

@@ -1,0 +1,202 @@
+"""Shaping agent data for the templates: badges, ages, sizes, backup-age highlights, chart points.
+
+Pure functions of (data, now) so they are easy to test and the page code stays thin.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+
+STATUS_BADGES = {"running": "badge-ok", "partial": "badge-warn", "stopped": "badge-bad", "unknown": "badge-unknown"}
+JOB_BADGES = {"queued": "badge-unknown", "running": "badge-warn", "succeeded": "badge-ok", "failed": "badge-bad"}
+FINAL_JOB_STATES = ("succeeded", "failed")
+#: A site's last good backup is highlighted when older than this (the scheduler refines it per schedule).
+STALE_BACKUP_HOURS = 48
+
+
+def url_part(value) -> str:
+    """A name made safe as one path segment of a link (the template escapes it for HTML too)."""
+    return urllib.parse.quote(str(value), safe="")
+
+
+def parse_time(value) -> dt.datetime | None:
+    """An agent timestamp ("2026-11-25T21:44:40Z") as an aware datetime, or None."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def human_age(value, now: dt.datetime) -> str:
+    """ "3 h ago", "2 d ago", "just now"; "never" for no time."""
+    when = parse_time(value) if not isinstance(value, dt.datetime) else value
+    if when is None:
+        return "never"
+    seconds = (now - when).total_seconds()
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 48 * 3600:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} d ago"
+
+
+def human_size(size) -> str:
+    if not isinstance(size, (int, float)) or size < 0:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return "?"
+
+
+def human_duration(start, end) -> str:
+    a, b = parse_time(start), parse_time(end)
+    if not a or not b:
+        return ""
+    seconds = int((b - a).total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def local_time(value) -> str:
+    """A UTC timestamp shown in the server's time zone."""
+    when = parse_time(value)
+    if when is None:
+        return ""
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def backup_age_class(last_backup, now: dt.datetime, stale_hours: float = STALE_BACKUP_HOURS) -> str:
+    if not last_backup:
+        return "age-none"
+    created = parse_time(last_backup.get("created"))
+    if created is None or (now - created).total_seconds() > stale_hours * 3600:
+        return "age-stale"
+    return "age-ok"
+
+
+def shape_stack(stack: dict, now: dt.datetime) -> dict:
+    """One stack as the dashboard and stack page show it."""
+    status = stack.get("status") if stack.get("status") in STATUS_BADGES else "unknown"
+    last_backups = stack.get("last_backups") or {}
+    sites = []
+    for site in stack.get("sites") or []:
+        last = last_backups.get(site)
+        sites.append({
+            "name": site,
+            "qname": url_part(site),
+            "last_backup_age": human_age(last.get("created"), now) if last else "no backup yet",
+            "last_backup_size": human_size(last.get("size")) if last else "",
+            "age_class": backup_age_class(last, now),
+        })
+    services = []
+    for service in stack.get("services") or []:
+        state = service.get("state") or "unknown"
+        services.append({
+            "service": service.get("service") or "",
+            "name": service.get("name") or "",
+            "state": state,
+            "health": service.get("health") or "",
+            "status": service.get("status") or "",
+            "one_shot": bool(service.get("one_shot")),
+            "badge": "badge-ok" if state == "running" else ("badge-unknown" if service.get("one_shot") and state == "exited" else "badge-bad"),
+        })
+    return {
+        "name": stack.get("name") or "",
+        "qname": url_part(stack.get("name") or ""),
+        "type": stack.get("type") or "",
+        "path": stack.get("path") or "",
+        "status": status,
+        "badge": STATUS_BADGES[status],
+        "reason": stack.get("reason") or "",
+        "services": services,
+        "sites": sites,
+        "checked": human_age(stack.get("checked_at"), now),
+    }
+
+
+def shape_disk(disk) -> dict | None:
+    if not isinstance(disk, dict) or not isinstance(disk.get("free_bytes"), int):
+        return None
+    total = disk.get("total_bytes") or 0
+    free = disk["free_bytes"]
+    return {
+        "path": disk.get("path") or "",
+        "free": human_size(free),
+        "total": human_size(total) if total else "?",
+        "low": bool(total) and free / total < 0.1,
+    }
+
+
+def shape_job(job: dict, now: dt.datetime | None = None) -> dict:
+    status = job.get("status") if job.get("status") in JOB_BADGES else "unknown"
+    target = job.get("stack") or ""
+    if job.get("site"):
+        target = f"{target} / {job['site']}"
+    return {
+        "id": str(job.get("id") or ""),
+        "action": str(job.get("action") or "").replace("_", " "),
+        "target": target,
+        "status": status,
+        "badge": JOB_BADGES.get(status, "badge-unknown"),
+        "final": status in FINAL_JOB_STATES,
+        "ok": status == "succeeded",
+        "message": str(job.get("message") or ""),
+        "output": str(job.get("output") or ""),
+        "created": local_time(job.get("created")),
+        "duration": human_duration(job.get("started"), job.get("finished")),
+    }
+
+
+def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
+    """Backups newest first, each with its files."""
+    shaped = []
+    for backup in sorted(backups, key=lambda b: str(b.get("created") or ""), reverse=True):
+        shaped.append({
+            "id": str(backup.get("id") or ""),
+            "created": local_time(backup.get("created")),
+            "age": human_age(backup.get("created"), now),
+            "size": human_size(backup.get("size")),
+            "verified": bool(backup.get("verified")),
+            "files": [
+                {"name": str(f.get("name") or ""), "qname": url_part(f.get("name") or ""), "part": str(f.get("part") or ""), "size": human_size(f.get("size")), "sha256": str(f.get("sha256") or "")}
+                for f in backup.get("files") or []
+            ],
+        })
+    return shaped
+
+
+def size_chart(backups: list, width: int = 600, height: int = 120, pad: int = 4) -> dict | None:
+    """Points of an inline SVG polyline: backup size over time (oldest left)."""
+    series = [(parse_time(b.get("created")), b.get("size")) for b in backups]
+    series = sorted((t, s) for t, s in series if t is not None and isinstance(s, (int, float)))
+    if len(series) < 2:
+        return None
+    t0, t1 = series[0][0].timestamp(), series[-1][0].timestamp()
+    smax = max(s for _, s in series) or 1
+    span = (t1 - t0) or 1
+    points = []
+    for t, s in series:
+        x = pad + (t.timestamp() - t0) / span * (width - 2 * pad)
+        y = height - pad - s / smax * (height - 2 * pad)
+        points.append(f"{x:.1f},{y:.1f}")
+    return {
+        "width": width,
+        "height": height,
+        "points": " ".join(points),
+        "max_label": human_size(smax),
+        "first_label": local_time(series[0][0].strftime("%Y-%m-%dT%H:%M:%SZ"))[:10],
+        "last_label": local_time(series[-1][0].strftime("%Y-%m-%dT%H:%M:%SZ"))[:10],
+    }

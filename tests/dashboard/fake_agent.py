@@ -1,0 +1,342 @@
+"""A fake agent implementing the agent HTTP contract with canned data, for dashboard tests.
+
+It runs in-process (waitress in a thread) and records every request, so tests can
+assert what the dashboard sent — or that it sent nothing.  Knobs:
+
+- ``fail_status``: answer every authenticated request with this status (401, 500, ...)
+- ``fail_paths``: {path prefix: status} for selected paths only
+- ``hang``: while set, requests block (until released or ``hang_seconds``) -> client timeouts
+- ``job_outcome``: "succeeded" or "failed" for new jobs; jobs advance queued -> running ->
+  final on successive GET /jobs/<id>
+- ``add_file`` / ``add_synthetic_file``: downloadable backup files (real bytes or a
+  generated stream of any size, for benchmarks)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+
+import bottle
+import waitress
+
+TOKEN = "test-token-0123456789abcdef0123456789abcdef"
+KNOWN_ACTIONS = ("restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site", "start_stack", "stop_stack")
+SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site")
+_BLOCK = random.Random(7).randbytes(1024 * 1024)
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def make_stack(name: str, sites: list[str], *, status: str = "running", now: float | None = None, kind: str = "compose") -> dict:
+    now = time.time() if now is None else now
+    return {
+        "name": name,
+        "type": kind,
+        "path": f"/opt/{name}",
+        "status": status,
+        "reason": None if status != "unknown" else "docker daemon not reachable: connection refused",
+        "services": [
+            {"service": "backend", "name": f"{name}-backend-1", "state": "running" if status != "stopped" else "exited", "health": "", "status": "Up 2 hours", "exit_code": 0, "one_shot": False},
+            {"service": "db", "name": f"{name}-db-1", "state": "running" if status == "running" else "exited", "health": "healthy", "status": "Up 2 hours", "exit_code": 0, "one_shot": False},
+            {"service": "configurator", "name": f"{name}-configurator-1", "state": "exited", "health": "", "status": "Exited (0) 2 hours ago", "exit_code": 0, "one_shot": True},
+        ],
+        "sites": list(sites),
+        "last_backups": {
+            site: ({"id": "2026-11-25_02-00-03", "created": iso(now - 3 * 3600 - i * 30 * 3600), "size": 12_345_678 + i, "verified": True} if i % 3 != 2 else None)
+            for i, site in enumerate(sites)
+        },
+        "checked_at": iso(now),
+    }
+
+
+def many_stacks(stacks: int, sites_per_stack: int) -> list[dict]:
+    now = time.time()
+    statuses = ("running", "partial", "stopped", "unknown")
+    return [
+        make_stack(f"stack{i:02d}", [f"site{j}.stack{i:02d}.example.com" for j in range(sites_per_stack)], status=statuses[i % 4], now=now)
+        for i in range(stacks)
+    ]
+
+
+class FakeAgent:
+    def __init__(self, stacks: list[dict] | None = None, token: str = TOKEN):
+        self.token = token
+        self.stacks = stacks if stacks is not None else [
+            make_stack("prod", ["site1.example.com", "site2.example.com"]),
+            make_stack("erp", ["erp.example.com"], status="partial", kind="fm"),
+        ]
+        self.allowed_actions = set(KNOWN_ACTIONS) - {"start_stack", "stop_stack"}
+        self.jobs: dict[str, dict] = {}
+        self.backups: dict[tuple[str, str], list[dict]] = {}
+        self.files: dict[tuple[str, str, str], bytes | int] = {}
+        self.requests: list[tuple[str, str, object]] = []
+        self.fail_status: int | None = None
+        self.fail_paths: dict[str, int] = {}
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        self.hang_seconds = 5.0
+        self.job_outcome = "succeeded"
+        self.job_output = "Backing up site...\nDone."
+        self._lock = threading.Lock()
+        self._counter = 0
+        self.server = None
+        self.thread = None
+        self.port = None
+
+    # -- data helpers --------------------------------------------------------------------
+
+    def stack(self, name: str) -> dict | None:
+        return next((s for s in self.stacks if s["name"] == name), None)
+
+    def add_backup(self, stack: str, site: str, stamp: str, files: dict[str, bytes | int], *, created: str | None = None) -> dict:
+        """A manifest of ``files`` (name -> bytes, or a size for a generated stream)."""
+        entries = []
+        for name, content in files.items():
+            self.files[(stack, site, name)] = content
+            size = content if isinstance(content, int) else len(content)
+            digest = synthetic_sha256(content) if isinstance(content, int) else hashlib.sha256(content).hexdigest()
+            part = "database" if name.endswith(".sql.gz") else ("files" if ".files." in name else "other")
+            entries.append({"name": name, "part": part, "size": size, "sha256": digest})
+        created = created or stamp[:10] + "T" + stamp[11:].replace("-", ":") + "Z"
+        manifest = {"id": stamp, "created": created, "stack": stack, "site": site, "verified": True,
+                    "size": sum(e["size"] for e in entries), "files": entries}
+        self.backups.setdefault((stack, site), []).append(manifest)
+        self.backups[(stack, site)].sort(key=lambda b: b["created"], reverse=True)
+        return manifest
+
+    # -- server --------------------------------------------------------------------------
+
+    def start(self, threads: int = 8) -> "FakeAgent":
+        self.server, self.thread = serve_in_thread(self.wsgi, threads=threads)
+        self.port = self.server.effective_port
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.release.set()
+        if self.server is not None:
+            stop_server(self.server, self.thread)
+            self.server = None
+
+    # -- WSGI ----------------------------------------------------------------------------
+
+    def wsgi(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        body = None
+        if method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            raw = environ["wsgi.input"].read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw
+            environ["fake.body"] = body
+        with self._lock:
+            self.requests.append((method, path + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""), body))
+        if self.hang.is_set():
+            self.release.wait(self.hang_seconds)
+        status = None
+        if path != "/" and auth != f"Bearer {self.token}":
+            status = 401
+        elif self.fail_status:
+            status = self.fail_status
+        else:
+            status = next((s for prefix, s in self.fail_paths.items() if path.startswith(prefix)), None)
+        if status:
+            return _json(start_response, status, {"success": False, "message": f"fake failure {status}"})
+        return self._app(environ, start_response)
+
+    @property
+    def _app(self):
+        if not hasattr(self, "_bottle"):
+            self._bottle = self._build()
+        return self._bottle
+
+    def _build(self) -> bottle.Bottle:
+        app = bottle.Bottle()
+        agent = self
+
+        def answer(status, payload):
+            return bottle.HTTPResponse(json.dumps(payload), status=status, headers={"Content-Type": "application/json"})
+
+        def error(status, message):
+            return answer(status, {"success": False, "message": message})
+
+        @app.get("/")
+        def root():
+            return answer(200, {"status": "ok", "version": "0.1.0"})
+
+        @app.get("/stacks")
+        def stacks():
+            return answer(200, {"stacks": agent.stacks, "disk": {"path": "/var/backups/fmappliance", "free_bytes": 40 * 10**9, "total_bytes": 100 * 10**9}})
+
+        @app.get("/stacks/<name>")
+        def one_stack(name):
+            stack = agent.stack(name)
+            if stack is None:
+                return error(404, f"Unknown stack {name!r}.")
+            jobs = [j for j in agent.jobs.values() if j["stack"] == name][-20:][::-1]
+            return answer(200, {"stack": stack, "jobs": jobs})
+
+        @app.post("/action")
+        def action():
+            body = bottle.request.environ.get("fake.body")
+            if not isinstance(body, dict):
+                return error(400, "Expected a JSON object.")
+            name = body.get("action")
+            if name not in KNOWN_ACTIONS:
+                return error(400, f"Unknown action {name!r}.")
+            if name not in agent.allowed_actions:
+                return error(403, f"The action {name} is not allowed by security.allowed_actions.")
+            stack = agent.stack(body.get("stack"))
+            if stack is None:
+                return error(404, f"Unknown stack {body.get('stack')!r}.")
+            site = body.get("site") if name in SITE_ACTIONS else None
+            if name in SITE_ACTIONS and site not in stack["sites"]:
+                return error(404, f"Unknown site {site!r} on stack {stack['name']}.")
+            with agent._lock:
+                for job in agent.jobs.values():
+                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job["status"] in ("queued", "running"):
+                        return answer(202, {"success": True, "message": "Already running.", "job": job, "duplicate": True})
+                agent._counter += 1
+                job_id = f"{agent._counter:016x}"
+                job = {"id": job_id, "action": name, "stack": stack["name"], "site": site, "status": "queued",
+                       "created": iso(time.time()), "started": None, "finished": None, "exit_code": None,
+                       "message": "Queued.", "output": "", "result": {}, "_outcome": agent.job_outcome}
+                agent.jobs[job_id] = job
+            what = name.replace("_", " ").capitalize()
+            return answer(202, {"success": True, "message": f"{what} of {site or stack['name']} on {stack['name']} started.", "job": public(job), "duplicate": False})
+
+        @app.get("/jobs/<job_id>")
+        def job(job_id):
+            with agent._lock:
+                job = agent.jobs.get(job_id)
+                if job is None:
+                    return error(404, f"No job {job_id}.")
+                if job["status"] == "queued":
+                    job.update(status="running", started=iso(time.time()), message="Running.", output=agent.job_output.split("\n")[0])
+                elif job["status"] == "running":
+                    ok = job["_outcome"] == "succeeded"
+                    job.update(status=job["_outcome"], finished=iso(time.time()), exit_code=0 if ok else 1,
+                               message="Finished." if ok else "bench backup failed: exit code 1", output=agent.job_output)
+                return answer(200, public(job))
+
+        @app.get("/jobs")
+        def jobs():
+            stack = bottle.request.query.get("stack")
+            found = [public(j) for j in agent.jobs.values() if not stack or j["stack"] == stack]
+            return answer(200, {"jobs": found[::-1][: int(bottle.request.query.get("limit") or 50)]})
+
+        @app.get("/backups/<stack>/<site>")
+        def backups(stack, site):
+            if agent.stack(stack) is None or site not in agent.stack(stack)["sites"]:
+                return error(404, f"Unknown site {site!r} on stack {stack!r}.")
+            return answer(200, {"backups": agent.backups.get((stack, site), [])})
+
+        @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
+        def download(stack, site, name):
+            content = agent.files.get((stack, site, name))
+            if content is None:
+                return error(404, f"No backup file {name!r}.")
+            size = content if isinstance(content, int) else len(content)
+            start, end, status = 0, size - 1, 200
+            header = bottle.request.get_header("Range")
+            headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream",
+                       "Content-Disposition": f'attachment; filename="{name}"'}
+            if header:
+                parsed = parse_range(header, size)
+                if parsed is None:
+                    return bottle.HTTPResponse("", status=416, headers={"Content-Range": f"bytes */{size}"})
+                start, end = parsed
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            headers["Content-Length"] = str(end - start + 1)
+            if bottle.request.method == "HEAD":
+                return bottle.HTTPResponse("", status=status, headers=headers)
+            chunks = synthetic_chunks(start, end + 1) if isinstance(content, int) else iter_bytes(content, start, end + 1)
+            return bottle.HTTPResponse(chunks, status=status, headers=headers)
+
+        return app
+
+
+def public(job: dict) -> dict:
+    return {k: v for k, v in job.items() if not k.startswith("_")}
+
+
+def parse_range(header: str, size: int):
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":
+        length = int(last)
+        return (max(0, size - length), size - 1) if length else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    return (start, end) if start <= end and start < size else None
+
+
+def iter_bytes(content: bytes, start: int, stop: int, chunk: int = 256 * 1024):
+    view = memoryview(content)
+    for pos in range(start, stop, chunk):
+        yield bytes(view[pos:min(pos + chunk, stop)])
+
+
+def synthetic_chunks(start: int, stop: int):
+    """The bytes start..stop of an endless repetition of _BLOCK, without holding them."""
+    block, size = memoryview(_BLOCK), len(_BLOCK)
+    pos = start
+    while pos < stop:
+        offset = pos % size
+        piece = block[offset:min(size, offset + stop - pos)]
+        yield piece
+        pos += len(piece)
+
+
+def synthetic_content(size: int) -> bytes:
+    return b"".join(bytes(c) for c in synthetic_chunks(0, size))
+
+
+def synthetic_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in synthetic_chunks(0, size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json(start_response, status: int, payload: dict):
+    data = json.dumps(payload).encode()
+    start_response(f"{status} {bottle.HTTP_CODES.get(status, 'Error')}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def serve_in_thread(app, *, threads: int = 8, **options):
+    """Start waitress on a free loopback port in a daemon thread; returns (server, thread)."""
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
+    thread = threading.Thread(target=server.run, name="waitress-test", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop_server(server, thread) -> None:
+    server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
+    for channel in list(server._map.values()):
+        if channel is not server:
+            try:
+                channel.close()
+            except Exception:
+                pass
+    server.close()
+    thread.join(timeout=5)
