@@ -778,9 +778,9 @@ class BackupStore:
     def apply_retention(self, stack: str, site: str, *, now: datetime | None = None) -> list[str]:
         """Delete verified backups that no daily/weekly/monthly slot keeps; returns the deleted ids.
 
-        Only backups with a verified manifest are counted or deleted; the newest is always kept, and so
-        is anything stamped after ``now`` (a clock that went backwards must not cost backups).
-        Call it only after a verified publish.
+        Only backups with a verified manifest stamped up to ``now`` are counted or deleted (a clock that
+        went backwards must not cost backups); the newest of them is always kept.  Files without a
+        manifest are never touched.  Call it only after a verified publish.
         """
         now = _utc(now)
         try:
@@ -790,10 +790,14 @@ class BackupStore:
         deleted = []
         try:
             with self._locked(dir_fd, f"{site} on {stack}"):
-                verified = [m for m in self._manifests(dir_fd, stack, site) if m["verified"] is True]
-                keep = gfs_keep([m["id"] for m in verified], self.retention)
-                for manifest in verified:
-                    if manifest["id"] in keep or _parse_id(manifest["id"]) > now:
+                # Backups stamped after `now` (the clock went backwards) are left alone and take no slot.
+                candidates = [
+                    m for m in self._manifests(dir_fd, stack, site)
+                    if m["verified"] is True and _parse_id(m["id"]) <= now
+                ]
+                keep = gfs_keep([m["id"] for m in candidates], self.retention)
+                for manifest in candidates:
+                    if manifest["id"] in keep:
                         continue
                     for entry in manifest["files"]:
                         try:
