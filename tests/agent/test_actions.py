@@ -265,6 +265,7 @@ def test_identical_action_while_queued_or_running_returns_the_same_job(client, w
     wait_job(client, first["job"]["id"])
     assert sum("backup" in a for a in action_argvs(world)) == 1
     # Once finished, the same request starts a new job.
+    world.doubles.set_faults()
     third = client.post_action("backup_site", "prod", "site1.example.com").json()
     assert third["duplicate"] is False and third["job"]["id"] != first["job"]["id"]
     wait_job(client, third["job"]["id"])
