@@ -5,8 +5,9 @@ zones (not a dependency we take) and it has no monthly jobs, and it forgets miss
 So the calendar arithmetic lives in :func:`schedules.next_runs` (zoneinfo, DST-correct),
 the "what was already handled" state lives in SQLite (:class:`schedules.ScheduleStore`), and
 our own ``schedule.Scheduler()`` runs three small periodic jobs: the due check every
-``tick_seconds`` (1 s), a reload of the definitions every minute (a safety net if a page
-forgets to call :meth:`BackupScheduler.reload`) and, when ``get_job`` is given, a poll of
+``tick_seconds`` (1 s; it also reloads when the shared store's definitions changed), a full
+reload every minute (a safety net for changes made through another store instance) and,
+when ``get_job`` is given, a poll of
 the outcome of the agent jobs it started. One ticking job, rather than one job per
 schedule re-armed from ``next_runs``, keeps the due decision in a single place that
 start-up catch-up shares, and an idle tick is only a comparison of a few datetimes.
@@ -86,6 +87,7 @@ class BackupScheduler:
         self._futures: set[Future] = set()
         self._futures_lock = threading.Lock()
         self._plan: dict[str, dict] = {}  # id -> {"schedule", "last_due", "next_due"}
+        self._generation = -1
         self._scheduler = schedule_lib.Scheduler()
         self._scheduler.every(tick_seconds).seconds.do(self._guarded, self._tick_due)
         self._scheduler.every(60).seconds.do(self._guarded, self.reload)
@@ -162,16 +164,18 @@ class BackupScheduler:
         # Under the lock for the whole read: a due time handled meanwhile must not come back
         # from a stale read (that would run it twice).
         with self._lock:
+            self._generation = self.store.generation
             self._plan = self._read_plan(self._clock())
 
     def _read_plan(self, now: datetime) -> dict:
         plan = {}
+        last_dues = self.store.last_dues()
         for schedule in self.store.list():
             entry = {"schedule": schedule, "last_due": None, "next_due": None}
             plan[schedule["id"]] = entry
             if schedule["invalid"]:
                 continue
-            last_due = self.store.last_due(schedule["id"])
+            last_due = last_dues.get(schedule["id"])
             if last_due is None:
                 # First sight of a config-declared schedule: due times before now are not "missed".
                 last_due = now
@@ -186,6 +190,8 @@ class BackupScheduler:
         return plan
 
     def _tick_due(self) -> None:
+        if self.store.generation != self._generation:
+            self.reload()  # a page changed a schedule through the shared store
         self.check_due(self._clock())
 
     def check_due(self, now: datetime) -> list[str]:

@@ -327,6 +327,9 @@ class ScheduleStore:
         self.default_tz = default_tz or server_timezone()
         self._clock = clock or _utc_now
         self._lock = threading.Lock()
+        #: Bumped by every definition change made through this store, so an engine sharing
+        #: it picks the change up at its next tick.
+        self.generation = 0
         counts: dict[str, int] = {}
         self._config: list[dict] = []
         for entry in config_schedules or ():
@@ -392,6 +395,7 @@ class ScheduleStore:
             # Due times are counted from creation: nothing before it is "missed".
             db.execute("INSERT OR REPLACE INTO schedule_state (schedule_id, last_due, tracked_since)"
                        " VALUES (?,?,?)", (schedule_id, now, now))
+        self.generation += 1
         return self.get(schedule_id)
 
     def _refuse_config(self, schedule_id: str, what: str) -> None:
@@ -409,6 +413,7 @@ class ScheduleStore:
             if gone:
                 db.execute("DELETE FROM schedule_state WHERE schedule_id = ?", (schedule_id,))
                 db.execute("DELETE FROM runs WHERE schedule_id = ?", (schedule_id,))
+        self.generation += 1
         return bool(gone)
 
     def set_enabled(self, schedule_id: str, enabled: bool) -> bool:
@@ -423,9 +428,16 @@ class ScheduleStore:
                                  (int(bool(enabled)), schedule_id)).rowcount
             if changed and enabled:
                 db.execute("UPDATE schedule_state SET last_due = ? WHERE schedule_id = ?", (now, schedule_id))
+        self.generation += 1
         return bool(changed)
 
     # ---- due-time state ---------------------------------------------------------------
+
+    def last_dues(self) -> dict[str, datetime | None]:
+        """``last_due`` of every schedule with state, in one query."""
+        with self._db() as db:
+            rows = db.execute("SELECT schedule_id, last_due FROM schedule_state").fetchall()
+        return {r["schedule_id"]: from_iso(r["last_due"]) for r in rows}
 
     def last_due(self, schedule_id: str) -> datetime | None:
         """The latest due time already handled (run, caught up or recorded missed)."""

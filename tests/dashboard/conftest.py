@@ -149,11 +149,19 @@ class WSGIClient:
         return self.get(url).csrf_token()
 
 
-@pytest.fixture
-def fake_agent():
-    agent = FakeAgent().start()
+@pytest.fixture(scope="session")
+def _fake_agent_server():
+    agent = FakeAgent().start(threads=32)
     yield agent
     agent.stop()
+
+
+@pytest.fixture
+def fake_agent(_fake_agent_server):
+    """The shared fake agent, back in its canned state for each test."""
+    _fake_agent_server.reset()
+    yield _fake_agent_server
+    _fake_agent_server.release.set()
 
 
 @pytest.fixture

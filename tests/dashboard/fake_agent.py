@@ -67,7 +67,21 @@ def many_stacks(stacks: int, sites_per_stack: int) -> list[dict]:
 
 class FakeAgent:
     def __init__(self, stacks: list[dict] | None = None, token: str = TOKEN):
-        self.token = token
+        self.default_token = token
+        self._lock = threading.Lock()
+        self.hang = threading.Event()
+        self.release = threading.Event()
+        self.server = None
+        self.thread = None
+        self.port = None
+        self.reset(stacks)
+
+    def reset(self, stacks: list[dict] | None = None) -> None:
+        """Back to the canned state (a running server is kept)."""
+        self.token = self.default_token
+        self.release.set()
+        self.hang.clear()
+        self.release.clear()
         self.stacks = stacks if stacks is not None else [
             make_stack("prod", ["site1.example.com", "site2.example.com"]),
             make_stack("erp", ["erp.example.com"], status="partial", kind="fm"),
@@ -79,16 +93,10 @@ class FakeAgent:
         self.requests: list[tuple[str, str, object]] = []
         self.fail_status: int | None = None
         self.fail_paths: dict[str, int] = {}
-        self.hang = threading.Event()
-        self.release = threading.Event()
         self.hang_seconds = 5.0
         self.job_outcome = "succeeded"
         self.job_output = "Backing up site...\nDone."
-        self._lock = threading.Lock()
         self._counter = 0
-        self.server = None
-        self.thread = None
-        self.port = None
 
     # -- data helpers --------------------------------------------------------------------
 

@@ -1,0 +1,118 @@
+"""Pages: dashboard, stack, backups, audit; escaping of everything from the agent."""
+
+import re
+
+from fake_agent import make_stack
+
+
+def test_dashboard_shows_every_stack_with_badge_sites_and_buttons(logged_in):
+    text = logged_in.get("/dashboard").text
+    assert 'data-stack="prod"' in text and 'data-stack="erp"' in text
+    assert 'class="badge badge-ok">running<' in text and 'class="badge badge-warn">partial<' in text
+    assert "site1.example.com" in text and "erp.example.com" in text
+    for label in ("Backup now", "Restart", "Update", "Migrate"):
+        assert f">{label}</button>" in text
+    assert "hx-confirm=" in text  # update and migrate ask first
+    assert "40.0 GB" in text  # free space where backups live
+
+
+def test_dashboard_highlights_old_and_missing_backups(logged_in, fake_agent, clock):
+    import time
+
+    now = clock.now
+    stack = make_stack("prod", ["fresh.example.com", "old.example.com", "none.example.com"], now=now)
+    stack["last_backups"]["old.example.com"]["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 50 * 3600))
+    fake_agent.stacks = [stack]
+    text = logged_in.get("/dashboard").text
+    assert re.search(r'data-site="fresh.example.com">\s*<td>.*?</td>\s*<td class="age-ok">3 h ago', text, re.S)
+    assert re.search(r'data-site="old.example.com">\s*<td>.*?</td>\s*<td class="age-stale">2 d ago', text, re.S)
+    assert re.search(r'data-site="none.example.com">\s*<td>.*?</td>\s*<td class="age-none">no backup yet', text, re.S)
+
+
+def test_empty_inventory_shows_the_empty_state(logged_in, fake_agent):
+    fake_agent.stacks = []
+    assert "No stacks configured: add them to /etc/fmappliance/config.yaml" in logged_in.get("/dashboard").text
+
+
+def test_names_and_output_from_the_agent_are_escaped(logged_in, fake_agent):
+    evil = "<script>alert(1)</script>"
+    stack = make_stack("prod", ["site1.example.com"])
+    stack["name"] = "x" + evil
+    stack["reason"] = evil
+    stack["services"][0]["status"] = evil
+    stack["sites"] = [evil]
+    stack["last_backups"] = {evil: None}
+    fake_agent.stacks = [stack]
+    fake_agent.job_output = evil
+    text = logged_in.get("/dashboard").text
+    assert evil not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    # Job output too.
+    fake_agent.stacks = [make_stack("prod", ["site1.example.com"])]
+    token = logged_in.page_token()
+    job = logged_in.post("/site/prod/site1.example.com/backup", data={"csrf_token": token},
+                         headers={"Accept": "application/json"}).json()["job"]
+    logged_in.get(f"/jobs/{job['id']}", headers={"HX-Request": "true"})
+    panel = logged_in.get(f"/jobs/{job['id']}", headers={"HX-Request": "true"}).text
+    assert evil not in panel and "&lt;script&gt;" in panel
+
+
+def test_templates_have_no_inline_script_or_style(logged_in):
+    for path in ("/dashboard", "/stack/prod", "/backups/prod/site1.example.com", "/audit"):
+        text = logged_in.get(path).text
+        assert not re.search(r"<script(?![^>]*\ssrc=)", text), path
+        assert "<style" not in text and " style=" not in text and " on" + "click=" not in text
+        assert re.search(r"<meta name=\"htmx-config\" content='\{\"includeIndicatorStyles\":false,\"allowEval\":false,\"allowScriptTags\":false\}'>", text)
+
+
+def test_stack_page_lists_services_sites_and_recent_jobs(logged_in, fake_agent):
+    token = logged_in.page_token()
+    logged_in.post("/stack/prod/restart", data={"csrf_token": token})
+    text = logged_in.get("/stack/prod").text
+    assert "prod-backend-1" in text and "site2.example.com" in text
+    assert "restart stack" in text and 'data-job-id="0000000000000001"' in text
+
+
+def test_unknown_stack_is_a_404_page(logged_in):
+    response = logged_in.get("/stack/nosuch")
+    assert response.status == 404 and "notice-error" in response.text
+
+
+def test_malformed_stack_name_is_a_400_and_the_agent_is_not_asked(logged_in, fake_agent):
+    before = len(fake_agent.requests)
+    response = logged_in.get("/stack/..%2fetc")
+    assert response.status in (400, 404)
+    assert len(fake_agent.requests) == before
+
+
+def test_backups_page_newest_first_with_sizes_verified_links_and_chart(logged_in, fake_agent):
+    for day, size in ((23, 1000), (25, 3000), (24, 2000)):
+        stamp = f"2026-11-{day}_02-00-03"
+        fake_agent.add_backup("prod", "site1.example.com", stamp, {f"{stamp}.sql.gz": b"x" * size, f"{stamp}.files.tar": b"y" * 10})
+    text = logged_in.get("/backups/prod/site1.example.com").text
+    order = [m for m in re.findall(r'data-backup-id="([^"]+)"', text)]
+    assert order == ["2026-11-25_02-00-03", "2026-11-24_02-00-03", "2026-11-23_02-00-03"]
+    assert 'href="/download/prod/site1.example.com/2026-11-25_02-00-03.sql.gz"' in text
+    assert "verified" in text and "3.0 KB" in text
+    assert re.search(r'<svg class="chart"[^>]*>.*<polyline class="chart-line" points="[\d., ]+">', text, re.S)
+
+
+def test_backups_page_empty_state(logged_in):
+    assert "No backups of this site yet" in logged_in.get("/backups/prod/site2.example.com").text
+
+
+def test_audit_page_shows_events_in_server_time(logged_in):
+    text = logged_in.get("/audit").text
+    assert "<td>login</td>" in text and "<td>ok</td>" in text and "203.0.113.7" in text
+
+
+def test_audit_page_escapes_user_names(client, app):
+    client.login("<img src=x>", "wrong")
+    client.login()
+    text = client.get("/audit").text
+    assert "<img src=x>" not in text and "&lt;img src=x&gt;" in text
+
+
+def test_pages_are_usable_on_a_phone(client):
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in client.get("/login").text
+    assert "@media (max-width" in client.get("/static/app.css").text

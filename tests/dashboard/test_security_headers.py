@@ -1,0 +1,72 @@
+"""The security headers are on every response: pages, redirects, errors, static files, downloads."""
+
+import pytest
+
+from fmappliance.dashboard.app import make_app
+from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY
+
+from conftest import WSGIClient
+
+EXPECTED_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+
+
+def assert_security_headers(response):
+    assert response.header("Content-Security-Policy") == EXPECTED_CSP
+    assert response.header("X-Content-Type-Options") == "nosniff"
+    assert response.header("Referrer-Policy") in ("same-origin", "no-referrer")
+    assert response.header("X-Frame-Options") == "DENY"
+    assert len(response.all("Content-Security-Policy")) == 1
+
+
+def test_policy_is_exactly_the_specified_one():
+    assert CONTENT_SECURITY_POLICY == EXPECTED_CSP
+
+
+@pytest.mark.parametrize("method,path,status", [
+    ("GET", "/login", 200), ("GET", "/healthz", 200), ("GET", "/static/app.css", 200), ("GET", "/static/htmx.min.js", 200),
+    ("GET", "/dashboard", 303), ("GET", "/no/such/page", 404), ("GET", "/static/nope.js", 404), ("DELETE", "/dashboard", 405),
+])
+def test_headers_without_session(client, method, path, status):
+    response = client.request(method, path)
+    assert response.status == status
+    assert_security_headers(response)
+
+
+def test_headers_on_pages_actions_and_downloads(logged_in, fake_agent):
+    fake_agent.add_backup("prod", "site1.example.com", "2026-11-25_02-00-03", {"2026-11-25_02-00-03.sql.gz": b"x" * 1000})
+    token = logged_in.page_token()
+    for response in (
+        logged_in.get("/dashboard"),
+        logged_in.get("/stack/prod"),
+        logged_in.get("/backups/prod/site1.example.com"),
+        logged_in.get("/audit"),
+        logged_in.get("/site/prod/site1.example.com/backup"),  # 405
+        logged_in.post("/stack/prod/restart", data={}),  # 403
+        logged_in.post("/stack/prod/restart", data={"csrf_token": token}),  # 303
+        logged_in.get("/download/prod/site1.example.com/2026-11-25_02-00-03.sql.gz"),
+        logged_in.get("/download/prod/site1.example.com/2026-11-25_02-00-03.files.tar"),  # 404 from the agent
+        logged_in.get("/stack/bad name"),  # 400
+    ):
+        assert_security_headers(response)
+
+
+class ExplodingAgent:
+    """An agent client with a bug: any call raises something unexpected."""
+
+    def __getattr__(self, name):
+        def explode(*args, **kwargs):
+            raise RuntimeError("secret internal detail /etc/shadow")
+
+        return explode
+
+
+def test_unexpected_exception_gives_a_minimal_500_with_headers_and_no_traceback(config, clock, caplog):
+    client = WSGIClient(make_app(config, agent_client=ExplodingAgent(), clock=clock))
+    client.login()
+    response = client.get("/dashboard")
+    assert response.status == 500
+    assert_security_headers(response)
+    assert "Traceback" not in response.text and "shadow" not in response.text
+    assert "unexpected problem" in response.text
+    assert any("secret internal detail" in (r.exc_text or "") or r.exc_info for r in caplog.records)
