@@ -34,6 +34,7 @@ COMPOSE_SERVICES = ("configurator", "backend", "frontend", "websocket", "queue-s
 FM_SERVICES = ("frappe", "nginx", "socketio", "schedule", "redis-cache", "redis-queue")
 FM_WORKERS = ("short-worker", "long-worker")
 COMPOSE_SITES = ("site1.example.com", "site2.example.com")
+LIST_SITES_ARGV = ["find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json"]
 FM_SITE = "erp.localhost"
 
 
