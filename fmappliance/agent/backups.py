@@ -579,11 +579,11 @@ class BackupStore:
                     continue
                 try:
                     with self._locked(fd, f"{site_entry.name} on {stack_entry.name}", wait=0):
-                        for entry in os.scandir(fd):
-                            if _TEMP.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                                os.unlink(entry.name, dir_fd=fd)
+                        for name in os.listdir(fd):
+                            if _TEMP.fullmatch(name) and _is_plain_file(fd, name):
+                                os.unlink(name, dir_fd=fd)
                                 removed += 1
-                                log.info("removed leftover temp file %s", os.path.join(site_entry.path, entry.name))
+                                log.info("removed leftover temp file %s", os.path.join(site_entry.path, name))
                 except BackupError:
                     log.info("skipped temp clean-up in %s: a publish is running there", site_entry.path)
                 finally:
@@ -729,18 +729,14 @@ class BackupStore:
     @staticmethod
     def _id_taken(dir_fd: int, backup_id: str) -> bool:
         prefix = backup_id + "."
-        return any(entry.name.startswith(prefix) for entry in os.scandir(dir_fd))
+        return any(name.startswith(prefix) for name in os.listdir(dir_fd))
 
     # ---- manifests -------------------------------------------------------------------------
 
     def _manifests(self, dir_fd: int, stack: str, site: str) -> list[dict]:
         """Every well-formed manifest in a site dir, newest first (broken ones are logged and skipped)."""
-        ids = sorted(
-            (m.group(1) for m in (_MANIFEST.fullmatch(e.name) for e in os.scandir(dir_fd)) if m),
-            reverse=True,
-        )
         found = []
-        for backup_id in ids:
+        for backup_id in _manifest_ids(dir_fd):
             manifest = _load_manifest(dir_fd, backup_id, stack, site)
             if manifest is not None:
                 found.append(manifest)
@@ -764,8 +760,7 @@ class BackupStore:
         except BackupNotFound:
             return None
         try:
-            ids = sorted((m.group(1) for m in (_MANIFEST.fullmatch(e.name) for e in os.scandir(dir_fd)) if m), reverse=True)
-            for backup_id in ids:
+            for backup_id in _manifest_ids(dir_fd):
                 manifest = _load_manifest(dir_fd, backup_id, stack, site)
                 if manifest is not None:
                     return _summary(manifest, with_files=False)
@@ -969,6 +964,18 @@ def _write_file_durably(dir_fd: int, name: str, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _is_plain_file(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _manifest_ids(dir_fd: int) -> list[str]:
+    """Ids of the manifests in a site dir, newest first (ids are timestamps, so they sort as text)."""
+    return sorted((m.group(1) for m in map(_MANIFEST.fullmatch, os.listdir(dir_fd)) if m), reverse=True)
 
 
 def _scandir_dirs(path: str) -> list[os.DirEntry]:

@@ -122,6 +122,7 @@ def test_a_range_with_a_stale_if_range_gets_the_whole_file(payload):
     etag = fresh.headers["ETag"]
     matching, _ = respond(payload, range_header="bytes=0-9", if_range=etag)
     assert matching.status_code == 206
+    assert body_of(matching) == payload.read_bytes()[:10]
     stale, _ = respond(payload, range_header="bytes=0-9", if_range='"other"')
     assert stale.status_code == 200
     assert body_of(stale) == payload.read_bytes()
@@ -157,6 +158,7 @@ def test_an_empty_file_is_a_200_with_no_body(tmp_path):
 )
 def test_odd_download_names_cannot_break_the_disposition_header(payload, name, shown):
     response, _ = respond(payload, name=name)
+    response.body.close()
     disposition = response.headers["Content-Disposition"]
     assert disposition == f'attachment; filename="{shown}"'
     assert not set(disposition) & {"\r", "\n", "\\"} and disposition.count('"') == 2
