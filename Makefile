@@ -24,7 +24,7 @@ bench: $(STAMP) build
 	$(PY) tests/benchmarks/run.py
 
 build: $(STAMP)
-	PYTHON=$(PWD)/$(PY) sh packaging/build.sh
+	PYTHON=$(CURDIR)/$(PY) bash packaging/build.sh
 
 # Regenerate what is derived from the config schema: packaging/config.example.yaml and the
 # README's configuration reference (tests/test_config.py fails when they are stale).

@@ -1,0 +1,215 @@
+"""Shared by the install tests and the nginx/start-up benchmarks.
+
+``build_dist(dest)``             packaging/build.sh into dest (returns dest)
+``run_install(root, *args)``     install.sh --root root ..., returns CompletedProcess
+``tree_hashes(root)``            {relative path: sha256} of every file under root
+``NginxSite``                    the installer's rendered site run by the real nginx on free ports
+``start_zipapp(pyz, config)``    a zipapp started as a service process (waits until it listens)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_SH = REPO / "install.sh"
+BUILD_SH = REPO / "packaging" / "build.sh"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# The interpreter the units use; the zipapps must run with nothing but it.
+SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+def build_dist(dest: Path, epoch: str | None = None, repo: Path = REPO) -> Path:
+    env = dict(os.environ, PYTHON=sys.executable, DIST_DIR=str(dest))
+    if epoch:
+        env["SOURCE_DATE_EPOCH"] = epoch
+    proc = subprocess.run(["bash", str(repo / "packaging" / "build.sh")], env=env, cwd=repo, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, f"build failed:\n{proc.stdout}\n{proc.stderr}"
+    return dest
+
+
+def snapshot_sources(dest: Path) -> Path:
+    """A frozen copy of the checkout's sources (what git would commit), at another path."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                             "pyproject.toml", "README.md", "LICENSE", "fmappliance", "assets", "packaging"],
+                            cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = REPO / os.fsdecode(name)
+        if source.is_file():
+            (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / os.fsdecode(name))
+    return dest
+
+
+def install_env(dist: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FM_") and k != "FRAPPE_MANAGER_HOME"}
+    env.update(FM_DIST_DIR=str(dist), FM_SEARCH_HOMES="/nonexistent", FM_DOCKER="/nonexistent/docker",
+               FM_SERVER_NAMES="localhost")
+    env.update(extra)
+    return env
+
+
+def run_install(root: Path | None, *args: str, env: dict) -> subprocess.CompletedProcess:
+    argv = ["bash", str(INSTALL_SH)] + (["--root", str(root)] if root else []) + list(args)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+
+
+def tree_hashes(root: Path) -> dict:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = "-> " + os.readlink(path)
+        elif path.is_file():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen | None = None, timeout: float = 15.0) -> float:
+    """Seconds until 127.0.0.1:port accepts a connection (raises on timeout or early exit)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return time.monotonic() - start
+        except OSError:
+            time.sleep(0.01)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+# ------------------------------------------------------------------ memory W^X like systemd
+
+PR_SET_MDWE = 65
+PR_MDWE_REFUSE_EXEC_GAIN = 1
+
+
+def mdwe_supported() -> bool:
+    """Whether this kernel can refuse W+X memory (what MemoryDenyWriteExecute=yes enforces)."""
+    probe = subprocess.run([sys.executable, "-c", f"import ctypes,sys; sys.exit(ctypes.CDLL(None, use_errno=True).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0)"])
+    return probe.returncode == 0
+
+
+def deny_write_execute() -> None:
+    """preexec_fn: the child may never map memory writable and executable (like the units)."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE) failed")
+
+
+def start_zipapp(pyz: Path, config: Path, port: int, shiv_root: Path, log: Path, env: dict | None = None,
+                 wx_denied: bool = False) -> subprocess.Popen:
+    """Start `python3 <pyz> --config <config>` as the units do and wait until it listens."""
+    shiv_root.mkdir(parents=True, exist_ok=True)
+    run_env = dict(env or os.environ, SHIV_ROOT=str(shiv_root))
+    proc = subprocess.Popen([SYSTEM_PYTHON, str(pyz), "--config", str(config)], env=run_env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=deny_write_execute if wx_denied else None)
+    try:
+        wait_listening(port, proc, timeout=20)
+    except Exception:
+        stop(proc)
+        raise RuntimeError(f"{pyz.name} did not start; log:\n{log.read_text()[-3000:]}")
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+# ------------------------------------------------------------------ nginx
+
+
+def make_cert(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "test.crt", directory / "test.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+class NginxSite:
+    """The site and snippet install.sh rendered under `root`, run by the real nginx as a child process.
+
+    Only paths are rewritten (logs, snippet, certificate, backups, upstream) so that what is tested
+    is the installer's configuration.
+    """
+
+    def __init__(self, root: Path, workdir: Path, http_port: int, https_port: int, *, dashboard_port: int,
+                 backups_dir: Path, cert: Path, key: Path):
+        self.root, self.workdir = root, workdir
+        self.http_port, self.https_port = http_port, https_port
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+        site = (site.replace("/var/log/nginx/", f"{self.logs}/")
+                .replace("/etc/nginx/snippets/", f"{root}/etc/nginx/snippets/")
+                .replace("/etc/fmappliance/tls/selfsigned.crt", str(cert))
+                .replace("/etc/fmappliance/tls/selfsigned.key", str(key))
+                .replace("alias /var/backups/fmappliance/;", f"alias {backups_dir}/;")
+                .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dashboard_port};"))
+        (workdir / "site.conf").write_text(site)
+        user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
+        temp = " ".join(f"{kind}_temp_path {workdir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (workdir / "nginx.conf").write_text(f"""
+{user}
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {self.logs}/error.log;
+daemon off;
+events {{ worker_connections 512; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    {temp}
+    access_log {self.logs}/access.log;
+    include {workdir}/site.conf;
+}}
+""")
+        self.proc: subprocess.Popen | None = None
+
+    def argv(self, *extra: str) -> list[str]:
+        return [NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.logs / "error.log"), *extra]
+
+    def check(self) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv("-t"), capture_output=True, text=True)
+
+    def start(self) -> "NginxSite":
+        checked = self.check()
+        assert checked.returncode == 0, checked.stderr
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=open(self.logs / "stderr.log", "ab"),
+                                     start_new_session=True)
+        wait_listening(self.https_port, self.proc)
+        wait_listening(self.http_port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc:
+            stop(self.proc)
