@@ -83,6 +83,7 @@ class BackupScheduler:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backup-handoff")
         self._futures: set[Future] = set()
         self._futures_lock = threading.Lock()
@@ -118,7 +119,9 @@ class BackupScheduler:
             self._thread.join(timeout)
             self._thread = None
         self.drain(timeout)
-        self._pool.shutdown(wait=False)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -147,6 +150,8 @@ class BackupScheduler:
         return not not_done
 
     def _spawn(self, func, *args) -> Future:
+        if self._pool is None:  # started again after stop()
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="backup-handoff")
         future = self._pool.submit(self._guarded, func, *args)
         with self._futures_lock:
             self._futures.add(future)

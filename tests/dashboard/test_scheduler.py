@@ -314,6 +314,20 @@ def test_the_loop_thread_survives_a_raising_job_and_keeps_handing_off(state_dir,
     assert [j["stack"] for j in agent.jobs.values()] == ["erp"]
 
 
+def test_a_schedule_added_through_the_shared_store_is_picked_up_by_the_running_loop(state_dir, agent):
+    clock = Clock(utc(2026, 11, 25, 12, 59, 59))
+    store = make_store(state_dir, clock)
+    engine = make_engine(store, agent, clock, tick_seconds=0.02)
+    engine.start()
+    try:
+        add(store, time="13:00")  # no reload() call: the store's generation tells the engine
+        clock.now = utc(2026, 11, 25, 13, 0, 0)
+        assert agent.submitted.wait(5)
+    finally:
+        engine.stop()
+    assert len(agent.jobs) == 1
+
+
 def test_deleted_stack_or_site_marks_the_schedule_broken_without_crashing(state_dir, clock, agent, notes):
     store = make_store(state_dir, clock)
     gone_stack = add(store, time="13:00")
