@@ -1,0 +1,145 @@
+"""Backup downloads relayed from the agent: identical bytes, Range resume, constant memory,
+and twenty slow downloads that do not stall the pages (real waitress)."""
+
+import hashlib
+import http.client
+import random
+import socket
+import time
+import tracemalloc
+
+import pytest
+
+from fake_agent import serve_in_thread, stop_server, synthetic_sha256
+
+from conftest import WSGIClient
+
+STAMP = "2026-11-25_02-00-03"
+DB_FILE = f"{STAMP}.sql.gz"
+URL = f"/download/prod/site1.example.com/{DB_FILE}"
+CONTENT = random.Random(1).randbytes(3 * 1024 * 1024 + 123)
+
+
+@pytest.fixture
+def with_backup(fake_agent):
+    return fake_agent.add_backup("prod", "site1.example.com", STAMP, {DB_FILE: CONTENT, f"{STAMP}.files.tar": 1024**3})
+
+
+def test_full_download_is_byte_identical_with_headers(logged_in, with_backup):
+    response = logged_in.get(URL)
+    assert response.status == 200
+    assert hashlib.sha256(response.body).hexdigest() == with_backup["files"][0]["sha256"]
+    assert response.header("Content-Length") == str(len(CONTENT))
+    assert response.header("Content-Disposition") == f'attachment; filename="{DB_FILE}"'
+    assert response.header("Accept-Ranges") == "bytes"
+
+
+def test_range_resumed_download_adds_up_to_the_same_file(logged_in, with_backup):
+    first = logged_in.get(URL, headers={"Range": "bytes=0-999999"})
+    assert first.status == 206 and len(first.body) == 1_000_000
+    assert first.header("Content-Range") == f"bytes 0-999999/{len(CONTENT)}"
+    rest = logged_in.get(URL, headers={"Range": "bytes=1000000-"})
+    assert rest.status == 206
+    assert hashlib.sha256(first.body + rest.body).hexdigest() == with_backup["files"][0]["sha256"]
+
+
+def test_unsatisfiable_range_is_416(logged_in, with_backup):
+    assert logged_in.get(URL, headers={"Range": f"bytes={len(CONTENT) + 10}-"}).status == 416
+
+
+def test_download_streams_in_chunks_with_flat_memory(app, logged_in, with_backup):
+    """A 1 GiB file passes through the app in bounded chunks; Python memory stays small."""
+    environ_client = logged_in
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = status
+
+    import io
+
+    environ = {
+        "REQUEST_METHOD": "GET", "PATH_INFO": f"/download/prod/site1.example.com/{STAMP}.files.tar", "QUERY_STRING": "",
+        "SERVER_NAME": "dash.test", "SERVER_PORT": "80", "HTTP_HOST": "dash.test", "REMOTE_ADDR": "203.0.113.7",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(),
+        "HTTP_COOKIE": f"fmsession={environ_client.cookie('fmsession')}",
+    }
+    tracemalloc.start()
+    try:
+        body = app(environ, start_response)
+        digest, total, chunks, biggest = hashlib.sha256(), 0, 0, 0
+        first = None
+        for chunk in body:
+            first = first or chunk[-400:]
+            digest.update(chunk)
+            total += len(chunk)
+            chunks += 1
+            biggest = max(biggest, len(chunk))
+            if total >= 256 * 1024 * 1024:  # a quarter of the file is plenty to see the shape
+                break
+        getattr(body, "close", lambda: None)()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert captured["status"].startswith("200"), (captured, first)
+    assert chunks > 100 and biggest <= 256 * 1024
+    assert peak < 8 * 1024 * 1024, f"peak Python memory {peak / 1e6:.1f} MB while relaying"
+
+
+def test_bad_file_name_is_400_without_asking_the_agent(logged_in, fake_agent):
+    before = len(fake_agent.requests)
+    assert logged_in.get("/download/prod/site1.example.com/..%2f..%2fetc%2fpasswd").status in (400, 404)
+    assert logged_in.get("/download/prod/site1.example.com/config.yaml").status == 400
+    assert len(fake_agent.requests) == before
+
+
+def test_missing_file_is_404_and_audited(logged_in, app, with_backup):
+    response = logged_in.get(f"/download/prod/site1.example.com/{STAMP}.private-files.tar")
+    assert response.status == 404
+    row = app.ctx.audit.recent(1)[0]
+    assert row["action"] == "download" and row["result"].startswith("failed")
+
+
+def test_download_is_audited(logged_in, app, with_backup):
+    logged_in.get(URL)
+    row = app.ctx.audit.recent(1)[0]
+    assert (row["action"], row["target"], row["result"]) == ("download", f"prod/site1.example.com/{DB_FILE}", "ok")
+
+
+def _get(port, path, cookie, timeout=5.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    started = time.monotonic()
+    conn.request("GET", path, headers={"Cookie": f"fmsession={cookie}"})
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, body, time.monotonic() - started
+
+
+def test_twenty_slow_downloads_do_not_stall_pages_over_real_waitress(app, logged_in, with_backup):
+    # Small send buffers so the relaying threads reach their blocked state quickly.
+    server, thread = serve_in_thread(app, threads=32, outbuf_high_watermark=256 * 1024, outbuf_overflow=256 * 1024)
+    port = server.effective_port
+    cookie = logged_in.cookie("fmsession")
+    slow = []
+    try:
+        big = f"/download/prod/site1.example.com/{STAMP}.files.tar"
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET {big} HTTP/1.1\r\nHost: x\r\nCookie: fmsession={cookie}\r\n\r\n".encode())
+            assert sock.recv(12).startswith(b"HTTP/1.1 200")
+            slow.append(sock)  # ...and then never read again: a very slow client
+        # Let the relaying threads fill their buffers and block on the slow clients.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.task_dispatcher.active_count < 20:
+            time.sleep(0.05)
+        for path, expected in (("/healthz", b"ok"), ("/dashboard", b"data-stack=\"prod\"")):
+            for _ in range(3):
+                status, body, took = _get(port, path, cookie)
+                assert status == 200 and expected in body
+                assert took < 2.0, f"{path} took {took:.2f} s with 20 slow downloads"
+        assert server.task_dispatcher.active_count >= 20  # the downloads really hold threads
+    finally:
+        for sock in slow:
+            sock.close()
+        stop_server(server, thread)
