@@ -94,6 +94,7 @@ class BackupScheduler:
         self._scheduler.every(60).seconds.do(self._guarded, self.reload)
         if get_job is not None:
             self._scheduler.every(job_poll_seconds).seconds.do(self._guarded, self.poll_jobs)
+        self._scheduler.every(10).minutes.do(self._guarded, self.check_health)
         if notifier is not None and "weekly_summary" in getattr(notifier, "events", ()):
             # Server-local wall time is fine for a summary, so schedule's own .at() serves.
             self._scheduler.every().monday.at("08:00").do(self._guarded, self.send_weekly_summary)
@@ -107,6 +108,7 @@ class BackupScheduler:
                          run, run["message"])
         self._guarded(self.reload)
         self._guarded(self.check_due, self._clock())
+        self._guarded(self.check_health)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="backup-scheduler", daemon=True)
         self._thread.start()
@@ -245,8 +247,10 @@ class BackupScheduler:
             first, last = missed[0], missed[-1]
             when = (f"at {last:%Y-%m-%d %H:%M %Z}" if len(missed) == 1
                     else f"from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M %Z}")
-            message = (f"{_plural(len(missed), 'scheduled backup')} {when} did not run: the dashboard was not "
-                       f"running then, and runs older than {_age(self.catchup)} are not made up.")
+            why = ("only the most recent missed run is made up" if run
+                   else f"runs more than {_age(self.catchup)} late are not made up (scheduler.catchup_hours)")
+            message = (f"{_plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
+                       f"was not running; {why}.")
             self.store.record_run(schedule["id"], last, now, None, "missed", message, False,
                                   site=schedule["site"], stack=schedule["stack"])
             self._notify("backup_missed", f"Scheduled backup of {self._target(schedule)} missed",
@@ -306,6 +310,39 @@ class BackupScheduler:
                              {"schedule_id": schedule["id"], "stack": stack, "site": target}, message)
         self.store.replace_run(run_id, rows)
         return None
+
+    def check_health(self) -> None:
+        """Mark schedules whose stack or site is gone as broken (and clear the mark when it is
+        back) without waiting for their next due time; asks the agent in a worker."""
+        with self._lock:
+            schedules = [e["schedule"] for e in self._plan.values() if not e["schedule"]["invalid"]]
+        if schedules:
+            self._spawn(self._check_health, schedules)
+
+    def _check_health(self, schedules: list) -> None:
+        sites_of: dict[str, list | None] = {}
+        for schedule in schedules:
+            stack, site = schedule["stack"], schedule["site"]
+            if stack not in sites_of:
+                try:
+                    sites_of[stack] = list(self._list_sites(stack))
+                except LookupError:
+                    sites_of[stack] = None
+                except Exception as exc:  # agent unreachable: no verdict this time
+                    log.info("Could not check the sites of %s: %s", stack, exc)
+                    return
+            sites = sites_of[stack]
+            if sites is None:
+                reason = f"Stack {stack!r} no longer exists; remove this schedule or restore the stack."
+            elif site != EVERY_SITE and site not in sites:
+                reason = f"Site {site!r} is no longer on stack {stack!r}; remove this schedule or restore the site."
+            else:
+                reason = None
+            if reason != schedule.get("broken_reason"):
+                if reason:
+                    log.warning("Schedule %s is broken: %s", schedule["id"], reason)
+                self.store.set_broken(schedule["id"], reason)
+                schedule["broken_reason"] = reason
 
     def _broken(self, schedule: Mapping, run_id: int, reason: str) -> None:
         log.warning("Schedule %s is broken: %s", schedule["id"], reason)

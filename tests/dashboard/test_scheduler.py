@@ -352,6 +352,25 @@ def test_deleted_stack_or_site_marks_the_schedule_broken_without_crashing(state_
     assert {s["id"]: s for s in engine.status()}[gone_stack["id"]]["status"] == "ok"
 
 
+def test_a_stack_removed_while_down_shows_broken_right_after_start(state_dir, clock, agent):
+    store = make_store(state_dir, clock)
+    gone = add(store, time="03:00")
+    fine = add(store, stack="prod", site="*", time="03:00")
+    del agent.stacks["erp"]
+    engine = make_engine(store, agent, clock, tick_seconds=3600)
+    engine.start()
+    try:
+        assert engine.drain(5)
+        status = {s["id"]: s["status"] for s in engine.status()}
+    finally:
+        engine.stop()
+    assert status == {gone["id"]: "broken", fine["id"]: "ok"}
+    agent.stacks["erp"] = ["erp.example.com"]
+    engine.check_health()
+    assert engine.drain(5)
+    assert {s["status"] for s in engine.status()} == {"ok"}
+
+
 def test_schedule_colliding_with_a_manual_backup_gives_one_backup(state_dir, clock, agent):
     store = make_store(state_dir, clock)
     schedule = add(store, time="13:00")
