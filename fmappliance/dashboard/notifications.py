@@ -125,7 +125,7 @@ class Notifier:
 
     def _send_webhook(self, payload: Mapping) -> None:
         request = urllib.request.Request(
-            self.webhook_url, data=json.dumps(payload).encode(), method="POST",
+            self.webhook_url, data=json.dumps(payload, default=str).encode(), method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "fmappliance-dashboard"})
         try:
             with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:
@@ -148,9 +148,16 @@ class Notifier:
         lines += [f"{key}: {value}" for key, value in details.items()]
         lines += ["", f"Event: {payload['event']} on {payload['host']} at {payload['time']}"]
         message.set_content("\n".join(lines) + "\n")
-        with smtplib.SMTP(cfg["host"], int(cfg.get("port") or 587), timeout=SEND_TIMEOUT) as smtp:
+        port = int(cfg.get("port") or 587)
+        # Port 465 speaks TLS from the first byte (RFC 8314 "implicit TLS"); other ports
+        # start in clear text and upgrade with STARTTLS when configured.
+        if port == 465:
+            smtp_class, kwargs = smtplib.SMTP_SSL, {"context": ssl.create_default_context()}
+        else:
+            smtp_class, kwargs = smtplib.SMTP, {}
+        with smtp_class(cfg["host"], port, timeout=SEND_TIMEOUT, **kwargs) as smtp:
             smtp.ehlo()
-            if cfg.get("starttls", True):
+            if port != 465 and cfg.get("starttls", True):
                 smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()
             if cfg.get("username"):

@@ -29,9 +29,9 @@ from typing import Callable, Iterable, Mapping
 
 import schedule as schedule_lib
 
-from fmappliance.dashboard.notifications import weekly_summary
+from fmappliance.dashboard.notifications import Notifier, weekly_summary
 from fmappliance.dashboard.schedules import (
-    EVERY_SITE, INTERVALS, ScheduleStore, from_iso, next_runs, runs_between, to_iso,
+    EVERY_SITE, INTERVALS, ScheduleStore, from_iso, next_runs, runs_between, server_timezone, to_iso,
 )
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class BackupScheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.run_pending()
+            self._guarded(self.run_pending)
             idle = self._scheduler.idle_seconds
             self._stop.wait(self._tick if idle is None else min(max(idle, 0.01), self._tick))
 
@@ -429,6 +429,19 @@ class BackupScheduler:
             self._notifier.notify(event, subject, {**details, "message": message})
         except Exception:
             log.exception("Could not queue the %s notification.", event)
+
+
+def scheduler_from_config(config: Mapping, submit_backup: Callable[[str, str], dict], *,
+                          list_sites: Callable[[str], list], get_job: Callable[[str], dict] | None = None,
+                          clock: Callable[[], datetime] | None = None) -> BackupScheduler:
+    """The engine as the dashboard runs it: store in ``dashboard.state_dir``, the
+    ``schedules:`` of config.yaml, ``notifications:`` and ``scheduler.catchup_hours``.
+    Not started: call ``start()`` in the serving process (and ``stop()`` at exit)."""
+    store = ScheduleStore(config["dashboard"]["state_dir"], config_schedules=config.get("schedules") or (),
+                          default_tz=server_timezone(), clock=clock)
+    return BackupScheduler(store, submit_backup, list_sites=list_sites, get_job=get_job,
+                           notifier=Notifier(config.get("notifications")), clock=clock,
+                           catchup_hours=config["scheduler"]["catchup_hours"])
 
 
 def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: datetime) -> list[dict]:

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fmappliance.dashboard.scheduler import BackupScheduler, overdue_sites
+from fmappliance.dashboard.scheduler import BackupScheduler, overdue_sites, scheduler_from_config
 from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
 
 UTC = timezone.utc
@@ -475,6 +475,22 @@ def test_status_lists_the_next_three_runs_in_the_schedule_zone(state_dir, clock,
     [item] = engine.status()
     assert item["next_runs"] == ["2026-11-29T02:30:00+01:00", "2026-12-06T02:30:00+01:00", "2026-12-13T02:30:00+01:00"]
     assert item["last_run"] is None and item["status"] == "ok"
+
+
+def test_engine_built_from_config_yaml_runs_its_declared_schedules(tmp_path, clock, agent):
+    from fmappliance.config import load_config
+    from support.config_factory import write_config
+
+    path = write_config(tmp_path, stacks={"erp": {"type": "fm", "path": str(tmp_path)}},
+                        schedules=[{"stack": "erp", "frequency": "daily", "time": "13:00", "timezone": "Europe/Berlin"}],
+                        scheduler={"catchup_hours": 2})
+    engine = scheduler_from_config(load_config(path), agent.submit_backup, list_sites=agent.list_sites, clock=clock)
+    assert engine.catchup == timedelta(hours=2)
+    engine.reload()
+    tick(engine, clock, utc(2026, 11, 26, 12, 1))  # 13:00 in Berlin is 12:00 UTC
+    [item] = engine.status()
+    assert item["source"] == "config" and item["site"] == "*"
+    assert item["last_run"]["result"] == "submitted" and len(agent.jobs) == 1
 
 
 # ---- overdue alert -----------------------------------------------------------------------
