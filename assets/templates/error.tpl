@@ -3,7 +3,7 @@
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{status}} · fmappliance</title>
+<title>{{status}} &middot; fmappliance</title>
 <link rel="stylesheet" href="{{static_urls['app.css']}}">
 </head>
 <body>

@@ -7,7 +7,7 @@
 % if csrf_token:
 <meta name="csrf-token" content="{{csrf_token}}">
 % end
-<title>{{title}} · fmappliance</title>
+<title>{{title}} &middot; fmappliance</title>
 <link rel="stylesheet" href="{{static_urls['app.css']}}">
 <script src="{{static_urls['htmx.min.js']}}" defer></script>
 <script src="{{static_urls['app.js']}}" defer></script>

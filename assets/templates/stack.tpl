@@ -1,11 +1,8 @@
 % if stack:
 <div class="page-head">
 <h1>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span></h1>
-<p class="muted">{{stack['type']}} · <code>{{stack['path']}}</code> · checked {{stack['checked']}}</p>
-<div class="actions">
-{{!partial('action_button', url='/stack/' + stack['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
-{{!partial('action_button', url='/stack/' + stack['qname'] + '/update', label='Update', cls='warn', confirm='Update stack ' + stack['name'] + '? It pulls new images and restarts the stack; sites are briefly unavailable.', csrf_token=csrf_token, return_to=return_to)}}
-</div>
+<p class="muted">{{stack['type']}} &middot; <code>{{stack['path']}}</code> &middot; checked {{stack['checked']}}</p>
+{{!partial('stack_actions', base='/stack/' + stack['qname'], stack=stack['name'], csrf_token=csrf_token, return_to=return_to)}}
 </div>
 % if stack['reason']:
 <div class="notice notice-error">{{stack['reason']}}</div>
@@ -35,11 +32,7 @@
 <tr data-site="{{site['name']}}">
 <td><a href="/backups/{{stack['qname']}}/{{site['qname']}}">{{site['name']}}</a></td>
 <td class="{{site['age_class']}}">{{site['last_backup_age']}} <span class="muted">{{site['last_backup_size']}}</span></td>
-<td class="actions">
-{{!partial('action_button', url='/site/' + stack['qname'] + '/' + site['qname'] + '/backup', label='Backup now', cls='primary', confirm='', csrf_token=csrf_token, return_to=return_to)}}
-{{!partial('action_button', url='/site/' + stack['qname'] + '/' + site['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
-{{!partial('action_button', url='/site/' + stack['qname'] + '/' + site['qname'] + '/migrate', label='Migrate', cls='warn', confirm='Migrate site ' + site['name'] + '? It runs bench migrate; the site may be slow meanwhile.', csrf_token=csrf_token, return_to=return_to)}}
-</td>
+<td>{{!partial('site_actions', base='/site/' + stack['qname'] + '/' + site['qname'], site=site['name'], csrf_token=csrf_token, return_to=return_to)}}</td>
 </tr>
 % end
 </tbody>

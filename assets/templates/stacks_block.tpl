@@ -7,10 +7,7 @@
 <h2><a href="/stack/{{s['qname']}}">{{s['name']}}</a></h2>
 <span class="badge {{s['badge']}}">{{s['status']}}</span>
 <span class="muted">{{s['type']}}</span>
-<div class="actions">
-{{!partial('action_button', url='/stack/' + s['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
-{{!partial('action_button', url='/stack/' + s['qname'] + '/update', label='Update', cls='warn', confirm='Update stack ' + s['name'] + '? It pulls new images and restarts the stack; sites are briefly unavailable.', csrf_token=csrf_token, return_to=return_to)}}
-</div>
+{{!partial('stack_actions', base='/stack/' + s['qname'], stack=s['name'], csrf_token=csrf_token, return_to=return_to)}}
 </div>
 % if s['reason']:
 <div class="notice notice-error">{{s['reason']}}</div>
@@ -33,11 +30,7 @@
 <tr data-site="{{site['name']}}">
 <td><a href="/backups/{{s['qname']}}/{{site['qname']}}">{{site['name']}}</a></td>
 <td class="{{site['age_class']}}">{{site['last_backup_age']}} <span class="muted">{{site['last_backup_size']}}</span></td>
-<td class="actions">
-{{!partial('action_button', url='/site/' + s['qname'] + '/' + site['qname'] + '/backup', label='Backup now', cls='primary', confirm='', csrf_token=csrf_token, return_to=return_to)}}
-{{!partial('action_button', url='/site/' + s['qname'] + '/' + site['qname'] + '/restart', label='Restart', cls='', confirm='', csrf_token=csrf_token, return_to=return_to)}}
-{{!partial('action_button', url='/site/' + s['qname'] + '/' + site['qname'] + '/migrate', label='Migrate', cls='warn', confirm='Migrate site ' + site['name'] + '? It runs bench migrate; the site may be slow meanwhile.', csrf_token=csrf_token, return_to=return_to)}}
-</td>
+<td>{{!partial('site_actions', base='/site/' + s['qname'] + '/' + site['qname'], site=site['name'], csrf_token=csrf_token, return_to=return_to)}}</td>
 </tr>
 % end
 </tbody>

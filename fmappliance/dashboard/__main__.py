@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 
 from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
@@ -20,6 +21,12 @@ log = logging.getLogger(__name__)
 
 # Forms and JSON actions are tiny; nothing legitimate posts more.
 MAX_REQUEST_BODY = 1024 * 1024
+# A download relay writes faster than a client reads: waitress buffers up to the high
+# watermark per connection before the relaying thread waits.  Its defaults (16 MiB, spilled
+# to a temp file beyond 1 MiB) cost memory and disk writes per download; 1 MiB in memory
+# keeps RSS flat and the relay fast (tests/benchmarks/bench_dashboard.py).
+OUTBUF_HIGH_WATERMARK = 1024 * 1024
+OUTBUF_OVERFLOW = 2 * 1024 * 1024
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,12 +57,29 @@ def hash_password_command(cost: int = 12) -> int:
     return 0
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread malloc arenas (default up to 8 per core).
+
+    With 32 request threads the extra arenas hold several MB of freed memory; a GIL-bound
+    process gains nothing from them.  Same effect as MALLOC_ARENA_MAX, which wins if set.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 is M_ARENA_MAX in malloc.h
+    except (OSError, AttributeError):
+        pass  # not glibc (musl has no arenas to cap)
+
+
 def serve(config: dict) -> None:
     import waitress
 
     from fmappliance.dashboard.app import make_app
 
     dash = config["dashboard"]
+    limit_malloc_arenas()
     app = make_app(config)
     options = {
         "host": dash["listen"],
@@ -64,6 +88,9 @@ def serve(config: dict) -> None:
         "max_request_body_size": MAX_REQUEST_BODY,
         "ident": "fm-dashboard",
         "clear_untrusted_proxy_headers": True,
+        "outbuf_high_watermark": OUTBUF_HIGH_WATERMARK,
+        "outbuf_overflow": OUTBUF_OVERFLOW,
+        "asyncore_use_poll": True,
     }
     if dash["trusted_proxy"]:
         # Only nginx on this address may tell us the real client and scheme (pitfalls.md, waitress).

@@ -23,7 +23,7 @@ from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
-from fmappliance.dashboard.sessions import COOKIE_NAME, SessionStore, cookie_is_secure
+from fmappliance.dashboard.sessions import COOKIE_NAME, SessionStore, cookie_is_secure, cookie_value
 from fmappliance.dashboard.state_db import StateDB
 from fmappliance.dashboard.templates import Templates
 
@@ -70,7 +70,7 @@ class DashboardContext:
         """The signed-in session of this request, or None (looked up once per request)."""
         environ = bottle.request.environ
         if SESSION_KEY not in environ:
-            environ[SESSION_KEY] = self.sessions.load(bottle.request.get_cookie(COOKIE_NAME))
+            environ[SESSION_KEY] = self.sessions.load(cookie_value(environ, COOKIE_NAME))
         return environ[SESSION_KEY]
 
     def user(self) -> str:

@@ -123,6 +123,19 @@ def cookie_is_secure(mode: str, environ: dict) -> bool:
     return environ.get("wsgi.url_scheme") == "https"
 
 
+def cookie_value(environ: dict, name: str) -> str | None:
+    """One cookie's value from the request.
+
+    Our cookies hold url-safe tokens only, so a plain split is enough; it is also
+    several times faster than http.cookies on every page view.
+    """
+    for part in environ.get("HTTP_COOKIE", "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip('"')
+    return None
+
+
 def set_cookie(response, name: str, value: str, *, secure: bool, path: str = "/", max_age: int | None = None) -> None:
     """Set a cookie with the flags every dashboard cookie carries."""
     kwargs = {"path": path, "httponly": True, "samesite": "Strict", "secure": secure}
