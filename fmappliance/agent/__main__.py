@@ -19,6 +19,8 @@ log = logging.getLogger("fmappliance.agent")
 
 #: The API takes tiny JSON bodies only; waitress refuses anything bigger before the app sees it.
 MAX_REQUEST_BODY_BYTES = 64 * 1024
+OUTBUF_HIGH_WATERMARK = 1024 * 1024
+OUTBUF_OVERFLOW = 256 * 1024
 
 
 def parse_args(argv):
@@ -63,6 +65,10 @@ def serve(config: dict) -> int:
         threads=agent["threads"],
         max_request_body_size=MAX_REQUEST_BODY_BYTES,
         ident="fm-agent",
+        # Downloads must stay in constant memory: waitress buffers what the client has not taken
+        # yet (16 MiB by default) before it makes the app wait.
+        outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
+        outbuf_overflow=OUTBUF_OVERFLOW,
         clear_untrusted_proxy_headers=True,
     )
 
