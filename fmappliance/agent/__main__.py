@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 
 from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
@@ -46,31 +47,39 @@ def main(argv=None) -> int:
 
 
 def serve(config: dict) -> int:
-    import waitress
     from waitress.server import create_server
 
     from fmappliance.agent.actions import clean_staging
     from fmappliance.agent.app import make_app
 
-    app = make_app(config)
+    agent = config["agent"]
+    try:
+        app = make_app(config)
+    except (OSError, sqlite3.Error) as exc:
+        log.error("cannot start: the state dir %s is not usable: %s", agent["state_dir"], exc)
+        return 1
     services = app.agent_services
     # A backup interrupted by a crash leaves temp files; they are never published.
     services.store.clean_temp_files()
-    clean_staging(config["agent"]["state_dir"])
-    agent = config["agent"]
-    server = create_server(
-        app,
-        host=agent["listen"],
-        port=agent["port"],
-        threads=agent["threads"],
-        max_request_body_size=MAX_REQUEST_BODY_BYTES,
-        ident="fm-agent",
-        # Downloads must stay in constant memory: waitress buffers what the client has not taken
-        # yet (16 MiB by default) before it makes the app wait.
-        outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
-        outbuf_overflow=OUTBUF_OVERFLOW,
-        clear_untrusted_proxy_headers=True,
-    )
+    clean_staging(agent["state_dir"])
+    try:
+        server = create_server(
+            app,
+            host=agent["listen"],
+            port=agent["port"],
+            threads=agent["threads"],
+            max_request_body_size=MAX_REQUEST_BODY_BYTES,
+            ident="fm-agent",
+            # Downloads must stay in constant memory: waitress buffers what the client has not taken
+            # yet (16 MiB by default) before it makes the app wait.
+            outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
+            outbuf_overflow=OUTBUF_OVERFLOW,
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", agent["listen"], agent["port"], exc.strerror or exc)
+        services.close()
+        return 1
 
     def stop(signum, frame):
         log.info("stopping (signal %s)", signal.Signals(signum).name)
@@ -79,8 +88,7 @@ def serve(config: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on http://%s:%s (fm-agent %s, waitress %s)", agent["listen"], agent["port"], __version__,
-             getattr(waitress, "__version__", ""))
+    log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], agent["port"], __version__)
     try:
         server.run()
     finally:

@@ -96,3 +96,11 @@ def test_sigkill_in_the_middle_of_a_backup_publishes_nothing_and_fails_the_job(w
     # The agent works normally afterwards.
     status, body = agent.request("POST", "/action", {"action": "backup_site", "stack": "prod", "site": "site1.example.com"})
     assert agent.wait_job(body["job"]["id"])["status"] == "succeeded"
+
+
+def test_a_port_in_use_is_one_clear_line_and_exit_1(world, agent_process):
+    agent_process()
+    res = run_cli("--config", str(world.config_path))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "cannot listen on 127.0.0.1:" in res.stderr
