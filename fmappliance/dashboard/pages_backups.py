@@ -72,8 +72,9 @@ def register(app: bottle.Bottle, ctx) -> None:
         request = bottle.request
         session = ctx.session()
         target = f"{stack}/{site}/{file}"
-        range_header = request.get_header("Range")
         accel = ctx.config["dashboard"]["download_mode"] == "accel"
+        # With accel, nginx answers Range itself from the file; the agent only confirms it exists.
+        range_header = None if accel else request.get_header("Range")
         try:
             download = ctx.agent.stream_download(stack, site, file, range_header, method="HEAD" if accel or request.method == "HEAD" else "GET")
         except AgentError as exc:

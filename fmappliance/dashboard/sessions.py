@@ -54,6 +54,7 @@ class SessionStore:
         raw_id = secrets.token_urlsafe(32)
         now = self.clock()
         session = Session(_digest(raw_id), user, secrets.token_urlsafe(32), now, now)
+        self.purge_expired()
         with self.db.connect() as conn:
             conn.execute(
                 "INSERT INTO sessions (id_hash, user, csrf_token, created, last_seen) VALUES (?, ?, ?, ?, ?)",
