@@ -1,0 +1,79 @@
+"""The docker and fm doubles behave as frappe-manager.md documents the real CLIs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import tarfile
+
+from double_state import DAEMON_DOWN
+
+
+def run(world, prog, *args, env=None):
+    return subprocess.run([str(world.bin / prog), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env=env or {"PATH": "/usr/bin:/bin"}, timeout=30)
+
+
+def compose(world, *args):
+    return run(world, "docker", "compose", "--project-directory", str(world.compose_path), *args)
+
+
+def test_docker_version_has_a_server_key_unless_the_daemon_is_down(world):
+    res = run(world, "docker", "version", "--format", "json")
+    assert res.returncode == 0 and json.loads(res.stdout)["Server"]["Version"]
+    world.doubles.set_faults(daemon_down=True)
+    res = run(world, "docker", "version", "--format", "json")
+    assert res.returncode == 1 and res.stderr.strip() == DAEMON_DOWN
+    assert compose(world, "ps", "--all", "--format", "json").returncode == 1
+
+
+def test_ps_shapes_and_all_flag(world):
+    world.doubles.set_service(world.compose_project, "queue-long", "exited", 137)
+    lines = compose(world, "ps", "--all", "--format", "json").stdout.splitlines()
+    assert len(lines) == 10 and all(json.loads(line)["Name"] for line in lines)
+    running = compose(world, "ps", "--format", "json").stdout.splitlines()
+    assert len(running) == 8  # configurator and queue-long are not running
+    world.doubles.set_faults(ps_shape="array")
+    out = compose(world, "ps", "--all", "--format", "json").stdout
+    assert len(out.splitlines()) == 1 and len(json.loads(out)) == 10
+
+
+def test_fm_style_up_and_stop_flags(world):
+    base = ["-f", str(world.bench_path / "docker-compose.yml")]
+    assert run(world, "docker", "compose", *base, "stop", "--timeout", "10").returncode == 0
+    assert {e["state"] for e in world.doubles.project(world.fm_project)["services"].values()} == {"exited"}
+    assert run(world, "docker", "compose", *base, "up", "--detach", "--pull", "never").returncode == 0
+    assert {e["state"] for e in world.doubles.project(world.fm_project)["services"].values()} == {"running"}
+
+
+def test_bench_backup_writes_real_files_and_the_summary(world):
+    res = compose(world, "exec", "-T", "backend", "bench", "--site", "site1.example.com", "backup", "--with-files")
+    assert res.returncode == 0
+    out = res.stdout.splitlines()
+    assert out[0].startswith("Backup Summary for site1.example.com at ")
+    assert out[-1] == "Backup for Site site1.example.com has been successfully completed with files"
+    backups = world.doubles.volume_bench(world.compose_project) / "sites" / "site1.example.com" / "private" / "backups"
+    dump = next(backups.glob("*-site1_example_com-database.sql.gz"))
+    text = gzip.decompress(dump.read_bytes()).decode()
+    assert text.startswith("-- begin frappe metadata") and text.rstrip().splitlines()[-1].startswith("-- Dump completed")
+    with tarfile.open(next(backups.glob("*-site1_example_com-files.tar"))) as tar:
+        assert all(n.startswith("./site1.example.com/public/files/") for n in tar.getnames())
+
+
+def test_fm_prints_progress_on_stderr_and_refuses_unknown_benches(world):
+    env = {"PATH": "/usr/bin:/bin", "FRAPPE_MANAGER_HOME": str(world.fm_home)}
+    res = run(world, "fm", "-n", "restart", "erp.localhost", env=env)
+    assert res.returncode == 0 and res.stdout == ""
+    assert "renamed" in res.stderr.splitlines()[0] and "⚡" in res.stderr
+    res = run(world, "fm", "-n", "restart", "nope.localhost", env=env)
+    assert res.returncode == 1 and f"Bench not found at {world.fm_home}/sites/nope.localhost" in res.stderr
+    res = run(world, "fm", "-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost migrate", env=env)
+    assert res.returncode == 0 and "Migrating erp.localhost" in res.stdout
+
+
+def test_faults_fail_and_hang_are_recorded_per_step(world):
+    world.doubles.set_faults(fail={"compose restart": {"rc": 3, "stderr": "boom"}})
+    res = compose(world, "restart")
+    assert res.returncode == 3 and "boom" in res.stderr
+    assert world.doubles.argvs("docker")[-1][-1] == "restart"
