@@ -54,6 +54,8 @@ class StatusBoard:
         """Forget a stack's cached status (after an action on it)."""
         with self._lock:
             self._cache.pop(stack_name, None)
+            # A check already running began before the change: later requests start a fresh one.
+            self._inflight.pop(stack_name, None)
             self._generation[stack_name] = self._generation.get(stack_name, 0) + 1
         self.inventory.invalidate(stack_name)
 
@@ -84,7 +86,8 @@ class StatusBoard:
 
     def _store(self, name: str, generation: int, fut: Future) -> None:
         with self._lock:
-            self._inflight.pop(name, None)
+            if self._inflight.get(name) is fut:
+                del self._inflight[name]
             if fut.cancelled() or fut.exception() is not None:
                 return
             # An action that invalidated the stack meanwhile makes this answer stale.
