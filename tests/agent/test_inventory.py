@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from conftest import LIST_SITES_ARGV, wait_job
 from fmappliance.agent.actions import newest_backup_set, parse_backup_summary
