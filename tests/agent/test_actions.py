@@ -313,3 +313,10 @@ def test_job_listing_is_newest_first_and_filtered_by_stack(client, world):
     job = client.get(f"/jobs/{a['id']}").json()
     assert set(job) >= {"id", "action", "stack", "site", "status", "created", "started", "finished", "exit_code",
                         "message", "output", "result"}
+
+
+def test_compose_update_refuses_to_start_when_the_sites_cannot_be_listed(client, world):
+    world.doubles.set_service(world.compose_project, "backend", "exited", 0)
+    job = run_action(client, "update_stack", "prod", expect="failed")
+    assert "Update stopped before it began" in job["message"] and "not running" in job["message"]
+    assert [a for a in action_argvs(world) if "pull" in a or "up" in a] == []

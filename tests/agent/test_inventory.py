@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from conftest import LIST_SITES_ARGV, wait_job
 from fmappliance.agent.actions import newest_backup_set, parse_backup_summary
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
