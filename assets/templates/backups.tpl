@@ -26,7 +26,7 @@
 <td>{{!'<span class="verified" title="verified">&#10003; verified</span>' if b['verified'] else '<span class="unverified">not verified</span>'}}</td>
 <td><ul class="files">
 % for f in b['files']:
-<li><a href="/download/{{qstack}}/{{qsite}}/{{f['qname']}}" download>{{f['part'] or f['name']}}</a> <span class="muted">{{f['size']}}</span></li>
+<li><a href="/download/{{qstack}}/{{qsite}}/{{f['qname']}}" download>{{f['name']}}</a> <span class="muted">{{f['part']}}, {{f['size']}}</span></li>
 % end
 </ul></td>
 </tr>

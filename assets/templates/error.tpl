@@ -5,6 +5,7 @@
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{status}} &middot; fmappliance</title>
 <link rel="stylesheet" href="{{static_urls['app.css']}}">
+<link rel="icon" href="data:,">
 </head>
 <body>
 <header class="topbar"><a class="brand" href="/dashboard">fmappliance</a></header>

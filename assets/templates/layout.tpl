@@ -9,6 +9,7 @@
 % end
 <title>{{title}} &middot; fmappliance</title>
 <link rel="stylesheet" href="{{static_urls['app.css']}}">
+<link rel="icon" href="data:,">
 <script src="{{static_urls['htmx.min.js']}}" defer></script>
 <script src="{{static_urls['app.js']}}" defer></script>
 </head>

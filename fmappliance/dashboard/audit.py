@@ -34,7 +34,7 @@ class AuditLog:
     def __init__(self, db, clock=time.time):
         self.db = db
         self.clock = clock
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS audit ("
                 " id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, user TEXT NOT NULL,"
@@ -53,7 +53,7 @@ class AuditLog:
             "result": escape_control(result),
             "job_id": escape_control(job_id),
         }
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO audit (time, user, address, action, target, result, job_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 tuple(row[f] for f in FIELDS),
@@ -62,8 +62,9 @@ class AuditLog:
         return row
 
     def recent(self, limit: int = 200, offset: int = 0) -> list[dict]:
-        rows = self.db.connect().execute(
-            "SELECT time, user, address, action, target, result, job_id FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
-            (limit, offset),
-        ).fetchall()
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT time, user, address, action, target, result, job_id FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall()
         return [dict(zip(FIELDS, r)) for r in rows]

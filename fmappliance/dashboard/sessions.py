@@ -41,7 +41,7 @@ class SessionStore:
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self.clock = clock
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS sessions ("
                 " id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, csrf_token TEXT NOT NULL,"
@@ -55,7 +55,7 @@ class SessionStore:
         now = self.clock()
         session = Session(_digest(raw_id), user, secrets.token_urlsafe(32), now, now)
         self.purge_expired()
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO sessions (id_hash, user, csrf_token, created, last_seen) VALUES (?, ?, ?, ?, ?)",
                 (session.id_hash, user, session.csrf_token, now, now),
@@ -67,45 +67,43 @@ class SessionStore:
         if not raw_id or len(raw_id) > 200:
             return None
         id_hash = _digest(raw_id)
-        conn = self.db.connect()
-        row = conn.execute(
-            "SELECT user, csrf_token, created, last_seen, flash FROM sessions WHERE id_hash = ?", (id_hash,)
-        ).fetchone()
-        if row is None:
-            return None
-        user, csrf_token, created, last_seen, flash = row
         now = self.clock()
-        if now - last_seen > self.idle_seconds or now - created > self.max_seconds:
-            with conn:
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                "SELECT user, csrf_token, created, last_seen, flash FROM sessions WHERE id_hash = ?", (id_hash,)
+            ).fetchone()
+            if row is None:
+                return None
+            user, csrf_token, created, last_seen, flash = row
+            if now - last_seen > self.idle_seconds or now - created > self.max_seconds:
                 conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
-            return None
-        if now - last_seen >= TOUCH_INTERVAL_SECONDS:
-            with conn:
+                return None
+            if now - last_seen >= TOUCH_INTERVAL_SECONDS:
                 conn.execute("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
-            last_seen = now
+                last_seen = now
         return Session(id_hash, user, csrf_token, created, last_seen, json.loads(flash))
 
     def destroy(self, session: Session) -> None:
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute("DELETE FROM sessions WHERE id_hash = ?", (session.id_hash,))
 
     def add_flash(self, session: Session, kind: str, text: str) -> None:
         """Keep a notice for the next page of this session (plain form posts)."""
         session.flash = (session.flash + [[kind, text]])[-5:]
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute("UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash))
 
     def pop_flash(self, session: Session) -> list:
         if not session.flash:
             return []
         notices, session.flash = session.flash, []
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute("UPDATE sessions SET flash = '[]' WHERE id_hash = ?", (session.id_hash,))
         return notices
 
     def purge_expired(self) -> None:
         now = self.clock()
-        with self.db.connect() as conn:
+        with self.db.transaction() as conn:
             conn.execute(
                 "DELETE FROM sessions WHERE last_seen < ? OR created < ?",
                 (now - self.idle_seconds, now - self.max_seconds),

@@ -1,11 +1,14 @@
 """The dashboard's SQLite file (``<dashboard.state_dir>/dashboard.sqlite3``).
 
-One connection per thread (waitress runs many), WAL so readers never wait for the
-writer, and a busy timeout instead of "database is locked" errors.
+One connection shared by all request threads behind a lock: every statement here takes
+microseconds, and a connection per thread (32 of them) would cost ~5 MB of RSS
+(tests/benchmarks/bench_dashboard.py, goal < 45 MB).  WAL keeps other processes' readers
+(e.g. a backup of the file) from blocking us.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -17,18 +20,15 @@ class StateDB:
     def __init__(self, state_dir: str):
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_dir, DB_FILE_NAME)
-        self._local = threading.local()
-        with self.connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA busy_timeout=10000")
 
-    def connect(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit off; use ``with conn:`` for a transaction)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
-            # Tiny tables; a small page cache per thread keeps 32 threads' RSS low.
-            conn.execute("PRAGMA cache_size=-256")
-            self._local.conn = conn
-        return conn
+    @contextlib.contextmanager
+    def transaction(self):
+        """The connection, held exclusively; committed on success, rolled back on error."""
+        with self._lock:
+            with self._conn:
+                yield self._conn

@@ -349,3 +349,27 @@ def stop_server(server, thread) -> None:
     server.trigger.pull_trigger(close_all)
     thread.join(timeout=5)
     server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
+
+
+def main(argv=None) -> int:
+    """Serve a fake agent as its own process (benchmarks, browser tests)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="fake fmappliance agent")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token", default=TOKEN)
+    parser.add_argument("--stacks", type=int, default=0, help="generate this many stacks (default: the two canned ones)")
+    parser.add_argument("--sites", type=int, default=5, help="sites per generated stack")
+    parser.add_argument("--big-file", type=int, default=0, help="size of a generated backup file stack00/<first site>/2026-11-25_02-00-03.files.tar")
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args(argv)
+    agent = FakeAgent(many_stacks(args.stacks, args.sites) if args.stacks else None, token=args.token)
+    if args.big_file:
+        first = agent.stacks[0]
+        agent.add_backup(first["name"], first["sites"][0], "2026-11-25_02-00-03", {"2026-11-25_02-00-03.files.tar": args.big_file})
+    waitress.serve(agent.wsgi, host="127.0.0.1", port=args.port, threads=args.threads, ident="fake-agent")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
