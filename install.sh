@@ -56,7 +56,7 @@
 # Files: /opt/fmappliance (zipapps, install record, uninstall.sh),
 #   /etc/fmappliance/config.yaml (0640 root:fmappliance), /etc/fmappliance/tls (self-signed
 #   certificate), /etc/systemd/system/fm-{agent,dashboard}.service,
-#   /etc/nginx/sites-available/fm-dashboard.conf, /etc/nginx/snippets/fm-security-headers.conf,
+#   /etc/nginx/sites-available/fm-dashboard.conf, /etc/nginx/snippets/fm-{security-headers,tls}.conf,
 #   /var/lib/fmappliance, /var/backups/fmappliance, /var/log/fmappliance (daemon mode only),
 #   zipapp caches in /var/cache/fm-agent and /var/cache/fm-dashboard (SHIV_ROOT).
 # Uninstall later with: sudo /opt/fmappliance/uninstall.sh [--purge]
@@ -789,7 +789,7 @@ install_nginx_site() {
     step "nginx"
     ensure_nginx_package
     choose_certificate
-    local tags="" names known="" name suffix="" upstream port listen
+    local tags="" names known="" name suffix="" upstream port listen snippet
     [ -n "$DOMAIN" ] && tags="SNI"
     [ -e /proc/net/if_inet6 ] && tags="$tags V6"
     names="$(server_names)"
@@ -805,8 +805,11 @@ install_nginx_site() {
         TLS_DEFAULT="$([ -n "$DOMAIN" ] || echo default_server)" ACME_DIR="$ACME_DIR" \
         ACCEL_PREFIX="$(config_value dashboard.accel_prefix)" \
         BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}"
-    if place_file "$SCRIPT_DIR/packaging/nginx/fm-security-headers.conf" \
-        "$NGINX_DIR/snippets/fm-security-headers.conf" 0644 root root; then CHANGED_NGINX=1; fi
+    for snippet in fm-security-headers.conf fm-tls.conf; do
+        if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
+            CHANGED_NGINX=1
+        fi
+    done
     if place_file "$STAGE/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" 0644 root root; then
         CHANGED_NGINX=1
     fi
@@ -1081,7 +1084,7 @@ uninstall() {
     fi
     for path in "$UNIT_DIR/fm-agent.service" "$UNIT_DIR/fm-dashboard.service" \
         "$NGINX_DIR/sites-enabled/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" \
-        "$NGINX_DIR/snippets/fm-security-headers.conf"; do
+        "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf"; do
         if [ -e "$(at "$path")" ] || [ -L "$(at "$path")" ]; then tree_run rm -f "$(at "$path")"; say "  removed $path"; fi
     done
     for path in "$PREFIX" "$STATE_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard"; do

@@ -28,6 +28,7 @@ EXPECTED_MODES = {
     "etc/systemd/system/fm-dashboard.service": 0o644,
     "etc/nginx/sites-available/fm-dashboard.conf": 0o644,
     "etc/nginx/snippets/fm-security-headers.conf": 0o644,
+    "etc/nginx/snippets/fm-tls.conf": 0o644,
     "var/lib/fmappliance": 0o750,
     "var/lib/fmappliance/agent": 0o750,
     "var/lib/fmappliance/dashboard": 0o750,

@@ -1,0 +1,382 @@
+"""The real nginx with the installer's site, in front of the agent and dashboard zipapps.
+
+Everything runs as the appliance would: install.sh renders the site (--root), nginx (Debian
+package) serves it on free high ports with a self-signed certificate, the agent and the
+dashboard run from the built zipapps with /usr/bin/python3 (W^X memory denied where the kernel
+can, like MemoryDenyWriteExecute=yes), and the agent drives the docker test double.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from install_harness import (NginxSite, free_port, install_env, make_cert, mdwe_supported, run_install, start_zipapp,
+                             stop)
+from support.config_factory import TEST_PASSWORD, TEST_TOKEN, TEST_USER, write_config
+
+pytestmark = pytest.mark.nginx
+
+DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
+SITE = "site1.example.com"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = {
+    "strict-transport-security": "max-age=63072000",
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "same-origin",
+}
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass
+class Appliance:
+    tmp: Path
+    root: Path
+    cert: Path
+    key: Path
+    config: Path
+    agent_port: int
+    dashboard_port: int
+    nginx: NginxSite
+    backups_dir: Path
+    session: str = ""
+    manifest: dict | None = None
+
+    def tls_context(self, **versions) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cert))
+        for attr, value in versions.items():
+            setattr(ctx, attr, value)
+        return ctx
+
+    def https(self, method: str, path: str, *, host: str = "localhost", body: bytes | None = None,
+              headers: dict | None = None, sni: str = "localhost") -> Response:
+        raw = socket.create_connection(("127.0.0.1", self.nginx.https_port), timeout=30)
+        sock = self.tls_context().wrap_socket(raw, server_hostname=sni)
+        conn = http.client.HTTPSConnection("localhost", self.nginx.https_port, timeout=30)
+        conn.sock = sock
+        all_headers = {"Host": f"{host}:{self.nginx.https_port}", **(headers or {})}
+        if self.session and "Cookie" not in all_headers:
+            all_headers["Cookie"] = f"fmsession={self.session}"
+        conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        result = Response(response.status, response.getheaders(), response.read())
+        conn.close()
+        return result
+
+    def login(self, password: str = TEST_PASSWORD) -> Response:
+        page = self.https("GET", "/login", headers={"Cookie": ""})
+        nonce = next(v.split(";")[0].split("=", 1)[1] for v in page.header("Set-Cookie") if v.startswith("fmlogin="))
+        token = page.body.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        form = urllib.parse.urlencode({"username": TEST_USER, "password": password, "csrf_token": token, "next": "/dashboard"})
+        return self.https("POST", "/login", body=form.encode(), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}",
+            "Origin": f"https://localhost:{self.nginx.https_port}"})
+
+
+def agent_call(port: int, method: str, path: str, body: dict | None = None) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=json.dumps(body) if body else None,
+                 headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = json.loads(response.read() or b"{}")
+    conn.close()
+    assert response.status < 300, (response.status, data)
+    return data
+
+
+def make_backup(agent_port: int) -> dict:
+    """A real backup_site job through the agent; returns the newest manifest summary."""
+    job = agent_call(agent_port, "POST", "/action", {"action": "backup_site", "stack": "prod", "site": SITE})["job"]
+    deadline = time.monotonic() + 60
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = agent_call(agent_port, "GET", f"/jobs/{job['id']}")
+    assert job["status"] == "succeeded", job
+    return agent_call(agent_port, "GET", f"/backups/prod/{SITE}")["backups"][0]
+
+
+def make_world(tmp: Path):
+    """The docker double with one frappe_docker project holding one site."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    for name in ("docker", "fm"):
+        text = (DOUBLES / name).read_text().split("\n", 1)[1]
+        (bin_dir / name).write_text(f"#!{sys.executable} -IS\n{text}")
+        (bin_dir / name).chmod(0o755)
+    shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
+    sys.path.insert(0, str(DOUBLES))
+    from double_state import DoubleWorld, normalise_project
+
+    world = DoubleWorld(tmp / "double-state")
+    project_dir = tmp / "frappe_docker"
+    project_dir.mkdir()
+    services = ("backend", "frontend", "websocket", "scheduler", "db")
+    (project_dir / "compose.yaml").write_text("services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services))
+    project = normalise_project(project_dir.name)
+    world.define_project(project, {s: f"{project}-{s}-1" for s in services})
+    world.add_compose_site(project, SITE)
+    return bin_dir, project_dir
+
+
+def start_appliance(tmp: Path, dist: Path, procs: list, download_mode: str = "stream") -> Appliance:
+    bin_dir, project_dir = make_world(tmp)
+    agent_port, dashboard_port = free_port(), free_port()
+    config = write_config(
+        tmp,
+        agent={"port": agent_port, "docker_binary": str(bin_dir / "docker"), "fm_binary": str(bin_dir / "fm")},
+        stacks={"prod": {"type": "compose", "path": str(project_dir)}},
+        dashboard={"port": dashboard_port, "agent_url": f"http://127.0.0.1:{agent_port}", "trusted_proxy": "127.0.0.1",
+                   "download_mode": download_mode},
+    )
+    root = tmp / "root"
+    http_port, https_port = free_port(), free_port()
+    proc = run_install(root, "--domain", "localhost", "--http-port", str(http_port), "--https-port", str(https_port),
+                       env=install_env(dist))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cert, key = make_cert(tmp / "tls")
+    wx_denied = mdwe_supported()
+    for name, port in (("fm-agent", agent_port), ("fm-dashboard", dashboard_port)):
+        procs.append(start_zipapp(dist / f"{name}.pyz", config, port, tmp / "cache" / name, tmp / f"{name}.log",
+                                  wx_denied=wx_denied))
+    backups_dir = tmp / "backups"
+    site = NginxSite(root, tmp / "nginx", http_port, https_port, dashboard_port=dashboard_port,
+                     backups_dir=backups_dir, cert=cert, key=key).start()
+    procs.append(site.proc)
+    app = Appliance(tmp, root, cert, key, config, agent_port, dashboard_port, site, backups_dir)
+    app.manifest = make_backup(agent_port)
+    response = app.login()
+    assert response.status == 303, (response.status, response.body[:500])
+    app.session = next(v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession="))
+    return app
+
+
+@pytest.fixture(scope="module")
+def appliance(tmp_path_factory, dist):
+    procs: list = []
+    try:
+        yield start_appliance(tmp_path_factory.mktemp("appliance"), dist, procs)
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+@pytest.fixture(scope="module")
+def accel_appliance(tmp_path_factory, dist):
+    procs: list = []
+    try:
+        yield start_appliance(tmp_path_factory.mktemp("accel"), dist, procs, download_mode="accel")
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+
+
+def assert_security_headers(response: Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.header(name) == [value], (response.status, name, response.header(name))
+
+
+def download_path(app: Appliance, part_suffix: str = ".sql.gz") -> tuple[str, dict]:
+    entry = next(f for f in app.manifest["files"] if f["name"].endswith(part_suffix))
+    return f"/download/prod/{SITE}/{entry['name']}", entry
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_tls_1_2_and_1_3_are_accepted(appliance):
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = appliance.tls_context(minimum_version=version, maximum_version=version)
+        with socket.create_connection(("127.0.0.1", appliance.nginx.https_port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.version() == version.name.replace("v1_", "v1.")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_tls_1_1_and_older_are_refused_by_the_server(appliance, version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("ALL:@SECLEVEL=0")  # so that the refusal can only come from nginx
+    ctx.minimum_version = getattr(ssl.TLSVersion, version)
+    ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    with socket.create_connection(("127.0.0.1", appliance.nginx.https_port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError) as refused:
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    assert "NO_PROTOCOLS_AVAILABLE" not in str(refused.value), "this client cannot offer the old version at all"
+
+
+def test_tls_session_tickets_are_off(appliance):
+    ctx = appliance.tls_context(maximum_version=ssl.TLSVersion.TLSv1_2)
+    with socket.create_connection(("127.0.0.1", appliance.nginx.https_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            while tls.recv(65536):
+                pass
+            assert not tls.session.has_ticket
+
+
+# ------------------------------------------------------------------ HTTP and hosts
+
+
+def test_plain_http_redirects_to_https(appliance):
+    conn = http.client.HTTPConnection("127.0.0.1", appliance.nginx.http_port, timeout=10)
+    conn.request("GET", "/login?next=/dashboard", headers={"Host": "localhost"})
+    response = conn.getresponse()
+    assert response.status == 301
+    assert response.getheader("Location") == f"https://localhost:{appliance.nginx.https_port}/login?next=/dashboard"
+    assert response.getheader("Strict-Transport-Security") == "max-age=63072000"
+
+
+def test_unknown_host_on_plain_http_gets_no_answer(appliance):
+    conn = http.client.HTTPConnection("127.0.0.1", appliance.nginx.http_port, timeout=10)
+    conn.request("GET", "/", headers={"Host": "scanner.example"})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        conn.getresponse()
+
+
+def test_unknown_sni_is_refused_during_the_handshake(appliance):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", appliance.nginx.https_port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            ctx.wrap_socket(raw, server_hostname="scanner.example")
+
+
+def test_unknown_host_header_over_tls_gets_no_answer(appliance):
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        appliance.https("GET", "/login", host="scanner.example")
+
+
+def test_without_a_domain_clients_without_sni_get_the_site_and_unknown_hosts_are_dropped(dist, tmp_path):
+    """Self-signed mode: reached by address, browsers send no SNI, so the site is the TLS default."""
+    root = tmp_path / "root"
+    http_port, https_port, nowhere = free_port(), free_port(), free_port()
+    proc = run_install(root, "--http-port", str(http_port), "--https-port", str(https_port),
+                       env=install_env(dist, FM_SERVER_NAMES="localhost 127.0.0.1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "self-signed" in proc.stdout
+    cert, key = make_cert(tmp_path / "tls")
+    site = NginxSite(root, tmp_path / "nginx", http_port, https_port, dashboard_port=nowhere,
+                     backups_dir=tmp_path / "backups", cert=cert, key=key).start()
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+
+        def get(host: str) -> http.client.HTTPResponse:
+            raw = socket.create_connection(("127.0.0.1", https_port), timeout=10)
+            conn = http.client.HTTPSConnection("127.0.0.1", https_port, timeout=10)
+            conn.sock = ctx.wrap_socket(raw, server_hostname=None)  # an address: no SNI
+            conn.request("GET", "/healthz", headers={"Host": f"{host}:{https_port}"})
+            return conn.getresponse()
+
+        response = get("127.0.0.1")
+        assert response.status == 502  # nginx answered for the dashboard, which is not running here
+        assert response.getheader("Strict-Transport-Security") == "max-age=63072000"
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+            get("scanner.example")
+    finally:
+        site.stop()
+
+
+# ------------------------------------------------------------------ headers
+
+
+def test_security_headers_on_a_page(appliance):
+    response = appliance.https("GET", "/dashboard")
+    assert response.status == 200
+    assert_security_headers(response)
+
+
+def test_security_headers_on_a_404(appliance):
+    response = appliance.https("GET", "/no/such/page")
+    assert response.status == 404
+    assert_security_headers(response)
+
+
+def test_security_headers_on_an_nginx_error(appliance):
+    response = appliance.https("POST", "/login", body=b"x" * (2 * 1024 * 1024),
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status == 413
+    assert_security_headers(response)
+
+
+def test_server_version_is_not_disclosed(appliance):
+    response = appliance.https("GET", "/healthz")
+    assert response.header("Server") in ([], ["nginx"])
+
+
+# ------------------------------------------------------------------ downloads
+
+
+def test_download_through_nginx_dashboard_and_agent_matches_the_manifest(appliance):
+    path, entry = download_path(appliance)
+    response = appliance.https("GET", path)
+    assert response.status == 200, response.body[:300]
+    assert hashlib.sha256(response.body).hexdigest() == entry["sha256"]
+    assert len(response.body) == entry["size"]
+    assert_security_headers(response)
+    assert response.header("Content-Disposition") == [f'attachment; filename="{entry["name"]}"']
+
+
+def test_download_with_x_accel_redirect_is_sent_by_nginx_and_matches_the_manifest(accel_appliance):
+    path, entry = download_path(accel_appliance, ".files.tar")
+    response = accel_appliance.https("GET", path)
+    assert response.status == 200, response.body[:300]
+    assert hashlib.sha256(response.body).hexdigest() == entry["sha256"]
+    assert_security_headers(response)
+    assert response.header("Content-Disposition") == [f'attachment; filename="{entry["name"]}"']
+    assert response.header("X-Accel-Redirect") == []
+
+
+def test_internal_backup_location_is_not_reachable_from_outside(accel_appliance):
+    _, entry = download_path(accel_appliance)
+    response = accel_appliance.https("GET", f"/_protected_backups/prod/{SITE}/{entry['name']}")
+    assert response.status == 404
+    assert entry["sha256"].encode() not in response.body
+
+
+def test_download_requires_a_session_even_through_nginx(appliance):
+    path, _ = download_path(appliance)
+    response = appliance.https("GET", path, headers={"Cookie": ""})
+    assert response.status in (303, 401)
+
+
+# ------------------------------------------------------------------ login rate limit (last: it uses up the burst)
+
+
+def test_repeated_failed_logins_get_429_with_security_headers(appliance):
+    statuses = []
+    for _ in range(8):
+        response = appliance.login(password="wrong password")
+        statuses.append(response.status)
+        if response.status == 429:
+            assert_security_headers(response)
+            break
+    assert statuses[-1] == 429, statuses
