@@ -28,7 +28,7 @@
 % if banner:
 <div class="banner notice notice-error" role="alert">{{banner}}</div>
 % end
-<main>
+<main hx-target="#action-results" hx-swap="afterbegin">
 <div id="notices">
 % for kind, text in notices:
 {{!partial('notice', kind=kind, text=text)}}

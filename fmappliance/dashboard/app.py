@@ -1,8 +1,23 @@
 """``make_app(config)``: the dashboard's WSGI app, wrapped in the security-headers middleware.
 
 Routes live in ``pages_*.py`` modules, each with ``register(app, ctx)``; ``ctx``
-(a :class:`DashboardContext`) carries everything they share: config, agent client,
-sessions, audit, templates, and the login/CSRF guards.
+(a :class:`DashboardContext`) carries everything they share.  A page module typically::
+
+    @app.get("/thing")
+    @ctx.login_required                 # 303 to /login (pages) or 401 (JSON/HTMX)
+    def thing():
+        if negotiation.wants_json(bottle.request): return ctx.json_response({...})
+        return ctx.page("thing", "Title", active="thing", rows=...)   # assets/templates/thing.tpl
+
+    @app.post("/thing/add")
+    @ctx.protected_post                 # session + CSRF token + same-origin, else 401/403
+    def add():
+        ctx.audit.record(user=ctx.user(), address=ctx.client_address(), action="thing_add", target=..., result="ok")
+        return ctx.fail(400, "...")     # error in the shape the request wants
+
+Also: ``ctx.agent`` (AgentClient), ``ctx.scheduler`` (None until wired), ``ctx.config``,
+``ctx.now()`` (aware UTC datetime from the injected clock), ``ctx.render(template, **values)``
+for HTMX fragments, ``ctx.sessions.add_flash(ctx.session(), "ok"|"error", text)``.
 """
 
 from __future__ import annotations

@@ -5,13 +5,19 @@ a leaked database copy does not hand out live sessions.  A session ends after
 ``session_idle_minutes`` without requests or ``session_max_hours`` after login,
 whichever comes first.  Each session has its own CSRF token and a small flash list
 (notices shown on the next page after a plain form post).
+
+Live sessions are also kept in memory (this process is the only writer), so a page view
+costs a dict lookup rather than a database round trip; the table stays the truth across
+restarts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -41,6 +47,8 @@ class SessionStore:
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
         self.clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, Session] = {}
         with self.db.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS sessions ("
@@ -60,6 +68,8 @@ class SessionStore:
                 "INSERT INTO sessions (id_hash, user, csrf_token, created, last_seen) VALUES (?, ?, ?, ?, ?)",
                 (session.id_hash, user, session.csrf_token, now, now),
             )
+        with self._lock:
+            self._cache[session.id_hash] = dataclasses.replace(session)
         return raw_id, session
 
     def load(self, raw_id: str | None) -> Session | None:
@@ -68,41 +78,66 @@ class SessionStore:
             return None
         id_hash = _digest(raw_id)
         now = self.clock()
+        with self._lock:
+            cached = self._cache.get(id_hash)
+        if cached is None:
+            cached = self._read(id_hash)
+            if cached is None:
+                return None
+        if now - cached.last_seen > self.idle_seconds or now - cached.created > self.max_seconds:
+            self.destroy(cached)
+            return None
+        if now - cached.last_seen >= TOUCH_INTERVAL_SECONDS:
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
+            cached.last_seen = now
+        with self._lock:
+            self._cache[id_hash] = cached
+        # A copy: concurrent requests of one session must not share a mutable object.
+        return dataclasses.replace(cached, flash=list(cached.flash))
+
+    def _read(self, id_hash: str) -> Session | None:
         with self.db.transaction() as conn:
             row = conn.execute(
                 "SELECT user, csrf_token, created, last_seen, flash FROM sessions WHERE id_hash = ?", (id_hash,)
             ).fetchone()
-            if row is None:
-                return None
-            user, csrf_token, created, last_seen, flash = row
-            if now - last_seen > self.idle_seconds or now - created > self.max_seconds:
-                conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
-                return None
-            if now - last_seen >= TOUCH_INTERVAL_SECONDS:
-                conn.execute("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, id_hash))
-                last_seen = now
+        if row is None:
+            return None
+        user, csrf_token, created, last_seen, flash = row
         return Session(id_hash, user, csrf_token, created, last_seen, json.loads(flash))
 
     def destroy(self, session: Session) -> None:
+        with self._lock:
+            self._cache.pop(session.id_hash, None)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM sessions WHERE id_hash = ?", (session.id_hash,))
 
     def add_flash(self, session: Session, kind: str, text: str) -> None:
         """Keep a notice for the next page of this session (plain form posts)."""
         session.flash = (session.flash + [[kind, text]])[-5:]
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash))
+        self._store_flash(session)
 
     def pop_flash(self, session: Session) -> list:
         if not session.flash:
             return []
         notices, session.flash = session.flash, []
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE sessions SET flash = '[]' WHERE id_hash = ?", (session.id_hash,))
+        self._store_flash(session)
         return notices
+
+    def _store_flash(self, session: Session) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash))
+        with self._lock:
+            cached = self._cache.get(session.id_hash)
+            if cached is not None:
+                cached.flash = list(session.flash)
 
     def purge_expired(self) -> None:
         now = self.clock()
+        with self._lock:
+            for id_hash, cached in list(self._cache.items()):
+                if now - cached.last_seen > self.idle_seconds or now - cached.created > self.max_seconds:
+                    del self._cache[id_hash]
         with self.db.transaction() as conn:
             conn.execute(
                 "DELETE FROM sessions WHERE last_seen < ? OR created < ?",

@@ -40,6 +40,11 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_http(port: int, path: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,9 +156,12 @@ def main() -> int:
         wait_http(dash_port, "/healthz")
         print(f"dashboard pid {dashboard.pid} on :{dash_port}, fake agent (30 stacks x 5 sites) on :{agent_port}; load average {os.getloadavg()[0]:.1f}")
 
+        cpu_before = cpu_seconds(dashboard.pid)
         rps, p99, count, errors = load_test(dash_port)
+        cpu_per_request = (cpu_seconds(dashboard.pid) - cpu_before) / max(count, 1) * 1000
         rss_after_load = rss_mb(dashboard.pid)
         print(f"/dashboard, {CLIENTS} clients, {DURATION:.0f} s: {rps:.0f} req/s ({count} requests, {errors} bad)   goal >= {GOALS['rps']}: {verdict(rps >= GOALS['rps'] and not errors)}")
+        print(f"(dashboard CPU per request: {cpu_per_request:.2f} ms; the clients share this machine's 2 cores)")
         print(f"/dashboard p99 latency: {p99:.1f} ms   goal < {GOALS['p99_ms']} ms: {verdict(p99 < GOALS['p99_ms'])}")
         print(f"dashboard RSS after the load test: {rss_after_load:.1f} MB   goal < {GOALS['rss_mb']} MB: {verdict(rss_after_load < GOALS['rss_mb'])}")
 
