@@ -163,10 +163,12 @@ class AgentClient:
 
     def jobs(self, stack: str | None = None, limit: int = 50) -> list:
         query = urllib.parse.urlencode({k: v for k, v in (("stack", stack), ("limit", limit)) if v is not None})
-        return self.request("GET", f"/jobs?{query}")[1].get("jobs", [])
+        jobs = self.request("GET", f"/jobs?{query}")[1].get("jobs")
+        return jobs if isinstance(jobs, list) else []
 
     def backups(self, stack: str, site: str) -> list:
-        return self.request("GET", f"/backups/{_quote(stack)}/{_quote(site)}")[1].get("backups", [])
+        backups = self.request("GET", f"/backups/{_quote(stack)}/{_quote(site)}")[1].get("backups")
+        return backups if isinstance(backups, list) else []
 
     def action(self, action: str, stack: str, site: str | None = None) -> dict:
         """``POST /action``; returns the agent's answer (success, message, job, duplicate)."""

@@ -65,6 +65,9 @@ class DashboardContext:
         self.static_files = load_static()
         self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
         self.scheduler = scheduler
+        #: (stack, site) -> hours after which the last backup is highlighted; None: 48 h for all.
+        #: The scheduler replaces it with a per-schedule rule.
+        self.stale_backup_hours = None
         self.fragment_cache: dict = {}
 
     # -- request facts ------------------------------------------------------------------

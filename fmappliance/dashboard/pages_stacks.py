@@ -58,7 +58,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         cached_key, cached_payload, cached_pieces = render_cache["entry"]
         if cached_key == key and cached_payload is payload:
             return cached_pieces
-        stacks = [views.shape_stack(s, now) for s in (payload or {}).get("stacks") or []]
+        stacks = views.shape_stacks(payload, now, ctx.stale_backup_hours)
         html = ctx.render("stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard")
         pieces = html.encode().split(CSRF_PLACEHOLDER.encode())
         render_cache["entry"] = (key, payload, pieces)
@@ -99,7 +99,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         try:
             payload = ctx.agent.stack(name)
             stack = payload.get("stack")
-            jobs = payload.get("jobs") or []
+            jobs = payload.get("jobs") if isinstance(payload.get("jobs"), list) else []
         except AgentError as exc:
             if exc.status == 404:
                 return ctx.fail(404, exc.message or f"There is no stack named {name}.")
@@ -115,7 +115,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             name,
             banner=banner,
             name=name,
-            stack=views.shape_stack(stack, now) if isinstance(stack, dict) else None,
+            stack=views.shape_stack(stack, now, ctx.stale_backup_hours) if isinstance(stack, dict) else None,
             jobs=[views.shape_job(j, now) for j in jobs if isinstance(j, dict)],
             return_to="/stack/" + views.url_part(name),
         )

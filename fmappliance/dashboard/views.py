@@ -87,22 +87,40 @@ def backup_age_class(last_backup, now: dt.datetime, stale_hours: float = STALE_B
     return "age-ok"
 
 
-def shape_stack(stack: dict, now: dt.datetime) -> dict:
-    """One stack as the dashboard and stack page show it."""
+def _dicts(value) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def shape_stacks(payload, now: dt.datetime, stale_hours=None) -> list[dict]:
+    """Every stack of a ``GET /stacks`` answer; odd entries are skipped, never fatal."""
+    stacks = payload.get("stacks") if isinstance(payload, dict) else None
+    return [shape_stack(s, now, stale_hours) for s in _dicts(stacks)]
+
+
+def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
+    """One stack as the dashboard and stack page show it.
+
+    ``stale_hours(stack, site)`` gives the age at which a site's last backup is highlighted
+    (default STALE_BACKUP_HOURS; the scheduler knows better per schedule).
+    """
     status = stack.get("status") if stack.get("status") in STATUS_BADGES else "unknown"
-    last_backups = stack.get("last_backups") or {}
+    last_backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
     sites = []
-    for site in stack.get("sites") or []:
+    name = str(stack.get("name") or "")
+    raw_sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
+    for site in (str(s) for s in raw_sites):
         last = last_backups.get(site)
+        last = last if isinstance(last, dict) else None
+        limit = stale_hours(name, site) if stale_hours else STALE_BACKUP_HOURS
         sites.append({
             "name": site,
             "qname": url_part(site),
             "last_backup_age": human_age(last.get("created"), now) if last else "no backup yet",
             "last_backup_size": human_size(last.get("size")) if last else "",
-            "age_class": backup_age_class(last, now),
+            "age_class": backup_age_class(last, now, limit),
         })
     services = []
-    for service in stack.get("services") or []:
+    for service in _dicts(stack.get("services")):
         state = service.get("state") or "unknown"
         services.append({
             "service": service.get("service") or "",
@@ -114,13 +132,13 @@ def shape_stack(stack: dict, now: dt.datetime) -> dict:
             "badge": "badge-ok" if state == "running" else ("badge-unknown" if service.get("one_shot") and state == "exited" else "badge-bad"),
         })
     return {
-        "name": stack.get("name") or "",
-        "qname": url_part(stack.get("name") or ""),
+        "name": name,
+        "qname": url_part(name),
         "type": stack.get("type") or "",
         "path": stack.get("path") or "",
         "status": status,
         "badge": STATUS_BADGES[status],
-        "reason": stack.get("reason") or "",
+        "reason": str(stack.get("reason") or ""),
         "services": services,
         "sites": sites,
         "checked": human_age(stack.get("checked_at"), now),
@@ -163,7 +181,7 @@ def shape_job(job: dict, now: dt.datetime | None = None) -> dict:
 def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
     """Backups newest first, each with its files."""
     shaped = []
-    for backup in sorted(backups, key=lambda b: str(b.get("created") or ""), reverse=True):
+    for backup in sorted(_dicts(backups), key=lambda b: str(b.get("created") or ""), reverse=True):
         shaped.append({
             "id": str(backup.get("id") or ""),
             "created": local_time(backup.get("created")),
@@ -172,7 +190,7 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
             "verified": bool(backup.get("verified")),
             "files": [
                 {"name": str(f.get("name") or ""), "qname": url_part(f.get("name") or ""), "part": str(f.get("part") or ""), "size": human_size(f.get("size")), "sha256": str(f.get("sha256") or "")}
-                for f in backup.get("files") or []
+                for f in _dicts(backup.get("files"))
             ],
         })
     return shaped

@@ -116,3 +116,19 @@ def test_audit_page_escapes_user_names(client, app):
 def test_pages_are_usable_on_a_phone(client):
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in client.get("/login").text
     assert "@media (max-width" in client.get("/static/app.css").text
+
+
+def test_odd_agent_data_never_breaks_the_dashboard(logged_in, fake_agent):
+    good = make_stack("prod", ["site1.example.com"])
+    fake_agent.stacks = ["junk", 5, {"name": "half", "services": "x", "sites": "abc", "last_backups": [1]},
+                         {"name": "odd", "services": [None, {"state": 3}], "sites": [7], "last_backups": {"7": "x"}}, good]
+    response = logged_in.get("/dashboard")
+    assert response.status == 200
+    assert 'data-stack="half"' in response.text and 'data-stack="prod"' in response.text
+
+
+def test_stale_threshold_can_come_from_the_scheduler(app, logged_in, fake_agent, clock):
+    stack = make_stack("prod", ["site1.example.com"], now=clock.now)  # last backup 3 h old
+    fake_agent.stacks = [stack]
+    app.ctx.stale_backup_hours = lambda stack_name, site: 2
+    assert 'class="age-stale">3 h ago' in logged_in.get("/dashboard").text
