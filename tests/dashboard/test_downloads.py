@@ -3,6 +3,7 @@ and twenty slow downloads that do not stall the pages (real waitress)."""
 
 import hashlib
 import http.client
+import io
 import random
 import socket
 import time
@@ -10,7 +11,7 @@ import tracemalloc
 
 import pytest
 
-from fake_agent import serve_in_thread, stop_server, synthetic_sha256
+from fake_agent import serve_in_thread, stop_server
 
 from conftest import WSGIClient
 
@@ -48,39 +49,33 @@ def test_unsatisfiable_range_is_416(logged_in, with_backup):
 
 
 def test_download_streams_in_chunks_with_flat_memory(app, logged_in, with_backup):
-    """A 1 GiB file passes through the app in bounded chunks; Python memory stays bounded."""
-    environ_client = logged_in
+    """256 MiB of a 1 GiB file pass through the app in bounded chunks; memory stays bounded."""
     captured = {}
 
     def start_response(status, headers, exc_info=None):
         captured["status"] = status
 
-    import io
-
     environ = {
         "REQUEST_METHOD": "GET", "PATH_INFO": f"/download/prod/site1.example.com/{STAMP}.files.tar", "QUERY_STRING": "",
         "SERVER_NAME": "dash.test", "SERVER_PORT": "80", "HTTP_HOST": "dash.test", "REMOTE_ADDR": "203.0.113.7",
         "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(),
-        "HTTP_COOKIE": f"fmsession={environ_client.cookie('fmsession')}",
+        "HTTP_COOKIE": f"fmsession={logged_in.cookie('fmsession')}",
     }
     tracemalloc.start()
     try:
         body = app(environ, start_response)
-        digest, total, chunks, biggest = hashlib.sha256(), 0, 0, 0
-        first = None
+        total, chunks, biggest = 0, 0, 0
         for chunk in body:
-            first = first or chunk[-400:]
-            digest.update(chunk)
             total += len(chunk)
             chunks += 1
             biggest = max(biggest, len(chunk))
-            if total >= 256 * 1024 * 1024:  # a quarter of the file is plenty to see the shape
+            if total >= 256 * 1024 * 1024:
                 break
-        getattr(body, "close", lambda: None)()
+        body.close()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert captured["status"].startswith("200"), (captured, first)
+    assert captured["status"].startswith("200")
     assert chunks > 100 and biggest <= 256 * 1024
     # Bounded buffers on both sides (the fake agent runs in this process too), far below the
     # 256 MiB that went through: memory does not grow with the file.
