@@ -9,6 +9,7 @@ with sendfile and no dashboard thread is held (pitfalls.md, nginx).
 from __future__ import annotations
 
 import logging
+import threading
 
 import bottle
 
@@ -18,8 +19,24 @@ from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_
 
 log = logging.getLogger(__name__)
 
+# Each relayed download holds a waitress thread for its whole duration (pitfalls.md):
+# keep this many threads free for pages whatever the number of downloads.
+THREADS_KEPT_FOR_PAGES = 8
+RETRY_DOWNLOAD_SECONDS = 60
+
+
+def relay(download, release):
+    """The agent's chunks, then free the download slot (also when the client goes away)."""
+    try:
+        yield from download.chunks()
+    finally:
+        download.close()
+        release()
+
 
 def register(app: bottle.Bottle, ctx) -> None:
+    slots = threading.BoundedSemaphore(max(1, ctx.config["dashboard"]["threads"] - THREADS_KEPT_FOR_PAGES))
+
     def name_problem(stack, site, file=None):
         if not is_valid_stack_name(stack):
             return "That is not a valid stack name."
@@ -73,6 +90,24 @@ def register(app: bottle.Bottle, ctx) -> None:
         session = ctx.session()
         target = f"{stack}/{site}/{file}"
         accel = ctx.config["dashboard"]["download_mode"] == "accel"
+        streaming = not accel and request.method != "HEAD"
+        if streaming and not slots.acquire(blocking=False):
+            ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result="refused: too many downloads")
+            response = ctx.fail(503, "Too many downloads are running at once; try again in a minute.")
+            response.set_header("Retry-After", str(RETRY_DOWNLOAD_SECONDS))
+            return response
+        handed_over = False
+        try:
+            response, handed_over = open_download(stack, site, file, target, accel)
+            return response
+        finally:
+            if streaming and not handed_over:
+                slots.release()
+
+    def open_download(stack, site, file, target, accel):
+        """(answer, True when a relay now owns the download slot and frees it at its end)."""
+        request = bottle.request
+        session = ctx.session()
         # With accel, nginx answers Range itself from the file; the agent only confirms it exists.
         range_header = None if accel else request.get_header("Range")
         try:
@@ -80,7 +115,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         except AgentError as exc:
             status = exc.status if exc.status in (400, 404, 416) else 502
             ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result=f"failed: {exc.message}")
-            return ctx.fail(status, exc.message)
+            return ctx.fail(status, exc.message), False
         result = "ok" if download.status == 200 else f"partial ({range_header})"
         ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result=result)
         headers = dict(download.headers)
@@ -93,8 +128,8 @@ def register(app: bottle.Bottle, ctx) -> None:
             # nginx serves the file (Range included) from its internal location.
             headers = {k: v for k, v in headers.items() if k not in ("Content-Length", "Content-Range")}
             headers["X-Accel-Redirect"] = f"{prefix}/{views.url_part(stack)}/{views.url_part(site)}/{views.url_part(file)}"
-            return bottle.HTTPResponse(b"", status=200, headers=headers)
+            return bottle.HTTPResponse(b"", status=200, headers=headers), False
         if request.method == "HEAD":
             download.close()
-            return bottle.HTTPResponse(b"", status=download.status, headers=headers)
-        return bottle.HTTPResponse(download.chunks(), status=download.status, headers=headers)
+            return bottle.HTTPResponse(b"", status=download.status, headers=headers), False
+        return bottle.HTTPResponse(relay(download, slots.release), status=download.status, headers=headers), True

@@ -156,3 +156,29 @@ def test_accel_mode_hands_the_file_to_nginx_after_the_agent_confirms_it(tmp_path
     assert response.header("Content-Disposition") == f'attachment; filename="{DB_FILE}"'
     assert ("HEAD", f"/backups/prod/site1.example.com/{DB_FILE}", None) in fake_agent.requests
     assert client.get(f"/download/prod/site1.example.com/{STAMP}.private-files.tar").status == 404
+
+
+def test_downloads_beyond_the_free_threads_get_503_and_slots_come_back(tmp_path, fake_agent, clock, with_backup):
+    from fmappliance.config import load_config
+    from fmappliance.dashboard.app import make_app
+    from support.config_factory import write_config
+
+    # 10 threads, 8 kept for pages: two downloads at a time.
+    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "threads": 10}))
+    app = make_app(config, clock=clock)
+    client = WSGIClient(app)
+    client.login()
+    big = f"/download/prod/site1.example.com/{STAMP}.files.tar"
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": big, "QUERY_STRING": "", "SERVER_NAME": "dash.test", "SERVER_PORT": "80",
+               "HTTP_HOST": "dash.test", "REMOTE_ADDR": "203.0.113.7", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+               "wsgi.errors": io.StringIO(), "HTTP_COOKIE": f"fmsession={client.cookie('fmsession')}"}
+    running = [app(dict(environ), lambda *a: None) for _ in range(2)]  # started, not finished
+    refused = client.get(big)
+    assert refused.status == 503 and refused.header("Retry-After") == "60"
+    assert "Too many downloads" in refused.text
+    for body in running:
+        body.close()
+    assert client.get(URL).status == 200  # slots are free again
+    assert client.get(f"/download/prod/site1.example.com/{STAMP}.private-files.tar").status == 404
+    assert client.get(f"/download/prod/site1.example.com/{STAMP}.private-files.tar").status == 404
+    assert client.get(URL).status == 200  # failed downloads do not leak slots
