@@ -23,17 +23,23 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.fail(400, "That is not a job id.")
         request = bottle.request
         bottle.response.set_header("Cache-Control", "no-store")
-        warning = ""
+        warning, gone = "", False
         try:
             data = ctx.agent.job(job_id)
         except AgentError as exc:
-            if exc.status == 404 or negotiation.wants_json(request):
+            if negotiation.wants_json(request) or (exc.status == 404 and not negotiation.is_htmx(request)):
                 return ctx.fail(exc.status if exc.status in (400, 404) else 502, exc.message)
-            # Agent briefly away: show it, keep the panel polling.
-            data, warning = {"id": job_id, "status": "running"}, exc.message
+            if exc.status == 404:
+                # A polling panel gets a final answer (a 404 would not be swapped and it would poll on).
+                data, gone = {"id": job_id, "status": "unknown", "message": exc.message}, True
+            else:
+                # Agent briefly away: show it, keep the panel polling.
+                data, warning = {"id": job_id, "status": "running"}, exc.message
         if negotiation.wants_json(request):
             return ctx.json_response(data)
         shaped = views.shape_job(data)
+        if gone:
+            shaped["final"] = True
         poll = POLL_SECONDS_AGENT_DOWN if warning else POLL_SECONDS
         if negotiation.is_htmx(request):
             return ctx.render("job_panel", job=shaped, poll_seconds=poll, warning=warning)

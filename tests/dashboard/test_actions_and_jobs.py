@@ -105,3 +105,16 @@ def test_invalid_site_name_is_refused_before_the_agent(logged_in, fake_agent):
     response = logged_in.post("/site/prod/bad%20site/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"})
     assert response.status == 400
     assert not [r for r in fake_agent.requests if r[0] == "POST"]
+
+
+def test_polling_a_job_the_agent_forgot_ends_the_panel(logged_in):
+    response = logged_in.get("/jobs/ffffffffffffffff", headers={"HX-Request": "true"})
+    assert response.status == 200
+    assert "hx-trigger" not in response.text and 'class="notice notice-error"' in response.text
+
+
+def test_polling_while_the_agent_is_down_keeps_polling_with_a_warning(logged_in, fake_agent):
+    fake_agent.fail_status = 500
+    response = logged_in.get("/jobs/0000000000000001", headers={"HX-Request": "true"})
+    assert response.status == 200
+    assert 'hx-trigger="every 2s"' in response.text and "The agent failed (500)" in response.text
