@@ -118,7 +118,15 @@ def main(argv=None) -> int:
     from fmappliance.logsetup import setup_logging
 
     setup_logging(secrets_of(config))
-    serve(config)
+    import sqlite3
+
+    try:
+        serve(config)
+    except (OSError, sqlite3.Error) as exc:
+        dash = config["dashboard"]
+        # A port in use or an unwritable state dir: say which, no traceback.
+        print(f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -52,3 +52,18 @@ def test_check_config_on_a_missing_file_exits_2(tmp_path):
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and "fm-dashboard 0.1.0" in result.stdout
+
+
+def test_a_port_in_use_gives_one_clear_line_not_a_traceback(tmp_path):
+    import socket
+
+    from fmappliance.config import load_config
+
+    path = write_config(tmp_path)
+    port = load_config(path)["dashboard"]["port"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = run("--config", str(path))
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr
