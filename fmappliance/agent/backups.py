@@ -58,8 +58,8 @@ _CHUNK = 4 << 20
 _BUFFERS = 4
 # Compressed input is fed to zlib in slices so that one call's output stays bounded
 # (a 4 MiB slice of a highly compressible dump could inflate to gigabytes).
-_INFLATE_SLICE = 256 << 10
-_INFLATE_MAX_OUT = 8 << 20
+_INFLATE_SLICE = 64 << 10
+_INFLATE_MAX_OUT = 256 << 10
 _GZIP_MAGIC = b"\x1f\x8b"
 _DUMP_TRAILER = b"-- Dump completed"
 _TAIL_KEEP = 8192  # mysqldump's last line is "-- Dump completed on <date>"; a bounded tail is enough
@@ -135,8 +135,9 @@ class _GzipStream:
                 out = self._inflater.decompress(data, _INFLATE_MAX_OUT)
                 if out:
                     self._sink(out)
-                # A full output buffer may leave input unconsumed or output pending inside zlib.
-                while self._inflater.unconsumed_tail or (len(out) == _INFLATE_MAX_OUT and not self._inflater.eof):
+                # A full output buffer may leave input unconsumed or output pending inside zlib.  Once the
+                # member has ended, the rest is in unused_data (CPython may leave a stale unconsumed_tail).
+                while not self._inflater.eof and (self._inflater.unconsumed_tail or len(out) == _INFLATE_MAX_OUT):
                     out = self._inflater.decompress(self._inflater.unconsumed_tail, _INFLATE_MAX_OUT)
                     if out:
                         self._sink(out)

@@ -617,3 +617,21 @@ def test_gzip_check_holds_bounded_memory_on_a_gzip_bomb():
     assert "Dump completed" in check.finish()
     assert max(sizes) <= backups._INFLATE_MAX_OUT
     assert sum(sizes) == (4 << 24) + len(b"\n-- Dump completed\n")
+
+
+@pytest.mark.parametrize("slice_size, max_out", [(16 << 10, 32 << 10), (4 << 10, 16 << 10), (1 << 10, 1 << 10)])
+def test_gzip_check_handles_member_ends_inside_a_capped_inflate_call(monkeypatch, slice_size, max_out):
+    # A member that ends while output is capped must hand the next member's bytes on exactly once.
+    monkeypatch.setattr(backups, "_INFLATE_SLICE", slice_size)
+    monkeypatch.setattr(backups, "_INFLATE_MAX_OUT", max_out)
+    text = dump_text(4000)
+    members = [gzip.compress(text[i:i + 100_000]) for i in range(0, len(text), 100_000)]
+    received = []
+    check = backups._DumpCheck()
+    check._gzip._sink = lambda out, keep=check._keep_tail: (received.append(out), keep(out))
+    data = b"".join(members)
+    for start in range(0, len(data), 50_000):
+        check.feed(data[start:start + 50_000])
+    assert "Dump completed" in check.finish()
+    assert check._gzip.members == len(members)
+    assert b"".join(received) == text
