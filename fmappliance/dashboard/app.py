@@ -68,7 +68,6 @@ class DashboardContext:
         #: (stack, site) -> hours after which the last backup is highlighted; None: 48 h for all.
         #: The scheduler replaces it with a per-schedule rule.
         self.stale_backup_hours = None
-        self.fragment_cache: dict = {}
 
     # -- request facts ------------------------------------------------------------------
 
