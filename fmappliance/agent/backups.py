@@ -343,7 +343,7 @@ def _copy_verified(src_fd: int, dst_fd: int, check, expected_size: int) -> tuple
     if expected_size <= _CHUNK:
         # Small parts (site config, a small site's files): one pass, no threads.
         total = 0
-        buf = bytearray(_CHUNK)
+        buf = bytearray(max(expected_size + 1, 64 << 10))
         while True:
             n = src.readinto(buf)
             if not n:

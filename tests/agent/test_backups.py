@@ -475,6 +475,18 @@ def test_every_listed_file_and_the_manifest_can_be_opened(store, published):
             assert hashlib.sha256(data).hexdigest() == entry["sha256"]
 
 
+def test_a_base_path_that_is_itself_a_symlink_works(tmp_path, sources):
+    real = tmp_path / "data" / "backups"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    store = BackupStore(str(tmp_path / "link"), RETENTION)
+    manifest = store.publish(STACK, SITE, sources, created=WHEN)
+    handle, _ = store.open_published_file(STACK, SITE, manifest["files"][0]["name"])
+    with handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == manifest["files"][0]["sha256"]
+    assert (real / STACK / SITE / f"{manifest['id']}.json").exists()
+
+
 BAD_NAMES = [
     "../../../etc/passwd",
     "..%2f..%2fetc%2fpasswd",

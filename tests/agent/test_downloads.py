@@ -197,11 +197,22 @@ def server(tmp_path_factory):
                              method=bottle.request.method, if_range=bottle.request.get_header("If-Range"))
 
     srv = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=srv.run, daemon=True)
+    stopping = threading.Event()
+
+    def serve():
+        try:
+            srv.run()
+        except OSError:  # the loop's select() sees the sockets closed under it at teardown
+            if not stopping.is_set():
+                raise
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     yield {"port": srv.effective_port, "root": root, "closed": closed}
+    stopping.set()
     srv.close()
     srv.task_dispatcher.shutdown()
+    thread.join(5)
 
 
 def request(port: int, method: str, path: str, headers: dict | None = None):

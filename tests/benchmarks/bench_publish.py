@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
