@@ -19,9 +19,16 @@ from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_
 
 log = logging.getLogger(__name__)
 
-# Each relayed download holds a waitress thread for its whole duration (pitfalls.md):
-# keep this many threads free for pages whatever the number of downloads.
+# Each relayed download holds a waitress thread for its whole duration (pitfalls.md), here
+# and in the agent: keep this many threads free for pages in the dashboard, and for status
+# and actions in the agent, whatever the number of downloads.
 THREADS_KEPT_FOR_PAGES = 8
+AGENT_THREADS_KEPT = 4
+
+
+def download_slots(config: dict) -> int:
+    """How many downloads may be relayed at once (both ends read the same config)."""
+    return max(1, min(config["dashboard"]["threads"] - THREADS_KEPT_FOR_PAGES, config["agent"]["threads"] - AGENT_THREADS_KEPT))
 RETRY_DOWNLOAD_SECONDS = 60
 
 
@@ -35,7 +42,7 @@ def relay(download, release):
 
 
 def register(app: bottle.Bottle, ctx) -> None:
-    slots = threading.BoundedSemaphore(max(1, ctx.config["dashboard"]["threads"] - THREADS_KEPT_FOR_PAGES))
+    slots = threading.BoundedSemaphore(download_slots(ctx.config))
 
     def name_problem(stack, site, file=None):
         if not is_valid_stack_name(stack):

@@ -112,7 +112,28 @@ def _get(port, path, cookie, timeout=5.0):
     return response.status, body, time.monotonic() - started
 
 
-def test_twenty_slow_downloads_do_not_stall_pages_over_real_waitress(app, logged_in, with_backup):
+def test_download_slots_leave_threads_for_pages_and_for_the_agent():
+    from fmappliance.dashboard.pages_backups import download_slots
+
+    assert download_slots({"dashboard": {"threads": 32}, "agent": {"threads": 40}}) == 24
+    assert download_slots({"dashboard": {"threads": 32}, "agent": {"threads": 16}}) == 12
+    assert download_slots({"dashboard": {"threads": 4}, "agent": {"threads": 4}}) == 1
+
+
+@pytest.fixture
+def app_for_many_downloads(tmp_path, fake_agent, clock):
+    from fmappliance.config import load_config
+    from fmappliance.dashboard.app import make_app
+    from support.config_factory import write_config
+
+    # The agent needs a thread per relayed download too; 32 dashboard threads -> 24 download slots.
+    return make_app(load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url}, agent={"threads": 32})), clock=clock)
+
+
+def test_twenty_slow_downloads_do_not_stall_pages_over_real_waitress(app_for_many_downloads, with_backup):
+    app = app_for_many_downloads
+    logged_in = WSGIClient(app)
+    logged_in.login()
     # Small send buffers so the relaying threads reach their blocked state quickly.
     server, thread = serve_in_thread(app, threads=32, outbuf_high_watermark=256 * 1024, outbuf_overflow=256 * 1024)
     port = server.effective_port
@@ -164,7 +185,7 @@ def test_downloads_beyond_the_free_threads_get_503_and_slots_come_back(tmp_path,
     from support.config_factory import write_config
 
     # 10 threads, 8 kept for pages: two downloads at a time.
-    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "threads": 10}))
+    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "threads": 10}, agent={"threads": 40}))
     app = make_app(config, clock=clock)
     client = WSGIClient(app)
     client.login()
