@@ -199,7 +199,7 @@ AGENT = Section(
         Key("docker_binary", "str", "docker", "The docker command (looked up on PATH unless absolute)."),
         Key("status_cache_seconds", "int", 5, "How long a stack's status is reused before asking docker again.", check=_non_negative),
         Key("status_timeout", "int", 20, "Seconds one `docker compose ps` may take before the stack shows as unknown.", check=_positive),
-        Key("threads", "int", 16, "Request threads (downloads hold one each).", check=_positive),
+        Key("threads", "int", 40, "Request threads (each download, also one relayed by the dashboard, holds one).", check=_positive),
     ),
 )
 
