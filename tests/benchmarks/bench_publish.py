@@ -15,7 +15,6 @@ Run from the repository root: .venv/bin/python tests/benchmarks/bench_publish.py
 from __future__ import annotations
 
 import gzip
-import os
 import random
 import shutil
 import subprocess
@@ -95,8 +94,8 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"publish 1 GiB: cannot compare, {tool} is not installed  MISS")
             return 0
-    # Same filesystem as the repository (where /var/backups would be on a one-disk server), not tmpfs.
-    work = Path(tempfile.mkdtemp(prefix="bench-publish-", dir=os.environ.get("BENCH_DIR", Path.cwd())))
+    # Source, cp's copy and the published copy all live in one temp dir: one filesystem for both sides.
+    work = Path(tempfile.mkdtemp(prefix="bench-publish-"))
     try:
         dump = work / "20260113_020000-site1_example_com-database.sql.gz"
         start = time.perf_counter()
