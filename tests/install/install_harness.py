@@ -5,23 +5,34 @@
 ``tree_hashes(root)``            {relative path: sha256} of every file under root
 ``NginxSite``                    the installer's rendered site run by the real nginx on free ports
 ``start_zipapp(pyz, config)``    a zipapp started as a service process (waits until it listens)
+``start_appliance(tmp, dist, procs)``  agent + dashboard zipapps + nginx with a published backup, signed in
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import http.client
+import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
+from support.config_factory import TEST_PASSWORD, TEST_TOKEN, TEST_USER, write_config
+
 REPO = Path(__file__).resolve().parents[2]
+DOUBLES = REPO / "tests" / "doubles"
+SITE = "site1.example.com"
 INSTALL_SH = REPO / "install.sh"
 BUILD_SH = REPO / "packaging" / "build.sh"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -162,7 +173,7 @@ class NginxSite:
     """
 
     def __init__(self, root: Path, workdir: Path, http_port: int, https_port: int, *, dashboard_port: int,
-                 backups_dir: Path, cert: Path, key: Path):
+                 backups_dir: Path, cert: Path, key: Path, extra_http: str = ""):
         self.root, self.workdir = root, workdir
         self.http_port, self.https_port = http_port, https_port
         self.logs = workdir / "logs"
@@ -174,6 +185,12 @@ class NginxSite:
                 .replace("/etc/fmappliance/tls/selfsigned.key", str(key))
                 .replace("alias /var/backups/fmappliance/;", f"alias {backups_dir}/;")
                 .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dashboard_port};"))
+        # Listen on the ports asked for, whatever ports the site was rendered with.
+        rendered_http = re.search(r"listen (\d+) default_server;", site).group(1)
+        rendered_https = re.search(r"listen (\d+) ssl", site).group(1)
+        for old, new in ((rendered_http, http_port), (rendered_https, https_port)):
+            site = re.sub(rf"(listen (?:\[::\]:)?){old}\b", rf"\g<1>{new}", site)
+            site = site.replace(f"$host:{old}$request_uri", f"$host:{new}$request_uri")
         (workdir / "site.conf").write_text(site)
         user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
         temp = " ".join(f"{kind}_temp_path {workdir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -191,6 +208,7 @@ http {{
     {temp}
     access_log {self.logs}/access.log;
     include {workdir}/site.conf;
+    {extra_http.replace("@HTTPS_PORT@", str(https_port))}
 }}
 """)
         self.proc: subprocess.Popen | None = None
@@ -213,3 +231,145 @@ http {{
     def stop(self) -> None:
         if self.proc:
             stop(self.proc)
+
+
+# ------------------------------------------------------------------ the whole appliance
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list
+    body: bytes
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+
+@dataclass
+class Appliance:
+    tmp: Path
+    root: Path
+    cert: Path
+    key: Path
+    config: Path
+    agent_port: int
+    dashboard_port: int
+    nginx: NginxSite
+    backups_dir: Path
+    session: str = ""
+    manifest: dict | None = None
+
+    def tls_context(self, **versions) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.cert))
+        for attr, value in versions.items():
+            setattr(ctx, attr, value)
+        return ctx
+
+    def https(self, method: str, path: str, *, host: str = "localhost", body: bytes | None = None,
+              headers: dict | None = None, sni: str = "localhost") -> Response:
+        raw = socket.create_connection(("127.0.0.1", self.nginx.https_port), timeout=30)
+        sock = self.tls_context().wrap_socket(raw, server_hostname=sni)
+        conn = http.client.HTTPSConnection("localhost", self.nginx.https_port, timeout=30)
+        conn.sock = sock
+        all_headers = {"Host": f"{host}:{self.nginx.https_port}", **(headers or {})}
+        if self.session and "Cookie" not in all_headers:
+            all_headers["Cookie"] = f"fmsession={self.session}"
+        conn.request(method, path, body=body, headers=all_headers)
+        response = conn.getresponse()
+        result = Response(response.status, response.getheaders(), response.read())
+        conn.close()
+        return result
+
+    def login(self, password: str = TEST_PASSWORD) -> Response:
+        page = self.https("GET", "/login", headers={"Cookie": ""})
+        nonce = next(v.split(";")[0].split("=", 1)[1] for v in page.header("Set-Cookie") if v.startswith("fmlogin="))
+        token = page.body.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        form = urllib.parse.urlencode({"username": TEST_USER, "password": password, "csrf_token": token, "next": "/dashboard"})
+        return self.https("POST", "/login", body=form.encode(), headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}",
+            "Origin": f"https://localhost:{self.nginx.https_port}"})
+
+
+def agent_call(port: int, method: str, path: str, body: dict | None = None) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request(method, path, body=json.dumps(body) if body else None,
+                 headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    data = json.loads(response.read() or b"{}")
+    conn.close()
+    assert response.status < 300, (response.status, data)
+    return data
+
+
+def make_backup(agent_port: int) -> dict:
+    """A real backup_site job through the agent; returns the newest manifest summary."""
+    job = agent_call(agent_port, "POST", "/action", {"action": "backup_site", "stack": "prod", "site": SITE})["job"]
+    deadline = time.monotonic() + 60
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+        job = agent_call(agent_port, "GET", f"/jobs/{job['id']}")
+    assert job["status"] == "succeeded", job
+    return agent_call(agent_port, "GET", f"/backups/prod/{SITE}")["backups"][0]
+
+
+def make_world(tmp: Path):
+    """The docker double with one frappe_docker project holding one site."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    for name in ("docker", "fm"):
+        text = (DOUBLES / name).read_text().split("\n", 1)[1]
+        (bin_dir / name).write_text(f"#!{sys.executable} -IS\n{text}")
+        (bin_dir / name).chmod(0o755)
+    shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
+    sys.path.insert(0, str(DOUBLES))
+    from double_state import DoubleWorld, normalise_project
+
+    world = DoubleWorld(tmp / "double-state")
+    project_dir = tmp / "frappe_docker"
+    project_dir.mkdir()
+    services = ("backend", "frontend", "websocket", "scheduler", "db")
+    (project_dir / "compose.yaml").write_text("services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services))
+    project = normalise_project(project_dir.name)
+    world.define_project(project, {s: f"{project}-{s}-1" for s in services})
+    world.add_compose_site(project, SITE)
+    return bin_dir, project_dir
+
+
+def start_appliance(tmp: Path, dist: Path, procs: list, download_mode: str = "stream", extra_http: str = "") -> Appliance:
+    """Agent and dashboard zipapps behind the real nginx, one backup published, signed in.
+
+    The certificate is ``tmp/tls/test.crt`` (key ``test.key``), the site's files are under
+    ``tmp/root``; ``extra_http`` is added to nginx's http block (``@HTTPS_PORT@`` filled in).  Started processes are
+    appended to ``procs`` (the caller stops them).
+    """
+    bin_dir, project_dir = make_world(tmp)
+    agent_port, dashboard_port = free_port(), free_port()
+    config = write_config(
+        tmp,
+        agent={"port": agent_port, "docker_binary": str(bin_dir / "docker"), "fm_binary": str(bin_dir / "fm")},
+        stacks={"prod": {"type": "compose", "path": str(project_dir)}},
+        dashboard={"port": dashboard_port, "agent_url": f"http://127.0.0.1:{agent_port}", "trusted_proxy": "127.0.0.1",
+                   "download_mode": download_mode},
+    )
+    root = tmp / "root"
+    http_port, https_port = free_port(), free_port()
+    proc = run_install(root, "--domain", "localhost", "--http-port", str(http_port), "--https-port", str(https_port),
+                       env=install_env(dist))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cert, key = make_cert(tmp / "tls")
+    wx_denied = mdwe_supported()
+    for name, port in (("fm-agent", agent_port), ("fm-dashboard", dashboard_port)):
+        procs.append(start_zipapp(dist / f"{name}.pyz", config, port, tmp / "cache" / name, tmp / f"{name}.log",
+                                  wx_denied=wx_denied))
+    backups_dir = tmp / "backups"
+    site = NginxSite(root, tmp / "nginx", http_port, https_port, dashboard_port=dashboard_port,
+                     backups_dir=backups_dir, cert=cert, key=key, extra_http=extra_http).start()
+    procs.append(site.proc)
+    app = Appliance(tmp, root, cert, key, config, agent_port, dashboard_port, site, backups_dir)
+    app.manifest = make_backup(agent_port)
+    response = app.login()
+    assert response.status == 303, (response.status, response.body[:500])
+    app.session = next(v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession="))
+    return app

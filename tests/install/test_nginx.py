@@ -10,26 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
-import shutil
 import socket
 import ssl
-import sys
-import time
-import urllib.parse
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from install_harness import (NginxSite, free_port, install_env, make_cert, mdwe_supported, run_install, start_zipapp,
-                             stop)
-from support.config_factory import TEST_PASSWORD, TEST_TOKEN, TEST_USER, write_config
+from install_harness import SITE, NginxSite, free_port, install_env, make_cert, run_install, start_appliance, stop
 
 pytestmark = pytest.mark.nginx
 
-DOUBLES = Path(__file__).resolve().parents[1] / "doubles"
-SITE = "site1.example.com"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {
@@ -39,139 +28,6 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
 }
-
-
-@dataclass
-class Response:
-    status: int
-    headers: list
-    body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
-
-
-@dataclass
-class Appliance:
-    tmp: Path
-    root: Path
-    cert: Path
-    key: Path
-    config: Path
-    agent_port: int
-    dashboard_port: int
-    nginx: NginxSite
-    backups_dir: Path
-    session: str = ""
-    manifest: dict | None = None
-
-    def tls_context(self, **versions) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.cert))
-        for attr, value in versions.items():
-            setattr(ctx, attr, value)
-        return ctx
-
-    def https(self, method: str, path: str, *, host: str = "localhost", body: bytes | None = None,
-              headers: dict | None = None, sni: str = "localhost") -> Response:
-        raw = socket.create_connection(("127.0.0.1", self.nginx.https_port), timeout=30)
-        sock = self.tls_context().wrap_socket(raw, server_hostname=sni)
-        conn = http.client.HTTPSConnection("localhost", self.nginx.https_port, timeout=30)
-        conn.sock = sock
-        all_headers = {"Host": f"{host}:{self.nginx.https_port}", **(headers or {})}
-        if self.session and "Cookie" not in all_headers:
-            all_headers["Cookie"] = f"fmsession={self.session}"
-        conn.request(method, path, body=body, headers=all_headers)
-        response = conn.getresponse()
-        result = Response(response.status, response.getheaders(), response.read())
-        conn.close()
-        return result
-
-    def login(self, password: str = TEST_PASSWORD) -> Response:
-        page = self.https("GET", "/login", headers={"Cookie": ""})
-        nonce = next(v.split(";")[0].split("=", 1)[1] for v in page.header("Set-Cookie") if v.startswith("fmlogin="))
-        token = page.body.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        form = urllib.parse.urlencode({"username": TEST_USER, "password": password, "csrf_token": token, "next": "/dashboard"})
-        return self.https("POST", "/login", body=form.encode(), headers={
-            "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}",
-            "Origin": f"https://localhost:{self.nginx.https_port}"})
-
-
-def agent_call(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=json.dumps(body) if body else None,
-                 headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"})
-    response = conn.getresponse()
-    data = json.loads(response.read() or b"{}")
-    conn.close()
-    assert response.status < 300, (response.status, data)
-    return data
-
-
-def make_backup(agent_port: int) -> dict:
-    """A real backup_site job through the agent; returns the newest manifest summary."""
-    job = agent_call(agent_port, "POST", "/action", {"action": "backup_site", "stack": "prod", "site": SITE})["job"]
-    deadline = time.monotonic() + 60
-    while job["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
-        job = agent_call(agent_port, "GET", f"/jobs/{job['id']}")
-    assert job["status"] == "succeeded", job
-    return agent_call(agent_port, "GET", f"/backups/prod/{SITE}")["backups"][0]
-
-
-def make_world(tmp: Path):
-    """The docker double with one frappe_docker project holding one site."""
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir()
-    for name in ("docker", "fm"):
-        text = (DOUBLES / name).read_text().split("\n", 1)[1]
-        (bin_dir / name).write_text(f"#!{sys.executable} -IS\n{text}")
-        (bin_dir / name).chmod(0o755)
-    shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
-    sys.path.insert(0, str(DOUBLES))
-    from double_state import DoubleWorld, normalise_project
-
-    world = DoubleWorld(tmp / "double-state")
-    project_dir = tmp / "frappe_docker"
-    project_dir.mkdir()
-    services = ("backend", "frontend", "websocket", "scheduler", "db")
-    (project_dir / "compose.yaml").write_text("services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services))
-    project = normalise_project(project_dir.name)
-    world.define_project(project, {s: f"{project}-{s}-1" for s in services})
-    world.add_compose_site(project, SITE)
-    return bin_dir, project_dir
-
-
-def start_appliance(tmp: Path, dist: Path, procs: list, download_mode: str = "stream") -> Appliance:
-    bin_dir, project_dir = make_world(tmp)
-    agent_port, dashboard_port = free_port(), free_port()
-    config = write_config(
-        tmp,
-        agent={"port": agent_port, "docker_binary": str(bin_dir / "docker"), "fm_binary": str(bin_dir / "fm")},
-        stacks={"prod": {"type": "compose", "path": str(project_dir)}},
-        dashboard={"port": dashboard_port, "agent_url": f"http://127.0.0.1:{agent_port}", "trusted_proxy": "127.0.0.1",
-                   "download_mode": download_mode},
-    )
-    root = tmp / "root"
-    http_port, https_port = free_port(), free_port()
-    proc = run_install(root, "--domain", "localhost", "--http-port", str(http_port), "--https-port", str(https_port),
-                       env=install_env(dist))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    cert, key = make_cert(tmp / "tls")
-    wx_denied = mdwe_supported()
-    for name, port in (("fm-agent", agent_port), ("fm-dashboard", dashboard_port)):
-        procs.append(start_zipapp(dist / f"{name}.pyz", config, port, tmp / "cache" / name, tmp / f"{name}.log",
-                                  wx_denied=wx_denied))
-    backups_dir = tmp / "backups"
-    site = NginxSite(root, tmp / "nginx", http_port, https_port, dashboard_port=dashboard_port,
-                     backups_dir=backups_dir, cert=cert, key=key).start()
-    procs.append(site.proc)
-    app = Appliance(tmp, root, cert, key, config, agent_port, dashboard_port, site, backups_dir)
-    app.manifest = make_backup(agent_port)
-    response = app.login()
-    assert response.status == 303, (response.status, response.body[:500])
-    app.session = next(v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession="))
-    return app
 
 
 @pytest.fixture(scope="module")
