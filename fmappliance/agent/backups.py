@@ -548,7 +548,10 @@ class BackupStore:
     def _locked(self, dir_fd: int, what: str, *, wait: float | None = None) -> Iterator[None]:
         """flock on <site dir>/.lock: one publish or retention pass per site at a time (released on crash)."""
         wait = self.lock_wait_seconds if wait is None else wait
-        lock_fd = os.open(_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+        try:
+            lock_fd = os.open(_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+        except OSError as exc:
+            raise BackupError(f"cannot open the lock file of {what}: {exc.strerror}") from None
         try:
             deadline = time.monotonic() + wait
             while True:
@@ -585,8 +588,10 @@ class BackupStore:
                                 os.unlink(name, dir_fd=fd)
                                 removed += 1
                                 log.info("removed leftover temp file %s", os.path.join(site_entry.path, name))
-                except BackupError:
-                    log.info("skipped temp clean-up in %s: a publish is running there", site_entry.path)
+                except BackupError as exc:
+                    log.info("skipped temp clean-up in %s: %s", site_entry.path, exc)
+                except OSError as exc:
+                    log.warning("could not clean temp files in %s: %s", site_entry.path, exc.strerror)
                 finally:
                     os.close(fd)
         return removed
