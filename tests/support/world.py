@@ -1,0 +1,265 @@
+"""A tmp world shared by the agent and browser suites: the docker/fm doubles, one compose stack,
+one fm bench, and the agent and dashboard started as real processes.
+
+``build_world(root)``      doubles installed in ``root/bin``, stacks built, a config written -> World
+``AgentProcess``           ``python -m fmappliance.agent`` on a port; ``start()`` waits for ``GET /``
+``DashboardProcess``       ``python -m fmappliance.dashboard`` on a port; ``start()`` waits for ``/healthz``
+``kill_hanging_doubles``   ends double processes left sleeping by a ``hang`` fault
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmappliance.config import KNOWN_ACTIONS, load_config
+from support.config_factory import TEST_TOKEN, write_config
+
+DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
+if str(DOUBLES) not in sys.path:
+    sys.path.insert(0, str(DOUBLES))
+from double_state import DoubleWorld, normalise_project  # noqa: E402
+
+COMPOSE_SERVICES = ("configurator", "backend", "frontend", "websocket", "queue-short", "queue-long", "scheduler",
+                    "db", "redis-cache", "redis-queue")
+FM_SERVICES = ("frappe", "nginx", "socketio", "schedule", "redis-cache", "redis-queue")
+FM_WORKERS = ("short-worker", "long-worker")
+COMPOSE_SITES = ("site1.example.com", "site2.example.com")
+LIST_SITES_ARGV = ["find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json"]
+FM_SITE = "erp.localhost"
+
+
+@dataclass
+class World:
+    root: Path
+    bin: Path
+    doubles: DoubleWorld
+    compose_path: Path
+    compose_project: str
+    fm_home: Path
+    bench_path: Path
+    fm_project: str
+    config_path: Path = None
+    config: dict = field(default_factory=dict)
+
+    @property
+    def docker(self) -> str:
+        return str(self.bin / "docker")
+
+    @property
+    def fm(self) -> str:
+        return str(self.bin / "fm")
+
+    def write_config(self, **sections) -> Path:
+        agent = {"fm_binary": self.fm, "docker_binary": self.docker, "status_cache_seconds": 5, "status_timeout": 10,
+                 **sections.pop("agent", {})}
+        stacks = sections.pop("stacks", None) or {
+            "prod": {"type": "compose", "path": str(self.compose_path)},
+            "erp": {"type": "fm", "path": str(self.bench_path)},
+        }
+        security = {"token": TEST_TOKEN, "allowed_actions": list(KNOWN_ACTIONS), **sections.pop("security", {})}
+        self.config_path = write_config(self.root, agent=agent, stacks=stacks, security=security, **sections)
+        self.config = load_config(self.config_path)
+        return self.config_path
+
+    def published(self, stack: str, site: str) -> list[str]:
+        d = Path(self.config["backups"]["base_path"]) / stack / site
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def install_doubles(bin_dir: Path) -> None:
+    """Copy the doubles; their interpreter is fixed so a minimal PATH (or a pyenv shim) doesn't matter."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    interpreter = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    for name in ("docker", "fm"):
+        text = (DOUBLES / name).read_text()
+        lines = text.split("\n", 1)
+        (bin_dir / name).write_text(f"#!{interpreter} -IS\n" + lines[1])
+        (bin_dir / name).chmod(0o755)
+    shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
+
+
+def make_compose_stack(world_root: Path, doubles: DoubleWorld, name: str = "frappe_docker",
+                       sites=COMPOSE_SITES, services=COMPOSE_SERVICES) -> tuple[Path, str]:
+    path = world_root / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "compose.yaml").write_text("services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services))
+    project = doubles_project(name)
+    doubles.define_project(project, {s: f"{project}-{s}-1" for s in services})
+    for site in sites:
+        doubles.add_compose_site(project, site)
+    return path, project
+
+
+def doubles_project(dirname: str) -> str:
+    return normalise_project(dirname)
+
+
+def make_fm_bench(world_root: Path, doubles: DoubleWorld, bench: str = FM_SITE) -> tuple[Path, Path, str]:
+    home = world_root / "fmhome"
+    bench_path = home / "sites" / bench
+    under = bench.replace(".", "_")
+    bench_path.mkdir(parents=True, exist_ok=True)
+    (bench_path / "docker-compose.yml").write_text("services:\n" + "".join(
+        f"  {s}:\n    image: ghcr.io/rtcamp/frappe-manager-{s}:v0.20\n    container_name: fm__{under}__{s}\n" for s in FM_SERVICES))
+    (bench_path / "docker-compose.workers.yml").write_text("services:\n" + "".join(
+        f"  {s}:\n    container_name: fm__{under}__{s}\n" for s in FM_WORKERS))
+    site_dir = bench_path / "workspace" / "frappe-bench" / "sites" / bench
+    (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
+    (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + under}))
+    (bench_path / "workspace" / "frappe-bench" / "sites" / "common_site_config.json").write_text("{}")
+    project = doubles_project(bench)
+    doubles.define_project(project, {s: f"fm__{under}__{s}" for s in FM_SERVICES + FM_WORKERS})
+    return home, bench_path, project
+
+
+def build_world(root: Path) -> World:
+    """Doubles in ``root/bin``, their state in ``root/double-state``, a compose stack and an fm bench, a config."""
+    doubles = DoubleWorld(root / "double-state")
+    install_doubles(root / "bin")
+    compose_path, compose_project = make_compose_stack(root, doubles)
+    fm_home, bench_path, fm_project = make_fm_bench(root, doubles)
+    world = World(root, root / "bin", doubles, compose_path, compose_project, fm_home, bench_path, fm_project)
+    world.write_config()
+    return world
+
+
+def kill_hanging_doubles(doubles: DoubleWorld) -> None:
+    for pid in doubles.hanging_pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(doubles.dir.parent).encode() in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ---------------------------------------------------------------------- real processes
+
+
+class ServedProcess:
+    """One ``python -m <module> --config PATH`` process; its stdout and stderr go to ``log_path``."""
+
+    module = ""
+    name = ""
+
+    def __init__(self, config_path: Path, port: int, log_path: Path):
+        self.config_path = config_path
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.proc = None
+        self.log = None
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def output(self) -> str:
+        """What the process wrote so far (for failure messages)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self, timeout: float = 15) -> "ServedProcess":
+        env = {k: v for k, v in os.environ.items() if k != "FMAPPLIANCE_LOG_LEVEL"}
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--config", str(self.config_path)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if self.is_ready():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"{self.name} did not become ready in time: " + self.output())
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.log.close()
+
+    def ensure_stopped(self) -> None:
+        """Teardown: SIGKILL when still running."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.log and not self.log.closed:
+            self.log.close()
+
+
+class AgentProcess(ServedProcess):
+    module = "fmappliance.agent"
+    name = "agent"
+
+    def is_ready(self) -> bool:
+        with urllib.request.urlopen(self.url + "/", timeout=1) as res:
+            return res.status == 200
+
+    def request(self, method: str, path: str, data=None, token: str | None = TEST_TOKEN):
+        body = None if data is None else json.dumps(data).encode()
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as res:
+                return res.status, json.loads(res.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")
+
+    def wait_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 30) -> dict:
+        end = time.monotonic() + timeout
+        while True:
+            status, job = self.request("GET", f"/jobs/{job_id}")
+            if status == 200 and job["status"] in statuses:
+                return job
+            if time.monotonic() > end:
+                raise AssertionError(f"job {job_id} did not reach {statuses}: {job}")
+            time.sleep(0.05)
+
+
+class DashboardProcess(ServedProcess):
+    module = "fmappliance.dashboard"
+    name = "dashboard"
+
+    def is_ready(self) -> bool:
+        with urllib.request.urlopen(self.url + "/healthz", timeout=1) as res:
+            return res.status == 200 and res.read() == b"ok"
+
+
+def start_agent(world: World, log_name: str = "agent.log", timeout: float = 15) -> AgentProcess:
+    return AgentProcess(world.config_path, world.config["agent"]["port"], world.root / log_name).start(timeout)
+
+
+def start_dashboard(world: World, log_name: str = "dashboard.log", timeout: float = 15) -> DashboardProcess:
+    """The dashboard of the world's config; the config's ``dashboard.agent_url`` must point at the agent."""
+    return DashboardProcess(world.config_path, world.config["dashboard"]["port"], world.root / log_name).start(timeout)
