@@ -258,6 +258,6 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         except BadBackupRequest as exc:
             raise _json_error(400, str(exc) or "That backup file cannot be served.") from None
         return file_response(fileobj, st, name, range_header=bottle.request.environ.get("HTTP_RANGE"),
-                             method=bottle.request.method)
+                             method=bottle.request.method, if_range=bottle.request.get_header("If-Range"))
 
     return app
