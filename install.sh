@@ -37,6 +37,11 @@
 #   --email ADDRESS     contact address for Let's Encrypt
 #   --http-port N       HTTP port nginx listens on (default 80)
 #   --https-port N      HTTPS port nginx listens on (default 443)
+#   --download-mode M   first install only: how backups are downloaded (dashboard.download_mode):
+#                       "stream" (default: bytes go agent -> dashboard -> nginx; nginx never
+#                       reads the backups) or "accel" (the dashboard authorises, nginx sends
+#                       the file itself: much faster; nginx's user gets read access to the
+#                       backups through an ACL, which the installer keeps in step with the config)
 #   -h, --help          this text
 #
 # Environment:
@@ -76,6 +81,7 @@ DOMAIN=""
 EMAIL=""
 HTTP_PORT=80
 HTTPS_PORT=443
+DOWNLOAD_MODE=stream
 
 PREFIX=/opt/fmappliance
 CONF_DIR=/etc/fmappliance
@@ -100,6 +106,10 @@ DASHBOARD_USER="${FM_DASHBOARD_USER:-fm-dashboard}"
 ADMIN_USER="${FM_ADMIN_USER:-admin}"
 ADMIN_PASSWORD=""
 DIST_DIR="${FM_DIST_DIR:-$SCRIPT_DIR/dist}"
+# Run as /opt/fmappliance/install.sh (repair, start again): the installed zipapps are the dist.
+if [ -z "${FM_DIST_DIR:-}" ] && [ ! -f "$DIST_DIR/fm-agent.pyz" ] && [ -f "$SCRIPT_DIR/fm-agent.pyz" ]; then
+    DIST_DIR="$SCRIPT_DIR"
+fi
 FOUND_FM_HOMES=()
 INIT=""            # systemd | daemons | none (--root)
 STAGE=""
@@ -112,6 +122,7 @@ CERT=""
 KEY=""
 CERT_NOTE=""
 RECORD_LINES=()
+NGINX_STARTED=0
 
 # --------------------------------------------------------------------------------------
 # Output and change helpers
@@ -266,7 +277,7 @@ except (ImportError, OSError):
     data = {}  # a dry run before anything is built or generated: the defaults
 defaults = {"agent.port": 9100, "dashboard.port": 8000, "dashboard.listen": "127.0.0.1",
             "agent.listen": "127.0.0.1", "backups.base_path": "/var/backups/fmappliance",
-            "dashboard.accel_prefix": "/_protected_backups/"}
+            "dashboard.accel_prefix": "/_protected_backups/", "dashboard.download_mode": "stream"}
 for key, default in defaults.items():
     section, name = key.split(".")
     print(key, (data.get(section) or {}).get(name, default))
@@ -311,6 +322,7 @@ parse_args() {
             --email) [ $# -ge 2 ] || die "--email needs an address"; EMAIL="$2"; shift ;;
             --http-port) [ $# -ge 2 ] || die "--http-port needs a number"; HTTP_PORT="$2"; shift ;;
             --https-port) [ $# -ge 2 ] || die "--https-port needs a number"; HTTPS_PORT="$2"; shift ;;
+            --download-mode) [ $# -ge 2 ] || die "--download-mode needs stream or accel"; DOWNLOAD_MODE="$2"; shift ;;
             -h|--help) usage; exit 0 ;;
             *) die "unknown option: $1 (see --help)" ;;
         esac
@@ -322,6 +334,7 @@ parse_args() {
         [ "$ROOT" = / ] && ROOT=""
     fi
     case "$HTTP_PORT$HTTPS_PORT" in *[!0-9]*) die "ports must be numbers" ;; esac
+    case "$DOWNLOAD_MODE" in stream|accel) ;; *) die "--download-mode is stream or accel, not $DOWNLOAD_MODE" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge only goes with --uninstall"
     if [ -n "$DOMAIN" ] && ! [[ "$DOMAIN" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]]; then
         die "--domain $DOMAIN is not a DNS name"
@@ -410,6 +423,10 @@ build_zipapps() {
 install_zipapps() {
     local name sum expected
     for name in fm-agent fm-dashboard; do
+        if [ "$DIST_DIR" = "$(at "$PREFIX")" ]; then
+            say "  using the installed $PREFIX/$name.pyz"
+            continue
+        fi
         if [ ! -f "$DIST_DIR/$name.pyz" ]; then
             say "  would install $PREFIX/$name.pyz (after building it)"
             CHANGES=$((CHANGES + 1))
@@ -431,8 +448,14 @@ install_zipapps() {
     if [ -f "$SCRIPT_DIR/README.md" ]; then
         place_file "$SCRIPT_DIR/README.md" "$PREFIX/README.md" 0644 root root || true
     fi
-    # The installer itself, so that uninstall works without the checkout.
+    # The installer itself and its templates, so that $PREFIX/install.sh can repair, start
+    # again and uninstall without the checkout.
     place_file "$SCRIPT_DIR/install.sh" "$PREFIX/install.sh" 0755 root root || true
+    local template
+    for template in systemd/fm-agent.service systemd/fm-dashboard.service nginx/fm-dashboard.conf \
+        nginx/fm-security-headers.conf nginx/fm-tls.conf; do
+        place_file "$SCRIPT_DIR/packaging/$template" "$PREFIX/packaging/$template" 0644 root root || true
+    done
     printf '#!/bin/sh\n# Remove fmappliance (keeps config and backups unless --purge).\nexec %s/install.sh --uninstall "$@"\n' \
         "$PREFIX" >"$STAGE/uninstall.sh"
     place_file "$STAGE/uninstall.sh" "$PREFIX/uninstall.sh" 0755 root root || true
@@ -660,7 +683,7 @@ generate_config() {
         echo "  agent_url: http://127.0.0.1:9100"
         echo "  trusted_proxy: 127.0.0.1"
         echo "  # stream: the dashboard relays downloads; accel: nginx sends them (X-Accel-Redirect)"
-        echo "  download_mode: stream"
+        echo "  download_mode: $DOWNLOAD_MODE"
         echo "  credentials:"
         echo "    $ADMIN_USER: \"$hash\""
     } >"$out"
@@ -699,10 +722,42 @@ make_directories() {
     ensure_dir "$STATE_DIR/dashboard" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
     ensure_dir "$ACME_DIR" 0755 root root
     ensure_dir "$BACKUPS_DIR" 0750 "$owner" "$group"
+    grant_nginx_backup_access
     if [ "$INIT" = daemons ]; then
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
         ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    fi
+}
+
+# download_mode accel: nginx sends backups itself, so its user needs read access to them; a
+# default ACL extends that to every backup the agent writes later (modes stay 0750/0640).
+grant_nginx_backup_access() {
+    local mode web_user dir
+    mode="$(config_value dashboard.download_mode)"
+    dir="$(config_value backups.base_path)"
+    web_user="$(awk '$1 == "user" { sub(/;$/, "", $2); print $2; exit }' /etc/nginx/nginx.conf 2>/dev/null || true)"
+    web_user="${web_user:-www-data}"
+    if [ -n "$ROOT" ]; then
+        [ "$mode" = accel ] && say "  skipped (--root): setfacl -R -m u:$web_user:rX,d:u:$web_user:rX $dir"
+        return 0
+    fi
+    if [ "$mode" = accel ]; then
+        if ! command -v setfacl >/dev/null; then host_run apt-get install -y -q acl || true; fi
+        if [ "$DRY_RUN" = 0 ] && ! command -v setfacl >/dev/null; then
+            warn "setfacl is missing: nginx cannot read $dir; install the acl package or use download_mode: stream"
+            return 0
+        fi
+        if ! getfacl -p "$dir" 2>/dev/null | grep -q "^default:user:$web_user:r-x"; then
+            host_run setfacl -R -m "u:$web_user:rX,d:u:$web_user:rX" "$dir" ||
+                warn "could not give $web_user read access to $dir (ACLs unsupported?); use download_mode: stream"
+            CHANGES=$((CHANGES + 1))
+        fi
+        say "  download_mode accel: $web_user may read $dir (ACL)"
+    elif command -v getfacl >/dev/null && getfacl -p "$dir" 2>/dev/null | grep -q "user:$web_user:"; then
+        host_run setfacl -R -x "u:$web_user,d:u:$web_user" "$dir" || true
+        CHANGES=$((CHANGES + 1))
+        say "  download_mode stream: removed $web_user's read access to $dir"
     fi
 }
 
@@ -973,6 +1028,7 @@ reload_nginx() {
         [ "$CHANGED_NGINX" = 1 ] && host_run nginx -s reload
     else
         host_run nginx
+        record "started nginx"
     fi
     true
 }
@@ -1076,9 +1132,10 @@ uninstall() {
                     ;;
                 member) host_run gpasswd -d "$path" "$extra" || true ;;
                 user) host_run userdel "$path" || true ;;
-                group) if [ "$PURGE" = 1 ]; then host_run groupdel "$path" || true; fi ;;
+                group) ;;  # the config may still need it: removed with --purge below
+                started) NGINX_STARTED=1 ;;
             esac
-        done <"$record_file"
+        done < <(tac "$record_file")  # undo in reverse order: memberships before their users
     else
         warn "no install record at $RECORD: removing the known paths only"
     fi
@@ -1092,7 +1149,9 @@ uninstall() {
     done
     if [ -z "$ROOT" ]; then
         command -v systemctl >/dev/null && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && host_run systemctl daemon-reload
-        if command -v nginx >/dev/null && nginx -t -q 2>/dev/null; then
+        if [ "$NGINX_STARTED" = 1 ]; then
+            host_run nginx -s quit || true  # the installer started it: leave it as it found it
+        elif command -v nginx >/dev/null && nginx -t -q 2>/dev/null; then
             if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then host_run systemctl reload nginx || true
             else host_run nginx -s reload || true; fi
         fi
@@ -1101,6 +1160,7 @@ uninstall() {
         for path in "$CONF_DIR" "$BACKUPS_DIR"; do
             if [ -e "$(at "$path")" ]; then tree_run rm -rf "$(at "$path")"; say "  purged $path/"; fi
         done
+        if group_exists "$CONFIG_GROUP"; then host_run groupdel "$CONFIG_GROUP" || true; fi
     else
         say "  kept $CONF_DIR (config, certificate) and $BACKUPS_DIR (backups); --purge removes them"
     fi

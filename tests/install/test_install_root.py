@@ -275,3 +275,19 @@ def test_help_prints_the_header():
     proc = subprocess.run(["bash", str(INSTALL_SH), "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0
     assert "--uninstall" in proc.stdout and "FM_AGENT_USER" in proc.stdout
+
+
+def test_download_mode_accel_is_written_to_a_new_config_and_the_acl_step_reported(env, tmp_path):
+    root = tmp_path / "root"
+    proc = run_install(root, "--download-mode", "accel", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert load_config(root / "etc/fmappliance/config.yaml")["dashboard"]["download_mode"] == "accel"
+    assert "skipped (--root): setfacl -R -m u:www-data:rX,d:u:www-data:rX /var/backups/fmappliance" in proc.stdout
+    site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+    assert "location /_protected_backups/ {\n        internal;\n        alias /var/backups/fmappliance/;" in site
+
+
+def test_download_mode_must_be_stream_or_accel(env, tmp_path):
+    proc = run_install(tmp_path / "r", "--download-mode", "sendfile", env=env)
+    assert proc.returncode != 0
+    assert "--download-mode is stream or accel" in proc.stderr
