@@ -1,0 +1,167 @@
+"""The operator's day in a real browser: sign in, look at the stacks, back up a site and download
+the backup, see a failing action fail, confirm or cancel a risky action, sign out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from support.world import COMPOSE_SITES
+
+pytestmark = pytest.mark.browser
+
+SITE = COMPOSE_SITES[0]
+
+
+def site_row(page, stack: str, site: str):
+    return page.locator(f"section.stack[data-stack='{stack}'] tr[data-site='{site}']")
+
+
+def job_ids(served) -> set[str]:
+    status, answer = served.agent.request("GET", "/jobs")
+    assert status == 200, answer
+    jobs = answer["jobs"] if isinstance(answer, dict) else answer
+    return {job["id"] for job in jobs}
+
+
+def manifests(served, stack: str, site: str) -> list[dict]:
+    """The published manifests (``<id>.json`` beside the backup's files, which include a site config JSON)."""
+    site_dir = Path(served.world.config["backups"]["base_path"]) / stack / site
+    found = [json.loads(p.read_text()) for p in sorted(site_dir.glob("*.json"))]
+    return [m for m in found if isinstance(m.get("files"), list) and m.get("site") == site]
+
+
+def test_a_wrong_password_shows_the_error_and_the_right_one_opens_the_stacks_with_badges(watch):
+    page = watch.page
+    watch.goto("/dashboard")
+    assert "/login" in page.url
+
+    with watch.expecting_http_status(401):
+        watch.sign_in(password="not the password")
+    assert "/login" in page.url
+    assert page.locator(".notice-error[role=alert]").inner_text() == "Wrong user name or password."
+    watch.assert_clean()
+
+    watch.sign_in()
+    assert page.url.endswith("/dashboard")
+    for stack in ("prod", "erp"):
+        badge = page.locator(f"section.stack[data-stack='{stack}'] .stack-head .badge")
+        assert badge.inner_text() == "running"
+    assert site_row(page, "prod", SITE).count() == 1
+    watch.assert_clean()
+
+
+def test_backup_now_polls_until_succeeded_and_the_downloaded_file_matches_the_manifest(signed_in, served):
+    page = signed_in.page
+    before = manifests(served, "prod", SITE)
+    site_row(page, "prod", SITE).get_by_role("button", name="Backup now").click()
+
+    panel = page.locator("#action-results .job-panel").first
+    panel.wait_for()
+    assert panel.get_attribute("data-status") in ("queued", "running", "succeeded")
+    page.locator("#action-results .job-panel[data-status='succeeded']").wait_for()
+    assert page.locator("#action-results .job-panel .notice-ok").count() == 1
+    signed_in.assert_clean()
+
+    after = manifests(served, "prod", SITE)
+    assert len(after) == len(before) + 1
+    manifest = next(m for m in after if m not in before)
+
+    with page.expect_navigation():
+        site_row(page, "prod", SITE).get_by_role("link", name=SITE).click()
+    assert f"/backups/prod/{SITE}" in page.url
+    signed_in.assert_clean()
+    row = page.locator(f"tr[data-backup-id='{manifest['id']}']")
+    assert "verified" in row.inner_text()
+
+    database = next(f for f in manifest["files"] if f["part"] == "database")
+    with page.expect_download() as info:
+        row.get_by_role("link", name=database["name"]).click()
+    download = info.value
+    assert download.suggested_filename == database["name"]
+    data = Path(download.path()).read_bytes()
+    assert len(data) == database["size"]
+    assert hashlib.sha256(data).hexdigest() == database["sha256"]
+    signed_in.assert_clean()
+
+
+def test_a_failing_migrate_asks_first_then_shows_the_failed_job_and_its_error(signed_in, served):
+    page = signed_in.page
+    served.world.doubles.set_faults(fail={"bench migrate": {"rc": 1, "stderr": "MigrationError: patch failed"}})
+    try:
+        messages = []
+
+        def accept(dialog):
+            messages.append(dialog.message)
+            dialog.accept()
+
+        page.once("dialog", accept)
+        site_row(page, "prod", SITE).get_by_role("button", name="Migrate").click()
+        page.locator("#action-results .job-panel[data-status='failed']").wait_for()
+    finally:
+        served.world.doubles.set_faults()
+    assert messages == [f"Migrate site {SITE}? It runs bench migrate."]
+    panel = page.locator("#action-results .job-panel[data-status='failed']")
+    assert panel.locator(".badge").first.inner_text() == "failed"
+    error = panel.locator(".notice-error[role=alert]")
+    assert error.is_visible()
+    assert "failed with exit code 1" in error.inner_text()
+    assert "MigrationError: patch failed" in panel.locator(".job-output").inner_text()
+    signed_in.assert_clean()
+
+
+def test_dismissing_the_update_confirmation_starts_nothing(signed_in, served):
+    page = signed_in.page
+    before = job_ids(served)
+    messages = []
+
+    def dismiss(dialog):
+        messages.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
+    page.locator("section.stack[data-stack='prod'] .stack-head").get_by_role("button", name="Update").click()
+    # A harmless request after the dialog: had the update been sent, it would have been sent first.
+    page.evaluate("() => fetch('/healthz').then(r => r.text())")
+    assert messages == ["Update stack prod? It pulls new images and restarts it; sites are briefly down."]
+    assert page.locator("#action-results .job-panel").count() == 0
+    assert job_ids(served) == before
+    signed_in.assert_clean()
+
+
+def test_signing_out_sends_a_revisit_of_the_dashboard_to_the_login_page(signed_in):
+    page = signed_in.page
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    assert "/login" in page.url
+    signed_in.goto("/dashboard")
+    assert "/login" in page.url
+    assert page.locator("#password").is_visible()
+
+
+@pytest.mark.parametrize("path", ["/login", "/dashboard", f"/backups/prod/{SITE}"])
+def test_pages_fit_a_phone_screen_without_horizontal_scrolling(signed_in, path):
+    page = signed_in.page
+    page.set_viewport_size({"width": 375, "height": 812})
+    signed_in.goto(path)
+    width, inner = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width <= inner, f"{path} is {width}px wide on a {inner}px screen"
+
+
+
+def test_the_page_watcher_catches_an_inline_script_the_csp_blocks(signed_in):
+    """Guards the guard: a CSP violation in a page fails the test that visited it."""
+    signed_in.page.evaluate("""() => {
+        const s = document.createElement("script");
+        s.textContent = "window.injected = 1";
+        document.body.appendChild(s);
+    }""")
+    with pytest.raises(AssertionError) as caught:
+        signed_in.page.wait_for_function("() => true")
+        signed_in.assert_clean()
+    assert "CSP violation" in str(caught.value)
+    assert "script-src" in str(caught.value)
+    assert signed_in.page.evaluate("() => window.injected") is None
