@@ -138,12 +138,14 @@ at() { printf '%s%s' "$ROOT" "$1"; }
 
 # Run a command that changes this host: printed in --dry-run, skipped under --root.
 host_run() {
+    local shown
+    shown="$(printf '%q ' "$@")"
     if [ -n "$ROOT" ]; then
-        say "  skipped (--root): $*"
+        say "  skipped (--root): ${shown% }"
     elif [ "$DRY_RUN" = 1 ]; then
-        say "  would run: $*"
+        say "  would run: ${shown% }"
     else
-        say "  run: $*"
+        say "  run: ${shown% }"
         "$@"
     fi
 }
@@ -151,7 +153,7 @@ host_run() {
 # Run a command that writes under the target tree (allowed under --root).
 tree_run() {
     if [ "$DRY_RUN" = 1 ]; then
-        say "  would run: $*"
+        say "  would run: $(printf '%q ' "$@")"
     else
         "$@"
     fi
@@ -196,7 +198,8 @@ place_file() {
     fi
     mkdir -p "$(dirname "$target")"
     # Same directory + rename: never a half-written file under the final name.
-    cp "$new" "$target.fm-new"
+    # Private until its mode is set: the config holds secrets.
+    (umask 077 && cp "$new" "$target.fm-new")
     set_owner_mode "$target.fm-new" "$mode" "$owner" "$group"
     mv -f "$target.fm-new" "$target"
     say "  wrote $dest"
@@ -829,10 +832,12 @@ choose_certificate() {
     CERT_NOTE="self-signed certificate $CERT: browsers will warn until you use --domain/--email"
     CHANGES=$((CHANGES + 1))
     if [ "$DRY_RUN" = 1 ]; then say "  would create a self-signed certificate for $names"; return 0; fi
+    umask 077
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
         -subj "/CN=${first:-localhost}" -addext "subjectAltName=${san#,}" \
         -keyout "$(at "$KEY")" -out "$(at "$CERT")" 2>/dev/null ||
         die "openssl could not create a self-signed certificate"
+    umask 022
     chmod 0600 "$(at "$KEY")"
     chmod 0644 "$(at "$CERT")"
     record "file $CERT"
@@ -876,7 +881,7 @@ install_nginx_site() {
         CHANGES=$((CHANGES + 1)); CHANGED_NGINX=1
         record "restore-link $NGINX_DIR/sites-enabled/default $(readlink "$(at "$NGINX_DIR/sites-enabled/default")")"
         tree_run rm -f "$(at "$NGINX_DIR/sites-enabled/default")"
-        say "  disabled nginx's stock default site (restored by uninstall)"
+        if [ "$DRY_RUN" = 0 ]; then say "  disabled nginx's stock default site (restored by uninstall)"; fi
     fi
     true
 }

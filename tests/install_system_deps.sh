@@ -9,6 +9,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need="$need nginx"
 command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+command -v curl >/dev/null 2>&1 || need="$need curl"  # the nginx download benchmark
 
 [ -z "$need" ] && exit 0
 
