@@ -4,4 +4,11 @@
 <p class="disk {{'disk-low' if disk['low'] else ''}}">Free space for backups in <code>{{disk['path']}}</code>: <strong>{{disk['free']}}</strong> of {{disk['total']}}</p>
 % end
 </div>
+% if alerts:
+<section class="alerts" aria-label="Overdue backups">
+% for a in alerts:
+<div class="notice notice-error overdue" role="alert" data-stack="{{a['stack']}}" data-site="{{a['site']}}">{{a['message']}} <a href="{{a['href']}}">Backups</a> &middot; <a href="/scheduler">Schedules</a></div>
+% end
+</section>
+% end
 {{!stacks_html}}

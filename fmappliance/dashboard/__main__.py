@@ -74,13 +74,19 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def serve(config: dict) -> None:
+    import signal
+
     import waitress
 
+    from fmappliance.dashboard.agent_client import AgentClient
     from fmappliance.dashboard.app import make_app
+    from fmappliance.dashboard.pages_scheduler import build_scheduler
 
     dash = config["dashboard"]
     limit_malloc_arenas()
-    app = make_app(config)
+    agent = AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+    scheduler = build_scheduler(config, agent)
+    app = make_app(config, agent_client=agent, scheduler=scheduler)
     options = {
         "host": dash["listen"],
         "port": dash["port"],
@@ -99,8 +105,24 @@ def serve(config: dict) -> None:
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",
             trusted_proxy_count=1,
         )
+    server = waitress.create_server(app, **options)
+
+    def stop(signum, frame):
+        log.info("stopping (signal %s)", signal.Signals(signum).name)
+        # waitress's run() catches SystemExit and shuts its worker threads down.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info("dashboard %s listening on %s:%s (agent %s)", __version__, dash["listen"], dash["port"], dash["agent_url"])
-    waitress.serve(app, **options)
+    # Only this (serving) process runs scheduled backups; started once the port is ours.
+    scheduler.start()
+    try:
+        server.run()
+    finally:
+        scheduler.stop()
+        server.close()
+    log.info("stopped")
 
 
 def main(argv=None) -> int:

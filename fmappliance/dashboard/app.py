@@ -68,6 +68,9 @@ class DashboardContext:
         #: (stack, site) -> hours after which the last backup is highlighted; None: 48 h for all.
         #: The scheduler replaces it with a per-schedule rule.
         self.stale_backup_hours = None
+        #: (agent /stacks payload, now) -> overdue-backup alerts for the dashboard; None: none.
+        #: The scheduler pages set it.
+        self.overdue_alerts = None
 
     # -- request facts ------------------------------------------------------------------
 
@@ -209,9 +212,12 @@ class DashboardBottle(bottle.Bottle):
 
 def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
     """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
-    from fmappliance.dashboard import pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_stacks
+    from fmappliance.dashboard import pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_scheduler, pages_stacks
 
     ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
+    if ctx.scheduler is None:
+        # Not started here: only the serving process runs it (__main__); pages still need its store.
+        ctx.scheduler = pages_scheduler.build_scheduler(config, ctx.agent, clock=ctx.now)
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
 
@@ -221,4 +227,5 @@ def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> 
     pages_backups.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
+    pages_scheduler.register(app, ctx)
     return app

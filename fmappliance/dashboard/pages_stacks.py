@@ -78,6 +78,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.json_response(payload)
         now = ctx.now()
         block = ctx.session().csrf_token.encode().join(stacks_html(payload, payload is None, now))
+        alerts = ctx.overdue_alerts(payload, now) if ctx.overdue_alerts and payload is not None else []
         bottle.response.set_header("Cache-Control", "no-store")
         page = ctx.page(
             "dashboard",
@@ -86,6 +87,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             active="dashboard",
             stacks_html=BODY_MARKER,
             disk=views.shape_disk((payload or {}).get("disk")),
+            alerts=alerts,
         )
         head, _, tail = page.partition(BODY_MARKER)
         return b"".join((head.encode(), block, tail.encode()))
