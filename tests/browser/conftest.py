@@ -55,7 +55,9 @@ class Served:
 def served(tmp_path_factory):
     world = build_world(tmp_path_factory.mktemp("e2e"))
     agent_port = free_port()
-    world.write_config(agent={"port": agent_port}, dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"})
+    # Actions invalidate the status cache, so a long one only spares repeated page loads the docker double.
+    world.write_config(agent={"port": agent_port, "status_cache_seconds": 60},
+                       dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"})
     agent = start_agent(world)
     try:
         dashboard = start_dashboard(world)
@@ -126,15 +128,19 @@ class WatchedPage:
         assert not problems, "\n".join(problems)
 
     @contextlib.contextmanager
-    def expecting_http_status(self, status: int):
-        """Chromium logs an error answer as 'Failed to load resource'; inside this block that one is expected."""
-        pattern = re.compile(rf"^Failed to load resource: the server responded with a status of {status} ")
+    def expecting_console_error(self, regex: str):
+        """Inside this block a console error matching ``regex`` is expected, not a problem."""
+        pattern = re.compile(regex)
         self.allowed.append(pattern)
         try:
             yield
             self.page.evaluate("() => new Promise(r => setTimeout(r, 0))")
         finally:
             self.allowed.remove(pattern)
+
+    def expecting_http_status(self, status: int):
+        """Chromium logs an error answer as 'Failed to load resource'; inside this block that one is expected."""
+        return self.expecting_console_error(rf"^Failed to load resource: the server responded with a status of {status} ")
 
     def sign_in(self, password: str = TEST_PASSWORD, user: str = TEST_USER) -> None:
         self.page.fill("#username", user)
