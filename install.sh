@@ -980,11 +980,14 @@ restart_unit() {
     fi
 }
 
+# A live process (a zombie is not: without systemd, PID 1 may never reap our daemons).
+alive() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 2>/dev/null; }
+
 daemon_pid() {
     local pidfile="$RUN_DIR/$1.pid" pid
     [ -f "$pidfile" ] || return 1
     pid="$(cat "$pidfile")"
-    kill -0 "$pid" 2>/dev/null || return 1
+    alive "$pid" || return 1
     printf '%s\n' "$pid"
 }
 
@@ -992,8 +995,8 @@ stop_daemon() {
     local name="$1" pid i
     pid="$(daemon_pid "$name")" || { rm -f "$RUN_DIR/$name.pid"; return 0; }
     host_run kill -TERM -- "-$pid" 2>/dev/null || host_run kill -TERM "$pid" || true
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null
+    for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+    alive "$pid" && kill -KILL -- "-$pid" 2>/dev/null
     rm -f "$RUN_DIR/$name.pid"
     : "$i"
 }
@@ -1009,9 +1012,11 @@ start_daemon() {
     fi
     if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user"; return 0; fi
     mkdir -p "$RUN_DIR" "$LOG_DIR"
-    # setsid: its own session and process group, so stop_daemon can end the whole tree.
-    SHIV_ROOT="$CACHE_DIR/$name" setsid runuser -u "$user" -- \
-        env SHIV_ROOT="$CACHE_DIR/$name" /usr/bin/python3 "$PREFIX/$name.pyz" --config "$CONFIG" \
+    # setsid: its own session and process group, so stop_daemon can end the whole tree;
+    # setpriv execs (no lingering parent): the pid file holds the service itself.
+    setsid setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
+        env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
+        SHIV_ROOT="$CACHE_DIR/$name" /usr/bin/python3 "$PREFIX/$name.pyz" --config "$CONFIG" \
         </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
     say "  started $name as $user (pid $!, log $LOG_DIR/$name.log)"

@@ -1,0 +1,115 @@
+"""A real `sudo ./install.sh` on this host when systemd is not PID 1 (CI containers): the
+appliance is left running as plain daemons, a second run restarts nothing, and
+`uninstall.sh --purge` leaves the host as it found it.
+
+It changes the host (system users, /opt, /etc, nginx), so it only runs where that is
+expected: as root, in a container without systemd, with no fmappliance installed and the
+appliance's ports free.  Anywhere else it is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from install_harness import free_port, install_env, run_install
+
+pytestmark = pytest.mark.nginx
+
+PREFIX = Path("/opt/fmappliance")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def why_not_here() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    if Path("/proc/1/comm").read_text().strip() == "systemd":
+        return "systemd is PID 1: the daemon mode is not what this host would get"
+    if PREFIX.exists() or Path("/etc/fmappliance").exists():
+        return "fmappliance is already installed on this host"
+    if not (port_free(8000) and port_free(9100)):
+        return "ports 8000/9100 are in use"
+    for name in ("fm-agent", "fm-dashboard"):
+        try:
+            pwd.getpwnam(name)
+            return f"user {name} already exists"
+        except KeyError:
+            pass
+    return None
+
+
+def host_state() -> dict:
+    users = {u.pw_name for u in pwd.getpwall()}
+    groups = {g.gr_name for g in grp.getgrall()}
+    return {
+        "users": users & {"fm-agent", "fm-dashboard"},
+        "groups": groups & {"fmappliance", "fm-agent", "fm-dashboard"},
+        "sites": sorted(os.listdir("/etc/nginx/sites-enabled")) if os.path.isdir("/etc/nginx/sites-enabled") else [],
+        "paths": [p for p in ("/opt/fmappliance", "/etc/fmappliance", "/var/lib/fmappliance", "/var/backups/fmappliance",
+                              "/var/log/fmappliance", "/run/fmappliance") if os.path.exists(p)],
+    }
+
+
+def running(pid_file: str) -> bool:
+    try:
+        pid = int(Path(pid_file).read_text())
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.mark.skipif(why_not_here() is not None, reason=str(why_not_here()))
+def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_restores_the_host(dist):
+    before = host_state()
+    http_port, https_port = free_port(), free_port()
+    env = install_env(dist)
+    try:
+        first = run_install(None, "--http-port", str(http_port), "--https-port", str(https_port), env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "UFW cannot work here" in first.stderr
+        password = re.search(r"^\s*Password:\s+(\S+)", first.stdout, re.M).group(1)
+        assert password not in Path("/etc/fmappliance/config.yaml").read_text()
+        assert running("/run/fmappliance/fm-agent.pid") and running("/run/fmappliance/fm-dashboard.pid")
+        assert "sudo kill -- -$(cat /run/fmappliance/fm-agent.pid)" in first.stdout, "says how to stop the daemons"
+
+        # The services run as their own users; the dashboard user is not in the docker group.
+        owners = subprocess.run(["ps", "-eo", "user:20,args"], capture_output=True, text=True).stdout
+        assert re.search(r"^fm-agent\s+/usr/bin/python3 /opt/fmappliance/fm-agent.pyz", owners, re.M), owners
+        assert re.search(r"^fm-dashboard\s+/usr/bin/python3 /opt/fmappliance/fm-dashboard.pyz", owners, re.M), owners
+        assert "docker" not in subprocess.run(["id", "-nG", "fm-dashboard"], capture_output=True, text=True).stdout.split()
+
+        # nginx answers over TLS for the configured name.
+        ctx = ssl.create_default_context(cafile="/etc/fmappliance/tls/selfsigned.crt")
+        with socket.create_connection(("127.0.0.1", https_port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(f"GET /login HTTP/1.1\r\nHost: localhost:{https_port}\r\nConnection: close\r\n\r\n".encode())
+                reply = b""
+                while chunk := tls.recv(65536):
+                    reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert b"Strict-Transport-Security: max-age=63072000" in reply
+
+        agent_pid = Path("/run/fmappliance/fm-agent.pid").read_text()
+        again = run_install(None, "--http-port", str(http_port), "--https-port", str(https_port), env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "nothing changed" in again.stdout and "not restarted" in again.stdout
+        assert Path("/run/fmappliance/fm-agent.pid").read_text() == agent_pid
+    finally:
+        gone = subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True) \
+            if (PREFIX / "uninstall.sh").exists() else None
+    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
+    assert host_state() == before
+    assert port_free(8000) and port_free(9100) and port_free(https_port)
