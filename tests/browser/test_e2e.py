@@ -122,6 +122,41 @@ def test_a_failing_migrate_asks_first_then_shows_the_failed_job_and_its_error(si
     signed_in.assert_clean()
 
 
+def test_a_failing_restart_of_an_fm_stack_shows_in_its_jobs_the_job_page_and_the_audit_log(signed_in, served):
+    page = signed_in.page
+    with page.expect_navigation():
+        page.locator("section.stack[data-stack='erp'] h2 a").click()
+    assert page.url.endswith("/stack/erp")
+    signed_in.assert_clean()
+
+    served.world.doubles.set_faults(fail={"fm restart": {"rc": 1, "stderr": "Docker compose restart failed"}})
+    try:
+        page.locator(".page-head").get_by_role("button", name="Restart").click()
+        panel = page.locator("#action-results .job-panel[data-status='failed']")
+        panel.wait_for()
+    finally:
+        served.world.doubles.set_faults()
+    assert "failed with exit code 1" in panel.locator(".notice-error[role=alert]").inner_text()
+    job_id = panel.get_attribute("data-job-id")
+    signed_in.assert_clean()
+
+    signed_in.goto("/stack/erp")
+    recent = page.locator(f"table.jobs tr[data-job-id='{job_id}']")
+    assert "failed" in recent.locator(".badge").inner_text()
+    with page.expect_navigation():
+        recent.locator("a").first.click()
+    assert page.url.endswith(f"/jobs/{job_id}")
+    assert page.locator(".job-panel").get_attribute("data-status") == "failed"
+    assert "Docker compose restart failed" in page.locator(".job-output").inner_text()
+    signed_in.assert_clean()
+
+    signed_in.goto("/audit")
+    audited = page.locator("table.audit tr", has=page.locator(f"a[href='/jobs/{job_id}']"))
+    assert audited.count() == 1
+    cells = audited.locator("td").all_inner_texts()
+    assert cells[1:] == ["admin", "127.0.0.1", "restart_stack", "erp", "started", job_id]
+
+
 def test_dismissing_the_update_confirmation_starts_nothing(signed_in, served):
     page = signed_in.page
     before = job_ids(served)
