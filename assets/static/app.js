@@ -43,7 +43,8 @@
   // A form marked data-swap-errors (the schedule form) shows its 400 answer in place:
   // that answer is the form again, with a message under each wrong field.
   document.addEventListener("htmx:beforeSwap", function (event) {
-    var elt = event.detail.elt;
+    var config = event.detail.requestConfig;
+    var elt = config && config.elt;
     if (event.detail.xhr.status === 400 && elt && elt.closest && elt.closest("[data-swap-errors]")) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
