@@ -68,7 +68,8 @@
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# The interpreter the units run the zipapps with; python3 on PATH only as a fallback.
+# The interpreter the services run the zipapps with (chosen in check_system: the system's
+# python3 when >= 3.11, else a newer python3.X such as Ubuntu 22.04's python3.11 package).
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY="$(command -v python3 || echo python3)"
 
@@ -376,11 +377,8 @@ check_system() {
             fi
             ;;
     esac
-    command -v python3 >/dev/null || die "python3 is missing (apt-get install python3)"
-    "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
-        die "python3 >= 3.11 is needed, found $(python3 --version 2>&1)"
-    [ -x /usr/bin/python3 ] || warn "/usr/bin/python3 is missing: the services start with it"
-    say "  python3: $("$PY" --version 2>&1)"
+    choose_python
+    say "  python: $PY ($("$PY" --version 2>&1))"
     command -v docker >/dev/null || warn "docker is not installed: the agent cannot operate stacks until it is"
     command -v fm >/dev/null || [ -n "$(fm_binary)" ] || say "  fm (Frappe Manager) not found: fm stacks will not work until it is installed"
     if [ -n "$ROOT" ]; then
@@ -391,6 +389,23 @@ check_system() {
         INIT=daemons
         say "  systemd is not PID 1 (a container?): the services will run as plain daemons"
     fi
+}
+
+# Python >= 3.11 for the services: /usr/bin/python3 when new enough, else /usr/bin/python3.1X
+# (on Ubuntu 22.04 the python3.11 package is installed for it).
+choose_python() {
+    local candidate
+    for candidate in /usr/bin/python3 /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11; do
+        if [ -x "$candidate" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            PY="$candidate"
+            return 0
+        fi
+    done
+    if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && command -v apt-get >/dev/null; then
+        say "  no python3 >= 3.11: installing python3.11"
+        host_run apt-get install -y -q python3.11 && [ -x /usr/bin/python3.11 ] && { PY=/usr/bin/python3.11; return 0; }
+    fi
+    die "python3 >= 3.11 is needed (found: $(python3 --version 2>&1 || echo none)); install python3.11 and run again"
 }
 
 fm_binary() {
@@ -417,9 +432,9 @@ build_zipapps() {
     say "  $DIST_DIR has no zipapps: building them"
     if [ "$DRY_RUN" = 1 ]; then say "  would run: make build"; return 0; fi
     if [ -f "$SCRIPT_DIR/Makefile" ] && command -v make >/dev/null && [ -z "${FM_DIST_DIR:-}" ]; then
-        make -C "$SCRIPT_DIR" build
+        make -C "$SCRIPT_DIR" PYTHON="$PY" build
     else
-        DIST_DIR="$DIST_DIR" PYTHON="${PYTHON:-python3}" bash "$SCRIPT_DIR/packaging/build.sh"
+        DIST_DIR="$DIST_DIR" PYTHON="${PYTHON:-$PY}" bash "$SCRIPT_DIR/packaging/build.sh"
     fi
 }
 
@@ -775,10 +790,10 @@ install_units() {
     rw="$(config_value rw_paths)"
     [ -n "$AGENT_HOME" ] && [ "$AGENT_HOME" != "$STATE_DIR/agent" ] && rw="$rw -$AGENT_HOME"
     render "$SCRIPT_DIR/packaging/systemd/fm-agent.service" "$STAGE/fm-agent.service" "" \
-        PREFIX="$PREFIX" CONFIG="$CONFIG" AGENT_USER="$AGENT_USER" AGENT_GROUP="$AGENT_GROUP" \
+        PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" AGENT_USER="$AGENT_USER" AGENT_GROUP="$AGENT_GROUP" \
         AGENT_GROUPS="$groups" AGENT_HOME="$AGENT_HOME" AGENT_RW_PATHS="$rw"
     render "$SCRIPT_DIR/packaging/systemd/fm-dashboard.service" "$STAGE/fm-dashboard.service" "" \
-        PREFIX="$PREFIX" CONFIG="$CONFIG" DASHBOARD_USER="$DASHBOARD_USER" CONFIG_GROUP="$CONFIG_GROUP"
+        PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" DASHBOARD_USER="$DASHBOARD_USER" CONFIG_GROUP="$CONFIG_GROUP"
     if place_file "$STAGE/fm-agent.service" "$UNIT_DIR/fm-agent.service" 0644 root root; then
         CHANGED_AGENT=1; CHANGED_UNITS=1
     fi
@@ -1016,7 +1031,7 @@ start_daemon() {
     # setpriv execs (no lingering parent): the pid file holds the service itself.
     setsid setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
         env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
-        SHIV_ROOT="$CACHE_DIR/$name" /usr/bin/python3 "$PREFIX/$name.pyz" --config "$CONFIG" \
+        SHIV_ROOT="$CACHE_DIR/$name" "$PY" "$PREFIX/$name.pyz" --config "$CONFIG" \
         </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
     say "  started $name as $user (pid $!, log $LOG_DIR/$name.log)"
