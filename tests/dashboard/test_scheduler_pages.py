@@ -364,3 +364,34 @@ def test_backup_age_highlight_follows_each_sites_schedule(app, logged_in, fake_a
     page = logged_in.get("/dashboard").text
     assert re.search(r'data-site="site1.example.com">.*?class="age-ok">3 d ago', page, re.S)
     assert re.search(r'data-site="site2.example.com">.*?class="age-stale">3 d ago', page, re.S)
+
+
+def test_a_broken_schedule_is_shown_with_its_reason(app, logged_in):
+    schedule_id = add_json(logged_in, stack="erp", site="erp.example.com").json()["schedule"]["id"]
+    store_of(app).set_broken(schedule_id, "Stack 'erp' no longer exists; remove this schedule or restore the stack.")
+    row = row_of(logged_in.get("/scheduler").text, schedule_id)
+    assert 'data-status="broken"' in row and "badge-bad" in row
+    assert "Stack &#039;erp&#039; no longer exists" in row
+    listed = logged_in.get("/scheduler", headers={"Accept": "application/json"}).json()["schedules"][0]
+    assert listed["status"] == "broken" and "no longer exists" in listed["broken_reason"]
+
+
+def test_an_every_site_run_lists_each_site_with_its_job(app, logged_in):
+    schedule_id = add_json(logged_in, site="*", timezone="UTC").json()["schedule"]["id"]
+    store = store_of(app)
+    when = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)
+    run_id = store.record_run(schedule_id, when, when, None, "pending", catch_up=True)
+    store.replace_run(run_id, [
+        {"site": "site1.example.com", "job_id": "00000000000000a1", "result": "submitted", "job_status": "succeeded"},
+        {"site": "site2.example.com", "result": "failed", "message": "The agent did not accept the backup of site2.example.com on prod: boom"},
+    ])
+    row = row_of(logged_in.get("/scheduler").text, schedule_id)
+    assert re.search(r'badge-ok">succeeded</span>\s*<span class="muted">site1.example.com</span>\s*<span class="muted">\(catch-up\)</span>\s*'
+                     r'<a href="/jobs/00000000000000a1">', row)
+    assert 'badge-bad">failed</span>' in row and "did not accept the backup of site2.example.com on prod: boom" in row
+
+
+def test_htmx_get_answers_the_fragment_only(logged_in):
+    response = logged_in.get("/scheduler", headers={"HX-Request": "true"})
+    assert response.status == 200 and response.text.startswith('<div id="scheduler-body">')
+    assert response.header("Cache-Control") == "no-store"
