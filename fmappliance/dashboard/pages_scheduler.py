@@ -113,7 +113,9 @@ class ScheduleRules:
                 last = backups.get(site)
                 good = isinstance(last, dict) and last.get("verified") is True
                 last_backups[(stack["name"], site)] = views.parse_time(last.get("created")) if good else None
-        alerts = overdue_sites(schedules, last_backups, now)
+        # Only sites the agent lists right now: while it cannot see a stack's sites (docker
+        # down) "no backup yet" would be wrong, and a vanished site shows as a broken schedule.
+        alerts = [a for a in overdue_sites(schedules, last_backups, now) if (a["stack"], a["site"]) in last_backups]
         for alert in alerts:
             alert["href"] = f"/backups/{views.url_part(alert['stack'])}/{views.url_part(alert['site'])}"
         self._alerts = (key, payload, alerts)

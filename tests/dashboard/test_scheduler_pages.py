@@ -395,3 +395,13 @@ def test_htmx_get_answers_the_fragment_only(logged_in):
     response = logged_in.get("/scheduler", headers={"HX-Request": "true"})
     assert response.status == 200 and response.text.startswith('<div id="scheduler-body">')
     assert response.header("Cache-Control") == "no-store"
+
+
+def test_no_alert_for_sites_the_agent_cannot_list_right_now(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 1})
+    add_json(logged_in)
+    fake_agent.stacks[0].update(status="unknown", sites=[], last_backups={})  # docker daemon not reachable
+    logged_in.app.ctx.agent.invalidate()
+    clock.advance(3 * 86400)
+    assert logged_in.login().status == 303
+    assert "overdue" not in logged_in.get("/dashboard").text
