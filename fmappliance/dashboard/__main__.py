@@ -115,9 +115,9 @@ def serve(config: dict) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("dashboard %s listening on %s:%s (agent %s)", __version__, dash["listen"], dash["port"], dash["agent_url"])
-    # Only this (serving) process runs scheduled backups; started once the port is ours.
-    scheduler.start()
     try:
+        # Only this (serving) process runs scheduled backups; started once the port is ours.
+        scheduler.start()
         server.run()
     finally:
         scheduler.stop()

@@ -15,7 +15,8 @@ Routes live in ``pages_*.py`` modules, each with ``register(app, ctx)``; ``ctx``
         ctx.audit.record(user=ctx.user(), address=ctx.client_address(), action="thing_add", target=..., result="ok")
         return ctx.fail(400, "...")     # error in the shape the request wants
 
-Also: ``ctx.agent`` (AgentClient), ``ctx.scheduler`` (None until wired), ``ctx.config``,
+Also: ``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the BackupScheduler; only the serving
+process starts it), ``ctx.config``,
 ``ctx.now()`` (aware UTC datetime from the injected clock), ``ctx.render(template, **values)``
 for HTMX fragments, ``ctx.sessions.add_flash(ctx.session(), "ok"|"error", text)``.
 """
