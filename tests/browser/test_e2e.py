@@ -61,10 +61,10 @@ def test_backup_now_polls_until_succeeded_and_the_downloaded_files_match_the_man
     served.world.doubles.set_faults(hang={"bench backup": 1.5})
     try:
         site_row(page, "prod", SITE).get_by_role("button", name="Backup now").click()
-        panel = page.locator("#action-results .job-panel").first
-        panel.wait_for()
-        assert panel.get_attribute("data-status") in ("queued", "running")
-        assert panel.get_attribute("hx-trigger") == "every 1s"
+        # The handle keeps the first panel even after polling swaps it out.
+        first = page.wait_for_selector("#action-results .job-panel")
+        assert first.get_attribute("data-status") in ("queued", "running")
+        assert first.get_attribute("hx-trigger") == "every 1s"
         page.locator("#action-results .job-panel[data-status='succeeded']").wait_for()
     finally:
         served.world.doubles.set_faults()
