@@ -266,6 +266,20 @@ EOF
 
 # Values from an existing config.yaml, read with the PyYAML inside the installed zipapp
 # (the host's python3 may have no yaml module).
+# The services read the config only at start: an edited config restarts both. Its sha256
+# is kept beside the install record to notice.
+note_config_change() {
+    local config
+    config="$(at "$CONFIG")"
+    [ -f "$config" ] || return 0
+    sha256_of "$config" >"$STAGE/config.sha256"
+    if place_file "$STAGE/config.sha256" "$PREFIX/config.sha256" 0644 root root >/dev/null; then
+        CHANGED_AGENT=1
+        CHANGED_DASHBOARD=1
+        say "  $CONFIG is new or changed: the agent and the dashboard will be restarted"
+    fi
+}
+
 # Read once, after the config step; config_value KEY prints one of them.
 read_config_values() {
     local pyz config
@@ -1214,6 +1228,7 @@ main() {
     choose_users
     write_config
     check_config
+    note_config_change
     read_config_values
     make_directories
     install_units

@@ -175,7 +175,7 @@ def test_second_run_changes_nothing_and_prints_no_password(first, env):
     assert tree_hashes(root) == before
 
 
-def test_existing_config_is_never_overwritten(first, env):
+def test_existing_config_is_never_overwritten_and_an_edit_restarts_the_services(first, env):
     root, _ = first
     config = root / "etc/fmappliance/config.yaml"
     edited = config.read_text() + "# edited by the operator\n"
@@ -184,6 +184,7 @@ def test_existing_config_is_never_overwritten(first, env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert config.read_text() == edited
     assert "kept /etc/fmappliance/config.yaml" in proc.stdout
+    assert "changed: the agent and the dashboard will be restarted" in proc.stdout
 
 
 def test_a_changed_template_is_rewritten_and_reported(first, env, tmp_path):
