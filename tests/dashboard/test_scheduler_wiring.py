@@ -73,16 +73,16 @@ def add_schedule(store, **fields):
     return store.add(clean, "admin")
 
 
-def test_the_dashboard_process_hands_a_due_backup_to_the_agent_and_stops_cleanly(tmp_path, agent):
+def test_the_dashboard_process_catches_up_a_missed_backup_at_start_and_stops_cleanly(tmp_path, agent):
     path = write_config(tmp_path, dashboard={"agent_url": agent.url},
                         schedules=[{"stack": "erp", "frequency": "daily", "time": "03:00", "timezone": "UTC"}])
     config = load_config(path)
     now = datetime.now(timezone.utc)
-    # A schedule added an hour ago whose daily time passed a minute ago: the start-up check
-    # finds it due (on time or as a catch-up) and must hand it over without waiting a day.
+    # A schedule added an hour ago whose daily time passed five minutes ago, while the
+    # dashboard was down: the start-up check must catch it up now, not wait a day.
     store = ScheduleStore(config["dashboard"]["state_dir"], default_tz="UTC", clock=lambda: now - timedelta(hours=1))
     schedule = add_schedule(store, stack="prod", site="site1.example.com", frequency="daily",
-                            time=(now - timedelta(minutes=1)).strftime("%H:%M"), timezone="UTC")
+                            time=(now - timedelta(minutes=5)).strftime("%H:%M"), timezone="UTC")
 
     proc = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -91,7 +91,7 @@ def test_the_dashboard_process_hands_a_due_backup_to_the_agent_and_stops_cleanly
         assert posted == {"action": "backup_site", "stack": "prod", "site": "site1.example.com"}
         run = wait_for(lambda: (store.last_run(schedule["id"]) or {}).get("job_id") and store.last_run(schedule["id"]), 10,
                        "the run to record the agent's job")
-        assert run["result"] == "submitted" and run["job_id"] in agent.jobs
+        assert run["result"] == "submitted" and run["job_id"] in agent.jobs and run["catch_up"] is True
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
