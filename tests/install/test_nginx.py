@@ -224,6 +224,22 @@ def test_download_requires_a_session_even_through_nginx(appliance):
     assert response.status in (303, 401)
 
 
+def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
+    """The audit log records the real client address, not what the client claims."""
+    page = appliance.https("GET", "/login", headers={"Cookie": ""})
+    nonce = next(v.split(";")[0].split("=", 1)[1] for v in page.header("Set-Cookie") if v.startswith("fmlogin="))
+    token = page.body.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    form = f"username=spoofer&password=nope&csrf_token={token}".encode()
+    failed = appliance.https("POST", "/login", body=form, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}",
+        "Origin": f"https://localhost:{appliance.nginx.https_port}", "X-Forwarded-For": "203.0.113.66"})
+    assert failed.status in (200, 401, 403, 429)
+    audit = appliance.https("GET", "/audit").body.decode()
+    row = next(line for line in audit.splitlines() if "spoofer" in line)
+    assert "203.0.113.66" not in audit
+    assert "127.0.0.1" in row
+
+
 # ------------------------------------------------------------------ login rate limit (last: it uses up the burst)
 
 
