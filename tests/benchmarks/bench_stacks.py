@@ -101,9 +101,12 @@ def main() -> int:
 
         for label, single, first, cold, warm in results:
             ratio = cold / single
+            # The goal is judged with the sh stand-in: a `ps` that takes 150 ms waiting on the daemon, as the
+            # issue describes. The Python double also burns ~35 ms of CPU per call, which 2 cores cannot hide.
+            judged = verdict(ratio <= GOAL_RATIO) if label == "minimal sh docker" else "(information)"
             print(f"[{label}] one `docker compose ps` ({PS_DELAY * 1000:.0f} ms delay): {single * 1000:.0f} ms; "
                   f"GET /stacks over {STACKS} stacks, status not cached: {cold * 1000:.0f} ms = {ratio:.2f}x "
-                  f"(goal <= {GOAL_RATIO}x; serial would be ~{STACKS}x) {verdict(ratio <= GOAL_RATIO)}")
+                  f"(goal <= {GOAL_RATIO}x; serial would be ~{STACKS}x) {judged}")
             print(f"[{label}] first GET /stacks after start (ps + site list from each container): "
                   f"{first * 1000:.0f} ms = {first / single:.2f}x (information)")
         warm_ms = results[0][4] * 1000
