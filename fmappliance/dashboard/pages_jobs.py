@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import bottle
@@ -13,6 +14,19 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 POLL_SECONDS = 1
 # While the agent does not answer, keep polling, more slowly.
 POLL_SECONDS_AGENT_DOWN = 2
+
+log = logging.getLogger(__name__)
+
+
+def _note_ended(ctx, job: dict) -> None:
+    """Tell the scheduler a job it may have started has ended, so a failed scheduled backup
+    is notified now rather than at the engine's next poll. Never breaks the page."""
+    if ctx.scheduler is None or not isinstance(job, dict) or job.get("status") not in views.FINAL_JOB_STATES or not job.get("id"):
+        return
+    try:
+        ctx.scheduler.note_job(job)
+    except Exception:
+        log.exception("Could not record the outcome of job %s for the scheduler.", job.get("id"))
 
 
 def register(app: bottle.Bottle, ctx) -> None:
@@ -35,6 +49,8 @@ def register(app: bottle.Bottle, ctx) -> None:
             else:
                 # Agent briefly away: show it, keep the panel polling.
                 data, warning = {"id": job_id, "status": "running"}, exc.message
+        else:
+            _note_ended(ctx, data)
         if negotiation.wants_json(request):
             return ctx.json_response(data)
         shaped = views.shape_job(data)
