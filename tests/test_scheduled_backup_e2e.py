@@ -1,0 +1,128 @@
+"""The product's core promise, end to end with the real processes: a schedule produces a verified
+backup. The real agent (over the docker/fm doubles) and the real dashboard start with a
+config.yaml schedule whose daily time passed a few minutes ago while the dashboard was down;
+the dashboard catches it up at start, the agent runs ``bench backup`` and publishes a verified
+backup, and the dashboard shows the run as a caught-up, succeeded backup."""
+
+from __future__ import annotations
+
+import hashlib
+import http.cookiejar
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fmappliance.dashboard.schedules import ScheduleStore, from_iso
+from support.config_factory import TEST_PASSWORD, TEST_USER
+from support.ports import free_port
+from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
+
+pytestmark = pytest.mark.slow
+
+SITE = COMPOSE_SITES[0]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def verified_manifests(base_path: str, stack: str, site: str) -> list[dict]:
+    site_dir = Path(base_path) / stack / site
+    found = [json.loads(p.read_text()) for p in sorted(site_dir.glob("*.json"))] if site_dir.is_dir() else []
+    return [m for m in found if isinstance(m.get("files"), list) and m.get("site") == site and m.get("verified") is True]
+
+
+class Operator:
+    """Signed in to the dashboard over HTTP, as a browser would be (cookie, CSRF token, Origin)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        with self.opener.open(url + "/login", timeout=10) as res:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', res.read().decode()).group(1)
+        form = urllib.parse.urlencode({"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token}).encode()
+        request = urllib.request.Request(url + "/login", data=form, headers={"Origin": url})
+        with self.opener.open(request, timeout=10) as res:
+            assert res.url.endswith("/dashboard"), res.url
+
+    def json(self, path: str) -> dict:
+        request = urllib.request.Request(self.url + path, headers={"Accept": "application/json"})
+        with self.opener.open(request, timeout=10) as res:
+            return json.loads(res.read())
+
+
+def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_at_start(tmp_path):
+    world = build_world(tmp_path)
+    agent_port = free_port()
+    now = datetime.now(timezone.utc)
+    due = (now - timedelta(minutes=3)).replace(second=0, microsecond=0)
+    world.write_config(agent={"port": agent_port}, dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"},
+                       schedules=[{"stack": "prod", "site": SITE, "frequency": "daily", "time": f"{due:%H:%M}",
+                                   "timezone": "UTC"}])
+    base_path = world.config["backups"]["base_path"]
+    # The dashboard last ran an hour ago (it tracked the schedule then, never ran it) and was
+    # down when the schedule came due. A schedule seen for the first time is not "missed".
+    store = ScheduleStore(world.config["dashboard"]["state_dir"], config_schedules=world.config["schedules"],
+                          default_tz="UTC")
+    [schedule] = store.list()
+    store.set_last_due(schedule["id"], now - timedelta(hours=1))
+    assert store.last_run(schedule["id"]) is None
+    assert verified_manifests(base_path, "prod", SITE) == []
+
+    agent = start_agent(world)
+    dashboard = None
+    try:
+        dashboard = start_dashboard(world)
+        [manifest] = wait_for(lambda: verified_manifests(base_path, "prod", SITE), 20, "a verified backup to be published")
+        site_dir = Path(base_path) / "prod" / SITE
+        assert {f["part"] for f in manifest["files"]} >= {"database"}
+        for entry in manifest["files"]:
+            data = (site_dir / entry["name"]).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"]), entry["name"]
+
+        # The dashboard shows the run as a catch-up with the agent's job, which succeeded.
+        operator = Operator(dashboard.url)
+        [listed] = operator.json("/scheduler")["schedules"]
+        run = listed["last_run"]
+        assert run["catch_up"] is True and run["result"] == "submitted" and run["job_id"]
+        assert from_iso(run["due"]) == due
+
+        def ended_job():
+            job = operator.json(f"/jobs/{run['job_id']}")
+            return job if job["status"] in ("succeeded", "failed") else None
+
+        job = wait_for(ended_job, 20, "the backup job to end")
+        assert job["status"] == "succeeded", job
+        assert job["action"] == "backup_site" and (job["stack"], job["site"]) == ("prod", SITE)
+        # Seen on its job page, the outcome is on the schedule at once (not at the next job poll).
+        assert operator.json("/scheduler")["schedules"][0]["last_run"]["job_status"] == "succeeded"
+
+        # Exactly one backup: the catch-up ran once.
+        assert len(verified_manifests(base_path, "prod", SITE)) == 1
+        backups = [j["id"] for j in agent.request("GET", "/jobs")[1]["jobs"] if j["action"] == "backup_site"]
+        assert backups == [job["id"]]
+        stopped = dashboard.stop()
+        assert stopped == 0, "the dashboard did not stop cleanly on SIGTERM"
+    except BaseException:
+        print("--- agent output\n" + agent.output())
+        if dashboard is not None:
+            print("--- dashboard output\n" + dashboard.output())
+        raise
+    finally:
+        if dashboard is not None:
+            dashboard.ensure_stopped()
+        agent.stop()
+        kill_hanging_doubles(world.doubles)
