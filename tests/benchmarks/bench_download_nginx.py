@@ -3,7 +3,7 @@ serving the same file directly, both over TLS from the same nginx, measured in o
 
 With ``dashboard.download_mode: accel`` the dashboard checks the session, asks the agent
 whether the file is a published backup (HEAD) and hands the sending to nginx with
-X-Accel-Redirect; with ``stream`` (the installer's default) the bytes travel agent ->
+X-Accel-Redirect (the installer's default); with ``stream`` the bytes travel agent ->
 dashboard -> nginx.  Goal (install issue): the appliance path at least 0.8x the direct one.
 
 Run from the repo root with the venv python:  .venv/bin/python tests/benchmarks/bench_download_nginx.py
@@ -156,7 +156,7 @@ def main() -> int:
         print(f"2 GiB over TLS: nginx directly {direct_best / 1e6:.0f} MB/s")
         print(f"2 GiB over TLS: nginx -> dashboard (accel, agent-checked) {app_best / 1e6:.0f} MB/s, "
               f"ratio {ratio:.2f}x   goal >= {GOAL}x: {verdict(ratio >= GOAL)}")
-        print(f"2 GiB over TLS: nginx -> dashboard -> agent (stream, the installer's default) {stream_speed / 1e6:.0f} MB/s, "
+        print(f"2 GiB over TLS: nginx -> dashboard -> agent (stream, install.sh --download-mode stream) {stream_speed / 1e6:.0f} MB/s, "
               f"ratio {stream_speed / direct_best:.2f}x (for information)")
     finally:
         for proc in reversed(procs):
