@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COMPOSE_SITES, FM_SITE, wait_job
+from support.agent_wsgi import wait_job
+from support.world import COMPOSE_SITES, FM_SITE
 
 LIST_SITES = ["find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_job
+from support.agent_wsgi import wait_job
 
 
 @pytest.fixture

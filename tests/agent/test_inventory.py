@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import LIST_SITES_ARGV, wait_job
+from support.agent_wsgi import wait_job
+from support.world import LIST_SITES_ARGV
 from fmappliance.agent.actions import newest_backup_set, parse_backup_summary
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.stacks import fm

@@ -16,9 +16,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
-from conftest import AgentProcess, install_doubles, make_compose_stack, make_fm_bench  # noqa: E402
+from support.world import AgentProcess, install_doubles, make_compose_stack, make_fm_bench  # noqa: E402
 from double_state import DoubleWorld  # noqa: E402
 from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
 

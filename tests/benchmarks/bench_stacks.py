@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "agent")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
-from conftest import WsgiClient, install_doubles, make_compose_stack  # noqa: E402
+from support.agent_wsgi import WsgiClient  # noqa: E402
+from support.world import install_doubles, make_compose_stack  # noqa: E402
 from double_state import DoubleWorld  # noqa: E402
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.config import load_config  # noqa: E402

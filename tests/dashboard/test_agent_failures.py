@@ -10,7 +10,7 @@ from fmappliance.dashboard.app import make_app
 from support.config_factory import TEST_TOKEN, write_config
 from support.ports import free_port
 
-from conftest import WSGIClient
+from support.dashboard_wsgi import WSGIClient
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from fake_agent import serve_in_thread, stop_server
 
-from conftest import WSGIClient
+from support.dashboard_wsgi import WSGIClient
 
 STAMP = "2026-11-25_02-00-03"
 DB_FILE = f"{STAMP}.sql.gz"

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import WSGIClient
+from support.dashboard_wsgi import WSGIClient
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.app import make_app

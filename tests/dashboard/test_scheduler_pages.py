@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import WSGIClient
+from support.dashboard_wsgi import WSGIClient
 from fake_agent import iso, make_stack
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app

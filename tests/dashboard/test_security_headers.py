@@ -5,7 +5,7 @@ import pytest
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY
 
-from conftest import WSGIClient
+from support.dashboard_wsgi import WSGIClient
 
 EXPECTED_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                 "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")

@@ -6,7 +6,7 @@ from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
 from support.config_factory import write_config
 
-from conftest import WSGIClient
+from support.dashboard_wsgi import WSGIClient
 
 
 def session_cookie_header(response):
