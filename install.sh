@@ -58,6 +58,11 @@
 #   FRAPPE_MANAGER_HOME  an FM home to add to the discovered stacks
 #   FM_DOCKER            docker command used to discover compose projects (default docker)
 #   FM_ALLOW_UNSUPPORTED_OS=1  go on on an OS that is not listed above
+#   PYTHON               interpreter that builds the zipapps when dist/ has none (needs pip,
+#                        setuptools, wheel, shiv; default: `make build` with its own venv)
+#
+# The zipapps contain compiled code (bcrypt, PyYAML): they run on the CPU architecture and
+# libc they were built on (dist/ also holds copies named for it, e.g. *-cp311-x86_64-glibc.pyz).
 #
 # Files: /opt/fmappliance (zipapps, install record, uninstall.sh),
 #   /etc/fmappliance/config.yaml (0640 root:fmappliance), /etc/fmappliance/tls (self-signed
@@ -97,7 +102,7 @@ CACHE_DIR=/var/cache
 UNIT_DIR=/etc/systemd/system
 NGINX_DIR=/etc/nginx
 NGINX_LOG_DIR=/var/log/nginx
-ACME_DIR=$STATE_DIR/acme
+ACME_DIR=/var/lib/fmappliance-acme   # outside STATE_DIR: nginx's user must read it
 CONFIG_GROUP=fmappliance
 RECORD=$PREFIX/install-record
 
@@ -447,7 +452,7 @@ build_zipapps() {
     say "  $DIST_DIR has no zipapps: building them"
     if [ "$DRY_RUN" = 1 ]; then say "  would run: make build"; return 0; fi
     if [ -f "$SCRIPT_DIR/Makefile" ] && command -v make >/dev/null && [ -z "${FM_DIST_DIR:-}" ]; then
-        make -C "$SCRIPT_DIR" PYTHON="$PY" build
+        make -C "$SCRIPT_DIR" PYTHON="${PYTHON:-$PY}" build
     else
         DIST_DIR="$DIST_DIR" PYTHON="${PYTHON:-$PY}" bash "$SCRIPT_DIR/packaging/build.sh"
     fi
@@ -1198,7 +1203,7 @@ uninstall() {
         "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf"; do
         if [ -e "$(at "$path")" ] || [ -L "$(at "$path")" ]; then tree_run rm -f "$(at "$path")"; say "  removed $path"; fi
     done
-    for path in "$PREFIX" "$STATE_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard"; do
+    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard"; do
         if [ -e "$(at "$path")" ]; then tree_run rm -rf "$(at "$path")"; say "  removed $path/"; fi
     done
     if [ -z "$ROOT" ]; then

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 
 import bcrypt
 import pytest
@@ -293,3 +294,13 @@ def test_download_mode_must_be_stream_or_accel(env, tmp_path):
     proc = run_install(tmp_path / "r", "--download-mode", "sendfile", env=env)
     assert proc.returncode != 0
     assert "--download-mode is stream or accel" in proc.stderr
+
+
+def test_zipapps_are_built_when_dist_has_none(env, tmp_path):
+    empty = tmp_path / "dist"
+    empty.mkdir()
+    proc = run_install(tmp_path / "root", env={**env, "FM_DIST_DIR": str(empty), "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "has no zipapps: building them" in proc.stdout
+    for name in ("fm-agent.pyz", "fm-dashboard.pyz"):
+        assert (tmp_path / "root/opt/fmappliance" / name).read_bytes() == (empty / name).read_bytes()
