@@ -211,6 +211,18 @@ def test_download_with_x_accel_redirect_is_sent_by_nginx_and_matches_the_manifes
     assert response.header("X-Accel-Redirect") == []
 
 
+@pytest.mark.parametrize("mode", ["stream", "accel"])
+def test_an_interrupted_download_can_resume_with_a_range_request(appliance, accel_appliance, mode):
+    app = appliance if mode == "stream" else accel_appliance
+    path, entry = download_path(app)
+    whole = app.https("GET", path).body
+    part = app.https("GET", path, headers={"Range": "bytes=10-"})
+    assert part.status == 206, part.status
+    assert part.body == whole[10:]
+    assert part.header("Content-Range") == [f"bytes 10-{entry['size'] - 1}/{entry['size']}"]
+    assert_security_headers(part)
+
+
 def test_internal_backup_location_is_not_reachable_from_outside(accel_appliance):
     _, entry = download_path(accel_appliance)
     response = accel_appliance.https("GET", f"/_protected_backups/prod/{SITE}/{entry['name']}")
