@@ -1042,7 +1042,8 @@ daemon_pid() {
 
 stop_daemon() {
     local name="$1" pid i
-    pid="$(daemon_pid "$name")" || { rm -f "$RUN_DIR/$name.pid"; return 0; }
+    pid="$(daemon_pid "$name")" || { [ "$DRY_RUN" = 1 ] || rm -f "$RUN_DIR/$name.pid"; return 0; }
+    if [ "$DRY_RUN" = 1 ]; then say "  would stop $name (pid $pid)"; return 0; fi
     host_run kill -TERM -- "-$pid" 2>/dev/null || host_run kill -TERM "$pid" || true
     for i in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     alive "$pid" && kill -KILL -- "-$pid" 2>/dev/null
@@ -1163,6 +1164,16 @@ print_summary() {
 # Uninstall
 # --------------------------------------------------------------------------------------
 
+# remove_path PATH: a file, link or whole directory of the target tree (printed in --dry-run).
+remove_path() {
+    local target
+    target="$(at "$1")"
+    [ -e "$target" ] || [ -L "$target" ] || return 0
+    if [ "$DRY_RUN" = 1 ]; then say "  would remove $1"; return 0; fi
+    rm -rf -- "$target"
+    say "  removed $1"
+}
+
 uninstall() {
     step "Uninstalling fmappliance"
     if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root: sudo $0 --uninstall"; fi
@@ -1183,11 +1194,13 @@ uninstall() {
             case "$kind" in
                 file)
                     case "$path" in "$CONF_DIR"/*|"$BACKUPS_DIR"/*) continue ;; esac
-                    if [ -e "$(at "$path")" ] || [ -L "$(at "$path")" ]; then tree_run rm -f "$(at "$path")"; say "  removed $path"; fi
+                    remove_path "$path"
                     ;;
                 restore-link)
-                    [ -e "$(at "$path")" ] || tree_run ln -s "$extra" "$(at "$path")"
-                    say "  restored $path"
+                    if [ ! -e "$(at "$path")" ]; then
+                        tree_run ln -s "$extra" "$(at "$path")"
+                        if [ "$DRY_RUN" = 0 ]; then say "  restored $path"; fi
+                    fi
                     ;;
                 member) host_run gpasswd -d "$path" "$extra" || true ;;
                 user) host_run userdel "$path" || true ;;
@@ -1201,10 +1214,10 @@ uninstall() {
     for path in "$UNIT_DIR/fm-agent.service" "$UNIT_DIR/fm-dashboard.service" \
         "$NGINX_DIR/sites-enabled/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" \
         "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf"; do
-        if [ -e "$(at "$path")" ] || [ -L "$(at "$path")" ]; then tree_run rm -f "$(at "$path")"; say "  removed $path"; fi
+        remove_path "$path"
     done
     for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard"; do
-        if [ -e "$(at "$path")" ]; then tree_run rm -rf "$(at "$path")"; say "  removed $path/"; fi
+        remove_path "$path"
     done
     if [ -z "$ROOT" ]; then
         command -v systemctl >/dev/null && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && host_run systemctl daemon-reload
@@ -1217,7 +1230,7 @@ uninstall() {
     fi
     if [ "$PURGE" = 1 ]; then
         for path in "$CONF_DIR" "$BACKUPS_DIR"; do
-            if [ -e "$(at "$path")" ]; then tree_run rm -rf "$(at "$path")"; say "  purged $path/"; fi
+            remove_path "$path"
         done
         if group_exists "$CONFIG_GROUP"; then host_run groupdel "$CONFIG_GROUP" || true; fi
     else

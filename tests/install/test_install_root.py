@@ -304,3 +304,15 @@ def test_zipapps_are_built_when_dist_has_none(env, tmp_path):
     assert "has no zipapps: building them" in proc.stdout
     for name in ("fm-agent.pyz", "fm-dashboard.pyz"):
         assert (tmp_path / "root/opt/fmappliance" / name).read_bytes() == (empty / name).read_bytes()
+
+
+def test_uninstall_dry_run_removes_nothing(env, tmp_path):
+    root = tmp_path / "root"
+    assert run_install(root, env=env).returncode == 0
+    before = tree_hashes(root)
+    proc = run_install(root, "--uninstall", "--purge", "--dry-run", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "would remove /opt/fmappliance/fm-agent.pyz" in proc.stdout
+    assert "would remove /etc/fmappliance" in proc.stdout
+    assert "  removed " not in proc.stdout
+    assert tree_hashes(root) == before
