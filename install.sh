@@ -1139,6 +1139,7 @@ print_summary() {
     [ -n "$ROOT" ] && say "  files written under $ROOT; users, services, firewall and packages were left alone"
     say ""
     say "  Dashboard:     $url  ($CERT_NOTE)"
+    [ -n "$DOMAIN" ] || say "                 also as https://<any of: $names>$([ "$HTTPS_PORT" = 443 ] || echo ":$HTTPS_PORT")/"
     if [ -n "$ADMIN_PASSWORD" ]; then
         say "  Login:         $ADMIN_USER"
         say "  Password:      $ADMIN_PASSWORD"
