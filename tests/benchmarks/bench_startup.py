@@ -7,6 +7,7 @@ Uses dist/ when `make build` made it, else builds into a temp dir. Always exits 
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -56,6 +57,14 @@ def timed_start(pyz: Path, config: Path, port: int, cache: Path, log: Path) -> t
 
 def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    try:
+        measure(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def measure(tmp: Path) -> None:
     dist = dist_dir(tmp)
     for name, rss_goal in (("fm-agent", GOALS["rss_agent"]), ("fm-dashboard", GOALS["rss_dashboard"])):
         port_key = "agent" if name == "fm-agent" else "dashboard"
@@ -69,7 +78,6 @@ def main() -> int:
         print(f"{name}: listening {first:.2f} s after start with an empty SHIV_ROOT   goal < {GOALS['first']:.0f} s: {verdict(first < GOALS['first'])}")
         print(f"{name}: listening {warm:.2f} s after start with SHIV_ROOT filled   goal < {GOALS['warm']:.0f} s: {verdict(warm < GOALS['warm'])}")
         print(f"{name}: RSS at rest {rss:.1f} MB   goal < {rss_goal} MB: {verdict(rss < rss_goal)}")
-    return 0
 
 
 if __name__ == "__main__":
