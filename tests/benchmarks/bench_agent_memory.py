@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
+from measure import rss_mb, verdict  # noqa: E402
+
 from support.world import AgentProcess, install_doubles, make_compose_stack, make_fm_bench  # noqa: E402
 from double_state import DoubleWorld  # noqa: E402
 from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
@@ -26,17 +28,6 @@ GOAL_IDLE_MB = 35.0
 GOAL_GROWTH_MB = 5.0
 SIZE = 2 * 1024 ** 3
 BACKUP_ID = "2026-01-01_02-00-00"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def get(url: str, token: bool = True) -> bytes:

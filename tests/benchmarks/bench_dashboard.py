@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "dashboard")]
 
+from measure import rss_mb, verdict  # noqa: E402
+
 from support.config_factory import TEST_PASSWORD, TEST_USER, write_config  # noqa: E402
 from support.ports import free_port  # noqa: E402
 
@@ -30,14 +32,6 @@ DURATION = 10.0
 BIG = 2 * 1024**3
 BIG_PATH = "2026-11-25_02-00-03.files.tar"
 GOALS = {"rps": 500, "p99_ms": 100, "rss_mb": 45, "ratio": 0.5}
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -134,10 +128,6 @@ def timed_download(port: int, path: str, headers: dict, pid_to_watch: int | None
     took = time.perf_counter() - t0
     conn.close()
     return total / took, rss_start, rss_max, total
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def main() -> int:

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install"), str(ROOT)]
 
+from measure import verdict  # noqa: E402
+
 import yaml  # noqa: E402
 from install_harness import (SITE, Appliance, NginxSite, agent_call, build_dist, free_port, start_appliance,  # noqa: E402
                              start_zipapp, stop)
@@ -33,10 +35,6 @@ from fmappliance.agent.backups import BackupStore  # noqa: E402
 BIG = 2 * 1024**3
 GOAL = 0.8
 ROUNDS = 4
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def dist_dir(tmp: Path) -> Path:

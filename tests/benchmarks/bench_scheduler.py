@@ -24,6 +24,7 @@ from pathlib import Path
 
 from fmappliance.dashboard.scheduler import BackupScheduler
 from fmappliance.dashboard.schedules import ScheduleStore
+from measure import verdict  # noqa: E402  (this script's own folder is on sys.path)
 
 IDLE_SECONDS = 60
 IDLE_GOAL_PERCENT = 0.5

@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
+from measure import verdict  # noqa: E402
+
 from support.agent_wsgi import WsgiClient  # noqa: E402
 from support.world import install_doubles, make_compose_stack  # noqa: E402
 from double_state import DoubleWorld  # noqa: E402
@@ -29,10 +31,6 @@ STACKS = 30
 PS_DELAY = 0.150
 GOAL_RATIO = 1.5
 GOAL_WARM_MS = 5.0
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 MINIMAL_DOCKER = """#!/bin/sh

@@ -16,23 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install")]
 
+from measure import rss_mb, verdict  # noqa: E402
+
 from install_harness import build_dist, free_port, start_zipapp, stop  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
 
 GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 35, "rss_dashboard": 45}
 REST_SECONDS = 2.0
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def dist_dir(tmp: Path) -> Path:

@@ -19,41 +19,16 @@ from fmappliance.dashboard.notifications import Notifier
 from fmappliance.dashboard.scheduler import BackupScheduler
 from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
 from support.config_factory import TEST_TOKEN, write_config
+from support.webhook_receiver import WebhookReceiver
 
 SITE = "site2.example.com"
 BEFORE_DUE = datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc)
 JUST_DUE = datetime(2026, 11, 25, 2, 0, 5, tzinfo=timezone.utc)
 
 
-class Webhook:
-    """A local HTTP receiver for the notification webhook."""
-
-    def __init__(self):
-        self.received: list[dict] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def webhook():
-    hook = Webhook()
+    hook = WebhookReceiver()
     yield hook
     hook.close()
 

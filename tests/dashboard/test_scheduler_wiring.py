@@ -24,6 +24,7 @@ from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.pages_scheduler import build_scheduler
 from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
 from support.config_factory import TEST_TOKEN, write_config
+from support.webhook_receiver import WebhookReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,37 +104,9 @@ def test_the_dashboard_process_catches_up_a_missed_backup_at_start_and_stops_cle
     assert len(backup_posts(agent)) == 1
 
 
-class Webhook:
-    """A local HTTP receiver for the notification webhook."""
-
-    def __init__(self):
-        self.received: list[dict] = []
-        self.arrived = threading.Event()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.received.append(json.loads(body))
-                outer.arrived.set()
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def webhook():
-    hook = Webhook()
+    hook = WebhookReceiver()
     yield hook
     hook.close()
 
