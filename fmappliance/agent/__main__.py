@@ -14,6 +14,7 @@ import sys
 
 from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
 from fmappliance.logsetup import setup_logging
+from fmappliance.process_memory import limit_malloc_arenas, release_freed_memory
 from fmappliance.version import __version__
 
 log = logging.getLogger("fmappliance.agent")
@@ -53,6 +54,7 @@ def serve(config: dict) -> int:
     from fmappliance.agent.app import make_app
 
     agent = config["agent"]
+    limit_malloc_arenas()
     try:
         app = make_app(config)
     except (OSError, sqlite3.Error) as exc:
@@ -89,6 +91,7 @@ def serve(config: dict) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], agent["port"], __version__)
+    release_freed_memory()
     try:
         server.run()
     finally:
