@@ -22,13 +22,6 @@
       window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
       return;
     }
-    var area = document.getElementById("action-results");
-    if (!area) {
-      return;
-    }
-    var notice = document.createElement("div");
-    notice.className = "notice notice-error";
-    notice.setAttribute("role", "alert");
     var text = "The dashboard answered " + xhr.status + ".";
     // DOMParser builds an inert document: nothing in it runs.
     var parsed = new DOMParser().parseFromString(xhr.responseText || "", "text/html");
@@ -36,8 +29,7 @@
     if (inner && inner.textContent) {
       text = inner.textContent;
     }
-    notice.textContent = text;
-    area.insertBefore(notice, area.firstChild);
+    showError(text);
   });
 
   // A form marked data-swap-errors (the schedule form) shows its 400 answer in place:
@@ -52,6 +44,11 @@
   });
 
   document.addEventListener("htmx:sendError", function () {
+    showError("The dashboard cannot be reached; check the connection.");
+  });
+
+  // An error notice on top of the page's action results (text only: never parsed as HTML).
+  function showError(text) {
     var area = document.getElementById("action-results");
     if (!area) {
       return;
@@ -59,7 +56,7 @@
     var notice = document.createElement("div");
     notice.className = "notice notice-error";
     notice.setAttribute("role", "alert");
-    notice.textContent = "The dashboard cannot be reached; check the connection.";
+    notice.textContent = text;
     area.insertBefore(notice, area.firstChild);
-  });
+  }
 })();

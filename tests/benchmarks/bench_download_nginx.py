@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install"), str(ROOT)]
 from measure import verdict  # noqa: E402
 
 import yaml  # noqa: E402
-from install_harness import (SITE, Appliance, NginxSite, agent_call, build_dist, free_port, start_appliance,  # noqa: E402
+from install_harness import (SITE, Appliance, NginxSite, agent_call, built_or_build_dist, free_port, start_appliance,  # noqa: E402
                              start_zipapp, stop)
 
 from fmappliance.agent.backups import BackupStore  # noqa: E402
@@ -35,14 +35,6 @@ from fmappliance.agent.backups import BackupStore  # noqa: E402
 BIG = 2 * 1024**3
 GOAL = 0.8
 ROUNDS = 4
-
-
-def dist_dir(tmp: Path) -> Path:
-    dist = ROOT / "dist"
-    if (dist / "fm-agent.pyz").is_file() and (dist / "fm-dashboard.pyz").is_file():
-        return dist
-    print("no dist/: building the zipapps first")
-    return build_dist(tmp / "dist")
 
 
 def write_big_tar(path: Path) -> None:
@@ -116,7 +108,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-download-nginx-"))
     procs: list = []
     try:
-        dist = dist_dir(tmp)
+        dist = built_or_build_dist(tmp)
         # The same nginx, listener, TLS settings and certificate (a second name on the site's
         # port, so the SNI switch happens for both), serving the backups dir directly.
         direct = f"""

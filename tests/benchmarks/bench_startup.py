@@ -18,19 +18,11 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install")]
 
 from measure import rss_mb, verdict  # noqa: E402
 
-from install_harness import build_dist, free_port, start_zipapp, stop  # noqa: E402
+from install_harness import built_or_build_dist, free_port, start_zipapp, stop  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
 
 GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 35, "rss_dashboard": 45}
 REST_SECONDS = 2.0
-
-
-def dist_dir(tmp: Path) -> Path:
-    dist = ROOT / "dist"
-    if (dist / "fm-agent.pyz").is_file() and (dist / "fm-dashboard.pyz").is_file():
-        return dist
-    print("no dist/: building the zipapps first")
-    return build_dist(tmp / "dist")
 
 
 def timed_start(pyz: Path, config: Path, port: int, cache: Path, log: Path) -> tuple[float, float]:
@@ -55,7 +47,7 @@ def main() -> int:
 
 
 def measure(tmp: Path) -> None:
-    dist = dist_dir(tmp)
+    dist = built_or_build_dist(tmp)
     for name, rss_goal in (("fm-agent", GOALS["rss_agent"]), ("fm-dashboard", GOALS["rss_dashboard"])):
         port_key = "agent" if name == "fm-agent" else "dashboard"
         cache = tmp / f"cache-{name}"  # empty: the first start extracts

@@ -50,6 +50,15 @@ def build_dist(dest: Path, epoch: str | None = None, repo: Path = REPO) -> Path:
     return dest
 
 
+def built_or_build_dist(tmp: Path) -> Path:
+    """The repo's dist/ when it holds both zipapps (benchmarks reuse `make build`), else a fresh build under tmp."""
+    dist = REPO / "dist"
+    if (dist / "fm-agent.pyz").is_file() and (dist / "fm-dashboard.pyz").is_file():
+        return dist
+    print("no dist/: building the zipapps first")
+    return build_dist(tmp / "dist")
+
+
 def snapshot_sources(dest: Path) -> Path:
     """A frozen copy of the checkout's sources (what git would commit), at another path."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
