@@ -10,7 +10,6 @@ import hashlib
 import http.cookiejar
 import json
 import re
-import time
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -20,23 +19,13 @@ import pytest
 
 from fmappliance.dashboard.schedules import ScheduleStore, from_iso
 from support.config_factory import TEST_PASSWORD, TEST_USER
+from support.polling import wait_for
 from support.ports import free_port
 from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
 
 pytestmark = pytest.mark.slow
 
 SITE = COMPOSE_SITES[0]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def verified_manifests(base_path: str, stack: str, site: str) -> list[dict]:

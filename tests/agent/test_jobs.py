@@ -17,6 +17,7 @@ from fmappliance.agent.jobs import (
     JobManager,
     StepFailed,
 )
+from support.polling import wait_for
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 JOB_KEYS = {"id", "action", "stack", "site", "status", "created", "started", "finished",
@@ -41,16 +42,6 @@ def _gate_body(started: threading.Event, release: threading.Event, events=None, 
             events.append(f"{name} end")
         return {"name": name}
     return body
-
-
-def _wait_until(predicate, timeout=WAIT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def test_a_job_runs_to_success_with_output_result_and_times(manager):
@@ -350,7 +341,7 @@ def test_on_finish_and_on_start_are_called(tmp_path):
         job, _ = jobs.submit(action="restart_stack", stack="prod", site=None, body=lambda ctx: None,
                              on_start=starts.append)
         jobs.wait(job["id"], WAIT)
-        _wait_until(lambda: finished)
+        wait_for(lambda: finished, WAIT, interval=0.01)
         assert finished[0]["id"] == job["id"] and finished[0]["status"] == "succeeded"
         assert starts[0]["id"] == job["id"] and starts[0]["status"] == "running"
     finally:

@@ -9,6 +9,7 @@ from fake_agent import FakeAgent
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
 from support.config_factory import write_config
+from support.webhook_receiver import WebhookReceiver
 from support.dashboard_wsgi import FakeClock, WSGIClient  # noqa: F401  (fixtures below)
 
 
@@ -52,3 +53,11 @@ def logged_in(client):
     response = client.login()
     assert response.status == 303, response.text
     return client
+
+
+@pytest.fixture
+def webhook():
+    """A local receiver for notification webhooks (``webhook.url``, ``webhook.received``)."""
+    hook = WebhookReceiver()
+    yield hook
+    hook.close()

@@ -19,18 +19,10 @@ from fmappliance.dashboard.notifications import Notifier
 from fmappliance.dashboard.scheduler import BackupScheduler
 from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
 from support.config_factory import TEST_TOKEN, write_config
-from support.webhook_receiver import WebhookReceiver
 
 SITE = "site2.example.com"
 BEFORE_DUE = datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc)
 JUST_DUE = datetime(2026, 11, 25, 2, 0, 5, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def webhook():
-    hook = WebhookReceiver()
-    yield hook
-    hook.close()
 
 
 class World:

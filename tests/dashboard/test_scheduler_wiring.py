@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.pages_scheduler import build_scheduler
 from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
 from support.config_factory import TEST_TOKEN, write_config
-from support.webhook_receiver import WebhookReceiver
+from support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,16 +55,6 @@ def agent():
 def backup_posts(agent) -> list:
     return [body for method, path, body in list(agent.requests)
             if method == "POST" and path == "/action" and isinstance(body, dict) and body.get("action") == "backup_site"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def add_schedule(store, **fields):
@@ -102,13 +91,6 @@ def test_the_dashboard_process_catches_up_a_missed_backup_at_start_and_stops_cle
         proc.stderr.close()
     # The config-declared schedule (not due) caused no backup, and nothing ran twice.
     assert len(backup_posts(agent)) == 1
-
-
-@pytest.fixture
-def webhook():
-    hook = WebhookReceiver()
-    yield hook
-    hook.close()
 
 
 class Clock:
