@@ -38,8 +38,14 @@ KNOWN_ACTIONS = (
     "backup_site",
     "start_stack",
     "stop_stack",
+    "restore_site",
+    "import_backup",
+    "test_restore",
 )
-DEFAULT_ALLOWED_ACTIONS = ["restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site"]
+DEFAULT_ALLOWED_ACTIONS = [
+    "restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site",
+    "restore_site", "import_backup", "test_restore",
+]
 DEFAULT_ACTION_TIMEOUTS = {
     "backup_site": 7200,
     "update_stack": 3600,
@@ -48,6 +54,9 @@ DEFAULT_ACTION_TIMEOUTS = {
     "restart_site": 600,
     "start_stack": 600,
     "stop_stack": 600,
+    "restore_site": 7200,
+    "import_backup": 3600,
+    "test_restore": 7200,
 }
 NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary")
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
@@ -223,6 +232,7 @@ STACK = Section(
         Key("project", "str", None, "compose: the project name (default: compose's own, from the dir name)."),
         Key("files", "str_list", [], "compose: compose files relative to path (default: compose's own lookup)."),
         Key("service", "str", "backend", "compose: the service that runs bench."),
+        Key("db_service", "str", "db", "compose: the MariaDB service; a restore reads its root password there (never passed on)."),
         Key("sites", "str_list", [], "compose: the sites, when they should not be listed from the backend container."),
     ),
 )

@@ -18,7 +18,7 @@ _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", re.ASCII)
 #: Published backup files: <YYYY-MM-DD_HH-MM-SS>.<part> (see fmappliance.agent.backups).
 BACKUP_FILE = re.compile(
     r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}"
-    r"\.(sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz|site_config\.json|json)",
+    r"\.((?:sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz)(?:\.gpg)?|site_config\.json|json)",
     re.ASCII,
 )
 

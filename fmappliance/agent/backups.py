@@ -37,6 +37,8 @@ from fmappliance import names
 log = logging.getLogger(__name__)
 
 PARTS = ("database", "files", "private-files", "site_config")
+#: Why a backup was taken: manual and scheduled come with backup_site; the agent sets the others.
+LABELS = ("manual", "scheduled", "pre-restore", "pre-update", "imported")
 ID_FORMAT = "%Y-%m-%d_%H-%M-%S"
 
 _LABELS = {
@@ -431,6 +433,62 @@ class _ThreadedCopy:
         return total
 
 
+class DumpHasAuthTable:
+    """Restore preflight: the dump holds frappe's ``__Auth`` table (bench restore --force would not check).
+
+    mysqldump writes tables in name order, so ``__Auth`` comes early; once it is seen the rest of the
+    stream is passed over without inflating it.
+    """
+
+    def __init__(self):
+        self.found = False
+        self._carry = b""
+        self._gzip = _GzipStream(self._look)
+
+    def _look(self, out: bytes) -> None:
+        if not self.found:
+            window = self._carry + bytes(out)
+            self.found = b"`__Auth`" in window
+            self._carry = window[-16:]
+
+    def feed(self, data) -> None:
+        if not self.found:
+            try:
+                self._gzip.feed(data)
+            except _CheckFailed as exc:
+                raise BackupError(f"the database dump {exc}") from None
+
+    def finish(self) -> str:
+        if not self.found:
+            raise BackupError("the database dump holds no __Auth table, so it is not a complete frappe backup; "
+                              "refusing to restore it")
+        return "holds the __Auth table"
+
+
+def decrypting(check, passphrase: str):
+    """``check`` fed with the plaintext of a gpg-encrypted stream (for restore preflight)."""
+    try:
+        return _GpgCheck(check, passphrase)
+    except _CheckFailed as exc:
+        raise BackupError(f"the encrypted part {exc}") from None
+
+
+def copy_hashed(src_fd: int, dst_fd: int, expected_size: int, check=None) -> tuple[int, str]:
+    """Copy src to dst in one read, returning (size, sha256 hex); ``check`` (feed/finish) sees the bytes too."""
+
+    class _Nothing:
+        def feed(self, data) -> None:
+            pass
+
+    try:
+        size, digest = _copy_verified(src_fd, dst_fd, check or _Nothing(), expected_size)
+        if check is not None:
+            check.finish()
+        return size, digest
+    except _CheckFailed as exc:
+        raise BackupError(f"the part {exc}") from None
+
+
 # --------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------
@@ -460,8 +518,18 @@ def _human_size(size: int) -> str:
     return str(size)  # pragma: no cover
 
 
-def _checker_for(part: str, head: bytes):
-    """The content check and published suffix of one part (tars by content: gzip magic means .tgz)."""
+def _checker_for(part: str, head: bytes, source_name: str = "", passphrase: str | None = None):
+    """The content check and published suffix of one part (tars by content: gzip magic means .tgz).
+
+    bench names encrypted parts with ``-enc`` (``…-database-enc.sql.gz``); those are gpg output,
+    checked by decrypting them in a stream, and published with a ``.gpg`` suffix.
+    """
+    if part != "site_config" and is_encrypted_name(source_name):
+        if passphrase is None:
+            raise _CheckFailed("is encrypted but the site config backup holds no backup_encryption_key to open it")
+        inner = _DumpCheck() if part == "database" else _TarOrTgzCheck()
+        ext = ".sql.gz" if part == "database" else (f".{part}.tgz" if source_name.endswith(".tgz") else f".{part}.tar")
+        return _GpgCheck(inner, passphrase), ext + ".gpg"
     if part == "database":
         return _DumpCheck(), ".sql.gz"
     if part == "site_config":
@@ -469,6 +537,76 @@ def _checker_for(part: str, head: bytes):
     if head[:2] == b"\x1f\x8b":
         return _TgzCheck(), f".{part}.tgz"
     return _TarCheck(), f".{part}.tar"
+
+
+def is_encrypted_name(name: str) -> bool:
+    """bench's name for a part of an encrypted backup: ``…-database-enc.sql.gz``, ``…-files-enc.tar``."""
+    return bool(re.search(r"-enc\.(sql\.gz|tar|tgz|json)$", os.path.basename(name)))
+
+
+class _TarOrTgzCheck:
+    """A files archive whose compression is only known once its first bytes are seen (after decryption)."""
+
+    def __init__(self):
+        self._check = None
+
+    def feed(self, data) -> None:
+        if self._check is None:
+            self._check = _TgzCheck() if bytes(data[:2]) == _GZIP_MAGIC else _TarCheck()
+        self._check.feed(data)
+
+    def finish(self) -> str:
+        if self._check is None:
+            raise _CheckFailed("is empty")
+        return self._check.finish()
+
+
+class _GpgCheck:
+    """A ``gpg --symmetric`` part, decrypted in a stream (passphrase through a pipe, never in an argv);
+    the plaintext is checked by ``inner`` and not kept."""
+
+    def __init__(self, inner, passphrase: str):
+        import tempfile
+
+        from fmappliance.agent.runner import StreamFilter, resolve_binary
+
+        self._inner = inner
+        gpg = resolve_binary("gpg")
+        if gpg is None:
+            raise _CheckFailed("is encrypted and gpg was not found; install gnupg to verify encrypted backups")
+        self._home = tempfile.mkdtemp(prefix="fmappliance-gpg-")
+        try:
+            self._filter = StreamFilter(
+                lambda fd: [gpg, "--homedir", self._home, "--batch", "--no-tty", "--quiet", "--pinentry-mode",
+                            "loopback", "--passphrase-fd", str(fd), "--decrypt"],
+                inner.feed, secret=passphrase)
+        except RuntimeError as exc:
+            shutil.rmtree(self._home, ignore_errors=True)
+            raise _CheckFailed(f"could not be decrypted: {exc}") from None
+
+    def feed(self, data) -> None:
+        error = self._filter.failed
+        if error is not None:
+            self._abort()
+            raise error
+        self._filter.feed(data)
+
+    def _abort(self) -> None:
+        self._filter.abort()
+        shutil.rmtree(self._home, ignore_errors=True)
+
+    def finish(self) -> str:
+        try:
+            code, stderr = self._filter.finish()
+        except BaseException:
+            self._abort()
+            raise
+        shutil.rmtree(self._home, ignore_errors=True)
+        if code != 0:
+            last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "")
+            raise _CheckFailed("could not be decrypted with the site's backup_encryption_key"
+                               + (f" (gpg: {last.strip()[:200]})" if last else ""))
+        return "decrypted, " + self._inner.finish()
 
 
 class BackupStore:
@@ -598,11 +736,16 @@ class BackupStore:
 
     # ---- publish ---------------------------------------------------------------------------
 
-    def publish(self, stack: str, site: str, sources: dict[str, str], *, created: datetime | None = None) -> dict:
+    def publish(self, stack: str, site: str, sources: dict[str, str], *, created: datetime | None = None,
+                label: str = "manual", apps: list[str] | None = None) -> dict:
         """Copy, verify and atomically publish one backup; returns its manifest.
 
-        On any failure nothing is left under a final name (and no temp), and BackupError says why.
+        ``label`` (one of LABELS) and ``apps`` (what `bench list-apps` said, or None when unknown) go
+        into the manifest.  On any failure nothing is left under a final name (and no temp), and
+        BackupError says why.
         """
+        if label not in LABELS:
+            raise ValueError(f"unknown backup label {label!r}")
         unknown = set(sources) - set(PARTS)
         if unknown:
             raise ValueError(f"unknown backup parts: {sorted(unknown)}")
@@ -620,8 +763,12 @@ class BackupStore:
             except OSError as exc:
                 raise BackupError(f"cannot create the backup directory {self._site_path(stack, site)}: {exc.strerror}") from None
             try:
+                passphrase = _backup_passphrase(sources, sources_open)
                 with self._locked(dir_fd, f"{site} on {stack}"):
-                    return self._publish_locked(dir_fd, stack, site, moment, sources_open)
+                    manifest = self._publish_locked(dir_fd, stack, site, moment, sources_open,
+                                                    names={p: os.path.basename(v) for p, v in sources.items()},
+                                                    passphrase=passphrase, extra={"label": label, "apps": apps})
+                    return manifest
             finally:
                 os.close(dir_fd)
         finally:
@@ -663,7 +810,8 @@ class BackupStore:
                 f"{_human_size(usage['free_bytes'])} are free; free some space or lower the retention"
             )
 
-    def _publish_locked(self, dir_fd, stack, site, moment, sources_open) -> dict:
+    def _publish_locked(self, dir_fd, stack, site, moment, sources_open, *, names=None, passphrase=None,
+                        extra=None) -> dict:
         while self._id_taken(dir_fd, moment.strftime(ID_FORMAT)):
             moment += timedelta(seconds=1)
         backup_id = moment.strftime(ID_FORMAT)
@@ -676,7 +824,10 @@ class BackupStore:
                 if part not in sources_open:
                     continue
                 src_fd, st = sources_open[part]
-                check, suffix = _checker_for(part, os.pread(src_fd, 2, 0))
+                try:
+                    check, suffix = _checker_for(part, os.pread(src_fd, 2, 0), (names or {}).get(part, ""), passphrase)
+                except _CheckFailed as exc:
+                    raise BackupError(f"{_LABELS[part]} {exc}; nothing was published") from None
                 final = backup_id + suffix
                 temp = f".{final}.tmp-{secrets.token_hex(6)}"
                 dst_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
@@ -708,7 +859,11 @@ class BackupStore:
                 "verified": True,
                 "verification": "; ".join(verification),
                 "files": files,
+                "label": (extra or {}).get("label", "manual"),
+                "encrypted": any(f["name"].endswith(".gpg") for f in files),
             }
+            if (extra or {}).get("apps") is not None:
+                manifest["apps"] = list(extra["apps"])
             manifest_name = backup_id + ".json"
             temp = f".{manifest_name}.tmp-{secrets.token_hex(6)}"
             temps.append(temp)
@@ -756,6 +911,19 @@ class BackupStore:
             return []
         try:
             return [_summary(m, with_files=True) for m in self._manifests(dir_fd, stack, site)]
+        finally:
+            os.close(dir_fd)
+
+    def get_manifest(self, stack: str, site: str, backup_id: str) -> dict | None:
+        """The manifest of one published backup, or None when there is no such (well-formed) backup."""
+        if not isinstance(backup_id, str) or not _ID.fullmatch(backup_id):
+            return None
+        try:
+            dir_fd = self._open_site_dir(stack, site)
+        except BackupNotFound:
+            return None
+        try:
+            return _load_manifest(dir_fd, backup_id, stack, site)
         finally:
             os.close(dir_fd)
 
@@ -906,8 +1074,30 @@ def _summary(manifest: dict, *, with_files: bool) -> dict:
         "site": manifest["site"],
         "verified": manifest["verified"],
         "size": size,
+        "label": manifest_label(manifest),
+        "encrypted": manifest.get("encrypted") is True,
+        "apps": manifest.get("apps") if isinstance(manifest.get("apps"), list) else None,
         "files": [{k: f[k] for k in ("name", "part", "size", "sha256")} for f in manifest["files"]],
     }
+
+
+def manifest_label(manifest: dict) -> str:
+    """The manifest's label; backups published before labels existed were taken by hand or schedule: manual."""
+    label = manifest.get("label")
+    return label if label in LABELS else "manual"
+
+
+def _backup_passphrase(sources: dict[str, str], sources_open: dict) -> str | None:
+    """The site's backup_encryption_key from the (never encrypted) site config part, when any part is encrypted."""
+    if not any(is_encrypted_name(path) for path in sources.values()) or "site_config" not in sources_open:
+        return None
+    fd, st = sources_open["site_config"]
+    try:
+        doc = json.loads(os.pread(fd, min(st.st_size, _MAX_JSON), 0))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    key = doc.get("backup_encryption_key") if isinstance(doc, dict) else None
+    return key if isinstance(key, str) and key else None
 
 
 def _load_manifest(dir_fd: int, backup_id: str, stack: str, site: str) -> dict | None:
