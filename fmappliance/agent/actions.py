@@ -345,6 +345,11 @@ class Actions:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if label == "pre-restore":
+            # A safety backup must not push out the backup being restored (or any other) mid-restore;
+            # retention counts it on the next regular backup.
+            ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."
+            return manifest
         try:
             removed = self.store.apply_retention(name, site)
             if removed:

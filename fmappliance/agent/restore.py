@@ -87,7 +87,7 @@ class SiteRestore:
         if not quiet:
             return self.ctx.run(cmd.argv, timeout=self.timeout, cwd=cmd.cwd, env=cmd.env, check=check, label=label)
         result = run_command(cmd.argv, timeout=min(self.timeout, max(self.ctx.deadline_left(), 1)), cwd=cmd.cwd,
-                             env=cmd.env, redact=[*self.ctx.secrets, *secrets])
+                             env=cmd.env, redact=list(secrets))
         if check and not result.ok:
             raise StepFailed(f"`{label or os.path.basename(cmd.argv[0])}` failed: "
                              + (result.error or f"exit code {result.exit_code}"))
@@ -158,7 +158,7 @@ class SiteRestore:
                         raise StepFailed(
                             f"Restore failed: {exc} The new site {self.site} holds a partial restore and stays in "
                             f"maintenance mode; drop it (bench drop-site) or restore again.") from None
-                    self._roll_back(safety, paused_before, str(exc))
+                    self._roll_back(safety, db_user, paused_before, str(exc))
         except DatabaseUnavailable as exc:
             raise StepFailed(f"Restore stopped before {self.site} was changed: {exc}") from None
         ctx.message = (f"Backup {plan.backup_id} of {plan.from_site} restored onto {self.site} on {plan.stack_name}"
@@ -318,17 +318,14 @@ class SiteRestore:
         self.bench("--site", self.site, "scheduler", "pause" if paused_before else "resume")
         self.bench("--site", self.site, "list-apps", label=f"bench --site {self.site} list-apps (does the site answer?)")
 
-    def _roll_back(self, safety: dict, paused_before: bool, reason: str) -> None:
+    def _roll_back(self, safety: dict, db_user: TemporaryDbUser, paused_before: bool, reason: str) -> None:
         ctx = self.ctx
         ctx.log(f"restore failed: {reason}")
         ctx.log(f"== rolling back to the safety backup {safety['id']}")
         try:
             staged, key = self._stage(safety, self.plan.stack_name, self.site, ctx.job_id + "-rollback")
-            db_name = str(self._site_config().get("db_name") or "")
-            with TemporaryDbUser(self.ops, self.run, db_name, on_log=ctx.log) as db_user:
-                ctx.add_secret(db_user.password)
-                self._restore(staged, key, db_user, ctx.job_id + "-rollback", carry_key=False)
-                self._finish(paused_before)
+            self._restore(staged, key, db_user, ctx.job_id + "-rollback", carry_key=False)
+            self._finish(paused_before)
         except (StepFailed, BackupError, DatabaseUnavailable, OpsFailed) as exc:
             self.bench("--site", self.site, "set-maintenance-mode", "on", check=False)
             raise StepFailed(

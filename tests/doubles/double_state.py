@@ -239,6 +239,16 @@ def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> in
         time.sleep(float(seconds))
         marker.unlink(missing_ok=True)
     value = _scoped((faults.get("fail") or {}).get(key), project)
+    if isinstance(value, dict) and "times" in value:
+        # {"rc": 1, "times": N}: fail the next N calls only (a fault that heals, as for a roll-back).
+        with world.locked():
+            current = world.faults()
+            entry = (current.get("fail") or {}).get(key)
+            if not entry or entry.get("times", 0) <= 0:
+                value = None
+            else:
+                entry["times"] -= 1
+                world.set_faults(**current)
     if value is not None:
         if isinstance(value, dict):
             if value.get("stdout"):
