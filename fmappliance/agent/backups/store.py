@@ -178,8 +178,10 @@ class BackupStore:
             raise BadBackupRequest(f"{name!r} is not a backup file name (expected <YYYY-MM-DD_HH-MM-SS>.<part>).")
         missing = BackupNotFound(f"No backup file {name} for {site} on {stack}.")
         expected_dir = os.path.join(os.path.realpath(self.base_path), stack, site)
-        if os.path.realpath(self._site_path(stack, site)) != expected_dir \
-                or os.path.commonpath([expected_dir, os.path.realpath(os.path.join(expected_dir, name))]) != expected_dir:
+        if (
+            os.path.realpath(self._site_path(stack, site)) != expected_dir
+            or os.path.commonpath([expected_dir, os.path.realpath(os.path.join(expected_dir, name))]) != expected_dir
+        ):
             raise missing
         dir_fd = self._open_site_dir(stack, site)
         try:
