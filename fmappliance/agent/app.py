@@ -71,8 +71,9 @@ def build_services(config: dict) -> AgentServices:
 
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
-    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config),
-                      on_finish=lambda job: status.invalidate(job["stack"]))
+    jobs = JobManager(
+        config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
+    )
     store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
     actions = Actions(config, inventory, jobs, store, status)
     return AgentServices(inventory, status, jobs, store, actions)
@@ -174,12 +175,16 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         last = {}
         for site in stack.get("sites") or ():
             manifest = services.store.last_backup(stack["name"], site)
-            last[site] = None if manifest is None else {
-                "id": manifest.get("id"),
-                "created": manifest.get("created"),
-                "size": manifest.get("size", sum(f.get("size", 0) for f in manifest.get("files", []))),
-                "verified": bool(manifest.get("verified")),
-            }
+            last[site] = (
+                None
+                if manifest is None
+                else {
+                    "id": manifest.get("id"),
+                    "created": manifest.get("created"),
+                    "size": manifest.get("size", sum(f.get("size", 0) for f in manifest.get("files", []))),
+                    "verified": bool(manifest.get("verified")),
+                }
+            )
         return {**stack, "last_backups": last}
 
     @app.post("/action")
@@ -187,8 +192,9 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         request = read_action_request()
         try:
             options = {k: v for k, v in request.items() if k not in ACTION_FIELDS}
-            job, created, message = services.actions.start(request["action"], request["stack"], request.get("site"),
-                                                           options)
+            job, created, message = services.actions.start(
+                request["action"], request["stack"], request.get("site"), options
+            )
         except ActionRejected as exc:
             raise _json_error(exc.status, exc.message) from None
         bottle.response.status = 202
@@ -209,15 +215,23 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise _json_error(400, 'The body is not valid JSON; send {"action": ..., "stack": ..., "site": ...}.') from None
+            raise _json_error(
+                400, 'The body is not valid JSON; send {"action": ..., "stack": ..., "site": ...}.'
+            ) from None
         if not isinstance(data, dict):
             raise _json_error(400, 'The body must be a JSON object: {"action": ..., "stack": ..., "site": ...}.')
         action = data.get("action")
         accepted = (*ACTION_FIELDS, *EXTRA_FIELDS.get(action if isinstance(action, str) else "", ()))
         unexpected = sorted(k for k in data if k not in accepted)
         if unexpected:
-            raise _json_error(400, "Unexpected field(s): " + ", ".join(repr(k)[:40] for k in unexpected)
-                              + "; accepted here: " + ", ".join(accepted) + ".")
+            raise _json_error(
+                400,
+                "Unexpected field(s): "
+                + ", ".join(repr(k)[:40] for k in unexpected)
+                + "; accepted here: "
+                + ", ".join(accepted)
+                + ".",
+            )
         if not isinstance(action, str) or not action:
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
         if action not in KNOWN_ACTIONS:
@@ -235,8 +249,11 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
     def check_extra_fields(action: str, data: dict) -> None:
         label = data.get("label")
         if "label" in data and label not in CALLER_LABELS:
-            raise _json_error(400, "label must be 'manual' or 'scheduled' (pre-restore, pre-update and imported "
-                                   "are set by the agent itself).")
+            raise _json_error(
+                400,
+                "label must be 'manual' or 'scheduled' (pre-restore, pre-update and imported "
+                "are set by the agent itself).",
+            )
         if action == "restore_site":
             if not isinstance(data.get("backup"), str) or not BACKUP_ID.fullmatch(data["backup"]):
                 raise _json_error(400, "restore_site needs the field 'backup': a backup id like 2026-01-13_02-00-03.")
@@ -253,8 +270,11 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             from fmappliance.agent.imports import SET_NAME
 
             if not isinstance(data.get("name"), str) or not SET_NAME.fullmatch(data["name"]):
-                raise _json_error(400, "import_backup needs the field 'name': an import set name as GET /imports "
-                                       "lists it (like 20261125_020003-erp_example_com).")
+                raise _json_error(
+                    400,
+                    "import_backup needs the field 'name': an import set name as GET /imports "
+                    "lists it (like 20261125_020003-erp_example_com).",
+                )
 
     @app.get("/imports")
     def list_imports():
@@ -301,7 +321,13 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             raise _json_error(404, "There is no such backup file.") from None
         except BadBackupRequest as exc:
             raise _json_error(400, str(exc) or "That backup file cannot be served.") from None
-        return file_response(fileobj, st, name, range_header=bottle.request.environ.get("HTTP_RANGE"),
-                             method=bottle.request.method, if_range=bottle.request.get_header("If-Range"))
+        return file_response(
+            fileobj,
+            st,
+            name,
+            range_header=bottle.request.environ.get("HTTP_RANGE"),
+            method=bottle.request.method,
+            if_range=bottle.request.get_header("If-Range"),
+        )
 
     return app

@@ -65,7 +65,7 @@ class TemporaryDbUser:
         if not result.ok:
             raise DatabaseUnavailable(f"could not {what} as the MariaDB root user: {_describe(result)}")
 
-    def __enter__(self) -> "TemporaryDbUser":
+    def __enter__(self) -> TemporaryDbUser:
         user = f"'{self.name}'@'%'"
         self._sql(
             f"CREATE USER {user} IDENTIFIED BY '{self.password}'; "
@@ -82,5 +82,7 @@ class TemporaryDbUser:
             self.on_log(f"dropped the temporary database user {self.name}")
         except DatabaseUnavailable as err:
             log.error("temporary database user %s was not dropped: %s", self.name, err)
-            self.on_log(f"WARNING: the temporary database user {self.name} could not be dropped ({err}); "
-                        f"drop it by hand: DROP USER '{self.name}'@'%';")
+            self.on_log(
+                f"WARNING: the temporary database user {self.name} could not be dropped ({err}); "
+                f"drop it by hand: DROP USER '{self.name}'@'%';"
+            )

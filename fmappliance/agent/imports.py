@@ -26,9 +26,19 @@ _FILE = re.compile(
     r"(?P<enc>-enc)?(?P<ext>\.json|\.sql\.gz|\.tar|\.tgz)",
     re.ASCII,
 )
-_EXT = {"site_config_backup": (".json",), "database": (".sql.gz",), "partial-database": (".sql.gz",),
-        "files": (".tar", ".tgz"), "private-files": (".tar", ".tgz")}
-_PART = {"site_config_backup": "site_config", "database": "database", "files": "files", "private-files": "private-files"}
+_EXT = {
+    "site_config_backup": (".json",),
+    "database": (".sql.gz",),
+    "partial-database": (".sql.gz",),
+    "files": (".tar", ".tgz"),
+    "private-files": (".tar", ".tgz"),
+}
+_PART = {
+    "site_config_backup": "site_config",
+    "database": "database",
+    "files": "files",
+    "private-files": "private-files",
+}
 #: What an import set's name looks like (the API checks a requested name against it).
 SET_NAME = re.compile(r"\d{8}_\d{6}-[A-Za-z0-9._-]{1,200}", re.ASCII)
 
@@ -70,12 +80,15 @@ def _scan(base_path: str) -> dict[str, ImportSet]:
             found.problems.append(f"{entry.name} is not a plain file (a symlink or a directory); it is not read")
             continue
         if match.group("kind") == "partial-database":
-            found.problems.append(f"{entry.name} is a partial backup (bench backup --only/--exclude); "
-                                  "a restore needs a full one")
+            found.problems.append(
+                f"{entry.name} is a partial backup (bench backup --only/--exclude); a restore needs a full one"
+            )
             continue
         part = _PART[match.group("kind")]
         if part in found.files:
-            found.problems.append(f"two files for the {part} part ({os.path.basename(found.files[part])}, {entry.name})")
+            found.problems.append(
+                f"two files for the {part} part ({os.path.basename(found.files[part])}, {entry.name})"
+            )
             continue
         if st.st_size == 0:
             found.problems.append(f"{entry.name} is empty")
@@ -92,8 +105,11 @@ def _scan(base_path: str) -> dict[str, ImportSet]:
 def list_imports(base_path: str) -> list[dict]:
     """The import sets in ``_import/``, in the API's shape (problems found without reading contents)."""
     return [
-        {"name": s.name, "files": [{"name": n, "size": size} for n, size in sorted(s.sizes.items())],
-         "problems": list(s.problems)}
+        {
+            "name": s.name,
+            "files": [{"name": n, "size": size} for n, size in sorted(s.sizes.items())],
+            "problems": list(s.problems),
+        }
         for s in sorted(_scan(base_path).values(), key=lambda s: s.name)
     ]
 
@@ -111,9 +127,13 @@ def publish_import(ctx, store, stack: str, site: str, import_set: ImportSet) -> 
     """Verify and publish the set as a backup of ``site`` labelled ``imported``; remove the originals after."""
     current = _scan(store.base_path).get(import_set.name) or import_set
     if current.problems:
-        raise StepFailed(f"The import set {current.name} was refused and left in place: " + "; ".join(current.problems) + ".")
-    ctx.log(f"== verifying and publishing {current.name} as a backup of {site} on {stack}: "
-            + ", ".join(os.path.basename(p) for p in current.files.values()))
+        raise StepFailed(
+            f"The import set {current.name} was refused and left in place: " + "; ".join(current.problems) + "."
+        )
+    ctx.log(
+        f"== verifying and publishing {current.name} as a backup of {site} on {stack}: "
+        + ", ".join(os.path.basename(p) for p in current.files.values())
+    )
     try:
         manifest = store.publish(stack, site, current.files, label="imported")
     except BackupError as exc:

@@ -36,8 +36,12 @@ from fmappliance.agent.stacks import OpsFailed
 log = logging.getLogger(__name__)
 
 #: Which bench name each published part gets in the staging dir (bench recognises `-enc` parts by name).
-_BENCH_PART = {"database": "database", "files": "files", "private-files": "private-files",
-               "site_config": "site_config_backup"}
+_BENCH_PART = {
+    "database": "database",
+    "files": "files",
+    "private-files": "private-files",
+    "site_config": "site_config_backup",
+}
 
 
 @dataclass
@@ -86,11 +90,18 @@ class SiteRestore:
         """Run a SiteOps Command.  Quiet commands (their output may hold a secret) stay out of the job output."""
         if not quiet:
             return self.ctx.run(cmd.argv, timeout=self.timeout, cwd=cmd.cwd, env=cmd.env, check=check, label=label)
-        result = run_command(cmd.argv, timeout=min(self.timeout, max(self.ctx.deadline_left(), 1)), cwd=cmd.cwd,
-                             env=cmd.env, redact=list(secrets))
+        result = run_command(
+            cmd.argv,
+            timeout=min(self.timeout, max(self.ctx.deadline_left(), 1)),
+            cwd=cmd.cwd,
+            env=cmd.env,
+            redact=list(secrets),
+        )
         if check and not result.ok:
-            raise StepFailed(f"`{label or os.path.basename(cmd.argv[0])}` failed: "
-                             + (result.error or f"exit code {result.exit_code}"))
+            raise StepFailed(
+                f"`{label or os.path.basename(cmd.argv[0])}` failed: "
+                + (result.error or f"exit code {result.exit_code}")
+            )
         return result
 
     def bench(self, *args: str, label: str | None = None, check: bool = True):
@@ -101,8 +112,10 @@ class SiteRestore:
     def execute(self) -> dict:
         plan, ctx = self.plan, self.ctx
         source = f"{plan.from_site} on {plan.from_stack}"
-        ctx.log(f"== restoring backup {plan.backup_id} of {source} onto {self.site} on {plan.stack_name}"
-                + (" (a new site)" if plan.create_site else ""))
+        ctx.log(
+            f"== restoring backup {plan.backup_id} of {source} onto {self.site} on {plan.stack_name}"
+            + (" (a new site)" if plan.create_site else "")
+        )
         try:
             return self._execute()
         finally:
@@ -157,14 +170,19 @@ class SiteRestore:
                     if safety is None:
                         raise StepFailed(
                             f"Restore failed: {exc} The new site {self.site} holds a partial restore and stays in "
-                            f"maintenance mode; drop it (bench drop-site) or restore again.") from None
+                            f"maintenance mode; drop it (bench drop-site) or restore again."
+                        ) from None
                     self._roll_back(safety, db_user, paused_before, str(exc))
         except DatabaseUnavailable as exc:
             raise StepFailed(f"Restore stopped before {self.site} was changed: {exc}") from None
-        ctx.message = (f"Backup {plan.backup_id} of {plan.from_site} restored onto {self.site} on {plan.stack_name}"
-                       + (f"; safety backup {safety['id']} was taken first." if safety else "."))
-        return {"restored": plan.backup_id, "target": {"stack": plan.stack_name, "site": self.site},
-                "safety_backup": safety["id"] if safety else None}
+        ctx.message = f"Backup {plan.backup_id} of {plan.from_site} restored onto {self.site} on {plan.stack_name}" + (
+            f"; safety backup {safety['id']} was taken first." if safety else "."
+        )
+        return {
+            "restored": plan.backup_id,
+            "target": {"stack": plan.stack_name, "site": self.site},
+            "safety_backup": safety["id"] if safety else None,
+        }
 
     # ------------------------------------------------------------------ preflight
 
@@ -187,7 +205,9 @@ class SiteRestore:
         for part, entry in files.items():
             encrypted = entry["name"].endswith(".gpg")
             plain = entry["name"].removesuffix(".gpg")
-            ext = {"database": ".sql.gz", "site_config": ".json"}.get(part, ".tgz" if plain.endswith(".tgz") else ".tar")
+            ext = {"database": ".sql.gz", "site_config": ".json"}.get(
+                part, ".tgz" if plain.endswith(".tgz") else ".tar"
+            )
             name = f"{stamp}-{site.replace('.', '_')}-{_BENCH_PART[part]}{'-enc' if encrypted else ''}{ext}"
             check = None
             if part == "database":
@@ -205,19 +225,24 @@ class SiteRestore:
                 finally:
                     os.close(fd)
             if size != entry["size"] or digest != entry["sha256"]:
-                raise BackupError(f"{entry['name']} does not match its manifest (sha256 or size differ): "
-                                  "the backup is damaged; pick another one")
+                raise BackupError(
+                    f"{entry['name']} does not match its manifest (sha256 or size differ): "
+                    "the backup is damaged; pick another one"
+                )
             staged[part] = name
-        self.ctx.log(f"every part matches its manifest ({len(staged)} files)"
-                     + ("; the dump holds __Auth" if "database" in staged else ""))
+        self.ctx.log(
+            f"every part matches its manifest ({len(staged)} files)"
+            + ("; the dump holds __Auth" if "database" in staged else "")
+        )
         return {"dir": local_dir, "names": staged, "job_key": job_key}, key
 
     def _backup_key(self, stack: str, site: str, entry: dict | None) -> str:
         doc = self._published_site_config(stack, site, entry)
         key = doc.get("backup_encryption_key")
         if not isinstance(key, str) or not key:
-            raise BackupError("the backup is encrypted but its site config holds no backup_encryption_key; "
-                              "it cannot be decrypted")
+            raise BackupError(
+                "the backup is encrypted but its site config holds no backup_encryption_key; it cannot be decrypted"
+            )
         self.ctx.add_secret(key)
         return key
 
@@ -238,8 +263,9 @@ class SiteRestore:
     def _check_apps(self) -> None:
         apps = self.plan.manifest.get("apps")
         if not isinstance(apps, list):
-            self.ctx.log("this backup does not record its apps (made before apps were recorded); "
-                         "going on without comparing them")
+            self.ctx.log(
+                "this backup does not record its apps (made before apps were recorded); going on without comparing them"
+            )
             return
         try:
             text = self.ops.read_bench_file("sites/apps.txt", self.run)
@@ -248,8 +274,10 @@ class SiteRestore:
         installed = {line.strip() for line in text.splitlines() if line.strip()}
         missing = [a for a in apps if a not in installed]
         if missing:
-            raise BackupError(f"the backup's site had {', '.join(missing)}, which the bench of {self.plan.stack_name} "
-                              "lacks; install it on the bench first (bench get-app) or restore elsewhere")
+            raise BackupError(
+                f"the backup's site had {', '.join(missing)}, which the bench of {self.plan.stack_name} "
+                "lacks; install it on the bench first (bench get-app) or restore elsewhere"
+            )
         self.ctx.log("the bench has every app of the backup: " + ", ".join(apps))
 
     def _site_config(self) -> dict:
@@ -267,8 +295,10 @@ class SiteRestore:
         needed = int(last["size"]) if last else _size(self.plan.manifest)
         usage = self.store.disk_usage()
         if usage["free_bytes"] < needed:
-            raise BackupError(f"not enough free space in {usage['path']} for the safety backup of {self.site} "
-                              f"(about {needed >> 20} MiB needed, {usage['free_bytes'] >> 20} MiB free)")
+            raise BackupError(
+                f"not enough free space in {usage['path']} for the safety backup of {self.site} "
+                f"(about {needed >> 20} MiB needed, {usage['free_bytes'] >> 20} MiB free)"
+            )
 
     # ------------------------------------------------------------------ changing the site
 
@@ -276,16 +306,37 @@ class SiteRestore:
         admin = secrets.token_urlsafe(18)
         self.ctx.add_secret(admin)
         self.ctx.log(f"== creating the site {self.site}")
-        self.bench("new-site", self.site, "--db-root-username", db_user.name, "--db-root-password", db_user.password,
-                   "--admin-password", admin, "--db-name", db_name, "--mariadb-user-host-login-scope=%",
-                   label=f"bench new-site {self.site}")
+        self.bench(
+            "new-site",
+            self.site,
+            "--db-root-username",
+            db_user.name,
+            "--db-root-password",
+            db_user.password,
+            "--admin-password",
+            admin,
+            "--db-name",
+            db_name,
+            "--mariadb-user-host-login-scope=%",
+            label=f"bench new-site {self.site}",
+        )
 
-    def _restore(self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *,
-                 carry_key: bool) -> None:
+    def _restore(
+        self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *, carry_key: bool
+    ) -> None:
         where = self.ops.into_bench(staged["dir"], self.site, staged["job_key"], self.run)
         names = staged["names"]
-        args = ["--site", self.site, "--force", "restore", f"{where}/{names['database']}",
-                "--db-root-username", db_user.name, "--db-root-password", db_user.password]
+        args = [
+            "--site",
+            self.site,
+            "--force",
+            "restore",
+            f"{where}/{names['database']}",
+            "--db-root-username",
+            db_user.name,
+            "--db-root-password",
+            db_user.password,
+        ]
         for part, option in (("files", "--with-public-files"), ("private-files", "--with-private-files")):
             if part in names:
                 args += [option, f"{where}/{names[part]}"]
@@ -308,15 +359,23 @@ class SiteRestore:
             self.ctx.log("the backup's site config has no encryption_key; the target keeps its own")
             return
         self.ctx.add_secret(key)
-        self.bench("--site", self.site, "set-config", "encryption_key", key,
-                   label=f"bench --site {self.site} set-config encryption_key")
+        self.bench(
+            "--site",
+            self.site,
+            "set-config",
+            "encryption_key",
+            key,
+            label=f"bench --site {self.site} set-config encryption_key",
+        )
         self.ctx.log(f"carried the source site's encryption_key over to {self.site} (Password fields stay readable)")
 
     def _finish(self, paused_before: bool) -> None:
         self.bench("--site", self.site, "migrate")
         self.bench("--site", self.site, "set-maintenance-mode", "off")
         self.bench("--site", self.site, "scheduler", "pause" if paused_before else "resume")
-        self.bench("--site", self.site, "list-apps", label=f"bench --site {self.site} list-apps (does the site answer?)")
+        self.bench(
+            "--site", self.site, "list-apps", label=f"bench --site {self.site} list-apps (does the site answer?)"
+        )
 
     def _roll_back(self, safety: dict, db_user: TemporaryDbUser, paused_before: bool, reason: str) -> None:
         ctx = self.ctx
@@ -331,7 +390,9 @@ class SiteRestore:
             raise StepFailed(
                 f"Restore failed: {reason} The roll-back to {safety['id']} failed too: {exc} "
                 f"Maintenance mode stays on for {self.site} so it does not serve half-restored data; "
-                f"restore the safety backup {safety['id']} again once the cause is fixed.") from None
+                f"restore the safety backup {safety['id']} again once the cause is fixed."
+            ) from None
         ctx.log(f"rolled back to {safety['id']}")
-        raise StepFailed(f"Restore failed: {reason} The site was rolled back to {safety['id']} "
-                         "and is out of maintenance mode.")
+        raise StepFailed(
+            f"Restore failed: {reason} The site was rolled back to {safety['id']} and is out of maintenance mode."
+        )

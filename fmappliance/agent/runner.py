@@ -19,8 +19,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +172,8 @@ class _OutputTail:
         text = text[-budget:] if budget else ""
         first_newline = text.find("\n")
         if 0 <= first_newline < 200 and first_newline < len(text) - 1:
-            text = text[first_newline + 1:]  # start at a whole line
-        return (TRUNCATION_NOTE + text)[-self.limit:]
+            text = text[first_newline + 1 :]  # start at a whole line
+        return (TRUNCATION_NOTE + text)[-self.limit :]
 
 
 def _describe_start_failure(program: str, exc: OSError) -> str:
@@ -342,8 +342,14 @@ class StreamFilter:
     :attr:`secret_fd`), so a passphrase never appears in an argv or the environment.
     """
 
-    def __init__(self, argv_for_fd: Callable[[int | None], list[str]], sink: Callable[[bytes], None], *,
-                 secret: str | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        argv_for_fd: Callable[[int | None], list[str]],
+        sink: Callable[[bytes], None],
+        *,
+        secret: str | None = None,
+        env: dict | None = None,
+    ):
         read_fd = write_fd = None
         if secret is not None:
             read_fd, write_fd = os.pipe()
@@ -351,8 +357,14 @@ class StreamFilter:
         argv = argv_for_fd(read_fd)
         try:
             self.proc = subprocess.Popen(
-                argv, shell=False, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=minimal_env() if env is None else env, start_new_session=True, close_fds=True,
+                argv,
+                shell=False,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=minimal_env() if env is None else env,
+                start_new_session=True,
+                close_fds=True,
                 pass_fds=(read_fd,) if read_fd is not None else (),
             )
         except OSError as exc:

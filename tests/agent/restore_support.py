@@ -6,10 +6,9 @@ import gzip
 import json
 from pathlib import Path
 
-from support.world import COMPOSE_DB_ROOT_PASSWORD, FM_DB_ROOT_PASSWORD, FM_SITE  # puts the doubles on sys.path
-
 from bench_site import ENCRYPT_MARK  # noqa: E402,F401  (re-exported)
 from db_server import site_content  # noqa: E402
+from support.world import COMPOSE_DB_ROOT_PASSWORD, FM_DB_ROOT_PASSWORD, FM_SITE  # puts the doubles on sys.path
 
 TARGETS = {"compose": ("prod", "site1.example.com"), "fm": ("erp", FM_SITE)}
 ROOT_PASSWORDS = (COMPOSE_DB_ROOT_PASSWORD, FM_DB_ROOT_PASSWORD)
@@ -28,7 +27,9 @@ def backup(agent, stack: str, site: str, **extra) -> dict:
 
 
 def restore(agent, stack: str, site: str, backup_id: str, expect: str = "succeeded", **extra) -> dict:
-    return run_job(agent, {"action": "restore_site", "stack": stack, "site": site, "backup": backup_id, **extra}, expect)
+    return run_job(
+        agent, {"action": "restore_site", "stack": stack, "site": site, "backup": backup_id, **extra}, expect
+    )
 
 
 def bench_root(world, stack: str) -> Path:
@@ -38,7 +39,11 @@ def bench_root(world, stack: str) -> Path:
 
 
 def server(world, stack: str):
-    return world.doubles.db_server("services", "global-db") if stack == "erp" else world.doubles.db_server(world.compose_project)
+    return (
+        world.doubles.db_server("services", "global-db")
+        if stack == "erp"
+        else world.doubles.db_server(world.compose_project)
+    )
 
 
 def db_service(world, stack: str) -> tuple[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from restore_support import (
     ROOT_PASSWORDS,
     TARGETS,
@@ -37,7 +36,9 @@ def agent(world, agent_process):
 def assert_no_root_password_anywhere(world, agent, jobs):
     argvs = json.dumps([c["argv"] for c in world.doubles.invocations()])
     log = (world.root / "agent.log").read_text()
-    published = "".join(p.read_text(errors="replace") for p in published_dir(world, "prod", "x").parent.parent.rglob("*.json"))
+    published = "".join(
+        p.read_text(errors="replace") for p in published_dir(world, "prod", "x").parent.parent.rglob("*.json")
+    )
     for password in ROOT_PASSWORDS:
         assert password not in argvs
         assert password not in log
@@ -67,8 +68,14 @@ def test_restore_brings_back_the_backups_data_with_a_safety_backup_first(world, 
     assert labels[safety] == "pre-restore" and labels[monday["id"]] == "manual"
     assert "-- content tag: tuesday" in published_dump(world, stack, site, safety)
     out = job["output"]
-    steps = ["step 1: preflight", "preflight passed", "step 2: safety backup", "step 3: maintenance mode on",
-             "step 4: restore", "step 5: migrate"]
+    steps = [
+        "step 1: preflight",
+        "preflight passed",
+        "step 2: safety backup",
+        "step 3: maintenance mode on",
+        "step 4: restore",
+        "step 5: migrate",
+    ]
     assert [out.index(s) for s in steps] == sorted(out.index(s) for s in steps)
     assert "has been restored with files" in out
     # bench ran as a temporary user that is gone now, never as root.
@@ -122,7 +129,9 @@ def test_a_failing_roll_back_leaves_maintenance_on_and_says_so(world, agent, kin
 def _changed_nothing(world, agent, stack, site, before_content, before_ids):
     assert content(world, stack, site) == before_content
     assert [b["id"] for b in listing(agent, stack, site)] == before_ids
-    assert bench_calls(world, ("restore",)) == [] or all("--force" not in " ".join(c) for c in bench_calls(world, ("restore",)))
+    assert bench_calls(world, ("restore",)) == [] or all(
+        "--force" not in " ".join(c) for c in bench_calls(world, ("restore",))
+    )
     assert bench_calls(world, ("set-maintenance-mode",)) == []
     assert "maintenance_mode" not in site_config(world, stack, site)
     assert server(world, stack).users() == {}
@@ -179,8 +188,9 @@ def test_preflight_refuses_when_the_database_is_down(world, agent, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_preflight_refuses_a_dump_without_auth_table(world, agent, kind):
     stack, site = TARGETS[kind]
-    server(world, stack).set_content(site_config(world, stack, site)["db_name"],
-                                     "CREATE TABLE `tabDefaultValue` (`name` varchar(140));\n")
+    server(world, stack).set_content(
+        site_config(world, stack, site)["db_name"], "CREATE TABLE `tabDefaultValue` (`name` varchar(140));\n"
+    )
     no_auth = backup(agent, stack, site)
     before, ids = set_content(world, stack, site, "now"), [b["id"] for b in listing(agent, stack, site)]
     world.doubles.clear_invocations()
@@ -209,8 +219,9 @@ def test_a_backup_of_an_fm_bench_restores_onto_a_new_compose_site(world, agent):
     set_content(world, "erp", "erp.localhost", "from-fm")
     source = backup(agent, "erp", "erp.localhost")
 
-    job = restore(agent, "prod", "new.example.com", source["id"], from_stack="erp", from_site="erp.localhost",
-                  create_site=True)
+    job = restore(
+        agent, "prod", "new.example.com", source["id"], from_stack="erp", from_site="erp.localhost", create_site=True
+    )
 
     assert "-- content tag: from-fm" in content(world, "prod", "new.example.com")
     assert job["result"]["safety_backup"] is None
@@ -223,23 +234,36 @@ def test_a_backup_of_an_fm_bench_restores_onto_a_new_compose_site(world, agent):
 
 def test_create_site_on_an_fm_stack_is_refused_with_what_to_do(world, agent):
     source = backup(agent, "erp", "erp.localhost")
-    status, res = agent.request("POST", "/action", {"action": "restore_site", "stack": "erp", "site": "other.localhost",
-                                                    "backup": source["id"], "create_site": True})
+    status, res = agent.request(
+        "POST",
+        "/action",
+        {
+            "action": "restore_site",
+            "stack": "erp",
+            "site": "other.localhost",
+            "backup": source["id"],
+            "create_site": True,
+        },
+    )
     assert status == 400 and "fm create" in res["message"]
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"backup": "2020-01-01_00-00-00"}, 404, "There is no backup 2020-01-01_00-00-00"),
-    ({"backup": "yesterday"}, 400, "backup id"),
-    ({}, 400, "needs the field 'backup'"),
-    ({"backup": "2020-01-01_00-00-00", "create_site": "yes"}, 400, "create_site must be true or false"),
-    ({"backup": "2020-01-01_00-00-00", "from_stack": "nope"}, 404, "no stack named"),
-    ({"backup": "2020-01-01_00-00-00", "from_site": "../etc"}, 400, "site name"),
-    ({"backup": "2020-01-01_00-00-00", "command": "id"}, 400, "Unexpected field"),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"backup": "2020-01-01_00-00-00"}, 404, "There is no backup 2020-01-01_00-00-00"),
+        ({"backup": "yesterday"}, 400, "backup id"),
+        ({}, 400, "needs the field 'backup'"),
+        ({"backup": "2020-01-01_00-00-00", "create_site": "yes"}, 400, "create_site must be true or false"),
+        ({"backup": "2020-01-01_00-00-00", "from_stack": "nope"}, 404, "no stack named"),
+        ({"backup": "2020-01-01_00-00-00", "from_site": "../etc"}, 400, "site name"),
+        ({"backup": "2020-01-01_00-00-00", "command": "id"}, 400, "Unexpected field"),
+    ],
+)
 def test_bad_restore_requests_are_refused_and_run_nothing(world, agent, body, status, words):
-    code, res = agent.request("POST", "/action", {"action": "restore_site", "stack": "prod", "site": "site1.example.com",
-                                                  **body})
+    code, res = agent.request(
+        "POST", "/action", {"action": "restore_site", "stack": "prod", "site": "site1.example.com", **body}
+    )
     assert code == status and words in res["message"], res
     assert agent.request("GET", "/jobs")[1]["jobs"] == []
 
@@ -248,6 +272,9 @@ def test_backup_site_takes_a_label_from_the_caller_but_not_an_agent_one(world, a
     scheduled = backup(agent, "prod", "site1.example.com", label="scheduled")
     assert scheduled["label"] == "scheduled"
     assert listing(agent, "prod", "site1.example.com")[0]["label"] == "scheduled"
-    status, res = agent.request("POST", "/action", {"action": "backup_site", "stack": "prod", "site": "site1.example.com",
-                                                    "label": "pre-restore"})
+    status, res = agent.request(
+        "POST",
+        "/action",
+        {"action": "backup_site", "stack": "prod", "site": "site1.example.com", "label": "pre-restore"},
+    )
     assert status == 400 and "manual" in res["message"]

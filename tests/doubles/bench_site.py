@@ -79,7 +79,7 @@ class Bench:
 
     def host_path(self, path: str) -> Path | None:
         if path.startswith(self.container_root + "/"):
-            return self.root / path[len(self.container_root) + 1:]
+            return self.root / path[len(self.container_root) + 1 :]
         return None
 
     def fault(self, key: str):
@@ -114,8 +114,22 @@ def _gpg(world, args: list[str], passphrase: str) -> subprocess.CompletedProcess
     os.write(write_fd, passphrase.encode() + b"\n")
     os.close(write_fd)
     try:
-        return subprocess.run(["gpg", "--homedir", str(home), "--batch", "--yes", "--pinentry-mode", "loopback",
-                               "--passphrase-fd", str(read_fd), *args], pass_fds=(read_fd,), capture_output=True)
+        return subprocess.run(
+            [
+                "gpg",
+                "--homedir",
+                str(home),
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                str(read_fd),
+                *args,
+            ],
+            pass_fds=(read_fd,),
+            capture_output=True,
+        )
     finally:
         os.close(read_fd)
 
@@ -169,8 +183,7 @@ def backup(bench: Bench, site: str, with_files: bool) -> int:
     body = "".join(line for line in content.splitlines(keepends=True) if not line.startswith("-- Dump completed"))
     mode = faults.get("dump", "ok")
     with gzip.open(db, "wt", compresslevel=1) as fh:
-        fh.write("-- begin frappe metadata\n" f"-- site: {site}\n"
-                 f"-- apps: {' '.join(apps)}\n-- end frappe metadata\n")
+        fh.write(f"-- begin frappe metadata\n-- site: {site}\n-- apps: {' '.join(apps)}\n-- end frappe metadata\n")
         fh.write(body)
         if mode != "no_trailer":
             fh.write(f"-- Dump completed on {now:%Y-%m-%d %H:%M:%S}\n")
@@ -196,7 +209,9 @@ def backup(bench: Bench, site: str, with_files: bool) -> int:
         return 0
     print(f"Backup Summary for {site} at {now:%Y-%m-%d %H:%M:%S.%f}")
     for label, path in parts:
-        print(f"{label}: {bench.container_root}/sites/{site}/private/backups/{path.name} {_human_size(path.stat().st_size)}")
+        print(
+            f"{label}: {bench.container_root}/sites/{site}/private/backups/{path.name} {_human_size(path.stat().st_size)}"
+        )
     print(f"Backup for Site {site} has been successfully completed" + (" with files" if with_files else ""))
     return 0
 
@@ -240,10 +255,10 @@ def restore(bench: Bench, site: str, args: list[str], force: bool) -> int:
         print("Aborted!")
         return 1
     if not bench.db.is_up():
-        print(f"pymysql.err.OperationalError: (2003, \"{bench.db.cannot_connect()}\")")
+        print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
     if not bench.db.authenticate(user, password):
-        print(f"pymysql.err.OperationalError: (1045, \"{bench.db.denied(user, password)}\")")
+        print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     db_name = bench.db_name(site)
     if not bench.db.may_manage(user, db_name):
@@ -339,11 +354,11 @@ def new_site(bench: Bench, args: list[str]) -> int:
         print("Aborted!")
         return 1
     if not bench.db.is_up():
-        print(f"pymysql.err.OperationalError: (2003, \"{bench.db.cannot_connect()}\")")
+        print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
     db_name = opts.get("db-name") or "_" + secrets.token_hex(8)
     if not bench.db.authenticate(user, password) or not bench.db.may_manage(user, db_name):
-        print(f"pymysql.err.OperationalError: (1045, \"{bench.db.denied(user, password)}\")")
+        print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     code = bench.fault("bench new-site")
     if code is not None:
@@ -353,8 +368,10 @@ def new_site(bench: Bench, args: list[str]) -> int:
         (site_dir / sub).mkdir(parents=True, exist_ok=True)
     bench.save_config(site, {"db_name": db_name, "db_password": secrets.token_hex(8), "db_type": "mariadb"})
     bench.db.set_content(db_name, site_content(site, apps=("frappe",), notes=0, tag="new-site"))
-    print(f"Installing frappe...\nUpdating DocTypes for frappe        : [====] 100%\n*** Scheduler is disabled ***\n"
-          f"Current Site set to {site}")
+    print(
+        f"Installing frappe...\nUpdating DocTypes for frappe        : [====] 100%\n*** Scheduler is disabled ***\n"
+        f"Current Site set to {site}"
+    )
     return 0
 
 
@@ -369,11 +386,13 @@ def list_apps(bench: Bench, site: str, args: list[str]) -> int:
     if code is not None:
         return code
     if not bench.db.is_up():
-        print(f"pymysql.err.OperationalError: (2003, \"{bench.db.cannot_connect()}\")")
+        print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
     apps = apps_in(bench.content(site) or "")
     if apps is None:
-        print(f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tabInstalled Application' doesn't exist\")")
+        print(
+            f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tabInstalled Application' doesn't exist\")"
+        )
         return 1
     _words, opts = _options(args)
     if opts.get("format") == "json":
@@ -393,11 +412,13 @@ def migrate(bench: Bench, site: str) -> int:
     if bench.db.root_password() is not None:
         # Only worlds that model the database check it (older tests migrate sites without one).
         if not bench.db.is_up():
-            print(f"pymysql.err.OperationalError: (2003, \"{bench.db.cannot_connect()}\")")
+            print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
             return 1
         apps = apps_in(bench.content(site) or "")
         if apps is None:
-            print(f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tabDefaultValue' doesn't exist\")")
+            print(
+                f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tabDefaultValue' doesn't exist\")"
+            )
             return 1
         missing = [a for a in apps if a not in (bench.bench_apps() or apps)]
         if missing:

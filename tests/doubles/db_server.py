@@ -156,19 +156,24 @@ def run_mariadb(server: DbServer, args: list[str], env: dict) -> int:
             continue
         if m := _CREATE_USER.match(statement):
             if m.group(1) in users:
-                print(f"ERROR 1396 (HY000): Operation CREATE USER failed for '{m.group(1)}'@'{m.group(2)}'", file=sys.stderr)
+                print(
+                    f"ERROR 1396 (HY000): Operation CREATE USER failed for '{m.group(1)}'@'{m.group(2)}'",
+                    file=sys.stderr,
+                )
                 return 1
             users[m.group(1)] = {"host": m.group(2), "password": m.group(3), "grants": []}
         elif m := _GRANT.match(statement):
             if m.group(3) not in users:
-                print(f"ERROR 1133 (28000): Can't find any matching row in the user table", file=sys.stderr)
+                print("ERROR 1133 (28000): Can't find any matching row in the user table", file=sys.stderr)
                 return 1
             grants = users[m.group(3)]["grants"]
             for priv in (p.strip().upper() for p in m.group(1).split(",")):
                 grants.append(m.group(2) if priv in ("ALL", "ALL PRIVILEGES") else priv)
         elif m := _DROP_USER.match(statement):
             if m.group(1) not in users and "IF EXISTS" not in statement.upper():
-                print(f"ERROR 1396 (HY000): Operation DROP USER failed for '{m.group(1)}'@'{m.group(2)}'", file=sys.stderr)
+                print(
+                    f"ERROR 1396 (HY000): Operation DROP USER failed for '{m.group(1)}'@'{m.group(2)}'", file=sys.stderr
+                )
                 return 1
             users.pop(m.group(1), None)
         else:

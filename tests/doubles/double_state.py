@@ -281,8 +281,15 @@ def run_bench(bench, args: list[str]) -> int:
     cmd, rest = args[0], args[1:]
     if cmd == "new-site":
         return bench_site.new_site(bench, rest)
-    if site is None and cmd in ("backup", "migrate", "restore", "list-apps", "set-maintenance-mode", "scheduler",
-                                "set-config"):
+    if site is None and cmd in (
+        "backup",
+        "migrate",
+        "restore",
+        "list-apps",
+        "set-maintenance-mode",
+        "scheduler",
+        "set-config",
+    ):
         print("Please specify --site sitename")
         return 1
     if cmd == "backup":
@@ -313,8 +320,9 @@ def run_bench(bench, args: list[str]) -> int:
     return 2
 
 
-def run_in_container(world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None,
-                     db=None) -> int:
+def run_in_container(
+    world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None, db=None
+) -> int:
     """A command exec'd in the bench container: bench, find, cat, mkdir, chown, rm.
 
     ``db`` is the DbServer the bench uses (a compose project's `db`, FM's `global-db`).
@@ -334,8 +342,10 @@ def run_in_container(world: DoubleWorld, bench_root: Path, container_root: str, 
         return _find(bench_root, args[1:])
     if args[0] in ("cat", "mkdir", "chown", "rm"):
         return _file_command(bench_root, container_root, args)
-    print(f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
-          "executable file not found in $PATH: unknown")
+    print(
+        f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
+        "executable file not found in $PATH: unknown"
+    )
     return 126
 
 
@@ -352,7 +362,7 @@ def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int
         if not full.startswith(container_root + "/") or ".." in full.split("/"):
             print(f"{args[0]}: cannot access '{path}': Permission denied")
             return 1
-        hosts.append(bench_root / full[len(container_root) + 1:])
+        hosts.append(bench_root / full[len(container_root) + 1 :])
     for host, path in zip(hosts, paths):
         if args[0] == "cat":
             if not host.is_file():

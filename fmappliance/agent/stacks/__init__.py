@@ -1,17 +1,32 @@
-"""How the agent talks to each stack type: argv builders and output parsing.
+"""How the agent talks to each stack type, one module per type with the same functions.
 
-``compose`` knows docker compose (frappe_docker projects), ``fm`` knows Frappe Manager
-benches.  Both only build argv lists and parse output; running them is runner.py's job.
-
-Each module also has a ``SiteOps`` class with the same methods, the stack-specific half of a
-restore (how bench is run, where the parts go so bench can read them, where the MariaDB root
-password lives and how to reach the database): restore.py and dbaccess.py use it without knowing
-the stack type.
+``compose`` knows docker compose (frappe_docker projects), ``fm`` knows Frappe Manager benches.
+Each builds argv lists, parses output, and runs an action's steps through the job's context
+(``run_action``, ``update``, ``collect_backup_files``); only runner.py starts processes.
+``for_stack`` picks the module for a stack, so callers never branch on the stack type.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import NamedTuple
+
+from fmappliance.agent.stacks import compose, fm
+
+#: stack "type" in the config -> the module that knows it (the config schema allows only these).
+_BY_TYPE: dict[str, ModuleType] = {"fm": fm, "compose": compose}
+
+
+def for_stack(stack: dict) -> ModuleType:
+    """The module that knows this stack's type."""
+    return _BY_TYPE[stack["type"]]
+
+
+# --------------------------------------------------------------------------------------------
+# The stack-specific half of a restore: each module's ``SiteOps`` class has the same methods (how
+# bench is run, where the parts go so bench can read them, where the MariaDB root password lives
+# and how to reach the database), so restore.py and dbaccess.py never know the stack type.
+# --------------------------------------------------------------------------------------------
 
 
 class Command(NamedTuple):
@@ -23,7 +38,7 @@ class Command(NamedTuple):
 
 
 class StackUnsupported(Exception):
-    """This stack type cannot do what was asked (e.g. create a site in an fm bench); an operator message."""
+    """This stack type cannot do what was asked; an operator message."""
 
 
 class OpsFailed(Exception):
@@ -31,9 +46,7 @@ class OpsFailed(Exception):
 
 
 def site_ops_class(stack: dict):
-    from fmappliance.agent.stacks import compose, fm
-
-    return {"compose": compose.SiteOps, "fm": fm.SiteOps}[stack["type"]]
+    return _BY_TYPE[stack["type"]].SiteOps
 
 
 def site_ops(stack: dict, binaries: dict, state_dir: str):
