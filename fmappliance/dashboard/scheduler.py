@@ -29,17 +29,12 @@ from datetime import datetime, timedelta, timezone
 
 import schedule as schedule_lib
 
+from fmappliance.dashboard.backup_age import age_text, plural
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
-from fmappliance.dashboard.schedules import (
-    EVERY_SITE,
-    INTERVALS,
-    ScheduleStore,
-    from_iso,
-    next_runs,
-    runs_between,
-    server_timezone,
-    to_iso,
-)
+from fmappliance.dashboard.schedule_calendar import next_runs, runs_between, server_timezone
+from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.dashboard.schedules import EVERY_SITE
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +47,6 @@ JOB_POLL_WINDOW = timedelta(days=2)
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _age(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return _plural(int(hours), "hour") if hours < 48 else _plural(int(hours // 24), "day")
 
 
 class BackupScheduler:
@@ -273,10 +259,10 @@ class BackupScheduler:
             why = (
                 "only the most recent missed run is made up"
                 if run
-                else f"runs more than {_age(self.catchup)} late are not made up (scheduler.catchup_hours)"
+                else f"runs more than {age_text(self.catchup)} late are not made up (scheduler.catchup_hours)"
             )
             message = (
-                f"{_plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
+                f"{plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
                 f"was not running; {why}."
             )
             self.store.record_run(
@@ -297,7 +283,7 @@ class BackupScheduler:
                     "schedule_id": schedule["id"],
                     "stack": schedule["stack"],
                     "site": schedule["site"],
-                    "due": to_iso(last),
+                    "due": format_timestamp(last),
                     "missed": len(missed),
                 },
                 message,
@@ -323,7 +309,7 @@ class BackupScheduler:
             log.info(
                 "Schedule %s due at %s: backing up %s%s.",
                 schedule["id"],
-                to_iso(latest),
+                format_timestamp(latest),
                 self._target(schedule),
                 " (catch-up)" if catch_up else "",
             )
@@ -559,60 +545,3 @@ def scheduler_from_config(
         clock=clock,
         catchup_hours=config["scheduler"]["catchup_hours"],
     )
-
-
-def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: datetime) -> list[dict]:
-    """Sites whose last good backup is older than twice their schedule's interval.
-
-    ``last_backups`` maps ``(stack, site)`` to the created time (aware datetime or ISO
-    string) of the newest verified backup, or None. An every-site schedule covers the
-    sites of its stack found in ``last_backups``. A site with several schedules is judged
-    by the most frequent; disabled and invalid schedules don't count. A site never
-    backed up is overdue once its schedule is older than the limit (or of unknown age).
-    """
-    limits: dict[tuple, tuple] = {}
-    for schedule in schedules:
-        if not schedule.get("enabled", True) or schedule.get("invalid"):
-            continue
-        limit = 2 * INTERVALS[schedule["frequency"]]
-        if schedule["site"] == EVERY_SITE:
-            keys = [k for k in last_backups if k[0] == schedule["stack"]]
-        else:
-            keys = [(schedule["stack"], schedule["site"])]
-        for key in keys:
-            if key not in limits or limit < limits[key][0]:
-                limits[key] = (limit, schedule)
-    out = []
-    for (stack, site), (limit, schedule) in sorted(limits.items()):
-        created = last_backups.get((stack, site))
-        if isinstance(created, str):
-            created = from_iso(created)
-        every = {"daily": "every day", "weekly": "every week", "monthly": "every month"}[schedule["frequency"]]
-        if created is None:
-            since = (
-                from_iso(schedule.get("created_at"))
-                if isinstance(schedule.get("created_at"), str)
-                else schedule.get("created_at")
-            )
-            if since is not None and now - since <= limit:
-                continue
-            message = f"No good backup of {site} on {stack} yet, although its {schedule['frequency']} schedule expects one {every}."
-        elif now - created > limit:
-            message = (
-                f"The last good backup of {site} on {stack} is {_age(now - created)} old; "
-                f"its {schedule['frequency']} schedule expects one {every}."
-            )
-        else:
-            continue
-        out.append(
-            {
-                "stack": stack,
-                "site": site,
-                "schedule_id": schedule["id"],
-                "frequency": schedule["frequency"],
-                "last_backup": to_iso(created),
-                "limit_hours": int(limit.total_seconds() // 3600),
-                "message": message,
-            }
-        )
-    return out
