@@ -8,8 +8,9 @@ from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.names import is_valid_site_name, is_valid_stack_name
 
-STACK_ACTIONS = {"restart": "restart_stack", "update": "update_stack"}
-SITE_ACTIONS = {"restart": "restart_site", "migrate": "migrate_site", "backup": "backup_site"}
+#: The button verb in a form's URL -> the agent action it asks for.
+STACK_VERBS = {"restart": "restart_stack", "update": "update_stack"}
+SITE_VERBS = {"restart": "restart_site", "migrate": "migrate_site", "backup": "backup_site"}
 # The rendered stack list is shared by all sessions; each page gets its own token swapped in.
 CSRF_PLACEHOLDER = "@@CSRF-TOKEN@@"
 BODY_MARKER = "@@STACKS@@"
@@ -144,7 +145,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     def stack_action(name, verb):
         if not is_valid_stack_name(name):
             return ctx.fail(400, "That is not a valid stack name.")
-        return run_action(ctx, STACK_ACTIONS[verb], name, None, form_return_to("/dashboard"))
+        return run_action(ctx, STACK_VERBS[verb], name, None, form_return_to("/dashboard"))
 
     @app.post("/site/<stack>/<site>/<verb:re:restart|migrate|backup>")
     @ctx.protected_post
@@ -153,4 +154,4 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.fail(400, "That is not a valid stack name.")
         if not is_valid_site_name(site):
             return ctx.fail(400, "That is not a valid site name.")
-        return run_action(ctx, SITE_ACTIONS[verb], stack, site, form_return_to("/dashboard"))
+        return run_action(ctx, SITE_VERBS[verb], stack, site, form_return_to("/dashboard"))

@@ -9,7 +9,7 @@ import datetime as dt
 import urllib.parse
 
 from fmappliance.dashboard.backup_age import STALE_BACKUP_HOURS
-from fmappliance.names import parse_timestamp
+from fmappliance.names import format_timestamp, parse_timestamp
 
 STATUS_BADGES = {"running": "badge-ok", "partial": "badge-warn", "stopped": "badge-bad", "unknown": "badge-unknown"}
 JOB_BADGES = {"queued": "badge-unknown", "running": "badge-warn", "succeeded": "badge-ok", "failed": "badge-bad"}
@@ -219,6 +219,6 @@ def size_chart(backups: list, width: int = 600, height: int = 120, pad: int = 4)
         "height": height,
         "points": " ".join(points),
         "max_label": human_size(smax),
-        "first_label": local_time(series[0][0].strftime("%Y-%m-%dT%H:%M:%SZ"))[:10],
-        "last_label": local_time(series[-1][0].strftime("%Y-%m-%dT%H:%M:%SZ"))[:10],
+        "first_label": local_time(format_timestamp(series[0][0]))[:10],
+        "last_label": local_time(format_timestamp(series[-1][0]))[:10],
     }
