@@ -19,11 +19,9 @@ from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobContext, JobManager, StepFailed
 from fmappliance.agent.runner import resolve_binary
-from fmappliance.config import KNOWN_ACTIONS
+from fmappliance.names import SITE_ACTIONS
 
 log = logging.getLogger(__name__)
-
-SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup"})
 
 _STARTED = {
     "restart_stack": "Restart of stack {stack} started.",
@@ -77,8 +75,6 @@ class Actions:
         label, restore_site's backup/from_stack/from_site/create_site, import_backup's name.
         """
         options = dict(options or {})
-        if action not in KNOWN_ACTIONS:
-            raise ActionRejected(400, f"Unknown action {action!r}; known actions: {', '.join(KNOWN_ACTIONS)}.")
         if action not in self.allowed:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
         if action == "test_restore":

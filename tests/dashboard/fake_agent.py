@@ -25,6 +25,8 @@ import bottle
 import waitress
 
 TOKEN = "test-token-0123456789abcdef0123456789abcdef"
+# The agent's wire vocabulary, mirrored from fmappliance.names on purpose (so a change there is a
+# deliberate change of the double too); test_fake_agent.py proves the two agree.
 KNOWN_ACTIONS = (
     "restart_stack",
     "update_stack",
@@ -33,8 +35,11 @@ KNOWN_ACTIONS = (
     "backup_site",
     "start_stack",
     "stop_stack",
+    "restore_site",
+    "import_backup",
+    "test_restore",
 )
-SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site")
+SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup")
 _BLOCK = random.Random(7).randbytes(1024 * 1024)
 
 
