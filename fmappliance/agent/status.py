@@ -7,6 +7,7 @@ need the same stack at the same moment share one `docker compose ps`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -82,7 +83,7 @@ class StatusBoard:
                 generation = self._generation.get(name, 0)
                 fut = self._pool.submit(self._check, name)
                 self._inflight[name] = fut
-                fut.add_done_callback(lambda f, n=name, g=generation: self._store(n, g, f))
+                fut.add_done_callback(functools.partial(self._store, name, generation))
             return fut
 
     def _store(self, name: str, generation: int, fut: Future) -> None:

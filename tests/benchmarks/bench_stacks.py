@@ -1,4 +1,4 @@
-"""GET /stacks over 30 compose stacks whose `docker compose ps` takes 150 ms (issue 2 §6).
+"""GET /stacks over 30 compose stacks whose `docker compose ps` takes 150 ms.
 
 Goals: a cold GET /stacks at most 1.5x the latency of one such `ps` call (asking the stacks
 one after another would be 30x); a warm (cached) GET /stacks under 5 ms.  The `ps` calls are
@@ -119,8 +119,8 @@ def main() -> int:
 
         for label, single, first, cold, _warm in results:
             ratio = cold / single
-            # The goal is judged with the sh stand-in: a `ps` that takes 150 ms waiting on the daemon, as the
-            # issue describes. The Python double also burns ~35 ms of CPU per call, which 2 cores cannot hide.
+            # The goal is judged with the sh stand-in: a `ps` that takes 150 ms waiting on the daemon (a busy
+            # docker host). The Python double also burns ~35 ms of CPU per call, which 2 cores cannot hide.
             judged = verdict(ratio <= GOAL_RATIO) if label == "minimal sh docker" else "(information)"
             print(
                 f"[{label}] one `docker compose ps` ({PS_DELAY * 1000:.0f} ms delay): {single * 1000:.0f} ms; "
