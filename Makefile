@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy fmappliance/
 
 fast-test: $(STAMP)
-	$(PY) -m pytest -q -m "not browser and not nginx and not slow" tests/agent tests/dashboard tests/test_config.py
+	$(PY) -m pytest -q -m "not browser and not nginx and not slow" tests/agent tests/dashboard tests/test_config.py tests/test_lock.py
 
 # Regenerate packaging/requirements.lock (hashes of the zipapps' runtime dependencies) after
 # changing packaging/requirements.in.
