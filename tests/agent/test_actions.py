@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from support.agent_wsgi import wait_job
 from support.world import COMPOSE_SITES, FM_SITE
+from support.wsgi import wait_job
 
 LIST_SITES = ["find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json"]
 

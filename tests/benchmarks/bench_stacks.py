@@ -20,9 +20,9 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
 from double_state import DoubleWorld  # noqa: E402
 from measure import verdict  # noqa: E402
-from support.agent_wsgi import WsgiClient  # noqa: E402
-from support.config_factory import write_config  # noqa: E402
+from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
 from support.world import install_doubles, make_compose_stack  # noqa: E402
+from support.wsgi import WSGIClient  # noqa: E402
 
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.config import load_config  # noqa: E402
@@ -72,7 +72,7 @@ def time_stacks(root, docker, stacks) -> tuple[float, float, float]:
             )
         )
         app = make_app(config)
-        client = WsgiClient(app)
+        client = WSGIClient(app, token=TEST_TOKEN)
         try:
             start = time.perf_counter()
             res = client.get("/stacks")

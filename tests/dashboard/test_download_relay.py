@@ -10,8 +10,8 @@ import tracemalloc
 
 import pytest
 from fake_agent import serve_in_thread, stop_server
-from support.dashboard_wsgi import WSGIClient
 from support.polling import wait_for
+from support.wsgi import WSGIClient
 
 STAMP = "2026-11-25_02-00-03"
 DB_FILE = f"{STAMP}.sql.gz"

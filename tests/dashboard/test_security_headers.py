@@ -1,7 +1,7 @@
 """The security headers are on every response: pages, redirects, errors, static files, downloads."""
 
 import pytest
-from support.dashboard_wsgi import WSGIClient
+from support.wsgi import WSGIClient
 
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY

@@ -1,5 +1,10 @@
-"""An in-process WSGI client for the dashboard that behaves like a browser (cookie jar per path),
-and a settable clock.  Used by tests/dashboard (imported as ``support.dashboard_wsgi``)."""
+"""The one in-process WSGI client of the test suite, for the agent app and the dashboard app.
+
+It calls the app like a server would, keeps cookies per path like a browser, and, given a
+``token``, sends ``Authorization: Bearer <token>`` like the dashboard's agent client does.
+``FakeClock`` is a settable clock for sessions, throttling and ages; ``wait_job`` waits for an
+agent job started through the client.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import re
 import time
 import urllib.parse
 from http.cookies import SimpleCookie
+from wsgiref.headers import Headers
 
 from support.config_factory import TEST_PASSWORD, TEST_USER
 
@@ -30,20 +36,26 @@ class Response:
     def __init__(self, status: str, headers: list, body: bytes):
         self.status_line = status
         self.status = int(status.split()[0])
-        self.headers = headers
+        #: Case-insensitive: ``headers["content-type"]``, ``headers.get(...)``, ``headers.get_all(...)``.
+        self.headers = Headers(list(headers))
         self.body = body
 
     def header(self, name: str):
-        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+        return self.headers.get(name)
 
     def all(self, name: str) -> list:
-        return [v for k, v in self.headers if k.lower() == name.lower()]
+        return self.headers.get_all(name)
 
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", "replace")
 
     def json(self):
+        assert (self.headers.get("content-type") or "").startswith("application/json"), (
+            self.status,
+            self.headers,
+            self.body[:200],
+        )
         return jsonlib.loads(self.body)
 
     def csrf_token(self) -> str:
@@ -54,12 +66,24 @@ class Response:
         assert match, "page has no CSRF token"
         return match.group(1)
 
+    def __repr__(self):
+        return f"<Response {self.status_line} {self.body[:200]!r}>"
+
 
 class WSGIClient:
-    """Calls the WSGI app in-process like a browser would: cookies kept per path."""
+    """Calls a WSGI app in-process like a client would: cookies kept per path, an optional bearer token."""
 
-    def __init__(self, app, *, host: str = "dash.test", scheme: str = "http", remote_addr: str = "203.0.113.7"):
+    def __init__(
+        self,
+        app,
+        *,
+        token: str | None = None,
+        host: str = "dash.test",
+        scheme: str = "http",
+        remote_addr: str = "203.0.113.7",
+    ):
         self.app = app
+        self.token = token
         self.host = host
         self.scheme = scheme
         self.remote_addr = remote_addr
@@ -69,10 +93,23 @@ class WSGIClient:
         return next((v for (n, _), v in self.cookies.items() if n == name), None)
 
     def request(
-        self, method: str, url: str, *, data=None, json=None, headers=None, remote_addr=None, origin="same"
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes = b"",
+        data=None,
+        json=None,
+        headers=None,
+        remote_addr=None,
+        origin="same",
+        token: str | bool | None = True,
+        query: str = "",
     ) -> Response:
-        path, _, query = url.partition("?")
-        body = b""
+        """One request.  ``token``: True sends the client's token (if it has one), None sends no
+        Authorization header, a string is sent as the whole header value."""
+        path, _, url_query = url.partition("?")
+        query = query or url_query
         headers = dict(headers or {})
         if data is not None:
             body = urllib.parse.urlencode(data).encode()
@@ -82,6 +119,10 @@ class WSGIClient:
             headers.setdefault("Content-Type", "application/json")
         if method == "POST" and origin == "same":
             headers.setdefault("Origin", f"{self.scheme}://{self.host}")
+        if token is True and self.token:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        elif isinstance(token, str):
+            headers.setdefault("Authorization", token)
         environ = {
             "REQUEST_METHOD": method,
             "SCRIPT_NAME": "",
@@ -99,12 +140,13 @@ class WSGIClient:
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
-            "CONTENT_LENGTH": str(len(body)),
         }
+        if body:
+            environ["CONTENT_LENGTH"] = str(len(body))
         for name, value in headers.items():
             key = name.upper().replace("-", "_")
-            if key == "CONTENT_TYPE":
-                environ["CONTENT_TYPE"] = value
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                environ[key] = value
             else:
                 environ["HTTP_" + key] = value
         sent = [c for (n, p), c in self.cookies.items() if path.startswith(p)]
@@ -140,6 +182,16 @@ class WSGIClient:
     def post(self, url, **kw) -> Response:
         return self.request("POST", url, **kw)
 
+    def post_json(self, url: str, data, **kw) -> Response:
+        headers = {"Content-Type": "application/json", **kw.pop("headers", {})}
+        return self.request("POST", url, body=jsonlib.dumps(data).encode(), headers=headers, **kw)
+
+    def post_action(self, action: str, stack: str, site: str | None = None, **kw) -> Response:
+        data = {"action": action, "stack": stack}
+        if site is not None:
+            data["site"] = site
+        return self.post_json("/action", data, **kw)
+
     def login(
         self, user: str = TEST_USER, password: str = TEST_PASSWORD, *, next_path: str = "", remote_addr=None
     ) -> Response:
@@ -152,3 +204,10 @@ class WSGIClient:
 
     def page_token(self, url: str = "/dashboard") -> str:
         return self.get(url).csrf_token()
+
+
+def wait_job(client, job_id: str, timeout: float = 30) -> dict:
+    """Wait for an agent job started through ``client`` (whose ``services`` are the agent's) to end."""
+    job = client.services.jobs.wait(job_id, timeout)
+    assert job["status"] in ("succeeded", "failed"), job
+    return job
