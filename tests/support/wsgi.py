@@ -70,6 +70,20 @@ class Response:
         return f"<Response {self.status_line} {self.body[:200]!r}>"
 
 
+class Streamed:
+    """A response whose body has not been read: ``chunks`` as the app yields them; ``close()`` it."""
+
+    def __init__(self, status: str, headers: list, result):
+        self.status_line = status
+        self.status = int(status.split()[0])
+        self.header_list = list(headers)
+        self.chunks = result
+
+    def close(self) -> None:
+        if hasattr(self.chunks, "close"):
+            self.chunks.close()
+
+
 class WSGIClient:
     """Calls a WSGI app in-process like a client would: cookies kept per path, an optional bearer token."""
 
@@ -92,7 +106,26 @@ class WSGIClient:
     def cookie(self, name: str):
         return next((v for (n, _), v in self.cookies.items() if n == name), None)
 
-    def request(
+    def request(self, method: str, url: str, **kw) -> Response:
+        """One request, read to the end.  Keywords as for :meth:`stream`."""
+        streamed = self.stream(method, url, **kw)
+        try:
+            out = b"".join(bytes(chunk) for chunk in streamed.chunks)
+        finally:
+            streamed.close()
+        response = Response(streamed.status_line, streamed.header_list, out)
+        for raw in response.all("Set-Cookie"):
+            jar = SimpleCookie()
+            jar.load(raw)
+            for name, morsel in jar.items():
+                key = (name, morsel["path"] or "/")
+                if morsel["max-age"] in ("0", "-1") or not morsel.value:
+                    self.cookies.pop(key, None)
+                else:
+                    self.cookies[key] = morsel.value
+        return response
+
+    def stream(
         self,
         method: str,
         url: str,
@@ -105,9 +138,12 @@ class WSGIClient:
         origin="same",
         token: str | bool | None = True,
         query: str = "",
-    ) -> Response:
-        """One request.  ``token``: True sends the client's token (if it has one), None sends no
-        Authorization header, a string is sent as the whole header value."""
+    ) -> Streamed:
+        """Start a request and hand back its body unread (for downloads; close it when done).
+
+        ``token``: True sends the client's token (if it has one), None sends no Authorization
+        header, a string is sent as the whole header value.
+        """
         path, _, url_query = url.partition("?")
         query = query or url_query
         headers = dict(headers or {})
@@ -159,22 +195,7 @@ class WSGIClient:
             captured["status"], captured["headers"] = status, response_headers
 
         result = self.app(environ, start_response)
-        try:
-            out = b"".join(bytes(chunk) for chunk in result)
-        finally:
-            if hasattr(result, "close"):
-                result.close()
-        response = Response(captured["status"], captured["headers"], out)
-        for raw in response.all("Set-Cookie"):
-            jar = SimpleCookie()
-            jar.load(raw)
-            for name, morsel in jar.items():
-                key = (name, morsel["path"] or "/")
-                if morsel["max-age"] in ("0", "-1") or not morsel.value:
-                    self.cookies.pop(key, None)
-                else:
-                    self.cookies[key] = morsel.value
-        return response
+        return Streamed(captured["status"], captured["headers"], result)
 
     def get(self, url, **kw) -> Response:
         return self.request("GET", url, **kw)
