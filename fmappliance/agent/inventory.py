@@ -107,13 +107,18 @@ class Inventory:
         agent = self.config["agent"]
         docker = resolve_binary(agent["docker_binary"])
         if docker is None:
-            raise SitesUnavailable(f"docker ({agent['docker_binary']}) was not found; install it or set agent.docker_binary.")
+            raise SitesUnavailable(
+                f"docker ({agent['docker_binary']}) was not found; install it or set agent.docker_binary."
+            )
         # The list is parsed, never shown, except its last line when listing failed.
-        result = run_command(compose.list_sites_argv(docker, stack), timeout=agent["status_timeout"], cwd=stack["path"],
-                             parsed_only=True)
+        result = run_command(
+            compose.list_sites_argv(docker, stack), timeout=agent["status_timeout"], cwd=stack["path"], parsed_only=True
+        )
         if not result.ok:
             last = redact_text(next((line for line in reversed(result.output.splitlines()) if line.strip()), ""))
             raise SitesUnavailable(
                 f"could not list the sites in the {stack.get('service') or 'backend'} container: "
-                + (result.error or f"exit code {result.exit_code}") + (f" ({last.strip()})" if last else ""))
+                + (result.error or f"exit code {result.exit_code}")
+                + (f" ({last.strip()})" if last else "")
+            )
         return compose.parse_site_list(result.output)

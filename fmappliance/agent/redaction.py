@@ -24,7 +24,7 @@ the end of their line or table cell.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 MASK = "***"
 
@@ -66,8 +66,14 @@ def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
         text = mask_known_secrets(text, secrets)
     lowered = _lower(text)
     # The common case, decided at the speed of str.find (spelled out: this runs for every line).
-    if not ("pass" in lowered or "secret" in lowered or "key" in lowered or "token" in lowered
-            or "bearer" in lowered or "://" in lowered):
+    if not (
+        "pass" in lowered
+        or "secret" in lowered
+        or "key" in lowered
+        or "token" in lowered
+        or "bearer" in lowered
+        or "://" in lowered
+    ):
         return text
     # Secret words first; then, on what is left, bearer tokens and URL passwords (a value
     # masked by one pass is not looked at again by the next).
@@ -142,7 +148,7 @@ def _mask_values(text: str, anchors: list[tuple[int, int, str]], lowered: str) -
         raw = text[start:end]
         kept = raw.rstrip()  # a bare value ends before the padding of its table cell
         parts.append(text[done:start])
-        parts.append(_mask_value(kept) + raw[len(kept):])
+        parts.append(_mask_value(kept) + raw[len(kept) :])
         done = end
     if not parts:
         return text

@@ -17,8 +17,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from .redaction import mask_known_secrets, redact_text
 
@@ -82,8 +82,9 @@ def resolve_binary(name: str, search_path: str | None = None) -> str | None:
 class _OutputTail:
     """Turns the byte stream into redacted lines, passes each on and keeps a bounded tail."""
 
-    def __init__(self, limit: int, secrets: Sequence[str], on_output: Callable[[str], None] | None,
-                 parsed_only: bool = False):
+    def __init__(
+        self, limit: int, secrets: Sequence[str], on_output: Callable[[str], None] | None, parsed_only: bool = False
+    ):
         self.limit = max(int(limit), 1)
         self.secrets = list(secrets)
         self.redact = mask_known_secrets if parsed_only else redact_text
@@ -131,8 +132,8 @@ class _OutputTail:
         text = text[-budget:] if budget else ""
         first_newline = text.find("\n")
         if 0 <= first_newline < 200 and first_newline < len(text) - 1:
-            text = text[first_newline + 1:]  # start at a whole line
-        return (TRUNCATION_NOTE + text)[-self.limit:]
+            text = text[first_newline + 1 :]  # start at a whole line
+        return (TRUNCATION_NOTE + text)[-self.limit :]
 
 
 def _describe_start_failure(program: str, exc: OSError) -> str:

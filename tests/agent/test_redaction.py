@@ -13,37 +13,43 @@ from fmappliance.agent.redaction import mask_known_secrets
 from fmappliance.agent.runner import redact_text, run_command
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("DB Root Password: rootpw123", "DB Root Password: ***"),
-    ("password: lowercase-pw", "password: ***"),
-    ("DB_PASSWORD=xyz", "DB_PASSWORD=***"),
-    ('{"db_password": "dbpw", "db_name": "_abc"}', '{"db_password": "***", "db_name": "_abc"}'),
-    ("api_key='k1' rest", "api_key='***' rest"),
-    ("ENCRYPTION-KEY: abc/def==", "ENCRYPTION-KEY: ***"),
-    ("│ Admin Password │ adminpw │", "│ Admin Password │ *** │"),
-    ("| DB Root Password   | rootpw      | x |", "| DB Root Password   | ***      | x |"),
-    ("--admin-password hunter2 --x", "--admin-password *** --x"),
-    ("bench new-site --db-root-password=r00t", "bench new-site --db-root-password=***"),
-    ("token is s3cr3t", "token is ***"),
-    ("Administrator password set to hunter2", "Administrator password set to ***"),
-    ("Authorization: Bearer abc.def.ghi", "Authorization: Bearer ***"),
-    ("fetching https://user:pa55@example.com/repo", "fetching https://user:***@example.com/repo"),
-    ("PASSWORD:\n  on-the-next-line", "PASSWORD:\n  ***"),
-    ("line one\nsecret = two\nline three", "line one\nsecret = ***\nline three"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("DB Root Password: rootpw123", "DB Root Password: ***"),
+        ("password: lowercase-pw", "password: ***"),
+        ("DB_PASSWORD=xyz", "DB_PASSWORD=***"),
+        ('{"db_password": "dbpw", "db_name": "_abc"}', '{"db_password": "***", "db_name": "_abc"}'),
+        ("api_key='k1' rest", "api_key='***' rest"),
+        ("ENCRYPTION-KEY: abc/def==", "ENCRYPTION-KEY: ***"),
+        ("│ Admin Password │ adminpw │", "│ Admin Password │ *** │"),
+        ("| DB Root Password   | rootpw      | x |", "| DB Root Password   | ***      | x |"),
+        ("--admin-password hunter2 --x", "--admin-password *** --x"),
+        ("bench new-site --db-root-password=r00t", "bench new-site --db-root-password=***"),
+        ("token is s3cr3t", "token is ***"),
+        ("Administrator password set to hunter2", "Administrator password set to ***"),
+        ("Authorization: Bearer abc.def.ghi", "Authorization: Bearer ***"),
+        ("fetching https://user:pa55@example.com/repo", "fetching https://user:***@example.com/repo"),
+        ("PASSWORD:\n  on-the-next-line", "PASSWORD:\n  ***"),
+        ("line one\nsecret = two\nline three", "line one\nsecret = ***\nline three"),
+    ],
+)
 def test_values_that_look_like_secrets_are_masked(line, expected):
     assert redact_text(line) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "Reset password for user Administrator",
-    "Migrating site1.example.com",
-    "Updating DocTypes for frappe        : [========================================] 100%",
-    "Executing frappe.patches.v15_0.set_default_password_policy in site1 (_abc123)",
-    "Backup Summary for site1 at 2026-11-30 05:00:00",
-    "keyboard layout unchanged; monkey business",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Reset password for user Administrator",
+        "Migrating site1.example.com",
+        "Updating DocTypes for frappe        : [========================================] 100%",
+        "Executing frappe.patches.v15_0.set_default_password_policy in site1 (_abc123)",
+        "Backup Summary for site1 at 2026-11-30 05:00:00",
+        "keyboard layout unchanged; monkey business",
+        "",
+    ],
+)
 def test_ordinary_text_is_left_alone(text):
     assert redact_text(text) == text
 
@@ -60,21 +66,24 @@ def test_unicode_that_grows_when_lower_cased_keeps_positions_right():
 
 
 def test_a_long_line_without_secrets_comes_back_unchanged():
-    for line in ("a" * 200_000, "x_" * 100_000, "-" * 200_000, " " * 200_000, "│" * 100_000, "{\"k\": 1} " * 20_000):
+    for line in ("a" * 200_000, "x_" * 100_000, "-" * 200_000, " " * 200_000, "│" * 100_000, '{"k": 1} ' * 20_000):
         assert redact_text(line) == line
 
 
-@pytest.mark.parametrize("unit, repeat", [
-    ("password", 25_000),        # one long key run holding thousands of secret words
-    ("--password", 20_000),      # a flag prefix that reaches back across the run
-    ("-" * 50, 4_000),           # dashes, then a word at the very end
-    ("password   ", 20_000),     # words separated by spaces: each a possible table key
-    ("password │", 20_000),      # each word a table key
-    ("api_key-", 25_000),
-    ("://a:", 40_000),           # URL anchors whose credentials never close with '@'
-    ("bearer ", 30_000),
-    ("token is ", 20_000),
-])
+@pytest.mark.parametrize(
+    "unit, repeat",
+    [
+        ("password", 25_000),  # one long key run holding thousands of secret words
+        ("--password", 20_000),  # a flag prefix that reaches back across the run
+        ("-" * 50, 4_000),  # dashes, then a word at the very end
+        ("password   ", 20_000),  # words separated by spaces: each a possible table key
+        ("password │", 20_000),  # each word a table key
+        ("api_key-", 25_000),
+        ("://a:", 40_000),  # URL anchors whose credentials never close with '@'
+        ("bearer ", 30_000),
+        ("token is ", 20_000),
+    ],
+)
 def test_pathological_repetition_is_handled_and_masked_sensibly(unit, repeat):
     line = unit * repeat + "password: hunter2"
     out = redact_text(line)
@@ -95,8 +104,13 @@ def test_a_secret_word_inside_a_masked_value_does_not_double_mask():
 
 def test_parsed_only_output_masks_known_secrets_but_skips_the_look_alike_patterns():
     lines = []
-    result = run_command(["sh", "-c", "echo 'password: visible'; echo 'tok-987654'"], timeout=5,
-                         redact=["tok-987654"], parsed_only=True, on_output=lines.append)
+    result = run_command(
+        ["sh", "-c", "echo 'password: visible'; echo 'tok-987654'"],
+        timeout=5,
+        redact=["tok-987654"],
+        parsed_only=True,
+        on_output=lines.append,
+    )
     assert result.ok
     assert lines == ["password: visible", "***"]
     assert result.output == "password: visible\n***\n"

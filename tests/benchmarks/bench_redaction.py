@@ -31,7 +31,7 @@ JOB_LINES = [
     "Queued rebuilding of search index for site1.example.com",
     "Backing up site1.example.com: database 12.4 MiB, public files 3.1 MiB, private files 0.8 MiB",
     "Compiling assets for erpnext... done in 14.2 s",
-    "2026-11-30T05:00:00.123456789Z backend-1 | 172.18.0.5 - - [30/Nov/2026 05:00:00] \"GET /api/method/ping HTTP/1.1\" 200 -",
+    '2026-11-30T05:00:00.123456789Z backend-1 | 172.18.0.5 - - [30/Nov/2026 05:00:00] "GET /api/method/ping HTTP/1.1" 200 -',
     "Syncing fixtures for erpnext",
     "Set up the key pair for the new workers (keyboard-interactive disabled)",
     "Syncing jobs for frappe",
@@ -62,15 +62,24 @@ def main() -> int:
     job = "\n".join(JOB_LINES[i % len(JOB_LINES)] for i in range(200_000))  # ~16 MB
     by_line = throughput(job, split_lines=True)
     whole = throughput(job, split_lines=False)
-    print(f"job-like output, line by line as the runner feeds it: {by_line:.0f} MB/s (goal >= {GOAL_MB_S:.0f} MB/s) "
-          f"{verdict(by_line >= GOAL_MB_S)}")
+    print(
+        f"job-like output, line by line as the runner feeds it: {by_line:.0f} MB/s (goal >= {GOAL_MB_S:.0f} MB/s) "
+        f"{verdict(by_line >= GOAL_MB_S)}"
+    )
     print(f"job-like output, one {len(job) / 1e6:.0f} MB text: {whole:.0f} MB/s (information)")
-    for name, unit in (("long line, no secret", "a"), ("secret word repeated", "password"),
-                       ("key: value repeated", "password: \""), ("flag repeated", "--password"),
-                       ("table cells repeated", "password │"), ("URL anchors repeated", "://a:")):
+    for name, unit in (
+        ("long line, no secret", "a"),
+        ("secret word repeated", "password"),
+        ("key: value repeated", 'password: "'),
+        ("flag repeated", "--password"),
+        ("table cells repeated", "password │"),
+        ("URL anchors repeated", "://a:"),
+    ):
         rates = [throughput(unit * (size // len(unit)), split_lines=False) for size in (8_192, 65_536)]
-        print(f"adversarial {name!r}: 8 KB {rates[0]:.1f} MB/s, 64 KB {rates[1]:.1f} MB/s "
-              f"(information: similar figures mean linear time)")
+        print(
+            f"adversarial {name!r}: 8 KB {rates[0]:.1f} MB/s, 64 KB {rates[1]:.1f} MB/s "
+            f"(information: similar figures mean linear time)"
+        )
     return 0
 
 

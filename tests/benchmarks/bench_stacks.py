@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests")]
 
 from measure import rss_mb, verdict  # noqa: E402
-
 from support.agent_wsgi import WsgiClient  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
+
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.config import load_config  # noqa: E402
 
@@ -42,33 +42,69 @@ GOAL_MEMORY_GROWTH_MB = 3.0
 COLD_ROUNDS = 5
 MEMORY_ROUNDS = 10
 
-SERVICES = ("configurator", "backend", "frontend", "websocket", "queue-short", "queue-long", "scheduler", "db",
-            "redis-cache", "redis-queue")
+SERVICES = (
+    "configurator",
+    "backend",
+    "frontend",
+    "websocket",
+    "queue-short",
+    "queue-long",
+    "scheduler",
+    "db",
+    "redis-cache",
+    "redis-queue",
+)
 
 
 def ps_answer(project: str) -> str:
     """What `docker compose ps --all --format json` prints for a frappe_docker stack: one object a line."""
     rows = []
     for service in SERVICES:
-        labels = ",".join(f"{k}={v}" for k, v in {
-            "com.docker.compose.config-hash": "9f2c" * 16, "com.docker.compose.container-number": "1",
-            "com.docker.compose.depends_on": "configurator:service_completed_successfully:false,db:service_started:false",
-            "com.docker.compose.image": "sha256:" + "ab12" * 16, "com.docker.compose.oneoff": "False",
-            "com.docker.compose.project": project, "com.docker.compose.project.config_files": f"/srv/{project}/compose.yaml",
-            "com.docker.compose.project.working_dir": f"/srv/{project}", "com.docker.compose.service": service,
-            "com.docker.compose.version": "2.29.7", "org.opencontainers.image.source": "https://github.com/frappe/frappe_docker",
-            "org.opencontainers.image.version": "15.44.0",
-        }.items())
+        labels = ",".join(
+            f"{k}={v}"
+            for k, v in {
+                "com.docker.compose.config-hash": "9f2c" * 16,
+                "com.docker.compose.container-number": "1",
+                "com.docker.compose.depends_on": "configurator:service_completed_successfully:false,db:service_started:false",
+                "com.docker.compose.image": "sha256:" + "ab12" * 16,
+                "com.docker.compose.oneoff": "False",
+                "com.docker.compose.project": project,
+                "com.docker.compose.project.config_files": f"/srv/{project}/compose.yaml",
+                "com.docker.compose.project.working_dir": f"/srv/{project}",
+                "com.docker.compose.service": service,
+                "com.docker.compose.version": "2.29.7",
+                "org.opencontainers.image.source": "https://github.com/frappe/frappe_docker",
+                "org.opencontainers.image.version": "15.44.0",
+            }.items()
+        )
         one_shot = service == "configurator"
-        rows.append(json.dumps({
-            "Command": "\"docker-entrypoint.sh\"", "CreatedAt": "2026-11-30 04:00:00 +0000 UTC",
-            "ExitCode": 0, "Health": "", "ID": "0123456789ab", "Image": "frappe/erpnext:v15.44.0", "Labels": labels,
-            "LocalVolumes": "2", "Mounts": "sites,logs", "Name": f"{project}-{service}-1", "Names": f"{project}-{service}-1",
-            "Networks": f"{project}_default", "Ports": "", "Project": project, "Publishers": [],
-            "RunningFor": "2 hours ago", "Service": service, "Size": "0B",
-            "State": "exited" if one_shot else "running",
-            "Status": "Exited (0) 2 hours ago" if one_shot else "Up 2 hours",
-        }, separators=(",", ":")))
+        rows.append(
+            json.dumps(
+                {
+                    "Command": '"docker-entrypoint.sh"',
+                    "CreatedAt": "2026-11-30 04:00:00 +0000 UTC",
+                    "ExitCode": 0,
+                    "Health": "",
+                    "ID": "0123456789ab",
+                    "Image": "frappe/erpnext:v15.44.0",
+                    "Labels": labels,
+                    "LocalVolumes": "2",
+                    "Mounts": "sites,logs",
+                    "Name": f"{project}-{service}-1",
+                    "Names": f"{project}-{service}-1",
+                    "Networks": f"{project}_default",
+                    "Ports": "",
+                    "Project": project,
+                    "Publishers": [],
+                    "RunningFor": "2 hours ago",
+                    "Service": service,
+                    "Size": "0B",
+                    "State": "exited" if one_shot else "running",
+                    "Status": "Exited (0) 2 hours ago" if one_shot else "Up 2 hours",
+                },
+                separators=(",", ":"),
+            )
+        )
     return "\n".join(rows)
 
 
@@ -109,8 +145,12 @@ def one_command_alone(docker: Path, stack_path: str) -> float:
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        subprocess.run([str(docker), "compose", "--project-directory", stack_path, "ps", "--all", "--format", "json"],
-                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+        subprocess.run(
+            [str(docker), "compose", "--project-directory", stack_path, "ps", "--all", "--format", "json"],
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -143,7 +183,9 @@ def measure(root: Path, docker: Path, log: Path, count: int) -> dict:
         path = root / f"stack{i:03d}"
         path.mkdir(exist_ok=True)
         stacks[path.name] = {"type": "compose", "path": str(path)}
-    config = load_config(write_config(root, stacks=stacks, agent={"docker_binary": str(docker), "status_cache_seconds": 60}))
+    config = load_config(
+        write_config(root, stacks=stacks, agent={"docker_binary": str(docker), "status_cache_seconds": 60})
+    )
     app = make_app(config)
     client = WsgiClient(app)
     names = sorted(stacks)
@@ -169,8 +211,10 @@ def measure(root: Path, docker: Path, log: Path, count: int) -> dict:
         "slowest_command": statistics.median(r[1] for r in rounds),
         "last_exit": statistics.median(r[2] for r in rounds),
         "cpu": statistics.median(r[3] for r in rounds),
-        "warm": statistics.median(warm), "warm_cpu": statistics.median(warm_cpu),
-        "rss_before": rss_before, "rss_after": rss_after,
+        "warm": statistics.median(warm),
+        "warm_cpu": statistics.median(warm_cpu),
+        "rss_before": rss_before,
+        "rss_after": rss_after,
     }
 
 
@@ -180,26 +224,36 @@ def main() -> int:
         docker, log = write_stand_in(root)
         (root / "probe").mkdir()
         alone = one_command_alone(docker, str(root / "probe"))
-        print(f"one `docker compose ps` of the stand-in, alone: {alone * 1000:.0f} ms "
-              f"({DELAY * 1000:.0f} ms delay + process start)")
+        print(
+            f"one `docker compose ps` of the stand-in, alone: {alone * 1000:.0f} ms "
+            f"({DELAY * 1000:.0f} ms delay + process start)"
+        )
         for count in STACK_COUNTS:
             r = measure(root, docker, log, count)
             slowest = max(alone, r["slowest_command"])
             ratio = r["cold"] / slowest
-            print(f"[{count} stacks, {2 * count} commands] cold GET /stacks: {r['cold'] * 1000:.0f} ms; slowest single "
-                  f"command: {slowest * 1000:.0f} ms; every command had exited {r['last_exit'] * 1000:.0f} ms after "
-                  f"the request began; cold = {ratio:.2f}x the slowest command (goal <= {GOAL_RATIO}x) "
-                  f"{verdict(ratio <= GOAL_RATIO)}")
-            print(f"[{count} stacks] (information) the agent's own CPU during the cold GET: {r['cpu'] * 1000:.0f} ms "
-                  f"(starting {2 * count} processes and reading their output); answered "
-                  f"{(r['cold'] - r['last_exit']) * 1000:.0f} ms after the last command exited")
+            print(
+                f"[{count} stacks, {2 * count} commands] cold GET /stacks: {r['cold'] * 1000:.0f} ms; slowest single "
+                f"command: {slowest * 1000:.0f} ms; every command had exited {r['last_exit'] * 1000:.0f} ms after "
+                f"the request began; cold = {ratio:.2f}x the slowest command (goal <= {GOAL_RATIO}x) "
+                f"{verdict(ratio <= GOAL_RATIO)}"
+            )
+            print(
+                f"[{count} stacks] (information) the agent's own CPU during the cold GET: {r['cpu'] * 1000:.0f} ms "
+                f"(starting {2 * count} processes and reading their output); answered "
+                f"{(r['cold'] - r['last_exit']) * 1000:.0f} ms after the last command exited"
+            )
             warm_ms = r["warm"] * 1000
-            print(f"[{count} stacks] warm GET /stacks: {warm_ms:.2f} ms, CPU {r['warm_cpu'] * 1000:.2f} ms "
-                  f"(goal < {GOAL_WARM_MS:.0f} ms) {verdict(warm_ms < GOAL_WARM_MS)}")
+            print(
+                f"[{count} stacks] warm GET /stacks: {warm_ms:.2f} ms, CPU {r['warm_cpu'] * 1000:.2f} ms "
+                f"(goal < {GOAL_WARM_MS:.0f} ms) {verdict(warm_ms < GOAL_WARM_MS)}"
+            )
             growth = r["rss_after"] - r["rss_before"]
-            print(f"[{count} stacks] memory over {MEMORY_ROUNDS} more cold rounds: {r['rss_before']:.1f} -> "
-                  f"{r['rss_after']:.1f} MiB, {growth:+.1f} MiB (goal: flat, < {GOAL_MEMORY_GROWTH_MB:.0f} MiB) "
-                  f"{verdict(growth < GOAL_MEMORY_GROWTH_MB)}")
+            print(
+                f"[{count} stacks] memory over {MEMORY_ROUNDS} more cold rounds: {r['rss_before']:.1f} -> "
+                f"{r['rss_after']:.1f} MiB, {growth:+.1f} MiB (goal: flat, < {GOAL_MEMORY_GROWTH_MB:.0f} MiB) "
+                f"{verdict(growth < GOAL_MEMORY_GROWTH_MB)}"
+            )
     return 0
 
 
