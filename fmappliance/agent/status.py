@@ -139,7 +139,9 @@ class StatusBoard:
             return
         if not result.ok:
             text = result.output.strip()
-            if any(marker in text for marker in DAEMON_DOWN_MARKERS):
+            if compose.plugin_missing(text):
+                out["reason"] = compose.PLUGIN_MISSING_REASON
+            elif any(marker in text for marker in DAEMON_DOWN_MARKERS):
                 line = next(l for l in text.splitlines() if any(m in l for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
             else:

@@ -7,7 +7,7 @@ import json
 import subprocess
 import tarfile
 
-from double_state import DAEMON_DOWN
+from double_state import DAEMON_DOWN, NO_COMPOSE_PLUGIN
 
 
 def run(world, prog, *args, env=None):
@@ -26,6 +26,15 @@ def test_docker_version_has_a_server_key_unless_the_daemon_is_down(world):
     res = run(world, "docker", "version", "--format", "json")
     assert res.returncode == 1 and res.stderr.strip() == DAEMON_DOWN
     assert compose(world, "ps", "--all", "--format", "json").returncode == 1
+
+
+def test_docker_without_the_compose_plugin_refuses_every_compose_command_with_125(world):
+    world.doubles.set_faults(no_compose_plugin=True)
+    res = compose(world, "ps", "--all", "--format", "json")
+    assert res.returncode == 125 and res.stdout == ""
+    assert res.stderr.strip() == NO_COMPOSE_PLUGIN
+    assert res.stderr.strip().endswith("Run 'docker --help' for more information")
+    assert run(world, "docker", "version", "--format", "json").returncode == 0
 
 
 def test_ps_shapes_and_all_flag(world):

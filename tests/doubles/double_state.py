@@ -25,6 +25,8 @@ from pathlib import Path
 
 ONE_SHOT_SERVICES = ("configurator", "create-site", "migrator")
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+# What a docker CLI without the compose plugin answers to `docker compose ...` (exit 125).
+NO_COMPOSE_PLUGIN = "docker: unknown command: docker compose\n\nRun 'docker --help' for more information"
 
 
 def default_state_dir() -> Path:

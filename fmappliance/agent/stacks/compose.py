@@ -16,6 +16,16 @@ ONE_SHOT_SERVICES = frozenset({"configurator", "create-site", "migrator"})
 SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")
 #: Where the bench lives inside the backend container.
 CONTAINER_BENCH = "/home/frappe/frappe-bench"
+#: What a docker CLI without the compose plugin answers to `docker compose ...`: newer CLIs
+#: "docker: unknown command: docker compose" (exit 125), older ones "docker: 'compose' is not
+#: a docker command." (exit 1). Either way the rest of its message only says "see docker --help".
+PLUGIN_MISSING_MARKERS = ("unknown command: docker compose", "'compose' is not a docker command")
+PLUGIN_MISSING_REASON = "docker compose is not available: install the docker compose plugin"
+
+
+def plugin_missing(output: str) -> bool:
+    """Whether a failed `docker compose` call failed because the compose plugin is not installed."""
+    return any(marker in output for marker in PLUGIN_MISSING_MARKERS)
 
 
 def base_argv(docker: str, stack: dict) -> list[str]:
