@@ -72,6 +72,9 @@ class DashboardContext:
         #: (agent /stacks payload, now) -> overdue-backup alerts for the dashboard; None: none.
         #: The scheduler pages set it.
         self.overdue_alerts = None
+        #: (agent /stacks payload) -> warnings naming sites no schedule backs up; None: none.
+        #: The scheduler pages set it.
+        self.unscheduled_warnings = None
 
     # -- request facts ------------------------------------------------------------------
 

@@ -71,21 +71,28 @@ class ScheduleRules:
 
     def __init__(self, store):
         self.store = store
-        self._cached = (None, [], {})  # (generation, schedules, {(stack, site): hours})
+        self._cached = (None, [], {}, frozenset())  # (generation, schedules, {(stack, site): hours}, paused keys)
         self._alerts = (None, None, [])  # (key, payload, alerts)
+        self._unscheduled = (None, None, [])  # (key, payload, warnings)
 
     def _current(self):
-        generation, schedules, limits = self._cached
+        generation, schedules, limits, _ = self._refresh()
+        return schedules, limits
+
+    def _refresh(self):
+        generation, schedules, limits, paused = self._cached
         if generation != self.store.generation:
             generation = self.store.generation  # read first: a change meanwhile recomputes next time
-            schedules = [s for s in self.store.list() if s["enabled"] and not s["invalid"]]
+            every = self.store.list()
+            schedules = [s for s in every if s["enabled"] and not s["invalid"]]
+            paused = frozenset((s["stack"], s["site"]) for s in every if not s["enabled"])
             limits = {}
             for schedule in schedules:
                 hours = 2 * INTERVALS[schedule["frequency"]].total_seconds() / 3600
                 key = (schedule["stack"], schedule["site"])
                 limits[key] = min(hours, limits.get(key, hours))
-            self._cached = (generation, schedules, limits)
-        return schedules, limits
+            self._cached = (generation, schedules, limits, paused)
+        return generation, schedules, limits, paused
 
     def stale_hours(self, stack: str, site: str) -> float:
         """Twice the shortest interval of the site's schedules; 48 h for an unscheduled site."""
@@ -120,6 +127,43 @@ class ScheduleRules:
             alert["href"] = f"/backups/{views.url_part(alert['stack'])}/{views.url_part(alert['site'])}"
         self._alerts = (key, payload, alerts)
         return alerts
+
+
+    def unscheduled(self, payload) -> list[dict]:
+        """One warning per stack naming its sites that no enabled schedule backs up.
+
+        Only sites the agent lists right now count (as for the overdue alerts). A site covered
+        only by a paused schedule is named too: nothing backs it up while the pause lasts.
+        """
+        generation, _, limits, paused = self._refresh()
+        if not isinstance(payload, dict):
+            return []
+        key = (id(payload), generation)
+        cached_key, cached_payload, warnings = self._unscheduled
+        if cached_key == key and cached_payload is payload:
+            return warnings
+        warnings = []
+        stacks = payload.get("stacks") if isinstance(payload.get("stacks"), list) else []
+        for stack in stacks:
+            if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
+                continue
+            name = stack["name"]
+            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
+            bare = sorted({s for s in sites if isinstance(s, str)} - {s for s in sites if _covered(limits, name, s)})
+            if not bare:
+                continue
+            some_paused = any(_covered(paused, name, s) for s in bare)
+            one = len(bare) == 1
+            message = (f"No backup schedule covers {', '.join(bare)} on {name}: "
+                       f"{'it is' if one else 'they are'} backed up only when someone starts a backup by hand"
+                       + (" (a schedule that would is paused)." if some_paused else "."))
+            warnings.append({"stack": name, "sites": bare, "message": message})
+        self._unscheduled = (key, payload, warnings)
+        return warnings
+
+
+def _covered(keys, stack: str, site: str) -> bool:
+    return (stack, site) in keys or (stack, EVERY_SITE) in keys
 
 
 # --------------------------------------------------------------------------------------
@@ -213,6 +257,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     rules = ScheduleRules(store)
     ctx.stale_backup_hours = rules.stale_hours
     ctx.overdue_alerts = rules.overdue
+    ctx.unscheduled_warnings = rules.unscheduled
 
     def known_stacks():
         """{stack: sites or None (unknown)} from the agent, or None when it cannot be asked."""

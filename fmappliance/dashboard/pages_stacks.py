@@ -79,6 +79,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         now = ctx.now()
         block = ctx.session().csrf_token.encode().join(stacks_html(payload, payload is None, now))
         alerts = ctx.overdue_alerts(payload, now) if ctx.overdue_alerts and payload is not None else []
+        unscheduled = ctx.unscheduled_warnings(payload) if ctx.unscheduled_warnings and payload is not None else []
         bottle.response.set_header("Cache-Control", "no-store")
         page = ctx.page(
             "dashboard",
@@ -88,6 +89,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             stacks_html=BODY_MARKER,
             disk=views.shape_disk((payload or {}).get("disk")),
             alerts=alerts,
+            unscheduled=unscheduled,
         )
         head, _, tail = page.partition(BODY_MARKER)
         return b"".join((head.encode(), block, tail.encode()))
