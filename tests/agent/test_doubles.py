@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import tarfile
 
@@ -86,3 +87,21 @@ def test_faults_fail_and_hang_are_recorded_per_step(world):
     res = compose(world, "restart")
     assert res.returncode == 3 and "boom" in res.stderr
     assert world.doubles.argvs("docker")[-1][-1] == "restart"
+
+
+def test_stat_in_the_container_reports_symlinks_without_following_them(world):
+    sites = world.doubles.volume_bench(world.compose_project) / "sites"
+    (sites / "site1.example.com" / "private" / "backups").mkdir(parents=True, exist_ok=True)
+    (sites / "site1.example.com" / "private" / "backups" / "a.sql.gz").write_bytes(b"12345")
+    (sites / "site2.example.com" / "private").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(sites / "site2.example.com" / "private" / "backups", ignore_errors=True)
+    (sites / "site2.example.com" / "private" / "backups").symlink_to("../../site1.example.com/private/backups")
+    root = "/home/frappe/frappe-bench/sites"
+    res = compose(world, "exec", "-T", "backend", "stat", "-c", "%F|%s|%n", "--", f"{root}/site1.example.com",
+                  f"{root}/site1.example.com/private/backups/a.sql.gz", f"{root}/site2.example.com/private/backups",
+                  f"{root}/nope")
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"directory|{(sites / 'site1.example.com').stat().st_size}|{root}/site1.example.com"
+    assert lines[1] == f"regular file|5|{root}/site1.example.com/private/backups/a.sql.gz"
+    assert lines[2].startswith("symbolic link|") and len(lines) == 3
+    assert res.returncode == 1 and "No such file or directory" in res.stderr
