@@ -13,9 +13,10 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
+from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.runner import resolve_binary, run_command
-from fmappliance.agent.stacks import compose, fm
+from fmappliance.agent.stacks import compose
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,8 @@ class StatusBoard:
         if docker is None:
             out["reason"] = f"docker not found ({binary_name!r} is not on PATH or not executable)"
             return
-        if stack["type"] == "fm":
-            argv, expected = fm.ps_argv(docker, stack), fm.MAIN_SERVICES
-        else:
-            argv, expected = compose.ps_argv(docker, stack), ()
-        result = run_command(argv, timeout=self.timeout, cwd=stack["path"])
+        kind = stacks.for_stack(stack)
+        result = run_command(kind.ps_argv(docker, stack), timeout=self.timeout, cwd=stack["path"])
         out["checked_at"] = utc_now()
         if result.timed_out:
             out["reason"] = f"docker compose ps did not answer within {self.timeout} s"
@@ -150,9 +148,5 @@ class StatusBoard:
             return
         rows = compose.parse_ps(result.output)
         services = compose.service_rows(rows)
-        if stack["type"] == "fm":
-            main = [s for s in services if s["service"] in fm.MAIN_SERVICES]
-            status, reason = compose.compute_status(main, expected)
-        else:
-            status, reason = compose.compute_status(services)
+        status, reason = kind.status_of(services)
         out.update(status=status, reason=reason, services=services)

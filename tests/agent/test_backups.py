@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from fmappliance.agent import backups
 from fmappliance.agent.backups import BackupError, BackupNotFound, BackupStore, BadBackupRequest
+from fmappliance.agent.backups.layout import LABELS
+from fmappliance.agent.backups.verify import INFLATE_MAX_OUT, DumpCheck, GzipStream
 
 STACK = "prod"
 SITE = "site1.example.com"
@@ -266,7 +267,7 @@ def test_a_part_that_fails_verification_publishes_nothing_and_says_why(store, so
         store.publish(STACK, SITE, {**sources, part: str(broken)}, created=WHEN)
     message = str(failure.value)
     assert reason in message
-    assert message.startswith(backups._LABELS[part])
+    assert message.startswith(LABELS[part])
     assert entries(site_dir(store)) == []  # no final name, no manifest, no temp
 
 
@@ -300,7 +301,7 @@ def test_a_write_error_is_reported_and_cleaned_up(store, sources, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(backups.os, "fsync", fsync_failing_on_the_third_part)
+    monkeypatch.setattr(os, "fsync", fsync_failing_on_the_third_part)
     with pytest.raises(BackupError, match="No space left on device"):
         store.publish(STACK, SITE, sources, created=WHEN)
     monkeypatch.undo()
@@ -359,8 +360,8 @@ def test_an_overlapping_publish_waits_for_the_lock_then_gives_up_clearly(tmp_pat
 CRASHING_PUBLISH = textwrap.dedent(
     """
     import os, sys, threading
-    from fmappliance.agent import backups
-    real_write = backups._write_all
+    from fmappliance.agent.backups import BackupStore, publish
+    real_write = publish.write_all
     state = {"n": 0}
     def slow_write(fd, view):
         real_write(fd, view)
@@ -368,8 +369,8 @@ CRASHING_PUBLISH = textwrap.dedent(
         if state["n"] == 2:
             print("copying", flush=True)
             threading.Event().wait()   # stay mid-copy until killed
-    backups._write_all = slow_write
-    store = backups.BackupStore(sys.argv[1], {"daily": 7, "weekly": 4, "monthly": 12})
+    publish.write_all = slow_write
+    store = BackupStore(sys.argv[1], {"daily": 7, "weekly": 4, "monthly": 12})
     store.publish("prod", "site1.example.com", {"database": sys.argv[2]})
     """
 )
@@ -610,7 +611,7 @@ def test_a_file_changed_since_publication_is_not_served(store, published):
 
 
 def test_gzip_check_accepts_trailing_zero_padding_like_gzip_does():
-    check = backups._DumpCheck()
+    check = DumpCheck()
     data = gzip.compress(dump_text()) + b"\0" * 1000
     for start in range(0, len(data), 777):  # arbitrary chunk boundaries
         check.feed(data[start:start + 777])
@@ -623,27 +624,25 @@ def test_gzip_check_holds_bounded_memory_on_a_gzip_bomb():
     block = b"\0" * (16 << 20)
     data = b"".join(compressor.compress(block) for _ in range(4)) + compressor.compress(b"\n-- Dump completed\n") + compressor.flush()
     sizes = []
-    check = backups._DumpCheck()
-    check._gzip._sink = lambda out, keep=check._keep_tail: (sizes.append(len(out)), keep(out))
-    check.feed(data)
-    assert "Dump completed" in check.finish()
-    assert max(sizes) <= backups._INFLATE_MAX_OUT
+    tail = bytearray()
+    stream = GzipStream(lambda out: (sizes.append(len(out)), tail.extend(out[-64:])))
+    stream.feed(data)
+    stream.finish()
+    assert tail.endswith(b"-- Dump completed\n")
+    assert max(sizes) <= INFLATE_MAX_OUT
     assert sum(sizes) == (4 << 24) + len(b"\n-- Dump completed\n")
 
 
 @pytest.mark.parametrize("slice_size, max_out", [(16 << 10, 32 << 10), (4 << 10, 16 << 10), (1 << 10, 1 << 10)])
-def test_gzip_check_handles_member_ends_inside_a_capped_inflate_call(monkeypatch, slice_size, max_out):
+def test_gzip_check_handles_member_ends_inside_a_capped_inflate_call(slice_size, max_out):
     # A member that ends while output is capped must hand the next member's bytes on exactly once.
-    monkeypatch.setattr(backups, "_INFLATE_SLICE", slice_size)
-    monkeypatch.setattr(backups, "_INFLATE_MAX_OUT", max_out)
     text = dump_text(4000)
     members = [gzip.compress(text[i:i + 100_000]) for i in range(0, len(text), 100_000)]
     received = []
-    check = backups._DumpCheck()
-    check._gzip._sink = lambda out, keep=check._keep_tail: (received.append(out), keep(out))
+    stream = GzipStream(received.append, slice_size=slice_size, max_out=max_out)
     data = b"".join(members)
     for start in range(0, len(data), 50_000):
-        check.feed(data[start:start + 50_000])
-    assert "Dump completed" in check.finish()
-    assert check._gzip.members == len(members)
+        stream.feed(data[start:start + 50_000])
+    stream.finish()
+    assert stream.members == len(members)
     assert b"".join(received) == text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from support.agent_wsgi import wait_job
 from support.world import LIST_SITES_ARGV
-from fmappliance.agent.actions import newest_backup_set, parse_backup_summary
+from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.stacks import fm
 
