@@ -321,3 +321,12 @@ def test_compose_update_refuses_to_start_when_the_sites_cannot_be_listed(client,
     job = run_action(client, "update_stack", "prod", expect="failed")
     assert "Update stopped before it began" in job["message"] and "not running" in job["message"]
     assert [a for a in action_argvs(world) if "pull" in a or "up" in a] == []
+
+
+def test_three_backups_taken_by_hand_the_same_day_are_all_kept(client, world):
+    """Default retention (daily 7, keep_last 3, safety hold): strict GFS kept only the day's newest."""
+    ids = []
+    for _ in range(3):
+        ids.append(run_action(client, "backup_site", "prod", "site1.example.com")["result"]["backup"]["id"])
+    listed = [b["id"] for b in client.get("/backups/prod/site1.example.com").json()["backups"]]
+    assert listed == sorted(ids, reverse=True) and len(set(ids)) == 3

@@ -31,9 +31,11 @@ _LOCK_WAIT_SECONDS = 30.0
 class BackupStore:
     """Published backups under ``base_path``: publish (verified), retention, listing, safe open."""
 
-    def __init__(self, base_path: str, retention: dict, *, lock_wait_seconds: float = _LOCK_WAIT_SECONDS):
+    def __init__(self, base_path: str, retention: dict, *, keep_safety_days: int = 14,
+                 lock_wait_seconds: float = _LOCK_WAIT_SECONDS):
         self.base_path = os.path.abspath(base_path)
-        self.retention = {tier: int(retention.get(tier, 0)) for tier in ("daily", "weekly", "monthly")}
+        self.retention = {tier: int(retention.get(tier, 0)) for tier in ("daily", "weekly", "monthly", "keep_last")}
+        self.keep_safety_days = keep_safety_days
         self.lock_wait_seconds = lock_wait_seconds
 
     def _site_path(self, stack: str, site: str) -> str:
@@ -145,7 +147,7 @@ class BackupStore:
     # ---- retention -------------------------------------------------------------------------
 
     def apply_retention(self, stack: str, site: str, *, now: datetime | None = None) -> list[str]:
-        """Delete verified backups that no daily/weekly/monthly slot keeps; returns the deleted ids.
+        """Delete verified backups that nothing keeps (retention.py); returns the deleted ids.
 
         Only backups with a verified manifest stamped up to ``now`` are counted or deleted (a clock that
         went backwards must not cost backups); the newest of them is always kept.  Files without a
@@ -158,7 +160,7 @@ class BackupStore:
             return []
         try:
             with self._locked(dir_fd, f"{site} on {stack}"):
-                deleted = gfs.delete_unkept(dir_fd, stack, site, self.retention, moment)
+                deleted = gfs.delete_unkept(dir_fd, stack, site, self.retention, moment, self.keep_safety_days)
         finally:
             os.close(dir_fd)
         if deleted:
