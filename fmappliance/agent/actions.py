@@ -84,8 +84,13 @@ class Actions:
         body = self._body(action, stack_name, stack, site)
         message = _STARTED[action].format(stack=stack_name, site=site)
         job, created = self.jobs.submit(
-            action=action, stack=stack_name, site=site if action in SITE_ACTIONS else None, body=body,
-            message=message, on_start=self._invalidate, timeout=self.timeouts[action],
+            action=action,
+            stack=stack_name,
+            site=site if action in SITE_ACTIONS else None,
+            body=body,
+            message=message,
+            on_start=self._invalidate,
+            timeout=self.timeouts[action],
         )
         if not created:
             message = f"The same action is already {job['status']}; showing that job."
@@ -130,11 +135,16 @@ class Actions:
             try:
                 backups[site] = self._backup(ctx, name, stack, site, timeout)["id"]
             except StepFailed as exc:
-                raise StepFailed(f"Update stopped before changing anything: the backup of {site} failed: {exc}") from None
+                raise StepFailed(
+                    f"Update stopped before changing anything: the backup of {site} failed: {exc}"
+                ) from None
         kind = stacks.for_stack(stack)
         kind.update(ctx, self._binary(kind.BINARY_KEY), stack, sites, timeout)
-        ctx.message = f"Stack {name} updated; backups taken first: " + (
-            ", ".join(f"{s} ({i})" for s, i in backups.items()) or "none (no sites)") + "."
+        ctx.message = (
+            f"Stack {name} updated; backups taken first: "
+            + (", ".join(f"{s} ({i})" for s, i in backups.items()) or "none (no sites)")
+            + "."
+        )
         return {"backups": backups}
 
     # ------------------------------------------------------------------ backup
@@ -147,11 +157,15 @@ class Actions:
         staging = os.path.join(self.state_dir, "staging", ctx.job_id + "-" + site)
         try:
             kind = stacks.for_stack(stack)
-            sources = kind.collect_backup_files(ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging)
+            sources = kind.collect_backup_files(
+                ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging
+            )
             for part, path in sources.items():
                 st = os.lstat(path)
                 if not stat.S_ISREG(st.st_mode):
-                    raise StepFailed(f"The {part} file of the backup is not a regular file ({os.path.basename(path)}); not publishing it.")
+                    raise StepFailed(
+                        f"The {part} file of the backup is not a regular file ({os.path.basename(path)}); not publishing it."
+                    )
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:
                 manifest = self.store.publish(name, site, sources)

@@ -20,7 +20,11 @@ from fmappliance.agent.stacks import compose
 
 log = logging.getLogger(__name__)
 
-DAEMON_DOWN_MARKERS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "permission denied while trying to connect")
+DAEMON_DOWN_MARKERS = (
+    "Cannot connect to the Docker daemon",
+    "Is the docker daemon running",
+    "permission denied while trying to connect",
+)
 
 
 def utc_now() -> str:
@@ -106,8 +110,16 @@ class StatusBoard:
 
     def _base(self, name: str) -> dict:
         stack = self.inventory.stacks[name]
-        return {"name": name, "type": stack["type"], "path": stack["path"], "status": "unknown", "reason": None,
-                "services": [], "sites": [], "checked_at": utc_now()}
+        return {
+            "name": name,
+            "type": stack["type"],
+            "path": stack["path"],
+            "status": "unknown",
+            "reason": None,
+            "services": [],
+            "sites": [],
+            "checked_at": utc_now(),
+        }
 
     def _check(self, name: str) -> dict:
         stack = self.inventory.stacks[name]
@@ -140,11 +152,15 @@ class StatusBoard:
             if compose.plugin_missing(text):
                 out["reason"] = compose.PLUGIN_MISSING_REASON
             elif any(marker in text for marker in DAEMON_DOWN_MARKERS):
-                line = next(l for l in text.splitlines() if any(m in l for m in DAEMON_DOWN_MARKERS))
+                line = next(ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
             else:
                 last = text.splitlines()[-1].strip() if text else ""
-                out["reason"] = "docker compose ps failed: " + (result.error or f"exit code {result.exit_code}") + (f": {last}" if last else "")
+                out["reason"] = (
+                    "docker compose ps failed: "
+                    + (result.error or f"exit code {result.exit_code}")
+                    + (f": {last}" if last else "")
+                )
             return
         rows = compose.parse_ps(result.output)
         services = compose.service_rows(rows)

@@ -12,8 +12,14 @@ from double_state import DAEMON_DOWN, NO_COMPOSE_PLUGIN
 
 
 def run(world, prog, *args, env=None):
-    return subprocess.run([str(world.bin / prog), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env=env or {"PATH": "/usr/bin:/bin"}, timeout=30)
+    return subprocess.run(
+        [str(world.bin / prog), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env or {"PATH": "/usr/bin:/bin"},
+        timeout=30,
+    )
 
 
 def compose(world, *args):
@@ -66,7 +72,9 @@ def test_bench_backup_writes_real_files_and_the_summary(world):
     backups = world.doubles.volume_bench(world.compose_project) / "sites" / "site1.example.com" / "private" / "backups"
     dump = next(backups.glob("*-site1_example_com-database.sql.gz"))
     text = gzip.decompress(dump.read_bytes()).decode()
-    assert text.startswith("-- begin frappe metadata") and text.rstrip().splitlines()[-1].startswith("-- Dump completed")
+    assert text.startswith("-- begin frappe metadata") and text.rstrip().splitlines()[-1].startswith(
+        "-- Dump completed"
+    )
     with tarfile.open(next(backups.glob("*-site1_example_com-files.tar"))) as tar:
         assert all(n.startswith("./site1.example.com/public/files/") for n in tar.getnames())
 
@@ -97,9 +105,20 @@ def test_stat_in_the_container_reports_symlinks_without_following_them(world):
     shutil.rmtree(sites / "site2.example.com" / "private" / "backups", ignore_errors=True)
     (sites / "site2.example.com" / "private" / "backups").symlink_to("../../site1.example.com/private/backups")
     root = "/home/frappe/frappe-bench/sites"
-    res = compose(world, "exec", "-T", "backend", "stat", "-c", "%F|%s|%n", "--", f"{root}/site1.example.com",
-                  f"{root}/site1.example.com/private/backups/a.sql.gz", f"{root}/site2.example.com/private/backups",
-                  f"{root}/nope")
+    res = compose(
+        world,
+        "exec",
+        "-T",
+        "backend",
+        "stat",
+        "-c",
+        "%F|%s|%n",
+        "--",
+        f"{root}/site1.example.com",
+        f"{root}/site1.example.com/private/backups/a.sql.gz",
+        f"{root}/site2.example.com/private/backups",
+        f"{root}/nope",
+    )
     lines = res.stdout.splitlines()
     assert lines[0] == f"directory|{(sites / 'site1.example.com').stat().st_size}|{root}/site1.example.com"
     assert lines[1] == f"regular file|5|{root}/site1.example.com/private/backups/a.sql.gz"

@@ -32,10 +32,20 @@ def place_backup(store: BackupStore, ident: str, *, verified: bool = True, label
     data = gzip.compress(f"-- {ident}\n-- Dump completed\n".encode())
     (directory / f"{ident}.sql.gz").write_bytes(data)
     manifest = {
-        "id": ident, "stack": STACK, "site": SITE, "created": ident[:10] + "T" + ident[11:].replace("-", ":") + "Z",
-        "verified": verified, "verification": "test",
-        "files": [{"name": f"{ident}.sql.gz", "part": "database", "size": len(data),
-                   "sha256": hashlib.sha256(data).hexdigest()}],
+        "id": ident,
+        "stack": STACK,
+        "site": SITE,
+        "created": ident[:10] + "T" + ident[11:].replace("-", ":") + "Z",
+        "verified": verified,
+        "verification": "test",
+        "files": [
+            {
+                "name": f"{ident}.sql.gz",
+                "part": "database",
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        ],
     }
     if label is not None:
         manifest["label"] = label
@@ -63,10 +73,19 @@ KEPT_AFTER_A_YEAR = {
     # daily: the last 7 days
     *(date(2026, 12, d) for d in range(25, 32)),
     # weekly: newest of ISO weeks 53 (Dec 31), 52 (Sun Dec 27), 51 (Sun Dec 20), 50 (Sun Dec 13)
-    date(2026, 12, 20), date(2026, 12, 13),
+    date(2026, 12, 20),
+    date(2026, 12, 13),
     # monthly: newest of each of the 12 months
-    date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31), date(2026, 4, 30), date(2026, 5, 31),
-    date(2026, 6, 30), date(2026, 7, 31), date(2026, 8, 31), date(2026, 9, 30), date(2026, 10, 31),
+    date(2026, 1, 31),
+    date(2026, 2, 28),
+    date(2026, 3, 31),
+    date(2026, 4, 30),
+    date(2026, 5, 31),
+    date(2026, 6, 30),
+    date(2026, 7, 31),
+    date(2026, 8, 31),
+    date(2026, 9, 30),
+    date(2026, 10, 31),
     date(2026, 11, 30),
 }
 
@@ -82,7 +101,9 @@ def test_a_year_of_daily_backups_keeps_7_daily_4_weekly_12_monthly(store):
     assert present(store) == {backup_id(day) for day in KEPT_AFTER_A_YEAR}
     assert len(present(store)) == 20
     # Deleting removes dump and manifest together: nothing half-deleted remains.
-    assert all_files(store) - {".lock"} == {f"{i}.sql.gz" for i in present(store)} | {f"{i}.json" for i in present(store)}
+    assert all_files(store) - {".lock"} == {f"{i}.sql.gz" for i in present(store)} | {
+        f"{i}.json" for i in present(store)
+    }
 
 
 def test_retention_applied_once_after_a_year_gives_the_same_set(store):
@@ -163,8 +184,12 @@ def test_retention_after_real_publishes_removes_published_files(tmp_path):
     config = tmp_path / "site_config.json"
     config.write_text("{}")
     for day in YEAR[:4]:
-        store.publish(STACK, SITE, {"database": str(dump), "site_config": str(config)},
-                      created=datetime(day.year, day.month, day.day, 2, tzinfo=timezone.utc))
+        store.publish(
+            STACK,
+            SITE,
+            {"database": str(dump), "site_config": str(config)},
+            created=datetime(day.year, day.month, day.day, 2, tzinfo=timezone.utc),
+        )
     deleted = store.apply_retention(STACK, SITE)
     assert sorted(deleted) == [backup_id(YEAR[0]), backup_id(YEAR[1])]
     assert [b["id"] for b in store.list_backups(STACK, SITE)] == [backup_id(YEAR[3]), backup_id(YEAR[2])]
@@ -199,8 +224,9 @@ def test_backup_now_before_a_risky_change_survives_that_nights_scheduled_run(tmp
 
 @pytest.mark.parametrize("label", ["manual", "pre-update", "pre-restore", "imported"])
 def test_safety_labels_are_kept_for_keep_safety_days_whatever_the_tiers_say(tmp_path, label):
-    store = BackupStore(str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0},
-                        keep_safety_days=14)
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
     held = backup_id(DAY - timedelta(days=13), 9)
     expired = backup_id(DAY - timedelta(days=15), 9)
     place_backup(store, held, label=label)
@@ -212,8 +238,9 @@ def test_safety_labels_are_kept_for_keep_safety_days_whatever_the_tiers_say(tmp_
 
 
 def test_scheduled_backups_get_no_safety_hold(tmp_path):
-    store = BackupStore(str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0},
-                        keep_safety_days=14)
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
     for hour in (2, 8, 14):
         place_backup(store, backup_id(DAY, hour), label="scheduled")
     store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 20, tzinfo=timezone.utc))
@@ -221,8 +248,9 @@ def test_scheduled_backups_get_no_safety_hold(tmp_path):
 
 
 def test_the_safety_hold_ends_exactly_keep_safety_days_after_the_backup(tmp_path):
-    store = BackupStore(str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0},
-                        keep_safety_days=3)
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=3
+    )
     manual = backup_id(DAY, 9)
     place_backup(store, manual, label="manual")
     place_backup(store, backup_id(DAY + timedelta(days=2), 2))
@@ -234,8 +262,9 @@ def test_the_safety_hold_ends_exactly_keep_safety_days_after_the_backup(tmp_path
 
 
 def test_a_backup_from_before_labels_existed_is_held_like_a_manual_one(tmp_path):
-    store = BackupStore(str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0},
-                        keep_safety_days=14)
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
     unlabelled_recent = backup_id(DAY - timedelta(days=2), 9)
     unlabelled_old = backup_id(DAY - timedelta(days=20), 9)
     place_backup(store, unlabelled_recent, label=None)
@@ -245,8 +274,9 @@ def test_a_backup_from_before_labels_existed_is_held_like_a_manual_one(tmp_path)
 
 
 def test_keep_last_keeps_the_newest_n_whatever_the_tiers_say(tmp_path):
-    store = BackupStore(str(tmp_path / "backups"), {"daily": 1, "weekly": 0, "monthly": 0, "keep_last": 3},
-                        keep_safety_days=0)
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 1, "weekly": 0, "monthly": 0, "keep_last": 3}, keep_safety_days=0
+    )
     for hour in (1, 5, 9, 13, 17):
         place_backup(store, backup_id(DAY, hour))
     store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 20, tzinfo=timezone.utc))
@@ -254,8 +284,9 @@ def test_keep_last_keeps_the_newest_n_whatever_the_tiers_say(tmp_path):
 
 
 def test_keep_last_does_not_count_backups_stamped_in_the_future_or_unverified(tmp_path):
-    store = BackupStore(str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 2},
-                        keep_safety_days=0)
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 2}, keep_safety_days=0
+    )
     for hour in (1, 5, 9):
         place_backup(store, backup_id(DAY, hour))
     place_backup(store, backup_id(DAY, 10), verified=False)
@@ -265,9 +296,10 @@ def test_keep_last_does_not_count_backups_stamped_in_the_future_or_unverified(tm
 
 
 def test_the_agent_uses_the_configured_keep_last_and_safety_days(tmp_path):
+    from support.config_factory import write_config
+
     from fmappliance.agent.app import build_services
     from fmappliance.config import load_config
-    from support.config_factory import write_config
 
     defaults = build_services(load_config(write_config(tmp_path)))
     try:
@@ -275,7 +307,9 @@ def test_the_agent_uses_the_configured_keep_last_and_safety_days(tmp_path):
     finally:
         defaults.close()
     (tmp_path / "other").mkdir()
-    chosen = build_services(load_config(write_config(tmp_path / "other", backups={"retention": {"keep_last": 5}, "keep_safety_days": 30})))
+    chosen = build_services(
+        load_config(write_config(tmp_path / "other", backups={"retention": {"keep_last": 5}, "keep_safety_days": 30}))
+    )
     try:
         assert chosen.store.retention == {"daily": 7, "weekly": 4, "monthly": 12, "keep_last": 5}
         assert chosen.store.keep_safety_days == 30

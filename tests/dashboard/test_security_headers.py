@@ -1,17 +1,18 @@
 """The security headers are on every response: pages, redirects, errors, static files, downloads."""
 
-import pytest
-
-from fmappliance.dashboard.app import make_app
 import pathlib
 import re
 
-from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
-
+import pytest
 from support.dashboard_wsgi import WSGIClient
 
-EXPECTED_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+from fmappliance.dashboard.app import make_app
+from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
+
+EXPECTED_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def assert_security_headers(response):
@@ -40,10 +41,19 @@ def test_nginx_sends_the_same_headers_as_the_dashboard_and_hides_the_dashboards_
         assert name in hidden, name
 
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/login", 200), ("GET", "/healthz", 200), ("GET", "/static/app.css", 200), ("GET", "/static/htmx.min.js", 200),
-    ("GET", "/dashboard", 303), ("GET", "/no/such/page", 404), ("GET", "/static/nope.js", 404), ("DELETE", "/dashboard", 405),
-])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/login", 200),
+        ("GET", "/healthz", 200),
+        ("GET", "/static/app.css", 200),
+        ("GET", "/static/htmx.min.js", 200),
+        ("GET", "/dashboard", 303),
+        ("GET", "/no/such/page", 404),
+        ("GET", "/static/nope.js", 404),
+        ("DELETE", "/dashboard", 405),
+    ],
+)
 def test_headers_without_session(client, method, path, status):
     response = client.request(method, path)
     assert response.status == status
@@ -51,7 +61,9 @@ def test_headers_without_session(client, method, path, status):
 
 
 def test_headers_on_pages_actions_and_downloads(logged_in, fake_agent):
-    fake_agent.add_backup("prod", "site1.example.com", "2026-11-25_02-00-03", {"2026-11-25_02-00-03.sql.gz": b"x" * 1000})
+    fake_agent.add_backup(
+        "prod", "site1.example.com", "2026-11-25_02-00-03", {"2026-11-25_02-00-03.sql.gz": b"x" * 1000}
+    )
     token = logged_in.page_token()
     for response in (
         logged_in.get("/dashboard"),

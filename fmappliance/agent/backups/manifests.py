@@ -92,8 +92,11 @@ def manifest_problem(doc, backup_id: str, stack: str, site: str) -> str | None:
             and entry["name"].startswith(backup_id + ".")
             and entry["name"] != backup_id + ".json"
             and entry.get("part") in PARTS
-            and isinstance(entry.get("size"), int) and not isinstance(entry.get("size"), bool) and entry["size"] >= 0
-            and isinstance(entry.get("sha256"), str) and SHA256.fullmatch(entry["sha256"])
+            and isinstance(entry.get("size"), int)
+            and not isinstance(entry.get("size"), bool)
+            and entry["size"] >= 0
+            and isinstance(entry.get("sha256"), str)
+            and SHA256.fullmatch(entry["sha256"])
         ):
             return f"bad file entry {entry!r:.200}"
     return None

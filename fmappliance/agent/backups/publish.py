@@ -23,8 +23,8 @@ import queue
 import secrets
 import stat
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size, iso
@@ -89,7 +89,9 @@ def publish_into(dir_fd: int, stack: str, site: str, moment: datetime, sources_o
             check, suffix = checker_for(part, os.pread(src_fd, 2, 0))
             final = backup_id + suffix
             temp = f".{final}.tmp-{secrets.token_hex(6)}"
-            dst_fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd)
+            dst_fd = os.open(
+                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dir_fd
+            )
             temps.append(temp)
             try:
                 os.lseek(src_fd, 0, os.SEEK_SET)
@@ -135,7 +137,9 @@ def publish_into(dir_fd: int, stack: str, site: str, moment: datetime, sources_o
             except OSError:
                 log.exception("could not remove %s after a failed publish", name)
         if isinstance(exc, OSError):
-            raise BackupError(f"could not write the backup to {where}: {exc.strerror or exc}; nothing was published") from None
+            raise BackupError(
+                f"could not write the backup to {where}: {exc.strerror or exc}; nothing was published"
+            ) from None
         raise
     log.info("published backup %s of %s on %s (%s)", backup_id, site, stack, human_size(sum(f["size"] for f in files)))
     return manifest

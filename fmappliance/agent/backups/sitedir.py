@@ -11,8 +11,8 @@ import fcntl
 import os
 import stat
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from fmappliance import names
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest

@@ -31,8 +31,14 @@ _LOCK_WAIT_SECONDS = 30.0
 class BackupStore:
     """Published backups under ``base_path``: publish (verified), retention, listing, safe open."""
 
-    def __init__(self, base_path: str, retention: dict, *, keep_safety_days: int = 14,
-                 lock_wait_seconds: float = _LOCK_WAIT_SECONDS):
+    def __init__(
+        self,
+        base_path: str,
+        retention: dict,
+        *,
+        keep_safety_days: int = 14,
+        lock_wait_seconds: float = _LOCK_WAIT_SECONDS,
+    ):
         self.base_path = os.path.abspath(base_path)
         self.retention = {tier: int(retention.get(tier, 0)) for tier in ("daily", "weekly", "monthly", "keep_last")}
         self.keep_safety_days = keep_safety_days
@@ -180,8 +186,10 @@ class BackupStore:
             raise BadBackupRequest(f"{name!r} is not a backup file name (expected <YYYY-MM-DD_HH-MM-SS>.<part>).")
         missing = BackupNotFound(f"No backup file {name} for {site} on {stack}.")
         expected_dir = os.path.join(os.path.realpath(self.base_path), stack, site)
-        if os.path.realpath(self._site_path(stack, site)) != expected_dir \
-                or os.path.commonpath([expected_dir, os.path.realpath(os.path.join(expected_dir, name))]) != expected_dir:
+        if (
+            os.path.realpath(self._site_path(stack, site)) != expected_dir
+            or os.path.commonpath([expected_dir, os.path.realpath(os.path.join(expected_dir, name))]) != expected_dir
+        ):
             raise missing
         dir_fd = self._open_site_dir(stack, site)
         try:

@@ -11,7 +11,7 @@ import json
 import re
 import tarfile
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 # Compressed input is fed to zlib in slices so that one call's output stays bounded
 # (a 4 MiB slice of a highly compressible dump could inflate to gigabytes).
@@ -35,7 +35,9 @@ class GzipStream:
     gzip(1) and Python's gzip module; anything else after the last member is refused.
     """
 
-    def __init__(self, sink: Callable[[bytes], None], *, slice_size: int = INFLATE_SLICE, max_out: int = INFLATE_MAX_OUT):
+    def __init__(
+        self, sink: Callable[[bytes], None], *, slice_size: int = INFLATE_SLICE, max_out: int = INFLATE_MAX_OUT
+    ):
         self._sink = sink
         self._slice = slice_size
         self._max_out = max_out
@@ -46,7 +48,7 @@ class GzipStream:
     def feed(self, data) -> None:
         view = memoryview(data)
         for start in range(0, len(view), self._slice):
-            self._feed_slice(view[start:start + self._slice])
+            self._feed_slice(view[start : start + self._slice])
 
     def _feed_slice(self, data) -> None:
         while len(data):
@@ -61,7 +63,7 @@ class GzipStream:
                         raise CheckFailed("has unexpected data after the end of its gzip stream")
                     data = rest
                 head = bytes(data[:2])
-                if head != _GZIP_MAGIC[:len(head)]:
+                if head != _GZIP_MAGIC[: len(head)]:
                     if self.members:
                         raise CheckFailed("has unexpected data after the end of its gzip stream")
                     raise CheckFailed("is not a gzip file")
@@ -153,16 +155,16 @@ class TarCheck:
             if self._skip and not self._sparse_ext:
                 take = min(self._skip, end - pos)
                 if self._pax is not None:
-                    self._pax += view[pos:pos + take]
+                    self._pax += view[pos : pos + take]
                 self._skip -= take
                 pos += take
                 self._offset += take
                 if not self._skip and self._pax is not None:
-                    self.pax_size = pax_size(bytes(self._pax[:self._pax_length]))
+                    self.pax_size = pax_size(bytes(self._pax[: self._pax_length]))
                     self._pax = None
                 continue
             take = min(tarfile.BLOCKSIZE - len(self._header), end - pos)
-            self._header += view[pos:pos + take]
+            self._header += view[pos : pos + take]
             pos += take
             if len(self._header) == tarfile.BLOCKSIZE:
                 block = bytes(self._header)
@@ -214,11 +216,11 @@ def pax_size(data: bytes) -> int | None:
     size = None
     pos = 0
     while pos < len(data):
-        match = re.match(rb"(\d+) ", data[pos:pos + 24])
+        match = re.match(rb"(\d+) ", data[pos : pos + 24])
         if not match or int(match.group(1)) <= 0:
             raise CheckFailed("is corrupt: malformed pax extended header")
         length = int(match.group(1))
-        record = data[pos + match.end():pos + length]
+        record = data[pos + match.end() : pos + length]
         key, _, value = record.rstrip(b"\n").partition(b"=")
         if key == b"size":
             if not value.isdigit():

@@ -19,8 +19,12 @@ _BACKUP_FILE = re.compile(
     r"(?P<kind>site_config_backup\.json|database\.sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz)"
 )
 _KIND_PART = {
-    "site_config_backup.json": "site_config", "database.sql.gz": "database",
-    "files.tar": "files", "files.tgz": "files", "private-files.tar": "private-files", "private-files.tgz": "private-files",
+    "site_config_backup.json": "site_config",
+    "database.sql.gz": "database",
+    "files.tar": "files",
+    "files.tgz": "files",
+    "private-files.tar": "private-files",
+    "private-files.tgz": "private-files",
 }
 
 

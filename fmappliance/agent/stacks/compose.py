@@ -111,15 +111,17 @@ def service_rows(rows: list[dict]) -> list[dict]:
             exit_code = int(row.get("ExitCode") or 0)
         except (TypeError, ValueError):
             exit_code = 0
-        out.append({
-            "service": service,
-            "name": str(row.get("Name") or ""),
-            "state": str(row.get("State") or "").lower(),
-            "health": str(row.get("Health") or ""),
-            "status": str(row.get("Status") or ""),
-            "exit_code": exit_code,
-            "one_shot": service in ONE_SHOT_SERVICES,
-        })
+        out.append(
+            {
+                "service": service,
+                "name": str(row.get("Name") or ""),
+                "state": str(row.get("State") or "").lower(),
+                "health": str(row.get("Health") or ""),
+                "status": str(row.get("Status") or ""),
+                "exit_code": exit_code,
+                "one_shot": service in ONE_SHOT_SERVICES,
+            }
+        )
     out.sort(key=lambda s: (s["service"], s["name"]))
     return out
 
@@ -136,7 +138,9 @@ def compute_status(services: list[dict], expected: tuple | list = ()) -> tuple[s
     missing one counts as not running.
     """
     long_running = [s for s in services if not s["one_shot"]]
-    failed_one_shots = [s for s in services if s["one_shot"] and s["state"] in ("exited", "dead") and s["exit_code"] != 0]
+    failed_one_shots = [
+        s for s in services if s["one_shot"] and s["state"] in ("exited", "dead") and s["exit_code"] != 0
+    ]
     present = {s["service"] for s in long_running}
     missing = [name for name in expected if name not in present]
     if not long_running and not missing:
@@ -191,20 +195,38 @@ def update(ctx: JobContext, docker: str, stack: dict, sites: list[str], timeout:
         ctx.run(exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
 
 
-def collect_backup_files(ctx: JobContext, docker: str, stack: dict, site: str, timeout: float,
-                         started: float, staging: str) -> dict[str, str]:
+def collect_backup_files(
+    ctx: JobContext, docker: str, stack: dict, site: str, timeout: float, started: float, staging: str
+) -> dict[str, str]:
     """Run `bench backup --with-files` in the container; part -> path of each file copied into ``staging``."""
     cwd = stack["path"]
-    result = ctx.run(exec_argv(docker, stack, "bench", "--site", site, "backup", "--with-files"),
-                     timeout=timeout, cwd=cwd)
+    result = ctx.run(
+        exec_argv(docker, stack, "bench", "--site", site, "backup", "--with-files"), timeout=timeout, cwd=cwd
+    )
     container_dir = f"{CONTAINER_BENCH}/sites/{site}/private/backups"
     # Only the file names are taken from bench's output; the dir is always the site's backup dir.
-    paths = {part: f"{container_dir}/{os.path.basename(p)}" for part, p in parse_backup_summary(result.output, site).items()}
+    paths = {
+        part: f"{container_dir}/{os.path.basename(p)}" for part, p in parse_backup_summary(result.output, site).items()
+    }
     if "database" not in paths:
         minutes = int((time.time() - started) // 60) + 2
         ctx.log("no backup summary in bench's output; listing recent files in the container")
-        listing = ctx.run(exec_argv(docker, stack, "find", f"sites/{site}/private/backups", "-maxdepth", "1",
-                                    "-type", "f", "-mmin", f"-{minutes}"), timeout=120, cwd=cwd)
+        listing = ctx.run(
+            exec_argv(
+                docker,
+                stack,
+                "find",
+                f"sites/{site}/private/backups",
+                "-maxdepth",
+                "1",
+                "-type",
+                "f",
+                "-mmin",
+                f"-{minutes}",
+            ),
+            timeout=120,
+            cwd=cwd,
+        )
         names = [os.path.basename(line.strip()) for line in listing.output.splitlines()]
         paths = {part: f"{container_dir}/{n}" for part, n in newest_backup_set(names).items()}
     if "database" not in paths:

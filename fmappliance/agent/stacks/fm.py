@@ -77,7 +77,9 @@ def list_sites(stack: dict) -> list[str]:
         names = os.listdir(sites_dir)
     except OSError:
         return []
-    return sorted(n for n in names if is_valid_site_name(n) and os.path.isfile(os.path.join(sites_dir, n, "site_config.json")))
+    return sorted(
+        n for n in names if is_valid_site_name(n) and os.path.isfile(os.path.join(sites_dir, n, "site_config.json"))
+    )
 
 
 # ---- actions: each gets the resolved fm binary and runs its steps through the job's context ----
@@ -105,18 +107,24 @@ def update(ctx: JobContext, fm: str, stack: dict, sites: list[str], timeout: flo
     ctx.run(fm_argv(fm, "restart", stack), timeout=timeout, cwd=cwd, env=env)
 
 
-def collect_backup_files(ctx: JobContext, fm: str, stack: dict, site: str, timeout: float,
-                         started: float, staging: str) -> dict[str, str]:
+def collect_backup_files(
+    ctx: JobContext, fm: str, stack: dict, site: str, timeout: float, started: float, staging: str
+) -> dict[str, str]:
     """Run `bench backup --with-files`; part -> host path of each file (the bench dir is on the host)."""
-    result = ctx.run(shell_argv(fm, stack, "--site", site, "backup", "--with-files"),
-                     timeout=timeout, cwd=stack["path"], env=fm_env(stack))
+    result = ctx.run(
+        shell_argv(fm, stack, "--site", site, "backup", "--with-files"),
+        timeout=timeout,
+        cwd=stack["path"],
+        env=fm_env(stack),
+    )
     backup_dir = host_backup_dir(stack, site)
     names = {part: os.path.basename(p) for part, p in parse_backup_summary(result.output, site).items()}
     if "database" not in names:
         ctx.log("no backup summary in bench's output; looking for the newest files in " + backup_dir)
         try:
-            recent = [n for n in os.listdir(backup_dir)
-                      if os.lstat(os.path.join(backup_dir, n)).st_mtime >= started - 2]
+            recent = [
+                n for n in os.listdir(backup_dir) if os.lstat(os.path.join(backup_dir, n)).st_mtime >= started - 2
+            ]
         except OSError as exc:
             raise StepFailed(f"Cannot read the backup dir {backup_dir}: {exc.strerror}") from None
         names = newest_backup_set(recent)
