@@ -444,3 +444,19 @@ def test_compose_backup_that_would_not_fit_is_refused_before_copying(client, wor
     assert "not enough free space to copy the backup out of the container" in job["message"]
     assert not [c for c in action_argvs(world, "docker") if "cp" in c]
     assert list((Path(world.config["agent"]["state_dir"]) / "staging").glob("*")) == []
+
+
+def test_compose_backup_file_that_changes_between_the_check_and_the_copy_is_refused(client, world):
+    from support.polling import wait_for
+
+    world.doubles.set_faults(hang={"compose cp": 3})
+    res = client.post_action("backup_site", "prod", "site1.example.com")
+    wait_for(world.doubles.hanging_pids, 20, "the copy out of the container to start")
+    backups = world.doubles.volume_bench(world.compose_project) / "sites" / "site1.example.com" / "private" / "backups"
+    dump = next(backups.glob("*-database.sql.gz"))
+    with dump.open("ab") as handle:  # something in the container still writing after the size was taken
+        handle.write(b"\0" * 4096)
+    job = wait_job(client, res.json()["job"]["id"])
+    assert job["status"] == "failed"
+    assert f"{dump.name} changed while it was copied out of the container" in job["message"]
+    assert [n for n in world.published("prod", "site1.example.com") if not n.startswith(".")] == []
