@@ -156,7 +156,9 @@ class StatusBoard:
             return
         if not result.ok:
             text = redact_text(result.output.strip())  # lines of it become the reason shown
-            if any(marker in text for marker in DAEMON_DOWN_MARKERS):
+            if compose.plugin_missing(text):
+                out["reason"] = compose.PLUGIN_MISSING_REASON
+            elif any(marker in text for marker in DAEMON_DOWN_MARKERS):
                 line = next(ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
             else:
