@@ -272,19 +272,28 @@ BACKUPS = Section(
         Key(
             "retention",
             "int_map",
-            {"daily": 7, "weekly": 4, "monthly": 12},
-            "Grandfather-father-son: how many daily, weekly and monthly backups to keep.",
+            {"daily": 7, "weekly": 4, "monthly": 12, "keep_last": 3},
+            "Grandfather-father-son: how many daily, weekly and monthly backups to keep; keep_last: the newest N are "
+            "always kept, whatever the tiers say.",
             check=lambda v: (
                 next(
                     (
-                        f"unknown retention tier {k!r}; expected daily, weekly, monthly"
+                        f"unknown retention setting {k!r}; expected daily, weekly, monthly, keep_last"
                         for k in v
-                        if k not in ("daily", "weekly", "monthly")
+                        if k not in ("daily", "weekly", "monthly", "keep_last")
                     ),
                     None,
                 )
                 or next((f"retention.{k} must be 0 or more" for k, n in v.items() if n < 0), None)
             ),
+        ),
+        Key(
+            "keep_safety_days",
+            "int",
+            14,
+            "Backups labelled manual, pre-update, pre-restore or imported (and unlabelled ones from before labels existed) "
+            "are kept at least this many days, whatever the retention tiers say.",
+            check=_non_negative,
         ),
     ),
 )

@@ -64,7 +64,11 @@ def build_services(config: dict) -> AgentServices:
     jobs = JobManager(
         config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
     )
-    store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
+    store = BackupStore(
+        config["backups"]["base_path"],
+        config["backups"]["retention"],
+        keep_safety_days=config["backups"]["keep_safety_days"],
+    )
     actions = Actions(config, inventory, jobs, store, status)
     return AgentServices(inventory, status, jobs, store, actions)
 

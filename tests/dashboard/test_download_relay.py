@@ -89,6 +89,44 @@ def test_download_is_audited(logged_in, app, with_backup):
     assert (row["action"], row["target"], row["result"]) == ("download", f"prod/site1.example.com/{DB_FILE}", "ok")
 
 
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site", "Cross-Site"])
+def test_download_started_by_another_site_is_403_audited_and_never_reaches_the_agent(
+    logged_in, app, fake_agent, with_backup, fetch_site
+):
+    before = len(fake_agent.requests)
+    for method in ("GET", "HEAD"):
+        response = logged_in.request(method, URL, headers={"Sec-Fetch-Site": fetch_site})
+        assert response.status == 403
+        if method == "GET":
+            assert "start only from the dashboard" in response.text
+    assert len(fake_agent.requests) == before
+    row = app.ctx.audit.recent(1)[0]
+    assert (row["action"], row["target"]) == ("download", f"prod/site1.example.com/{DB_FILE}")
+    assert row["result"].startswith("refused: started from another site")
+
+
+@pytest.mark.parametrize("fetch_site", ["same-origin", "none", None])
+def test_download_from_the_dashboard_itself_a_typed_url_or_a_client_without_fetch_metadata_is_served(
+    logged_in, with_backup, fetch_site
+):
+    headers = {"Sec-Fetch-Site": fetch_site} if fetch_site else {}
+    response = logged_in.get(URL, headers=headers)
+    assert response.status == 200 and response.body == CONTENT
+
+
+def test_download_started_by_another_site_is_refused_in_accel_mode_too(tmp_path, fake_agent, clock, with_backup):
+    from support.config_factory import write_config
+
+    from fmappliance.config import load_config
+    from fmappliance.dashboard.app import make_app
+
+    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "download_mode": "accel"}))
+    client = WSGIClient(make_app(config, clock=clock))
+    client.login()
+    response = client.get(URL, headers={"Sec-Fetch-Site": "cross-site"})
+    assert response.status == 403 and response.header("X-Accel-Redirect") is None
+
+
 def _get(port, path, cookie, timeout=10.0):
     """One request; a stalled server fails it with a socket timeout instead of hanging the test."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

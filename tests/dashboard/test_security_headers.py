@@ -1,10 +1,13 @@
 """The security headers are on every response: pages, redirects, errors, static files, downloads."""
 
+import pathlib
+import re
+
 import pytest
 from support.wsgi import WSGIClient
 
 from fmappliance.dashboard.app import make_app
-from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY
+from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
 
 EXPECTED_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -17,11 +20,25 @@ def assert_security_headers(response):
     assert response.header("X-Content-Type-Options") == "nosniff"
     assert response.header("Referrer-Policy") == "same-origin"
     assert response.header("X-Frame-Options") == "DENY"
+    assert response.header("Cross-Origin-Opener-Policy") == "same-origin"
+    assert response.header("Cross-Origin-Resource-Policy") == "same-origin"
+    assert "camera=()" in response.header("Permissions-Policy")
+    assert "geolocation=()" in response.header("Permissions-Policy")
     assert len(response.all("Content-Security-Policy")) == 1
+    assert len(response.all("Permissions-Policy")) == 1
 
 
 def test_policy_is_exactly_the_specified_one():
     assert CONTENT_SECURITY_POLICY == EXPECTED_CSP
+
+
+def test_nginx_sends_the_same_headers_as_the_dashboard_and_hides_the_dashboards_copies():
+    snippet = (pathlib.Path(__file__).parents[2] / "packaging/nginx/fm-security-headers.conf").read_text()
+    added = dict(re.findall(r'^add_header (\S+) "([^"]*)" always;$', snippet, re.M))
+    hidden = set(re.findall(r"^proxy_hide_header (\S+);$", snippet, re.M))
+    for name, value in SECURITY_HEADERS:
+        assert added.get(name) == value, name
+        assert name in hidden, name
 
 
 @pytest.mark.parametrize(
