@@ -10,6 +10,7 @@ import yaml
 from support.config_factory import TEST_PASSWORD, TEST_TOKEN, write_config
 
 from fmappliance import config as cfg
+from fmappliance import config_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,17 +128,17 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 
 def test_every_key_is_documented():
-    for dotted, key in cfg.iter_keys():
+    for dotted, key in config_docs.iter_keys():
         assert key.help.strip(), f"{dotted} has no help text"
 
 
 def test_example_config_is_generated_from_the_schema():
     shipped = (ROOT / "packaging" / "config.example.yaml").read_text()
-    assert shipped == cfg.example_yaml(), "run `make example-config`"
+    assert shipped == config_docs.example_yaml(), "run `make example-config`"
 
 
 def test_example_config_mentions_every_key():
-    example = cfg.example_yaml()
+    example = config_docs.example_yaml()
     # Optional keys of a stack or schedule entry are listed in an "Each entry's keys: a, b, c." comment.
     listed = {
         key.strip()
@@ -145,13 +146,13 @@ def test_example_config_mentions_every_key():
         if "Each entry's keys:" in line
         for key in line.split("keys:", 1)[1].strip().rstrip(".").split(",")
     }
-    for dotted, _key in cfg.iter_keys():
+    for dotted, _key in config_docs.iter_keys():
         leaf = dotted.split(".")[-1].replace("[]", "")
         assert f"{leaf}:" in example or leaf in listed, dotted
 
 
 def test_example_config_validates_once_paths_exist(tmp_path):
-    data = yaml.safe_load(cfg.example_yaml())
+    data = yaml.safe_load(config_docs.example_yaml())
     for stack in data["stacks"].values():
         stack["path"] = str(tmp_path)
     data["dashboard"]["credentials"] = {"admin": "$2b$12$" + "a" * 53}
@@ -161,7 +162,7 @@ def test_example_config_validates_once_paths_exist(tmp_path):
 
 def test_readme_reference_is_current():
     readme = (ROOT / "README.md").read_text()
-    assert cfg.reference_markdown() in readme, "regenerate the README's configuration reference from the schema"
+    assert config_docs.reference_markdown() in readme, "regenerate the README's configuration reference from the schema"
 
 
 def test_write_config_helper_writes_a_valid_config(tmp_path):
