@@ -48,6 +48,10 @@ def _port(v):
     return None if 1 <= v <= 65535 else "expected a port number from 1 to 65535"
 
 
+def _listen_port(v):
+    return None if 0 <= v <= 65535 else "expected a port number from 1 to 65535 (or 0: any free port)"
+
+
 def _positive(v):
     return None if v > 0 else "expected a number greater than 0"
 
@@ -118,7 +122,13 @@ AGENT = Section(
     help="The privileged agent: runs the allow-listed operations.",
     keys=(
         Key("listen", "str", "127.0.0.1", "Address the agent binds to. Keep it on loopback."),
-        Key("port", "int", 9100, "TCP port of the agent.", check=_port),
+        Key(
+            "port",
+            "int",
+            9100,
+            "TCP port of the agent (0: any free port, named in the 'listening on' log line).",
+            check=_listen_port,
+        ),
         Key("state_dir", "path", "/var/lib/fmappliance/agent", "Job store (SQLite) and locks."),
         Key(
             "action_timeouts",
@@ -243,7 +253,13 @@ DASHBOARD = Section(
     required=True,
     keys=(
         Key("listen", "str", "127.0.0.1", "Address the dashboard binds to (nginx proxies to it)."),
-        Key("port", "int", 8000, "TCP port of the dashboard.", check=_port),
+        Key(
+            "port",
+            "int",
+            8000,
+            "TCP port of the dashboard (0: any free port, named in the 'listening on' log line).",
+            check=_listen_port,
+        ),
         Key("state_dir", "path", "/var/lib/fmappliance/dashboard", "Sessions, schedules and the audit log (SQLite)."),
         Key(
             "secret_key",
