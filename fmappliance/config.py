@@ -666,9 +666,8 @@ def _cross_checks(config: dict, v: _Validator, data: dict) -> None:
         if stack["type"] == "fm" and (stack["project"] or stack["files"] or stack["sites"]):
             v.fail(("stacks", name), "project, files and sites are for compose stacks; an fm bench knows its own")
     for i, schedule in enumerate(config["schedules"]):
-        if schedule["stack"] not in config["stacks"]:
-            # Not fatal: the scheduler shows such a schedule as broken (issue: deleted stacks).
-            pass
+        # A schedule naming a stack that is not (or no longer) configured is not an error here:
+        # the scheduler shows it as broken.
         if schedule["timezone"]:
             from zoneinfo import ZoneInfo
 

@@ -105,6 +105,7 @@ class Actions:
 
         def body(ctx: JobContext):
             if action == "backup_site":
+                assert site is not None  # start() checked it against the inventory
                 manifest = self._backup(ctx, name, stack, site, timeout)
                 return {"backup": manifest}
             if action == "update_stack":

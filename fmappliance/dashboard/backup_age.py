@@ -89,6 +89,14 @@ def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: date
     return out
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 class BackupAgeRules:
     """Per-site answers from the stored schedules, cached until a definition changes.
 
@@ -140,15 +148,13 @@ class BackupAgeRules:
         if cached_key == key and cached_payload is payload:
             return alerts
         last_backups = {}
-        stacks = payload.get("stacks") if isinstance(payload.get("stacks"), list) else []
-        for stack in stacks:
+        for stack in _list(payload.get("stacks")):
             if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
                 continue
-            backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
-            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
-            for site in [s for s in sites if isinstance(s, str)]:
-                last = backups.get(site)
-                good = isinstance(last, dict) and last.get("verified") is True
+            backups = _dict(stack.get("last_backups"))
+            for site in [s for s in _list(stack.get("sites")) if isinstance(s, str)]:
+                last = _dict(backups.get(site))
+                good = last.get("verified") is True
                 last_backups[(stack["name"], site)] = parse_timestamp(last.get("created")) if good else None
         # Only sites the agent lists right now: while it cannot see a stack's sites (docker
         # down) "no backup yet" would be wrong, and a vanished site shows as a broken schedule.

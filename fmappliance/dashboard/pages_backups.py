@@ -3,7 +3,7 @@
 Downloads are relayed from the agent chunk by chunk (constant memory, Range passed
 through), or, with ``dashboard.download_mode: accel``, handed to nginx with
 ``X-Accel-Redirect`` after the agent confirmed the file (HEAD) — nginx then sends it
-with sendfile and no dashboard thread is held (pitfalls.md, nginx).
+with sendfile and no dashboard thread is held (docs/pitfalls.md, nginx).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_
 
 log = logging.getLogger(__name__)
 
-# Each relayed download holds a waitress thread for its whole duration (pitfalls.md), here
+# Each relayed download holds a waitress thread for its whole duration (docs/pitfalls.md), here
 # and in the agent: keep this many threads free for pages in the dashboard, and for status
 # and actions in the agent, whatever the number of downloads.
 THREADS_KEPT_FOR_PAGES = 8

@@ -55,7 +55,7 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
 
 def register(app: bottle.Bottle, ctx) -> None:
     # One entry (key, payload, pieces), replaced as a whole so threads never see half of it.
-    render_cache = {"entry": (None, None, [])}
+    render_cache: dict[str, tuple] = {"entry": (None, None, [])}
 
     def stacks_html(payload, failed: bool, now) -> list[bytes]:
         # Re-render only when the agent data changed or the ages moved on, and keep the

@@ -33,7 +33,7 @@ WHEN = datetime(2026, 1, 13, 2, 0, 3, tzinfo=timezone.utc)
 RETENTION = {"daily": 7, "weekly": 4, "monthly": 12}
 
 
-# ---- what bench --site S backup --with-files leaves behind (../shared/docs/frappe-manager.md §3) ----
+# ---- what bench --site S backup --with-files leaves behind (docs/doubles.md, "Output shapes") ----
 
 
 def dump_text(rows: int = 200, *, trailer: bool = True, seed: int = 1) -> bytes:

@@ -1,4 +1,4 @@
-"""The docker and fm doubles behave as frappe-manager.md documents the real CLIs."""
+"""The docker and fm doubles behave as docs/doubles.md documents the real CLIs."""
 
 from __future__ import annotations
 

@@ -134,6 +134,13 @@ def test_compose_error_is_unknown_with_its_message(client, world):
     assert "exit code 14" in prod["reason"] and "mapping values" in prod["reason"]
 
 
+def test_a_secret_in_a_failing_ps_is_masked_in_the_reason(client, world):
+    world.doubles.set_faults(fail={"compose ps": {"rc": 1, "stderr": "env error: DB_PASSWORD=hunter2 is invalid"}})
+    prod = stack(client, "prod")
+    assert prod["status"] == "unknown"
+    assert "hunter2" not in prod["reason"] and "DB_PASSWORD=***" in prod["reason"]
+
+
 def test_slow_stack_times_out_as_unknown_without_holding_up_the_others(world, make_client):
     world.write_config(agent={"status_timeout": 1})
     world.doubles.set_faults(ps_delay_projects={world.compose_project: 30})

@@ -230,7 +230,7 @@ class ThreadedCopy:
             self._free.put(index)
         self._pending = [0] * _BUFFERS
         self._lock = threading.Lock()
-        self._queues = [queue.Queue() for _ in consumers]
+        self._queues: list[queue.Queue[tuple[int, int] | None]] = [queue.Queue() for _ in consumers]
         self._error: BaseException | None = None
 
     def _release(self, index: int) -> None:

@@ -1,6 +1,6 @@
 """docker compose: argv builders, `ps` parsing (both JSON shapes) and stack status.
 
-Facts (../shared/docs/frappe-manager.md §2, §4): `ps --format json` printed one JSON array
+Facts (docs/doubles.md, "frappe_docker projects" and "Output shapes"): `ps --format json` printed one JSON array
 up to compose v2.20 and one object per line from v2.21; `configurator` and friends are
 one-shot services whose normal state is "exited (0)".
 """

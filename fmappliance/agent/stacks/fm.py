@@ -1,6 +1,6 @@
 """Frappe Manager benches: FM home, fm argv builders, the bench's compose file for status.
 
-Facts (../shared/docs/frappe-manager.md §1): a bench is `<FM home>/sites/<bench>`; fm reads
+Facts (docs/doubles.md, "Frappe Manager"): a bench is `<FM home>/sites/<bench>`; fm reads
 its home from FRAPPE_MANAGER_HOME (0.20+); `-n` turns prompts into errors; `shell -c` passes
 the command's exit code through; status comes from
 `docker compose -f <bench>/docker-compose.yml ps --all --format json` on the main services.
