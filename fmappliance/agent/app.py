@@ -18,9 +18,11 @@ from fmappliance.agent.actions import SITE_ACTIONS, ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
+from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.status import StatusBoard
 from fmappliance.config import KNOWN_ACTIONS, secrets_of
 from fmappliance.names import is_valid_backup_file_name, is_valid_site_name
+from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class AgentServices:
     jobs: JobManager
     store: object  # fmappliance.agent.backups.BackupStore
     actions: Actions
+    metrics: AgentMetrics
 
     def close(self) -> None:
         self.status.close()
@@ -62,11 +65,17 @@ def build_services(config: dict) -> AgentServices:
 
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
-    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config),
-                      on_finish=lambda job: status.invalidate(job["stack"]))
+
+    def job_ended(job: dict) -> None:
+        status.invalidate(job["stack"])
+        metrics.job_ended(job)
+
+    # No job can end before the metrics exist: none is submitted until the app serves.
+    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config), on_finish=job_ended)
     store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
+    metrics = AgentMetrics(status=status, store=store, jobs=jobs)
     actions = Actions(config, inventory, jobs, store, status)
-    return AgentServices(inventory, status, jobs, store, actions)
+    return AgentServices(inventory, status, jobs, store, actions, metrics)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -172,6 +181,11 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 "verified": bool(manifest.get("verified")),
             }
         return {**stack, "last_backups": last}
+
+    @app.get("/metrics")
+    def metrics():
+        bottle.response.content_type = METRICS_CONTENT_TYPE
+        return services.metrics.render()
 
     @app.post("/action")
     def start_action():

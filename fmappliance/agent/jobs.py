@@ -276,6 +276,20 @@ class JobManager:
                     (stack, limit))
             return [self._row_to_job(row) for row in rows.fetchall()]
 
+    def finished_jobs(self) -> list[dict]:
+        """Every stored job that has ended (action, stack, site, status, started, finished), oldest first.
+
+        Light rows (no output): the metrics seed their counters from them once at start.
+        """
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self._db.execute(
+                "SELECT action, stack, site, status, started, finished FROM jobs"
+                " WHERE status IN ('succeeded', 'failed') ORDER BY seq").fetchall()
+        keys = ("action", "stack", "site", "status", "started", "finished")
+        return [dict(zip(keys, row)) for row in rows]
+
     def wait(self, job_id: str, timeout: float) -> dict | None:
         """Block until the job has ended or ``timeout`` seconds passed; returns it as it is then."""
         end = time.monotonic() + timeout
