@@ -16,6 +16,7 @@ import bottle
 
 from fmappliance.agent.actions import SITE_ACTIONS, ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
+from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.metrics import AgentMetrics
@@ -54,6 +55,7 @@ class AgentServices:
     store: object  # fmappliance.agent.backups.BackupStore
     actions: Actions
     metrics: AgentMetrics
+    host: HostFacts
 
     def close(self) -> None:
         self.status.close()
@@ -75,7 +77,8 @@ def build_services(config: dict) -> AgentServices:
     store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
     metrics = AgentMetrics(status=status, store=store, jobs=jobs)
     actions = Actions(config, inventory, jobs, store, status)
-    return AgentServices(inventory, status, jobs, store, actions, metrics)
+    host = HostFacts(config, status=status, store=store)
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -186,6 +189,10 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
     def metrics():
         bottle.response.content_type = METRICS_CONTENT_TYPE
         return services.metrics.render()
+
+    @app.get("/host")
+    def host():
+        return services.host.snapshot()
 
     @app.post("/action")
     def start_action():

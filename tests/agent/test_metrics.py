@@ -168,3 +168,24 @@ def test_label_values_are_escaped_so_the_parser_reads_them_back(weird):
     parsed = list(text_string_to_metric_families(render([family])))
     assert parsed[0].documentation == "Help with a \\ backslash\nand a newline."
     assert parsed[0].samples[0].labels == {"stack": weird} and parsed[0].samples[0].value == 0.5
+
+
+def test_the_real_agent_serves_metrics_after_a_backup_over_its_socket(world, agent_process):
+    import urllib.request
+
+    from support.config_factory import TEST_TOKEN
+
+    agent = agent_process()
+    status, body = agent.request("POST", "/action", {"action": "backup_site", "stack": "erp", "site": "erp.localhost"})
+    assert status == 202 and agent.wait_job(body["job"]["id"])["status"] == "succeeded"
+    req = urllib.request.Request(agent.url + "/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as res:
+        assert res.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = res.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    kept = {(s.labels["stack"], s.labels["site"]): s.value for s in families["fmappliance_backups_kept"].samples}
+    assert kept[("erp", "erp.localhost")] == 1
+    totals = {(s.labels["action"], s.labels["status"]): s.value for s in families["fmappliance_jobs"].samples}
+    assert totals[("backup_site", "succeeded")] == 1
+    _, host = agent.request("GET", "/host")
+    assert {s["name"] for s in host["stacks"]} == {"erp", "prod"} and host["stats_reason"] is None
