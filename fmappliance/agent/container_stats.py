@@ -20,8 +20,19 @@ from fmappliance.agent.status import DAEMON_DOWN_MARKERS, utc_now
 log = logging.getLogger(__name__)
 
 #: docker prints sizes as go-units does: binary units (and decimal ones in older releases).
-_UNITS = {"b": 1, "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4, "pib": 1024 ** 5,
-          "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4, "pb": 1000 ** 5}
+_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "pib": 1024**5,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "pb": 1000**5,
+}
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE | re.ASCII)
 _MAX_OUTPUT = 2_000_000
 
@@ -57,8 +68,10 @@ def parse_stats(output: str) -> dict[str, dict]:
         if not isinstance(name, str) or not name:
             continue
         usage = str(row.get("MemUsage") or "").split("/")[0]
-        found[name.lstrip("/")] = {"cpu_percent": parse_percent(str(row.get("CPUPerc") or "")),
-                                   "memory_bytes": parse_size(usage)}
+        found[name.lstrip("/")] = {
+            "cpu_percent": parse_percent(str(row.get("CPUPerc") or "")),
+            "memory_bytes": parse_size(usage),
+        }
     return found
 
 
@@ -89,16 +102,22 @@ class ContainerStats:
         if docker is None:
             answer["reason"] = f"docker not found ({self.docker!r} is not on PATH or not executable)"
             return answer
-        result = run_command([docker, "stats", "--no-stream", "--format", "json"], timeout=self.timeout,
-                             max_output=_MAX_OUTPUT)
+        result = run_command(
+            [docker, "stats", "--no-stream", "--format", "json"], timeout=self.timeout, max_output=_MAX_OUTPUT
+        )
         if result.timed_out:
             answer["reason"] = f"docker stats did not answer within {self.timeout} s"
         elif not result.ok:
             text = result.output.strip()
-            line = next((l for l in text.splitlines() if any(m in l for m in DAEMON_DOWN_MARKERS)), None)
+            line = next((ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS)), None)
             last = text.splitlines()[-1].strip() if text else ""
-            answer["reason"] = ("docker daemon not reachable: " + line.strip()) if line else \
-                "docker stats failed: " + (result.error or f"exit code {result.exit_code}") + (f": {last}" if last else "")
+            answer["reason"] = (
+                ("docker daemon not reachable: " + line.strip())
+                if line
+                else "docker stats failed: "
+                + (result.error or f"exit code {result.exit_code}")
+                + (f": {last}" if last else "")
+            )
         else:
             answer["containers"] = parse_stats(result.output)
         if answer["reason"]:

@@ -37,12 +37,14 @@ def read_memory(proc_root: str) -> dict:
                 fields[key] = int(parts[0]) * 1024  # meminfo counts kB (KiB)
     total = fields["MemTotal"]
     # Kernels before 3.14 have no MemAvailable: estimate it as free + buffers + page cache.
-    available = fields.get("MemAvailable", fields.get("MemFree", 0) + fields.get("Buffers", 0) + fields.get("Cached", 0))
+    available = fields.get(
+        "MemAvailable", fields.get("MemFree", 0) + fields.get("Buffers", 0) + fields.get("Cached", 0)
+    )
     return {"total_bytes": total, "available_bytes": available, "used_bytes": total - available}
 
 
 def disk_free(name: str, path: str | None, reason: str | None = None) -> dict:
-    entry = {"name": name, "path": path, "free_bytes": None, "total_bytes": None, "reason": reason}
+    entry: dict[str, object] = {"name": name, "path": path, "free_bytes": None, "total_bytes": None, "reason": reason}
     if path is None:
         return entry
     try:
@@ -85,10 +87,12 @@ class DockerRoot:
         if docker is None:
             return None, f"docker not found ({self.docker!r} is not on PATH or not executable)"
         result = run_command([docker, "info", "--format", "{{.DockerRootDir}}"], timeout=self.timeout)
-        lines = [l.strip() for l in result.output.splitlines() if l.strip()]
+        lines = [ln.strip() for ln in result.output.splitlines() if ln.strip()]
         if result.ok and lines and os.path.isabs(lines[-1]):
             return lines[-1], ""
-        reason = "docker info " + (f"did not answer within {self.timeout} s" if result.timed_out else "gave no data root")
+        reason = "docker info " + (
+            f"did not answer within {self.timeout} s" if result.timed_out else "gave no data root"
+        )
         if lines:
             reason += ": " + lines[-1][:200]
         log.warning("docker's data root is unknown: %s", reason)
@@ -106,7 +110,13 @@ class HostFacts:
         self.docker_root = DockerRoot(config["agent"]["docker_binary"], config["agent"]["status_timeout"])
 
     def _backups_disk(self) -> dict:
-        entry = {"name": "backups", "path": self.store.base_path, "free_bytes": None, "total_bytes": None, "reason": None}
+        entry = {
+            "name": "backups",
+            "path": self.store.base_path,
+            "free_bytes": None,
+            "total_bytes": None,
+            "reason": None,
+        }
         try:
             usage = self.store.disk_usage()  # base_path may not exist yet: it measures the nearest parent
         except OSError as exc:
@@ -123,13 +133,15 @@ class HostFacts:
             running = [s["name"] for s in stack.get("services") or () if s.get("state") == "running"]
             figures = [stats["containers"][n] for n in running if n in stats["containers"]]
             cpu = [f["cpu_percent"] for f in figures if f["cpu_percent"] is not None]
-            memory = [f["memory_bytes"] for f in figures if f["memory_bytes"] is not None]
-            stacks.append({
-                "name": stack["name"],
-                "containers": len(figures),
-                "cpu_percent": round(sum(cpu), 2) if cpu else None,
-                "memory_bytes": sum(memory) if memory else None,
-            })
+            in_use = [f["memory_bytes"] for f in figures if f["memory_bytes"] is not None]
+            stacks.append(
+                {
+                    "name": stack["name"],
+                    "containers": len(figures),
+                    "cpu_percent": round(sum(cpu), 2) if cpu else None,
+                    "memory_bytes": sum(in_use) if in_use else None,
+                }
+            )
         try:
             load, memory = read_load_average(self.proc_root), read_memory(self.proc_root)
         except (OSError, ValueError, KeyError) as exc:  # not Linux, or /proc hidden from the service

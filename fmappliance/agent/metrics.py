@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 from fmappliance.config import KNOWN_ACTIONS
 from fmappliance.names import is_valid_site_name
@@ -85,21 +85,30 @@ class JobStats:
             self.totals[(action, status)] += 1
             if seconds is None:
                 return  # failed before it started (e.g. the agent stopped): counted, not timed
-            slot = next((i for i, bound in enumerate(JOB_DURATION_BUCKETS) if seconds <= bound), len(JOB_DURATION_BUCKETS))
+            slot = next(
+                (i for i, bound in enumerate(JOB_DURATION_BUCKETS) if seconds <= bound), len(JOB_DURATION_BUCKETS)
+            )
             self.buckets[action][slot] += 1
             self.sums[action] += seconds
             if action == "backup_site" and status == "succeeded" and job.get("site"):
                 self.backup_seconds[(job["stack"], job["site"])] = seconds
 
     def families(self) -> list[Family]:
-        totals = Family("fmappliance_jobs_total", "counter", "Jobs that ended, by action and outcome (succeeded or failed).")
-        durations = Family("fmappliance_job_duration_seconds", "histogram",
-                           "How long ended jobs ran, by action (from start to end, queueing not included).")
+        totals = Family(
+            "fmappliance_jobs_total", "counter", "Jobs that ended, by action and outcome (succeeded or failed)."
+        )
+        durations = Family(
+            "fmappliance_job_duration_seconds",
+            "histogram",
+            "How long ended jobs ran, by action (from start to end, queueing not included).",
+        )
         with self._lock:
             for (action, outcome), count in self.totals.items():
                 totals.add(count, action=action, status=outcome)
             for action in KNOWN_ACTIONS:
-                durations.add_histogram({"action": action}, JOB_DURATION_BUCKETS, self.buckets[action], self.sums[action])
+                durations.add_histogram(
+                    {"action": action}, JOB_DURATION_BUCKETS, self.buckets[action], self.sums[action]
+                )
         return [totals, durations]
 
 
@@ -115,16 +124,26 @@ class AgentMetrics:
         for job in jobs.finished_jobs():
             self.jobs.observe(job)
         self.site_series = [
-            SiteGauge("fmappliance_backup_last_success_timestamp_seconds",
-                      "When the newest verified backup of the site was taken (0: the site has none).",
-                      lambda stack, site: self.backup_facts(stack, site).last_success or 0.0),
-            SiteGauge("fmappliance_backup_last_size_bytes", "Total size of the newest verified backup of the site.",
-                      lambda stack, site: self.backup_facts(stack, site).last_size),
-            SiteGauge("fmappliance_backups_kept", "Published backups of the site on disk.",
-                      lambda stack, site: self.backup_facts(stack, site).kept),
-            SiteGauge("fmappliance_backup_duration_seconds",
-                      "How long the last successful backup_site job of the site ran.",
-                      lambda stack, site: self.jobs.backup_seconds.get((stack, site))),
+            SiteGauge(
+                "fmappliance_backup_last_success_timestamp_seconds",
+                "When the newest verified backup of the site was taken (0: the site has none).",
+                lambda stack, site: self.backup_facts(stack, site).last_success or 0.0,
+            ),
+            SiteGauge(
+                "fmappliance_backup_last_size_bytes",
+                "Total size of the newest verified backup of the site.",
+                lambda stack, site: self.backup_facts(stack, site).last_size,
+            ),
+            SiteGauge(
+                "fmappliance_backups_kept",
+                "Published backups of the site on disk.",
+                lambda stack, site: self.backup_facts(stack, site).kept,
+            ),
+            SiteGauge(
+                "fmappliance_backup_duration_seconds",
+                "How long the last successful backup_site job of the site ran.",
+                lambda stack, site: self.jobs.backup_seconds.get((stack, site)),
+            ),
         ]
 
     # ------------------------------------------------------------------ hooks
@@ -179,7 +198,9 @@ class AgentMetrics:
                     value = gauge.value(stack["name"], site)
                     if value is not None:
                         family.add(value, stack=stack["name"], site=site)
-        disk = Family("fmappliance_backup_disk_free_bytes", "gauge", "Free space on the file system holding the backups.")
+        disk = Family(
+            "fmappliance_backup_disk_free_bytes", "gauge", "Free space on the file system holding the backups."
+        )
         try:
             usage = self.store.disk_usage()
             disk.add(usage["free_bytes"], path=usage["path"])

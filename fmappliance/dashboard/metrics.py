@@ -34,8 +34,9 @@ class ScheduleTimeliness:
     missed: int
 
 
-def schedule_timeliness(schedules: list[dict], last_runs: dict, overdue_since: dict, missed: dict,
-                        now: datetime) -> list[ScheduleTimeliness]:
+def schedule_timeliness(
+    schedules: list[dict], last_runs: dict, overdue_since: dict, missed: dict, now: datetime
+) -> list[ScheduleTimeliness]:
     """Per schedule: how late it is, and how many of its runs were recorded missed.
 
     Lateness is how long ago a due time passed that the scheduler has not handled yet (its
@@ -54,8 +55,15 @@ def schedule_timeliness(schedules: list[dict], last_runs: dict, overdue_since: d
         else:
             run = last_runs.get(schedule["id"])
             lateness = _handled_late(run) if run else 0.0
-        rows.append(ScheduleTimeliness(schedule["id"], schedule["stack"], schedule["site"], max(lateness, 0.0),
-                                       int(missed.get(schedule["id"], 0))))
+        rows.append(
+            ScheduleTimeliness(
+                schedule["id"],
+                schedule["stack"],
+                schedule["site"],
+                max(lateness, 0.0),
+                int(missed.get(schedule["id"], 0)),
+            )
+        )
     return rows
 
 
@@ -69,12 +77,18 @@ def _handled_late(run: dict) -> float:
 
 
 def scheduler_families(rows: list[ScheduleTimeliness]) -> list[Family]:
-    lateness = Family("fmappliance_schedule_lateness_seconds", "gauge",
-                      "How late the schedule is: the age of a due time not handled yet, else how late its latest "
-                      "due time was handed to the agent (or noticed missed).")
-    missed = Family("fmappliance_schedule_missed_total", "counter",
-                    "Times a due backup of the schedule was recorded missed (the dashboard was down too long; "
-                    "one record may cover several due times).")
+    lateness = Family(
+        "fmappliance_schedule_lateness_seconds",
+        "gauge",
+        "How late the schedule is: the age of a due time not handled yet, else how late its latest "
+        "due time was handed to the agent (or noticed missed).",
+    )
+    missed = Family(
+        "fmappliance_schedule_missed_total",
+        "counter",
+        "Times a due backup of the schedule was recorded missed (the dashboard was down too long; "
+        "one record may cover several due times).",
+    )
     for row in rows:
         labels = {"schedule": row.schedule, "stack": row.stack, "site": row.site}
         lateness.add(row.lateness_seconds, **labels)

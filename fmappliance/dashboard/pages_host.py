@@ -8,6 +8,8 @@ after the page: the dashboard itself never waits for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import bottle
 
 from fmappliance.dashboard import negotiation
@@ -25,7 +27,7 @@ def shape_host(payload: dict) -> dict:
     """The agent's /host answer in the shape host_panel.tpl shows (exact figures kept for data-*)."""
     load = payload.get("load_average")
     memory = payload.get("memory") if isinstance(payload.get("memory"), dict) else None
-    shaped = {
+    shaped: dict[str, Any] = {
         "load": [f"{x:.2f}" for x in load] if isinstance(load, list) and all(_number(x) for x in load) else None,
         "cpu_count": payload.get("cpu_count") if _number(payload.get("cpu_count")) else None,
         "memory": None,
@@ -33,37 +35,49 @@ def shape_host(payload: dict) -> dict:
         "stacks": [],
         "stats_reason": payload.get("stats_reason") if isinstance(payload.get("stats_reason"), str) else None,
     }
-    if memory and _number(memory.get("used_bytes")) and _number(memory.get("total_bytes")) and memory["total_bytes"] > 0:
-        shaped["memory"] = {"used_bytes": memory["used_bytes"], "used": human_size(memory["used_bytes"]),
-                            "total": human_size(memory["total_bytes"]),
-                            "percent": round(100 * memory["used_bytes"] / memory["total_bytes"])}
+    if (
+        memory
+        and _number(memory.get("used_bytes"))
+        and _number(memory.get("total_bytes"))
+        and memory["total_bytes"] > 0
+    ):
+        shaped["memory"] = {
+            "used_bytes": memory["used_bytes"],
+            "used": human_size(memory["used_bytes"]),
+            "total": human_size(memory["total_bytes"]),
+            "percent": round(100 * memory["used_bytes"] / memory["total_bytes"]),
+        }
     for disk in payload.get("disks") or ():
         if not isinstance(disk, dict):
             continue
         free, total = disk.get("free_bytes"), disk.get("total_bytes")
         known = _number(free) and _number(total)
-        shaped["disks"].append({
-            "name": str(disk.get("name") or ""),
-            "label": DISK_LABELS.get(disk.get("name"), str(disk.get("name") or "")),
-            "path": str(disk.get("path") or ""),
-            "free_bytes": free if known else None,
-            "free": human_size(free) if known else None,
-            "total": human_size(total) if known else None,
-            "low": bool(known and total and free / total < 0.1),
-            "reason": str(disk.get("reason") or "") or (None if known else "unknown"),
-        })
+        shaped["disks"].append(
+            {
+                "name": str(disk.get("name") or ""),
+                "label": DISK_LABELS.get(str(disk.get("name")), str(disk.get("name") or "")),
+                "path": str(disk.get("path") or ""),
+                "free_bytes": free if known else None,
+                "free": human_size(free) if known else None,
+                "total": human_size(total) if known else None,
+                "low": bool(known and total and free / total < 0.1),
+                "reason": str(disk.get("reason") or "") or (None if known else "unknown"),
+            }
+        )
     for stack in payload.get("stacks") or ():
         if not isinstance(stack, dict):
             continue
         cpu, mem = stack.get("cpu_percent"), stack.get("memory_bytes")
-        shaped["stacks"].append({
-            "name": str(stack.get("name") or ""),
-            "containers": stack.get("containers") if _number(stack.get("containers")) else 0,
-            "cpu_percent": cpu if _number(cpu) else None,
-            "cpu": f"{cpu:.2f} %" if _number(cpu) else "–",
-            "memory_bytes": mem if _number(mem) else None,
-            "memory": human_size(mem) if _number(mem) else "–",
-        })
+        shaped["stacks"].append(
+            {
+                "name": str(stack.get("name") or ""),
+                "containers": stack.get("containers") if _number(stack.get("containers")) else 0,
+                "cpu_percent": cpu if _number(cpu) else None,
+                "cpu": f"{cpu:.2f} %" if _number(cpu) else "–",
+                "memory_bytes": mem if _number(mem) else None,
+                "memory": human_size(mem) if _number(mem) else "–",
+            }
+        )
     return shaped
 
 

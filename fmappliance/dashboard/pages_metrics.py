@@ -43,7 +43,12 @@ def register(app: bottle.Bottle, ctx) -> None:
         if not scrape_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), token):
             return bottle.HTTPResponse(
                 "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
-                status=401, headers={"Content-Type": "text/plain; charset=utf-8", "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"'})
+                status=401,
+                headers={
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"',
+                },
+            )
         try:
             agent_text = ctx.agent.metrics_text()
         except AgentError as exc:

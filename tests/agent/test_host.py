@@ -18,13 +18,18 @@ def test_load_and_memory_are_read_from_proc(client, tmp_path):
     proc = tmp_path / "proc"
     proc.mkdir()
     (proc / "loadavg").write_text("0.52 0.61 0.70 1/234 5678\n")
-    (proc / "meminfo").write_text("MemTotal:        8000000 kB\nMemFree:          500000 kB\n"
-                                  "MemAvailable:    3000000 kB\nBuffers:          100000 kB\n")
+    (proc / "meminfo").write_text(
+        "MemTotal:        8000000 kB\nMemFree:          500000 kB\n"
+        "MemAvailable:    3000000 kB\nBuffers:          100000 kB\n"
+    )
     client.services.host.proc_root = str(proc)
     body = client.get("/host").json()
     assert body["load_average"] == [0.52, 0.61, 0.70]
-    assert body["memory"] == {"total_bytes": 8000000 * 1024, "available_bytes": 3000000 * 1024,
-                              "used_bytes": 5000000 * 1024}
+    assert body["memory"] == {
+        "total_bytes": 8000000 * 1024,
+        "available_bytes": 3000000 * 1024,
+        "used_bytes": 5000000 * 1024,
+    }
 
 
 def read_real_proc():
@@ -51,7 +56,7 @@ def test_the_real_proc_figures_match(client):
 
 
 def test_per_stack_cpu_and_memory_add_up_docker_stats_of_the_running_containers(client, world):
-    world.doubles.set_container_stats("frappe_docker-backend-1", 12.5, 3 * 1024 ** 3 // 2)  # "1.5GiB"
+    world.doubles.set_container_stats("frappe_docker-backend-1", 12.5, 3 * 1024**3 // 2)  # "1.5GiB"
     world.doubles.set_service(world.compose_project, "queue-long", "exited", 137)
     body = client.get("/host").json()
     assert body["stats_reason"] is None
@@ -96,16 +101,30 @@ def test_host_needs_the_token(client):
     assert client.get("/host", token=False).status == 401
 
 
-@pytest.mark.parametrize("text, expected", [("52.16MiB", int(52.16 * 1024 ** 2)), ("1.5GiB", 3 * 1024 ** 3 // 2),
-                                            ("512B", 512), ("1.2kB", 1200), ("0B", 0), ("--", None), ("", None)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("52.16MiB", int(52.16 * 1024**2)),
+        ("1.5GiB", 3 * 1024**3 // 2),
+        ("512B", 512),
+        ("1.2kB", 1200),
+        ("0B", 0),
+        ("--", None),
+        ("", None),
+    ],
+)
 def test_docker_sizes_are_read_as_docker_prints_them(text, expected):
     assert parse_size(text) == expected
 
 
 def test_stats_lines_with_missing_figures_and_noise_are_tolerated():
-    output = ('WARNING: No memory limit support\n'
-              '{"CPUPerc":"--","MemUsage":"-- / --","Name":"a"}\n'
-              '{"CPUPerc":"0.50%","MemUsage":"10MiB / 1GiB","Name":"b"}\nnot json\n')
-    assert parse_stats(output) == {"a": {"cpu_percent": None, "memory_bytes": None},
-                                   "b": {"cpu_percent": 0.5, "memory_bytes": 10 * 1024 ** 2}}
+    output = (
+        "WARNING: No memory limit support\n"
+        '{"CPUPerc":"--","MemUsage":"-- / --","Name":"a"}\n'
+        '{"CPUPerc":"0.50%","MemUsage":"10MiB / 1GiB","Name":"b"}\nnot json\n'
+    )
+    assert parse_stats(output) == {
+        "a": {"cpu_percent": None, "memory_bytes": None},
+        "b": {"cpu_percent": 0.5, "memory_bytes": 10 * 1024**2},
+    }
     assert parse_percent("12.25%") == 12.25

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.agent_wsgi import wait_job
 
 from fmappliance.agent.metrics import JOB_DURATION_BUCKETS
 from fmappliance.config import KNOWN_ACTIONS
-from support.agent_wsgi import wait_job
 
 
 def scrape(client) -> dict:
@@ -74,7 +74,9 @@ def test_backup_series_match_the_listing_and_the_job(client, world):
     assert value(samples, "fmappliance_backup_last_success_timestamp_seconds", **site) == epoch(listing[0]["created"])
     assert value(samples, "fmappliance_backup_last_size_bytes", **site) == listing[0]["size"]
     assert value(samples, "fmappliance_backups_kept", **site) == len(listing) == 1
-    assert value(samples, "fmappliance_backup_duration_seconds", **site) == epoch(job["finished"]) - epoch(job["started"])
+    assert value(samples, "fmappliance_backup_duration_seconds", **site) == epoch(job["finished"]) - epoch(
+        job["started"]
+    )
     # A site without backups: kept 0 and a last success of 0, so "no backup for 26 h" fires for it too.
     other = {"stack": "prod", "site": "site2.example.com"}
     assert value(samples, "fmappliance_backups_kept", **other) == 0
@@ -126,8 +128,9 @@ def test_job_counters_and_histograms_match_the_jobs_the_api_lists(client, world)
         assert value(samples, "fmappliance_job_duration_seconds_sum", action=action) == sum(durations)
         for bound in JOB_DURATION_BUCKETS:
             le = str(float(bound))
-            assert value(samples, "fmappliance_job_duration_seconds_bucket", action=action, le=le) == \
-                sum(1 for d in durations if d <= bound)
+            assert value(samples, "fmappliance_job_duration_seconds_bucket", action=action, le=le) == sum(
+                1 for d in durations if d <= bound
+            )
     assert listed[("migrate_site", "failed")] == 1
 
 

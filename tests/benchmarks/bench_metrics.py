@@ -20,15 +20,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
-from measure import verdict  # noqa: E402
-
 from double_state import DoubleWorld  # noqa: E402
-from fmappliance.agent.app import make_app  # noqa: E402
-from fmappliance.agent.jobs import JobManager  # noqa: E402
-from fmappliance.config import KNOWN_ACTIONS, load_config  # noqa: E402
+from measure import verdict  # noqa: E402
 from support.agent_wsgi import WsgiClient  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
 from support.world import install_doubles, make_compose_stack  # noqa: E402
+
+from fmappliance.agent.app import make_app  # noqa: E402
+from fmappliance.agent.jobs import JobManager  # noqa: E402
+from fmappliance.config import KNOWN_ACTIONS, load_config  # noqa: E402
 
 STACKS, SITES, BACKUPS, JOBS = 10, 3, 20, 5000
 GOAL_WARM_MS = 5.0
@@ -40,10 +40,19 @@ def write_manifests(base: Path, stack: str, site: str) -> None:
     start = datetime(2026, 11, 1, 2, 0, tzinfo=timezone.utc)
     for n in range(BACKUPS):
         backup_id = (start + timedelta(days=n)).strftime("%Y-%m-%d_%H-%M-%S")
-        files = [{"name": f"{backup_id}.sql.gz", "part": "database", "size": 1000 + n, "sha256": "0" * 64},
-                 {"name": f"{backup_id}.files.tar", "part": "files", "size": 20480, "sha256": "1" * 64}]
-        manifest = {"id": backup_id, "stack": stack, "site": site, "created": backup_id.replace("_", "T")[:11]
-                    + backup_id[11:].replace("-", ":") + "Z", "verified": True, "verification": "bench", "files": files}
+        files = [
+            {"name": f"{backup_id}.sql.gz", "part": "database", "size": 1000 + n, "sha256": "0" * 64},
+            {"name": f"{backup_id}.files.tar", "part": "files", "size": 20480, "sha256": "1" * 64},
+        ]
+        manifest = {
+            "id": backup_id,
+            "stack": stack,
+            "site": site,
+            "created": backup_id.replace("_", "T")[:11] + backup_id[11:].replace("-", ":") + "Z",
+            "verified": True,
+            "verification": "bench",
+            "files": files,
+        }
         (site_dir / f"{backup_id}.json").write_text(json.dumps(manifest))
 
 
@@ -56,10 +65,23 @@ def fill_job_store(state_dir: Path) -> None:
         started = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=n)
         stamp = started.strftime("%Y-%m-%dT%H:%M:%SZ")
         finished = (started + timedelta(seconds=n % 900)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        rows.append((f"{n:016x}", action, f"stack{n % STACKS:02d}", None, "succeeded" if n % 7 else "failed",
-                     stamp, stamp, finished))
-    db.executemany("INSERT INTO jobs (id, action, stack, site, status, created, started, finished)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows.append(
+            (
+                f"{n:016x}",
+                action,
+                f"stack{n % STACKS:02d}",
+                None,
+                "succeeded" if n % 7 else "failed",
+                stamp,
+                stamp,
+                finished,
+            )
+        )
+    db.executemany(
+        "INSERT INTO jobs (id, action, stack, site, status, created, started, finished)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
     db.commit()
     db.close()
 
@@ -77,8 +99,11 @@ def main() -> int:
             stacks[name] = {"type": "compose", "path": str(path), "sites": list(sites)}
             for site in sites:
                 write_manifests(root / "backups", name, site)
-        config = load_config(write_config(root, stacks=stacks, agent={
-            "docker_binary": str(root / "bin" / "docker"), "status_cache_seconds": 3600}))
+        config = load_config(
+            write_config(
+                root, stacks=stacks, agent={"docker_binary": str(root / "bin" / "docker"), "status_cache_seconds": 3600}
+            )
+        )
         fill_job_store(Path(config["agent"]["state_dir"]))
         app = make_app(config)
         client = WsgiClient(app)
@@ -95,15 +120,21 @@ def main() -> int:
                 warm.append((time.perf_counter() - start) * 1000)
             # Only free space may move between scrapes (other processes write to the disk).
             steady = [line for line in res.body.splitlines() if not line.startswith(b"fmappliance_backup_disk_free")]
-            assert steady == [line for line in first.body.splitlines() if not line.startswith(b"fmappliance_backup_disk_free")]
+            assert steady == [
+                line for line in first.body.splitlines() if not line.startswith(b"fmappliance_backup_disk_free")
+            ]
         finally:
             app.agent_services.close()
     warm_ms = statistics.median(warm)
-    print(f"scene: {STACKS} stacks x {SITES} sites, {BACKUPS} backups per site, {JOBS} jobs in the store; "
-          f"{len(first.body)} bytes of metrics")
+    print(
+        f"scene: {STACKS} stacks x {SITES} sites, {BACKUPS} backups per site, {JOBS} jobs in the store; "
+        f"{len(first.body)} bytes of metrics"
+    )
     print(f"first scrape (every manifest read): {first_ms:.1f} ms (information)")
-    print(f"warm scrape: median {warm_ms:.2f} ms, p90 {sorted(warm)[len(warm) * 9 // 10]:.2f} ms "
-          f"(goal < {GOAL_WARM_MS:.0f} ms) {verdict(warm_ms < GOAL_WARM_MS)}")
+    print(
+        f"warm scrape: median {warm_ms:.2f} ms, p90 {sorted(warm)[len(warm) * 9 // 10]:.2f} ms "
+        f"(goal < {GOAL_WARM_MS:.0f} ms) {verdict(warm_ms < GOAL_WARM_MS)}"
+    )
     return 0
 
 
