@@ -192,7 +192,7 @@ class AgentClient:
         backups = self.request("GET", f"/backups/{_quote(stack)}/{_quote(site)}")[1].get("backups")
         return backups if isinstance(backups, list) else []
 
-    def host(self) -> dict:
+    def host_figures(self) -> dict:
         """``GET /host``: load, memory, free space and per-stack CPU/memory for the host panel."""
         return self.request("GET", "/host")[1]
 

@@ -86,7 +86,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     @ctx.login_required
     def host_panel():
         try:
-            payload = ctx.agent.host()
+            payload = ctx.agent.host_figures()
         except AgentError as exc:
             if negotiation.wants_json(bottle.request):
                 return ctx.json_response({"success": False, "message": exc.message}, 502)
