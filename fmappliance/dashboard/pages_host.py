@@ -3,7 +3,8 @@
 The figures come from the agent's ``GET /host`` (the dashboard's user can read neither the
 docker socket nor docker's data root).  ``docker stats`` takes a second or two when its
 cache is cold, so the panel is its own fragment, ``GET /dashboard/host``, loaded by htmx
-after the page: the dashboard itself never waits for it.
+after the page: the dashboard itself never waits for it.  It is loaded once, not polled: a
+poll would keep an idle session alive past ``dashboard.session_idle_minutes``.
 """
 
 from __future__ import annotations
