@@ -1,4 +1,4 @@
-"""The agent's HTTP API: routes only (see /tmp/brief/agent_api.md and issue 2 §3).
+"""The agent's HTTP API: routes only (the endpoints are described in README.md, "Agent API").
 
 ``make_app(config)`` builds a fresh ``bottle.Bottle``.  The token is checked in a
 before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401 too.
@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 import bottle
 
-from fmappliance.agent.actions import SITE_ACTIONS, ActionRejected, Actions
+from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
+from fmappliance.agent.backups import BackupStore
 from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.status import StatusBoard
-from fmappliance.config import KNOWN_ACTIONS, secrets_of
-from fmappliance.names import is_valid_backup_file_name, is_valid_site_name
+from fmappliance.config import secrets_of
+from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 
@@ -52,7 +53,7 @@ class AgentServices:
     inventory: Inventory
     status: StatusBoard
     jobs: JobManager
-    store: object  # fmappliance.agent.backups.BackupStore
+    store: BackupStore
     actions: Actions
     metrics: AgentMetrics
     host: HostFacts
@@ -63,8 +64,6 @@ class AgentServices:
 
 
 def build_services(config: dict) -> AgentServices:
-    from fmappliance.agent.backups import BackupStore
-
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
 
@@ -74,7 +73,11 @@ def build_services(config: dict) -> AgentServices:
 
     # No job can end before the metrics exist: none is submitted until the app serves.
     jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config), on_finish=job_ended)
-    store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
+    store = BackupStore(
+        config["backups"]["base_path"],
+        config["backups"]["retention"],
+        keep_safety_days=config["backups"]["keep_safety_days"],
+    )
     metrics = AgentMetrics(status=status, store=store, jobs=jobs)
     actions = Actions(config, inventory, jobs, store, status)
     host = HostFacts(config, status=status, store=store)
@@ -239,8 +242,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
-        if action not in KNOWN_ACTIONS:
-            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(KNOWN_ACTIONS)}.")
+        if action not in ACTIONS:
+            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(ACTIONS)}.")
         if not isinstance(data.get("stack"), str):
             raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
         if action in SITE_ACTIONS:

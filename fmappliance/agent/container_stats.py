@@ -15,7 +15,8 @@ import threading
 import time
 
 from fmappliance.agent.runner import resolve_binary, run_command
-from fmappliance.agent.status import DAEMON_DOWN_MARKERS, utc_now
+from fmappliance.agent.status import DAEMON_DOWN_MARKERS
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class ContainerStats:
             return answer
 
     def _ask_docker(self) -> dict:
-        answer: dict = {"containers": {}, "checked_at": utc_now(), "reason": None}
+        answer: dict = {"containers": {}, "checked_at": format_timestamp(), "reason": None}
         docker = resolve_binary(self.docker)
         if docker is None:
             answer["reason"] = f"docker not found ({self.docker!r} is not on PATH or not executable)"

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from fmappliance.config import KNOWN_ACTIONS
+from fmappliance.names import ACTIONS as KNOWN_ACTIONS
 from fmappliance.names import is_valid_site_name
 from fmappliance.prometheus_text import Family, render
 

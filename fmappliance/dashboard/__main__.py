@@ -62,15 +62,14 @@ def serve(config: dict) -> None:
 
     import waitress
 
-    from fmappliance.dashboard.agent_client import AgentClient
     from fmappliance.dashboard.app import make_app
-    from fmappliance.dashboard.pages_scheduler import build_scheduler
+    from fmappliance.dashboard.services import build_services
 
     dash = config["dashboard"]
     limit_malloc_arenas()
-    agent = AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
-    scheduler = build_scheduler(config, agent)
-    app = make_app(config, agent_client=agent, scheduler=scheduler)
+    services = build_services(config)
+    scheduler = services.scheduler
+    app = make_app(config, services=services)
     options = {
         "host": dash["listen"],
         "port": dash["port"],
@@ -83,7 +82,7 @@ def serve(config: dict) -> None:
         "asyncore_use_poll": True,
     }
     if dash["trusted_proxy"]:
-        # Only nginx on this address may tell us the real client and scheme (pitfalls.md, waitress).
+        # Only nginx on this address may tell us the real client and scheme (docs/pitfalls.md, waitress).
         options.update(
             trusted_proxy=dash["trusted_proxy"],
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",

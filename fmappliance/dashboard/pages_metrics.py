@@ -12,7 +12,7 @@ import bottle
 
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.dashboard.metrics import dashboard_metrics_text, schedule_timeliness, scrape_token_matches
-from fmappliance.dashboard.schedules import next_runs
+from fmappliance.dashboard.schedule_calendar import next_runs
 from fmappliance.prometheus_text import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
