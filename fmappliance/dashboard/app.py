@@ -225,6 +225,7 @@ def make_app(
         pages_auth,
         pages_backups,
         pages_jobs,
+        pages_logs,
         pages_public,
         pages_scheduler,
         pages_stacks,
@@ -239,6 +240,7 @@ def make_app(
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)
     pages_stacks.register(app, ctx)
+    pages_logs.register(app, ctx)
     pages_backups.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
