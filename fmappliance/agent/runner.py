@@ -259,7 +259,9 @@ def run_command(
 
     deadline = time.monotonic() + timeout
     timed_out = False
-    fd = proc.stdout.fileno()
+    stdout = proc.stdout
+    assert stdout is not None  # started with stdout=PIPE
+    fd = stdout.fileno()
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
     exited_at = None
@@ -292,15 +294,15 @@ def run_command(
             proc.wait()
     finally:
         selector.close()
-        proc.stdout.close()
+        stdout.close()
         if proc.poll() is None:  # only on an unexpected exception above
             _kill_group(proc, 0.5)
     tail.feed(b"", final=True)
 
-    error = None
+    failure: str | None = None
     if timed_out:
-        error = f"timed out after {round(timeout, 1):g} s; its process group was killed."
-    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=error)
+        failure = f"timed out after {round(timeout, 1):g} s; its process group was killed."
+    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=failure)
 
 
 # --------------------------------------------------------------------------- streaming

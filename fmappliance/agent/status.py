@@ -7,6 +7,7 @@ need the same stack at the same moment share one `docker compose ps`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -91,7 +92,7 @@ class StatusBoard:
                 generation = self._generation.get(name, 0)
                 fut = self._pool.submit(self._check, name)
                 self._inflight[name] = fut
-                fut.add_done_callback(lambda f, n=name, g=generation: self._store(n, g, f))
+                fut.add_done_callback(functools.partial(self._store, name, generation))
             return fut
 
     def _store(self, name: str, generation: int, fut: Future) -> None:
@@ -155,7 +156,9 @@ class StatusBoard:
             return
         if not result.ok:
             text = redact_text(result.output.strip())  # lines of it become the reason shown
-            if any(marker in text for marker in DAEMON_DOWN_MARKERS):
+            if compose.plugin_missing(text):
+                out["reason"] = compose.PLUGIN_MISSING_REASON
+            elif any(marker in text for marker in DAEMON_DOWN_MARKERS):
                 line = next(ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
             else:

@@ -84,7 +84,7 @@ def serve(config: dict) -> None:
         "channel_request_lookahead": 1,
     }
     if dash["trusted_proxy"]:
-        # Only nginx on this address may tell us the real client and scheme (pitfalls.md, waitress).
+        # Only nginx on this address may tell us the real client and scheme (docs/pitfalls.md, waitress).
         options.update(
             trusted_proxy=dash["trusted_proxy"],
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",

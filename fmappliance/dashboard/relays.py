@@ -1,6 +1,6 @@
 """The dashboard's budget of relayed streams: backup downloads and followed logs share it.
 
-Each relayed stream holds a waitress thread for its whole duration (pitfalls.md), here and in
+Each relayed stream holds a waitress thread for its whole duration (docs/pitfalls.md), here and in
 the agent: keep this many threads free for pages in the dashboard, and for status and actions
 in the agent, whatever the number of downloads and log streams.  When the budget is spent the
 next stream is refused with 503 and Retry-After, so pages keep answering.

@@ -120,6 +120,13 @@ def test_daemon_down_everywhere_makes_every_stack_unknown(client, world):
         assert s["status"] == "unknown" and "daemon not reachable" in s["reason"]
 
 
+def test_docker_without_the_compose_plugin_says_so_instead_of_pointing_at_docker_help(client, world):
+    world.doubles.set_faults(no_compose_plugin=True)
+    for s in client.get("/stacks").json()["stacks"]:
+        assert s["status"] == "unknown"
+        assert s["reason"] == "docker compose is not available: install the docker compose plugin"
+
+
 def test_compose_error_is_unknown_with_its_message(client, world):
     world.doubles.set_faults(fail={"compose ps": {"rc": 14, "stderr": "yaml: line 3: mapping values are not allowed"}})
     prod = stack(client, "prod")
