@@ -171,6 +171,14 @@ AGENT = Section(
             "Request threads (each download, also one relayed by the dashboard, holds one).",
             check=_positive,
         ),
+        Key(
+            "max_log_streams",
+            "int",
+            8,
+            "Followed service logs streamed at once (each holds a request thread and a `docker compose logs`); "
+            "beyond this the agent answers 429.",
+            check=_positive,
+        ),
     ),
 )
 

@@ -20,6 +20,7 @@ from fmappliance.agent.backups import BackupStore
 from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
+from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.status import StatusBoard
 from fmappliance.config import secrets_of
@@ -57,6 +58,7 @@ class AgentServices:
     actions: Actions
     metrics: AgentMetrics
     host: HostFacts
+    logs: LogStreams
 
     def close(self) -> None:
         self.status.close()
@@ -81,7 +83,8 @@ def build_services(config: dict) -> AgentServices:
     metrics = AgentMetrics(status=status, store=store, jobs=jobs)
     actions = Actions(config, inventory, jobs, store, status)
     host = HostFacts(config, status=status, store=store)
-    return AgentServices(inventory, status, jobs, store, actions, metrics, host)
+    logs = LogStreams(config, inventory, status, redact=secrets_of(config))
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -175,6 +178,29 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             return {"sites": services.inventory.sites(name)}
         except SitesUnavailable as exc:
             raise _json_error(409, f"The sites of stack {name} cannot be listed right now: {exc}") from None
+
+    @app.get("/stacks/<name>/logs")
+    def stack_logs(name):
+        check_stack(name)
+        query = bottle.request.query
+        environ = bottle.request.environ
+        # waitress tells whether the client hung up (channel_request_lookahead); elsewhere only a
+        # failed write does.
+        client_gone = environ.get("waitress.client_disconnected") or (lambda: False)
+        try:
+            tail = parse_tail(query.get("tail"))
+            follow = parse_follow(query.get("follow"))
+            body = services.logs.open(name, query.get("service"), tail, follow, client_gone)
+        except LogRequestRejected as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            raise _json_error(exc.status, exc.message, headers) from None
+        headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            "X-Content-Type-Options": "nosniff",
+        }
+        return bottle.HTTPResponse(body, status=200, headers=headers)
 
     def with_backups(stack: dict) -> dict:
         last = {}

@@ -226,6 +226,7 @@ def make_app(
         pages_backups,
         pages_host,
         pages_jobs,
+        pages_logs,
         pages_metrics,
         pages_public,
         pages_scheduler,
@@ -241,6 +242,7 @@ def make_app(
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)
     pages_stacks.register(app, ctx)
+    pages_logs.register(app, ctx)
     pages_backups.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)

@@ -218,6 +218,24 @@ class DoubleWorld:
             root.mkdir(exist_ok=True)
             return str(root)
 
+    # ------------------------------------------------------------ service logs
+    def log_file(self, project: str, service: str) -> Path:
+        """What a service has written to its log: one `<RFC 3339 timestamp> <text>` line each."""
+        return self.dir / "logs" / project / f"{service}.log"
+
+    def write_log(self, project: str, service: str, *lines: str) -> None:
+        """The service writes ``lines`` (as a container writes to stdout; `compose logs -f` shows them)."""
+        path = self.log_file(project, service)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+        data = "".join(f"{stamp} {line}\n" for line in lines).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------ hangs
     def hanging_pids(self) -> list[int]:
         d = self.dir / "hangs"

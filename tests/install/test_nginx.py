@@ -293,6 +293,68 @@ def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
     assert "127.0.0.1" in row
 
 
+# ------------------------------------------------------------------ live logs (Server-Sent Events)
+
+
+def service_log(appliance):
+    """The docker double's state of the appliance: ``write_log`` plays the backend service writing."""
+    from double_state import DoubleWorld  # on sys.path since make_world
+
+    return DoubleWorld(appliance.tmp / "double-state")
+
+
+def test_live_log_events_pass_nginx_unbuffered(appliance):
+    raw = socket.create_connection(("127.0.0.1", appliance.nginx.https_port), timeout=10)
+    tls = appliance.tls_context().wrap_socket(raw, server_hostname="localhost")
+    conn = http.client.HTTPSConnection("localhost", appliance.nginx.https_port, timeout=10)
+    conn.sock = tls
+    conn.request(
+        "GET",
+        "/stack/prod/logs/stream?service=backend&tail=1",
+        headers={"Host": f"localhost:{appliance.nginx.https_port}", "Cookie": f"fmsession={appliance.session}"},
+    )
+    response = conn.getresponse()
+    try:
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith("text/event-stream")
+        assert response.getheader("Content-Length") is None
+        assert response.getheader("Content-Security-Policy") == CSP
+        assert response.readline() == b"retry: 5000\n"  # the first event came through at once
+        service_log(appliance).write_log("frappe_docker", "backend", "passed through nginx")
+        while True:  # nginx holds nothing back: the new line arrives while the stream stays open
+            line = response.readline()
+            assert line, "the stream ended"
+            if line.startswith(b"data: ") and line.rstrip().endswith(b" passed through nginx"):
+                break
+    finally:
+        tls.close()
+        conn.close()
+
+
+def test_live_log_lines_reach_a_browser_through_nginx_within_a_second(appliance):
+    from playwright.sync_api import expect, sync_playwright
+
+    base = f"https://localhost:{appliance.nginx.https_port}"
+    log = service_log(appliance)
+    log.write_log("frappe_docker", "backend", "browser via nginx: booted")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(ignore_https_errors=True)
+            context.add_cookies([{"name": "fmsession", "value": appliance.session, "url": base}])
+            page = context.new_page()
+            page.goto(base + "/stack/prod/logs?service=backend")
+            expect(page.locator("#log-status")).to_contain_text("Following the log of backend")
+            expect(page.locator("#log-lines")).to_contain_text("browser via nginx: booted")
+            for n in range(3):
+                log.write_log("frappe_docker", "backend", f"browser via nginx: line {n}")
+                # The contract, through nginx too: on screen within 1 s of the service writing it.
+                expect(page.locator("#log-lines")).to_contain_text(f"browser via nginx: line {n}", timeout=1000)
+            context.close()
+        finally:
+            browser.close()
+
+
 # ------------------------------------------------------------------ login rate limit (last: it uses up the burst)
 
 
