@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.agent_wsgi import wait_job
+from support.wsgi import wait_job
 
 from fmappliance.agent.metrics import JOB_DURATION_BUCKETS
 from fmappliance.config import KNOWN_ACTIONS

@@ -23,9 +23,9 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
 from double_state import DoubleWorld  # noqa: E402
 from measure import verdict  # noqa: E402
-from support.agent_wsgi import WsgiClient  # noqa: E402
-from support.config_factory import write_config  # noqa: E402
+from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
 from support.world import install_doubles, make_compose_stack  # noqa: E402
+from support.wsgi import WSGIClient  # noqa: E402
 
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.agent.jobs import JobManager  # noqa: E402
@@ -92,7 +92,6 @@ def time_dashboard_relay(root: Path, agent_app) -> float:
     import os
     import threading
 
-    from support.dashboard_wsgi import WSGIClient
     from waitress.server import create_server
 
     from fmappliance.dashboard.app import make_app as make_dashboard
@@ -143,7 +142,7 @@ def main() -> int:
         )
         fill_job_store(Path(config["agent"]["state_dir"]))
         app = make_app(config)
-        client = WsgiClient(app)
+        client = WSGIClient(app, token=TEST_TOKEN)
         try:
             client.get("/stacks")  # the status cache is filled, as the dashboard's pages keep it
             start = time.perf_counter()

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.config_factory import write_config
-from support.dashboard_wsgi import WSGIClient
 from support.ports import free_port
 from support.world import build_world, kill_hanging_doubles, start_agent
+from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
