@@ -207,7 +207,7 @@ class SiteRestore:
         # bench's own naming: {%Y%m%d_%H%M%S}-{site slug}-{kind}[-enc]{ext}
         stamp = manifest["id"].replace("-", "")
 
-        def stage_part(part: str, entry: dict) -> str:
+        def stage_part(part: str, entry: dict) -> tuple[str, str]:
             encrypted = entry["name"].endswith(".gpg")
             plain = entry["name"].removesuffix(".gpg")
             ext = {"database": ".sql.gz", "site_config": ".json"}.get(
@@ -218,6 +218,8 @@ class SiteRestore:
             if part == "database":
                 check = DumpHasAuthTable()
                 if encrypted:
+                    if key is None:
+                        raise BackupError("the database dump is encrypted but the manifest does not say so")
                     check = decrypting(check, key)
             try:
                 src, st = self.store.open_published_file(stack, site, entry["name"])
