@@ -113,6 +113,17 @@ def _day_of_month(v):
     return None if 1 <= v <= 28 else "expected a day of month from 1 to 28"
 
 
+def _networks(v):
+    import ipaddress
+
+    for entry in v:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 192.168.1.0/24)"
+    return None
+
+
 def _site_or_all(v):
     return None if v == "*" or is_valid_site_name(v) else "expected a site name or '*' for every site"
 
@@ -158,6 +169,14 @@ AGENT = Section(
             "int",
             40,
             "Request threads (each download, also one relayed by the dashboard, holds one).",
+            check=_positive,
+        ),
+        Key(
+            "max_log_streams",
+            "int",
+            8,
+            "Followed service logs streamed at once (each holds a request thread and a `docker compose logs`); "
+            "beyond this the agent answers 429.",
             check=_positive,
         ),
     ),
@@ -310,6 +329,20 @@ DASHBOARD = Section(
             "With download_mode accel: the internal nginx location that maps to backups.base_path.",
         ),
         Key("agent_timeout", "int", 10, "Seconds to wait for the agent on page requests.", check=_positive),
+        Key(
+            "metrics_token_file",
+            "path",
+            None,
+            "A file (mode 0600 or 0640) holding the token Prometheus sends to GET /metrics as 'Authorization: Bearer <token>' (at least 32 characters). Unset, or the file missing: /metrics answers 404.",
+            example="/etc/fmappliance/metrics.token",
+        ),
+        Key(
+            "metrics_allow",
+            "str_list",
+            [],
+            "Addresses or networks nginx lets reach /metrics (e.g. [10.0.0.5, 192.168.1.0/24]); empty: nobody. Applied by install.sh.",
+            check=_networks,
+        ),
     ),
 )
 
@@ -483,6 +516,13 @@ def _cross_checks(config: dict, v: Validator, data: dict) -> None:
                     ("schedules", i, "timezone"),
                     f"unknown time zone {schedule['timezone']!r}; expected an IANA name like Europe/Berlin",
                 )
+    dash = config["dashboard"]
+    dash["metrics_token"] = None  # derived: the scrape token, or None while /metrics is off
+    if dash["metrics_token_file"] and os.path.exists(dash["metrics_token_file"]):
+        dash["metrics_token"] = _read_secret_file(dash["metrics_token_file"], ("dashboard", "metrics_token_file"), v)
+        problem = _token(dash["metrics_token"])
+        if problem:
+            v.fail(("dashboard", "metrics_token_file"), f"the file's token is too short: {problem}")
     smtp_pw = config["notifications"]["smtp"]["password_file"]
     if smtp_pw and not os.path.isfile(smtp_pw):
         v.fail(("notifications", "smtp", "password_file"), f"file {smtp_pw} does not exist")
@@ -517,4 +557,5 @@ def load_config(path: str | os.PathLike) -> dict:
 
 def secrets_of(config: dict) -> list[str]:
     """The secret values a log line must never show."""
-    return [s for s in (config["security"]["token"], config["dashboard"]["secret_key"]) if s]
+    dash = config["dashboard"]
+    return [s for s in (config["security"]["token"], dash["secret_key"], dash.get("metrics_token")) if s]

@@ -167,3 +167,39 @@ def test_readme_reference_is_current():
 
 def test_write_config_helper_writes_a_valid_config(tmp_path):
     assert cfg.load_config(write_config(tmp_path))["stacks"] == {}
+
+
+def dashboard_with(**keys) -> dict:
+    return {"secret_key": "k" * 40, "credentials": {"admin": "$2b$12$" + "a" * 53}, **keys}
+
+
+def test_metrics_token_file_is_read_private_and_long_enough_and_masked_in_logs(tmp_path):
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text("m" * 40 + "\n")
+    os.chmod(token_file, 0o640)
+    config = load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=str(token_file))))
+    assert config["dashboard"]["metrics_token"] == "m" * 40
+    assert "m" * 40 in cfg.secrets_of(config)
+    token_file.write_text("short")
+    with pytest.raises(cfg.ConfigError, match="dashboard.metrics_token_file: the file's token is too short"):
+        load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=str(token_file))))
+    token_file.write_text("m" * 40)
+    os.chmod(token_file, 0o644)
+    with pytest.raises(cfg.ConfigError, match="must not be writable or readable by others"):
+        load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=str(token_file))))
+
+
+def test_metrics_are_off_without_a_token_file(tmp_path):
+    assert load(tmp_path, minimal(tmp_path))["dashboard"]["metrics_token"] is None
+    missing = str(tmp_path / "not-created-yet.token")
+    config = load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=missing)))
+    assert config["dashboard"]["metrics_token"] is None and config["dashboard"]["metrics_allow"] == []
+
+
+def test_metrics_allow_takes_addresses_and_networks_only(tmp_path):
+    config = load(
+        tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_allow=["10.0.0.5", "192.168.1.0/24", "::1"]))
+    )
+    assert config["dashboard"]["metrics_allow"] == ["10.0.0.5", "192.168.1.0/24", "::1"]
+    with pytest.raises(cfg.ConfigError, match="dashboard.metrics_allow: 'prometheus.lan' is not an IP address"):
+        load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_allow=["prometheus.lan"])))

@@ -77,6 +77,8 @@ def serve(config: dict) -> int:
             outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
             outbuf_overflow=OUTBUF_OVERFLOW,
             clear_untrusted_proxy_headers=True,
+            # Lets a streamed log notice at once that its client hung up (waitress.client_disconnected).
+            channel_request_lookahead=1,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", agent["listen"], agent["port"], exc.strerror or exc)

@@ -80,6 +80,8 @@ def serve(config: dict) -> None:
         "outbuf_high_watermark": OUTBUF_HIGH_WATERMARK,
         "outbuf_overflow": OUTBUF_OVERFLOW,
         "asyncore_use_poll": True,
+        # Lets a relayed log stream notice at once that the browser left (waitress.client_disconnected).
+        "channel_request_lookahead": 1,
     }
     if dash["trusted_proxy"]:
         # Only nginx on this address may tell us the real client and scheme (docs/pitfalls.md, waitress).

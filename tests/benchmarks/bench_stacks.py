@@ -206,7 +206,67 @@ def measure(root: Path, docker: Path, log: Path, count: int) -> dict:
     }
 
 
+def profile_cold(root: Path, docker: Path, log: Path, count: int) -> None:
+    """cProfile of one cold GET /stacks, summed over the request thread and every status/sites worker.
+
+    What it showed once redaction was linear: the workers wait in select() on docker's output and in
+    fork_exec; no Python function of the agent's own comes near (``bench_stacks.py --profile``).
+    """
+    import cProfile
+    import pstats
+
+    from fmappliance.agent import inventory as inventory_module
+    from fmappliance.agent import status as status_module
+
+    profiles: list[cProfile.Profile] = []
+
+    def profiled(fn):
+        def run(*args, **kwargs):
+            profile = cProfile.Profile()
+            profile.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profile.disable()
+                profiles.append(profile)
+
+        return run
+
+    status_module.StatusBoard._check = profiled(status_module.StatusBoard._check)
+    inventory_module.Inventory.sites_for_display = profiled(inventory_module.Inventory.sites_for_display)
+    stacks = {}
+    for i in range(count):
+        path = root / f"stack{i:03d}"
+        path.mkdir(exist_ok=True)
+        stacks[path.name] = {"type": "compose", "path": str(path)}
+    config = load_config(
+        write_config(root, stacks=stacks, agent={"docker_binary": str(docker), "status_cache_seconds": 60})
+    )
+    app = make_app(config)
+    try:
+        client = WsgiClient(app)
+        client.get("/stacks")
+        expire_everything(app, sorted(stacks))
+        profiles.clear()
+        main_profile = cProfile.Profile()
+        main_profile.enable()
+        client.get("/stacks")
+        main_profile.disable()
+    finally:
+        app.agent_services.close()
+    stats = pstats.Stats(main_profile)
+    for profile in profiles:
+        stats.add(profile)
+    print(f"profile of one cold GET /stacks over {count} stacks (CPU and waits of all threads, by own time):")
+    stats.sort_stats("tottime").print_stats(15)
+
+
 def main() -> int:
+    if "--profile" in sys.argv:
+        with tempfile.TemporaryDirectory() as tmp:
+            docker, log = write_stand_in(Path(tmp))
+            profile_cold(Path(tmp), docker, log, 30)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         docker, log = write_stand_in(root)
