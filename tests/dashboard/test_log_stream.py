@@ -256,3 +256,30 @@ def test_sse_body_stops_when_the_client_is_gone():
     chunks = list(sse_events(stream, lambda: released.append(1), lambda: True))
     assert chunks == [b"retry: 5000\n: stream open\n\n"]
     assert stream.closed and released == [1]
+
+
+# ---------------------------------------------------------------------- the page (fake agent)
+
+
+def test_the_logs_page_offers_the_stacks_services_and_loads_its_script_from_static(logged_in):
+    response = logged_in.get("/stack/prod/logs?service=db")
+    assert response.status == 200
+    text = response.text
+    assert '<option value="backend">backend</option>' in text
+    assert '<option value="db" selected>db</option>' in text
+    # An unknown service in the address falls back to backend.
+    assert '<option value="backend" selected>' in logged_in.get("/stack/prod/logs?service=nope").text
+    assert 'data-stream="/stack/prod/logs/stream"' in text
+    assert re.search(r'<script src="/static/logs\.js\?v=[0-9a-f]+" defer></script>', text)
+    assert not re.search(r"<script(?![^>]*\bsrc=)", text), "inline script"
+    assert logged_in.get("/static/logs.js").status == 200
+
+
+def test_the_logs_page_for_an_unknown_or_malformed_stack(logged_in):
+    assert logged_in.get("/stack/nosuch/logs").status == 404
+    assert logged_in.get("/stack/..etc/logs").status == 400
+
+
+def test_the_logs_pages_need_a_session(client):
+    assert client.get("/stack/prod/logs").status == 303
+    assert client.get("/stack/prod/logs/stream?service=backend").status == 303
