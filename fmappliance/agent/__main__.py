@@ -92,7 +92,8 @@ def serve(config: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], agent["port"], __version__)
+    # effective_port: the one the kernel picked when the config says 0.
+    log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], server.effective_port, __version__)
     release_freed_memory()
     try:
         server.run()

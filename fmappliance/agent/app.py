@@ -17,12 +17,15 @@ import bottle
 from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
 from fmappliance.agent.backups import BackupStore
+from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
+from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.status import StatusBoard
 from fmappliance.config import secrets_of
 from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
+from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ class AgentServices:
     jobs: JobManager
     store: BackupStore
     actions: Actions
+    metrics: AgentMetrics
+    host: HostFacts
     logs: LogStreams
 
     def close(self) -> None:
@@ -63,17 +68,23 @@ class AgentServices:
 def build_services(config: dict) -> AgentServices:
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
-    jobs = JobManager(
-        config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
-    )
+
+    def job_ended(job: dict) -> None:
+        status.invalidate(job["stack"])
+        metrics.job_ended(job)
+
+    # No job can end before the metrics exist: none is submitted until the app serves.
+    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config), on_finish=job_ended)
     store = BackupStore(
         config["backups"]["base_path"],
         config["backups"]["retention"],
         keep_safety_days=config["backups"]["keep_safety_days"],
     )
+    metrics = AgentMetrics(status=status, store=store, jobs=jobs)
     actions = Actions(config, inventory, jobs, store, status)
+    host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))
-    return AgentServices(inventory, status, jobs, store, actions, logs)
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -206,6 +217,15 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 }
             )
         return {**stack, "last_backups": last}
+
+    @app.get("/metrics")
+    def metrics():
+        bottle.response.content_type = METRICS_CONTENT_TYPE
+        return services.metrics.render()
+
+    @app.get("/host")
+    def host():
+        return services.host.snapshot()
 
     @app.post("/action")
     def start_action():

@@ -99,7 +99,14 @@ def serve(config: dict) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("dashboard %s listening on %s:%s (agent %s)", __version__, dash["listen"], dash["port"], dash["agent_url"])
+    # effective_port: the one the kernel picked when the config says 0.
+    log.info(
+        "dashboard %s listening on %s:%s (agent %s)",
+        __version__,
+        dash["listen"],
+        server.effective_port,
+        dash["agent_url"],
+    )
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()

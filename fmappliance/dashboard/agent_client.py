@@ -278,6 +278,30 @@ class AgentClient:
         backups = self.request("GET", f"/backups/{_quote(stack)}/{_quote(site)}")[1].get("backups")
         return backups if isinstance(backups, list) else []
 
+    def host_figures(self) -> dict:
+        """``GET /host``: load, memory, free space and per-stack CPU/memory for the host panel."""
+        return self.request("GET", "/host")[1]
+
+    def metrics_text(self) -> str:
+        """``GET /metrics``: the agent's series in the Prometheus text format, to relay as they are."""
+        conn, resp = self._send("GET", "/metrics", headers={"Accept": "text/plain"})
+        try:
+            raw = resp.read()
+        except (OSError, http.client.HTTPException):
+            raise AgentError(f"Agent at {self.where} broke off its answer") from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise self._error_for(resp.status, raw)
+        if not (resp.getheader("Content-Type") or "").startswith("text/plain"):
+            raise AgentError(
+                f"Agent at {self.where} answered /metrics with something other than metrics text", resp.status
+            )
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AgentError(f"Agent at {self.where} sent metrics that are not UTF-8", resp.status) from None
+
     def action(self, action: str, stack: str, site: str | None = None) -> dict:
         """``POST /action``; returns the agent's answer (success, message, job, duplicate)."""
         body = {"action": action, "stack": stack}

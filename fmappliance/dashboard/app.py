@@ -224,8 +224,10 @@ def make_app(
         pages_audit,
         pages_auth,
         pages_backups,
+        pages_host,
         pages_jobs,
         pages_logs,
+        pages_metrics,
         pages_public,
         pages_scheduler,
         pages_stacks,
@@ -245,4 +247,6 @@ def make_app(
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
     pages_scheduler.register(app, ctx)
+    pages_host.register(app, ctx)
+    pages_metrics.register(app, ctx)
     return app

@@ -367,3 +367,65 @@ def test_repeated_failed_logins_get_429_with_security_headers(appliance):
             assert_security_headers(response)
             break
     assert statuses[-1] == 429, statuses
+
+
+# ------------------------------------------------------------------ /metrics
+
+
+def test_metrics_are_refused_by_nginx_when_no_address_is_allowed(appliance):
+    """The installer's default (dashboard.metrics_allow empty): nginx denies /metrics to everyone."""
+    response = appliance.https("GET", "/metrics", headers={"Authorization": "Bearer " + "m" * 40, "Cookie": ""})
+    assert response.status == 403
+    assert_security_headers(response)
+
+
+def test_metrics_pass_only_from_the_allowed_addresses(dist, tmp_path):
+    from support.config_factory import write_config
+
+    cert, key = make_cert(tmp_path / "tls")
+    (tmp_path / "stack").mkdir()
+    statuses = {}
+    for allow in (["127.0.0.1"], ["10.9.9.0/24", "::1"]):
+        root = tmp_path / f"root-{len(statuses)}"
+        config = write_config(
+            tmp_path,
+            stacks={"prod": {"type": "compose", "path": str(tmp_path / "stack")}},
+            dashboard={"metrics_allow": allow},
+        )
+        (root / "etc/fmappliance").mkdir(parents=True)
+        (root / "etc/fmappliance/config.yaml").write_text(config.read_text())
+        http_port, https_port, nowhere = free_port(), free_port(), free_port()
+        proc = run_install(
+            root,
+            "--domain",
+            "localhost",
+            "--http-port",
+            str(http_port),
+            "--https-port",
+            str(https_port),
+            env=install_env(dist),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rendered = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+        assert all(f"allow {entry};" in rendered for entry in allow)
+        site = NginxSite(
+            root,
+            tmp_path / f"nginx-{len(statuses)}",
+            http_port,
+            https_port,
+            dashboard_port=nowhere,
+            backups_dir=tmp_path / "backups",
+            cert=cert,
+            key=key,
+        ).start()
+        try:
+            ctx = ssl.create_default_context(cafile=str(cert))
+            raw = socket.create_connection(("127.0.0.1", https_port), timeout=10)
+            conn = http.client.HTTPSConnection("localhost", https_port, timeout=10)
+            conn.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+            conn.request("GET", "/metrics", headers={"Host": f"localhost:{https_port}"})
+            statuses[tuple(allow)] = conn.getresponse().status
+        finally:
+            site.stop()
+    # Allowed: nginx passes the request on (502: no dashboard runs behind this nginx); not allowed: 403.
+    assert statuses == {("127.0.0.1",): 502, ("10.9.9.0/24", "::1"): 403}

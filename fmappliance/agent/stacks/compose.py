@@ -109,11 +109,6 @@ def parse_ps(output: str) -> list[dict]:
     return rows
 
 
-def looks_like_ps_output(output: str) -> bool:
-    """True when the output holds JSON rows or is empty of JSON altogether (no containers)."""
-    return any(line.strip()[:1] in ("[", "{") for line in output.splitlines())
-
-
 def service_rows(rows: list[dict]) -> list[dict]:
     """The API's per-service view of ps rows (one-off `run` containers left out)."""
     out = []
