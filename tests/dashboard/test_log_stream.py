@@ -17,8 +17,7 @@ import urllib.request
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_TOKEN, TEST_USER
 from support.polling import wait_for
-from support.ports import free_port
-from support.world import build_world, kill_hanging_doubles, start_agent, start_dashboard
+from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard
 
 from fmappliance.dashboard.pages_logs import HEARTBEAT_SECONDS, sse_events
 
@@ -87,16 +86,9 @@ def served(tmp_path):
 
     def start(agent=None, dashboard=None):
         world = build_world(tmp_path)
-        agent_port = free_port()
-        world.write_config(
-            agent={"port": agent_port, **(agent or {})},
-            dashboard={"agent_url": f"http://127.0.0.1:{agent_port}", **(dashboard or {})},
-        )
-        agent_proc = start_agent(world)
-        started.append(agent_proc)
-        dashboard_proc = start_dashboard(world)
-        started.append(dashboard_proc)
         started.append(world)
+        agent_proc, dashboard_proc = start_agent_and_dashboard(world, agent=agent or {}, dashboard=dashboard or {})
+        started.extend((agent_proc, dashboard_proc))
         return world, Operator(dashboard_proc.url, dashboard_proc.port)
 
     yield start
