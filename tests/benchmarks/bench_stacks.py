@@ -244,7 +244,7 @@ def profile_cold(root: Path, docker: Path, log: Path, count: int) -> None:
     )
     app = make_app(config)
     try:
-        client = WsgiClient(app)
+        client = WSGIClient(app, token=TEST_TOKEN)
         client.get("/stacks")
         expire_everything(app, sorted(stacks))
         profiles.clear()
