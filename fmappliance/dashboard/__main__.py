@@ -13,6 +13,7 @@ import getpass
 import logging
 import sys
 
+from fmappliance import listening
 from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
 from fmappliance.process_memory import limit_malloc_arenas, release_freed_memory
 from fmappliance.version import __version__
@@ -68,12 +69,11 @@ def serve(config: dict) -> None:
 
     dash = config["dashboard"]
     limit_malloc_arenas()
-    agent = AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+    agent = AgentClient.from_config(config)
     scheduler = build_scheduler(config, agent)
     app = make_app(config, agent_client=agent, scheduler=scheduler)
     options = {
-        "host": dash["listen"],
-        "port": dash["port"],
+        **listening.listen_options(dash),
         "threads": dash["threads"],
         "max_request_body_size": MAX_REQUEST_BODY,
         "ident": "fm-dashboard",
@@ -83,13 +83,16 @@ def serve(config: dict) -> None:
         "asyncore_use_poll": True,
     }
     if dash["trusted_proxy"]:
-        # Only nginx on this address may tell us the real client and scheme (pitfalls.md, waitress).
+        # Only nginx may tell us the real client and scheme (pitfalls.md, waitress): on TCP the
+        # configured address; on the socket its peer (waitress calls it "localhost"), which only
+        # members of socket_group (nginx) can be.
         options.update(
-            trusted_proxy=dash["trusted_proxy"],
+            trusted_proxy="localhost" if dash["socket"] else dash["trusted_proxy"],
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",
             trusted_proxy_count=1,
         )
     server = waitress.create_server(app, **options)
+    listening.share_socket(dash)
 
     def stop(signum, frame):
         log.info("stopping (signal %s)", signal.Signals(signum).name)
@@ -98,7 +101,7 @@ def serve(config: dict) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("dashboard %s listening on %s:%s (agent %s)", __version__, dash["listen"], dash["port"], dash["agent_url"])
+    log.info("dashboard %s listening on %s (agent %s)", __version__, listening.where(dash), agent.where)
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
     except (OSError, sqlite3.Error) as exc:
         dash = config["dashboard"]
         # A port in use or an unwritable state dir: say which, no traceback.
-        print(f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}", file=sys.stderr)
+        print(f"fm-dashboard: cannot start (listen {listening.where(dash)}, state_dir {dash['state_dir']}): {exc}", file=sys.stderr)
         return 1
     return 0
 

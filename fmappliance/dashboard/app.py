@@ -56,7 +56,7 @@ class DashboardContext:
         self.config = config
         self.clock = clock or time.time
         self.secret_key = dash["secret_key"]
-        self.agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+        self.agent = agent_client or AgentClient.from_config(config)
         self.db = StateDB(dash["state_dir"])
         self.sessions = SessionStore(self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock)
         self.throttle = LoginThrottle(clock=self.clock)
