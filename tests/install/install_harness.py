@@ -193,7 +193,9 @@ class NginxSite:
                 .replace("/etc/fmappliance/tls/selfsigned.crt", str(cert))
                 .replace("/etc/fmappliance/tls/selfsigned.key", str(key))
                 .replace("alias /var/backups/fmappliance/;", f"alias {backups_dir}/;")
-                .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dashboard_port};"))
+                )
+        # The upstream (the dashboard's socket for new installs, TCP for older configs) -> the test's dashboard.
+        site = re.sub(r"^    server (unix:[^;\s]+|[\d.]+:\d+);$", f"    server 127.0.0.1:{dashboard_port};", site, count=1, flags=re.M)
         # Listen on the ports asked for, whatever ports the site was rendered with.
         rendered_http = re.search(r"listen (\d+) default_server;", site).group(1)
         rendered_https = re.search(r"listen (\d+) ssl", site).group(1)
