@@ -749,7 +749,7 @@ nginx_user() {
 choose_download_mode() {
     [ -n "$DOWNLOAD_MODE" ] && return 0
     local others
-    others="$(helper other-sites "$(at "$NGINX_DIR")" | tr '\n' ' ')"
+    others="$(helper other-sites "$(at "$NGINX_DIR")" --shown-as "$NGINX_DIR" | tr '\n' ' ')"
     if [ -n "$others" ]; then
         DOWNLOAD_MODE=stream
         note "download_mode stream: this nginx serves other sites (${others% }); in accel mode they could read every backup as $(nginx_user)"
@@ -789,7 +789,7 @@ grant_nginx_backup_access() {
         fi
         say "  download_mode accel: $web_user may read $dir (ACL)"
         local others
-        others="$(helper other-sites "$(at "$NGINX_DIR")" | tr '\n' ' ')"
+        others="$(helper other-sites "$(at "$NGINX_DIR")" --shown-as "$NGINX_DIR" | tr '\n' ' ')"
         if [ -n "$others" ]; then
             note "WARNING: download_mode is accel but this nginx also serves ${others% }: those sites can read every backup as $web_user; set dashboard.download_mode: stream in $CONFIG and run this installer again"
         fi

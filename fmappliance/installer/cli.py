@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("config")
     o = sub.add_parser("other-sites")
     o.add_argument("nginx_dir")
+    o.add_argument("--shown-as", default="", help="the path to print instead of nginx_dir (--root)")
     m = sub.add_parser("migrate-config")
     m.add_argument("config")
     m.add_argument("--agent-socket", required=True)
@@ -155,7 +156,7 @@ def other_sites(args) -> int:
     from fmappliance.installer.nginx_sites import other_sites as find
 
     for path in find(args.nginx_dir):
-        print(path)
+        print(args.shown_as + path[len(args.nginx_dir):] if args.shown_as else path)
     return 0
 
 
