@@ -28,7 +28,11 @@ CLEANUP_INTERVAL = 5
 
 def listen_options(section: dict) -> dict:
     """waitress options for ``config["agent"]`` or ``config["dashboard"]``."""
-    options = {"connection_limit": CONNECTION_LIMIT, "channel_timeout": CHANNEL_TIMEOUT, "cleanup_interval": CLEANUP_INTERVAL}
+    options: dict[str, object] = {
+        "connection_limit": CONNECTION_LIMIT,
+        "channel_timeout": CHANNEL_TIMEOUT,
+        "cleanup_interval": CLEANUP_INTERVAL,
+    }
     if section["socket"]:
         options.update(unix_socket=section["socket"], unix_socket_perms=SOCKET_MODE)
     else:

@@ -16,11 +16,11 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from support.config_factory import TEST_USER, write_config
+from support.polling import wait_for
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient, UnixHTTPConnection
-from support.config_factory import TEST_USER, write_config
-from support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_CONNECTIONS = 150  # above waitress's default connection_limit of 100
@@ -39,8 +39,13 @@ def socket_group() -> str:
 
 
 def start(module: str, config: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, "--config", str(config)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+        start_new_session=True,
+    )
 
 
 def answers(connect, path: str = "/healthz"):
@@ -53,6 +58,7 @@ def answers(connect, path: str = "/healthz"):
             return None
         finally:
             conn.close()
+
     return probe
 
 
@@ -68,8 +74,11 @@ def procs():
 def test_agent_and_dashboard_on_sockets_open_only_to_their_group_and_nginx_is_the_trusted_proxy(tmp_path, procs):
     group = socket_group()
     agent_sock, dash_sock = tmp_path / "agent.sock", tmp_path / "dashboard.sock"
-    config = write_config(tmp_path, agent={"socket": str(agent_sock), "socket_group": group},
-                          dashboard={"socket": str(dash_sock), "socket_group": group, "agent_url": "http://127.0.0.1:1"})
+    config = write_config(
+        tmp_path,
+        agent={"socket": str(agent_sock), "socket_group": group},
+        dashboard={"socket": str(dash_sock), "socket_group": group, "agent_url": "http://127.0.0.1:1"},
+    )
     loaded = load_config(config)
     procs.append(start("fmappliance.agent", config, tmp_path / "agent.log"))
     procs.append(start("fmappliance.dashboard", config, tmp_path / "dashboard.log"))
@@ -98,8 +107,12 @@ def test_agent_and_dashboard_on_sockets_open_only_to_their_group_and_nginx_is_th
     nonce = re.search(r"fmlogin=([^;]+)", set_cookie).group(1)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"username": TEST_USER, "password": "wrong", "csrf_token": token})
-    conn.request("POST", "/login", body=body, headers={**headers, "Content-Type": "application/x-www-form-urlencoded",
-                                                     "Cookie": f"fmlogin={nonce}"})
+    conn.request(
+        "POST",
+        "/login",
+        body=body,
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}"},
+    )
     assert conn.getresponse().status == 401
     db = sqlite3.connect(f"{loaded['dashboard']['state_dir']}/dashboard.sqlite3")
     assert db.execute("SELECT address FROM audit ORDER BY id DESC LIMIT 1").fetchone()[0] == "198.51.100.23"
@@ -107,7 +120,9 @@ def test_agent_and_dashboard_on_sockets_open_only_to_their_group_and_nginx_is_th
     assert f"listening on unix:{agent_sock}" in log
 
 
-@pytest.mark.parametrize("module,section,path", [("fmappliance.agent", "agent", "/"), ("fmappliance.dashboard", "dashboard", "/healthz")])
+@pytest.mark.parametrize(
+    "module,section,path", [("fmappliance.agent", "agent", "/"), ("fmappliance.dashboard", "dashboard", "/healthz")]
+)
 def test_a_crowd_of_idle_connections_does_not_stop_a_service_answering(tmp_path, procs, module, section, path):
     config = write_config(tmp_path)
     port = load_config(config)[section]["port"]

@@ -18,8 +18,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,14 @@ def _mask_value(value: str) -> str:
 
 #: Where docker and fm find the engine (rootless docker, remote engines, contexts, TLS):
 #: passed on when the agent has them, so `docker`/`fm` reach the same engine it was set up for.
-DOCKER_ENV = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "XDG_RUNTIME_DIR")
+DOCKER_ENV = (
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "XDG_RUNTIME_DIR",
+)
 
 
 def minimal_env() -> dict[str, str]:
@@ -179,8 +186,8 @@ class _OutputTail:
         text = text[-budget:] if budget else ""
         first_newline = text.find("\n")
         if 0 <= first_newline < 200 and first_newline < len(text) - 1:
-            text = text[first_newline + 1:]  # start at a whole line
-        return (TRUNCATION_NOTE + text)[-self.limit:]
+            text = text[first_newline + 1 :]  # start at a whole line
+        return (TRUNCATION_NOTE + text)[-self.limit :]
 
 
 def _describe_start_failure(program: str, exc: OSError) -> str:

@@ -102,10 +102,16 @@ def write_config(args) -> int:
     stacks = _read_json(args.stacks) or {}
     password = cw.new_password()
     new = cw.NewConfig(
-        state_dir=args.state_dir, backups_dir=args.backups_dir, agent_socket=args.agent_socket,
-        dashboard_socket=args.dashboard_socket, agent_socket_group=args.agent_socket_group,
-        dashboard_socket_group=args.dashboard_socket_group, download_mode=args.download_mode,
-        admin_user=args.admin_user, fm_binary=args.fm_binary, stacks=stacks,
+        state_dir=args.state_dir,
+        backups_dir=args.backups_dir,
+        agent_socket=args.agent_socket,
+        dashboard_socket=args.dashboard_socket,
+        agent_socket_group=args.agent_socket_group,
+        dashboard_socket_group=args.dashboard_socket_group,
+        download_mode=args.download_mode,
+        admin_user=args.admin_user,
+        fm_binary=args.fm_binary,
+        stacks=stacks,
     )
     text = cw.render_config(new, cw.hash_admin_password(password), cw.new_secret(), cw.new_secret())
     for path, content in ((args.out, text), (args.password_out, password + "\n")):
@@ -116,9 +122,15 @@ def write_config(args) -> int:
 
 
 CONFIG_VALUE_DEFAULTS = {
-    "agent.port": 9100, "dashboard.port": 8000, "dashboard.listen": "127.0.0.1", "agent.listen": "127.0.0.1",
-    "backups.base_path": "/var/backups/fmappliance", "dashboard.accel_prefix": "/_protected_backups/",
-    "dashboard.download_mode": "stream", "agent.socket_group": "", "dashboard.socket_group": "",
+    "agent.port": 9100,
+    "dashboard.port": 8000,
+    "dashboard.listen": "127.0.0.1",
+    "agent.listen": "127.0.0.1",
+    "backups.base_path": "/var/backups/fmappliance",
+    "dashboard.accel_prefix": "/_protected_backups/",
+    "dashboard.download_mode": "stream",
+    "agent.socket_group": "",
+    "dashboard.socket_group": "",
 }
 
 
@@ -138,9 +150,12 @@ def config_values(args) -> int:
         section, name = key.split(".")
         print(key, (data.get(section) or {}).get(name, default))
     print("agent.socket", effective_socket(data.get("agent"), DEFAULT_AGENT_SOCKET) if data else DEFAULT_AGENT_SOCKET)
-    print("dashboard.socket", effective_socket(data.get("dashboard"), DEFAULT_DASHBOARD_SOCKET) if data else DEFAULT_DASHBOARD_SOCKET)
+    print(
+        "dashboard.socket",
+        effective_socket(data.get("dashboard"), DEFAULT_DASHBOARD_SOCKET) if data else DEFAULT_DASHBOARD_SOCKET,
+    )
     # Where the agent must write: backups, each FM home, each compose project dir.
-    paths = [(data.get("backups") or {}).get("base_path") or CONFIG_VALUE_DEFAULTS["backups.base_path"]]
+    paths = [str((data.get("backups") or {}).get("base_path") or CONFIG_VALUE_DEFAULTS["backups.base_path"])]
     for stack in (data.get("stacks") or {}).values():
         path = str((stack or {}).get("path", ""))
         if (stack or {}).get("type") == "fm":
@@ -156,15 +171,20 @@ def other_sites(args) -> int:
     from fmappliance.installer.nginx_sites import other_sites as find
 
     for path in find(args.nginx_dir):
-        print(args.shown_as + path[len(args.nginx_dir):] if args.shown_as else path)
+        print(args.shown_as + path[len(args.nginx_dir) :] if args.shown_as else path)
     return 0
 
 
 def migrate_config(args) -> int:
     from fmappliance.installer.migrate import migrate_config as migrate
 
-    moved = migrate(args.config, {"agent": (args.agent_socket, args.agent_socket_group),
-                                  "dashboard": (args.dashboard_socket, args.dashboard_socket_group)})
+    moved = migrate(
+        args.config,
+        {
+            "agent": (args.agent_socket, args.agent_socket_group),
+            "dashboard": (args.dashboard_socket, args.dashboard_socket_group),
+        },
+    )
     print(" ".join(moved))
     return 0
 
@@ -179,7 +199,11 @@ def healthz(args) -> int:
             self.sock.settimeout(self.timeout)
             self.sock.connect(args.socket)
 
-    conn = UnixConnection("localhost", timeout=2) if args.socket else http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
+    conn = (
+        UnixConnection("localhost", timeout=2)
+        if args.socket
+        else http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
+    )
     try:
         conn.request("GET", "/healthz")
         return 0 if conn.getresponse().status == 200 else 1
@@ -191,9 +215,14 @@ def healthz(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    command = {"discover": discover, "write-config": write_config, "config-values": config_values,
-               "other-sites": other_sites, "healthz": healthz,
-               "migrate-config": migrate_config}[args.command]
+    command = {
+        "discover": discover,
+        "write-config": write_config,
+        "config-values": config_values,
+        "other-sites": other_sites,
+        "healthz": healthz,
+        "migrate-config": migrate_config,
+    }[args.command]
     try:
         return command(args)
     except InstallerStop as exc:

@@ -59,8 +59,11 @@ def render_config(new: NewConfig, password_hash: str, token: str, secret_key: st
             lines.append(f"  {_q(name)}:")
             lines += [f"    {key}: {_q(value)}" for key, value in entry.items()]
     else:
-        lines += ["# No stacks found: add them here (see README), e.g.", "#   prod: {type: compose, path: /opt/frappe_docker}",
-                  "stacks: {}"]
+        lines += [
+            "# No stacks found: add them here (see README), e.g.",
+            "#   prod: {type: compose, path: /opt/frappe_docker}",
+            "stacks: {}",
+        ]
     lines += [
         "backups:",
         f"  base_path: {_q(new.backups_dir)}",

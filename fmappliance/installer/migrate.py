@@ -38,14 +38,17 @@ def migrate_text(text: str, sockets: dict[str, tuple[str, str]], names: list[str
         for i, line in enumerate(lines):
             if re.fullmatch(rf"{name}:[ \t]*(#.*)?\r?\n?", line):
                 indent = "  "
-                for following in lines[i + 1:]:
+                for following in lines[i + 1 :]:
                     match = re.match(r"([ \t]+)\S", following)
                     if match:
                         indent = match.group(1)
                         break
                 path, group = sockets[name]
-                added = [f'{indent}socket: "{path}"  # moved from TCP by install.sh\n', f'{indent}socket_group: "{group}"\n']
-                lines[i + 1:i + 1] = added
+                added = [
+                    f'{indent}socket: "{path}"  # moved from TCP by install.sh\n',
+                    f'{indent}socket_group: "{group}"\n',
+                ]
+                lines[i + 1 : i + 1] = added
                 moved.append(name)
                 break
     return "".join(lines), moved

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from install_harness import REPO, install_env, run_install
 
 from fmappliance.config import load_config
-from install_harness import REPO, install_env, run_install
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: FM homes of other users are planted")
 
@@ -51,8 +51,16 @@ def test_fm_homes_of_two_users_stop_the_install_until_fm_agent_user_chooses_and_
 
     chosen = run_install(root, env={**env, "FM_AGENT_USER": "root"})
     assert chosen.returncode == 0, chosen.stdout + chosen.stderr
-    assert load_config(root / "etc/fmappliance/config.yaml")["stacks"] == {"erp": {
-        "type": "fm", "path": f"{ours}/sites/erp", "project": None, "files": [], "service": "backend", "sites": []}}
+    assert load_config(root / "etc/fmappliance/config.yaml")["stacks"] == {
+        "erp": {
+            "type": "fm",
+            "path": f"{ours}/sites/erp",
+            "project": None,
+            "files": [],
+            "service": "backend",
+            "sites": [],
+        }
+    }
     assert "belongs to nobody" in chosen.stdout, "the planted bench is reported as skipped"
     assert unit_user(root) == "root"
     assert "agent-user root" in (root / "opt/fmappliance/install-record").read_text().splitlines()
@@ -142,28 +150,40 @@ def previous_installer(tmp_path: Path) -> Path:
         pytest.skip("not a git checkout with the previous installer's commit")
     old = tmp_path / "previous"
     old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", PREVIOUS_INSTALLER, "install.sh", "packaging"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PREVIOUS_INSTALLER, "install.sh", "packaging"],
+        capture_output=True,
+        check=True,
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
     return old / "install.sh"
 
 
 def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping_config_users_schedules_and_backups(
-        dist, tmp_path):
+    dist, tmp_path
+):
     homes = tmp_path / "homes"
     fm_home(homes / "ops", "erp")
     env = install_env(dist, FM_SEARCH_HOMES=f"{homes}/*")
     root = tmp_path / "root"
-    old = subprocess.run(["bash", str(previous_installer(tmp_path)), "--root", str(root)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    old = subprocess.run(
+        ["bash", str(previous_installer(tmp_path)), "--root", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert old.returncode == 0, old.stdout + old.stderr
     config_path = root / "etc/fmappliance/config.yaml"
     # What an operator did since: a second user, a schedule, a backup.
     data = yaml.safe_load(config_path.read_text())
     data["dashboard"]["credentials"]["ops"] = data["dashboard"]["credentials"]["admin"]
-    config_path.write_text(config_path.read_text().replace(
-        "  credentials:\n", f"  credentials:\n    ops: \"{data['dashboard']['credentials']['admin']}\"\n")
-        + "schedules:\n  - stack: erp\n    site: \"*\"\n    time: \"03:30\"\n")
+    config_path.write_text(
+        config_path.read_text().replace(
+            "  credentials:\n", f'  credentials:\n    ops: "{data["dashboard"]["credentials"]["admin"]}"\n'
+        )
+        + 'schedules:\n  - stack: erp\n    site: "*"\n    time: "03:30"\n'
+    )
     before = load_config(config_path)
     assert before["agent"]["socket"] == "" and before["dashboard"]["socket"] == "", "the old install is on TCP"
     backup = root / "var/backups/fmappliance/erp/erp.localhost/2026-01-01_02-00-00.sql.gz"

@@ -11,15 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.config_factory import TEST_PASSWORD_HASH
 
 from fmappliance.config import load_config
 from fmappliance.installer import discovery
 from fmappliance.installer.config_writer import NewConfig, render_config
-from fmappliance.installer.discovery import InstallerStop, choose_agent_user, discover_stacks, find_fm_binary, find_fm_homes
+from fmappliance.installer.discovery import (
+    InstallerStop,
+    choose_agent_user,
+    discover_stacks,
+    find_fm_binary,
+    find_fm_homes,
+)
 from fmappliance.installer.migrate import migrate_config
 from fmappliance.installer.nginx_sites import other_sites
 from fmappliance.installer.trust import untrusted_reason
-from support.config_factory import TEST_PASSWORD_HASH
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: files owned by other users are planted")
 
@@ -116,11 +122,15 @@ def test_stacks_come_only_from_files_nobody_but_root_and_the_agent_user_can_chan
     good = tmp_path / "srv" / "good"
     good.mkdir()
     (good / "compose.yaml").write_text("services:\n  backend: {}\n  frontend: {}\n")
-    projects = [{"Name": name, "ConfigFiles": f"{path}/compose.yaml"} for name, path in
-                (("shared", shared), ("planted", planted), ("good", good))]
+    projects = [
+        {"Name": name, "ConfigFiles": f"{path}/compose.yaml"}
+        for name, path in (("shared", shared), ("planted", planted), ("good", good))
+    ]
     found = discover_stacks([str(ours), str(theirs)], projects, agent_uid=0)
-    assert found.stacks == {"erp": {"type": "fm", "path": f"{ours}/sites/erp"},
-                            "good": {"type": "compose", "path": str(good), "project": "good"}}
+    assert found.stacks == {
+        "erp": {"type": "fm", "path": f"{ours}/sites/erp"},
+        "good": {"type": "compose", "path": str(good), "project": "good"},
+    }
     notes = "\n".join(found.notes)
     assert f"skipped {theirs}/sites/evil/docker-compose.yml" in notes and "belongs to nobody" in notes
     assert "skipped compose project shared" in notes and "writable by every user" in notes
@@ -157,10 +167,16 @@ def test_fm_is_looked_for_in_the_agent_users_home_only_and_two_candidates_need_f
 
 
 def new_config(tmp_path: Path, stacks: dict) -> Path:
-    new = NewConfig(state_dir=str(tmp_path / "state"), backups_dir=str(tmp_path / "backups"),
-                    agent_socket="/run/fm-agent/agent.sock", dashboard_socket="/run/fm-dashboard/dashboard.sock",
-                    agent_socket_group="fmappliance", dashboard_socket_group="fmappliance-web", download_mode="stream",
-                    stacks=stacks)
+    new = NewConfig(
+        state_dir=str(tmp_path / "state"),
+        backups_dir=str(tmp_path / "backups"),
+        agent_socket="/run/fm-agent/agent.sock",
+        dashboard_socket="/run/fm-dashboard/dashboard.sock",
+        agent_socket_group="fmappliance",
+        dashboard_socket_group="fmappliance-web",
+        download_mode="stream",
+        stacks=stacks,
+    )
     path = tmp_path / "config.yaml"
     path.write_text(render_config(new, TEST_PASSWORD_HASH, "t" * 48, "s" * 48))
     return path
@@ -169,10 +185,19 @@ def new_config(tmp_path: Path, stacks: dict) -> Path:
 def test_a_first_install_schedules_a_daily_0200_backup_of_every_site_of_every_stack(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    config = load_config(new_config(tmp_path, {"a": {"type": "compose", "path": str(tmp_path / "a")},
-                                               "b.example": {"type": "fm", "path": str(tmp_path / "b")}}))
+    config = load_config(
+        new_config(
+            tmp_path,
+            {
+                "a": {"type": "compose", "path": str(tmp_path / "a")},
+                "b.example": {"type": "fm", "path": str(tmp_path / "b")},
+            },
+        )
+    )
     assert [(s["stack"], s["site"], s["frequency"], s["time"], s["enabled"]) for s in config["schedules"]] == [
-        ("a", "*", "daily", "02:00", True), ("b.example", "*", "daily", "02:00", True)]
+        ("a", "*", "daily", "02:00", True),
+        ("b.example", "*", "daily", "02:00", True),
+    ]
     assert config["agent"]["socket"] == "/run/fm-agent/agent.sock" and config["agent"]["socket_group"] == "fmappliance"
     assert config["dashboard"]["socket"] == "/run/fm-dashboard/dashboard.sock"
     assert config["dashboard"]["socket_group"] == "fmappliance-web"
@@ -184,10 +209,32 @@ def test_the_zipapp_subcommands_are_the_ones_install_sh_calls(tmp_path):
     stacks = tmp_path / "stacks.json"
     stacks.write_text("{}")
     out, password = tmp_path / "config.yaml", tmp_path / "password"
-    proc = subprocess.run([sys.executable, "-m", "fmappliance.agent", "installer", "write-config", "--out", str(out),
-                           "--password-out", str(password), "--stacks", str(stacks), "--state-dir", str(tmp_path),
-                           "--backups-dir", str(tmp_path / "b"), "--agent-socket", "/run/a.sock",
-                           "--dashboard-socket", "/run/d.sock"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fmappliance.agent",
+            "installer",
+            "write-config",
+            "--out",
+            str(out),
+            "--password-out",
+            str(password),
+            "--stacks",
+            str(stacks),
+            "--state-dir",
+            str(tmp_path),
+            "--backups-dir",
+            str(tmp_path / "b"),
+            "--agent-socket",
+            "/run/a.sock",
+            "--dashboard-socket",
+            "/run/d.sock",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert oct(password.stat().st_mode & 0o777) == "0o600" and oct(out.stat().st_mode & 0o777) == "0o600"
     assert password.read_text().strip() not in out.read_text()
@@ -222,7 +269,10 @@ schedules:
     time: "03:30"
 """
 
-SOCKETS = {"agent": ("/run/fm-agent/agent.sock", "fmappliance"), "dashboard": ("/run/fm-dashboard/dashboard.sock", "fmappliance-web")}
+SOCKETS = {
+    "agent": ("/run/fm-agent/agent.sock", "fmappliance"),
+    "dashboard": ("/run/fm-dashboard/dashboard.sock", "fmappliance-web"),
+}
 
 
 def test_an_installer_made_tcp_config_moves_to_the_sockets_keeping_everything_else(tmp_path):
@@ -240,15 +290,18 @@ def test_an_installer_made_tcp_config_moves_to_the_sockets_keeping_everything_el
     assert after["schedules"] == before["schedules"] and after["security"] == before["security"]
     assert "# an operator's comment" in path.read_text()
     assert oct(path.stat().st_mode & 0o777) == "0o640"
-    assert (tmp_path / "config.yaml.pre-sockets").read_text() == OLD_CONFIG.format(state=tmp_path, token="t" * 48, hash=TEST_PASSWORD_HASH)
+    assert (tmp_path / "config.yaml.pre-sockets").read_text() == OLD_CONFIG.format(
+        state=tmp_path, token="t" * 48, hash=TEST_PASSWORD_HASH
+    )
     assert migrate_config(str(path), SOCKETS) == [], "a second run changes nothing"
 
 
 def test_an_explicit_tcp_setup_stays_on_tcp(tmp_path):
     path = tmp_path / "config.yaml"
     text = OLD_CONFIG.format(state=tmp_path, token="t" * 48, hash=TEST_PASSWORD_HASH)
-    text = text.replace("  port: 9100\n", "  port: 9200\n").replace("  listen: 127.0.0.1\n  port: 8000\n",
-                                                                   "  listen: 127.0.0.1\n  socket: \"\"\n  port: 8000\n")
+    text = text.replace("  port: 9100\n", "  port: 9200\n").replace(
+        "  listen: 127.0.0.1\n  port: 8000\n", '  listen: 127.0.0.1\n  socket: ""\n  port: 8000\n'
+    )
     path.write_text(text)
     assert migrate_config(str(path), SOCKETS) == []
     assert path.read_text() == text and not (tmp_path / "config.yaml.pre-sockets").exists()
