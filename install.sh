@@ -134,6 +134,7 @@ FOUND_FM_BINARY=""         # the fm binary discovery accepted (written into a ne
 STACK_COUNT=0
 ROOTLESS_ENV=()     # DOCKER_HOST=... XDG_RUNTIME_DIR=... for a rootless docker of the agent user
 NOTES=()            # what the operator should know, repeated in the summary
+UPGRADE=0           # an install made by an installer before the hardening (no agent-user record)
 DASHBOARD_USER="${FM_DASHBOARD_USER:-fm-dashboard}"
 ADMIN_USER="${FM_ADMIN_USER:-admin}"
 ADMIN_PASSWORD=""
@@ -541,6 +542,7 @@ discover() {
     if [ -z "$previous" ] && [ -f "$(at "$UNIT_DIR/fm-agent.service")" ]; then
         # An install from before the record kept the choice: its unit knows it.
         previous="$(awk -F= '$1 == "User" { print $2; exit }' "$(at "$UNIT_DIR/fm-agent.service")")"
+        UPGRADE=1
     fi
     : >"$STAGE/compose.json"
     if command -v "$docker_cmd" >/dev/null 2>&1; then
@@ -1184,11 +1186,15 @@ print_summary() {
         local line
         for line in "${NOTES[@]}"; do say "  - $line"; done
     fi
+    [ "$UPGRADE" = 1 ] || return 0
     say ""
-    say "  Upgrading from an earlier version: agent and dashboard listen on Unix sockets"
-    say "  ($AGENT_SOCKET, $DASHBOARD_SOCKET) that only group $CONFIG_GROUP resp. nginx (group"
-    say "  $WEB_GROUP) can open; the agent user is kept as first chosen (FM_AGENT_USER changes it);"
-    say "  nginx buffers request bodies and caps connections per address. README.md, \"Security\"."
+    say "  Upgraded from an earlier version (README.md, \"Security\" and \"Upgrading\"):"
+    say "  - the agent and the dashboard listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET)"
+    say "    that only the dashboard (group $CONFIG_GROUP) and nginx (group $WEB_GROUP) can open,"
+    say "    unless the config sets another TCP address or port"
+    say "  - the agent keeps running as $AGENT_USER (recorded now; FM_AGENT_USER=<user> changes it)"
+    say "  - nginx buffers request bodies, allows only GET/HEAD on /download/ and 20 requests per address"
+    say "  - existing schedules, users, sessions and backups are kept; no schedules were added"
 }
 
 # --------------------------------------------------------------------------------------

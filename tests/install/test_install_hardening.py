@@ -210,6 +210,7 @@ def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping
     assert "agent-user root" in (root / "opt/fmappliance/install-record").read_text().splitlines()
     summary = new.stdout.split("== Done", 1)[1]
     assert "upgrade: agent dashboard now listen on Unix sockets" in summary
+    assert "Upgraded from an earlier version" in summary
     assert "Password:" not in new.stdout
 
     # And a run after that changes nothing.

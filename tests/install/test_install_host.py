@@ -15,6 +15,7 @@ import pwd
 import re
 import socket
 import ssl
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -55,7 +56,8 @@ def host_state() -> dict:
     groups = {g.gr_name for g in grp.getgrall()}
     return {
         "users": users & {"fm-agent", "fm-dashboard"},
-        "groups": groups & {"fmappliance", "fm-agent", "fm-dashboard"},
+        "groups": groups & {"fmappliance", "fmappliance-web", "fm-agent", "fm-dashboard"},
+        "web_user_groups": sorted(g.gr_name for g in grp.getgrall() if "www-data" in g.gr_mem),
         "sites": sorted(os.listdir("/etc/nginx/sites-enabled")) if os.path.isdir("/etc/nginx/sites-enabled") else [],
         "paths": [
             p
@@ -66,6 +68,8 @@ def host_state() -> dict:
                 "/var/backups/fmappliance",
                 "/var/log/fmappliance",
                 "/run/fmappliance",
+                "/run/fm-agent",
+                "/run/fm-dashboard",
             )
             if os.path.exists(p)
         ],
@@ -105,6 +109,20 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert (
             "docker" not in subprocess.run(["id", "-nG", "fm-dashboard"], capture_output=True, text=True).stdout.split()
         )
+
+        # Both listen on Unix sockets only their peers' groups can open, not on TCP.
+        for sock, group in (
+            ("/run/fm-agent/agent.sock", "fmappliance"),
+            ("/run/fm-dashboard/dashboard.sock", "fmappliance-web"),
+        ):
+            st = os.stat(sock)
+            assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660, (sock, oct(st.st_mode))
+            assert grp.getgrgid(st.st_gid).gr_name == group, sock
+        assert (
+            "www-data" in grp.getgrnam("fmappliance-web").gr_mem
+            and "www-data" not in grp.getgrnam("fmappliance").gr_mem
+        )
+        assert port_free(8000) and port_free(9100)
 
         # nginx answers over TLS for the configured name.
         ctx = ssl.create_default_context(cafile="/etc/fmappliance/tls/selfsigned.crt")
