@@ -272,27 +272,7 @@ ensure_link() {
 # render TEMPLATE OUT "TAGS" KEY=VALUE...: fill @KEY@ placeholders; lines marked
 # "#@TAG[,TAG] " are kept (unmarked) when all their tags are in TAGS, dropped otherwise.
 render() {
-    "$PY" - "$@" <<'EOF'
-import re, sys
-template, out, tags, *pairs = sys.argv[1:]
-on = set(tags.split())
-values = dict(p.split("=", 1) for p in pairs)
-lines = []
-for line in open(template, encoding="utf-8").read().splitlines():
-    m = re.match(r"#@([A-Z0-9,]+) ", line)
-    if m:
-        if not set(m.group(1).split(",")) <= on:
-            continue
-        line = line[m.end():]
-    lines.append(line)
-text = "\n".join(lines) + "\n"
-def fill(m):
-    if m.group(1) not in values:
-        sys.exit(f"install.sh: {template}: no value for @{m.group(1)}@")
-    return values[m.group(1)]
-text = re.sub(r"@([A-Z0-9_]+)@", fill, text)
-open(out, "w", encoding="utf-8").write(text)
-EOF
+    helper render "$@" || die "could not fill the template $1 (above)"
 }
 
 # Values from an existing config.yaml, read with the PyYAML inside the installed zipapp

@@ -5,6 +5,7 @@
     config-values  the values of an existing config the installer needs (key value lines)
     other-sites    nginx config files that serve other sites (one per line)
     healthz        exit 0 when the dashboard answers /healthz (on its socket or port)
+    render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
 
 An operator-facing refusal is one line on stderr and exit status 3.
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--dashboard-socket", required=True)
     m.add_argument("--agent-socket-group", default="")
     m.add_argument("--dashboard-socket-group", default="")
+    r = sub.add_parser("render")
+    r.add_argument("template")
+    r.add_argument("out")
+    r.add_argument("tags", help="space-separated tags switched on")
+    r.add_argument("values", nargs="*", metavar="KEY=VALUE")
     h = sub.add_parser("healthz")
     h.add_argument("--socket", default="")
     h.add_argument("--port", type=int, default=0)
@@ -189,6 +195,23 @@ def migrate_config(args) -> int:
     return 0
 
 
+def render(args) -> int:
+    from fmappliance.installer.templates import TemplateError
+    from fmappliance.installer.templates import render as fill
+
+    with open(args.template, encoding="utf-8") as fh:
+        template = fh.read()
+    values = dict(pair.split("=", 1) for pair in args.values)
+    try:
+        text = fill(template, set(args.tags.split()), values, args.template)
+    except TemplateError as exc:
+        print(f"install.sh: {exc}", file=sys.stderr)
+        return 1
+    with open(args.out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return 0
+
+
 def healthz(args) -> int:
     import http.client
     import socket
@@ -220,6 +243,7 @@ def main(argv=None) -> int:
         "write-config": write_config,
         "config-values": config_values,
         "other-sites": other_sites,
+        "render": render,
         "healthz": healthz,
         "migrate-config": migrate_config,
     }[args.command]

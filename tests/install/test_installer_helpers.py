@@ -355,3 +355,16 @@ def test_healthz_answers_on_a_unix_socket(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_templates_keep_tagged_lines_only_when_switched_on_and_refuse_a_missing_value():
+    from fmappliance.installer.templates import TemplateError, render
+
+    template = "User=@USER@\n#@ROOTLESS Environment=DOCKER_HOST=@HOST@\n#@A,B both\n"
+    assert render(template, set(), {"USER": "ops"}) == "User=ops\n"
+    assert render(template, {"ROOTLESS", "A"}, {"USER": "ops", "HOST": "unix:///run/user/1000/docker.sock"}) == (
+        "User=ops\nEnvironment=DOCKER_HOST=unix:///run/user/1000/docker.sock\n"
+    )
+    assert render(template, {"A", "B"}, {"USER": "ops"}) == "User=ops\nboth\n"
+    with pytest.raises(TemplateError, match="no value for @USER@"):
+        render(template, set(), {})
