@@ -1,4 +1,4 @@
-"""The agent's HTTP API: routes only (see /tmp/brief/agent_api.md and issue 2 §3).
+"""The agent's HTTP API: routes only (the endpoints are described in README.md, "Agent API").
 
 ``make_app(config)`` builds a fresh ``bottle.Bottle``.  The token is checked in a
 before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401 too.
@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import bottle
 
-from fmappliance.agent.actions import SITE_ACTIONS, ActionRejected, Actions
+from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
+from fmappliance.agent.backups import BackupStore
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.status import StatusBoard
-from fmappliance.config import KNOWN_ACTIONS, secrets_of
-from fmappliance.names import is_valid_backup_file_name, is_valid_site_name
+from fmappliance.config import secrets_of
+from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class AgentServices:
     inventory: Inventory
     status: StatusBoard
     jobs: JobManager
-    store: object  # fmappliance.agent.backups.BackupStore
+    store: BackupStore
     actions: Actions
 
     def close(self) -> None:
@@ -58,14 +59,16 @@ class AgentServices:
 
 
 def build_services(config: dict) -> AgentServices:
-    from fmappliance.agent.backups import BackupStore
-
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
     jobs = JobManager(
         config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
     )
-    store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
+    store = BackupStore(
+        config["backups"]["base_path"],
+        config["backups"]["retention"],
+        keep_safety_days=config["backups"]["keep_safety_days"],
+    )
     actions = Actions(config, inventory, jobs, store, status)
     return AgentServices(inventory, status, jobs, store, actions)
 
@@ -219,8 +222,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
-        if action not in KNOWN_ACTIONS:
-            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(KNOWN_ACTIONS)}.")
+        if action not in ACTIONS:
+            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(ACTIONS)}.")
         if not isinstance(data.get("stack"), str):
             raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
         if action in SITE_ACTIONS:

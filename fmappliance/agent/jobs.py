@@ -20,7 +20,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+
+from fmappliance.names import format_timestamp
 
 from .runner import CommandResult, redact_text, run_command
 
@@ -69,8 +70,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_stack ON jobs (stack, seq);
 
 
 def utc_now() -> str:
-    """Current time as ISO-8601 UTC with a trailing Z, to the second."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Current time as the API writes it (names.format_timestamp)."""
+    return format_timestamp()
 
 
 class StepFailed(Exception):
@@ -264,7 +265,7 @@ class JobManager:
             key = (action, stack, site)
             for live in self._live.values():
                 if live.key == key:
-                    return self._get_locked(live.job_id), False
+                    return self._known_locked(live.job_id), False
             job_id = secrets.token_hex(8)
             live = _LiveJob(job_id, action, stack, site, body, message, on_start, timeout)
             self._db.execute(
@@ -278,7 +279,7 @@ class JobManager:
                 worker = threading.Thread(target=self._work, args=(stack,), daemon=True, name=f"jobs-{stack}")
                 self._workers[stack] = worker
                 worker.start()
-            return self._get_locked(job_id), True
+            return self._known_locked(job_id), True
 
     def get(self, job_id: str) -> dict | None:
         """The job with this id, with live output if it is running; None when unknown."""
@@ -338,6 +339,11 @@ class JobManager:
     def _get_locked(self, job_id: str) -> dict | None:
         row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._row_to_job(row) if row else None
+
+    def _known_locked(self, job_id: str) -> dict:
+        job = self._get_locked(job_id)
+        assert job is not None, job_id  # its row was written under the same lock
+        return job
 
     def _row_to_job(self, row) -> dict:
         job = dict(zip(_COLUMNS, row))

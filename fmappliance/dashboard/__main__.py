@@ -63,15 +63,14 @@ def serve(config: dict) -> None:
 
     import waitress
 
-    from fmappliance.dashboard.agent_client import AgentClient
     from fmappliance.dashboard.app import make_app
-    from fmappliance.dashboard.pages_scheduler import build_scheduler
+    from fmappliance.dashboard.services import build_services
 
     dash = config["dashboard"]
     limit_malloc_arenas()
-    agent = AgentClient.from_config(config)
-    scheduler = build_scheduler(config, agent)
-    app = make_app(config, agent_client=agent, scheduler=scheduler)
+    services = build_services(config)
+    scheduler = services.scheduler
+    app = make_app(config, services=services)
     options = {
         **listening.listen_options(dash),
         "threads": dash["threads"],
@@ -83,7 +82,7 @@ def serve(config: dict) -> None:
         "asyncore_use_poll": True,
     }
     if dash["trusted_proxy"]:
-        # Only nginx may tell us the real client and scheme (pitfalls.md, waitress): on TCP the
+        # Only nginx may tell us the real client and scheme (docs/pitfalls.md, waitress): on TCP the
         # configured address; on the socket its peer (waitress calls it "localhost"), which only
         # members of socket_group (nginx) can be.
         options.update(
@@ -101,7 +100,7 @@ def serve(config: dict) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("dashboard %s listening on %s (agent %s)", __version__, listening.where(dash), agent.where)
+    log.info("dashboard %s listening on %s (agent %s)", __version__, listening.where(dash), services.agent.where)
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()

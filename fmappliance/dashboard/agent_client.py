@@ -106,7 +106,7 @@ class AgentClient:
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache_lock = threading.Lock()
-        self._stacks_cache = None  # (fetched_at, data or AgentError)
+        self._stacks_cache: tuple[float, dict | AgentError] | None = None  # (fetched_at, data or AgentError)
 
     @classmethod
     def from_config(cls, config: dict) -> AgentClient:
@@ -196,6 +196,7 @@ class AgentClient:
             with self._cache_lock:
                 cached = self._stacks_cache
                 if cached is None or self.clock() - cached[0] >= self.cache_seconds:
+                    value: dict | AgentError
                     try:
                         value = self.request("GET", "/stacks")[1]
                     except AgentError as exc:
@@ -210,6 +211,13 @@ class AgentClient:
 
     def stack(self, name: str) -> dict:
         return self.request("GET", f"/stacks/{_quote(name)}")[1]
+
+    def sites(self, stack: str) -> list[str]:
+        """``GET /stacks/<stack>/sites``; AgentError with status 404 when the agent has no such stack."""
+        sites = self.request("GET", f"/stacks/{_quote(stack)}/sites")[1].get("sites")
+        if not isinstance(sites, list):
+            raise AgentError(f"Agent at {self.where} sent an unexpected list of sites for {stack}")
+        return [str(s) for s in sites]
 
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/jobs/{_quote(job_id)}")[1]
