@@ -592,7 +592,11 @@ choose_users() {
     add_member "$DASHBOARD_USER" "$CONFIG_GROUP"
     # The dashboard's socket belongs to this group: nginx may open it, nothing else can.
     add_member "$DASHBOARD_USER" "$WEB_GROUP"
-    add_member "$(nginx_user)" "$WEB_GROUP"
+    if user_exists "$(nginx_user)"; then
+        add_member "$(nginx_user)" "$WEB_GROUP"
+    else
+        warn "nginx's user $(nginx_user) does not exist yet: run this installer again after installing nginx, so it can reach the dashboard"
+    fi
     if id -nG "$DASHBOARD_USER" 2>/dev/null | tr ' ' '\n' | grep -qx docker; then
         warn "$DASHBOARD_USER was in the docker group: removing it"
         host_run gpasswd -d "$DASHBOARD_USER" docker
