@@ -592,11 +592,6 @@ choose_users() {
     add_member "$DASHBOARD_USER" "$CONFIG_GROUP"
     # The dashboard's socket belongs to this group: nginx may open it, nothing else can.
     add_member "$DASHBOARD_USER" "$WEB_GROUP"
-    if user_exists "$(nginx_user)"; then
-        add_member "$(nginx_user)" "$WEB_GROUP"
-    else
-        warn "nginx's user $(nginx_user) does not exist yet: run this installer again after installing nginx, so it can reach the dashboard"
-    fi
     if id -nG "$DASHBOARD_USER" 2>/dev/null | tr ' ' '\n' | grep -qx docker; then
         warn "$DASHBOARD_USER was in the docker group: removing it"
         host_run gpasswd -d "$DASHBOARD_USER" docker
@@ -891,6 +886,16 @@ choose_certificate() {
 install_nginx_site() {
     step "nginx"
     ensure_nginx_package
+    # The dashboard's socket belongs to this group: nginx may open it, nothing else can.
+    if [ -z "$ROOT" ]; then
+        if user_exists "$(nginx_user)"; then
+            # nginx's workers pick up a new group when they are started again (reload).
+            id -nG "$(nginx_user)" | tr ' ' '\n' | grep -qx "$WEB_GROUP" || CHANGED_NGINX=1
+            add_member "$(nginx_user)" "$WEB_GROUP"
+        else
+            warn "nginx's user $(nginx_user) does not exist: nginx cannot reach the dashboard's socket until it is in group $WEB_GROUP"
+        fi
+    fi
     choose_certificate
     local tags="" names known="" name suffix="" upstream port listen snippet
     [ -n "$DOMAIN" ] && tags="SNI"
