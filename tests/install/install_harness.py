@@ -90,6 +90,24 @@ def snapshot_sources(dest: Path) -> Path:
     return dest
 
 
+#: The last commit whose installer listened on TCP and chose the agent user from /home/* globs.
+PREVIOUS_INSTALLER = "ecc0485e1cc6e38bbc6f500f541e2dc4e04a006b"
+
+
+def previous_installer(dest: Path) -> Path | None:
+    """That commit's install.sh and packaging/ extracted under dest (None outside a git checkout holding it)."""
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", PREVIOUS_INSTALLER], capture_output=True).returncode:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PREVIOUS_INSTALLER, "install.sh", "packaging"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "install.sh"
+
+
 def install_env(dist: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FM_") and k != "FRAPPE_MANAGER_HOME"}
     env.update(

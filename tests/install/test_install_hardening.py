@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from install_harness import REPO, install_env, run_install
+from install_harness import install_env, previous_installer, run_install
 
 from fmappliance.config import load_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: FM homes of other users are planted")
 
 NOBODY = pwd.getpwnam("nobody")
-#: The last commit whose installer listened on TCP and chose the agent user from /home/* globs.
-PREVIOUS_INSTALLER = "ecc0485e1cc6e38bbc6f500f541e2dc4e04a006b"
 
 
 def fm_home(base: Path, bench: str, owner: int = 0) -> Path:
@@ -145,18 +143,11 @@ def test_a_rootless_docker_of_the_agent_user_is_set_in_the_unit(dist, tmp_path):
     assert f"\nEnvironment=XDG_RUNTIME_DIR={base}/0\n" in unit
 
 
-def previous_installer(tmp_path: Path) -> Path:
-    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", PREVIOUS_INSTALLER], capture_output=True).returncode:
+def previous_install_sh(tmp_path: Path) -> Path:
+    path = previous_installer(tmp_path / "previous")
+    if path is None:
         pytest.skip("not a git checkout with the previous installer's commit")
-    old = tmp_path / "previous"
-    old.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", PREVIOUS_INSTALLER, "install.sh", "packaging"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-    return old / "install.sh"
+    return path
 
 
 def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping_config_users_schedules_and_backups(
