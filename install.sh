@@ -531,7 +531,8 @@ discover() {
     helper discover --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
         --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" --fm-binary "${FM_BINARY:-}" \
         --fm-on-path "$(command -v fm 2>/dev/null || true)" --compose-json "$STAGE/compose.json" \
-        --stacks-out "$STAGE/stacks.json" >"$STAGE/discovery" 2>"$STAGE/discovery.err" || status=$?
+        --stacks-out "$STAGE/stacks.json" --runtime-base "$USER_RUNTIME_BASE" \
+        >"$STAGE/discovery" 2>"$STAGE/discovery.err" || status=$?
     if [ "$status" != 0 ]; then
         cat "$STAGE/discovery.err" >&2
         exit 1
@@ -820,7 +821,7 @@ detect_rootless_docker() {
     local uid sock
     uid="$(id -u "$AGENT_USER" 2>/dev/null)" || return 0
     sock="$USER_RUNTIME_BASE/$uid/docker.sock"
-    [ -S "$sock" ] && [ "$(stat -c %u "$sock")" = "$uid" ] || return 0
+    [ -S "$sock" ] && [ ! -L "$sock" ] && [ "$(stat -c %u "$sock")" = "$uid" ] || return 0
     ROOTLESS_ENV=("DOCKER_HOST=unix://$sock" "XDG_RUNTIME_DIR=$USER_RUNTIME_BASE/$uid")
     say "  rootless docker of $AGENT_USER found ($sock): the agent uses it (DOCKER_HOST)"
 }

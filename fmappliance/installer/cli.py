@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--fm-on-path", default="")
     d.add_argument("--compose-json", default="", help="file with `docker compose ls --all --format json` output")
     d.add_argument("--stacks-out", required=True)
+    d.add_argument(
+        "--runtime-base", default="/run/user", help="where rootless docker sockets are (<base>/<uid>/docker.sock)"
+    )
     w = sub.add_parser("write-config")
     w.add_argument("--out", required=True)
     w.add_argument("--password-out", required=True)
@@ -86,7 +89,7 @@ def _read_json(path: str):
 
 def discover(args) -> int:
     homes = find_fm_homes(args.search, args.fm_home)
-    agent = choose_agent_user(homes, args.requested_user, args.recorded_user)
+    agent = choose_agent_user(homes, args.requested_user, args.recorded_user, args.runtime_base)
     projects = _read_json(args.compose_json) if args.compose_json else None
     found = discover_stacks(homes, projects or [], agent.uid)
     fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)

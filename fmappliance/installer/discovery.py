@@ -15,6 +15,7 @@ import grp
 import os
 import pwd
 import re
+import stat
 from dataclasses import dataclass, field
 
 from fmappliance.installer.trust import untrusted_reason
@@ -66,13 +67,15 @@ def _owner(path: str) -> str:
         return f"uid {uid}"
 
 
-def may_use_docker(user: str) -> bool:
-    """Root, or a member (primary or supplementary) of the docker group."""
+def may_use_docker(user: str, runtime_base: str = "/run/user") -> bool:
+    """Root, a member (primary or supplementary) of the docker group, or the owner of a rootless
+    docker daemon (``<runtime_base>/<uid>/docker.sock``): making such a user the agent's grants
+    it nothing it does not have."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         return False
-    if entry.pw_uid == 0:
+    if entry.pw_uid == 0 or rootless_docker_socket(entry.pw_uid, runtime_base):
         return True
     try:
         docker = grp.getgrnam("docker")
@@ -81,7 +84,19 @@ def may_use_docker(user: str) -> bool:
     return entry.pw_gid == docker.gr_gid or user in docker.gr_mem
 
 
-def choose_agent_user(homes: list[str], requested: str = "", recorded: str = "") -> AgentUser:
+def rootless_docker_socket(uid: int, runtime_base: str = "/run/user") -> str:
+    """The user's own rootless docker socket, or ""."""
+    path = os.path.join(runtime_base, str(uid), "docker.sock")
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    return path if stat.S_ISSOCK(st.st_mode) and st.st_uid == uid else ""
+
+
+def choose_agent_user(
+    homes: list[str], requested: str = "", recorded: str = "", runtime_base: str = "/run/user"
+) -> AgentUser:
     """The agent's user: asked for, else kept from the first install, else derived safely."""
     if requested:
         if recorded and recorded != requested:
@@ -102,7 +117,7 @@ def choose_agent_user(homes: list[str], requested: str = "", recorded: str = "")
             f"sudo FM_AGENT_USER=<user> {os.environ.get('FM_INSTALLER', './install.sh')}"
         )
     user, paths = next(iter(owners.items()))
-    if not may_use_docker(user):
+    if not may_use_docker(user, runtime_base):
         raise InstallerStop(
             f"the Frappe Manager home {paths[0]} belongs to {user}, who is not allowed to use docker yet; the installer "
             f"does not make a user root-equivalent on its own. If {user} should run the agent, run it again as "

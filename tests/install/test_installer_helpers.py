@@ -100,9 +100,16 @@ def test_a_lone_owner_who_may_not_use_docker_is_not_made_root_equivalent(tmp_pat
     home = str(fm_home(tmp_path / "planted", "b", owner=NOBODY.pw_uid))
     with pytest.raises(InstallerStop, match="not allowed to use docker.*FM_AGENT_USER=nobody"):
         choose_agent_user([home])
-    monkeypatch.setattr(discovery, "may_use_docker", lambda user: user == "nobody")
-    assert choose_agent_user([home]).name == "nobody"
     assert choose_agent_user([]).name == "fm-agent"
+    # Their own rootless docker daemon: the agent would get nothing they do not have.
+    runtime = tmp_path / "run-user" / str(NOBODY.pw_uid)
+    runtime.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as daemon:
+        daemon.bind(str(runtime / "docker.sock"))
+        os.chown(runtime / "docker.sock", NOBODY.pw_uid, -1)
+        assert choose_agent_user([home], runtime_base=str(tmp_path / "run-user")).name == "nobody"
+    monkeypatch.setattr(discovery, "may_use_docker", lambda user, runtime_base: user == "nobody")
+    assert choose_agent_user([home]).name == "nobody"
 
 
 # ------------------------------------------------------------------------------ stacks and fm
