@@ -193,7 +193,8 @@ class _RunEnds:
         run, tail = pattern
         start, end = self.spans.get(run, (-1, -1))
         if not start <= pos <= end:  # a new run: the characters from pos on were not scanned yet
-            end = run.match(self.lowered, pos).end()
+            matched = run.match(self.lowered, pos)  # runs are `*` patterns: they always match, maybe empty
+            end = matched.end() if matched else pos
             self.spans[run] = (pos, end)
         key = (tail, end)
         if key not in self.tails:

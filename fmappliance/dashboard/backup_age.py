@@ -176,13 +176,14 @@ class BackupAgeRules:
         if cached_key == key and cached_payload is payload:
             return warnings
         warnings = []
-        stacks = payload.get("stacks") if isinstance(payload.get("stacks"), list) else []
-        for stack in stacks:
+        raw_stacks = payload.get("stacks")
+        for stack in raw_stacks if isinstance(raw_stacks, list) else []:
             if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
                 continue
             name = stack["name"]
-            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
-            bare = sorted(s for s in set(sites) if isinstance(s, str) and not _covered(limits, name, s))
+            raw_sites = stack.get("sites")
+            sites = {s for s in raw_sites if isinstance(s, str)} if isinstance(raw_sites, list) else set()
+            bare = sorted(s for s in sites if not _covered(limits, name, s))
             if not bare:
                 continue
             some_paused = any(_covered(paused, name, s) for s in bare)

@@ -538,3 +538,11 @@ def test_site_names_in_the_warning_are_escaped(logged_in, fake_agent, clock):
     fake_agent.stacks = stacks_with_backups(clock.now, {"<b>x</b>": 3})
     page = logged_in.get("/dashboard").text
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_odd_site_entries_from_the_agent_do_not_break_the_warning(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3})
+    fake_agent.stacks[0]["sites"] = ["site1.example.com", {"not": "a name"}, None, "site1.example.com"]
+    page = logged_in.get("/dashboard")
+    assert page.status == 200
+    assert unscheduled_warnings(page.text)["prod"][0] == ["site1.example.com"]

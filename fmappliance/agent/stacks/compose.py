@@ -292,12 +292,12 @@ def _checked_sizes(ctx: JobContext, docker: str, stack: dict, site: str, files: 
         check=False,
         label="stat of the backup files in the container",
     )
-    found = {}
+    found: dict[str, tuple[str, int]] = {}
     for line in result.output.splitlines():
         kind, sep, rest = line.partition("|")
-        size, sep2, name = rest.partition("|")
-        if sep and sep2 and size.isdigit():
-            found[name] = (kind, int(size))
+        digits, sep2, name = rest.partition("|")
+        if sep and sep2 and digits.isdigit():
+            found[name] = (kind, int(digits))
     for path in chain:
         kind = found.get(path, ("missing", 0))[0]
         if kind != "directory":
@@ -305,7 +305,7 @@ def _checked_sizes(ctx: JobContext, docker: str, stack: dict, site: str, files: 
                 f"In the container, {path} is {_a(kind)}, not a directory; refusing to copy backups through it "
                 f"(a link there could hand over another site's files)."
             )
-    sizes = {}
+    sizes: dict[str, int] = {}
     for path in files:
         kind, size = found.get(path, ("missing", 0))
         if kind not in ("regular file", "regular empty file"):
