@@ -524,11 +524,15 @@ discover() {
         previous="$(awk -F= '$1 == "User" { print $2; exit }' "$(at "$UNIT_DIR/fm-agent.service")")"
         UPGRADE=1
     fi
+    local only_user=()
     : >"$STAGE/compose.json"
-    if command -v "$docker_cmd" >/dev/null 2>&1; then
+    if [ -f "$(at "$CONFIG")" ]; then
+        # The config is never rewritten: its stacks and fm stay; only the user is decided again.
+        only_user=(--user-only)
+    elif command -v "$docker_cmd" >/dev/null 2>&1; then
         timeout 20 "$docker_cmd" compose ls --all --format json >"$STAGE/compose.json" 2>/dev/null || true
     fi
-    helper discover --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
+    helper discover ${only_user[@]+"${only_user[@]}"} --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
         --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" --fm-binary "${FM_BINARY:-}" \
         --fm-on-path "$(command -v fm 2>/dev/null || true)" --compose-json "$STAGE/compose.json" \
         --stacks-out "$STAGE/stacks.json" --runtime-base "$USER_RUNTIME_BASE" \

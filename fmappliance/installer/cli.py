@@ -19,6 +19,7 @@ import os
 import sys
 
 from fmappliance.installer.discovery import (
+    Discovery,
     InstallerStop,
     choose_agent_user,
     discover_stacks,
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--fm-on-path", default="")
     d.add_argument("--compose-json", default="", help="file with `docker compose ls --all --format json` output")
     d.add_argument("--stacks-out", required=True)
+    d.add_argument("--user-only", action="store_true", help="choose the agent user only (the config exists already)")
     d.add_argument(
         "--runtime-base", default="/run/user", help="where rootless docker sockets are (<base>/<uid>/docker.sock)"
     )
@@ -90,9 +92,12 @@ def _read_json(path: str):
 def discover(args) -> int:
     homes = find_fm_homes(args.search, args.fm_home)
     agent = choose_agent_user(homes, args.requested_user, args.recorded_user, args.runtime_base)
-    projects = _read_json(args.compose_json) if args.compose_json else None
-    found = discover_stacks(homes, projects or [], agent.uid)
-    fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)
+    if args.user_only:
+        found, fm, fm_notes = Discovery(), "", []
+    else:
+        projects = _read_json(args.compose_json) if args.compose_json else None
+        found = discover_stacks(homes, projects or [], agent.uid)
+        fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)
     with open(args.stacks_out, "w", encoding="utf-8") as fh:
         json.dump(found.stacks, fh)
     print(f"agent_user {agent.name}")

@@ -67,6 +67,7 @@ def test_fm_homes_of_two_users_stop_the_install_until_fm_agent_user_chooses_and_
     again = run_install(root, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "kept from the first install" in again.stdout and unit_user(root) == "root"
+    assert "belongs to nobody" not in again.stdout, "stacks are discovered for a new config only"
 
     switched = run_install(root, env={**env, "FM_AGENT_USER": "nobody"})
     assert switched.returncode == 0, switched.stdout + switched.stderr
