@@ -182,6 +182,12 @@ def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping
     backup.parent.mkdir(parents=True)
     backup.write_bytes(b"dump")
 
+    untouched = config_path.read_text()
+    dry = run_install(root, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would move agent dashboard of /etc/fmappliance/config.yaml from TCP to Unix sockets" in dry.stdout
+    assert config_path.read_text() == untouched and not (root / "etc/fmappliance/config.yaml.pre-sockets").exists()
+
     new = run_install(root, env=env)
     assert new.returncode == 0, new.stdout + new.stderr
     after = load_config(config_path)
