@@ -902,11 +902,12 @@ install_nginx_site() {
         fi
     fi
     choose_certificate
-    local tags="" names known="" name suffix="" upstream port listen snippet
+    local tags="" names known="" name suffix="" upstream port listen snippet allow="" network
     [ -n "$DOMAIN" ] && tags="SNI"
     [ -e /proc/net/if_inet6 ] && tags="$tags V6"
     names="$(server_names)"
     for name in $names; do [ "$name" = _ ] || known="$known    $name 1;"$'\n'; done
+    for network in $(config_value dashboard.metrics_allow); do allow="$allow        allow $network;"$'\n'; done
     [ "$HTTPS_PORT" = 443 ] || suffix=":$HTTPS_PORT"
     port="$(config_value dashboard.port)"
     listen="$(config_value dashboard.listen)"
@@ -918,7 +919,8 @@ install_nginx_site() {
         SNIPPETS_DIR="$NGINX_DIR/snippets" CERT="$CERT" KEY="$KEY" \
         TLS_DEFAULT="$([ -n "$DOMAIN" ] || echo default_server)" ACME_DIR="$ACME_DIR" \
         ACCEL_PREFIX="$(config_value dashboard.accel_prefix)" \
-        BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}"
+        BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}" \
+        METRICS_ALLOW="${allow%$'\n'}"
     for snippet in fm-security-headers.conf fm-tls.conf; do
         if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
             CHANGED_NGINX=1

@@ -83,6 +83,8 @@ def serve(config: dict) -> int:
             outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
             outbuf_overflow=OUTBUF_OVERFLOW,
             clear_untrusted_proxy_headers=True,
+            # Lets a streamed log notice at once that its client hung up (waitress.client_disconnected).
+            channel_request_lookahead=1,
         )
         listening.share_socket(agent)
     except OSError as exc:
@@ -97,7 +99,9 @@ def serve(config: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on %s (fm-agent %s)", listening.url(agent), __version__)
+    # effective_port: the one the kernel picked when the config says 0.
+    where = listening.url(agent) if agent["socket"] else f"http://{agent['listen']}:{server.effective_port}"
+    log.info("listening on %s (fm-agent %s)", where, __version__)
     release_freed_memory()
     try:
         server.run()

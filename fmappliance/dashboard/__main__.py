@@ -80,6 +80,8 @@ def serve(config: dict) -> None:
         "outbuf_high_watermark": OUTBUF_HIGH_WATERMARK,
         "outbuf_overflow": OUTBUF_OVERFLOW,
         "asyncore_use_poll": True,
+        # Lets a relayed log stream notice at once that the browser left (waitress.client_disconnected).
+        "channel_request_lookahead": 1,
     }
     if dash["trusted_proxy"]:
         # Only nginx may tell us the real client and scheme (docs/pitfalls.md, waitress): on TCP the
@@ -100,7 +102,9 @@ def serve(config: dict) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("dashboard %s listening on %s (agent %s)", __version__, listening.where(dash), services.agent.where)
+    # effective_port: the one the kernel picked when the config says 0.
+    where = listening.where(dash) if dash["socket"] else f"{dash['listen']}:{server.effective_port}"
+    log.info("dashboard %s listening on %s (agent %s)", __version__, where, services.agent.where)
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()

@@ -14,6 +14,7 @@ An operator-facing refusal is one line on stderr and exit status 3.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import sys
@@ -92,9 +93,8 @@ def _read_json(path: str):
 def discover(args) -> int:
     homes = find_fm_homes(args.search, args.fm_home)
     agent = choose_agent_user(homes, args.requested_user, args.recorded_user, args.runtime_base)
-    if args.user_only:
-        found, fm, fm_notes = Discovery(), "", []
-    else:
+    found, fm, fm_notes = Discovery(), "", list[str]()
+    if not args.user_only:
         projects = _read_json(args.compose_json) if args.compose_json else None
         found = discover_stacks(homes, projects or [], agent.uid)
         fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)
@@ -168,6 +168,15 @@ def config_values(args) -> int:
         "dashboard.socket",
         effective_socket(data.get("dashboard"), DEFAULT_DASHBOARD_SOCKET) if data else DEFAULT_DASHBOARD_SOCKET,
     )
+    # Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
+    allowed = []
+    for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            continue
+        allowed.append(str(entry))
+    print("dashboard.metrics_allow", " ".join(allowed))
     # Where the agent must write: backups, each FM home, each compose project dir.
     paths = [str((data.get("backups") or {}).get("base_path") or CONFIG_VALUE_DEFAULTS["backups.base_path"])]
     for stack in (data.get("stacks") or {}).values():

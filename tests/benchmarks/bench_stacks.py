@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests")]
 
 from measure import rss_mb, verdict  # noqa: E402
-from support.agent_wsgi import WsgiClient  # noqa: E402
-from support.config_factory import write_config  # noqa: E402
+from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
+from support.world import COMPOSE_SERVICES  # noqa: E402
+from support.wsgi import WSGIClient  # noqa: E402
 
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.config import load_config  # noqa: E402
@@ -42,24 +43,11 @@ GOAL_MEMORY_GROWTH_MB = 3.0
 COLD_ROUNDS = 5
 MEMORY_ROUNDS = 10
 
-SERVICES = (
-    "configurator",
-    "backend",
-    "frontend",
-    "websocket",
-    "queue-short",
-    "queue-long",
-    "scheduler",
-    "db",
-    "redis-cache",
-    "redis-queue",
-)
-
 
 def ps_answer(project: str) -> str:
     """What `docker compose ps --all --format json` prints for a frappe_docker stack: one object a line."""
     rows = []
-    for service in SERVICES:
+    for service in COMPOSE_SERVICES:
         labels = ",".join(
             f"{k}={v}"
             for k, v in {
@@ -187,7 +175,7 @@ def measure(root: Path, docker: Path, log: Path, count: int) -> dict:
         write_config(root, stacks=stacks, agent={"docker_binary": str(docker), "status_cache_seconds": 60})
     )
     app = make_app(config)
-    client = WsgiClient(app)
+    client = WSGIClient(app, token=TEST_TOKEN)
     names = sorted(stacks)
     try:
         rounds = [cold_round(app, client, names, log) for _ in range(COLD_ROUNDS)]
@@ -218,7 +206,67 @@ def measure(root: Path, docker: Path, log: Path, count: int) -> dict:
     }
 
 
+def profile_cold(root: Path, docker: Path, log: Path, count: int) -> None:
+    """cProfile of one cold GET /stacks, summed over the request thread and every status/sites worker.
+
+    What it showed once redaction was linear: the workers wait in select() on docker's output and in
+    fork_exec; no Python function of the agent's own comes near (``bench_stacks.py --profile``).
+    """
+    import cProfile
+    import pstats
+
+    from fmappliance.agent import inventory as inventory_module
+    from fmappliance.agent import status as status_module
+
+    profiles: list[cProfile.Profile] = []
+
+    def profiled(fn):
+        def run(*args, **kwargs):
+            profile = cProfile.Profile()
+            profile.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profile.disable()
+                profiles.append(profile)
+
+        return run
+
+    status_module.StatusBoard._check = profiled(status_module.StatusBoard._check)
+    inventory_module.Inventory.sites_for_display = profiled(inventory_module.Inventory.sites_for_display)
+    stacks = {}
+    for i in range(count):
+        path = root / f"stack{i:03d}"
+        path.mkdir(exist_ok=True)
+        stacks[path.name] = {"type": "compose", "path": str(path)}
+    config = load_config(
+        write_config(root, stacks=stacks, agent={"docker_binary": str(docker), "status_cache_seconds": 60})
+    )
+    app = make_app(config)
+    try:
+        client = WsgiClient(app)
+        client.get("/stacks")
+        expire_everything(app, sorted(stacks))
+        profiles.clear()
+        main_profile = cProfile.Profile()
+        main_profile.enable()
+        client.get("/stacks")
+        main_profile.disable()
+    finally:
+        app.agent_services.close()
+    stats = pstats.Stats(main_profile)
+    for profile in profiles:
+        stats.add(profile)
+    print(f"profile of one cold GET /stacks over {count} stacks (CPU and waits of all threads, by own time):")
+    stats.sort_stats("tottime").print_stats(15)
+
+
 def main() -> int:
+    if "--profile" in sys.argv:
+        with tempfile.TemporaryDirectory() as tmp:
+            docker, log = write_stand_in(Path(tmp))
+            profile_cold(Path(tmp), docker, log, 30)
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         docker, log = write_stand_in(root)
