@@ -169,6 +169,27 @@ def test_write_config_helper_writes_a_valid_config(tmp_path):
     assert cfg.load_config(write_config(tmp_path))["stacks"] == {}
 
 
+def test_new_configs_listen_on_unix_sockets_and_configs_with_listen_or_port_keep_tcp(tmp_path):
+    """Sockets by default; an existing install (its config names listen/port) keeps working on TCP."""
+    from fmappliance.config import DEFAULT_AGENT_SOCKET, DEFAULT_DASHBOARD_SOCKET, ConfigError, validate
+
+    def loaded(**sections):
+        data = {"security": {"token": "t" * 40}, "stacks": {}, "dashboard": {"secret_key": "s" * 40, "credentials": {}}}
+        for name, values in sections.items():
+            data[name] = {**data.get(name, {}), **values}
+        return validate(data)
+
+    plain = loaded()
+    assert plain["agent"]["socket"] == DEFAULT_AGENT_SOCKET
+    assert plain["dashboard"]["socket"] == DEFAULT_DASHBOARD_SOCKET
+    tcp = loaded(agent={"listen": "127.0.0.1", "port": 9100}, dashboard={"port": 8000})
+    assert tcp["agent"]["socket"] == "" and tcp["dashboard"]["socket"] == ""
+    both = loaded(agent={"port": 9100, "socket": "/run/x/agent.sock"})
+    assert both["agent"]["socket"] == "/run/x/agent.sock"
+    with pytest.raises(ConfigError, match="agent.socket: expected an absolute path"):
+        loaded(agent={"socket": "agent.sock"})
+
+
 def dashboard_with(**keys) -> dict:
     return {"secret_key": "k" * 40, "credentials": {"admin": "$2b$12$" + "a" * 53}, **keys}
 

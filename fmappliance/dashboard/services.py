@@ -62,7 +62,7 @@ def build_services(
 ) -> DashboardServices:
     dash = config["dashboard"]
     clock = clock or time.time
-    agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+    agent = agent_client or AgentClient.from_config(config)
     db = StateDB(dash["state_dir"])
     if scheduler is None:
         scheduler = build_scheduler(config, agent, clock=lambda: dt.datetime.fromtimestamp(clock(), dt.timezone.utc))
