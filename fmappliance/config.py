@@ -49,7 +49,9 @@ DEFAULT_ACTION_TIMEOUTS = {
     "start_stack": 600,
     "stop_stack": 600,
 }
-NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary")
+#: Failed agent jobs the dashboard notifies, whoever started them (dashboard.job_watch maps action -> event).
+FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "offsite_failed", "offsite_check_failed")
+NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
 
@@ -304,7 +306,9 @@ NOTIFICATIONS = Section(
     keys=(
         Key("webhook_url", "str", "", "JSON POST target for events (empty: none).", check=lambda v: None if v == "" else _url(v)),
         SMTP,
-        Key("events", "str_list", ["backup_failed", "backup_missed"], "Events to send: backup_failed, backup_missed, weekly_summary.",
+        Key("events", "str_list", ["backup_failed", "backup_missed", *FAILED_JOB_EVENTS],
+            "Events to send: " + ", ".join(NOTIFICATION_EVENTS) + " (the *_failed events of restore, restore test, update "
+            "and offsite jobs are sent whoever started the job).",
             check=lambda v: next((f"unknown event {e!r}; expected any of: " + ", ".join(NOTIFICATION_EVENTS) for e in v if e not in NOTIFICATION_EVENTS), None)),
     ),
 )

@@ -64,6 +64,7 @@ def serve(config: dict) -> None:
 
     from fmappliance.dashboard.agent_client import AgentClient
     from fmappliance.dashboard.app import make_app
+    from fmappliance.dashboard.job_watch import build_failed_job_watcher
     from fmappliance.dashboard.pages_scheduler import build_scheduler
 
     dash = config["dashboard"]
@@ -71,6 +72,7 @@ def serve(config: dict) -> None:
     agent = AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
     scheduler = build_scheduler(config, agent)
     app = make_app(config, agent_client=agent, scheduler=scheduler)
+    job_watch = build_failed_job_watcher(config, agent, app.ctx.db)
     options = {
         "host": dash["listen"],
         "port": dash["port"],
@@ -102,9 +104,11 @@ def serve(config: dict) -> None:
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()
+        job_watch.start()
         release_freed_memory()
         server.run()
     finally:
+        job_watch.stop()
         scheduler.stop()
         server.close()
     log.info("stopped")

@@ -213,7 +213,8 @@ class DashboardBottle(bottle.Bottle):
 
 def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
     """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
-    from fmappliance.dashboard import pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_scheduler, pages_stacks
+    from fmappliance.dashboard import (pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_restore,
+                                       pages_scheduler, pages_stacks)
 
     ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
     if ctx.scheduler is None:
@@ -226,6 +227,7 @@ def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> 
     pages_auth.register(app, ctx)
     pages_stacks.register(app, ctx)
     pages_backups.register(app, ctx)
+    pages_restore.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
     pages_scheduler.register(app, ctx)

@@ -184,10 +184,13 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
     for backup in sorted(_dicts(backups), key=lambda b: str(b.get("created") or ""), reverse=True):
         shaped.append({
             "id": str(backup.get("id") or ""),
+            "qid": url_part(backup.get("id") or ""),
             "created": local_time(backup.get("created")),
             "age": human_age(backup.get("created"), now),
             "size": human_size(backup.get("size")),
             "verified": bool(backup.get("verified")),
+            # manual, scheduled, pre-restore, pre-update or imported; older agents send none.
+            "label": str(backup.get("label") or ""),
             "files": [
                 {"name": str(f.get("name") or ""), "qname": url_part(f.get("name") or ""), "part": str(f.get("part") or ""), "size": human_size(f.get("size")), "sha256": str(f.get("sha256") or "")}
                 for f in _dicts(backup.get("files"))
