@@ -36,7 +36,7 @@
 </div>
 % if allow_create:
 <div class="field field-check{{' field-invalid' if 'create_site' in errors else ''}}">
-<label for="{{form_id}}-create"><input type="checkbox" id="{{form_id}}-create" name="create_site" value="1"{{!' checked' if values.get('create_site') in ('1', 'on', 'true') else ''}}> New site: create it first <span class="muted">(compose stacks only)</span></label>
+<label for="{{form_id}}-create"><input type="checkbox" id="{{form_id}}-create" name="create_site" value="1"{{!' checked' if values.get('create_site') in ('1', 'on', 'true') else ''}}> <span>New site: create it first <span class="muted">(compose stacks only)</span></span></label>
 % if 'create_site' in errors:
 <p class="field-error" data-field="create_site">{{errors['create_site']}}</p>
 % end
