@@ -4,14 +4,23 @@ local webhook."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from fake_agent import FakeAgent
 from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.job_watch import EVENT_OF_ACTION, SHORT_LIST, build_failed_job_watcher
 from fmappliance.dashboard.notifications import Notifier
 from fmappliance.dashboard.state_db import StateDB
+from support.config_factory import write_config
 from support.polling import wait_for
 
+ROOT = Path(__file__).resolve().parents[2]
 SITE = "site1.example.com"
 ALL_EVENTS = ["backup_failed", *EVENT_OF_ACTION.values()]
 
@@ -144,3 +153,26 @@ def test_the_thread_polls_by_itself(make_watcher, fake_agent, webhook):
     finally:
         watcher.stop()
     assert webhook.received[0]["event"] == "offsite_check_failed"
+
+
+def test_the_dashboard_process_notifies_a_failed_update_started_elsewhere(tmp_path, webhook):
+    agent = FakeAgent().start()
+    old = agent.add_job("update_stack", "prod", None, "failed", "an old failure")
+    path = write_config(tmp_path, dashboard={"agent_url": agent.url},
+                        notifications={"webhook_url": webhook.url, "events": ["update_failed"]})
+    proc = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: any(p.startswith("/jobs?") for _, p, _ in list(agent.requests)), 20, "the dashboard's first look at the jobs")
+        # Started by the scheduler, an API client, anyone: the dashboard notifies it all the same.
+        new = agent.add_job("update_stack", "prod", None, "failed", "bench update failed; rolled back to the old images.")
+        wait_for(lambda: webhook.received, 30, "the update_failed notification")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        agent.stop()
+    assert [(p["event"], p["details"]["job_id"]) for p in webhook.received] == [("update_failed", new["id"])]
+    assert old["id"] != new["id"]
