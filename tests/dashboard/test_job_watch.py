@@ -160,10 +160,13 @@ def test_the_dashboard_process_notifies_a_failed_update_started_elsewhere(tmp_pa
     old = agent.add_job("update_stack", "prod", None, "failed", "an old failure")
     path = write_config(tmp_path, dashboard={"agent_url": agent.url},
                         notifications={"webhook_url": webhook.url, "events": ["update_failed"]})
+    log = tmp_path / "dashboard.log"
+    err = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        wait_for(lambda: any(p.startswith("/jobs?") for _, p, _ in list(agent.requests)), 20, "the dashboard's first look at the jobs")
+        # The baseline is taken once the agent's answer was read, which the log says.
+        wait_for(lambda: b"Watching the agent's jobs" in log.read_bytes(), 20, "the dashboard's first look at the jobs")
         # Started by the scheduler, an API client, anyone: the dashboard notifies it all the same.
         new = agent.add_job("update_stack", "prod", None, "failed", "bench update failed; rolled back to the old images.")
         wait_for(lambda: webhook.received, 30, "the update_failed notification")
@@ -173,6 +176,7 @@ def test_the_dashboard_process_notifies_a_failed_update_started_elsewhere(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        err.close()
         agent.stop()
     assert [(p["event"], p["details"]["job_id"]) for p in webhook.received] == [("update_failed", new["id"])]
     assert old["id"] != new["id"]
