@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,16 @@ class FailedJobWatcher:
     details)``; ``db`` is the dashboard's :class:`StateDB`.
     """
 
-    def __init__(self, db, list_jobs: Callable[[int], list], get_job: Callable[[str], dict], notifier, *,
-                 poll_seconds: float = POLL_SECONDS, clock: Callable[[], float] | None = None):
+    def __init__(
+        self,
+        db,
+        list_jobs: Callable[[int], list],
+        get_job: Callable[[str], dict],
+        notifier,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        clock: Callable[[], float] | None = None,
+    ):
         self._db = db
         self._list_jobs = list_jobs
         self._get_job = get_job
@@ -106,7 +114,9 @@ class FailedJobWatcher:
             try:
                 self.poll()
             except Exception:
-                log.exception("Checking the agent's jobs for failures went wrong; trying again in %g s.", self.poll_seconds)
+                log.exception(
+                    "Checking the agent's jobs for failures went wrong; trying again in %g s.", self.poll_seconds
+                )
             self._stop.wait(self.poll_seconds)
 
     # ---- polling ----------------------------------------------------------------------
@@ -157,9 +167,16 @@ class FailedJobWatcher:
             elif job.get("status") == "failed":
                 ended.append((str(job["id"]), action, EVENT_OF_ACTION[action], 0, self._now()))
         with self._db.transaction() as conn:
-            conn.executemany("INSERT OR IGNORE INTO notified_jobs (job_id, action, event, notified, time) VALUES (?, ?, ?, ?, ?)", ended)
+            conn.executemany(
+                "INSERT OR IGNORE INTO notified_jobs (job_id, action, event, notified, time) VALUES (?, ?, ?, ?, ?)",
+                ended,
+            )
         self._ready = True
-        log.info("Watching the agent's jobs for failed %s (%d running now).", ", ".join(sorted(EVENT_OF_ACTION)), len(self._in_flight))
+        log.info(
+            "Watching the agent's jobs for failed %s (%d running now).",
+            ", ".join(sorted(EVENT_OF_ACTION)),
+            len(self._in_flight),
+        )
 
     def _note(self, job: Mapping) -> int:
         action = str(job.get("action") or "")
@@ -174,8 +191,14 @@ class FailedJobWatcher:
         self._in_flight.pop(job_id, None)
         if status != "failed" or not self._claim(job_id, action, event):
             return 0
-        details = {"job_id": job_id, "action": action, "stack": job.get("stack"), "site": job.get("site"),
-                   "finished": job.get("finished"), "message": job.get("message") or "The job failed; see its output."}
+        details = {
+            "job_id": job_id,
+            "action": action,
+            "stack": job.get("stack"),
+            "site": job.get("site"),
+            "finished": job.get("finished"),
+            "message": job.get("message") or "The job failed; see its output.",
+        }
         log.warning("Job %s (%s of %s) failed: %s", job_id, action, job.get("stack"), details["message"])
         try:
             self._notifier.notify(event, _subject(job), {k: v for k, v in details.items() if v is not None})
@@ -186,16 +209,24 @@ class FailedJobWatcher:
     def _claim(self, job_id: str, action: str, event: str) -> bool:
         """Record the job as notified; False when it already was (or was part of the baseline)."""
         with self._db.transaction() as conn:
-            cursor = conn.execute("INSERT OR IGNORE INTO notified_jobs (job_id, action, event, notified, time) VALUES (?, ?, ?, 1, ?)",
-                                  (job_id, action, event, self._now()))
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO notified_jobs (job_id, action, event, notified, time) VALUES (?, ?, ?, 1, ?)",
+                (job_id, action, event, self._now()),
+            )
             return cursor.rowcount == 1
 
     def _now(self) -> str:
-        now = dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc) if self._clock else dt.datetime.now(dt.timezone.utc)
+        now = (
+            dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc)
+            if self._clock
+            else dt.datetime.now(dt.timezone.utc)
+        )
         return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_failed_job_watcher(config: Mapping, agent, db, *, notifier=None, poll_seconds: float = POLL_SECONDS) -> FailedJobWatcher:
+def build_failed_job_watcher(
+    config: Mapping, agent, db, *, notifier=None, poll_seconds: float = POLL_SECONDS
+) -> FailedJobWatcher:
     """The watcher as the serving dashboard runs it: over the agent client, sending through
     ``notifications``. Not started: call ``start()`` (and ``stop()`` at exit)."""
     from fmappliance.dashboard.agent_client import AgentError
@@ -209,6 +240,10 @@ def build_failed_job_watcher(config: Mapping, agent, db, *, notifier=None, poll_
                 raise LookupError(job_id) from None
             raise
 
-    return FailedJobWatcher(db, lambda limit: agent.jobs(limit=limit), get_job,
-                            notifier if notifier is not None else Notifier(config.get("notifications")),
-                            poll_seconds=poll_seconds)
+    return FailedJobWatcher(
+        db,
+        lambda limit: agent.jobs(limit=limit),
+        get_job,
+        notifier if notifier is not None else Notifier(config.get("notifications")),
+        poll_seconds=poll_seconds,
+    )

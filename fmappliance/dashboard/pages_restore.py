@@ -43,29 +43,49 @@ def register(app: bottle.Bottle, ctx) -> None:
         try:
             answer = call()
         except AgentError as exc:
-            ctx.audit.record(user=session.user, address=ctx.client_address(), action=action, target=audit_target,
-                             result=f"failed: {exc.message}")
+            ctx.audit.record(
+                user=session.user,
+                address=ctx.client_address(),
+                action=action,
+                target=audit_target,
+                result=f"failed: {exc.message}",
+            )
             return None, exc.message, exc.status if exc.status in REFUSED_BY_AGENT else 502
         job = answer.get("job") if isinstance(answer.get("job"), dict) else None
         job_id = job.get("id") if job else None
         message = str(answer.get("message") or "Started.")
         if answer.get("duplicate"):
             message += " (already queued or running; showing that job)"
-        ctx.audit.record(user=session.user, address=ctx.client_address(), action=action, target=audit_target,
-                         result="duplicate" if answer.get("duplicate") else "started", job_id=job_id)
+        ctx.audit.record(
+            user=session.user,
+            address=ctx.client_address(),
+            action=action,
+            target=audit_target,
+            result="duplicate" if answer.get("duplicate") else "started",
+            job_id=job_id,
+        )
         request = bottle.request
         if negotiation.wants_json(request):
             return ctx.json_response({"success": True, "message": message, "job": job}, 202), None, None
         if negotiation.is_htmx(request):
-            return ctx.render("action_result", success=True, message=message, job=views.shape_job(job) if job else None), None, None
+            return (
+                ctx.render("action_result", success=True, message=message, job=views.shape_job(job) if job else None),
+                None,
+                None,
+            )
         ctx.sessions.add_flash(session, "ok", message)
         location = f"/jobs/{views.url_part(job_id)}" if job_id else "/dashboard"
         return bottle.HTTPResponse(status=303, headers={"Location": location}), None, None
 
     def refuse(action: str, audit_target: str, errors: dict) -> None:
         session = ctx.session()
-        ctx.audit.record(user=session.user, address=ctx.client_address(), action=action, target=audit_target,
-                         result="refused: " + " ".join(errors.values()))
+        ctx.audit.record(
+            user=session.user,
+            address=ctx.client_address(),
+            action=action,
+            target=audit_target,
+            result="refused: " + " ".join(errors.values()),
+        )
 
     # ---- restore ----------------------------------------------------------------------
 
@@ -80,11 +100,25 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     def restore_values(stack, site, backup_id, backup, stacks, values, banner=""):
         url = f"/restore/{views.url_part(stack)}/{views.url_part(site)}/{views.url_part(backup_id)}"
-        form = {"url": url, "stacks": stacks, "values": values, "allow_create": True, "form_id": "restore-form",
-                "heading": "Where to restore it", "button": "Restore now"}
-        return {"stack": stack, "site": site, "qstack": views.url_part(stack), "qsite": views.url_part(site),
-                "backup": restore_flow.shape_backup(backup, ctx.now()) if backup else None, "form": form,
-                "banner": banner, "errors": {}}
+        form = {
+            "url": url,
+            "stacks": stacks,
+            "values": values,
+            "allow_create": True,
+            "form_id": "restore-form",
+            "heading": "Where to restore it",
+            "button": "Restore now",
+        }
+        return {
+            "stack": stack,
+            "site": site,
+            "qstack": views.url_part(stack),
+            "qsite": views.url_part(site),
+            "backup": restore_flow.shape_backup(backup, ctx.now()) if backup else None,
+            "form": form,
+            "banner": banner,
+            "errors": {},
+        }
 
     def load_backup(stack, site, backup_id):
         """(backup or None, banner, error answer or None)."""
@@ -95,7 +129,14 @@ def register(app: bottle.Bottle, ctx) -> None:
                 return None, "", ctx.fail(404, exc.message or f"There is no site {site} on stack {stack}.")
             return None, exc.message, None
         if backup is None:
-            return None, "", ctx.fail(404, f"There is no backup {backup_id} of {site} on stack {stack}; it may have been deleted by retention.")
+            return (
+                None,
+                "",
+                ctx.fail(
+                    404,
+                    f"There is no backup {backup_id} of {site} on stack {stack}; it may have been deleted by retention.",
+                ),
+            )
         return backup, "", None
 
     @app.get("/restore/<stack>/<site>/<backup_id>")
@@ -109,8 +150,11 @@ def register(app: bottle.Bottle, ctx) -> None:
             return failed
         stacks, stacks_banner = stacks_or_message()
         query = bottle.request.query
-        values = {"target_stack": query.getunicode("target_stack") or stack, "target_site": query.getunicode("target_site") or site,
-                  "create_site": query.getunicode("create_site") or ""}
+        values = {
+            "target_stack": query.getunicode("target_stack") or stack,
+            "target_site": query.getunicode("target_site") or site,
+            "create_site": query.getunicode("create_site") or "",
+        }
         if negotiation.wants_json(bottle.request):
             if backup is None:
                 return ctx.json_response({"success": False, "message": banner}, 502)
@@ -138,15 +182,28 @@ def register(app: bottle.Bottle, ctx) -> None:
         audit_target = f"{target['stack']}/{target['site']} {source}"
         if errors:
             refuse("restore_site", audit_target, errors)
-            return form_answer("restore", 400, errors, refill_backup(page_values, stack, site, backup_id), f"Restore {site}")
+            return form_answer(
+                "restore", 400, errors, refill_backup(page_values, stack, site, backup_id), f"Restore {site}"
+            )
         same = (target["stack"], target["site"]) == (stack, site)
-        answer, message, status = started_answer("restore_site", audit_target, lambda: ctx.agent.action(
-            "restore_site", target["stack"], target["site"], backup=backup_id,
-            from_stack=None if same else stack, from_site=None if same else site,
-            create_site=True if target["create"] else None))
+        answer, message, status = started_answer(
+            "restore_site",
+            audit_target,
+            lambda: ctx.agent.action(
+                "restore_site",
+                target["stack"],
+                target["site"],
+                backup=backup_id,
+                from_stack=None if same else stack,
+                from_site=None if same else site,
+                create_site=True if target["create"] else None,
+            ),
+        )
         if answer is not None:
             return answer
-        return form_answer("restore", status, {"_form": message}, refill_backup(page_values, stack, site, backup_id), f"Restore {site}")
+        return form_answer(
+            "restore", status, {"_form": message}, refill_backup(page_values, stack, site, backup_id), f"Restore {site}"
+        )
 
     def refill_backup(page_values, stack, site, backup_id):
         """The page around a refused form describes the backup again (never needed for htmx or JSON)."""
@@ -183,8 +240,15 @@ def register(app: bottle.Bottle, ctx) -> None:
         return ctx.page("imports", "Imports", banner=banner, active="imports", imports=imports, import_dir=import_dir())
 
     def import_values(name, item, stacks, values, banner=""):
-        form = {"url": f"/imports/{views.url_part(name)}", "stacks": stacks, "values": values, "allow_create": False,
-                "form_id": "import-form", "heading": "Import it as a backup of", "button": "Import now"}
+        form = {
+            "url": f"/imports/{views.url_part(name)}",
+            "stacks": stacks,
+            "values": values,
+            "allow_create": False,
+            "form_id": "import-form",
+            "heading": "Import it as a backup of",
+            "button": "Import now",
+        }
         return {"name": name, "item": item, "form": form, "banner": banner, "errors": {}, "import_dir": import_dir()}
 
     def find_import(name):
@@ -202,10 +266,17 @@ def register(app: bottle.Bottle, ctx) -> None:
         stacks, stacks_banner = stacks_or_message()
         guessed_stack, guessed_site = restore_flow.guess_site(name, stacks)
         query = bottle.request.query
-        values = {"target_stack": query.getunicode("target_stack") or guessed_stack,
-                  "target_site": query.getunicode("target_site") or guessed_site}
+        values = {
+            "target_stack": query.getunicode("target_stack") or guessed_stack,
+            "target_site": query.getunicode("target_site") or guessed_site,
+        }
         bottle.response.set_header("Cache-Control", "no-store")
-        return ctx.page("import", f"Import {name}", active="imports", **import_values(name, item, stacks, values, banner or stacks_banner))
+        return ctx.page(
+            "import",
+            f"Import {name}",
+            active="imports",
+            **import_values(name, item, stacks, values, banner or stacks_banner),
+        )
 
     @app.post("/imports/<name>")
     @ctx.protected_post
@@ -228,8 +299,11 @@ def register(app: bottle.Bottle, ctx) -> None:
             if not (negotiation.wants_json(bottle.request) or negotiation.is_htmx(bottle.request)):
                 page_values["item"] = find_import(name)[0]
             return form_answer("import", 400, errors, page_values, title)
-        answer, message, status = started_answer("import_backup", audit_target, lambda: ctx.agent.action(
-            "import_backup", target["stack"], target["site"], name=name))
+        answer, message, status = started_answer(
+            "import_backup",
+            audit_target,
+            lambda: ctx.agent.action("import_backup", target["stack"], target["site"], name=name),
+        )
         if answer is not None:
             return answer
         return form_answer("import", status, {"_form": message}, page_values, title)

@@ -50,7 +50,8 @@ def stack_choices(payload) -> list[dict]:
     out = []
     for stack in stacks if isinstance(stacks, list) else ():
         if isinstance(stack, dict) and isinstance(stack.get("name"), str):
-            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
+            sites = stack.get("sites")
+            sites = sites if isinstance(sites, list) else []
             out.append({"name": stack["name"], "type": str(stack.get("type") or ""), "sites": [str(s) for s in sites]})
     return out
 
@@ -72,18 +73,25 @@ def check_target(values: dict, stacks: list[dict], *, allow_create: bool) -> tup
     elif stack is not None:
         exists = site in stack["sites"]
         if create and stack["type"] != "compose":
-            errors["create_site"] = (f"{stack_name} is a Frappe Manager bench, which has exactly one site: create a new bench "
-                                     "with `fm create` first, add it to the config, then restore onto its site.")
+            errors["create_site"] = (
+                f"{stack_name} is a Frappe Manager bench, which has exactly one site: create a new bench "
+                "with `fm create` first, add it to the config, then restore onto its site."
+            )
         elif create and exists:
-            errors["create_site"] = f"{site} already exists on {stack_name}; untick \"new site\" to restore onto it."
+            errors["create_site"] = f'{site} already exists on {stack_name}; untick "new site" to restore onto it.'
         elif not create and not exists:
-            errors["target_site"] = (f"There is no site {site} on {stack_name}"
-                                     + ("; tick \"new site\" to create it." if allow_create and stack["type"] == "compose" else "."))
+            errors["target_site"] = f"There is no site {site} on {stack_name}" + (
+                '; tick "new site" to create it.' if allow_create and stack["type"] == "compose" else "."
+            )
     confirm = (values.get("confirm") or "").strip()
     if not confirm:
         errors["confirm"] = f"Type the target site's name ({site or 'the site'}) to confirm."
     elif confirm != site:
-        errors["confirm"] = f"That is not the target site's name; type {site} exactly to confirm." if site else "Choose the target site first."
+        errors["confirm"] = (
+            f"That is not the target site's name; type {site} exactly to confirm."
+            if site
+            else "Choose the target site first."
+        )
     target = {"stack": stack_name, "site": site, "create": create, "type": stack["type"] if stack else ""}
     return target, errors
 
@@ -112,8 +120,10 @@ def app_names(apps) -> list[str]:
 
 
 def shape_import(item: dict) -> dict:
-    files = [f for f in item.get("files") or () if isinstance(f, dict)] if isinstance(item.get("files"), list) else []
-    problems = item.get("problems") if isinstance(item.get("problems"), list) else []
+    files = item.get("files")
+    files = [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+    problems = item.get("problems")
+    problems = problems if isinstance(problems, list) else []
     return {
         "name": str(item.get("name") or ""),
         "qname": views.url_part(item.get("name") or ""),

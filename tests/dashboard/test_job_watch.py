@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fake_agent import FakeAgent
+from support.config_factory import write_config
+from support.polling import wait_for
+
 from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.job_watch import EVENT_OF_ACTION, SHORT_LIST, build_failed_job_watcher
 from fmappliance.dashboard.notifications import Notifier
 from fmappliance.dashboard.state_db import StateDB
-from support.config_factory import write_config
-from support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "site1.example.com"
@@ -38,6 +38,7 @@ def make_watcher(config, fake_agent, notifier):
         agent = AgentClient(fake_agent.url, fake_agent.token, 5)
         db = StateDB(state_dir or config["dashboard"]["state_dir"])
         return build_failed_job_watcher(config, agent, db, notifier=notifier, **kw)
+
     return make
 
 
@@ -46,12 +47,16 @@ def sent(notifier, webhook) -> list[dict]:
     return list(webhook.received)
 
 
-def test_a_failure_before_the_start_is_not_notified_and_a_new_one_is_notified_once(make_watcher, fake_agent, notifier, webhook):
+def test_a_failure_before_the_start_is_not_notified_and_a_new_one_is_notified_once(
+    make_watcher, fake_agent, notifier, webhook
+):
     fake_agent.add_job("restore_site", "prod", SITE, "failed", "old failure")
     watcher = make_watcher()
     assert watcher.poll() == 0  # the baseline
     # A restore started by a direct agent API call (not through the dashboard) fails.
-    job = fake_agent.add_job("restore_site", "prod", SITE, "failed", "Restore failed; rolled back to 2026-11-30_05-00-00.")
+    job = fake_agent.add_job(
+        "restore_site", "prod", SITE, "failed", "Restore failed; rolled back to 2026-11-30_05-00-00."
+    )
     assert watcher.poll() == 1
     assert watcher.poll() == 0
     [payload] = sent(notifier, webhook)
@@ -158,17 +163,26 @@ def test_the_thread_polls_by_itself(make_watcher, fake_agent, webhook):
 def test_the_dashboard_process_notifies_a_failed_update_started_elsewhere(tmp_path, webhook):
     agent = FakeAgent().start()
     old = agent.add_job("update_stack", "prod", None, "failed", "an old failure")
-    path = write_config(tmp_path, dashboard={"agent_url": agent.url},
-                        notifications={"webhook_url": webhook.url, "events": ["update_failed"]})
+    path = write_config(
+        tmp_path,
+        dashboard={"agent_url": agent.url},
+        notifications={"webhook_url": webhook.url, "events": ["update_failed"]},
+    )
     log = tmp_path / "dashboard.log"
     err = log.open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=err)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+    )
     try:
         # The baseline is taken once the agent's answer was read, which the log says.
         wait_for(lambda: b"Watching the agent's jobs" in log.read_bytes(), 20, "the dashboard's first look at the jobs")
         # Started by the scheduler, an API client, anyone: the dashboard notifies it all the same.
-        new = agent.add_job("update_stack", "prod", None, "failed", "bench update failed; rolled back to the old images.")
+        new = agent.add_job(
+            "update_stack", "prod", None, "failed", "bench update failed; rolled back to the old images."
+        )
         wait_for(lambda: webhook.received, 30, "the update_failed notification")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -16,8 +16,14 @@ RESTORE_URL = f"/restore/prod/{SITE}/{BACKUP}"
 
 @pytest.fixture
 def with_backup(fake_agent):
-    fake_agent.add_backup("prod", SITE, BACKUP, {f"{BACKUP}.sql.gz": b"dump" * 1000, f"{BACKUP}.files.tar": b"t" * 500},
-                          label="scheduled", apps=["frappe", "erpnext"])
+    fake_agent.add_backup(
+        "prod",
+        SITE,
+        BACKUP,
+        {f"{BACKUP}.sql.gz": b"dump" * 1000, f"{BACKUP}.files.tar": b"t" * 500},
+        label="scheduled",
+        apps=["frappe", "erpnext"],
+    )
     return fake_agent
 
 
@@ -66,7 +72,9 @@ def test_an_unknown_backup_is_a_404_with_a_sentence(logged_in, with_backup):
     assert "There is no backup 2020-01-01_00-00-00" in response.text
 
 
-@pytest.mark.parametrize("url", [f"/restore/prod/{SITE}/not-an-id", f"/restore/bad..name/{SITE}/{BACKUP}", f"/restore/prod/-x/{BACKUP}"])
+@pytest.mark.parametrize(
+    "url", [f"/restore/prod/{SITE}/not-an-id", f"/restore/bad..name/{SITE}/{BACKUP}", f"/restore/prod/-x/{BACKUP}"]
+)
 def test_malformed_names_are_refused(logged_in, url):
     assert logged_in.get(url).status == 400
 
@@ -74,7 +82,9 @@ def test_malformed_names_are_refused(logged_in, url):
 def test_a_wrong_confirmation_is_refused_under_the_field_and_starts_nothing(logged_in, with_backup):
     response = restore(logged_in, target_stack="prod", target_site=SITE, confirm="site1.example")
     assert response.status == 400
-    assert field_error(response.text, "confirm") == f"That is not the target site's name; type {SITE} exactly to confirm."
+    assert (
+        field_error(response.text, "confirm") == f"That is not the target site's name; type {SITE} exactly to confirm."
+    )
     # The page still describes the backup, and the chosen target is kept.
     assert "frappe, erpnext" in response.text and f'value="{SITE}"' in response.text
     assert posts(with_backup) == []
@@ -102,23 +112,53 @@ def test_restoring_onto_the_same_site_starts_the_job_and_shows_its_panel(logged_
 def test_restoring_onto_another_site_of_another_stack_names_the_source(logged_in, with_backup):
     response = restore(logged_in, target_stack="erp", target_site="erp.example.com", confirm="erp.example.com")
     assert response.status == 303
-    assert posts(with_backup) == [{"action": "restore_site", "stack": "erp", "site": "erp.example.com", "backup": BACKUP,
-                                   "from_stack": "prod", "from_site": SITE}]
+    assert posts(with_backup) == [
+        {
+            "action": "restore_site",
+            "stack": "erp",
+            "site": "erp.example.com",
+            "backup": BACKUP,
+            "from_stack": "prod",
+            "from_site": SITE,
+        }
+    ]
 
 
 def test_a_new_site_of_a_compose_stack_is_created_first(logged_in, with_backup):
-    response = restore(logged_in, target_stack="prod", target_site="new.example.com", create_site="1", confirm="new.example.com")
+    response = restore(
+        logged_in, target_stack="prod", target_site="new.example.com", create_site="1", confirm="new.example.com"
+    )
     assert response.status == 303
-    assert posts(with_backup) == [{"action": "restore_site", "stack": "prod", "site": "new.example.com", "backup": BACKUP,
-                                   "from_stack": "prod", "from_site": SITE, "create_site": True}]
+    assert posts(with_backup) == [
+        {
+            "action": "restore_site",
+            "stack": "prod",
+            "site": "new.example.com",
+            "backup": BACKUP,
+            "from_stack": "prod",
+            "from_site": SITE,
+            "create_site": True,
+        }
+    ]
 
 
-@pytest.mark.parametrize("fields,field,message", [
-    ({"target_stack": "erp", "target_site": "new.example.com", "create_site": "1"}, "create_site", "Frappe Manager bench"),
-    ({"target_stack": "prod", "target_site": OTHER, "create_site": "1"}, "create_site", "already exists"),
-    ({"target_stack": "prod", "target_site": "nope.example.com"}, "target_site", "There is no site nope.example.com on prod"),
-    ({"target_stack": "nostack", "target_site": SITE}, "target_stack", "There is no stack named nostack"),
-])
+@pytest.mark.parametrize(
+    "fields,field,message",
+    [
+        (
+            {"target_stack": "erp", "target_site": "new.example.com", "create_site": "1"},
+            "create_site",
+            "Frappe Manager bench",
+        ),
+        ({"target_stack": "prod", "target_site": OTHER, "create_site": "1"}, "create_site", "already exists"),
+        (
+            {"target_stack": "prod", "target_site": "nope.example.com"},
+            "target_site",
+            "There is no site nope.example.com on prod",
+        ),
+        ({"target_stack": "nostack", "target_site": SITE}, "target_stack", "There is no stack named nostack"),
+    ],
+)
 def test_impossible_targets_are_refused_under_their_field(logged_in, with_backup, fields, field, message):
     response = restore(logged_in, confirm=fields["target_site"], **fields)
     assert response.status == 400
@@ -128,12 +168,18 @@ def test_impossible_targets_are_refused_under_their_field(logged_in, with_backup
 
 def test_htmx_answers_the_form_with_errors_or_the_live_job_panel(logged_in, with_backup):
     token = logged_in.page_token(RESTORE_URL)
-    wrong = logged_in.post(RESTORE_URL, data={"csrf_token": token, "target_stack": "prod", "target_site": SITE, "confirm": "x"},
-                           headers={"HX-Request": "true"})
+    wrong = logged_in.post(
+        RESTORE_URL,
+        data={"csrf_token": token, "target_stack": "prod", "target_site": SITE, "confirm": "x"},
+        headers={"HX-Request": "true"},
+    )
     assert wrong.status == 400
     assert wrong.text.startswith('<form id="restore-form"') and field_error(wrong.text, "confirm")
-    right = logged_in.post(RESTORE_URL, data={"csrf_token": token, "target_stack": "prod", "target_site": SITE, "confirm": SITE},
-                           headers={"HX-Request": "true"})
+    right = logged_in.post(
+        RESTORE_URL,
+        data={"csrf_token": token, "target_stack": "prod", "target_site": SITE, "confirm": SITE},
+        headers={"HX-Request": "true"},
+    )
     assert right.status == 200
     assert re.search(r'class="job-panel"[^>]*data-status="queued"', right.text)
     assert 'hx-trigger="every 1s"' in right.text
@@ -142,10 +188,15 @@ def test_htmx_answers_the_form_with_errors_or_the_live_job_panel(logged_in, with
 def test_json_clients_get_the_job_or_the_errors(logged_in, with_backup):
     token = logged_in.page_token(RESTORE_URL)
     headers = {"X-CSRF-Token": token, "Accept": "application/json"}
-    wrong = logged_in.post(RESTORE_URL, json={"target_stack": "prod", "target_site": SITE, "confirm": "nope"}, headers=headers)
+    wrong = logged_in.post(
+        RESTORE_URL, json={"target_stack": "prod", "target_site": SITE, "confirm": "nope"}, headers=headers
+    )
     assert wrong.status == 400 and "confirm" in wrong.json()["errors"]
-    right = logged_in.post(RESTORE_URL, json={"target_stack": "prod", "target_site": "n.example.com", "create_site": True,
-                                              "confirm": "n.example.com"}, headers=headers)
+    right = logged_in.post(
+        RESTORE_URL,
+        json={"target_stack": "prod", "target_site": "n.example.com", "create_site": True, "confirm": "n.example.com"},
+        headers=headers,
+    )
     assert right.status == 202 and right.json()["job"]["action"] == "restore_site"
     assert posts(with_backup)[-1]["create_site"] is True
 
@@ -177,10 +228,19 @@ IMPORT = "20261125_020003-site2_example_com"
 @pytest.fixture
 def with_imports(fake_agent):
     fake_agent.imports = [
-        {"name": IMPORT, "files": [{"name": f"{IMPORT}-database.sql.gz", "size": 2048},
-                                   {"name": f"{IMPORT}-files.tar", "size": 10240}], "problems": []},
-        {"name": "20261101_000000-broken", "files": [{"name": "20261101_000000-broken-database.sql.gz", "size": 10}],
-         "problems": ["The dump is cut short: it has no '-- Dump completed' line."]},
+        {
+            "name": IMPORT,
+            "files": [
+                {"name": f"{IMPORT}-database.sql.gz", "size": 2048},
+                {"name": f"{IMPORT}-files.tar", "size": 10240},
+            ],
+            "problems": [],
+        },
+        {
+            "name": "20261101_000000-broken",
+            "files": [{"name": "20261101_000000-broken-database.sql.gz", "size": 10}],
+            "problems": ["The dump is cut short: it has no '-- Dump completed' line."],
+        },
     ]
     return fake_agent
 
@@ -202,10 +262,14 @@ def test_the_import_page_guesses_the_target_site_from_the_set_name(logged_in, wi
 def test_an_import_needs_the_typed_site_name_then_starts_import_backup(logged_in, with_imports):
     url = f"/imports/{IMPORT}"
     token = logged_in.page_token(url)
-    wrong = logged_in.post(url, data={"csrf_token": token, "target_stack": "prod", "target_site": OTHER, "confirm": SITE})
+    wrong = logged_in.post(
+        url, data={"csrf_token": token, "target_stack": "prod", "target_site": OTHER, "confirm": SITE}
+    )
     assert wrong.status == 400 and field_error(wrong.text, "confirm")
     assert posts(with_imports) == []
-    right = logged_in.post(url, data={"csrf_token": token, "target_stack": "prod", "target_site": OTHER, "confirm": OTHER})
+    right = logged_in.post(
+        url, data={"csrf_token": token, "target_stack": "prod", "target_site": OTHER, "confirm": OTHER}
+    )
     assert right.status == 303
     assert posts(with_imports) == [{"action": "import_backup", "stack": "prod", "site": OTHER, "name": IMPORT}]
     rows = logged_in.app.ctx.audit.recent()
