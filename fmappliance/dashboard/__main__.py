@@ -1,9 +1,9 @@
 """``python -m fmappliance.dashboard`` / ``fm-dashboard``: serve the dashboard, check the config, hash a password.
 
-    fm-dashboard --config /etc/fmappliance/config.yaml      serve (waitress)
-    fm-dashboard --config PATH --check-config               exit 0 when the config is usable, 2 otherwise
-    fm-dashboard --version
-    fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
+fm-dashboard --config /etc/fmappliance/config.yaml      serve (waitress)
+fm-dashboard --config PATH --check-config               exit 0 when the config is usable, 2 otherwise
+fm-dashboard --version
+fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit (0: usable, 2: not)")
     parser.add_argument("--version", action="version", version=f"fm-dashboard {__version__}")
     sub = parser.add_subparsers(dest="command")
-    hp = sub.add_parser("hash-password", help="print the bcrypt hash of a password for dashboard.credentials")
+    sub.add_parser("hash-password", help="print the bcrypt hash of a password for dashboard.credentials")
     return parser
 
 
@@ -136,7 +136,10 @@ def main(argv=None) -> int:
     except (OSError, sqlite3.Error) as exc:
         dash = config["dashboard"]
         # A port in use or an unwritable state dir: say which, no traceback.
-        print(f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}", file=sys.stderr)
+        print(
+            f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -58,7 +58,9 @@ class DashboardContext:
         self.secret_key = dash["secret_key"]
         self.agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
         self.db = StateDB(dash["state_dir"])
-        self.sessions = SessionStore(self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock)
+        self.sessions = SessionStore(
+            self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock
+        )
         self.throttle = LoginThrottle(clock=self.clock)
         self.passwords = PasswordChecker(dash["credentials"])
         self.audit = AuditLog(self.db, clock=self.clock)
@@ -123,7 +125,9 @@ class DashboardContext:
     @staticmethod
     def json_response(payload: dict, status: int = 200) -> bottle.HTTPResponse:
         return bottle.HTTPResponse(
-            json.dumps(payload), status=status, headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
+            json.dumps(payload),
+            status=status,
+            headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
         )
 
     def fail(self, status: int, message: str) -> bottle.HTTPResponse:
@@ -151,7 +155,9 @@ class DashboardContext:
                     return self.fail(401, "Your session has ended; sign in again.")
                 target = request.fullpath + (("?" + request.query_string) if request.query_string else "")
                 next_path = negotiation.safe_local_path(target if request.method == "GET" else "/dashboard")
-                return bottle.HTTPResponse(status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})})
+                return bottle.HTTPResponse(
+                    status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})}
+                )
             return handler(*args, **kwargs)
 
         return guarded
@@ -184,13 +190,19 @@ def _error_page(ctx: DashboardContext):
     def handler(error: bottle.HTTPError):
         status = error.status_code
         if status >= 500 and error.exception is not None:
-            log.error("error on %s %s: %s", bottle.request.method, bottle.request.path, error.traceback or error.exception)
+            log.error(
+                "error on %s %s: %s", bottle.request.method, bottle.request.path, error.traceback or error.exception
+            )
         messages = {
             404: "There is no such page.",
             405: "This address does not accept that kind of request.",
             413: "The request is too large.",
         }
-        message = messages.get(status) or (error.body if isinstance(error.body, str) and status < 500 else "The dashboard hit an unexpected problem; it has been logged.")
+        message = messages.get(status) or (
+            error.body
+            if isinstance(error.body, str) and status < 500
+            else "The dashboard hit an unexpected problem; it has been logged."
+        )
         return ctx.fail(status, message)
 
     return handler
@@ -213,8 +225,16 @@ class DashboardBottle(bottle.Bottle):
 
 def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
     """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
-    from fmappliance.dashboard import (pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_restore,
-                                       pages_scheduler, pages_stacks)
+    from fmappliance.dashboard import (
+        pages_audit,
+        pages_auth,
+        pages_backups,
+        pages_jobs,
+        pages_public,
+        pages_restore,
+        pages_scheduler,
+        pages_stacks,
+    )
 
     ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
     if ctx.scheduler is None:

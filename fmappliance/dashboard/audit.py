@@ -23,7 +23,9 @@ def escape_control(value) -> str:
     if value is None:
         return ""
     text = str(value)[:1000]
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def utc_iso(epoch: float) -> str:

@@ -20,7 +20,14 @@ def register(app: bottle.Bottle, ctx) -> None:
     def login_page(next_path: str, *, error: str = "", username: str = "", status: int = 200, headers=None):
         nonce = csrf.new_login_nonce()
         # Pre-session CSRF (double submit): the form's token is an HMAC of this cookie's value.
-        set_cookie(bottle.response, csrf.LOGIN_COOKIE, nonce, secure=ctx.secure_cookies(), path="/login", max_age=LOGIN_COOKIE_SECONDS)
+        set_cookie(
+            bottle.response,
+            csrf.LOGIN_COOKIE,
+            nonce,
+            secure=ctx.secure_cookies(),
+            path="/login",
+            max_age=LOGIN_COOKIE_SECONDS,
+        )
         body = ctx.page(
             "login",
             "Sign in",
@@ -50,11 +57,13 @@ def register(app: bottle.Bottle, ctx) -> None:
         address = ctx.client_address()
         problem = csrf.origin_problem(request.environ)
         nonce = request.get_cookie(csrf.LOGIN_COOKIE) or ""
-        if problem or not csrf.tokens_match(csrf.login_token(ctx.secret_key, nonce) if nonce else "", forms.getunicode(csrf.FIELD, default="")):
+        if problem or not csrf.tokens_match(
+            csrf.login_token(ctx.secret_key, nonce) if nonce else "", forms.getunicode(csrf.FIELD, default="")
+        ):
             log.warning("refused login POST from %s: %s", address, problem or "bad or missing login token")
             return login_page(next_path, error="The sign-in form had expired; please try again.", status=403)
 
-        username = (forms.getunicode("username", default="") or "").strip()[:MAX_USERNAME + 1]
+        username = (forms.getunicode("username", default="") or "").strip()[: MAX_USERNAME + 1]
         password = forms.getunicode("password", default="") or ""
         wait = ctx.throttle.retry_after(username, address)
         if wait:

@@ -126,7 +126,9 @@ class SessionStore:
 
     def _store_flash(self, session: Session) -> None:
         with self.db.transaction() as conn:
-            conn.execute("UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash))
+            conn.execute(
+                "UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash)
+            )
         with self._lock:
             cached = self._cache.get(session.id_hash)
             if cached is not None:

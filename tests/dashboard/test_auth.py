@@ -2,7 +2,6 @@
 throttling per account and per address, safe redirects, audit rows."""
 
 import pytest
-
 from support.config_factory import TEST_PASSWORD, TEST_USER
 
 WRONG = "Wrong user name or password."
@@ -49,8 +48,11 @@ def test_login_without_the_form_token_is_refused(client):
 
 def test_login_from_another_site_is_refused_even_with_a_token(client):
     token = client.get("/login").csrf_token()
-    response = client.post("/login", data={"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token},
-                           headers={"Origin": "https://evil.example"})
+    response = client.post(
+        "/login",
+        data={"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+    )
     assert response.status == 403
     assert client.cookie("fmsession") is None
 
@@ -84,7 +86,9 @@ def test_throttle_delay_passes_and_grows(client, clock):
     assert client.login(TEST_USER, TEST_PASSWORD).status == 303
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", "/\t/evil"])
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", "/\t/evil"]
+)
 def test_login_never_redirects_off_site(client, target):
     response = client.login(next_path=target)
     assert response.status == 303

@@ -2,11 +2,11 @@
 
 import sqlite3
 
+from support.config_factory import write_config
+from support.dashboard_wsgi import WSGIClient
+
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
-from support.config_factory import write_config
-
-from support.dashboard_wsgi import WSGIClient
 
 
 def session_cookie_header(response):
