@@ -62,17 +62,14 @@ def serve(config: dict) -> None:
 
     import waitress
 
-    from fmappliance.dashboard.agent_client import AgentClient
     from fmappliance.dashboard.app import make_app
-    from fmappliance.dashboard.job_watch import build_failed_job_watcher
-    from fmappliance.dashboard.pages_scheduler import build_scheduler
+    from fmappliance.dashboard.services import build_services
 
     dash = config["dashboard"]
     limit_malloc_arenas()
-    agent = AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
-    scheduler = build_scheduler(config, agent)
-    app = make_app(config, agent_client=agent, scheduler=scheduler)
-    job_watch = build_failed_job_watcher(config, agent, app.ctx.db)
+    services = build_services(config)
+    scheduler = services.scheduler
+    app = make_app(config, services=services)
     options = {
         "host": dash["listen"],
         "port": dash["port"],
@@ -104,11 +101,11 @@ def serve(config: dict) -> None:
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()
-        job_watch.start()
+        services.job_watch.start()
         release_freed_memory()
         server.run()
     finally:
-        job_watch.stop()
+        services.job_watch.stop()
         scheduler.stop()
         server.close()
     log.info("stopped")

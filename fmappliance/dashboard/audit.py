@@ -7,11 +7,12 @@ lines or terminal escapes.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import re
 import time
+
+from fmappliance.names import format_timestamp
 
 audit_log = logging.getLogger("fmappliance.audit")
 
@@ -26,10 +27,6 @@ def escape_control(value) -> str:
     return _CONTROL.sub(
         lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
     )
-
-
-def utc_iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class AuditLog:
@@ -47,7 +44,7 @@ class AuditLog:
     def record(self, *, user, address, action, target="", result="ok", job_id=None) -> dict:
         """Store one event and log it as a JSON line; returns the stored row."""
         row = {
-            "time": utc_iso(self.clock()),
+            "time": format_timestamp(self.clock()),
             "user": escape_control(user),
             "address": escape_control(address),
             "action": escape_control(action),

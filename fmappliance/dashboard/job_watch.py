@@ -24,10 +24,11 @@ is notified.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Mapping
+
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +217,7 @@ class FailedJobWatcher:
             return cursor.rowcount == 1
 
     def _now(self) -> str:
-        now = (
-            dt.datetime.fromtimestamp(self._clock(), dt.timezone.utc)
-            if self._clock
-            else dt.datetime.now(dt.timezone.utc)
-        )
-        return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return format_timestamp(self._clock() if self._clock else None)
 
 
 def build_failed_job_watcher(
