@@ -22,9 +22,12 @@ ACTIONS = (
     "backup_site",
     "start_stack",
     "stop_stack",
+    "restore_site",
+    "import_backup",
+    "test_restore",
 )
 #: The actions that work on one site and so need a ``site`` field; the others take none.
-SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site"})
+SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup"})
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -42,7 +45,7 @@ IMPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,250}", re.ASCII)
 #: Published backup files: <YYYY-MM-DD_HH-MM-SS>.<part> (see fmappliance.agent.backups).
 BACKUP_FILE = re.compile(
     r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}"
-    r"\.(sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz|site_config\.json|json)",
+    r"\.((?:sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz)(?:\.gpg)?|site_config\.json|json)",
     re.ASCII,
 )
 

@@ -88,7 +88,7 @@ def build_scheduler(config: dict, agent: AgentClient, *, clock: Callable[[], dt.
     """
 
     def submit_backup(stack: str, site: str) -> dict:
-        return agent.action("backup_site", stack, site)
+        return agent.action("backup_site", stack, site, label="scheduled")
 
     def list_sites(stack: str) -> list:
         try:
