@@ -1,7 +1,9 @@
 """Restoring a site in a real browser, through the real agent over the doubles: from the backups
 page to the restore page, a wrong confirmation refused under its field, the right one starting the
-job and its live panel; afterwards the site's database holds the backup's data again. A restore that
-fails, started by a direct agent API call, reaches the dashboard's webhook as restore_failed."""
+job and its live panel; afterwards the site's database holds the backup's data again. A backup also
+restores onto a new site of the compose stack, and a backup made elsewhere is imported from the
+imports page. A restore that fails, started by a direct agent API call, reaches the dashboard's
+webhook as restore_failed."""
 
 from __future__ import annotations
 
@@ -112,27 +114,30 @@ def test_a_site_is_restored_from_the_backups_page_and_holds_the_backups_data_aga
     assert "started" in row.inner_text()
 
 
-def test_a_failed_restore_started_through_the_agent_api_is_notified_by_the_dashboard(served, hook):
+def test_a_backup_is_restored_onto_a_new_site_of_the_compose_stack(signed_in, served):
+    page = signed_in.page
     backup_id = backup_now(served, SITE)
-    served.world.doubles.set_faults(fail={"bench migrate": {"rc": 1, "stderr": "MigrationError: patch failed"}})
-    try:
-        status, answer = served.agent.request(
-            "POST", "/action", {"action": "restore_site", "stack": "prod", "site": SITE, "backup": backup_id}
-        )
-        assert status == 202, answer
-        job = served.agent.wait_job(answer["job"]["id"], timeout=90)
-    finally:
-        served.world.doubles.set_faults()
-    assert job["status"] == "failed", job
-    # The dashboard polls the agent's jobs every 10 s.
-    wait_for(
-        lambda: [p for p in hook.received if p["details"].get("job_id") == job["id"]],
-        40,
-        "the restore_failed notification",
+    source = database_file(served, SITE).read_text()
+    new_site = "copy.example.com"
+
+    signed_in.goto(f"/restore/prod/{SITE}/{backup_id}")
+    form = page.locator("#restore-form")
+    form.locator("#restore-form-site").fill(new_site)
+    form.locator("#restore-form-create").check()
+    form.locator("#restore-form-confirm").fill(new_site)
+    form.get_by_role("button", name="Restore now").click()
+    panel = page.locator(".job-panel")
+    panel.wait_for()
+    page.locator(".job-panel[data-status='succeeded'], .job-panel[data-status='failed']").wait_for(
+        timeout=RESTORE_TIMEOUT_MS
     )
-    [payload] = [p for p in hook.received if p["details"].get("job_id") == job["id"]]
-    assert payload["event"] == "restore_failed"
-    assert payload["details"]["stack"] == "prod" and payload["details"]["site"] == SITE
+    job = served.agent.request("GET", f"/jobs/{panel.get_attribute('data-job-id')}")[1]
+    assert job["status"] == "succeeded", job["message"] + "\n" + job["output"][-4000:]
+    signed_in.assert_clean()
+    # The new site exists and holds the source site's backed-up data.
+    restored = database_file(served, new_site).read_text()
+    assert f"original note 0 of {SITE}" in restored
+    assert restored.count("INSERT INTO `tabNote`") == source.count("INSERT INTO `tabNote`")
 
 
 def bench_backup_elsewhere(served, site: str) -> list[Path]:
@@ -195,3 +200,26 @@ def test_a_backup_made_elsewhere_is_imported_from_the_imports_page(signed_in, se
     assert page.locator("[data-label='imported']").count() == 1
     signed_in.goto("/audit")
     assert page.locator("table.audit tr", has_text="import_backup").first.inner_text().count(f"from import {name}") == 1
+
+
+def test_a_failed_restore_started_through_the_agent_api_is_notified_by_the_dashboard(served, hook):
+    backup_id = backup_now(served, SITE)
+    served.world.doubles.set_faults(fail={"bench migrate": {"rc": 1, "stderr": "MigrationError: patch failed"}})
+    try:
+        status, answer = served.agent.request(
+            "POST", "/action", {"action": "restore_site", "stack": "prod", "site": SITE, "backup": backup_id}
+        )
+        assert status == 202, answer
+        job = served.agent.wait_job(answer["job"]["id"], timeout=90)
+    finally:
+        served.world.doubles.set_faults()
+    assert job["status"] == "failed", job
+    # The dashboard polls the agent's jobs every 10 s.
+    wait_for(
+        lambda: [p for p in hook.received if p["details"].get("job_id") == job["id"]],
+        40,
+        "the restore_failed notification",
+    )
+    [payload] = [p for p in hook.received if p["details"].get("job_id") == job["id"]]
+    assert payload["event"] == "restore_failed"
+    assert payload["details"]["stack"] == "prod" and payload["details"]["site"] == SITE
