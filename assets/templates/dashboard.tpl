@@ -11,4 +11,15 @@
 % end
 </section>
 % end
+% if unscheduled:
+<section class="alerts" aria-label="Sites without a backup schedule">
+% for w in unscheduled:
+<div class="notice notice-warn unscheduled" role="status" data-stack="{{w['stack']}}" data-sites="{{' '.join(w['sites'])}}">{{w['message']}} <a href="/scheduler">Add a schedule</a></div>
+% end
+</section>
+% end
+<section class="card host" id="host-panel" aria-label="Host" hx-get="/dashboard/host" hx-trigger="load" hx-target="this" hx-swap="innerHTML">
+<h2>Host</h2>
+<p class="muted">Reading the host's figures…</p>
+</section>
 {{!stacks_html}}

@@ -8,6 +8,7 @@ when the agent stopped is marked failed at the next start, never left "running".
 
 from __future__ import annotations
 
+import builtins
 import collections
 import json
 import logging
@@ -280,7 +281,7 @@ class JobManager:
             key = (action, stack, site)
             for live in self._live.values():
                 if live.key == key:
-                    return self._get_locked(live.job_id), False
+                    return self._known_locked(live.job_id), False
             job_id = secrets.token_hex(8)
             live = _LiveJob(job_id, action, stack, site, body, message, on_start, timeout)
             self._db.execute(
@@ -294,7 +295,7 @@ class JobManager:
                 worker = threading.Thread(target=self._work, args=(stack,), daemon=True, name=f"jobs-{stack}")
                 self._workers[stack] = worker
                 worker.start()
-            return self._get_locked(job_id), True
+            return self._known_locked(job_id), True
 
     def get(self, job_id: str) -> dict | None:
         """The job with this id, with live output if it is running; None when unknown."""
@@ -316,6 +317,21 @@ class JobManager:
                     f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stack=? ORDER BY seq DESC LIMIT ?", (stack, limit)
                 )
             return [self._row_to_job(row) for row in rows.fetchall()]
+
+    def finished_jobs(self) -> builtins.list[dict]:
+        """Every stored job that has ended (action, stack, site, status, started, finished), oldest first.
+
+        Light rows (no output): the metrics seed their counters from them once at start.
+        """
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self._db.execute(
+                "SELECT action, stack, site, status, started, finished FROM jobs"
+                " WHERE status IN ('succeeded', 'failed') ORDER BY seq"
+            ).fetchall()
+        keys = ("action", "stack", "site", "status", "started", "finished")
+        return [dict(zip(keys, row)) for row in rows]
 
     def wait(self, job_id: str, timeout: float) -> dict | None:
         """Block until the job has ended or ``timeout`` seconds passed; returns it as it is then."""
@@ -354,6 +370,11 @@ class JobManager:
     def _get_locked(self, job_id: str) -> dict | None:
         row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._row_to_job(row) if row else None
+
+    def _known_locked(self, job_id: str) -> dict:
+        job = self._get_locked(job_id)
+        assert job is not None, job_id  # its row was written under the same lock
+        return job
 
     def _row_to_job(self, row) -> dict:
         job = dict(zip(_COLUMNS, row))

@@ -72,7 +72,7 @@ class DashboardContext:
     @staticmethod
     def client_address() -> str:
         # waitress puts the real client here when the request came through trusted_proxy;
-        # bottle's request.remote_addr would trust a client-set X-Forwarded-For (pitfalls.md).
+        # bottle's request.remote_addr would trust a client-set X-Forwarded-For (docs/pitfalls.md).
         return bottle.request.environ.get("REMOTE_ADDR", "")
 
     def secure_cookies(self) -> bool:
@@ -224,7 +224,10 @@ def make_app(
         pages_audit,
         pages_auth,
         pages_backups,
+        pages_host,
         pages_jobs,
+        pages_logs,
+        pages_metrics,
         pages_public,
         pages_restore,
         pages_scheduler,
@@ -240,9 +243,12 @@ def make_app(
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)
     pages_stacks.register(app, ctx)
+    pages_logs.register(app, ctx)
     pages_backups.register(app, ctx)
     pages_restore.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
     pages_scheduler.register(app, ctx)
+    pages_host.register(app, ctx)
+    pages_metrics.register(app, ctx)
     return app

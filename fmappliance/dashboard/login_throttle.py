@@ -1,7 +1,7 @@
 """Login throttling: growing delays after repeated failures, per account and per address.
 
 The address is ``environ['REMOTE_ADDR']``; waitress rewrites it from X-Forwarded-For only
-when the request came from ``dashboard.trusted_proxy`` (pitfalls.md: never parse the
+when the request came from ``dashboard.trusted_proxy`` (docs/pitfalls.md: never parse the
 header ourselves).  Both keys count separately, so spraying many accounts from one
 address and attacking one account from many addresses are both slowed down.
 State is in memory: a restart forgets it, which is acceptable for a delay, not a lock.

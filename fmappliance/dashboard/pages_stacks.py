@@ -55,7 +55,7 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
 
 def register(app: bottle.Bottle, ctx) -> None:
     # One entry (key, payload, pieces), replaced as a whole so threads never see half of it.
-    render_cache = {"entry": (None, None, [])}
+    render_cache: dict[str, tuple] = {"entry": (None, None, [])}
 
     def stacks_html(payload, failed: bool, now) -> list[bytes]:
         # Re-render only when the agent data changed or the ages moved on, and keep the
@@ -92,6 +92,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             {**alert, "href": f"/backups/{views.url_part(alert['stack'])}/{views.url_part(alert['site'])}"}
             for alert in (ctx.backup_age.overdue(payload, now) if payload is not None else [])
         ]
+        unscheduled = ctx.backup_age.unscheduled(payload) if payload is not None else []
         bottle.response.set_header("Cache-Control", "no-store")
         page = ctx.page(
             "dashboard",
@@ -101,6 +102,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             stacks_html=BODY_MARKER,
             disk=views.shape_disk((payload or {}).get("disk")),
             alerts=alerts,
+            unscheduled=unscheduled,
         )
         head, _, tail = page.partition(BODY_MARKER)
         return b"".join((head.encode(), block, tail.encode()))

@@ -11,6 +11,7 @@ or scheduler.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from fmappliance.dashboard.job_watch import FailedJobWatcher, build_failed_job_w
 from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
+from fmappliance.dashboard.relays import relay_slots
 from fmappliance.dashboard.scheduler import BackupScheduler, scheduler_from_config
 from fmappliance.dashboard.sessions import SessionStore
 from fmappliance.dashboard.state_db import StateDB
@@ -45,6 +47,8 @@ class DashboardServices:
     scheduler: BackupScheduler
     backup_age: BackupAgeRules
     job_watch: FailedJobWatcher
+    #: Shared by relayed downloads and log streams (relays.py).
+    relay_slots: threading.BoundedSemaphore
 
     def now(self) -> dt.datetime:
         """Aware UTC now from the injected clock."""
@@ -78,6 +82,7 @@ def build_services(
         scheduler=scheduler,
         backup_age=BackupAgeRules(scheduler.store),
         job_watch=build_failed_job_watcher(config, agent, db),
+        relay_slots=relay_slots(config),
     )
 
 

@@ -11,6 +11,8 @@ Files in the state dir:
   projects/<p>.json   {"services": {svc: {"state", "exit_code", "health", "name"}}}
   volumes/<p>/        the "sites" volume of a compose project: sites/<site>/...
   hangs/<pid>         doubles sleeping because of a hang fault (tests kill them by pid)
+  stats.json          {container name: {"cpu_percent", "memory_bytes"}} set by tests for `docker stats`
+  docker-root/        what `docker info` reports as DockerRootDir (unless set_docker_root chose another)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -26,6 +29,8 @@ from pathlib import Path
 
 ONE_SHOT_SERVICES = ("configurator", "create-site", "migrator")
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+# What a docker CLI without the compose plugin answers to `docker compose ...` (exit 125).
+NO_COMPOSE_PLUGIN = "docker: unknown command: docker compose\n\nRun 'docker --help' for more information"
 
 
 def default_state_dir() -> Path:
@@ -178,6 +183,70 @@ class DoubleWorld:
         site_dir = self.volume_bench(project) / "sites" / site
         (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
         (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + site.replace(".", "")[:14]}))
+
+    # ------------------------------------------------------------ docker stats / info
+    def set_container_stats(self, name: str, cpu_percent: float, memory_bytes: int) -> None:
+        """What `docker stats` reports for one container (others get a figure derived from their name)."""
+        with self.locked():
+            stats = self._stats()
+            stats[name] = {"cpu_percent": cpu_percent, "memory_bytes": memory_bytes}
+            tmp = self.dir / "stats.json.tmp"
+            tmp.write_text(json.dumps(stats))
+            os.replace(tmp, self.dir / "stats.json")
+
+    def _stats(self) -> dict:
+        try:
+            return json.loads((self.dir / "stats.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def container_stats(self, name: str) -> dict:
+        """{"cpu_percent", "memory_bytes"} of a running container: set ones, else a steady figure from its name
+        (whole MiB and hundredths of a percent, so the printed text loses nothing)."""
+        chosen = self._stats().get(name)
+        if chosen is not None:
+            return chosen
+        seed = sum(name.encode())
+        return {"cpu_percent": (seed % 400) / 100, "memory_bytes": (40 + seed % 300) * 1024 * 1024}
+
+    def running_containers(self) -> list[str]:
+        """Names of the running containers of every project, as `docker stats` lists them."""
+        names = []
+        for path in sorted((self.dir / "projects").glob("*.json")):
+            data = self.project(path.stem) or {"services": {}}
+            for svc, entry in sorted(data["services"].items()):
+                if entry["state"] == "running":
+                    names.append(entry.get("name") or f"{path.stem}-{svc}-1")
+        return names
+
+    def set_docker_root(self, path: str) -> None:
+        (self.dir / "docker-root.txt").write_text(path)
+
+    def docker_root(self) -> str:
+        try:
+            return (self.dir / "docker-root.txt").read_text()
+        except FileNotFoundError:
+            root = self.dir / "docker-root"
+            root.mkdir(exist_ok=True)
+            return str(root)
+
+    # ------------------------------------------------------------ service logs
+    def log_file(self, project: str, service: str) -> Path:
+        """What a service has written to its log: one `<RFC 3339 timestamp> <text>` line each."""
+        return self.dir / "logs" / project / f"{service}.log"
+
+    def write_log(self, project: str, service: str, *lines: str) -> None:
+        """The service writes ``lines`` (as a container writes to stdout; `compose logs -f` shows them)."""
+        path = self.log_file(project, service)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+        data = "".join(f"{stamp} {line}\n" for line in lines).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ hangs
     def hanging_pids(self) -> list[int]:
@@ -342,6 +411,11 @@ def run_in_container(
         return _find(bench_root, args[1:])
     if args[0] in ("cat", "mkdir", "chown", "rm"):
         return _file_command(bench_root, container_root, args)
+    if args[0] == "stat":
+        code = apply_faults(world, "stat", project)
+        if code is not None:
+            return code
+        return _stat(bench_root, container_root, args[1:])
     print(
         f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
         "executable file not found in $PATH: unknown"
@@ -381,6 +455,32 @@ def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int
             return 1
     sys.stdout.flush()
     return 0
+
+
+_FILE_TYPES = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"))
+
+
+def _stat(bench_root: Path, container_root: str, args: list[str]) -> int:
+    """GNU `stat -c FORMAT -- PATH...` (lstat: a symlink is reported, not followed) with %F, %s and %n."""
+    fmt = args[args.index("-c") + 1]
+    paths = args[args.index("--") + 1 :]
+    code = 0
+    for path in paths:
+        rel = os.path.relpath(path, container_root) if os.path.isabs(path) else path
+        host = bench_root / rel
+        try:
+            if rel.startswith(".."):
+                raise FileNotFoundError
+            st = os.lstat(host)
+        except FileNotFoundError:
+            print(f"stat: cannot statx '{path}': No such file or directory", file=sys.stderr)
+            code = 1
+            continue
+        kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), None)
+        if kind is None:
+            kind = "regular empty file" if stat.S_ISREG(st.st_mode) and not st.st_size else "regular file"
+        print(fmt.replace("%F", kind).replace("%s", str(st.st_size)).replace("%n", path))
+    return code
 
 
 def _find(bench_root: Path, args: list[str]) -> int:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from fmappliance.config import KNOWN_ACTIONS, load_config
 from support.config_factory import TEST_TOKEN, write_config
+from support.polling import wait_for
 
 DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
 if str(DOUBLES) not in sys.path:
@@ -76,6 +77,7 @@ class World:
 
     def write_config(self, **sections) -> Path:
         agent = {
+            "port": 0,  # the agent picks a free port and says which (AgentProcess reads it)
             "fm_binary": self.fm,
             "docker_binary": self.docker,
             "status_cache_seconds": 5,
@@ -206,6 +208,7 @@ class ServedProcess:
     name = ""
 
     def __init__(self, config_path: Path, port: int, log_path: Path):
+        """``port`` 0: the server binds any free port and names it in its "listening on" log line."""
         self.config_path = config_path
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -215,6 +218,16 @@ class ServedProcess:
 
     def is_ready(self) -> bool:
         raise NotImplementedError
+
+    def _learn_port(self) -> bool:
+        """With port 0: read the bound port from the log (the server logs it once it listens)."""
+        if self.port:
+            return True
+        found = re.findall(r"listening on (?:http://)?[\d.]+:(\d+)", self.output()[self._log_start :])
+        if found:
+            self.port = int(found[-1])
+            self.url = f"http://127.0.0.1:{self.port}"
+        return bool(found)
 
     def output(self) -> str:
         """What the process wrote so far (for failure messages)."""
@@ -226,6 +239,7 @@ class ServedProcess:
     def start(self, timeout: float = 15) -> ServedProcess:
         env = {k: v for k, v in os.environ.items() if k != "FMAPPLIANCE_LOG_LEVEL"}
         self.log = open(self.log_path, "ab")
+        self._log_start = len(self.output())  # a restart appends to the same log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "--config", str(self.config_path)],
             stdout=self.log,
@@ -233,17 +247,20 @@ class ServedProcess:
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.output()}")
             try:
-                if self.is_ready():
-                    return self
+                return self._learn_port() and self.is_ready()
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not become ready in time: " + self.output())
+                return False
+
+        try:
+            wait_for(ready, timeout, f"{self.name} to become ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.output()}") from None
+        return self
 
     def stop(self, timeout: float = 10) -> int:
         if self.proc and self.proc.poll() is None:
@@ -292,14 +309,11 @@ class AgentProcess(ServedProcess):
             return err.code, json.loads(err.read() or b"null")
 
     def wait_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 30) -> dict:
-        end = time.monotonic() + timeout
-        while True:
+        def ended() -> dict | None:
             status, job = self.request("GET", f"/jobs/{job_id}")
-            if status == 200 and job["status"] in statuses:
-                return job
-            if time.monotonic() > end:
-                raise AssertionError(f"job {job_id} did not reach {statuses}: {job}")
-            time.sleep(0.05)
+            return job if status == 200 and job["status"] in statuses else None
+
+        return wait_for(ended, timeout, f"job {job_id} to reach {statuses}")
 
 
 class DashboardProcess(ServedProcess):
@@ -313,6 +327,20 @@ class DashboardProcess(ServedProcess):
 
 def start_agent(world: World, log_name: str = "agent.log", timeout: float = 15) -> AgentProcess:
     return AgentProcess(world.config_path, world.config["agent"]["port"], world.root / log_name).start(timeout)
+
+
+def start_agent_and_dashboard(world: World, **sections) -> tuple[AgentProcess, DashboardProcess]:
+    """Both services on free ports they pick themselves: the agent first, then the dashboard
+    configured with the agent's URL.  ``sections`` as for ``world.write_config``."""
+    world.write_config(**sections)
+    agent = start_agent(world)
+    try:
+        dashboard_section = {**sections.get("dashboard", {}), "agent_url": agent.url, "port": 0}
+        world.write_config(**{**sections, "dashboard": dashboard_section})
+        return agent, start_dashboard(world)
+    except BaseException:
+        agent.ensure_stopped()
+        raise
 
 
 def start_dashboard(world: World, log_name: str = "dashboard.log", timeout: float = 15) -> DashboardProcess:

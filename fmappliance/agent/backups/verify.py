@@ -12,6 +12,7 @@ import re
 import tarfile
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 from fmappliance.agent.backups.layout import is_encrypted_name
 
@@ -43,7 +44,7 @@ class GzipStream:
         self._sink = sink
         self._slice = slice_size
         self._max_out = max_out
-        self._inflater = None
+        self._inflater: Any = None  # a zlib decompress object while inside a member
         self.members = 0
         self._padding = False
 
