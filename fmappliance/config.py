@@ -29,7 +29,16 @@ DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
 
 #: Every action the agent knows (defined in names.py).  ``allowed_actions`` picks from these.
 KNOWN_ACTIONS = ACTIONS
-DEFAULT_ALLOWED_ACTIONS = ["restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site"]
+DEFAULT_ALLOWED_ACTIONS = [
+    "restart_stack",
+    "update_stack",
+    "restart_site",
+    "migrate_site",
+    "backup_site",
+    "restore_site",
+    "import_backup",
+    "test_restore",
+]
 DEFAULT_ACTION_TIMEOUTS = {
     "backup_site": 7200,
     "update_stack": 3600,
@@ -38,8 +47,13 @@ DEFAULT_ACTION_TIMEOUTS = {
     "restart_site": 600,
     "start_stack": 600,
     "stop_stack": 600,
+    "restore_site": 7200,
+    "import_backup": 3600,
+    "test_restore": 7200,
 }
-NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary")
+#: Failed agent jobs the dashboard notifies, whoever started them (dashboard.job_watch maps action -> event).
+FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "offsite_failed", "offsite_check_failed")
+NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
 DEFAULT_AGENT_SOCKET = "/run/fm-agent/agent.sock"
@@ -243,6 +257,12 @@ STACK = Section(
         Key("project", "str", None, "compose: the project name (default: compose's own, from the dir name)."),
         Key("files", "str_list", [], "compose: compose files relative to path (default: compose's own lookup)."),
         Key("service", "str", "backend", "compose: the service that runs bench."),
+        Key(
+            "db_service",
+            "str",
+            "db",
+            "compose: the MariaDB service; a restore reads its root password there (never passed on).",
+        ),
         Key("sites", "str_list", [], "compose: the sites, when they should not be listed from the backend container."),
     ),
 )
@@ -454,8 +474,11 @@ NOTIFICATIONS = Section(
         Key(
             "events",
             "str_list",
-            ["backup_failed", "backup_missed"],
-            "Events to send: backup_failed, backup_missed, weekly_summary.",
+            ["backup_failed", "backup_missed", *FAILED_JOB_EVENTS],
+            "Events to send: "
+            + ", ".join(NOTIFICATION_EVENTS)
+            + " (the *_failed events of restore, restore test, update "
+            "and offsite jobs are sent whoever started the job).",
             check=lambda v: next(
                 (
                     f"unknown event {e!r}; expected any of: " + ", ".join(NOTIFICATION_EVENTS)

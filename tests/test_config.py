@@ -44,7 +44,15 @@ def test_minimal_config_gets_every_default(tmp_path):
     assert config["agent"]["action_timeouts"]["backup_site"] == 7200
     assert config["stacks"]["prod"]["service"] == "backend"
     assert config["scheduler"]["catchup_hours"] == 6
-    assert config["notifications"]["events"] == ["backup_failed", "backup_missed"]
+    assert config["notifications"]["events"] == [
+        "backup_failed",
+        "backup_missed",
+        "restore_failed",
+        "restore_test_failed",
+        "update_failed",
+        "offsite_failed",
+        "offsite_check_failed",
+    ]
 
 
 def test_partial_action_timeouts_keep_the_other_defaults(tmp_path):

@@ -108,9 +108,11 @@ def serve(config: dict) -> None:
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()
+        services.job_watch.start()
         release_freed_memory()
         server.run()
     finally:
+        services.job_watch.stop()
         scheduler.stop()
         server.close()
     log.info("stopped")

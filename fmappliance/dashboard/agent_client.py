@@ -332,11 +332,25 @@ class AgentClient:
         except UnicodeDecodeError:
             raise AgentError(f"Agent at {self.where} sent metrics that are not UTF-8", resp.status) from None
 
-    def action(self, action: str, stack: str, site: str | None = None) -> dict:
-        """``POST /action``; returns the agent's answer (success, message, job, duplicate)."""
+    def backup(self, stack: str, site: str, backup_id: str) -> dict | None:
+        """One published backup of a site (its listing entry), or None when there is no such backup."""
+        return next((b for b in self.backups(stack, site) if isinstance(b, dict) and b.get("id") == backup_id), None)
+
+    def imports(self) -> list:
+        """``GET /imports``: the sets of files waiting in the import folder, with their problems."""
+        imports = self.request("GET", "/imports")[1].get("imports")
+        return imports if isinstance(imports, list) else []
+
+    def action(self, action: str, stack: str, site: str | None = None, **fields) -> dict:
+        """``POST /action``; returns the agent's answer (success, message, job, duplicate).
+
+        ``fields`` are the action's own extra fields (``backup``, ``from_site``, ``label``...);
+        None values are left out.
+        """
         body = {"action": action, "stack": stack}
         if site is not None:
             body["site"] = site
+        body.update({key: value for key, value in fields.items() if value is not None})
         try:
             return self.request("POST", "/action", body)[1]
         finally:
