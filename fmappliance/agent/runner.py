@@ -67,16 +67,31 @@ class CommandResult:
 # --------------------------------------------------------------------------- environment
 
 
-def minimal_env() -> dict[str, str]:
-    """The environment a command gets when the caller passes none: PATH, HOME and a UTF-8 locale.
+#: Where docker and fm find the engine (rootless docker, remote engines, contexts, TLS):
+#: passed on when the agent has them, so `docker`/`fm` reach the same engine it was set up for.
+DOCKER_ENV = (
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "XDG_RUNTIME_DIR",
+)
 
-    The agent's own environment (which may hold the API token or other secrets) is not passed on.
+
+def minimal_env() -> dict[str, str]:
+    """The environment a command gets when the caller passes none: PATH, HOME, a UTF-8 locale and
+    the docker engine settings (:data:`DOCKER_ENV`) the agent has.
+
+    Nothing else of the agent's own environment (which may hold the API token or other secrets) is passed on.
     """
-    return {
+    env = {
         "PATH": os.environ.get("PATH") or os.defpath,
         "HOME": os.environ.get("HOME") or "/",
         "LANG": "C.UTF-8",
     }
+    env.update({name: os.environ[name] for name in DOCKER_ENV if os.environ.get(name)})
+    return env
 
 
 def resolve_binary(name: str, search_path: str | None = None) -> str | None:
