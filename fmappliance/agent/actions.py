@@ -164,6 +164,7 @@ class Actions:
             if action == "restore_site":
                 return self._restore(ctx, name, stack, options["plan"], timeout)
             if action == "import_backup":
+                assert site is not None  # start() checked it against the inventory
                 return self._import(ctx, name, site, options["import_set"])
             kind = stacks.for_stack(stack)
             kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import io
 import logging
 import os
 import selectors
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import IO, cast
 
 from .redaction import mask_known_secrets, redact_text
 
@@ -362,7 +364,13 @@ class StreamFilter:
                 if fd is not None:
                     os.close(fd)
             raise RuntimeError(_describe_start_failure(argv[0], exc)) from None
+        # Popen made all three pipes; typed here once so the methods below need no None checks.
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self._stdin: IO[bytes] = self.proc.stdin
+        self._stdout = cast(io.BufferedReader, self.proc.stdout)
+        self._stderr_pipe: IO[bytes] = self.proc.stderr
         if read_fd is not None:
+            assert write_fd is not None and secret is not None  # made together above
             os.close(read_fd)
             try:
                 os.write(write_fd, secret.encode() + b"\n")  # a passphrase is far below the pipe's buffer
@@ -380,14 +388,14 @@ class StreamFilter:
     def _read_stdout(self) -> None:
         try:
             while True:
-                data = self.proc.stdout.read1(READ_CHUNK)
+                data = self._stdout.read1(READ_CHUNK)
                 if not data:
                     return
                 if self._error is None:
                     self._sink(data)
         except BaseException as exc:  # handed to finish()
             self._error = exc
-            self._drain(self.proc.stdout)
+            self._drain(self._stdout)
 
     @staticmethod
     def _drain(stream) -> None:
@@ -398,7 +406,7 @@ class StreamFilter:
             pass
 
     def _read_stderr(self) -> None:
-        data = self.proc.stderr.read()
+        data = self._stderr_pipe.read()
         self._stderr = data[-4000:] if data else b""
 
     @property
@@ -409,7 +417,7 @@ class StreamFilter:
         if self._closed:
             return
         try:
-            self.proc.stdin.write(data)
+            self._stdin.write(data)
         except BrokenPipeError:
             self._closed = True  # the command stopped reading; finish() reports why
 
@@ -418,7 +426,7 @@ class StreamFilter:
         if not self._closed:
             self._closed = True
             try:
-                self.proc.stdin.close()
+                self._stdin.close()
             except BrokenPipeError:
                 pass
         try:
@@ -436,7 +444,7 @@ class StreamFilter:
         """Stop it now (after a failure elsewhere)."""
         if self.proc.poll() is None:
             _kill_group(self.proc, 1.0)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for stream in (self._stdin, self._stdout, self._stderr_pipe):
             try:
                 stream.close()
             except (OSError, ValueError):
