@@ -20,6 +20,7 @@
 <nav class="nav">
 <a href="/dashboard" class="{{'active' if active == 'dashboard' else ''}}">Dashboard</a>
 <a href="/scheduler" class="{{'active' if active == 'scheduler' else ''}}">Schedules</a>
+<a href="/imports" class="{{'active' if active == 'imports' else ''}}">Imports</a>
 <a href="/audit" class="{{'active' if active == 'audit' else ''}}">Audit log</a>
 <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf_token" value="{{csrf_token}}"><button type="submit" class="link">Sign out ({{user}})</button></form>
 </nav>

@@ -2,9 +2,9 @@
 
 ``build_services(config)`` makes the agent client, the state database and what lives in it
 (sessions, audit log), the login throttle, the password checker, the templates and static
-files, the backup scheduler (not started) and the backup-age rules over its schedules.
-``make_app`` hands them to the pages; ``__main__`` builds them once, serves the app and
-starts the scheduler in the serving process only.  Tests pass their own agent client, clock
+files, the backup scheduler and the failed-job watcher (neither started) and the backup-age
+rules over its schedules. ``make_app`` hands them to the pages; ``__main__`` builds them once,
+serves the app and starts the scheduler and the watcher in the serving process only.  Tests pass their own agent client, clock
 or scheduler.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from fmappliance.dashboard.agent_client import AgentClient, AgentError
 from fmappliance.dashboard.audit import AuditLog
 from fmappliance.dashboard.backup_age import BackupAgeRules
+from fmappliance.dashboard.job_watch import FailedJobWatcher, build_failed_job_watcher
 from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
@@ -45,6 +46,7 @@ class DashboardServices:
     static_files: dict
     scheduler: BackupScheduler
     backup_age: BackupAgeRules
+    job_watch: FailedJobWatcher
     #: Shared by relayed downloads and log streams (relays.py).
     relay_slots: threading.BoundedSemaphore
 
@@ -62,7 +64,7 @@ def build_services(
 ) -> DashboardServices:
     dash = config["dashboard"]
     clock = clock or time.time
-    agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+    agent = agent_client or AgentClient.from_config(config)
     db = StateDB(dash["state_dir"])
     if scheduler is None:
         scheduler = build_scheduler(config, agent, clock=lambda: dt.datetime.fromtimestamp(clock(), dt.timezone.utc))
@@ -79,6 +81,7 @@ def build_services(
         static_files=load_static(),
         scheduler=scheduler,
         backup_age=BackupAgeRules(scheduler.store),
+        job_watch=build_failed_job_watcher(config, agent, db),
         relay_slots=relay_slots(config),
     )
 
@@ -90,7 +93,7 @@ def build_scheduler(config: dict, agent: AgentClient, *, clock: Callable[[], dt.
     """
 
     def submit_backup(stack: str, site: str) -> dict:
-        return agent.action("backup_site", stack, site)
+        return agent.action("backup_site", stack, site, label="scheduled")
 
     def list_sites(stack: str) -> list:
         try:
