@@ -227,6 +227,22 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
     _wait_group(proc, 1.0)  # SIGKILL is delivered asynchronously
 
 
+def _start_in_own_group(argv: list[str], cwd: str | None, env: dict | None) -> subprocess.Popen:
+    """argv (never a shell) in a new session, so a timeout can kill its whole process group;
+    stdin from /dev/null, stderr merged into stdout, a minimal environment unless one is given."""
+    return subprocess.Popen(
+        argv,
+        shell=False,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=minimal_env() if env is None else env,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
 def run_command(
     argv: list[str],
     *,
@@ -255,17 +271,7 @@ def run_command(
     secrets = list(redact)
     tail = _OutputTail(max_output, secrets, on_output, parsed_only)
     try:
-        proc = subprocess.Popen(
-            argv,
-            shell=False,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=minimal_env() if env is None else env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc = _start_in_own_group(argv, cwd, env)
     except OSError as exc:
         if cwd is not None and isinstance(exc, FileNotFoundError) and not os.path.isdir(cwd):
             error = f"the working directory {cwd} does not exist."
@@ -392,17 +398,7 @@ def start_stream(
         raise TypeError("start_stream takes a non-empty argv list, never a shell string")
     argv = [os.fspath(a) for a in argv]
     try:
-        proc = subprocess.Popen(
-            argv,
-            shell=False,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=minimal_env() if env is None else env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc = _start_in_own_group(argv, cwd, env)
     except OSError as exc:
         raise StartFailed(_describe_start_failure(argv[0], exc)) from None
     return CommandStream(proc, list(redact))

@@ -458,7 +458,7 @@ def make_world(tmp: Path):
         text = (DOUBLES / name).read_text().split("\n", 1)[1]
         (bin_dir / name).write_text(f"#!{sys.executable} -IS\n{text}")
         (bin_dir / name).chmod(0o755)
-    for module in DOUBLES.glob("*.py"):  # double_state.py and the modules it imports
+    for module in DOUBLES.glob("*.py"):  # double_state and the modules it and the doubles import
         shutil.copy(module, bin_dir / module.name)
     sys.path.insert(0, str(DOUBLES))
     from double_state import DoubleWorld, normalise_project
