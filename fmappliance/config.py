@@ -52,6 +52,9 @@ DEFAULT_ACTION_TIMEOUTS = {
 NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary")
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
+#: Dashboard roles, least to most privileged.
+ROLES = ("viewer", "operator", "admin")
+TOTP_MODES = ("required", "optional", "off")
 
 
 class ConfigError(Exception):
@@ -78,6 +81,7 @@ class Key:
     required: bool = False
     check: Callable[[Any], str | None] | None = None
     example: Any = None  # shown in the example config instead of the default
+    coerce: Callable[[Any], Any] | None = None  # applied to the raw value before the type check
 
 
 @dataclass(frozen=True)
@@ -154,15 +158,29 @@ def _token(v):
 
 
 def _credentials(v):
-    for user, hashed in v.items():
-        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", user):
+    for user, entry in v.items():
+        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", str(user)):
             return f"user name {user!r} may only use letters, digits, '.', '_', '@', '-' (at most 64)"
-        if not BCRYPT_HASH.match(hashed):
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"password", "role"})
+            if unknown:
+                return f"user {user!r}: unknown key {unknown[0]!r}; expected password and role"
+            if entry.get("role", "admin") not in ROLES:
+                return f"user {user!r}: role must be one of: " + ", ".join(ROLES)
+            hashed = entry.get("password")
+        else:
+            hashed = entry
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
             return (
                 f"the password of {user!r} must be a bcrypt hash ($2b$...), not a plain password; "
                 "make one with: fm-dashboard hash-password"
             )
     return None
+
+
+def _totp_mode(v):
+    # YAML reads a bare `off` as false; the operator meant the word.
+    return "off" if v is False else v
 
 
 def _url(v):
@@ -250,8 +268,14 @@ DASHBOARD = Section(
         Key("agent_url", "str", "http://127.0.0.1:9100", "Where the agent listens.", check=_url),
         Key("session_idle_minutes", "int", 30, "Sign out after this many idle minutes.", check=_positive),
         Key("session_max_hours", "int", 12, "Sign out after this many hours whatever the activity.", check=_positive),
-        Key("credentials", "str_map", None, "user: bcrypt hash. Make a hash with `fm-dashboard hash-password`.", required=True, check=_credentials,
+        Key("credentials", "user_map", None,
+            "user: bcrypt hash (an admin), or user: {password: bcrypt hash, role: viewer|operator|admin}. "
+            "Make a hash with `fm-dashboard hash-password`.", required=True, check=_credentials,
             example={"admin": "$2b$12$REPLACE.with.the.output.of.hash.password.command.xxxxx"}),
+        Key("totp", "str", "required",
+            "Second sign-in factor (TOTP authenticator app): required (everyone enrolls at first sign-in), "
+            "optional (users may enroll from /account) or off.", check=_one_of(*TOTP_MODES), coerce=_totp_mode),
+        Key("audit_days", "int", 365, "Audit log rows older than this many days are deleted.", check=_positive),
         Key("secure_cookies", "str", "auto", "Secure flag on the session cookie: auto (when the request came over HTTPS), always, never.", check=_one_of("auto", "always", "never")),
         Key("trusted_proxy", "str", "127.0.0.1", "Address of the reverse proxy whose X-Forwarded-For/-Proto are trusted (empty: none)."),
         Key("threads", "int", 32, "Request threads (each download holds one).", check=_positive),
@@ -384,6 +408,7 @@ _KIND_TEXT = {
     "str_list": "a list of texts",
     "int_map": "a mapping of names to whole numbers",
     "str_map": "a mapping of names to texts",
+    "user_map": "a mapping of user names to a bcrypt hash or {password, role}",
 }
 
 
@@ -402,6 +427,8 @@ class _Validator:
             if key.required:
                 self.fail(path, f"is required ({key.help})")
             return _copy(key.default)
+        if key.coerce:
+            raw = key.coerce(raw)
         ok = {
             "str": lambda v: isinstance(v, str),
             "secret": lambda v: isinstance(v, str),
@@ -411,6 +438,7 @@ class _Validator:
             "str_list": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
             "int_map": lambda v: isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values()),
             "str_map": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
+            "user_map": lambda v: isinstance(v, dict) and all(isinstance(i, (str, dict)) for i in v.values()),
         }[key.kind]
         if not ok(raw):
             shown = "(hidden)" if key.kind == "secret" else repr(raw)[:60]
@@ -559,6 +587,17 @@ def load_config(path: str | os.PathLike) -> dict:
         return validate(data, located)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def dashboard_users(config: dict) -> dict[str, tuple[str, str]]:
+    """user -> (bcrypt hash, role) from ``dashboard.credentials`` (a bare hash means admin)."""
+    users = {}
+    for name, entry in config["dashboard"]["credentials"].items():
+        if isinstance(entry, dict):
+            users[str(name)] = (entry["password"], entry.get("role", "admin"))
+        else:
+            users[str(name)] = (entry, "admin")
+    return users
 
 
 def secrets_of(config: dict) -> list[str]:

@@ -5,7 +5,7 @@
 #
 # Environment:
 #   PYTHON             interpreter with pip, setuptools, wheel and shiv (default: python3).
-#                      Its installed bottle, waitress, schedule, PyYAML and bcrypt versions
+#                      Its installed bottle, waitress, schedule, PyYAML, bcrypt, pyotp and segno versions
 #                      are the ones pinned into the zipapps.
 #   DIST_DIR           where the artefacts go (default: <repo>/dist).
 #   SOURCE_DATE_EPOCH  timestamp written into every archive (default: the last commit's
@@ -30,7 +30,7 @@
 set -euo pipefail
 
 # Runtime dependencies pinned into the zipapps (the project's own list, pyproject.toml).
-RUNTIME_DEPS="bottle waitress schedule PyYAML bcrypt"
+RUNTIME_DEPS="bottle waitress schedule PyYAML bcrypt pyotp segno"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"

@@ -15,6 +15,9 @@ Routes live in ``pages_*.py`` modules, each with ``register(app, ctx)``; ``ctx``
         ctx.audit.record(user=ctx.user(), address=ctx.client_address(), action="thing_add", target=..., result="ok")
         return ctx.fail(400, "...")     # error in the shape the request wants
 
+Who may reach a route is decided before it runs, by the one table in authorize.py (add a
+line there with every new route); pages show a button only when ``can("POST", url)``.
+
 Also: ``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the BackupScheduler; only the serving
 process starts it), ``ctx.config``,
 ``ctx.now()`` (aware UTC datetime from the injected clock), ``ctx.render(template, **values)``
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -32,14 +37,16 @@ import urllib.parse
 
 import bottle
 
-from fmappliance.dashboard import csrf, negotiation
+from fmappliance.config import dashboard_users
+from fmappliance.dashboard import authorize, csrf, negotiation
 from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.audit import AuditLog
 from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
+from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
-from fmappliance.dashboard.sessions import COOKIE_NAME, SessionStore, cookie_is_secure, cookie_value
+from fmappliance.dashboard.sessions import STAGE_ENROLL, SessionStore, cookie_is_secure, cookie_value, session_cookie_name
 from fmappliance.dashboard.state_db import StateDB
 from fmappliance.dashboard.templates import Templates
 
@@ -60,8 +67,12 @@ class DashboardContext:
         self.db = StateDB(dash["state_dir"])
         self.sessions = SessionStore(self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock)
         self.throttle = LoginThrottle(clock=self.clock)
-        self.passwords = PasswordChecker(dash["credentials"])
-        self.audit = AuditLog(self.db, clock=self.clock)
+        #: user -> (bcrypt hash, role)
+        self.users = dashboard_users(config)
+        self.totp_mode = dash["totp"]
+        self.passwords = PasswordChecker({name: hashed for name, (hashed, _) in self.users.items()})
+        self.second_factors = SecondFactors(self.db, clock=self.clock)
+        self.audit = AuditLog(self.db, clock=self.clock, keep_days=dash["audit_days"])
         self.templates = Templates()
         self.static_files = load_static()
         self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
@@ -87,25 +98,67 @@ class DashboardContext:
     def secure_cookies(self) -> bool:
         return cookie_is_secure(self.config["dashboard"]["secure_cookies"], bottle.request.environ)
 
+    def session_cookie_name(self) -> str:
+        return session_cookie_name(self.secure_cookies())
+
+    def fingerprint(self, user: str) -> str | None:
+        """A keyed digest of the user's current password hash (None: no such user).
+
+        A session stores it at sign-in; a changed hash or a removed user no longer
+        matches, and the session ends.
+        """
+        entry = self.users.get(user)
+        if entry is None:
+            return None
+        return hmac.new(self.secret_key.encode(), b"session-fingerprint:" + entry[0].encode(), hashlib.sha256).hexdigest()[:32]
+
     def session(self):
         """The signed-in session of this request, or None (looked up once per request)."""
         environ = bottle.request.environ
         if SESSION_KEY not in environ:
-            environ[SESSION_KEY] = self.sessions.load(cookie_value(environ, COOKIE_NAME))
+            session = self.sessions.load(cookie_value(environ, self.session_cookie_name()))
+            if session is not None:
+                current = self.fingerprint(session.user)
+                if current is None or not hmac.compare_digest(current, session.fingerprint):
+                    log.info("ended a session of %r: the user's credentials changed or were removed", session.user)
+                    self.sessions.destroy(session)
+                    session = None
+            environ[SESSION_KEY] = session
         return environ[SESSION_KEY]
 
     def user(self) -> str:
         session = self.session()
         return session.user if session else ""
 
+    def role(self) -> str:
+        session = self.session()
+        entry = self.users.get(session.user) if session else None
+        return entry[1] if entry else ""
+
+    def can(self, method: str, path: str, **fields) -> bool:
+        """Would the table let this session make that request?  (Templates show buttons by it.)"""
+        session = self.session()
+        if session is None or session.stage == STAGE_ENROLL:
+            return False
+        return authorize.allows(self.role(), method, path, **fields)
+
+    def needs_second_factor(self, user: str) -> bool:
+        return self.totp_mode != "off" and self.second_factors.enrollment(user) is not None
+
     # -- answers ------------------------------------------------------------------------
 
     def render(self, template: str, **values) -> str:
         values.setdefault("static_urls", self.static_urls)
+        values.setdefault("can", self.can)
+        # Included templates get the same helpers.
+        values.setdefault("partial", self.render)
         return self.templates.render(template, **values)
 
-    def page(self, template: str, title: str, *, banner: str = "", notices=(), **values) -> str:
-        """A full page: the named body template inside the layout."""
+    def page(self, template: str, title: str, *, banner: str = "", notices=(), page_token: str = "", **values) -> str:
+        """A full page: the named body template inside the layout.
+
+        ``page_token``: the CSRF token for the csrf-token meta of a page without a session (sign-in).
+        """
         session = self.session()
         body = self.render(template, csrf_token=session.csrf_token if session else "", **values)
         flashed = self.sessions.pop_flash(session) if session else []
@@ -114,7 +167,8 @@ class DashboardContext:
             title=title,
             body=body,
             user=session.user if session else "",
-            csrf_token=session.csrf_token if session else "",
+            enrolling=bool(session and session.stage == STAGE_ENROLL),
+            csrf_token=session.csrf_token if session else page_token,
             banner=banner,
             notices=list(notices) + [tuple(n) for n in flashed],
             active=values.get("active", ""),
@@ -140,21 +194,90 @@ class DashboardContext:
 
     # -- guards -------------------------------------------------------------------------
 
+    def sign_in_answer(self) -> bottle.HTTPResponse:
+        """No session: 303 to the login page (pages) or 401 (JSON/HTMX)."""
+        request = bottle.request
+        if negotiation.wants_json(request) or negotiation.is_htmx(request):
+            return self.fail(401, "Your session has ended; sign in again.")
+        next_path = self.return_path() if request.method in ("GET", "HEAD") else "/dashboard"
+        return bottle.HTTPResponse(status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})})
+
     def login_required(self, handler):
-        """Route decorator: no session → 303 to the login page (pages) or 401 (JSON/HTMX)."""
+        """Route decorator: no session → :meth:`sign_in_answer`."""
 
         @functools.wraps(handler)
         def guarded(*args, **kwargs):
             if self.session() is None:
-                request = bottle.request
-                if negotiation.wants_json(request) or negotiation.is_htmx(request):
-                    return self.fail(401, "Your session has ended; sign in again.")
-                target = request.fullpath + (("?" + request.query_string) if request.query_string else "")
-                next_path = negotiation.safe_local_path(target if request.method == "GET" else "/dashboard")
-                return bottle.HTTPResponse(status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})})
+                return self.sign_in_answer()
             return handler(*args, **kwargs)
 
         return guarded
+
+    def return_path(self) -> str:
+        """Where to come back to after an interruption (sign-in, step-up): this page for a
+        GET; for a POST its form's ``return_to``, else the page it was sent from."""
+        request = bottle.request
+        if request.method in ("GET", "HEAD"):
+            target = request.fullpath + (("?" + request.query_string) if request.query_string else "")
+            return negotiation.safe_local_path(target)
+        if self._is_form():
+            back = negotiation.safe_local_path(request.forms.getunicode("return_to", default="") or "", default="")
+            if back:
+                return back
+        referer = urllib.parse.urlsplit(request.get_header("Referer") or "")
+        if referer.netloc and referer.netloc == request.get_header("Host"):
+            return negotiation.safe_local_path(referer.path + (("?" + referer.query) if referer.query else ""))
+        return negotiation.DEFAULT_LANDING
+
+    @staticmethod
+    def _is_form() -> bool:
+        content_type = (bottle.request.content_type or "").split(";")[0].strip().lower()
+        return content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+    def _field(self, name: str):
+        """A submitted field, from a form or a JSON object body (None when absent or unreadable)."""
+        request = bottle.request
+        try:
+            if self._is_form():
+                return request.forms.getunicode(name)
+            body = request.json
+            return body.get(name) if isinstance(body, dict) else None
+        except Exception:
+            return None
+
+    def authorize_request(self) -> bottle.HTTPResponse | None:
+        """Apply the table of authorize.py to this request: None to go on, else the refusal."""
+        request = bottle.request
+        session = self.session()
+        enrolling = bool(session and session.stage == STAGE_ENROLL)
+        decision = authorize.decide(request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field))
+        if decision.public:
+            return None
+        if session is None:
+            return self.sign_in_answer()
+        if not decision.allowed:
+            if enrolling and request.method in ("GET", "HEAD") and not negotiation.wants_json(request):
+                next_path = urllib.parse.urlencode({"next": self.return_path()})
+                return bottle.HTTPResponse(status=303, headers={"Location": "/account/2fa?" + next_path})
+            log.warning("refused %s %s for %s (%s): %s", request.method, request.path, session.user, self.role(), decision.reason)
+            self.audit.record_repeat(user=session.user, address=self.client_address(), action="refused",
+                                     target=f"{request.method} {request.path}", result=decision.reason)
+            return self.fail(403, decision.reason)
+        if decision.step_up and self.clock() - session.verified_at > authorize.STEP_UP_SECONDS:
+            return self.step_up_answer()
+        return None
+
+    def step_up_answer(self) -> bottle.HTTPResponse:
+        """Ask for a fresh code (or the password, without a second factor) before going on."""
+        request = bottle.request
+        message = "This action needs a fresh confirmation: enter a current code from your authenticator app, then repeat it."
+        if negotiation.wants_json(request):
+            return self.json_response({"success": False, "step_up": True, "message": message}, 401)
+        location = "/account/verify?" + urllib.parse.urlencode({"next": self.return_path()})
+        if negotiation.is_htmx(request):
+            # htmx follows HX-Redirect with a full page load; a 3xx would be followed by the XHR itself.
+            return bottle.HTTPResponse(status=200, headers={"HX-Redirect": location})
+        return bottle.HTTPResponse(status=303, headers={"Location": location})
 
     def csrf_problem(self) -> str | None:
         """Why this POST must be refused (bad origin, missing/wrong token), or None."""
@@ -196,6 +319,28 @@ def _error_page(ctx: DashboardContext):
     return handler
 
 
+class AuthorizePlugin:
+    """Runs ``ctx.authorize_request`` before every route's handler (bottle plugin API 2)."""
+
+    name = "authorize"
+    api = 2
+
+    def __init__(self, ctx: DashboardContext):
+        self.ctx = ctx
+
+    def apply(self, callback, route):
+        ctx = self.ctx
+
+        @functools.wraps(callback)
+        def authorized(*args, **kwargs):
+            refusal = ctx.authorize_request()
+            if refusal is not None:
+                return refusal
+            return callback(*args, **kwargs)
+
+        return authorized
+
+
 class DashboardBottle(bottle.Bottle):
     """A Bottle whose every answer passes the security-headers middleware (errors included)."""
 
@@ -213,7 +358,8 @@ class DashboardBottle(bottle.Bottle):
 
 def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
     """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
-    from fmappliance.dashboard import pages_audit, pages_auth, pages_backups, pages_jobs, pages_public, pages_scheduler, pages_stacks
+    from fmappliance.dashboard import (pages_account, pages_audit, pages_auth, pages_backups, pages_jobs, pages_public,
+                                       pages_scheduler, pages_stacks)
 
     ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
     if ctx.scheduler is None:
@@ -221,9 +367,11 @@ def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> 
         ctx.scheduler = pages_scheduler.build_scheduler(config, ctx.agent, clock=ctx.now)
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
+    app.install(AuthorizePlugin(ctx))
 
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)
+    pages_account.register(app, ctx)
     pages_stacks.register(app, ctx)
     pages_backups.register(app, ctx)
     pages_jobs.register(app, ctx)
