@@ -319,26 +319,20 @@ def _error_page(ctx: DashboardContext):
     return handler
 
 
-class AuthorizePlugin:
-    """Runs ``ctx.authorize_request`` before every route's handler (bottle plugin API 2)."""
+def _authorize_hook(ctx: DashboardContext, app: bottle.Bottle):
+    """Runs before every matched route, whoever registered it and however: a route is covered
+    by the table from the moment it exists.  Paths no route serves keep their 404/405."""
 
-    name = "authorize"
-    api = 2
+    def before_request():
+        try:
+            app.router.match(bottle.request.environ)
+        except bottle.HTTPError:
+            return
+        refusal = ctx.authorize_request()
+        if refusal is not None:
+            raise refusal
 
-    def __init__(self, ctx: DashboardContext):
-        self.ctx = ctx
-
-    def apply(self, callback, route):
-        ctx = self.ctx
-
-        @functools.wraps(callback)
-        def authorized(*args, **kwargs):
-            refusal = ctx.authorize_request()
-            if refusal is not None:
-                return refusal
-            return callback(*args, **kwargs)
-
-        return authorized
+    return before_request
 
 
 class DashboardBottle(bottle.Bottle):
@@ -367,7 +361,7 @@ def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> 
         ctx.scheduler = pages_scheduler.build_scheduler(config, ctx.agent, clock=ctx.now)
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
-    app.install(AuthorizePlugin(ctx))
+    app.add_hook("before_request", _authorize_hook(ctx, app))
 
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)
