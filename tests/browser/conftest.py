@@ -2,7 +2,9 @@
 processes over the docker/fm doubles.
 
 ``served``      (module) the world, ``agent`` and ``dashboard`` processes; logs attached to failed tests;
-                a module overrides ``served_config`` to add config sections (e.g. ``schedules``)
+                a module overrides ``served_config`` to add config sections (e.g. ``schedules``);
+                the test config signs in with the password alone (``dashboard.totp: off``) unless a
+                module turns the second factor on there
 ``browser``     (session) one Chromium; a missing /usr/bin/chromium FAILS the suite with the fix to run
 ``watch``       a fresh page whose console errors, page errors and CSP violations are collected;
                 ``watch.assert_clean()`` after every page, and once more at teardown
@@ -63,8 +65,9 @@ def served(tmp_path_factory, served_config):
     world = build_world(tmp_path_factory.mktemp("e2e"))
     agent_port = free_port()
     # Actions invalidate the status cache, so a long one only spares repeated page loads the docker double.
-    world.write_config(agent={"port": agent_port, "status_cache_seconds": 60},
-                       dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"}, **served_config)
+    sections = dict(served_config)
+    dashboard = {"agent_url": f"http://127.0.0.1:{agent_port}", **sections.pop("dashboard", {})}
+    world.write_config(agent={"port": agent_port, "status_cache_seconds": 60}, dashboard=dashboard, **sections)
     agent = start_agent(world)
     try:
         dashboard = start_dashboard(world)
