@@ -69,10 +69,14 @@ def code_step(client, code: str):
     return client.post("/login/code", data={"csrf_token": page.csrf_token(), "code": code})
 
 
+def asks_for_a_code(response) -> bool:
+    return response.status == 200 and 'action="/login/code"' in response.text
+
+
 def sign_in_with_code(client, clock, secret, user="admin"):
     response = client.login(user)
-    assert response.status == 303 and response.header("Location") == "/login/code"
-    return code_step(client, pyotp.TOTP(secret).at(clock.now))
+    assert asks_for_a_code(response), response.text
+    return client.post("/login/code", data={"csrf_token": response.csrf_token(), "code": pyotp.TOTP(secret).at(clock.now)})
 
 
 def test_required_enrollment_comes_right_after_the_password_and_blocks_everything_else(app, clock, fake_agent):
@@ -119,7 +123,7 @@ def test_sign_in_with_a_code_creates_the_session_only_after_the_second_step(app,
     clock.advance(30)
     client = new_client(app)
     response = client.login("admin", next_path="/audit")
-    assert response.status == 303 and response.header("Location") == "/login/code"
+    assert asks_for_a_code(response)
     assert client.cookie("fmsession") is None
     assert client.get("/dashboard").status == 303  # no session yet
     done = code_step(client, pyotp.TOTP(secret).at(clock.now))
@@ -301,7 +305,7 @@ def test_optional_mode_lets_users_sign_in_without_and_enroll_from_account(tmp_pa
     assert client.post("/account/2fa", data={"csrf_token": page.csrf_token(), "code": pyotp.TOTP(secret).at(clock.now)}).status == 200
     clock.advance(30)
     later = new_client(app)
-    assert later.login("ops").header("Location") == "/login/code"
+    assert asks_for_a_code(later.login("ops"))
 
 
 def test_totp_off_in_yaml_means_off(tmp_path, fake_agent):
