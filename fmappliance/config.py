@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -215,9 +216,27 @@ AGENT = Section(
         ),
         Key("fm_binary", "str", "fm", "The Frappe Manager command (looked up on PATH unless absolute)."),
         Key("docker_binary", "str", "docker", "The docker command (looked up on PATH unless absolute)."),
-        Key("status_cache_seconds", "int", 5, "How long a stack's status is reused before asking docker again.", check=_non_negative),
-        Key("status_timeout", "int", 20, "Seconds one `docker compose ps` may take before the stack shows as unknown.", check=_positive),
-        Key("threads", "int", 40, "Request threads (each download, also one relayed by the dashboard, holds one).", check=_positive),
+        Key(
+            "status_cache_seconds",
+            "int",
+            5,
+            "How long a stack's status is reused before asking docker again.",
+            check=_non_negative,
+        ),
+        Key(
+            "status_timeout",
+            "int",
+            20,
+            "Seconds one `docker compose ps` may take before the stack shows as unknown.",
+            check=_positive,
+        ),
+        Key(
+            "threads",
+            "int",
+            40,
+            "Request threads (each download, also one relayed by the dashboard, holds one).",
+            check=_positive,
+        ),
     ),
 )
 
@@ -226,9 +245,22 @@ SECURITY = Section(
     help="Who may talk to the agent and what it may do.",
     required=True,
     keys=(
-        Key("token", "secret", None, "Bearer token shared by agent and dashboard (at least 32 random characters).", check=_token, example="CHANGE-ME-to-at-least-32-random-characters"),
+        Key(
+            "token",
+            "secret",
+            None,
+            "Bearer token shared by agent and dashboard (at least 32 random characters).",
+            check=_token,
+            example="CHANGE-ME-to-at-least-32-random-characters",
+        ),
         Key("token_file", "path", None, "Alternative to token: a file (mode 0600) holding the token."),
-        Key("allowed_actions", "str_list", DEFAULT_ALLOWED_ACTIONS, "Actions the agent accepts; others answer 403.", check=_actions),
+        Key(
+            "allowed_actions",
+            "str_list",
+            DEFAULT_ALLOWED_ACTIONS,
+            "Actions the agent accepts; others answer 403.",
+            check=_actions,
+        ),
     ),
 )
 
@@ -236,8 +268,21 @@ STACK = Section(
     "stack",
     help="One stack.",
     keys=(
-        Key("type", "str", None, "compose (a frappe_docker project) or fm (one Frappe Manager bench).", required=True, check=_one_of("compose", "fm")),
-        Key("path", "path", None, "compose: the dir holding the compose file(s); fm: the bench dir <FM home>/sites/<bench>.", required=True),
+        Key(
+            "type",
+            "str",
+            None,
+            "compose (a frappe_docker project) or fm (one Frappe Manager bench).",
+            required=True,
+            check=_one_of("compose", "fm"),
+        ),
+        Key(
+            "path",
+            "path",
+            None,
+            "compose: the dir holding the compose file(s); fm: the bench dir <FM home>/sites/<bench>.",
+            required=True,
+        ),
         Key("project", "str", None, "compose: the project name (default: compose's own, from the dir name)."),
         Key("files", "str_list", [], "compose: compose files relative to path (default: compose's own lookup)."),
         Key("service", "str", "backend", "compose: the service that runs bench."),
@@ -250,9 +295,23 @@ BACKUPS = Section(
     help="Where verified backups are published and how many are kept.",
     keys=(
         Key("base_path", "path", "/var/backups/fmappliance", "Backups go to <base_path>/<stack>/<site>/."),
-        Key("retention", "int_map", {"daily": 7, "weekly": 4, "monthly": 12}, "Grandfather-father-son: how many daily, weekly and monthly backups to keep.",
-            check=lambda v: next((f"unknown retention tier {k!r}; expected daily, weekly, monthly" for k in v if k not in ("daily", "weekly", "monthly")), None)
-            or next((f"retention.{k} must be 0 or more" for k, n in v.items() if n < 0), None)),
+        Key(
+            "retention",
+            "int_map",
+            {"daily": 7, "weekly": 4, "monthly": 12},
+            "Grandfather-father-son: how many daily, weekly and monthly backups to keep.",
+            check=lambda v: (
+                next(
+                    (
+                        f"unknown retention tier {k!r}; expected daily, weekly, monthly"
+                        for k in v
+                        if k not in ("daily", "weekly", "monthly")
+                    ),
+                    None,
+                )
+                or next((f"retention.{k} must be 0 or more" for k, n in v.items() if n < 0), None)
+            ),
+        ),
     ),
 )
 
@@ -264,23 +323,65 @@ DASHBOARD = Section(
         Key("listen", "str", "127.0.0.1", "Address the dashboard binds to (nginx proxies to it)."),
         Key("port", "int", 8000, "TCP port of the dashboard.", check=_port),
         Key("state_dir", "path", "/var/lib/fmappliance/dashboard", "Sessions, schedules and the audit log (SQLite)."),
-        Key("secret_key", "secret", None, "Random secret (at least 32 characters) for CSRF tokens.", required=True, check=_token, example="CHANGE-ME-to-at-least-32-random-characters"),
+        Key(
+            "secret_key",
+            "secret",
+            None,
+            "Random secret (at least 32 characters) for CSRF tokens.",
+            required=True,
+            check=_token,
+            example="CHANGE-ME-to-at-least-32-random-characters",
+        ),
         Key("agent_url", "str", "http://127.0.0.1:9100", "Where the agent listens.", check=_url),
         Key("session_idle_minutes", "int", 30, "Sign out after this many idle minutes.", check=_positive),
         Key("session_max_hours", "int", 12, "Sign out after this many hours whatever the activity.", check=_positive),
-        Key("credentials", "user_map", None,
+        Key(
+            "credentials",
+            "user_map",
+            None,
             "user: bcrypt hash (an admin), or user: {password: bcrypt hash, role: viewer|operator|admin}. "
-            "Make a hash with `fm-dashboard hash-password`.", required=True, check=_credentials,
-            example={"admin": "$2b$12$REPLACE.with.the.output.of.hash.password.command.xxxxx"}),
-        Key("totp", "str", "required",
+            "Make a hash with `fm-dashboard hash-password`.",
+            required=True,
+            check=_credentials,
+            example={"admin": "$2b$12$REPLACE.with.the.output.of.hash.password.command.xxxxx"},
+        ),
+        Key(
+            "totp",
+            "str",
+            "required",
             "Second sign-in factor (TOTP authenticator app): required (everyone enrolls at first sign-in), "
-            "optional (users may enroll from /account) or off.", check=_one_of(*TOTP_MODES), coerce=_totp_mode),
+            "optional (users may enroll from /account) or off.",
+            check=_one_of(*TOTP_MODES),
+            coerce=_totp_mode,
+        ),
         Key("audit_days", "int", 365, "Audit log rows older than this many days are deleted.", check=_positive),
-        Key("secure_cookies", "str", "auto", "Secure flag on the session cookie: auto (when the request came over HTTPS), always, never.", check=_one_of("auto", "always", "never")),
-        Key("trusted_proxy", "str", "127.0.0.1", "Address of the reverse proxy whose X-Forwarded-For/-Proto are trusted (empty: none)."),
+        Key(
+            "secure_cookies",
+            "str",
+            "auto",
+            "Secure flag on the session cookie: auto (when the request came over HTTPS), always, never.",
+            check=_one_of("auto", "always", "never"),
+        ),
+        Key(
+            "trusted_proxy",
+            "str",
+            "127.0.0.1",
+            "Address of the reverse proxy whose X-Forwarded-For/-Proto are trusted (empty: none).",
+        ),
         Key("threads", "int", 32, "Request threads (each download holds one).", check=_positive),
-        Key("download_mode", "str", "stream", "stream (the dashboard relays the file) or accel (nginx sends it via X-Accel-Redirect).", check=_one_of("stream", "accel")),
-        Key("accel_prefix", "str", "/_protected_backups/", "With download_mode accel: the internal nginx location that maps to backups.base_path."),
+        Key(
+            "download_mode",
+            "str",
+            "stream",
+            "stream (the dashboard relays the file) or accel (nginx sends it via X-Accel-Redirect).",
+            check=_one_of("stream", "accel"),
+        ),
+        Key(
+            "accel_prefix",
+            "str",
+            "/_protected_backups/",
+            "With download_mode accel: the internal nginx location that maps to backups.base_path.",
+        ),
         Key("agent_timeout", "int", 10, "Seconds to wait for the agent on page requests.", check=_positive),
     ),
 )
@@ -289,7 +390,13 @@ SCHEDULER = Section(
     "scheduler",
     help="The backup scheduler inside the dashboard.",
     keys=(
-        Key("catchup_hours", "int", 6, "A run missed while the dashboard was down is made up at start if it is at most this old.", check=_non_negative),
+        Key(
+            "catchup_hours",
+            "int",
+            6,
+            "A run missed while the dashboard was down is made up at start if it is at most this old.",
+            check=_non_negative,
+        ),
     ),
 )
 
@@ -297,11 +404,24 @@ SCHEDULE = Section(
     "schedule",
     help="A backup schedule declared in the config (shown in the UI, not removable there).",
     keys=(
-        Key("stack", "str", None, "Stack name.", required=True, check=lambda v: None if is_valid_stack_name(v) else STACK_NAME_RULE),
+        Key(
+            "stack",
+            "str",
+            None,
+            "Stack name.",
+            required=True,
+            check=lambda v: None if is_valid_stack_name(v) else STACK_NAME_RULE,
+        ),
         Key("site", "str", "*", "Site name, or * for every site of the stack.", check=_site_or_all),
         Key("frequency", "str", "daily", "daily, weekly or monthly.", check=_one_of("daily", "weekly", "monthly")),
         Key("time", "str", "02:00", "Time of day, HH:MM (24 h), in the schedule's time zone.", check=_time_hhmm),
-        Key("day_of_week", "str", "sun", "weekly: mon .. sun.", check=_one_of("mon", "tue", "wed", "thu", "fri", "sat", "sun")),
+        Key(
+            "day_of_week",
+            "str",
+            "sun",
+            "weekly: mon .. sun.",
+            check=_one_of("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+        ),
         Key("day_of_month", "int", 1, "monthly: 1 .. 28.", check=_day_of_month),
         Key("timezone", "str", "", "IANA time zone name (empty: the server's)."),
         Key("enabled", "bool", True, "Whether the schedule runs."),
@@ -326,25 +446,54 @@ NOTIFICATIONS = Section(
     "notifications",
     help="Where failures are reported.",
     keys=(
-        Key("webhook_url", "str", "", "JSON POST target for events (empty: none).", check=lambda v: None if v == "" else _url(v)),
+        Key(
+            "webhook_url",
+            "str",
+            "",
+            "JSON POST target for events (empty: none).",
+            check=lambda v: None if v == "" else _url(v),
+        ),
         SMTP,
-        Key("events", "str_list", ["backup_failed", "backup_missed"], "Events to send: backup_failed, backup_missed, weekly_summary.",
-            check=lambda v: next((f"unknown event {e!r}; expected any of: " + ", ".join(NOTIFICATION_EVENTS) for e in v if e not in NOTIFICATION_EVENTS), None)),
+        Key(
+            "events",
+            "str_list",
+            ["backup_failed", "backup_missed"],
+            "Events to send: backup_failed, backup_missed, weekly_summary.",
+            check=lambda v: next(
+                (
+                    f"unknown event {e!r}; expected any of: " + ", ".join(NOTIFICATION_EVENTS)
+                    for e in v
+                    if e not in NOTIFICATION_EVENTS
+                ),
+                None,
+            ),
+        ),
     ),
 )
 
 SCHEMA = (
     AGENT,
     SECURITY,
-    MapOf("stacks", STACK, name_check=lambda n: None if is_valid_stack_name(n) else STACK_NAME_RULE,
-          help="The stacks the appliance operates, by name.", required=True,
-          example={"prod": {"type": "compose", "path": "/opt/frappe_docker"},
-                   "erp": {"type": "fm", "path": "/home/frappe/frappe/sites/erp.example.com"}}),
+    MapOf(
+        "stacks",
+        STACK,
+        name_check=lambda n: None if is_valid_stack_name(n) else STACK_NAME_RULE,
+        help="The stacks the appliance operates, by name.",
+        required=True,
+        example={
+            "prod": {"type": "compose", "path": "/opt/frappe_docker"},
+            "erp": {"type": "fm", "path": "/home/frappe/frappe/sites/erp.example.com"},
+        },
+    ),
     BACKUPS,
     DASHBOARD,
     SCHEDULER,
-    ListOf("schedules", SCHEDULE, help="Backup schedules declared here (more can be added in the UI).",
-           example=[{"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00"}]),
+    ListOf(
+        "schedules",
+        SCHEDULE,
+        help="Backup schedules declared here (more can be added in the UI).",
+        example=[{"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00"}],
+    ),
     NOTIFICATIONS,
 )
 
@@ -436,7 +585,9 @@ class _Validator:
             "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
             "bool": lambda v: isinstance(v, bool),
             "str_list": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
-            "int_map": lambda v: isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values()),
+            "int_map": lambda v: (
+                isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values())
+            ),
             "str_map": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
             "user_map": lambda v: isinstance(v, dict) and all(isinstance(i, (str, dict)) for i in v.values()),
         }[key.kind]
@@ -556,7 +707,10 @@ def _cross_checks(config: dict, v: _Validator, data: dict) -> None:
             try:
                 ZoneInfo(schedule["timezone"])
             except Exception:
-                v.fail(("schedules", i, "timezone"), f"unknown time zone {schedule['timezone']!r}; expected an IANA name like Europe/Berlin")
+                v.fail(
+                    ("schedules", i, "timezone"),
+                    f"unknown time zone {schedule['timezone']!r}; expected an IANA name like Europe/Berlin",
+                )
     smtp_pw = config["notifications"]["smtp"]["password_file"]
     if smtp_pw and not os.path.isfile(smtp_pw):
         v.fail(("notifications", "smtp", "password_file"), f"file {smtp_pw} does not exist")
@@ -636,7 +790,11 @@ def reference_markdown() -> str:
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for dotted, key in iter_keys():
         if isinstance(key, Key):
-            default = "required" if key.required else ("—" if key.default in (None, "", [], {}) else f"`{_yaml_inline(key.default)}`")
+            default = (
+                "required"
+                if key.required
+                else ("—" if key.default in (None, "", [], {}) else f"`{_yaml_inline(key.default)}`")
+            )
             if key.kind == "secret":
                 default = "required" if key.required else "—"
             rows.append(f"| `{dotted}` | {default} | {key.help} |")
@@ -684,14 +842,14 @@ def example_yaml() -> str:
             out.append(f"{spec.name}:")
             emit_keys(spec.keys, 1)
         elif isinstance(spec, MapOf):
-            out.append(f"# Each entry's keys: " + ", ".join(k.name for k in spec.entry.keys) + ".")
+            out.append("# Each entry's keys: " + ", ".join(k.name for k in spec.entry.keys) + ".")
             out.append(f"{spec.name}:")
             for name, entry in spec.example.items():
                 out.append(f"  {name}:")
                 for k, val in entry.items():
                     out.append(f"    {k}: {_yaml_inline(val)}")
         else:
-            out.append(f"# Each entry's keys: " + ", ".join(k.name for k in spec.entry.keys) + ".")
+            out.append("# Each entry's keys: " + ", ".join(k.name for k in spec.entry.keys) + ".")
             out.append(f"{spec.name}:")
             for entry in spec.example:
                 first = True

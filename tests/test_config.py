@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.config_factory import TEST_PASSWORD, TEST_TOKEN, write_config
 
 from fmappliance import config as cfg
-from support.config_factory import TEST_PASSWORD, TEST_TOKEN, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,8 +60,14 @@ def test_partial_action_timeouts_keep_the_other_defaults(tmp_path):
         ({"security": {"token": "short"}}, "security.token: expected a random token of at least 32"),
         ({"security": {"token": TEST_TOKEN, "allowed_actions": ["exec"]}}, "unknown action 'exec'"),
         ({"dashboard": {"secret_key": "k" * 40, "credentials": {"admin": TEST_PASSWORD}}}, "must be a bcrypt hash"),
-        ({"stacks": {"prod": {"type": "compose", "path": "/does/not/exist"}}}, "directory /does/not/exist does not exist"),
-        ({"stacks": {"prod": {"type": "kubernetes", "path": "/tmp"}}}, "stacks.prod.type: expected one of: compose, fm"),
+        (
+            {"stacks": {"prod": {"type": "compose", "path": "/does/not/exist"}}},
+            "directory /does/not/exist does not exist",
+        ),
+        (
+            {"stacks": {"prod": {"type": "kubernetes", "path": "/tmp"}}},
+            "stacks.prod.type: expected one of: compose, fm",
+        ),
         ({"stacks": {"a;b": {"type": "fm", "path": "/tmp"}}}, "bad name"),
         ({"backups": {"retention": {"daily": -1}}}, "retention.daily must be 0 or more"),
         ({"schedules": [{"stack": "prod", "time": "25:00"}]}, "schedules[0].time: expected a time HH:MM"),
@@ -130,7 +136,7 @@ def test_example_config_mentions_every_key():
     example = cfg.example_yaml()
     for dotted, _key in cfg.iter_keys():
         leaf = dotted.split(".")[-1].replace("[]", "")
-        assert f"{leaf}:" in example or f"keys: " in example and leaf in example, dotted
+        assert f"{leaf}:" in example or "keys: " in example and leaf in example, dotted
 
 
 def test_example_config_validates_once_paths_exist(tmp_path):

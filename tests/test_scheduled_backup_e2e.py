@@ -16,12 +16,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
-from fmappliance.dashboard.schedules import ScheduleStore, from_iso
 from support.config_factory import TEST_PASSWORD, TEST_USER
 from support.polling import wait_for
 from support.ports import free_port
 from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
+
+from fmappliance.dashboard.schedules import ScheduleStore, from_iso
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,9 @@ SITE = COMPOSE_SITES[0]
 def verified_manifests(base_path: str, stack: str, site: str) -> list[dict]:
     site_dir = Path(base_path) / stack / site
     found = [json.loads(p.read_text()) for p in sorted(site_dir.glob("*.json"))] if site_dir.is_dir() else []
-    return [m for m in found if isinstance(m.get("files"), list) and m.get("site") == site and m.get("verified") is True]
+    return [
+        m for m in found if isinstance(m.get("files"), list) and m.get("site") == site and m.get("verified") is True
+    ]
 
 
 class Operator:
@@ -58,14 +60,17 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
     agent_port = free_port()
     now = datetime.now(timezone.utc)
     due = (now - timedelta(minutes=3)).replace(second=0, microsecond=0)
-    world.write_config(agent={"port": agent_port}, dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"},
-                       schedules=[{"stack": "prod", "site": SITE, "frequency": "daily", "time": f"{due:%H:%M}",
-                                   "timezone": "UTC"}])
+    world.write_config(
+        agent={"port": agent_port},
+        dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"},
+        schedules=[{"stack": "prod", "site": SITE, "frequency": "daily", "time": f"{due:%H:%M}", "timezone": "UTC"}],
+    )
     base_path = world.config["backups"]["base_path"]
     # The dashboard last ran an hour ago (it tracked the schedule then, never ran it) and was
     # down when the schedule came due. A schedule seen for the first time is not "missed".
-    store = ScheduleStore(world.config["dashboard"]["state_dir"], config_schedules=world.config["schedules"],
-                          default_tz="UTC")
+    store = ScheduleStore(
+        world.config["dashboard"]["state_dir"], config_schedules=world.config["schedules"], default_tz="UTC"
+    )
     [schedule] = store.list()
     store.set_last_due(schedule["id"], now - timedelta(hours=1))
     assert store.last_run(schedule["id"]) is None
@@ -75,7 +80,9 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
     dashboard = None
     try:
         dashboard = start_dashboard(world)
-        [manifest] = wait_for(lambda: verified_manifests(base_path, "prod", SITE), 20, "a verified backup to be published")
+        [manifest] = wait_for(
+            lambda: verified_manifests(base_path, "prod", SITE), 20, "a verified backup to be published"
+        )
         site_dir = Path(base_path) / "prod" / SITE
         assert {f["part"] for f in manifest["files"]} >= {"database"}
         for entry in manifest["files"]:

@@ -1,7 +1,7 @@
 """The allow-list: each action name becomes a background job made of argv steps.
 
-There is no generic exec: only the actions below exist, every argv is built here from names
-the inventory vouched for, and each action has its own overall time limit
+There is no generic exec: only the actions below exist, every argv is built by the module of
+the stack's type (stacks/) from names the inventory vouched for, and each action has its own overall time limit
 (``agent.action_timeouts``).  The stack's status cache is dropped when a job starts and
 when it ends.
 """
@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import stat
 import time
 
+from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobContext, JobManager, StepFailed
 from fmappliance.agent.runner import resolve_binary
-from fmappliance.agent.stacks import compose, fm
 from fmappliance.config import KNOWN_ACTIONS
 
 log = logging.getLogger(__name__)
@@ -35,19 +34,6 @@ _STARTED = {
     "stop_stack": "Stop of stack {stack} started.",
 }
 
-# `bench backup` summary lines (frappe-manager.md §3): "Database: /path/to/file 1.5MiB".
-_SUMMARY_LINE = re.compile(r"^\s*(Config|Database|Public|Private)\s*:\s*(/\S+)\s+[\d.]+\s*[KMGT]?i?B\s*$")
-_SUMMARY_PART = {"Config": "site_config", "Database": "database", "Public": "files", "Private": "private-files"}
-# File names bench gives a backup: {%Y%m%d_%H%M%S}-{site slug}-{part}.
-_BACKUP_FILE = re.compile(
-    r"(?P<ts>\d{8}_\d{6})-[A-Za-z0-9._-]+?-"
-    r"(?P<kind>site_config_backup\.json|database\.sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz)"
-)
-_KIND_PART = {
-    "site_config_backup.json": "site_config", "database.sql.gz": "database",
-    "files.tar": "files", "files.tgz": "files", "private-files.tar": "private-files", "private-files.tgz": "private-files",
-}
-
 
 class ActionRejected(Exception):
     """A request for an action that may not run; ``status`` is the HTTP status to answer."""
@@ -56,34 +42,6 @@ class ActionRejected(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def parse_backup_summary(output: str, site: str) -> dict[str, str]:
-    """part -> path (in the container) from `bench backup`'s "Backup Summary for S" block."""
-    parts: dict[str, str] = {}
-    in_summary = False
-    for line in output.splitlines():
-        if line.startswith("Backup Summary for "):
-            in_summary = line.startswith(f"Backup Summary for {site} ")
-            parts = {} if in_summary else parts
-            continue
-        match = _SUMMARY_LINE.match(line) if in_summary else None
-        if match and _BACKUP_FILE.fullmatch(os.path.basename(match.group(2))):
-            parts[_SUMMARY_PART[match.group(1)]] = match.group(2)
-    return parts
-
-
-def newest_backup_set(names: list[str]) -> dict[str, str]:
-    """part -> file name of the newest complete-looking backup among ``names`` (bench's names)."""
-    groups: dict[str, dict[str, str]] = {}
-    for name in names:
-        match = _BACKUP_FILE.fullmatch(name)
-        if match:
-            groups.setdefault(match.group("ts"), {})[_KIND_PART[match.group("kind")]] = name
-    for ts in sorted(groups, reverse=True):
-        if "database" in groups[ts]:
-            return groups[ts]
-    return {}
 
 
 def clean_staging(state_dir: str) -> None:
@@ -126,8 +84,13 @@ class Actions:
         body = self._body(action, stack_name, stack, site)
         message = _STARTED[action].format(stack=stack_name, site=site)
         job, created = self.jobs.submit(
-            action=action, stack=stack_name, site=site if action in SITE_ACTIONS else None, body=body,
-            message=message, on_start=self._invalidate, timeout=self.timeouts[action],
+            action=action,
+            stack=stack_name,
+            site=site if action in SITE_ACTIONS else None,
+            body=body,
+            message=message,
+            on_start=self._invalidate,
+            timeout=self.timeouts[action],
         )
         if not created:
             message = f"The same action is already {job['status']}; showing that job."
@@ -140,7 +103,6 @@ class Actions:
     # ------------------------------------------------------------------ job bodies
 
     def _body(self, action: str, name: str, stack: dict, site: str | None):
-        kind = stack["type"]
         timeout = self.timeouts[action]
 
         def body(ctx: JobContext):
@@ -149,10 +111,8 @@ class Actions:
                 return {"backup": manifest}
             if action == "update_stack":
                 return self._update(ctx, name, stack, timeout)
-            if kind == "fm":
-                self._fm_simple(ctx, action, stack, site, timeout)
-            else:
-                self._compose_simple(ctx, action, stack, site, timeout)
+            kind = stacks.for_stack(stack)
+            kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)
             return None
 
         return body
@@ -163,44 +123,6 @@ class Actions:
         if path is None:
             raise StepFailed(f"`{name}` was not found (agent.{key}); install it or set its full path in the config.")
         return path
-
-    def _fm_simple(self, ctx, action, stack, site, timeout):
-        fm_bin = self._binary("fm_binary")
-        env, cwd = fm.fm_env(stack), stack["path"]
-        if action in ("restart_stack", "restart_site"):
-            ctx.run(fm.fm_argv(fm_bin, "restart", stack), timeout=timeout, cwd=cwd, env=env)
-        elif action == "start_stack":
-            ctx.run(fm.fm_argv(fm_bin, "start", stack), timeout=timeout, cwd=cwd, env=env)
-        elif action == "stop_stack":
-            ctx.run(fm.fm_argv(fm_bin, "stop", stack), timeout=timeout, cwd=cwd, env=env)
-        elif action == "migrate_site":
-            ctx.run(fm.shell_argv(fm_bin, stack, "--site", site, "migrate"), timeout=timeout, cwd=cwd, env=env)
-        else:  # pragma: no cover - every action is dispatched above
-            raise StepFailed(f"{action} is not implemented for fm stacks.")
-
-    def _compose_simple(self, ctx, action, stack, site, timeout):
-        docker = self._binary("docker_binary")
-        base, cwd = compose.base_argv(docker, stack), stack["path"]
-        if action == "restart_stack":
-            ctx.run(base + ["restart"], timeout=timeout, cwd=cwd)
-        elif action == "start_stack":
-            ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd)
-        elif action == "stop_stack":
-            ctx.run(base + ["stop"], timeout=timeout, cwd=cwd)
-        elif action == "restart_site":
-            ctx.run(base + ["restart", *self._site_services(ctx, docker, stack, timeout)], timeout=timeout, cwd=cwd)
-        elif action == "migrate_site":
-            ctx.run(compose.exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
-        else:  # pragma: no cover
-            raise StepFailed(f"{action} is not implemented for compose stacks.")
-
-    def _site_services(self, ctx, docker, stack, timeout) -> list[str]:
-        """The services that serve the bench and exist in this project."""
-        wanted = [stack.get("service") or "backend", *compose.SITE_SERVICES]
-        result = ctx.run(compose.ps_argv(docker, stack), timeout=min(timeout, 120), cwd=stack["path"])
-        present = {row["service"] for row in compose.service_rows(compose.parse_ps(result.output))}
-        services = [s for s in wanted if s in present]
-        return services or [wanted[0]]
 
     def _update(self, ctx, name, stack, timeout):
         try:
@@ -213,21 +135,16 @@ class Actions:
             try:
                 backups[site] = self._backup(ctx, name, stack, site, timeout)["id"]
             except StepFailed as exc:
-                raise StepFailed(f"Update stopped before changing anything: the backup of {site} failed: {exc}") from None
-        if stack["type"] == "fm":
-            fm_bin = self._binary("fm_binary")
-            env, cwd = fm.fm_env(stack), stack["path"]
-            ctx.run(fm.shell_argv(fm_bin, stack, "update", "--no-backup"), timeout=timeout, cwd=cwd, env=env)
-            ctx.run(fm.fm_argv(fm_bin, "restart", stack), timeout=timeout, cwd=cwd, env=env)
-        else:
-            docker = self._binary("docker_binary")
-            base, cwd = compose.base_argv(docker, stack), stack["path"]
-            ctx.run(base + ["pull"], timeout=timeout, cwd=cwd)
-            ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd)
-            for site in sites:
-                ctx.run(compose.exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
-        ctx.message = f"Stack {name} updated; backups taken first: " + (
-            ", ".join(f"{s} ({i})" for s, i in backups.items()) or "none (no sites)") + "."
+                raise StepFailed(
+                    f"Update stopped before changing anything: the backup of {site} failed: {exc}"
+                ) from None
+        kind = stacks.for_stack(stack)
+        kind.update(ctx, self._binary(kind.BINARY_KEY), stack, sites, timeout)
+        ctx.message = (
+            f"Stack {name} updated; backups taken first: "
+            + (", ".join(f"{s} ({i})" for s, i in backups.items()) or "none (no sites)")
+            + "."
+        )
         return {"backups": backups}
 
     # ------------------------------------------------------------------ backup
@@ -239,14 +156,16 @@ class Actions:
         started = time.time()
         staging = os.path.join(self.state_dir, "staging", ctx.job_id + "-" + site)
         try:
-            if stack["type"] == "fm":
-                sources = self._fm_backup_files(ctx, stack, site, timeout, started)
-            else:
-                sources = self._compose_backup_files(ctx, stack, site, timeout, started, staging)
+            kind = stacks.for_stack(stack)
+            sources = kind.collect_backup_files(
+                ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging
+            )
             for part, path in sources.items():
                 st = os.lstat(path)
                 if not stat.S_ISREG(st.st_mode):
-                    raise StepFailed(f"The {part} file of the backup is not a regular file ({os.path.basename(path)}); not publishing it.")
+                    raise StepFailed(
+                        f"The {part} file of the backup is not a regular file ({os.path.basename(path)}); not publishing it."
+                    )
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:
                 manifest = self.store.publish(name, site, sources)
@@ -263,46 +182,3 @@ class Actions:
             ctx.log("retention could not run; see the agent log")
         ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."
         return manifest
-
-    def _fm_backup_files(self, ctx, stack, site, timeout, started) -> dict[str, str]:
-        fm_bin = self._binary("fm_binary")
-        result = ctx.run(fm.shell_argv(fm_bin, stack, "--site", site, "backup", "--with-files"),
-                         timeout=timeout, cwd=stack["path"], env=fm.fm_env(stack))
-        backup_dir = fm.host_backup_dir(stack, site)
-        names = {part: os.path.basename(p) for part, p in parse_backup_summary(result.output, site).items()}
-        if "database" not in names:
-            ctx.log("no backup summary in bench's output; looking for the newest files in " + backup_dir)
-            try:
-                recent = [n for n in os.listdir(backup_dir)
-                          if os.lstat(os.path.join(backup_dir, n)).st_mtime >= started - 2]
-            except OSError as exc:
-                raise StepFailed(f"Cannot read the backup dir {backup_dir}: {exc.strerror}") from None
-            names = newest_backup_set(recent)
-        if "database" not in names:
-            raise StepFailed(f"bench reported success but no database dump of {site} was found.")
-        return {part: os.path.join(backup_dir, n) for part, n in names.items()}
-
-    def _compose_backup_files(self, ctx, stack, site, timeout, started, staging) -> dict[str, str]:
-        docker = self._binary("docker_binary")
-        cwd = stack["path"]
-        result = ctx.run(compose.exec_argv(docker, stack, "bench", "--site", site, "backup", "--with-files"),
-                         timeout=timeout, cwd=cwd)
-        container_dir = f"{compose.CONTAINER_BENCH}/sites/{site}/private/backups"
-        # Only the file names are taken from bench's output; the dir is always the site's backup dir.
-        paths = {part: f"{container_dir}/{os.path.basename(p)}" for part, p in parse_backup_summary(result.output, site).items()}
-        if "database" not in paths:
-            minutes = int((time.time() - started) // 60) + 2
-            ctx.log("no backup summary in bench's output; listing recent files in the container")
-            listing = ctx.run(compose.exec_argv(docker, stack, "find", f"sites/{site}/private/backups", "-maxdepth", "1",
-                                                "-type", "f", "-mmin", f"-{minutes}"), timeout=120, cwd=cwd)
-            names = [os.path.basename(line.strip()) for line in listing.output.splitlines()]
-            paths = {part: f"{container_dir}/{n}" for part, n in newest_backup_set(names).items()}
-        if "database" not in paths:
-            raise StepFailed(f"bench reported success but no database dump of {site} was found.")
-        os.makedirs(staging, mode=0o700, exist_ok=True)
-        sources = {}
-        for part, path in sorted(paths.items()):
-            local = os.path.join(staging, os.path.basename(path))
-            ctx.run(compose.cp_argv(docker, stack, path, local), timeout=timeout, cwd=cwd)
-            sources[part] = local
-        return sources

@@ -62,8 +62,9 @@ def build_services(config: dict) -> AgentServices:
 
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
-    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config),
-                      on_finish=lambda job: status.invalidate(job["stack"]))
+    jobs = JobManager(
+        config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
+    )
     store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
     actions = Actions(config, inventory, jobs, store, status)
     return AgentServices(inventory, status, jobs, store, actions)
@@ -165,12 +166,16 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         last = {}
         for site in stack.get("sites") or ():
             manifest = services.store.last_backup(stack["name"], site)
-            last[site] = None if manifest is None else {
-                "id": manifest.get("id"),
-                "created": manifest.get("created"),
-                "size": manifest.get("size", sum(f.get("size", 0) for f in manifest.get("files", []))),
-                "verified": bool(manifest.get("verified")),
-            }
+            last[site] = (
+                None
+                if manifest is None
+                else {
+                    "id": manifest.get("id"),
+                    "created": manifest.get("created"),
+                    "size": manifest.get("size", sum(f.get("size", 0) for f in manifest.get("files", []))),
+                    "verified": bool(manifest.get("verified")),
+                }
+            )
         return {**stack, "last_backups": last}
 
     @app.post("/action")
@@ -198,12 +203,19 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
-            raise _json_error(400, 'The body is not valid JSON; send {"action": ..., "stack": ..., "site": ...}.') from None
+            raise _json_error(
+                400, 'The body is not valid JSON; send {"action": ..., "stack": ..., "site": ...}.'
+            ) from None
         if not isinstance(data, dict):
             raise _json_error(400, 'The body must be a JSON object: {"action": ..., "stack": ..., "site": ...}.')
         unexpected = sorted(k for k in data if k not in ACTION_FIELDS)
         if unexpected:
-            raise _json_error(400, "Unexpected field(s): " + ", ".join(repr(k)[:40] for k in unexpected) + "; only action, stack and site are accepted.")
+            raise _json_error(
+                400,
+                "Unexpected field(s): "
+                + ", ".join(repr(k)[:40] for k in unexpected)
+                + "; only action, stack and site are accepted.",
+            )
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
@@ -257,7 +269,13 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             raise _json_error(404, "There is no such backup file.") from None
         except BadBackupRequest as exc:
             raise _json_error(400, str(exc) or "That backup file cannot be served.") from None
-        return file_response(fileobj, st, name, range_header=bottle.request.environ.get("HTTP_RANGE"),
-                             method=bottle.request.method, if_range=bottle.request.get_header("If-Range"))
+        return file_response(
+            fileobj,
+            st,
+            name,
+            range_header=bottle.request.environ.get("HTTP_RANGE"),
+            method=bottle.request.method,
+            if_range=bottle.request.get_header("If-Range"),
+        )
 
     return app

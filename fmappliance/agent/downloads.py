@@ -61,15 +61,19 @@ def file_response(
             wanted = parse_range(range_header, size)
         except _Unsatisfiable:
             fileobj.close()
-            body = json.dumps({
-                "success": False,
-                "message": f"The requested range is not satisfiable: the file has {size} bytes.",
-            })
-            headers.update({
-                "Content-Type": "application/json",
-                "Content-Range": f"bytes */{size}",
-                "Content-Length": str(len(body)),
-            })
+            body = json.dumps(
+                {
+                    "success": False,
+                    "message": f"The requested range is not satisfiable: the file has {size} bytes.",
+                }
+            )
+            headers.update(
+                {
+                    "Content-Type": "application/json",
+                    "Content-Range": f"bytes */{size}",
+                    "Content-Length": str(len(body)),
+                }
+            )
             headers.pop("Content-Disposition")
             return bottle.HTTPResponse(body=body, status=416, headers=headers)
     if wanted is None:

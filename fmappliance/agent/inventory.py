@@ -107,11 +107,15 @@ class Inventory:
         agent = self.config["agent"]
         docker = resolve_binary(agent["docker_binary"])
         if docker is None:
-            raise SitesUnavailable(f"docker ({agent['docker_binary']}) was not found; install it or set agent.docker_binary.")
+            raise SitesUnavailable(
+                f"docker ({agent['docker_binary']}) was not found; install it or set agent.docker_binary."
+            )
         result = run_command(compose.list_sites_argv(docker, stack), timeout=agent["status_timeout"], cwd=stack["path"])
         if not result.ok:
             last = next((line for line in reversed(result.output.splitlines()) if line.strip()), "")
             raise SitesUnavailable(
                 f"could not list the sites in the {stack.get('service') or 'backend'} container: "
-                + (result.error or f"exit code {result.exit_code}") + (f" ({last.strip()})" if last else ""))
+                + (result.error or f"exit code {result.exit_code}")
+                + (f" ({last.strip()})" if last else "")
+            )
         return compose.parse_site_list(result.output)

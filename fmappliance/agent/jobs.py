@@ -19,8 +19,8 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Callable, Sequence
 
 from .runner import CommandResult, redact_text, run_command
 
@@ -33,8 +33,20 @@ ABANDONED_MESSAGE = "The agent stopped while this job was running; it did not fi
 INTERNAL_ERROR_MESSAGE = "Internal error in the agent; see its log."
 TRUNCATION_NOTE = "[... earlier output cut ...]\n"
 
-_COLUMNS = ("id", "action", "stack", "site", "status", "created", "started", "finished",
-            "exit_code", "message", "output", "result")
+_COLUMNS = (
+    "id",
+    "action",
+    "stack",
+    "site",
+    "status",
+    "created",
+    "started",
+    "finished",
+    "exit_code",
+    "message",
+    "output",
+    "result",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -90,7 +102,7 @@ def _describe_failure(label: str, result: CommandResult) -> str:
 class JobContext:
     """What a job body gets: logging into the job's output and running commands."""
 
-    def __init__(self, manager: "JobManager", live: "_LiveJob"):
+    def __init__(self, manager: JobManager, live: _LiveJob):
         self._manager = manager
         self._live = live
         self.job_id = live.job_id
@@ -108,8 +120,16 @@ class JobContext:
             return math.inf
         return self._live.deadline - time.monotonic()
 
-    def run(self, argv, *, timeout: float, cwd: str | None = None, env: dict | None = None,
-            check: bool = True, label: str | None = None) -> CommandResult:
+    def run(
+        self,
+        argv,
+        *,
+        timeout: float,
+        cwd: str | None = None,
+        env: dict | None = None,
+        check: bool = True,
+        label: str | None = None,
+    ) -> CommandResult:
         """Run one command with its output streamed into the job.
 
         Raises :class:`StepFailed` when the command fails, unless ``check=False``.  ``label``
@@ -123,8 +143,9 @@ class JobContext:
         if left <= 0:
             raise StepFailed(f"The job ran out of time before `{label}` could start.")
         self.log("$ " + shlex.join(argv))
-        result = run_command(argv, timeout=min(timeout, left), cwd=cwd, env=env,
-                             on_output=self.log, redact=self._manager.redact)
+        result = run_command(
+            argv, timeout=min(timeout, left), cwd=cwd, env=env, on_output=self.log, redact=self._manager.redact
+        )
         if result.exit_code is not None:
             self.last_exit_code = result.exit_code
         if result.error:
@@ -157,7 +178,7 @@ class _OutputTail:
         if self._text is None:
             text = "".join(self._chunks)
             if self._cut or len(text) > MAX_OUTPUT_CHARS:
-                text = TRUNCATION_NOTE + text[-(MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)):]
+                text = TRUNCATION_NOTE + text[-(MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)) :]
             self._text = text
         return self._text
 
@@ -181,8 +202,7 @@ class _LiveJob:
 class JobManager:
     """Stores jobs in ``<state_dir>/jobs.sqlite3`` and runs them, one at a time per stack."""
 
-    def __init__(self, state_dir: str, *, redact: Sequence[str] = (),
-                 on_finish: Callable[[dict], None] | None = None):
+    def __init__(self, state_dir: str, *, redact: Sequence[str] = (), on_finish: Callable[[dict], None] | None = None):
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.redact = [s for s in redact if s]
         self.on_finish = on_finish
@@ -221,10 +241,17 @@ class JobManager:
 
     # ------------------------------------------------------------------ public API
 
-    def submit(self, *, action: str, stack: str, site: str | None,
-               body: Callable[[JobContext], dict | None], message: str = "",
-               on_start: Callable[[dict], None] | None = None,
-               timeout: float | None = None) -> tuple[dict, bool]:
+    def submit(
+        self,
+        *,
+        action: str,
+        stack: str,
+        site: str | None,
+        body: Callable[[JobContext], dict | None],
+        message: str = "",
+        on_start: Callable[[dict], None] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[dict, bool]:
         """Queue a job; returns (job, created).
 
         An identical (action, stack, site) job already queued or running is returned instead,
@@ -248,8 +275,7 @@ class JobManager:
             self._live[job_id] = live
             self._queues.setdefault(stack, collections.deque()).append(live)
             if stack not in self._workers:
-                worker = threading.Thread(target=self._work, args=(stack,), daemon=True,
-                                          name=f"jobs-{stack}")
+                worker = threading.Thread(target=self._work, args=(stack,), daemon=True, name=f"jobs-{stack}")
                 self._workers[stack] = worker
                 worker.start()
             return self._get_locked(job_id), True
@@ -268,12 +294,11 @@ class JobManager:
             if self._closed:
                 return []
             if stack is None:
-                rows = self._db.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+                rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
             else:
                 rows = self._db.execute(
-                    f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stack=? ORDER BY seq DESC LIMIT ?",
-                    (stack, limit))
+                    f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stack=? ORDER BY seq DESC LIMIT ?", (stack, limit)
+                )
             return [self._row_to_job(row) for row in rows.fetchall()]
 
     def wait(self, job_id: str, timeout: float) -> dict | None:
@@ -385,8 +410,14 @@ class JobManager:
             result = {}
         with self._lock:
             self._flush_locked(live)
-            job = self._update(live.job_id, status=status, finished=utc_now(), exit_code=ctx.last_exit_code,
-                               message=" ".join(message.split()), result=json.dumps(result))
+            job = self._update(
+                live.job_id,
+                status=status,
+                finished=utc_now(),
+                exit_code=ctx.last_exit_code,
+                message=" ".join(message.split()),
+                result=json.dumps(result),
+            )
             self._live.pop(live.job_id, None)
             if job is not None:
                 job["output"] = live.output.text

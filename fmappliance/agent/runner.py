@@ -18,8 +18,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,8 @@ class _OutputTail:
         text = text[-budget:] if budget else ""
         first_newline = text.find("\n")
         if 0 <= first_newline < 200 and first_newline < len(text) - 1:
-            text = text[first_newline + 1:]  # start at a whole line
-        return (TRUNCATION_NOTE + text)[-self.limit:]
+            text = text[first_newline + 1 :]  # start at a whole line
+        return (TRUNCATION_NOTE + text)[-self.limit :]
 
 
 def _describe_start_failure(program: str, exc: OSError) -> str:

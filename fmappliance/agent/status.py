@@ -13,13 +13,18 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 
+from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.runner import resolve_binary, run_command
-from fmappliance.agent.stacks import compose, fm
+from fmappliance.agent.stacks import compose
 
 log = logging.getLogger(__name__)
 
-DAEMON_DOWN_MARKERS = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "permission denied while trying to connect")
+DAEMON_DOWN_MARKERS = (
+    "Cannot connect to the Docker daemon",
+    "Is the docker daemon running",
+    "permission denied while trying to connect",
+)
 
 
 def utc_now() -> str:
@@ -105,8 +110,16 @@ class StatusBoard:
 
     def _base(self, name: str) -> dict:
         stack = self.inventory.stacks[name]
-        return {"name": name, "type": stack["type"], "path": stack["path"], "status": "unknown", "reason": None,
-                "services": [], "sites": [], "checked_at": utc_now()}
+        return {
+            "name": name,
+            "type": stack["type"],
+            "path": stack["path"],
+            "status": "unknown",
+            "reason": None,
+            "services": [],
+            "sites": [],
+            "checked_at": utc_now(),
+        }
 
     def _check(self, name: str) -> dict:
         stack = self.inventory.stacks[name]
@@ -128,11 +141,8 @@ class StatusBoard:
         if docker is None:
             out["reason"] = f"docker not found ({binary_name!r} is not on PATH or not executable)"
             return
-        if stack["type"] == "fm":
-            argv, expected = fm.ps_argv(docker, stack), fm.MAIN_SERVICES
-        else:
-            argv, expected = compose.ps_argv(docker, stack), ()
-        result = run_command(argv, timeout=self.timeout, cwd=stack["path"])
+        kind = stacks.for_stack(stack)
+        result = run_command(kind.ps_argv(docker, stack), timeout=self.timeout, cwd=stack["path"])
         out["checked_at"] = utc_now()
         if result.timed_out:
             out["reason"] = f"docker compose ps did not answer within {self.timeout} s"
@@ -140,17 +150,17 @@ class StatusBoard:
         if not result.ok:
             text = result.output.strip()
             if any(marker in text for marker in DAEMON_DOWN_MARKERS):
-                line = next(l for l in text.splitlines() if any(m in l for m in DAEMON_DOWN_MARKERS))
+                line = next(ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
             else:
                 last = text.splitlines()[-1].strip() if text else ""
-                out["reason"] = "docker compose ps failed: " + (result.error or f"exit code {result.exit_code}") + (f": {last}" if last else "")
+                out["reason"] = (
+                    "docker compose ps failed: "
+                    + (result.error or f"exit code {result.exit_code}")
+                    + (f": {last}" if last else "")
+                )
             return
         rows = compose.parse_ps(result.output)
         services = compose.service_rows(rows)
-        if stack["type"] == "fm":
-            main = [s for s in services if s["service"] in fm.MAIN_SERVICES]
-            status, reason = compose.compute_status(main, expected)
-        else:
-            status, reason = compose.compute_status(services)
+        status, reason = kind.status_of(services)
         out.update(status=status, reason=reason, services=services)

@@ -1,10 +1,10 @@
 """``python -m fmappliance.dashboard`` / ``fm-dashboard``: serve the dashboard, check the config, hash a password.
 
-    fm-dashboard --config /etc/fmappliance/config.yaml      serve (waitress)
-    fm-dashboard --config PATH --check-config               exit 0 when the config is usable, 2 otherwise
-    fm-dashboard --version
-    fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
-    fm-dashboard --config PATH reset-2fa USER               forget USER's second factor (and end their sessions)
+fm-dashboard --config /etc/fmappliance/config.yaml      serve (waitress)
+fm-dashboard --config PATH --check-config               exit 0 when the config is usable, 2 otherwise
+fm-dashboard --version
+fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
+fm-dashboard --config PATH reset-2fa USER               forget USER's second factor (and end their sessions)
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fm-dashboard {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("hash-password", help="print the bcrypt hash of a password for dashboard.credentials")
-    reset = sub.add_parser("reset-2fa", help="forget a user's second sign-in factor; they set it up again at next sign-in")
+    reset = sub.add_parser(
+        "reset-2fa", help="forget a user's second sign-in factor; they set it up again at next sign-in"
+    )
     reset.add_argument("user", help="a user of dashboard.credentials")
     return parser
 
@@ -88,7 +90,11 @@ def reset_two_factor_command(config: dict, user: str) -> int:
         db = StateDB(state_dir)
         had = SecondFactors(db).reset(user)
         with db.transaction() as conn:
-            ended = conn.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount if _has_table(conn, "sessions") else 0
+            ended = (
+                conn.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount
+                if _has_table(conn, "sessions")
+                else 0
+            )
         AuditLog(db, keep_days=config["dashboard"]["audit_days"]).record(
             user="(command line)", address="", action="reset_2fa", target=user, result="ok" if had else "ok (had none)"
         )
@@ -96,7 +102,9 @@ def reset_two_factor_command(config: dict, user: str) -> int:
         print(f"fm-dashboard: cannot change {db_path}: {exc}", file=sys.stderr)
         return 1
     if had:
-        print(f"The second factor of {user} is reset ({ended} session(s) ended); they set it up again at their next sign-in.")
+        print(
+            f"The second factor of {user} is reset ({ended} session(s) ended); they set it up again at their next sign-in."
+        )
     else:
         print(f"{user} had no second factor; {ended} session(s) ended.")
     return 0
@@ -183,7 +191,10 @@ def main(argv=None) -> int:
     except (OSError, sqlite3.Error) as exc:
         dash = config["dashboard"]
         # A port in use or an unwritable state dir: say which, no traceback.
-        print(f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}", file=sys.stderr)
+        print(
+            f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

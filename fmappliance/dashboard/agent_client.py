@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import threading
 import time
 import urllib.parse
 
 DOWNLOAD_CHUNK = 256 * 1024
 STACKS_CACHE_SECONDS = 2.0
-_RELAYED_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "Content-Disposition", "Content-Type", "Last-Modified", "ETag")
+_RELAYED_HEADERS = (
+    "Content-Length",
+    "Content-Range",
+    "Accept-Ranges",
+    "Content-Disposition",
+    "Content-Type",
+    "Last-Modified",
+    "ETag",
+)
 
 
 class AgentError(Exception):
@@ -58,7 +65,15 @@ def _quote(part: str) -> str:
 
 
 class AgentClient:
-    def __init__(self, agent_url: str, token: str, timeout: float, *, cache_seconds: float = STACKS_CACHE_SECONDS, clock=time.monotonic):
+    def __init__(
+        self,
+        agent_url: str,
+        token: str,
+        timeout: float,
+        *,
+        cache_seconds: float = STACKS_CACHE_SECONDS,
+        clock=time.monotonic,
+    ):
         parsed = urllib.parse.urlsplit(agent_url)
         self.scheme = parsed.scheme
         self.host = parsed.hostname or "127.0.0.1"
@@ -93,7 +108,7 @@ class AgentClient:
         except ConnectionRefusedError:
             conn.close()
             raise AgentError(f"Agent unreachable at {self.where}: connection refused; is fm-agent running?") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             conn.close()
             raise AgentError(f"Agent at {self.where} did not answer within {self.timeout:g} s") from None
         except (OSError, http.client.HTTPException) as exc:
@@ -110,9 +125,14 @@ class AgentClient:
         except ValueError:
             pass
         if status == 401:
-            return AgentError("The agent rejected the dashboard's token (401): check security.token in the config of both.", status)
+            return AgentError(
+                "The agent rejected the dashboard's token (401): check security.token in the config of both.", status
+            )
         if status >= 500:
-            return AgentError(f"The agent failed ({status}): {message or 'no details; see the agent log (journalctl -u fm-agent)'}", status)
+            return AgentError(
+                f"The agent failed ({status}): {message or 'no details; see the agent log (journalctl -u fm-agent)'}",
+                status,
+            )
         return AgentError(message or f"The agent refused the request ({status}).", status)
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -129,7 +149,9 @@ class AgentClient:
         try:
             payload = json.loads(raw)
         except ValueError:
-            raise AgentError(f"Agent at {self.where} sent an answer the dashboard cannot read (not JSON)", resp.status) from None
+            raise AgentError(
+                f"Agent at {self.where} sent an answer the dashboard cannot read (not JSON)", resp.status
+            ) from None
         if not isinstance(payload, dict):
             raise AgentError(f"Agent at {self.where} sent an unexpected answer", resp.status)
         return resp.status, payload
@@ -180,7 +202,9 @@ class AgentClient:
         finally:
             self.invalidate()
 
-    def stream_download(self, stack: str, site: str, file: str, range_header: str | None = None, method: str = "GET") -> Download:
+    def stream_download(
+        self, stack: str, site: str, file: str, range_header: str | None = None, method: str = "GET"
+    ) -> Download:
         """Open a backup file download; the caller relays status, headers and chunks."""
         headers = {"Accept": "*/*"}
         if range_header:

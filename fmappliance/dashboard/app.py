@@ -46,7 +46,13 @@ from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
 from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
-from fmappliance.dashboard.sessions import STAGE_ENROLL, SessionStore, cookie_is_secure, cookie_value, session_cookie_name
+from fmappliance.dashboard.sessions import (
+    STAGE_ENROLL,
+    SessionStore,
+    cookie_is_secure,
+    cookie_value,
+    session_cookie_name,
+)
 from fmappliance.dashboard.state_db import StateDB
 from fmappliance.dashboard.templates import Templates
 
@@ -65,7 +71,9 @@ class DashboardContext:
         self.secret_key = dash["secret_key"]
         self.agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
         self.db = StateDB(dash["state_dir"])
-        self.sessions = SessionStore(self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock)
+        self.sessions = SessionStore(
+            self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock
+        )
         self.throttle = LoginThrottle(clock=self.clock)
         #: user -> (bcrypt hash, role)
         self.users = dashboard_users(config)
@@ -110,7 +118,9 @@ class DashboardContext:
         entry = self.users.get(user)
         if entry is None:
             return None
-        return hmac.new(self.secret_key.encode(), b"session-fingerprint:" + entry[0].encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(
+            self.secret_key.encode(), b"session-fingerprint:" + entry[0].encode(), hashlib.sha256
+        ).hexdigest()[:32]
 
     def session(self):
         """The signed-in session of this request, or None (looked up once per request)."""
@@ -177,7 +187,9 @@ class DashboardContext:
     @staticmethod
     def json_response(payload: dict, status: int = 200) -> bottle.HTTPResponse:
         return bottle.HTTPResponse(
-            json.dumps(payload), status=status, headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
+            json.dumps(payload),
+            status=status,
+            headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
         )
 
     def fail(self, status: int, message: str) -> bottle.HTTPResponse:
@@ -200,7 +212,9 @@ class DashboardContext:
         if negotiation.wants_json(request) or negotiation.is_htmx(request):
             return self.fail(401, "Your session has ended; sign in again.")
         next_path = self.return_path() if request.method in ("GET", "HEAD") else "/dashboard"
-        return bottle.HTTPResponse(status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})})
+        return bottle.HTTPResponse(
+            status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})}
+        )
 
     def login_required(self, handler):
         """Route decorator: no session → :meth:`sign_in_answer`."""
@@ -250,7 +264,9 @@ class DashboardContext:
         request = bottle.request
         session = self.session()
         enrolling = bool(session and session.stage == STAGE_ENROLL)
-        decision = authorize.decide(request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field))
+        decision = authorize.decide(
+            request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field)
+        )
         if decision.public:
             return None
         if session is None:
@@ -259,9 +275,21 @@ class DashboardContext:
             if enrolling and request.method in ("GET", "HEAD") and not negotiation.wants_json(request):
                 next_path = urllib.parse.urlencode({"next": self.return_path()})
                 return bottle.HTTPResponse(status=303, headers={"Location": "/account/2fa?" + next_path})
-            log.warning("refused %s %s for %s (%s): %s", request.method, request.path, session.user, self.role(), decision.reason)
-            self.audit.record_repeat(user=session.user, address=self.client_address(), action="refused",
-                                     target=f"{request.method} {request.path}", result=decision.reason)
+            log.warning(
+                "refused %s %s for %s (%s): %s",
+                request.method,
+                request.path,
+                session.user,
+                self.role(),
+                decision.reason,
+            )
+            self.audit.record_repeat(
+                user=session.user,
+                address=self.client_address(),
+                action="refused",
+                target=f"{request.method} {request.path}",
+                result=decision.reason,
+            )
             return self.fail(403, decision.reason)
         if decision.step_up and self.clock() - session.verified_at > authorize.STEP_UP_SECONDS:
             return self.step_up_answer()
@@ -270,7 +298,9 @@ class DashboardContext:
     def step_up_answer(self) -> bottle.HTTPResponse:
         """Ask for a fresh code (or the password, without a second factor) before going on."""
         request = bottle.request
-        message = "This action needs a fresh confirmation: enter a current code from your authenticator app, then repeat it."
+        message = (
+            "This action needs a fresh confirmation: enter a current code from your authenticator app, then repeat it."
+        )
         if negotiation.wants_json(request):
             return self.json_response({"success": False, "step_up": True, "message": message}, 401)
         location = "/account/verify?" + urllib.parse.urlencode({"next": self.return_path()})
@@ -307,13 +337,19 @@ def _error_page(ctx: DashboardContext):
     def handler(error: bottle.HTTPError):
         status = error.status_code
         if status >= 500 and error.exception is not None:
-            log.error("error on %s %s: %s", bottle.request.method, bottle.request.path, error.traceback or error.exception)
+            log.error(
+                "error on %s %s: %s", bottle.request.method, bottle.request.path, error.traceback or error.exception
+            )
         messages = {
             404: "There is no such page.",
             405: "This address does not accept that kind of request.",
             413: "The request is too large.",
         }
-        message = messages.get(status) or (error.body if isinstance(error.body, str) and status < 500 else "The dashboard hit an unexpected problem; it has been logged.")
+        message = messages.get(status) or (
+            error.body
+            if isinstance(error.body, str) and status < 500
+            else "The dashboard hit an unexpected problem; it has been logged."
+        )
         return ctx.fail(status, message)
 
     return handler
@@ -352,8 +388,16 @@ class DashboardBottle(bottle.Bottle):
 
 def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
     """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
-    from fmappliance.dashboard import (pages_account, pages_audit, pages_auth, pages_backups, pages_jobs, pages_public,
-                                       pages_scheduler, pages_stacks)
+    from fmappliance.dashboard import (
+        pages_account,
+        pages_audit,
+        pages_auth,
+        pages_backups,
+        pages_jobs,
+        pages_public,
+        pages_scheduler,
+        pages_stacks,
+    )
 
     ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
     if ctx.scheduler is None:

@@ -30,7 +30,9 @@ def escape_control(value) -> str:
     if value is None:
         return ""
     text = str(value)[:1000]
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def utc_iso(epoch: float) -> str:
@@ -74,7 +76,9 @@ class AuditLog:
                 key + (since,),
             ).fetchone()
             if found:
-                conn.execute("UPDATE audit SET count = count + 1, time = ? WHERE id = ?", (utc_iso(self.clock()), found[0]))
+                conn.execute(
+                    "UPDATE audit SET count = count + 1, time = ? WHERE id = ?", (utc_iso(self.clock()), found[0])
+                )
         if found:
             row = dict(zip(FIELDS, (utc_iso(self.clock()),) + key + ("", found[1] + 1)))
             audit_log.info(json.dumps(row, ensure_ascii=True, sort_keys=True))

@@ -17,8 +17,8 @@ so buttons and enforcement come from this one table.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 from fmappliance.config import ROLES
 
@@ -43,7 +43,7 @@ class Facts:
         return value is True or (isinstance(value, str) and value.strip().lower() in _TRUE)
 
 
-RoleSpec = Union[str, Callable[[Facts], str]]
+RoleSpec = str | Callable[[Facts], str]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Rule:
     methods: frozenset
     pattern: re.Pattern
     role: RoleSpec
-    step_up: Union[bool, Callable[[Facts], bool]] = False
+    step_up: bool | Callable[[Facts], bool] = False
     enrolling: bool = False
 
 

@@ -45,7 +45,9 @@ def new_login_nonce() -> str:
 
 def login_token(secret_key: str, nonce: str) -> str:
     """The login form's token: bound to the pre-session cookie by an HMAC (double submit)."""
-    return hmac.new(secret_key.encode(), b"login-csrf:" + nonce.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+    return hmac.new(
+        secret_key.encode(), b"login-csrf:" + nonce.encode("utf-8", "surrogateescape"), hashlib.sha256
+    ).hexdigest()
 
 
 def _normalise(scheme: str, host: str) -> str:

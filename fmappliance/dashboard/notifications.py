@@ -17,10 +17,10 @@ import socket
 import ssl
 import threading
 import urllib.request
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ class Notifier:
             return {}
         results = {}
         payload = {
-            "event": event, "subject": subject, "details": dict(details), "host": self.hostname,
+            "event": event,
+            "subject": subject,
+            "details": dict(details),
+            "host": self.hostname,
             "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         if self.webhook_url:
@@ -125,15 +128,20 @@ class Notifier:
 
     def _send_webhook(self, payload: Mapping) -> None:
         request = urllib.request.Request(
-            self.webhook_url, data=json.dumps(payload, default=str).encode(), method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": "fmappliance-dashboard"})
+            self.webhook_url,
+            data=json.dumps(payload, default=str).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": "fmappliance-dashboard"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=SEND_TIMEOUT) as response:
                 response.read(65536)
         except Exception as exc:
             # urllib errors may quote the full URL; name only the host.
-            raise RuntimeError(f"{_redacted_url(self.webhook_url)}: {getattr(exc, 'reason', None) or exc.__class__.__name__}"
-                               + (f" (HTTP {exc.code})" if hasattr(exc, "code") else "")) from None
+            raise RuntimeError(
+                f"{_redacted_url(self.webhook_url)}: {getattr(exc, 'reason', None) or exc.__class__.__name__}"
+                + (f" (HTTP {exc.code})" if hasattr(exc, "code") else "")
+            ) from None
 
     def _send_mail(self, payload: Mapping) -> None:
         cfg = self.smtp
@@ -172,13 +180,22 @@ class Notifier:
 def weekly_summary(status: list[Mapping]) -> tuple[str, dict]:
     """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``."""
     broken = [s for s in status if s.get("status") == "broken"]
-    failed = [s for s in status if (s.get("last_run") or {}).get("result") in ("failed", "missed")
-              or (s.get("last_run") or {}).get("job_status") == "failed"]
-    subject = (f"Backups: {len(status)} schedule(s), {len(broken)} broken, {len(failed)} with a failed last run"
-               if broken or failed else f"Backups: all {len(status)} schedule(s) ran")
+    failed = [
+        s
+        for s in status
+        if (s.get("last_run") or {}).get("result") in ("failed", "missed")
+        or (s.get("last_run") or {}).get("job_status") == "failed"
+    ]
+    subject = (
+        f"Backups: {len(status)} schedule(s), {len(broken)} broken, {len(failed)} with a failed last run"
+        if broken or failed
+        else f"Backups: all {len(status)} schedule(s) ran"
+    )
     details = {
         "schedules": len(status),
         "broken": [f"{s['stack']}/{s['site']}: {s.get('broken_reason')}" for s in broken],
-        "failed_last_run": [f"{s['stack']}/{s['site']}: {(s.get('last_run') or {}).get('message', '')}" for s in failed],
+        "failed_last_run": [
+            f"{s['stack']}/{s['site']}: {(s.get('last_run') or {}).get('message', '')}" for s in failed
+        ],
     }
     return subject, details

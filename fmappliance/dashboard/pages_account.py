@@ -36,7 +36,10 @@ def spaced_key(secret: str) -> str:
 
 def register(app: bottle.Bottle, ctx) -> None:
     def next_from_query(default: str = "/account") -> str:
-        return negotiation.safe_local_path(bottle.request.query.get("next") or bottle.request.forms.getunicode("next", default="") or "", default=default)
+        return negotiation.safe_local_path(
+            bottle.request.query.get("next") or bottle.request.forms.getunicode("next", default="") or "",
+            default=default,
+        )
 
     def enroll_page(next_path: str, *, error: str = "", status: int = 200):
         user = ctx.user()
@@ -60,8 +63,18 @@ def register(app: bottle.Bottle, ctx) -> None:
         enrollment = ctx.second_factors.enrollment(user)
         bottle.response.set_header("Cache-Control", "no-store")
         if negotiation.wants_json(bottle.request):
-            return ctx.json_response({"user": user, "role": ctx.role(), "totp": ctx.totp_mode, "second_factor": enrollment is not None})
-        return ctx.page("account", "Your account", active="account", user_name=user, role=ctx.role(), totp_mode=ctx.totp_mode, enrollment=enrollment)
+            return ctx.json_response(
+                {"user": user, "role": ctx.role(), "totp": ctx.totp_mode, "second_factor": enrollment is not None}
+            )
+        return ctx.page(
+            "account",
+            "Your account",
+            active="account",
+            user_name=user,
+            role=ctx.role(),
+            totp_mode=ctx.totp_mode,
+            enrollment=enrollment,
+        )
 
     @app.get("/account/2fa")
     @ctx.login_required
@@ -88,7 +101,11 @@ def register(app: bottle.Bottle, ctx) -> None:
         if codes is None:
             ctx.throttle.failed(user, address)
             ctx.audit.record_repeat(user=user, address=address, action="enroll_2fa", result="failed: wrong code")
-            return enroll_page(next_path, error="That code does not match; check the time on your phone and enter the current code.", status=400)
+            return enroll_page(
+                next_path,
+                error="That code does not match; check the time on your phone and enter the current code.",
+                status=400,
+            )
         ctx.sessions.update(session, stage=STAGE_FULL, verified_at=ctx.clock())
         ctx.audit.record(user=user, address=address, action="enroll_2fa", result="ok")
         bottle.response.set_header("Cache-Control", "no-store")
@@ -98,7 +115,12 @@ def register(app: bottle.Bottle, ctx) -> None:
     @ctx.login_required
     def verify_form():
         bottle.response.set_header("Cache-Control", "no-store")
-        return ctx.page("account_verify", "Confirm it is you", next_path=next_from_query(default="/dashboard"), with_code=ctx.needs_second_factor(ctx.user()))
+        return ctx.page(
+            "account_verify",
+            "Confirm it is you",
+            next_path=next_from_query(default="/dashboard"),
+            with_code=ctx.needs_second_factor(ctx.user()),
+        )
 
     @app.post("/account/verify")
     @ctx.protected_post
@@ -121,8 +143,13 @@ def register(app: bottle.Bottle, ctx) -> None:
             ctx.throttle.failed(user, address)
             ctx.audit.record_repeat(user=user, address=address, action="step_up", result="failed")
             bottle.response.status = 401
-            return ctx.page("account_verify", "Confirm it is you", next_path=next_path, with_code=with_code,
-                            notices=[("error", "That did not match; try again.")])
+            return ctx.page(
+                "account_verify",
+                "Confirm it is you",
+                next_path=next_path,
+                with_code=with_code,
+                notices=[("error", "That did not match; try again.")],
+            )
         ctx.sessions.update(session, verified_at=ctx.clock())
         ctx.audit.record(user=user, address=address, action="step_up", result="ok")
         if negotiation.wants_json(bottle.request):
@@ -134,13 +161,23 @@ def register(app: bottle.Bottle, ctx) -> None:
     def users_page():
         enrolled = ctx.second_factors.enrolled_users()
         rows = [
-            {"name": name, "qname": urllib.parse.quote(name, safe=""), "role": role, "enrolled": name in enrolled,
-             "recovery_left": enrolled[name].recovery_left if name in enrolled else 0}
+            {
+                "name": name,
+                "qname": urllib.parse.quote(name, safe=""),
+                "role": role,
+                "enrolled": name in enrolled,
+                "recovery_left": enrolled[name].recovery_left if name in enrolled else 0,
+            }
             for name, (_, role) in sorted(ctx.users.items())
         ]
         bottle.response.set_header("Cache-Control", "no-store")
         if negotiation.wants_json(bottle.request):
-            return ctx.json_response({"users": [{k: r[k] for k in ("name", "role", "enrolled", "recovery_left")} for r in rows], "totp": ctx.totp_mode})
+            return ctx.json_response(
+                {
+                    "users": [{k: r[k] for k in ("name", "role", "enrolled", "recovery_left")} for r in rows],
+                    "totp": ctx.totp_mode,
+                }
+            )
         return ctx.page("account_users", "Users", active="users", rows=rows, totp_mode=ctx.totp_mode)
 
     @app.post("/account/users/<name>/reset-2fa")
@@ -150,9 +187,18 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.fail(404, "There is no such user in dashboard.credentials.")
         had = ctx.second_factors.reset(name)
         ended = ctx.sessions.destroy_user(name) if name != ctx.user() else 0
-        ctx.audit.record(user=ctx.user(), address=ctx.client_address(), action="reset_2fa", target=name,
-                         result="ok" if had else "ok (had none)")
-        message = f"The second factor of {name} was reset" + (f" and {ended} session(s) ended" if ended else "") + "; they set it up again at their next sign-in."
+        ctx.audit.record(
+            user=ctx.user(),
+            address=ctx.client_address(),
+            action="reset_2fa",
+            target=name,
+            result="ok" if had else "ok (had none)",
+        )
+        message = (
+            f"The second factor of {name} was reset"
+            + (f" and {ended} session(s) ended" if ended else "")
+            + "; they set it up again at their next sign-in."
+        )
         if negotiation.wants_json(bottle.request):
             return ctx.json_response({"success": True, "message": message})
         ctx.sessions.add_flash(ctx.session(), "ok", message)

@@ -31,7 +31,9 @@ MAX_USERNAME = 64
 PENDING_COOKIE = "fmpending"
 PENDING_SECONDS = 5 * 60
 MAX_PENDING = 1000
-WRONG_CODE_MESSAGE = "That code is not valid (or was already used). Enter the current code from your app, or a recovery code."
+WRONG_CODE_MESSAGE = (
+    "That code is not valid (or was already used). Enter the current code from your app, or a recovery code."
+)
 
 
 class PendingSignIns:
@@ -47,7 +49,7 @@ class PendingSignIns:
         now = self.clock()
         with self._lock:
             if len(self._entries) >= MAX_PENDING:
-                for key, entry in sorted(self._entries.items(), key=lambda kv: kv[1][3])[: MAX_PENDING // 2]:
+                for key, _ in sorted(self._entries.items(), key=lambda kv: kv[1][3])[: MAX_PENDING // 2]:
                     del self._entries[key]
             self._entries[nonce] = (user, fingerprint, next_path, now + PENDING_SECONDS)
         return nonce
@@ -79,7 +81,14 @@ def register(app: bottle.Bottle, ctx) -> None:
     def login_page(next_path: str, *, error: str = "", username: str = "", status: int = 200, headers=None):
         nonce = csrf.new_login_nonce()
         # Pre-session CSRF (double submit): the form's token is an HMAC of this cookie's value.
-        set_cookie(bottle.response, csrf.LOGIN_COOKIE, nonce, secure=ctx.secure_cookies(), path="/login", max_age=LOGIN_COOKIE_SECONDS)
+        set_cookie(
+            bottle.response,
+            csrf.LOGIN_COOKIE,
+            nonce,
+            secure=ctx.secure_cookies(),
+            path="/login",
+            max_age=LOGIN_COOKIE_SECONDS,
+        )
         token = csrf.login_token(ctx.secret_key, nonce)
         body = ctx.page(
             "login",
@@ -95,7 +104,14 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     def code_page(nonce: str, user: str, *, error: str = "", status: int = 200, headers=None):
         token = csrf.login_token(ctx.secret_key, "code:" + nonce)
-        body = ctx.page("login_code", "Second step", notices=[("error", error)] if error else [], page_token=token, login_csrf=token, username=user)
+        body = ctx.page(
+            "login_code",
+            "Second step",
+            notices=[("error", error)] if error else [],
+            page_token=token,
+            login_csrf=token,
+            username=user,
+        )
         no_store(status, headers)
         return body
 
@@ -129,7 +145,9 @@ def register(app: bottle.Bottle, ctx) -> None:
         problem = csrf.origin_problem(request.environ)
         expected = csrf.login_token(ctx.secret_key, nonce) if nonce else ""
         if problem or not csrf.tokens_match(expected, request.forms.getunicode(csrf.FIELD, default="")):
-            log.warning("refused sign-in POST from %s: %s", ctx.client_address(), problem or "bad or missing form token")
+            log.warning(
+                "refused sign-in POST from %s: %s", ctx.client_address(), problem or "bad or missing form token"
+            )
             return "The sign-in form had expired; please try again."
         return None
 
@@ -165,7 +183,9 @@ def register(app: bottle.Bottle, ctx) -> None:
             ok = len(username) <= MAX_USERNAME and ctx.passwords.check(username, password)
         except PasswordTooLong:
             ctx.throttle.failed(username, address)
-            ctx.audit.record_repeat(user=username, address=address, action="login", result="failed: password over 72 bytes")
+            ctx.audit.record_repeat(
+                user=username, address=address, action="login", result="failed: password over 72 bytes"
+            )
             return login_page(next_path, error=TOO_LONG_MESSAGE, username=username, status=400)
         if not ok:
             ctx.throttle.failed(username, address)
@@ -174,7 +194,14 @@ def register(app: bottle.Bottle, ctx) -> None:
 
         if ctx.needs_second_factor(username):
             nonce = pending.add(username, ctx.fingerprint(username), next_path)
-            set_cookie(bottle.response, PENDING_COOKIE, nonce, secure=ctx.secure_cookies(), path="/login", max_age=PENDING_SECONDS)
+            set_cookie(
+                bottle.response,
+                PENDING_COOKIE,
+                nonce,
+                secure=ctx.secure_cookies(),
+                path="/login",
+                max_age=PENDING_SECONDS,
+            )
             # The code form comes in this answer (no redirect): one round trip less per sign-in.
             return code_page(nonce, username)
         if ctx.totp_mode == "required":
@@ -200,7 +227,9 @@ def register(app: bottle.Bottle, ctx) -> None:
     def code_submit():
         nonce, entry = pending_sign_in()
         if entry is None:
-            return login_page(negotiation.DEFAULT_LANDING, error="The sign-in took too long; enter your password again.", status=403)
+            return login_page(
+                negotiation.DEFAULT_LANDING, error="The sign-in took too long; enter your password again.", status=403
+            )
         user, _, next_path, _ = entry
         address = ctx.client_address()
         refused = form_token_ok("code:" + nonce)
@@ -208,7 +237,13 @@ def register(app: bottle.Bottle, ctx) -> None:
             return code_page(nonce, user, error=refused, status=403)
         wait = throttled(user, address)
         if wait:
-            return code_page(nonce, user, error=f"Too many wrong codes. Wait {wait} seconds and try again.", status=429, headers={"Retry-After": str(wait)})
+            return code_page(
+                nonce,
+                user,
+                error=f"Too many wrong codes. Wait {wait} seconds and try again.",
+                status=429,
+                headers={"Retry-After": str(wait)},
+            )
         used = ctx.second_factors.verify(user, bottle.request.forms.getunicode("code", default="") or "")
         if used is None:
             ctx.throttle.failed(user, address)

@@ -28,7 +28,11 @@ AGENT_THREADS_KEPT = 4
 
 def download_slots(config: dict) -> int:
     """How many downloads may be relayed at once (both ends read the same config)."""
-    return max(1, min(config["dashboard"]["threads"] - THREADS_KEPT_FOR_PAGES, config["agent"]["threads"] - AGENT_THREADS_KEPT))
+    return max(
+        1, min(config["dashboard"]["threads"] - THREADS_KEPT_FOR_PAGES, config["agent"]["threads"] - AGENT_THREADS_KEPT)
+    )
+
+
 RETRY_DOWNLOAD_SECONDS = 60
 
 
@@ -99,7 +103,13 @@ def register(app: bottle.Bottle, ctx) -> None:
         accel = ctx.config["dashboard"]["download_mode"] == "accel"
         streaming = not accel and request.method != "HEAD"
         if streaming and not slots.acquire(blocking=False):
-            ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result="refused: too many downloads")
+            ctx.audit.record(
+                user=session.user,
+                address=ctx.client_address(),
+                action="download",
+                target=target,
+                result="refused: too many downloads",
+            )
             response = ctx.fail(503, "Too many downloads are running at once; try again in a minute.")
             response.set_header("Retry-After", str(RETRY_DOWNLOAD_SECONDS))
             return response
@@ -118,13 +128,23 @@ def register(app: bottle.Bottle, ctx) -> None:
         # With accel, nginx answers Range itself from the file; the agent only confirms it exists.
         range_header = None if accel else request.get_header("Range")
         try:
-            download = ctx.agent.stream_download(stack, site, file, range_header, method="HEAD" if accel or request.method == "HEAD" else "GET")
+            download = ctx.agent.stream_download(
+                stack, site, file, range_header, method="HEAD" if accel or request.method == "HEAD" else "GET"
+            )
         except AgentError as exc:
             status = exc.status if exc.status in (400, 404, 416) else 502
-            ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result=f"failed: {exc.message}")
+            ctx.audit.record(
+                user=session.user,
+                address=ctx.client_address(),
+                action="download",
+                target=target,
+                result=f"failed: {exc.message}",
+            )
             return ctx.fail(status, exc.message), False
         result = "ok" if download.status == 200 else f"partial ({range_header})"
-        ctx.audit.record(user=session.user, address=ctx.client_address(), action="download", target=target, result=result)
+        ctx.audit.record(
+            user=session.user, address=ctx.client_address(), action="download", target=target, result=result
+        )
         headers = dict(download.headers)
         headers.setdefault("Content-Type", "application/octet-stream")
         headers["Content-Disposition"] = f'attachment; filename="{file}"'
@@ -134,7 +154,9 @@ def register(app: bottle.Bottle, ctx) -> None:
             prefix = ctx.config["dashboard"]["accel_prefix"].rstrip("/")
             # nginx serves the file (Range included) from its internal location.
             headers = {k: v for k, v in headers.items() if k not in ("Content-Length", "Content-Range")}
-            headers["X-Accel-Redirect"] = f"{prefix}/{views.url_part(stack)}/{views.url_part(site)}/{views.url_part(file)}"
+            headers["X-Accel-Redirect"] = (
+                f"{prefix}/{views.url_part(stack)}/{views.url_part(site)}/{views.url_part(file)}"
+            )
             return bottle.HTTPResponse(b"", status=200, headers=headers), False
         if request.method == "HEAD":
             download.close()

@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 def _note_ended(ctx, job: dict) -> None:
     """Tell the scheduler a job it may have started has ended, so a failed scheduled backup
     is notified now rather than at the engine's next poll. Never breaks the page."""
-    if ctx.scheduler is None or not isinstance(job, dict) or job.get("status") not in views.FINAL_JOB_STATES or not job.get("id"):
+    if (
+        ctx.scheduler is None
+        or not isinstance(job, dict)
+        or job.get("status") not in views.FINAL_JOB_STATES
+        or not job.get("id")
+    ):
         return
     try:
         ctx.scheduler.note_job(job)

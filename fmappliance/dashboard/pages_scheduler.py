@@ -131,7 +131,9 @@ def describe(schedule: dict) -> str:
     """ "daily at 02:30", "weekly on Sunday at 02:30", "monthly on day 1 at 02:30"."""
     frequency = schedule["frequency"]
     if frequency == "weekly":
-        return f"weekly on {DAY_NAMES.get(schedule.get('day_of_week'), schedule.get('day_of_week'))} at {schedule['time']}"
+        return (
+            f"weekly on {DAY_NAMES.get(schedule.get('day_of_week'), schedule.get('day_of_week'))} at {schedule['time']}"
+        )
     if frequency == "monthly":
         return f"monthly on day {schedule.get('day_of_month')} at {schedule['time']}"
     return f"daily at {schedule['time']}"
@@ -159,10 +161,16 @@ def _in_zone(moment, zone) -> str:
 def _run_view(run: dict, zone) -> dict:
     result, job_status = run.get("result"), run.get("job_status")
     if result == "submitted":
-        label = job_status if job_status in ("succeeded", "failed") else ("running" if job_status in ("queued", "running") else "handed to the agent")
+        label = (
+            job_status
+            if job_status in ("succeeded", "failed")
+            else ("running" if job_status in ("queued", "running") else "handed to the agent")
+        )
     else:
         label = result or ""
-    badge = {"succeeded": "badge-ok", "failed": "badge-bad", "missed": "badge-bad"}.get(label, "badge-warn" if label != "skipped" else "badge-unknown")
+    badge = {"succeeded": "badge-ok", "failed": "badge-bad", "missed": "badge-bad"}.get(
+        label, "badge-warn" if label != "skipped" else "badge-unknown"
+    )
     return {
         "site": run.get("site") or "",
         "time": _in_zone(run.get("started"), zone),
@@ -230,8 +238,15 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     def default_values(known) -> dict:
         names = sorted(known) if known else sorted(ctx.config.get("stacks") or {})
-        return {"stack": names[0] if len(names) == 1 else "", "site": EVERY_SITE, "frequency": "daily", "time": "02:00",
-                "day_of_week": "sun", "day_of_month": "1", "timezone": store.default_tz}
+        return {
+            "stack": names[0] if len(names) == 1 else "",
+            "site": EVERY_SITE,
+            "frequency": "daily",
+            "time": "02:00",
+            "day_of_week": "sun",
+            "day_of_month": "1",
+            "timezone": store.default_tz,
+        }
 
     def body_values(*, known=None, values=None, errors=None, notice=None) -> dict:
         if known is None:
@@ -257,7 +272,9 @@ def register(app: bottle.Bottle, ctx) -> None:
             body = ctx.render("scheduler", csrf_token=ctx.session().csrf_token, **values)
         else:
             body = ctx.page("scheduler", "Schedules", active="scheduler", **values)
-        return bottle.HTTPResponse(body, status=status, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"})
+        return bottle.HTTPResponse(
+            body, status=status, headers={"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}
+        )
 
     def changed(message: str, schedule: dict | None):
         """Answer a successful change in the shape the request wants."""
@@ -288,7 +305,11 @@ def register(app: bottle.Bottle, ctx) -> None:
             except ValueError:
                 return None, 400, "The body is not valid JSON; send an object with the schedule's fields."
             if not isinstance(data, dict):
-                return None, 400, "Send a JSON object with the fields stack, site, frequency, time, day_of_week, day_of_month and timezone."
+                return (
+                    None,
+                    400,
+                    "Send a JSON object with the fields stack, site, frequency, time, day_of_week, day_of_month and timezone.",
+                )
             return {k: data.get(k) for k in FIELDS if data.get(k) is not None}, None, None
         return {k: request.forms.getunicode(k, default="") for k in FIELDS}, None, None
 
@@ -307,21 +328,30 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.fail(status, problem)
         known = known_stacks()
         clean, errors = validate_schedule(fields, known_stacks=known, default_tz=store.default_tz)
-        target = f"{str(fields.get('stack') or '').strip() or '?'}/{str(fields.get('site') or '').strip() or EVERY_SITE}"
+        target = (
+            f"{str(fields.get('stack') or '').strip() or '?'}/{str(fields.get('site') or '').strip() or EVERY_SITE}"
+        )
         if errors:
             audit("schedule_add", target, "invalid: " + ", ".join(errors))
             message = "The schedule was not added: " + " ".join(errors.values())
             if negotiation.wants_json(bottle.request):
                 return ctx.json_response({"success": False, "message": message, "errors": errors}, 400)
             values = {k: "" if fields.get(k) is None else str(fields.get(k)) for k in FIELDS}
-            return answer_page(400, known=known, values=values, errors=errors,
-                               notice=("error", "The schedule was not added; correct the fields marked below."))
+            return answer_page(
+                400,
+                known=known,
+                values=values,
+                errors=errors,
+                notice=("error", "The schedule was not added; correct the fields marked below."),
+            )
         schedule = store.add(clean, ctx.user())
         audit("schedule_add", f"{schedule['stack']}/{schedule['site']}", "ok")
         item = status_item(schedule["id"]) or schedule
         first = shape_schedule(item)["next_runs"][:1] if item.get("next_runs") else []
-        message = (f"Schedule added: {site_label(schedule['site'])} on {schedule['stack']}, {describe(schedule)} "
-                   f"({schedule['timezone']})" + (f"; next run {first[0]}." if first else "."))
+        message = (
+            f"Schedule added: {site_label(schedule['site'])} on {schedule['stack']}, {describe(schedule)} "
+            f"({schedule['timezone']})" + (f"; next run {first[0]}." if first else ".")
+        )
         return changed(message, public_schedule(item))
 
     def change(schedule_id: str, verb: str):

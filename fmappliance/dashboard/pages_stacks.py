@@ -27,7 +27,11 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
         answer = ctx.agent.action(action, stack, site)
         success, message, job = True, str(answer.get("message") or "Started."), answer.get("job")
         if answer.get("duplicate"):
-            message = f"{message} (already queued or running; showing that job)" if answer.get("message") else "Already queued or running; showing that job."
+            message = (
+                f"{message} (already queued or running; showing that job)"
+                if answer.get("message")
+                else "Already queued or running; showing that job."
+            )
         status = 202
         result = "duplicate" if answer.get("duplicate") else "started"
     except AgentError as exc:
@@ -35,7 +39,9 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
         status = exc.status if exc.status in (400, 403, 404, 409) else 502
         result = f"failed: {exc.message}"
     job_id = job.get("id") if isinstance(job, dict) else None
-    ctx.audit.record(user=session.user, address=ctx.client_address(), action=action, target=target, result=result, job_id=job_id)
+    ctx.audit.record(
+        user=session.user, address=ctx.client_address(), action=action, target=target, result=result, job_id=job_id
+    )
 
     if negotiation.wants_json(request):
         return ctx.json_response({"success": success, "message": message, "job": job}, status)
@@ -61,7 +67,9 @@ def register(app: bottle.Bottle, ctx) -> None:
         if cached_key == key and cached_payload is payload:
             return cached_pieces
         stacks = views.shape_stacks(payload, now, ctx.stale_backup_hours)
-        html = ctx.render("stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard")
+        html = ctx.render(
+            "stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard"
+        )
         pieces = html.encode().split(CSRF_PLACEHOLDER.encode())
         render_cache[role] = (key, payload, pieces)
         return pieces

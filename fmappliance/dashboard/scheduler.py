@@ -23,15 +23,22 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable, Mapping
 
 import schedule as schedule_lib
 
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
 from fmappliance.dashboard.schedules import (
-    EVERY_SITE, INTERVALS, ScheduleStore, from_iso, next_runs, runs_between, server_timezone, to_iso,
+    EVERY_SITE,
+    INTERVALS,
+    ScheduleStore,
+    from_iso,
+    next_runs,
+    runs_between,
+    server_timezone,
+    to_iso,
 )
 
 log = logging.getLogger(__name__)
@@ -67,11 +74,20 @@ class BackupScheduler:
     ``clock()`` returns aware UTC now (injectable for tests).
     """
 
-    def __init__(self, store: ScheduleStore, submit_backup: Callable[[str, str], dict], *,
-                 list_sites: Callable[[str], list], notifier=None, catchup_hours: float = 6,
-                 clock: Callable[[], datetime] | None = None, tick_seconds: float = 1.0,
-                 get_job: Callable[[str], dict] | None = None, workers: int = 4,
-                 job_poll_seconds: int = 30):
+    def __init__(
+        self,
+        store: ScheduleStore,
+        submit_backup: Callable[[str, str], dict],
+        *,
+        list_sites: Callable[[str], list],
+        notifier=None,
+        catchup_hours: float = 6,
+        clock: Callable[[], datetime] | None = None,
+        tick_seconds: float = 1.0,
+        get_job: Callable[[str], dict] | None = None,
+        workers: int = 4,
+        job_poll_seconds: int = 30,
+    ):
         self.store = store
         self._submit_backup = submit_backup
         self._list_sites = list_sites
@@ -104,8 +120,12 @@ class BackupScheduler:
     def start(self) -> None:
         """Fail runs a crash interrupted, catch up missed runs, then start the loop thread."""
         for run in self.store.fail_interrupted_runs():
-            self._notify("backup_failed", f"Scheduled backup of {run['site']} on {run['stack']} was interrupted",
-                         run, run["message"])
+            self._notify(
+                "backup_failed",
+                f"Scheduled backup of {run['site']} on {run['stack']} was interrupted",
+                run,
+                run["message"],
+            )
         self._guarded(self.reload)
         self._guarded(self.check_due, self._clock())
         self._guarded(self.check_health)
@@ -245,25 +265,68 @@ class BackupScheduler:
 
         if missed:
             first, last = missed[0], missed[-1]
-            when = (f"at {last:%Y-%m-%d %H:%M %Z}" if len(missed) == 1
-                    else f"from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M %Z}")
-            why = ("only the most recent missed run is made up" if run
-                   else f"runs more than {_age(self.catchup)} late are not made up (scheduler.catchup_hours)")
-            message = (f"{_plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
-                       f"was not running; {why}.")
-            self.store.record_run(schedule["id"], last, now, None, "missed", message, False,
-                                  site=schedule["site"], stack=schedule["stack"])
-            self._notify("backup_missed", f"Scheduled backup of {self._target(schedule)} missed",
-                         {"schedule_id": schedule["id"], "stack": schedule["stack"], "site": schedule["site"],
-                          "due": to_iso(last), "missed": len(missed)}, message)
+            when = (
+                f"at {last:%Y-%m-%d %H:%M %Z}"
+                if len(missed) == 1
+                else f"from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M %Z}"
+            )
+            why = (
+                "only the most recent missed run is made up"
+                if run
+                else f"runs more than {_age(self.catchup)} late are not made up (scheduler.catchup_hours)"
+            )
+            message = (
+                f"{_plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
+                f"was not running; {why}."
+            )
+            self.store.record_run(
+                schedule["id"],
+                last,
+                now,
+                None,
+                "missed",
+                message,
+                False,
+                site=schedule["site"],
+                stack=schedule["stack"],
+            )
+            self._notify(
+                "backup_missed",
+                f"Scheduled backup of {self._target(schedule)} missed",
+                {
+                    "schedule_id": schedule["id"],
+                    "stack": schedule["stack"],
+                    "site": schedule["site"],
+                    "due": to_iso(last),
+                    "missed": len(missed),
+                },
+                message,
+            )
             log.warning("Schedule %s: %s", schedule["id"], message)
         if run:
-            note = (f"Catch-up of the run due {latest:%Y-%m-%d %H:%M %Z}, missed while the dashboard was down."
-                    if catch_up else "Handing the backup to the agent.")
-            run_id = self.store.record_run(schedule["id"], latest, now, None, "pending", note, catch_up,
-                                           site=schedule["site"], stack=schedule["stack"])
-            log.info("Schedule %s due at %s: backing up %s%s.", schedule["id"], to_iso(latest),
-                     self._target(schedule), " (catch-up)" if catch_up else "")
+            note = (
+                f"Catch-up of the run due {latest:%Y-%m-%d %H:%M %Z}, missed while the dashboard was down."
+                if catch_up
+                else "Handing the backup to the agent."
+            )
+            run_id = self.store.record_run(
+                schedule["id"],
+                latest,
+                now,
+                None,
+                "pending",
+                note,
+                catch_up,
+                site=schedule["site"],
+                stack=schedule["stack"],
+            )
+            log.info(
+                "Schedule %s due at %s: backing up %s%s.",
+                schedule["id"],
+                to_iso(latest),
+                self._target(schedule),
+                " (catch-up)" if catch_up else "",
+            )
             self._spawn(self._hand_off, schedule, run_id, catch_up)
 
     # ---- hand-off (worker threads) ----------------------------------------------------
@@ -273,15 +336,25 @@ class BackupScheduler:
         try:
             sites = list(self._list_sites(stack))
         except LookupError:
-            return self._broken(schedule, run_id, f"Stack {stack!r} no longer exists; remove this schedule or restore the stack.")
+            return self._broken(
+                schedule, run_id, f"Stack {stack!r} no longer exists; remove this schedule or restore the stack."
+            )
         except Exception as exc:
             message = f"Could not ask the agent for the sites of {stack!r}: {exc}"
             self.store.replace_run(run_id, [{"result": "failed", "message": message}])
-            self._notify("backup_failed", f"Scheduled backup of {self._target(schedule)} failed",
-                         {"schedule_id": schedule["id"], "stack": stack, "site": site}, message)
+            self._notify(
+                "backup_failed",
+                f"Scheduled backup of {self._target(schedule)} failed",
+                {"schedule_id": schedule["id"], "stack": stack, "site": site},
+                message,
+            )
             return None
         if site != EVERY_SITE and site not in sites:
-            return self._broken(schedule, run_id, f"Site {site!r} is no longer on stack {stack!r}; remove this schedule or restore the site.")
+            return self._broken(
+                schedule,
+                run_id,
+                f"Site {site!r} is no longer on stack {stack!r}; remove this schedule or restore the site.",
+            )
         if schedule.get("broken_reason"):
             self.store.set_broken(schedule["id"], None)
             schedule["broken_reason"] = None
@@ -297,17 +370,31 @@ class BackupScheduler:
                 job = answer.get("job") if isinstance(answer, dict) and isinstance(answer.get("job"), dict) else answer
                 job_id = str(job.get("id")) if isinstance(job, dict) and job.get("id") else None
                 duplicate = isinstance(answer, dict) and (answer.get("duplicate") or (job or {}).get("duplicate"))
-                message = (f"Joined the backup already queued or running (job {job_id})." if duplicate
-                           else f"Handed to the agent as job {job_id}.")
-                rows.append({"site": target, "started": started, "job_id": job_id, "result": "submitted",
-                             "message": ("Catch-up. " if catch_up else "") + message,
-                             "job_status": (job or {}).get("status") if isinstance(job, dict) else None})
+                message = (
+                    f"Joined the backup already queued or running (job {job_id})."
+                    if duplicate
+                    else f"Handed to the agent as job {job_id}."
+                )
+                rows.append(
+                    {
+                        "site": target,
+                        "started": started,
+                        "job_id": job_id,
+                        "result": "submitted",
+                        "message": ("Catch-up. " if catch_up else "") + message,
+                        "job_status": (job or {}).get("status") if isinstance(job, dict) else None,
+                    }
+                )
             except Exception as exc:
                 message = f"The agent did not accept the backup of {target} on {stack}: {exc}"
                 log.warning("Schedule %s: %s", schedule["id"], message)
                 rows.append({"site": target, "started": started, "result": "failed", "message": message})
-                self._notify("backup_failed", f"Scheduled backup of {target} on {stack} failed",
-                             {"schedule_id": schedule["id"], "stack": stack, "site": target}, message)
+                self._notify(
+                    "backup_failed",
+                    f"Scheduled backup of {target} on {stack} failed",
+                    {"schedule_id": schedule["id"], "stack": stack, "site": target},
+                    message,
+                )
         self.store.replace_run(run_id, rows)
         return None
 
@@ -352,8 +439,12 @@ class BackupScheduler:
             if entry is not None:
                 entry["schedule"]["broken_reason"] = reason
         self.store.replace_run(run_id, [{"result": "skipped", "message": reason}])
-        self._notify("backup_failed", f"Scheduled backup of {self._target(schedule)} cannot run",
-                     {"schedule_id": schedule["id"], "stack": schedule["stack"], "site": schedule["site"]}, reason)
+        self._notify(
+            "backup_failed",
+            f"Scheduled backup of {self._target(schedule)} cannot run",
+            {"schedule_id": schedule["id"], "stack": schedule["stack"], "site": schedule["site"]},
+            reason,
+        )
 
     # ---- job outcomes -----------------------------------------------------------------
 
@@ -380,9 +471,17 @@ class BackupScheduler:
         """
         for run in self.store.update_run_result(str(job["id"]), job["status"]):
             if job["status"] == "failed":
-                self._notify("backup_failed", f"Scheduled backup of {run['site']} on {run['stack']} failed",
-                             {"schedule_id": run["schedule_id"], "stack": run["stack"], "site": run["site"],
-                              "job_id": job["id"]}, job.get("message") or "The backup job failed.")
+                self._notify(
+                    "backup_failed",
+                    f"Scheduled backup of {run['site']} on {run['stack']} failed",
+                    {
+                        "schedule_id": run["schedule_id"],
+                        "stack": run["stack"],
+                        "site": run["site"],
+                        "job_id": job["id"],
+                    },
+                    job.get("message") or "The backup job failed.",
+                )
 
     # ---- UI ---------------------------------------------------------------------------
 
@@ -402,8 +501,11 @@ class BackupScheduler:
                 item["status"] = "broken"
             else:
                 item["status"] = "ok" if schedule["enabled"] else "disabled"
-            item["next_runs"] = [] if schedule["invalid"] or not schedule["enabled"] else [
-                t.isoformat() for t in next_runs(schedule, now, 3)]
+            item["next_runs"] = (
+                []
+                if schedule["invalid"] or not schedule["enabled"]
+                else [t.isoformat() for t in next_runs(schedule, now, 3)]
+            )
             item["last_run"] = self.store.last_run(schedule["id"])
             item["last_runs"] = self.store.last_runs(schedule["id"])
             out.append(item)
@@ -431,17 +533,32 @@ class BackupScheduler:
             log.exception("Could not queue the %s notification.", event)
 
 
-def scheduler_from_config(config: Mapping, submit_backup: Callable[[str, str], dict], *,
-                          list_sites: Callable[[str], list], get_job: Callable[[str], dict] | None = None,
-                          clock: Callable[[], datetime] | None = None) -> BackupScheduler:
+def scheduler_from_config(
+    config: Mapping,
+    submit_backup: Callable[[str, str], dict],
+    *,
+    list_sites: Callable[[str], list],
+    get_job: Callable[[str], dict] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> BackupScheduler:
     """The engine as the dashboard runs it: store in ``dashboard.state_dir``, the
     ``schedules:`` of config.yaml, ``notifications:`` and ``scheduler.catchup_hours``.
     Not started: call ``start()`` in the serving process (and ``stop()`` at exit)."""
-    store = ScheduleStore(config["dashboard"]["state_dir"], config_schedules=config.get("schedules") or (),
-                          default_tz=server_timezone(), clock=clock)
-    return BackupScheduler(store, submit_backup, list_sites=list_sites, get_job=get_job,
-                           notifier=Notifier(config.get("notifications")), clock=clock,
-                           catchup_hours=config["scheduler"]["catchup_hours"])
+    store = ScheduleStore(
+        config["dashboard"]["state_dir"],
+        config_schedules=config.get("schedules") or (),
+        default_tz=server_timezone(),
+        clock=clock,
+    )
+    return BackupScheduler(
+        store,
+        submit_backup,
+        list_sites=list_sites,
+        get_job=get_job,
+        notifier=Notifier(config.get("notifications")),
+        clock=clock,
+        catchup_hours=config["scheduler"]["catchup_hours"],
+    )
 
 
 def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: datetime) -> list[dict]:
@@ -472,16 +589,30 @@ def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: date
             created = from_iso(created)
         every = {"daily": "every day", "weekly": "every week", "monthly": "every month"}[schedule["frequency"]]
         if created is None:
-            since = from_iso(schedule.get("created_at")) if isinstance(schedule.get("created_at"), str) else schedule.get("created_at")
+            since = (
+                from_iso(schedule.get("created_at"))
+                if isinstance(schedule.get("created_at"), str)
+                else schedule.get("created_at")
+            )
             if since is not None and now - since <= limit:
                 continue
             message = f"No good backup of {site} on {stack} yet, although its {schedule['frequency']} schedule expects one {every}."
         elif now - created > limit:
-            message = (f"The last good backup of {site} on {stack} is {_age(now - created)} old; "
-                       f"its {schedule['frequency']} schedule expects one {every}.")
+            message = (
+                f"The last good backup of {site} on {stack} is {_age(now - created)} old; "
+                f"its {schedule['frequency']} schedule expects one {every}."
+            )
         else:
             continue
-        out.append({"stack": stack, "site": site, "schedule_id": schedule["id"], "frequency": schedule["frequency"],
-                    "last_backup": to_iso(created), "limit_hours": int(limit.total_seconds() // 3600),
-                    "message": message})
+        out.append(
+            {
+                "stack": stack,
+                "site": site,
+                "schedule_id": schedule["id"],
+                "frequency": schedule["frequency"],
+                "last_backup": to_iso(created),
+                "limit_hours": int(limit.total_seconds() // 3600),
+                "message": message,
+            }
+        )
     return out

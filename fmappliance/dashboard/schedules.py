@@ -24,10 +24,10 @@ import re
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from fmappliance.names import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
@@ -159,14 +159,22 @@ def validate_schedule(fields: Mapping, *, known_stacks: Mapping | None, default_
             day_of_month = int(day_of_month_text)
 
     if not is_valid_timezone(tz):
-        errors["timezone"] = (f"Unknown time zone {tz!r}: use an IANA name such as Europe/Berlin, "
-                              "America/New_York or UTC (or leave it empty for the server's).")
+        errors["timezone"] = (
+            f"Unknown time zone {tz!r}: use an IANA name such as Europe/Berlin, "
+            "America/New_York or UTC (or leave it empty for the server's)."
+        )
 
     if errors:
         return None, errors
     return {
-        "stack": stack, "site": site, "frequency": frequency, "time": at,
-        "day_of_week": day_of_week, "day_of_month": day_of_month, "timezone": tz, "enabled": True,
+        "stack": stack,
+        "site": site,
+        "frequency": frequency,
+        "time": at,
+        "day_of_week": day_of_week,
+        "day_of_month": day_of_month,
+        "timezone": tz,
+        "enabled": True,
     }, {}
 
 
@@ -303,12 +311,18 @@ def _config_schedule(entry: Mapping, occurrence: int, default_tz: str) -> dict:
     tz = entry.get("timezone") or default_tz
     schedule = {
         "id": config_schedule_id(entry, occurrence),
-        "stack": entry["stack"], "site": entry.get("site") or EVERY_SITE, "frequency": frequency,
+        "stack": entry["stack"],
+        "site": entry.get("site") or EVERY_SITE,
+        "frequency": frequency,
         "time": entry.get("time", "02:00"),
         "day_of_week": entry.get("day_of_week", "sun") if frequency == "weekly" else None,
         "day_of_month": int(entry.get("day_of_month", 1)) if frequency == "monthly" else None,
-        "timezone": tz, "enabled": bool(entry.get("enabled", True)),
-        "created_by": "config.yaml", "created_at": None, "source": "config", "invalid": None,
+        "timezone": tz,
+        "enabled": bool(entry.get("enabled", True)),
+        "created_by": "config.yaml",
+        "created_at": None,
+        "source": "config",
+        "invalid": None,
     }
     # config.py checks shapes but cannot know the zone database; an unknown zone makes the
     # schedule visible-but-broken rather than stopping the dashboard.
@@ -320,8 +334,14 @@ def _config_schedule(entry: Mapping, occurrence: int, default_tz: str) -> dict:
 class ScheduleStore:
     """Schedules (UI-added and config-declared), their due-time state and their runs."""
 
-    def __init__(self, state_dir, *, config_schedules=(), default_tz: str | None = None,
-                 clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        state_dir,
+        *,
+        config_schedules=(),
+        default_tz: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.path = Path(state_dir) / "schedules.sqlite3"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.default_tz = default_tz or server_timezone()
@@ -357,8 +377,13 @@ class ScheduleStore:
 
     def _row_to_schedule(self, row) -> dict:
         schedule = {k: row[k] for k in ("id",) + _FIELDS}
-        schedule.update(enabled=bool(row["enabled"]), created_by=row["created_by"],
-                        created_at=row["created_at"], source="ui", invalid=None)
+        schedule.update(
+            enabled=bool(row["enabled"]),
+            created_by=row["created_by"],
+            created_at=row["created_at"],
+            source="ui",
+            invalid=None,
+        )
         return schedule
 
     def list(self) -> list[dict]:
@@ -389,12 +414,25 @@ class ScheduleStore:
             db.execute(
                 "INSERT INTO schedules (id, stack, site, frequency, time, day_of_week, day_of_month, timezone,"
                 " enabled, created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (schedule_id, clean["stack"], clean["site"], clean["frequency"], clean["time"],
-                 clean.get("day_of_week"), clean.get("day_of_month"), clean["timezone"],
-                 int(clean.get("enabled", True)), created_by, now))
+                (
+                    schedule_id,
+                    clean["stack"],
+                    clean["site"],
+                    clean["frequency"],
+                    clean["time"],
+                    clean.get("day_of_week"),
+                    clean.get("day_of_month"),
+                    clean["timezone"],
+                    int(clean.get("enabled", True)),
+                    created_by,
+                    now,
+                ),
+            )
             # Due times are counted from creation: nothing before it is "missed".
-            db.execute("INSERT OR REPLACE INTO schedule_state (schedule_id, last_due, tracked_since)"
-                       " VALUES (?,?,?)", (schedule_id, now, now))
+            db.execute(
+                "INSERT OR REPLACE INTO schedule_state (schedule_id, last_due, tracked_since) VALUES (?,?,?)",
+                (schedule_id, now, now),
+            )
         self.generation += 1
         return self.get(schedule_id)
 
@@ -424,8 +462,9 @@ class ScheduleStore:
         self._refuse_config(schedule_id, "enable or disable")
         now = to_iso(self._clock())
         with self._db() as db:
-            changed = db.execute("UPDATE schedules SET enabled = ? WHERE id = ?",
-                                 (int(bool(enabled)), schedule_id)).rowcount
+            changed = db.execute(
+                "UPDATE schedules SET enabled = ? WHERE id = ?", (int(bool(enabled)), schedule_id)
+            ).rowcount
             if changed and enabled:
                 db.execute("UPDATE schedule_state SET last_due = ? WHERE schedule_id = ?", (now, schedule_id))
         self.generation += 1
@@ -447,22 +486,37 @@ class ScheduleStore:
 
     def set_last_due(self, schedule_id: str, due: datetime) -> None:
         with self._db() as db:
-            db.execute("INSERT INTO schedule_state (schedule_id, last_due, tracked_since) VALUES (?,?,?)"
-                       " ON CONFLICT (schedule_id) DO UPDATE SET last_due = excluded.last_due",
-                       (schedule_id, to_iso(due), to_iso(due)))
+            db.execute(
+                "INSERT INTO schedule_state (schedule_id, last_due, tracked_since) VALUES (?,?,?)"
+                " ON CONFLICT (schedule_id) DO UPDATE SET last_due = excluded.last_due",
+                (schedule_id, to_iso(due), to_iso(due)),
+            )
 
     def set_broken(self, schedule_id: str, reason: str | None) -> None:
         """Mark a schedule broken (its stack or site is gone) or clear the mark (None)."""
         with self._db() as db:
-            db.execute("INSERT INTO schedule_state (schedule_id, broken_reason) VALUES (?,?)"
-                       " ON CONFLICT (schedule_id) DO UPDATE SET broken_reason = excluded.broken_reason",
-                       (schedule_id, reason))
+            db.execute(
+                "INSERT INTO schedule_state (schedule_id, broken_reason) VALUES (?,?)"
+                " ON CONFLICT (schedule_id) DO UPDATE SET broken_reason = excluded.broken_reason",
+                (schedule_id, reason),
+            )
 
     # ---- runs -------------------------------------------------------------------------
 
-    def record_run(self, schedule_id: str, due: datetime, started: datetime, job_id: str | None,
-                   result: str, message: str = "", catch_up: bool = False, *, site: str | None = None,
-                   stack: str | None = None, job_status: str | None = None) -> int:
+    def record_run(
+        self,
+        schedule_id: str,
+        due: datetime,
+        started: datetime,
+        job_id: str | None,
+        result: str,
+        message: str = "",
+        catch_up: bool = False,
+        *,
+        site: str | None = None,
+        stack: str | None = None,
+        job_status: str | None = None,
+    ) -> int:
         """Add one run row; returns its id. ``site``/``stack`` default to the schedule's."""
         if result not in RUN_RESULTS:
             raise ValueError(f"unknown run result {result!r}")
@@ -474,8 +528,19 @@ class ScheduleStore:
             cur = db.execute(
                 "INSERT INTO runs (schedule_id, stack, site, due, started, job_id, result, message, catch_up, job_status)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (schedule_id, stack, site, to_iso(due), to_iso(started), job_id, result, message,
-                 int(catch_up), job_status))
+                (
+                    schedule_id,
+                    stack,
+                    site,
+                    to_iso(due),
+                    to_iso(started),
+                    job_id,
+                    result,
+                    message,
+                    int(catch_up),
+                    job_status,
+                ),
+            )
             return cur.lastrowid
 
     def replace_run(self, run_id: int, rows: list[dict]) -> None:
@@ -489,9 +554,19 @@ class ScheduleStore:
                 db.execute(
                     "INSERT INTO runs (schedule_id, stack, site, due, started, job_id, result, message, catch_up, job_status)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (old["schedule_id"], old["stack"], row.get("site", old["site"]), old["due"],
-                     to_iso(row["started"]) if row.get("started") else old["started"], row.get("job_id"),
-                     row["result"], row.get("message", ""), old["catch_up"], row.get("job_status")))
+                    (
+                        old["schedule_id"],
+                        old["stack"],
+                        row.get("site", old["site"]),
+                        old["due"],
+                        to_iso(row["started"]) if row.get("started") else old["started"],
+                        row.get("job_id"),
+                        row["result"],
+                        row.get("message", ""),
+                        old["catch_up"],
+                        row.get("job_status"),
+                    ),
+                )
 
     def fail_interrupted_runs(self) -> list[dict]:
         """Turn ``pending`` rows left by a crash into ``failed``; returns them (to notify)."""
@@ -506,8 +581,9 @@ class ScheduleStore:
     def runs(self, schedule_id: str, limit: int = 20) -> list[dict]:
         """Run rows of a schedule, newest first."""
         with self._db() as db:
-            rows = db.execute("SELECT * FROM runs WHERE schedule_id = ? ORDER BY id DESC LIMIT ?",
-                              (schedule_id, limit)).fetchall()
+            rows = db.execute(
+                "SELECT * FROM runs WHERE schedule_id = ? ORDER BY id DESC LIMIT ?", (schedule_id, limit)
+            ).fetchall()
         return [_run_dict(r) for r in rows]
 
     def last_run(self, schedule_id: str) -> dict | None:
@@ -520,14 +596,20 @@ class ScheduleStore:
         with self._db() as db:
             rows = db.execute(
                 "SELECT * FROM runs WHERE schedule_id = ? AND due = (SELECT due FROM runs WHERE schedule_id = ?"
-                " ORDER BY id DESC LIMIT 1) ORDER BY id", (schedule_id, schedule_id)).fetchall()
+                " ORDER BY id DESC LIMIT 1) ORDER BY id",
+                (schedule_id, schedule_id),
+            ).fetchall()
         return [_run_dict(r) for r in rows]
 
     def update_run_result(self, job_id: str, status: str) -> list[dict]:
         """Record the agent job's status on its run rows; returns the rows that changed."""
         with self._db() as db:
-            rows = [dict(r) for r in db.execute(
-                "SELECT * FROM runs WHERE job_id = ? AND (job_status IS NULL OR job_status != ?)", (job_id, status))]
+            rows = [
+                dict(r)
+                for r in db.execute(
+                    "SELECT * FROM runs WHERE job_id = ? AND (job_status IS NULL OR job_status != ?)", (job_id, status)
+                )
+            ]
             db.execute("UPDATE runs SET job_status = ? WHERE job_id = ?", (status, job_id))
         for row in rows:
             row["job_status"] = status
@@ -539,7 +621,8 @@ class ScheduleStore:
             rows = db.execute(
                 "SELECT DISTINCT job_id FROM runs WHERE result = 'submitted' AND job_id IS NOT NULL"
                 " AND (job_status IS NULL OR job_status NOT IN ('succeeded', 'failed')) AND started >= ?",
-                (to_iso(since),)).fetchall()
+                (to_iso(since),),
+            ).fetchall()
         return [r["job_id"] for r in rows]
 
 

@@ -113,7 +113,10 @@ class SecondFactors:
             if row and now - row[1] < PENDING_SECONDS:
                 return row[0]
             secret = pyotp.random_base32()
-            conn.execute("INSERT OR REPLACE INTO second_factor_pending (user, secret, created) VALUES (?, ?, ?)", (user, secret, now))
+            conn.execute(
+                "INSERT OR REPLACE INTO second_factor_pending (user, secret, created) VALUES (?, ?, ?)",
+                (user, secret, now),
+            )
         return secret
 
     def confirm(self, user: str, code: str) -> list[str] | None:
@@ -149,7 +152,9 @@ class SecondFactors:
         """Check a 6-digit code or a recovery code: "code", "recovery" or None (wrong, replayed, used)."""
         code = normalise_code(text)
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT secret, last_step, recovery_salt, recovery FROM second_factors WHERE user = ?", (user,)).fetchone()
+            row = conn.execute(
+                "SELECT secret, last_step, recovery_salt, recovery FROM second_factors WHERE user = ?", (user,)
+            ).fetchone()
             if row is None or not code:
                 return None
             secret, last_step, salt, recovery = row

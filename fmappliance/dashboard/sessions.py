@@ -71,7 +71,11 @@ class SessionStore:
             )
             columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
             # Sessions of older versions have no fingerprint: they end at their next request.
-            for name, ddl in (("fingerprint", "TEXT NOT NULL DEFAULT ''"), ("stage", "TEXT NOT NULL DEFAULT 'full'"), ("verified_at", "REAL NOT NULL DEFAULT 0")):
+            for name, ddl in (
+                ("fingerprint", "TEXT NOT NULL DEFAULT ''"),
+                ("stage", "TEXT NOT NULL DEFAULT 'full'"),
+                ("verified_at", "REAL NOT NULL DEFAULT 0"),
+            ):
                 if name not in columns:
                     conn.execute(f"ALTER TABLE sessions ADD COLUMN {name} {ddl}")
         self._data_version = self.db.data_version()
@@ -159,7 +163,9 @@ class SessionStore:
         if row is None:
             return None
         user, csrf_token, created, last_seen, flash, fingerprint, stage, verified_at = row
-        return Session(id_hash, user, csrf_token, created, last_seen, json.loads(flash), fingerprint, stage, verified_at)
+        return Session(
+            id_hash, user, csrf_token, created, last_seen, json.loads(flash), fingerprint, stage, verified_at
+        )
 
     def destroy(self, session: Session) -> None:
         with self._lock:
@@ -181,7 +187,9 @@ class SessionStore:
 
     def _store_flash(self, session: Session) -> None:
         with self.db.transaction() as conn:
-            conn.execute("UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash))
+            conn.execute(
+                "UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(session.flash), session.id_hash)
+            )
         with self._lock:
             cached = self._cache.get(session.id_hash)
             if cached is not None:

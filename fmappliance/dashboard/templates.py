@@ -20,7 +20,7 @@ class Templates:
         for entry in root.iterdir():
             if entry.name.endswith(".tpl"):
                 template = bottle.SimpleTemplate(source=entry.read_text(encoding="utf-8"), name=entry.name)
-                template.co  # compile now: the first request should not pay for it
+                _ = template.co  # compile now: the first request should not pay for it
                 self._compiled[entry.name[:-4]] = template
 
     def render(self, template: str, **values) -> str:

@@ -112,25 +112,31 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
         last = last_backups.get(site)
         last = last if isinstance(last, dict) else None
         limit = stale_hours(name, site) if stale_hours else STALE_BACKUP_HOURS
-        sites.append({
-            "name": site,
-            "qname": url_part(site),
-            "last_backup_age": human_age(last.get("created"), now) if last else "no backup yet",
-            "last_backup_size": human_size(last.get("size")) if last else "",
-            "age_class": backup_age_class(last, now, limit),
-        })
+        sites.append(
+            {
+                "name": site,
+                "qname": url_part(site),
+                "last_backup_age": human_age(last.get("created"), now) if last else "no backup yet",
+                "last_backup_size": human_size(last.get("size")) if last else "",
+                "age_class": backup_age_class(last, now, limit),
+            }
+        )
     services = []
     for service in _dicts(stack.get("services")):
         state = service.get("state") or "unknown"
-        services.append({
-            "service": service.get("service") or "",
-            "name": service.get("name") or "",
-            "state": state,
-            "health": service.get("health") or "",
-            "status": service.get("status") or "",
-            "one_shot": bool(service.get("one_shot")),
-            "badge": "badge-ok" if state == "running" else ("badge-unknown" if service.get("one_shot") and state == "exited" else "badge-bad"),
-        })
+        services.append(
+            {
+                "service": service.get("service") or "",
+                "name": service.get("name") or "",
+                "state": state,
+                "health": service.get("health") or "",
+                "status": service.get("status") or "",
+                "one_shot": bool(service.get("one_shot")),
+                "badge": "badge-ok"
+                if state == "running"
+                else ("badge-unknown" if service.get("one_shot") and state == "exited" else "badge-bad"),
+            }
+        )
     return {
         "name": name,
         "qname": url_part(name),
@@ -182,17 +188,25 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
     """Backups newest first, each with its files."""
     shaped = []
     for backup in sorted(_dicts(backups), key=lambda b: str(b.get("created") or ""), reverse=True):
-        shaped.append({
-            "id": str(backup.get("id") or ""),
-            "created": local_time(backup.get("created")),
-            "age": human_age(backup.get("created"), now),
-            "size": human_size(backup.get("size")),
-            "verified": bool(backup.get("verified")),
-            "files": [
-                {"name": str(f.get("name") or ""), "qname": url_part(f.get("name") or ""), "part": str(f.get("part") or ""), "size": human_size(f.get("size")), "sha256": str(f.get("sha256") or "")}
-                for f in _dicts(backup.get("files"))
-            ],
-        })
+        shaped.append(
+            {
+                "id": str(backup.get("id") or ""),
+                "created": local_time(backup.get("created")),
+                "age": human_age(backup.get("created"), now),
+                "size": human_size(backup.get("size")),
+                "verified": bool(backup.get("verified")),
+                "files": [
+                    {
+                        "name": str(f.get("name") or ""),
+                        "qname": url_part(f.get("name") or ""),
+                        "part": str(f.get("part") or ""),
+                        "size": human_size(f.get("size")),
+                        "sha256": str(f.get("sha256") or ""),
+                    }
+                    for f in _dicts(backup.get("files"))
+                ],
+            }
+        )
     return shaped
 
 

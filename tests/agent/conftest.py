@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import pytest
-
 from support.agent_wsgi import Response, WsgiClient, wait_job  # noqa: F401  (re-exported)
 from support.world import (  # noqa: F401  (re-exported: agent tests and benchmarks import them from here)
     COMPOSE_SERVICES,

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.agent_wsgi import wait_job
 from support.world import COMPOSE_SITES, FM_SITE
 
@@ -20,7 +19,7 @@ def compose_base(world):
 
 def action_argvs(world, prog=None):
     """Recorded argvs without the site listing (which name checks may run)."""
-    return [a for a in world.doubles.argvs(prog) if a[-len(LIST_SITES):] != LIST_SITES]
+    return [a for a in world.doubles.argvs(prog) if a[-len(LIST_SITES) :] != LIST_SITES]
 
 
 def run_action(client, action, stack, site=None, expect="succeeded"):
@@ -43,11 +42,14 @@ def assert_clean_invocations(world):
 # ------------------------------------------------------------------ compose stack
 
 
-@pytest.mark.parametrize("action, tail", [
-    ("restart_stack", ["restart"]),
-    ("start_stack", ["up", "-d"]),
-    ("stop_stack", ["stop"]),
-])
+@pytest.mark.parametrize(
+    "action, tail",
+    [
+        ("restart_stack", ["restart"]),
+        ("start_stack", ["up", "-d"]),
+        ("stop_stack", ["stop"]),
+    ],
+)
 def test_compose_stack_actions_run_the_documented_compose_command(client, world, action, tail):
     run_action(client, action, "prod")
     assert action_argvs(world) == [compose_base(world) + tail]
@@ -72,7 +74,9 @@ def test_compose_restart_site_restarts_the_services_that_serve_the_bench(client,
 
 def test_compose_migrate_site_runs_bench_migrate_in_the_backend(client, world):
     job = run_action(client, "migrate_site", "prod", "site2.example.com")
-    assert action_argvs(world) == [compose_base(world) + ["exec", "-T", "backend", "bench", "--site", "site2.example.com", "migrate"]]
+    assert action_argvs(world) == [
+        compose_base(world) + ["exec", "-T", "backend", "bench", "--site", "site2.example.com", "migrate"]
+    ]
     assert "Migrating site2.example.com" in job["output"]
     assert job["exit_code"] == 0
 
@@ -81,11 +85,20 @@ def test_compose_backup_copies_out_and_publishes_a_verified_backup(client, world
     job = run_action(client, "backup_site", "prod", "site1.example.com")
     base = compose_base(world)
     calls = action_argvs(world)
-    assert calls[0] == base + ["exec", "-T", "backend", "bench", "--site", "site1.example.com", "backup", "--with-files"]
+    assert calls[0] == base + [
+        "exec",
+        "-T",
+        "backend",
+        "bench",
+        "--site",
+        "site1.example.com",
+        "backup",
+        "--with-files",
+    ]
     copies = calls[1:]
     assert len(copies) == 4
     for argv in copies:
-        assert argv[:len(base) + 1] == base + ["cp"]
+        assert argv[: len(base) + 1] == base + ["cp"]
         src, dst = argv[-2:]
         assert src.startswith("backend:/home/frappe/frappe-bench/sites/site1.example.com/private/backups/")
         assert dst.startswith(str(Path(world.config["agent"]["state_dir"]) / "staging") + "/")
@@ -94,7 +107,11 @@ def test_compose_backup_copies_out_and_publishes_a_verified_backup(client, world
     assert {f["part"] for f in manifest["files"]} == {"database", "files", "private-files", "site_config"}
     published = world.published("prod", "site1.example.com")
     assert f"{manifest['id']}.json" in published and f"{manifest['id']}.sql.gz" in published
-    dump = gzip.decompress((Path(world.config["backups"]["base_path"]) / "prod" / "site1.example.com" / f"{manifest['id']}.sql.gz").read_bytes())
+    dump = gzip.decompress(
+        (
+            Path(world.config["backups"]["base_path"]) / "prod" / "site1.example.com" / f"{manifest['id']}.sql.gz"
+        ).read_bytes()
+    )
     assert dump.startswith(b"-- begin frappe metadata") and b"-- Dump completed" in dump
     # The staging copies are gone.
     assert list((Path(world.config["agent"]["state_dir"]) / "staging").iterdir()) == []
@@ -145,11 +162,14 @@ def test_update_stops_when_its_backup_fails_verification(client, world):
 # ------------------------------------------------------------------ fm bench
 
 
-@pytest.mark.parametrize("action, command", [
-    ("restart_stack", "restart"),
-    ("start_stack", "start"),
-    ("stop_stack", "stop"),
-])
+@pytest.mark.parametrize(
+    "action, command",
+    [
+        ("restart_stack", "restart"),
+        ("start_stack", "start"),
+        ("stop_stack", "stop"),
+    ],
+)
 def test_fm_stack_actions_call_fm_non_interactively_with_its_home(client, world, action, command):
     run_action(client, action, "erp")
     assert action_argvs(world) == [["-n", command, "erp.localhost"]]
@@ -170,7 +190,9 @@ def test_fm_migrate_site_runs_bench_through_fm_shell(client, world):
 
 def test_fm_backup_publishes_from_the_bench_workspace(client, world):
     job = run_action(client, "backup_site", "erp", FM_SITE)
-    assert action_argvs(world) == [["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"]]
+    assert action_argvs(world) == [
+        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"]
+    ]
     manifest = job["result"]["backup"]
     assert manifest["verified"] and len(manifest["files"]) == 4
     assert f"{manifest['id']}.json" in world.published("erp", FM_SITE)
@@ -204,11 +226,14 @@ def test_fm_missing_bench_fails_the_job_with_fm_own_words(client, world):
 
 
 @pytest.mark.parametrize("stack, site", [("prod", "site1.example.com"), ("erp", FM_SITE)])
-@pytest.mark.parametrize("fault, words", [
-    ({"dump": "truncated"}, "verification"),
-    ({"dump": "no_trailer"}, "Dump completed"),
-    ({"fail": {"bench backup": 1}}, "exit code 1"),
-])
+@pytest.mark.parametrize(
+    "fault, words",
+    [
+        ({"dump": "truncated"}, "verification"),
+        ({"dump": "no_trailer"}, "Dump completed"),
+        ({"fail": {"bench backup": 1}}, "exit code 1"),
+    ],
+)
 def test_a_bad_backup_fails_the_job_and_publishes_nothing(client, world, stack, site, fault, words):
     world.doubles.set_faults(**fault)
     job = run_action(client, "backup_site", stack, site, expect="failed")
@@ -309,11 +334,23 @@ def test_job_listing_is_newest_first_and_filtered_by_stack(client, world):
     ids = [j["id"] for j in client.get("/jobs").json()["jobs"]]
     assert ids == [c["id"], b["id"], a["id"]]
     assert [j["id"] for j in client.get("/jobs?stack=prod&limit=1").json()["jobs"]] == [c["id"]]
-    detail = client.get(f"/stacks/prod").json()
+    detail = client.get("/stacks/prod").json()
     assert [j["id"] for j in detail["jobs"]] == [c["id"], a["id"]]
     job = client.get(f"/jobs/{a['id']}").json()
-    assert set(job) >= {"id", "action", "stack", "site", "status", "created", "started", "finished", "exit_code",
-                        "message", "output", "result"}
+    assert set(job) >= {
+        "id",
+        "action",
+        "stack",
+        "site",
+        "status",
+        "created",
+        "started",
+        "finished",
+        "exit_code",
+        "message",
+        "output",
+        "result",
+    }
 
 
 def test_compose_update_refuses_to_start_when_the_sites_cannot_be_listed(client, world):

@@ -11,7 +11,9 @@ from fmappliance.version import __version__
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "fmappliance.agent", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fmappliance.agent", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_version_and_check_config(world):
@@ -58,7 +60,11 @@ def test_jobs_survive_a_restart_of_the_agent(world, agent_process):
     agent.stop()
     agent = agent_process()
     status, job = agent.request("GET", f"/jobs/{job_id}")
-    assert status == 200 and job["status"] == "succeeded" and job["result"]["backup"]["id"] == done["result"]["backup"]["id"]
+    assert (
+        status == 200
+        and job["status"] == "succeeded"
+        and job["result"]["backup"]["id"] == done["result"]["backup"]["id"]
+    )
     status, body = agent.request("GET", "/jobs?stack=erp")
     assert [j["id"] for j in body["jobs"]] == [job_id]
     status, body = agent.request("GET", "/backups/erp/erp.localhost")
@@ -68,7 +74,9 @@ def test_jobs_survive_a_restart_of_the_agent(world, agent_process):
 def test_sigkill_in_the_middle_of_a_backup_publishes_nothing_and_fails_the_job(world, agent_process):
     world.doubles.set_faults(hang={"compose cp": 120})
     agent = agent_process()
-    status, body = agent.request("POST", "/action", {"action": "backup_site", "stack": "prod", "site": "site1.example.com"})
+    status, body = agent.request(
+        "POST", "/action", {"action": "backup_site", "stack": "prod", "site": "site1.example.com"}
+    )
     assert status == 202
     job_id = body["job"]["id"]
     deadline = time.monotonic() + 20
@@ -94,7 +102,9 @@ def test_sigkill_in_the_middle_of_a_backup_publishes_nothing_and_fails_the_job(w
     status, body = agent.request("GET", "/backups/prod/site1.example.com")
     assert body == {"backups": []}
     # The agent works normally afterwards.
-    status, body = agent.request("POST", "/action", {"action": "backup_site", "stack": "prod", "site": "site1.example.com"})
+    status, body = agent.request(
+        "POST", "/action", {"action": "backup_site", "stack": "prod", "site": "site1.example.com"}
+    )
     assert agent.wait_job(body["job"]["id"])["status"] == "succeeded"
 
 

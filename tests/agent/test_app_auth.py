@@ -6,15 +6,27 @@ import json
 import logging
 
 import pytest
+from support.config_factory import TEST_TOKEN
 
 from fmappliance.version import __version__
-from support.config_factory import TEST_TOKEN
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 PATHS = (
-    "/stacks", "/stacks/prod", "/stacks/prod/sites", "/stacks/nosuch", "/action", "/jobs", "/jobs/0123456789abcdef",
-    "/backups/prod/site1.example.com", "/backups/prod/site1.example.com/2026-01-01_00-00-00.sql.gz",
-    "/nope", "/stacks/prod/extra/deep", "/admin", "/../etc/passwd", "//", "/%2e%2e/",
+    "/stacks",
+    "/stacks/prod",
+    "/stacks/prod/sites",
+    "/stacks/nosuch",
+    "/action",
+    "/jobs",
+    "/jobs/0123456789abcdef",
+    "/backups/prod/site1.example.com",
+    "/backups/prod/site1.example.com/2026-01-01_00-00-00.sql.gz",
+    "/nope",
+    "/stacks/prod/extra/deep",
+    "/admin",
+    "/../etc/passwd",
+    "//",
+    "/%2e%2e/",
 )
 BAD_AUTH = (
     None,  # no header at all
@@ -94,12 +106,17 @@ def test_unexpected_exception_is_logged_and_answered_with_a_minimal_500(make_cli
 
 
 def test_action_with_a_non_json_content_type_is_415(client, world):
-    res = client.request("POST", "/action", body=b'{"action": "restart_stack", "stack": "prod"}',
-                         headers={"Content-Type": "text/plain"})
+    res = client.request(
+        "POST", "/action", body=b'{"action": "restart_stack", "stack": "prod"}', headers={"Content-Type": "text/plain"}
+    )
     assert res.status == 415
     assert res.json()["success"] is False
-    res = client.request("POST", "/action", body=b"action=restart_stack&stack=prod",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    res = client.request(
+        "POST",
+        "/action",
+        body=b"action=restart_stack&stack=prod",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert res.status == 415
     assert world.doubles.invocations() == []
 
@@ -111,23 +128,26 @@ def test_oversized_action_body_is_413(client, world):
     assert world.doubles.invocations() == []
 
 
-@pytest.mark.parametrize("body, words", [
-    (b"{not json", "not valid JSON"),
-    (b"\xff\xfe", "not valid JSON"),
-    (b"", "Content-Length"),
-    (b'["restart_stack", "prod"]', "JSON object"),
-    (b'"restart_stack"', "JSON object"),
-    (b'{"stack": "prod"}', "'action' is missing"),
-    (b'{"action": 5, "stack": "prod"}', "'action' is missing"),
-    (b'{"action": "rm_rf", "stack": "prod"}', "Unknown action"),
-    (b'{"action": "exec", "stack": "prod", "command": "id"}', "Unexpected field"),
-    (b'{"action": "restart_stack", "stack": "prod", "extra": 1}', "Unexpected field"),
-    (b'{"action": "restart_stack"}', "'stack' is missing"),
-    (b'{"action": "restart_stack", "stack": ["prod"]}', "'stack' is missing"),
-    (b'{"action": "backup_site", "stack": "prod"}', "needs the field 'site'"),
-    (b'{"action": "backup_site", "stack": "prod", "site": 7}', "needs the field 'site'"),
-    (b'{"action": "restart_stack", "stack": "prod", "site": "site1.example.com"}', "takes no 'site'"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"", "Content-Length"),
+        (b'["restart_stack", "prod"]', "JSON object"),
+        (b'"restart_stack"', "JSON object"),
+        (b'{"stack": "prod"}', "'action' is missing"),
+        (b'{"action": 5, "stack": "prod"}', "'action' is missing"),
+        (b'{"action": "rm_rf", "stack": "prod"}', "Unknown action"),
+        (b'{"action": "exec", "stack": "prod", "command": "id"}', "Unexpected field"),
+        (b'{"action": "restart_stack", "stack": "prod", "extra": 1}', "Unexpected field"),
+        (b'{"action": "restart_stack"}', "'stack' is missing"),
+        (b'{"action": "restart_stack", "stack": ["prod"]}', "'stack' is missing"),
+        (b'{"action": "backup_site", "stack": "prod"}', "needs the field 'site'"),
+        (b'{"action": "backup_site", "stack": "prod", "site": 7}', "needs the field 'site'"),
+        (b'{"action": "restart_stack", "stack": "prod", "site": "site1.example.com"}', "takes no 'site'"),
+    ],
+)
 def test_malformed_action_requests_are_400_and_run_nothing(client, world, body, words):
     res = client.request("POST", "/action", body=body, headers={"Content-Type": "application/json"})
     assert res.status == 400, res
@@ -155,8 +175,12 @@ def test_default_allow_list_refuses_start_and_stop(world, make_client):
 
 
 def test_json_content_type_with_charset_is_accepted(client):
-    res = client.request("POST", "/action", body=b'{"action": "restart_stack", "stack": "erp"}',
-                         headers={"Content-Type": "application/json; charset=utf-8"})
+    res = client.request(
+        "POST",
+        "/action",
+        body=b'{"action": "restart_stack", "stack": "erp"}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     assert res.status == 202
     assert res.json()["success"] is True
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from fmappliance.agent import backups
 from fmappliance.agent.backups import BackupError, BackupNotFound, BackupStore, BadBackupRequest
+from fmappliance.agent.backups.layout import LABELS
+from fmappliance.agent.backups.verify import INFLATE_MAX_OUT, DumpCheck, GzipStream
 
 STACK = "prod"
 SITE = "site1.example.com"
@@ -64,7 +65,7 @@ def big_dump() -> bytes:
 def write_dump(path: Path, rows: int = 200, *, trailer: bool = True, members: int = 1) -> Path:
     text = dump_text(rows, trailer=trailer)
     step = -(-len(text) // members)
-    path.write_bytes(b"".join(gzip.compress(text[i:i + step]) for i in range(0, len(text), step)))
+    path.write_bytes(b"".join(gzip.compress(text[i : i + step]) for i in range(0, len(text), step)))
     return path
 
 
@@ -169,7 +170,9 @@ def test_compressed_file_archives_are_published_as_tgz(store, tmp_path):
     sources = bench_backup(tmp_path / "compressed", compress=True)
     manifest = store.publish(STACK, SITE, sources, created=WHEN)
     assert {f["name"] for f in manifest["files"]} >= {
-        "2026-01-13_02-00-03.files.tgz", "2026-01-13_02-00-03.private-files.tgz"}
+        "2026-01-13_02-00-03.files.tgz",
+        "2026-01-13_02-00-03.private-files.tgz",
+    }
 
 
 def test_archives_written_by_gnu_tar_with_long_names_verify(store, tmp_path, sources):
@@ -214,7 +217,10 @@ def test_a_second_backup_in_the_same_second_gets_the_next_second(store, sources)
 
 def test_naive_and_non_utc_times_are_stamped_in_utc(store, sources):
     from datetime import timedelta
-    manifest = store.publish(STACK, SITE, sources, created=datetime(2026, 1, 13, 4, 0, 3, tzinfo=timezone(timedelta(hours=2))))
+
+    manifest = store.publish(
+        STACK, SITE, sources, created=datetime(2026, 1, 13, 4, 0, 3, tzinfo=timezone(timedelta(hours=2)))
+    )
     assert manifest["id"] == "2026-01-13_02-00-03"
 
 
@@ -227,13 +233,13 @@ def _truncate(data: bytes) -> bytes:
 
 def _flip_middle(data: bytes) -> bytes:
     middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
 def _corrupt_second_header(data: bytes) -> bytes:
     # Header of the 4th entry (3 directory headers, then a file header + 1000 bytes padded to 1024).
     offset = 3 * 512 + 512 + 1024
-    return data[:offset] + b"garbage!" + data[offset + 8:]
+    return data[:offset] + b"garbage!" + data[offset + 8 :]
 
 
 def _cut_at_entry_boundary(data: bytes) -> bytes:
@@ -242,14 +248,26 @@ def _cut_at_entry_boundary(data: bytes) -> bytes:
 
 BROKEN = {
     "truncated gzip": ("database", lambda: _truncate(gzip.compress(dump_text(3000))), "gzip stream ended early"),
-    "dump without trailer": ("database", lambda: gzip.compress(dump_text(trailer=False)), "does not end with '-- Dump completed'"),
+    "dump without trailer": (
+        "database",
+        lambda: gzip.compress(dump_text(trailer=False)),
+        "does not end with '-- Dump completed'",
+    ),
     "corrupt gzip data": ("database", lambda: _flip_middle(gzip.compress(dump_text(3000))), "is corrupt"),
     "not gzip at all": ("database", lambda: dump_text(), "is not a gzip file"),
     "garbage after gzip": ("database", lambda: gzip.compress(dump_text()) + b"PK\x03\x04junk", "unexpected data after"),
     "empty dump": ("database", lambda: b"", "is empty"),
-    "truncated tar": ("files", lambda: tar_bytes()[: 3 * 512 + 512 + 1024 + 512 + 800], "ends in the middle of an entry"),
+    "truncated tar": (
+        "files",
+        lambda: tar_bytes()[: 3 * 512 + 512 + 1024 + 512 + 800],
+        "ends in the middle of an entry",
+    ),
     "corrupt tar header": ("files", lambda: _corrupt_second_header(tar_bytes()), "bad tar header"),
-    "tar cut between entries": ("files", lambda: _cut_at_entry_boundary(tar_bytes()), "without the tar end-of-archive marker"),
+    "tar cut between entries": (
+        "files",
+        lambda: _cut_at_entry_boundary(tar_bytes()),
+        "without the tar end-of-archive marker",
+    ),
     "truncated tgz": ("private-files", lambda: _truncate(tar_bytes(compress=True)), "gzip stream ended early"),
     "not a tar": ("private-files", lambda: b"hello world\n" * 100, "bad tar header"),
     "bad json": ("site_config", lambda: b'{"db_name": "x",', "is not valid JSON"),
@@ -266,7 +284,7 @@ def test_a_part_that_fails_verification_publishes_nothing_and_says_why(store, so
         store.publish(STACK, SITE, {**sources, part: str(broken)}, created=WHEN)
     message = str(failure.value)
     assert reason in message
-    assert message.startswith(backups._LABELS[part])
+    assert message.startswith(LABELS[part])
     assert entries(site_dir(store)) == []  # no final name, no manifest, no temp
 
 
@@ -300,7 +318,7 @@ def test_a_write_error_is_reported_and_cleaned_up(store, sources, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(backups.os, "fsync", fsync_failing_on_the_third_part)
+    monkeypatch.setattr(os, "fsync", fsync_failing_on_the_third_part)
     with pytest.raises(BackupError, match="No space left on device"):
         store.publish(STACK, SITE, sources, created=WHEN)
     monkeypatch.undo()
@@ -359,8 +377,8 @@ def test_an_overlapping_publish_waits_for_the_lock_then_gives_up_clearly(tmp_pat
 CRASHING_PUBLISH = textwrap.dedent(
     """
     import os, sys, threading
-    from fmappliance.agent import backups
-    real_write = backups._write_all
+    from fmappliance.agent.backups import BackupStore, publish
+    real_write = publish.write_all
     state = {"n": 0}
     def slow_write(fd, view):
         real_write(fd, view)
@@ -368,8 +386,8 @@ CRASHING_PUBLISH = textwrap.dedent(
         if state["n"] == 2:
             print("copying", flush=True)
             threading.Event().wait()   # stay mid-copy until killed
-    backups._write_all = slow_write
-    store = backups.BackupStore(sys.argv[1], {"daily": 7, "weekly": 4, "monthly": 12})
+    publish.write_all = slow_write
+    store = BackupStore(sys.argv[1], {"daily": 7, "weekly": 4, "monthly": 12})
     store.publish("prod", "site1.example.com", {"database": sys.argv[2]})
     """
 )
@@ -411,8 +429,10 @@ def test_clean_temp_files_on_a_missing_base_path_removes_nothing(tmp_path):
 
 
 def test_listing_is_newest_first_in_the_api_shape(store, sources):
-    ids = [store.publish(STACK, SITE, sources, created=datetime(2026, 1, day, 2, 0, 0, tzinfo=timezone.utc))["id"]
-           for day in (3, 1, 2)]
+    ids = [
+        store.publish(STACK, SITE, sources, created=datetime(2026, 1, day, 2, 0, 0, tzinfo=timezone.utc))["id"]
+        for day in (3, 1, 2)
+    ]
     listing = store.list_backups(STACK, SITE)
     assert [b["id"] for b in listing] == sorted(ids, reverse=True)
     newest = listing[0]
@@ -420,7 +440,11 @@ def test_listing_is_newest_first_in_the_api_shape(store, sources):
     assert newest["size"] == sum(f["size"] for f in newest["files"])
     assert set(newest["files"][0]) == {"name", "part", "size", "sha256"}
     assert store.last_backup(STACK, SITE) == {
-        "id": newest["id"], "created": newest["created"], "size": newest["size"], "verified": True}
+        "id": newest["id"],
+        "created": newest["created"],
+        "size": newest["size"],
+        "verified": True,
+    }
 
 
 def test_no_backups_yet_lists_nothing(store):
@@ -510,8 +534,18 @@ def test_malformed_file_names_are_bad_requests(store, published, name):
         store.open_published_file(STACK, SITE, name)
 
 
-@pytest.mark.parametrize("stack, site", [("..", SITE), ("../prod", SITE), (STACK, ".."), (STACK, "a/../b"),
-                                         (STACK, "site1\x00"), ("-rf", SITE), (STACK, "ѕite1.example.com")])
+@pytest.mark.parametrize(
+    "stack, site",
+    [
+        ("..", SITE),
+        ("../prod", SITE),
+        (STACK, ".."),
+        (STACK, "a/../b"),
+        (STACK, "site1\x00"),
+        ("-rf", SITE),
+        (STACK, "ѕite1.example.com"),
+    ],
+)
 def test_malformed_stack_or_site_names_are_bad_requests(store, published, stack, site):
     with pytest.raises(BadBackupRequest):
         store.open_published_file(stack, site, "2026-01-13_02-00-03.sql.gz")
@@ -610,10 +644,10 @@ def test_a_file_changed_since_publication_is_not_served(store, published):
 
 
 def test_gzip_check_accepts_trailing_zero_padding_like_gzip_does():
-    check = backups._DumpCheck()
+    check = DumpCheck()
     data = gzip.compress(dump_text()) + b"\0" * 1000
     for start in range(0, len(data), 777):  # arbitrary chunk boundaries
-        check.feed(data[start:start + 777])
+        check.feed(data[start : start + 777])
     assert "Dump completed" in check.finish()
 
 
@@ -621,29 +655,31 @@ def test_gzip_check_holds_bounded_memory_on_a_gzip_bomb():
     # 64 MiB of zeros compress to ~64 KiB; the check must stream them, not inflate them in one go.
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     block = b"\0" * (16 << 20)
-    data = b"".join(compressor.compress(block) for _ in range(4)) + compressor.compress(b"\n-- Dump completed\n") + compressor.flush()
+    data = (
+        b"".join(compressor.compress(block) for _ in range(4))
+        + compressor.compress(b"\n-- Dump completed\n")
+        + compressor.flush()
+    )
     sizes = []
-    check = backups._DumpCheck()
-    check._gzip._sink = lambda out, keep=check._keep_tail: (sizes.append(len(out)), keep(out))
-    check.feed(data)
-    assert "Dump completed" in check.finish()
-    assert max(sizes) <= backups._INFLATE_MAX_OUT
+    tail = bytearray()
+    stream = GzipStream(lambda out: (sizes.append(len(out)), tail.extend(out[-64:])))
+    stream.feed(data)
+    stream.finish()
+    assert tail.endswith(b"-- Dump completed\n")
+    assert max(sizes) <= INFLATE_MAX_OUT
     assert sum(sizes) == (4 << 24) + len(b"\n-- Dump completed\n")
 
 
 @pytest.mark.parametrize("slice_size, max_out", [(16 << 10, 32 << 10), (4 << 10, 16 << 10), (1 << 10, 1 << 10)])
-def test_gzip_check_handles_member_ends_inside_a_capped_inflate_call(monkeypatch, slice_size, max_out):
+def test_gzip_check_handles_member_ends_inside_a_capped_inflate_call(slice_size, max_out):
     # A member that ends while output is capped must hand the next member's bytes on exactly once.
-    monkeypatch.setattr(backups, "_INFLATE_SLICE", slice_size)
-    monkeypatch.setattr(backups, "_INFLATE_MAX_OUT", max_out)
     text = dump_text(4000)
-    members = [gzip.compress(text[i:i + 100_000]) for i in range(0, len(text), 100_000)]
+    members = [gzip.compress(text[i : i + 100_000]) for i in range(0, len(text), 100_000)]
     received = []
-    check = backups._DumpCheck()
-    check._gzip._sink = lambda out, keep=check._keep_tail: (received.append(out), keep(out))
+    stream = GzipStream(received.append, slice_size=slice_size, max_out=max_out)
     data = b"".join(members)
     for start in range(0, len(data), 50_000):
-        check.feed(data[start:start + 50_000])
-    assert "Dump completed" in check.finish()
-    assert check._gzip.members == len(members)
+        stream.feed(data[start : start + 50_000])
+    stream.finish()
+    assert stream.members == len(members)
     assert b"".join(received) == text

@@ -11,8 +11,14 @@ from double_state import DAEMON_DOWN
 
 
 def run(world, prog, *args, env=None):
-    return subprocess.run([str(world.bin / prog), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                          env=env or {"PATH": "/usr/bin:/bin"}, timeout=30)
+    return subprocess.run(
+        [str(world.bin / prog), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env or {"PATH": "/usr/bin:/bin"},
+        timeout=30,
+    )
 
 
 def compose(world, *args):
@@ -56,7 +62,9 @@ def test_bench_backup_writes_real_files_and_the_summary(world):
     backups = world.doubles.volume_bench(world.compose_project) / "sites" / "site1.example.com" / "private" / "backups"
     dump = next(backups.glob("*-site1_example_com-database.sql.gz"))
     text = gzip.decompress(dump.read_bytes()).decode()
-    assert text.startswith("-- begin frappe metadata") and text.rstrip().splitlines()[-1].startswith("-- Dump completed")
+    assert text.startswith("-- begin frappe metadata") and text.rstrip().splitlines()[-1].startswith(
+        "-- Dump completed"
+    )
     with tarfile.open(next(backups.glob("*-site1_example_com-files.tar"))) as tar:
         assert all(n.startswith("./site1.example.com/public/files/") for n in tar.getnames())
 

@@ -86,7 +86,7 @@ def test_a_single_range_is_served_as_206(payload, header, first, last):
     assert response.status_code == 206
     assert response.headers["Content-Range"] == f"bytes {first}-{last}/1000000"
     assert response.headers["Content-Length"] == str(last - first + 1)
-    assert body_of(response) == payload.read_bytes()[first:last + 1]
+    assert body_of(response) == payload.read_bytes()[first : last + 1]
     assert handle.closed
 
 
@@ -166,8 +166,13 @@ def test_odd_download_names_cannot_break_the_disposition_header(payload, name, s
 
 @pytest.mark.parametrize(
     "name, content_type",
-    [("x.sql.gz", "application/gzip"), ("x.files.tgz", "application/gzip"), ("x.files.tar", "application/x-tar"),
-     ("x.json", "application/json"), ("x.bin", "application/octet-stream")],
+    [
+        ("x.sql.gz", "application/gzip"),
+        ("x.files.tgz", "application/gzip"),
+        ("x.files.tar", "application/x-tar"),
+        ("x.json", "application/json"),
+        ("x.bin", "application/octet-stream"),
+    ],
 )
 def test_content_type_follows_the_suffix(name, content_type):
     assert downloads.content_type_for(name) == content_type
@@ -193,8 +198,14 @@ def server(tmp_path_factory):
         path = root / name
         closed[name] = threading.Event()
         handle = TrackedFile(path, closed[name])
-        return file_response(handle, os.fstat(handle.fileno()), name, range_header=bottle.request.get_header("Range"),
-                             method=bottle.request.method, if_range=bottle.request.get_header("If-Range"))
+        return file_response(
+            handle,
+            os.fstat(handle.fileno()),
+            name,
+            range_header=bottle.request.get_header("Range"),
+            method=bottle.request.method,
+            if_range=bottle.request.get_header("If-Range"),
+        )
 
     srv = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=2)
     stopping = threading.Event()
@@ -230,8 +241,9 @@ def test_an_interrupted_download_resumes_with_range_to_the_same_sha256(server):
     first, part1 = request(server["port"], "GET", f"/files/{NAME}", {"Range": "bytes=0-1234566"})
     assert first.status == 206 and len(part1) == 1234567
     etag = first.getheader("ETag")
-    second, part2 = request(server["port"], "GET", f"/files/{NAME}",
-                            {"Range": f"bytes={len(part1)}-", "If-Range": etag})
+    second, part2 = request(
+        server["port"], "GET", f"/files/{NAME}", {"Range": f"bytes={len(part1)}-", "If-Range": etag}
+    )
     assert second.status == 206
     assert second.getheader("Content-Range") == "bytes 1234567-2999999/3000000"
     assert hashlib.sha256(part1 + part2).hexdigest() == hashlib.sha256(data).hexdigest()

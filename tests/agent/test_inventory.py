@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from support.agent_wsgi import wait_job
 from support.world import LIST_SITES_ARGV
-from fmappliance.agent.actions import newest_backup_set, parse_backup_summary
+
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.stacks import fm
+from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 
 
 def test_fm_sites_come_from_the_bench_workspace_on_the_host(client, world):
@@ -21,8 +22,9 @@ def test_fm_sites_come_from_the_bench_workspace_on_the_host(client, world):
 def test_compose_sites_are_listed_from_the_backend_container_and_cached(client, world):
     assert client.get("/stacks/prod/sites").json() == {"sites": ["site1.example.com", "site2.example.com"]}
     assert client.get("/stacks/prod/sites").json() == {"sites": ["site1.example.com", "site2.example.com"]}
-    assert world.doubles.argvs() == [["compose", "--project-directory", str(world.compose_path), "exec", "-T", "backend",
-                                      *LIST_SITES_ARGV]]
+    assert world.doubles.argvs() == [
+        ["compose", "--project-directory", str(world.compose_path), "exec", "-T", "backend", *LIST_SITES_ARGV]
+    ]
 
 
 def test_a_new_compose_site_is_found_when_an_action_names_it(client, world):
@@ -34,7 +36,9 @@ def test_a_new_compose_site_is_found_when_an_action_names_it(client, world):
 
 
 def test_explicit_sites_in_the_config_are_used_without_asking_docker(world, make_client):
-    world.write_config(stacks={"prod": {"type": "compose", "path": str(world.compose_path), "sites": ["site1.example.com"]}})
+    world.write_config(
+        stacks={"prod": {"type": "compose", "path": str(world.compose_path), "sites": ["site1.example.com"]}}
+    )
     client = make_client()
     assert client.get("/stacks/prod/sites").json() == {"sites": ["site1.example.com"]}
     assert client.post_action("migrate_site", "prod", "site2.example.com").status == 404
@@ -83,7 +87,13 @@ def test_fm_home_is_the_bench_grandparent_and_shell_commands_are_quoted(world):
     assert fm.fm_home(stack) == str(world.fm_home)
     assert fm.fm_env(stack)["FRAPPE_MANAGER_HOME"] == str(world.fm_home)
     assert fm.shell_argv("fm", stack, "--site", "erp.localhost", "migrate") == [
-        "fm", "-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost migrate"]
+        "fm",
+        "-n",
+        "shell",
+        "erp.localhost",
+        "-c",
+        "bench --site erp.localhost migrate",
+    ]
     # Even if a strange (but valid) name reached it, it stays one shell word.
     assert fm.shell_argv("fm", stack, "--site", "a-b_c.d")[-1] == "bench --site a-b_c.d"
 
@@ -107,14 +117,25 @@ def test_backup_summary_is_parsed_into_parts():
         "private-files": "20260113_020000-erp_localhost-private-files.tar",
     }
     assert parse_backup_summary(SUMMARY, "other.localhost") == {}
-    assert parse_backup_summary(SUMMARY.replace("Database: /workspace", "Database: ;rm /workspace"), "erp.localhost").get("database") is None
+    assert (
+        parse_backup_summary(SUMMARY.replace("Database: /workspace", "Database: ;rm /workspace"), "erp.localhost").get(
+            "database"
+        )
+        is None
+    )
 
 
 def test_newest_backup_set_picks_the_latest_complete_timestamp():
-    names = ["20260112_020000-s-database.sql.gz", "20260112_020000-s-files.tar",
-             "20260113_020000-s-database.sql.gz", "20260113_020000-s-site_config_backup.json",
-             "20260114_020000-s-files.tar",  # no dump: not a backup
-             "notes.txt"]
-    assert newest_backup_set(names) == {"database": "20260113_020000-s-database.sql.gz",
-                                        "site_config": "20260113_020000-s-site_config_backup.json"}
+    names = [
+        "20260112_020000-s-database.sql.gz",
+        "20260112_020000-s-files.tar",
+        "20260113_020000-s-database.sql.gz",
+        "20260113_020000-s-site_config_backup.json",
+        "20260114_020000-s-files.tar",  # no dump: not a backup
+        "notes.txt",
+    ]
+    assert newest_backup_set(names) == {
+        "database": "20260113_020000-s-database.sql.gz",
+        "site_config": "20260113_020000-s-site_config_backup.json",
+    }
     assert newest_backup_set([]) == {}

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from support.polling import wait_for
 
 from fmappliance.agent.jobs import (
     ABANDONED_MESSAGE,
@@ -17,11 +18,22 @@ from fmappliance.agent.jobs import (
     JobManager,
     StepFailed,
 )
-from support.polling import wait_for
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-JOB_KEYS = {"id", "action", "stack", "site", "status", "created", "started", "finished",
-            "exit_code", "message", "output", "result"}
+JOB_KEYS = {
+    "id",
+    "action",
+    "stack",
+    "site",
+    "status",
+    "created",
+    "started",
+    "finished",
+    "exit_code",
+    "message",
+    "output",
+    "result",
+}
 WAIT = 10  # generous upper bound; every wait below ends as soon as its event fires
 
 
@@ -41,6 +53,7 @@ def _gate_body(started: threading.Event, release: threading.Event, events=None, 
         if events is not None:
             events.append(f"{name} end")
         return {"name": name}
+
     return body
 
 
@@ -51,8 +64,9 @@ def test_a_job_runs_to_success_with_output_result_and_times(manager):
         ctx.message = "Backup of site1 on prod finished."
         return {"backup": {"id": "2026-11-25_02-00-03"}}
 
-    job, created = manager.submit(action="backup_site", stack="prod", site="site1", body=body,
-                                  message="Backup of site1 on prod started.")
+    job, created = manager.submit(
+        action="backup_site", stack="prod", site="site1", body=body, message="Backup of site1 on prod started."
+    )
     assert created and set(job) == JOB_KEYS
     assert re.fullmatch(r"[0-9a-f]{16}", job["id"])
     assert job["status"] in ("queued", "running")
@@ -78,8 +92,9 @@ def test_a_body_returning_nothing_succeeds_with_an_empty_result(manager):
 
 def test_jobs_persist_across_a_new_manager_on_the_same_directory(tmp_path):
     first = JobManager(str(tmp_path))
-    job, _ = first.submit(action="migrate_site", stack="prod", site="a.example.com",
-                          body=lambda ctx: ctx.log("migrated") or {"ok": True})
+    job, _ = first.submit(
+        action="migrate_site", stack="prod", site="a.example.com", body=lambda ctx: ctx.log("migrated") or {"ok": True}
+    )
     done = first.wait(job["id"], WAIT)
     first.close()
     second = JobManager(str(tmp_path))
@@ -94,8 +109,7 @@ def test_jobs_persist_across_a_new_manager_on_the_same_directory(tmp_path):
 def test_jobs_left_running_or_queued_by_a_dead_agent_are_failed_at_next_start(tmp_path):
     first = JobManager(str(tmp_path))
     started, release = threading.Event(), threading.Event()
-    running, _ = first.submit(action="backup_site", stack="prod", site="s1",
-                              body=_gate_body(started, release))
+    running, _ = first.submit(action="backup_site", stack="prod", site="s1", body=_gate_body(started, release))
     queued, _ = first.submit(action="restart_stack", stack="prod", site=None, body=lambda ctx: None)
     assert started.wait(WAIT)
     first.close()  # the agent "dies": its running job never reports back
@@ -114,9 +128,11 @@ def test_jobs_left_running_or_queued_by_a_dead_agent_are_failed_at_next_start(tm
 def test_rows_marked_running_in_the_database_are_recovered(tmp_path):
     JobManager(str(tmp_path)).close()
     db = sqlite3.connect(tmp_path / "jobs.sqlite3")
-    db.execute("INSERT INTO jobs (id, action, stack, site, status, created, started)"
-               " VALUES ('00000000000000aa', 'update_stack', 'prod', NULL, 'running', "
-               "'2026-11-25T21:00:00Z', '2026-11-25T21:00:01Z')")
+    db.execute(
+        "INSERT INTO jobs (id, action, stack, site, status, created, started)"
+        " VALUES ('00000000000000aa', 'update_stack', 'prod', NULL, 'running', "
+        "'2026-11-25T21:00:00Z', '2026-11-25T21:00:01Z')"
+    )
     db.commit()
     db.close()
     jobs = JobManager(str(tmp_path))
@@ -132,13 +148,16 @@ def test_jobs_on_one_stack_never_overlap_and_run_in_fifo_order(manager):
     first_started, release_first = threading.Event(), threading.Event()
     second_started, release_second = threading.Event(), threading.Event()
     release_second.set()
-    first, _ = manager.submit(action="update_stack", stack="prod", site=None,
-                              body=_gate_body(first_started, release_first, events, "update"))
+    first, _ = manager.submit(
+        action="update_stack", stack="prod", site=None, body=_gate_body(first_started, release_first, events, "update")
+    )
     assert first_started.wait(WAIT)
-    second, _ = manager.submit(action="backup_site", stack="prod", site="s1",
-                               body=_gate_body(second_started, release_second, events, "backup"))
-    third, _ = manager.submit(action="restart_stack", stack="prod", site=None,
-                              body=lambda ctx: events.append("restart"))
+    second, _ = manager.submit(
+        action="backup_site", stack="prod", site="s1", body=_gate_body(second_started, release_second, events, "backup")
+    )
+    third, _ = manager.submit(
+        action="restart_stack", stack="prod", site=None, body=lambda ctx: events.append("restart")
+    )
     # While the first job holds the stack, the others stay queued.
     assert not second_started.wait(0.3)
     assert manager.get(second["id"])["status"] == "queued"
@@ -158,23 +177,23 @@ def test_jobs_on_different_stacks_run_in_parallel(manager):
             raise StepFailed("the other stack's job never started")
 
     a, _ = manager.submit(action="backup_site", stack="prod", site="s1", body=waits_for_other_stack)
-    b, _ = manager.submit(action="backup_site", stack="staging", site="s1",
-                          body=lambda ctx: other_started.set())
+    b, _ = manager.submit(action="backup_site", stack="staging", site="s1", body=lambda ctx: other_started.set())
     assert manager.wait(a["id"], WAIT)["status"] == "succeeded"
     assert manager.wait(b["id"], WAIT)["status"] == "succeeded"
 
 
 def test_an_identical_queued_or_running_job_is_returned_instead_of_a_second(manager):
     started, release = threading.Event(), threading.Event()
-    first, created = manager.submit(action="backup_site", stack="prod", site="s1",
-                                    body=_gate_body(started, release))
+    first, created = manager.submit(action="backup_site", stack="prod", site="s1", body=_gate_body(started, release))
     assert created and started.wait(WAIT)
-    again, created_again = manager.submit(action="backup_site", stack="prod", site="s1",
-                                          body=lambda ctx: pytest.fail("must not run"))
+    again, created_again = manager.submit(
+        action="backup_site", stack="prod", site="s1", body=lambda ctx: pytest.fail("must not run")
+    )
     assert not created_again and again["id"] == first["id"] and again["status"] == "running"
     queued, _ = manager.submit(action="backup_site", stack="prod", site="s2", body=lambda ctx: None)
-    queued_again, created_again = manager.submit(action="backup_site", stack="prod", site="s2",
-                                                 body=lambda ctx: pytest.fail("must not run"))
+    queued_again, created_again = manager.submit(
+        action="backup_site", stack="prod", site="s2", body=lambda ctx: pytest.fail("must not run")
+    )
     assert not created_again and queued_again["id"] == queued["id"] and queued_again["status"] == "queued"
     release.set()
     manager.wait(first["id"], WAIT)
@@ -199,8 +218,7 @@ def test_step_failed_fails_the_job_with_its_message(manager):
 
 def test_a_failing_command_fails_the_job_naming_the_command_and_exit_code(manager):
     def body(ctx):
-        ctx.run(["sh", "-c", "echo pulling; exit 4"], timeout=10,
-                label="docker compose pull")
+        ctx.run(["sh", "-c", "echo pulling; exit 4"], timeout=10, label="docker compose pull")
         return {"unreachable": True}
 
     job, _ = manager.submit(action="update_stack", stack="prod", site=None, body=body)
@@ -221,7 +239,9 @@ def test_check_false_lets_the_body_handle_a_failure(manager):
 
 
 def test_a_command_timeout_fails_the_job_saying_so(manager):
-    body = lambda ctx: ctx.run(["sleep", "30"], timeout=0.3)
+    def body(ctx):
+        return ctx.run(["sleep", "30"], timeout=0.3)
+
     done = manager.wait(manager.submit(action="migrate_site", stack="prod", site="s", body=body)[0]["id"], WAIT)
     assert done["status"] == "failed"
     assert done["message"].startswith("`sleep 30` timed out after 0.3 s")
@@ -229,7 +249,9 @@ def test_a_command_timeout_fails_the_job_saying_so(manager):
 
 
 def test_a_missing_binary_fails_the_job_with_a_clear_message(manager):
-    body = lambda ctx: ctx.run(["fm-not-installed", "-n", "restart", "erp"], timeout=5)
+    def body(ctx):
+        return ctx.run(["fm-not-installed", "-n", "restart", "erp"], timeout=5)
+
     done = manager.wait(manager.submit(action="restart_stack", stack="erp", site=None, body=body)[0]["id"], WAIT)
     assert done["status"] == "failed"
     assert "`fm-not-installed` was not found on PATH" in done["message"]
@@ -254,6 +276,7 @@ def test_an_unexpected_exception_hides_the_traceback_from_the_job(manager, caplo
 def test_secrets_are_redacted_in_job_output(tmp_path):
     jobs = JobManager(str(tmp_path), redact=["tok-1234567890"])
     try:
+
         def body(ctx):
             ctx.log("using tok-1234567890")
             ctx.run(["sh", "-c", "echo tok-1234567890; echo 'DB Root Password: rootpw'"], timeout=10)
@@ -338,8 +361,9 @@ def test_on_finish_and_on_start_are_called(tmp_path):
     jobs = JobManager(str(tmp_path), on_finish=finished.append)
     starts = []
     try:
-        job, _ = jobs.submit(action="restart_stack", stack="prod", site=None, body=lambda ctx: None,
-                             on_start=starts.append)
+        job, _ = jobs.submit(
+            action="restart_stack", stack="prod", site=None, body=lambda ctx: None, on_start=starts.append
+        )
         jobs.wait(job["id"], WAIT)
         wait_for(lambda: finished, WAIT, interval=0.01)
         assert finished[0]["id"] == job["id"] and finished[0]["status"] == "succeeded"
@@ -357,6 +381,7 @@ def test_a_closed_manager_accepts_no_jobs(tmp_path):
 
 def test_old_jobs_are_pruned_to_the_newest_5000(tmp_path, monkeypatch):
     import fmappliance.agent.jobs as jobs_module
+
     monkeypatch.setattr(jobs_module, "KEEP_JOBS", 3)
     first = JobManager(str(tmp_path))
     ids = []

@@ -66,8 +66,13 @@ def test_over_long_stack_name_is_400(client, world):
 def test_malformed_names_in_urls_are_400_and_nothing_runs(client, world, bad):
     # PATH_INFO as a WSGI server hands it over: decoded from %-escapes, latin-1 bytes.
     raw = bad.encode("utf-8").decode("latin-1")
-    for path in (f"/stacks/{raw}", f"/stacks/{raw}/sites", f"/backups/{raw}/site1.example.com",
-                 f"/backups/prod/{raw}", f"/backups/prod/{raw}/2026-01-01_00-00-00.sql.gz"):
+    for path in (
+        f"/stacks/{raw}",
+        f"/stacks/{raw}/sites",
+        f"/backups/{raw}/site1.example.com",
+        f"/backups/prod/{raw}",
+        f"/backups/prod/{raw}/2026-01-01_00-00-00.sql.gz",
+    ):
         res = client.get(path)
         assert res.status == 400, (path, res)
         assert res.json()["success"] is False
@@ -79,8 +84,12 @@ def test_malformed_names_in_urls_are_400_and_nothing_runs(client, world, bad):
 def test_unknown_stack_is_404_everywhere(client, world):
     assert client.post_action("restart_stack", "nosuch").status == 404
     assert client.post_action("backup_site", "nosuch", "site1.example.com").status == 404
-    for path in ("/stacks/nosuch", "/stacks/nosuch/sites", "/backups/nosuch/site1.example.com",
-                 "/backups/nosuch/site1.example.com/2026-01-01_00-00-00.sql.gz"):
+    for path in (
+        "/stacks/nosuch",
+        "/stacks/nosuch/sites",
+        "/backups/nosuch/site1.example.com",
+        "/backups/nosuch/site1.example.com/2026-01-01_00-00-00.sql.gz",
+    ):
         res = client.get(path)
         assert res.status == 404, path
         assert "nosuch" in res.json()["message"]
@@ -105,8 +114,13 @@ def test_a_site_of_another_stack_is_unknown_here(client, world):
 
 
 def test_backup_file_names_outside_the_published_pattern_are_refused(client, world):
-    for name in ("..%2f..%2fetc%2fpasswd", "passwd", "2026-01-01_00-00-00.sql.gz.bak", ".lock",
-                 "2026-01-01_00-00-00.tmp"):
+    for name in (
+        "..%2f..%2fetc%2fpasswd",
+        "passwd",
+        "2026-01-01_00-00-00.sql.gz.bak",
+        ".lock",
+        "2026-01-01_00-00-00.tmp",
+    ):
         res = client.get(f"/backups/prod/site1.example.com/{urllib.parse.unquote(name)}")
         assert res.status in (400, 404), (name, res)
     assert client.get("/backups/prod/site1.example.com/2026-01-01_00-00-00.sql.gz").status == 404

@@ -28,10 +28,20 @@ def place_backup(store: BackupStore, ident: str, *, verified: bool = True) -> No
     data = gzip.compress(f"-- {ident}\n-- Dump completed\n".encode())
     (directory / f"{ident}.sql.gz").write_bytes(data)
     manifest = {
-        "id": ident, "stack": STACK, "site": SITE, "created": ident[:10] + "T" + ident[11:].replace("-", ":") + "Z",
-        "verified": verified, "verification": "test",
-        "files": [{"name": f"{ident}.sql.gz", "part": "database", "size": len(data),
-                   "sha256": hashlib.sha256(data).hexdigest()}],
+        "id": ident,
+        "stack": STACK,
+        "site": SITE,
+        "created": ident[:10] + "T" + ident[11:].replace("-", ":") + "Z",
+        "verified": verified,
+        "verification": "test",
+        "files": [
+            {
+                "name": f"{ident}.sql.gz",
+                "part": "database",
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        ],
     }
     (directory / f"{ident}.json").write_text(json.dumps(manifest))
 
@@ -57,10 +67,19 @@ KEPT_AFTER_A_YEAR = {
     # daily: the last 7 days
     *(date(2026, 12, d) for d in range(25, 32)),
     # weekly: newest of ISO weeks 53 (Dec 31), 52 (Sun Dec 27), 51 (Sun Dec 20), 50 (Sun Dec 13)
-    date(2026, 12, 20), date(2026, 12, 13),
+    date(2026, 12, 20),
+    date(2026, 12, 13),
     # monthly: newest of each of the 12 months
-    date(2026, 1, 31), date(2026, 2, 28), date(2026, 3, 31), date(2026, 4, 30), date(2026, 5, 31),
-    date(2026, 6, 30), date(2026, 7, 31), date(2026, 8, 31), date(2026, 9, 30), date(2026, 10, 31),
+    date(2026, 1, 31),
+    date(2026, 2, 28),
+    date(2026, 3, 31),
+    date(2026, 4, 30),
+    date(2026, 5, 31),
+    date(2026, 6, 30),
+    date(2026, 7, 31),
+    date(2026, 8, 31),
+    date(2026, 9, 30),
+    date(2026, 10, 31),
     date(2026, 11, 30),
 }
 
@@ -76,7 +95,9 @@ def test_a_year_of_daily_backups_keeps_7_daily_4_weekly_12_monthly(store):
     assert present(store) == {backup_id(day) for day in KEPT_AFTER_A_YEAR}
     assert len(present(store)) == 20
     # Deleting removes dump and manifest together: nothing half-deleted remains.
-    assert all_files(store) - {".lock"} == {f"{i}.sql.gz" for i in present(store)} | {f"{i}.json" for i in present(store)}
+    assert all_files(store) - {".lock"} == {f"{i}.sql.gz" for i in present(store)} | {
+        f"{i}.json" for i in present(store)
+    }
 
 
 def test_retention_applied_once_after_a_year_gives_the_same_set(store):
@@ -157,8 +178,12 @@ def test_retention_after_real_publishes_removes_published_files(tmp_path):
     config = tmp_path / "site_config.json"
     config.write_text("{}")
     for day in YEAR[:4]:
-        store.publish(STACK, SITE, {"database": str(dump), "site_config": str(config)},
-                      created=datetime(day.year, day.month, day.day, 2, tzinfo=timezone.utc))
+        store.publish(
+            STACK,
+            SITE,
+            {"database": str(dump), "site_config": str(config)},
+            created=datetime(day.year, day.month, day.day, 2, tzinfo=timezone.utc),
+        )
     deleted = store.apply_retention(STACK, SITE)
     assert sorted(deleted) == [backup_id(YEAR[0]), backup_id(YEAR[1])]
     assert [b["id"] for b in store.list_backups(STACK, SITE)] == [backup_id(YEAR[3]), backup_id(YEAR[2])]

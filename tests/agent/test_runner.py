@@ -76,7 +76,7 @@ def test_known_secrets_and_password_lines_are_redacted_everywhere():
         "echo 'token is s3cr3t-token-value'; "
         "echo 'DB Root Password: rootpw123'; "
         "echo '│ Admin Password │ adminpw │'; "
-        "echo '{\"db_password\": \"dbpw\", \"db_name\": \"_abc\"}'; "
+        'echo \'{"db_password": "dbpw", "db_name": "_abc"}\'; '
         "echo 'password: lowercase-pw'"
     )
     lines = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from double_state import DAEMON_DOWN
+
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.stacks import compose
 from fmappliance.agent.status import StatusBoard
@@ -21,11 +21,28 @@ def test_both_ps_json_shapes_give_the_same_status(client, world, shape):
     world.doubles.set_faults(ps_shape=shape)
     prod = stack(client, "prod")
     assert prod["status"] == "running" and prod["reason"] is None
-    assert {s["service"] for s in prod["services"]} == {"configurator", "backend", "frontend", "websocket", "queue-short",
-                                                         "queue-long", "scheduler", "db", "redis-cache", "redis-queue"}
+    assert {s["service"] for s in prod["services"]} == {
+        "configurator",
+        "backend",
+        "frontend",
+        "websocket",
+        "queue-short",
+        "queue-long",
+        "scheduler",
+        "db",
+        "redis-cache",
+        "redis-queue",
+    }
     backend = next(s for s in prod["services"] if s["service"] == "backend")
-    assert backend == {"service": "backend", "name": "frappe_docker-backend-1", "state": "running", "health": "",
-                       "status": "Up 2 hours", "exit_code": 0, "one_shot": False}
+    assert backend == {
+        "service": "backend",
+        "name": "frappe_docker-backend-1",
+        "state": "running",
+        "health": "",
+        "status": "Up 2 hours",
+        "exit_code": 0,
+        "one_shot": False,
+    }
 
 
 def test_stacks_listing_has_the_documented_shape(client, world):
@@ -141,6 +158,7 @@ def test_cache_expires_after_its_ttl_and_invalidate_forgets_at_once(world):
     inventory = Inventory(world.config)
     board = StatusBoard(world.config, inventory, clock=lambda: now[0])
     try:
+
         def ps_count():
             return sum(1 for a in world.doubles.argvs("docker") if "ps" in a)
 
@@ -186,7 +204,13 @@ def test_parse_ps_accepts_both_shapes_and_skips_warnings():
 
 def test_compute_status_rules():
     def svc(name, state, code=0):
-        return {"service": name, "state": state, "exit_code": code, "status": state, "one_shot": name in compose.ONE_SHOT_SERVICES}
+        return {
+            "service": name,
+            "state": state,
+            "exit_code": code,
+            "status": state,
+            "one_shot": name in compose.ONE_SHOT_SERVICES,
+        }
 
     assert compose.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == ("running", None)
     assert compose.compute_status([svc("backend", "running"), svc("frontend", "restarting")])[0] == "partial"
@@ -196,6 +220,22 @@ def test_compute_status_rules():
 
 
 def test_compose_argv_honours_project_and_files():
-    argv = compose.ps_argv("/usr/bin/docker", {"path": "/opt/fd", "project": "prod", "files": ["compose.yaml", "overrides/db.yaml"]})
-    assert argv == ["/usr/bin/docker", "compose", "-p", "prod", "-f", "/opt/fd/compose.yaml", "-f", "/opt/fd/overrides/db.yaml",
-                    "--project-directory", "/opt/fd", "ps", "--all", "--format", "json"]
+    argv = compose.ps_argv(
+        "/usr/bin/docker", {"path": "/opt/fd", "project": "prod", "files": ["compose.yaml", "overrides/db.yaml"]}
+    )
+    assert argv == [
+        "/usr/bin/docker",
+        "compose",
+        "-p",
+        "prod",
+        "-f",
+        "/opt/fd/compose.yaml",
+        "-f",
+        "/opt/fd/overrides/db.yaml",
+        "--project-directory",
+        "/opt/fd",
+        "ps",
+        "--all",
+        "--format",
+        "json",
+    ]

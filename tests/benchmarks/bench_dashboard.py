@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "dashboard")]
 
 from measure import rss_mb, verdict  # noqa: E402
-
 from support.config_factory import TEST_PASSWORD, TEST_USER, write_config  # noqa: E402
 from support.ports import free_port  # noqa: E402
 
@@ -61,9 +60,17 @@ def login(port: int) -> tuple[http.client.HTTPConnection, str]:
     login_cookie = re.search(r"fmlogin=([^;]+)", response.getheader("Set-Cookie")).group(1)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token})
-    conn.request("POST", "/login", body=body, headers={"Content-Type": "application/x-www-form-urlencoded",
-                                                     "Cookie": f"fmlogin={login_cookie}", "Origin": f"http://127.0.0.1:{port}",
-                                                     "Host": f"127.0.0.1:{port}"})
+    conn.request(
+        "POST",
+        "/login",
+        body=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": f"fmlogin={login_cookie}",
+            "Origin": f"http://127.0.0.1:{port}",
+            "Host": f"127.0.0.1:{port}",
+        },
+    )
     response = conn.getresponse()
     response.read()
     cookie = re.search(r"fmsession=([^;]+)", response.getheader("Set-Cookie")).group(1)
@@ -135,35 +142,70 @@ def main() -> int:
     agent_port, dash_port = free_port(), free_port()
     from fake_agent import TOKEN
 
-    config = write_config(tmp, security={"token": TOKEN}, dashboard={
-        "agent_url": f"http://127.0.0.1:{agent_port}", "port": dash_port, "threads": 32, "trusted_proxy": ""})
+    config = write_config(
+        tmp,
+        security={"token": TOKEN},
+        dashboard={
+            "agent_url": f"http://127.0.0.1:{agent_port}",
+            "port": dash_port,
+            "threads": 32,
+            "trusted_proxy": "",
+        },
+    )
     env = {**os.environ, "FMAPPLIANCE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    agent = subprocess.Popen([sys.executable, str(ROOT / "tests" / "dashboard" / "fake_agent.py"), "--port", str(agent_port),
-                              "--stacks", "30", "--sites", "5", "--big-file", str(BIG)], env=env)
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "dashboard" / "fake_agent.py"),
+            "--port",
+            str(agent_port),
+            "--stacks",
+            "30",
+            "--sites",
+            "5",
+            "--big-file",
+            str(BIG),
+        ],
+        env=env,
+    )
     dashboard = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(config)], env=env)
     try:
         wait_http(agent_port, "/")
         wait_http(dash_port, "/healthz")
-        print(f"dashboard pid {dashboard.pid} on :{dash_port}, fake agent (30 stacks x 5 sites) on :{agent_port}; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"dashboard pid {dashboard.pid} on :{dash_port}, fake agent (30 stacks x 5 sites) on :{agent_port}; load average {os.getloadavg()[0]:.1f}"
+        )
 
         cpu_before = cpu_seconds(dashboard.pid)
         rps, p99, count, errors = load_test(dash_port)
         cpu_per_request = (cpu_seconds(dashboard.pid) - cpu_before) / max(count, 1) * 1000
         rss_after_load = rss_mb(dashboard.pid)
-        print(f"/dashboard, {CLIENTS} clients, {DURATION:.0f} s: {rps:.0f} req/s ({count} requests, {errors} bad)   goal >= {GOALS['rps']}: {verdict(rps >= GOALS['rps'] and not errors)}")
+        print(
+            f"/dashboard, {CLIENTS} clients, {DURATION:.0f} s: {rps:.0f} req/s ({count} requests, {errors} bad)   goal >= {GOALS['rps']}: {verdict(rps >= GOALS['rps'] and not errors)}"
+        )
         print(f"(dashboard CPU per request: {cpu_per_request:.2f} ms; the clients share this machine's 2 cores)")
         print(f"/dashboard p99 latency: {p99:.1f} ms   goal < {GOALS['p99_ms']} ms: {verdict(p99 < GOALS['p99_ms'])}")
-        print(f"dashboard RSS after the load test: {rss_after_load:.1f} MB   goal < {GOALS['rss_mb']} MB: {verdict(rss_after_load < GOALS['rss_mb'])}")
+        print(
+            f"dashboard RSS after the load test: {rss_after_load:.1f} MB   goal < {GOALS['rss_mb']} MB: {verdict(rss_after_load < GOALS['rss_mb'])}"
+        )
 
         _, cookie = login(dash_port)
         site = "site0.stack00.example.com"
-        direct, _, _, direct_total = timed_download(agent_port, f"/backups/stack00/{site}/{BIG_PATH}", {"Authorization": f"Bearer {TOKEN}"}, None)
-        relayed, rss_before, rss_peak, relayed_total = timed_download(dash_port, f"/download/stack00/{site}/{BIG_PATH}", {"Cookie": f"fmsession={cookie}"}, dashboard.pid)
+        direct, _, _, direct_total = timed_download(
+            agent_port, f"/backups/stack00/{site}/{BIG_PATH}", {"Authorization": f"Bearer {TOKEN}"}, None
+        )
+        relayed, rss_before, rss_peak, relayed_total = timed_download(
+            dash_port, f"/download/stack00/{site}/{BIG_PATH}", {"Cookie": f"fmsession={cookie}"}, dashboard.pid
+        )
         ratio = relayed / direct
         assert direct_total == relayed_total == BIG
-        print(f"2 GiB download: agent direct {direct / 1e6:.0f} MB/s, through the dashboard {relayed / 1e6:.0f} MB/s, ratio {ratio:.2f}x   goal >= {GOALS['ratio']}x: {verdict(ratio >= GOALS['ratio'])}")
+        print(
+            f"2 GiB download: agent direct {direct / 1e6:.0f} MB/s, through the dashboard {relayed / 1e6:.0f} MB/s, ratio {ratio:.2f}x   goal >= {GOALS['ratio']}x: {verdict(ratio >= GOALS['ratio'])}"
+        )
         grew = rss_peak - rss_before
-        print(f"dashboard RSS during the download: {rss_before:.1f} MB -> peak {rss_peak:.1f} MB (+{grew:.1f} MB)   goal flat (< +10 MB) and < {GOALS['rss_mb']} MB: {verdict(grew < 10 and rss_peak < GOALS['rss_mb'])}")
+        print(
+            f"dashboard RSS during the download: {rss_before:.1f} MB -> peak {rss_peak:.1f} MB (+{grew:.1f} MB)   goal flat (< +10 MB) and < {GOALS['rss_mb']} MB: {verdict(grew < 10 and rss_peak < GOALS['rss_mb'])}"
+        )
     finally:
         for proc in (dashboard, agent):
             proc.terminate()

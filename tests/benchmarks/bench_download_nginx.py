@@ -24,11 +24,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install"), str(ROOT)]
 
-from measure import verdict  # noqa: E402
-
 import yaml  # noqa: E402
-from install_harness import (SITE, Appliance, NginxSite, agent_call, built_or_build_dist, free_port, start_appliance,  # noqa: E402
-                             start_zipapp, stop)
+from install_harness import (  # noqa: E402
+    SITE,
+    Appliance,
+    NginxSite,
+    agent_call,
+    built_or_build_dist,
+    free_port,
+    start_appliance,
+    start_zipapp,
+    stop,
+)
+from measure import verdict  # noqa: E402
 
 from fmappliance.agent.backups import BackupStore  # noqa: E402
 
@@ -61,7 +69,8 @@ def publish_big_backup(tmp: Path, backups_dir: Path) -> str:
         fh.write("-- site: bench\nCREATE TABLE t (a int);\n-- Dump completed on 2026-11-25 02:00:00\n")
     write_big_tar(work / "files.tar")
     manifest = BackupStore(str(backups_dir), {"daily": 7, "weekly": 4, "monthly": 12}).publish(
-        "prod", SITE, {"database": str(db), "files": str(work / "files.tar")})
+        "prod", SITE, {"database": str(db), "files": str(work / "files.tar")}
+    )
     shutil.rmtree(work)
     os.sync()  # no writeback of the 4 GiB just written competing with the measurements
     return next(f["name"] for f in manifest["files"] if f["name"].endswith(".files.tar"))
@@ -74,15 +83,28 @@ def start_stream_dashboard(tmp: Path, dist: Path, app, procs: list):
     config["dashboard"].update(port=port, download_mode="stream", state_dir=str(tmp / "state" / "dashboard-stream"))
     path = tmp / "config-stream.yaml"
     path.write_text(yaml.safe_dump(config))
-    procs.append(start_zipapp(dist / "fm-dashboard.pyz", path, port, tmp / "cache" / "fm-dashboard",
-                              tmp / "fm-dashboard-stream.log"))
-    site = NginxSite(app.root, tmp / "nginx-stream", free_port(), free_port(), dashboard_port=port,
-                     backups_dir=app.backups_dir, cert=app.cert, key=app.key).start()
+    procs.append(
+        start_zipapp(
+            dist / "fm-dashboard.pyz", path, port, tmp / "cache" / "fm-dashboard", tmp / "fm-dashboard-stream.log"
+        )
+    )
+    site = NginxSite(
+        app.root,
+        tmp / "nginx-stream",
+        free_port(),
+        free_port(),
+        dashboard_port=port,
+        backups_dir=app.backups_dir,
+        cert=app.cert,
+        key=app.key,
+    ).start()
     procs.append(site.proc)
     stream = Appliance(tmp, app.root, app.cert, app.key, path, app.agent_port, port, site, app.backups_dir)
     response = stream.login()
     assert response.status == 303, response.status
-    stream.session = next(v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession="))
+    stream.session = next(
+        v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession=")
+    )
     return stream
 
 
@@ -90,13 +112,27 @@ def curl_speed(url: str, port: int, cert: Path, cookie: str = "") -> float:
     """Bytes per second for one download to /dev/null (curl: the cheapest TLS client at hand)."""
     host = url.split("/")[2].split(":")[0]
     # -k: the test certificate names localhost only; verification costs the handshake alone.
-    argv = ["curl", "-sS", "--fail", "-k", "--resolve", f"{host}:{port}:127.0.0.1",
-            "-o", "/dev/null", "-w", "%{size_download} %{speed_download} %{time_starttransfer}", url]
+    argv = [
+        "curl",
+        "-sS",
+        "--fail",
+        "-k",
+        "--resolve",
+        f"{host}:{port}:127.0.0.1",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download} %{speed_download} %{time_starttransfer}",
+        url,
+    ]
     if cookie:
         argv[1:1] = ["-H", f"Cookie: fmsession={cookie}"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     size, speed = int(float(out[0])), float(out[1])
-    print(f"  {url.split('/', 3)[3][:40]}: {speed / 1e6:.0f} MB/s, first byte after {float(out[2]) * 1000:.0f} ms", flush=True)
+    print(
+        f"  {url.split('/', 3)[3][:40]}: {speed / 1e6:.0f} MB/s, first byte after {float(out[2]) * 1000:.0f} ms",
+        flush=True,
+    )
     assert size == BIG, f"downloaded {size} bytes, expected {BIG}"
     return speed
 
@@ -125,7 +161,9 @@ def main() -> int:
     }}"""
         app = start_appliance(tmp, dist, procs, download_mode="accel", extra_http=direct)
         name = publish_big_backup(tmp, app.backups_dir)
-        listed = [f["name"] for b in agent_call(app.agent_port, "GET", f"/backups/prod/{SITE}")["backups"] for f in b["files"]]
+        listed = [
+            f["name"] for b in agent_call(app.agent_port, "GET", f"/backups/prod/{SITE}")["backups"] for f in b["files"]
+        ]
         assert name in listed, "the agent does not list the big backup"
         https = app.nginx.https_port
         direct_url = f"https://direct.localhost:{https}/prod/{SITE}/{name}"
@@ -134,7 +172,7 @@ def main() -> int:
         # Interleaved, alternating which goes first, best of each: both paths see the same
         # machine state (other processes, page cache, CPU clock).
         for round_no in range(ROUNDS):
-            for which in (("direct", "app") if round_no % 2 == 0 else ("app", "direct")):
+            for which in ("direct", "app") if round_no % 2 == 0 else ("app", "direct"):
                 if which == "direct":
                     direct_best = max(direct_best, curl_speed(direct_url, https, app.cert))
                 else:
@@ -144,10 +182,14 @@ def main() -> int:
         stream_speed = curl_speed(stream_url, stream.nginx.https_port, app.cert, stream.session)
         ratio = app_best / direct_best
         print(f"2 GiB over TLS: nginx directly {direct_best / 1e6:.0f} MB/s")
-        print(f"2 GiB over TLS: nginx -> dashboard (accel, agent-checked) {app_best / 1e6:.0f} MB/s, "
-              f"ratio {ratio:.2f}x   goal >= {GOAL}x: {verdict(ratio >= GOAL)}")
-        print(f"2 GiB over TLS: nginx -> dashboard -> agent (stream, install.sh --download-mode stream) {stream_speed / 1e6:.0f} MB/s, "
-              f"ratio {stream_speed / direct_best:.2f}x (for information)")
+        print(
+            f"2 GiB over TLS: nginx -> dashboard (accel, agent-checked) {app_best / 1e6:.0f} MB/s, "
+            f"ratio {ratio:.2f}x   goal >= {GOAL}x: {verdict(ratio >= GOAL)}"
+        )
+        print(
+            f"2 GiB over TLS: nginx -> dashboard -> agent (stream, install.sh --download-mode stream) {stream_speed / 1e6:.0f} MB/s, "
+            f"ratio {stream_speed / direct_best:.2f}x (for information)"
+        )
     finally:
         for proc in reversed(procs):
             stop(proc)

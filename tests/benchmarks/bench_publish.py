@@ -34,10 +34,32 @@ DISTINCT_BLOCKS = 2
 def sql_block(seed: int) -> bytes:
     """~16 MiB of mysqldump-like INSERT statements."""
     rnd = random.Random(seed)
-    customers = [f"CUST-{rnd.randrange(10**5):05d} {rnd.choice(['Ltd', 'GmbH', 'LLC', 'SARL', 'Pvt Ltd'])}" for _ in range(400)]
+    customers = [
+        f"CUST-{rnd.randrange(10**5):05d} {rnd.choice(['Ltd', 'GmbH', 'LLC', 'SARL', 'Pvt Ltd'])}" for _ in range(400)
+    ]
     items = [f"ITEM-{n:04d}" for n in range(300)]
-    words = ["net", "30", "days", "paid", "partly", "overdue", "draft", "submitted", "cancelled", "shipping",
-             "discount", "tax", "VAT", "standard", "rated", "export", "import", "credit", "note", "return"]
+    words = [
+        "net",
+        "30",
+        "days",
+        "paid",
+        "partly",
+        "overdue",
+        "draft",
+        "submitted",
+        "cancelled",
+        "shipping",
+        "discount",
+        "tax",
+        "VAT",
+        "standard",
+        "rated",
+        "export",
+        "import",
+        "credit",
+        "note",
+        "return",
+    ]
     owners = ["Administrator", "accounts@example.com", "sales@example.com", "jane@example.com"]
     lines, size, row = [], 0, seed * 10_000_000
     while size < BLOCK_TEXT_BYTES:
@@ -46,11 +68,25 @@ def sql_block(seed: int) -> bytes:
             row += 1
             values.append(
                 "('ACC-SINV-2026-%05d','2026-%02d-%02d %02d:%02d:%02d.%06d','%s','%s',%d,'%s','%s',%d.%02d,%d.%02d,"
-                "'USD','%s',NULL,0,'%016x')" % (
-                    row, rnd.randint(1, 12), rnd.randint(1, 28), rnd.randint(0, 23), rnd.randint(0, 59),
-                    rnd.randint(0, 59), rnd.getrandbits(20), rnd.choice(owners), rnd.choice(owners), rnd.randint(0, 2),
-                    rnd.choice(customers), rnd.choice(items), rnd.randint(0, 99999), rnd.randint(0, 99),
-                    rnd.randint(0, 9999), rnd.randint(0, 99), " ".join(rnd.choices(words, k=rnd.randint(1, 6))),
+                "'USD','%s',NULL,0,'%016x')"
+                % (
+                    row,
+                    rnd.randint(1, 12),
+                    rnd.randint(1, 28),
+                    rnd.randint(0, 23),
+                    rnd.randint(0, 59),
+                    rnd.randint(0, 59),
+                    rnd.getrandbits(20),
+                    rnd.choice(owners),
+                    rnd.choice(owners),
+                    rnd.randint(0, 2),
+                    rnd.choice(customers),
+                    rnd.choice(items),
+                    rnd.randint(0, 99999),
+                    rnd.randint(0, 99),
+                    rnd.randint(0, 9999),
+                    rnd.randint(0, 99),
+                    " ".join(rnd.choices(words, k=rnd.randint(1, 6))),
                     rnd.getrandbits(64),
                 )
             )
@@ -100,8 +136,11 @@ def main() -> int:
         dump = work / "20260113_020000-site1_example_com-database.sql.gz"
         start = time.perf_counter()
         compressed, raw = make_dump(dump)
-        print(f"dump: {compressed / 2**30:.2f} GiB gzip of {raw / 2**30:.2f} GiB SQL "
-              f"(ratio {raw / compressed:.1f}), made in {time.perf_counter() - start:.1f} s", flush=True)
+        print(
+            f"dump: {compressed / 2**30:.2f} GiB gzip of {raw / 2**30:.2f} GiB SQL "
+            f"(ratio {raw / compressed:.1f}), made in {time.perf_counter() - start:.1f} s",
+            flush=True,
+        )
 
         copy = work / "copy.sql.gz"
         tools = {
@@ -109,25 +148,39 @@ def main() -> int:
             "sha256sum": ["sha256sum", str(dump)],
             "gzip -t": ["gzip", "-t", str(dump)],
         }
-        tool_times = {name: timed(lambda argv=argv: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL))
-                      for name, argv in tools.items()}
+        tool_times = {
+            name: timed(lambda argv=argv: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL))
+            for name, argv in tools.items()
+        }
         copy.unlink()
         sequential = sum(tool_times.values())
-        print("tools: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in tool_times.items())
-              + f"; one after another {sequential:.2f} s", flush=True)
+        print(
+            "tools: "
+            + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in tool_times.items())
+            + f"; one after another {sequential:.2f} s",
+            flush=True,
+        )
 
         store = BackupStore(str(work / "backups"), {"daily": 7, "weekly": 4, "monthly": 12})
         result = {}
-        publish_time = timed(lambda: result.update(store.publish(
-            "prod", "site1.example.com", {"database": str(dump)}, created=datetime.now(timezone.utc))))
+        publish_time = timed(
+            lambda: result.update(
+                store.publish("prod", "site1.example.com", {"database": str(dump)}, created=datetime.now(timezone.utc))
+            )
+        )
         assert result["verified"] and result["files"][0]["size"] == compressed
-        print(f"publish (copy + sha256 + gzip check + '-- Dump completed' + fsync): {publish_time:.2f} s "
-              f"({compressed / publish_time / 2**20:.0f} MiB/s)", flush=True)
+        print(
+            f"publish (copy + sha256 + gzip check + '-- Dump completed' + fsync): {publish_time:.2f} s "
+            f"({compressed / publish_time / 2**20:.0f} MiB/s)",
+            flush=True,
+        )
 
         ratio = publish_time / sequential
         verdict = "PASS" if ratio <= 1.0 else "MISS"
-        print(f"publish 1 GiB dump: {publish_time:.2f} s vs cp+sha256sum+gzip -t {sequential:.2f} s, "
-              f"ratio {ratio:.2f} (goal <= 1.00)  {verdict}")
+        print(
+            f"publish 1 GiB dump: {publish_time:.2f} s vs cp+sha256sum+gzip -t {sequential:.2f} s, "
+            f"ratio {ratio:.2f} (goal <= 1.00)  {verdict}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

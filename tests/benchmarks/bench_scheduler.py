@@ -22,9 +22,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from measure import verdict  # noqa: E402  (this script's own folder is on sys.path)
+
 from fmappliance.dashboard.scheduler import BackupScheduler
 from fmappliance.dashboard.schedules import ScheduleStore
-from measure import verdict  # noqa: E402  (this script's own folder is on sys.path)
 
 IDLE_SECONDS = 60
 IDLE_GOAL_PERCENT = 0.5
@@ -33,13 +34,17 @@ TRIALS = 5
 LEAD_SECONDS = 3.0
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def make_schedule(store, at: str, site: str, tz: str = "UTC") -> dict:
-    clean = {"stack": "prod", "site": site, "frequency": "daily", "time": at, "day_of_week": None,
-             "day_of_month": None, "timezone": tz, "enabled": True}
+    clean = {
+        "stack": "prod",
+        "site": site,
+        "frequency": "daily",
+        "time": at,
+        "day_of_week": None,
+        "day_of_month": None,
+        "timezone": tz,
+        "enabled": True,
+    }
     return store.add(clean, "bench")
 
 
@@ -50,9 +55,12 @@ def idle_cpu(state_dir: Path) -> None:
     for i in range(20):
         at = (now + timedelta(hours=3, minutes=i)).strftime("%H:%M")
         make_schedule(store, at, f"site{i}.example.com", ("UTC", "Europe/Berlin", "America/New_York")[i % 3])
-    engine = BackupScheduler(store, lambda stack, site: {"id": "x", "status": "queued"},
-                             list_sites=lambda stack: [f"site{i}.example.com" for i in range(20)],
-                             get_job=lambda job_id: {"id": job_id, "status": "succeeded"})
+    engine = BackupScheduler(
+        store,
+        lambda stack, site: {"id": "x", "status": "queued"},
+        list_sites=lambda stack: [f"site{i}.example.com" for i in range(20)],
+        get_job=lambda job_id: {"id": job_id, "status": "succeeded"},
+    )
     engine.start()
     try:
         clock_id = time.pthread_getcpuclockid(engine._thread.ident)
@@ -64,8 +72,10 @@ def idle_cpu(state_dir: Path) -> None:
     finally:
         engine.stop()
     percent = 100 * cpu / wall
-    print(f"idle scheduler thread: {cpu:.4f} CPU-s over {wall:.1f} s = {percent:.4f} % of one core "
-          f"(whole process {proc:.4f} CPU-s); goal < {IDLE_GOAL_PERCENT} %: {verdict(percent < IDLE_GOAL_PERCENT)}")
+    print(
+        f"idle scheduler thread: {cpu:.4f} CPU-s over {wall:.1f} s = {percent:.4f} % of one core "
+        f"(whole process {proc:.4f} CPU-s); goal < {IDLE_GOAL_PERCENT} %: {verdict(percent < IDLE_GOAL_PERCENT)}"
+    )
 
 
 def handoff_latency(state_dir: Path) -> None:
@@ -77,19 +87,26 @@ def handoff_latency(state_dir: Path) -> None:
         # The fraction spreads the due instant over the phase of the 1 s tick.
         lead = LEAD_SECONDS + (trial + 0.5) / TRIALS
         offset = (due - real) - timedelta(seconds=lead)
-        store = ScheduleStore(state_dir / f"handoff{trial}", default_tz="UTC",
-                              clock=lambda: datetime.now(timezone.utc) + offset)
+
+        def clock(offset=offset):
+            return datetime.now(timezone.utc) + offset
+
+        store = ScheduleStore(state_dir / f"handoff{trial}", default_tz="UTC", clock=clock)
         make_schedule(store, due.strftime("%H:%M"), "site1.example.com")
         received = threading.Event()
         handed = {}
 
-        def submit(stack, site):
+        def submit(stack, site, handed=handed, received=received):
             handed["at"] = time.monotonic()
             received.set()
             return {"job": {"id": "j1", "status": "queued"}, "duplicate": False}
 
-        engine = BackupScheduler(store, submit, list_sites=lambda stack: ["site1.example.com"],
-                                 clock=lambda: datetime.now(timezone.utc) + offset)
+        engine = BackupScheduler(
+            store,
+            submit,
+            list_sites=lambda stack: ["site1.example.com"],
+            clock=clock,
+        )
         due_monotonic = time.monotonic() + ((due - offset) - datetime.now(timezone.utc)).total_seconds()
         engine.start()
         try:
@@ -103,9 +120,11 @@ def handoff_latency(state_dir: Path) -> None:
         print(f"due-to-hand-off latency: no hand-off at all; goal <= {HANDOFF_GOAL_SECONDS} s: MISS")
         return
     worst = max(latencies)
-    print(f"due-to-hand-off latency over {len(latencies)} trials: median {statistics.median(latencies):.3f} s, "
-          f"max {worst:.3f} s; goal <= {HANDOFF_GOAL_SECONDS} s: "
-          f"{verdict(worst <= HANDOFF_GOAL_SECONDS and len(latencies) == TRIALS)}")
+    print(
+        f"due-to-hand-off latency over {len(latencies)} trials: median {statistics.median(latencies):.3f} s, "
+        f"max {worst:.3f} s; goal <= {HANDOFF_GOAL_SECONDS} s: "
+        f"{verdict(worst <= HANDOFF_GOAL_SECONDS and len(latencies) == TRIALS)}"
+    )
 
 
 def main() -> int:

@@ -18,14 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "doubles")]
 
-from measure import verdict  # noqa: E402
-
-from support.agent_wsgi import WsgiClient  # noqa: E402
-from support.world import install_doubles, make_compose_stack  # noqa: E402
 from double_state import DoubleWorld  # noqa: E402
+from measure import verdict  # noqa: E402
+from support.agent_wsgi import WsgiClient  # noqa: E402
+from support.config_factory import write_config  # noqa: E402
+from support.world import install_doubles, make_compose_stack  # noqa: E402
+
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.config import load_config  # noqa: E402
-from support.config_factory import write_config  # noqa: E402
 
 STACKS = 30
 PS_DELAY = 0.150
@@ -60,8 +60,17 @@ def time_stacks(root, docker, stacks) -> tuple[float, float, float]:
     """
     first, cold, warm = [], [], []
     for ttl, samples in ((0, cold), (60, warm)):
-        config = load_config(write_config(root, stacks=stacks, agent={
-            "docker_binary": str(docker), "fm_binary": str(root / "bin" / "fm"), "status_cache_seconds": ttl}))
+        config = load_config(
+            write_config(
+                root,
+                stacks=stacks,
+                agent={
+                    "docker_binary": str(docker),
+                    "fm_binary": str(root / "bin" / "fm"),
+                    "status_cache_seconds": ttl,
+                },
+            )
+        )
         app = make_app(config)
         client = WsgiClient(app)
         try:
@@ -94,24 +103,42 @@ def main() -> int:
 
         results = []
         for label, docker in (("docker test double", root / "bin" / "docker"), ("minimal sh docker", minimal)):
-            single = time_one([str(docker), "compose", "--project-directory", stacks["stack00"]["path"],
-                               "ps", "--all", "--format", "json"])
+            single = time_one(
+                [
+                    str(docker),
+                    "compose",
+                    "--project-directory",
+                    stacks["stack00"]["path"],
+                    "ps",
+                    "--all",
+                    "--format",
+                    "json",
+                ]
+            )
             results.append((label, single, *time_stacks(root, docker, stacks)))
 
-        for label, single, first, cold, warm in results:
+        for label, single, first, cold, _warm in results:
             ratio = cold / single
             # The goal is judged with the sh stand-in: a `ps` that takes 150 ms waiting on the daemon, as the
             # issue describes. The Python double also burns ~35 ms of CPU per call, which 2 cores cannot hide.
             judged = verdict(ratio <= GOAL_RATIO) if label == "minimal sh docker" else "(information)"
-            print(f"[{label}] one `docker compose ps` ({PS_DELAY * 1000:.0f} ms delay): {single * 1000:.0f} ms; "
-                  f"GET /stacks over {STACKS} stacks, status not cached: {cold * 1000:.0f} ms = {ratio:.2f}x "
-                  f"(goal <= {GOAL_RATIO}x; serial would be ~{STACKS}x) {judged}")
-            print(f"[{label}] first GET /stacks after start (ps + site list from each container): "
-                  f"{first * 1000:.0f} ms = {first / single:.2f}x (information)")
+            print(
+                f"[{label}] one `docker compose ps` ({PS_DELAY * 1000:.0f} ms delay): {single * 1000:.0f} ms; "
+                f"GET /stacks over {STACKS} stacks, status not cached: {cold * 1000:.0f} ms = {ratio:.2f}x "
+                f"(goal <= {GOAL_RATIO}x; serial would be ~{STACKS}x) {judged}"
+            )
+            print(
+                f"[{label}] first GET /stacks after start (ps + site list from each container): "
+                f"{first * 1000:.0f} ms = {first / single:.2f}x (information)"
+            )
         warm_ms = results[0][4] * 1000
-        print(f"GET /stacks warm (cached): {warm_ms:.2f} ms (goal < {GOAL_WARM_MS:.0f} ms) {verdict(warm_ms < GOAL_WARM_MS)}")
-        print("note: each `ps` of the Python double costs ~35 ms of CPU to start; 30 of them on 2 cores add ~0.5 s "
-              "that no scheduling can hide. The minimal sh stand-in shows the agent's own overhead.")
+        print(
+            f"GET /stacks warm (cached): {warm_ms:.2f} ms (goal < {GOAL_WARM_MS:.0f} ms) {verdict(warm_ms < GOAL_WARM_MS)}"
+        )
+        print(
+            "note: each `ps` of the Python double costs ~35 ms of CPU to start; 30 of them on 2 cores add ~0.5 s "
+            "that no scheduling can hide. The minimal sh stand-in shows the agent's own overhead."
+        )
     return 0
 
 

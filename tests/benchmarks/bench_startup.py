@@ -16,9 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install")]
 
-from measure import rss_mb, verdict  # noqa: E402
-
 from install_harness import built_or_build_dist, free_port, start_zipapp, stop  # noqa: E402
+from measure import rss_mb, verdict  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
 
 GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 35, "rss_dashboard": 45}
@@ -57,8 +56,12 @@ def measure(tmp: Path) -> None:
             config = write_config(tmp, name=f"{name}-{run}.yaml", **{port_key: {"port": port}})
             results.append(timed_start(dist / f"{name}.pyz", config, port, cache, tmp / f"{name}.log"))
         (first, _), (warm, rss) = results
-        print(f"{name}: listening {first:.2f} s after start with an empty SHIV_ROOT   goal < {GOALS['first']:.0f} s: {verdict(first < GOALS['first'])}")
-        print(f"{name}: listening {warm:.2f} s after start with SHIV_ROOT filled   goal < {GOALS['warm']:.0f} s: {verdict(warm < GOALS['warm'])}")
+        print(
+            f"{name}: listening {first:.2f} s after start with an empty SHIV_ROOT   goal < {GOALS['first']:.0f} s: {verdict(first < GOALS['first'])}"
+        )
+        print(
+            f"{name}: listening {warm:.2f} s after start with SHIV_ROOT filled   goal < {GOALS['warm']:.0f} s: {verdict(warm < GOALS['warm'])}"
+        )
         print(f"{name}: RSS at rest {rss:.1f} MB   goal < {rss_goal} MB: {verdict(rss < rss_goal)}")
 
 

@@ -33,12 +33,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import pyotp  # noqa: E402
 from measure import verdict  # noqa: E402
+from support.config_factory import TEST_PASSWORD, TEST_PASSWORD_HASH, write_config  # noqa: E402
+from support.ports import free_port  # noqa: E402
 
 from fmappliance.config import load_config  # noqa: E402
 from fmappliance.dashboard.second_factor import SecondFactors  # noqa: E402
 from fmappliance.dashboard.state_db import StateDB  # noqa: E402
-from support.config_factory import TEST_PASSWORD, TEST_PASSWORD_HASH, write_config  # noqa: E402
-from support.ports import free_port  # noqa: E402
 
 ROUNDS = 100
 GOAL_MS = 5.0
@@ -59,7 +59,9 @@ class Browser:
         body = None
         if form is not None:
             body = urllib.parse.urlencode(form)
-            headers.update({"Content-Type": "application/x-www-form-urlencoded", "Origin": f"http://127.0.0.1:{self.port}"})
+            headers.update(
+                {"Content-Type": "application/x-www-form-urlencoded", "Origin": f"http://127.0.0.1:{self.port}"}
+            )
         t0 = time.perf_counter()
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
@@ -87,7 +89,9 @@ def token_of(page: str) -> str:
 def password_step(port: int, user: str) -> tuple[Browser, int, float]:
     browser = Browser(port)
     _, page, _ = browser.request("GET", "/login")
-    status, page, took = browser.request("POST", "/login", {"username": user, "password": TEST_PASSWORD, "csrf_token": token_of(page)})
+    status, page, took = browser.request(
+        "POST", "/login", {"username": user, "password": TEST_PASSWORD, "csrf_token": token_of(page)}
+    )
     return browser, status, page, took
 
 
@@ -106,8 +110,12 @@ def main() -> int:
         assert factors.confirm(user, pyotp.TOTP(secrets[user]).now()) is not None
 
     env = {**os.environ, "FMAPPLIANCE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -116,7 +124,7 @@ def main() -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit("the dashboard did not start")
+                    raise SystemExit("the dashboard did not start") from None
                 time.sleep(0.1)
         # Warm up both paths once (imports, first template renders).
         password_step(port, "plain0")
@@ -146,10 +154,14 @@ def main() -> int:
 
     ms = lambda values: statistics.median(values) * 1000  # noqa: E731
     added = (cpu_totp - cpu_plain) / ROUNDS * 1000
-    print(f"dashboard CPU per sign-in: {cpu_plain / ROUNDS * 1000:.2f} ms with the password alone (bcrypt cost 4), "
-          f"{cpu_totp / ROUNDS * 1000:.2f} ms with password and code")
-    print(f"wall clock medians: password step {ms(plain):.2f} ms without a second factor, {ms(password_2fa):.2f} ms with one "
-          f"(answers the code form); code POST {ms(code_post):.2f} ms")
+    print(
+        f"dashboard CPU per sign-in: {cpu_plain / ROUNDS * 1000:.2f} ms with the password alone (bcrypt cost 4), "
+        f"{cpu_totp / ROUNDS * 1000:.2f} ms with password and code"
+    )
+    print(
+        f"wall clock medians: password step {ms(plain):.2f} ms without a second factor, {ms(password_2fa):.2f} ms with one "
+        f"(answers the code form); code POST {ms(code_post):.2f} ms"
+    )
     print(f"TOTP sign-in adds {added:.2f} ms of dashboard time (goal < {GOAL_MS:.0f} ms): {verdict(added < GOAL_MS)}")
     return 0
 

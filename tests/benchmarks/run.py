@@ -28,7 +28,9 @@ def main(argv: list[str]) -> int:
             [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         sys.stdout.write(proc.stdout)
-        verdicts += [f"{script.stem}: {line.strip()}" for line in proc.stdout.splitlines() if "PASS" in line or "MISS" in line]
+        verdicts += [
+            f"{script.stem}: {line.strip()}" for line in proc.stdout.splitlines() if "PASS" in line or "MISS" in line
+        ]
         if proc.returncode != 0:
             failures += 1
             verdicts.append(f"{script.stem}: ERROR exit {proc.returncode}")

@@ -19,15 +19,28 @@ import re
 from dataclasses import dataclass
 
 import pytest
-
 from support.config_factory import TEST_PASSWORD, TEST_USER
 from support.ports import free_port
-from support.world import (AgentProcess, DashboardProcess, World, build_world, kill_hanging_doubles, start_agent,
-                           start_dashboard)
+from support.world import (
+    AgentProcess,
+    DashboardProcess,
+    World,
+    build_world,
+    kill_hanging_doubles,
+    start_agent,
+    start_dashboard,
+)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 TIMEOUT_MS = 15_000
 
 # Recorded by the init script in every document, before any of the page's own scripts run.
@@ -93,8 +106,11 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: the browser suite needs Debian's chromium "
-                    "(run `make system-deps` or `apt-get install -y chromium`).", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser suite needs Debian's chromium "
+            "(run `make system-deps` or `apt-get install -y chromium`).",
+            pytrace=False,
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -150,7 +166,9 @@ class WatchedPage:
 
     def expecting_http_status(self, status: int):
         """Chromium logs an error answer as 'Failed to load resource'; inside this block that one is expected."""
-        return self.expecting_console_error(rf"^Failed to load resource: the server responded with a status of {status} ")
+        return self.expecting_console_error(
+            rf"^Failed to load resource: the server responded with a status of {status} "
+        )
 
     def sign_in(self, password: str = TEST_PASSWORD, user: str = TEST_USER) -> None:
         self.page.fill("#username", user)

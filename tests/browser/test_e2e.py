@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from support.world import COMPOSE_SITES
 
 pytestmark = pytest.mark.browser
@@ -196,7 +195,10 @@ def test_an_action_after_the_session_ended_elsewhere_goes_to_the_login_page_and_
 
     before = job_ids(served)
     # The dashboard answers the htmx request 401, which Chromium and htmx both log as errors.
-    with signed_in.expecting_http_status(401), signed_in.expecting_console_error(r"^Response Status Error Code 401 from /site/"):
+    with (
+        signed_in.expecting_http_status(401),
+        signed_in.expecting_console_error(r"^Response Status Error Code 401 from /site/"),
+    ):
         with page.expect_navigation(url="**/login?next=%2Fdashboard"):
             site_row(page, "prod", SITE).get_by_role("button", name="Backup now").click()
     assert job_ids(served) == before

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from support.world import COMPOSE_SITES, FM_SITE
 
 from fmappliance.dashboard.pages_scheduler import DAY_NAMES
 from fmappliance.dashboard.schedules import WEEKDAYS
-from support.world import COMPOSE_SITES, FM_SITE
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +22,9 @@ WEEKLY_DAY = WEEKDAYS[(datetime.now(timezone.utc).weekday() + 3) % 7]
 
 @pytest.fixture(scope="module")
 def served_config():
-    return {"schedules": [{"stack": "erp", "site": FM_SITE, "frequency": "daily", "time": CONFIG_TIME, "timezone": "UTC"}]}
+    return {
+        "schedules": [{"stack": "erp", "site": FM_SITE, "frequency": "daily", "time": CONFIG_TIME, "timezone": "UTC"}]
+    }
 
 
 def listed_schedules(page) -> list[dict]:
@@ -102,8 +104,10 @@ def test_schedules_are_added_checked_paused_and_removed_and_config_ones_stay(sig
     page.once("dialog", accept)
     paused.get_by_role("button", name="Remove").click()
     page.locator(f"tr[data-schedule-id='{schedule_id}']").wait_for(state="detached")
-    assert messages == [f"Remove the schedule for {SITE} on prod (weekly on {DAY_NAMES[WEEKLY_DAY]} at 03:15)? "
-                        "Its run history goes too."]
+    assert messages == [
+        f"Remove the schedule for {SITE} on prod (weekly on {DAY_NAMES[WEEKLY_DAY]} at 03:15)? "
+        "Its run history goes too."
+    ]
     assert "Schedule removed" in page.locator("#scheduler-body .notice-ok").inner_text()
     assert page.locator("tr[data-source='config']").count() == 1
     assert [s["source"] for s in listed_schedules(page)] == ["config"]

@@ -4,13 +4,13 @@ in-process WSGI client with a cookie jar."""
 from __future__ import annotations
 
 import pytest
-
 from fake_agent import FakeAgent
+from support.config_factory import write_config
+from support.dashboard_wsgi import FakeClock, WSGIClient  # noqa: F401  (fixtures below)
+from support.webhook_receiver import WebhookReceiver
+
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
-from support.config_factory import write_config
-from support.webhook_receiver import WebhookReceiver
-from support.dashboard_wsgi import FakeClock, WSGIClient  # noqa: F401  (fixtures below)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,15 @@ import bottle
 import waitress
 
 TOKEN = "test-token-0123456789abcdef0123456789abcdef"
-KNOWN_ACTIONS = ("restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site", "start_stack", "stop_stack")
+KNOWN_ACTIONS = (
+    "restart_stack",
+    "update_stack",
+    "restart_site",
+    "migrate_site",
+    "backup_site",
+    "start_stack",
+    "stop_stack",
+)
 SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site")
 _BLOCK = random.Random(7).randbytes(1024 * 1024)
 
@@ -34,7 +42,9 @@ def iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def make_stack(name: str, sites: list[str], *, status: str = "running", now: float | None = None, kind: str = "compose") -> dict:
+def make_stack(
+    name: str, sites: list[str], *, status: str = "running", now: float | None = None, kind: str = "compose"
+) -> dict:
     now = time.time() if now is None else now
     return {
         "name": name,
@@ -43,13 +53,46 @@ def make_stack(name: str, sites: list[str], *, status: str = "running", now: flo
         "status": status,
         "reason": None if status != "unknown" else "docker daemon not reachable: connection refused",
         "services": [
-            {"service": "backend", "name": f"{name}-backend-1", "state": "running" if status != "stopped" else "exited", "health": "", "status": "Up 2 hours", "exit_code": 0, "one_shot": False},
-            {"service": "db", "name": f"{name}-db-1", "state": "running" if status == "running" else "exited", "health": "healthy", "status": "Up 2 hours", "exit_code": 0, "one_shot": False},
-            {"service": "configurator", "name": f"{name}-configurator-1", "state": "exited", "health": "", "status": "Exited (0) 2 hours ago", "exit_code": 0, "one_shot": True},
+            {
+                "service": "backend",
+                "name": f"{name}-backend-1",
+                "state": "running" if status != "stopped" else "exited",
+                "health": "",
+                "status": "Up 2 hours",
+                "exit_code": 0,
+                "one_shot": False,
+            },
+            {
+                "service": "db",
+                "name": f"{name}-db-1",
+                "state": "running" if status == "running" else "exited",
+                "health": "healthy",
+                "status": "Up 2 hours",
+                "exit_code": 0,
+                "one_shot": False,
+            },
+            {
+                "service": "configurator",
+                "name": f"{name}-configurator-1",
+                "state": "exited",
+                "health": "",
+                "status": "Exited (0) 2 hours ago",
+                "exit_code": 0,
+                "one_shot": True,
+            },
         ],
         "sites": list(sites),
         "last_backups": {
-            site: ({"id": "2026-11-25_02-00-03", "created": iso(now - 3 * 3600 - i * 30 * 3600), "size": 12_345_678 + i, "verified": True} if i % 3 != 2 else None)
+            site: (
+                {
+                    "id": "2026-11-25_02-00-03",
+                    "created": iso(now - 3 * 3600 - i * 30 * 3600),
+                    "size": 12_345_678 + i,
+                    "verified": True,
+                }
+                if i % 3 != 2
+                else None
+            )
             for i, site in enumerate(sites)
         },
         "checked_at": iso(now),
@@ -60,7 +103,12 @@ def many_stacks(stacks: int, sites_per_stack: int) -> list[dict]:
     now = time.time()
     statuses = ("running", "partial", "stopped", "unknown")
     return [
-        make_stack(f"stack{i:02d}", [f"site{j}.stack{i:02d}.example.com" for j in range(sites_per_stack)], status=statuses[i % 4], now=now)
+        make_stack(
+            f"stack{i:02d}",
+            [f"site{j}.stack{i:02d}.example.com" for j in range(sites_per_stack)],
+            status=statuses[i % 4],
+            now=now,
+        )
         for i in range(stacks)
     ]
 
@@ -82,10 +130,14 @@ class FakeAgent:
         self.release.set()
         self.hang.clear()
         self.release.clear()
-        self.stacks = stacks if stacks is not None else [
-            make_stack("prod", ["site1.example.com", "site2.example.com"]),
-            make_stack("erp", ["erp.example.com"], status="partial", kind="fm"),
-        ]
+        self.stacks = (
+            stacks
+            if stacks is not None
+            else [
+                make_stack("prod", ["site1.example.com", "site2.example.com"]),
+                make_stack("erp", ["erp.example.com"], status="partial", kind="fm"),
+            ]
+        )
         self.allowed_actions = set(KNOWN_ACTIONS) - {"start_stack", "stop_stack"}
         self.jobs: dict[str, dict] = {}
         self.backups: dict[tuple[str, str], list[dict]] = {}
@@ -103,7 +155,9 @@ class FakeAgent:
     def stack(self, name: str) -> dict | None:
         return next((s for s in self.stacks if s["name"] == name), None)
 
-    def add_backup(self, stack: str, site: str, stamp: str, files: dict[str, bytes | int], *, created: str | None = None) -> dict:
+    def add_backup(
+        self, stack: str, site: str, stamp: str, files: dict[str, bytes | int], *, created: str | None = None
+    ) -> dict:
         """A manifest of ``files`` (name -> bytes, or a size for a generated stream)."""
         entries = []
         for name, content in files.items():
@@ -114,15 +168,22 @@ class FakeAgent:
             part = "database" if name.endswith(".sql.gz") else ("files" if ".files." in name else "other")
             entries.append({"name": name, "part": part, "size": size, "sha256": digest})
         created = created or stamp[:10] + "T" + stamp[11:].replace("-", ":") + "Z"
-        manifest = {"id": stamp, "created": created, "stack": stack, "site": site, "verified": True,
-                    "size": sum(e["size"] for e in entries), "files": entries}
+        manifest = {
+            "id": stamp,
+            "created": created,
+            "stack": stack,
+            "site": site,
+            "verified": True,
+            "size": sum(e["size"] for e in entries),
+            "files": entries,
+        }
         self.backups.setdefault((stack, site), []).append(manifest)
         self.backups[(stack, site)].sort(key=lambda b: b["created"], reverse=True)
         return manifest
 
     # -- server --------------------------------------------------------------------------
 
-    def start(self, threads: int = 8) -> "FakeAgent":
+    def start(self, threads: int = 8) -> FakeAgent:
         self.server, self.thread = serve_in_thread(self.wsgi, threads=threads)
         self.port = self.server.effective_port
         return self
@@ -153,7 +214,9 @@ class FakeAgent:
                 body = raw
             environ["fake.body"] = body
         with self._lock:
-            self.requests.append((method, path + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""), body))
+            self.requests.append(
+                (method, path + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""), body)
+            )
         if self.hang.is_set():
             self.release.wait(self.hang_seconds)
         status = None
@@ -189,7 +252,13 @@ class FakeAgent:
 
         @app.get("/stacks")
         def stacks():
-            return answer(200, {"stacks": agent.stacks, "disk": {"path": "/var/backups/fmappliance", "free_bytes": 40 * 10**9, "total_bytes": 100 * 10**9}})
+            return answer(
+                200,
+                {
+                    "stacks": agent.stacks,
+                    "disk": {"path": "/var/backups/fmappliance", "free_bytes": 40 * 10**9, "total_bytes": 100 * 10**9},
+                },
+            )
 
         @app.get("/stacks/<name>")
         def one_stack(name):
@@ -217,16 +286,41 @@ class FakeAgent:
                 return error(404, f"Unknown site {site!r} on stack {stack['name']}.")
             with agent._lock:
                 for job in agent.jobs.values():
-                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job["status"] in ("queued", "running"):
-                        return answer(202, {"success": True, "message": "Already running.", "job": job, "duplicate": True})
+                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job["status"] in (
+                        "queued",
+                        "running",
+                    ):
+                        return answer(
+                            202, {"success": True, "message": "Already running.", "job": job, "duplicate": True}
+                        )
                 agent._counter += 1
                 job_id = f"{agent._counter:016x}"
-                job = {"id": job_id, "action": name, "stack": stack["name"], "site": site, "status": "queued",
-                       "created": iso(time.time()), "started": None, "finished": None, "exit_code": None,
-                       "message": "Queued.", "output": "", "result": {}, "_outcome": agent.job_outcome}
+                job = {
+                    "id": job_id,
+                    "action": name,
+                    "stack": stack["name"],
+                    "site": site,
+                    "status": "queued",
+                    "created": iso(time.time()),
+                    "started": None,
+                    "finished": None,
+                    "exit_code": None,
+                    "message": "Queued.",
+                    "output": "",
+                    "result": {},
+                    "_outcome": agent.job_outcome,
+                }
                 agent.jobs[job_id] = job
             what = name.replace("_", " ").capitalize()
-            return answer(202, {"success": True, "message": f"{what} of {site or stack['name']} on {stack['name']} started.", "job": public(job), "duplicate": False})
+            return answer(
+                202,
+                {
+                    "success": True,
+                    "message": f"{what} of {site or stack['name']} on {stack['name']} started.",
+                    "job": public(job),
+                    "duplicate": False,
+                },
+            )
 
         @app.get("/jobs/<job_id>")
         def job(job_id):
@@ -235,11 +329,21 @@ class FakeAgent:
                 if job is None:
                     return error(404, f"No job {job_id}.")
                 if job["status"] == "queued":
-                    job.update(status="running", started=iso(time.time()), message="Running.", output=agent.job_output.split("\n")[0])
+                    job.update(
+                        status="running",
+                        started=iso(time.time()),
+                        message="Running.",
+                        output=agent.job_output.split("\n")[0],
+                    )
                 elif job["status"] == "running":
                     ok = job["_outcome"] == "succeeded"
-                    job.update(status=job["_outcome"], finished=iso(time.time()), exit_code=0 if ok else 1,
-                               message="Finished." if ok else "bench backup failed: exit code 1", output=agent.job_output)
+                    job.update(
+                        status=job["_outcome"],
+                        finished=iso(time.time()),
+                        exit_code=0 if ok else 1,
+                        message="Finished." if ok else "bench backup failed: exit code 1",
+                        output=agent.job_output,
+                    )
                 return answer(200, public(job))
 
         @app.get("/jobs")
@@ -262,8 +366,11 @@ class FakeAgent:
             size = content if isinstance(content, int) else len(content)
             start, end, status = 0, size - 1, 200
             header = bottle.request.get_header("Range")
-            headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream",
-                       "Content-Disposition": f'attachment; filename="{name}"'}
+            headers = {
+                "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream",
+                "Content-Disposition": f'attachment; filename="{name}"',
+            }
             if header:
                 parsed = parse_range(header, size)
                 if parsed is None:
@@ -274,7 +381,9 @@ class FakeAgent:
             headers["Content-Length"] = str(end - start + 1)
             if bottle.request.method == "HEAD":
                 return bottle.HTTPResponse("", status=status, headers=headers)
-            chunks = synthetic_chunks(start, end + 1) if isinstance(content, int) else iter_bytes(content, start, end + 1)
+            chunks = (
+                synthetic_chunks(start, end + 1) if isinstance(content, int) else iter_bytes(content, start, end + 1)
+            )
             return bottle.HTTPResponse(chunks, status=status, headers=headers)
 
         return app
@@ -300,7 +409,7 @@ def parse_range(header: str, size: int):
 def iter_bytes(content: bytes, start: int, stop: int, chunk: int = 256 * 1024):
     view = memoryview(content)
     for pos in range(start, stop, chunk):
-        yield bytes(view[pos:min(pos + chunk, stop)])
+        yield bytes(view[pos : min(pos + chunk, stop)])
 
 
 def synthetic_chunks(start: int, stop: int):
@@ -309,7 +418,7 @@ def synthetic_chunks(start: int, stop: int):
     pos = start
     while pos < stop:
         offset = pos % size
-        piece = block[offset:min(size, offset + stop - pos)]
+        piece = block[offset : min(size, offset + stop - pos)]
         yield bytes(piece)  # bottle relays bytes only
         pos += len(piece)
 
@@ -327,7 +436,10 @@ def synthetic_sha256(size: int) -> str:
 
 def _json(start_response, status: int, payload: dict):
     data = json.dumps(payload).encode()
-    start_response(f"{status} {bottle.HTTP_CODES.get(status, 'Error')}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    start_response(
+        f"{status} {bottle.HTTP_CODES.get(status, 'Error')}",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+    )
     return [data]
 
 
@@ -358,15 +470,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="fake fmappliance agent")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--token", default=TOKEN)
-    parser.add_argument("--stacks", type=int, default=0, help="generate this many stacks (default: the two canned ones)")
+    parser.add_argument(
+        "--stacks", type=int, default=0, help="generate this many stacks (default: the two canned ones)"
+    )
     parser.add_argument("--sites", type=int, default=5, help="sites per generated stack")
-    parser.add_argument("--big-file", type=int, default=0, help="size of a generated backup file stack00/<first site>/2026-11-25_02-00-03.files.tar")
+    parser.add_argument(
+        "--big-file",
+        type=int,
+        default=0,
+        help="size of a generated backup file stack00/<first site>/2026-11-25_02-00-03.files.tar",
+    )
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args(argv)
     agent = FakeAgent(many_stacks(args.stacks, args.sites) if args.stacks else None, token=args.token)
     if args.big_file:
         first = agent.stacks[0]
-        agent.add_backup(first["name"], first["sites"][0], "2026-11-25_02-00-03", {"2026-11-25_02-00-03.files.tar": args.big_file})
+        agent.add_backup(
+            first["name"], first["sites"][0], "2026-11-25_02-00-03", {"2026-11-25_02-00-03.files.tar": args.big_file}
+        )
     waitress.serve(agent.wsgi, host="127.0.0.1", port=args.port, threads=args.threads, ident="fake-agent")
     return 0
 

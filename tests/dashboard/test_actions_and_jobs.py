@@ -25,7 +25,9 @@ def test_each_action_sends_the_right_request_and_answers_json(logged_in, fake_ag
 
 def test_htmx_action_answers_a_notice_and_a_polling_job_panel(logged_in):
     token = logged_in.page_token()
-    response = logged_in.post("/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"HX-Request": "true"})
+    response = logged_in.post(
+        "/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"HX-Request": "true"}
+    )
     assert response.status == 200
     assert 'class="notice notice-ok"' in response.text
     assert re.search(r'class="job-panel"[^>]*data-status="queued"', response.text)
@@ -49,7 +51,9 @@ def test_plain_form_post_never_redirects_off_site(logged_in):
 
 def test_job_panel_polls_until_the_job_ends_then_shows_the_final_notice(logged_in):
     token = logged_in.page_token()
-    job = logged_in.post("/site/prod/site1.example.com/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}).json()["job"]
+    job = logged_in.post(
+        "/site/prod/site1.example.com/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}
+    ).json()["job"]
     htmx = {"HX-Request": "true"}
     running = logged_in.get(f"/jobs/{job['id']}", headers=htmx).text
     assert 'data-status="running"' in running and "hx-trigger" in running and "Backing up site..." in running
@@ -61,7 +65,9 @@ def test_job_panel_polls_until_the_job_ends_then_shows_the_final_notice(logged_i
 def test_failed_job_ends_with_an_error_notice(logged_in, fake_agent):
     fake_agent.job_outcome = "failed"
     token = logged_in.page_token()
-    job = logged_in.post("/site/prod/site1.example.com/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}).json()["job"]
+    job = logged_in.post(
+        "/site/prod/site1.example.com/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}
+    ).json()["job"]
     logged_in.get(f"/jobs/{job['id']}", headers={"HX-Request": "true"})
     done = logged_in.get(f"/jobs/{job['id']}", headers={"HX-Request": "true"}).text
     assert 'data-status="failed"' in done and 'class="notice notice-error"' in done and "exit code 1" in done
@@ -69,7 +75,9 @@ def test_failed_job_ends_with_an_error_notice(logged_in, fake_agent):
 
 def test_job_as_json_and_as_a_page(logged_in):
     token = logged_in.page_token()
-    job = logged_in.post("/stack/prod/restart", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}).json()["job"]
+    job = logged_in.post(
+        "/stack/prod/restart", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}
+    ).json()["job"]
     data = logged_in.get(f"/jobs/{job['id']}", headers={"Accept": "application/json"}).json()
     assert data["id"] == job["id"] and data["status"] == "running"
     page = logged_in.get(f"/jobs/{job['id']}")
@@ -96,13 +104,20 @@ def test_actions_are_audited_with_job_id(logged_in, app):
     token = logged_in.page_token()
     logged_in.post("/site/prod/site1.example.com/backup", data={"csrf_token": token})
     row = app.ctx.audit.recent(1)[0]
-    assert (row["action"], row["target"], row["result"], row["job_id"]) == ("backup_site", "prod/site1.example.com", "started", "0000000000000001")
+    assert (row["action"], row["target"], row["result"], row["job_id"]) == (
+        "backup_site",
+        "prod/site1.example.com",
+        "started",
+        "0000000000000001",
+    )
     assert row["user"] == "admin" and row["address"] == "203.0.113.7"
 
 
 def test_invalid_site_name_is_refused_before_the_agent(logged_in, fake_agent):
     token = logged_in.page_token()
-    response = logged_in.post("/site/prod/bad%20site/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"})
+    response = logged_in.post(
+        "/site/prod/bad%20site/backup", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}
+    )
     assert response.status == 400
     assert not [r for r in fake_agent.requests if r[0] == "POST"]
 

@@ -3,14 +3,13 @@
 import html
 
 import pytest
+from support.config_factory import TEST_TOKEN, write_config
+from support.dashboard_wsgi import WSGIClient
+from support.ports import free_port
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient, AgentError
 from fmappliance.dashboard.app import make_app
-from support.config_factory import TEST_TOKEN, write_config
-from support.ports import free_port
-
-from support.dashboard_wsgi import WSGIClient
 
 
 @pytest.fixture
@@ -36,7 +35,11 @@ def test_agent_down_action_gives_a_clear_error_in_every_shape(dead_agent_client)
     token = client.page_token()
     as_json = client.post("/stack/prod/restart", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"})
     assert as_json.status == 502
-    assert as_json.json() == {"success": False, "message": f"Agent unreachable at 127.0.0.1:{port}: connection refused; is fm-agent running?", "job": None}
+    assert as_json.json() == {
+        "success": False,
+        "message": f"Agent unreachable at 127.0.0.1:{port}: connection refused; is fm-agent running?",
+        "job": None,
+    }
     htmx = client.post("/stack/prod/restart", data={"csrf_token": token}, headers={"HX-Request": "true"})
     assert htmx.status == 200 and 'class="notice notice-error"' in htmx.text and "connection refused" in htmx.text
     plain = client.post("/stack/prod/restart", data={"csrf_token": token})
@@ -58,11 +61,16 @@ def test_wrong_token_is_reported_as_a_configuration_problem(logged_in, fake_agen
     assert "The agent rejected the dashboard's token (401): check security.token" in text
 
 
-@pytest.mark.parametrize("status,expected", [(500, "The agent failed (500): fake failure 500"), (409, "fake failure 409"), (404, "fake failure 404")])
+@pytest.mark.parametrize(
+    "status,expected",
+    [(500, "The agent failed (500): fake failure 500"), (409, "fake failure 409"), (404, "fake failure 404")],
+)
 def test_agent_errors_on_actions_become_notices(logged_in, fake_agent, status, expected):
     fake_agent.fail_paths = {"/action": status}
     token = logged_in.page_token()
-    response = logged_in.post("/stack/prod/restart", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"})
+    response = logged_in.post(
+        "/stack/prod/restart", json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}
+    )
     assert response.json()["message"] == expected
     assert response.status == (502 if status == 500 else status)
     htmx = logged_in.post("/stack/prod/restart", data={"csrf_token": token}, headers={"HX-Request": "true"})

@@ -4,7 +4,6 @@ throttling per account and per address, safe redirects, audit rows."""
 import re
 
 import pytest
-
 from support.config_factory import TEST_PASSWORD, TEST_USER
 
 WRONG = "Wrong user name or password."
@@ -51,15 +50,18 @@ def test_login_without_the_form_token_is_refused(client):
 
 def test_login_from_another_site_is_refused_even_with_a_token(client):
     token = client.get("/login").csrf_token()
-    response = client.post("/login", data={"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token},
-                           headers={"Origin": "https://evil.example"})
+    response = client.post(
+        "/login",
+        data={"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token},
+        headers={"Origin": "https://evil.example"},
+    )
     assert response.status == 403
     assert client.cookie("fmsession") is None
 
 
 def test_failures_from_many_addresses_never_lock_out_the_right_password_from_a_clean_address(client):
     # Someone fails on purpose from many addresses, as often as the throttle lets them...
-    for round_ in range(3):
+    for _round in range(3):
         for i in range(6):
             client.login(TEST_USER, "wrong", remote_addr=f"198.51.100.{i}")
     # ...the account-wide count slows those addresses down...
@@ -99,9 +101,10 @@ def test_repeated_failed_logins_are_one_audit_row_with_a_count(client, app, cloc
 
 
 def test_the_audit_log_drops_rows_older_than_audit_days(tmp_path, fake_agent, clock):
+    from support.config_factory import write_config
+
     from fmappliance.config import load_config
     from fmappliance.dashboard.app import make_app
-    from support.config_factory import write_config
 
     config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "audit_days": 30}))
     app = make_app(config, clock=clock)
@@ -140,7 +143,9 @@ def test_throttle_delay_passes_and_grows(client, clock):
     assert client.login(TEST_USER, TEST_PASSWORD).status == 303
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", "/\t/evil"])
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)", "/\t/evil"]
+)
 def test_login_never_redirects_off_site(client, target):
     response = client.login(next_path=target)
     assert response.status == 303

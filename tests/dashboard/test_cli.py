@@ -4,12 +4,13 @@ import subprocess
 import sys
 
 import bcrypt
-
 from support.config_factory import write_config
 
 
 def run(*args, stdin=""):
-    return subprocess.run([sys.executable, "-m", "fmappliance.dashboard", *args], input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "fmappliance.dashboard", *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_hash_password_reads_stdin_and_prints_a_cost_12_bcrypt_hash():

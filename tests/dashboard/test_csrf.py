@@ -32,7 +32,9 @@ def test_token_of_another_session_is_refused(logged_in, app, fake_agent):
     assert action_requests(fake_agent) == []
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "http://dash.test.evil.example", "null", "https://dash.test"])
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "http://dash.test.evil.example", "null", "https://dash.test"]
+)
 def test_cross_origin_post_is_refused_even_with_a_valid_token(logged_in, fake_agent, origin):
     token = logged_in.page_token()
     response = logged_in.post(ACTION, data={"csrf_token": token}, headers={"Origin": origin})
@@ -56,7 +58,9 @@ def test_valid_token_in_form_field_is_accepted(logged_in, fake_agent):
 
 def test_valid_token_in_header_is_accepted_for_json(logged_in, fake_agent):
     token = logged_in.page_token()
-    response = logged_in.post(ACTION, json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}, origin=None)
+    response = logged_in.post(
+        ACTION, json={}, headers={"X-CSRF-Token": token, "Accept": "application/json"}, origin=None
+    )
     assert response.status == 202
     assert response.json()["success"] is True
 
@@ -70,8 +74,16 @@ def test_default_port_in_host_matches_origin_without_port(app):
     assert client.post(ACTION, data={"csrf_token": token}, headers={"Origin": "https://dash.test"}).status == 303
 
 
-@pytest.mark.parametrize("path", [ACTION, "/site/prod/site1.example.com/restart", "/site/prod/site1.example.com/migrate",
-                                  "/stack/prod/restart", "/stack/prod/update"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ACTION,
+        "/site/prod/site1.example.com/restart",
+        "/site/prod/site1.example.com/migrate",
+        "/stack/prod/restart",
+        "/stack/prod/update",
+    ],
+)
 def test_get_on_an_action_url_is_405_and_does_nothing(logged_in, fake_agent, path):
     response = logged_in.get(path)
     assert response.status == 405

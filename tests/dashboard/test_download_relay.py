@@ -10,9 +10,7 @@ import time
 import tracemalloc
 
 import pytest
-
 from fake_agent import serve_in_thread, stop_server
-
 from support.dashboard_wsgi import WSGIClient
 
 STAMP = "2026-11-25_02-00-03"
@@ -56,9 +54,16 @@ def test_download_streams_in_chunks_with_flat_memory(app, logged_in, with_backup
         captured["status"] = status
 
     environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": f"/download/prod/site1.example.com/{STAMP}.files.tar", "QUERY_STRING": "",
-        "SERVER_NAME": "dash.test", "SERVER_PORT": "80", "HTTP_HOST": "dash.test", "REMOTE_ADDR": "203.0.113.7",
-        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(),
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": f"/download/prod/site1.example.com/{STAMP}.files.tar",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "dash.test",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "dash.test",
+        "REMOTE_ADDR": "203.0.113.7",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": io.StringIO(),
         "HTTP_COOKIE": f"fmsession={logged_in.cookie('fmsession')}",
     }
     tracemalloc.start()
@@ -122,12 +127,15 @@ def test_download_slots_leave_threads_for_pages_and_for_the_agent():
 
 @pytest.fixture
 def app_for_many_downloads(tmp_path, fake_agent, clock):
-    from fmappliance.config import load_config
-    from fmappliance.dashboard.app import make_app
     from support.config_factory import write_config
 
+    from fmappliance.config import load_config
+    from fmappliance.dashboard.app import make_app
+
     # The agent needs a thread per relayed download too; 32 dashboard threads -> 24 download slots.
-    return make_app(load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url}, agent={"threads": 32})), clock=clock)
+    return make_app(
+        load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url}, agent={"threads": 32})), clock=clock
+    )
 
 
 def test_twenty_slow_downloads_do_not_stall_pages_over_real_waitress(app_for_many_downloads, with_backup):
@@ -151,7 +159,7 @@ def test_twenty_slow_downloads_do_not_stall_pages_over_real_waitress(app_for_man
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and server.task_dispatcher.active_count < 20:
             time.sleep(0.05)
-        for path, expected in (("/healthz", b"ok"), ("/dashboard", b"data-stack=\"prod\"")):
+        for path, expected in (("/healthz", b"ok"), ("/dashboard", b'data-stack="prod"')):
             for _ in range(3):
                 status, body, took = _get(port, path, cookie)
                 assert status == 200 and expected in body
@@ -164,9 +172,10 @@ def test_twenty_slow_downloads_do_not_stall_pages_over_real_waitress(app_for_man
 
 
 def test_accel_mode_hands_the_file_to_nginx_after_the_agent_confirms_it(tmp_path, fake_agent, clock, with_backup):
+    from support.config_factory import write_config
+
     from fmappliance.config import load_config
     from fmappliance.dashboard.app import make_app
-    from support.config_factory import write_config
 
     config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "download_mode": "accel"}))
     client = WSGIClient(make_app(config, clock=clock))
@@ -180,19 +189,32 @@ def test_accel_mode_hands_the_file_to_nginx_after_the_agent_confirms_it(tmp_path
 
 
 def test_downloads_beyond_the_free_threads_get_503_and_slots_come_back(tmp_path, fake_agent, clock, with_backup):
-    from fmappliance.config import load_config
-    from fmappliance.dashboard.app import make_app
     from support.config_factory import write_config
 
+    from fmappliance.config import load_config
+    from fmappliance.dashboard.app import make_app
+
     # 10 threads, 8 kept for pages: two downloads at a time.
-    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "threads": 10}, agent={"threads": 40}))
+    config = load_config(
+        write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "threads": 10}, agent={"threads": 40})
+    )
     app = make_app(config, clock=clock)
     client = WSGIClient(app)
     client.login()
     big = f"/download/prod/site1.example.com/{STAMP}.files.tar"
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": big, "QUERY_STRING": "", "SERVER_NAME": "dash.test", "SERVER_PORT": "80",
-               "HTTP_HOST": "dash.test", "REMOTE_ADDR": "203.0.113.7", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
-               "wsgi.errors": io.StringIO(), "HTTP_COOKIE": f"fmsession={client.cookie('fmsession')}"}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": big,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "dash.test",
+        "SERVER_PORT": "80",
+        "HTTP_HOST": "dash.test",
+        "REMOTE_ADDR": "203.0.113.7",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": io.StringIO(),
+        "HTTP_COOKIE": f"fmsession={client.cookie('fmsession')}",
+    }
     running = [app(dict(environ), lambda *a: None) for _ in range(2)]  # started, not finished
     refused = client.get(big)
     assert refused.status == 503 and refused.header("Retry-After") == "60"

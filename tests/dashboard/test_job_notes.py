@@ -4,21 +4,18 @@ panel) sees it, not only at the engine's next poll; exactly once, whatever is vi
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
 from datetime import datetime, timezone
 
 import pytest
-
+from support.config_factory import TEST_TOKEN, write_config
 from support.dashboard_wsgi import WSGIClient
+
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.notifications import Notifier
 from fmappliance.dashboard.scheduler import BackupScheduler
 from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
-from support.config_factory import TEST_TOKEN, write_config
 
 SITE = "site2.example.com"
 BEFORE_DUE = datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc)
@@ -30,23 +27,35 @@ class World:
     itself (no ``get_job``), so only the job page can report them."""
 
     def __init__(self, tmp_path, fake_agent, webhook):
-        config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url},
-                                          notifications={"webhook_url": webhook.url, "events": ["backup_failed"]}))
+        config = load_config(
+            write_config(
+                tmp_path,
+                dashboard={"agent_url": fake_agent.url},
+                notifications={"webhook_url": webhook.url, "events": ["backup_failed"]},
+            )
+        )
         self.now = BEFORE_DUE
         agent = AgentClient(fake_agent.url, TEST_TOKEN, 5)
         self.store = ScheduleStore(config["dashboard"]["state_dir"], default_tz="UTC", clock=lambda: self.now)
         self.notifier = Notifier(config["notifications"])
-        self.engine = BackupScheduler(self.store, lambda stack, site: agent.action("backup_site", stack, site),
-                                      list_sites=lambda stack: fake_agent.stack(stack)["sites"],
-                                      notifier=self.notifier, clock=lambda: self.now)
+        self.engine = BackupScheduler(
+            self.store,
+            lambda stack, site: agent.action("backup_site", stack, site),
+            list_sites=lambda stack: fake_agent.stack(stack)["sites"],
+            notifier=self.notifier,
+            clock=lambda: self.now,
+        )
         self.app = make_app(config, scheduler=self.engine)
         self.client = WSGIClient(self.app)
         assert self.client.login().status == 303
 
     def run_scheduled_backup(self) -> dict:
         """A daily 02:00 schedule comes due; returns its run (with the agent's job id)."""
-        clean, errors = validate_schedule({"stack": "prod", "site": SITE, "frequency": "daily", "time": "02:00",
-                                           "timezone": "UTC"}, known_stacks=None, default_tz="UTC")
+        clean, errors = validate_schedule(
+            {"stack": "prod", "site": SITE, "frequency": "daily", "time": "02:00", "timezone": "UTC"},
+            known_stacks=None,
+            default_tz="UTC",
+        )
         assert errors == {}
         schedule = self.store.add(clean, "admin")
         self.engine.reload()
@@ -98,8 +107,9 @@ def test_a_failed_scheduled_backup_seen_on_its_job_panel_is_notified_once(world,
 def test_a_failed_scheduled_backup_seen_as_json_is_notified(world, fake_agent, webhook):
     fake_agent.job_outcome = "failed"
     job_id = world.run_scheduled_backup()["job_id"]
-    statuses = [world.client.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).json()["status"]
-                for _ in range(2)]
+    statuses = [
+        world.client.get(f"/jobs/{job_id}", headers={"Accept": "application/json"}).json()["status"] for _ in range(2)
+    ]
     assert statuses == ["running", "failed"]
     assert [n["details"]["job_id"] for n in world.failures(webhook)] == [job_id]
 

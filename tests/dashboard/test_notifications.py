@@ -11,9 +11,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from support.ports import free_port
 
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
-from support.ports import free_port
 
 DETAILS = {"stack": "prod", "site": "site1.example.com", "message": "bench backup exited with code 1"}
 
@@ -117,8 +117,15 @@ def hook_url(server, path="/hooks/T0KEN-in-path") -> str:
 def smtp_settings(server, tmp_path, **overrides) -> dict:
     password_file = tmp_path / "smtp-password"
     password_file.write_text("s3cret-mail-pass\n")
-    smtp = {"host": "127.0.0.1", "port": server.server_address[1], "starttls": False, "username": "mailer",
-            "password_file": str(password_file), "from": "fm@example.com", "to": ["ops@example.com", "b@example.com"]}
+    smtp = {
+        "host": "127.0.0.1",
+        "port": server.server_address[1],
+        "starttls": False,
+        "username": "mailer",
+        "password_file": str(password_file),
+        "from": "fm@example.com",
+        "to": ["ops@example.com", "b@example.com"],
+    }
     smtp.update(overrides)
     return {"webhook_url": "", "smtp": smtp, "events": ["backup_failed", "backup_missed"]}
 
@@ -143,7 +150,9 @@ def test_webhook_receives_the_event_as_json_without_blocking_the_caller(hook_ser
 
 def test_mail_is_sent_with_login_from_the_password_file(smtp_server, tmp_path):
     notifier = Notifier(smtp_settings(smtp_server, tmp_path))
-    assert notifier.notify_sync("backup_missed", "Scheduled backup of every site on prod missed", DETAILS) == {"smtp": True}
+    assert notifier.notify_sync("backup_missed", "Scheduled backup of every site on prod missed", DETAILS) == {
+        "smtp": True
+    }
     [mail] = smtp_server.mails
     assert mail["auth"] == ("mailer", "s3cret-mail-pass")
     assert len(mail["rcpt"]) == 2
@@ -173,8 +182,11 @@ def test_failing_webhook_is_logged_without_the_url_secret_and_not_raised(hook_se
 
 def test_unreachable_webhook_and_mail_server_are_logged_not_raised(tmp_path, caplog):
     port = free_port()  # nothing listens there
-    settings = {"webhook_url": f"http://127.0.0.1:{port}/x", "events": ["backup_failed"],
-                "smtp": {"host": "127.0.0.1", "port": port, "starttls": False, "to": ["ops@example.com"]}}
+    settings = {
+        "webhook_url": f"http://127.0.0.1:{port}/x",
+        "events": ["backup_failed"],
+        "smtp": {"host": "127.0.0.1", "port": port, "starttls": False, "to": ["ops@example.com"]},
+    }
     notifier = Notifier(settings)
     with caplog.at_level(logging.ERROR, logger="fmappliance.dashboard.notifications"):
         assert notifier.notify("backup_failed", "x", DETAILS) is True
@@ -197,8 +209,13 @@ def test_starttls_refused_or_wrong_password_fails_the_mail_quietly(smtp_server, 
 def test_weekly_summary_names_broken_schedules_and_failed_runs():
     status = [
         {"stack": "prod", "site": "*", "status": "ok", "last_run": {"result": "submitted", "job_status": "succeeded"}},
-        {"stack": "erp", "site": "erp.example.com", "status": "broken", "broken_reason": "Stack 'erp' no longer exists",
-         "last_run": {"result": "failed", "message": "agent down"}},
+        {
+            "stack": "erp",
+            "site": "erp.example.com",
+            "status": "broken",
+            "broken_reason": "Stack 'erp' no longer exists",
+            "last_run": {"result": "failed", "message": "agent down"},
+        },
     ]
     subject, details = weekly_summary(status)
     assert "1 broken" in subject and "1 with a failed last run" in subject

@@ -21,7 +21,9 @@ def test_dashboard_highlights_old_and_missing_backups(logged_in, fake_agent, clo
 
     now = clock.now
     stack = make_stack("prod", ["fresh.example.com", "old.example.com", "none.example.com"], now=now)
-    stack["last_backups"]["old.example.com"]["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 50 * 3600))
+    stack["last_backups"]["old.example.com"]["created"] = time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 50 * 3600)
+    )
     fake_agent.stacks = [stack]
     text = logged_in.get("/dashboard").text
     assert re.search(r'data-site="fresh.example.com">\s*<td>.*?</td>\s*<td class="age-ok">3 h ago', text, re.S)
@@ -50,8 +52,9 @@ def test_names_and_output_from_the_agent_are_escaped(logged_in, fake_agent):
     # Job output too.
     fake_agent.stacks = [make_stack("prod", ["site1.example.com"])]
     token = logged_in.page_token()
-    job = logged_in.post("/site/prod/site1.example.com/backup", data={"csrf_token": token},
-                         headers={"Accept": "application/json"}).json()["job"]
+    job = logged_in.post(
+        "/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"Accept": "application/json"}
+    ).json()["job"]
     logged_in.get(f"/jobs/{job['id']}", headers={"HX-Request": "true"})
     panel = logged_in.get(f"/jobs/{job['id']}", headers={"HX-Request": "true"}).text
     assert evil not in panel and "&lt;script&gt;" in panel
@@ -62,7 +65,10 @@ def test_templates_have_no_inline_script_or_style(logged_in):
         text = logged_in.get(path).text
         assert not re.search(r"<script(?![^>]*\ssrc=)", text), path
         assert "<style" not in text and " style=" not in text and " on" + "click=" not in text
-        assert re.search(r"<meta name=\"htmx-config\" content='\{\"includeIndicatorStyles\":false,\"allowEval\":false,\"allowScriptTags\":false\}'>", text)
+        assert re.search(
+            r"<meta name=\"htmx-config\" content='\{\"includeIndicatorStyles\":false,\"allowEval\":false,\"allowScriptTags\":false\}'>",
+            text,
+        )
 
 
 def test_stack_page_lists_services_sites_and_recent_jobs(logged_in, fake_agent):
@@ -88,7 +94,9 @@ def test_malformed_stack_name_is_a_400_and_the_agent_is_not_asked(logged_in, fak
 def test_backups_page_newest_first_with_sizes_verified_links_and_chart(logged_in, fake_agent):
     for day, size in ((23, 1000), (25, 3000), (24, 2000)):
         stamp = f"2026-11-{day}_02-00-03"
-        fake_agent.add_backup("prod", "site1.example.com", stamp, {f"{stamp}.sql.gz": b"x" * size, f"{stamp}.files.tar": b"y" * 10})
+        fake_agent.add_backup(
+            "prod", "site1.example.com", stamp, {f"{stamp}.sql.gz": b"x" * size, f"{stamp}.files.tar": b"y" * 10}
+        )
     text = logged_in.get("/backups/prod/site1.example.com").text
     order = [m for m in re.findall(r'data-backup-id="([^"]+)"', text)]
     assert order == ["2026-11-25_02-00-03", "2026-11-24_02-00-03", "2026-11-23_02-00-03"]
@@ -120,8 +128,13 @@ def test_pages_are_usable_on_a_phone(client):
 
 def test_odd_agent_data_never_breaks_the_dashboard(logged_in, fake_agent):
     good = make_stack("prod", ["site1.example.com"])
-    fake_agent.stacks = ["junk", 5, {"name": "half", "services": "x", "sites": "abc", "last_backups": [1]},
-                         {"name": "odd", "services": [None, {"state": 3}], "sites": [7], "last_backups": {"7": "x"}}, good]
+    fake_agent.stacks = [
+        "junk",
+        5,
+        {"name": "half", "services": "x", "sites": "abc", "last_backups": [1]},
+        {"name": "odd", "services": [None, {"state": 3}], "sites": [7], "last_backups": {"7": "x"}},
+        good,
+    ]
     response = logged_in.get("/dashboard")
     assert response.status == 200
     assert 'data-stack="half"' in response.text and 'data-stack="prod"' in response.text

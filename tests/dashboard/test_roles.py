@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from support.config_factory import TEST_PASSWORD_HASH, write_config
+from support.dashboard_wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard import authorize
 from fmappliance.dashboard.app import make_app
-from support.config_factory import TEST_PASSWORD_HASH, write_config
-from support.dashboard_wsgi import WSGIClient
 
 USERS = {
     "admin": TEST_PASSWORD_HASH,  # the plain-hash form: an admin
@@ -59,9 +59,15 @@ MATRIX = [
 
 
 STAND_INS = [
-    ("GET", "/stack/<name>/logs"), ("GET", "/stack/<name>/logs/stream"), ("POST", "/site/<stack>/<site>/test_restore"),
-    ("GET", "/restore/<stack>/<site>/<id>"), ("POST", "/restore/<stack>/<site>/<id>"), ("GET", "/imports"),
-    ("POST", "/imports"), ("GET", "/offsite"), ("GET", "/metrics"),
+    ("GET", "/stack/<name>/logs"),
+    ("GET", "/stack/<name>/logs/stream"),
+    ("POST", "/site/<stack>/<site>/test_restore"),
+    ("GET", "/restore/<stack>/<site>/<id>"),
+    ("POST", "/restore/<stack>/<site>/<id>"),
+    ("GET", "/imports"),
+    ("POST", "/imports"),
+    ("GET", "/offsite"),
+    ("GET", "/metrics"),
 ]
 
 
@@ -118,19 +124,28 @@ def test_json_refusals_are_403_with_a_sentence(app, user):
     client = signed_in(app, user)
     response = send(client, "POST", "/stack/prod/update", {}, json_answer=True)
     assert response.status == 403
-    assert response.json() == {"success": False, "message": f"Your role ({ROLE_OF[user]}) may not do this; it needs admin."}
+    assert response.json() == {
+        "success": False,
+        "message": f"Your role ({ROLE_OF[user]}) may not do this; it needs admin.",
+    }
 
 
 def test_restore_over_an_existing_site_asks_an_admin_for_a_fresh_confirmation(app, clock):
     admin = signed_in(app, "admin")
     clock.advance(6 * 60)
     token = admin.page_token("/account")
-    over = admin.post(RESTORE, json={"target_stack": "prod", "target_site": "site1.example.com"},
-                      headers={"Accept": "application/json", "X-CSRF-Token": token})
+    over = admin.post(
+        RESTORE,
+        json={"target_stack": "prod", "target_site": "site1.example.com"},
+        headers={"Accept": "application/json", "X-CSRF-Token": token},
+    )
     assert over.status == 401 and over.json()["step_up"] is True
     # Onto a new site needs no step-up.
-    new = admin.post(RESTORE, json={"create_site": True, "target_stack": "prod", "target_site": "new.example.com"},
-                     headers={"Accept": "application/json", "X-CSRF-Token": token})
+    new = admin.post(
+        RESTORE,
+        json={"create_site": True, "target_stack": "prod", "target_site": "new.example.com"},
+        headers={"Accept": "application/json", "X-CSRF-Token": token},
+    )
     assert new.status == 200 and new.text == "stand-in reached"
 
 
@@ -141,7 +156,10 @@ def test_without_a_second_factor_step_up_asks_for_the_password(app, clock, fake_
     asked = admin.post("/stack/prod/update", data={"csrf_token": token, "return_to": "/dashboard"})
     assert asked.header("Location") == "/account/verify?next=%2Fdashboard"
     assert 'name="password"' in admin.get(asked.header("Location")).text
-    assert admin.post("/account/verify", data={"csrf_token": token, "password": "wrong", "next": "/dashboard"}).status == 401
+    assert (
+        admin.post("/account/verify", data={"csrf_token": token, "password": "wrong", "next": "/dashboard"}).status
+        == 401
+    )
     from support.config_factory import TEST_PASSWORD
 
     ok = admin.post("/account/verify", data={"csrf_token": token, "password": TEST_PASSWORD, "next": "/dashboard"})
@@ -171,8 +189,17 @@ def test_a_post_route_missing_from_the_table_is_refused_for_everyone(app, fake_a
 
 
 def test_every_registered_route_has_a_line_in_the_table(app):
-    sample = {"name": "prod", "stack": "prod", "site": "site1.example.com", "file": "a.sql.gz", "job_id": "1",
-              "schedule_id": "1", "verb": None, "id": "1", "user": "ops"}
+    sample = {
+        "name": "prod",
+        "stack": "prod",
+        "site": "site1.example.com",
+        "file": "a.sql.gz",
+        "job_id": "1",
+        "schedule_id": "1",
+        "verb": None,
+        "id": "1",
+        "user": "ops",
+    }
     for route in app.routes:
         for path in _sample_paths(route.rule, sample):
             found = authorize.find_rule(route.method, path)
@@ -199,7 +226,11 @@ def _sample_paths(rule: str, sample: dict) -> list[str]:
 def test_pages_show_only_the_buttons_a_role_may_use(app, fake_agent):
     fake_agent.add_backup("prod", "site1.example.com", "2026-11-25_02-00-03", {"2026-11-25_02-00-03.sql.gz": b"x"})
     view, ops, admin = (signed_in(app, u) for u in ("view", "ops", "admin"))
-    for client, restart, update, backup in ((view, False, False, False), (ops, True, False, True), (admin, True, True, True)):
+    for client, restart, update, backup in (
+        (view, False, False, False),
+        (ops, True, False, True),
+        (admin, True, True, True),
+    ):
         page = client.get("/dashboard").text
         assert ('hx-post="/stack/prod/restart"' in page) is restart
         assert ('formaction="/stack/prod/update"' in page) is update
@@ -220,5 +251,6 @@ def test_an_unknown_role_is_a_config_error(tmp_path):
     from fmappliance.config import ConfigError
 
     with pytest.raises(ConfigError, match="role must be one of: viewer, operator, admin"):
-        load_config(write_config(tmp_path, dashboard={"credentials": {"x": {"password": TEST_PASSWORD_HASH, "role": "root"}}}))
-
+        load_config(
+            write_config(tmp_path, dashboard={"credentials": {"x": {"password": TEST_PASSWORD_HASH, "role": "root"}}})
+        )

@@ -54,8 +54,14 @@ class FakeAgent:
             for job in self.jobs.values():
                 if (job["stack"], job["site"]) == (stack, site) and job["status"] in ("queued", "running"):
                     return {"success": True, "job": job, "duplicate": True}
-            job = {"id": f"job{next(self._ids)}", "action": "backup_site", "stack": stack, "site": site,
-                   "status": "queued", "message": ""}
+            job = {
+                "id": f"job{next(self._ids)}",
+                "action": "backup_site",
+                "stack": stack,
+                "site": site,
+                "status": "queued",
+                "message": "",
+            }
             self.jobs[job["id"]] = job
         self.submitted.set()
         return {"success": True, "job": job, "duplicate": False}
@@ -107,8 +113,15 @@ def make_store(state_dir, clock, config_schedules=()):
 
 
 def make_engine(store, agent, clock, notes=None, **kw):
-    return BackupScheduler(store, agent.submit_backup, list_sites=agent.list_sites, notifier=notes,
-                           clock=clock, get_job=agent.get_job, **kw)
+    return BackupScheduler(
+        store,
+        agent.submit_backup,
+        list_sites=agent.list_sites,
+        notifier=notes,
+        clock=clock,
+        get_job=agent.get_job,
+        **kw,
+    )
 
 
 def add(store, **fields):
@@ -141,7 +154,12 @@ def test_due_schedule_hands_one_backup_to_the_agent_and_records_the_job(state_di
     [job] = agent.jobs.values()
     assert (job["stack"], job["site"]) == ("erp", "erp.example.com")
     run = store.last_run(schedule["id"])
-    assert (run["result"], run["job_id"], run["catch_up"], run["due"]) == ("submitted", job["id"], False, "2026-11-25T13:00:00Z")
+    assert (run["result"], run["job_id"], run["catch_up"], run["due"]) == (
+        "submitted",
+        job["id"],
+        False,
+        "2026-11-25T13:00:00Z",
+    )
 
 
 def test_every_site_schedule_backs_up_each_site_of_the_stack(state_dir, clock, agent):
@@ -167,13 +185,16 @@ def test_weekly_and_monthly_schedules_run_on_their_days_only(state_dir, clock, a
     assert monthly_dues == ["2026-12-03"]
 
 
-@pytest.mark.parametrize("tz, day, at", [
-    ("Europe/Berlin", (2026, 3, 29), "02:30"),
-    ("Europe/Berlin", (2026, 10, 25), "02:30"),
-    ("America/New_York", (2026, 3, 8), "02:30"),
-    ("America/New_York", (2026, 11, 1), "02:30"),
-    ("America/New_York", (2026, 11, 1), "01:30"),
-])
+@pytest.mark.parametrize(
+    "tz, day, at",
+    [
+        ("Europe/Berlin", (2026, 3, 29), "02:30"),
+        ("Europe/Berlin", (2026, 10, 25), "02:30"),
+        ("America/New_York", (2026, 3, 8), "02:30"),
+        ("America/New_York", (2026, 11, 1), "02:30"),
+        ("America/New_York", (2026, 11, 1), "01:30"),
+    ],
+)
 def test_a_0230_schedule_runs_exactly_once_on_dst_days(state_dir, agent, tz, day, at):
     zone = ZoneInfo(tz)
     start = (datetime(*day, tzinfo=zone) - timedelta(hours=12)).astimezone(UTC)
@@ -478,12 +499,16 @@ def test_status_lists_the_next_three_runs_in_the_schedule_zone(state_dir, clock,
 
 
 def test_engine_built_from_config_yaml_runs_its_declared_schedules(tmp_path, clock, agent):
-    from fmappliance.config import load_config
     from support.config_factory import write_config
 
-    path = write_config(tmp_path, stacks={"erp": {"type": "fm", "path": str(tmp_path)}},
-                        schedules=[{"stack": "erp", "frequency": "daily", "time": "13:00", "timezone": "Europe/Berlin"}],
-                        scheduler={"catchup_hours": 2})
+    from fmappliance.config import load_config
+
+    path = write_config(
+        tmp_path,
+        stacks={"erp": {"type": "fm", "path": str(tmp_path)}},
+        schedules=[{"stack": "erp", "frequency": "daily", "time": "13:00", "timezone": "Europe/Berlin"}],
+        scheduler={"catchup_hours": 2},
+    )
     engine = scheduler_from_config(load_config(path), agent.submit_backup, list_sites=agent.list_sites, clock=clock)
     assert engine.catchup == timedelta(hours=2)
     engine.reload()
@@ -499,10 +524,38 @@ def test_engine_built_from_config_yaml_runs_its_declared_schedules(tmp_path, clo
 def test_sites_whose_last_backup_is_older_than_twice_the_interval_are_overdue():
     now = utc(2026, 11, 25, 12)
     schedules = [
-        {"id": "a", "stack": "prod", "site": "*", "frequency": "weekly", "enabled": True, "created_at": "2026-01-01T00:00:00Z"},
-        {"id": "b", "stack": "prod", "site": "site1.example.com", "frequency": "daily", "enabled": True, "created_at": "2026-01-01T00:00:00Z"},
-        {"id": "c", "stack": "erp", "site": "erp.example.com", "frequency": "monthly", "enabled": False, "created_at": None},
-        {"id": "d", "stack": "new", "site": "fresh.example.com", "frequency": "daily", "enabled": True, "created_at": "2026-11-25T00:00:00Z"},
+        {
+            "id": "a",
+            "stack": "prod",
+            "site": "*",
+            "frequency": "weekly",
+            "enabled": True,
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+        {
+            "id": "b",
+            "stack": "prod",
+            "site": "site1.example.com",
+            "frequency": "daily",
+            "enabled": True,
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+        {
+            "id": "c",
+            "stack": "erp",
+            "site": "erp.example.com",
+            "frequency": "monthly",
+            "enabled": False,
+            "created_at": None,
+        },
+        {
+            "id": "d",
+            "stack": "new",
+            "site": "fresh.example.com",
+            "frequency": "daily",
+            "enabled": True,
+            "created_at": "2026-11-25T00:00:00Z",
+        },
     ]
     last = {
         ("prod", "site1.example.com"): now - timedelta(hours=49),  # daily wins: 49 h > 48 h

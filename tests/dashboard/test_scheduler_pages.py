@@ -10,15 +10,21 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-
-from support.dashboard_wsgi import WSGIClient
 from fake_agent import iso, make_stack
+from support.config_factory import write_config
+from support.dashboard_wsgi import WSGIClient
+
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
-from support.config_factory import write_config
 
 POST_ROUTES = ["/scheduler/add", "/scheduler/remove/abc123", "/scheduler/enable/abc123", "/scheduler/disable/abc123"]
-DAILY = {"stack": "prod", "site": "site1.example.com", "frequency": "daily", "time": "02:30", "timezone": "Europe/Berlin"}
+DAILY = {
+    "stack": "prod",
+    "site": "site1.example.com",
+    "frequency": "daily",
+    "time": "02:30",
+    "timezone": "Europe/Berlin",
+}
 
 
 def store_of(app):
@@ -66,7 +72,12 @@ def test_form_add_redirects_and_the_table_shows_next_runs_in_the_schedule_zone(a
     response = logged_in.post("/scheduler/add", data={**DAILY, "csrf_token": token})
     assert response.status == 303 and response.header("Location") == "/scheduler"
     [schedule] = store_of(app).list()
-    assert (schedule["stack"], schedule["site"], schedule["time"], schedule["timezone"]) == ("prod", "site1.example.com", "02:30", "Europe/Berlin")
+    assert (schedule["stack"], schedule["site"], schedule["time"], schedule["timezone"]) == (
+        "prod",
+        "site1.example.com",
+        "02:30",
+        "Europe/Berlin",
+    )
     assert schedule["created_by"] == "admin"
     page = logged_in.get("/scheduler").text
     assert "Schedule added: site1.example.com on prod, daily at 02:30" in page  # the flash
@@ -93,8 +104,11 @@ def test_json_add_answers_the_schedule_with_its_next_runs_and_the_list_has_it(ap
 
 
 def test_site_omitted_in_json_means_every_site(logged_in):
-    response = logged_in.post("/scheduler/add", json={"stack": "erp", "frequency": "monthly", "day_of_month": 5, "time": "01:00"},
-                              headers=json_headers(logged_in))
+    response = logged_in.post(
+        "/scheduler/add",
+        json={"stack": "erp", "frequency": "monthly", "day_of_month": 5, "time": "01:00"},
+        headers=json_headers(logged_in),
+    )
     assert response.status == 200, response.text
     schedule = response.json()["schedule"]
     assert schedule["site"] == "*" and schedule["day_of_month"] == 5
@@ -114,15 +128,23 @@ def test_every_add_is_audited_with_user_address_and_target(app, logged_in):
     add_json(logged_in)
     add_json(logged_in, time="99:99")
     rows = audit_rows(app, "schedule_add")
-    assert [(r["user"], r["address"], r["target"]) for r in rows] == [("admin", "203.0.113.7", "prod/site1.example.com")] * 2
+    assert [(r["user"], r["address"], r["target"]) for r in rows] == [
+        ("admin", "203.0.113.7", "prod/site1.example.com")
+    ] * 2
     assert rows[0]["result"] == "invalid: time" and rows[1]["result"] == "ok"
 
 
 # ---- per-field errors store nothing -----------------------------------------------------------
 
 
-BAD = {"stack": "prod", "site": "nope.example.com", "frequency": "weekly", "time": "25:00", "day_of_week": "someday",
-       "timezone": "Mars/Olympus"}
+BAD = {
+    "stack": "prod",
+    "site": "nope.example.com",
+    "frequency": "weekly",
+    "time": "25:00",
+    "day_of_week": "someday",
+    "timezone": "Mars/Olympus",
+}
 
 
 def test_invalid_json_add_answers_400_with_a_message_per_field_and_stores_nothing(app, logged_in):
@@ -138,7 +160,9 @@ def test_invalid_json_add_answers_400_with_a_message_per_field_and_stores_nothin
 
 def test_invalid_form_add_shows_each_error_under_its_field_and_keeps_the_input(app, logged_in):
     token = logged_in.page_token("/scheduler")
-    response = logged_in.post("/scheduler/add", data={**BAD, "frequency": "monthly", "day_of_month": "31", "csrf_token": token})
+    response = logged_in.post(
+        "/scheduler/add", data={**BAD, "frequency": "monthly", "day_of_month": "31", "csrf_token": token}
+    )
     assert response.status == 400
     fields = dict(re.findall(r'<p class="field-error" data-field="(\w+)">([^<]+)</p>', response.text))
     assert set(fields) == {"site", "time", "day_of_month", "timezone"}
@@ -149,7 +173,9 @@ def test_invalid_form_add_shows_each_error_under_its_field_and_keeps_the_input(a
 
 
 def test_invalid_htmx_add_answers_400_with_the_form_fragment(app, logged_in):
-    response = logged_in.post("/scheduler/add", data={"stack": "", "frequency": "hourly", "time": "2am"}, headers=htmx_headers(logged_in))
+    response = logged_in.post(
+        "/scheduler/add", data={"stack": "", "frequency": "hourly", "time": "2am"}, headers=htmx_headers(logged_in)
+    )
     assert response.status == 400
     assert response.text.startswith('<div id="scheduler-body">')
     assert {"stack", "frequency", "time"} <= set(re.findall(r'data-field="(\w+)"', response.text))
@@ -232,7 +258,10 @@ def test_disable_and_enable_change_the_status_and_are_audited(app, logged_in):
     assert fragment.status == 200 and "Schedule resumed" in fragment.text
     assert 'data-status="ok"' in row_of(fragment.text, schedule_id)
     assert store_of(app).get(schedule_id)["enabled"] is True
-    assert [r["result"] for r in audit_rows(app, "schedule_disable") + audit_rows(app, "schedule_enable")] == ["ok", "ok"]
+    assert [r["result"] for r in audit_rows(app, "schedule_disable") + audit_rows(app, "schedule_enable")] == [
+        "ok",
+        "ok",
+    ]
 
 
 # ---- config-declared schedules ------------------------------------------------------------
@@ -240,8 +269,13 @@ def test_disable_and_enable_change_the_status_and_are_audited(app, logged_in):
 
 @pytest.fixture
 def config_app(tmp_path, fake_agent, clock):
-    path = write_config(tmp_path, dashboard={"agent_url": fake_agent.url},
-                        schedules=[{"stack": "erp", "site": "erp.example.com", "frequency": "daily", "time": "04:00", "timezone": "UTC"}])
+    path = write_config(
+        tmp_path,
+        dashboard={"agent_url": fake_agent.url},
+        schedules=[
+            {"stack": "erp", "site": "erp.example.com", "frequency": "daily", "time": "04:00", "timezone": "UTC"}
+        ],
+    )
     return make_app(load_config(path), clock=clock)
 
 
@@ -266,8 +300,15 @@ def test_config_schedules_are_shown_and_cannot_be_removed_or_toggled(config_app)
 def test_last_run_shows_its_time_result_and_a_link_to_its_job(app, logged_in):
     schedule_id = add_json(logged_in, timezone="UTC").json()["schedule"]["id"]
     when = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)
-    store_of(app).record_run(schedule_id, when, when, "00000000000000ab", "submitted", "Handed to the agent as job 00000000000000ab.",
-                             job_status="failed")
+    store_of(app).record_run(
+        schedule_id,
+        when,
+        when,
+        "00000000000000ab",
+        "submitted",
+        "Handed to the agent as job 00000000000000ab.",
+        job_status="failed",
+    )
     row = row_of(logged_in.get("/scheduler").text, schedule_id)
     assert "Wed 2026-11-25 02:30 UTC" in row
     assert '<a href="/jobs/00000000000000ab">job 00000000000000ab</a>' in row
@@ -312,7 +353,9 @@ def test_posts_without_a_valid_csrf_token_or_from_another_origin_are_refused(app
 
 def test_submitted_values_are_echoed_escaped(logged_in):
     token = logged_in.page_token("/scheduler")
-    response = logged_in.post("/scheduler/add", data={**DAILY, "timezone": '"><script>alert(1)</script>', "csrf_token": token})
+    response = logged_in.post(
+        "/scheduler/add", data={**DAILY, "timezone": '"><script>alert(1)</script>', "csrf_token": token}
+    )
     assert response.status == 400
     assert "<script>alert(1)" not in response.text
     assert "&lt;script&gt;alert(1)" in response.text
@@ -324,13 +367,19 @@ def test_submitted_values_are_echoed_escaped(logged_in):
 def stacks_with_backups(now: float, ages_hours: dict) -> list:
     stack = make_stack("prod", list(ages_hours), now=now)
     stack["last_backups"] = {
-        site: ({"id": "x", "created": iso(now - hours * 3600), "size": 1000, "verified": True} if hours is not None else None)
+        site: (
+            {"id": "x", "created": iso(now - hours * 3600), "size": 1000, "verified": True}
+            if hours is not None
+            else None
+        )
         for site, hours in ages_hours.items()
     }
     return [stack]
 
 
-def test_dashboard_alerts_for_a_scheduled_site_whose_backup_is_older_than_twice_its_interval(logged_in, fake_agent, clock):
+def test_dashboard_alerts_for_a_scheduled_site_whose_backup_is_older_than_twice_its_interval(
+    logged_in, fake_agent, clock
+):
     fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 72, "site2.example.com": 3})
     add_json(logged_in, site="*")  # daily: the limit is 48 h
     page = logged_in.get("/dashboard").text
@@ -381,13 +430,28 @@ def test_an_every_site_run_lists_each_site_with_its_job(app, logged_in):
     store = store_of(app)
     when = datetime(2026, 11, 25, 2, 30, tzinfo=timezone.utc)
     run_id = store.record_run(schedule_id, when, when, None, "pending", catch_up=True)
-    store.replace_run(run_id, [
-        {"site": "site1.example.com", "job_id": "00000000000000a1", "result": "submitted", "job_status": "succeeded"},
-        {"site": "site2.example.com", "result": "failed", "message": "The agent did not accept the backup of site2.example.com on prod: boom"},
-    ])
+    store.replace_run(
+        run_id,
+        [
+            {
+                "site": "site1.example.com",
+                "job_id": "00000000000000a1",
+                "result": "submitted",
+                "job_status": "succeeded",
+            },
+            {
+                "site": "site2.example.com",
+                "result": "failed",
+                "message": "The agent did not accept the backup of site2.example.com on prod: boom",
+            },
+        ],
+    )
     row = row_of(logged_in.get("/scheduler").text, schedule_id)
-    assert re.search(r'badge-ok">succeeded</span>\s*<span class="muted">site1.example.com</span>\s*<span class="muted">\(catch-up\)</span>\s*'
-                     r'<a href="/jobs/00000000000000a1">', row)
+    assert re.search(
+        r'badge-ok">succeeded</span>\s*<span class="muted">site1.example.com</span>\s*<span class="muted">\(catch-up\)</span>\s*'
+        r'<a href="/jobs/00000000000000a1">',
+        row,
+    )
     assert 'badge-bad">failed</span>' in row and "did not accept the backup of site2.example.com on prod: boom" in row
 
 

@@ -8,7 +8,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fmappliance.dashboard.schedules import (
-    ScheduleError, ScheduleStore, config_schedule_id, next_runs, runs_between, server_timezone,
+    ScheduleError,
+    ScheduleStore,
+    config_schedule_id,
+    next_runs,
+    runs_between,
+    server_timezone,
     validate_schedule,
 )
 
@@ -48,8 +53,16 @@ def valid_fields(**overrides) -> dict:
 def test_valid_daily_form_is_cleaned_with_the_default_zone():
     clean, errors = validate_schedule(valid_fields(csrf_token="x"), known_stacks=STACKS, default_tz="Europe/Berlin")
     assert errors == {}
-    assert clean == {"stack": "prod", "site": "site1.example.com", "frequency": "daily", "time": "02:30",
-                     "day_of_week": None, "day_of_month": None, "timezone": "Europe/Berlin", "enabled": True}
+    assert clean == {
+        "stack": "prod",
+        "site": "site1.example.com",
+        "frequency": "daily",
+        "time": "02:30",
+        "day_of_week": None,
+        "day_of_month": None,
+        "timezone": "Europe/Berlin",
+        "enabled": True,
+    }
 
 
 def test_site_omitted_or_star_means_every_site():
@@ -59,31 +72,38 @@ def test_site_omitted_or_star_means_every_site():
 
 
 def test_weekly_and_monthly_keep_only_their_day_field():
-    clean, _ = validate_schedule(valid_fields(frequency="weekly", day_of_week="Fri", day_of_month="3"),
-                                 known_stacks=STACKS, default_tz="UTC")
+    clean, _ = validate_schedule(
+        valid_fields(frequency="weekly", day_of_week="Fri", day_of_month="3"), known_stacks=STACKS, default_tz="UTC"
+    )
     assert (clean["day_of_week"], clean["day_of_month"]) == ("fri", None)
-    clean, _ = validate_schedule(valid_fields(frequency="monthly", day_of_month=28, day_of_week="mon",
-                                              timezone="America/New_York"), known_stacks=STACKS, default_tz="UTC")
+    clean, _ = validate_schedule(
+        valid_fields(frequency="monthly", day_of_month=28, day_of_week="mon", timezone="America/New_York"),
+        known_stacks=STACKS,
+        default_tz="UTC",
+    )
     assert (clean["day_of_week"], clean["day_of_month"], clean["timezone"]) == (None, 28, "America/New_York")
 
 
-@pytest.mark.parametrize("fields, field, words", [
-    ({"time": "25:00"}, "time", "HH:MM"),
-    ({"time": "2:30"}, "time", "HH:MM"),
-    ({"frequency": "monthly", "day_of_month": "31"}, "day_of_month", "1 to 28"),
-    ({"frequency": "monthly", "day_of_month": "0"}, "day_of_month", "1 to 28"),
-    ({"frequency": "monthly"}, "day_of_month", "1 to 28"),
-    ({"frequency": "weekly", "day_of_week": "someday"}, "day_of_week", "mon"),
-    ({"timezone": "Mars/Olympus_Mons"}, "timezone", "IANA"),
-    ({"timezone": "../../etc/passwd"}, "timezone", "IANA"),
-    ({"timezone": "localtime"}, "timezone", "IANA"),
-    ({"stack": "staging"}, "stack", "known stacks: erp, prod"),
-    ({"stack": "bad name!"}, "stack", "letters, digits"),
-    ({"stack": ""}, "stack", "Pick the stack"),
-    ({"site": "nosuch.example.com"}, "site", "has no site"),
-    ({"site": "bad/site"}, "site", "host name"),
-    ({"frequency": "hourly"}, "frequency", "daily, weekly or monthly"),
-])
+@pytest.mark.parametrize(
+    "fields, field, words",
+    [
+        ({"time": "25:00"}, "time", "HH:MM"),
+        ({"time": "2:30"}, "time", "HH:MM"),
+        ({"frequency": "monthly", "day_of_month": "31"}, "day_of_month", "1 to 28"),
+        ({"frequency": "monthly", "day_of_month": "0"}, "day_of_month", "1 to 28"),
+        ({"frequency": "monthly"}, "day_of_month", "1 to 28"),
+        ({"frequency": "weekly", "day_of_week": "someday"}, "day_of_week", "mon"),
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone", "IANA"),
+        ({"timezone": "../../etc/passwd"}, "timezone", "IANA"),
+        ({"timezone": "localtime"}, "timezone", "IANA"),
+        ({"stack": "staging"}, "stack", "known stacks: erp, prod"),
+        ({"stack": "bad name!"}, "stack", "letters, digits"),
+        ({"stack": ""}, "stack", "Pick the stack"),
+        ({"site": "nosuch.example.com"}, "site", "has no site"),
+        ({"site": "bad/site"}, "site", "host name"),
+        ({"frequency": "hourly"}, "frequency", "daily, weekly or monthly"),
+    ],
+)
 def test_each_invalid_field_gets_its_own_operator_message(fields, field, words):
     clean, errors = validate_schedule(valid_fields(**fields), known_stacks=STACKS, default_tz="UTC")
     assert clean is None
@@ -92,15 +112,19 @@ def test_each_invalid_field_gets_its_own_operator_message(fields, field, words):
 
 
 def test_several_invalid_fields_are_all_reported_at_once():
-    clean, errors = validate_schedule({"stack": "nope", "frequency": "monthly", "time": "24:00",
-                                       "day_of_month": "31", "timezone": "Nowhere/City"},
-                                      known_stacks=STACKS, default_tz="UTC")
+    clean, errors = validate_schedule(
+        {"stack": "nope", "frequency": "monthly", "time": "24:00", "day_of_month": "31", "timezone": "Nowhere/City"},
+        known_stacks=STACKS,
+        default_tz="UTC",
+    )
     assert clean is None
     assert set(errors) == {"stack", "time", "day_of_month", "timezone"}
 
 
 def test_without_an_inventory_any_well_formed_stack_and_site_pass():
-    clean, errors = validate_schedule(valid_fields(stack="later", site="x.example.com"), known_stacks=None, default_tz="UTC")
+    clean, errors = validate_schedule(
+        valid_fields(stack="later", site="x.example.com"), known_stacks=None, default_tz="UTC"
+    )
     assert errors == {} and clean["stack"] == "later"
 
 
@@ -145,8 +169,8 @@ def test_weekly_run_uses_the_local_date_not_the_utc_date():
 
 DST_DAYS = [
     # zone, day, wall time, expected run (local), expected UTC offset in hours
-    ("Europe/Berlin", (2026, 3, 29), "02:30", (3, 0), 2),     # spring forward: 02:30 doesn't exist
-    ("Europe/Berlin", (2026, 10, 25), "02:30", (2, 30), 2),   # fall back: 02:30 happens twice, first one
+    ("Europe/Berlin", (2026, 3, 29), "02:30", (3, 0), 2),  # spring forward: 02:30 doesn't exist
+    ("Europe/Berlin", (2026, 10, 25), "02:30", (2, 30), 2),  # fall back: 02:30 happens twice, first one
     ("America/New_York", (2026, 3, 8), "02:30", (3, 0), -4),  # spring forward
     ("America/New_York", (2026, 11, 1), "02:30", (2, 30), -5),
     ("America/New_York", (2026, 11, 1), "01:30", (1, 30), -4),  # 01:30 happens twice there, first one
@@ -202,8 +226,16 @@ def test_definitions_runs_and_state_survive_a_new_store(tmp_path, store):
     schedule = add_daily(store)
     store.set_enabled(schedule["id"], False)
     store.set_last_due(schedule["id"], utc(2026, 11, 26, 1, 30))
-    store.record_run(schedule["id"], utc(2026, 11, 26, 1, 30), utc(2026, 11, 26, 1, 30, 1), "job1",
-                     "submitted", "Handed to the agent.", True, job_status="queued")
+    store.record_run(
+        schedule["id"],
+        utc(2026, 11, 26, 1, 30),
+        utc(2026, 11, 26, 1, 30, 1),
+        "job1",
+        "submitted",
+        "Handed to the agent.",
+        True,
+        job_status="queued",
+    )
     reopened = ScheduleStore(tmp_path / "state", default_tz="UTC")
     assert [s["id"] for s in reopened.list()] == [schedule["id"]]
     assert reopened.list()[0]["enabled"] is False
@@ -224,10 +256,26 @@ def test_remove_deletes_a_ui_schedule_and_reports_unknown_ids(store):
 
 
 CONFIG = [
-    {"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00", "day_of_week": "sun",
-     "day_of_month": 1, "timezone": "", "enabled": True},
-    {"stack": "erp", "site": "erp.example.com", "frequency": "weekly", "time": "03:00", "day_of_week": "sat",
-     "day_of_month": 1, "timezone": "America/New_York", "enabled": False},
+    {
+        "stack": "prod",
+        "site": "*",
+        "frequency": "daily",
+        "time": "02:00",
+        "day_of_week": "sun",
+        "day_of_month": 1,
+        "timezone": "",
+        "enabled": True,
+    },
+    {
+        "stack": "erp",
+        "site": "erp.example.com",
+        "frequency": "weekly",
+        "time": "03:00",
+        "day_of_week": "sat",
+        "day_of_month": 1,
+        "timezone": "America/New_York",
+        "enabled": False,
+    },
 ]
 
 
@@ -250,7 +298,9 @@ def test_config_schedule_ids_are_stable_across_reordering_and_duplicates_differ(
     first = [s["id"] for s in ScheduleStore(tmp_path, config_schedules=CONFIG, default_tz="UTC").list()]
     reordered = [s["id"] for s in ScheduleStore(tmp_path, config_schedules=CONFIG[::-1], default_tz="UTC").list()]
     assert sorted(first) == sorted(reordered)
-    doubled = [s["id"] for s in ScheduleStore(tmp_path, config_schedules=[CONFIG[0], CONFIG[0]], default_tz="UTC").list()]
+    doubled = [
+        s["id"] for s in ScheduleStore(tmp_path, config_schedules=[CONFIG[0], CONFIG[0]], default_tz="UTC").list()
+    ]
     assert doubled[0] != doubled[1] and doubled[0] == config_schedule_id(CONFIG[0], 1)
 
 

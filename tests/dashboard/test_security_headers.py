@@ -1,14 +1,15 @@
 """The security headers are on every response: pages, redirects, errors, static files, downloads."""
 
 import pytest
+from support.dashboard_wsgi import WSGIClient
 
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY
 
-from support.dashboard_wsgi import WSGIClient
-
-EXPECTED_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+EXPECTED_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def assert_security_headers(response):
@@ -23,10 +24,19 @@ def test_policy_is_exactly_the_specified_one():
     assert CONTENT_SECURITY_POLICY == EXPECTED_CSP
 
 
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/login", 200), ("GET", "/healthz", 200), ("GET", "/static/app.css", 200), ("GET", "/static/htmx.min.js", 200),
-    ("GET", "/dashboard", 303), ("GET", "/no/such/page", 404), ("GET", "/static/nope.js", 404), ("DELETE", "/dashboard", 405),
-])
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/login", 200),
+        ("GET", "/healthz", 200),
+        ("GET", "/static/app.css", 200),
+        ("GET", "/static/htmx.min.js", 200),
+        ("GET", "/dashboard", 303),
+        ("GET", "/no/such/page", 404),
+        ("GET", "/static/nope.js", 404),
+        ("DELETE", "/dashboard", 405),
+    ],
+)
 def test_headers_without_session(client, method, path, status):
     response = client.request(method, path)
     assert response.status == status
@@ -34,7 +44,9 @@ def test_headers_without_session(client, method, path, status):
 
 
 def test_headers_on_pages_actions_and_downloads(logged_in, fake_agent):
-    fake_agent.add_backup("prod", "site1.example.com", "2026-11-25_02-00-03", {"2026-11-25_02-00-03.sql.gz": b"x" * 1000})
+    fake_agent.add_backup(
+        "prod", "site1.example.com", "2026-11-25_02-00-03", {"2026-11-25_02-00-03.sql.gz": b"x" * 1000}
+    )
     token = logged_in.page_token()
     for response in (
         logged_in.get("/dashboard"),

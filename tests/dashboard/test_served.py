@@ -12,7 +12,6 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-
 from support.config_factory import TEST_USER, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +24,12 @@ def start_dashboard(tmp_path, fake_agent, **dashboard):
 
     loaded = load_config(config)
     port = loaded["dashboard"]["port"]
-    proc = subprocess.Popen([sys.executable, "-m", "fmappliance.dashboard", "--config", str(config)],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -64,8 +67,12 @@ def failed_login(port, headers):
     nonce = re.search(r"fmlogin=([^;]+)", set_cookie).group(1)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     body = urllib.parse.urlencode({"username": TEST_USER, "password": "wrong", "csrf_token": token})
-    conn.request("POST", "/login", body=body, headers={**headers, "Content-Type": "application/x-www-form-urlencoded",
-                                                     "Cookie": f"fmlogin={nonce}"})
+    conn.request(
+        "POST",
+        "/login",
+        body=body,
+        headers={**headers, "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}"},
+    )
     response = conn.getresponse()
     response.read()
     return set_cookie, response.status
@@ -95,5 +102,7 @@ def test_without_a_trusted_proxy_forwarded_headers_are_ignored(served):
 def test_request_bodies_over_1_mib_are_refused(served):
     port, _ = served()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/login", body=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    conn.request(
+        "POST", "/login", body=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert conn.getresponse().status == 413

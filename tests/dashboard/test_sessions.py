@@ -2,11 +2,11 @@
 
 import sqlite3
 
+from support.config_factory import write_config
+from support.dashboard_wsgi import WSGIClient
+
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
-from support.config_factory import write_config
-
-from support.dashboard_wsgi import WSGIClient
 
 
 def session_cookie_header(response, name="fmsession"):
@@ -91,7 +91,11 @@ def test_a_changed_password_hash_ends_existing_sessions(tmp_path, fake_agent, cl
     assert client.get("/dashboard").status == 200
     # Same state dir (the sessions table), the user's hash changed in config.yaml, dashboard restarted.
     new_hash = bcrypt.hashpw(b"a new password", bcrypt.gensalt(4)).decode()
-    changed = load_config(write_config(tmp_path, name="changed.yaml", dashboard={"agent_url": fake_agent.url, "credentials": {"admin": new_hash}}))
+    changed = load_config(
+        write_config(
+            tmp_path, name="changed.yaml", dashboard={"agent_url": fake_agent.url, "credentials": {"admin": new_hash}}
+        )
+    )
     client.app = make_app(changed, clock=clock)
     assert client.get("/dashboard").status == 303
     db = sqlite3.connect(f"{changed['dashboard']['state_dir']}/dashboard.sqlite3")

@@ -13,11 +13,11 @@ import urllib.parse
 
 import pyotp
 import pytest
+from support.config_factory import TEST_PASSWORD_HASH, write_config
+from support.dashboard_wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
-from support.config_factory import TEST_PASSWORD, TEST_PASSWORD_HASH, write_config
-from support.dashboard_wsgi import WSGIClient
 
 USERS = {
     "admin": TEST_PASSWORD_HASH,
@@ -76,7 +76,9 @@ def asks_for_a_code(response) -> bool:
 def sign_in_with_code(client, clock, secret, user="admin"):
     response = client.login(user)
     assert asks_for_a_code(response), response.text
-    return client.post("/login/code", data={"csrf_token": response.csrf_token(), "code": pyotp.TOTP(secret).at(clock.now)})
+    return client.post(
+        "/login/code", data={"csrf_token": response.csrf_token(), "code": pyotp.TOTP(secret).at(clock.now)}
+    )
 
 
 def test_required_enrollment_comes_right_after_the_password_and_blocks_everything_else(app, clock, fake_agent):
@@ -97,9 +99,14 @@ def test_required_enrollment_comes_right_after_the_password_and_blocks_everythin
     assert client.get("/account/2fa").text.count(secret[:4]) >= 1  # a reload shows the same key
     assert secret_of(client.get("/account/2fa").text) == secret
 
-    wrong = client.post("/account/2fa", data={"csrf_token": token, "code": "000000" if pyotp.TOTP(secret).at(clock.now) != "000000" else "111111"})
+    wrong = client.post(
+        "/account/2fa",
+        data={"csrf_token": token, "code": "000000" if pyotp.TOTP(secret).at(clock.now) != "000000" else "111111"},
+    )
     assert wrong.status == 400
-    done = client.post("/account/2fa", data={"csrf_token": token, "code": pyotp.TOTP(secret).at(clock.now), "next": "/stack/prod"})
+    done = client.post(
+        "/account/2fa", data={"csrf_token": token, "code": pyotp.TOTP(secret).at(clock.now), "next": "/stack/prod"}
+    )
     assert done.status == 200
     codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", done.text)
     assert len(codes) == 10 and len(set(codes)) == 10
@@ -183,7 +190,11 @@ def test_wrong_codes_are_throttled_like_passwords_and_audited_as_one_row(app, cl
     throttled = code_step(client, right)
     assert throttled.status == 429 and int(throttled.header("Retry-After")) > 0
     assert client.cookie("fmsession") is None
-    rows = [(r["result"], r["count"]) for r in app.ctx.audit.recent() if r["action"] == "login" and r["result"] != "ok, second factor to set up"]
+    rows = [
+        (r["result"], r["count"])
+        for r in app.ctx.audit.recent()
+        if r["action"] == "login" and r["result"] != "ok, second factor to set up"
+    ]
     assert ("failed: wrong code", 5) in rows and ("throttled", 1) in rows
 
 
@@ -228,8 +239,12 @@ def test_the_command_line_reset_takes_effect_without_a_restart(app, clock, confi
     ops = new_client(app)
     enroll(ops, clock, "ops")
     assert ops.get("/dashboard").status == 200
-    result = subprocess.run([sys.executable, "-m", "fmappliance.dashboard", "--config", str(config_path), "reset-2fa", "ops"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(config_path), "reset-2fa", "ops"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "reset" in result.stdout
     # The same running app: the session is gone and the next sign-in enrolls again.
@@ -238,8 +253,12 @@ def test_the_command_line_reset_takes_effect_without_a_restart(app, clock, confi
 
 
 def test_the_command_line_reset_refuses_an_unknown_user(config_path):
-    result = subprocess.run([sys.executable, "-m", "fmappliance.dashboard", "--config", str(config_path), "reset-2fa", "nobody"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(config_path), "reset-2fa", "nobody"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "no user 'nobody'" in result.stderr
 
 
@@ -261,7 +280,9 @@ def test_step_up_is_asked_after_five_minutes_and_honoured_after_a_fresh_code(app
     assert agent_posts(fake_agent) == []
     form = client.get(page.header("Location"))
     assert 'name="code"' in form.text
-    confirmed = client.post("/account/verify", data={"csrf_token": token, "code": pyotp.TOTP(secret).at(clock.now), "next": "/stack/prod"})
+    confirmed = client.post(
+        "/account/verify", data={"csrf_token": token, "code": pyotp.TOTP(secret).at(clock.now), "next": "/stack/prod"}
+    )
     assert confirmed.status == 303 and confirmed.header("Location") == "/stack/prod"
     again = client.post(UPDATE, json={}, headers={"Accept": "application/json", "X-CSRF-Token": token})
     assert again.status == 202, again.text
@@ -294,7 +315,9 @@ def test_resetting_someones_second_factor_needs_a_fresh_code(app, clock):
 
 
 def test_optional_mode_lets_users_sign_in_without_and_enroll_from_account(tmp_path, fake_agent, clock):
-    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "credentials": USERS, "totp": "optional"}))
+    config = load_config(
+        write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "credentials": USERS, "totp": "optional"})
+    )
     app = make_app(config, clock=clock)
     client = new_client(app)
     assert client.login("ops").header("Location") == "/dashboard"
@@ -302,7 +325,12 @@ def test_optional_mode_lets_users_sign_in_without_and_enroll_from_account(tmp_pa
     assert 'href="/account/2fa"' in account.text
     page = client.get("/account/2fa")
     secret = secret_of(page.text)
-    assert client.post("/account/2fa", data={"csrf_token": page.csrf_token(), "code": pyotp.TOTP(secret).at(clock.now)}).status == 200
+    assert (
+        client.post(
+            "/account/2fa", data={"csrf_token": page.csrf_token(), "code": pyotp.TOTP(secret).at(clock.now)}
+        ).status
+        == 200
+    )
     clock.advance(30)
     later = new_client(app)
     assert asks_for_a_code(later.login("ops"))

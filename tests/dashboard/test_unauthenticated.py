@@ -6,10 +6,23 @@ import pytest
 
 from fmappliance.dashboard.negotiation import safe_local_path
 
-GET_ROUTES = ["/dashboard", "/stack/prod", "/backups/prod/site1.example.com",
-              "/download/prod/site1.example.com/2026-11-25_02-00-03.sql.gz", "/jobs/0000000000000001", "/audit", "/logout"]
-POST_ROUTES = ["/stack/prod/restart", "/stack/prod/update", "/site/prod/site1.example.com/restart",
-               "/site/prod/site1.example.com/migrate", "/site/prod/site1.example.com/backup", "/logout"]
+GET_ROUTES = [
+    "/dashboard",
+    "/stack/prod",
+    "/backups/prod/site1.example.com",
+    "/download/prod/site1.example.com/2026-11-25_02-00-03.sql.gz",
+    "/jobs/0000000000000001",
+    "/audit",
+    "/logout",
+]
+POST_ROUTES = [
+    "/stack/prod/restart",
+    "/stack/prod/update",
+    "/site/prod/site1.example.com/restart",
+    "/site/prod/site1.example.com/migrate",
+    "/site/prod/site1.example.com/backup",
+    "/logout",
+]
 
 
 @pytest.mark.parametrize("path", GET_ROUTES)
@@ -41,11 +54,20 @@ def test_post_without_session_does_nothing(client, fake_agent, path):
     assert fake_agent.requests == []
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("/stack/prod?x=1", "/stack/prod?x=1"), ("//evil.example/x", "/dashboard"), ("/\\evil.example", "/dashboard"),
-    ("https://evil.example/", "/dashboard"), ("javascript:alert(1)", "/dashboard"), ("/ok\r\nSet-Cookie: x", "/dashboard"),
-    ("", "/dashboard"), (None, "/dashboard"), ("/login?next=/x", "/dashboard"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("/stack/prod?x=1", "/stack/prod?x=1"),
+        ("//evil.example/x", "/dashboard"),
+        ("/\\evil.example", "/dashboard"),
+        ("https://evil.example/", "/dashboard"),
+        ("javascript:alert(1)", "/dashboard"),
+        ("/ok\r\nSet-Cookie: x", "/dashboard"),
+        ("", "/dashboard"),
+        (None, "/dashboard"),
+        ("/login?next=/x", "/dashboard"),
+    ],
+)
 def test_only_local_paths_are_redirect_targets(value, expected):
     assert safe_local_path(value) == expected
 

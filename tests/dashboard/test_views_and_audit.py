@@ -33,16 +33,29 @@ def test_backup_age_highlight_after_48_hours():
 
 
 def test_size_chart_points_run_oldest_left_biggest_top():
-    backups = [{"created": "2026-11-25T02:00:00Z", "size": 300}, {"created": "2026-11-23T02:00:00Z", "size": 100},
-               {"created": "2026-11-24T02:00:00Z", "size": 200}]
+    backups = [
+        {"created": "2026-11-25T02:00:00Z", "size": 300},
+        {"created": "2026-11-23T02:00:00Z", "size": 100},
+        {"created": "2026-11-24T02:00:00Z", "size": 200},
+    ]
     chart = views.size_chart(backups, width=100, height=50, pad=0)
     assert chart["points"] == "0.0,33.3 50.0,16.7 100.0,0.0"
     assert views.size_chart(backups[:1]) is None
 
 
 def test_job_duration_and_final_state():
-    job = views.shape_job({"id": "a1", "action": "backup_site", "stack": "prod", "site": "s1", "status": "succeeded",
-                           "started": "2026-11-25T02:00:00Z", "finished": "2026-11-25T02:01:05Z", "message": "ok"})
+    job = views.shape_job(
+        {
+            "id": "a1",
+            "action": "backup_site",
+            "stack": "prod",
+            "site": "s1",
+            "status": "succeeded",
+            "started": "2026-11-25T02:00:00Z",
+            "finished": "2026-11-25T02:01:05Z",
+            "message": "ok",
+        }
+    )
     assert job["duration"] == "1 min 5 s" and job["final"] and job["ok"] and job["target"] == "prod / s1"
 
 
@@ -53,7 +66,9 @@ def test_control_characters_are_escaped():
 
 def test_audit_writes_a_row_and_one_json_log_line_with_escaped_fields(app, caplog):
     with caplog.at_level(logging.INFO, logger="fmappliance.audit"):
-        app.ctx.audit.record(user="ad\nmin", address="192.0.2.1", action="backup_site", target="prod/s1", result="started", job_id="j1")
+        app.ctx.audit.record(
+            user="ad\nmin", address="192.0.2.1", action="backup_site", target="prod/s1", result="started", job_id="j1"
+        )
     lines = [r.getMessage() for r in caplog.records if r.name == "fmappliance.audit"]
     assert len(lines) == 1 and "\n" not in lines[0]
     event = json.loads(lines[0])

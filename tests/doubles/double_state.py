@@ -261,8 +261,9 @@ def _write_tar(path: Path, site: str, kind: str) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def bench_backup(world: DoubleWorld, bench_root: Path, container_root: str, site: str, with_files: bool,
-                 project: str | None) -> int:
+def bench_backup(
+    world: DoubleWorld, bench_root: Path, container_root: str, site: str, with_files: bool, project: str | None
+) -> int:
     """Emulate `bench --site S backup [--with-files]`: real files, the real summary."""
     import datetime
     import gzip
@@ -354,7 +355,9 @@ def run_bench(world: DoubleWorld, bench_root: Path, container_root: str, args: l
     return 2
 
 
-def run_in_container(world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None) -> int:
+def run_in_container(
+    world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None
+) -> int:
     """A command exec'd in the bench container: bench, find, ls."""
     if not args:
         return 1
@@ -365,8 +368,10 @@ def run_in_container(world: DoubleWorld, bench_root: Path, container_root: str, 
         if code is not None:
             return code
         return _find(bench_root, args[1:])
-    print(f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
-          "executable file not found in $PATH: unknown")
+    print(
+        f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
+        "executable file not found in $PATH: unknown"
+    )
     return 126
 
 

@@ -44,8 +44,9 @@ def build_dist(dest: Path, epoch: str | None = None, repo: Path = REPO) -> Path:
     env = dict(os.environ, PYTHON=sys.executable, DIST_DIR=str(dest))
     if epoch:
         env["SOURCE_DATE_EPOCH"] = epoch
-    proc = subprocess.run(["bash", str(repo / "packaging" / "build.sh")], env=env, cwd=repo, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(repo / "packaging" / "build.sh")], env=env, cwd=repo, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, f"build failed:\n{proc.stdout}\n{proc.stderr}"
     return dest
 
@@ -61,9 +62,26 @@ def built_or_build_dist(tmp: Path) -> Path:
 
 def snapshot_sources(dest: Path) -> Path:
     """A frozen copy of the checkout's sources (what git would commit), at another path."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
-                             "pyproject.toml", "README.md", "LICENSE", "fmappliance", "assets", "packaging"],
-                            cwd=REPO, capture_output=True, check=True).stdout.split(b"\0")
+    listed = subprocess.run(
+        [
+            "git",
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "--",
+            "pyproject.toml",
+            "README.md",
+            "LICENSE",
+            "fmappliance",
+            "assets",
+            "packaging",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
     for name in filter(None, listed):
         source = REPO / os.fsdecode(name)
         if source.is_file():
@@ -74,8 +92,12 @@ def snapshot_sources(dest: Path) -> Path:
 
 def install_env(dist: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FM_") and k != "FRAPPE_MANAGER_HOME"}
-    env.update(FM_DIST_DIR=str(dist), FM_SEARCH_HOMES="/nonexistent", FM_DOCKER="/nonexistent/docker",
-               FM_SERVER_NAMES="localhost")
+    env.update(
+        FM_DIST_DIR=str(dist),
+        FM_SEARCH_HOMES="/nonexistent",
+        FM_DOCKER="/nonexistent/docker",
+        FM_SERVER_NAMES="localhost",
+    )
     env.update(extra)
     return env
 
@@ -123,7 +145,13 @@ PR_MDWE_REFUSE_EXEC_GAIN = 1
 
 def mdwe_supported() -> bool:
     """Whether this kernel can refuse W+X memory (what MemoryDenyWriteExecute=yes enforces)."""
-    probe = subprocess.run([sys.executable, "-c", f"import ctypes,sys; sys.exit(ctypes.CDLL(None, use_errno=True).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0)"])
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import ctypes,sys; sys.exit(ctypes.CDLL(None, use_errno=True).prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0)",
+        ]
+    )
     return probe.returncode == 0
 
 
@@ -133,19 +161,26 @@ def deny_write_execute() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_MDWE) failed")
 
 
-def start_zipapp(pyz: Path, config: Path, port: int, shiv_root: Path, log: Path, env: dict | None = None,
-                 wx_denied: bool = False) -> subprocess.Popen:
+def start_zipapp(
+    pyz: Path, config: Path, port: int, shiv_root: Path, log: Path, env: dict | None = None, wx_denied: bool = False
+) -> subprocess.Popen:
     """Start `python3 <pyz> --config <config>` as the units do and wait until it listens."""
     shiv_root.mkdir(parents=True, exist_ok=True)
     run_env = dict(env or os.environ, SHIV_ROOT=str(shiv_root))
-    proc = subprocess.Popen([SYSTEM_PYTHON, str(pyz), "--config", str(config)], env=run_env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, preexec_fn=deny_write_execute if wx_denied else None)
+    proc = subprocess.Popen(
+        [SYSTEM_PYTHON, str(pyz), "--config", str(config)],
+        env=run_env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=deny_write_execute if wx_denied else None,
+    )
     try:
         wait_listening(port, proc, timeout=20)
     except Exception:
         stop(proc)
-        raise RuntimeError(f"{pyz.name} did not start; log:\n{log.read_text()[-3000:]}")
+        raise RuntimeError(f"{pyz.name} did not start; log:\n{log.read_text()[-3000:]}") from None
     return proc
 
 
@@ -168,9 +203,30 @@ def stop(proc: subprocess.Popen) -> None:
 def make_cert(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "test.crt", directory / "test.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -181,19 +237,32 @@ class NginxSite:
     is the installer's configuration.
     """
 
-    def __init__(self, root: Path, workdir: Path, http_port: int, https_port: int, *, dashboard_port: int,
-                 backups_dir: Path, cert: Path, key: Path, extra_http: str = ""):
+    def __init__(
+        self,
+        root: Path,
+        workdir: Path,
+        http_port: int,
+        https_port: int,
+        *,
+        dashboard_port: int,
+        backups_dir: Path,
+        cert: Path,
+        key: Path,
+        extra_http: str = "",
+    ):
         self.root, self.workdir = root, workdir
         self.http_port, self.https_port = http_port, https_port
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
-        site = (site.replace("/var/log/nginx/", f"{self.logs}/")
-                .replace("/etc/nginx/snippets/", f"{root}/etc/nginx/snippets/")
-                .replace("/etc/fmappliance/tls/selfsigned.crt", str(cert))
-                .replace("/etc/fmappliance/tls/selfsigned.key", str(key))
-                .replace("alias /var/backups/fmappliance/;", f"alias {backups_dir}/;")
-                .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dashboard_port};"))
+        site = (
+            site.replace("/var/log/nginx/", f"{self.logs}/")
+            .replace("/etc/nginx/snippets/", f"{root}/etc/nginx/snippets/")
+            .replace("/etc/fmappliance/tls/selfsigned.crt", str(cert))
+            .replace("/etc/fmappliance/tls/selfsigned.key", str(key))
+            .replace("alias /var/backups/fmappliance/;", f"alias {backups_dir}/;")
+            .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dashboard_port};")
+        )
         # Listen on the ports asked for, whatever ports the site was rendered with.
         rendered_http = re.search(r"listen (\d+) default_server;", site).group(1)
         rendered_https = re.search(r"listen (\d+) ssl", site).group(1)
@@ -202,7 +271,9 @@ class NginxSite:
             site = site.replace(f"$host:{old}$request_uri", f"$host:{new}$request_uri")
         (workdir / "site.conf").write_text(site)
         user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
-        temp = " ".join(f"{kind}_temp_path {workdir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        temp = " ".join(
+            f"{kind}_temp_path {workdir}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
         (workdir / "nginx.conf").write_text(f"""
 {user}
 worker_processes 1;
@@ -223,16 +294,26 @@ http {{
         self.proc: subprocess.Popen | None = None
 
     def argv(self, *extra: str) -> list[str]:
-        return [NGINX, "-p", str(self.workdir), "-c", str(self.workdir / "nginx.conf"), "-e", str(self.logs / "error.log"), *extra]
+        return [
+            NGINX,
+            "-p",
+            str(self.workdir),
+            "-c",
+            str(self.workdir / "nginx.conf"),
+            "-e",
+            str(self.logs / "error.log"),
+            *extra,
+        ]
 
     def check(self) -> subprocess.CompletedProcess:
         return subprocess.run(self.argv("-t"), capture_output=True, text=True)
 
-    def start(self) -> "NginxSite":
+    def start(self) -> NginxSite:
         checked = self.check()
         assert checked.returncode == 0, checked.stderr
-        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=open(self.logs / "stderr.log", "ab"),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.DEVNULL, stderr=open(self.logs / "stderr.log", "ab"), start_new_session=True
+        )
         wait_listening(self.https_port, self.proc)
         wait_listening(self.http_port, self.proc)
         return self
@@ -275,8 +356,16 @@ class Appliance:
             setattr(ctx, attr, value)
         return ctx
 
-    def https(self, method: str, path: str, *, host: str = "localhost", body: bytes | None = None,
-              headers: dict | None = None, sni: str = "localhost") -> Response:
+    def https(
+        self,
+        method: str,
+        path: str,
+        *,
+        host: str = "localhost",
+        body: bytes | None = None,
+        headers: dict | None = None,
+        sni: str = "localhost",
+    ) -> Response:
         raw = socket.create_connection(("127.0.0.1", self.nginx.https_port), timeout=30)
         sock = self.tls_context().wrap_socket(raw, server_hostname=sni)
         conn = http.client.HTTPSConnection("localhost", self.nginx.https_port, timeout=30)
@@ -294,16 +383,29 @@ class Appliance:
         page = self.https("GET", "/login", headers={"Cookie": ""})
         nonce = next(v.split(";")[0].split("=", 1)[1] for v in page.header("Set-Cookie") if v.startswith("fmlogin="))
         token = page.body.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        form = urllib.parse.urlencode({"username": TEST_USER, "password": password, "csrf_token": token, "next": "/dashboard"})
-        return self.https("POST", "/login", body=form.encode(), headers={
-            "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}",
-            "Origin": f"https://localhost:{self.nginx.https_port}"})
+        form = urllib.parse.urlencode(
+            {"username": TEST_USER, "password": password, "csrf_token": token, "next": "/dashboard"}
+        )
+        return self.https(
+            "POST",
+            "/login",
+            body=form.encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"fmlogin={nonce}",
+                "Origin": f"https://localhost:{self.nginx.https_port}",
+            },
+        )
 
 
 def agent_call(port: int, method: str, path: str, body: dict | None = None) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request(method, path, body=json.dumps(body) if body else None,
-                 headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"})
+    conn.request(
+        method,
+        path,
+        body=json.dumps(body) if body else None,
+        headers={"Authorization": f"Bearer {TEST_TOKEN}", "Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     data = json.loads(response.read() or b"{}")
     conn.close()
@@ -339,14 +441,18 @@ def make_world(tmp: Path):
     project_dir = tmp / "frappe_docker"
     project_dir.mkdir()
     services = ("backend", "frontend", "websocket", "scheduler", "db")
-    (project_dir / "compose.yaml").write_text("services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services))
+    (project_dir / "compose.yaml").write_text(
+        "services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services)
+    )
     project = normalise_project(project_dir.name)
     world.define_project(project, {s: f"{project}-{s}-1" for s in services})
     world.add_compose_site(project, SITE)
     return bin_dir, project_dir
 
 
-def start_appliance(tmp: Path, dist: Path, procs: list, download_mode: str = "stream", extra_http: str = "") -> Appliance:
+def start_appliance(
+    tmp: Path, dist: Path, procs: list, download_mode: str = "stream", extra_http: str = ""
+) -> Appliance:
     """Agent and dashboard zipapps behind the real nginx, one backup published, signed in.
 
     The certificate is ``tmp/tls/test.crt`` (key ``test.key``), the site's files are under
@@ -359,26 +465,52 @@ def start_appliance(tmp: Path, dist: Path, procs: list, download_mode: str = "st
         tmp,
         agent={"port": agent_port, "docker_binary": str(bin_dir / "docker"), "fm_binary": str(bin_dir / "fm")},
         stacks={"prod": {"type": "compose", "path": str(project_dir)}},
-        dashboard={"port": dashboard_port, "agent_url": f"http://127.0.0.1:{agent_port}", "trusted_proxy": "127.0.0.1",
-                   "download_mode": download_mode},
+        dashboard={
+            "port": dashboard_port,
+            "agent_url": f"http://127.0.0.1:{agent_port}",
+            "trusted_proxy": "127.0.0.1",
+            "download_mode": download_mode,
+        },
     )
     root = tmp / "root"
     http_port, https_port = free_port(), free_port()
-    proc = run_install(root, "--domain", "localhost", "--http-port", str(http_port), "--https-port", str(https_port),
-                       env=install_env(dist))
+    proc = run_install(
+        root,
+        "--domain",
+        "localhost",
+        "--http-port",
+        str(http_port),
+        "--https-port",
+        str(https_port),
+        env=install_env(dist),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cert, key = make_cert(tmp / "tls")
     wx_denied = mdwe_supported()
     for name, port in (("fm-agent", agent_port), ("fm-dashboard", dashboard_port)):
-        procs.append(start_zipapp(dist / f"{name}.pyz", config, port, tmp / "cache" / name, tmp / f"{name}.log",
-                                  wx_denied=wx_denied))
+        procs.append(
+            start_zipapp(
+                dist / f"{name}.pyz", config, port, tmp / "cache" / name, tmp / f"{name}.log", wx_denied=wx_denied
+            )
+        )
     backups_dir = tmp / "backups"
-    site = NginxSite(root, tmp / "nginx", http_port, https_port, dashboard_port=dashboard_port,
-                     backups_dir=backups_dir, cert=cert, key=key, extra_http=extra_http).start()
+    site = NginxSite(
+        root,
+        tmp / "nginx",
+        http_port,
+        https_port,
+        dashboard_port=dashboard_port,
+        backups_dir=backups_dir,
+        cert=cert,
+        key=key,
+        extra_http=extra_http,
+    ).start()
     procs.append(site.proc)
     app = Appliance(tmp, root, cert, key, config, agent_port, dashboard_port, site, backups_dir)
     app.manifest = make_backup(agent_port)
     response = app.login()
     assert response.status == 303, (response.status, response.body[:500])
-    app.session = next(v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession="))
+    app.session = next(
+        v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession=")
+    )
     return app

@@ -11,6 +11,7 @@ import time
 import zipfile
 
 from install_harness import REPO, SYSTEM_PYTHON, build_dist, snapshot_sources
+
 from fmappliance.version import __version__
 
 ZIPAPPS = ("fm-agent.pyz", "fm-dashboard.pyz")
@@ -22,8 +23,9 @@ def sha256(path) -> str:
 
 def run_zipapp(pyz, *args, home, shiv_root, stdin=None):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "SHIV_ROOT": str(shiv_root), "LANG": "C.UTF-8"}
-    return subprocess.run([SYSTEM_PYTHON, str(pyz), *args], env=env, capture_output=True, text=True,
-                          input=stdin, timeout=60)
+    return subprocess.run(
+        [SYSTEM_PYTHON, str(pyz), *args], env=env, capture_output=True, text=True, input=stdin, timeout=60
+    )
 
 
 def test_building_twice_from_different_paths_gives_byte_identical_zipapps(tmp_path):
@@ -32,7 +34,9 @@ def test_building_twice_from_different_paths_gives_byte_identical_zipapps(tmp_pa
     first_src = snapshot_sources(tmp_path / "one" / "src")
     second_src = tmp_path / "two" / "elsewhere"
     shutil.copytree(first_src, second_src)
-    epoch = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    epoch = subprocess.run(
+        ["git", "log", "-1", "--format=%ct"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     first = build_dist(tmp_path / "one" / "dist", epoch=epoch, repo=first_src)
     second = build_dist(tmp_path / "two" / "dist", epoch=epoch, repo=second_src)
     for name in ZIPAPPS:
@@ -96,8 +100,9 @@ def test_templates_and_static_files_load_from_inside_the_zipapp(dist, tmp_path):
     )
     shiv_root = tmp_path / "cache"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHIV_ROOT": str(shiv_root), "SHIV_INTERPRETER": "1"}
-    proc = subprocess.run([SYSTEM_PYTHON, str(dist / "fm-dashboard.pyz"), str(probe)], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, str(dist / "fm-dashboard.pyz"), str(probe)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith(str(shiv_root)), "the package must come from the zipapp, not the checkout"
 
@@ -105,14 +110,14 @@ def test_templates_and_static_files_load_from_inside_the_zipapp(dist, tmp_path):
 def test_hash_password_from_the_zipapp_reads_stdin_and_prints_a_bcrypt_hash(dist, tmp_path):
     import bcrypt
 
-    proc = run_zipapp(dist / "fm-dashboard.pyz", "hash-password", home=tmp_path, shiv_root=tmp_path / "c",
-                      stdin="s3cret passphrase\n")
+    proc = run_zipapp(
+        dist / "fm-dashboard.pyz", "hash-password", home=tmp_path, shiv_root=tmp_path / "c", stdin="s3cret passphrase\n"
+    )
     assert proc.returncode == 0, proc.stderr
     hashed = proc.stdout.strip()
     assert bcrypt.checkpw(b"s3cret passphrase", hashed.encode())
 
 
 def test_build_script_is_shellcheck_clean():
-    proc = subprocess.run(["shellcheck", "packaging/build.sh"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(["shellcheck", "packaging/build.sh"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from install_harness import free_port, install_env, run_install
 
 pytestmark = pytest.mark.nginx
@@ -58,8 +57,18 @@ def host_state() -> dict:
         "users": users & {"fm-agent", "fm-dashboard"},
         "groups": groups & {"fmappliance", "fm-agent", "fm-dashboard"},
         "sites": sorted(os.listdir("/etc/nginx/sites-enabled")) if os.path.isdir("/etc/nginx/sites-enabled") else [],
-        "paths": [p for p in ("/opt/fmappliance", "/etc/fmappliance", "/var/lib/fmappliance", "/var/backups/fmappliance",
-                              "/var/log/fmappliance", "/run/fmappliance") if os.path.exists(p)],
+        "paths": [
+            p
+            for p in (
+                "/opt/fmappliance",
+                "/etc/fmappliance",
+                "/var/lib/fmappliance",
+                "/var/backups/fmappliance",
+                "/var/log/fmappliance",
+                "/run/fmappliance",
+            )
+            if os.path.exists(p)
+        ],
     }
 
 
@@ -79,8 +88,9 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
     env = install_env(dist)
     try:
         # stream: no acl package to install, so the test needs no network.
-        first = run_install(None, "--http-port", str(http_port), "--https-port", str(https_port),
-                            "--download-mode", "stream", env=env)
+        first = run_install(
+            None, "--http-port", str(http_port), "--https-port", str(https_port), "--download-mode", "stream", env=env
+        )
         assert first.returncode == 0, first.stdout + first.stderr
         assert "UFW cannot work here" in first.stderr
         password = re.search(r"^\s*Password:\s+(\S+)", first.stdout, re.M).group(1)
@@ -92,13 +102,17 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         owners = subprocess.run(["ps", "-eo", "user:20,args"], capture_output=True, text=True).stdout
         assert re.search(r"^fm-agent\s+/usr/bin/python3 /opt/fmappliance/fm-agent.pyz", owners, re.M), owners
         assert re.search(r"^fm-dashboard\s+/usr/bin/python3 /opt/fmappliance/fm-dashboard.pyz", owners, re.M), owners
-        assert "docker" not in subprocess.run(["id", "-nG", "fm-dashboard"], capture_output=True, text=True).stdout.split()
+        assert (
+            "docker" not in subprocess.run(["id", "-nG", "fm-dashboard"], capture_output=True, text=True).stdout.split()
+        )
 
         # nginx answers over TLS for the configured name.
         ctx = ssl.create_default_context(cafile="/etc/fmappliance/tls/selfsigned.crt")
         with socket.create_connection(("127.0.0.1", https_port), timeout=10) as raw:
             with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-                tls.sendall(f"GET /login HTTP/1.1\r\nHost: localhost:{https_port}\r\nConnection: close\r\n\r\n".encode())
+                tls.sendall(
+                    f"GET /login HTTP/1.1\r\nHost: localhost:{https_port}\r\nConnection: close\r\n\r\n".encode()
+                )
                 reply = b""
                 while chunk := tls.recv(65536):
                     reply += chunk
@@ -111,14 +125,17 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert "nothing changed" in again.stdout and "not restarted" in again.stdout
         assert Path("/run/fmappliance/fm-agent.pid").read_text() == agent_pid
     finally:
-        gone = subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True) \
-            if (PREFIX / "uninstall.sh").exists() else None
+        gone = (
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            if (PREFIX / "uninstall.sh").exists()
+            else None
+        )
     assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
     assert host_state() == before
     assert port_free(8000) and port_free(9100) and port_free(https_port)
 
 
-FAKE_CERTBOT = r'''#!/bin/sh
+FAKE_CERTBOT = r"""#!/bin/sh
 # Test double of certbot certonly --webroot: proves the challenge is served through nginx on
 # the HTTP port for the domain (what Let's Encrypt checks), then issues a self-signed "certificate".
 set -eu
@@ -136,11 +153,13 @@ live="/etc/letsencrypt/live/$domain"
 mkdir -p "$live"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=$domain" \
     -addext "subjectAltName=DNS:$domain" -keyout "$live/privkey.pem" -out "$live/fullchain.pem" 2>/dev/null
-'''
+"""
 
 
-@pytest.mark.skipif(why_not_here() is not None or os.path.exists("/etc/letsencrypt/live/localhost"),
-                    reason=str(why_not_here() or "/etc/letsencrypt/live/localhost exists"))
+@pytest.mark.skipif(
+    why_not_here() is not None or os.path.exists("/etc/letsencrypt/live/localhost"),
+    reason=str(why_not_here() or "/etc/letsencrypt/live/localhost exists"),
+)
 def test_domain_and_email_get_a_certificate_through_the_acme_webroot(dist, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -149,8 +168,20 @@ def test_domain_and_email_get_a_certificate_through_the_acme_webroot(dist, tmp_p
     http_port, https_port = free_port(), free_port()
     env = install_env(dist, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_ACME_PORT=str(http_port))
     try:
-        proc = run_install(None, "--domain", "localhost", "--email", "ops@example.com", "--download-mode", "stream",
-                           "--http-port", str(http_port), "--https-port", str(https_port), env=env)
+        proc = run_install(
+            None,
+            "--domain",
+            "localhost",
+            "--email",
+            "ops@example.com",
+            "--download-mode",
+            "stream",
+            "--http-port",
+            str(http_port),
+            "--https-port",
+            str(https_port),
+            env=env,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         site = Path("/etc/nginx/sites-available/fm-dashboard.conf").read_text()
         assert "ssl_certificate /etc/letsencrypt/live/localhost/fullchain.pem;" in site

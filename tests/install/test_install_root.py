@@ -12,10 +12,9 @@ import sys
 
 import bcrypt
 import pytest
-import yaml
+from install_harness import INSTALL_SH, REPO, install_env, run_install, tree_hashes
 
 from fmappliance.config import load_config
-from install_harness import INSTALL_SH, REPO, install_env, run_install, tree_hashes
 
 EXPECTED_MODES = {
     "opt/fmappliance/fm-agent.pyz": 0o755,
@@ -42,24 +41,32 @@ def make_host(tmp_path):
     home = tmp_path / "homes" / "frappeuser" / "frappe"
     bench = home / "sites" / "erp.example.com"
     bench.mkdir(parents=True)
-    (bench / "docker-compose.yml").write_text("services:\n  frappe:\n    image: ghcr.io/rtcamp/frappe-manager-frappe:v0.20\n")
+    (bench / "docker-compose.yml").write_text(
+        "services:\n  frappe:\n    image: ghcr.io/rtcamp/frappe-manager-frappe:v0.20\n"
+    )
     frappe_docker = tmp_path / "srv" / "frappe_docker"
     frappe_docker.mkdir(parents=True)
     (frappe_docker / "compose.yaml").write_text(
-        "services:\n  backend:\n    image: frappe/erpnext:v15.20.0\n  frontend:\n    image: frappe/erpnext:v15.20.0\n")
+        "services:\n  backend:\n    image: frappe/erpnext:v15.20.0\n  frontend:\n    image: frappe/erpnext:v15.20.0\n"
+    )
     (frappe_docker / "overrides.yaml").write_text("services:\n  db:\n    image: mariadb:10.6\n")
     other = tmp_path / "srv" / "nextcloud"
     other.mkdir(parents=True)
     (other / "compose.yaml").write_text("services:\n  app:\n    image: nextcloud:29\n")
     projects = [
-        {"Name": "frappe_docker", "Status": "running(9)",
-         "ConfigFiles": f"{frappe_docker}/compose.yaml,{frappe_docker}/overrides.yaml"},
+        {
+            "Name": "frappe_docker",
+            "Status": "running(9)",
+            "ConfigFiles": f"{frappe_docker}/compose.yaml,{frappe_docker}/overrides.yaml",
+        },
         {"Name": "nextcloud", "Status": "running(2)", "ConfigFiles": f"{other}/compose.yaml"},
         {"Name": "erpexamplecom", "Status": "running(8)", "ConfigFiles": f"{bench}/docker-compose.yml"},
     ]
     docker = tmp_path / "bin" / "docker"
     docker.parent.mkdir()
-    docker.write_text("#!/bin/sh\n[ \"$1 $2\" = 'compose ls' ] || exit 1\ncat <<'EOF'\n" + json.dumps(projects) + "\nEOF\n")
+    docker.write_text(
+        "#!/bin/sh\n[ \"$1 $2\" = 'compose ls' ] || exit 1\ncat <<'EOF'\n" + json.dumps(projects) + "\nEOF\n"
+    )
     docker.chmod(0o755)
     return {"home": home, "bench": bench, "frappe_docker": frappe_docker, "docker": docker}
 
@@ -142,7 +149,9 @@ def test_stacks_are_discovered_from_fm_homes_and_frappe_docker_projects_only(fir
     assert stacks["frappe_docker"]["type"] == "compose"
     assert stacks["frappe_docker"]["path"] == str(host["frappe_docker"])
     assert stacks["frappe_docker"]["files"] == ["compose.yaml", "overrides.yaml"]
-    assert set(stacks) == {"erp.example.com", "frappe_docker"}, "nextcloud and the fm bench's own project are not stacks"
+    assert set(stacks) == {"erp.example.com", "frappe_docker"}, (
+        "nextcloud and the fm bench's own project are not stacks"
+    )
 
 
 def test_units_are_filled_in_for_the_discovered_agent_user_and_paths(first, host):
@@ -208,9 +217,13 @@ def test_dry_run_on_a_new_root_writes_nothing_and_lists_the_changes(env, tmp_pat
     proc = run_install(root, "--dry-run", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not root.exists()
-    for change in ("would create /opt/fmappliance/fm-agent.pyz", "would create /etc/fmappliance/config.yaml",
-                   "would create /etc/systemd/system/fm-agent.service", "would create /etc/nginx/sites-available/fm-dashboard.conf",
-                   "skipped (--root): ufw"):
+    for change in (
+        "would create /opt/fmappliance/fm-agent.pyz",
+        "would create /etc/fmappliance/config.yaml",
+        "would create /etc/systemd/system/fm-agent.service",
+        "would create /etc/nginx/sites-available/fm-dashboard.conf",
+        "skipped (--root): ufw",
+    ):
         assert change in proc.stdout, change
     assert "Password:" not in proc.stdout
 
@@ -233,8 +246,12 @@ def test_uninstall_leaves_only_config_and_backups_and_purge_removes_them(env, tm
     proc = run_install(root, "--uninstall", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     left = set(tree_hashes(root))
-    assert left == {"etc/fmappliance/config.yaml", "etc/fmappliance/tls/selfsigned.crt",
-                    "etc/fmappliance/tls/selfsigned.key", "var/backups/fmappliance/prod/site1/2026-01-01_02-00-00.sql.gz"}
+    assert left == {
+        "etc/fmappliance/config.yaml",
+        "etc/fmappliance/tls/selfsigned.crt",
+        "etc/fmappliance/tls/selfsigned.key",
+        "var/backups/fmappliance/prod/site1/2026-01-01_02-00-00.sql.gz",
+    }
     proc = run_install(root, "--uninstall", "--purge", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert tree_hashes(root) == {}
@@ -269,7 +286,16 @@ def test_every_option_and_environment_variable_is_documented_in_the_header():
     text = INSTALL_SH.read_text()
     header = text.split("set -euo pipefail", 1)[0]
     options = set(re.findall(r"^\s+(--[a-z-]+)(?:=\*)?\)", text, re.M))
-    assert options >= {"--dry-run", "--uninstall", "--purge", "--root", "--domain", "--email", "--http-port", "--https-port"}
+    assert options >= {
+        "--dry-run",
+        "--uninstall",
+        "--purge",
+        "--root",
+        "--domain",
+        "--email",
+        "--http-port",
+        "--https-port",
+    }
     for option in options:
         assert option in header, option
     for var in set(re.findall(r"\$\{?(FM_[A-Z_]+|FRAPPE_MANAGER_HOME)", text)):

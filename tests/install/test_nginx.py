@@ -14,13 +14,25 @@ import socket
 import ssl
 
 import pytest
-
-from install_harness import SITE, NginxSite, free_port, install_env, make_cert, run_install, start_appliance, stop
+from install_harness import (
+    SITE,
+    Appliance,
+    NginxSite,
+    Response,
+    free_port,
+    install_env,
+    make_cert,
+    run_install,
+    start_appliance,
+    stop,
+)
 
 pytestmark = pytest.mark.nginx
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
     "strict-transport-security": "max-age=63072000",
     "content-security-policy": CSP,
@@ -133,13 +145,27 @@ def test_without_a_domain_clients_without_sni_get_the_site_and_unknown_hosts_are
     """Self-signed mode: reached by address, browsers send no SNI, so the site is the TLS default."""
     root = tmp_path / "root"
     http_port, https_port, nowhere = free_port(), free_port(), free_port()
-    proc = run_install(root, "--http-port", str(http_port), "--https-port", str(https_port),
-                       env=install_env(dist, FM_SERVER_NAMES="localhost 127.0.0.1"))
+    proc = run_install(
+        root,
+        "--http-port",
+        str(http_port),
+        "--https-port",
+        str(https_port),
+        env=install_env(dist, FM_SERVER_NAMES="localhost 127.0.0.1"),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "self-signed" in proc.stdout
     cert, key = make_cert(tmp_path / "tls")
-    site = NginxSite(root, tmp_path / "nginx", http_port, https_port, dashboard_port=nowhere,
-                     backups_dir=tmp_path / "backups", cert=cert, key=key).start()
+    site = NginxSite(
+        root,
+        tmp_path / "nginx",
+        http_port,
+        https_port,
+        dashboard_port=nowhere,
+        backups_dir=tmp_path / "backups",
+        cert=cert,
+        key=key,
+    ).start()
     try:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -177,8 +203,9 @@ def test_security_headers_on_a_404(appliance):
 
 
 def test_security_headers_on_an_nginx_error(appliance):
-    response = appliance.https("POST", "/login", body=b"x" * (2 * 1024 * 1024),
-                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = appliance.https(
+        "POST", "/login", body=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status == 413
     assert_security_headers(response)
 
@@ -242,9 +269,17 @@ def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
     nonce = next(v.split(";")[0].split("=", 1)[1] for v in page.header("Set-Cookie") if v.startswith("fmlogin="))
     token = page.body.decode().split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
     form = f"username=spoofer&password=nope&csrf_token={token}".encode()
-    failed = appliance.https("POST", "/login", body=form, headers={
-        "Content-Type": "application/x-www-form-urlencoded", "Cookie": f"fmlogin={nonce}",
-        "Origin": f"https://localhost:{appliance.nginx.https_port}", "X-Forwarded-For": "203.0.113.66"})
+    failed = appliance.https(
+        "POST",
+        "/login",
+        body=form,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": f"fmlogin={nonce}",
+            "Origin": f"https://localhost:{appliance.nginx.https_port}",
+            "X-Forwarded-For": "203.0.113.66",
+        },
+    )
     assert failed.status in (200, 401, 403, 429)
     audit = appliance.https("GET", "/audit").body.decode()
     row = next(line for line in audit.splitlines() if "spoofer" in line)

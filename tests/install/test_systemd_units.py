@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 
 import pytest
-
 from install_harness import SYSTEM_PYTHON, deny_write_execute, install_env, mdwe_supported, run_install
 from support.config_factory import write_config
 
@@ -33,8 +31,11 @@ def directives(text: str) -> dict:
 
 
 def test_systemd_analyze_verify_is_clean(units):
-    proc = subprocess.run(["systemd-analyze", "verify", str(units / "fm-agent.service"), str(units / "fm-dashboard.service")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", str(units / "fm-agent.service"), str(units / "fm-dashboard.service")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "fm-agent" in line or "fm-dashboard" in line]
     assert ours == [], ours
@@ -42,7 +43,9 @@ def test_systemd_analyze_verify_is_clean(units):
 
 @pytest.mark.parametrize("unit", sorted(MAX_EXPOSURE))
 def test_exposure_score_is_below_the_target(units, unit):
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(units / unit)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(units / unit)], capture_output=True, text=True
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     assert float(match.group(1)) < MAX_EXPOSURE[unit], proc.stdout
@@ -65,8 +68,15 @@ def test_each_unit_runs_its_zipapp_with_system_python_and_a_private_cache(units,
     assert unit["CacheDirectory"] == [name]
     assert unit["Restart"] == ["always"]
     assert unit["RestartPreventExitStatus"] == ["2"], "a config error must not restart in a loop"
-    for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "MemoryDenyWriteExecute=yes",
-                      "CapabilityBoundingSet=", "UMask=0027", "SystemCallArchitectures=native"):
+    for hardening in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "MemoryDenyWriteExecute=yes",
+        "CapabilityBoundingSet=",
+        "UMask=0027",
+        "SystemCallArchitectures=native",
+    ):
         key, value = hardening.split("=", 1)
         assert unit[key] == [value], hardening
 
@@ -86,15 +96,30 @@ def test_agent_may_write_only_to_backups_and_the_stacks(units):
     assert "-/var/backups/fmappliance" in unit["ReadWritePaths"][0].split()
 
 
-@pytest.mark.skipif(not mdwe_supported(), reason="kernel without PR_SET_MDWE (Linux < 6.3): cannot emulate MemoryDenyWriteExecute")
+@pytest.mark.skipif(
+    not mdwe_supported(), reason="kernel without PR_SET_MDWE (Linux < 6.3): cannot emulate MemoryDenyWriteExecute"
+)
 def test_zipapps_work_with_write_execute_memory_denied(dist, tmp_path):
     """MemoryDenyWriteExecute=yes: Python, bcrypt and PyYAML's C parts must not need W+X pages."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHIV_ROOT": str(tmp_path / "cache")}
-    hashed = subprocess.run([SYSTEM_PYTHON, str(dist / "fm-dashboard.pyz"), "hash-password"], input="pw\n", env=env,
-                            capture_output=True, text=True, preexec_fn=deny_write_execute, timeout=60)
+    hashed = subprocess.run(
+        [SYSTEM_PYTHON, str(dist / "fm-dashboard.pyz"), "hash-password"],
+        input="pw\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=deny_write_execute,
+        timeout=60,
+    )
     assert hashed.returncode == 0 and hashed.stdout.startswith("$2"), hashed.stderr
     config = write_config(tmp_path)
     for name in ("fm-agent", "fm-dashboard"):
-        checked = subprocess.run([SYSTEM_PYTHON, str(dist / f"{name}.pyz"), "--config", str(config), "--check-config"],
-                                 env=env, capture_output=True, text=True, preexec_fn=deny_write_execute, timeout=60)
+        checked = subprocess.run(
+            [SYSTEM_PYTHON, str(dist / f"{name}.pyz"), "--config", str(config), "--check-config"],
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=deny_write_execute,
+            timeout=60,
+        )
         assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -18,7 +18,11 @@ class Response:
         self.body = body
 
     def json(self):
-        assert self.headers.get("content-type", "").startswith("application/json"), (self.status, self.headers, self.body[:200])
+        assert self.headers.get("content-type", "").startswith("application/json"), (
+            self.status,
+            self.headers,
+            self.body[:200],
+        )
         return json.loads(self.body)
 
     def __repr__(self):
@@ -32,14 +36,32 @@ class WsgiClient:
         self.app = app
         self.token = token
 
-    def request(self, method: str, path: str, *, body: bytes = b"", headers: dict | None = None,
-                token: str | None | bool = True, query: str = "") -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        headers: dict | None = None,
+        token: str | None | bool = True,
+        query: str = "",
+    ) -> Response:
         environ = {
-            "REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": query,
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "9100", "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
-            "wsgi.multiprocess": False, "wsgi.run_once": False,
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "9100",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
         }
         if body:
             environ["CONTENT_LENGTH"] = str(len(body))

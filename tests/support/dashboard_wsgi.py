@@ -48,7 +48,9 @@ class Response:
 
     def csrf_token(self) -> str:
         """The token of the page: the login form's field or the csrf-token meta."""
-        match = re.search(r'name="csrf-token" content="([^"]+)"', self.text) or re.search(r'name="csrf_token" value="([^"]+)"', self.text)
+        match = re.search(r'name="csrf-token" content="([^"]+)"', self.text) or re.search(
+            r'name="csrf_token" value="([^"]+)"', self.text
+        )
         assert match, "page has no CSRF token"
         return match.group(1)
 
@@ -66,7 +68,9 @@ class WSGIClient:
     def cookie(self, name: str):
         return next((v for (n, _), v in self.cookies.items() if n == name), None)
 
-    def request(self, method: str, url: str, *, data=None, json=None, headers=None, remote_addr=None, origin="same") -> Response:
+    def request(
+        self, method: str, url: str, *, data=None, json=None, headers=None, remote_addr=None, origin="same"
+    ) -> Response:
         path, _, query = url.partition("?")
         body = b""
         headers = dict(headers or {})
@@ -136,9 +140,15 @@ class WSGIClient:
     def post(self, url, **kw) -> Response:
         return self.request("POST", url, **kw)
 
-    def login(self, user: str = TEST_USER, password: str = TEST_PASSWORD, *, next_path: str = "", remote_addr=None) -> Response:
+    def login(
+        self, user: str = TEST_USER, password: str = TEST_PASSWORD, *, next_path: str = "", remote_addr=None
+    ) -> Response:
         token = self.get("/login", remote_addr=remote_addr).csrf_token()
-        return self.post("/login", data={"username": user, "password": password, "csrf_token": token, "next": next_path}, remote_addr=remote_addr)
+        return self.post(
+            "/login",
+            data={"username": user, "password": password, "csrf_token": token, "next": next_path},
+            remote_addr=remote_addr,
+        )
 
     def page_token(self, url: str = "/dashboard") -> str:
         return self.get(url).csrf_token()

@@ -29,8 +29,18 @@ if str(DOUBLES) not in sys.path:
     sys.path.insert(0, str(DOUBLES))
 from double_state import DoubleWorld, normalise_project  # noqa: E402
 
-COMPOSE_SERVICES = ("configurator", "backend", "frontend", "websocket", "queue-short", "queue-long", "scheduler",
-                    "db", "redis-cache", "redis-queue")
+COMPOSE_SERVICES = (
+    "configurator",
+    "backend",
+    "frontend",
+    "websocket",
+    "queue-short",
+    "queue-long",
+    "scheduler",
+    "db",
+    "redis-cache",
+    "redis-queue",
+)
 FM_SERVICES = ("frappe", "nginx", "socketio", "schedule", "redis-cache", "redis-queue")
 FM_WORKERS = ("short-worker", "long-worker")
 COMPOSE_SITES = ("site1.example.com", "site2.example.com")
@@ -60,8 +70,13 @@ class World:
         return str(self.bin / "fm")
 
     def write_config(self, **sections) -> Path:
-        agent = {"fm_binary": self.fm, "docker_binary": self.docker, "status_cache_seconds": 5, "status_timeout": 10,
-                 **sections.pop("agent", {})}
+        agent = {
+            "fm_binary": self.fm,
+            "docker_binary": self.docker,
+            "status_cache_seconds": 5,
+            "status_timeout": 10,
+            **sections.pop("agent", {}),
+        }
         stacks = sections.pop("stacks", None) or {
             "prod": {"type": "compose", "path": str(self.compose_path)},
             "erp": {"type": "fm", "path": str(self.bench_path)},
@@ -88,11 +103,14 @@ def install_doubles(bin_dir: Path) -> None:
     shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
 
 
-def make_compose_stack(world_root: Path, doubles: DoubleWorld, name: str = "frappe_docker",
-                       sites=COMPOSE_SITES, services=COMPOSE_SERVICES) -> tuple[Path, str]:
+def make_compose_stack(
+    world_root: Path, doubles: DoubleWorld, name: str = "frappe_docker", sites=COMPOSE_SITES, services=COMPOSE_SERVICES
+) -> tuple[Path, str]:
     path = world_root / name
     path.mkdir(parents=True, exist_ok=True)
-    (path / "compose.yaml").write_text("services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services))
+    (path / "compose.yaml").write_text(
+        "services:\n" + "".join(f"  {s}:\n    image: frappe/erpnext:v15\n" for s in services)
+    )
     project = doubles_project(name)
     doubles.define_project(project, {s: f"{project}-{s}-1" for s in services})
     for site in sites:
@@ -109,10 +127,16 @@ def make_fm_bench(world_root: Path, doubles: DoubleWorld, bench: str = FM_SITE) 
     bench_path = home / "sites" / bench
     under = bench.replace(".", "_")
     bench_path.mkdir(parents=True, exist_ok=True)
-    (bench_path / "docker-compose.yml").write_text("services:\n" + "".join(
-        f"  {s}:\n    image: ghcr.io/rtcamp/frappe-manager-{s}:v0.20\n    container_name: fm__{under}__{s}\n" for s in FM_SERVICES))
-    (bench_path / "docker-compose.workers.yml").write_text("services:\n" + "".join(
-        f"  {s}:\n    container_name: fm__{under}__{s}\n" for s in FM_WORKERS))
+    (bench_path / "docker-compose.yml").write_text(
+        "services:\n"
+        + "".join(
+            f"  {s}:\n    image: ghcr.io/rtcamp/frappe-manager-{s}:v0.20\n    container_name: fm__{under}__{s}\n"
+            for s in FM_SERVICES
+        )
+    )
+    (bench_path / "docker-compose.workers.yml").write_text(
+        "services:\n" + "".join(f"  {s}:\n    container_name: fm__{under}__{s}\n" for s in FM_WORKERS)
+    )
     site_dir = bench_path / "workspace" / "frappe-bench" / "sites" / bench
     (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
     (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + under}))
@@ -173,11 +197,16 @@ class ServedProcess:
         except OSError:
             return ""
 
-    def start(self, timeout: float = 15) -> "ServedProcess":
+    def start(self, timeout: float = 15) -> ServedProcess:
         env = {k: v for k, v in os.environ.items() if k != "FMAPPLIANCE_LOG_LEVEL"}
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--config", str(self.config_path)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, "--config", str(self.config_path)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:

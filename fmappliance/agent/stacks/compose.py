@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
+
+from fmappliance.agent.jobs import JobContext, StepFailed
+from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
+
+#: The agent.* config key naming the command this stack type's actions run.
+BINARY_KEY = "docker_binary"
 
 #: Services that run once and exit; exit code 0 is their healthy end state.
 ONE_SHOT_SERVICES = frozenset({"configurator", "create-site", "migrator"})
@@ -94,17 +101,24 @@ def service_rows(rows: list[dict]) -> list[dict]:
             exit_code = int(row.get("ExitCode") or 0)
         except (TypeError, ValueError):
             exit_code = 0
-        out.append({
-            "service": service,
-            "name": str(row.get("Name") or ""),
-            "state": str(row.get("State") or "").lower(),
-            "health": str(row.get("Health") or ""),
-            "status": str(row.get("Status") or ""),
-            "exit_code": exit_code,
-            "one_shot": service in ONE_SHOT_SERVICES,
-        })
+        out.append(
+            {
+                "service": service,
+                "name": str(row.get("Name") or ""),
+                "state": str(row.get("State") or "").lower(),
+                "health": str(row.get("Health") or ""),
+                "status": str(row.get("Status") or ""),
+                "exit_code": exit_code,
+                "one_shot": service in ONE_SHOT_SERVICES,
+            }
+        )
     out.sort(key=lambda s: (s["service"], s["name"]))
     return out
+
+
+def status_of(services: list[dict]) -> tuple[str, str | None]:
+    """The project's status from all its services."""
+    return compute_status(services)
 
 
 def compute_status(services: list[dict], expected: tuple | list = ()) -> tuple[str, str | None]:
@@ -114,7 +128,9 @@ def compute_status(services: list[dict], expected: tuple | list = ()) -> tuple[s
     missing one counts as not running.
     """
     long_running = [s for s in services if not s["one_shot"]]
-    failed_one_shots = [s for s in services if s["one_shot"] and s["state"] in ("exited", "dead") and s["exit_code"] != 0]
+    failed_one_shots = [
+        s for s in services if s["one_shot"] and s["state"] in ("exited", "dead") and s["exit_code"] != 0
+    ]
     present = {s["service"] for s in long_running}
     missing = [name for name in expected if name not in present]
     if not long_running and not missing:
@@ -129,3 +145,86 @@ def compute_status(services: list[dict], expected: tuple | list = ()) -> tuple[s
     if problems:
         return "partial", "not running: " + ", ".join(problems)
     return "running", None
+
+
+# ---- actions: each gets the resolved docker binary and runs its steps through the job's context ----
+
+
+def run_action(ctx: JobContext, docker: str, action: str, stack: dict, site: str | None, timeout: float) -> None:
+    """restart/start/stop of the project, restart of the bench's services, migrate of one site."""
+    base, cwd = base_argv(docker, stack), stack["path"]
+    if action == "restart_stack":
+        ctx.run(base + ["restart"], timeout=timeout, cwd=cwd)
+    elif action == "start_stack":
+        ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd)
+    elif action == "stop_stack":
+        ctx.run(base + ["stop"], timeout=timeout, cwd=cwd)
+    elif action == "restart_site":
+        ctx.run(base + ["restart", *_site_services(ctx, docker, stack, timeout)], timeout=timeout, cwd=cwd)
+    elif action == "migrate_site" and site is not None:
+        ctx.run(exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
+    else:  # pragma: no cover - every action is dispatched above
+        raise StepFailed(f"{action} is not implemented for compose stacks.")
+
+
+def _site_services(ctx: JobContext, docker: str, stack: dict, timeout: float) -> list[str]:
+    """The services that serve the bench and exist in this project."""
+    wanted = [stack.get("service") or "backend", *SITE_SERVICES]
+    result = ctx.run(ps_argv(docker, stack), timeout=min(timeout, 120), cwd=stack["path"])
+    present = {row["service"] for row in service_rows(parse_ps(result.output))}
+    services = [s for s in wanted if s in present]
+    return services or [wanted[0]]
+
+
+def update(ctx: JobContext, docker: str, stack: dict, sites: list[str], timeout: float) -> None:
+    """Pull new images, recreate the containers, migrate every site (backups were taken by the caller)."""
+    base, cwd = base_argv(docker, stack), stack["path"]
+    ctx.run(base + ["pull"], timeout=timeout, cwd=cwd)
+    ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd)
+    for site in sites:
+        ctx.run(exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
+
+
+def collect_backup_files(
+    ctx: JobContext, docker: str, stack: dict, site: str, timeout: float, started: float, staging: str
+) -> dict[str, str]:
+    """Run `bench backup --with-files` in the container; part -> path of each file copied into ``staging``."""
+    cwd = stack["path"]
+    result = ctx.run(
+        exec_argv(docker, stack, "bench", "--site", site, "backup", "--with-files"), timeout=timeout, cwd=cwd
+    )
+    container_dir = f"{CONTAINER_BENCH}/sites/{site}/private/backups"
+    # Only the file names are taken from bench's output; the dir is always the site's backup dir.
+    paths = {
+        part: f"{container_dir}/{os.path.basename(p)}" for part, p in parse_backup_summary(result.output, site).items()
+    }
+    if "database" not in paths:
+        minutes = int((time.time() - started) // 60) + 2
+        ctx.log("no backup summary in bench's output; listing recent files in the container")
+        listing = ctx.run(
+            exec_argv(
+                docker,
+                stack,
+                "find",
+                f"sites/{site}/private/backups",
+                "-maxdepth",
+                "1",
+                "-type",
+                "f",
+                "-mmin",
+                f"-{minutes}",
+            ),
+            timeout=120,
+            cwd=cwd,
+        )
+        names = [os.path.basename(line.strip()) for line in listing.output.splitlines()]
+        paths = {part: f"{container_dir}/{n}" for part, n in newest_backup_set(names).items()}
+    if "database" not in paths:
+        raise StepFailed(f"bench reported success but no database dump of {site} was found.")
+    os.makedirs(staging, mode=0o700, exist_ok=True)
+    sources = {}
+    for part, path in sorted(paths.items()):
+        local = os.path.join(staging, os.path.basename(path))
+        ctx.run(cp_argv(docker, stack, path, local), timeout=timeout, cwd=cwd)
+        sources[part] = local
+    return sources

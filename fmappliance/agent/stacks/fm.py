@@ -11,7 +11,13 @@ from __future__ import annotations
 import os
 import shlex
 
+from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.runner import minimal_env
+from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
+from fmappliance.agent.stacks.compose import compute_status
+
+#: The agent.* config key naming the command this stack type's actions run.
+BINARY_KEY = "fm_binary"
 
 MAIN_SERVICES = ("frappe", "nginx", "socketio", "schedule", "redis-cache", "redis-queue")
 #: The bench dir inside the frappe container, and where it is on the host.
@@ -57,6 +63,11 @@ def ps_argv(docker: str, stack: dict) -> list[str]:
     return [docker, "compose", "-f", compose_file, "ps", "--all", "--format", "json"]
 
 
+def status_of(services: list[dict]) -> tuple[str, str | None]:
+    """The bench's status from its main services (a missing one counts as not running)."""
+    return compute_status([s for s in services if s["service"] in MAIN_SERVICES], MAIN_SERVICES)
+
+
 def list_sites(stack: dict) -> list[str]:
     """Sites of the bench: `workspace/frappe-bench/sites/*/site_config.json` on the host."""
     from fmappliance.names import is_valid_site_name
@@ -66,4 +77,57 @@ def list_sites(stack: dict) -> list[str]:
         names = os.listdir(sites_dir)
     except OSError:
         return []
-    return sorted(n for n in names if is_valid_site_name(n) and os.path.isfile(os.path.join(sites_dir, n, "site_config.json")))
+    return sorted(
+        n for n in names if is_valid_site_name(n) and os.path.isfile(os.path.join(sites_dir, n, "site_config.json"))
+    )
+
+
+# ---- actions: each gets the resolved fm binary and runs its steps through the job's context ----
+
+
+def run_action(ctx: JobContext, fm: str, action: str, stack: dict, site: str | None, timeout: float) -> None:
+    """restart/start/stop of the bench, restart/migrate of one site."""
+    env, cwd = fm_env(stack), stack["path"]
+    if action in ("restart_stack", "restart_site"):
+        ctx.run(fm_argv(fm, "restart", stack), timeout=timeout, cwd=cwd, env=env)
+    elif action == "start_stack":
+        ctx.run(fm_argv(fm, "start", stack), timeout=timeout, cwd=cwd, env=env)
+    elif action == "stop_stack":
+        ctx.run(fm_argv(fm, "stop", stack), timeout=timeout, cwd=cwd, env=env)
+    elif action == "migrate_site" and site is not None:
+        ctx.run(shell_argv(fm, stack, "--site", site, "migrate"), timeout=timeout, cwd=cwd, env=env)
+    else:  # pragma: no cover - every action is dispatched above
+        raise StepFailed(f"{action} is not implemented for fm stacks.")
+
+
+def update(ctx: JobContext, fm: str, stack: dict, sites: list[str], timeout: float) -> None:
+    """`bench update` inside the bench (backups were taken by the caller), then a restart."""
+    env, cwd = fm_env(stack), stack["path"]
+    ctx.run(shell_argv(fm, stack, "update", "--no-backup"), timeout=timeout, cwd=cwd, env=env)
+    ctx.run(fm_argv(fm, "restart", stack), timeout=timeout, cwd=cwd, env=env)
+
+
+def collect_backup_files(
+    ctx: JobContext, fm: str, stack: dict, site: str, timeout: float, started: float, staging: str
+) -> dict[str, str]:
+    """Run `bench backup --with-files`; part -> host path of each file (the bench dir is on the host)."""
+    result = ctx.run(
+        shell_argv(fm, stack, "--site", site, "backup", "--with-files"),
+        timeout=timeout,
+        cwd=stack["path"],
+        env=fm_env(stack),
+    )
+    backup_dir = host_backup_dir(stack, site)
+    names = {part: os.path.basename(p) for part, p in parse_backup_summary(result.output, site).items()}
+    if "database" not in names:
+        ctx.log("no backup summary in bench's output; looking for the newest files in " + backup_dir)
+        try:
+            recent = [
+                n for n in os.listdir(backup_dir) if os.lstat(os.path.join(backup_dir, n)).st_mtime >= started - 2
+            ]
+        except OSError as exc:
+            raise StepFailed(f"Cannot read the backup dir {backup_dir}: {exc.strerror}") from None
+        names = newest_backup_set(recent)
+    if "database" not in names:
+        raise StepFailed(f"bench reported success but no database dump of {site} was found.")
+    return {part: os.path.join(backup_dir, n) for part, n in names.items()}

@@ -1,0 +1,16 @@
+"""Verified backup publication, retention and safe access to published files.
+
+One store (store.py) assembled from small per-concern modules: layout.py (names on disk),
+verify.py (content checks of each part), publish.py (the copy-and-publish pipeline), manifests.py
+(reading manifests), retention.py (grandfather-father-son), sitedir.py (reaching a site's
+directory without following links, and its lock).  Import the public names from here.
+"""
+
+from __future__ import annotations
+
+from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
+from fmappliance.agent.backups.layout import ID_FORMAT, PARTS
+from fmappliance.agent.backups.retention import gfs_keep
+from fmappliance.agent.backups.store import BackupStore
+
+__all__ = ["ID_FORMAT", "PARTS", "BackupError", "BackupNotFound", "BackupStore", "BadBackupRequest", "gfs_keep"]

@@ -1,0 +1,56 @@
+"""Names on disk: parts, backup ids, manifest and temp names, and the open flags used to reach them.
+
+Layout: ``<base_path>/<stack>/<site>/<YYYY-MM-DD_HH-MM-SS>.<part suffix>`` plus ``<id>.json``.
+A backup id is its UTC creation time, so ids sort as text in time order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+
+PARTS = ("database", "files", "private-files", "site_config")
+ID_FORMAT = "%Y-%m-%d_%H-%M-%S"
+
+#: How an operator message names each part ("the database dump is truncated ...").
+LABELS = {
+    "database": "the database dump",
+    "files": "the public files archive",
+    "private-files": "the private files archive",
+    "site_config": "the site config",
+}
+MANIFEST_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})\.json", re.ASCII)
+#: Temp names are ".<final name>.tmp-<random>"; clean_temp_files removes exactly these.
+TEMP_NAME = re.compile(r"\.[^/]+\.tmp-[0-9a-f]+", re.ASCII)
+SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+LOCK_NAME = ".lock"
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+NOFOLLOW_DIR = DIR_FLAGS | os.O_NOFOLLOW
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def utc(moment: datetime | None) -> datetime:
+    """``moment`` (or now) in UTC to the second; a naive datetime is taken to be UTC already."""
+    if moment is None:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).replace(microsecond=0)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_id(backup_id: str) -> datetime:
+    return datetime.strptime(backup_id, ID_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def human_size(size: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)  # pragma: no cover
