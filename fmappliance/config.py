@@ -339,7 +339,7 @@ DASHBOARD = Section(
             "credentials",
             "user_map",
             None,
-            "user: bcrypt hash (an admin), or user: {password: bcrypt hash, role: viewer|operator|admin}. "
+            "user: bcrypt hash (an admin), or user: {password: bcrypt hash, role: viewer, operator or admin}. "
             "Make a hash with `fm-dashboard hash-password`.",
             required=True,
             check=_credentials,
