@@ -254,3 +254,24 @@ def test_an_unknown_role_is_a_config_error(tmp_path):
         load_config(
             write_config(tmp_path, dashboard={"credentials": {"x": {"password": TEST_PASSWORD_HASH, "role": "root"}}})
         )
+
+
+def test_htmx_step_up_is_a_full_page_redirect_to_the_confirmation(app, clock, fake_agent):
+    admin = signed_in(app, "admin")
+    clock.advance(6 * 60)
+    token = admin.page_token("/account")
+    answer = admin.post(
+        "/stack/prod/update",
+        data={"csrf_token": token, "return_to": "/stack/prod"},
+        headers={"HX-Request": "true"},
+    )
+    assert answer.status == 200
+    assert answer.header("HX-Redirect") == "/account/verify?next=%2Fstack%2Fprod"
+    assert [r for r in fake_agent.requests if r[0] == "POST"] == []
+
+
+def test_resetting_an_unknown_user_is_a_404_with_a_sentence(app):
+    admin = signed_in(app, "admin")
+    token = admin.page_token("/account")
+    answer = admin.post("/account/users/nobody/reset-2fa", data={"csrf_token": token})
+    assert answer.status == 404 and "no such user" in answer.text

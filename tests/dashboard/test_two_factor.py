@@ -96,8 +96,7 @@ def test_required_enrollment_comes_right_after_the_password_and_blocks_everythin
     page = client.get("/account/2fa")
     assert re.search(r'<img class="qr" src="data:image/svg\+xml', page.text)
     secret = secret_of(page.text)
-    assert client.get("/account/2fa").text.count(secret[:4]) >= 1  # a reload shows the same key
-    assert secret_of(client.get("/account/2fa").text) == secret
+    assert secret_of(client.get("/account/2fa").text) == secret  # a reload shows the same key
 
     wrong = client.post(
         "/account/2fa",
@@ -232,7 +231,10 @@ def test_viewers_and_operators_cannot_reach_the_users_page_or_reset(app, clock):
         assert client.get("/account/users").status == 403
         token = client.page_token("/account")
         assert client.post("/account/users/admin/reset-2fa", data={"csrf_token": token}).status == 403
-    assert app.ctx.second_factors.enrollment("admin") is None or True
+    # Nothing was reset: both still have their second factor.
+    assert (
+        app.ctx.second_factors.enrollment("ops") is not None and app.ctx.second_factors.enrollment("view") is not None
+    )
 
 
 def test_the_command_line_reset_takes_effect_without_a_restart(app, clock, config_path):
@@ -344,7 +346,7 @@ def test_totp_off_in_yaml_means_off(tmp_path, fake_agent):
     assert load_config(path)["dashboard"]["totp"] == "off"
 
 
-def test_enrollment_page_escapes_nothing_dangerous_and_qr_matches_the_key(app, clock):
+def test_the_qr_code_encodes_the_key_shown_as_text(app, clock):
     import segno
 
     from fmappliance.dashboard.second_factor import provisioning_uri
