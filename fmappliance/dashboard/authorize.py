@@ -107,6 +107,7 @@ RULES: tuple[Rule, ...] = (
     rule("GET POST", r"/import(/.*)?", ADMIN),
     rule("POST", r"/scheduler/.+", ADMIN),
     rule("GET POST", r"/offsite(/.*)?", ADMIN),
+    rule("GET POST", r"/settings(/.*)?", ADMIN),
     rule("GET", r"/account/users", ADMIN),
     rule("POST", r"/account/users/{x}/reset-2fa", ADMIN, step_up=True),
 )

@@ -239,6 +239,9 @@ def test_pages_show_only_the_buttons_a_role_may_use(app, fake_agent):
     assert 'href="/download/' not in view.get(backups).text and "2026-11-25_02-00-03.sql.gz" in view.get(backups).text
     assert 'href="/download/' in ops.get(backups).text
     assert 'action="/site/prod/site1.example.com/backup"' not in view.get(backups).text
+    assert 'action="/scheduler/add"' not in view.get("/scheduler").text
+    assert 'action="/scheduler/add"' not in ops.get("/scheduler").text
+    assert 'action="/scheduler/add"' in admin.get("/scheduler").text
     assert 'href="/account/users"' in admin.get("/account").text
     assert 'href="/account/users"' not in ops.get("/account").text
 
