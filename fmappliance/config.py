@@ -26,20 +26,12 @@ from typing import Any
 
 import yaml
 
-from fmappliance.names import STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
+from fmappliance.names import ACTIONS, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
 
-#: Every action the agent knows.  ``allowed_actions`` picks from these.
-KNOWN_ACTIONS = (
-    "restart_stack",
-    "update_stack",
-    "restart_site",
-    "migrate_site",
-    "backup_site",
-    "start_stack",
-    "stop_stack",
-)
+#: Every action the agent knows (defined in names.py).  ``allowed_actions`` picks from these.
+KNOWN_ACTIONS = ACTIONS
 DEFAULT_ALLOWED_ACTIONS = ["restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site"]
 DEFAULT_ACTION_TIMEOUTS = {
     "backup_site": 7200,

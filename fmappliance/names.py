@@ -1,13 +1,32 @@
-"""What a stack, site or published backup file name may look like.
+"""What crosses the wire between browser, dashboard and agent: names, action names, timestamps.
 
 Names reach argv lists and file paths, so they are checked twice: here for shape
 (ASCII only, so look-alike Unicode never passes), and against the inventory for
 existence.  A name that fails here is a 400; a well-formed unknown name is a 404.
+
+Timestamps in the API, the job store, the audit log and notifications are UTC, to the second,
+with a Z: ``2026-11-25T21:44:40Z`` (:func:`format_timestamp`, :func:`parse_timestamp`).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
+
+#: Every action the agent knows (config's ``security.allowed_actions`` picks from these).
+ACTIONS = (
+    "restart_stack",
+    "update_stack",
+    "restart_site",
+    "migrate_site",
+    "backup_site",
+    "start_stack",
+    "stop_stack",
+)
+#: The actions that work on one site and so need a ``site`` field; the others take none.
+SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site"})
+
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 STACK_NAME_RULE = "letters, digits, '.', '_', '-', at most 63 characters, starting with a letter or digit"
 SITE_NAME_RULE = "a host name: letters, digits, '.', '_', '-', at most 253 characters, starting with a letter or digit"
@@ -33,3 +52,23 @@ def is_valid_site_name(name: object) -> bool:
 
 def is_valid_backup_file_name(name: object) -> bool:
     return isinstance(name, str) and bool(BACKUP_FILE.fullmatch(name))
+
+
+def format_timestamp(moment: datetime | float | None = None) -> str:
+    """``moment`` (aware datetime, epoch seconds, or now) as ``YYYY-MM-DDTHH:MM:SSZ`` in UTC."""
+    if moment is None:
+        moment = datetime.now(timezone.utc)
+    elif not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, timezone.utc)
+    return moment.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """A timestamp text as an aware datetime (no zone means UTC), or None when absent or unreadable."""
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

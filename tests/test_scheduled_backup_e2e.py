@@ -21,7 +21,8 @@ from support.polling import wait_for
 from support.ports import free_port
 from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
 
-from fmappliance.dashboard.schedules import ScheduleStore, from_iso
+from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.names import parse_timestamp
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +95,7 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
         [listed] = operator.json("/scheduler")["schedules"]
         run = listed["last_run"]
         assert run["catch_up"] is True and run["result"] == "submitted" and run["job_id"]
-        assert from_iso(run["due"]) == due
+        assert parse_timestamp(run["due"]) == due
 
         def ended_job():
             job = operator.json(f"/jobs/{run['job_id']}")

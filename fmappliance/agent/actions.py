@@ -18,11 +18,9 @@ from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobContext, JobManager, StepFailed
 from fmappliance.agent.runner import resolve_binary
-from fmappliance.config import KNOWN_ACTIONS
+from fmappliance.names import SITE_ACTIONS
 
 log = logging.getLogger(__name__)
-
-SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site"})
 
 _STARTED = {
     "restart_stack": "Restart of stack {stack} started.",
@@ -68,9 +66,10 @@ class Actions:
     # ------------------------------------------------------------------ requests
 
     def start(self, action: str, stack_name, site=None) -> tuple[dict, bool, str]:
-        """Check and queue an action; returns (job, created, message) or raises ActionRejected."""
-        if action not in KNOWN_ACTIONS:
-            raise ActionRejected(400, f"Unknown action {action!r}; known actions: {', '.join(KNOWN_ACTIONS)}.")
+        """Check and queue an action; returns (job, created, message) or raises ActionRejected.
+
+        ``action`` is one of names.ACTIONS (app.py refuses any other with a 400 first).
+        """
         if action not in self.allowed:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
         try:

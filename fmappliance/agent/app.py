@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import bottle
 
-from fmappliance.agent.actions import SITE_ACTIONS, ActionRejected, Actions
+from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.status import StatusBoard
-from fmappliance.config import KNOWN_ACTIONS, secrets_of
-from fmappliance.names import is_valid_backup_file_name, is_valid_site_name
+from fmappliance.config import secrets_of
+from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
@@ -219,8 +219,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         action = data.get("action")
         if not isinstance(action, str) or not action:
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
-        if action not in KNOWN_ACTIONS:
-            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(KNOWN_ACTIONS)}.")
+        if action not in ACTIONS:
+            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(ACTIONS)}.")
         if not isinstance(data.get("stack"), str):
             raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
         if action in SITE_ACTIONS:

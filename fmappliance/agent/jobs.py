@@ -20,7 +20,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+
+from fmappliance.names import format_timestamp
 
 from .runner import CommandResult, redact_text, run_command
 
@@ -69,8 +70,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_stack ON jobs (stack, seq);
 
 
 def utc_now() -> str:
-    """Current time as ISO-8601 UTC with a trailing Z, to the second."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Current time as the API writes it (names.format_timestamp)."""
+    return format_timestamp()
 
 
 class StepFailed(Exception):

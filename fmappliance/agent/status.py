@@ -11,12 +11,12 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
 
 from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.runner import resolve_binary, run_command
 from fmappliance.agent.stacks import compose
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ DAEMON_DOWN_MARKERS = (
     "Is the docker daemon running",
     "permission denied while trying to connect",
 )
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StatusBoard:
@@ -118,7 +114,7 @@ class StatusBoard:
             "reason": None,
             "services": [],
             "sites": [],
-            "checked_at": utc_now(),
+            "checked_at": format_timestamp(),
         }
 
     def _check(self, name: str) -> dict:
@@ -143,7 +139,7 @@ class StatusBoard:
             return
         kind = stacks.for_stack(stack)
         result = run_command(kind.ps_argv(docker, stack), timeout=self.timeout, cwd=stack["path"])
-        out["checked_at"] = utc_now()
+        out["checked_at"] = format_timestamp()
         if result.timed_out:
             out["reason"] = f"docker compose ps did not answer within {self.timeout} s"
             return

@@ -119,15 +119,14 @@ def serve(config: dict) -> None:
 
     import waitress
 
-    from fmappliance.dashboard.agent_client import AgentClient
     from fmappliance.dashboard.app import make_app
-    from fmappliance.dashboard.pages_scheduler import build_scheduler
+    from fmappliance.dashboard.services import build_services
 
     dash = config["dashboard"]
     limit_malloc_arenas()
-    agent = AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
-    scheduler = build_scheduler(config, agent)
-    app = make_app(config, agent_client=agent, scheduler=scheduler)
+    services = build_services(config)
+    scheduler = services.scheduler
+    app = make_app(config, services=services)
     options = {
         "host": dash["listen"],
         "port": dash["port"],

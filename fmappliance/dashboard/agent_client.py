@@ -180,6 +180,13 @@ class AgentClient:
     def stack(self, name: str) -> dict:
         return self.request("GET", f"/stacks/{_quote(name)}")[1]
 
+    def sites(self, stack: str) -> list[str]:
+        """``GET /stacks/<stack>/sites``; AgentError with status 404 when the agent has no such stack."""
+        sites = self.request("GET", f"/stacks/{_quote(stack)}/sites")[1].get("sites")
+        if not isinstance(sites, list):
+            raise AgentError(f"Agent at {self.where} sent an unexpected list of sites for {stack}")
+        return [str(s) for s in sites]
+
     def job(self, job_id: str) -> dict:
         return self.request("GET", f"/jobs/{_quote(job_id)}")[1]
 

@@ -18,8 +18,9 @@ Routes live in ``pages_*.py`` modules, each with ``register(app, ctx)``; ``ctx``
 Who may reach a route is decided before it runs, by the one table in authorize.py (add a
 line there with every new route); pages show a button only when ``can("POST", url)``.
 
-Also: ``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the BackupScheduler; only the serving
-process starts it), ``ctx.config``,
+The services (services.py, built once by ``build_services``) are on ``ctx`` too:
+``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the BackupScheduler; only the serving
+process starts it), ``ctx.backup_age`` (backup-age rules), ``ctx.audit``, ``ctx.config``,
 ``ctx.now()`` (aware UTC datetime from the injected clock), ``ctx.render(template, **values)``
 for HTMX fragments, ``ctx.sessions.add_flash(ctx.session(), "ok"|"error", text)``.
 """
@@ -32,29 +33,14 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 import urllib.parse
 
 import bottle
 
-from fmappliance.config import dashboard_users
 from fmappliance.dashboard import authorize, csrf, negotiation
-from fmappliance.dashboard.agent_client import AgentClient
-from fmappliance.dashboard.audit import AuditLog
-from fmappliance.dashboard.login_throttle import LoginThrottle
-from fmappliance.dashboard.pages_public import load_static
-from fmappliance.dashboard.passwords import PasswordChecker
-from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
-from fmappliance.dashboard.sessions import (
-    STAGE_ENROLL,
-    SessionStore,
-    cookie_is_secure,
-    cookie_value,
-    session_cookie_name,
-)
-from fmappliance.dashboard.state_db import StateDB
-from fmappliance.dashboard.templates import Templates
+from fmappliance.dashboard.services import DashboardServices, build_services
+from fmappliance.dashboard.sessions import STAGE_ENROLL, cookie_is_secure, cookie_value, session_cookie_name
 
 log = logging.getLogger(__name__)
 
@@ -62,40 +48,35 @@ SESSION_KEY = "fmappliance.session"
 
 
 class DashboardContext:
-    """What the page modules share.  One per app; no global state."""
+    """What the page modules share: the services plus request helpers.  One per app; no global state."""
 
-    def __init__(self, config: dict, *, agent_client=None, clock=None, scheduler=None):
-        dash = config["dashboard"]
-        self.config = config
-        self.clock = clock or time.time
-        self.secret_key = dash["secret_key"]
-        self.agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
-        self.db = StateDB(dash["state_dir"])
-        self.sessions = SessionStore(
-            self.db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=self.clock
-        )
-        self.throttle = LoginThrottle(clock=self.clock)
+    def __init__(self, services: DashboardServices):
+        self.services = services
+        self.config = services.config
+        self.clock = services.clock
+        self.secret_key = services.config["dashboard"]["secret_key"]
+        self.agent = services.agent
+        self.db = services.db
+        self.sessions = services.sessions
+        self.throttle = services.throttle
+        self.passwords = services.passwords
         #: user -> (bcrypt hash, role)
-        self.users = dashboard_users(config)
-        self.totp_mode = dash["totp"]
-        self.passwords = PasswordChecker({name: hashed for name, (hashed, _) in self.users.items()})
-        self.second_factors = SecondFactors(self.db, clock=self.clock)
-        self.audit = AuditLog(self.db, clock=self.clock, keep_days=dash["audit_days"])
-        self.templates = Templates()
-        self.static_files = load_static()
+        self.users = services.users
+        self.totp_mode = services.config["dashboard"]["totp"]
+        self.second_factors = services.second_factors
+        self.audit = services.audit
+        self.templates = services.templates
+        self.static_files = services.static_files
         self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
-        self.scheduler = scheduler
-        #: (stack, site) -> hours after which the last backup is highlighted; None: 48 h for all.
-        #: The scheduler replaces it with a per-schedule rule.
-        self.stale_backup_hours = None
-        #: (agent /stacks payload, now) -> overdue-backup alerts for the dashboard; None: none.
-        #: The scheduler pages set it.
-        self.overdue_alerts = None
+        #: The BackupScheduler; only the serving process starts it.
+        self.scheduler = services.scheduler
+        #: How old a site's last backup may be (per schedule; 48 h without one), overdue alerts.
+        self.backup_age = services.backup_age
 
     # -- request facts ------------------------------------------------------------------
 
     def now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        return self.services.now()
 
     @staticmethod
     def client_address() -> str:
@@ -386,8 +367,14 @@ class DashboardBottle(bottle.Bottle):
         return self._secured(environ, start_response)
 
 
-def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> bottle.Bottle:
-    """Build the dashboard WSGI app; ``app.ctx`` is its :class:`DashboardContext`."""
+def make_app(
+    config: dict, *, agent_client=None, clock=None, scheduler=None, services: DashboardServices | None = None
+) -> bottle.Bottle:
+    """Build the dashboard WSGI app over ``services`` (built from ``config`` when not given).
+
+    ``app.ctx`` is its :class:`DashboardContext`.  The scheduler is not started here: only
+    the serving process runs it (``__main__``); the pages still use its store.
+    """
     from fmappliance.dashboard import (
         pages_account,
         pages_audit,
@@ -399,10 +386,9 @@ def make_app(config: dict, *, agent_client=None, clock=None, scheduler=None) -> 
         pages_stacks,
     )
 
-    ctx = DashboardContext(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
-    if ctx.scheduler is None:
-        # Not started here: only the serving process runs it (__main__); pages still need its store.
-        ctx.scheduler = pages_scheduler.build_scheduler(config, ctx.agent, clock=ctx.now)
+    if services is None:
+        services = build_services(config, agent_client=agent_client, clock=clock, scheduler=scheduler)
+    ctx = DashboardContext(services)
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
     app.add_hook("before_request", _authorize_hook(ctx, app))

@@ -12,11 +12,12 @@ row with a ``count``, so an attack cannot grow the table without bound.  Rows ol
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import re
 import time
+
+from fmappliance.names import format_timestamp
 
 audit_log = logging.getLogger("fmappliance.audit")
 
@@ -33,10 +34,6 @@ def escape_control(value) -> str:
     return _CONTROL.sub(
         lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
     )
-
-
-def utc_iso(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class AuditLog:
@@ -63,11 +60,13 @@ class AuditLog:
         now = self.clock()
         self._pruned_at = now
         with self.db.transaction() as conn:
-            return conn.execute("DELETE FROM audit WHERE time < ?", (utc_iso(now - self.keep_days * 86400),)).rowcount
+            return conn.execute(
+                "DELETE FROM audit WHERE time < ?", (format_timestamp(now - self.keep_days * 86400),)
+            ).rowcount
 
     def record_repeat(self, *, user, address, action, target="", result) -> dict:
         """Like :meth:`record`, but a repeat within the window only counts up the earlier row."""
-        since = utc_iso(self.clock() - REPEAT_WINDOW_SECONDS)
+        since = format_timestamp(self.clock() - REPEAT_WINDOW_SECONDS)
         key = tuple(escape_control(v) for v in (user, address, action, target, result))
         with self.db.transaction() as conn:
             found = conn.execute(
@@ -77,10 +76,11 @@ class AuditLog:
             ).fetchone()
             if found:
                 conn.execute(
-                    "UPDATE audit SET count = count + 1, time = ? WHERE id = ?", (utc_iso(self.clock()), found[0])
+                    "UPDATE audit SET count = count + 1, time = ? WHERE id = ?",
+                    (format_timestamp(self.clock()), found[0]),
                 )
         if found:
-            row = dict(zip(FIELDS, (utc_iso(self.clock()),) + key + ("", found[1] + 1)))
+            row = dict(zip(FIELDS, (format_timestamp(self.clock()),) + key + ("", found[1] + 1)))
             audit_log.info(json.dumps(row, ensure_ascii=True, sort_keys=True))
             return row
         return self.record(user=user, address=address, action=action, target=target, result=result)
@@ -90,7 +90,7 @@ class AuditLog:
         if self.clock() - self._pruned_at > PRUNE_EVERY_SECONDS:
             self.prune()
         row = {
-            "time": utc_iso(self.clock()),
+            "time": format_timestamp(self.clock()),
             "user": escape_control(user),
             "address": escape_control(address),
             "action": escape_control(action),

@@ -18,10 +18,11 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Notifier:
             "subject": subject,
             "details": dict(details),
             "host": self.hostname,
-            "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "time": format_timestamp(),
         }
         if self.webhook_url:
             results["webhook"] = self._guard("webhook", event, self._send_webhook, payload)

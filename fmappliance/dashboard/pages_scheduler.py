@@ -1,125 +1,27 @@
-"""The schedules page (``/scheduler`` and its add/remove/enable/disable POSTs), the
-engine built over the agent client, and the schedule-aware backup-age rules of the dashboard.
+"""The schedules page: ``/scheduler`` and its add/remove/enable/disable POSTs.
 
 Pages only change definitions through the engine's own :class:`ScheduleStore`; the engine
-notices the store's ``generation`` at its next tick, so no explicit reload is needed.
+notices the store's ``generation`` at its next tick, so no explicit reload is needed.  The
+engine itself is built with the other services (services.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.parse
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import bottle
 
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.dashboard.scheduler import overdue_sites, scheduler_from_config
-from fmappliance.dashboard.schedules import EVERY_SITE, INTERVALS, WEEKDAYS, ScheduleError, from_iso, validate_schedule
-from fmappliance.dashboard.views import STALE_BACKUP_HOURS
+from fmappliance.dashboard.schedule_calendar import WEEKDAYS
+from fmappliance.dashboard.schedules import EVERY_SITE, FIELDS, ScheduleError, validate_schedule
+from fmappliance.names import parse_timestamp
 
-FIELDS = ("stack", "site", "frequency", "time", "day_of_week", "day_of_month", "timezone")
 SCHEDULE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DAY_NAMES = dict(zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")))
 MAX_JSON_BODY = 64 * 1024
-# Overdue alerts are re-computed at most this often for the same agent answer.
-ALERT_CACHE_SECONDS = 15
-
-
-# --------------------------------------------------------------------------------------
-# The engine over the agent client
-# --------------------------------------------------------------------------------------
-
-
-def build_scheduler(config: dict, agent, *, clock=None):
-    """The :class:`BackupScheduler` of this dashboard, talking to ``agent`` (an AgentClient).
-
-    Not started: the serving process calls ``start()`` (and ``stop()`` at exit).
-    """
-
-    def submit_backup(stack: str, site: str) -> dict:
-        return agent.action("backup_site", stack, site)
-
-    def list_sites(stack: str) -> list:
-        try:
-            payload = agent.request("GET", f"/stacks/{urllib.parse.quote(stack, safe='')}/sites")[1]
-        except AgentError as exc:
-            if exc.status == 404:  # the agent no longer knows the stack
-                raise KeyError(stack) from None
-            raise
-        sites = payload.get("sites")
-        if not isinstance(sites, list):
-            raise AgentError(f"Agent at {agent.where} sent an unexpected list of sites for {stack}")
-        return [str(s) for s in sites]
-
-    def get_job(job_id: str) -> dict:
-        return agent.job(job_id)
-
-    return scheduler_from_config(config, submit_backup, list_sites=list_sites, get_job=get_job, clock=clock)
-
-
-# --------------------------------------------------------------------------------------
-# Backup-age rules for the dashboard
-# --------------------------------------------------------------------------------------
-
-
-class ScheduleRules:
-    """Per-site answers from the schedules, cached until a definition changes."""
-
-    def __init__(self, store):
-        self.store = store
-        self._cached = (None, [], {})  # (generation, schedules, {(stack, site): hours})
-        self._alerts = (None, None, [])  # (key, payload, alerts)
-
-    def _current(self):
-        generation, schedules, limits = self._cached
-        if generation != self.store.generation:
-            generation = self.store.generation  # read first: a change meanwhile recomputes next time
-            schedules = [s for s in self.store.list() if s["enabled"] and not s["invalid"]]
-            limits = {}
-            for schedule in schedules:
-                hours = 2 * INTERVALS[schedule["frequency"]].total_seconds() / 3600
-                key = (schedule["stack"], schedule["site"])
-                limits[key] = min(hours, limits.get(key, hours))
-            self._cached = (generation, schedules, limits)
-        return schedules, limits
-
-    def stale_hours(self, stack: str, site: str) -> float:
-        """Twice the shortest interval of the site's schedules; 48 h for an unscheduled site."""
-        _, limits = self._current()
-        found = [limits[k] for k in ((stack, site), (stack, EVERY_SITE)) if k in limits]
-        return min(found) if found else STALE_BACKUP_HOURS
-
-    def overdue(self, payload, now: datetime) -> list[dict]:
-        """Scheduled sites whose last good (verified) backup is older than twice the interval."""
-        schedules, _ = self._current()
-        if not schedules or not isinstance(payload, dict):
-            return []
-        key = (id(payload), self.store.generation, int(now.timestamp() // ALERT_CACHE_SECONDS))
-        cached_key, cached_payload, alerts = self._alerts
-        if cached_key == key and cached_payload is payload:
-            return alerts
-        last_backups = {}
-        stacks = payload.get("stacks") if isinstance(payload.get("stacks"), list) else []
-        for stack in stacks:
-            if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
-                continue
-            backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
-            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
-            for site in [s for s in sites if isinstance(s, str)]:
-                last = backups.get(site)
-                good = isinstance(last, dict) and last.get("verified") is True
-                last_backups[(stack["name"], site)] = views.parse_time(last.get("created")) if good else None
-        # Only sites the agent lists right now: while it cannot see a stack's sites (docker
-        # down) "no backup yet" would be wrong, and a vanished site shows as a broken schedule.
-        alerts = [a for a in overdue_sites(schedules, last_backups, now) if (a["stack"], a["site"]) in last_backups]
-        for alert in alerts:
-            alert["href"] = f"/backups/{views.url_part(alert['stack'])}/{views.url_part(alert['site'])}"
-        self._alerts = (key, payload, alerts)
-        return alerts
 
 
 # --------------------------------------------------------------------------------------
@@ -152,7 +54,7 @@ def _zone(name: str):
 
 def _in_zone(moment, zone) -> str:
     if isinstance(moment, str):
-        moment = from_iso(moment) if moment.endswith("Z") else datetime.fromisoformat(moment)
+        moment = parse_timestamp(moment)
     if moment is None:
         return ""
     return moment.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z")
@@ -218,9 +120,6 @@ def public_schedule(item: dict) -> dict:
 def register(app: bottle.Bottle, ctx) -> None:
     scheduler = ctx.scheduler
     store = scheduler.store
-    rules = ScheduleRules(store)
-    ctx.stale_backup_hours = rules.stale_hours
-    ctx.overdue_alerts = rules.overdue
 
     def known_stacks():
         """{stack: sites or None (unknown)} from the agent, or None when it cannot be asked."""

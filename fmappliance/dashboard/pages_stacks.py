@@ -8,8 +8,9 @@ from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.names import is_valid_site_name, is_valid_stack_name
 
-STACK_ACTIONS = {"restart": "restart_stack", "update": "update_stack"}
-SITE_ACTIONS = {"restart": "restart_site", "migrate": "migrate_site", "backup": "backup_site"}
+#: The button verb in a form's URL -> the agent action it asks for.
+STACK_VERBS = {"restart": "restart_stack", "update": "update_stack"}
+SITE_VERBS = {"restart": "restart_site", "migrate": "migrate_site", "backup": "backup_site"}
 # The rendered stack list is shared by all sessions; each page gets its own token swapped in.
 CSRF_PLACEHOLDER = "@@CSRF-TOKEN@@"
 BODY_MARKER = "@@STACKS@@"
@@ -61,12 +62,14 @@ def register(app: bottle.Bottle, ctx) -> None:
         # Re-render only when the agent data changed or the ages moved on, and keep the
         # result encoded: with 30 stacks x 5 sites this is most of the page, and the
         # benchmark goal (500 req/s) leaves no room for re-rendering it per request.
+        # Per role: the buttons differ.  A schedule change moves the age limits, so the
+        # schedules' generation is part of the key.
         role = ctx.role()
-        key = (id(payload), int(now.timestamp() // RENDER_CACHE_SECONDS), failed)
+        key = (id(payload), int(now.timestamp() // RENDER_CACHE_SECONDS), failed, ctx.scheduler.store.generation)
         cached_key, cached_payload, cached_pieces = render_cache.get(role, (None, None, []))
         if cached_key == key and cached_payload is payload:
             return cached_pieces
-        stacks = views.shape_stacks(payload, now, ctx.stale_backup_hours)
+        stacks = views.shape_stacks(payload, now, ctx.backup_age.stale_hours)
         html = ctx.render(
             "stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard"
         )
@@ -88,7 +91,10 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.json_response(payload)
         now = ctx.now()
         block = ctx.session().csrf_token.encode().join(stacks_html(payload, payload is None, now))
-        alerts = ctx.overdue_alerts(payload, now) if ctx.overdue_alerts and payload is not None else []
+        alerts = [
+            {**alert, "href": f"/backups/{views.url_part(alert['stack'])}/{views.url_part(alert['site'])}"}
+            for alert in (ctx.backup_age.overdue(payload, now) if payload is not None else [])
+        ]
         bottle.response.set_header("Cache-Control", "no-store")
         page = ctx.page(
             "dashboard",
@@ -127,7 +133,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             name,
             banner=banner,
             name=name,
-            stack=views.shape_stack(stack, now, ctx.stale_backup_hours) if isinstance(stack, dict) else None,
+            stack=views.shape_stack(stack, now, ctx.backup_age.stale_hours) if isinstance(stack, dict) else None,
             jobs=[views.shape_job(j, now) for j in jobs if isinstance(j, dict)],
             return_to="/stack/" + views.url_part(name),
         )
@@ -142,7 +148,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     def stack_action(name, verb):
         if not is_valid_stack_name(name):
             return ctx.fail(400, "That is not a valid stack name.")
-        return run_action(ctx, STACK_ACTIONS[verb], name, None, form_return_to("/dashboard"))
+        return run_action(ctx, STACK_VERBS[verb], name, None, form_return_to("/dashboard"))
 
     @app.post("/site/<stack>/<site>/<verb:re:restart|migrate|backup>")
     @ctx.protected_post
@@ -151,4 +157,4 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.fail(400, "That is not a valid stack name.")
         if not is_valid_site_name(site):
             return ctx.fail(400, "That is not a valid site name.")
-        return run_action(ctx, SITE_ACTIONS[verb], stack, site, form_return_to("/dashboard"))
+        return run_action(ctx, SITE_VERBS[verb], stack, site, form_return_to("/dashboard"))

@@ -2,8 +2,8 @@
 
 Why the ``schedule`` library is only the metronome here: its ``.at()`` needs pytz for time
 zones (not a dependency we take) and it has no monthly jobs, and it forgets missed runs.
-So the calendar arithmetic lives in :func:`schedules.next_runs` (zoneinfo, DST-correct),
-the "what was already handled" state lives in SQLite (:class:`schedules.ScheduleStore`), and
+So the calendar arithmetic lives in :func:`schedule_calendar.next_runs` (zoneinfo, DST-correct),
+the "what was already handled" state lives in SQLite (:class:`schedule_store.ScheduleStore`), and
 our own ``schedule.Scheduler()`` runs three small periodic jobs: the due check every
 ``tick_seconds`` (1 s; it also reloads when the shared store's definitions changed), a full
 reload every minute (a safety net for changes made through another store instance) and,
@@ -14,32 +14,26 @@ start-up catch-up shares, and an idle tick is only a comparison of a few datetim
 
 A due run never blocks the loop: the loop persists the due time as handled (so a
 restart never runs it twice: at most once, by design) with a ``pending`` run row, and a
-small worker pool asks the agent for the stack's sites and posts ``backup_site``. The
-agent de-duplicates an identical queued/running job, so a schedule colliding with a
-manual backup gives one backup.
+small worker pool asks the agent for the stack's sites and posts ``backup_site``
+(handoff.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
 
 import schedule as schedule_lib
 
+from fmappliance.dashboard.backup_age import age_text, plural
+from fmappliance.dashboard.handoff import BackupHandoff, target_text
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
-from fmappliance.dashboard.schedules import (
-    EVERY_SITE,
-    INTERVALS,
-    ScheduleStore,
-    from_iso,
-    next_runs,
-    runs_between,
-    server_timezone,
-    to_iso,
-)
+from fmappliance.dashboard.schedule_calendar import next_runs, runs_between, server_timezone
+from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +46,6 @@ JOB_POLL_WINDOW = timedelta(days=2)
 
 def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _age(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return _plural(int(hours), "hour") if hours < 48 else _plural(int(hours // 24), "day")
 
 
 class BackupScheduler:
@@ -89,12 +74,19 @@ class BackupScheduler:
         job_poll_seconds: int = 30,
     ):
         self.store = store
-        self._submit_backup = submit_backup
-        self._list_sites = list_sites
         self._get_job = get_job
         self._notifier = notifier
         self.catchup = timedelta(hours=catchup_hours)
         self._clock = clock or _utc_now
+        self._handoff = BackupHandoff(
+            store,
+            submit_backup,
+            list_sites,
+            get_job,
+            notify=self._notify,
+            clock=self._clock,
+            on_broken=self._mark_broken,
+        )
         self._tick = tick_seconds
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -273,10 +265,10 @@ class BackupScheduler:
             why = (
                 "only the most recent missed run is made up"
                 if run
-                else f"runs more than {_age(self.catchup)} late are not made up (scheduler.catchup_hours)"
+                else f"runs more than {age_text(self.catchup)} late are not made up (scheduler.catchup_hours)"
             )
             message = (
-                f"{_plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
+                f"{plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
                 f"was not running; {why}."
             )
             self.store.record_run(
@@ -292,12 +284,12 @@ class BackupScheduler:
             )
             self._notify(
                 "backup_missed",
-                f"Scheduled backup of {self._target(schedule)} missed",
+                f"Scheduled backup of {target_text(schedule)} missed",
                 {
                     "schedule_id": schedule["id"],
                     "stack": schedule["stack"],
                     "site": schedule["site"],
-                    "due": to_iso(last),
+                    "due": format_timestamp(last),
                     "missed": len(missed),
                 },
                 message,
@@ -323,80 +315,13 @@ class BackupScheduler:
             log.info(
                 "Schedule %s due at %s: backing up %s%s.",
                 schedule["id"],
-                to_iso(latest),
-                self._target(schedule),
+                format_timestamp(latest),
+                target_text(schedule),
                 " (catch-up)" if catch_up else "",
             )
-            self._spawn(self._hand_off, schedule, run_id, catch_up)
+            self._spawn(self._handoff.hand_off, schedule, run_id, catch_up)
 
     # ---- hand-off (worker threads) ----------------------------------------------------
-
-    def _hand_off(self, schedule: Mapping, run_id: int, catch_up: bool) -> None:
-        stack, site = schedule["stack"], schedule["site"]
-        try:
-            sites = list(self._list_sites(stack))
-        except LookupError:
-            return self._broken(
-                schedule, run_id, f"Stack {stack!r} no longer exists; remove this schedule or restore the stack."
-            )
-        except Exception as exc:
-            message = f"Could not ask the agent for the sites of {stack!r}: {exc}"
-            self.store.replace_run(run_id, [{"result": "failed", "message": message}])
-            self._notify(
-                "backup_failed",
-                f"Scheduled backup of {self._target(schedule)} failed",
-                {"schedule_id": schedule["id"], "stack": stack, "site": site},
-                message,
-            )
-            return None
-        if site != EVERY_SITE and site not in sites:
-            return self._broken(
-                schedule,
-                run_id,
-                f"Site {site!r} is no longer on stack {stack!r}; remove this schedule or restore the site.",
-            )
-        if schedule.get("broken_reason"):
-            self.store.set_broken(schedule["id"], None)
-            schedule["broken_reason"] = None
-        targets = sites if site == EVERY_SITE else [site]
-        if not targets:
-            self.store.replace_run(run_id, [{"result": "skipped", "message": f"Stack {stack!r} has no sites yet."}])
-            return None
-        rows = []
-        for target in targets:
-            started = self._clock()
-            try:
-                answer = self._submit_backup(stack, target)
-                job = answer.get("job") if isinstance(answer, dict) and isinstance(answer.get("job"), dict) else answer
-                job_id = str(job.get("id")) if isinstance(job, dict) and job.get("id") else None
-                duplicate = isinstance(answer, dict) and (answer.get("duplicate") or (job or {}).get("duplicate"))
-                message = (
-                    f"Joined the backup already queued or running (job {job_id})."
-                    if duplicate
-                    else f"Handed to the agent as job {job_id}."
-                )
-                rows.append(
-                    {
-                        "site": target,
-                        "started": started,
-                        "job_id": job_id,
-                        "result": "submitted",
-                        "message": ("Catch-up. " if catch_up else "") + message,
-                        "job_status": (job or {}).get("status") if isinstance(job, dict) else None,
-                    }
-                )
-            except Exception as exc:
-                message = f"The agent did not accept the backup of {target} on {stack}: {exc}"
-                log.warning("Schedule %s: %s", schedule["id"], message)
-                rows.append({"site": target, "started": started, "result": "failed", "message": message})
-                self._notify(
-                    "backup_failed",
-                    f"Scheduled backup of {target} on {stack} failed",
-                    {"schedule_id": schedule["id"], "stack": stack, "site": target},
-                    message,
-                )
-        self.store.replace_run(run_id, rows)
-        return None
 
     def check_health(self) -> None:
         """Mark schedules whose stack or site is gone as broken (and clear the mark when it is
@@ -404,47 +329,7 @@ class BackupScheduler:
         with self._lock:
             schedules = [e["schedule"] for e in self._plan.values() if not e["schedule"]["invalid"]]
         if schedules:
-            self._spawn(self._check_health, schedules)
-
-    def _check_health(self, schedules: list) -> None:
-        sites_of: dict[str, list | None] = {}
-        for schedule in schedules:
-            stack, site = schedule["stack"], schedule["site"]
-            if stack not in sites_of:
-                try:
-                    sites_of[stack] = list(self._list_sites(stack))
-                except LookupError:
-                    sites_of[stack] = None
-                except Exception as exc:  # agent unreachable: no verdict this time
-                    log.info("Could not check the sites of %s: %s", stack, exc)
-                    return
-            sites = sites_of[stack]
-            if sites is None:
-                reason = f"Stack {stack!r} no longer exists; remove this schedule or restore the stack."
-            elif site != EVERY_SITE and site not in sites:
-                reason = f"Site {site!r} is no longer on stack {stack!r}; remove this schedule or restore the site."
-            else:
-                reason = None
-            if reason != schedule.get("broken_reason"):
-                if reason:
-                    log.warning("Schedule %s is broken: %s", schedule["id"], reason)
-                self.store.set_broken(schedule["id"], reason)
-                schedule["broken_reason"] = reason
-
-    def _broken(self, schedule: Mapping, run_id: int, reason: str) -> None:
-        log.warning("Schedule %s is broken: %s", schedule["id"], reason)
-        self.store.set_broken(schedule["id"], reason)
-        with self._lock:
-            entry = self._plan.get(schedule["id"])
-            if entry is not None:
-                entry["schedule"]["broken_reason"] = reason
-        self.store.replace_run(run_id, [{"result": "skipped", "message": reason}])
-        self._notify(
-            "backup_failed",
-            f"Scheduled backup of {self._target(schedule)} cannot run",
-            {"schedule_id": schedule["id"], "stack": schedule["stack"], "site": schedule["site"]},
-            reason,
-        )
+            self._spawn(self._handoff.check_sites, schedules)
 
     # ---- job outcomes -----------------------------------------------------------------
 
@@ -452,36 +337,20 @@ class BackupScheduler:
         """Ask the agent how submitted jobs ended (in a worker, never in the loop)."""
         job_ids = self.store.unfinished_jobs(self._clock() - JOB_POLL_WINDOW)
         if job_ids and self._get_job is not None:
-            self._spawn(self._poll, job_ids)
-
-    def _poll(self, job_ids: Iterable[str]) -> None:
-        for job_id in job_ids:
-            try:
-                job = self._get_job(job_id)
-            except Exception as exc:
-                log.info("Could not fetch job %s from the agent: %s", job_id, exc)
-                continue
-            if isinstance(job, dict) and job.get("status"):
-                self.note_job(job)
+            self._spawn(self._handoff.poll, job_ids)
 
     def note_job(self, job: Mapping) -> None:
         """Record an agent job's status on its run rows; notify ``backup_failed`` when it failed.
 
         The pages may call this too when they show a job (notification sent once).
         """
-        for run in self.store.update_run_result(str(job["id"]), job["status"]):
-            if job["status"] == "failed":
-                self._notify(
-                    "backup_failed",
-                    f"Scheduled backup of {run['site']} on {run['stack']} failed",
-                    {
-                        "schedule_id": run["schedule_id"],
-                        "stack": run["stack"],
-                        "site": run["site"],
-                        "job_id": job["id"],
-                    },
-                    job.get("message") or "The backup job failed.",
-                )
+        self._handoff.note_job(job)
+
+    def _mark_broken(self, schedule_id: str, reason: str) -> None:
+        with self._lock:
+            entry = self._plan.get(schedule_id)
+            if entry is not None:
+                entry["schedule"]["broken_reason"] = reason
 
     # ---- UI ---------------------------------------------------------------------------
 
@@ -519,11 +388,6 @@ class BackupScheduler:
 
     # ---- helpers ----------------------------------------------------------------------
 
-    @staticmethod
-    def _target(schedule: Mapping) -> str:
-        site = "every site" if schedule["site"] == EVERY_SITE else schedule["site"]
-        return f"{site} on {schedule['stack']}"
-
     def _notify(self, event: str, subject: str, details: Mapping, message: str) -> None:
         if self._notifier is None:
             return
@@ -559,60 +423,3 @@ def scheduler_from_config(
         clock=clock,
         catchup_hours=config["scheduler"]["catchup_hours"],
     )
-
-
-def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: datetime) -> list[dict]:
-    """Sites whose last good backup is older than twice their schedule's interval.
-
-    ``last_backups`` maps ``(stack, site)`` to the created time (aware datetime or ISO
-    string) of the newest verified backup, or None. An every-site schedule covers the
-    sites of its stack found in ``last_backups``. A site with several schedules is judged
-    by the most frequent; disabled and invalid schedules don't count. A site never
-    backed up is overdue once its schedule is older than the limit (or of unknown age).
-    """
-    limits: dict[tuple, tuple] = {}
-    for schedule in schedules:
-        if not schedule.get("enabled", True) or schedule.get("invalid"):
-            continue
-        limit = 2 * INTERVALS[schedule["frequency"]]
-        if schedule["site"] == EVERY_SITE:
-            keys = [k for k in last_backups if k[0] == schedule["stack"]]
-        else:
-            keys = [(schedule["stack"], schedule["site"])]
-        for key in keys:
-            if key not in limits or limit < limits[key][0]:
-                limits[key] = (limit, schedule)
-    out = []
-    for (stack, site), (limit, schedule) in sorted(limits.items()):
-        created = last_backups.get((stack, site))
-        if isinstance(created, str):
-            created = from_iso(created)
-        every = {"daily": "every day", "weekly": "every week", "monthly": "every month"}[schedule["frequency"]]
-        if created is None:
-            since = (
-                from_iso(schedule.get("created_at"))
-                if isinstance(schedule.get("created_at"), str)
-                else schedule.get("created_at")
-            )
-            if since is not None and now - since <= limit:
-                continue
-            message = f"No good backup of {site} on {stack} yet, although its {schedule['frequency']} schedule expects one {every}."
-        elif now - created > limit:
-            message = (
-                f"The last good backup of {site} on {stack} is {_age(now - created)} old; "
-                f"its {schedule['frequency']} schedule expects one {every}."
-            )
-        else:
-            continue
-        out.append(
-            {
-                "stack": stack,
-                "site": site,
-                "schedule_id": schedule["id"],
-                "frequency": schedule["frequency"],
-                "last_backup": to_iso(created),
-                "limit_hours": int(limit.total_seconds() // 3600),
-                "message": message,
-            }
-        )
-    return out

@@ -8,11 +8,12 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 
+from fmappliance.dashboard.backup_age import STALE_BACKUP_HOURS
+from fmappliance.names import format_timestamp, parse_timestamp
+
 STATUS_BADGES = {"running": "badge-ok", "partial": "badge-warn", "stopped": "badge-bad", "unknown": "badge-unknown"}
 JOB_BADGES = {"queued": "badge-unknown", "running": "badge-warn", "succeeded": "badge-ok", "failed": "badge-bad"}
 FINAL_JOB_STATES = ("succeeded", "failed")
-#: A site's last good backup is highlighted when older than this (the scheduler refines it per schedule).
-STALE_BACKUP_HOURS = 48
 
 
 def url_part(value) -> str:
@@ -20,20 +21,9 @@ def url_part(value) -> str:
     return urllib.parse.quote(str(value), safe="")
 
 
-def parse_time(value) -> dt.datetime | None:
-    """An agent timestamp ("2026-11-25T21:44:40Z") as an aware datetime, or None."""
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
-
-
 def human_age(value, now: dt.datetime) -> str:
     """ "3 h ago", "2 d ago", "just now"; "never" for no time."""
-    when = parse_time(value) if not isinstance(value, dt.datetime) else value
+    when = parse_timestamp(value) if not isinstance(value, dt.datetime) else value
     if when is None:
         return "never"
     seconds = (now - when).total_seconds()
@@ -59,7 +49,7 @@ def human_size(size) -> str:
 
 
 def human_duration(start, end) -> str:
-    a, b = parse_time(start), parse_time(end)
+    a, b = parse_timestamp(start), parse_timestamp(end)
     if not a or not b:
         return ""
     seconds = int((b - a).total_seconds())
@@ -72,7 +62,7 @@ def human_duration(start, end) -> str:
 
 def local_time(value) -> str:
     """A UTC timestamp shown in the server's time zone."""
-    when = parse_time(value)
+    when = parse_timestamp(value)
     if when is None:
         return ""
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -81,7 +71,7 @@ def local_time(value) -> str:
 def backup_age_class(last_backup, now: dt.datetime, stale_hours: float = STALE_BACKUP_HOURS) -> str:
     if not last_backup:
         return "age-none"
-    created = parse_time(last_backup.get("created"))
+    created = parse_timestamp(last_backup.get("created"))
     if created is None or (now - created).total_seconds() > stale_hours * 3600:
         return "age-stale"
     return "age-ok"
@@ -101,7 +91,7 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
     """One stack as the dashboard and stack page show it.
 
     ``stale_hours(stack, site)`` gives the age at which a site's last backup is highlighted
-    (default STALE_BACKUP_HOURS; the scheduler knows better per schedule).
+    (default STALE_BACKUP_HOURS; backup_age.py knows better per schedule).
     """
     status = stack.get("status") if stack.get("status") in STATUS_BADGES else "unknown"
     last_backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
@@ -212,7 +202,7 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
 
 def size_chart(backups: list, width: int = 600, height: int = 120, pad: int = 4) -> dict | None:
     """Points of an inline SVG polyline: backup size over time (oldest left)."""
-    series = [(parse_time(b.get("created")), b.get("size")) for b in backups]
+    series = [(parse_timestamp(b.get("created")), b.get("size")) for b in backups]
     series = sorted((t, s) for t, s in series if t is not None and isinstance(s, (int, float)))
     if len(series) < 2:
         return None
@@ -229,6 +219,6 @@ def size_chart(backups: list, width: int = 600, height: int = 120, pad: int = 4)
         "height": height,
         "points": " ".join(points),
         "max_label": human_size(smax),
-        "first_label": local_time(series[0][0].strftime("%Y-%m-%dT%H:%M:%SZ"))[:10],
-        "last_label": local_time(series[-1][0].strftime("%Y-%m-%dT%H:%M:%SZ"))[:10],
+        "first_label": local_time(format_timestamp(series[0][0]))[:10],
+        "last_label": local_time(format_timestamp(series[-1][0]))[:10],
     }

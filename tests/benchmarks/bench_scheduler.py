@@ -24,8 +24,8 @@ from pathlib import Path
 
 from measure import verdict  # noqa: E402  (this script's own folder is on sys.path)
 
+from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.dashboard.scheduler import BackupScheduler
-from fmappliance.dashboard.schedules import ScheduleStore
 
 IDLE_SECONDS = 60
 IDLE_GOAL_PERCENT = 0.5

@@ -10,7 +10,7 @@ import pytest
 from support.world import COMPOSE_SITES, FM_SITE
 
 from fmappliance.dashboard.pages_scheduler import DAY_NAMES
-from fmappliance.dashboard.schedules import WEEKDAYS
+from fmappliance.dashboard.schedule_calendar import WEEKDAYS
 
 pytestmark = pytest.mark.browser
 

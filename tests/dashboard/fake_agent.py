@@ -25,6 +25,8 @@ import bottle
 import waitress
 
 TOKEN = "test-token-0123456789abcdef0123456789abcdef"
+# The agent's wire vocabulary, mirrored from fmappliance.names on purpose (so a change there is a
+# deliberate change of the double too); test_fake_agent.py proves the two agree.
 KNOWN_ACTIONS = (
     "restart_stack",
     "update_stack",

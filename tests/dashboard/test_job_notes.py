@@ -14,8 +14,9 @@ from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.notifications import Notifier
+from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.dashboard.scheduler import BackupScheduler
-from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
+from fmappliance.dashboard.schedules import validate_schedule
 
 SITE = "site2.example.com"
 BEFORE_DUE = datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc)

@@ -4,6 +4,8 @@ import re
 
 from fake_agent import make_stack
 
+from fmappliance.dashboard.schedules import validate_schedule
+
 
 def test_dashboard_shows_every_stack_with_badge_sites_and_buttons(logged_in):
     text = logged_in.get("/dashboard").text
@@ -140,8 +142,18 @@ def test_odd_agent_data_never_breaks_the_dashboard(logged_in, fake_agent):
     assert 'data-stack="half"' in response.text and 'data-stack="prod"' in response.text
 
 
-def test_stale_threshold_can_come_from_the_scheduler(app, logged_in, fake_agent, clock):
-    stack = make_stack("prod", ["site1.example.com"], now=clock.now)  # last backup 3 h old
-    fake_agent.stacks = [stack]
-    app.ctx.stale_backup_hours = lambda stack_name, site: 2
-    assert 'class="age-stale">3 h ago' in logged_in.get("/dashboard").text
+def test_the_stale_threshold_of_a_scheduled_site_is_twice_its_interval(app, logged_in, fake_agent, clock):
+    # The last backup is 53 h old: past the 48 h of an unscheduled site, within a weekly schedule's two weeks.
+    fake_agent.stacks = [make_stack("prod", ["site1.example.com"], now=clock.now - 50 * 3600)]
+    assert 'class="age-stale">2 d ago' in logged_in.get("/dashboard").text
+    fields = {
+        "stack": "prod",
+        "site": "site1.example.com",
+        "frequency": "weekly",
+        "time": "02:00",
+        "day_of_week": "sun",
+    }
+    clean, errors = validate_schedule(fields, known_stacks=None, default_tz="UTC")
+    assert errors == {}
+    app.ctx.scheduler.store.add(clean, "admin")
+    assert 'class="age-ok">2 d ago' in logged_in.get("/dashboard").text

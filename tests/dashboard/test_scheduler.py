@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fmappliance.dashboard.scheduler import BackupScheduler, overdue_sites, scheduler_from_config
-from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
+from fmappliance.dashboard.backup_age import overdue_sites
+from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.dashboard.scheduler import BackupScheduler, scheduler_from_config
+from fmappliance.dashboard.schedules import validate_schedule
 
 UTC = timezone.utc
 

@@ -408,8 +408,8 @@ def test_an_unverified_backup_does_not_count_as_good(logged_in, fake_agent, cloc
 def test_backup_age_highlight_follows_each_sites_schedule(app, logged_in, fake_agent, clock):
     fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 72, "site2.example.com": 72})
     add_json(logged_in, site="site1.example.com", frequency="weekly", day_of_week="mon")
-    assert app.ctx.stale_backup_hours("prod", "site1.example.com") == 336
-    assert app.ctx.stale_backup_hours("prod", "site2.example.com") == 48
+    assert app.ctx.backup_age.stale_hours("prod", "site1.example.com") == 336
+    assert app.ctx.backup_age.stale_hours("prod", "site2.example.com") == 48
     page = logged_in.get("/dashboard").text
     assert re.search(r'data-site="site1.example.com">.*?class="age-ok">3 d ago', page, re.S)
     assert re.search(r'data-site="site2.example.com">.*?class="age-stale">3 d ago', page, re.S)

@@ -20,8 +20,9 @@ from support.polling import wait_for
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient
-from fmappliance.dashboard.pages_scheduler import build_scheduler
-from fmappliance.dashboard.schedules import ScheduleStore, validate_schedule
+from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.dashboard.schedules import validate_schedule
+from fmappliance.dashboard.services import build_scheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 

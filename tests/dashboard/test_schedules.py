@@ -7,15 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fmappliance.dashboard.schedules import (
-    ScheduleError,
-    ScheduleStore,
-    config_schedule_id,
-    next_runs,
-    runs_between,
-    server_timezone,
-    validate_schedule,
-)
+from fmappliance.dashboard.schedule_calendar import next_runs, runs_between, server_timezone
+from fmappliance.dashboard.schedule_store import ScheduleStore, config_schedule_id
+from fmappliance.dashboard.schedules import ScheduleError, validate_schedule
 
 UTC = timezone.utc
 STACKS = {"prod": ["site1.example.com", "site2.example.com"], "erp": ["erp.example.com"]}

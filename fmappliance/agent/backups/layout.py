@@ -40,10 +40,6 @@ def utc(moment: datetime | None) -> datetime:
     return moment.astimezone(timezone.utc).replace(microsecond=0)
 
 
-def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def parse_id(backup_id: str) -> datetime:
     return datetime.strptime(backup_id, ID_FORMAT).replace(tzinfo=timezone.utc)
 

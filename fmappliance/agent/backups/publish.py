@@ -27,8 +27,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from fmappliance.agent.backups.errors import BackupError
-from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size, iso
+from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size
 from fmappliance.agent.backups.verify import CheckFailed, checker_for
+from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def publish_into(dir_fd: int, stack: str, site: str, moment: datetime, sources_o
             "id": backup_id,
             "stack": stack,
             "site": site,
-            "created": iso(moment),
+            "created": format_timestamp(moment),
             "verified": True,
             "verification": "; ".join(verification),
             "files": files,

@@ -1,0 +1,148 @@
+"""How old a site's last good backup may be before the dashboard says so.
+
+One rule, in one place: a scheduled site is overdue when its last verified backup is older
+than twice the interval of its most frequent schedule; a site without a schedule is
+highlighted after 48 hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from fmappliance.dashboard.schedule_calendar import INTERVALS
+from fmappliance.dashboard.schedules import EVERY_SITE
+from fmappliance.names import format_timestamp, parse_timestamp
+
+#: A site without a schedule is highlighted when its last good backup is older than this.
+STALE_BACKUP_HOURS = 48
+#: Overdue alerts are re-computed at most this often for the same agent answer.
+ALERT_CACHE_SECONDS = 15
+
+
+def overdue_after(frequency: str) -> timedelta:
+    """The age at which a backup of a site on this schedule frequency is overdue: twice the interval."""
+    return 2 * INTERVALS[frequency]
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def age_text(delta: timedelta) -> str:
+    """ "5 hours", "3 days": hours below two days, days from then on."""
+    hours = delta.total_seconds() / 3600
+    return plural(int(hours), "hour") if hours < 48 else plural(int(hours // 24), "day")
+
+
+def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: datetime) -> list[dict]:
+    """Sites whose last good backup is older than twice their schedule's interval.
+
+    ``last_backups`` maps ``(stack, site)`` to the created time (aware datetime or ISO
+    string) of the newest verified backup, or None. An every-site schedule covers the
+    sites of its stack found in ``last_backups``. A site with several schedules is judged
+    by the most frequent; disabled and invalid schedules don't count. A site never
+    backed up is overdue once its schedule is older than the limit (or of unknown age).
+    """
+    limits: dict[tuple, tuple] = {}
+    for schedule in schedules:
+        if not schedule.get("enabled", True) or schedule.get("invalid"):
+            continue
+        limit = overdue_after(schedule["frequency"])
+        if schedule["site"] == EVERY_SITE:
+            keys = [k for k in last_backups if k[0] == schedule["stack"]]
+        else:
+            keys = [(schedule["stack"], schedule["site"])]
+        for key in keys:
+            if key not in limits or limit < limits[key][0]:
+                limits[key] = (limit, schedule)
+    out = []
+    for (stack, site), (limit, schedule) in sorted(limits.items()):
+        created = last_backups.get((stack, site))
+        if isinstance(created, str):
+            created = parse_timestamp(created)
+        every = {"daily": "every day", "weekly": "every week", "monthly": "every month"}[schedule["frequency"]]
+        if created is None:
+            since = schedule.get("created_at")
+            since = parse_timestamp(since) if isinstance(since, str) else since
+            if since is not None and now - since <= limit:
+                continue
+            message = f"No good backup of {site} on {stack} yet, although its {schedule['frequency']} schedule expects one {every}."
+        elif now - created > limit:
+            message = (
+                f"The last good backup of {site} on {stack} is {age_text(now - created)} old; "
+                f"its {schedule['frequency']} schedule expects one {every}."
+            )
+        else:
+            continue
+        out.append(
+            {
+                "stack": stack,
+                "site": site,
+                "schedule_id": schedule["id"],
+                "frequency": schedule["frequency"],
+                "last_backup": format_timestamp(created) if created is not None else None,
+                "limit_hours": int(limit.total_seconds() // 3600),
+                "message": message,
+            }
+        )
+    return out
+
+
+class BackupAgeRules:
+    """Per-site answers from the stored schedules, cached until a definition changes.
+
+    ``stale_hours(stack, site)`` for the age highlight of each site, ``overdue(payload, now)``
+    for the dashboard's alerts.  ``store`` is the scheduler's ScheduleStore (its ``generation``
+    moves on every definition change).
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self._cached: tuple = (None, [], {})  # (generation, schedules, {(stack, site): hours})
+        self._alerts: tuple = (None, None, [])  # (key, payload, alerts)
+
+    def _current(self):
+        generation, schedules, limits = self._cached
+        if generation != self.store.generation:
+            generation = self.store.generation  # read first: a change meanwhile recomputes next time
+            schedules = [s for s in self.store.list() if s["enabled"] and not s["invalid"]]
+            limits = {}
+            for schedule in schedules:
+                hours = overdue_after(schedule["frequency"]).total_seconds() / 3600
+                key = (schedule["stack"], schedule["site"])
+                limits[key] = min(hours, limits.get(key, hours))
+            self._cached = (generation, schedules, limits)
+        return schedules, limits
+
+    def stale_hours(self, stack: str, site: str) -> float:
+        """Twice the shortest interval of the site's schedules; 48 h for an unscheduled site."""
+        _, limits = self._current()
+        found = [limits[k] for k in ((stack, site), (stack, EVERY_SITE)) if k in limits]
+        return min(found) if found else STALE_BACKUP_HOURS
+
+    def overdue(self, payload, now: datetime) -> list[dict]:
+        """Scheduled sites whose last good (verified) backup is older than twice the interval."""
+        schedules, _ = self._current()
+        if not schedules or not isinstance(payload, dict):
+            return []
+        key = (id(payload), self.store.generation, int(now.timestamp() // ALERT_CACHE_SECONDS))
+        cached_key, cached_payload, alerts = self._alerts
+        if cached_key == key and cached_payload is payload:
+            return alerts
+        last_backups = {}
+        stacks = payload.get("stacks") if isinstance(payload.get("stacks"), list) else []
+        for stack in stacks:
+            if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
+                continue
+            backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
+            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
+            for site in [s for s in sites if isinstance(s, str)]:
+                last = backups.get(site)
+                good = isinstance(last, dict) and last.get("verified") is True
+                last_backups[(stack["name"], site)] = parse_timestamp(last.get("created")) if good else None
+        # Only sites the agent lists right now: while it cannot see a stack's sites (docker
+        # down) "no backup yet" would be wrong, and a vanished site shows as a broken schedule.
+        alerts = [a for a in overdue_sites(schedules, last_backups, now) if (a["stack"], a["site"]) in last_backups]
+        self._alerts = (key, payload, alerts)
+        return alerts
