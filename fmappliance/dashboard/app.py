@@ -129,9 +129,14 @@ class DashboardContext:
     def can(self, method: str, path: str, **fields) -> bool:
         """Would the table let this session make that request?  (Templates show buttons by it.)"""
         session = self.session()
-        if session is None or session.stage == STAGE_ENROLL:
+        if session is None or self.enrolling(session):
             return False
         return authorize.allows(self.role(), method, path, **fields)
+
+    def enrolling(self, session) -> bool:
+        """This session may only set up its second factor (``totp: required`` and none yet)."""
+        # A session started before ``totp`` was switched away from required is not held back.
+        return session.stage == STAGE_ENROLL and self.totp_mode == "required"
 
     def needs_second_factor(self, user: str) -> bool:
         return self.totp_mode != "off" and self.second_factors.enrollment(user) is not None
@@ -158,7 +163,7 @@ class DashboardContext:
             title=title,
             body=body,
             user=session.user if session else "",
-            enrolling=bool(session and session.stage == STAGE_ENROLL),
+            enrolling=bool(session and self.enrolling(session)),
             csrf_token=session.csrf_token if session else page_token,
             banner=banner,
             notices=list(notices) + [tuple(n) for n in flashed],
@@ -244,7 +249,7 @@ class DashboardContext:
         """Apply the table of authorize.py to this request: None to go on, else the refusal."""
         request = bottle.request
         session = self.session()
-        enrolling = bool(session and session.stage == STAGE_ENROLL)
+        enrolling = bool(session and self.enrolling(session))
         decision = authorize.decide(
             request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field)
         )

@@ -357,3 +357,21 @@ def test_the_qr_code_encodes_the_key_shown_as_text(app, clock):
     secret = secret_of(page.text)
     src = html.unescape(re.search(r'<img class="qr" src="([^"]+)"', page.text).group(1))
     assert src == segno.make(provisioning_uri(secret, "admin"), error="m").svg_data_uri(scale=5, border=2)
+
+
+def test_switching_totp_away_from_required_releases_a_session_waiting_to_enroll(tmp_path, fake_agent, clock):
+    required = load_config(
+        write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "credentials": USERS, "totp": "required"})
+    )
+    client = WSGIClient(make_app(required, clock=clock))
+    client.login("ops")
+    assert client.get("/dashboard").status == 303
+    optional = load_config(
+        write_config(
+            tmp_path,
+            name="optional.yaml",
+            dashboard={"agent_url": fake_agent.url, "credentials": USERS, "totp": "optional"},
+        )
+    )
+    client.app = make_app(optional, clock=clock)
+    assert client.get("/dashboard").status == 200
