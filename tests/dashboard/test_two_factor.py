@@ -375,3 +375,21 @@ def test_switching_totp_away_from_required_releases_a_session_waiting_to_enroll(
     )
     client.app = make_app(optional, clock=clock)
     assert client.get("/dashboard").status == 200
+
+
+def test_no_secret_or_code_reaches_the_audit_log_or_the_logs(app, clock, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = new_client(app)
+    secret, codes = enroll(client, clock)
+    clock.advance(30)
+    sign_in_with_code(new_client(app), clock, secret)
+    recovery = new_client(app)
+    recovery.login("admin")
+    code_step(recovery, codes[0])
+    rows = " ".join(str(v) for r in app.ctx.audit.recent() for v in r.values())
+    for text in (rows, caplog.text):
+        assert secret not in text
+        assert not any(code in text for code in codes)
+        assert pyotp.TOTP(secret).at(clock.now) not in text
