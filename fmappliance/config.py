@@ -290,19 +290,28 @@ BACKUPS = Section(
         Key(
             "retention",
             "int_map",
-            {"daily": 7, "weekly": 4, "monthly": 12},
-            "Grandfather-father-son: how many daily, weekly and monthly backups to keep.",
+            {"daily": 7, "weekly": 4, "monthly": 12, "keep_last": 3},
+            "Grandfather-father-son: how many daily, weekly and monthly backups to keep; keep_last: the newest N are "
+            "always kept, whatever the tiers say.",
             check=lambda v: (
                 next(
                     (
-                        f"unknown retention tier {k!r}; expected daily, weekly, monthly"
+                        f"unknown retention setting {k!r}; expected daily, weekly, monthly, keep_last"
                         for k in v
-                        if k not in ("daily", "weekly", "monthly")
+                        if k not in ("daily", "weekly", "monthly", "keep_last")
                     ),
                     None,
                 )
                 or next((f"retention.{k} must be 0 or more" for k, n in v.items() if n < 0), None)
             ),
+        ),
+        Key(
+            "keep_safety_days",
+            "int",
+            14,
+            "Backups labelled manual, pre-update, pre-restore or imported (and unlabelled ones from before labels existed) "
+            "are kept at least this many days, whatever the retention tiers say.",
+            check=_non_negative,
         ),
     ),
 )
@@ -690,9 +699,8 @@ def _cross_checks(config: dict, v: _Validator, data: dict) -> None:
         if stack["type"] == "fm" and (stack["project"] or stack["files"] or stack["sites"]):
             v.fail(("stacks", name), "project, files and sites are for compose stacks; an fm bench knows its own")
     for i, schedule in enumerate(config["schedules"]):
-        if schedule["stack"] not in config["stacks"]:
-            # Not fatal: the scheduler shows such a schedule as broken (issue: deleted stacks).
-            pass
+        # A schedule naming a stack that is not (or no longer) configured is not an error here:
+        # the scheduler shows it as broken.
         if schedule["timezone"]:
             from zoneinfo import ZoneInfo
 

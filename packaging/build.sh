@@ -5,8 +5,9 @@
 #
 # Environment:
 #   PYTHON             interpreter with pip, setuptools, wheel and shiv (default: python3).
-#                      Its installed bottle, waitress, schedule, PyYAML, bcrypt, pyotp and segno versions
-#                      are the ones pinned into the zipapps.
+#                      The runtime dependencies come from packaging/requirements.lock
+#                      (exact versions with sha256 hashes; pip refuses any other file),
+#                      not from whatever that interpreter has installed.
 #   DIST_DIR           where the artefacts go (default: <repo>/dist).
 #   SOURCE_DATE_EPOCH  timestamp written into every archive (default: the last commit's
 #                      time, or 1700000000 outside a git checkout). Same sources + same
@@ -21,7 +22,8 @@
 #
 # How it stays reproducible: the project wheel is built from a clean copy of the sources
 # (no checkout path, no stray files, normalised modes), every dependency is pinned to an
-# exact version and installed from local wheels only (--no-index), console scripts
+# exact version with its hashes (packaging/requirements.lock) and installed from local
+# wheels only (--no-index, --require-hashes), console scripts
 # (whose shebangs embed the build interpreter's path) are dropped, and shiv writes every
 # zip entry with SOURCE_DATE_EPOCH.
 #
@@ -29,10 +31,10 @@
 # ~/.shiv); the systemd units point SHIV_ROOT at their CacheDirectory.
 set -euo pipefail
 
-# Runtime dependencies pinned into the zipapps (the project's own list, pyproject.toml).
-RUNTIME_DEPS="bottle waitress schedule PyYAML bcrypt pyotp segno"
-
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The runtime dependencies pinned into the zipapps, with hashes (made by pip-compile from
+# packaging/requirements.in, which follows pyproject.toml's dependencies).
+LOCK="$ROOT/packaging/requirements.lock"
 PYTHON="${PYTHON:-python3}"
 DIST_DIR="${DIST_DIR:-$ROOT/dist}"
 WORK=""
@@ -80,26 +82,18 @@ copy_sources() {
 }
 
 build_wheels() {
-    local wheels="$WORK/wheels" pins
+    local wheels="$WORK/wheels"
     mkdir -p "$wheels"
     log "building the project wheel"
     (cd "$WORK/src" && "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation --no-cache-dir -w "$wheels" .)
-    pins="$(pinned_runtime_deps)"
-    log "fetching pinned wheels: $(echo "$pins" | tr '\n' ' ')"
-    # shellcheck disable=SC2086  # one requirement per word
-    "$PYTHON" -m pip wheel -q --no-deps --prefer-binary -w "$wheels" $pins
-}
-
-# name==version for each runtime dependency, as installed next to $PYTHON.
-pinned_runtime_deps() {
-    "$PYTHON" - "$RUNTIME_DEPS" <<'EOF'
-import importlib.metadata as md, sys
-for name in sys.argv[1].split():
-    try:
-        print(f"{name}=={md.version(name)}")
-    except md.PackageNotFoundError:
-        sys.exit(f"build: error: {name} is not installed next to {sys.executable}")
-EOF
+    log "fetching the locked wheels: $(grep -o '^[A-Za-z0-9_.-]*==[^ ]*' "$LOCK" | tr '\n' ' ')"
+    "$PYTHON" -m pip wheel -q --no-deps --prefer-binary --require-hashes -w "$wheels" -r "$LOCK"
+    # The project's own wheel joins the lock with its hash, so one --require-hashes install
+    # takes everything.
+    local project
+    project="$(ls "$wheels"/fmappliance-*.whl)"
+    { cat "$LOCK"; printf 'fmappliance==%s --hash=sha256:%s\n' "$(project_version)" \
+        "$(sha256sum "$project" | cut -d' ' -f1)"; } >"$WORK/requirements.txt"
 }
 
 project_version() {
@@ -110,13 +104,11 @@ project_version() {
 # Install project + pins from the local wheels only, with no pip configuration from the
 # environment (extra indexes, find-links) that could make another machine pick other files.
 stage_site_packages() {
-    local site="$WORK/site" pins
-    pins="$(pinned_runtime_deps)"
+    local site="$WORK/site"
     log "staging site-packages"
-    # shellcheck disable=SC2086
     env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null \
-        "$PYTHON" -m pip install -q --no-index --find-links "$WORK/wheels" --no-compile \
-        --no-warn-script-location --target "$site" "fmappliance==$VERSION" $pins
+        "$PYTHON" -m pip install -q --no-index --find-links "$WORK/wheels" --no-compile --require-hashes \
+        --no-deps --no-warn-script-location --target "$site" -r "$WORK/requirements.txt"
     # Console scripts carry the build interpreter's path in their shebang: not reproducible,
     # and the zipapps have their own entry points.
     rm -rf "${site:?}/bin"

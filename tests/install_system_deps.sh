@@ -14,7 +14,14 @@ command -v curl >/dev/null 2>&1 || need="$need curl"  # the nginx download bench
 [ -z "$need" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "missing Debian packages:$need (run: sudo apt-get install -y$need)" >&2
+    cat >&2 <<EOF
+make test drives these programs for real and they are missing:$need
+Only root can install them. Run, then start make test again:
+
+    sudo apt-get install -y$need
+
+(make check needs none of them.)
+EOF
     exit 1
 fi
 echo "installing Debian packages:$need" >&2

@@ -37,7 +37,8 @@ def test_minimal_config_gets_every_default(tmp_path):
     assert config["agent"]["port"] == 9100
     assert config["agent"]["listen"] == "127.0.0.1"
     assert config["dashboard"]["port"] == 8000
-    assert config["backups"]["retention"] == {"daily": 7, "weekly": 4, "monthly": 12}
+    assert config["backups"]["retention"] == {"daily": 7, "weekly": 4, "monthly": 12, "keep_last": 3}
+    assert config["backups"]["keep_safety_days"] == 14
     assert config["security"]["allowed_actions"] == cfg.DEFAULT_ALLOWED_ACTIONS
     assert config["agent"]["action_timeouts"]["backup_site"] == 7200
     assert config["stacks"]["prod"]["service"] == "backend"
@@ -70,6 +71,9 @@ def test_partial_action_timeouts_keep_the_other_defaults(tmp_path):
         ),
         ({"stacks": {"a;b": {"type": "fm", "path": "/tmp"}}}, "bad name"),
         ({"backups": {"retention": {"daily": -1}}}, "retention.daily must be 0 or more"),
+        ({"backups": {"retention": {"keep_last": -1}}}, "retention.keep_last must be 0 or more"),
+        ({"backups": {"retention": {"hourly": 2}}}, "unknown retention setting 'hourly'"),
+        ({"backups": {"keep_safety_days": -1}}, "backups.keep_safety_days"),
         ({"schedules": [{"stack": "prod", "time": "25:00"}]}, "schedules[0].time: expected a time HH:MM"),
     ],
 )
@@ -134,9 +138,16 @@ def test_example_config_is_generated_from_the_schema():
 
 def test_example_config_mentions_every_key():
     example = cfg.example_yaml()
+    # Optional keys of a stack or schedule entry are listed in an "Each entry's keys: a, b, c." comment.
+    listed = {
+        key.strip()
+        for line in example.splitlines()
+        if "Each entry's keys:" in line
+        for key in line.split("keys:", 1)[1].strip().rstrip(".").split(",")
+    }
     for dotted, _key in cfg.iter_keys():
         leaf = dotted.split(".")[-1].replace("[]", "")
-        assert f"{leaf}:" in example or "keys: " in example and leaf in example, dotted
+        assert f"{leaf}:" in example or leaf in listed, dotted
 
 
 def test_example_config_validates_once_paths_exist(tmp_path):

@@ -11,4 +11,11 @@
 % end
 </section>
 % end
+% if unscheduled:
+<section class="alerts" aria-label="Sites without a backup schedule">
+% for w in unscheduled:
+<div class="notice notice-warn unscheduled" role="status" data-stack="{{w['stack']}}" data-sites="{{' '.join(w['sites'])}}">{{w['message']}} <a href="/scheduler">Add a schedule</a></div>
+% end
+</section>
+% end
 {{!stacks_html}}

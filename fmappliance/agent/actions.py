@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import stat
 import time
 
 from fmappliance.agent import stacks
@@ -106,6 +105,7 @@ class Actions:
 
         def body(ctx: JobContext):
             if action == "backup_site":
+                assert site is not None  # start() checked it against the inventory
                 manifest = self._backup(ctx, name, stack, site, timeout)
                 return {"backup": manifest}
             if action == "update_stack":
@@ -148,6 +148,15 @@ class Actions:
 
     # ------------------------------------------------------------------ backup
 
+    def _check_room(self, needed: int, staging: str) -> None:
+        """Refuse a copy out of a container that would not fit in staging and then in base_path."""
+        from fmappliance.agent.backups import BackupError
+
+        try:
+            self.store.check_room_for_copy(needed, staging)
+        except BackupError as exc:
+            raise StepFailed(f"The backup was not copied: {exc}.") from None
+
     def _backup(self, ctx, name: str, stack: dict, site: str, timeout: float) -> dict:
         """Run `bench backup --with-files`, collect its files, publish them verified, apply retention."""
         from fmappliance.agent.backups import BackupError
@@ -157,17 +166,13 @@ class Actions:
         try:
             kind = stacks.for_stack(stack)
             sources = kind.collect_backup_files(
-                ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging
+                ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging, self._check_room
             )
-            for part, path in sources.items():
-                st = os.lstat(path)
-                if not stat.S_ISREG(st.st_mode):
-                    raise StepFailed(
-                        f"The {part} file of the backup is not a regular file ({os.path.basename(path)}); not publishing it."
-                    )
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:
-                manifest = self.store.publish(name, site, sources)
+                # Nothing below the source root is followed as a link; publish also refuses
+                # anything but regular files, and checks their sizes against the free space.
+                manifest = self.store.publish(name, site, sources, source_root=kind.source_root(stack, staging))
             except BackupError as exc:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None
         finally:

@@ -1,4 +1,4 @@
-"""The agent's HTTP API: routes only (see /tmp/brief/agent_api.md and issue 2 §3).
+"""The agent's HTTP API: routes only (the endpoints are described in README.md, "Agent API").
 
 ``make_app(config)`` builds a fresh ``bottle.Bottle``.  The token is checked in a
 before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401 too.
@@ -16,6 +16,7 @@ import bottle
 
 from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
+from fmappliance.agent.backups import BackupStore
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.status import StatusBoard
@@ -49,7 +50,7 @@ class AgentServices:
     inventory: Inventory
     status: StatusBoard
     jobs: JobManager
-    store: object  # fmappliance.agent.backups.BackupStore
+    store: BackupStore
     actions: Actions
 
     def close(self) -> None:
@@ -58,14 +59,16 @@ class AgentServices:
 
 
 def build_services(config: dict) -> AgentServices:
-    from fmappliance.agent.backups import BackupStore
-
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
     jobs = JobManager(
         config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
     )
-    store = BackupStore(config["backups"]["base_path"], config["backups"]["retention"])
+    store = BackupStore(
+        config["backups"]["base_path"],
+        config["backups"]["retention"],
+        keep_safety_days=config["backups"]["keep_safety_days"],
+    )
     actions = Actions(config, inventory, jobs, store, status)
     return AgentServices(inventory, status, jobs, store, actions)
 

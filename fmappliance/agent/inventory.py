@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 
-from fmappliance.agent.runner import resolve_binary, run_command
+from fmappliance.agent.runner import redact_text, resolve_binary, run_command
 from fmappliance.agent.stacks import compose, fm
 from fmappliance.names import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
@@ -110,9 +110,12 @@ class Inventory:
             raise SitesUnavailable(
                 f"docker ({agent['docker_binary']}) was not found; install it or set agent.docker_binary."
             )
-        result = run_command(compose.list_sites_argv(docker, stack), timeout=agent["status_timeout"], cwd=stack["path"])
+        # The list is parsed, never shown, except its last line when listing failed.
+        result = run_command(
+            compose.list_sites_argv(docker, stack), timeout=agent["status_timeout"], cwd=stack["path"], parsed_only=True
+        )
         if not result.ok:
-            last = next((line for line in reversed(result.output.splitlines()) if line.strip()), "")
+            last = redact_text(next((line for line in reversed(result.output.splitlines()) if line.strip()), ""))
             raise SitesUnavailable(
                 f"could not list the sites in the {stack.get('service') or 'backend'} container: "
                 + (result.error or f"exit code {result.exit_code}")

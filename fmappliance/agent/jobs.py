@@ -265,7 +265,7 @@ class JobManager:
             key = (action, stack, site)
             for live in self._live.values():
                 if live.key == key:
-                    return self._get_locked(live.job_id), False
+                    return self._known_locked(live.job_id), False
             job_id = secrets.token_hex(8)
             live = _LiveJob(job_id, action, stack, site, body, message, on_start, timeout)
             self._db.execute(
@@ -279,7 +279,7 @@ class JobManager:
                 worker = threading.Thread(target=self._work, args=(stack,), daemon=True, name=f"jobs-{stack}")
                 self._workers[stack] = worker
                 worker.start()
-            return self._get_locked(job_id), True
+            return self._known_locked(job_id), True
 
     def get(self, job_id: str) -> dict | None:
         """The job with this id, with live output if it is running; None when unknown."""
@@ -339,6 +339,11 @@ class JobManager:
     def _get_locked(self, job_id: str) -> dict | None:
         row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._row_to_job(row) if row else None
+
+    def _known_locked(self, job_id: str) -> dict:
+        job = self._get_locked(job_id)
+        assert job is not None, job_id  # its row was written under the same lock
+        return job
 
     def _row_to_job(self, row) -> dict:
         job = dict(zip(_COLUMNS, row))

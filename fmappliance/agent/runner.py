@@ -12,7 +12,6 @@ import codecs
 import collections
 import logging
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -20,6 +19,11 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from .redaction import mask_known_secrets, redact_text
+
+# redact_text is part of this module's interface: every caller that runs commands also redacts.
+__all__ = ["CommandResult", "minimal_env", "redact_text", "resolve_binary", "run_command"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,6 @@ DRAIN_AFTER_EXIT_SECONDS = 2.0
 # A partial line longer than this is passed on without waiting for its newline.
 MAX_LINE_CHARS = 8_192
 READ_CHUNK = 65_536
-MASK = "***"
 
 TRUNCATION_NOTE = "[... earlier output cut ...]\n"
 
@@ -49,51 +52,6 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and self.error is None
-
-
-# --------------------------------------------------------------------------- redaction
-
-_SECRET_WORD = r"(?:password|passwd|passphrase|secret|api[_-]?key|encryption[_-]?key|access[_-]?key|token)"
-_CELL = "│┃║|"
-_SECRET_PATTERNS = [
-    # Command-line flags: --admin-password xyz, --db-root-password=xyz
-    re.compile(r"(?i)(--[\w-]*" + _SECRET_WORD + r"[\w-]*(?:=|\s+))(\S+)"),
-    # JSON / YAML / env style: "db_password": "xyz", Password: xyz, DB_PASSWORD=xyz.
-    # Quoted values end at their quote; bare values run to the end of the line (or table cell),
-    # since an over-redacted line is harmless and an under-redacted one is not.
-    re.compile(
-        r"(?i)([\w.-]*" + _SECRET_WORD + r"[\w.-]*[\"']?\s*[:=]\s*)"
-        r"(\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s" + _CELL + r"][^\r\n" + _CELL + r"]*?(?=\s*(?:[" + _CELL + r"]|$)))",
-        re.MULTILINE,
-    ),
-    # Rich box tables as printed by `fm info`: │ DB Root Password │ xyz │
-    re.compile(
-        r"(?i)([\w.-]*" + _SECRET_WORD + r"[\w .-]*?\s*[" + _CELL + r"]\s*)"
-        r"([^\s" + _CELL + r"][^\r\n" + _CELL + r"]*?)(?=\s*(?:[" + _CELL + r"]|$))",
-        re.MULTILINE,
-    ),
-    # Prose: "root password is xyz", "password set to xyz"
-    re.compile(r"(?i)(" + _SECRET_WORD + r"\s+(?:is|was set to|set to)\s+)(\S+)"),
-    # HTTP credentials.
-    re.compile(r"(?i)(\bbearer\s+)(\S+)"),
-    re.compile(r"(?i)(://[^/\s:@]+:)([^@\s/]+)(?=@)"),
-]
-
-
-def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
-    """Replace each known secret, and values that look like passwords or tokens, by ``***``."""
-    # Longest first, so a secret that contains another is masked whole.
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + _mask_value(m.group(2)), text)
-    return text
-
-
-def _mask_value(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[0] + MASK + value[0]
-    return MASK
 
 
 # --------------------------------------------------------------------------- environment
@@ -124,9 +82,12 @@ def resolve_binary(name: str, search_path: str | None = None) -> str | None:
 class _OutputTail:
     """Turns the byte stream into redacted lines, passes each on and keeps a bounded tail."""
 
-    def __init__(self, limit: int, secrets: Sequence[str], on_output: Callable[[str], None] | None):
+    def __init__(
+        self, limit: int, secrets: Sequence[str], on_output: Callable[[str], None] | None, parsed_only: bool = False
+    ):
         self.limit = max(int(limit), 1)
         self.secrets = list(secrets)
+        self.redact = mask_known_secrets if parsed_only else redact_text
         self.on_output = on_output
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.partial = ""
@@ -150,7 +111,7 @@ class _OutputTail:
             self.partial = ""
 
     def _emit(self, line: str) -> None:
-        line = redact_text(line, self.secrets)
+        line = self.redact(line, self.secrets)
         if self.on_output is not None and not self.callback_failed:
             try:
                 self.on_output(line)
@@ -250,13 +211,16 @@ def run_command(
     on_output: Callable[[str], None] | None = None,
     redact: Sequence[str] = (),
     max_output: int = 64_000,
+    parsed_only: bool = False,
 ) -> CommandResult:
     """Run ``argv`` to completion or until ``timeout`` seconds pass; never raises for command failures.
 
     ``on_output`` is called with each redacted output line (without its newline) as it arrives.
     ``env`` is the complete environment of the command; None means :func:`minimal_env`.
     Each string in ``redact`` is replaced by ``***`` in the output, as are values that look like
-    passwords (``fm info`` prints database passwords).
+    passwords (``fm info`` prints database passwords).  ``parsed_only`` says the caller parses the
+    output and shows none of it (``ps --format json``): then only the ``redact`` strings are masked,
+    and a caller that does show a line of it (an error) passes that line through :func:`redact_text`.
     """
     if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)):
         raise TypeError("run_command takes an argv list, never a shell string")
@@ -264,7 +228,7 @@ def run_command(
     if not argv or not all(isinstance(a, str) for a in argv):
         raise TypeError("run_command needs a non-empty argv list of strings")
     secrets = list(redact)
-    tail = _OutputTail(max_output, secrets, on_output)
+    tail = _OutputTail(max_output, secrets, on_output, parsed_only)
     try:
         proc = subprocess.Popen(
             argv,
@@ -286,7 +250,9 @@ def run_command(
 
     deadline = time.monotonic() + timeout
     timed_out = False
-    fd = proc.stdout.fileno()
+    stdout = proc.stdout
+    assert stdout is not None  # started with stdout=PIPE
+    fd = stdout.fileno()
     selector = selectors.DefaultSelector()
     selector.register(fd, selectors.EVENT_READ)
     exited_at = None
@@ -319,12 +285,12 @@ def run_command(
             proc.wait()
     finally:
         selector.close()
-        proc.stdout.close()
+        stdout.close()
         if proc.poll() is None:  # only on an unexpected exception above
             _kill_group(proc, 0.5)
     tail.feed(b"", final=True)
 
-    error = None
+    failure: str | None = None
     if timed_out:
-        error = f"timed out after {round(timeout, 1):g} s; its process group was killed."
-    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=error)
+        failure = f"timed out after {round(timeout, 1):g} s; its process group was killed."
+    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=failure)

@@ -7,6 +7,7 @@ need the same stack at the same moment share one `docker compose ps`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from fmappliance.agent import stacks
 from fmappliance.agent.inventory import Inventory
-from fmappliance.agent.runner import resolve_binary, run_command
+from fmappliance.agent.runner import redact_text, resolve_binary, run_command
 from fmappliance.agent.stacks import compose
 from fmappliance.names import format_timestamp
 
@@ -25,6 +26,9 @@ DAEMON_DOWN_MARKERS = (
     "Is the docker daemon running",
     "permission denied while trying to connect",
 )
+
+#: Upper bound of each of the two worker pools (idle workers cost little memory; see `make bench`).
+MAX_WORKERS = 128
 
 
 class StatusBoard:
@@ -41,7 +45,9 @@ class StatusBoard:
         self._cache: dict[str, tuple[float, dict]] = {}
         self._inflight: dict[str, Future] = {}
         self._generation: dict[str, int] = {}
-        workers = max(4, min(32, len(inventory.stacks)))
+        # One worker per stack: the workers only wait on docker, and a cold listing should take
+        # as long as the slowest stack, not (stacks / workers) rounds of it.
+        workers = max(4, min(MAX_WORKERS, len(inventory.stacks)))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="status")
         # Site lists run in their own pool: a status task waits for its site list, and must
         # never wait for a worker of its own pool.
@@ -62,8 +68,12 @@ class StatusBoard:
 
     def all(self) -> list[dict]:
         """Every stack's status, in name order, asking docker concurrently for stale ones."""
-        futures = {name: self._future(name) for name in self.inventory.stack_names()}
-        return [self._result(name, fut) for name, fut in futures.items()]
+        names = self.inventory.stack_names()
+        now = self._clock()
+        with self._lock:  # the warm path: fresh answers straight from the cache, one lock for all
+            fresh = {name: cached[1] for name in names if (cached := self._cache.get(name)) and cached[0] > now}
+        futures = {name: self._future(name) for name in names if name not in fresh}
+        return [dict(fresh[name]) if name in fresh else self._result(name, futures[name]) for name in names]
 
     def one(self, stack_name: str) -> dict:
         return self._result(stack_name, self._future(stack_name))
@@ -82,7 +92,7 @@ class StatusBoard:
                 generation = self._generation.get(name, 0)
                 fut = self._pool.submit(self._check, name)
                 self._inflight[name] = fut
-                fut.add_done_callback(lambda f, n=name, g=generation: self._store(n, g, f))
+                fut.add_done_callback(functools.partial(self._store, name, generation))
             return fut
 
     def _store(self, name: str, generation: int, fut: Future) -> None:
@@ -138,14 +148,17 @@ class StatusBoard:
             out["reason"] = f"docker not found ({binary_name!r} is not on PATH or not executable)"
             return
         kind = stacks.for_stack(stack)
-        result = run_command(kind.ps_argv(docker, stack), timeout=self.timeout, cwd=stack["path"])
+        # The JSON is parsed, never shown: the look-alike secret patterns would only cost time.
+        result = run_command(kind.ps_argv(docker, stack), timeout=self.timeout, cwd=stack["path"], parsed_only=True)
         out["checked_at"] = format_timestamp()
         if result.timed_out:
             out["reason"] = f"docker compose ps did not answer within {self.timeout} s"
             return
         if not result.ok:
-            text = result.output.strip()
-            if any(marker in text for marker in DAEMON_DOWN_MARKERS):
+            text = redact_text(result.output.strip())  # lines of it become the reason shown
+            if compose.plugin_missing(text):
+                out["reason"] = compose.PLUGIN_MISSING_REASON
+            elif any(marker in text for marker in DAEMON_DOWN_MARKERS):
                 line = next(ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
             else:

@@ -139,7 +139,7 @@ def serve(config: dict) -> None:
         "asyncore_use_poll": True,
     }
     if dash["trusted_proxy"]:
-        # Only nginx on this address may tell us the real client and scheme (pitfalls.md, waitress).
+        # Only nginx on this address may tell us the real client and scheme (docs/pitfalls.md, waitress).
         options.update(
             trusted_proxy=dash["trusted_proxy"],
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",

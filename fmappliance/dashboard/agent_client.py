@@ -85,7 +85,7 @@ class AgentClient:
         self.cache_seconds = cache_seconds
         self.clock = clock
         self._cache_lock = threading.Lock()
-        self._stacks_cache = None  # (fetched_at, data or AgentError)
+        self._stacks_cache: tuple[float, dict | AgentError] | None = None  # (fetched_at, data or AgentError)
 
     # -- transport ------------------------------------------------------------------
 
@@ -165,6 +165,7 @@ class AgentClient:
             with self._cache_lock:
                 cached = self._stacks_cache
                 if cached is None or self.clock() - cached[0] >= self.cache_seconds:
+                    value: dict | AgentError
                     try:
                         value = self.request("GET", "/stacks")[1]
                     except AgentError as exc:

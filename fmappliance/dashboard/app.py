@@ -81,7 +81,7 @@ class DashboardContext:
     @staticmethod
     def client_address() -> str:
         # waitress puts the real client here when the request came through trusted_proxy;
-        # bottle's request.remote_addr would trust a client-set X-Forwarded-For (pitfalls.md).
+        # bottle's request.remote_addr would trust a client-set X-Forwarded-For (docs/pitfalls.md).
         return bottle.request.environ.get("REMOTE_ADDR", "")
 
     def secure_cookies(self) -> bool:

@@ -2,7 +2,7 @@
 
 One rule, in one place: a scheduled site is overdue when its last verified backup is older
 than twice the interval of its most frequent schedule; a site without a schedule is
-highlighted after 48 hours.
+highlighted after 48 hours, and the dashboard warns that no schedule covers it.
 """
 
 from __future__ import annotations
@@ -89,31 +89,48 @@ def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: date
     return out
 
 
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 class BackupAgeRules:
     """Per-site answers from the stored schedules, cached until a definition changes.
 
     ``stale_hours(stack, site)`` for the age highlight of each site, ``overdue(payload, now)``
-    for the dashboard's alerts.  ``store`` is the scheduler's ScheduleStore (its ``generation``
-    moves on every definition change).
+    for the dashboard's alerts, ``unscheduled(payload)`` for its warnings about sites no
+    schedule backs up.  ``store`` is the scheduler's ScheduleStore (its ``generation`` moves on
+    every definition change).
     """
 
     def __init__(self, store):
         self.store = store
-        self._cached: tuple = (None, [], {})  # (generation, schedules, {(stack, site): hours})
+        # (generation, schedules, {(stack, site): hours}, {(stack, site) of paused schedules})
+        self._cached: tuple = (None, [], {}, frozenset())
         self._alerts: tuple = (None, None, [])  # (key, payload, alerts)
+        self._unscheduled: tuple = (None, None, [])  # (key, payload, warnings)
 
     def _current(self):
-        generation, schedules, limits = self._cached
+        _, schedules, limits, _ = self._refresh()
+        return schedules, limits
+
+    def _refresh(self):
+        generation, schedules, limits, paused = self._cached
         if generation != self.store.generation:
             generation = self.store.generation  # read first: a change meanwhile recomputes next time
-            schedules = [s for s in self.store.list() if s["enabled"] and not s["invalid"]]
+            every = self.store.list()
+            schedules = [s for s in every if s["enabled"] and not s["invalid"]]
+            paused = frozenset((s["stack"], s["site"]) for s in every if not s["enabled"])
             limits = {}
             for schedule in schedules:
                 hours = overdue_after(schedule["frequency"]).total_seconds() / 3600
                 key = (schedule["stack"], schedule["site"])
                 limits[key] = min(hours, limits.get(key, hours))
-            self._cached = (generation, schedules, limits)
-        return schedules, limits
+            self._cached = (generation, schedules, limits, paused)
+        return generation, schedules, limits, paused
 
     def stale_hours(self, stack: str, site: str) -> float:
         """Twice the shortest interval of the site's schedules; 48 h for an unscheduled site."""
@@ -131,18 +148,54 @@ class BackupAgeRules:
         if cached_key == key and cached_payload is payload:
             return alerts
         last_backups = {}
-        stacks = payload.get("stacks") if isinstance(payload.get("stacks"), list) else []
-        for stack in stacks:
+        for stack in _list(payload.get("stacks")):
             if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
                 continue
-            backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
-            sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
-            for site in [s for s in sites if isinstance(s, str)]:
-                last = backups.get(site)
-                good = isinstance(last, dict) and last.get("verified") is True
+            backups = _dict(stack.get("last_backups"))
+            for site in [s for s in _list(stack.get("sites")) if isinstance(s, str)]:
+                last = _dict(backups.get(site))
+                good = last.get("verified") is True
                 last_backups[(stack["name"], site)] = parse_timestamp(last.get("created")) if good else None
         # Only sites the agent lists right now: while it cannot see a stack's sites (docker
         # down) "no backup yet" would be wrong, and a vanished site shows as a broken schedule.
         alerts = [a for a in overdue_sites(schedules, last_backups, now) if (a["stack"], a["site"]) in last_backups]
         self._alerts = (key, payload, alerts)
         return alerts
+
+    def unscheduled(self, payload) -> list[dict]:
+        """One warning per stack naming its sites that no enabled schedule backs up.
+
+        Only sites the agent lists right now count (as for the overdue alerts). A site covered
+        only by a paused schedule is named too: nothing backs it up while the pause lasts.
+        """
+        generation, _, limits, paused = self._refresh()
+        if not isinstance(payload, dict):
+            return []
+        key = (id(payload), generation)
+        cached_key, cached_payload, warnings = self._unscheduled
+        if cached_key == key and cached_payload is payload:
+            return warnings
+        warnings = []
+        raw_stacks = payload.get("stacks")
+        for stack in raw_stacks if isinstance(raw_stacks, list) else []:
+            if not isinstance(stack, dict) or not isinstance(stack.get("name"), str):
+                continue
+            name = stack["name"]
+            raw_sites = stack.get("sites")
+            sites = {s for s in raw_sites if isinstance(s, str)} if isinstance(raw_sites, list) else set()
+            bare = sorted(s for s in sites if not _covered(limits, name, s))
+            if not bare:
+                continue
+            some_paused = any(_covered(paused, name, s) for s in bare)
+            message = (
+                f"No backup schedule covers {', '.join(bare)} on {name}: "
+                f"{'it is' if len(bare) == 1 else 'they are'} backed up only when someone starts a backup by hand"
+                + (" (a schedule that would is paused)." if some_paused else ".")
+            )
+            warnings.append({"stack": name, "sites": bare, "message": message})
+        self._unscheduled = (key, payload, warnings)
+        return warnings
+
+
+def _covered(keys, stack: str, site: str) -> bool:
+    return (stack, site) in keys or (stack, EVERY_SITE) in keys

@@ -47,7 +47,7 @@ class BackupHandoff:
         self._clock = clock
         self._on_broken = on_broken
 
-    def hand_off(self, schedule: Mapping, run_id: int, catch_up: bool) -> None:
+    def hand_off(self, schedule: dict, run_id: int, catch_up: bool) -> None:
         """Ask for the stack's sites, post ``backup_site`` for each target, record the outcome rows."""
         stack, site = schedule["stack"], schedule["site"]
         try:
@@ -155,6 +155,8 @@ class BackupHandoff:
 
     def poll(self, job_ids: Iterable[str]) -> None:
         """Ask the agent how each job ended and record it."""
+        if self._get_job is None:
+            return
         for job_id in job_ids:
             try:
                 job = self._get_job(job_id)

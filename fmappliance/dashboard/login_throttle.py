@@ -10,7 +10,7 @@ Three counters, each with its own growing delay:
 
 Both sign-in steps (password and second-factor code) count here.  The address is
 ``environ['REMOTE_ADDR']``; waitress rewrites it from X-Forwarded-For only when the request
-came from ``dashboard.trusted_proxy`` (pitfalls.md: never parse the header ourselves).
+came from ``dashboard.trusted_proxy`` (docs/pitfalls.md: never parse the header ourselves).
 State is in memory: a restart forgets it, which is acceptable for a delay, not a lock.
 """
 

@@ -17,7 +17,7 @@ import socket
 import ssl
 import threading
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -160,11 +160,12 @@ class Notifier:
         port = int(cfg.get("port") or 587)
         # Port 465 speaks TLS from the first byte (RFC 8314 "implicit TLS"); other ports
         # start in clear text and upgrade with STARTTLS when configured.
+        smtp: smtplib.SMTP
         if port == 465:
-            smtp_class, kwargs = smtplib.SMTP_SSL, {"context": ssl.create_default_context()}
+            smtp = smtplib.SMTP_SSL(cfg["host"], port, timeout=SEND_TIMEOUT, context=ssl.create_default_context())
         else:
-            smtp_class, kwargs = smtplib.SMTP, {}
-        with smtp_class(cfg["host"], port, timeout=SEND_TIMEOUT, **kwargs) as smtp:
+            smtp = smtplib.SMTP(cfg["host"], port, timeout=SEND_TIMEOUT)
+        with smtp:
             smtp.ehlo()
             if port != 465 and cfg.get("starttls", True):
                 smtp.starttls(context=ssl.create_default_context())
@@ -178,7 +179,7 @@ class Notifier:
             smtp.send_message(message)
 
 
-def weekly_summary(status: list[Mapping]) -> tuple[str, dict]:
+def weekly_summary(status: Sequence[Mapping]) -> tuple[str, dict]:
     """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``."""
     broken = [s for s in status if s.get("status") == "broken"]
     failed = [

@@ -3,7 +3,7 @@
 Downloads are relayed from the agent chunk by chunk (constant memory, Range passed
 through), or, with ``dashboard.download_mode: accel``, handed to nginx with
 ``X-Accel-Redirect`` after the agent confirmed the file (HEAD) — nginx then sends it
-with sendfile and no dashboard thread is held (pitfalls.md, nginx).
+with sendfile and no dashboard thread is held (docs/pitfalls.md, nginx).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_
 
 log = logging.getLogger(__name__)
 
-# Each relayed download holds a waitress thread for its whole duration (pitfalls.md), here
+# Each relayed download holds a waitress thread for its whole duration (docs/pitfalls.md), here
 # and in the agent: keep this many threads free for pages in the dashboard, and for status
 # and actions in the agent, whatever the number of downloads.
 THREADS_KEPT_FOR_PAGES = 8
@@ -34,6 +34,12 @@ def download_slots(config: dict) -> int:
 
 
 RETRY_DOWNLOAD_SECONDS = 60
+
+# Browsers say where a request was started (Fetch Metadata, `Sec-Fetch-Site`). A download
+# started by another site -- a sibling subdomain included, which SameSite cookies do not stop
+# -- is refused; links on the dashboard itself ("same-origin"), typed or bookmarked URLs
+# ("none") and clients that send no such header (curl, old browsers) are served.
+REFUSED_FETCH_SITES = frozenset({"cross-site", "same-site"})
 
 
 def relay(download, release):
@@ -100,6 +106,19 @@ def register(app: bottle.Bottle, ctx) -> None:
         request = bottle.request
         session = ctx.session()
         target = f"{stack}/{site}/{file}"
+        fetch_site = (request.get_header("Sec-Fetch-Site") or "").strip().lower()
+        if fetch_site in REFUSED_FETCH_SITES:
+            ctx.audit.record(
+                user=session.user,
+                address=ctx.client_address(),
+                action="download",
+                target=target,
+                result=f"refused: started from another site ({fetch_site})",
+            )
+            return ctx.fail(
+                403,
+                "Downloads start only from the dashboard's own pages: open the backups page and use its download link.",
+            )
         accel = ctx.config["dashboard"]["download_mode"] == "accel"
         streaming = not accel and request.method != "HEAD"
         if streaming and not slots.acquire(blocking=False):

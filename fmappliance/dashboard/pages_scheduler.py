@@ -33,9 +33,7 @@ def describe(schedule: dict) -> str:
     """ "daily at 02:30", "weekly on Sunday at 02:30", "monthly on day 1 at 02:30"."""
     frequency = schedule["frequency"]
     if frequency == "weekly":
-        return (
-            f"weekly on {DAY_NAMES.get(schedule.get('day_of_week'), schedule.get('day_of_week'))} at {schedule['time']}"
-        )
+        return f"weekly on {DAY_NAMES.get(str(schedule.get('day_of_week')), schedule.get('day_of_week'))} at {schedule['time']}"
     if frequency == "monthly":
         return f"monthly on day {schedule.get('day_of_month')} at {schedule['time']}"
     return f"daily at {schedule['time']}"

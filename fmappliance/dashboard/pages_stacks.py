@@ -95,6 +95,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             {**alert, "href": f"/backups/{views.url_part(alert['stack'])}/{views.url_part(alert['site'])}"}
             for alert in (ctx.backup_age.overdue(payload, now) if payload is not None else [])
         ]
+        unscheduled = ctx.backup_age.unscheduled(payload) if payload is not None else []
         bottle.response.set_header("Cache-Control", "no-store")
         page = ctx.page(
             "dashboard",
@@ -104,6 +105,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             stacks_html=BODY_MARKER,
             disk=views.shape_disk((payload or {}).get("disk")),
             alerts=alerts,
+            unscheduled=unscheduled,
         )
         head, _, tail = page.partition(BODY_MARKER)
         return b"".join((head.encode(), block, tail.encode()))

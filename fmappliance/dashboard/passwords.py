@@ -1,7 +1,7 @@
 """Password checks against the bcrypt hashes of ``dashboard.credentials``.
 
 bcrypt only looks at the first 72 bytes and bcrypt 5 raises ValueError beyond that
-(pitfalls.md).  Our rule: passwords longer than 72 bytes are refused with a clear
+(docs/pitfalls.md).  Our rule: passwords longer than 72 bytes are refused with a clear
 message, at login and in ``hash-password``, never silently truncated.
 """
 

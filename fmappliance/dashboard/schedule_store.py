@@ -9,6 +9,7 @@ never runs a due time twice) and every run with the agent job it started.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import secrets
@@ -139,7 +140,7 @@ class ScheduleStore:
         )
         return schedule
 
-    def list(self) -> list[dict]:
+    def list(self) -> builtins.list[dict]:
         """Every schedule: config-declared first (``source: "config"``), then UI-added by age."""
         with self._db() as db:
             rows = db.execute("SELECT * FROM schedules ORDER BY created_at, id").fetchall()
@@ -187,7 +188,9 @@ class ScheduleStore:
                 (schedule_id, now, now),
             )
         self.generation += 1
-        return self.get(schedule_id)
+        schedule = self.get(schedule_id)
+        assert schedule is not None, schedule_id  # just inserted
+        return schedule
 
     def _refuse_config(self, schedule_id: str, what: str) -> None:
         if any(s["id"] == schedule_id for s in self._config):
@@ -296,7 +299,7 @@ class ScheduleStore:
             )
             return cur.lastrowid
 
-    def replace_run(self, run_id: int, rows: list[dict]) -> None:
+    def replace_run(self, run_id: int, rows: builtins.list[dict]) -> None:
         """Swap a ``pending`` run row for its outcome rows (one per site) in one transaction."""
         with self._db() as db:
             old = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -321,7 +324,7 @@ class ScheduleStore:
                     ),
                 )
 
-    def fail_interrupted_runs(self) -> list[dict]:
+    def fail_interrupted_runs(self) -> builtins.list[dict]:
         """Turn ``pending`` rows left by a crash into ``failed``; returns them (to notify)."""
         message = "The dashboard stopped before this backup was handed to the agent; it was not run."
         with self._db() as db:
@@ -331,7 +334,7 @@ class ScheduleStore:
             row.update(result="failed", message=message)
         return rows
 
-    def runs(self, schedule_id: str, limit: int = 20) -> list[dict]:
+    def runs(self, schedule_id: str, limit: int = 20) -> builtins.list[dict]:
         """Run rows of a schedule, newest first."""
         with self._db() as db:
             rows = db.execute(
@@ -344,7 +347,7 @@ class ScheduleStore:
         runs = self.runs(schedule_id, 1)
         return runs[0] if runs else None
 
-    def last_runs(self, schedule_id: str) -> list[dict]:
+    def last_runs(self, schedule_id: str) -> builtins.list[dict]:
         """All rows of the schedule's latest due time (several for an every-site schedule)."""
         with self._db() as db:
             rows = db.execute(
@@ -354,7 +357,7 @@ class ScheduleStore:
             ).fetchall()
         return [_run_dict(r) for r in rows]
 
-    def update_run_result(self, job_id: str, status: str) -> list[dict]:
+    def update_run_result(self, job_id: str, status: str) -> builtins.list[dict]:
         """Record the agent job's status on its run rows; returns the rows that changed."""
         with self._db() as db:
             rows = [
@@ -368,7 +371,7 @@ class ScheduleStore:
             row["job_status"] = status
         return [_run_dict(r) for r in rows]
 
-    def unfinished_jobs(self, since: datetime) -> list[str]:
+    def unfinished_jobs(self, since: datetime) -> builtins.list[str]:
         """Job ids of submitted runs since ``since`` whose outcome is not known yet."""
         with self._db() as db:
             rows = db.execute(

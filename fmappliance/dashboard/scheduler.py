@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import schedule as schedule_lib
 
@@ -92,13 +93,16 @@ class BackupScheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._workers = workers
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backup-handoff")
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="backup-handoff"
+        )
         self._futures: set[Future] = set()
         self._futures_lock = threading.Lock()
         self._plan: dict[str, dict] = {}  # id -> {"schedule", "last_due", "next_due"}
         self._generation = -1
         self._scheduler = schedule_lib.Scheduler()
-        self._scheduler.every(tick_seconds).seconds.do(self._guarded, self._tick_due)
+        # schedule annotates the interval as int but handles a float (tests tick faster than 1 s).
+        self._scheduler.every(tick_seconds).seconds.do(self._guarded, self._tick_due)  # type: ignore[arg-type]
         self._scheduler.every(60).seconds.do(self._guarded, self.reload)
         if get_job is not None:
             self._scheduler.every(job_poll_seconds).seconds.do(self._guarded, self.poll_jobs)
@@ -190,7 +194,7 @@ class BackupScheduler:
         plan = {}
         last_dues = self.store.last_dues()
         for schedule in self.store.list():
-            entry = {"schedule": schedule, "last_due": None, "next_due": None}
+            entry: dict[str, Any] = {"schedule": schedule, "last_due": None, "next_due": None}
             plan[schedule["id"]] = entry
             if schedule["invalid"]:
                 continue

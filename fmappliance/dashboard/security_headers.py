@@ -17,11 +17,23 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
+# The dashboard needs no powerful browser feature: deny them all to this origin and to
+# anything it could embed.
+PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), magnetometer=(), "
+    "microphone=(), midi=(), payment=(), usb=()"
+)
+
 SECURITY_HEADERS = (
     ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),
+    ("Permissions-Policy", PERMISSIONS_POLICY),
+    # A window opened from another site gets no handle on ours (and vice versa) ...
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    # ... and no other site may embed our responses (pages, scripts, backups) as resources.
+    ("Cross-Origin-Resource-Policy", "same-origin"),
 )
 _NAMES = {name.lower() for name, _ in SECURITY_HEADERS}
 

@@ -1,7 +1,7 @@
 """Templates from the package (``fmappliance.assets/templates``), compiled once at start.
 
 Loaded through importlib.resources, never TEMPLATE_PATH (relative to the working
-directory, pitfalls.md), so they work from a checkout, a wheel and a zipapp alike.
+directory, docs/pitfalls.md), so they work from a checkout, a wheel and a zipapp alike.
 Templates include each other through ``partial(name, **values)`` (already escaped
 output, hence ``{{!partial(...)}}``); data is always passed as values, never as source.
 """

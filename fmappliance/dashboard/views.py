@@ -93,12 +93,12 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
     ``stale_hours(stack, site)`` gives the age at which a site's last backup is highlighted
     (default STALE_BACKUP_HOURS; backup_age.py knows better per schedule).
     """
-    status = stack.get("status") if stack.get("status") in STATUS_BADGES else "unknown"
-    last_backups = stack.get("last_backups") if isinstance(stack.get("last_backups"), dict) else {}
+    status = str(stack.get("status")) if stack.get("status") in STATUS_BADGES else "unknown"
+    raw_backups, raw_sites = stack.get("last_backups"), stack.get("sites")
+    last_backups = raw_backups if isinstance(raw_backups, dict) else {}
     sites = []
     name = str(stack.get("name") or "")
-    raw_sites = stack.get("sites") if isinstance(stack.get("sites"), list) else []
-    for site in (str(s) for s in raw_sites):
+    for site in (str(s) for s in (raw_sites if isinstance(raw_sites, list) else [])):
         last = last_backups.get(site)
         last = last if isinstance(last, dict) else None
         limit = stale_hours(name, site) if stale_hours else STALE_BACKUP_HOURS
@@ -155,7 +155,7 @@ def shape_disk(disk) -> dict | None:
 
 
 def shape_job(job: dict, now: dt.datetime | None = None) -> dict:
-    status = job.get("status") if job.get("status") in JOB_BADGES else "unknown"
+    status = str(job.get("status")) if job.get("status") in JOB_BADGES else "unknown"
     target = job.get("stack") or ""
     if job.get("site"):
         target = f"{target} / {job['site']}"
@@ -202,8 +202,8 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
 
 def size_chart(backups: list, width: int = 600, height: int = 120, pad: int = 4) -> dict | None:
     """Points of an inline SVG polyline: backup size over time (oldest left)."""
-    series = [(parse_timestamp(b.get("created")), b.get("size")) for b in backups]
-    series = sorted((t, s) for t, s in series if t is not None and isinstance(s, (int, float)))
+    read = [(parse_timestamp(b.get("created")), b.get("size")) for b in backups]
+    series = sorted((t, s) for t, s in read if t is not None and isinstance(s, (int, float)))
     if len(series) < 2:
         return None
     t0, t1 = series[0][0].timestamp(), series[-1][0].timestamp()

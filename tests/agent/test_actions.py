@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 import time
 from pathlib import Path
 
@@ -95,7 +96,19 @@ def test_compose_backup_copies_out_and_publishes_a_verified_backup(client, world
         "backup",
         "--with-files",
     ]
-    copies = calls[1:]
+    # Before copying: one stat in the container of every directory on the way and of every file.
+    sites = "/home/frappe/frappe-bench/sites"
+    backups_dir = f"{sites}/site1.example.com/private/backups"
+    stat_call = calls[1]
+    assert stat_call[: len(base) + 7] == base + ["exec", "-T", "backend", "stat", "-c", "%F|%s|%n", "--"]
+    assert stat_call[len(base) + 7 : len(base) + 11] == [
+        sites,
+        f"{sites}/site1.example.com",
+        f"{sites}/site1.example.com/private",
+        backups_dir,
+    ]
+    assert len(stat_call) == len(base) + 15 and all(p.startswith(backups_dir + "/") for p in stat_call[-4:])
+    copies = calls[2:]
     assert len(copies) == 4
     for argv in copies:
         assert argv[: len(base) + 1] == base + ["cp"]
@@ -128,7 +141,7 @@ def test_compose_update_backs_up_every_site_then_pulls_ups_and_migrates(client, 
     calls = action_argvs(world)
     backups = [c for c in calls if "backup" in c]
     assert [c[c.index("--site") + 1] for c in backups] == list(COMPOSE_SITES)
-    tail = [c for c in calls if "cp" not in c and "backup" not in c]
+    tail = [c for c in calls if "cp" not in c and "backup" not in c and "stat" not in c]
     assert tail == [
         base + ["pull"],
         base + ["up", "-d"],
@@ -358,3 +371,92 @@ def test_compose_update_refuses_to_start_when_the_sites_cannot_be_listed(client,
     job = run_action(client, "update_stack", "prod", expect="failed")
     assert "Update stopped before it began" in job["message"] and "not running" in job["message"]
     assert [a for a in action_argvs(world) if "pull" in a or "up" in a] == []
+
+
+def test_three_backups_taken_by_hand_the_same_day_are_all_kept(client, world):
+    """Default retention (daily 7, keep_last 3, safety hold): strict GFS kept only the day's newest."""
+    ids = []
+    for _ in range(3):
+        ids.append(run_action(client, "backup_site", "prod", "site1.example.com")["result"]["backup"]["id"])
+    listed = [b["id"] for b in client.get("/backups/prod/site1.example.com").json()["backups"]]
+    assert listed == sorted(ids, reverse=True) and len(set(ids)) == 3
+
+
+# ------------------------------------------------------------------ backup sources the container could redirect
+
+
+def test_fm_backup_refuses_a_symlinked_backups_dir_and_publishes_nothing(client, world, tmp_path):
+    """A bench whose private/backups links to another bench's: the other bench's dump is never published."""
+    backups_dir = world.bench_path / "workspace" / "frappe-bench" / "sites" / FM_SITE / "private" / "backups"
+    elsewhere = tmp_path / "other-bench-backups"
+    elsewhere.mkdir()
+    shutil.rmtree(backups_dir)
+    backups_dir.symlink_to(elsewhere, target_is_directory=True)
+    job = run_action(client, "backup_site", "erp", FM_SITE, expect="failed")
+    assert f"{backups_dir} is a symbolic link or not a directory" in job["message"]
+    assert "refusing to follow it" in job["message"]
+    assert [n for n in world.published("erp", FM_SITE) if not n.startswith(".")] == []
+
+
+def test_fm_backup_refuses_a_symlink_higher_up_in_the_workspace(client, world, tmp_path):
+    site_dir = world.bench_path / "workspace" / "frappe-bench" / "sites" / FM_SITE
+    moved = tmp_path / "moved-private"
+    shutil.move(str(site_dir / "private"), moved)
+    (site_dir / "private").symlink_to(moved, target_is_directory=True)
+    job = run_action(client, "backup_site", "erp", FM_SITE, expect="failed")
+    assert f"{site_dir / 'private'} is a symbolic link or not a directory" in job["message"]
+    assert [n for n in world.published("erp", FM_SITE) if not n.startswith(".")] == []
+
+
+def test_fm_backup_without_a_summary_lists_the_backups_dir_without_following_links(client, world, tmp_path):
+    world.doubles.set_faults(no_summary=True)
+    backups_dir = world.bench_path / "workspace" / "frappe-bench" / "sites" / FM_SITE / "private" / "backups"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(backups_dir)
+    backups_dir.symlink_to(elsewhere, target_is_directory=True)
+    job = run_action(client, "backup_site", "erp", FM_SITE, expect="failed")
+    assert "Cannot read the backup dir" in job["message"] and "symbolic link" in job["message"]
+
+
+def test_compose_backup_refuses_a_backups_dir_linked_to_another_site_and_copies_nothing(client, world):
+    sites = world.doubles.volume_bench(world.compose_project) / "sites"
+    own = sites / "site1.example.com" / "private" / "backups"
+    shutil.rmtree(own, ignore_errors=True)
+    (sites / "site2.example.com" / "private" / "backups").mkdir(parents=True, exist_ok=True)
+    own.symlink_to("../../site2.example.com/private/backups", target_is_directory=True)
+    job = run_action(client, "backup_site", "prod", "site1.example.com", expect="failed")
+    assert (
+        "In the container, /home/frappe/frappe-bench/sites/site1.example.com/private/backups is a symbolic link, "
+        "not a directory" in job["message"]
+    )
+    assert not [c for c in action_argvs(world, "docker") if "cp" in c]
+    assert [n for n in world.published("prod", "site1.example.com") if not n.startswith(".")] == []
+
+
+def test_compose_backup_that_would_not_fit_is_refused_before_copying(client, world, monkeypatch):
+    import shutil as real_shutil
+
+    monkeypatch.setattr(
+        real_shutil, "disk_usage", lambda path: real_shutil._ntuple_diskusage(10**9, 10**9 - 2000, 2000)
+    )
+    job = run_action(client, "backup_site", "prod", "site1.example.com", expect="failed")
+    assert "not enough free space to copy the backup out of the container" in job["message"]
+    assert not [c for c in action_argvs(world, "docker") if "cp" in c]
+    assert list((Path(world.config["agent"]["state_dir"]) / "staging").glob("*")) == []
+
+
+def test_compose_backup_file_that_changes_between_the_check_and_the_copy_is_refused(client, world):
+    from support.polling import wait_for
+
+    world.doubles.set_faults(hang={"compose cp": 3})
+    res = client.post_action("backup_site", "prod", "site1.example.com")
+    wait_for(world.doubles.hanging_pids, 20, "the copy out of the container to start")
+    backups = world.doubles.volume_bench(world.compose_project) / "sites" / "site1.example.com" / "private" / "backups"
+    dump = next(backups.glob("*-database.sql.gz"))
+    with dump.open("ab") as handle:  # something in the container still writing after the size was taken
+        handle.write(b"\0" * 4096)
+    job = wait_job(client, res.json()["job"]["id"])
+    assert job["status"] == "failed"
+    assert f"{dump.name} changed while it was copied out of the container" in job["message"]
+    assert [n for n in world.published("prod", "site1.example.com") if not n.startswith(".")] == []

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from support.polling import wait_for
 
 from fmappliance.version import __version__
 
@@ -79,10 +80,7 @@ def test_sigkill_in_the_middle_of_a_backup_publishes_nothing_and_fails_the_job(w
     )
     assert status == 202
     job_id = body["job"]["id"]
-    deadline = time.monotonic() + 20
-    while not world.doubles.hanging_pids():
-        assert time.monotonic() < deadline, "the backup never reached the copy step"
-        time.sleep(0.05)
+    wait_for(world.doubles.hanging_pids, 20, "the backup to reach the copy step")
     assert agent.request("GET", f"/jobs/{job_id}")[1]["status"] == "running"
     staging = Path(world.config["agent"]["state_dir"]) / "staging"
     assert any(staging.iterdir())

@@ -33,7 +33,7 @@ WHEN = datetime(2026, 1, 13, 2, 0, 3, tzinfo=timezone.utc)
 RETENTION = {"daily": 7, "weekly": 4, "monthly": 12}
 
 
-# ---- what bench --site S backup --with-files leaves behind (../shared/docs/frappe-manager.md §3) ----
+# ---- what bench --site S backup --with-files leaves behind (docs/doubles.md, "Output shapes") ----
 
 
 def dump_text(rows: int = 200, *, trailer: bool = True, seed: int = 1) -> bytes:
@@ -683,3 +683,72 @@ def test_gzip_check_handles_member_ends_inside_a_capped_inflate_call(slice_size,
     stream.finish()
     assert stream.members == len(members)
     assert b"".join(received) == text
+
+
+# ---- sources reached without following links below the root, sizes checked ---------------------
+
+
+def test_sources_below_the_root_publish_normally(store, sources, tmp_path):
+    manifest = store.publish(STACK, SITE, sources, created=WHEN, source_root=str(tmp_path / "bench"))
+    assert manifest["verified"] is True and len(manifest["files"]) == 4
+
+
+@pytest.mark.parametrize("linked", ["sites", f"sites/{SITE}", f"sites/{SITE}/private", f"sites/{SITE}/private/backups"])
+def test_a_symlinked_directory_on_the_way_to_the_sources_is_refused_not_followed(store, tmp_path, linked):
+    """Another bench's dump reached through a link planted in this bench is never published as this site's."""
+    other = bench_backup(tmp_path / "other-bench" / "sites" / SITE / "private" / "backups", dump_rows=7)
+    root = tmp_path / "bench"
+    (root / linked).parent.mkdir(parents=True, exist_ok=True)
+    (root / linked).symlink_to(tmp_path / "other-bench" / linked, target_is_directory=True)
+    claimed = {part: str(root / "sites" / SITE / "private" / "backups" / Path(p).name) for part, p in other.items()}
+    assert Path(claimed["database"]).is_file()  # following the link would find the other bench's dump
+    with pytest.raises(BackupError, match=f"{root / linked} is a symbolic link or not a directory"):
+        store.publish(STACK, SITE, claimed, created=WHEN, source_root=str(root))
+    assert not site_dir(store).exists() or entries(site_dir(store)) == []
+
+
+def test_a_source_outside_the_root_is_refused(store, sources, tmp_path):
+    (tmp_path / "root").mkdir()
+    with pytest.raises(BackupError, match="is not inside"):
+        store.publish(STACK, SITE, sources, created=WHEN, source_root=str(tmp_path / "root"))
+
+
+def test_a_symlinked_source_file_below_the_root_is_refused(store, sources, tmp_path):
+    link = Path(sources["database"]).with_name("linked-database.sql.gz")
+    link.symlink_to(sources["database"])
+    with pytest.raises(BackupError, match="cannot read"):
+        store.publish(STACK, SITE, {**sources, "database": str(link)}, source_root=str(tmp_path / "bench"))
+
+
+@pytest.mark.parametrize("size", [1000, 9 << 20])  # the one-pass copy and the threaded one
+@pytest.mark.parametrize("change", [-100, +100])
+def test_a_source_that_changes_size_while_it_is_copied_is_refused(tmp_path, size, change):
+    from fmappliance.agent.backups.publish import copy_verified
+    from fmappliance.agent.backups.verify import CheckFailed
+
+    class Anything:
+        def feed(self, data):
+            pass
+
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(size + change))
+    with open(src, "rb") as handle, open(tmp_path / "dst", "wb") as out:
+        # `size` is what the file measured when it was opened (and free space was checked for).
+        with pytest.raises(CheckFailed, match=r"changed size while it was being copied"):
+            copy_verified(handle.fileno(), out.fileno(), Anything(), size)
+    # A growing file is not copied beyond the measured size plus one read.
+    assert (tmp_path / "dst").stat().st_size <= size + (4 << 20)
+
+
+def test_a_copy_out_of_a_container_needs_room_twice_on_one_disk(store, tmp_path, monkeypatch):
+    import shutil as real_shutil
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    free = 1500
+    monkeypatch.setattr(
+        real_shutil, "disk_usage", lambda path: real_shutil._ntuple_diskusage(10_000, 10_000 - free, free)
+    )
+    store.check_room_for_copy(700, str(staging))  # 2 x 700 fit
+    with pytest.raises(BackupError, match="needs 800 bytes twice"):
+        store.check_room_for_copy(800, str(staging))

@@ -1,13 +1,14 @@
-"""The docker and fm doubles behave as frappe-manager.md documents the real CLIs."""
+"""The docker and fm doubles behave as docs/doubles.md documents the real CLIs."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import tarfile
 
-from double_state import DAEMON_DOWN
+from double_state import DAEMON_DOWN, NO_COMPOSE_PLUGIN
 
 
 def run(world, prog, *args, env=None):
@@ -32,6 +33,15 @@ def test_docker_version_has_a_server_key_unless_the_daemon_is_down(world):
     res = run(world, "docker", "version", "--format", "json")
     assert res.returncode == 1 and res.stderr.strip() == DAEMON_DOWN
     assert compose(world, "ps", "--all", "--format", "json").returncode == 1
+
+
+def test_docker_without_the_compose_plugin_refuses_every_compose_command_with_125(world):
+    world.doubles.set_faults(no_compose_plugin=True)
+    res = compose(world, "ps", "--all", "--format", "json")
+    assert res.returncode == 125 and res.stdout == ""
+    assert res.stderr.strip() == NO_COMPOSE_PLUGIN
+    assert res.stderr.strip().endswith("Run 'docker --help' for more information")
+    assert run(world, "docker", "version", "--format", "json").returncode == 0
 
 
 def test_ps_shapes_and_all_flag(world):
@@ -85,3 +95,32 @@ def test_faults_fail_and_hang_are_recorded_per_step(world):
     res = compose(world, "restart")
     assert res.returncode == 3 and "boom" in res.stderr
     assert world.doubles.argvs("docker")[-1][-1] == "restart"
+
+
+def test_stat_in_the_container_reports_symlinks_without_following_them(world):
+    sites = world.doubles.volume_bench(world.compose_project) / "sites"
+    (sites / "site1.example.com" / "private" / "backups").mkdir(parents=True, exist_ok=True)
+    (sites / "site1.example.com" / "private" / "backups" / "a.sql.gz").write_bytes(b"12345")
+    (sites / "site2.example.com" / "private").mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(sites / "site2.example.com" / "private" / "backups", ignore_errors=True)
+    (sites / "site2.example.com" / "private" / "backups").symlink_to("../../site1.example.com/private/backups")
+    root = "/home/frappe/frappe-bench/sites"
+    res = compose(
+        world,
+        "exec",
+        "-T",
+        "backend",
+        "stat",
+        "-c",
+        "%F|%s|%n",
+        "--",
+        f"{root}/site1.example.com",
+        f"{root}/site1.example.com/private/backups/a.sql.gz",
+        f"{root}/site2.example.com/private/backups",
+        f"{root}/nope",
+    )
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"directory|{(sites / 'site1.example.com').stat().st_size}|{root}/site1.example.com"
+    assert lines[1] == f"regular file|5|{root}/site1.example.com/private/backups/a.sql.gz"
+    assert lines[2].startswith("symbolic link|") and len(lines) == 3
+    assert res.returncode == 1 and "No such file or directory" in res.stderr

@@ -1,4 +1,5 @@
-"""Grandfather-father-son retention over published backups."""
+"""Retention over published backups: grandfather-father-son slots, keep_last, and the safety hold of
+labelled backups (every placed manifest carries a label, ``scheduled`` unless a test says otherwise)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ def backup_id(day: date, hour: int = 2) -> str:
     return f"{day:%Y-%m-%d}_{hour:02d}-00-00"
 
 
-def place_backup(store: BackupStore, ident: str, *, verified: bool = True) -> None:
-    """A published backup as publish() leaves it (dump + manifest), written directly for speed."""
+def place_backup(store: BackupStore, ident: str, *, verified: bool = True, label: str | None = "scheduled") -> None:
+    """A published backup as publish() leaves it (dump + manifest), written directly for speed.
+
+    ``label=None`` writes a manifest without a label, as published before labels existed.
+    """
     directory = Path(store.base_path) / STACK / SITE
     directory.mkdir(parents=True, exist_ok=True)
     data = gzip.compress(f"-- {ident}\n-- Dump completed\n".encode())
@@ -43,6 +47,8 @@ def place_backup(store: BackupStore, ident: str, *, verified: bool = True) -> No
             }
         ],
     }
+    if label is not None:
+        manifest["label"] = label
     (directory / f"{ident}.json").write_text(json.dumps(manifest))
 
 
@@ -196,3 +202,116 @@ def test_gfs_weeks_are_iso_weeks_across_the_new_year():
     assert gfs_keep(ids, {"daily": 0, "weekly": 2, "monthly": 0}) == {ids[2], ids[0]}
     assert gfs_keep(ids, {"daily": 0, "weekly": 0, "monthly": 2}) == {ids[2], ids[1]}
     assert gfs_keep([], GFS) == set()
+
+
+# ---- keep_last and the safety hold of labelled backups ------------------------------------------
+
+DAY = date(2026, 6, 10)
+NEXT_MORNING = datetime(2026, 6, 11, 3, tzinfo=timezone.utc)
+
+
+def test_backup_now_before_a_risky_change_survives_that_nights_scheduled_run(tmp_path):
+    """Strict GFS kept only the newest of the day: the night's scheduled run deleted the afternoon's manual backup."""
+    store = BackupStore(str(tmp_path / "backups"), {**GFS, "keep_last": 0})
+    for day in YEAR[150:160]:
+        place_backup(store, backup_id(day, 23))
+    place_backup(store, backup_id(DAY, 14), label="manual")
+    place_backup(store, backup_id(DAY, 23))
+    store.apply_retention(STACK, SITE, now=NEXT_MORNING)
+    assert backup_id(DAY, 14) in present(store)
+    assert backup_id(DAY, 23) in present(store)
+
+
+@pytest.mark.parametrize("label", ["manual", "pre-update", "pre-restore", "imported"])
+def test_safety_labels_are_kept_for_keep_safety_days_whatever_the_tiers_say(tmp_path, label):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
+    held = backup_id(DAY - timedelta(days=13), 9)
+    expired = backup_id(DAY - timedelta(days=15), 9)
+    place_backup(store, held, label=label)
+    place_backup(store, expired, label=label)
+    place_backup(store, backup_id(DAY, 2))
+    deleted = store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 12, tzinfo=timezone.utc))
+    assert deleted == [expired]
+    assert present(store) == {held, backup_id(DAY, 2)}
+
+
+def test_scheduled_backups_get_no_safety_hold(tmp_path):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
+    for hour in (2, 8, 14):
+        place_backup(store, backup_id(DAY, hour), label="scheduled")
+    store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 20, tzinfo=timezone.utc))
+    assert present(store) == {backup_id(DAY, 14)}
+
+
+def test_the_safety_hold_ends_exactly_keep_safety_days_after_the_backup(tmp_path):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=3
+    )
+    manual = backup_id(DAY, 9)
+    place_backup(store, manual, label="manual")
+    place_backup(store, backup_id(DAY + timedelta(days=2), 2))
+    store.apply_retention(STACK, SITE, now=datetime(2026, 6, 13, 8, 59, 59, tzinfo=timezone.utc))
+    assert manual in present(store)
+    place_backup(store, backup_id(DAY + timedelta(days=3), 2))
+    store.apply_retention(STACK, SITE, now=datetime(2026, 6, 13, 9, 0, 0, tzinfo=timezone.utc))
+    assert manual not in present(store)
+
+
+def test_a_backup_from_before_labels_existed_is_held_like_a_manual_one(tmp_path):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
+    unlabelled_recent = backup_id(DAY - timedelta(days=2), 9)
+    unlabelled_old = backup_id(DAY - timedelta(days=20), 9)
+    place_backup(store, unlabelled_recent, label=None)
+    place_backup(store, unlabelled_old, label=None)
+    place_backup(store, backup_id(DAY, 2))
+    assert store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 12, tzinfo=timezone.utc)) == [unlabelled_old]
+
+
+def test_keep_last_keeps_the_newest_n_whatever_the_tiers_say(tmp_path):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 1, "weekly": 0, "monthly": 0, "keep_last": 3}, keep_safety_days=0
+    )
+    for hour in (1, 5, 9, 13, 17):
+        place_backup(store, backup_id(DAY, hour))
+    store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 20, tzinfo=timezone.utc))
+    assert present(store) == {backup_id(DAY, 9), backup_id(DAY, 13), backup_id(DAY, 17)}
+
+
+def test_keep_last_does_not_count_backups_stamped_in_the_future_or_unverified(tmp_path):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 2}, keep_safety_days=0
+    )
+    for hour in (1, 5, 9):
+        place_backup(store, backup_id(DAY, hour))
+    place_backup(store, backup_id(DAY, 10), verified=False)
+    place_backup(store, backup_id(DAY, 23))  # after `now`: the clock went backwards
+    store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 12, tzinfo=timezone.utc))
+    assert present(store) == {backup_id(DAY, 5), backup_id(DAY, 9), backup_id(DAY, 10), backup_id(DAY, 23)}
+
+
+def test_the_agent_uses_the_configured_keep_last_and_safety_days(tmp_path):
+    from support.config_factory import write_config
+
+    from fmappliance.agent.app import build_services
+    from fmappliance.config import load_config
+
+    defaults = build_services(load_config(write_config(tmp_path)))
+    try:
+        assert defaults.store.retention["keep_last"] == 3 and defaults.store.keep_safety_days == 14
+    finally:
+        defaults.close()
+    (tmp_path / "other").mkdir()
+    chosen = build_services(
+        load_config(write_config(tmp_path / "other", backups={"retention": {"keep_last": 5}, "keep_safety_days": 30}))
+    )
+    try:
+        assert chosen.store.retention == {"daily": 7, "weekly": 4, "monthly": 12, "keep_last": 5}
+        assert chosen.store.keep_safety_days == 30
+    finally:
+        chosen.close()

@@ -120,11 +120,25 @@ def test_daemon_down_everywhere_makes_every_stack_unknown(client, world):
         assert s["status"] == "unknown" and "daemon not reachable" in s["reason"]
 
 
+def test_docker_without_the_compose_plugin_says_so_instead_of_pointing_at_docker_help(client, world):
+    world.doubles.set_faults(no_compose_plugin=True)
+    for s in client.get("/stacks").json()["stacks"]:
+        assert s["status"] == "unknown"
+        assert s["reason"] == "docker compose is not available: install the docker compose plugin"
+
+
 def test_compose_error_is_unknown_with_its_message(client, world):
     world.doubles.set_faults(fail={"compose ps": {"rc": 14, "stderr": "yaml: line 3: mapping values are not allowed"}})
     prod = stack(client, "prod")
     assert prod["status"] == "unknown"
     assert "exit code 14" in prod["reason"] and "mapping values" in prod["reason"]
+
+
+def test_a_secret_in_a_failing_ps_is_masked_in_the_reason(client, world):
+    world.doubles.set_faults(fail={"compose ps": {"rc": 1, "stderr": "env error: DB_PASSWORD=hunter2 is invalid"}})
+    prod = stack(client, "prod")
+    assert prod["status"] == "unknown"
+    assert "hunter2" not in prod["reason"] and "DB_PASSWORD=***" in prod["reason"]
 
 
 def test_slow_stack_times_out_as_unknown_without_holding_up_the_others(world, make_client):

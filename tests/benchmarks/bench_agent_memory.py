@@ -1,4 +1,4 @@
-"""Agent memory (issue 2 §6): under 35 MB RSS idle, and flat (+5 MB at most) while streaming 2 GiB.
+"""Agent memory: under 35 MB RSS idle, and flat (+5 MB at most) while streaming 2 GiB.
 
 Starts the real agent process (`python -m fmappliance.agent`), reads VmRSS from
 /proc/<pid>/status after a few requests, then downloads a 2 GiB published backup (a sparse

@@ -4,7 +4,7 @@ serving the same file directly, both over TLS from the same nginx, measured in o
 With ``dashboard.download_mode: accel`` the dashboard checks the session, asks the agent
 whether the file is a published backup (HEAD) and hands the sending to nginx with
 X-Accel-Redirect (the installer's default); with ``stream`` the bytes travel agent ->
-dashboard -> nginx.  Goal (install issue): the appliance path at least 0.8x the direct one.
+dashboard -> nginx.  Goal: the appliance path at least 0.8x the direct one.
 
 Run from the repo root with the venv python:  .venv/bin/python tests/benchmarks/bench_download_nginx.py
 Uses dist/ when `make build` made it, else builds into a temp dir. Needs curl. Always exits 0.

@@ -1,4 +1,4 @@
-"""Publishing a ~1 GiB database dump vs `cp`, `sha256sum` and `gzip -t` run one after another (issue 2 §6).
+"""Publishing a ~1 GiB database dump vs `cp`, `sha256sum` and `gzip -t` run one after another.
 
 Goal: BackupStore.publish (copy + sha256 + integrity check + fsync, one read of the source) takes no longer
 than the three tools in sequence on the same file.  Both sides run warm: the dump was just written, so it

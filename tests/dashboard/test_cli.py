@@ -6,6 +6,8 @@ import sys
 import bcrypt
 from support.config_factory import write_config
 
+from fmappliance.version import __version__
+
 
 def run(*args, stdin=""):
     return subprocess.run(
@@ -52,7 +54,7 @@ def test_check_config_on_a_missing_file_exits_2(tmp_path):
 
 def test_version():
     result = run("--version")
-    assert result.returncode == 0 and "fm-dashboard 0.1.0" in result.stdout
+    assert result.returncode == 0 and f"fm-dashboard {__version__}" in result.stdout
 
 
 def test_a_port_in_use_gives_one_clear_line_not_a_traceback(tmp_path):

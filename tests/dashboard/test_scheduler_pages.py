@@ -1,6 +1,6 @@
 """The schedules page over WSGI with the fake agent: add/list/remove/enable/disable as a form,
 JSON and HTMX, per-field errors, config schedules, auth/CSRF/405, audit rows, and the
-overdue-backup alert on the dashboard."""
+overdue-backup alert and the unscheduled-site warning on the dashboard."""
 
 from __future__ import annotations
 
@@ -469,3 +469,80 @@ def test_no_alert_for_sites_the_agent_cannot_list_right_now(logged_in, fake_agen
     clock.advance(3 * 86400)
     assert logged_in.login().status == 303
     assert "overdue" not in logged_in.get("/dashboard").text
+
+
+# ---- sites no schedule covers -------------------------------------------------------------
+
+
+def unscheduled_warnings(page: str) -> dict:
+    found = re.findall(
+        r'<div class="notice notice-warn unscheduled"[^>]*data-stack="([^"]+)" data-sites="([^"]*)">([^<]*)<', page
+    )
+    return {stack: (sites.split(), html.unescape(text)) for stack, sites, text in found}
+
+
+def test_dashboard_warns_about_every_site_no_schedule_covers(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3, "site2.example.com": None})
+    page = logged_in.get("/dashboard").text
+    warnings = unscheduled_warnings(page)
+    assert warnings["prod"][0] == ["site1.example.com", "site2.example.com"]
+    assert warnings["prod"][1].startswith(
+        "No backup schedule covers site1.example.com, site2.example.com on prod: "
+        "they are backed up only when someone starts a backup by hand."
+    )
+    assert 'href="/scheduler">Add a schedule</a>' in page
+
+
+def test_a_schedule_for_one_site_leaves_the_warning_for_the_other(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3, "site2.example.com": 3})
+    add_json(logged_in, site="site1.example.com")
+    warnings = unscheduled_warnings(logged_in.get("/dashboard").text)
+    assert warnings == {"prod": (["site2.example.com"], warnings["prod"][1])}
+    assert "covers site2.example.com on prod: it is backed up only" in warnings["prod"][1]
+
+
+def test_an_every_site_schedule_or_a_config_schedule_silences_the_warning(tmp_path, logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3, "site2.example.com": 3})
+    add_json(logged_in, site="*", frequency="weekly", day_of_week="mon")
+    assert unscheduled_warnings(logged_in.get("/dashboard").text) == {}
+    (tmp_path / "cfg").mkdir()
+    config = load_config(
+        write_config(
+            tmp_path / "cfg",
+            dashboard={"agent_url": fake_agent.url},
+            schedules=[{"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00"}],
+        )
+    )
+    client = WSGIClient(make_app(config, clock=clock))
+    client.login()
+    assert unscheduled_warnings(client.get("/dashboard").text) == {}
+
+
+def test_a_paused_schedule_does_not_cover_its_sites_and_the_warning_says_so(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3})
+    schedule_id = add_json(logged_in, site="*").json()["schedule"]["id"]
+    assert unscheduled_warnings(logged_in.get("/dashboard").text) == {}
+    token = logged_in.page_token("/scheduler")
+    assert logged_in.post(f"/scheduler/disable/{schedule_id}", data={"csrf_token": token}).status == 303
+    warnings = unscheduled_warnings(logged_in.get("/dashboard").text)
+    assert warnings["prod"][0] == ["site1.example.com"] and "(a schedule that would is paused)" in warnings["prod"][1]
+
+
+def test_no_warning_while_the_agent_cannot_list_a_stacks_sites(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3})
+    fake_agent.stacks[0].update(status="unknown", sites=[], last_backups={})
+    assert unscheduled_warnings(logged_in.get("/dashboard").text) == {}
+
+
+def test_site_names_in_the_warning_are_escaped(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"<b>x</b>": 3})
+    page = logged_in.get("/dashboard").text
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_odd_site_entries_from_the_agent_do_not_break_the_warning(logged_in, fake_agent, clock):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 3})
+    fake_agent.stacks[0]["sites"] = ["site1.example.com", {"not": "a name"}, None, "site1.example.com"]
+    page = logged_in.get("/dashboard")
+    assert page.status == 200
+    assert unscheduled_warnings(page.text)["prod"][0] == ["site1.example.com"]

@@ -7,12 +7,12 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
 from support.config_factory import TEST_USER, write_config
+from support.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,17 +30,21 @@ def start_dashboard(tmp_path, fake_agent, **dashboard):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
             conn.request("GET", "/healthz")
-            if conn.getresponse().read() == b"ok":
-                return proc, port, loaded["dashboard"]["state_dir"]
+            return conn.getresponse().read() == b"ok"
         except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("dashboard did not start: " + proc.stderr.read().decode())
+            return False
+
+    try:
+        wait_for(healthy, 20, "the dashboard to answer /healthz", interval=0.1)
+    except AssertionError:
+        proc.kill()
+        raise AssertionError("dashboard did not start: " + proc.stderr.read().decode()) from None
+    return proc, port, loaded["dashboard"]["state_dir"]
 
 
 @pytest.fixture

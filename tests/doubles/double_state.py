@@ -19,12 +19,16 @@ import fcntl
 import json
 import os
 import re
+import stat
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 ONE_SHOT_SERVICES = ("configurator", "create-site", "migrator")
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+# What a docker CLI without the compose plugin answers to `docker compose ...` (exit 125).
+NO_COMPOSE_PLUGIN = "docker: unknown command: docker compose\n\nRun 'docker --help' for more information"
 
 
 def default_state_dir() -> Path:
@@ -368,11 +372,42 @@ def run_in_container(
         if code is not None:
             return code
         return _find(bench_root, args[1:])
+    if args[0] == "stat":
+        code = apply_faults(world, "stat", project)
+        if code is not None:
+            return code
+        return _stat(bench_root, container_root, args[1:])
     print(
         f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{args[0]}": '
         "executable file not found in $PATH: unknown"
     )
     return 126
+
+
+_FILE_TYPES = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"))
+
+
+def _stat(bench_root: Path, container_root: str, args: list[str]) -> int:
+    """GNU `stat -c FORMAT -- PATH...` (lstat: a symlink is reported, not followed) with %F, %s and %n."""
+    fmt = args[args.index("-c") + 1]
+    paths = args[args.index("--") + 1 :]
+    code = 0
+    for path in paths:
+        rel = os.path.relpath(path, container_root) if os.path.isabs(path) else path
+        host = bench_root / rel
+        try:
+            if rel.startswith(".."):
+                raise FileNotFoundError
+            st = os.lstat(host)
+        except FileNotFoundError:
+            print(f"stat: cannot statx '{path}': No such file or directory", file=sys.stderr)
+            code = 1
+            continue
+        kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), None)
+        if kind is None:
+            kind = "regular empty file" if stat.S_ISREG(st.st_mode) and not st.st_size else "regular file"
+        print(fmt.replace("%F", kind).replace("%s", str(st.st_size)).replace("%n", path))
+    return code
 
 
 def _find(bench_root: Path, args: list[str]) -> int:

@@ -173,7 +173,7 @@ def test_nginx_site_has_no_unfilled_placeholders_and_the_chosen_ports(first):
     site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
     assert not re.search(r"@[A-Z_]+@", site)
     assert "listen 8080 default_server;" in site and "listen 8443 ssl" in site
-    assert "return 301 https://$host:8443$request_uri;" in site
+    assert "return 308 https://$host:8443$request_uri;" in site
     assert "ssl_certificate /etc/fmappliance/tls/selfsigned.crt;" in site
 
 

@@ -39,6 +39,12 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
     "referrer-policy": "same-origin",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "permissions-policy": (
+        "accelerometer=(), camera=(), display-capture=(), geolocation=(), gyroscope=(), "
+        "magnetometer=(), microphone=(), midi=(), payment=(), usb=()"
+    ),
 }
 
 
@@ -111,11 +117,11 @@ def test_tls_session_tickets_are_off(appliance):
 # ------------------------------------------------------------------ HTTP and hosts
 
 
-def test_plain_http_redirects_to_https(appliance):
+def test_plain_http_redirects_to_https_keeping_the_method(appliance):
     conn = http.client.HTTPConnection("127.0.0.1", appliance.nginx.http_port, timeout=10)
     conn.request("GET", "/login?next=/dashboard", headers={"Host": "localhost"})
     response = conn.getresponse()
-    assert response.status == 301
+    assert response.status == 308
     assert response.getheader("Location") == f"https://localhost:{appliance.nginx.https_port}/login?next=/dashboard"
     assert response.getheader("Strict-Transport-Security") == "max-age=63072000"
 

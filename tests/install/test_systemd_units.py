@@ -9,7 +9,7 @@ import pytest
 from install_harness import SYSTEM_PYTHON, deny_write_execute, install_env, mdwe_supported, run_install
 from support.config_factory import write_config
 
-# Targets from the install issue (systemd-analyze security --offline=yes, lower is safer).
+# Targets (systemd-analyze security --offline=yes, lower is safer).
 MAX_EXPOSURE = {"fm-agent.service": 2.5, "fm-dashboard.service": 1.5}
 
 

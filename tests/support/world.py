@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from fmappliance.config import KNOWN_ACTIONS, load_config
 from support.config_factory import TEST_TOKEN, write_config
+from support.polling import wait_for
 
 DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
 if str(DOUBLES) not in sys.path:
@@ -207,17 +207,20 @@ class ServedProcess:
             stdin=subprocess.DEVNULL,
             env=env,
         )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.output()}")
             try:
-                if self.is_ready():
-                    return self
+                return self.is_ready()
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not become ready in time: " + self.output())
+                return False
+
+        try:
+            wait_for(ready, timeout, f"{self.name} to become ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.output()}") from None
+        return self
 
     def stop(self, timeout: float = 10) -> int:
         if self.proc and self.proc.poll() is None:
@@ -266,14 +269,11 @@ class AgentProcess(ServedProcess):
             return err.code, json.loads(err.read() or b"null")
 
     def wait_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 30) -> dict:
-        end = time.monotonic() + timeout
-        while True:
+        def ended() -> dict | None:
             status, job = self.request("GET", f"/jobs/{job_id}")
-            if status == 200 and job["status"] in statuses:
-                return job
-            if time.monotonic() > end:
-                raise AssertionError(f"job {job_id} did not reach {statuses}: {job}")
-            time.sleep(0.05)
+            return job if status == 200 and job["status"] in statuses else None
+
+        return wait_for(ended, timeout, f"job {job_id} to reach {statuses}")
 
 
 class DashboardProcess(ServedProcess):

@@ -2,8 +2,9 @@
 
 One store (store.py) assembled from small per-concern modules: layout.py (names on disk),
 verify.py (content checks of each part), publish.py (the copy-and-publish pipeline), manifests.py
-(reading manifests), retention.py (grandfather-father-son), sitedir.py (reaching a site's
-directory without following links, and its lock).  Import the public names from here.
+(reading manifests), retention.py (GFS, keep_last, the safety hold of labelled backups), sitedir.py
+(reaching a site's directory without following links, and its lock), sources.py (reaching the files bench
+left without following a link the container planted).  Import the public names from here.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size
+from fmappliance.agent.backups.sources import open_file_beneath
 from fmappliance.agent.backups.verify import CheckFailed, checker_for
 from fmappliance.names import format_timestamp
 
@@ -41,8 +42,12 @@ _BUFFERS = 4
 SourceFiles = dict[str, tuple[int, os.stat_result]]
 
 
-def open_sources(sources: dict[str, str]) -> SourceFiles:
-    """part -> (fd, stat) of each file bench produced, refusing anything but a regular file."""
+def open_sources(sources: dict[str, str], root: str | None = None) -> SourceFiles:
+    """part -> (fd, stat) of each file bench produced, refusing anything but a regular file.
+
+    With ``root``, every directory between it and a file is opened without following a link
+    (sources.py): the directories a container can write are never trusted to lead where they say.
+    """
     opened: SourceFiles = {}
     try:
         for part in PARTS:
@@ -52,7 +57,10 @@ def open_sources(sources: dict[str, str]) -> SourceFiles:
             label = LABELS[part]
             try:
                 # O_NONBLOCK: a FIFO planted in place of a backup must not hang the job.
-                fd = os.open(path, READ_FLAGS | os.O_NONBLOCK)
+                if root is None:
+                    fd = os.open(path, READ_FLAGS | os.O_NONBLOCK)
+                else:
+                    fd = open_file_beneath(root, path, READ_FLAGS | os.O_NONBLOCK)
             except FileNotFoundError:
                 raise BackupError(f"{label} that bench reported is missing: {path}") from None
             except OSError as exc:
@@ -161,7 +169,12 @@ def _write_file_durably(dir_fd: int, name: str, data: bytes) -> None:
 
 
 def copy_verified(src_fd: int, dst_fd: int, check, expected_size: int) -> tuple[int, str]:
-    """Copy src to dst, returning (size, sha256 hex); raises CheckFailed from ``check``."""
+    """Copy src to dst, returning (size, sha256 hex); raises CheckFailed from ``check``.
+
+    ``expected_size`` is the size the source had when it was opened (free space was checked for
+    it): a source that grows past it or ends short was still being written, and is refused --
+    also so that something appending without end cannot fill the backup disk.
+    """
     digest = hashlib.sha256()
     src = open(src_fd, "rb", buffering=0, closefd=False)
     if expected_size <= _CHUNK:
@@ -173,12 +186,28 @@ def copy_verified(src_fd: int, dst_fd: int, check, expected_size: int) -> tuple[
             if not n:
                 break
             view = memoryview(buf)[:n]
+            total += n
+            _check_growth(total, expected_size)
             write_all(dst_fd, view)
             digest.update(view)
             check.feed(view)
-            total += n
-        return total, digest.hexdigest()
-    return ThreadedCopy(src, dst_fd, [digest.update, check.feed]).run(), digest.hexdigest()
+    else:
+        total = ThreadedCopy(src, dst_fd, [digest.update, check.feed], limit=expected_size).run()
+    if total != expected_size:
+        raise CheckFailed(_changed_size(expected_size, total))
+    return total, digest.hexdigest()
+
+
+def _changed_size(expected: int, found: int) -> str:
+    return (
+        f"changed size while it was being copied ({expected} bytes when opened, {found} read); "
+        f"something was still writing it"
+    )
+
+
+def _check_growth(total: int, limit: int) -> None:
+    if total > limit:
+        raise CheckFailed(_changed_size(limit, total))
 
 
 def write_all(fd: int, view: memoryview) -> None:
@@ -190,8 +219,9 @@ def write_all(fd: int, view: memoryview) -> None:
 class ThreadedCopy:
     """Reader/writer in the calling thread, one thread per consumer, a small ring of buffers."""
 
-    def __init__(self, src, dst_fd: int, consumers: list[Callable]):
+    def __init__(self, src, dst_fd: int, consumers: list[Callable], *, limit: int):
         self._src = src
+        self._limit = limit
         self._dst_fd = dst_fd
         self._consumers = consumers
         self._buffers = [bytearray(_CHUNK) for _ in range(_BUFFERS)]
@@ -200,7 +230,7 @@ class ThreadedCopy:
             self._free.put(index)
         self._pending = [0] * _BUFFERS
         self._lock = threading.Lock()
-        self._queues = [queue.Queue() for _ in consumers]
+        self._queues: list[queue.Queue[tuple[int, int] | None]] = [queue.Queue() for _ in consumers]
         self._error: BaseException | None = None
 
     def _release(self, index: int) -> None:
@@ -240,8 +270,9 @@ class ThreadedCopy:
                 if not n:
                     self._free.put(index)
                     break
-                write_all(self._dst_fd, memoryview(buf)[:n])
                 total += n
+                _check_growth(total, self._limit)
+                write_all(self._dst_fd, memoryview(buf)[:n])
                 self._pending[index] = len(self._queues)
                 for work in self._queues:
                     work.put((index, n))

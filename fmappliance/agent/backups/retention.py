@@ -1,9 +1,17 @@
-"""Grandfather-father-son retention: which verified backups each daily/weekly/monthly slot keeps."""
+"""Retention: which verified backups stay.
+
+A backup stays when any of these keeps it: a grandfather-father-son slot (the newest of each of the
+last ``daily`` days, ``weekly`` ISO weeks and ``monthly`` months), ``keep_last`` (the newest N),
+or its label: a backup someone asked for at a precise moment (``manual`` before a risky change,
+``pre-update``, ``pre-restore``, ``imported``) is kept at least ``keep_safety_days``.  Strict GFS
+alone keeps one backup a day, so the scheduled run at night would delete that afternoon's
+"Backup now" -- exactly the backup the operator wanted.
+"""
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fmappliance.agent.backups.layout import parse_id
 from fmappliance.agent.backups.manifests import all_manifests
@@ -35,13 +43,38 @@ def gfs_keep(ids: list[str], retention: dict) -> set[str]:
     return keep
 
 
-def delete_unkept(dir_fd: int, stack: str, site: str, retention: dict, now: datetime) -> list[str]:
-    """Delete (under the caller's lock) the verified backups no slot keeps; returns the deleted ids.
+#: Labels of backups taken on purpose at one moment; kept at least keep_safety_days.
+SAFETY_LABELS = frozenset({"manual", "pre-update", "pre-restore", "imported"})
+
+
+def retention_label(manifest: dict) -> str:
+    """The label retention goes by.
+
+    A manifest without one was published before labels existed, by "Backup now", an update or a
+    schedule -- nothing tells which.  It counts as ``manual``: the cost is keeping a few scheduled
+    backups for keep_safety_days longer, the alternative could delete the one taken by hand.
+    """
+    label = manifest.get("label")
+    return label if isinstance(label, str) and label else "manual"
+
+
+def kept_ids(manifests: list[dict], retention: dict, now: datetime, safety_days: int) -> set[str]:
+    """Ids of ``manifests`` (verified, stamped up to ``now``) that retention keeps."""
+    ids = [m["id"] for m in manifests]
+    keep = gfs_keep(ids, retention)
+    keep.update(sorted(ids, reverse=True)[: int(retention.get("keep_last", 0))])
+    horizon = now - timedelta(days=safety_days)
+    keep.update(m["id"] for m in manifests if retention_label(m) in SAFETY_LABELS and parse_id(m["id"]) > horizon)
+    return keep
+
+
+def delete_unkept(dir_fd: int, stack: str, site: str, retention: dict, now: datetime, safety_days: int) -> list[str]:
+    """Delete (under the caller's lock) the verified backups nothing keeps; returns the deleted ids.
 
     Backups stamped after ``now`` (the clock went backwards) are left alone and take no slot.
     """
     candidates = [m for m in all_manifests(dir_fd, stack, site) if m["verified"] is True and parse_id(m["id"]) <= now]
-    keep = gfs_keep([m["id"] for m in candidates], retention)
+    keep = kept_ids(candidates, retention, now, safety_days)
     deleted = []
     for manifest in candidates:
         if manifest["id"] in keep:

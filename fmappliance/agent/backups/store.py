@@ -31,9 +31,17 @@ _LOCK_WAIT_SECONDS = 30.0
 class BackupStore:
     """Published backups under ``base_path``: publish (verified), retention, listing, safe open."""
 
-    def __init__(self, base_path: str, retention: dict, *, lock_wait_seconds: float = _LOCK_WAIT_SECONDS):
+    def __init__(
+        self,
+        base_path: str,
+        retention: dict,
+        *,
+        keep_safety_days: int = 14,
+        lock_wait_seconds: float = _LOCK_WAIT_SECONDS,
+    ):
         self.base_path = os.path.abspath(base_path)
-        self.retention = {tier: int(retention.get(tier, 0)) for tier in ("daily", "weekly", "monthly")}
+        self.retention = {tier: int(retention.get(tier, 0)) for tier in ("daily", "weekly", "monthly", "keep_last")}
+        self.keep_safety_days = keep_safety_days
         self.lock_wait_seconds = lock_wait_seconds
 
     def _site_path(self, stack: str, site: str) -> str:
@@ -75,9 +83,18 @@ class BackupStore:
 
     # ---- publish ---------------------------------------------------------------------------
 
-    def publish(self, stack: str, site: str, sources: dict[str, str], *, created: datetime | None = None) -> dict:
+    def publish(
+        self,
+        stack: str,
+        site: str,
+        sources: dict[str, str],
+        *,
+        created: datetime | None = None,
+        source_root: str | None = None,
+    ) -> dict:
         """Copy, verify and atomically publish one backup; returns its manifest.
 
+        ``source_root``: the sources lie below it and no directory below it is followed as a link.
         On any failure nothing is left under a final name (and no temp), and BackupError says why.
         """
         unknown = set(sources) - set(PARTS)
@@ -87,7 +104,7 @@ class BackupStore:
             raise BackupError(f"bench produced no database dump for {site}; nothing was published")
         check_names(stack, site)
         moment = utc(created)
-        sources_open = pipeline.open_sources(sources)
+        sources_open = pipeline.open_sources(sources, source_root)
         try:
             self._check_free_space(sum(st.st_size for _fd, st in sources_open.values()))
             where = self._site_path(stack, site)
@@ -105,6 +122,29 @@ class BackupStore:
         finally:
             for fd, _st in sources_open.values():
                 os.close(fd)
+
+    def check_room_for_copy(self, needed: int, staging_dir: str) -> None:
+        """Refuse, before anything is copied, a backup of ``needed`` bytes that would not fit.
+
+        Copying out of a container goes to ``staging_dir`` first and is then published under
+        base_path: on one filesystem that needs twice the room.
+        """
+        staging = shutil.disk_usage(_existing(staging_dir))
+        base = self.disk_usage()
+        same_disk = os.stat(_existing(staging_dir)).st_dev == os.stat(_existing(self.base_path)).st_dev
+        if same_disk and staging.free < 2 * needed:
+            raise BackupError(
+                f"not enough free space to copy the backup out of the container: it needs {human_size(needed)} "
+                f"twice (a copy in {staging_dir}, then the published one in {self.base_path}, the same disk), "
+                f"{human_size(staging.free)} are free; free some space or lower the retention"
+            )
+        if staging.free < needed:
+            raise BackupError(
+                f"not enough free space in {staging_dir} to copy the backup out of the container: it needs "
+                f"{human_size(needed)}, {human_size(staging.free)} are free; free some space there"
+            )
+        if base["free_bytes"] < needed:
+            self._check_free_space(needed)
 
     def _check_free_space(self, needed: int) -> None:
         usage = self.disk_usage()
@@ -145,7 +185,7 @@ class BackupStore:
     # ---- retention -------------------------------------------------------------------------
 
     def apply_retention(self, stack: str, site: str, *, now: datetime | None = None) -> list[str]:
-        """Delete verified backups that no daily/weekly/monthly slot keeps; returns the deleted ids.
+        """Delete verified backups that nothing keeps (retention.py); returns the deleted ids.
 
         Only backups with a verified manifest stamped up to ``now`` are counted or deleted (a clock that
         went backwards must not cost backups); the newest of them is always kept.  Files without a
@@ -158,7 +198,7 @@ class BackupStore:
             return []
         try:
             with self._locked(dir_fd, f"{site} on {stack}"):
-                deleted = gfs.delete_unkept(dir_fd, stack, site, self.retention, moment)
+                deleted = gfs.delete_unkept(dir_fd, stack, site, self.retention, moment, self.keep_safety_days)
         finally:
             os.close(dir_fd)
         if deleted:
@@ -213,8 +253,12 @@ class BackupStore:
 
     def disk_usage(self) -> dict:
         """{"path", "free_bytes", "total_bytes"} of base_path's filesystem (or its nearest existing parent)."""
-        path = self.base_path
-        while not os.path.exists(path) and os.path.dirname(path) != path:
-            path = os.path.dirname(path)
-        usage = shutil.disk_usage(path)
+        usage = shutil.disk_usage(_existing(self.base_path))
         return {"path": self.base_path, "free_bytes": usage.free, "total_bytes": usage.total}
+
+
+def _existing(path: str) -> str:
+    """``path`` or its nearest existing parent (whose filesystem it will be created on)."""
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path

@@ -12,6 +12,7 @@ import re
 import tarfile
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 # Compressed input is fed to zlib in slices so that one call's output stays bounded
 # (a 4 MiB slice of a highly compressible dump could inflate to gigabytes).
@@ -41,7 +42,7 @@ class GzipStream:
         self._sink = sink
         self._slice = slice_size
         self._max_out = max_out
-        self._inflater = None
+        self._inflater: Any = None  # a zlib decompress object while inside a member
         self.members = 0
         self._padding = False
 

@@ -1,6 +1,6 @@
 """docker compose: argv builders, `ps` parsing (both JSON shapes) and stack status.
 
-Facts (../shared/docs/frappe-manager.md §2, §4): `ps --format json` printed one JSON array
+Facts (docs/doubles.md, "frappe_docker projects" and "Output shapes"): `ps --format json` printed one JSON array
 up to compose v2.20 and one object per line from v2.21; `configurator` and friends are
 one-shot services whose normal state is "exited (0)".
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
@@ -23,6 +24,16 @@ ONE_SHOT_SERVICES = frozenset({"configurator", "create-site", "migrator"})
 SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")
 #: Where the bench lives inside the backend container.
 CONTAINER_BENCH = "/home/frappe/frappe-bench"
+#: What a docker CLI without the compose plugin answers to `docker compose ...`: newer CLIs
+#: "docker: unknown command: docker compose" (exit 125), older ones "docker: 'compose' is not
+#: a docker command." (exit 1). Either way the rest of its message only says "see docker --help".
+PLUGIN_MISSING_MARKERS = ("unknown command: docker compose", "'compose' is not a docker command")
+PLUGIN_MISSING_REASON = "docker compose is not available: install the docker compose plugin"
+
+
+def plugin_missing(output: str) -> bool:
+    """Whether a failed `docker compose` call failed because the compose plugin is not installed."""
+    return any(marker in output for marker in PLUGIN_MISSING_MARKERS)
 
 
 def base_argv(docker: str, stack: dict) -> list[str]:
@@ -185,10 +196,26 @@ def update(ctx: JobContext, docker: str, stack: dict, sites: list[str], timeout:
         ctx.run(exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
 
 
+def source_root(stack: dict, staging: str) -> str:
+    """The copies out of the container land in the agent's own staging dir."""
+    return staging
+
+
 def collect_backup_files(
-    ctx: JobContext, docker: str, stack: dict, site: str, timeout: float, started: float, staging: str
+    ctx: JobContext,
+    docker: str,
+    stack: dict,
+    site: str,
+    timeout: float,
+    started: float,
+    staging: str,
+    check_room: Callable[[int, str], None] | None = None,
 ) -> dict[str, str]:
-    """Run `bench backup --with-files` in the container; part -> path of each file copied into ``staging``."""
+    """Run `bench backup --with-files` in the container; part -> path of each file copied into ``staging``.
+
+    Before copying, the container is asked (stat_argv) that no directory on the way to the files is
+    a symlink and how big they are; ``check_room(total, staging)`` refuses what would not fit.
+    """
     cwd = stack["path"]
     result = ctx.run(
         exec_argv(docker, stack, "bench", "--site", site, "backup", "--with-files"), timeout=timeout, cwd=cwd
@@ -221,10 +248,71 @@ def collect_backup_files(
         paths = {part: f"{container_dir}/{n}" for part, n in newest_backup_set(names).items()}
     if "database" not in paths:
         raise StepFailed(f"bench reported success but no database dump of {site} was found.")
+    sizes = _checked_sizes(ctx, docker, stack, site, sorted(paths.values()))
+    if check_room is not None:
+        check_room(sum(sizes.values()), staging)
     os.makedirs(staging, mode=0o700, exist_ok=True)
     sources = {}
     for part, path in sorted(paths.items()):
         local = os.path.join(staging, os.path.basename(path))
         ctx.run(cp_argv(docker, stack, path, local), timeout=timeout, cwd=cwd)
+        copied = os.lstat(local).st_size if os.path.lexists(local) else None
+        if copied != sizes[path]:
+            raise StepFailed(
+                f"{os.path.basename(path)} changed while it was copied out of the container "
+                f"({sizes[path]} bytes before, {copied} after); not publishing it."
+            )
         sources[part] = local
     return sources
+
+
+# `stat -c` format: file type, size, name; "|" cannot occur in the names asked about (they are
+# validated site names and bench's own backup file names).
+_STAT_FORMAT = "%F|%s|%n"
+
+
+def backup_dir_chain(site: str) -> list[str]:
+    """The container directories from the sites volume down to a site's backup dir."""
+    sites = f"{CONTAINER_BENCH}/sites"
+    return [sites, f"{sites}/{site}", f"{sites}/{site}/private", f"{sites}/{site}/private/backups"]
+
+
+def _checked_sizes(ctx: JobContext, docker: str, stack: dict, site: str, files: list[str]) -> dict[str, int]:
+    """Size of each backup file in the container, after checking that nothing on the way is a symlink.
+
+    `docker compose cp` resolves links inside the container: a `sites/<site>/private/backups` that
+    the container replaced with a link to another site's backups would hand over that site's dump.
+    GNU stat without -L reports a link as a link, so one call checks every directory and file.
+    """
+    chain = backup_dir_chain(site)
+    result = ctx.run(
+        exec_argv(docker, stack, "stat", "-c", _STAT_FORMAT, "--", *chain, *files),
+        timeout=120,
+        cwd=stack["path"],
+        check=False,
+        label="stat of the backup files in the container",
+    )
+    found: dict[str, tuple[str, int]] = {}
+    for line in result.output.splitlines():
+        kind, sep, rest = line.partition("|")
+        digits, sep2, name = rest.partition("|")
+        if sep and sep2 and digits.isdigit():
+            found[name] = (kind, int(digits))
+    for path in chain:
+        kind = found.get(path, ("missing", 0))[0]
+        if kind != "directory":
+            raise StepFailed(
+                f"In the container, {path} is {_a(kind)}, not a directory; refusing to copy backups through it "
+                f"(a link there could hand over another site's files)."
+            )
+    sizes: dict[str, int] = {}
+    for path in files:
+        kind, size = found.get(path, ("missing", 0))
+        if kind not in ("regular file", "regular empty file"):
+            raise StepFailed(f"In the container, {path} is {_a(kind)}, not a regular file; not publishing it.")
+        sizes[path] = size
+    return sizes
+
+
+def _a(kind: str) -> str:
+    return "missing" if kind == "missing" else f"a {kind}"

@@ -1,6 +1,6 @@
 """Frappe Manager benches: FM home, fm argv builders, the bench's compose file for status.
 
-Facts (../shared/docs/frappe-manager.md §1): a bench is `<FM home>/sites/<bench>`; fm reads
+Facts (docs/doubles.md, "Frappe Manager"): a bench is `<FM home>/sites/<bench>`; fm reads
 its home from FRAPPE_MANAGER_HOME (0.20+); `-n` turns prompts into errors; `shell -c` passes
 the command's exit code through; status comes from
 `docker compose -f <bench>/docker-compose.yml ps --all --format json` on the main services.
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 
+from fmappliance.agent.backups.errors import BackupError
+from fmappliance.agent.backups.sources import list_dir_beneath
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.runner import minimal_env
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
@@ -107,10 +110,26 @@ def update(ctx: JobContext, fm: str, stack: dict, sites: list[str], timeout: flo
     ctx.run(fm_argv(fm, "restart", stack), timeout=timeout, cwd=cwd, env=env)
 
 
+def source_root(stack: dict, staging: str) -> str:
+    """Below the bench dir everything is the container's to write: publish walks it without following links."""
+    return stack["path"]
+
+
 def collect_backup_files(
-    ctx: JobContext, fm: str, stack: dict, site: str, timeout: float, started: float, staging: str
+    ctx: JobContext,
+    fm: str,
+    stack: dict,
+    site: str,
+    timeout: float,
+    started: float,
+    staging: str,
+    check_room: Callable[[int, str], None] | None = None,
 ) -> dict[str, str]:
-    """Run `bench backup --with-files`; part -> host path of each file (the bench dir is on the host)."""
+    """Run `bench backup --with-files`; part -> host path of each file (the bench dir is on the host).
+
+    Nothing is copied here: publish reads the files in place, below ``source_root``, and checks
+    their sizes against the free space first, so ``check_room`` is not needed.
+    """
     result = ctx.run(
         shell_argv(fm, stack, "--site", site, "backup", "--with-files"),
         timeout=timeout,
@@ -122,12 +141,10 @@ def collect_backup_files(
     if "database" not in names:
         ctx.log("no backup summary in bench's output; looking for the newest files in " + backup_dir)
         try:
-            recent = [
-                n for n in os.listdir(backup_dir) if os.lstat(os.path.join(backup_dir, n)).st_mtime >= started - 2
-            ]
-        except OSError as exc:
-            raise StepFailed(f"Cannot read the backup dir {backup_dir}: {exc.strerror}") from None
-        names = newest_backup_set(recent)
+            entries = list_dir_beneath(source_root(stack, staging), backup_dir)
+        except BackupError as exc:
+            raise StepFailed(f"Cannot read the backup dir {backup_dir}: {exc}") from None
+        names = newest_backup_set([name for name, st in entries if st.st_mtime >= started - 2])
     if "database" not in names:
         raise StepFailed(f"bench reported success but no database dump of {site} was found.")
     return {part: os.path.join(backup_dir, n) for part, n in names.items()}
