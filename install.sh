@@ -305,6 +305,16 @@ defaults = {"agent.port": 9100, "dashboard.port": 8000, "dashboard.listen": "127
 for key, default in defaults.items():
     section, name = key.split(".")
     print(key, (data.get(section) or {}).get(name, default))
+# Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
+import ipaddress
+allowed = []
+for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:
+    try:
+        ipaddress.ip_network(str(entry), strict=False)
+    except ValueError:
+        continue
+    allowed.append(str(entry))
+print("dashboard.metrics_allow", " ".join(allowed))
 # Where the agent must write: backups, each FM home, each compose project dir.
 paths = [(data.get("backups") or {}).get("base_path") or defaults["backups.base_path"]]
 for stack in (data.get("stacks") or {}).values():
@@ -898,11 +908,12 @@ install_nginx_site() {
     step "nginx"
     ensure_nginx_package
     choose_certificate
-    local tags="" names known="" name suffix="" upstream port listen snippet
+    local tags="" names known="" name suffix="" upstream port listen snippet allow="" network
     [ -n "$DOMAIN" ] && tags="SNI"
     [ -e /proc/net/if_inet6 ] && tags="$tags V6"
     names="$(server_names)"
     for name in $names; do [ "$name" = _ ] || known="$known    $name 1;"$'\n'; done
+    for network in $(config_value dashboard.metrics_allow); do allow="$allow        allow $network;"$'\n'; done
     [ "$HTTPS_PORT" = 443 ] || suffix=":$HTTPS_PORT"
     port="$(config_value dashboard.port)"
     listen="$(config_value dashboard.listen)"
@@ -913,7 +924,8 @@ install_nginx_site() {
         SNIPPETS_DIR="$NGINX_DIR/snippets" CERT="$CERT" KEY="$KEY" \
         TLS_DEFAULT="$([ -n "$DOMAIN" ] || echo default_server)" ACME_DIR="$ACME_DIR" \
         ACCEL_PREFIX="$(config_value dashboard.accel_prefix)" \
-        BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}"
+        BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}" \
+        METRICS_ALLOW="${allow%$'\n'}"
     for snippet in fm-security-headers.conf fm-tls.conf; do
         if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
             CHANGED_NGINX=1

@@ -1,8 +1,8 @@
 """The one config schema: every key of config.yaml, its type, default and help.
 
-The schema drives loading, validation, the example config (packaging/config.example.yaml),
-the README's reference and a test that fails when a key is undocumented.  Nothing else in
-the code base knows which keys exist.
+The schema drives loading, validation (the machinery is in config_kit.py), the example config
+(packaging/config.example.yaml) and the README's reference (config_docs.py), and a test that
+fails when a key is undocumented.  Nothing else in the code base knows which keys exist.
 
 ``load_config(path)`` returns plain nested dicts with every default filled in::
 
@@ -19,13 +19,10 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fmappliance.config_kit import ConfigError, Key, ListOf, Located, MapOf, Section, Validator, parse_yaml
 from fmappliance.names import ACTIONS, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
@@ -50,67 +47,12 @@ ROLES = ("viewer", "operator", "admin")
 TOTP_MODES = ("required", "optional", "off")
 
 
-class ConfigError(Exception):
-    """A config file that cannot be used; ``str()`` is one line for the operator."""
-
-
-# --------------------------------------------------------------------------------------
-# Schema building blocks
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Key:
-    """One scalar or list setting.
-
-    ``kind`` is one of: str, int, bool, path, str_list, secret, int_map, str_map.
-    ``check`` returns an error text ("expected ...") or None.
-    """
-
-    name: str
-    kind: str
-    default: Any = None
-    help: str = ""
-    required: bool = False
-    check: Callable[[Any], str | None] | None = None
-    example: Any = None  # shown in the example config instead of the default
-    coerce: Callable[[Any], Any] | None = None  # applied to the raw value before the type check
-
-
-@dataclass(frozen=True)
-class Section:
-    """A mapping of fixed keys."""
-
-    name: str
-    keys: tuple
-    help: str = ""
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class MapOf:
-    """A mapping of operator-chosen names (stacks) to sections."""
-
-    name: str
-    entry: Section
-    name_check: Callable[[str], str | None]
-    help: str = ""
-    required: bool = False
-    example: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ListOf:
-    """A list of sections (schedules)."""
-
-    name: str
-    entry: Section
-    help: str = ""
-    example: list = field(default_factory=list)
-
-
 def _port(v):
     return None if 1 <= v <= 65535 else "expected a port number from 1 to 65535"
+
+
+def _listen_port(v):
+    return None if 0 <= v <= 65535 else "expected a port number from 1 to 65535 (or 0: any free port)"
 
 
 def _positive(v):
@@ -188,6 +130,17 @@ def _day_of_month(v):
     return None if 1 <= v <= 28 else "expected a day of month from 1 to 28"
 
 
+def _networks(v):
+    import ipaddress
+
+    for entry in v:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return f"{entry!r} is not an IP address or network (e.g. 10.0.0.5 or 192.168.1.0/24)"
+    return None
+
+
 def _site_or_all(v):
     return None if v == "*" or is_valid_site_name(v) else "expected a site name or '*' for every site"
 
@@ -197,7 +150,13 @@ AGENT = Section(
     help="The privileged agent: runs the allow-listed operations.",
     keys=(
         Key("listen", "str", "127.0.0.1", "Address the agent binds to. Keep it on loopback."),
-        Key("port", "int", 9100, "TCP port of the agent.", check=_port),
+        Key(
+            "port",
+            "int",
+            9100,
+            "TCP port of the agent (0: any free port, named in the 'listening on' log line).",
+            check=_listen_port,
+        ),
         Key("state_dir", "path", "/var/lib/fmappliance/agent", "Job store (SQLite) and locks."),
         Key(
             "action_timeouts",
@@ -227,6 +186,14 @@ AGENT = Section(
             "int",
             40,
             "Request threads (each download, also one relayed by the dashboard, holds one).",
+            check=_positive,
+        ),
+        Key(
+            "max_log_streams",
+            "int",
+            8,
+            "Followed service logs streamed at once (each holds a request thread and a `docker compose logs`); "
+            "beyond this the agent answers 429.",
             check=_positive,
         ),
     ),
@@ -322,7 +289,13 @@ DASHBOARD = Section(
     required=True,
     keys=(
         Key("listen", "str", "127.0.0.1", "Address the dashboard binds to (nginx proxies to it)."),
-        Key("port", "int", 8000, "TCP port of the dashboard.", check=_port),
+        Key(
+            "port",
+            "int",
+            8000,
+            "TCP port of the dashboard (0: any free port, named in the 'listening on' log line).",
+            check=_listen_port,
+        ),
         Key("state_dir", "path", "/var/lib/fmappliance/dashboard", "Sessions, schedules and the audit log (SQLite)."),
         Key(
             "secret_key",
@@ -384,6 +357,20 @@ DASHBOARD = Section(
             "With download_mode accel: the internal nginx location that maps to backups.base_path.",
         ),
         Key("agent_timeout", "int", 10, "Seconds to wait for the agent on page requests.", check=_positive),
+        Key(
+            "metrics_token_file",
+            "path",
+            None,
+            "A file (mode 0600 or 0640) holding the token Prometheus sends to GET /metrics as 'Authorization: Bearer <token>' (at least 32 characters). Unset, or the file missing: /metrics answers 404.",
+            example="/etc/fmappliance/metrics.token",
+        ),
+        Key(
+            "metrics_allow",
+            "str_list",
+            [],
+            "Addresses or networks nginx lets reach /metrics (e.g. [10.0.0.5, 192.168.1.0/24]); empty: nobody. Applied by install.sh.",
+            check=_networks,
+        ),
     ),
 )
 
@@ -499,164 +486,10 @@ SCHEMA = (
 )
 
 
-# --------------------------------------------------------------------------------------
-# Loading YAML with line numbers
-# --------------------------------------------------------------------------------------
-
-
-class _Located:
-    """Plain data plus the YAML line of every key path, for error messages."""
-
-    def __init__(self):
-        self.lines: dict[tuple, int] = {}
-
-
-def _node_to_data(node, path: tuple, located: _Located, loader):
-    located.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: keys must be plain names")
-            key = str(loader.construct_object(key_node))
-            if key in out:
-                raise ConfigError(f"line {key_node.start_mark.line + 1}: {'.'.join(path + (key,))}: duplicate key")
-            located.lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _node_to_data(value_node, path + (key,), located, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_node_to_data(n, path + (i,), located, loader) for i, n in enumerate(node.value)]
-    return loader.construct_object(node)
-
-
-def _parse_yaml(text: str) -> tuple[Any, _Located]:
-    located = _Located()
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = {} if node is None else _node_to_data(node, (), located, loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{where}not valid YAML ({problem})") from None
-    finally:
-        loader.dispose()
-    return data, located
-
-
-# --------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------
-
-_KIND_TEXT = {
-    "str": "a text",
-    "secret": "a text",
-    "int": "a whole number",
-    "bool": "true or false",
-    "path": "a path",
-    "str_list": "a list of texts",
-    "int_map": "a mapping of names to whole numbers",
-    "str_map": "a mapping of names to texts",
-    "user_map": "a mapping of user names to a bcrypt hash or {password, role}",
-}
-
-
-class _Validator:
-    def __init__(self, located: _Located):
-        self.located = located
-
-    def fail(self, path: tuple, expected: str):
-        dotted = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
-        line = self.located.lines.get(path)
-        where = f"line {line}: " if line else ""
-        raise ConfigError(f"{where}{dotted}: {expected}")
-
-    def value(self, key: Key, raw: Any, path: tuple):
-        if raw is None:
-            if key.required:
-                self.fail(path, f"is required ({key.help})")
-            return _copy(key.default)
-        if key.coerce:
-            raw = key.coerce(raw)
-        ok = {
-            "str": lambda v: isinstance(v, str),
-            "secret": lambda v: isinstance(v, str),
-            "path": lambda v: isinstance(v, str) and v != "",
-            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-            "bool": lambda v: isinstance(v, bool),
-            "str_list": lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v),
-            "int_map": lambda v: (
-                isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values())
-            ),
-            "str_map": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
-            "user_map": lambda v: isinstance(v, dict) and all(isinstance(i, (str, dict)) for i in v.values()),
-        }[key.kind]
-        if not ok(raw):
-            shown = "(hidden)" if key.kind == "secret" else repr(raw)[:60]
-            self.fail(path, f"expected {_KIND_TEXT[key.kind]}, got {shown}")
-        if key.check:
-            problem = key.check(raw)
-            if problem:
-                self.fail(path, problem)
-        if key.kind == "int_map" and isinstance(key.default, dict):
-            return {**key.default, **raw}
-        return raw
-
-    def section(self, section: Section, raw: Any, path: tuple) -> dict:
-        if raw is None:
-            if section.required:
-                self.fail(path, f"section is required ({section.help})")
-            raw = {}
-        if not isinstance(raw, dict):
-            self.fail(path, f"expected a mapping of settings, got {repr(raw)[:60]}")
-        known = {k.name for k in section.keys}
-        for name in raw:
-            if name not in known:
-                self.fail(path + (name,), "unknown key; expected one of: " + ", ".join(sorted(known)))
-        out = {}
-        for key in section.keys:
-            if isinstance(key, Section):
-                out[key.name] = self.section(key, raw.get(key.name), path + (key.name,))
-            else:
-                out[key.name] = self.value(key, raw.get(key.name), path + (key.name,))
-        return out
-
-    def map_of(self, spec: MapOf, raw: Any, path: tuple) -> dict:
-        if raw is None:
-            if spec.required:
-                self.fail(path, f"section is required ({spec.help}); use {{}} for none")
-            return {}
-        if not isinstance(raw, dict):
-            self.fail(path, f"expected a mapping of names to settings, got {repr(raw)[:60]}")
-        out = {}
-        for name, entry in raw.items():
-            problem = spec.name_check(str(name))
-            if problem:
-                self.fail(path + (name,), f"bad name: {problem}")
-            out[str(name)] = self.section(spec.entry, entry, path + (name,))
-        return out
-
-    def list_of(self, spec: ListOf, raw: Any, path: tuple) -> list:
-        if raw is None:
-            return []
-        if not isinstance(raw, list):
-            self.fail(path, "expected a list")
-        return [self.section(spec.entry, item, path + (i,)) for i, item in enumerate(raw)]
-
-
-def _copy(value):
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, list):
-        return list(value)
-    return value
-
-
-def validate(data: Any, located: _Located | None = None) -> dict:
+def validate(data: Any, located: Located | None = None) -> dict:
     """Check parsed YAML against the schema; return the full config with defaults."""
-    located = located or _Located()
-    v = _Validator(located)
+    located = located or Located()
+    v = Validator(located)
     if not isinstance(data, dict):
         raise ConfigError("the file must be a mapping of sections (agent:, security:, stacks:, ...)")
     known = [s.name for s in SCHEMA]
@@ -676,7 +509,7 @@ def validate(data: Any, located: _Located | None = None) -> dict:
     return config
 
 
-def _cross_checks(config: dict, v: _Validator, data: dict) -> None:
+def _cross_checks(config: dict, v: Validator, data: dict) -> None:
     sec = config["security"]
     if sec["token"] and sec["token_file"]:
         v.fail(("security", "token_file"), "give either token or token_file, not both")
@@ -711,12 +544,19 @@ def _cross_checks(config: dict, v: _Validator, data: dict) -> None:
                     ("schedules", i, "timezone"),
                     f"unknown time zone {schedule['timezone']!r}; expected an IANA name like Europe/Berlin",
                 )
+    dash = config["dashboard"]
+    dash["metrics_token"] = None  # derived: the scrape token, or None while /metrics is off
+    if dash["metrics_token_file"] and os.path.exists(dash["metrics_token_file"]):
+        dash["metrics_token"] = _read_secret_file(dash["metrics_token_file"], ("dashboard", "metrics_token_file"), v)
+        problem = _token(dash["metrics_token"])
+        if problem:
+            v.fail(("dashboard", "metrics_token_file"), f"the file's token is too short: {problem}")
     smtp_pw = config["notifications"]["smtp"]["password_file"]
     if smtp_pw and not os.path.isfile(smtp_pw):
         v.fail(("notifications", "smtp", "password_file"), f"file {smtp_pw} does not exist")
 
 
-def _read_secret_file(path: str, key_path: tuple, v: _Validator) -> str:
+def _read_secret_file(path: str, key_path: tuple, v: Validator) -> str:
     try:
         st = os.stat(path)
         with open(path, encoding="utf-8") as fh:
@@ -737,7 +577,7 @@ def load_config(path: str | os.PathLike) -> dict:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     try:
-        data, located = _parse_yaml(text)
+        data, located = parse_yaml(text)
         return validate(data, located)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
@@ -756,105 +596,5 @@ def dashboard_users(config: dict) -> dict[str, tuple[str, str]]:
 
 def secrets_of(config: dict) -> list[str]:
     """The secret values a log line must never show."""
-    return [s for s in (config["security"]["token"], config["dashboard"]["secret_key"]) if s]
-
-
-# --------------------------------------------------------------------------------------
-# Documentation generated from the schema
-# --------------------------------------------------------------------------------------
-
-
-def iter_keys():
-    """Yield (dotted_key, Key) for every documented setting, sections included."""
-
-    def walk(prefix, keys):
-        for key in keys:
-            if isinstance(key, Section):
-                yield prefix + key.name, key
-                yield from walk(prefix + key.name + ".", key.keys)
-            else:
-                yield prefix + key.name, key
-
-    for spec in SCHEMA:
-        yield spec.name, spec
-        if isinstance(spec, Section):
-            yield from walk(spec.name + ".", spec.keys)
-        elif isinstance(spec, MapOf):
-            yield from walk(spec.name + ".<name>.", spec.entry.keys)
-        else:
-            yield from walk(spec.name + "[].", spec.entry.keys)
-
-
-def reference_markdown() -> str:
-    """The README's configuration reference."""
-    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
-    for dotted, key in iter_keys():
-        if isinstance(key, Key):
-            default = (
-                "required"
-                if key.required
-                else ("—" if key.default in (None, "", [], {}) else f"`{_yaml_inline(key.default)}`")
-            )
-            if key.kind == "secret":
-                default = "required" if key.required else "—"
-            rows.append(f"| `{dotted}` | {default} | {key.help} |")
-        else:
-            rows.append(f"| **`{dotted}`** | {'required' if getattr(key, 'required', False) else ''} | {key.help} |")
-    return "\n".join(rows) + "\n"
-
-
-def _yaml_inline(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-
-def example_yaml() -> str:
-    """The example config: every key with its default (or example), commented with its help."""
-    out = [
-        "# fmappliance configuration (/etc/fmappliance/config.yaml).",
-        "# Generated from fmappliance/config.py: every key, its default and what it does.",
-        "# Keys marked 'required' have no default; everything else may be left out.",
-        "",
-    ]
-
-    def emit_keys(keys, indent):
-        pad = "  " * indent
-        for key in keys:
-            if isinstance(key, Section):
-                out.append(f"{pad}# {key.help}")
-                out.append(f"{pad}{key.name}:")
-                emit_keys(key.keys, indent + 1)
-                continue
-            value = key.example if key.example is not None else key.default
-            note = " (required)" if key.required else ""
-            out.append(f"{pad}# {key.help}{note}")
-            if value is None:
-                out.append(f"{pad}# {key.name}:")
-            elif isinstance(value, dict) and value:
-                out.append(f"{pad}{key.name}:")
-                for k, val in value.items():
-                    out.append(f"{pad}  {k}: {_yaml_inline(val)}")
-            else:
-                out.append(f"{pad}{key.name}: {_yaml_inline(value)}")
-
-    for spec in SCHEMA:
-        out.append(f"# {spec.help}")
-        if isinstance(spec, Section):
-            out.append(f"{spec.name}:")
-            emit_keys(spec.keys, 1)
-        elif isinstance(spec, MapOf):
-            out.append("# Each entry's keys: " + ", ".join(k.name for k in spec.entry.keys) + ".")
-            out.append(f"{spec.name}:")
-            for name, entry in spec.example.items():
-                out.append(f"  {name}:")
-                for k, val in entry.items():
-                    out.append(f"    {k}: {_yaml_inline(val)}")
-        else:
-            out.append("# Each entry's keys: " + ", ".join(k.name for k in spec.entry.keys) + ".")
-            out.append(f"{spec.name}:")
-            for entry in spec.example:
-                first = True
-                for k, val in entry.items():
-                    out.append(f"  {'- ' if first else '  '}{k}: {_yaml_inline(val)}")
-                    first = False
-        out.append("")
-    return "\n".join(out)
+    dash = config["dashboard"]
+    return [s for s in (config["security"]["token"], dash["secret_key"], dash.get("metrics_token")) if s]

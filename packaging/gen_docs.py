@@ -5,7 +5,7 @@ Run through `make docs`; tests/test_config.py fails when either is out of date.
 
 from pathlib import Path
 
-from fmappliance.config import example_yaml, reference_markdown
+from fmappliance.config_docs import example_yaml, reference_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"

@@ -10,6 +10,7 @@ import yaml
 from support.config_factory import TEST_PASSWORD, TEST_TOKEN, write_config
 
 from fmappliance import config as cfg
+from fmappliance import config_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,17 +128,17 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 
 def test_every_key_is_documented():
-    for dotted, key in cfg.iter_keys():
+    for dotted, key in config_docs.iter_keys():
         assert key.help.strip(), f"{dotted} has no help text"
 
 
 def test_example_config_is_generated_from_the_schema():
     shipped = (ROOT / "packaging" / "config.example.yaml").read_text()
-    assert shipped == cfg.example_yaml(), "run `make example-config`"
+    assert shipped == config_docs.example_yaml(), "run `make example-config`"
 
 
 def test_example_config_mentions_every_key():
-    example = cfg.example_yaml()
+    example = config_docs.example_yaml()
     # Optional keys of a stack or schedule entry are listed in an "Each entry's keys: a, b, c." comment.
     listed = {
         key.strip()
@@ -145,13 +146,13 @@ def test_example_config_mentions_every_key():
         if "Each entry's keys:" in line
         for key in line.split("keys:", 1)[1].strip().rstrip(".").split(",")
     }
-    for dotted, _key in cfg.iter_keys():
+    for dotted, _key in config_docs.iter_keys():
         leaf = dotted.split(".")[-1].replace("[]", "")
         assert f"{leaf}:" in example or leaf in listed, dotted
 
 
 def test_example_config_validates_once_paths_exist(tmp_path):
-    data = yaml.safe_load(cfg.example_yaml())
+    data = yaml.safe_load(config_docs.example_yaml())
     for stack in data["stacks"].values():
         stack["path"] = str(tmp_path)
     data["dashboard"]["credentials"] = {"admin": "$2b$12$" + "a" * 53}
@@ -161,8 +162,44 @@ def test_example_config_validates_once_paths_exist(tmp_path):
 
 def test_readme_reference_is_current():
     readme = (ROOT / "README.md").read_text()
-    assert cfg.reference_markdown() in readme, "regenerate the README's configuration reference from the schema"
+    assert config_docs.reference_markdown() in readme, "regenerate the README's configuration reference from the schema"
 
 
 def test_write_config_helper_writes_a_valid_config(tmp_path):
     assert cfg.load_config(write_config(tmp_path))["stacks"] == {}
+
+
+def dashboard_with(**keys) -> dict:
+    return {"secret_key": "k" * 40, "credentials": {"admin": "$2b$12$" + "a" * 53}, **keys}
+
+
+def test_metrics_token_file_is_read_private_and_long_enough_and_masked_in_logs(tmp_path):
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text("m" * 40 + "\n")
+    os.chmod(token_file, 0o640)
+    config = load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=str(token_file))))
+    assert config["dashboard"]["metrics_token"] == "m" * 40
+    assert "m" * 40 in cfg.secrets_of(config)
+    token_file.write_text("short")
+    with pytest.raises(cfg.ConfigError, match="dashboard.metrics_token_file: the file's token is too short"):
+        load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=str(token_file))))
+    token_file.write_text("m" * 40)
+    os.chmod(token_file, 0o644)
+    with pytest.raises(cfg.ConfigError, match="must not be writable or readable by others"):
+        load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=str(token_file))))
+
+
+def test_metrics_are_off_without_a_token_file(tmp_path):
+    assert load(tmp_path, minimal(tmp_path))["dashboard"]["metrics_token"] is None
+    missing = str(tmp_path / "not-created-yet.token")
+    config = load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_token_file=missing)))
+    assert config["dashboard"]["metrics_token"] is None and config["dashboard"]["metrics_allow"] == []
+
+
+def test_metrics_allow_takes_addresses_and_networks_only(tmp_path):
+    config = load(
+        tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_allow=["10.0.0.5", "192.168.1.0/24", "::1"]))
+    )
+    assert config["dashboard"]["metrics_allow"] == ["10.0.0.5", "192.168.1.0/24", "::1"]
+    with pytest.raises(cfg.ConfigError, match="dashboard.metrics_allow: 'prometheus.lan' is not an IP address"):
+        load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_allow=["prometheus.lan"])))

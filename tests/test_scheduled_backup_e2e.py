@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_USER
 from support.polling import wait_for
-from support.ports import free_port
-from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
+from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent_and_dashboard
 
 from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.names import parse_timestamp
@@ -58,14 +57,10 @@ class Operator:
 
 def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_at_start(tmp_path):
     world = build_world(tmp_path)
-    agent_port = free_port()
     now = datetime.now(timezone.utc)
     due = (now - timedelta(minutes=3)).replace(second=0, microsecond=0)
-    world.write_config(
-        agent={"port": agent_port},
-        dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"},
-        schedules=[{"stack": "prod", "site": SITE, "frequency": "daily", "time": f"{due:%H:%M}", "timezone": "UTC"}],
-    )
+    schedules = [{"stack": "prod", "site": SITE, "frequency": "daily", "time": f"{due:%H:%M}", "timezone": "UTC"}]
+    world.write_config(schedules=schedules)
     base_path = world.config["backups"]["base_path"]
     # The dashboard last ran an hour ago (it tracked the schedule then, never ran it) and was
     # down when the schedule came due. A schedule seen for the first time is not "missed".
@@ -77,10 +72,8 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
     assert store.last_run(schedule["id"]) is None
     assert verified_manifests(base_path, "prod", SITE) == []
 
-    agent = start_agent(world)
-    dashboard = None
+    agent, dashboard = start_agent_and_dashboard(world, schedules=schedules)
     try:
-        dashboard = start_dashboard(world)
         [manifest] = wait_for(
             lambda: verified_manifests(base_path, "prod", SITE), 20, "a verified backup to be published"
         )

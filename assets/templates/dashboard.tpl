@@ -18,4 +18,8 @@
 % end
 </section>
 % end
+<section class="card host" id="host-panel" aria-label="Host" hx-get="/dashboard/host" hx-trigger="load" hx-target="this" hx-swap="innerHTML">
+<h2>Host</h2>
+<p class="muted">Reading the host's figures…</p>
+</section>
 {{!stacks_html}}

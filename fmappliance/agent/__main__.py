@@ -77,6 +77,8 @@ def serve(config: dict) -> int:
             outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
             outbuf_overflow=OUTBUF_OVERFLOW,
             clear_untrusted_proxy_headers=True,
+            # Lets a streamed log notice at once that its client hung up (waitress.client_disconnected).
+            channel_request_lookahead=1,
         )
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", agent["listen"], agent["port"], exc.strerror or exc)
@@ -90,7 +92,8 @@ def serve(config: dict) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], agent["port"], __version__)
+    # effective_port: the one the kernel picked when the config says 0.
+    log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], server.effective_port, __version__)
     release_freed_memory()
     try:
         server.run()

@@ -17,11 +17,15 @@ import bottle
 from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import bearer_token_matches, is_public
 from fmappliance.agent.backups import BackupStore
+from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
+from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
+from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.status import StatusBoard
 from fmappliance.config import secrets_of
 from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
+from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,9 @@ class AgentServices:
     jobs: JobManager
     store: BackupStore
     actions: Actions
+    metrics: AgentMetrics
+    host: HostFacts
+    logs: LogStreams
 
     def close(self) -> None:
         self.status.close()
@@ -61,16 +68,23 @@ class AgentServices:
 def build_services(config: dict) -> AgentServices:
     inventory = Inventory(config)
     status = StatusBoard(config, inventory)
-    jobs = JobManager(
-        config["agent"]["state_dir"], redact=secrets_of(config), on_finish=lambda job: status.invalidate(job["stack"])
-    )
+
+    def job_ended(job: dict) -> None:
+        status.invalidate(job["stack"])
+        metrics.job_ended(job)
+
+    # No job can end before the metrics exist: none is submitted until the app serves.
+    jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config), on_finish=job_ended)
     store = BackupStore(
         config["backups"]["base_path"],
         config["backups"]["retention"],
         keep_safety_days=config["backups"]["keep_safety_days"],
     )
+    metrics = AgentMetrics(status=status, store=store, jobs=jobs)
     actions = Actions(config, inventory, jobs, store, status)
-    return AgentServices(inventory, status, jobs, store, actions)
+    host = HostFacts(config, status=status, store=store)
+    logs = LogStreams(config, inventory, status, redact=secrets_of(config))
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -165,6 +179,29 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         except SitesUnavailable as exc:
             raise _json_error(409, f"The sites of stack {name} cannot be listed right now: {exc}") from None
 
+    @app.get("/stacks/<name>/logs")
+    def stack_logs(name):
+        check_stack(name)
+        query = bottle.request.query
+        environ = bottle.request.environ
+        # waitress tells whether the client hung up (channel_request_lookahead); elsewhere only a
+        # failed write does.
+        client_gone = environ.get("waitress.client_disconnected") or (lambda: False)
+        try:
+            tail = parse_tail(query.get("tail"))
+            follow = parse_follow(query.get("follow"))
+            body = services.logs.open(name, query.get("service"), tail, follow, client_gone)
+        except LogRequestRejected as exc:
+            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+            raise _json_error(exc.status, exc.message, headers) from None
+        headers = {
+            "Content-Type": "text/plain; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            "X-Content-Type-Options": "nosniff",
+        }
+        return bottle.HTTPResponse(body, status=200, headers=headers)
+
     def with_backups(stack: dict) -> dict:
         last = {}
         for site in stack.get("sites") or ():
@@ -180,6 +217,15 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 }
             )
         return {**stack, "last_backups": last}
+
+    @app.get("/metrics")
+    def metrics():
+        bottle.response.content_type = METRICS_CONTENT_TYPE
+        return services.metrics.render()
+
+    @app.get("/host")
+    def host():
+        return services.host.snapshot()
 
     @app.post("/action")
     def start_action():

@@ -8,6 +8,7 @@ when the agent stopped is marked failed at the next start, never left "running".
 
 from __future__ import annotations
 
+import builtins
 import collections
 import json
 import logging
@@ -301,6 +302,21 @@ class JobManager:
                     f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE stack=? ORDER BY seq DESC LIMIT ?", (stack, limit)
                 )
             return [self._row_to_job(row) for row in rows.fetchall()]
+
+    def finished_jobs(self) -> builtins.list[dict]:
+        """Every stored job that has ended (action, stack, site, status, started, finished), oldest first.
+
+        Light rows (no output): the metrics seed their counters from them once at start.
+        """
+        with self._lock:
+            if self._closed:
+                return []
+            rows = self._db.execute(
+                "SELECT action, stack, site, status, started, finished FROM jobs"
+                " WHERE status IN ('succeeded', 'failed') ORDER BY seq"
+            ).fetchall()
+        keys = ("action", "stack", "site", "status", "started", "finished")
+        return [dict(zip(keys, row)) for row in rows]
 
     def wait(self, job_id: str, timeout: float) -> dict | None:
         """Block until the job has ended or ``timeout`` seconds passed; returns it as it is then."""

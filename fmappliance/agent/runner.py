@@ -23,7 +23,16 @@ from dataclasses import dataclass
 from .redaction import mask_known_secrets, redact_text
 
 # redact_text is part of this module's interface: every caller that runs commands also redacts.
-__all__ = ["CommandResult", "minimal_env", "redact_text", "resolve_binary", "run_command"]
+__all__ = [
+    "CommandResult",
+    "CommandStream",
+    "StartFailed",
+    "minimal_env",
+    "redact_text",
+    "resolve_binary",
+    "run_command",
+    "start_stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -294,3 +303,90 @@ def run_command(
     if timed_out:
         failure = f"timed out after {round(timeout, 1):g} s; its process group was killed."
     return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=failure)
+
+
+# --------------------------------------------------------------------------- streaming
+
+#: After SIGTERM, how long a streamed command (e.g. `docker compose logs --follow`) gets before SIGKILL.
+STREAM_KILL_GRACE_SECONDS = 1.0
+
+
+class StartFailed(Exception):
+    """The command could not be started; ``str()`` says why, for an operator."""
+
+
+class CommandStream:
+    """A running command whose redacted output lines the caller pulls with :meth:`read_lines`.
+
+    For output that never ends (a followed log): nothing is kept beyond the lines of one read,
+    so memory stays constant however long it runs.  :meth:`close` kills the command's whole
+    process group (SIGTERM, SIGKILL after ``STREAM_KILL_GRACE_SECONDS``) and is safe to call twice.
+    """
+
+    def __init__(self, proc: subprocess.Popen, secrets: Sequence[str]):
+        assert proc.stdout is not None  # started with stdout=PIPE
+        self.proc = proc
+        self._stdout = proc.stdout
+        self._pending: list[str] = []
+        self._lines = _OutputTail(1, secrets, self._pending.append)
+        self._fd = proc.stdout.fileno()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+        self._eof = False
+        self._closed = False
+
+    def read_lines(self, timeout: float) -> list[str] | None:
+        """The complete lines that arrive within ``timeout`` seconds ([] if none); None once the output ended."""
+        if self._eof or self._closed:
+            return None
+        if self._selector.select(timeout):
+            data = os.read(self._fd, READ_CHUNK)
+            if data:
+                self._lines.feed(data)
+            else:
+                self._eof = True
+                self._lines.feed(b"", final=True)
+        lines, self._pending[:] = list(self._pending), []
+        if self._eof and not lines:
+            return None
+        return lines
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.proc.poll() is None or _group_alive(self.proc.pid):
+                _kill_group(self.proc, STREAM_KILL_GRACE_SECONDS)
+            else:
+                self.proc.wait()
+        finally:
+            self._selector.close()
+            self._stdout.close()
+
+
+def start_stream(
+    argv: list[str], *, cwd: str | None = None, env: dict | None = None, redact: Sequence[str] = ()
+) -> CommandStream:
+    """Start ``argv`` (merged stdout/stderr, stdin /dev/null, own process group) for streaming.
+
+    Raises :class:`StartFailed` when it cannot be started.  The caller must :meth:`CommandStream.close` it.
+    """
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)) or not argv:
+        raise TypeError("start_stream takes a non-empty argv list, never a shell string")
+    argv = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            shell=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=minimal_env() if env is None else env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        raise StartFailed(_describe_start_failure(argv[0], exc)) from None
+    return CommandStream(proc, list(redact))

@@ -137,6 +137,8 @@ def serve(config: dict) -> None:
         "outbuf_high_watermark": OUTBUF_HIGH_WATERMARK,
         "outbuf_overflow": OUTBUF_OVERFLOW,
         "asyncore_use_poll": True,
+        # Lets a relayed log stream notice at once that the browser left (waitress.client_disconnected).
+        "channel_request_lookahead": 1,
     }
     if dash["trusted_proxy"]:
         # Only nginx on this address may tell us the real client and scheme (docs/pitfalls.md, waitress).
@@ -154,7 +156,14 @@ def serve(config: dict) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("dashboard %s listening on %s:%s (agent %s)", __version__, dash["listen"], dash["port"], dash["agent_url"])
+    # effective_port: the one the kernel picked when the config says 0.
+    log.info(
+        "dashboard %s listening on %s:%s (agent %s)",
+        __version__,
+        dash["listen"],
+        server.effective_port,
+        dash["agent_url"],
+    )
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import queue
+import socket
 import threading
 import time
 import urllib.parse
@@ -28,12 +30,16 @@ _RELAYED_HEADERS = (
 
 
 class AgentError(Exception):
-    """A failed agent request; ``str()`` is the operator message, ``status`` the HTTP status (None: no answer)."""
+    """A failed agent request; ``str()`` is the operator message, ``status`` the HTTP status (None: no answer).
 
-    def __init__(self, message: str, status: int | None = None):
+    ``retry_after`` is the agent's Retry-After (seconds, as sent) on a refusal that may pass.
+    """
+
+    def __init__(self, message: str, status: int | None = None, retry_after: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.retry_after = retry_after
 
 
 class Download:
@@ -57,6 +63,76 @@ class Download:
 
     def close(self) -> None:
         self._resp.close()
+        self._conn.close()
+
+
+#: Lines a relayed log may have waiting for a slow browser before its reader pauses (constant memory).
+LOG_QUEUE_LINES = 2000
+
+
+class LogStream:
+    """An open log stream from the agent.  A reader thread takes its lines off the socket (the
+    stream may stay quiet for minutes, longer than any request timeout) into a bounded queue;
+    :meth:`next_lines` hands them out.  :meth:`close` shuts the socket, which ends the agent's
+    side (it kills its `docker compose logs` child) and the reader."""
+
+    def __init__(self, conn, sock, resp):
+        self._conn, self._sock, self._resp = conn, sock, resp
+        self._queue: queue.Queue = queue.Queue(maxsize=LOG_QUEUE_LINES)
+        self._closed = threading.Event()
+        sock.settimeout(None)  # quiet is normal; close() ends a blocked read
+        self._reader = threading.Thread(target=self._read, name="log-relay", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self._resp:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line and not self._put(line):  # an empty line only opens a quiet stream
+                    return
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        finally:
+            self._put(None)
+
+    def _put(self, item) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next_lines(self, timeout: float, most: int = 500) -> list[str] | None:
+        """Lines that arrived within ``timeout`` seconds ([] if none), None once the log ended."""
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        if first is None:
+            return None
+        lines = [first]
+        while len(lines) < most:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._queue.put(None)  # seen again on the next call
+                break
+            lines.append(line)
+        return lines
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
         self._conn.close()
 
 
@@ -93,7 +169,7 @@ class AgentClient:
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=self.timeout)
 
-    def _send(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+    def _send(self, method: str, path: str, body: dict | None = None, headers: dict | None = None, on_sent=None):
         """Open a connection and send; returns (conn, response) or raises AgentError."""
         conn = self._connection()
         all_headers = {"Authorization": self._auth, "Accept": "application/json"}
@@ -104,6 +180,8 @@ class AgentClient:
         all_headers.update(headers or {})
         try:
             conn.request(method, self.base_path + path, body=data, headers=all_headers)
+            if on_sent is not None:
+                on_sent(conn)
             return conn, conn.getresponse()
         except ConnectionRefusedError:
             conn.close()
@@ -200,6 +278,30 @@ class AgentClient:
         backups = self.request("GET", f"/backups/{_quote(stack)}/{_quote(site)}")[1].get("backups")
         return backups if isinstance(backups, list) else []
 
+    def host_figures(self) -> dict:
+        """``GET /host``: load, memory, free space and per-stack CPU/memory for the host panel."""
+        return self.request("GET", "/host")[1]
+
+    def metrics_text(self) -> str:
+        """``GET /metrics``: the agent's series in the Prometheus text format, to relay as they are."""
+        conn, resp = self._send("GET", "/metrics", headers={"Accept": "text/plain"})
+        try:
+            raw = resp.read()
+        except (OSError, http.client.HTTPException):
+            raise AgentError(f"Agent at {self.where} broke off its answer") from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise self._error_for(resp.status, raw)
+        if not (resp.getheader("Content-Type") or "").startswith("text/plain"):
+            raise AgentError(
+                f"Agent at {self.where} answered /metrics with something other than metrics text", resp.status
+            )
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise AgentError(f"Agent at {self.where} sent metrics that are not UTF-8", resp.status) from None
+
     def action(self, action: str, stack: str, site: str | None = None) -> dict:
         """``POST /action``; returns the agent's answer (success, message, job, duplicate)."""
         body = {"action": action, "stack": stack}
@@ -209,6 +311,30 @@ class AgentClient:
             return self.request("POST", "/action", body)[1]
         finally:
             self.invalidate()
+
+    def open_log_stream(self, stack: str, service: str, tail: int, follow: bool = True) -> LogStream:
+        """Open ``GET /stacks/<stack>/logs``; AgentError (400, 404, 429 with retry_after, ...) when refused."""
+        query = urllib.parse.urlencode({"service": service, "tail": tail, "follow": 1 if follow else 0})
+        sent: dict = {}
+        conn, resp = self._send(
+            "GET",
+            f"/stacks/{_quote(stack)}/logs?{query}",
+            headers={"Accept": "text/plain"},
+            # http.client lets go of the socket once the answer says "Connection: close"; the
+            # stream still needs it, to shut it when the browser leaves.
+            on_sent=lambda c: sent.setdefault("sock", c.sock),
+        )
+        if resp.status != 200:
+            try:
+                raw = resp.read(64 * 1024)
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            finally:
+                conn.close()
+            error = self._error_for(resp.status, raw)
+            error.retry_after = resp.getheader("Retry-After")
+            raise error
+        return LogStream(conn, sent["sock"], resp)
 
     def stream_download(
         self, stack: str, site: str, file: str, range_header: str | None = None, method: str = "GET"

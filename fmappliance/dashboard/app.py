@@ -385,7 +385,10 @@ def make_app(
         pages_audit,
         pages_auth,
         pages_backups,
+        pages_host,
         pages_jobs,
+        pages_logs,
+        pages_metrics,
         pages_public,
         pages_scheduler,
         pages_stacks,
@@ -402,8 +405,11 @@ def make_app(
     pages_auth.register(app, ctx)
     pages_account.register(app, ctx)
     pages_stacks.register(app, ctx)
+    pages_logs.register(app, ctx)
     pages_backups.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
     pages_scheduler.register(app, ctx)
+    pages_host.register(app, ctx)
+    pages_metrics.register(app, ctx)
     return app

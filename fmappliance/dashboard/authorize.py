@@ -88,6 +88,7 @@ RULES: tuple[Rule, ...] = (
     rule("GET", r"/account", VIEWER),
     # Pages every role reads.
     rule("GET", r"/dashboard", VIEWER),
+    rule("GET", r"/dashboard/host", VIEWER),
     rule("GET", r"/stack/{x}", VIEWER),
     rule("GET", r"/stack/{x}/logs", VIEWER),
     rule("GET", r"/stack/{x}/logs/stream", VIEWER),

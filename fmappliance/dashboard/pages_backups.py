@@ -9,29 +9,18 @@ with sendfile and no dashboard thread is held (docs/pitfalls.md, nginx).
 from __future__ import annotations
 
 import logging
-import threading
 
 import bottle
 
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.dashboard.relays import relay_slot_count
 from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_valid_stack_name
 
 log = logging.getLogger(__name__)
 
-# Each relayed download holds a waitress thread for its whole duration (docs/pitfalls.md), here
-# and in the agent: keep this many threads free for pages in the dashboard, and for status
-# and actions in the agent, whatever the number of downloads.
-THREADS_KEPT_FOR_PAGES = 8
-AGENT_THREADS_KEPT = 4
-
-
-def download_slots(config: dict) -> int:
-    """How many downloads may be relayed at once (both ends read the same config)."""
-    return max(
-        1, min(config["dashboard"]["threads"] - THREADS_KEPT_FOR_PAGES, config["agent"]["threads"] - AGENT_THREADS_KEPT)
-    )
-
+# Downloads share the relay budget with log streams (relays.py).
+download_slots = relay_slot_count
 
 RETRY_DOWNLOAD_SECONDS = 60
 
@@ -52,7 +41,7 @@ def relay(download, release):
 
 
 def register(app: bottle.Bottle, ctx) -> None:
-    slots = threading.BoundedSemaphore(download_slots(ctx.config))
+    slots = ctx.services.relay_slots
 
     def name_problem(stack, site, file=None):
         if not is_valid_stack_name(stack):

@@ -15,6 +15,7 @@ STATIC_FILES = {
     "app.css": "text/css; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "htmx.min.js": "text/javascript; charset=utf-8",
+    "logs.js": "text/javascript; charset=utf-8",
 }
 
 

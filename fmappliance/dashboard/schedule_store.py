@@ -357,6 +357,14 @@ class ScheduleStore:
             ).fetchall()
         return [_run_dict(r) for r in rows]
 
+    def missed_counts(self) -> dict[str, int]:
+        """schedule id -> how many runs were recorded missed (for the metrics), in one query."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT schedule_id, COUNT(*) AS n FROM runs WHERE result = 'missed' GROUP BY schedule_id"
+            ).fetchall()
+        return {r["schedule_id"]: r["n"] for r in rows}
+
     def update_run_result(self, job_id: str, status: str) -> builtins.list[dict]:
         """Record the agent job's status on its run rows; returns the rows that changed."""
         with self._db() as db:

@@ -11,6 +11,7 @@ or scheduler.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from fmappliance.dashboard.backup_age import BackupAgeRules
 from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
+from fmappliance.dashboard.relays import relay_slots
 from fmappliance.dashboard.scheduler import BackupScheduler, scheduler_from_config
 from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.sessions import SessionStore
@@ -47,6 +49,8 @@ class DashboardServices:
     static_files: dict
     scheduler: BackupScheduler
     backup_age: BackupAgeRules
+    #: Shared by relayed downloads and log streams (relays.py).
+    relay_slots: threading.BoundedSemaphore
 
     def now(self) -> dt.datetime:
         """Aware UTC now from the injected clock."""
@@ -82,6 +86,7 @@ def build_services(
         static_files=load_static(),
         scheduler=scheduler,
         backup_age=BackupAgeRules(scheduler.store),
+        relay_slots=relay_slots(config),
     )
 
 

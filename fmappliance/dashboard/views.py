@@ -117,6 +117,7 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
         services.append(
             {
                 "service": service.get("service") or "",
+                "qservice": url_part(service.get("service") or ""),
                 "name": service.get("name") or "",
                 "state": state,
                 "health": service.get("health") or "",

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import pytest
-from support.agent_wsgi import Response, WsgiClient, wait_job  # noqa: F401  (re-exported)
+from support.config_factory import TEST_TOKEN
 from support.world import (  # noqa: F401  (re-exported: agent tests and benchmarks import them from here)
     COMPOSE_SERVICES,
     COMPOSE_SITES,
@@ -27,6 +27,7 @@ from support.world import (  # noqa: F401  (re-exported: agent tests and benchma
     make_compose_stack,
     make_fm_bench,
 )
+from support.wsgi import Response, WSGIClient, wait_job  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def make_client(world):
     def build():
         app = make_app(world.config)
         apps.append(app)
-        client = WsgiClient(app)
+        client = WSGIClient(app, token=TEST_TOKEN)
         client.services = app.agent_services
         return client
 

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from support.agent_wsgi import wait_job
+from support.agent_contract import JOB_KEYS
 from support.world import COMPOSE_SITES, FM_SITE
+from support.wsgi import wait_job
 
 LIST_SITES = ["find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json"]
 
@@ -350,20 +351,7 @@ def test_job_listing_is_newest_first_and_filtered_by_stack(client, world):
     detail = client.get("/stacks/prod").json()
     assert [j["id"] for j in detail["jobs"]] == [c["id"], a["id"]]
     job = client.get(f"/jobs/{a['id']}").json()
-    assert set(job) >= {
-        "id",
-        "action",
-        "stack",
-        "site",
-        "status",
-        "created",
-        "started",
-        "finished",
-        "exit_code",
-        "message",
-        "output",
-        "result",
-    }
+    assert set(job) >= JOB_KEYS
 
 
 def test_compose_update_refuses_to_start_when_the_sites_cannot_be_listed(client, world):

@@ -107,7 +107,8 @@ def test_sigkill_in_the_middle_of_a_backup_publishes_nothing_and_fails_the_job(w
 
 
 def test_a_port_in_use_is_one_clear_line_and_exit_1(world, agent_process):
-    agent_process()
+    agent = agent_process()
+    world.write_config(agent={"port": agent.port})  # a second agent on the first one's port
     res = run_cli("--config", str(world.config_path))
     assert res.returncode == 1
     assert "Traceback" not in res.stderr

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from support.agent_wsgi import wait_job
+from support.wsgi import wait_job
 
 
 @pytest.fixture

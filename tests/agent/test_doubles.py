@@ -124,3 +124,27 @@ def test_stat_in_the_container_reports_symlinks_without_following_them(world):
     assert lines[1] == f"regular file|5|{root}/site1.example.com/private/backups/a.sql.gz"
     assert lines[2].startswith("symbolic link|") and len(lines) == 3
     assert res.returncode == 1 and "No such file or directory" in res.stderr
+
+
+def test_docker_stats_lists_running_containers_as_docker_prints_them(world):
+    world.doubles.set_service(world.compose_project, "queue-long", "exited", 137)
+    world.doubles.set_container_stats("frappe_docker-backend-1", 12.5, 3 * 1024**3 // 2)
+    res = run(world, "docker", "stats", "--no-stream", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    rows = {row["Name"]: row for row in map(json.loads, res.stdout.splitlines())}
+    assert set(rows) == set(world.doubles.running_containers())
+    assert "frappe_docker-queue-long-1" not in rows and "frappe_docker-configurator-1" not in rows
+    assert "fm__erp_localhost__frappe" in rows
+    backend = rows["frappe_docker-backend-1"]
+    assert set(backend) == {"BlockIO", "CPUPerc", "Container", "ID", "MemPerc", "MemUsage", "Name", "NetIO", "PIDs"}
+    assert backend["CPUPerc"] == "12.50%" and backend["MemUsage"] == "1.5GiB / 15.51GiB"
+    world.doubles.set_faults(daemon_down=True)
+    res = run(world, "docker", "stats", "--no-stream", "--format", "json")
+    assert res.returncode == 1 and res.stderr.strip() == DAEMON_DOWN
+
+
+def test_docker_info_reports_the_data_root(world):
+    res = run(world, "docker", "info", "--format", "{{.DockerRootDir}}")
+    assert res.returncode == 0 and res.stdout.strip() == world.doubles.docker_root()
+    world.doubles.set_docker_root("/srv/docker")
+    assert run(world, "docker", "info", "--format", "{{.DockerRootDir}}").stdout.strip() == "/srv/docker"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from support.agent_wsgi import wait_job
 from support.world import LIST_SITES_ARGV
+from support.wsgi import wait_job
 
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.stacks import fm

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from support.agent_contract import ISO_UTC, JOB_KEYS
 from support.polling import wait_for
 
 from fmappliance.agent.jobs import (
@@ -19,21 +20,6 @@ from fmappliance.agent.jobs import (
     StepFailed,
 )
 
-ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-JOB_KEYS = {
-    "id",
-    "action",
-    "stack",
-    "site",
-    "status",
-    "created",
-    "started",
-    "finished",
-    "exit_code",
-    "message",
-    "output",
-    "result",
-}
 WAIT = 10  # generous upper bound; every wait below ends as soon as its event fires
 
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from double_state import DAEMON_DOWN
+from support.world import COMPOSE_SERVICES
 
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.stacks import compose
@@ -21,18 +22,7 @@ def test_both_ps_json_shapes_give_the_same_status(client, world, shape):
     world.doubles.set_faults(ps_shape=shape)
     prod = stack(client, "prod")
     assert prod["status"] == "running" and prod["reason"] is None
-    assert {s["service"] for s in prod["services"]} == {
-        "configurator",
-        "backend",
-        "frontend",
-        "websocket",
-        "queue-short",
-        "queue-long",
-        "scheduler",
-        "db",
-        "redis-cache",
-        "redis-queue",
-    }
+    assert {s["service"] for s in prod["services"]} == set(COMPOSE_SERVICES)
     backend = next(s for s in prod["services"] if s["service"] == "backend")
     assert backend == {
         "service": "backend",

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests")]
 
 from measure import rss_mb, verdict  # noqa: E402
-from support.agent_wsgi import WsgiClient  # noqa: E402
-from support.config_factory import write_config  # noqa: E402
+from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
+from support.world import COMPOSE_SERVICES  # noqa: E402
+from support.wsgi import WSGIClient  # noqa: E402
 
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.config import load_config  # noqa: E402
@@ -42,24 +43,11 @@ GOAL_MEMORY_GROWTH_MB = 3.0
 COLD_ROUNDS = 5
 MEMORY_ROUNDS = 10
 
-SERVICES = (
-    "configurator",
-    "backend",
-    "frontend",
-    "websocket",
-    "queue-short",
-    "queue-long",
-    "scheduler",
-    "db",
-    "redis-cache",
-    "redis-queue",
-)
-
 
 def ps_answer(project: str) -> str:
     """What `docker compose ps --all --format json` prints for a frappe_docker stack: one object a line."""
     rows = []
-    for service in SERVICES:
+    for service in COMPOSE_SERVICES:
         labels = ",".join(
             f"{k}={v}"
             for k, v in {
@@ -187,7 +175,7 @@ def measure(root: Path, docker: Path, log: Path, count: int) -> dict:
         write_config(root, stacks=stacks, agent={"docker_binary": str(docker), "status_cache_seconds": 60})
     )
     app = make_app(config)
-    client = WsgiClient(app)
+    client = WSGIClient(app, token=TEST_TOKEN)
     names = sorted(stacks)
     try:
         rounds = [cold_round(app, client, names, log) for _ in range(COLD_ROUNDS)]

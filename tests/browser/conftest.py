@@ -20,15 +20,13 @@ from dataclasses import dataclass
 
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_USER
-from support.ports import free_port
 from support.world import (
     AgentProcess,
     DashboardProcess,
     World,
     build_world,
     kill_hanging_doubles,
-    start_agent,
-    start_dashboard,
+    start_agent_and_dashboard,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -76,17 +74,8 @@ def served_config():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, served_config):
     world = build_world(tmp_path_factory.mktemp("e2e"))
-    agent_port = free_port()
     # Actions invalidate the status cache, so a long one only spares repeated page loads the docker double.
-    sections = dict(served_config)
-    dashboard = {"agent_url": f"http://127.0.0.1:{agent_port}", **sections.pop("dashboard", {})}
-    world.write_config(agent={"port": agent_port, "status_cache_seconds": 60}, dashboard=dashboard, **sections)
-    agent = start_agent(world)
-    try:
-        dashboard = start_dashboard(world)
-    except BaseException:
-        agent.ensure_stopped()
-        raise
+    agent, dashboard = start_agent_and_dashboard(world, agent={"status_cache_seconds": 60}, **served_config)
     yield Served(world, agent, dashboard)
     dashboard.stop()
     agent.stop()

@@ -245,3 +245,17 @@ def test_the_page_watcher_catches_an_inline_script_the_csp_blocks(signed_in):
     assert "CSP violation" in str(caught.value)
     assert "script-src" in str(caught.value)
     assert signed_in.page.evaluate("() => window.injected") is None
+
+
+def test_the_host_panel_fills_in_after_the_dashboard_and_fits_a_phone(signed_in):
+    page = signed_in.page
+    page.set_viewport_size(PHONE)
+    signed_in.goto("/dashboard")
+    panel = page.locator("#host-panel")
+    panel.locator(".host-stacks tr[data-stack='prod']").wait_for()
+    assert panel.locator(".host-load").get_attribute("data-load").count(" ") == 2
+    assert int(panel.locator(".host-memory").get_attribute("data-bytes")) > 0
+    assert int(panel.locator("[data-disk='docker']").get_attribute("data-bytes")) > 0
+    assert float(panel.locator("tr[data-stack='erp'] .host-cpu").get_attribute("data-cpu")) > 0
+    assert_no_horizontal_overflow(page, "/dashboard with the host panel")
+    signed_in.assert_clean()

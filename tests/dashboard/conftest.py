@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fake_agent import FakeAgent
 from support.config_factory import write_config
-from support.dashboard_wsgi import FakeClock, WSGIClient  # noqa: F401  (fixtures below)
 from support.webhook_receiver import WebhookReceiver
+from support.wsgi import FakeClock, WSGIClient  # noqa: F401  (fixtures below)
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app

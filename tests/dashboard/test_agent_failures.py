@@ -4,8 +4,8 @@ import html
 
 import pytest
 from support.config_factory import TEST_TOKEN, write_config
-from support.dashboard_wsgi import WSGIClient
 from support.ports import free_port
+from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient, AgentError

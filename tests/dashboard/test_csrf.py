@@ -23,7 +23,7 @@ def test_post_with_a_wrong_token_is_refused_and_nothing_is_sent(logged_in, fake_
 
 
 def test_token_of_another_session_is_refused(logged_in, app, fake_agent):
-    from support.dashboard_wsgi import WSGIClient
+    from support.wsgi import WSGIClient
 
     other = WSGIClient(app)
     other.login()
@@ -66,7 +66,7 @@ def test_valid_token_in_header_is_accepted_for_json(logged_in, fake_agent):
 
 
 def test_default_port_in_host_matches_origin_without_port(app):
-    from support.dashboard_wsgi import WSGIClient
+    from support.wsgi import WSGIClient
 
     client = WSGIClient(app, host="dash.test:443", scheme="https")
     client.login()

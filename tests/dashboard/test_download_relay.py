@@ -3,15 +3,14 @@ and twenty slow downloads that do not stall the pages (real waitress)."""
 
 import hashlib
 import http.client
-import io
 import random
 import socket
 import tracemalloc
 
 import pytest
 from fake_agent import serve_in_thread, stop_server
-from support.dashboard_wsgi import WSGIClient
 from support.polling import wait_for
+from support.wsgi import WSGIClient
 
 STAMP = "2026-11-25_02-00-03"
 DB_FILE = f"{STAMP}.sql.gz"
@@ -48,29 +47,11 @@ def test_unsatisfiable_range_is_416(logged_in, with_backup):
 
 def test_download_streams_in_chunks_with_flat_memory(app, logged_in, with_backup):
     """256 MiB of a 1 GiB file pass through the app in bounded chunks; memory stays bounded."""
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = status
-
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": f"/download/prod/site1.example.com/{STAMP}.files.tar",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "dash.test",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "dash.test",
-        "REMOTE_ADDR": "203.0.113.7",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "wsgi.errors": io.StringIO(),
-        "HTTP_COOKIE": f"fmsession={logged_in.cookie('fmsession')}",
-    }
     tracemalloc.start()
     try:
-        body = app(environ, start_response)
+        body = logged_in.stream("GET", f"/download/prod/site1.example.com/{STAMP}.files.tar")
         total, chunks, biggest = 0, 0, 0
-        for chunk in body:
+        for chunk in body.chunks:
             total += len(chunk)
             chunks += 1
             biggest = max(biggest, len(chunk))
@@ -80,7 +61,7 @@ def test_download_streams_in_chunks_with_flat_memory(app, logged_in, with_backup
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert captured["status"].startswith("200")
+    assert body.status == 200
     assert chunks > 100 and biggest <= 256 * 1024
     # Bounded buffers on both sides (the fake agent runs in this process too), far below the
     # 256 MiB that went through: memory does not grow with the file.
@@ -239,20 +220,7 @@ def test_downloads_beyond_the_free_threads_get_503_and_slots_come_back(tmp_path,
     client = WSGIClient(app)
     client.login()
     big = f"/download/prod/site1.example.com/{STAMP}.files.tar"
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": big,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "dash.test",
-        "SERVER_PORT": "80",
-        "HTTP_HOST": "dash.test",
-        "REMOTE_ADDR": "203.0.113.7",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "wsgi.errors": io.StringIO(),
-        "HTTP_COOKIE": f"fmsession={client.cookie('fmsession')}",
-    }
-    running = [app(dict(environ), lambda *a: None) for _ in range(2)]  # started, not finished
+    running = [client.stream("GET", big) for _ in range(2)]  # started, not finished
     refused = client.get(big)
     assert refused.status == 503 and refused.header("Retry-After") == "60"
     assert "Too many downloads" in refused.text

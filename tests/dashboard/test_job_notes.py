@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from support.config_factory import TEST_TOKEN, write_config
-from support.dashboard_wsgi import WSGIClient
+from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.agent_client import AgentClient

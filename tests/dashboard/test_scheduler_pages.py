@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 from fake_agent import iso, make_stack
 from support.config_factory import write_config
-from support.dashboard_wsgi import WSGIClient
+from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app

@@ -4,7 +4,7 @@ import pathlib
 import re
 
 import pytest
-from support.dashboard_wsgi import WSGIClient
+from support.wsgi import WSGIClient
 
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.security_headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS

@@ -3,7 +3,7 @@
 import sqlite3
 
 from support.config_factory import write_config
-from support.dashboard_wsgi import WSGIClient
+from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app

@@ -14,7 +14,7 @@ import urllib.parse
 import pyotp
 import pytest
 from support.config_factory import TEST_PASSWORD_HASH, write_config
-from support.dashboard_wsgi import WSGIClient
+from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app

@@ -14,6 +14,7 @@ GET_ROUTES = [
     "/jobs/0000000000000001",
     "/audit",
     "/logout",
+    "/dashboard/host",
 ]
 POST_ROUTES = [
     "/stack/prod/restart",

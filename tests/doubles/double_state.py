@@ -11,6 +11,8 @@ Files in the state dir:
   projects/<p>.json   {"services": {svc: {"state", "exit_code", "health", "name"}}}
   volumes/<p>/        the "sites" volume of a compose project: sites/<site>/...
   hangs/<pid>         doubles sleeping because of a hang fault (tests kill them by pid)
+  stats.json          {container name: {"cpu_percent", "memory_bytes"}} set by tests for `docker stats`
+  docker-root/        what `docker info` reports as DockerRootDir (unless set_docker_root chose another)
 """
 
 from __future__ import annotations
@@ -169,6 +171,70 @@ class DoubleWorld:
         site_dir = self.volume_bench(project) / "sites" / site
         (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
         (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + site.replace(".", "")[:14]}))
+
+    # ------------------------------------------------------------ docker stats / info
+    def set_container_stats(self, name: str, cpu_percent: float, memory_bytes: int) -> None:
+        """What `docker stats` reports for one container (others get a figure derived from their name)."""
+        with self.locked():
+            stats = self._stats()
+            stats[name] = {"cpu_percent": cpu_percent, "memory_bytes": memory_bytes}
+            tmp = self.dir / "stats.json.tmp"
+            tmp.write_text(json.dumps(stats))
+            os.replace(tmp, self.dir / "stats.json")
+
+    def _stats(self) -> dict:
+        try:
+            return json.loads((self.dir / "stats.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def container_stats(self, name: str) -> dict:
+        """{"cpu_percent", "memory_bytes"} of a running container: set ones, else a steady figure from its name
+        (whole MiB and hundredths of a percent, so the printed text loses nothing)."""
+        chosen = self._stats().get(name)
+        if chosen is not None:
+            return chosen
+        seed = sum(name.encode())
+        return {"cpu_percent": (seed % 400) / 100, "memory_bytes": (40 + seed % 300) * 1024 * 1024}
+
+    def running_containers(self) -> list[str]:
+        """Names of the running containers of every project, as `docker stats` lists them."""
+        names = []
+        for path in sorted((self.dir / "projects").glob("*.json")):
+            data = self.project(path.stem) or {"services": {}}
+            for svc, entry in sorted(data["services"].items()):
+                if entry["state"] == "running":
+                    names.append(entry.get("name") or f"{path.stem}-{svc}-1")
+        return names
+
+    def set_docker_root(self, path: str) -> None:
+        (self.dir / "docker-root.txt").write_text(path)
+
+    def docker_root(self) -> str:
+        try:
+            return (self.dir / "docker-root.txt").read_text()
+        except FileNotFoundError:
+            root = self.dir / "docker-root"
+            root.mkdir(exist_ok=True)
+            return str(root)
+
+    # ------------------------------------------------------------ service logs
+    def log_file(self, project: str, service: str) -> Path:
+        """What a service has written to its log: one `<RFC 3339 timestamp> <text>` line each."""
+        return self.dir / "logs" / project / f"{service}.log"
+
+    def write_log(self, project: str, service: str, *lines: str) -> None:
+        """The service writes ``lines`` (as a container writes to stdout; `compose logs -f` shows them)."""
+        path = self.log_file(project, service)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+        data = "".join(f"{stamp} {line}\n" for line in lines).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     # ------------------------------------------------------------ hangs
     def hanging_pids(self) -> list[int]:

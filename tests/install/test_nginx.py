@@ -293,6 +293,68 @@ def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
     assert "127.0.0.1" in row
 
 
+# ------------------------------------------------------------------ live logs (Server-Sent Events)
+
+
+def service_log(appliance):
+    """The docker double's state of the appliance: ``write_log`` plays the backend service writing."""
+    from double_state import DoubleWorld  # on sys.path since make_world
+
+    return DoubleWorld(appliance.tmp / "double-state")
+
+
+def test_live_log_events_pass_nginx_unbuffered(appliance):
+    raw = socket.create_connection(("127.0.0.1", appliance.nginx.https_port), timeout=10)
+    tls = appliance.tls_context().wrap_socket(raw, server_hostname="localhost")
+    conn = http.client.HTTPSConnection("localhost", appliance.nginx.https_port, timeout=10)
+    conn.sock = tls
+    conn.request(
+        "GET",
+        "/stack/prod/logs/stream?service=backend&tail=1",
+        headers={"Host": f"localhost:{appliance.nginx.https_port}", "Cookie": f"fmsession={appliance.session}"},
+    )
+    response = conn.getresponse()
+    try:
+        assert response.status == 200
+        assert response.getheader("Content-Type").startswith("text/event-stream")
+        assert response.getheader("Content-Length") is None
+        assert response.getheader("Content-Security-Policy") == CSP
+        assert response.readline() == b"retry: 5000\n"  # the first event came through at once
+        service_log(appliance).write_log("frappe_docker", "backend", "passed through nginx")
+        while True:  # nginx holds nothing back: the new line arrives while the stream stays open
+            line = response.readline()
+            assert line, "the stream ended"
+            if line.startswith(b"data: ") and line.rstrip().endswith(b" passed through nginx"):
+                break
+    finally:
+        tls.close()
+        conn.close()
+
+
+def test_live_log_lines_reach_a_browser_through_nginx_within_a_second(appliance):
+    from playwright.sync_api import expect, sync_playwright
+
+    base = f"https://localhost:{appliance.nginx.https_port}"
+    log = service_log(appliance)
+    log.write_log("frappe_docker", "backend", "browser via nginx: booted")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(ignore_https_errors=True)
+            context.add_cookies([{"name": "fmsession", "value": appliance.session, "url": base}])
+            page = context.new_page()
+            page.goto(base + "/stack/prod/logs?service=backend")
+            expect(page.locator("#log-status")).to_contain_text("Following the log of backend")
+            expect(page.locator("#log-lines")).to_contain_text("browser via nginx: booted")
+            for n in range(3):
+                log.write_log("frappe_docker", "backend", f"browser via nginx: line {n}")
+                # The contract, through nginx too: on screen within 1 s of the service writing it.
+                expect(page.locator("#log-lines")).to_contain_text(f"browser via nginx: line {n}", timeout=1000)
+            context.close()
+        finally:
+            browser.close()
+
+
 # ------------------------------------------------------------------ login rate limit (last: it uses up the burst)
 
 
@@ -305,3 +367,65 @@ def test_repeated_failed_logins_get_429_with_security_headers(appliance):
             assert_security_headers(response)
             break
     assert statuses[-1] == 429, statuses
+
+
+# ------------------------------------------------------------------ /metrics
+
+
+def test_metrics_are_refused_by_nginx_when_no_address_is_allowed(appliance):
+    """The installer's default (dashboard.metrics_allow empty): nginx denies /metrics to everyone."""
+    response = appliance.https("GET", "/metrics", headers={"Authorization": "Bearer " + "m" * 40, "Cookie": ""})
+    assert response.status == 403
+    assert_security_headers(response)
+
+
+def test_metrics_pass_only_from_the_allowed_addresses(dist, tmp_path):
+    from support.config_factory import write_config
+
+    cert, key = make_cert(tmp_path / "tls")
+    (tmp_path / "stack").mkdir()
+    statuses = {}
+    for allow in (["127.0.0.1"], ["10.9.9.0/24", "::1"]):
+        root = tmp_path / f"root-{len(statuses)}"
+        config = write_config(
+            tmp_path,
+            stacks={"prod": {"type": "compose", "path": str(tmp_path / "stack")}},
+            dashboard={"metrics_allow": allow},
+        )
+        (root / "etc/fmappliance").mkdir(parents=True)
+        (root / "etc/fmappliance/config.yaml").write_text(config.read_text())
+        http_port, https_port, nowhere = free_port(), free_port(), free_port()
+        proc = run_install(
+            root,
+            "--domain",
+            "localhost",
+            "--http-port",
+            str(http_port),
+            "--https-port",
+            str(https_port),
+            env=install_env(dist),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rendered = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+        assert all(f"allow {entry};" in rendered for entry in allow)
+        site = NginxSite(
+            root,
+            tmp_path / f"nginx-{len(statuses)}",
+            http_port,
+            https_port,
+            dashboard_port=nowhere,
+            backups_dir=tmp_path / "backups",
+            cert=cert,
+            key=key,
+        ).start()
+        try:
+            ctx = ssl.create_default_context(cafile=str(cert))
+            raw = socket.create_connection(("127.0.0.1", https_port), timeout=10)
+            conn = http.client.HTTPSConnection("localhost", https_port, timeout=10)
+            conn.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+            conn.request("GET", "/metrics", headers={"Host": f"localhost:{https_port}"})
+            statuses[tuple(allow)] = conn.getresponse().status
+        finally:
+            site.stop()
+    # Allowed: nginx passes the request on (502: no dashboard runs behind this nginx); not allowed: 403.
+    assert statuses == {("127.0.0.1",): 502, ("10.9.9.0/24", "::1"): 403}

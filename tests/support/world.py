@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -71,6 +72,7 @@ class World:
 
     def write_config(self, **sections) -> Path:
         agent = {
+            "port": 0,  # the agent picks a free port and says which (AgentProcess reads it)
             "fm_binary": self.fm,
             "docker_binary": self.docker,
             "status_cache_seconds": 5,
@@ -180,6 +182,7 @@ class ServedProcess:
     name = ""
 
     def __init__(self, config_path: Path, port: int, log_path: Path):
+        """``port`` 0: the server binds any free port and names it in its "listening on" log line."""
         self.config_path = config_path
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -189,6 +192,16 @@ class ServedProcess:
 
     def is_ready(self) -> bool:
         raise NotImplementedError
+
+    def _learn_port(self) -> bool:
+        """With port 0: read the bound port from the log (the server logs it once it listens)."""
+        if self.port:
+            return True
+        found = re.findall(r"listening on (?:http://)?[\d.]+:(\d+)", self.output()[self._log_start :])
+        if found:
+            self.port = int(found[-1])
+            self.url = f"http://127.0.0.1:{self.port}"
+        return bool(found)
 
     def output(self) -> str:
         """What the process wrote so far (for failure messages)."""
@@ -200,6 +213,7 @@ class ServedProcess:
     def start(self, timeout: float = 15) -> ServedProcess:
         env = {k: v for k, v in os.environ.items() if k != "FMAPPLIANCE_LOG_LEVEL"}
         self.log = open(self.log_path, "ab")
+        self._log_start = len(self.output())  # a restart appends to the same log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "--config", str(self.config_path)],
             stdout=self.log,
@@ -212,7 +226,7 @@ class ServedProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {self.output()}")
             try:
-                return self.is_ready()
+                return self._learn_port() and self.is_ready()
             except OSError:
                 return False
 
@@ -287,6 +301,20 @@ class DashboardProcess(ServedProcess):
 
 def start_agent(world: World, log_name: str = "agent.log", timeout: float = 15) -> AgentProcess:
     return AgentProcess(world.config_path, world.config["agent"]["port"], world.root / log_name).start(timeout)
+
+
+def start_agent_and_dashboard(world: World, **sections) -> tuple[AgentProcess, DashboardProcess]:
+    """Both services on free ports they pick themselves: the agent first, then the dashboard
+    configured with the agent's URL.  ``sections`` as for ``world.write_config``."""
+    world.write_config(**sections)
+    agent = start_agent(world)
+    try:
+        dashboard_section = {**sections.get("dashboard", {}), "agent_url": agent.url, "port": 0}
+        world.write_config(**{**sections, "dashboard": dashboard_section})
+        return agent, start_dashboard(world)
+    except BaseException:
+        agent.ensure_stopped()
+        raise
 
 
 def start_dashboard(world: World, log_name: str = "dashboard.log", timeout: float = 15) -> DashboardProcess:

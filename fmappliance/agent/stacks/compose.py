@@ -51,6 +51,20 @@ def ps_argv(docker: str, stack: dict) -> list[str]:
     return base_argv(docker, stack) + ["ps", "--all", "--format", "json"]
 
 
+def logs_argv(docker: str, stack: dict, service: str, tail: int, follow: bool) -> list[str]:
+    """`docker compose ... logs --no-color --timestamps --tail N [--follow] <service>`."""
+    return base_argv(docker, stack) + log_options(service, tail, follow)
+
+
+def log_options(service: str, tail: int, follow: bool) -> list[str]:
+    return ["logs", "--no-color", "--timestamps", "--tail", str(tail)] + (["--follow"] if follow else []) + [service]
+
+
+def declared_services(stack: dict) -> list[str]:
+    """Services a stack may have beyond those with containers (compose: none known without compose itself)."""
+    return []
+
+
 def exec_argv(docker: str, stack: dict, *command: str) -> list[str]:
     """Run ``command`` in the bench service without a TTY (stdin is /dev/null anyway)."""
     return base_argv(docker, stack) + ["exec", "-T", stack.get("service") or "backend", *command]
@@ -93,11 +107,6 @@ def parse_ps(output: str) -> list[dict]:
         items = data if isinstance(data, list) else [data]
         rows.extend(item for item in items if isinstance(item, dict))
     return rows
-
-
-def looks_like_ps_output(output: str) -> bool:
-    """True when the output holds JSON rows or is empty of JSON altogether (no containers)."""
-    return any(line.strip()[:1] in ("[", "{") for line in output.splitlines())
 
 
 def service_rows(rows: list[dict]) -> list[dict]:

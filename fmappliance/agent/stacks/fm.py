@@ -12,16 +12,20 @@ import os
 import shlex
 from collections.abc import Callable
 
+import yaml
+
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.sources import list_dir_beneath
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.runner import minimal_env
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
-from fmappliance.agent.stacks.compose import compute_status
+from fmappliance.agent.stacks.compose import compute_status, log_options
 
 #: The agent.* config key naming the command this stack type's actions run.
 BINARY_KEY = "fm_binary"
 
+#: The bench's workers (short-worker, long-worker, custom ones) live in this compose file of the same project.
+WORKERS_FILE = "docker-compose.workers.yml"
 MAIN_SERVICES = ("frappe", "nginx", "socketio", "schedule", "redis-cache", "redis-queue")
 #: The bench dir inside the frappe container, and where it is on the host.
 CONTAINER_BENCH = "/workspace/frappe-bench"
@@ -64,6 +68,27 @@ def shell_argv(fm: str, stack: dict, *bench_args: str) -> list[str]:
 def ps_argv(docker: str, stack: dict) -> list[str]:
     compose_file = os.path.join(os.path.normpath(stack["path"]), "docker-compose.yml")
     return [docker, "compose", "-f", compose_file, "ps", "--all", "--format", "json"]
+
+
+def logs_argv(docker: str, stack: dict, service: str, tail: int, follow: bool) -> list[str]:
+    """`docker compose -f docker-compose.yml [-f docker-compose.workers.yml] logs ...`: workers included."""
+    argv = [docker, "compose"]
+    for name in ("docker-compose.yml", WORKERS_FILE):
+        path = os.path.join(os.path.normpath(stack["path"]), name)
+        if name != WORKERS_FILE or os.path.isfile(path):
+            argv += ["-f", path]
+    return argv + log_options(service, tail, follow)
+
+
+def declared_services(stack: dict) -> list[str]:
+    """The worker services of the bench's workers compose file (they may have no container yet)."""
+    try:
+        with open(os.path.join(os.path.normpath(stack["path"]), WORKERS_FILE), encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError):
+        return []
+    services = data.get("services") if isinstance(data, dict) else None
+    return sorted(str(name) for name in services) if isinstance(services, dict) else []
 
 
 def status_of(services: list[dict]) -> tuple[str, str | None]:

@@ -1,0 +1,134 @@
+"""Live logs of a stack's services: the page, and the Server-Sent Events stream it reads.
+
+``/stack/<name>/logs/stream?service=S`` relays the agent's followed log as SSE: one ``data:``
+event per line, an ``: keep-alive`` comment every 15 s, an ``end`` event when the log ends.
+Refusals come before any stream starts, as plain HTTP answers: an unknown service is a 400
+(the agent checks it), too many followed logs a 429 (agent) or 503 (this dashboard's relay
+budget, shared with downloads, see relays.py), both with Retry-After.  Opening a stream is an
+audit row.  The relay ends - and closes the agent connection, which kills the `docker compose
+logs` child - when the browser goes away: waitress reports it (channel_request_lookahead),
+checked twice a second while the log is quiet, and a write to a closed connection fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import bottle
+
+from fmappliance.dashboard import views
+from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.names import is_valid_stack_name
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15.0
+IDLE_CHECK_SECONDS = 0.5
+TAIL_DEFAULT = 200
+TAIL_MAX = 5000
+RETRY_STREAM_SECONDS = 30
+# Compose service names: letters, digits, '.', '_', '-' (checked against the stack by the agent).
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
+
+
+def sse_events(stream, release, client_gone, clock=time.monotonic):
+    """The SSE body: the agent's lines as events, heartbeats while quiet; frees everything at its end."""
+    try:
+        # Sent at once: the browser learns the stream is open, and a reconnect waits 5 s.
+        yield b"retry: 5000\n: stream open\n\n"
+        last_write = clock()
+        while True:
+            lines = stream.next_lines(IDLE_CHECK_SECONDS)
+            if lines is None:
+                yield b"event: end\ndata: The log ended (the service stopped or its container was replaced).\n\n"
+                return
+            if lines:
+                yield "".join(f"data: {line}\n\n" for line in lines).encode("utf-8", "replace")
+                last_write = clock()
+            elif client_gone():
+                return
+            elif clock() - last_write >= HEARTBEAT_SECONDS:
+                yield b": keep-alive\n\n"
+                last_write = clock()
+    finally:
+        stream.close()
+        release()
+
+
+def register(app: bottle.Bottle, ctx) -> None:
+    slots = ctx.services.relay_slots
+
+    @app.get("/stack/<name>/logs")
+    @ctx.login_required
+    def logs_page(name):
+        if not is_valid_stack_name(name):
+            return ctx.fail(400, "That is not a valid stack name.")
+        banner, services = "", []
+        try:
+            stack = ctx.agent.stack(name).get("stack") or {}
+            services = sorted({str(s.get("service")) for s in stack.get("services") or () if isinstance(s, dict)})
+        except AgentError as exc:
+            if exc.status == 404:
+                return ctx.fail(404, exc.message or f"There is no stack named {name}.")
+            banner = exc.message
+        wanted = bottle.request.query.getunicode("service", default="") or ""
+        selected = wanted if wanted in services else ("backend" if "backend" in services else "frappe")
+        bottle.response.set_header("Cache-Control", "no-store")
+        return ctx.page(
+            "logs",
+            f"Logs of {name}",
+            banner=banner,
+            name=name,
+            qname=views.url_part(name),
+            services=services,
+            selected=selected if selected in services else (services[0] if services else ""),
+        )
+
+    @app.get("/stack/<name>/logs/stream")
+    @ctx.login_required
+    def logs_stream(name):
+        request = bottle.request
+        service = request.query.getunicode("service", default="") or ""
+        raw_tail = request.query.getunicode("tail", default="") or str(TAIL_DEFAULT)
+        if not is_valid_stack_name(name):
+            return ctx.fail(400, "That is not a valid stack name.")
+        if not _SERVICE_NAME.fullmatch(service):
+            return ctx.fail(400, "Name a service of the stack: ?service=<name>.")
+        if not raw_tail.isdigit() or not 1 <= int(raw_tail) <= TAIL_MAX:
+            return ctx.fail(400, f"tail must be a whole number of lines from 1 to {TAIL_MAX}.")
+        target = f"{name}/{service}"
+
+        def audit(result: str) -> None:
+            ctx.audit.record(
+                user=ctx.user(), address=ctx.client_address(), action="logs_stream", target=target, result=result
+            )
+
+        if not slots.acquire(blocking=False):
+            audit("refused: too many streams")
+            answer = ctx.fail(503, "Too many downloads and log streams are open at once; close one or try again soon.")
+            answer.set_header("Retry-After", str(RETRY_STREAM_SECONDS))
+            return answer
+        try:
+            stream = ctx.agent.open_log_stream(name, service, int(raw_tail), follow=True)
+        except AgentError as exc:
+            slots.release()
+            audit(f"failed: {exc.message}")
+            status = exc.status if exc.status in (400, 404, 429) else 502
+            answer = ctx.fail(status, exc.message)
+            if status == 429:
+                answer.set_header("Retry-After", exc.retry_after or str(RETRY_STREAM_SECONDS))
+            return answer
+        except BaseException:
+            slots.release()
+            raise
+        audit("ok")
+        client_gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+        headers = {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            # nginx passes each event on at once instead of buffering the response.
+            "X-Accel-Buffering": "no",
+        }
+        return bottle.HTTPResponse(sse_events(stream, slots.release, client_gone), status=200, headers=headers)

@@ -1,0 +1,58 @@
+"""``GET /metrics`` for Prometheus: no session, its own scrape token, 404 while it has none.
+
+nginx lets only ``dashboard.metrics_allow`` reach it; the token is the second lock.  It is a
+GET that changes nothing, so no CSRF token is involved; it never touches the session store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bottle
+
+from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.dashboard.metrics import dashboard_metrics_text, schedule_timeliness, scrape_token_matches
+from fmappliance.dashboard.schedule_calendar import next_runs
+from fmappliance.prometheus_text import CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+
+def _scheduler_rows(ctx, now):
+    store = ctx.scheduler.store
+    schedules = [s for s in store.list() if not s["invalid"]]
+    last_dues = store.last_dues()
+    overdue = {}
+    for schedule in schedules:
+        last_due = last_dues.get(schedule["id"])
+        if schedule["enabled"] and last_due is not None:
+            overdue[schedule["id"]] = next_runs(schedule, last_due, 1)[0]
+    last_runs = {s["id"]: store.last_run(s["id"]) for s in schedules}
+    return schedule_timeliness(schedules, last_runs, overdue, store.missed_counts(), now)
+
+
+def register(app: bottle.Bottle, ctx) -> None:
+    token = ctx.config["dashboard"].get("metrics_token")
+    if not token:
+        log.info("GET /metrics is off: dashboard.metrics_token_file is not set or the file does not exist")
+
+    @app.get("/metrics")
+    def metrics():
+        if not token:
+            return ctx.fail(404, "There is no such page.")
+        if not scrape_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), token):
+            return bottle.HTTPResponse(
+                "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
+                status=401,
+                headers={
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"',
+                },
+            )
+        try:
+            agent_text = ctx.agent.metrics_text()
+        except AgentError as exc:
+            log.warning("metrics scrape: the agent's series are missing: %s", exc.message)
+            agent_text = None
+        text = dashboard_metrics_text(agent_text, _scheduler_rows(ctx, ctx.now()))
+        return bottle.HTTPResponse(text, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

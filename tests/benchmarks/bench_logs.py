@@ -1,0 +1,150 @@
+"""Live logs: pages keep answering while streams are open, and a long stream keeps memory flat.
+
+The real agent and dashboard run as processes over the docker double.  Goals: with 8 followed
+log streams open through the dashboard (the agent's default agent.max_log_streams), GET
+/dashboard answers under 200 ms (median of 20); relaying ~20 MB of log lines leaves the agent's
+and the dashboard's resident memory flat (growth under 5 MiB each).
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.cookiejar
+import re
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
+
+from measure import rss_mb, verdict  # noqa: E402
+from support.config_factory import TEST_PASSWORD, TEST_USER  # noqa: E402
+from support.ports import free_port  # noqa: E402
+from support.world import build_world, kill_hanging_doubles, start_agent, start_dashboard  # noqa: E402
+
+STREAMS = 8
+GOAL_PAGE_MS = 200.0
+GOAL_GROWTH_MB = 5.0
+FLOOD_LINES = 200_000  # ~20 MB with the container prefix and timestamp
+
+
+def sign_in(url: str) -> tuple[urllib.request.OpenerDirector, str]:
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(url + "/login", timeout=10) as res:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', res.read().decode()).group(1)
+    form = urllib.parse.urlencode({"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token}).encode()
+    with opener.open(urllib.request.Request(url + "/login", data=form, headers={"Origin": url}), timeout=10):
+        pass
+    return opener, next(c.value for c in jar if c.name == "fmsession")
+
+
+class Stream:
+    """A followed log through the dashboard; counts the events it reads."""
+
+    def __init__(self, port: int, cookie: str, service: str = "backend"):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn.request(
+            "GET", f"/stack/prod/logs/stream?service={service}&tail=1", headers={"Cookie": f"fmsession={cookie}"}
+        )
+        self.sock = self.conn.sock
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200, self.resp.status
+        self.events = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for line in self.resp:
+                if line.startswith(b"data: "):
+                    self.events += 1
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def page_times(opener, url: str, n: int = 20) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        with opener.open(url + "/dashboard", timeout=30) as res:
+            res.read()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        world = build_world(Path(tmp))
+        agent_port = free_port()
+        world.write_config(agent={"port": agent_port}, dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"})
+        agent = start_agent(world)
+        dashboard = start_dashboard(world)
+        streams: list[Stream] = []
+        try:
+            opener, cookie = sign_in(dashboard.url)
+            page_times(opener, dashboard.url, 3)  # warm up
+            idle = statistics.median(page_times(opener, dashboard.url))
+            streams = [Stream(dashboard.port, cookie) for _ in range(STREAMS)]
+            busy_times = page_times(opener, dashboard.url)
+            busy = statistics.median(busy_times)
+            print(f"GET /dashboard with no log stream: {idle * 1000:.0f} ms (information)")
+            print(
+                f"GET /dashboard with {STREAMS} log streams open: median {busy * 1000:.0f} ms, "
+                f"slowest {max(busy_times) * 1000:.0f} ms (goal < {GOAL_PAGE_MS:.0f} ms) "
+                f"{verdict(busy * 1000 < GOAL_PAGE_MS)}"
+            )
+            for stream in streams[1:]:
+                stream.close()
+            flood = streams[0]
+            time.sleep(1)
+            agent_before, dash_before = rss_mb(agent.proc.pid), rss_mb(dashboard.proc.pid)
+            line = "GET /api/method/frappe.desk.form.load.getdoc?doctype=Sales+Invoice&name=ACC-SINV-2026-00042 200"
+            start = time.perf_counter()
+            agent_peak = dash_peak = 0.0
+            for batch in range(FLOOD_LINES // 2000):
+                world.doubles.write_log(world.compose_project, "backend", *([line] * 2000))
+                while flood.events < (batch + 1) * 2000 - 20_000:  # the reader stays within 20k lines of the writer
+                    time.sleep(0.01)
+                agent_peak = max(agent_peak, rss_mb(agent.proc.pid))
+                dash_peak = max(dash_peak, rss_mb(dashboard.proc.pid))
+            deadline = time.monotonic() + 120
+            while flood.events < FLOOD_LINES and time.monotonic() < deadline:
+                time.sleep(0.05)
+            took = time.perf_counter() - start
+            agent_after, dash_after = rss_mb(agent.proc.pid), rss_mb(dashboard.proc.pid)
+            size_mb = FLOOD_LINES * (len(line) + 60) / 1e6
+            print(f"relayed {flood.events} of {FLOOD_LINES} lines (~{size_mb:.0f} MB) in {took:.1f} s (information)")
+            for name, before, peak, after in (
+                ("agent", agent_before, agent_peak, agent_after),
+                ("dashboard", dash_before, dash_peak, dash_after),
+            ):
+                growth = max(peak, after) - before
+                print(
+                    f"{name} memory while relaying: {before:.1f} -> peak {peak:.1f} -> {after:.1f} MiB, "
+                    f"{growth:+.1f} MiB (goal: flat, < {GOAL_GROWTH_MB:.0f} MiB) {verdict(growth < GOAL_GROWTH_MB)}"
+                )
+        finally:
+            for stream in streams:
+                stream.close()
+            dashboard.stop()
+            agent.stop()
+            kill_hanging_doubles(world.doubles)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
