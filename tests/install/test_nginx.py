@@ -15,6 +15,7 @@ import ssl
 
 import pytest
 from install_harness import (
+    SESSION_COOKIE,
     SITE,
     Appliance,
     NginxSite,
@@ -311,7 +312,7 @@ def test_live_log_events_pass_nginx_unbuffered(appliance):
     conn.request(
         "GET",
         "/stack/prod/logs/stream?service=backend&tail=1",
-        headers={"Host": f"localhost:{appliance.nginx.https_port}", "Cookie": f"fmsession={appliance.session}"},
+        headers={"Host": f"localhost:{appliance.nginx.https_port}", "Cookie": f"{SESSION_COOKIE}={appliance.session}"},
     )
     response = conn.getresponse()
     try:
@@ -341,7 +342,7 @@ def test_live_log_lines_reach_a_browser_through_nginx_within_a_second(appliance)
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         try:
             context = browser.new_context(ignore_https_errors=True)
-            context.add_cookies([{"name": "fmsession", "value": appliance.session, "url": base}])
+            context.add_cookies([{"name": SESSION_COOKIE, "value": appliance.session, "url": base}])
             page = context.new_page()
             page.goto(base + "/stack/prod/logs?service=backend")
             expect(page.locator("#log-status")).to_contain_text("Following the log of backend")
