@@ -1,4 +1,4 @@
-# The commands a developer needs: `make check` (lint, types, fast tests: about a minute and a half),
+# The commands a developer needs: `make check` (lint, types, fast tests: 3-4 minutes),
 # `make test` (everything, from nothing) and `make bench`.
 PYTHON ?= python3
 VENV   ?= .venv

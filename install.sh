@@ -8,15 +8,23 @@
 # and restarts only the services whose zipapp, unit or config changed.
 #
 # What it does, in order (one function per step, see main at the bottom):
-#   1. checks: root, OS, python3 >= 3.11; warns when docker or fm is missing
+#   1. checks: root, OS, python3 >= 3.11; warns when docker, docker compose or fm is missing
 #   2. zipapps: builds dist/fm-agent.pyz and dist/fm-dashboard.pyz when dist/ has none,
 #      installs them in /opt/fmappliance (sha256-checked against dist/SHA256SUMS)
-#   3. users: the agent runs as the owner of the Frappe Manager home it finds (else a
-#      dedicated "fm-agent" user in the docker group); the dashboard runs as
-#      "fm-dashboard", NOT in the docker group; both read the config via group "fmappliance"
+#   3. users: the agent (docker rights: root-equivalent) runs as FM_AGENT_USER, else as the
+#      user chosen on the first install (kept in the install record), else as the one owner
+#      of the Frappe Manager homes found if that user may already use docker, else as a
+#      dedicated "fm-agent" user in the docker group. Homes of several users: it stops and
+#      asks for FM_AGENT_USER. The dashboard runs as "fm-dashboard", NOT in the docker
+#      group; both read the config via group "fmappliance"; nginx reaches the dashboard's
+#      socket via group "fmappliance-web"
 #   4. /etc/fmappliance/config.yaml, generated on first install only (never overwritten):
 #      random token and secret key, an admin password printed once and stored only as a
-#      bcrypt hash, stacks discovered from FM homes and frappe_docker-like compose projects.
+#      bcrypt hash, stacks discovered from FM homes and frappe_docker-like compose projects
+#      (only compose files and an fm binary nobody but root and the agent user can change),
+#      a daily 02:00 backup schedule for each, Unix sockets for both services. A config
+#      from an older install listening on the installer's old TCP ports is moved to the
+#      sockets (the old file kept as config.yaml.pre-sockets).
 #      State in /var/lib/fmappliance, backups in /var/backups/fmappliance (0750, agent's)
 #   5. systemd units fm-agent.service and fm-dashboard.service (hardened)
 #   6. nginx site with TLS (certbot with --domain/--email, else a self-signed certificate)
@@ -38,16 +46,25 @@
 #   --http-port N       HTTP port nginx listens on (default 80)
 #   --https-port N      HTTPS port nginx listens on (default 443)
 #   --download-mode M   first install only: how backups are downloaded (dashboard.download_mode):
-#                       "accel" (default: the dashboard authorises, nginx sends the file itself,
-#                       about 4x faster; nginx's user gets read access to the backups through an
-#                       ACL, which the installer keeps in step with the config; falls back to
-#                       stream when setfacl cannot be installed) or "stream" (bytes go agent ->
-#                       dashboard -> nginx; nginx never reads the backups)
+#                       "accel" (the dashboard authorises, nginx sends the file itself, about 4x
+#                       faster; nginx's user gets read access to the backups through an ACL,
+#                       which the installer keeps in step with the config) or "stream" (bytes go
+#                       agent -> dashboard -> nginx; nginx never reads the backups). Default:
+#                       accel when this nginx serves nothing else (Debian's stock default site
+#                       aside) and setfacl is available, else stream: every site and PHP pool
+#                       running as nginx's user could read the backups in accel mode
 #   -h, --help          this text
 #
 # Environment:
-#   FM_AGENT_USER        user the agent runs as (default: the owner of the FM home found,
-#                        else "fm-agent", created as a system user in the docker group)
+#   FM_AGENT_USER        user the agent runs as (default: the choice of the first install, else
+#                        the one owner of the FM homes found when already in the docker group,
+#                        else "fm-agent", created as a system user in the docker group);
+#                        setting it on a later run changes the agent user
+#   FM_BINARY            the fm the agent runs, when several are found (it must be changeable
+#                        by nobody but root and the agent user)
+#   FM_USER_RUNTIME_BASE where rootless docker sockets are looked for (default /run/user):
+#                        <base>/<uid of the agent user>/docker.sock sets DOCKER_HOST and
+#                        XDG_RUNTIME_DIR for the agent
 #   FM_DASHBOARD_USER    user the dashboard runs as (default "fm-dashboard")
 #   FM_ADMIN_USER        dashboard login created on first install (default "admin")
 #   FM_SERVER_NAMES      names/addresses nginx answers to (default: --domain, else this
@@ -104,11 +121,20 @@ NGINX_DIR=/etc/nginx
 NGINX_LOG_DIR=/var/log/nginx
 ACME_DIR=/var/lib/fmappliance-acme   # outside STATE_DIR: nginx's user must read it
 CONFIG_GROUP=fmappliance
+WEB_GROUP=fmappliance-web      # nginx's user and the dashboard: may open the dashboard's socket
+AGENT_SOCKET=/run/fm-agent/agent.sock
+DASHBOARD_SOCKET=/run/fm-dashboard/dashboard.sock
 RECORD=$PREFIX/install-record
+USER_RUNTIME_BASE="${FM_USER_RUNTIME_BASE:-/run/user}"
 
 AGENT_USER=""
 AGENT_GROUP=""
 AGENT_HOME=""
+FOUND_FM_BINARY=""         # the fm binary discovery accepted (written into a new config)
+STACK_COUNT=0
+ROOTLESS_ENV=()     # DOCKER_HOST=... XDG_RUNTIME_DIR=... for a rootless docker of the agent user
+NOTES=()            # what the operator should know, repeated in the summary
+UPGRADE=0           # an install made by an installer before the hardening (no agent-user record)
 DASHBOARD_USER="${FM_DASHBOARD_USER:-fm-dashboard}"
 ADMIN_USER="${FM_ADMIN_USER:-admin}"
 ADMIN_PASSWORD=""
@@ -117,7 +143,6 @@ DIST_DIR="${FM_DIST_DIR:-$SCRIPT_DIR/dist}"
 if [ -z "${FM_DIST_DIR:-}" ] && [ ! -f "$DIST_DIR/fm-agent.pyz" ] && [ -f "$SCRIPT_DIR/fm-agent.pyz" ]; then
     DIST_DIR="$SCRIPT_DIR"
 fi
-FOUND_FM_HOMES=()
 INIT=""            # systemd | daemons | none (--root)
 STAGE=""
 CHANGES=0
@@ -247,27 +272,7 @@ ensure_link() {
 # render TEMPLATE OUT "TAGS" KEY=VALUE...: fill @KEY@ placeholders; lines marked
 # "#@TAG[,TAG] " are kept (unmarked) when all their tags are in TAGS, dropped otherwise.
 render() {
-    "$PY" - "$@" <<'EOF'
-import re, sys
-template, out, tags, *pairs = sys.argv[1:]
-on = set(tags.split())
-values = dict(p.split("=", 1) for p in pairs)
-lines = []
-for line in open(template, encoding="utf-8").read().splitlines():
-    m = re.match(r"#@([A-Z0-9,]+) ", line)
-    if m:
-        if not set(m.group(1).split(",")) <= on:
-            continue
-        line = line[m.end():]
-    lines.append(line)
-text = "\n".join(lines) + "\n"
-def fill(m):
-    if m.group(1) not in values:
-        sys.exit(f"install.sh: {template}: no value for @{m.group(1)}@")
-    return values[m.group(1)]
-text = re.sub(r"@([A-Z0-9_]+)@", fill, text)
-open(out, "w", encoding="utf-8").write(text)
-EOF
+    helper render "$@" || die "could not fill the template $1 (above)"
 }
 
 # Values from an existing config.yaml, read with the PyYAML inside the installed zipapp
@@ -288,46 +293,38 @@ note_config_change() {
 
 # Read once, after the config step; config_value KEY prints one of them.
 read_config_values() {
-    local pyz config
-    pyz="$(pyz_path fm-agent)"
+    local config
     config="$(at "$CONFIG")"
     [ -f "$config" ] || config="$STAGE/config.yaml"
-    PYTHONPATH="${pyz:+$pyz/site-packages}" "$PY" - "$config" >"$STAGE/config-values" <<'EOF'
-import sys
-try:
-    import yaml
-    data = yaml.safe_load(open(sys.argv[1], encoding="utf-8")) or {}
-except (ImportError, OSError):
-    data = {}  # a dry run before anything is built or generated: the defaults
-defaults = {"agent.port": 9100, "dashboard.port": 8000, "dashboard.listen": "127.0.0.1",
-            "agent.listen": "127.0.0.1", "backups.base_path": "/var/backups/fmappliance",
-            "dashboard.accel_prefix": "/_protected_backups/", "dashboard.download_mode": "stream"}
-for key, default in defaults.items():
-    section, name = key.split(".")
-    print(key, (data.get(section) or {}).get(name, default))
-# Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
-import ipaddress
-allowed = []
-for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:
-    try:
-        ipaddress.ip_network(str(entry), strict=False)
-    except ValueError:
-        continue
-    allowed.append(str(entry))
-print("dashboard.metrics_allow", " ".join(allowed))
-# Where the agent must write: backups, each FM home, each compose project dir.
-paths = [(data.get("backups") or {}).get("base_path") or defaults["backups.base_path"]]
-for stack in (data.get("stacks") or {}).values():
-    p = str(stack.get("path", ""))
-    if stack.get("type") == "fm":
-        p = p.rstrip("/").rsplit("/sites/", 1)[0]
-    if p and p not in paths:
-        paths.append(p)
-print("rw_paths", " ".join("-" + p for p in paths))
-EOF
+    # A dry run shows what the migrated config would give.
+    [ -f "$STAGE/config-migrated.yaml" ] && config="$STAGE/config-migrated.yaml"
+    helper config-values "$config" >"$STAGE/config-values" || die "could not read $CONFIG (above)"
 }
 
 config_value() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$STAGE/config-values"; }
+
+# helper COMMAND ARGS...: the installer's Python helpers (fmappliance.installer.cli) from the
+# agent zipapp, or from the checkout when none is built yet (a dry run).
+helper() {
+    local pyz
+    pyz="$(pyz_path fm-agent)"
+    if [ -n "$pyz" ]; then
+        FM_INSTALLER="$0" SHIV_ROOT="$STAGE/shiv-helper" "$PY" "$pyz" installer "$@"
+    else
+        FM_INSTALLER="$0" PYTHONPATH="$SCRIPT_DIR" "$PY" -m fmappliance.installer "$@"
+    fi
+}
+
+# note TEXT: said now and repeated in the summary.
+note() { NOTES+=("$*"); say "  $*"; }
+
+# A value of the install record ("KEY VALUE" lines), the last one written.
+recorded() {
+    local file
+    file="$(at "$RECORD")"
+    [ -f "$file" ] || return 0
+    awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); v = $0 } END { if (v != "") print v }' "$file"
+}
 
 # The zipapp to run for NAME: the installed one, else the one in dist/, else nothing.
 pyz_path() {
@@ -409,8 +406,7 @@ check_system() {
     esac
     choose_python
     say "  python: $PY ($("$PY" --version 2>&1))"
-    command -v docker >/dev/null || warn "docker is not installed: the agent cannot operate stacks until it is"
-    command -v fm >/dev/null || [ -n "$(fm_binary)" ] || say "  fm (Frappe Manager) not found: fm stacks will not work until it is installed"
+    check_docker
     if [ -n "$ROOT" ]; then
         INIT=none
     elif [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
@@ -438,13 +434,17 @@ choose_python() {
     die "python3 >= 3.11 is needed (found: $(python3 --version 2>&1 || echo none)); install python3.11 and run again"
 }
 
-fm_binary() {
-    local candidate
-    command -v fm 2>/dev/null && return 0
-    for candidate in /home/*/.local/bin/fm /root/.local/bin/fm /usr/local/bin/fm; do
-        [ -x "$candidate" ] && { printf '%s\n' "$candidate"; return 0; }
-    done
-    return 0
+# docker, and its compose plugin: without it every stack would only show "docker compose ps failed".
+check_docker() {
+    local docker_cmd="${FM_DOCKER:-docker}"
+    if ! command -v "$docker_cmd" >/dev/null 2>&1; then
+        warn "docker is not installed: the agent cannot operate stacks until it is"
+        return 0
+    fi
+    if ! timeout 20 "$docker_cmd" compose version >/dev/null 2>&1; then
+        warn "docker compose is not available: install the docker compose plugin (Debian/Ubuntu: apt-get install docker-compose-plugin)"
+        NOTES+=("docker compose is not available: install the docker compose plugin, then the stacks show their state")
+    fi
 }
 
 # --------------------------------------------------------------------------------------
@@ -513,37 +513,52 @@ install_zipapps() {
 # Step 3: users
 # --------------------------------------------------------------------------------------
 
-find_fm_homes() {
-    local base candidate
-    local search="${FM_SEARCH_HOMES:-/home/* /root}"
-    FOUND_FM_HOMES=()
-    if [ -n "${FRAPPE_MANAGER_HOME:-}" ] && [ -d "$FRAPPE_MANAGER_HOME/sites" ]; then
-        FOUND_FM_HOMES+=("$FRAPPE_MANAGER_HOME")
+# The agent user (kept from the first install unless FM_AGENT_USER asks for another), the
+# stacks and the fm binary it may use: decided by the helper, which trusts no path another
+# user can change (see fmappliance/installer/discovery.py).
+discover() {
+    local docker_cmd="${FM_DOCKER:-docker}" previous status=0
+    previous="$(recorded agent-user)"
+    if [ -z "$previous" ] && [ -f "$(at "$UNIT_DIR/fm-agent.service")" ]; then
+        # An install from before the record kept the choice: its unit knows it.
+        previous="$(awk -F= '$1 == "User" { print $2; exit }' "$(at "$UNIT_DIR/fm-agent.service")")"
+        UPGRADE=1
     fi
-    # shellcheck disable=SC2086  # the search list is a glob on purpose
-    for base in $search; do
-        candidate="$base/frappe"
-        [ -d "$candidate/sites" ] || continue
-        compgen -G "$candidate/sites/*/docker-compose.yml" >/dev/null || continue
-        case " ${FOUND_FM_HOMES[*]} " in *" $candidate "*) continue ;; esac
-        FOUND_FM_HOMES+=("$candidate")
-    done
+    local only_user=()
+    : >"$STAGE/compose.json"
+    if [ -f "$(at "$CONFIG")" ]; then
+        # The config is never rewritten: its stacks and fm stay; only the user is decided again.
+        only_user=(--user-only)
+    elif command -v "$docker_cmd" >/dev/null 2>&1; then
+        timeout 20 "$docker_cmd" compose ls --all --format json >"$STAGE/compose.json" 2>/dev/null || true
+    fi
+    helper discover ${only_user[@]+"${only_user[@]}"} --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
+        --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" --fm-binary "${FM_BINARY:-}" \
+        --fm-on-path "$(command -v fm 2>/dev/null || true)" --compose-json "$STAGE/compose.json" \
+        --stacks-out "$STAGE/stacks.json" --runtime-base "$USER_RUNTIME_BASE" \
+        >"$STAGE/discovery" 2>"$STAGE/discovery.err" || status=$?
+    if [ "$status" != 0 ]; then
+        cat "$STAGE/discovery.err" >&2
+        exit 1
+    fi
+    AGENT_USER="$(discovered agent_user)"
+    FOUND_FM_BINARY="$(discovered fm_binary)"
+    STACK_COUNT="$(discovered stack_count)"
+    say "  agent user: $AGENT_USER ($(discovered agent_reason))"
+    if [ -n "$previous" ] && [ "$previous" != "$AGENT_USER" ]; then
+        note "the agent now runs as $AGENT_USER instead of $previous (FM_AGENT_USER)"
+    fi
+    local line
+    while IFS= read -r line; do
+        case "$line" in "note "*) note "${line#note }" ;; esac
+    done <"$STAGE/discovery"
 }
+
+discovered() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ ?/, ""); print; exit }' "$STAGE/discovery"; }
 
 choose_users() {
     step "Users"
-    find_fm_homes
-    if [ -n "${FM_AGENT_USER:-}" ]; then
-        AGENT_USER="$FM_AGENT_USER"
-        say "  agent user: $AGENT_USER (FM_AGENT_USER)"
-    elif [ "${#FOUND_FM_HOMES[@]}" -gt 0 ]; then
-        AGENT_USER="$(stat -c %U "${FOUND_FM_HOMES[0]}")"
-        say "  agent user: $AGENT_USER (owner of the FM home ${FOUND_FM_HOMES[0]})"
-        [ "$AGENT_USER" != UNKNOWN ] || die "${FOUND_FM_HOMES[0]} belongs to no known user: set FM_AGENT_USER"
-    else
-        AGENT_USER="fm-agent"
-        say "  agent user: fm-agent (no FM home found)"
-    fi
+    discover
     [ "$AGENT_USER" != "$DASHBOARD_USER" ] || die "the agent and the dashboard must run as different users"
     if user_exists "$AGENT_USER"; then
         AGENT_GROUP="$(id -gn "$AGENT_USER")"
@@ -553,12 +568,14 @@ choose_users() {
         AGENT_HOME="$STATE_DIR/agent"
     fi
     if [ "$AGENT_USER" = fm-agent ]; then AGENT_HOME="$STATE_DIR/agent"; fi
+    record "agent-user $AGENT_USER"
     say "  dashboard user: $DASHBOARD_USER (not in the docker group)"
     if [ -n "$ROOT" ]; then
-        say "  skipped (--root): creating users $AGENT_USER, $DASHBOARD_USER and group $CONFIG_GROUP"
+        say "  skipped (--root): creating users $AGENT_USER, $DASHBOARD_USER and groups $CONFIG_GROUP, $WEB_GROUP"
         return 0
     fi
     create_group "$CONFIG_GROUP"
+    create_group "$WEB_GROUP"
     if ! user_exists "$AGENT_USER"; then
         host_run useradd --system --user-group --home-dir "$STATE_DIR/agent" --no-create-home \
             --shell /usr/sbin/nologin --comment "fmappliance agent" "$AGENT_USER"
@@ -578,6 +595,8 @@ choose_users() {
         CHANGES=$((CHANGES + 1))
     fi
     add_member "$DASHBOARD_USER" "$CONFIG_GROUP"
+    # The dashboard's socket belongs to this group: nginx may open it, nothing else can.
+    add_member "$DASHBOARD_USER" "$WEB_GROUP"
     if id -nG "$DASHBOARD_USER" 2>/dev/null | tr ' ' '\n' | grep -qx docker; then
         warn "$DASHBOARD_USER was in the docker group: removing it"
         host_run gpasswd -d "$DASHBOARD_USER" docker
@@ -612,6 +631,7 @@ write_config() {
     if [ -f "$(at "$CONFIG")" ]; then
         set_owner_mode "$(at "$CONFIG")" 0640 root "$CONFIG_GROUP"
         say "  kept $CONFIG (never overwritten; edit it, then: sudo $0)"
+        migrate_config
         return 0
     fi
     generate_config "$STAGE/config.yaml"
@@ -625,121 +645,42 @@ write_config() {
     say "  generated $CONFIG with a new token, secret key and admin password"
 }
 
-# Discovered stacks as YAML lines under "stacks:".
-discover_stacks() {
-    local docker_cmd="${FM_DOCKER:-docker}" compose_json=""
-    if command -v "$docker_cmd" >/dev/null 2>&1; then
-        compose_json="$(timeout 20 "$docker_cmd" compose ls --all --format json 2>/dev/null || true)"
+generate_config() {
+    local out="$1"
+    choose_download_mode
+    helper write-config --out "$out" --password-out "$STAGE/password" --stacks "$STAGE/stacks.json" \
+        --fm-binary "$FOUND_FM_BINARY" --admin-user "$ADMIN_USER" --download-mode "$DOWNLOAD_MODE" \
+        --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
+        --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
+        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" ||
+        die "could not write a new config (above)"
+    ADMIN_PASSWORD="$(cat "$STAGE/password")"
+    say "  discovered $STACK_COUNT stack(s)$( [ -n "$(discovered fm_homes)" ] && echo " (FM homes: $(discovered fm_homes))")"
+    if [ "$STACK_COUNT" -gt 0 ]; then
+        note "every discovered stack is backed up daily at 02:00 (server time): the schedules: section of $CONFIG"
     fi
-    COMPOSE_JSON="$compose_json" "$PY" - "${FOUND_FM_HOMES[@]}" <<'EOF'
-import glob, json, os, re, sys
-
-stacks = {}
-homes = sys.argv[1:]
-name_ok = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-def add(name, entry):
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip("-.")[:63] or "stack"
-    base, n = name, 2
-    while name in stacks:
-        name = f"{base[:60]}-{n}"; n += 1
-    if name_ok.match(name):
-        stacks[name] = entry
-
-for home in homes:
-    for compose in sorted(glob.glob(os.path.join(home, "sites", "*", "docker-compose.yml"))):
-        bench = os.path.dirname(compose)
-        add(os.path.basename(bench), {"type": "fm", "path": bench})
-
-def looks_like_frappe_docker(files):
-    text = ""
-    for f in files:
-        try:
-            text += open(f, encoding="utf-8", errors="replace").read()
-        except OSError:
-            return False
-    has_services = re.search(r"^\s+backend:", text, re.M) and re.search(r"^\s+frontend:", text, re.M)
-    return bool(has_services or re.search(r"image:\s*\S*frappe/(erpnext|frappe)", text))
-
-try:
-    projects = json.loads(os.environ.get("COMPOSE_JSON") or "[]")
-except ValueError:
-    projects = []
-for project in projects if isinstance(projects, list) else []:
-    files = [f for f in str(project.get("ConfigFiles", "")).split(",") if f]
-    if not files or any(f.startswith(tuple(h.rstrip("/") + "/" for h in homes)) for f in files):
-        continue  # an fm bench is a compose project too: it is listed above
-    if not looks_like_frappe_docker(files):
-        continue
-    path = os.path.dirname(files[0])
-    entry = {"type": "compose", "path": path, "project": project.get("Name")}
-    rel = [os.path.relpath(f, path) for f in files]
-    if rel != ["compose.yaml"] and rel != ["docker-compose.yml"]:
-        entry["files"] = rel
-    add(project.get("Name") or os.path.basename(path), entry)
-
-for name, entry in stacks.items():
-    print(f"  {json.dumps(name)}:")
-    for key, value in entry.items():
-        print(f"    {key}: {json.dumps(value)}")
-EOF
 }
 
-generate_config() {
-    local out="$1" token secret hash stacks fm pyz
-    token="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(36))')"
-    secret="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(36))')"
-    ADMIN_PASSWORD="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(15))')"
-    pyz="$(pyz_path fm-dashboard)"
-    if [ -z "$pyz" ] && [ "$DRY_RUN" = 1 ]; then
-        hash='(bcrypt hash made by fm-dashboard.pyz hash-password)'
-    else
-        # The password goes in on stdin, never on a command line.
-        hash="$(printf '%s\n' "$ADMIN_PASSWORD" | SHIV_ROOT="$STAGE/shiv" "$PY" "$pyz" hash-password)" ||
-            die "could not hash the admin password with $pyz hash-password"
-        [[ "$hash" == \$2* ]] || die "hash-password printed no bcrypt hash"
+# An install from before the Unix sockets listens on the installer's old TCP ports: move it
+# to the sockets (explicit TCP setups on other addresses or ports stay as they are).
+migrate_config() {
+    local config moved
+    config="$(at "$CONFIG")"
+    [ -f "$config" ] || return 0
+    if [ "$DRY_RUN" = 1 ]; then
+        cp "$config" "$STAGE/config-migrated.yaml"
+        config="$STAGE/config-migrated.yaml"
     fi
-    stacks="$(discover_stacks)"
-    fm="$(fm_binary)"
-    choose_download_mode
-    umask 077
-    {
-        echo "# fmappliance configuration, generated by install.sh on $(date -u +%Y-%m-%d)."
-        echo "# Every key is documented in /opt/fmappliance/README.md; the installer never overwrites"
-        echo "# this file. After editing: sudo systemctl restart fm-agent fm-dashboard"
-        echo "agent:"
-        echo "  listen: 127.0.0.1"
-        echo "  port: 9100"
-        echo "  state_dir: $STATE_DIR/agent"
-        [ -n "$fm" ] && echo "  fm_binary: $fm"
-        echo "security:"
-        echo "  token: \"$token\""
-        if [ -n "$stacks" ]; then
-            echo "stacks:"
-            printf '%s\n' "$stacks"
-        else
-            echo "# No stacks found: add them here (see README), e.g."
-            echo "#   prod: {type: compose, path: /opt/frappe_docker}"
-            echo "stacks: {}"
-        fi
-        echo "backups:"
-        echo "  base_path: $BACKUPS_DIR"
-        echo "dashboard:"
-        echo "  listen: 127.0.0.1"
-        echo "  port: 8000"
-        echo "  state_dir: $STATE_DIR/dashboard"
-        echo "  secret_key: \"$secret\""
-        echo "  agent_url: http://127.0.0.1:9100"
-        echo "  trusted_proxy: 127.0.0.1"
-        echo "  # stream: the dashboard relays downloads; accel: nginx sends them (X-Accel-Redirect)"
-        echo "  download_mode: $DOWNLOAD_MODE"
-        echo "  credentials:"
-        echo "    $ADMIN_USER: \"$hash\""
-    } >"$out"
-    umask 022
-    local n
-    n="$(printf '%s' "$stacks" | grep -c '^  [^ ]' || true)"
-    say "  discovered $n stack(s)${FOUND_FM_HOMES[0]:+ (FM homes: ${FOUND_FM_HOMES[*]})}"
+    moved="$(helper migrate-config "$config" --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
+        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP")" ||
+        die "could not move $CONFIG to the Unix sockets (above); it is unchanged"
+    [ -n "$moved" ] || return 0
+    CHANGES=$((CHANGES + 1))
+    if [ "$DRY_RUN" = 1 ]; then
+        say "  would move $moved of $CONFIG from TCP to Unix sockets"
+        return 0
+    fi
+    note "upgrade: $moved now listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET) instead of TCP; the previous config is $CONFIG.pre-sockets"
 }
 
 check_config() {
@@ -773,15 +714,33 @@ make_directories() {
     ensure_dir "$BACKUPS_DIR" 0750 "$owner" "$group"
     grant_nginx_backup_access
     if [ "$INIT" = daemons ]; then
+        # systemd makes these (RuntimeDirectory=); without it, the installer does.
+        ensure_dir "$(dirname "$AGENT_SOCKET")" 0755 "$owner" "$group"
+        ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
         ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
     fi
 }
 
-# accel needs setfacl (package acl) to let nginx read the backups; without it, stream.
+# nginx's user (www-data on Debian/Ubuntu), from nginx.conf under --root when given.
+nginx_user() {
+    local web_user
+    web_user="$(awk '$1 == "user" { sub(/;$/, "", $2); print $2; exit }' "$(at "$NGINX_DIR/nginx.conf")" 2>/dev/null || true)"
+    printf '%s\n' "${web_user:-www-data}"
+}
+
+# accel lets nginx's user read every backup, and with it every other site and PHP pool that
+# runs as that user: only when this nginx serves nothing else. It needs setfacl (package acl).
 choose_download_mode() {
     [ -n "$DOWNLOAD_MODE" ] && return 0
+    local others
+    others="$(helper other-sites "$(at "$NGINX_DIR")" --shown-as "$NGINX_DIR" | tr '\n' ' ')"
+    if [ -n "$others" ]; then
+        DOWNLOAD_MODE=stream
+        note "download_mode stream: this nginx serves other sites (${others% }); in accel mode they could read every backup as $(nginx_user)"
+        return 0
+    fi
     DOWNLOAD_MODE=accel
     if [ -n "$ROOT" ] || command -v setfacl >/dev/null; then return 0; fi
     if [ "$DRY_RUN" = 1 ]; then say "  would run: apt-get install -y -q acl (for download_mode accel)"; return 0; fi
@@ -798,8 +757,7 @@ grant_nginx_backup_access() {
     local mode web_user dir
     mode="$(config_value dashboard.download_mode)"
     dir="$(config_value backups.base_path)"
-    web_user="$(awk '$1 == "user" { sub(/;$/, "", $2); print $2; exit }' /etc/nginx/nginx.conf 2>/dev/null || true)"
-    web_user="${web_user:-www-data}"
+    web_user="$(nginx_user)"
     if [ -n "$ROOT" ]; then
         [ "$mode" = accel ] && say "  skipped (--root): setfacl -R -m u:$web_user:rX,d:u:$web_user:rX $dir"
         return 0
@@ -816,6 +774,11 @@ grant_nginx_backup_access() {
             CHANGES=$((CHANGES + 1))
         fi
         say "  download_mode accel: $web_user may read $dir (ACL)"
+        local others
+        others="$(helper other-sites "$(at "$NGINX_DIR")" --shown-as "$NGINX_DIR" | tr '\n' ' ')"
+        if [ -n "$others" ]; then
+            note "WARNING: download_mode is accel but this nginx also serves ${others% }: those sites can read every backup as $web_user; set dashboard.download_mode: stream in $CONFIG and run this installer again"
+        fi
     elif command -v getfacl >/dev/null && getfacl -p "$dir" 2>/dev/null | grep -q "user:$web_user:"; then
         host_run setfacl -R -x "u:$web_user,d:u:$web_user" "$dir" || true
         CHANGES=$((CHANGES + 1))
@@ -833,17 +796,38 @@ install_units() {
     group_exists docker && groups="$CONFIG_GROUP docker"
     rw="$(config_value rw_paths)"
     [ -n "$AGENT_HOME" ] && [ "$AGENT_HOME" != "$STATE_DIR/agent" ] && rw="$rw -$AGENT_HOME"
-    render "$SCRIPT_DIR/packaging/systemd/fm-agent.service" "$STAGE/fm-agent.service" "" \
+    local tags="" docker_host="" runtime_dir=""
+    detect_rootless_docker
+    if [ "${#ROOTLESS_ENV[@]}" -gt 0 ]; then
+        tags="ROOTLESS"
+        docker_host="${ROOTLESS_ENV[0]#DOCKER_HOST=}"
+        runtime_dir="${ROOTLESS_ENV[1]#XDG_RUNTIME_DIR=}"
+    fi
+    render "$SCRIPT_DIR/packaging/systemd/fm-agent.service" "$STAGE/fm-agent.service" "$tags" \
         PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" AGENT_USER="$AGENT_USER" AGENT_GROUP="$AGENT_GROUP" \
-        AGENT_GROUPS="$groups" AGENT_HOME="$AGENT_HOME" AGENT_RW_PATHS="$rw"
+        AGENT_GROUPS="$groups" AGENT_HOME="$AGENT_HOME" AGENT_RW_PATHS="$rw" \
+        DOCKER_HOST="$docker_host" XDG_RUNTIME_DIR="$runtime_dir"
     render "$SCRIPT_DIR/packaging/systemd/fm-dashboard.service" "$STAGE/fm-dashboard.service" "" \
-        PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" DASHBOARD_USER="$DASHBOARD_USER" CONFIG_GROUP="$CONFIG_GROUP"
+        PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" DASHBOARD_USER="$DASHBOARD_USER" \
+        DASHBOARD_GROUPS="$CONFIG_GROUP $WEB_GROUP"
     if place_file "$STAGE/fm-agent.service" "$UNIT_DIR/fm-agent.service" 0644 root root; then
         CHANGED_AGENT=1; CHANGED_UNITS=1
     fi
     if place_file "$STAGE/fm-dashboard.service" "$UNIT_DIR/fm-dashboard.service" 0644 root root; then
         CHANGED_DASHBOARD=1; CHANGED_UNITS=1
     fi
+}
+
+# A rootless docker daemon of the agent user (its socket in the user's runtime dir, owned by
+# that user): the agent and its commands must talk to it, not to the system daemon.
+detect_rootless_docker() {
+    ROOTLESS_ENV=()
+    local uid sock
+    uid="$(id -u "$AGENT_USER" 2>/dev/null)" || return 0
+    sock="$USER_RUNTIME_BASE/$uid/docker.sock"
+    [ -S "$sock" ] && [ ! -L "$sock" ] && [ "$(stat -c %u "$sock")" = "$uid" ] || return 0
+    ROOTLESS_ENV=("DOCKER_HOST=unix://$sock" "XDG_RUNTIME_DIR=$USER_RUNTIME_BASE/$uid")
+    say "  rootless docker of $AGENT_USER found ($sock): the agent uses it (DOCKER_HOST)"
 }
 
 # --------------------------------------------------------------------------------------
@@ -907,6 +891,16 @@ choose_certificate() {
 install_nginx_site() {
     step "nginx"
     ensure_nginx_package
+    # The dashboard's socket belongs to this group: nginx may open it, nothing else can.
+    if [ -z "$ROOT" ]; then
+        if user_exists "$(nginx_user)"; then
+            # nginx's workers pick up a new group when they are started again (reload).
+            id -nG "$(nginx_user)" | tr ' ' '\n' | grep -qx "$WEB_GROUP" || CHANGED_NGINX=1
+            add_member "$(nginx_user)" "$WEB_GROUP"
+        else
+            warn "nginx's user $(nginx_user) does not exist: nginx cannot reach the dashboard's socket until it is in group $WEB_GROUP"
+        fi
+    fi
     choose_certificate
     local tags="" names known="" name suffix="" upstream port listen snippet allow="" network
     [ -n "$DOMAIN" ] && tags="SNI"
@@ -918,6 +912,7 @@ install_nginx_site() {
     port="$(config_value dashboard.port)"
     listen="$(config_value dashboard.listen)"
     upstream="$listen:$port"
+    [ -n "$(config_value dashboard.socket)" ] && upstream="unix:$(config_value dashboard.socket)"
     render "$SCRIPT_DIR/packaging/nginx/fm-dashboard.conf" "$STAGE/fm-dashboard.conf" "$tags" \
         DASHBOARD_UPSTREAM="$upstream" HTTP_PORT="$HTTP_PORT" HTTPS_PORT="$HTTPS_PORT" \
         HTTPS_PORT_SUFFIX="$suffix" SERVER_NAMES="$names" LOG_DIR="$NGINX_LOG_DIR" \
@@ -1074,11 +1069,13 @@ start_daemon() {
     fi
     if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user"; return 0; fi
     mkdir -p "$RUN_DIR" "$LOG_DIR"
+    local extra_env=()
+    [ "$name" = fm-agent ] && extra_env=(${ROOTLESS_ENV[@]+"${ROOTLESS_ENV[@]}"})
     # setsid: its own session and process group, so stop_daemon can end the whole tree;
     # setpriv execs (no lingering parent): the pid file holds the service itself.
     setsid setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
         env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
-        SHIV_ROOT="$CACHE_DIR/$name" "$PY" "$PREFIX/$name.pyz" --config "$CONFIG" \
+        SHIV_ROOT="$CACHE_DIR/$name" ${extra_env[@]+"${extra_env[@]}"} "$PY" "$PREFIX/$name.pyz" --config "$CONFIG" \
         </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
     say "  started $name as $user (pid $!, log $LOG_DIR/$name.log)"
@@ -1107,18 +1104,23 @@ reload_nginx() {
 
 wait_healthy() {
     [ "$DRY_RUN" = 1 ] && return 0
-    local port i
-    port="$(config_value dashboard.port)"
+    local where i probe
+    if [ -n "$(config_value dashboard.socket)" ]; then
+        where="$(config_value dashboard.socket)"
+        probe=(--socket "$where")
+    else
+        where="127.0.0.1:$(config_value dashboard.port)"
+        probe=(--port "$(config_value dashboard.port)")
+    fi
     for i in $(seq 100); do
-        if "$PY" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
-            "http://127.0.0.1:$port/healthz" 2>/dev/null; then
-            say "  dashboard answers on 127.0.0.1:$port"
+        if helper healthz "${probe[@]}" 2>/dev/null; then
+            say "  dashboard answers on $where"
             return 0
         fi
         sleep 0.2
     done
     : "$i"
-    warn "the dashboard does not answer on 127.0.0.1:$port yet; see the logs below"
+    warn "the dashboard does not answer on $where yet; see the logs below"
 }
 
 # --------------------------------------------------------------------------------------
@@ -1132,7 +1134,7 @@ write_record() {
         [ -n "$old" ] && printf '%s\n' "$old"
         for line in "${RECORD_LINES[@]}"; do printf '%s\n' "$line"; done
         echo "file $RECORD"
-    } | awk '!seen[$0]++' >"$STAGE/install-record"
+    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" '$1 != "agent-user" || $0 == keep' >"$STAGE/install-record"
     if [ "$DRY_RUN" = 1 ]; then return 0; fi
     place_file "$STAGE/install-record" "$RECORD" 0644 root root >/dev/null || true
 }
@@ -1172,6 +1174,24 @@ print_summary() {
             ;;
     esac
     say "  Uninstall:     sudo $PREFIX/uninstall.sh   (keeps config and backups; --purge removes them)"
+    if [ "$(config_value schedule_count)" = 0 ]; then
+        say "  Schedules:     none in $CONFIG: add backup schedules at ${url}scheduler"
+    fi
+    if [ "${#NOTES[@]}" -gt 0 ]; then
+        say ""
+        say "  Please note:"
+        local line
+        for line in "${NOTES[@]}"; do say "  - $line"; done
+    fi
+    [ "$UPGRADE" = 1 ] || return 0
+    say ""
+    say "  Upgraded from an earlier version (README.md, \"Security\" and \"Upgrading\"):"
+    say "  - the agent and the dashboard listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET)"
+    say "    that only the dashboard (group $CONFIG_GROUP) and nginx (group $WEB_GROUP) can open,"
+    say "    unless the config sets another TCP address or port"
+    say "  - the agent keeps running as $AGENT_USER (recorded now; FM_AGENT_USER=<user> changes it)"
+    say "  - nginx buffers request bodies, allows only GET/HEAD on /download/ and 20 requests per address"
+    say "  - existing schedules, users, sessions and backups are kept; no schedules were added"
 }
 
 # --------------------------------------------------------------------------------------
@@ -1191,7 +1211,7 @@ remove_path() {
 uninstall() {
     step "Uninstalling fmappliance"
     if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root: sudo $0 --uninstall"; fi
-    local record_file kind path extra
+    local record_file kind path extra group
     record_file="$(at "$RECORD")"
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
@@ -1230,7 +1250,8 @@ uninstall() {
         "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf"; do
         remove_path "$path"
     done
-    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard"; do
+    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" \
+        "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
         remove_path "$path"
     done
     if [ -z "$ROOT" ]; then
@@ -1246,7 +1267,9 @@ uninstall() {
         for path in "$CONF_DIR" "$BACKUPS_DIR"; do
             remove_path "$path"
         done
-        if group_exists "$CONFIG_GROUP"; then host_run groupdel "$CONFIG_GROUP" || true; fi
+        for group in "$CONFIG_GROUP" "$WEB_GROUP"; do
+            if group_exists "$group"; then host_run groupdel "$group" || true; fi
+        done
     else
         say "  kept $CONF_DIR (config, certificate) and $BACKUPS_DIR (backups); --purge removes them"
     fi

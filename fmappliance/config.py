@@ -29,7 +29,16 @@ DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
 
 #: Every action the agent knows (defined in names.py).  ``allowed_actions`` picks from these.
 KNOWN_ACTIONS = ACTIONS
-DEFAULT_ALLOWED_ACTIONS = ["restart_stack", "update_stack", "restart_site", "migrate_site", "backup_site"]
+DEFAULT_ALLOWED_ACTIONS = [
+    "restart_stack",
+    "update_stack",
+    "restart_site",
+    "migrate_site",
+    "backup_site",
+    "restore_site",
+    "import_backup",
+    "test_restore",
+]
 DEFAULT_ACTION_TIMEOUTS = {
     "backup_site": 7200,
     "update_stack": 3600,
@@ -38,13 +47,20 @@ DEFAULT_ACTION_TIMEOUTS = {
     "restart_site": 600,
     "start_stack": 600,
     "stop_stack": 600,
+    "restore_site": 7200,
+    "import_backup": 3600,
+    "test_restore": 7200,
 }
-NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary")
+#: Failed agent jobs the dashboard notifies, whoever started them (dashboard.job_watch maps action -> event).
+FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "offsite_failed", "offsite_check_failed")
+NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
 #: Dashboard roles, least to most privileged.
 ROLES = ("viewer", "operator", "admin")
 TOTP_MODES = ("required", "optional", "off")
+DEFAULT_AGENT_SOCKET = "/run/fm-agent/agent.sock"
+DEFAULT_DASHBOARD_SOCKET = "/run/fm-dashboard/dashboard.sock"
 
 
 def _port(v):
@@ -149,12 +165,25 @@ AGENT = Section(
     "agent",
     help="The privileged agent: runs the allow-listed operations.",
     keys=(
-        Key("listen", "str", "127.0.0.1", "Address the agent binds to. Keep it on loopback."),
+        Key(
+            "socket",
+            "str",
+            DEFAULT_AGENT_SOCKET,
+            "Unix socket the agent listens on (mode 0660, group socket_group); empty: TCP on listen/port. "
+            "A config that sets listen or port and no socket keeps TCP.",
+        ),
+        Key(
+            "socket_group",
+            "str",
+            "",
+            "Group of the agent's socket; the dashboard's user must be in it (empty: the agent user's own group).",
+        ),
+        Key("listen", "str", "127.0.0.1", "Address the agent binds to when it has no socket. Keep it on loopback."),
         Key(
             "port",
             "int",
             9100,
-            "TCP port of the agent (0: any free port, named in the 'listening on' log line).",
+            "TCP port of the agent when it has no socket (0: any free port, named in the 'listening on' log line).",
             check=_listen_port,
         ),
         Key("state_dir", "path", "/var/lib/fmappliance/agent", "Job store (SQLite) and locks."),
@@ -245,6 +274,12 @@ STACK = Section(
         Key("project", "str", None, "compose: the project name (default: compose's own, from the dir name)."),
         Key("files", "str_list", [], "compose: compose files relative to path (default: compose's own lookup)."),
         Key("service", "str", "backend", "compose: the service that runs bench."),
+        Key(
+            "db_service",
+            "str",
+            "db",
+            "compose: the MariaDB service; a restore reads its root password there (never passed on).",
+        ),
         Key("sites", "str_list", [], "compose: the sites, when they should not be listed from the backend container."),
     ),
 )
@@ -288,12 +323,27 @@ DASHBOARD = Section(
     help="The browser UI.",
     required=True,
     keys=(
-        Key("listen", "str", "127.0.0.1", "Address the dashboard binds to (nginx proxies to it)."),
+        Key(
+            "socket",
+            "str",
+            DEFAULT_DASHBOARD_SOCKET,
+            "Unix socket the dashboard listens on (mode 0660, group socket_group; nginx proxies to it); "
+            "empty: TCP on listen/port. A config that sets listen or port and no socket keeps TCP.",
+        ),
+        Key(
+            "socket_group",
+            "str",
+            "",
+            "Group of the dashboard's socket; nginx's user must be in it (empty: the dashboard user's own group).",
+        ),
+        Key(
+            "listen", "str", "127.0.0.1", "Address the dashboard binds to when it has no socket (nginx proxies to it)."
+        ),
         Key(
             "port",
             "int",
             8000,
-            "TCP port of the dashboard (0: any free port, named in the 'listening on' log line).",
+            "TCP port of the dashboard when it has no socket (0: any free port, named in the 'listening on' log line).",
             check=_listen_port,
         ),
         Key("state_dir", "path", "/var/lib/fmappliance/dashboard", "Sessions, schedules and the audit log (SQLite)."),
@@ -306,7 +356,13 @@ DASHBOARD = Section(
             check=_token,
             example="CHANGE-ME-to-at-least-32-random-characters",
         ),
-        Key("agent_url", "str", "http://127.0.0.1:9100", "Where the agent listens.", check=_url),
+        Key(
+            "agent_url",
+            "str",
+            "http://127.0.0.1:9100",
+            "Where the agent listens when agent.socket is empty.",
+            check=_url,
+        ),
         Key("session_idle_minutes", "int", 30, "Sign out after this many idle minutes.", check=_positive),
         Key("session_max_hours", "int", 12, "Sign out after this many hours whatever the activity.", check=_positive),
         Key(
@@ -340,7 +396,8 @@ DASHBOARD = Section(
             "trusted_proxy",
             "str",
             "127.0.0.1",
-            "Address of the reverse proxy whose X-Forwarded-For/-Proto are trusted (empty: none).",
+            "On TCP: address of the reverse proxy whose X-Forwarded-For/-Proto are trusted (empty: none). "
+            "On the socket only its peer (nginx) is trusted, unless this is empty.",
         ),
         Key("threads", "int", 32, "Request threads (each download holds one).", check=_positive),
         Key(
@@ -445,8 +502,11 @@ NOTIFICATIONS = Section(
         Key(
             "events",
             "str_list",
-            ["backup_failed", "backup_missed"],
-            "Events to send: backup_failed, backup_missed, weekly_summary.",
+            ["backup_failed", "backup_missed", *FAILED_JOB_EVENTS],
+            "Events to send: "
+            + ", ".join(NOTIFICATION_EVENTS)
+            + " (the *_failed events of restore, restore test, update "
+            "and offsite jobs are sent whoever started the job).",
             check=lambda v: next(
                 (
                     f"unknown event {e!r}; expected any of: " + ", ".join(NOTIFICATION_EVENTS)
@@ -509,7 +569,22 @@ def validate(data: Any, located: Located | None = None) -> dict:
     return config
 
 
+def effective_socket(raw_section: Any, default: str) -> str:
+    """The socket a section listens on: an explicit ``socket``, else "" (TCP) when it sets
+    ``listen`` or ``port`` (configs older than sockets keep working), else the default."""
+    raw_section = raw_section if isinstance(raw_section, dict) else {}
+    if raw_section.get("socket") is not None:
+        return str(raw_section["socket"])
+    if "listen" in raw_section or "port" in raw_section:
+        return ""
+    return default
+
+
 def _cross_checks(config: dict, v: Validator, data: dict) -> None:
+    for name, default in (("agent", DEFAULT_AGENT_SOCKET), ("dashboard", DEFAULT_DASHBOARD_SOCKET)):
+        socket_path = config[name]["socket"] = effective_socket(data.get(name), default)
+        if socket_path and not socket_path.startswith("/"):
+            v.fail((name, "socket"), f"expected an absolute path, got {socket_path!r}")
     sec = config["security"]
     if sec["token"] and sec["token_file"]:
         v.fail(("security", "token_file"), "give either token or token_file, not both")

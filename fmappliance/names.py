@@ -22,9 +22,12 @@ ACTIONS = (
     "backup_site",
     "start_stack",
     "stop_stack",
+    "restore_site",
+    "import_backup",
+    "test_restore",
 )
 #: The actions that work on one site and so need a ``site`` field; the others take none.
-SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site"})
+SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup"})
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -34,10 +37,15 @@ SITE_NAME_RULE = "a host name: letters, digits, '.', '_', '-', at most 253 chara
 _STACK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", re.ASCII)
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}", re.ASCII)
 
+#: A published backup's id: its creation time in UTC (see fmappliance.agent.backups).
+BACKUP_ID = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", re.ASCII)
+#: An import set: the prefix bench gives a backup's files ("20261125_020003-erp_example_com").
+IMPORT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,250}", re.ASCII)
+
 #: Published backup files: <YYYY-MM-DD_HH-MM-SS>.<part> (see fmappliance.agent.backups).
 BACKUP_FILE = re.compile(
     r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}"
-    r"\.(sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz|site_config\.json|json)",
+    r"\.((?:sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz)(?:\.gpg)?|site_config\.json|json)",
     re.ASCII,
 )
 
@@ -52,6 +60,14 @@ def is_valid_site_name(name: object) -> bool:
 
 def is_valid_backup_file_name(name: object) -> bool:
     return isinstance(name, str) and bool(BACKUP_FILE.fullmatch(name))
+
+
+def is_valid_backup_id(name: object) -> bool:
+    return isinstance(name, str) and bool(BACKUP_ID.fullmatch(name))
+
+
+def is_valid_import_name(name: object) -> bool:
+    return isinstance(name, str) and bool(IMPORT_NAME.fullmatch(name)) and ".." not in name
 
 
 def format_timestamp(moment: datetime | float | None = None) -> str:

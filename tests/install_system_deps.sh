@@ -10,6 +10,7 @@ command -v shellcheck >/dev/null 2>&1 || need="$need shellcheck"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 command -v curl >/dev/null 2>&1 || need="$need curl"  # the nginx download benchmark
+command -v gpg >/dev/null 2>&1 || need="$need gnupg"  # encrypted backups: the doubles encrypt, the agent verifies
 
 [ -z "$need" ] && exit 0
 

@@ -44,7 +44,15 @@ def test_minimal_config_gets_every_default(tmp_path):
     assert config["agent"]["action_timeouts"]["backup_site"] == 7200
     assert config["stacks"]["prod"]["service"] == "backend"
     assert config["scheduler"]["catchup_hours"] == 6
-    assert config["notifications"]["events"] == ["backup_failed", "backup_missed"]
+    assert config["notifications"]["events"] == [
+        "backup_failed",
+        "backup_missed",
+        "restore_failed",
+        "restore_test_failed",
+        "update_failed",
+        "offsite_failed",
+        "offsite_check_failed",
+    ]
 
 
 def test_partial_action_timeouts_keep_the_other_defaults(tmp_path):
@@ -167,6 +175,27 @@ def test_readme_reference_is_current():
 
 def test_write_config_helper_writes_a_valid_config(tmp_path):
     assert cfg.load_config(write_config(tmp_path))["stacks"] == {}
+
+
+def test_new_configs_listen_on_unix_sockets_and_configs_with_listen_or_port_keep_tcp(tmp_path):
+    """Sockets by default; an existing install (its config names listen/port) keeps working on TCP."""
+    from fmappliance.config import DEFAULT_AGENT_SOCKET, DEFAULT_DASHBOARD_SOCKET, ConfigError, validate
+
+    def loaded(**sections):
+        data = {"security": {"token": "t" * 40}, "stacks": {}, "dashboard": {"secret_key": "s" * 40, "credentials": {}}}
+        for name, values in sections.items():
+            data[name] = {**data.get(name, {}), **values}
+        return validate(data)
+
+    plain = loaded()
+    assert plain["agent"]["socket"] == DEFAULT_AGENT_SOCKET
+    assert plain["dashboard"]["socket"] == DEFAULT_DASHBOARD_SOCKET
+    tcp = loaded(agent={"listen": "127.0.0.1", "port": 9100}, dashboard={"port": 8000})
+    assert tcp["agent"]["socket"] == "" and tcp["dashboard"]["socket"] == ""
+    both = loaded(agent={"port": 9100, "socket": "/run/x/agent.sock"})
+    assert both["agent"]["socket"] == "/run/x/agent.sock"
+    with pytest.raises(ConfigError, match="agent.socket: expected an absolute path"):
+        loaded(agent={"socket": "agent.sock"})
 
 
 def dashboard_with(**keys) -> dict:

@@ -79,6 +79,7 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
         )
         site_dir = Path(base_path) / "prod" / SITE
         assert {f["part"] for f in manifest["files"]} >= {"database"}
+        assert manifest["label"] == "scheduled", "the scheduler asks for its backups to be labelled scheduled"
         for entry in manifest["files"]:
             data = (site_dir / entry["name"]).read_bytes()
             assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["size"], entry["sha256"]), entry["name"]

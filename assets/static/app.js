@@ -32,12 +32,14 @@
     showError(text);
   });
 
-  // A form marked data-swap-errors (the schedule form) shows its 400 answer in place:
-  // that answer is the form again, with a message under each wrong field.
+  // A form marked data-swap-errors (the schedule, restore and import forms) shows its 400
+  // answer in place: that answer is the form again, with a message under each wrong field
+  // (409/502: the agent refused or is away, said on top of the form).
   document.addEventListener("htmx:beforeSwap", function (event) {
     var config = event.detail.requestConfig;
     var elt = config && config.elt;
-    if (event.detail.xhr.status === 400 && elt && elt.closest && elt.closest("[data-swap-errors]")) {
+    var status = event.detail.xhr.status;
+    if ((status === 400 || status === 409 || status === 502) && elt && elt.closest && elt.closest("[data-swap-errors]")) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }

@@ -79,6 +79,7 @@
     close();
     shown = [];
     waiting = [];
+    pending = [];
     out.textContent = "";
     var service = serviceSelect.value;
     if (!service) {
@@ -89,7 +90,16 @@
     setStatus("Connecting to the log of " + service + "…");
     var es = new EventSource(url);
     source = es;
+    var opened = false;
     es.onopen = function () {
+      if (opened) {
+        // Reconnected after a break: the stream starts again with the last lines, so start the page afresh.
+        shown = [];
+        waiting = [];
+        pending = [];
+        out.textContent = "";
+      }
+      opened = true;
       setStatus(paused ? "Paused." : "Following the log of " + service + ".");
     };
     es.onmessage = function (event) {

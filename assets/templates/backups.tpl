@@ -19,11 +19,15 @@
 <section class="card">
 % if backups:
 <table class="table backups">
-<thead><tr><th>Created</th><th>Size</th><th>Verified</th><th>Files</th></tr></thead>
+<thead><tr><th>Created</th><th>Size</th><th>Verified</th><th>Files</th><th></th></tr></thead>
 <tbody>
 % for b in backups:
 <tr data-backup-id="{{b['id']}}">
-<td>{{b['created']}} <span class="muted">{{b['age']}}</span></td>
+<td>{{b['created']}} <span class="muted">{{b['age']}}</span>
+% if b['label']:
+<span class="badge badge-unknown backup-label" data-label="{{b['label']}}">{{b['label']}}</span>
+% end
+</td>
 <td>{{b['size']}}</td>
 <td>{{!'<span class="verified" title="verified">&#10003; verified</span>' if b['verified'] else '<span class="unverified">not verified</span>'}}</td>
 <td><ul class="files">
@@ -35,6 +39,11 @@
 % end
 % end
 </ul></td>
+<td>
+% if b['verified']:
+<a class="restore-link" href="/restore/{{qstack}}/{{qsite}}/{{b['qid']}}">Restore…</a>
+% end
+</td>
 </tr>
 % end
 </tbody>

@@ -2,6 +2,7 @@
 
 ``--check-config`` validates and exits; ``--version`` prints the version.  A config error is
 one line on stderr and exit status 2, never a traceback.  SIGTERM stops the server cleanly.
+``fm-agent installer <command>`` runs the installer's helpers (fmappliance.installer.cli).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import sqlite3
 import sys
 
+from fmappliance import listening
 from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
 from fmappliance.logsetup import setup_logging
 from fmappliance.process_memory import limit_malloc_arenas, release_freed_memory
@@ -34,6 +36,11 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["installer"]:
+        from fmappliance.installer.cli import main as installer_main
+
+        return installer_main(argv[1:])
     args = parse_args(argv)
     try:
         config = load_config(args.config)
@@ -67,8 +74,7 @@ def serve(config: dict) -> int:
     try:
         server = create_server(
             app,
-            host=agent["listen"],
-            port=agent["port"],
+            **listening.listen_options(agent),
             threads=agent["threads"],
             max_request_body_size=MAX_REQUEST_BODY_BYTES,
             ident="fm-agent",
@@ -80,8 +86,9 @@ def serve(config: dict) -> int:
             # Lets a streamed log notice at once that its client hung up (waitress.client_disconnected).
             channel_request_lookahead=1,
         )
+        listening.share_socket(agent)
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", agent["listen"], agent["port"], exc.strerror or exc)
+        log.error("cannot listen on %s: %s", listening.where(agent), exc.strerror or exc)
         services.close()
         return 1
 
@@ -93,7 +100,8 @@ def serve(config: dict) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # effective_port: the one the kernel picked when the config says 0.
-    log.info("listening on http://%s:%s (fm-agent %s)", agent["listen"], server.effective_port, __version__)
+    where = listening.url(agent) if agent["socket"] else f"http://{agent['listen']}:{server.effective_port}"
+    log.info("listening on %s (fm-agent %s)", where, __version__)
     release_freed_memory()
     try:
         server.run()

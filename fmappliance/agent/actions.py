@@ -8,6 +8,7 @@ when it ends.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -29,6 +30,8 @@ _STARTED = {
     "backup_site": "Backup of {site} on {stack} started.",
     "start_stack": "Start of stack {stack} started.",
     "stop_stack": "Stop of stack {stack} started.",
+    "restore_site": "Restore of backup {backup} onto {site} on {stack} started.",
+    "import_backup": "Import of {name} as a backup of {site} on {stack} started.",
 }
 
 
@@ -64,23 +67,36 @@ class Actions:
 
     # ------------------------------------------------------------------ requests
 
-    def start(self, action: str, stack_name, site=None) -> tuple[dict, bool, str]:
+    def start(self, action: str, stack_name, site=None, options: dict | None = None) -> tuple[dict, bool, str]:
         """Check and queue an action; returns (job, created, message) or raises ActionRejected.
 
-        ``action`` is one of names.ACTIONS (app.py refuses any other with a 400 first).
+        ``options`` holds the action's extra fields (already type-checked by the API): backup_site's
+        label, restore_site's backup/from_stack/from_site/create_site, import_backup's name.
         """
+        options = dict(options or {})
         if action not in self.allowed:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
+        if action == "test_restore":
+            raise ActionRejected(501, "test_restore is not available in this version of the agent yet.")
         try:
             stack = self.inventory.check_stack(stack_name)
-            if action in SITE_ACTIONS:
+            if action == "restore_site":
+                plan = self._restore_plan(stack_name, stack, site, options)
+                site = plan.site
+                options["plan"] = plan
+            elif action == "import_backup":
+                site = self.inventory.check_site(stack_name, site)
+                options["import_set"] = self._import_set(options.get("name"))
+            elif action in SITE_ACTIONS:
                 site = self.inventory.check_site(stack_name, site)
         except NameRejected as exc:
             raise ActionRejected(exc.status, exc.message) from None
         except SitesUnavailable as exc:
             raise ActionRejected(409, f"The sites of stack {stack_name} cannot be checked right now: {exc}") from None
-        body = self._body(action, stack_name, stack, site)
-        message = _STARTED[action].format(stack=stack_name, site=site)
+        body = self._body(action, stack_name, stack, site, options)
+        message = _STARTED[action].format(
+            stack=stack_name, site=site, backup=options.get("backup"), name=options.get("name")
+        )
         job, created = self.jobs.submit(
             action=action,
             stack=stack_name,
@@ -94,27 +110,92 @@ class Actions:
             message = f"The same action is already {job['status']}; showing that job."
         return job, created, message
 
+    def _restore_plan(self, stack_name: str, stack: dict, site, options: dict):
+        from fmappliance.agent.restore import RestorePlan
+        from fmappliance.names import SITE_NAME_RULE, is_valid_site_name
+
+        create = options.get("create_site") is True
+        if create:
+            refusal = stacks.site_ops_class(stack).new_site_refusal()
+            if refusal:
+                raise ActionRejected(400, refusal)
+            if not is_valid_site_name(site):
+                raise ActionRejected(400, f"That is not a valid site name (expected {SITE_NAME_RULE}).")
+            if site in self.inventory.sites(stack_name, refresh=True):
+                raise ActionRejected(
+                    409, f"{site} already exists on {stack_name}; restore onto it without create_site."
+                )
+        else:
+            site = self.inventory.check_site(stack_name, site)
+        from_stack = options.get("from_stack") or stack_name
+        from_site = options.get("from_site") or site
+        self.inventory.check_stack(from_stack)
+        if not is_valid_site_name(from_site):
+            raise ActionRejected(400, f"from_site is not a valid site name (expected {SITE_NAME_RULE}).")
+        manifest = self.store.get_manifest(from_stack, from_site, options.get("backup"))
+        if manifest is None:
+            raise ActionRejected(404, f"There is no backup {options.get('backup')} of {from_site} on {from_stack}.")
+        return RestorePlan(stack_name, stack, site, manifest["id"], from_stack, from_site, create, manifest)
+
+    def _import_set(self, name):
+        from fmappliance.agent.imports import ImportNotFound, find_import_set
+
+        try:
+            return find_import_set(self.config["backups"]["base_path"], name)
+        except ImportNotFound as exc:
+            raise ActionRejected(404, str(exc)) from None
+
     def _invalidate(self, job: dict) -> None:
         if self.status is not None:
             self.status.invalidate(job["stack"])
 
     # ------------------------------------------------------------------ job bodies
 
-    def _body(self, action: str, name: str, stack: dict, site: str | None):
+    def _body(self, action: str, name: str, stack: dict, site: str | None, options: dict):
         timeout = self.timeouts[action]
 
         def body(ctx: JobContext):
             if action == "backup_site":
                 assert site is not None  # start() checked it against the inventory
-                manifest = self._backup(ctx, name, stack, site, timeout)
+                manifest = self._backup(ctx, name, stack, site, timeout, label=options.get("label") or "manual")
                 return {"backup": manifest}
             if action == "update_stack":
                 return self._update(ctx, name, stack, timeout)
+            if action == "restore_site":
+                return self._restore(ctx, name, stack, options["plan"], timeout)
+            if action == "import_backup":
+                return self._import(ctx, name, site, options["import_set"])
             kind = stacks.for_stack(stack)
             kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)
             return None
 
         return body
+
+    def _site_ops(self, stack: dict):
+        binaries = {
+            "docker": resolve_binary(self.config["agent"]["docker_binary"]),
+            "fm": resolve_binary(self.config["agent"]["fm_binary"]),
+        }
+        try:
+            return stacks.site_ops(stack, binaries, self.state_dir)
+        except stacks.StackUnsupported as exc:
+            raise StepFailed(str(exc)) from None
+
+    def _restore(self, ctx, name: str, stack: dict, plan, timeout: float) -> dict:
+        from fmappliance.agent.restore import SiteRestore
+
+        def take_backup(job_ctx, site, label):
+            return self._backup(job_ctx, name, stack, site, timeout, label=label)
+
+        try:
+            return SiteRestore(ctx, plan, self._site_ops(stack), self.store, take_backup, timeout=timeout).execute()
+        finally:
+            self.inventory.invalidate(name)
+
+    def _import(self, ctx, name: str, site: str, import_set) -> dict:
+        from fmappliance.agent.imports import publish_import
+
+        return {"backup": publish_import(ctx, self.store, name, site, import_set)}
 
     def _binary(self, key: str) -> str:
         name = self.config["agent"][key]
@@ -132,7 +213,7 @@ class Actions:
         for site in sites:
             ctx.log(f"== backing up {site} before the update")
             try:
-                backups[site] = self._backup(ctx, name, stack, site, timeout)["id"]
+                backups[site] = self._backup(ctx, name, stack, site, timeout, label="pre-update")["id"]
             except StepFailed as exc:
                 raise StepFailed(
                     f"Update stopped before changing anything: the backup of {site} failed: {exc}"
@@ -157,8 +238,9 @@ class Actions:
         except BackupError as exc:
             raise StepFailed(f"The backup was not copied: {exc}.") from None
 
-    def _backup(self, ctx, name: str, stack: dict, site: str, timeout: float) -> dict:
-        """Run `bench backup --with-files`, collect its files, publish them verified, apply retention."""
+    def _backup(self, ctx, name: str, stack: dict, site: str, timeout: float, *, label: str = "manual") -> dict:
+        """Run `bench backup --with-files`, collect its files, publish them verified (with the site's apps
+        and ``label`` in the manifest), apply retention."""
         from fmappliance.agent.backups import BackupError
 
         started = time.time()
@@ -168,15 +250,23 @@ class Actions:
             sources = kind.collect_backup_files(
                 ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging, self._check_room
             )
+            apps = self._site_apps(ctx, stack, site, timeout)
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:
                 # Nothing below the source root is followed as a link; publish also refuses
                 # anything but regular files, and checks their sizes against the free space.
-                manifest = self.store.publish(name, site, sources, source_root=kind.source_root(stack, staging))
+                manifest = self.store.publish(
+                    name, site, sources, label=label, apps=apps, source_root=kind.source_root(stack, staging)
+                )
             except BackupError as exc:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if label == "pre-restore":
+            # A safety backup must not push out the backup being restored (or any other) mid-restore;
+            # retention counts it on the next regular backup.
+            ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."
+            return manifest
         try:
             removed = self.store.apply_retention(name, site)
             if removed:
@@ -186,3 +276,18 @@ class Actions:
             ctx.log("retention could not run; see the agent log")
         ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."
         return manifest
+
+    def _site_apps(self, ctx, stack: dict, site: str, timeout: float) -> list[str] | None:
+        """The site's apps as `bench --site S list-apps --format json` prints them ({"S": [...]}), or None."""
+        cmd = self._site_ops(stack).bench("--site", site, "list-apps", "--format", "json")
+        result = ctx.run(cmd.argv, timeout=min(timeout, 300), cwd=cmd.cwd, env=cmd.env, check=False)
+        for line in reversed(result.output.splitlines()):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            apps = doc.get(site) if isinstance(doc, dict) else None
+            if isinstance(apps, list) and all(isinstance(a, str) for a in apps):
+                return apps
+        ctx.log("could not record the site's apps (bench list-apps failed); the backup is kept without them")
+        return None

@@ -30,9 +30,18 @@ from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
 
-#: An action request is three short names; anything bigger is not one.
+#: An action request is a few short names; anything bigger is not one.
 MAX_ACTION_BODY_BYTES = 4096
 ACTION_FIELDS = ("action", "stack", "site")
+#: Fields an action takes besides action, stack and site, with their check.
+EXTRA_FIELDS = {
+    "backup_site": ("label",),
+    "restore_site": ("backup", "from_stack", "from_site", "create_site"),
+    "import_backup": ("name",),
+}
+#: Labels a caller may give backup_site; pre-restore, pre-update and imported are set by the agent itself.
+CALLER_LABELS = ("manual", "scheduled")
+BACKUP_ID = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", re.ASCII)
 JOB_ID = re.compile(r"[0-9a-f]{16}", re.ASCII)
 _GENERIC = {
     400: "The request is not valid.",
@@ -231,7 +240,10 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
     def start_action():
         request = read_action_request()
         try:
-            job, created, message = services.actions.start(request["action"], request["stack"], request.get("site"))
+            options = {k: v for k, v in request.items() if k not in ACTION_FIELDS}
+            job, created, message = services.actions.start(
+                request["action"], request["stack"], request.get("site"), options
+            )
         except ActionRejected as exc:
             raise _json_error(exc.status, exc.message) from None
         bottle.response.status = 202
@@ -257,15 +269,18 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             ) from None
         if not isinstance(data, dict):
             raise _json_error(400, 'The body must be a JSON object: {"action": ..., "stack": ..., "site": ...}.')
-        unexpected = sorted(k for k in data if k not in ACTION_FIELDS)
+        action = data.get("action")
+        accepted = (*ACTION_FIELDS, *EXTRA_FIELDS.get(action if isinstance(action, str) else "", ()))
+        unexpected = sorted(k for k in data if k not in accepted)
         if unexpected:
             raise _json_error(
                 400,
                 "Unexpected field(s): "
                 + ", ".join(repr(k)[:40] for k in unexpected)
-                + "; only action, stack and site are accepted.",
+                + "; accepted here: "
+                + ", ".join(accepted)
+                + ".",
             )
-        action = data.get("action")
         if not isinstance(action, str) or not action:
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
         if action not in ACTIONS:
@@ -277,7 +292,44 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 raise _json_error(400, f"The action {action} needs the field 'site' (a site name).")
         elif data.get("site") is not None:
             raise _json_error(400, f"The action {action} works on a whole stack and takes no 'site' field.")
+        check_extra_fields(action, data)
         return data
+
+    def check_extra_fields(action: str, data: dict) -> None:
+        label = data.get("label")
+        if "label" in data and label not in CALLER_LABELS:
+            raise _json_error(
+                400,
+                "label must be 'manual' or 'scheduled' (pre-restore, pre-update and imported "
+                "are set by the agent itself).",
+            )
+        if action == "restore_site":
+            if not isinstance(data.get("backup"), str) or not BACKUP_ID.fullmatch(data["backup"]):
+                raise _json_error(400, "restore_site needs the field 'backup': a backup id like 2026-01-13_02-00-03.")
+            for key in ("from_stack", "from_site"):
+                if key in data and not isinstance(data[key], str):
+                    raise _json_error(400, f"{key} must be a text (a {key[5:]} name).")
+            if "from_stack" in data:
+                check_stack(data["from_stack"])
+            if "from_site" in data:
+                check_site_shape(data["from_site"])
+            if "create_site" in data and not isinstance(data["create_site"], bool):
+                raise _json_error(400, "create_site must be true or false.")
+        if action == "import_backup":
+            from fmappliance.agent.imports import SET_NAME
+
+            if not isinstance(data.get("name"), str) or not SET_NAME.fullmatch(data["name"]):
+                raise _json_error(
+                    400,
+                    "import_backup needs the field 'name': an import set name as GET /imports "
+                    "lists it (like 20261125_020003-erp_example_com).",
+                )
+
+    @app.get("/imports")
+    def list_imports():
+        from fmappliance.agent.imports import list_imports as scan
+
+        return {"imports": scan(config["backups"]["base_path"])}
 
     @app.get("/jobs")
     def list_jobs():

@@ -110,11 +110,21 @@ class JobContext:
         self.job_id = live.job_id
         #: A job body may set this to a one-line outcome shown when the job succeeds.
         self.message: str | None = None
+        #: Values this job learned that must never show (temporary passwords, keys); see add_secret.
+        self.secrets: list[str] = []
         self.last_exit_code: int | None = None
+
+    def add_secret(self, value: str | None) -> None:
+        """Mask ``value`` in this job's output and messages from now on."""
+        if value and value not in self.secrets:
+            self.secrets.append(value)
+
+    def redact(self, text: str) -> str:
+        return redact_text(str(text), [*self._manager.redact, *self.secrets])
 
     def log(self, text: str) -> None:
         """Append a line (or several) to the job's output, redacted."""
-        self._manager._append_output(self._live, redact_text(str(text), self._manager.redact))
+        self._manager._append_output(self._live, self.redact(text))
 
     def deadline_left(self) -> float:
         """Seconds left of the job's overall time limit (infinity when it has none)."""
@@ -146,7 +156,12 @@ class JobContext:
             raise StepFailed(f"The job ran out of time before `{label}` could start.")
         self.log("$ " + shlex.join(argv))
         result = run_command(
-            argv, timeout=min(timeout, left), cwd=cwd, env=env, on_output=self.log, redact=self._manager.redact
+            argv,
+            timeout=min(timeout, left),
+            cwd=cwd,
+            env=env,
+            on_output=self.log,
+            redact=[*self._manager.redact, *self.secrets],
         )
         if result.exit_code is not None:
             self.last_exit_code = result.exit_code
@@ -425,7 +440,7 @@ class JobManager:
             target = f"{stack}/{site}" if site else stack
             status, message = "succeeded", ctx.message or f"{action} on {target} succeeded."
         except StepFailed as exc:
-            message = str(exc) or "The job failed."
+            message = ctx.redact(str(exc) or "The job failed.")
             result = {}
         except Exception:
             log.exception("job %s (%s on %s) failed unexpectedly", live.job_id, action, stack)

@@ -14,6 +14,7 @@ import getpass
 import logging
 import sys
 
+from fmappliance import listening
 from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
 from fmappliance.process_memory import limit_malloc_arenas, release_freed_memory
 from fmappliance.version import __version__
@@ -128,8 +129,7 @@ def serve(config: dict) -> None:
     scheduler = services.scheduler
     app = make_app(config, services=services)
     options = {
-        "host": dash["listen"],
-        "port": dash["port"],
+        **listening.listen_options(dash),
         "threads": dash["threads"],
         "max_request_body_size": MAX_REQUEST_BODY,
         "ident": "fm-dashboard",
@@ -141,13 +141,16 @@ def serve(config: dict) -> None:
         "channel_request_lookahead": 1,
     }
     if dash["trusted_proxy"]:
-        # Only nginx on this address may tell us the real client and scheme (docs/pitfalls.md, waitress).
+        # Only nginx may tell us the real client and scheme (docs/pitfalls.md, waitress): on TCP the
+        # configured address; on the socket its peer (waitress calls it "localhost"), which only
+        # members of socket_group (nginx) can be.
         options.update(
-            trusted_proxy=dash["trusted_proxy"],
+            trusted_proxy="localhost" if dash["socket"] else dash["trusted_proxy"],
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",
             trusted_proxy_count=1,
         )
     server = waitress.create_server(app, **options)
+    listening.share_socket(dash)
 
     def stop(signum, frame):
         log.info("stopping (signal %s)", signal.Signals(signum).name)
@@ -157,19 +160,16 @@ def serve(config: dict) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     # effective_port: the one the kernel picked when the config says 0.
-    log.info(
-        "dashboard %s listening on %s:%s (agent %s)",
-        __version__,
-        dash["listen"],
-        server.effective_port,
-        dash["agent_url"],
-    )
+    where = listening.where(dash) if dash["socket"] else f"{dash['listen']}:{server.effective_port}"
+    log.info("dashboard %s listening on %s (agent %s)", __version__, where, services.agent.where)
     try:
         # Only this (serving) process runs scheduled backups; started once the port is ours.
         scheduler.start()
+        services.job_watch.start()
         release_freed_memory()
         server.run()
     finally:
+        services.job_watch.stop()
         scheduler.stop()
         server.close()
     log.info("stopped")
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         dash = config["dashboard"]
         # A port in use or an unwritable state dir: say which, no traceback.
         print(
-            f"fm-dashboard: cannot start (listen {dash['listen']}:{dash['port']}, state_dir {dash['state_dir']}): {exc}",
+            f"fm-dashboard: cannot start (listen {listening.where(dash)}, state_dir {dash['state_dir']}): {exc}",
             file=sys.stderr,
         )
         return 1

@@ -1,4 +1,4 @@
-"""The only code that talks to the agent (HTTP JSON API, bearer token).
+"""The only code that talks to the agent (HTTP JSON API, bearer token), on its Unix socket or TCP.
 
 Every failure becomes an ``AgentError`` whose text an operator can act on, e.g.
 "Agent unreachable at 127.0.0.1:9100: connection refused".  ``GET /stacks`` is cached
@@ -64,6 +64,24 @@ class Download:
     def close(self) -> None:
         self._resp.close()
         self._conn.close()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the agent's Unix socket (``agent.socket``)."""
+
+    def __init__(self, socket_path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 #: Lines a relayed log may have waiting for a slow browser before its reader pauses (constant memory).
@@ -149,12 +167,14 @@ class AgentClient:
         *,
         cache_seconds: float = STACKS_CACHE_SECONDS,
         clock=time.monotonic,
+        socket_path: str = "",
     ):
         parsed = urllib.parse.urlsplit(agent_url)
         self.scheme = parsed.scheme
         self.host = parsed.hostname or "127.0.0.1"
         self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        self.where = f"{self.host}:{self.port}"
+        self.socket_path = socket_path
+        self.where = socket_path or f"{self.host}:{self.port}"
         self.base_path = parsed.path.rstrip("/")
         self._auth = f"Bearer {token}"
         self.timeout = timeout
@@ -163,9 +183,19 @@ class AgentClient:
         self._cache_lock = threading.Lock()
         self._stacks_cache: tuple[float, dict | AgentError] | None = None  # (fetched_at, data or AgentError)
 
+    @classmethod
+    def from_config(cls, config: dict) -> AgentClient:
+        """The agent of this config: on ``agent.socket`` when set, else ``dashboard.agent_url``."""
+        dash = config["dashboard"]
+        return cls(
+            dash["agent_url"], config["security"]["token"], dash["agent_timeout"], socket_path=config["agent"]["socket"]
+        )
+
     # -- transport ------------------------------------------------------------------
 
     def _connection(self):
+        if self.socket_path:
+            return UnixHTTPConnection(self.socket_path, self.timeout)
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=self.timeout)
 
@@ -183,7 +213,7 @@ class AgentClient:
             if on_sent is not None:
                 on_sent(conn)
             return conn, conn.getresponse()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, FileNotFoundError):
             conn.close()
             raise AgentError(f"Agent unreachable at {self.where}: connection refused; is fm-agent running?") from None
         except TimeoutError:
@@ -302,11 +332,25 @@ class AgentClient:
         except UnicodeDecodeError:
             raise AgentError(f"Agent at {self.where} sent metrics that are not UTF-8", resp.status) from None
 
-    def action(self, action: str, stack: str, site: str | None = None) -> dict:
-        """``POST /action``; returns the agent's answer (success, message, job, duplicate)."""
+    def backup(self, stack: str, site: str, backup_id: str) -> dict | None:
+        """One published backup of a site (its listing entry), or None when there is no such backup."""
+        return next((b for b in self.backups(stack, site) if isinstance(b, dict) and b.get("id") == backup_id), None)
+
+    def imports(self) -> list:
+        """``GET /imports``: the sets of files waiting in the import folder, with their problems."""
+        imports = self.request("GET", "/imports")[1].get("imports")
+        return imports if isinstance(imports, list) else []
+
+    def action(self, action: str, stack: str, site: str | None = None, **fields) -> dict:
+        """``POST /action``; returns the agent's answer (success, message, job, duplicate).
+
+        ``fields`` are the action's own extra fields (``backup``, ``from_site``, ``label``...);
+        None values are left out.
+        """
         body = {"action": action, "stack": stack}
         if site is not None:
             body["site"] = site
+        body.update({key: value for key, value in fields.items() if value is not None})
         try:
             return self.request("POST", "/action", body)[1]
         finally:

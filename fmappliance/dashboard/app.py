@@ -390,6 +390,7 @@ def make_app(
         pages_logs,
         pages_metrics,
         pages_public,
+        pages_restore,
         pages_scheduler,
         pages_stacks,
     )
@@ -407,6 +408,7 @@ def make_app(
     pages_stacks.register(app, ctx)
     pages_logs.register(app, ctx)
     pages_backups.register(app, ctx)
+    pages_restore.register(app, ctx)
     pages_jobs.register(app, ctx)
     pages_audit.register(app, ctx)
     pages_scheduler.register(app, ctx)

@@ -1,10 +1,11 @@
 """The dashboard's services, built in one place (like the agent's ``build_services``).
 
 ``build_services(config)`` makes the agent client, the state database and what lives in it
-(sessions, audit log, second factors), the users and their roles, the login throttle, the password checker, the templates and static
-files, the backup scheduler (not started) and the backup-age rules over its schedules.
-``make_app`` hands them to the pages; ``__main__`` builds them once, serves the app and
-starts the scheduler in the serving process only.  Tests pass their own agent client, clock
+(sessions, audit log, second factors), the users and their roles, the login throttle, the
+password checker, the templates and static files, the backup scheduler and the failed-job
+watcher (neither started) and the backup-age rules over its schedules. ``make_app`` hands them
+to the pages; ``__main__`` builds them once, serves the app and starts the scheduler and the
+watcher in the serving process only.  Tests pass their own agent client, clock
 or scheduler.
 """
 
@@ -20,6 +21,7 @@ from fmappliance.config import dashboard_users
 from fmappliance.dashboard.agent_client import AgentClient, AgentError
 from fmappliance.dashboard.audit import AuditLog
 from fmappliance.dashboard.backup_age import BackupAgeRules
+from fmappliance.dashboard.job_watch import FailedJobWatcher, build_failed_job_watcher
 from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
@@ -49,6 +51,7 @@ class DashboardServices:
     static_files: dict
     scheduler: BackupScheduler
     backup_age: BackupAgeRules
+    job_watch: FailedJobWatcher
     #: Shared by relayed downloads and log streams (relays.py).
     relay_slots: threading.BoundedSemaphore
 
@@ -66,7 +69,7 @@ def build_services(
 ) -> DashboardServices:
     dash = config["dashboard"]
     clock = clock or time.time
-    agent = agent_client or AgentClient(dash["agent_url"], config["security"]["token"], dash["agent_timeout"])
+    agent = agent_client or AgentClient.from_config(config)
     db = StateDB(dash["state_dir"])
     users = dashboard_users(config)
     if scheduler is None:
@@ -86,6 +89,7 @@ def build_services(
         static_files=load_static(),
         scheduler=scheduler,
         backup_age=BackupAgeRules(scheduler.store),
+        job_watch=build_failed_job_watcher(config, agent, db),
         relay_slots=relay_slots(config),
     )
 
@@ -97,7 +101,7 @@ def build_scheduler(config: dict, agent: AgentClient, *, clock: Callable[[], dt.
     """
 
     def submit_backup(stack: str, site: str) -> dict:
-        return agent.action("backup_site", stack, site)
+        return agent.action("backup_site", stack, site, label="scheduled")
 
     def list_sites(stack: str) -> list:
         try:

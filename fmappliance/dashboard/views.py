@@ -182,10 +182,13 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
         shaped.append(
             {
                 "id": str(backup.get("id") or ""),
+                "qid": url_part(backup.get("id") or ""),
                 "created": local_time(backup.get("created")),
                 "age": human_age(backup.get("created"), now),
                 "size": human_size(backup.get("size")),
                 "verified": bool(backup.get("verified")),
+                # manual, scheduled, pre-restore, pre-update or imported; older agents send none.
+                "label": str(backup.get("label") or ""),
                 "files": [
                     {
                         "name": str(f.get("name") or ""),

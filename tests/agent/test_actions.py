@@ -109,8 +109,12 @@ def test_compose_backup_copies_out_and_publishes_a_verified_backup(client, world
         backups_dir,
     ]
     assert len(stat_call) == len(base) + 15 and all(p.startswith(backups_dir + "/") for p in stat_call[-4:])
-    copies = calls[2:]
+    copies, list_apps = calls[2:6], calls[6:]
     assert len(copies) == 4
+    # The site's apps go into the manifest, as bench lists them.
+    assert list_apps == [
+        base + ["exec", "-T", "backend", "bench", "--site", "site1.example.com", "list-apps", "--format", "json"]
+    ]
     for argv in copies:
         assert argv[: len(base) + 1] == base + ["cp"]
         src, dst = argv[-2:]
@@ -118,6 +122,9 @@ def test_compose_backup_copies_out_and_publishes_a_verified_backup(client, world
         assert dst.startswith(str(Path(world.config["agent"]["state_dir"]) / "staging") + "/")
     manifest = job["result"]["backup"]
     assert manifest["verified"] is True and manifest["stack"] == "prod" and manifest["site"] == "site1.example.com"
+    assert (
+        manifest["apps"] == ["frappe", "erpnext"] and manifest["label"] == "manual" and manifest["encrypted"] is False
+    )
     assert {f["part"] for f in manifest["files"]} == {"database", "files", "private-files", "site_config"}
     published = world.published("prod", "site1.example.com")
     assert f"{manifest['id']}.json" in published and f"{manifest['id']}.sql.gz" in published
@@ -142,7 +149,7 @@ def test_compose_update_backs_up_every_site_then_pulls_ups_and_migrates(client, 
     calls = action_argvs(world)
     backups = [c for c in calls if "backup" in c]
     assert [c[c.index("--site") + 1] for c in backups] == list(COMPOSE_SITES)
-    tail = [c for c in calls if "cp" not in c and "backup" not in c and "stat" not in c]
+    tail = [c for c in calls if "cp" not in c and "backup" not in c and "stat" not in c and "list-apps" not in c]
     assert tail == [
         base + ["pull"],
         base + ["up", "-d"],
@@ -205,10 +212,11 @@ def test_fm_migrate_site_runs_bench_through_fm_shell(client, world):
 def test_fm_backup_publishes_from_the_bench_workspace(client, world):
     job = run_action(client, "backup_site", "erp", FM_SITE)
     assert action_argvs(world) == [
-        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"]
+        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"],
+        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps --format json"],
     ]
     manifest = job["result"]["backup"]
-    assert manifest["verified"] and len(manifest["files"]) == 4
+    assert manifest["verified"] and len(manifest["files"]) == 4 and manifest["apps"] == ["frappe", "erpnext"]
     assert f"{manifest['id']}.json" in world.published("erp", FM_SITE)
     assert_clean_invocations(world)
 
@@ -217,6 +225,7 @@ def test_fm_update_backs_up_then_updates_without_bench_backup_then_restarts(clie
     run_action(client, "update_stack", "erp")
     assert action_argvs(world) == [
         ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"],
+        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps --format json"],
         ["-n", "shell", "erp.localhost", "-c", "bench update --no-backup"],
         ["-n", "restart", "erp.localhost"],
     ]

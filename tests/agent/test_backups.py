@@ -436,7 +436,8 @@ def test_listing_is_newest_first_in_the_api_shape(store, sources):
     listing = store.list_backups(STACK, SITE)
     assert [b["id"] for b in listing] == sorted(ids, reverse=True)
     newest = listing[0]
-    assert set(newest) == {"id", "created", "stack", "site", "verified", "size", "files"}
+    assert set(newest) == {"id", "created", "stack", "site", "verified", "size", "label", "encrypted", "apps", "files"}
+    assert newest["label"] == "manual" and newest["encrypted"] is False
     assert newest["size"] == sum(f["size"] for f in newest["files"])
     assert set(newest["files"][0]) == {"name", "part", "size", "sha256"}
     assert store.last_backup(STACK, SITE) == {

@@ -146,12 +146,33 @@ def test_output_keeps_only_a_bounded_tail():
 
 def test_without_env_the_command_gets_a_minimal_environment(monkeypatch):
     monkeypatch.setenv("FMAPPLIANCE_TEST_SECRET", "must-not-leak")
+    for name in runner.DOCKER_ENV:
+        monkeypatch.delenv(name, raising=False)
     result = run_command(["env"], timeout=5)
     names = sorted(line.split("=", 1)[0] for line in result.output.splitlines())
     assert names == ["HOME", "LANG", "PATH"]
     assert "LANG=C.UTF-8" in result.output
     explicit = run_command(["env"], timeout=5, env={"PATH": os.defpath, "ONLY": "this"})
     assert "ONLY=this" in explicit.output and "HOME=" not in explicit.output
+
+
+def test_the_docker_engine_settings_of_the_agent_reach_its_commands_and_nothing_else(monkeypatch):
+    """Rootless docker / remote engines: without these every stack would show as unknown."""
+    docker_env = {
+        "DOCKER_HOST": "unix:///run/user/1000/docker.sock",
+        "DOCKER_CONTEXT": "rootless",
+        "DOCKER_CONFIG": "/home/frappe/.docker",
+        "DOCKER_CERT_PATH": "/home/frappe/.docker/certs",
+        "DOCKER_TLS_VERIFY": "1",
+        "XDG_RUNTIME_DIR": "/run/user/1000",
+    }
+    for name, value in docker_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FMAPPLIANCE_TEST_SECRET", "must-not-leak")
+    monkeypatch.setenv("DOCKER_BUILDKIT", "1")
+    result = run_command(["env"], timeout=5)
+    got = dict(line.split("=", 1) for line in result.output.splitlines())
+    assert {k: v for k, v in got.items() if k not in ("HOME", "LANG", "PATH")} == docker_env
 
 
 def test_cwd_is_honoured_and_a_missing_cwd_is_reported(tmp_path):

@@ -26,8 +26,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 from measure import rss_mb, verdict  # noqa: E402
 from support.config_factory import TEST_PASSWORD, TEST_USER  # noqa: E402
-from support.ports import free_port  # noqa: E402
-from support.world import build_world, kill_hanging_doubles, start_agent, start_dashboard  # noqa: E402
+from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard  # noqa: E402
 
 STREAMS = 8
 GOAL_PAGE_MS = 200.0
@@ -89,10 +88,7 @@ def page_times(opener, url: str, n: int = 20) -> list[float]:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         world = build_world(Path(tmp))
-        agent_port = free_port()
-        world.write_config(agent={"port": agent_port}, dashboard={"agent_url": f"http://127.0.0.1:{agent_port}"})
-        agent = start_agent(world)
-        dashboard = start_dashboard(world)
+        agent, dashboard = start_agent_and_dashboard(world)
         streams: list[Stream] = []
         try:
             opener, cookie = sign_in(dashboard.url)

@@ -92,7 +92,6 @@ def time_dashboard_relay(root: Path, agent_app) -> float:
     import os
     import threading
 
-    from support.wsgi import WSGIClient
     from waitress.server import create_server
 
     from fmappliance.dashboard.app import make_app as make_dashboard

@@ -35,8 +35,17 @@ KNOWN_ACTIONS = (
     "backup_site",
     "start_stack",
     "stop_stack",
+    "restore_site",
+    "import_backup",
+    "test_restore",
 )
-SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site")
+SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup")
+#: Each action's fields beyond action, stack and site, as the agent accepts them.
+EXTRA_FIELDS = {
+    "backup_site": ("label",),
+    "restore_site": ("backup", "from_stack", "from_site", "create_site"),
+    "import_backup": ("name",),
+}
 _BLOCK = random.Random(7).randbytes(1024 * 1024)
 
 
@@ -150,6 +159,8 @@ class FakeAgent:
         self.hang_seconds = 5.0
         self.job_outcome = "succeeded"
         self.job_output = "Backing up site...\nDone."
+        #: What GET /imports lists: [{"name", "files": [{"name", "size"}], "problems": [...]}].
+        self.imports: list[dict] = []
         self._counter = 0
 
     # -- data helpers --------------------------------------------------------------------
@@ -157,8 +168,41 @@ class FakeAgent:
     def stack(self, name: str) -> dict | None:
         return next((s for s in self.stacks if s["name"] == name), None)
 
+    def add_job(self, action: str, stack: str, site: str | None, status: str, message: str = "") -> dict:
+        """A job as if some other client had started it (the final ones keep their status)."""
+        with self._lock:
+            self._counter += 1
+            job_id = f"{self._counter:016x}"
+            final = status in ("succeeded", "failed")
+            job = {
+                "id": job_id,
+                "action": action,
+                "stack": stack,
+                "site": site,
+                "status": status,
+                "created": iso(time.time()),
+                "started": iso(time.time()) if status != "queued" else None,
+                "finished": iso(time.time()) if final else None,
+                "exit_code": (0 if status == "succeeded" else 1) if final else None,
+                "message": message or status.capitalize() + ".",
+                "output": "",
+                "result": {},
+                "_outcome": status if final else self.job_outcome,
+            }
+            self.jobs[job_id] = job
+            return public(job)
+
+    def finish_job(self, job_id: str, status: str, message: str = "") -> None:
+        with self._lock:
+            self.jobs[job_id].update(
+                status=status,
+                finished=iso(time.time()),
+                message=message or status.capitalize() + ".",
+                exit_code=0 if status == "succeeded" else 1,
+            )
+
     def add_backup(
-        self, stack: str, site: str, stamp: str, files: dict[str, bytes | int], *, created: str | None = None
+        self, stack: str, site: str, stamp: str, files: dict[str, bytes | int], *, created: str | None = None, **extra
     ) -> dict:
         """A manifest of ``files`` (name -> bytes, or a size for a generated stream)."""
         entries = []
@@ -178,6 +222,7 @@ class FakeAgent:
             "verified": True,
             "size": sum(e["size"] for e in entries),
             "files": entries,
+            **extra,
         }
         self.backups.setdefault((stack, site), []).append(manifest)
         self.backups[(stack, site)].sort(key=lambda b: b["created"], reverse=True)
@@ -283,9 +328,21 @@ class FakeAgent:
             stack = agent.stack(body.get("stack"))
             if stack is None:
                 return error(404, f"Unknown stack {body.get('stack')!r}.")
+            unexpected = sorted(set(body) - {"action", "stack", "site", *EXTRA_FIELDS.get(name, ())})
+            if unexpected:
+                return error(400, "Unexpected field(s): " + ", ".join(unexpected) + ".")
             site = body.get("site") if name in SITE_ACTIONS else None
-            if name in SITE_ACTIONS and site not in stack["sites"]:
+            if name == "restore_site" and body.get("create_site"):
+                if stack["type"] != "compose":
+                    return error(400, "An fm bench has one site: create the bench with fm create first.")
+            elif name in SITE_ACTIONS and site not in stack["sites"]:
                 return error(404, f"Unknown site {site!r} on stack {stack['name']}.")
+            if name == "restore_site":
+                source = (body.get("from_stack") or stack["name"], body.get("from_site") or site)
+                if not any(b["id"] == body.get("backup") for b in agent.backups.get(source, [])):
+                    return error(404, f"There is no backup {body.get('backup')!r} of {source[1]} on {source[0]}.")
+            if name == "import_backup" and not any(i["name"] == body.get("name") for i in agent.imports):
+                return error(404, f"There is no import set {body.get('name')!r}.")
             with agent._lock:
                 for job in agent.jobs.values():
                     if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job["status"] in (
@@ -353,6 +410,10 @@ class FakeAgent:
             stack = bottle.request.query.get("stack")
             found = [public(j) for j in agent.jobs.values() if not stack or j["stack"] == stack]
             return answer(200, {"jobs": found[::-1][: int(bottle.request.query.get("limit") or 50)]})
+
+        @app.get("/imports")
+        def imports():
+            return answer(200, {"imports": agent.imports})
 
         @app.get("/backups/<stack>/<site>")
         def backups(stack, site):

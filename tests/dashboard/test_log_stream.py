@@ -17,8 +17,7 @@ import urllib.request
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_TOKEN, TEST_USER
 from support.polling import wait_for
-from support.ports import free_port
-from support.world import build_world, kill_hanging_doubles, start_agent, start_dashboard
+from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard
 
 from fmappliance.dashboard.pages_logs import HEARTBEAT_SECONDS, sse_events
 
@@ -87,16 +86,9 @@ def served(tmp_path):
 
     def start(agent=None, dashboard=None):
         world = build_world(tmp_path)
-        agent_port = free_port()
-        world.write_config(
-            agent={"port": agent_port, **(agent or {})},
-            dashboard={"agent_url": f"http://127.0.0.1:{agent_port}", **(dashboard or {})},
-        )
-        agent_proc = start_agent(world)
-        started.append(agent_proc)
-        dashboard_proc = start_dashboard(world)
-        started.append(dashboard_proc)
         started.append(world)
+        agent_proc, dashboard_proc = start_agent_and_dashboard(world, agent=agent or {}, dashboard=dashboard or {})
+        started.extend((agent_proc, dashboard_proc))
         return world, Operator(dashboard_proc.url, dashboard_proc.port)
 
     yield start
@@ -256,3 +248,30 @@ def test_sse_body_stops_when_the_client_is_gone():
     chunks = list(sse_events(stream, lambda: released.append(1), lambda: True))
     assert chunks == [b"retry: 5000\n: stream open\n\n"]
     assert stream.closed and released == [1]
+
+
+# ---------------------------------------------------------------------- the page (fake agent)
+
+
+def test_the_logs_page_offers_the_stacks_services_and_loads_its_script_from_static(logged_in):
+    response = logged_in.get("/stack/prod/logs?service=db")
+    assert response.status == 200
+    text = response.text
+    assert '<option value="backend">backend</option>' in text
+    assert '<option value="db" selected>db</option>' in text
+    # An unknown service in the address falls back to backend.
+    assert '<option value="backend" selected>' in logged_in.get("/stack/prod/logs?service=nope").text
+    assert 'data-stream="/stack/prod/logs/stream"' in text
+    assert re.search(r'<script src="/static/logs\.js\?v=[0-9a-f]+" defer></script>', text)
+    assert not re.search(r"<script(?![^>]*\bsrc=)", text), "inline script"
+    assert logged_in.get("/static/logs.js").status == 200
+
+
+def test_the_logs_page_for_an_unknown_or_malformed_stack(logged_in):
+    assert logged_in.get("/stack/nosuch/logs").status == 404
+    assert logged_in.get("/stack/..etc/logs").status == 400
+
+
+def test_the_logs_pages_need_a_session(client):
+    assert client.get("/stack/prod/logs").status == 303
+    assert client.get("/stack/prod/logs/stream?service=backend").status == 303

@@ -98,7 +98,7 @@ def test_the_dashboard_process_catches_up_a_missed_backup_at_start_and_stops_cle
     )
     try:
         [posted] = wait_for(lambda: backup_posts(agent), 20, "the dashboard to POST /action backup_site")
-        assert posted == {"action": "backup_site", "stack": "prod", "site": "site1.example.com"}
+        assert posted == {"action": "backup_site", "stack": "prod", "site": "site1.example.com", "label": "scheduled"}
         run = wait_for(
             lambda: (store.last_run(schedule["id"]) or {}).get("job_id") and store.last_run(schedule["id"]),
             10,
@@ -142,7 +142,9 @@ def test_a_failed_scheduled_backup_job_is_followed_to_a_backup_failed_notificati
     clock.now = datetime(2026, 11, 25, 2, 0, 5, tzinfo=timezone.utc)
     assert engine.check_due(clock.now) == [schedule["id"]]
     assert engine.drain(10)
-    assert backup_posts(agent) == [{"action": "backup_site", "stack": "prod", "site": "site2.example.com"}]
+    assert backup_posts(agent) == [
+        {"action": "backup_site", "stack": "prod", "site": "site2.example.com", "label": "scheduled"}
+    ]
     # The fake agent's job moves queued -> running -> failed on successive GET /jobs/<id>.
     for _ in range(3):
         engine.poll_jobs()

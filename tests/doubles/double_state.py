@@ -162,6 +162,18 @@ class DoubleWorld:
                     entry.update(state="exited", exit_code=0)
             self.save_project(project, data)
 
+    def set_service_env(self, project: str, service: str, **env: str) -> None:
+        with self.locked():
+            data = self.project(project)
+            data["services"][service].setdefault("env", {}).update(env)
+            self.save_project(project, data)
+
+    def db_server(self, project: str, service: str = "db"):
+        """The database server a compose project's `db` (or FM's `services`/`global-db`) plays."""
+        from db_server import DbServer
+
+        return DbServer(self, project, service, service)
+
     # ------------------------------------------------------------ compose sites volume
     def volume_bench(self, project: str) -> Path:
         """Host dir that plays /home/frappe/frappe-bench in a compose project's containers."""
@@ -296,6 +308,16 @@ def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> in
         time.sleep(float(seconds))
         marker.unlink(missing_ok=True)
     value = _scoped((faults.get("fail") or {}).get(key), project)
+    if isinstance(value, dict) and "times" in value:
+        # {"rc": 1, "times": N}: fail the next N calls only (a fault that heals, as for a roll-back).
+        with world.locked():
+            current = world.faults()
+            entry = (current.get("fail") or {}).get(key)
+            if not entry or entry.get("times", 0) <= 0:
+                value = None
+            else:
+                entry["times"] -= 1
+                world.set_faults(**current)
     if value is not None:
         if isinstance(value, dict):
             if value.get("stdout"):
@@ -310,109 +332,51 @@ def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> in
 # ---------------------------------------------------------------- bench inside a container
 
 
-def _human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f}{unit}" if unit != "B" else f"{n}B"
-        n /= 1024
-    return f"{n}B"
+def run_bench(bench, args: list[str]) -> int:
+    """Emulate the bench commands the agent uses.  ``args`` starts after `bench`."""
+    import bench_site
 
-
-def _write_tar(path: Path, site: str, kind: str) -> None:
-    import io
-    import tarfile
-
-    with tarfile.open(path, "w") as tar:
-        for name, text in ((f"hello-{kind}.txt", f"{kind} file of {site}\n"), ("logo.png", "PNG" * 100)):
-            data = text.encode()
-            info = tarfile.TarInfo(f"./{site}/{kind}/files/{name}")
-            info.size = len(data)
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-
-
-def bench_backup(
-    world: DoubleWorld, bench_root: Path, container_root: str, site: str, with_files: bool, project: str | None
-) -> int:
-    """Emulate `bench --site S backup [--with-files]`: real files, the real summary."""
-    import datetime
-    import gzip
-
-    faults = world.faults()
-    site_dir = bench_root / "sites" / site
-    if not (site_dir / "site_config.json").is_file():
-        print(f"Site {site} does not exist", flush=True)
-        return 1
-    code = apply_faults(world, "bench backup", project)
-    if code is not None:
-        print(f"Backup failed for Site {site}. Database or site_config.json may be corrupted")
-        return code
-    now = datetime.datetime.now()
-    ts = now.strftime("%Y%m%d_%H%M%S")
-    slug = site.replace(".", "_")
-    backups = site_dir / "private" / "backups"
-    backups.mkdir(parents=True, exist_ok=True)
-    config = backups / f"{ts}-{slug}-site_config_backup.json"
-    config.write_text((site_dir / "site_config.json").read_text())
-    db = backups / f"{ts}-{slug}-database.sql.gz"
-    dump = (
-        "-- begin frappe metadata\n"
-        f"-- site: {site}\n-- apps: frappe erpnext\n"
-        "-- end frappe metadata\n"
-        "CREATE TABLE `tabNote` (`name` varchar(140));\n"
-        + "".join(f"INSERT INTO `tabNote` VALUES ('note-{i}');\n" for i in range(200))
-    )
-    mode = faults.get("dump", "ok")
-    if mode != "no_trailer":
-        dump += f"-- Dump completed on {now:%Y-%m-%d %H:%M:%S}\n"
-    with gzip.open(db, "wt") as fh:
-        fh.write(dump)
-    if mode == "truncated":
-        data = db.read_bytes()
-        db.write_bytes(data[: len(data) // 2])
-    parts = [("Config  ", config), ("Database", db)]
-    if with_files:
-        public = backups / f"{ts}-{slug}-files.tar"
-        private = backups / f"{ts}-{slug}-private-files.tar"
-        _write_tar(public, site, "public")
-        _write_tar(private, site, "private")
-        parts += [("Public  ", public), ("Private ", private)]
-    if faults.get("no_summary"):
-        print("Backup done.")
-        return 0
-    print(f"Backup Summary for {site} at {now:%Y-%m-%d %H:%M:%S.%f}")
-    for label, path in parts:
-        print(f"{label}: {container_root}/sites/{site}/private/backups/{path.name} {_human_size(path.stat().st_size)}")
-    print(f"Backup for Site {site} has been successfully completed" + (" with files" if with_files else ""))
-    return 0
-
-
-def run_bench(world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None) -> int:
-    """Emulate the few bench commands the agent uses.  ``args`` starts after `bench`."""
-    site = None
-    if len(args) >= 2 and args[0] == "--site":
-        site, args = args[1], args[2:]
+    site, force = None, False
+    while args and args[0] in ("--site", "--force"):
+        if args[0] == "--force":
+            force, args = True, args[1:]
+        elif len(args) >= 2:
+            site, args = args[1], args[2:]
+        else:
+            break
     if not args:
         print("Usage: bench [OPTIONS] COMMAND [ARGS]...", flush=True)
         return 2
-    cmd = args[0]
-    if cmd == "backup" and site:
-        return bench_backup(world, bench_root, container_root, site, "--with-files" in args, project)
-    if cmd == "migrate" and site:
-        if not (bench_root / "sites" / site / "site_config.json").is_file():
-            print(f"Site {site} does not exist")
-            return 1
-        code = apply_faults(world, "bench migrate", project)
-        if code is not None:
-            return code
-        print(f"Migrating {site}")
-        print("Updating DocTypes for frappe        : [========================================] 100%")
-        print("Updating DocTypes for erpnext       : [========================================] 100%")
-        print("Executing `after_migrate` hooks...")
-        print("Queued rebuilding of search index for " + site)
-        return 0
+    cmd, rest = args[0], args[1:]
+    if cmd == "new-site":
+        return bench_site.new_site(bench, rest)
+    if site is None and cmd in (
+        "backup",
+        "migrate",
+        "restore",
+        "list-apps",
+        "set-maintenance-mode",
+        "scheduler",
+        "set-config",
+    ):
+        print("Please specify --site sitename")
+        return 1
+    if cmd == "backup":
+        return bench_site.backup(bench, site, "--with-files" in rest)
+    if cmd == "migrate":
+        return bench_site.migrate(bench, site)
+    if cmd == "restore":
+        return bench_site.restore(bench, site, rest, force)
+    if cmd == "list-apps":
+        return bench_site.list_apps(bench, site, rest)
+    if cmd == "set-maintenance-mode":
+        return bench_site.set_maintenance_mode(bench, site, rest)
+    if cmd == "scheduler":
+        return bench_site.scheduler(bench, site, rest)
+    if cmd == "set-config":
+        return bench_site.set_config(bench, site, rest)
     if cmd == "update" and site is None:
-        code = apply_faults(world, "bench update", project)
+        code = apply_faults(bench.world, "bench update", bench.project)
         if code is not None:
             return code
         print("$ git pull upstream version-15")
@@ -426,18 +390,27 @@ def run_bench(world: DoubleWorld, bench_root: Path, container_root: str, args: l
 
 
 def run_in_container(
-    world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None
+    world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None, db=None
 ) -> int:
-    """A command exec'd in the bench container: bench, find, ls."""
+    """A command exec'd in the bench container: bench, find, cat, mkdir, chown, rm.
+
+    ``db`` is the DbServer the bench uses (a compose project's `db`, FM's `global-db`).
+    """
+    import bench_site
+    from db_server import DbServer
+
     if not args:
         return 1
     if os.path.basename(args[0]) == "bench":
-        return run_bench(world, bench_root, container_root, args[1:], project)
+        db = db or DbServer(world, project or "", "db", "db")
+        return run_bench(bench_site.Bench(world, bench_root, container_root, project, db), args[1:])
     if args[0] == "find":
         code = apply_faults(world, "find", project)
         if code is not None:
             return code
         return _find(bench_root, args[1:])
+    if args[0] in ("cat", "mkdir", "chown", "rm"):
+        return _file_command(bench_root, container_root, args)
     if args[0] == "stat":
         code = apply_faults(world, "stat", project)
         if code is not None:
@@ -448,6 +421,40 @@ def run_in_container(
         "executable file not found in $PATH: unknown"
     )
     return 126
+
+
+def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int:
+    """cat FILE, mkdir -p DIR, chown -R U:G PATH (ownership is not modelled), rm -rf PATH, inside the bench."""
+    import shutil
+
+    paths = [a for a in args[1:] if not a.startswith("-")]
+    if args[0] == "chown":
+        paths = paths[1:]
+    hosts = []
+    for path in paths:
+        full = path if path.startswith("/") else f"{container_root}/{path}"
+        if not full.startswith(container_root + "/") or ".." in full.split("/"):
+            print(f"{args[0]}: cannot access '{path}': Permission denied")
+            return 1
+        hosts.append(bench_root / full[len(container_root) + 1 :])
+    for host, path in zip(hosts, paths):
+        if args[0] == "cat":
+            if not host.is_file():
+                print(f"cat: {path}: No such file or directory")
+                return 1
+            sys.stdout.write(host.read_text())
+        elif args[0] == "mkdir":
+            host.mkdir(parents=True, exist_ok=True)
+        elif args[0] == "rm":
+            if host.is_dir() and not host.is_symlink():
+                shutil.rmtree(host)
+            elif host.exists() or host.is_symlink():
+                host.unlink()
+        elif not host.exists():
+            print(f"chown: cannot access '{path}': No such file or directory")
+            return 1
+    sys.stdout.flush()
+    return 0
 
 
 _FILE_TYPES = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"))

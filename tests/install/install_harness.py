@@ -93,6 +93,24 @@ def snapshot_sources(dest: Path) -> Path:
     return dest
 
 
+#: The last commit whose installer listened on TCP and chose the agent user from /home/* globs.
+PREVIOUS_INSTALLER = "ecc0485e1cc6e38bbc6f500f541e2dc4e04a006b"
+
+
+def previous_installer(dest: Path) -> Path | None:
+    """That commit's install.sh and packaging/ extracted under dest (None outside a git checkout holding it)."""
+    if subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", PREVIOUS_INSTALLER], capture_output=True).returncode:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PREVIOUS_INSTALLER, "install.sh", "packaging"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "install.sh"
+
+
 def install_env(dist: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FM_") and k != "FRAPPE_MANAGER_HOME"}
     env.update(
@@ -264,7 +282,14 @@ class NginxSite:
             .replace("/etc/fmappliance/tls/selfsigned.crt", str(cert))
             .replace("/etc/fmappliance/tls/selfsigned.key", str(key))
             .replace("alias /var/backups/fmappliance/;", f"alias {backups_dir}/;")
-            .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{dashboard_port};")
+        )
+        # The upstream (the dashboard's socket for new installs, TCP for older configs) -> the test's dashboard.
+        site = re.sub(
+            r"^    server (unix:[^;\s]+|[\d.]+:\d+);$",
+            f"    server 127.0.0.1:{dashboard_port};",
+            site,
+            count=1,
+            flags=re.M,
         )
         # Listen on the ports asked for, whatever ports the site was rendered with.
         rendered_http = re.search(r"listen (\d+) default_server;", site).group(1)

@@ -15,12 +15,14 @@ import pwd
 import re
 import socket
 import ssl
+import stat
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
-from install_harness import free_port, install_env, run_install
+from install_harness import free_port, install_env, previous_installer, run_install
 
 pytestmark = pytest.mark.nginx
 
@@ -55,7 +57,8 @@ def host_state() -> dict:
     groups = {g.gr_name for g in grp.getgrall()}
     return {
         "users": users & {"fm-agent", "fm-dashboard"},
-        "groups": groups & {"fmappliance", "fm-agent", "fm-dashboard"},
+        "groups": groups & {"fmappliance", "fmappliance-web", "fm-agent", "fm-dashboard"},
+        "web_user_groups": sorted(g.gr_name for g in grp.getgrall() if "www-data" in g.gr_mem),
         "sites": sorted(os.listdir("/etc/nginx/sites-enabled")) if os.path.isdir("/etc/nginx/sites-enabled") else [],
         "paths": [
             p
@@ -66,6 +69,8 @@ def host_state() -> dict:
                 "/var/backups/fmappliance",
                 "/var/log/fmappliance",
                 "/run/fmappliance",
+                "/run/fm-agent",
+                "/run/fm-dashboard",
             )
             if os.path.exists(p)
         ],
@@ -106,6 +111,20 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
             "docker" not in subprocess.run(["id", "-nG", "fm-dashboard"], capture_output=True, text=True).stdout.split()
         )
 
+        # Both listen on Unix sockets only their peers' groups can open, not on TCP.
+        for sock, group in (
+            ("/run/fm-agent/agent.sock", "fmappliance"),
+            ("/run/fm-dashboard/dashboard.sock", "fmappliance-web"),
+        ):
+            st = os.stat(sock)
+            assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660, (sock, oct(st.st_mode))
+            assert grp.getgrgid(st.st_gid).gr_name == group, sock
+        assert (
+            "www-data" in grp.getgrnam("fmappliance-web").gr_mem
+            and "www-data" not in grp.getgrnam("fmappliance").gr_mem
+        )
+        assert port_free(8000) and port_free(9100)
+
         # nginx answers over TLS for the configured name.
         ctx = ssl.create_default_context(cafile="/etc/fmappliance/tls/selfsigned.crt")
         with socket.create_connection(("127.0.0.1", https_port), timeout=10) as raw:
@@ -124,6 +143,95 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert again.returncode == 0, again.stdout + again.stderr
         assert "nothing changed" in again.stdout and "not restarted" in again.stdout
         assert Path("/run/fmappliance/fm-agent.pid").read_text() == agent_pid
+    finally:
+        gone = (
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            if (PREFIX / "uninstall.sh").exists()
+            else None
+        )
+    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
+    assert host_state() == before
+    assert port_free(8000) and port_free(9100) and port_free(https_port)
+
+
+def tls_request(https_port: int, method: str, path: str, cookies: dict, body: str = "") -> tuple[int, dict, str]:
+    """One request through nginx; returns (status, cookies, body) and keeps the cookies up to date."""
+    ctx = ssl.create_default_context(cafile="/etc/fmappliance/tls/selfsigned.crt")
+    headers = [f"{method} {path} HTTP/1.1", f"Host: localhost:{https_port}", "Connection: close"]
+    if cookies:
+        headers.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()))
+    if body:
+        headers += [
+            "Content-Type: application/x-www-form-urlencoded",
+            f"Content-Length: {len(body)}",
+            f"Origin: https://localhost:{https_port}",
+        ]
+    with socket.create_connection(("127.0.0.1", https_port), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(("\r\n".join(headers) + "\r\n\r\n" + body).encode())
+            reply = b""
+            while chunk := tls.recv(65536):
+                reply += chunk
+    head, _, content = reply.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    for line in lines[1:]:
+        if line.lower().startswith("set-cookie:"):
+            name, _, value = line.split(":", 1)[1].strip().split(";", 1)[0].partition("=")
+            cookies[name] = value
+    return int(lines[0].split()[1]), cookies, content.decode(errors="replace")
+
+
+def sign_in(https_port: int, password: str) -> dict:
+    cookies: dict = {}
+    status, cookies, page = tls_request(https_port, "GET", "/login", cookies)
+    assert status == 200, page[:300]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode(
+        {"username": "admin", "password": password, "csrf_token": token, "next": "/dashboard"}
+    )
+    status, cookies, page = tls_request(https_port, "POST", "/login", cookies, form)
+    assert status == 303, (status, page[:500])
+    return cookies
+
+
+@pytest.mark.skipif(why_not_here() is not None, reason=str(why_not_here()))
+def test_rerunning_install_sh_upgrades_an_install_of_the_previous_installer_in_place(dist, tmp_path):
+    """The previous installer's TCP install, running, becomes a socket install: same config, users, backups."""
+    old_install_sh = previous_installer(tmp_path / "previous")
+    if old_install_sh is None:
+        pytest.skip("not a git checkout with the previous installer's commit")
+    before = host_state()
+    http_port, https_port = free_port(), free_port()
+    env = install_env(dist)
+    ports = ("--http-port", str(http_port), "--https-port", str(https_port))
+    try:
+        old = subprocess.run(
+            ["bash", str(old_install_sh), *ports, "--download-mode", "stream"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert old.returncode == 0, old.stdout + old.stderr
+        password = re.search(r"^\s*Password:\s+(\S+)", old.stdout, re.M).group(1)
+        assert not port_free(8000) and not port_free(9100), "the previous install listens on TCP"
+        config_before = Path("/etc/fmappliance/config.yaml").read_text()
+        backup = Path("/var/backups/fmappliance/kept/site/2026-01-01_02-00-00.sql.gz")
+        backup.parent.mkdir(parents=True)
+        backup.write_bytes(b"dump")
+
+        new = run_install(None, *ports, env=env)
+        assert new.returncode == 0, new.stdout + new.stderr
+        assert "Upgraded from an earlier version" in new.stdout and "Password:" not in new.stdout
+        assert Path("/etc/fmappliance/config.yaml.pre-sockets").read_text() == config_before
+        assert port_free(8000) and port_free(9100), "both moved to their sockets"
+        for sock in ("/run/fm-agent/agent.sock", "/run/fm-dashboard/dashboard.sock"):
+            assert stat.S_ISSOCK(os.stat(sock).st_mode), sock
+        # The old password still signs in through nginx, and the dashboard reaches the agent.
+        cookies = sign_in(https_port, password)
+        status, _, page = tls_request(https_port, "GET", "/dashboard", cookies)
+        assert status == 200 and "Agent unreachable" not in page, page[:500]
+        assert backup.read_bytes() == b"dump"
     finally:
         gone = (
             subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)

@@ -294,6 +294,76 @@ def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
     assert "127.0.0.1" in row
 
 
+# ------------------------------------------------------------------ slow clients and connection limits
+
+
+def tls_from(app: Appliance, source: str) -> ssl.SSLSocket:
+    """A TLS connection to nginx from another loopback address (each has its own limits)."""
+    raw = socket.create_connection(("127.0.0.1", app.nginx.https_port), timeout=10, source_address=(source, 0))
+    return app.tls_context().wrap_socket(raw, server_hostname="localhost")
+
+
+def start_trickling_post(app: Appliance, source: str, path: str) -> ssl.SSLSocket:
+    """A POST whose body never finishes: headers and the first bytes of a 100 kB body."""
+    conn = tls_from(app, source)
+    conn.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{app.nginx.https_port}\r\nCookie: fmsession={app.session}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nusername=".encode()
+    )
+    return conn
+
+
+def status_of(conn: ssl.SSLSocket) -> int | None:
+    """The status nginx answered on conn, or None when it is still waiting for the body."""
+    conn.settimeout(2)
+    try:
+        head = conn.recv(200)
+    except (TimeoutError, ssl.SSLError, OSError):
+        return None
+    return int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.1 ") else None
+
+
+def test_downloads_take_only_get_and_head(appliance):
+    path, _ = download_path(appliance)
+    for method in ("POST", "PUT", "DELETE"):
+        response = appliance.https(method, path, body=b"x", headers={"Content-Type": "application/octet-stream"})
+        assert response.status == 403, (method, response.status)
+        assert b"<center>nginx</center>" in response.body, "refused by nginx, the dashboard never saw it"
+    assert appliance.https("HEAD", path).status == 200
+
+
+def test_slow_request_bodies_from_many_addresses_do_not_take_the_dashboard_down(appliance):
+    """~100 trickling POSTs once held every dashboard connection and /healthz stopped answering."""
+    path, _ = download_path(appliance)
+    held = []
+    try:
+        for n in range(6):
+            for _ in range(20):
+                held.append(start_trickling_post(appliance, f"127.0.0.{10 + n}", path))
+                held.append(start_trickling_post(appliance, f"127.0.0.{10 + n}", "/login"))
+        probe = tls_from(appliance, "127.0.0.2")
+        probe.sendall(
+            f"GET /healthz HTTP/1.1\r\nHost: localhost:{appliance.nginx.https_port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        assert probe.recv(200).startswith(b"HTTP/1.1 200"), "the dashboard still answers"
+        probe.close()
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_one_address_gets_at_most_20_requests_in_progress(appliance):
+    # Not /login: its own rate limit would answer 429 first.
+    held = [start_trickling_post(appliance, "127.0.0.30", f"/site/prod/{SITE}/backup") for _ in range(25)]
+    try:
+        statuses = [status_of(conn) for conn in held]
+        assert statuses.count(429) >= 5, statuses
+        assert statuses.count(None) <= 20, statuses
+    finally:
+        for conn in held:
+            conn.close()
+
+
 # ------------------------------------------------------------------ live logs (Server-Sent Events)
 
 

@@ -47,6 +47,11 @@ FM_WORKERS = ("short-worker", "long-worker")
 COMPOSE_SITES = ("site1.example.com", "site2.example.com")
 LIST_SITES_ARGV = ["find", "sites", "-mindepth", "2", "-maxdepth", "2", "-name", "site_config.json"]
 FM_SITE = "erp.localhost"
+# Root passwords of the doubles' database servers, with the characters FM's generator uses, so a test
+# can search argv, logs and output for them.
+COMPOSE_DB_ROOT_PASSWORD = "cmpRoot!@%_-+?9Zq"
+FM_DB_ROOT_PASSWORD = "fmRoot7!@%_-+?kX2wQ5vB8n"
+BENCH_APPS = ("frappe", "erpnext")
 
 
 @dataclass
@@ -102,7 +107,8 @@ def install_doubles(bin_dir: Path) -> None:
         lines = text.split("\n", 1)
         (bin_dir / name).write_text(f"#!{interpreter} -IS\n" + lines[1])
         (bin_dir / name).chmod(0o755)
-    shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
+    for module in DOUBLES.glob("*.py"):
+        shutil.copy(module, bin_dir / module.name)
 
 
 def make_compose_stack(
@@ -115,8 +121,11 @@ def make_compose_stack(
     )
     project = doubles_project(name)
     doubles.define_project(project, {s: f"{project}-{s}-1" for s in services})
+    if "db" in services:
+        doubles.set_service_env(project, "db", MYSQL_ROOT_PASSWORD=COMPOSE_DB_ROOT_PASSWORD)
     for site in sites:
         doubles.add_compose_site(project, site)
+    (doubles.volume_bench(project) / "sites" / "apps.txt").write_text("\n".join(BENCH_APPS) + "\n")
     return path, project
 
 
@@ -143,9 +152,26 @@ def make_fm_bench(world_root: Path, doubles: DoubleWorld, bench: str = FM_SITE) 
     (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
     (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + under}))
     (bench_path / "workspace" / "frappe-bench" / "sites" / "common_site_config.json").write_text("{}")
+    (bench_path / "workspace" / "frappe-bench" / "sites" / "apps.txt").write_text("\n".join(BENCH_APPS) + "\n")
     project = doubles_project(bench)
     doubles.define_project(project, {s: f"fm__{under}__{s}" for s in FM_SERVICES + FM_WORKERS})
+    make_fm_services(home, doubles)
     return home, bench_path, project
+
+
+def make_fm_services(home: Path, doubles: DoubleWorld) -> None:
+    """FM's global `services` project: global-db (root password in services/secrets) and the proxy."""
+    services = home / "services"
+    if (services / "docker-compose.yml").is_file():
+        return
+    (services / "secrets").mkdir(parents=True, exist_ok=True)
+    (services / "docker-compose.yml").write_text(
+        "services:\n  global-db:\n    container_name: fm_global-db\n"
+        "  global-nginx-proxy:\n    container_name: fm_global-nginx-proxy\n"
+    )
+    (services / "secrets" / "db_root_password.txt").write_text(FM_DB_ROOT_PASSWORD)
+    doubles.define_project("services", {"global-db": "fm_global-db", "global-nginx-proxy": "fm_global-nginx-proxy"})
+    doubles.set_service_env("services", "global-db", MYSQL_ROOT_PASSWORD=FM_DB_ROOT_PASSWORD)
 
 
 def build_world(root: Path) -> World:

@@ -10,8 +10,23 @@ left without following a link the container planted).  Import the public names f
 from __future__ import annotations
 
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
-from fmappliance.agent.backups.layout import ID_FORMAT, PARTS
+from fmappliance.agent.backups.layout import BACKUP_LABELS, ID_FORMAT, PARTS
+from fmappliance.agent.backups.manifests import manifest_label
+from fmappliance.agent.backups.readback import DumpHasAuthTable, copy_hashed, decrypting
 from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.backups.store import BackupStore
 
-__all__ = ["ID_FORMAT", "PARTS", "BackupError", "BackupNotFound", "BackupStore", "BadBackupRequest", "gfs_keep"]
+__all__ = [
+    "BACKUP_LABELS",
+    "ID_FORMAT",
+    "PARTS",
+    "BackupError",
+    "BackupNotFound",
+    "BackupStore",
+    "BadBackupRequest",
+    "DumpHasAuthTable",
+    "copy_hashed",
+    "decrypting",
+    "gfs_keep",
+    "manifest_label",
+]

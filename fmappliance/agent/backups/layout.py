@@ -20,6 +20,8 @@ LABELS = {
     "private-files": "the private files archive",
     "site_config": "the site config",
 }
+#: Why a backup was taken: manual and scheduled come with backup_site; the agent sets the others.
+BACKUP_LABELS = ("manual", "scheduled", "pre-restore", "pre-update", "imported")
 MANIFEST_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})\.json", re.ASCII)
 #: Temp names are ".<final name>.tmp-<random>"; clean_temp_files removes exactly these.
 TEMP_NAME = re.compile(r"\.[^/]+\.tmp-[0-9a-f]+", re.ASCII)
@@ -50,3 +52,8 @@ def human_size(size: float) -> str:
             return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return str(size)  # pragma: no cover
+
+
+def is_encrypted_name(name: str) -> bool:
+    """bench's name for a part of an encrypted backup: ``…-database-enc.sql.gz``, ``…-files-enc.tar``."""
+    return bool(re.search(r"-enc\.(sql\.gz|tar|tgz|json)$", os.path.basename(name)))

@@ -8,7 +8,7 @@ import os
 import stat
 
 from fmappliance import names
-from fmappliance.agent.backups.layout import MANIFEST_NAME, PARTS, READ_FLAGS, SHA256
+from fmappliance.agent.backups.layout import BACKUP_LABELS, MANIFEST_NAME, PARTS, READ_FLAGS, SHA256
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,17 @@ def summary(manifest: dict, *, with_files: bool) -> dict:
         "site": manifest["site"],
         "verified": manifest["verified"],
         "size": size,
+        "label": manifest_label(manifest),
+        "encrypted": manifest.get("encrypted") is True,
+        "apps": manifest.get("apps") if isinstance(manifest.get("apps"), list) else None,
         "files": [{k: f[k] for k in ("name", "part", "size", "sha256")} for f in manifest["files"]],
     }
+
+
+def manifest_label(manifest: dict) -> str:
+    """Why the backup was taken; backups published before labels existed were taken by hand or schedule: manual."""
+    label = manifest.get("label")
+    return label if label in BACKUP_LABELS else "manual"
 
 
 def load_manifest(dir_fd: int, backup_id: str, stack: str, site: str) -> dict | None:

@@ -78,8 +78,23 @@ def open_sources(sources: dict[str, str], root: str | None = None) -> SourceFile
     return opened
 
 
-def publish_into(dir_fd: int, stack: str, site: str, moment: datetime, sources_open: SourceFiles, where: str) -> dict:
+def publish_into(
+    dir_fd: int,
+    stack: str,
+    site: str,
+    moment: datetime,
+    sources_open: SourceFiles,
+    where: str,
+    *,
+    source_names: dict[str, str] | None = None,
+    passphrase: str | None = None,
+    label: str = "manual",
+    apps: list[str] | None = None,
+) -> dict:
     """Publish one backup into the (locked) site dir ``dir_fd``; returns its manifest.
+
+    ``source_names`` (part -> bench's file name) tells encrypted ``-enc`` parts apart; ``passphrase``
+    opens them.  ``label`` and ``apps`` (None: unknown) go into the manifest.
 
     On any failure nothing is left under a final name (and no temp), and BackupError says why.
     """
@@ -95,7 +110,12 @@ def publish_into(dir_fd: int, stack: str, site: str, moment: datetime, sources_o
             if part not in sources_open:
                 continue
             src_fd, st = sources_open[part]
-            check, suffix = checker_for(part, os.pread(src_fd, 2, 0))
+            try:
+                check, suffix = checker_for(
+                    part, os.pread(src_fd, 2, 0), (source_names or {}).get(part, ""), passphrase
+                )
+            except CheckFailed as exc:
+                raise BackupError(f"{LABELS[part]} {exc}; nothing was published") from None
             final = backup_id + suffix
             temp = f".{final}.tmp-{secrets.token_hex(6)}"
             dst_fd = os.open(
@@ -129,7 +149,11 @@ def publish_into(dir_fd: int, stack: str, site: str, moment: datetime, sources_o
             "verified": True,
             "verification": "; ".join(verification),
             "files": files,
+            "label": label,
+            "encrypted": any(f["name"].endswith(".gpg") for f in files),
         }
+        if apps is not None:
+            manifest["apps"] = list(apps)
         manifest_name = backup_id + ".json"
         temp = f".{manifest_name}.tmp-{secrets.token_hex(6)}"
         temps.append(temp)

@@ -18,8 +18,9 @@ from typing import BinaryIO
 from fmappliance import names
 from fmappliance.agent.backups import publish as pipeline
 from fmappliance.agent.backups import retention as gfs
+from fmappliance.agent.backups.encrypted import backup_passphrase
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
-from fmappliance.agent.backups.layout import PARTS, READ_FLAGS, TEMP_NAME, human_size, utc
+from fmappliance.agent.backups.layout import BACKUP_LABELS, MANIFEST_NAME, PARTS, READ_FLAGS, TEMP_NAME, human_size, utc
 from fmappliance.agent.backups.manifests import all_manifests, load_manifest, manifest_ids, summary
 from fmappliance.agent.backups.sitedir import check_names, is_plain_file, locked, open_site_dir, scandir_dirs
 
@@ -90,13 +91,19 @@ class BackupStore:
         sources: dict[str, str],
         *,
         created: datetime | None = None,
+        label: str = "manual",
+        apps: list[str] | None = None,
         source_root: str | None = None,
     ) -> dict:
         """Copy, verify and atomically publish one backup; returns its manifest.
 
-        ``source_root``: the sources lie below it and no directory below it is followed as a link.
-        On any failure nothing is left under a final name (and no temp), and BackupError says why.
+        ``label`` (one of BACKUP_LABELS) and ``apps`` (what `bench list-apps` said, None when unknown)
+        go into the manifest.  ``source_root``: the sources lie below it and no directory below it is
+        followed as a link.  On any failure nothing is left under a final name (and no temp), and
+        BackupError says why.
         """
+        if label not in BACKUP_LABELS:
+            raise ValueError(f"unknown backup label {label!r}")
         unknown = set(sources) - set(PARTS)
         if unknown:
             raise ValueError(f"unknown backup parts: {sorted(unknown)}")
@@ -115,8 +122,20 @@ class BackupStore:
             except OSError as exc:
                 raise BackupError(f"cannot create the backup directory {where}: {exc.strerror}") from None
             try:
+                passphrase = backup_passphrase(sources, sources_open)
                 with self._locked(dir_fd, f"{site} on {stack}"):
-                    return pipeline.publish_into(dir_fd, stack, site, moment, sources_open, where)
+                    return pipeline.publish_into(
+                        dir_fd,
+                        stack,
+                        site,
+                        moment,
+                        sources_open,
+                        where,
+                        source_names={part: os.path.basename(path) for part, path in sources.items()},
+                        passphrase=passphrase,
+                        label=label,
+                        apps=apps,
+                    )
             finally:
                 os.close(dir_fd)
         finally:
@@ -164,6 +183,19 @@ class BackupStore:
             return []
         try:
             return [summary(m, with_files=True) for m in all_manifests(dir_fd, stack, site)]
+        finally:
+            os.close(dir_fd)
+
+    def get_manifest(self, stack: str, site: str, backup_id) -> dict | None:
+        """The manifest of one published backup, or None when there is no such (well-formed) backup."""
+        if not isinstance(backup_id, str) or not MANIFEST_NAME.fullmatch(backup_id + ".json"):
+            return None
+        try:
+            dir_fd = self._open_site_dir(stack, site)
+        except BackupNotFound:
+            return None
+        try:
+            return load_manifest(dir_fd, backup_id, stack, site)
         finally:
             os.close(dir_fd)
 

@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from fmappliance.agent.backups.layout import is_encrypted_name
+
 # Compressed input is fed to zlib in slices so that one call's output stays bounded
 # (a 4 MiB slice of a highly compressible dump could inflate to gigabytes).
 INFLATE_SLICE = 64 << 10
@@ -267,8 +269,16 @@ class JsonObjectCheck:
         return "valid JSON object"
 
 
-def checker_for(part: str, head: bytes):
-    """The content check and published suffix of one part (tars by content: gzip magic means .tgz)."""
+def checker_for(part: str, head: bytes, source_name: str = "", passphrase: str | None = None):
+    """The content check and published suffix of one part (tars by content: gzip magic means .tgz).
+
+    bench names encrypted parts with ``-enc`` (``…-database-enc.sql.gz``): those are gpg output,
+    checked by decrypting them in a stream (encrypted.py) and published with a ``.gpg`` suffix.
+    """
+    if part != "site_config" and is_encrypted_name(source_name):
+        from fmappliance.agent.backups.encrypted import encrypted_checker
+
+        return encrypted_checker(part, source_name, passphrase)
     if part == "database":
         return DumpCheck(), ".sql.gz"
     if part == "site_config":
@@ -276,3 +286,20 @@ def checker_for(part: str, head: bytes):
     if head[:2] == _GZIP_MAGIC:
         return TgzCheck(), f".{part}.tgz"
     return TarCheck(), f".{part}.tar"
+
+
+class TarOrTgzCheck:
+    """A files archive whose compression is only known once its first bytes are seen (after decryption)."""
+
+    def __init__(self):
+        self._check = None
+
+    def feed(self, data) -> None:
+        if self._check is None:
+            self._check = TgzCheck() if bytes(data[:2]) == _GZIP_MAGIC else TarCheck()
+        self._check.feed(data)
+
+    def finish(self) -> str:
+        if self._check is None:
+            raise CheckFailed("is empty")
+        return self._check.finish()

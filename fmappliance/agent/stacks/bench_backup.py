@@ -16,16 +16,27 @@ _SUMMARY_PART = {"Config": "site_config", "Database": "database", "Public": "fil
 # File names bench gives a backup: {%Y%m%d_%H%M%S}-{site slug}-{part}.
 _BACKUP_FILE = re.compile(
     r"(?P<ts>\d{8}_\d{6})-[A-Za-z0-9._-]+?-"
-    r"(?P<kind>site_config_backup\.json|database\.sql\.gz|files\.tar|files\.tgz|private-files\.tar|private-files\.tgz)"
+    r"(?P<kind>site_config_backup|database|files|private-files)(?P<enc>-enc)?"
+    r"(?P<ext>\.json|\.sql\.gz|\.tar|\.tgz)"
 )
-_KIND_PART = {
-    "site_config_backup.json": "site_config",
-    "database.sql.gz": "database",
-    "files.tar": "files",
-    "files.tgz": "files",
-    "private-files.tar": "private-files",
-    "private-files.tgz": "private-files",
+# Which extensions each kind has; `-enc` marks a part of an encrypted backup (docs/restore.md).
+_KIND_EXT = {
+    "site_config_backup": (".json",),
+    "database": (".sql.gz",),
+    "files": (".tar", ".tgz"),
+    "private-files": (".tar", ".tgz"),
 }
+_KIND_PART = {
+    "site_config_backup": "site_config",
+    "database": "database",
+    "files": "files",
+    "private-files": "private-files",
+}
+
+
+def _bench_backup_name(name: str):
+    match = _BACKUP_FILE.fullmatch(name)
+    return match if match and match.group("ext") in _KIND_EXT[match.group("kind")] else None
 
 
 def parse_backup_summary(output: str, site: str) -> dict[str, str]:
@@ -38,7 +49,7 @@ def parse_backup_summary(output: str, site: str) -> dict[str, str]:
             parts = {} if in_summary else parts
             continue
         match = _SUMMARY_LINE.match(line) if in_summary else None
-        if match and _BACKUP_FILE.fullmatch(os.path.basename(match.group(2))):
+        if match and _bench_backup_name(os.path.basename(match.group(2))):
             parts[_SUMMARY_PART[match.group(1)]] = match.group(2)
     return parts
 
@@ -47,7 +58,7 @@ def newest_backup_set(names: list[str]) -> dict[str, str]:
     """part -> file name of the newest complete-looking backup among ``names`` (bench's names)."""
     groups: dict[str, dict[str, str]] = {}
     for name in names:
-        match = _BACKUP_FILE.fullmatch(name)
+        match = _bench_backup_name(name)
         if match:
             groups.setdefault(match.group("ts"), {})[_KIND_PART[match.group("kind")]] = name
     for ts in sorted(groups, reverse=True):

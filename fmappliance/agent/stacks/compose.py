@@ -325,3 +325,108 @@ def _checked_sizes(ctx: JobContext, docker: str, stack: dict, site: str, files: 
 
 def _a(kind: str) -> str:
     return "missing" if kind == "missing" else f"a {kind}"
+
+
+# --------------------------------------------------------------------------------------------
+# The compose half of a restore (see stacks/__init__.py)
+# --------------------------------------------------------------------------------------------
+
+#: frappe_docker's db service keeps the root password in its environment, or in a secret file with
+#: the secrets override (docs/restore.md); it is never in common_site_config.
+ROOT_PASSWORD_ENV = "MYSQL_ROOT_PASSWORD"
+ROOT_PASSWORD_SECRET = "/run/secrets/db_password"
+
+
+class SiteOps:
+    """Restore steps of a frappe_docker project: bench in the backend service, MariaDB in the db service."""
+
+    def __init__(self, stack: dict, binaries: dict, state_dir: str):
+        from fmappliance.agent.stacks import StackUnsupported
+
+        self.stack = stack
+        self.docker = binaries.get("docker")
+        if not self.docker:
+            raise StackUnsupported("docker was not found (agent.docker_binary); install it or set its full path.")
+        self.state_dir = state_dir
+        self.service = stack.get("service") or "backend"
+        self.db_service = stack.get("db_service") or "db"
+
+    def _cmd(self, argv: list[str], env: dict | None = None):
+        from fmappliance.agent.stacks import Command
+
+        return Command(argv, env, self.stack["path"])
+
+    def bench(self, *args: str):
+        return self._cmd(exec_argv(self.docker, self.stack, "bench", *args))
+
+    def read_bench_file(self, relpath: str, run) -> str:
+        """A text file under the bench dir, read in the backend container (``cat`` prints it)."""
+        return run(self._cmd(exec_argv(self.docker, self.stack, "cat", relpath)), quiet=True).output
+
+    @staticmethod
+    def new_site_refusal() -> str | None:
+        return None
+
+    def root_password(self, run) -> str:
+        from fmappliance.agent.stacks import OpsFailed
+
+        base = base_argv(self.docker, self.stack) + ["exec", "-T", self.db_service]
+        for argv in (base + ["printenv", ROOT_PASSWORD_ENV], base + ["cat", ROOT_PASSWORD_SECRET]):
+            result = run(self._cmd(argv), quiet=True, check=False)
+            password = result.output.rstrip("\n") if result.ok else ""
+            if password and "\n" not in password:
+                return password
+        raise OpsFailed(
+            f"the MariaDB root password could not be read from the {self.db_service} service "
+            f"(neither {ROOT_PASSWORD_ENV} nor {ROOT_PASSWORD_SECRET}); is the {self.db_service} service running?"
+        )
+
+    def mariadb(self, sql: str, root_password: str):
+        """`mariadb -uroot -e SQL` in the db service; the password travels as MYSQL_PWD in the environment
+        (`exec -e NAME` passes the docker client's value), never in an argv."""
+        from fmappliance.agent.runner import minimal_env
+
+        env = {**minimal_env(), "MYSQL_PWD": root_password}
+        argv = base_argv(self.docker, self.stack) + [
+            "exec",
+            "-T",
+            "-e",
+            "MYSQL_PWD",
+            self.db_service,
+            "mariadb",
+            "-uroot",
+            "-e",
+            sql,
+        ]
+        return self._cmd(argv, env)
+
+    def local_stage_dir(self, site: str, job_id: str) -> str:
+        return os.path.join(self.state_dir, "staging", f"restore-{job_id}")
+
+    def _container_dir(self, site: str, job_id: str) -> str:
+        return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
+
+    def into_bench(self, local_dir: str, site: str, job_id: str, run) -> str:
+        """Copy the staged parts into the site's private dir in the container, owned by the bench user."""
+        target = self._container_dir(site, job_id)
+        service = self.stack.get("service") or "backend"
+        run(self._cmd(base_argv(self.docker, self.stack) + ["cp", local_dir, f"{service}:{target}"]))
+        run(
+            self._cmd(
+                base_argv(self.docker, self.stack)
+                + ["exec", "-T", "-u", "root", service, "chown", "-R", "frappe:frappe", target]
+            )
+        )
+        return target
+
+    def cleanup(self, local_dir: str, site: str, job_id: str, run) -> None:
+        import shutil
+
+        shutil.rmtree(local_dir, ignore_errors=True)
+        run(
+            self._cmd(
+                base_argv(self.docker, self.stack)
+                + ["exec", "-T", "-u", "root", self.service, "rm", "-rf", self._container_dir(site, job_id)]
+            ),
+            check=False,
+        )

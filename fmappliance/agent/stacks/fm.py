@@ -173,3 +173,101 @@ def collect_backup_files(
     if "database" not in names:
         raise StepFailed(f"bench reported success but no database dump of {site} was found.")
     return {part: os.path.join(backup_dir, n) for part, n in names.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# The fm half of a restore (see stacks/__init__.py)
+# --------------------------------------------------------------------------------------------
+
+#: FM 0.20 keeps the global-db root password here (24 characters that may include !@%_-+?).
+ROOT_PASSWORD_FILE = os.path.join("services", "secrets", "db_root_password.txt")
+DB_SERVICE = "global-db"
+
+
+class SiteOps:
+    """Restore steps of an FM bench: bench through `fm shell`, MariaDB in FM's global `services` project."""
+
+    def __init__(self, stack: dict, binaries: dict, state_dir: str):
+        from fmappliance.agent.stacks import StackUnsupported
+
+        self.stack = stack
+        self.fm = binaries.get("fm")
+        self.docker = binaries.get("docker")
+        if not self.fm:
+            raise StackUnsupported("fm was not found (agent.fm_binary); install it or set its full path.")
+
+    def bench(self, *args: str):
+        from fmappliance.agent.stacks import Command
+
+        return Command(shell_argv(self.fm, self.stack, *args), fm_env(self.stack), self.stack["path"])
+
+    def read_bench_file(self, relpath: str, run) -> str:
+        from fmappliance.agent.stacks import OpsFailed
+
+        path = os.path.join(host_bench_dir(self.stack), relpath)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read(16 << 20)
+        except OSError as exc:
+            raise OpsFailed(f"cannot read {path}: {exc.strerror}") from None
+
+    @staticmethod
+    def new_site_refusal() -> str | None:
+        return (
+            "An fm stack has one site per bench: create the bench with `fm create <site>` first, "
+            "add it to the agent's config, then restore onto it."
+        )
+
+    def root_password(self, run) -> str:
+        from fmappliance.agent.stacks import OpsFailed
+
+        path = os.path.join(fm_home(self.stack), ROOT_PASSWORD_FILE)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                password = handle.read(4096).strip("\r\n")
+        except OSError as exc:
+            raise OpsFailed(f"the MariaDB root password could not be read from {path}: {exc.strerror}") from None
+        if not password:
+            raise OpsFailed(f"{path} is empty; FM's MariaDB root password should be there")
+        return password
+
+    def mariadb(self, sql: str, root_password: str):
+        from fmappliance.agent.stacks import Command, OpsFailed
+
+        if not self.docker:
+            raise OpsFailed("docker was not found (agent.docker_binary); FM's database is reached through it")
+        env = {**fm_env(self.stack), "MYSQL_PWD": root_password}
+        compose_file = os.path.join(fm_home(self.stack), "services", "docker-compose.yml")
+        argv = [
+            self.docker,
+            "compose",
+            "-f",
+            compose_file,
+            "exec",
+            "-T",
+            "-e",
+            "MYSQL_PWD",
+            DB_SERVICE,
+            "mariadb",
+            "-uroot",
+            "-e",
+            sql,
+        ]
+        return Command(argv, env, self.stack["path"])
+
+    def local_stage_dir(self, site: str, job_id: str) -> str:
+        # Straight into the bench on the host: the frappe container sees it, no second copy.
+        return os.path.join(host_bench_dir(self.stack), "sites", site, "private", f"fmappliance-restore-{job_id}")
+
+    def into_bench(self, local_dir: str, site: str, job_id: str, run) -> str:
+        """Hand the staged parts to the bench user (the owner of the bench dir) and name them as the container does."""
+        owner = os.stat(host_bench_dir(self.stack))
+        if os.geteuid() == 0:
+            for name in [None, *os.listdir(local_dir)]:
+                os.chown(local_dir if name is None else os.path.join(local_dir, name), owner.st_uid, owner.st_gid)
+        return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
+
+    def cleanup(self, local_dir: str, site: str, job_id: str, run) -> None:
+        import shutil
+
+        shutil.rmtree(local_dir, ignore_errors=True)

@@ -1,0 +1,5 @@
+import sys
+
+from fmappliance.installer.cli import main
+
+sys.exit(main())

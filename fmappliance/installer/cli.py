@@ -1,0 +1,271 @@
+"""``fm-agent.pyz installer <command>``: the parts of install.sh written in Python.
+
+    discover       choose the agent user, find stacks and the fm binary (prints key value lines)
+    write-config   write a new config.yaml (secrets made here, never on a command line)
+    config-values  the values of an existing config the installer needs (key value lines)
+    other-sites    nginx config files that serve other sites (one per line)
+    healthz        exit 0 when the dashboard answers /healthz (on its socket or port)
+    render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
+    migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
+
+An operator-facing refusal is one line on stderr and exit status 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+
+from fmappliance.installer.discovery import (
+    Discovery,
+    InstallerStop,
+    choose_agent_user,
+    discover_stacks,
+    find_fm_binary,
+    find_fm_homes,
+)
+
+STOP_STATUS = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fm-agent installer", description="Helpers of install.sh.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("discover")
+    d.add_argument("--search", default="/home/* /root")
+    d.add_argument("--fm-home", default="")
+    d.add_argument("--requested-user", default="")
+    d.add_argument("--recorded-user", default="")
+    d.add_argument("--fm-binary", default="", help="an explicit fm path (FM_BINARY)")
+    d.add_argument("--fm-on-path", default="")
+    d.add_argument("--compose-json", default="", help="file with `docker compose ls --all --format json` output")
+    d.add_argument("--stacks-out", required=True)
+    d.add_argument("--user-only", action="store_true", help="choose the agent user only (the config exists already)")
+    d.add_argument(
+        "--runtime-base", default="/run/user", help="where rootless docker sockets are (<base>/<uid>/docker.sock)"
+    )
+    w = sub.add_parser("write-config")
+    w.add_argument("--out", required=True)
+    w.add_argument("--password-out", required=True)
+    w.add_argument("--stacks", required=True, help="JSON file written by discover")
+    w.add_argument("--fm-binary", default="")
+    w.add_argument("--admin-user", default="admin")
+    w.add_argument("--download-mode", default="accel")
+    w.add_argument("--state-dir", required=True)
+    w.add_argument("--backups-dir", required=True)
+    w.add_argument("--agent-socket", required=True)
+    w.add_argument("--dashboard-socket", required=True)
+    w.add_argument("--agent-socket-group", default="")
+    w.add_argument("--dashboard-socket-group", default="")
+    v = sub.add_parser("config-values")
+    v.add_argument("config")
+    o = sub.add_parser("other-sites")
+    o.add_argument("nginx_dir")
+    o.add_argument("--shown-as", default="", help="the path to print instead of nginx_dir (--root)")
+    m = sub.add_parser("migrate-config")
+    m.add_argument("config")
+    m.add_argument("--agent-socket", required=True)
+    m.add_argument("--dashboard-socket", required=True)
+    m.add_argument("--agent-socket-group", default="")
+    m.add_argument("--dashboard-socket-group", default="")
+    r = sub.add_parser("render")
+    r.add_argument("template")
+    r.add_argument("out")
+    r.add_argument("tags", help="space-separated tags switched on")
+    r.add_argument("values", nargs="*", metavar="KEY=VALUE")
+    h = sub.add_parser("healthz")
+    h.add_argument("--socket", default="")
+    h.add_argument("--port", type=int, default=0)
+    return parser
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.loads(fh.read() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def discover(args) -> int:
+    homes = find_fm_homes(args.search, args.fm_home)
+    agent = choose_agent_user(homes, args.requested_user, args.recorded_user, args.runtime_base)
+    found, fm, fm_notes = Discovery(), "", list[str]()
+    if not args.user_only:
+        projects = _read_json(args.compose_json) if args.compose_json else None
+        found = discover_stacks(homes, projects or [], agent.uid)
+        fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)
+    with open(args.stacks_out, "w", encoding="utf-8") as fh:
+        json.dump(found.stacks, fh)
+    print(f"agent_user {agent.name}")
+    print(f"agent_reason {agent.reason}")
+    print(f"fm_binary {fm}")
+    print(f"stack_count {len(found.stacks)}")
+    print(f"fm_homes {' '.join(homes)}")
+    for note in found.notes + fm_notes:
+        print(f"note {note}")
+    return 0
+
+
+def write_config(args) -> int:
+    from fmappliance.installer import config_writer as cw
+
+    stacks = _read_json(args.stacks) or {}
+    password = cw.new_password()
+    new = cw.NewConfig(
+        state_dir=args.state_dir,
+        backups_dir=args.backups_dir,
+        agent_socket=args.agent_socket,
+        dashboard_socket=args.dashboard_socket,
+        agent_socket_group=args.agent_socket_group,
+        dashboard_socket_group=args.dashboard_socket_group,
+        download_mode=args.download_mode,
+        admin_user=args.admin_user,
+        fm_binary=args.fm_binary,
+        stacks=stacks,
+    )
+    text = cw.render_config(new, cw.hash_admin_password(password), cw.new_secret(), cw.new_secret())
+    for path, content in ((args.out, text), (args.password_out, password + "\n")):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+    return 0
+
+
+CONFIG_VALUE_DEFAULTS = {
+    "agent.port": 9100,
+    "dashboard.port": 8000,
+    "dashboard.listen": "127.0.0.1",
+    "agent.listen": "127.0.0.1",
+    "backups.base_path": "/var/backups/fmappliance",
+    "dashboard.accel_prefix": "/_protected_backups/",
+    "dashboard.download_mode": "stream",
+    "agent.socket_group": "",
+    "dashboard.socket_group": "",
+}
+
+
+def config_values(args) -> int:
+    """Read leniently (a dry run may have no config yet): the defaults fill what is missing."""
+    from fmappliance.config import DEFAULT_AGENT_SOCKET, DEFAULT_DASHBOARD_SOCKET, effective_socket
+
+    try:
+        import yaml
+
+        with open(args.config, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (ImportError, OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    for key, default in CONFIG_VALUE_DEFAULTS.items():
+        section, name = key.split(".")
+        print(key, (data.get(section) or {}).get(name, default))
+    print("agent.socket", effective_socket(data.get("agent"), DEFAULT_AGENT_SOCKET) if data else DEFAULT_AGENT_SOCKET)
+    print(
+        "dashboard.socket",
+        effective_socket(data.get("dashboard"), DEFAULT_DASHBOARD_SOCKET) if data else DEFAULT_DASHBOARD_SOCKET,
+    )
+    # Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
+    allowed = []
+    for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            continue
+        allowed.append(str(entry))
+    print("dashboard.metrics_allow", " ".join(allowed))
+    # Where the agent must write: backups, each FM home, each compose project dir.
+    paths = [str((data.get("backups") or {}).get("base_path") or CONFIG_VALUE_DEFAULTS["backups.base_path"])]
+    for stack in (data.get("stacks") or {}).values():
+        path = str((stack or {}).get("path", ""))
+        if (stack or {}).get("type") == "fm":
+            path = path.rstrip("/").rsplit("/sites/", 1)[0]
+        if path and path not in paths:
+            paths.append(path)
+    print("rw_paths", " ".join("-" + p for p in paths))
+    print("schedule_count", len(data.get("schedules") or []))
+    return 0
+
+
+def other_sites(args) -> int:
+    from fmappliance.installer.nginx_sites import other_sites as find
+
+    for path in find(args.nginx_dir):
+        print(args.shown_as + path[len(args.nginx_dir) :] if args.shown_as else path)
+    return 0
+
+
+def migrate_config(args) -> int:
+    from fmappliance.installer.migrate import migrate_config as migrate
+
+    moved = migrate(
+        args.config,
+        {
+            "agent": (args.agent_socket, args.agent_socket_group),
+            "dashboard": (args.dashboard_socket, args.dashboard_socket_group),
+        },
+    )
+    print(" ".join(moved))
+    return 0
+
+
+def render(args) -> int:
+    from fmappliance.installer.templates import TemplateError
+    from fmappliance.installer.templates import render as fill
+
+    with open(args.template, encoding="utf-8") as fh:
+        template = fh.read()
+    values = dict(pair.split("=", 1) for pair in args.values)
+    try:
+        text = fill(template, set(args.tags.split()), values, args.template)
+    except TemplateError as exc:
+        print(f"install.sh: {exc}", file=sys.stderr)
+        return 1
+    with open(args.out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return 0
+
+
+def healthz(args) -> int:
+    import http.client
+    import socket
+
+    class UnixConnection(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(args.socket)
+
+    conn = (
+        UnixConnection("localhost", timeout=2)
+        if args.socket
+        else http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
+    )
+    try:
+        conn.request("GET", "/healthz")
+        return 0 if conn.getresponse().status == 200 else 1
+    except OSError:
+        return 1
+    finally:
+        conn.close()
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    command = {
+        "discover": discover,
+        "write-config": write_config,
+        "config-values": config_values,
+        "other-sites": other_sites,
+        "render": render,
+        "healthz": healthz,
+        "migrate-config": migrate_config,
+    }[args.command]
+    try:
+        return command(args)
+    except InstallerStop as exc:
+        print(f"install.sh: {exc}", file=sys.stderr)
+        return STOP_STATUS

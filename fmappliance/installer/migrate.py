@@ -1,0 +1,80 @@
+"""Move an installer-made config from TCP to the Unix sockets new installs get.
+
+Only what the installer itself once wrote is moved: a section listening on loopback at the
+installer's old port (agent 127.0.0.1:9100, dashboard 127.0.0.1:8000) with no ``socket``
+key.  Anything else (another address or port, or ``socket: ""``) is an operator's explicit
+TCP setup and stays as it is.  The edit is textual (comments and order survive): two lines
+after the section's header.  The previous file is kept beside it; the new one is written
+under a temporary name, fsynced and renamed over the old.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+INSTALLER_TCP = {"agent": ("127.0.0.1", 9100), "dashboard": ("127.0.0.1", 8000)}
+LOOPBACK = {"127.0.0.1", "localhost"}
+BACKUP_SUFFIX = ".pre-sockets"
+
+
+def sections_to_move(data: dict) -> list[str]:
+    moved = []
+    for name, (_, port) in INSTALLER_TCP.items():
+        section = data.get(name)
+        if not isinstance(section, dict) or "socket" in section:
+            continue
+        if str(section.get("listen", "127.0.0.1")) in LOOPBACK and section.get("port", port) == port:
+            moved.append(name)
+    return moved
+
+
+def migrate_text(text: str, sockets: dict[str, tuple[str, str]], names: list[str]) -> tuple[str, list[str]]:
+    """Insert ``socket``/``socket_group`` under each named block-style section; returns (text, moved)."""
+    lines = text.splitlines(keepends=True)
+    moved = []
+    for name in names:
+        for i, line in enumerate(lines):
+            if re.fullmatch(rf"{name}:[ \t]*(#.*)?\r?\n?", line):
+                indent = "  "
+                for following in lines[i + 1 :]:
+                    match = re.match(r"([ \t]+)\S", following)
+                    if match:
+                        indent = match.group(1)
+                        break
+                path, group = sockets[name]
+                added = [
+                    f'{indent}socket: "{path}"  # moved from TCP by install.sh\n',
+                    f'{indent}socket_group: "{group}"\n',
+                ]
+                lines[i + 1 : i + 1] = added
+                moved.append(name)
+                break
+    return "".join(lines), moved
+
+
+def migrate_config(path: str, sockets: dict[str, tuple[str, str]]) -> list[str]:
+    """Migrate the config at ``path`` in place; returns the sections moved to sockets."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    data = yaml.safe_load(text) or {}
+    names = sections_to_move(data if isinstance(data, dict) else {})
+    if not names:
+        return []
+    new_text, moved = migrate_text(text, sockets, names)
+    if not moved:
+        return []
+    st = os.stat(path)
+    shutil.copy2(path, path + BACKUP_SUFFIX)
+    temp = path + ".fm-new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(new_text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chown(temp, st.st_uid, st.st_gid)
+    os.rename(temp, path)
+    return moved
