@@ -40,7 +40,7 @@
 % end
 </ul></td>
 <td>
-% if b['verified']:
+% if b['verified'] and can('GET', '/restore/' + qstack + '/' + qsite + '/' + b['qid']):
 <a class="restore-link" href="/restore/{{qstack}}/{{qsite}}/{{b['qid']}}">Restore…</a>
 % end
 </td>

@@ -21,7 +21,9 @@
 % if not enrolling:
 <a href="/dashboard" class="{{'active' if active == 'dashboard' else ''}}">Dashboard</a>
 <a href="/scheduler" class="{{'active' if active == 'scheduler' else ''}}">Schedules</a>
+% if can('GET', '/imports'):
 <a href="/imports" class="{{'active' if active == 'imports' else ''}}">Imports</a>
+% end
 <a href="/audit" class="{{'active' if active == 'audit' else ''}}">Audit log</a>
 % if can('GET', '/account/users'):
 <a href="/account/users" class="{{'active' if active == 'users' else ''}}">Users</a>

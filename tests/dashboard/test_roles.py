@@ -244,6 +244,10 @@ def test_pages_show_only_the_buttons_a_role_may_use(app, fake_agent):
     assert 'action="/scheduler/add"' not in view.get("/scheduler").text
     assert 'action="/scheduler/add"' not in ops.get("/scheduler").text
     assert 'action="/scheduler/add"' in admin.get("/scheduler").text
+    assert 'class="restore-link"' not in view.get(backups).text
+    assert 'class="restore-link"' in ops.get(backups).text
+    assert 'href="/imports"' not in ops.get("/account").text
+    assert 'href="/imports"' in admin.get("/account").text
     assert 'href="/account/users"' in admin.get("/account").text
     assert 'href="/account/users"' not in ops.get("/account").text
 
