@@ -164,6 +164,7 @@ class Actions:
             if action == "restore_site":
                 return self._restore(ctx, name, stack, options["plan"], timeout)
             if action == "import_backup":
+                assert site is not None  # start() checked it against the inventory
                 return self._import(ctx, name, site, options["import_set"])
             kind = stacks.for_stack(stack)
             kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)
@@ -256,7 +257,7 @@ class Actions:
                 # Nothing below the source root is followed as a link; publish also refuses
                 # anything but regular files, and checks their sizes against the free space.
                 manifest = self.store.publish(
-                    name, site, sources, label=label, apps=apps, source_root=kind.source_root(stack, staging)
+                    name, site, sources, source_root=kind.source_root(stack, staging), label=label, apps=apps
                 )
             except BackupError as exc:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None
