@@ -1158,6 +1158,7 @@ print_summary() {
         say "  Login:         $ADMIN_USER"
         say "  Password:      $ADMIN_PASSWORD"
         say "                 (shown this once; only its bcrypt hash is stored)"
+        say "                 two-factor enrollment (an authenticator app) follows at first sign-in"
     fi
     say "  Config:        $CONFIG (secrets; root:$CONFIG_GROUP 0640)"
     say "  Backups:       $BACKUPS_DIR"

@@ -56,6 +56,9 @@ FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "
 NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
+#: Dashboard roles, least to most privileged.
+ROLES = ("viewer", "operator", "admin")
+TOTP_MODES = ("required", "optional", "off")
 DEFAULT_AGENT_SOCKET = "/run/fm-agent/agent.sock"
 DEFAULT_DASHBOARD_SOCKET = "/run/fm-dashboard/dashboard.sock"
 
@@ -106,15 +109,29 @@ def _token(v):
 
 
 def _credentials(v):
-    for user, hashed in v.items():
-        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", user):
+    for user, entry in v.items():
+        if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", str(user)):
             return f"user name {user!r} may only use letters, digits, '.', '_', '@', '-' (at most 64)"
-        if not BCRYPT_HASH.match(hashed):
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"password", "role"})
+            if unknown:
+                return f"user {user!r}: unknown key {unknown[0]!r}; expected password and role"
+            if entry.get("role", "admin") not in ROLES:
+                return f"user {user!r}: role must be one of: " + ", ".join(ROLES)
+            hashed = entry.get("password")
+        else:
+            hashed = entry
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
             return (
                 f"the password of {user!r} must be a bcrypt hash ($2b$...), not a plain password; "
                 "make one with: fm-dashboard hash-password"
             )
     return None
+
+
+def _totp_mode(v):
+    # YAML reads a bare `off` as false; the operator meant the word.
+    return "off" if v is False else v
 
 
 def _url(v):
@@ -350,13 +367,24 @@ DASHBOARD = Section(
         Key("session_max_hours", "int", 12, "Sign out after this many hours whatever the activity.", check=_positive),
         Key(
             "credentials",
-            "str_map",
+            "user_map",
             None,
-            "user: bcrypt hash. Make a hash with `fm-dashboard hash-password`.",
+            "user: bcrypt hash (an admin), or user: {password: bcrypt hash, role: viewer, operator or admin}. "
+            "Make a hash with `fm-dashboard hash-password`.",
             required=True,
             check=_credentials,
             example={"admin": "$2b$12$REPLACE.with.the.output.of.hash.password.command.xxxxx"},
         ),
+        Key(
+            "totp",
+            "str",
+            "required",
+            "Second sign-in factor (TOTP authenticator app): required (everyone enrolls at first sign-in), "
+            "optional (users may enroll from /account) or off.",
+            check=_one_of(*TOTP_MODES),
+            coerce=_totp_mode,
+        ),
+        Key("audit_days", "int", 365, "Audit log rows older than this many days are deleted.", check=_positive),
         Key(
             "secure_cookies",
             "str",
@@ -628,6 +656,17 @@ def load_config(path: str | os.PathLike) -> dict:
         return validate(data, located)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def dashboard_users(config: dict) -> dict[str, tuple[str, str]]:
+    """user -> (bcrypt hash, role) from ``dashboard.credentials`` (a bare hash means admin)."""
+    users = {}
+    for name, entry in config["dashboard"]["credentials"].items():
+        if isinstance(entry, dict):
+            users[str(name)] = (entry["password"], entry.get("role", "admin"))
+        else:
+            users[str(name)] = (entry, "admin")
+    return users
 
 
 def secrets_of(config: dict) -> list[str]:

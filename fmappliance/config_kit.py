@@ -23,7 +23,7 @@ class ConfigError(Exception):
 class Key:
     """One scalar or list setting.
 
-    ``kind`` is one of: str, int, bool, path, str_list, secret, int_map, str_map.
+    ``kind`` is one of: str, int, bool, path, str_list, secret, int_map, str_map, user_map.
     ``check`` returns an error text ("expected ...") or None.
     """
 
@@ -34,6 +34,7 @@ class Key:
     required: bool = False
     check: Callable[[Any], str | None] | None = None
     example: Any = None  # shown in the example config instead of the default
+    coerce: Callable[[Any], Any] | None = None  # applied to the raw value before the type check
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ _KIND_TEXT = {
     "str_list": "a list of texts",
     "int_map": "a mapping of names to whole numbers",
     "str_map": "a mapping of names to texts",
+    "user_map": "a mapping of user names to a bcrypt hash or {password, role}",
 }
 
 
@@ -147,6 +149,8 @@ class Validator:
             if key.required:
                 self.fail(path, f"is required ({key.help})")
             return _copy(key.default)
+        if key.coerce:
+            raw = key.coerce(raw)
         ok = {
             "str": lambda v: isinstance(v, str),
             "secret": lambda v: isinstance(v, str),
@@ -158,6 +162,7 @@ class Validator:
                 isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values())
             ),
             "str_map": lambda v: isinstance(v, dict) and all(isinstance(i, str) for i in v.values()),
+            "user_map": lambda v: isinstance(v, dict) and all(isinstance(i, (str, dict)) for i in v.values()),
         }[key.kind]
         if not ok(raw):
             shown = "(hidden)" if key.kind == "secret" else repr(raw)[:60]

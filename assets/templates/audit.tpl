@@ -5,7 +5,7 @@
 <thead><tr><th>Time</th><th>User</th><th>Address</th><th>Action</th><th>Target</th><th>Result</th><th>Job</th></tr></thead>
 <tbody>
 % for r in rows:
-<tr><td>{{r['local_time']}}</td><td>{{r['user']}}</td><td>{{r['address']}}</td><td>{{r['action']}}</td><td>{{r['target']}}</td><td>{{r['result']}}</td><td>
+<tr><td>{{r['local_time']}}</td><td>{{r['user']}}</td><td>{{r['address']}}</td><td>{{r['action']}}</td><td>{{r['target']}}</td><td>{{r['result']}}{{' (%d times in 10 min)' % r['count'] if r['count'] > 1 else ''}}</td><td>
 % if r['job_id']:
 <a href="/jobs/{{r['job_id']}}">{{r['job_id']}}</a>
 % end

@@ -1,7 +1,9 @@
 <div class="page-head">
 <h1>Backups of {{site}} <span class="muted">on <a href="/stack/{{qstack}}">{{stack}}</a></span></h1>
 <div class="actions">
+% if can('POST', '/site/' + qstack + '/' + qsite + '/backup'):
 {{!partial('action_button', url='/site/' + qstack + '/' + qsite + '/backup', label='Backup now', cls='primary', confirm='', csrf_token=csrf_token, return_to=return_to)}}
+% end
 </div>
 </div>
 % if chart:
@@ -30,11 +32,15 @@
 <td>{{!'<span class="verified" title="verified">&#10003; verified</span>' if b['verified'] else '<span class="unverified">not verified</span>'}}</td>
 <td><ul class="files">
 % for f in b['files']:
+% if can('GET', '/download/' + qstack + '/' + qsite + '/' + f['qname']):
 <li><a href="/download/{{qstack}}/{{qsite}}/{{f['qname']}}" download>{{f['name']}}</a> <span class="muted">{{f['part']}}, {{f['size']}}</span></li>
+% else:
+<li>{{f['name']}} <span class="muted">{{f['part']}}, {{f['size']}}</span></li>
+% end
 % end
 </ul></td>
 <td>
-% if b['verified']:
+% if b['verified'] and can('GET', '/restore/' + qstack + '/' + qsite + '/' + b['qid']):
 <a class="restore-link" href="/restore/{{qstack}}/{{qsite}}/{{b['qid']}}">Restore…</a>
 % end
 </td>

@@ -18,10 +18,18 @@
 <a class="brand" href="/dashboard">fmappliance</a>
 % if user:
 <nav class="nav">
+% if not enrolling:
 <a href="/dashboard" class="{{'active' if active == 'dashboard' else ''}}">Dashboard</a>
 <a href="/scheduler" class="{{'active' if active == 'scheduler' else ''}}">Schedules</a>
+% if can('GET', '/imports'):
 <a href="/imports" class="{{'active' if active == 'imports' else ''}}">Imports</a>
+% end
 <a href="/audit" class="{{'active' if active == 'audit' else ''}}">Audit log</a>
+% if can('GET', '/account/users'):
+<a href="/account/users" class="{{'active' if active == 'users' else ''}}">Users</a>
+% end
+<a href="/account" class="{{'active' if active == 'account' else ''}}">Account</a>
+% end
 <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf_token" value="{{csrf_token}}"><button type="submit" class="link">Sign out ({{user}})</button></form>
 </nav>
 % end

@@ -10,5 +10,7 @@
 <div class="notice notice-error" role="alert">The agent cannot be asked for its stacks and sites right now; the names you enter are checked when the schedule runs.</div>
 % end
 {{!partial('scheduler_table', schedules=schedules, csrf_token=csrf_token)}}
+% if can('POST', '/scheduler/add'):
 {{!partial('scheduler_form', values=values, errors=errors, stack_names=stack_names, site_names=site_names, weekdays=weekdays, default_tz=default_tz, csrf_token=csrf_token)}}
+% end
 </div>

@@ -53,9 +53,9 @@ added by {{s['created_by']}}
 % end
 </td>
 <td>
-% if s['removable']:
+% if s['removable'] and can('POST', '/scheduler/remove/' + s['qid']):
 <form class="actions" method="post" action="/scheduler/{{'disable' if s['enabled'] else 'enable'}}/{{s['qid']}}" hx-post="/scheduler/{{'disable' if s['enabled'] else 'enable'}}/{{s['qid']}}" hx-target="#scheduler-body" hx-swap="outerHTML"><input type="hidden" name="csrf_token" value="{{csrf_token}}"><button type="submit">{{'Disable' if s['enabled'] else 'Enable'}}</button><button type="submit" class="warn" formaction="/scheduler/remove/{{s['qid']}}" hx-post="/scheduler/remove/{{s['qid']}}" hx-confirm="Remove the schedule for {{s['site']}} on {{s['stack']}} ({{s['when']}})? Its run history goes too.">Remove</button></form>
-% else:
+% elif not s['removable']:
 <span class="muted">change it in config.yaml</span>
 % end
 </td>

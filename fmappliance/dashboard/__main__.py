@@ -4,6 +4,7 @@ fm-dashboard --config /etc/fmappliance/config.yaml      serve (waitress)
 fm-dashboard --config PATH --check-config               exit 0 when the config is usable, 2 otherwise
 fm-dashboard --version
 fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
+fm-dashboard --config PATH reset-2fa USER               forget USER's second factor (and end their sessions)
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fm-dashboard {__version__}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("hash-password", help="print the bcrypt hash of a password for dashboard.credentials")
+    reset = sub.add_parser(
+        "reset-2fa", help="forget a user's second sign-in factor; they set it up again at next sign-in"
+    )
+    reset.add_argument("user", help="a user of dashboard.credentials")
     return parser
 
 
@@ -56,6 +61,58 @@ def hash_password_command(cost: int = 12) -> int:
         print(exc, file=sys.stderr)
         return 1
     return 0
+
+
+def reset_two_factor_command(config: dict, user: str) -> int:
+    """Reset ``user``'s second factor in the state DB; the running dashboard sees it at once."""
+    import os
+    import sqlite3
+
+    from fmappliance.config import dashboard_users
+    from fmappliance.dashboard.audit import AuditLog
+    from fmappliance.dashboard.second_factor import SecondFactors
+    from fmappliance.dashboard.state_db import DB_FILE_NAME, StateDB
+
+    if user not in dashboard_users(config):
+        print(f"fm-dashboard: there is no user {user!r} in dashboard.credentials.", file=sys.stderr)
+        return 1
+    state_dir = config["dashboard"]["state_dir"]
+    db_path = os.path.join(state_dir, DB_FILE_NAME)
+    try:
+        owner = os.stat(db_path)
+    except OSError:
+        print(f"fm-dashboard: {db_path} does not exist: nobody has set up a second factor yet.", file=sys.stderr)
+        return 1
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        # Run as the dashboard's user, so no file of its state dir ends up owned by root.
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
+    try:
+        db = StateDB(state_dir)
+        had = SecondFactors(db).reset(user)
+        with db.transaction() as conn:
+            ended = (
+                conn.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount
+                if _has_table(conn, "sessions")
+                else 0
+            )
+        AuditLog(db, keep_days=config["dashboard"]["audit_days"]).record(
+            user="(command line)", address="", action="reset_2fa", target=user, result="ok" if had else "ok (had none)"
+        )
+    except (OSError, sqlite3.Error) as exc:
+        print(f"fm-dashboard: cannot change {db_path}: {exc}", file=sys.stderr)
+        return 1
+    if had:
+        print(
+            f"The second factor of {user} is reset ({ended} session(s) ended); they set it up again at their next sign-in."
+        )
+    else:
+        print(f"{user} had no second factor; {ended} session(s) ended.")
+    return 0
+
+
+def _has_table(conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def serve(config: dict) -> None:
@@ -127,6 +184,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"fm-dashboard: {exc}", file=sys.stderr)
         return 2
+    if args.command == "reset-2fa":
+        return reset_two_factor_command(config, args.user)
     if args.check_config:
         print(f"{args.config}: OK ({len(config['stacks'])} stacks, {len(config['dashboard']['credentials'])} users)")
         return 0

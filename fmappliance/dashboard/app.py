@@ -15,6 +15,9 @@ Routes live in ``pages_*.py`` modules, each with ``register(app, ctx)``; ``ctx``
         ctx.audit.record(user=ctx.user(), address=ctx.client_address(), action="thing_add", target=..., result="ok")
         return ctx.fail(400, "...")     # error in the shape the request wants
 
+Who may reach a route is decided before it runs, by the one table in authorize.py (add a
+line there with every new route); pages show a button only when ``can("POST", url)``.
+
 The services (services.py, built once by ``build_services``) are on ``ctx`` too:
 ``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the BackupScheduler; only the serving
 process starts it), ``ctx.backup_age`` (backup-age rules), ``ctx.audit``, ``ctx.config``,
@@ -26,16 +29,18 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import urllib.parse
 
 import bottle
 
-from fmappliance.dashboard import csrf, negotiation
+from fmappliance.dashboard import authorize, csrf, negotiation
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
 from fmappliance.dashboard.services import DashboardServices, build_services
-from fmappliance.dashboard.sessions import COOKIE_NAME, cookie_is_secure, cookie_value
+from fmappliance.dashboard.sessions import STAGE_ENROLL, cookie_is_secure, cookie_value, session_cookie_name
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,10 @@ class DashboardContext:
         self.sessions = services.sessions
         self.throttle = services.throttle
         self.passwords = services.passwords
+        #: user -> (bcrypt hash, role)
+        self.users = services.users
+        self.totp_mode = services.config["dashboard"]["totp"]
+        self.second_factors = services.second_factors
         self.audit = services.audit
         self.templates = services.templates
         self.static_files = services.static_files
@@ -78,25 +87,74 @@ class DashboardContext:
     def secure_cookies(self) -> bool:
         return cookie_is_secure(self.config["dashboard"]["secure_cookies"], bottle.request.environ)
 
+    def session_cookie_name(self) -> str:
+        return session_cookie_name(self.secure_cookies())
+
+    def fingerprint(self, user: str) -> str | None:
+        """A keyed digest of the user's current password hash (None: no such user).
+
+        A session stores it at sign-in; a changed hash or a removed user no longer
+        matches, and the session ends.
+        """
+        entry = self.users.get(user)
+        if entry is None:
+            return None
+        return hmac.new(
+            self.secret_key.encode(), b"session-fingerprint:" + entry[0].encode(), hashlib.sha256
+        ).hexdigest()[:32]
+
     def session(self):
         """The signed-in session of this request, or None (looked up once per request)."""
         environ = bottle.request.environ
         if SESSION_KEY not in environ:
-            environ[SESSION_KEY] = self.sessions.load(cookie_value(environ, COOKIE_NAME))
+            session = self.sessions.load(cookie_value(environ, self.session_cookie_name()))
+            if session is not None:
+                current = self.fingerprint(session.user)
+                if current is None or not hmac.compare_digest(current, session.fingerprint):
+                    log.info("ended a session of %r: the user's credentials changed or were removed", session.user)
+                    self.sessions.destroy(session)
+                    session = None
+            environ[SESSION_KEY] = session
         return environ[SESSION_KEY]
 
     def user(self) -> str:
         session = self.session()
         return session.user if session else ""
 
+    def role(self) -> str:
+        session = self.session()
+        entry = self.users.get(session.user) if session else None
+        return entry[1] if entry else ""
+
+    def can(self, method: str, path: str, **fields) -> bool:
+        """Would the table let this session make that request?  (Templates show buttons by it.)"""
+        session = self.session()
+        if session is None or self.enrolling(session):
+            return False
+        return authorize.allows(self.role(), method, path, **fields)
+
+    def enrolling(self, session) -> bool:
+        """This session may only set up its second factor (``totp: required`` and none yet)."""
+        # A session started before ``totp`` was switched away from required is not held back.
+        return session.stage == STAGE_ENROLL and self.totp_mode == "required"
+
+    def needs_second_factor(self, user: str) -> bool:
+        return self.totp_mode != "off" and self.second_factors.enrollment(user) is not None
+
     # -- answers ------------------------------------------------------------------------
 
     def render(self, template: str, **values) -> str:
         values.setdefault("static_urls", self.static_urls)
+        values.setdefault("can", self.can)
+        # Included templates get the same helpers.
+        values.setdefault("partial", self.render)
         return self.templates.render(template, **values)
 
-    def page(self, template: str, title: str, *, banner: str = "", notices=(), **values) -> str:
-        """A full page: the named body template inside the layout."""
+    def page(self, template: str, title: str, *, banner: str = "", notices=(), page_token: str = "", **values) -> str:
+        """A full page: the named body template inside the layout.
+
+        ``page_token``: the CSRF token for the csrf-token meta of a page without a session (sign-in).
+        """
         session = self.session()
         body = self.render(template, csrf_token=session.csrf_token if session else "", **values)
         flashed = self.sessions.pop_flash(session) if session else []
@@ -105,7 +163,8 @@ class DashboardContext:
             title=title,
             body=body,
             user=session.user if session else "",
-            csrf_token=session.csrf_token if session else "",
+            enrolling=bool(session and self.enrolling(session)),
+            csrf_token=session.csrf_token if session else page_token,
             banner=banner,
             notices=list(notices) + [tuple(n) for n in flashed],
             active=values.get("active", ""),
@@ -133,23 +192,108 @@ class DashboardContext:
 
     # -- guards -------------------------------------------------------------------------
 
+    def sign_in_answer(self) -> bottle.HTTPResponse:
+        """No session: 303 to the login page (pages) or 401 (JSON/HTMX)."""
+        request = bottle.request
+        if negotiation.wants_json(request) or negotiation.is_htmx(request):
+            return self.fail(401, "Your session has ended; sign in again.")
+        next_path = self.return_path() if request.method in ("GET", "HEAD") else "/dashboard"
+        return bottle.HTTPResponse(
+            status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})}
+        )
+
     def login_required(self, handler):
-        """Route decorator: no session → 303 to the login page (pages) or 401 (JSON/HTMX)."""
+        """Route decorator: no session → :meth:`sign_in_answer`."""
 
         @functools.wraps(handler)
         def guarded(*args, **kwargs):
             if self.session() is None:
-                request = bottle.request
-                if negotiation.wants_json(request) or negotiation.is_htmx(request):
-                    return self.fail(401, "Your session has ended; sign in again.")
-                target = request.fullpath + (("?" + request.query_string) if request.query_string else "")
-                next_path = negotiation.safe_local_path(target if request.method == "GET" else "/dashboard")
-                return bottle.HTTPResponse(
-                    status=303, headers={"Location": "/login?" + urllib.parse.urlencode({"next": next_path})}
-                )
+                return self.sign_in_answer()
             return handler(*args, **kwargs)
 
         return guarded
+
+    def return_path(self) -> str:
+        """Where to come back to after an interruption (sign-in, step-up): this page for a
+        GET; for a POST its form's ``return_to``, else the page it was sent from."""
+        request = bottle.request
+        if request.method in ("GET", "HEAD"):
+            target = request.fullpath + (("?" + request.query_string) if request.query_string else "")
+            return negotiation.safe_local_path(target)
+        if self._is_form():
+            back = negotiation.safe_local_path(request.forms.getunicode("return_to", default="") or "", default="")
+            if back:
+                return back
+        referer = urllib.parse.urlsplit(request.get_header("Referer") or "")
+        if referer.netloc and referer.netloc == request.get_header("Host"):
+            return negotiation.safe_local_path(referer.path + (("?" + referer.query) if referer.query else ""))
+        return negotiation.DEFAULT_LANDING
+
+    @staticmethod
+    def _is_form() -> bool:
+        content_type = (bottle.request.content_type or "").split(";")[0].strip().lower()
+        return content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+
+    def _field(self, name: str):
+        """A submitted field, from a form or a JSON object body (None when absent or unreadable)."""
+        request = bottle.request
+        try:
+            if self._is_form():
+                return request.forms.getunicode(name)
+            body = request.json
+            return body.get(name) if isinstance(body, dict) else None
+        except Exception:
+            return None
+
+    def authorize_request(self) -> bottle.HTTPResponse | None:
+        """Apply the table of authorize.py to this request: None to go on, else the refusal."""
+        request = bottle.request
+        session = self.session()
+        enrolling = bool(session and self.enrolling(session))
+        decision = authorize.decide(
+            request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field)
+        )
+        if decision.public:
+            return None
+        if session is None:
+            return self.sign_in_answer()
+        if not decision.allowed:
+            if enrolling and request.method in ("GET", "HEAD") and not negotiation.wants_json(request):
+                next_path = urllib.parse.urlencode({"next": self.return_path()})
+                return bottle.HTTPResponse(status=303, headers={"Location": "/account/2fa?" + next_path})
+            log.warning(
+                "refused %s %s for %s (%s): %s",
+                request.method,
+                request.path,
+                session.user,
+                self.role(),
+                decision.reason,
+            )
+            self.audit.record_repeat(
+                user=session.user,
+                address=self.client_address(),
+                action="refused",
+                target=f"{request.method} {request.path}",
+                result=decision.reason,
+            )
+            return self.fail(403, decision.reason)
+        if decision.step_up and self.clock() - session.verified_at > authorize.STEP_UP_SECONDS:
+            return self.step_up_answer()
+        return None
+
+    def step_up_answer(self) -> bottle.HTTPResponse:
+        """Ask for a fresh code (or the password, without a second factor) before going on."""
+        request = bottle.request
+        message = (
+            "This action needs a fresh confirmation: enter a current code from your authenticator app, then repeat it."
+        )
+        if negotiation.wants_json(request):
+            return self.json_response({"success": False, "step_up": True, "message": message}, 401)
+        location = "/account/verify?" + urllib.parse.urlencode({"next": self.return_path()})
+        if negotiation.is_htmx(request):
+            # htmx follows HX-Redirect with a full page load; a 3xx would be followed by the XHR itself.
+            return bottle.HTTPResponse(status=200, headers={"HX-Redirect": location})
+        return bottle.HTTPResponse(status=303, headers={"Location": location})
 
     def csrf_problem(self) -> str | None:
         """Why this POST must be refused (bad origin, missing/wrong token), or None."""
@@ -197,6 +341,22 @@ def _error_page(ctx: DashboardContext):
     return handler
 
 
+def _authorize_hook(ctx: DashboardContext, app: bottle.Bottle):
+    """Runs before every matched route, whoever registered it and however: a route is covered
+    by the table from the moment it exists.  Paths no route serves keep their 404/405."""
+
+    def before_request():
+        try:
+            app.router.match(bottle.request.environ)
+        except bottle.HTTPError:
+            return
+        refusal = ctx.authorize_request()
+        if refusal is not None:
+            raise refusal
+
+    return before_request
+
+
 class DashboardBottle(bottle.Bottle):
     """A Bottle whose every answer passes the security-headers middleware (errors included)."""
 
@@ -221,6 +381,7 @@ def make_app(
     the serving process runs it (``__main__``); the pages still use its store.
     """
     from fmappliance.dashboard import (
+        pages_account,
         pages_audit,
         pages_auth,
         pages_backups,
@@ -239,9 +400,11 @@ def make_app(
     ctx = DashboardContext(services)
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
+    app.add_hook("before_request", _authorize_hook(ctx, app))
 
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)
+    pages_account.register(app, ctx)
     pages_stacks.register(app, ctx)
     pages_logs.register(app, ctx)
     pages_backups.register(app, ctx)

@@ -3,6 +3,11 @@
 Fields: UTC time, user, real client address, action, target, result, job id.  Control
 characters in any field are escaped (``\\x1b``), so a crafted name cannot forge log
 lines or terminal escapes.
+
+Failed and throttled sign-ins come in bursts: :meth:`AuditLog.record_repeat` folds the
+repeats of one (user, address, action, result) within ``REPEAT_WINDOW_SECONDS`` into one
+row with a ``count``, so an attack cannot grow the table without bound.  Rows older than
+``dashboard.audit_days`` are deleted (at start and then hourly).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from fmappliance.names import format_timestamp
 audit_log = logging.getLogger("fmappliance.audit")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-FIELDS = ("time", "user", "address", "action", "target", "result", "job_id")
+FIELDS = ("time", "user", "address", "action", "target", "result", "job_id", "count")
+REPEAT_WINDOW_SECONDS = 10 * 60
+PRUNE_EVERY_SECONDS = 3600
 
 
 def escape_control(value) -> str:
@@ -30,9 +37,11 @@ def escape_control(value) -> str:
 
 
 class AuditLog:
-    def __init__(self, db, clock=time.time):
+    def __init__(self, db, clock=time.time, keep_days: int = 365):
         self.db = db
         self.clock = clock
+        self.keep_days = keep_days
+        self._pruned_at = 0.0
         with self.db.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS audit ("
@@ -40,9 +49,46 @@ class AuditLog:
                 " address TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,"
                 " result TEXT NOT NULL, job_id TEXT NOT NULL)"
             )
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+            if "count" not in columns:
+                conn.execute("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+            conn.execute("CREATE INDEX IF NOT EXISTS audit_time ON audit (time)")
+        self.prune()
+
+    def prune(self) -> int:
+        """Delete rows older than ``keep_days``; returns how many went."""
+        now = self.clock()
+        self._pruned_at = now
+        with self.db.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM audit WHERE time < ?", (format_timestamp(now - self.keep_days * 86400),)
+            ).rowcount
+
+    def record_repeat(self, *, user, address, action, target="", result) -> dict:
+        """Like :meth:`record`, but a repeat within the window only counts up the earlier row."""
+        since = format_timestamp(self.clock() - REPEAT_WINDOW_SECONDS)
+        key = tuple(escape_control(v) for v in (user, address, action, target, result))
+        with self.db.transaction() as conn:
+            found = conn.execute(
+                "SELECT id, count FROM audit WHERE user = ? AND address = ? AND action = ? AND target = ? AND result = ?"
+                " AND time >= ? ORDER BY id DESC LIMIT 1",
+                key + (since,),
+            ).fetchone()
+            if found:
+                conn.execute(
+                    "UPDATE audit SET count = count + 1, time = ? WHERE id = ?",
+                    (format_timestamp(self.clock()), found[0]),
+                )
+        if found:
+            row = dict(zip(FIELDS, (format_timestamp(self.clock()),) + key + ("", found[1] + 1)))
+            audit_log.info(json.dumps(row, ensure_ascii=True, sort_keys=True))
+            return row
+        return self.record(user=user, address=address, action=action, target=target, result=result)
 
     def record(self, *, user, address, action, target="", result="ok", job_id=None) -> dict:
         """Store one event and log it as a JSON line; returns the stored row."""
+        if self.clock() - self._pruned_at > PRUNE_EVERY_SECONDS:
+            self.prune()
         row = {
             "time": format_timestamp(self.clock()),
             "user": escape_control(user),
@@ -51,10 +97,11 @@ class AuditLog:
             "target": escape_control(target),
             "result": escape_control(result),
             "job_id": escape_control(job_id),
+            "count": 1,
         }
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO audit (time, user, address, action, target, result, job_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit (time, user, address, action, target, result, job_id, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 tuple(row[f] for f in FIELDS),
             )
         audit_log.info(json.dumps(row, ensure_ascii=True, sort_keys=True))
@@ -63,7 +110,8 @@ class AuditLog:
     def recent(self, limit: int = 200, offset: int = 0) -> list[dict]:
         with self.db.transaction() as conn:
             rows = conn.execute(
-                "SELECT time, user, address, action, target, result, job_id FROM audit ORDER BY id DESC LIMIT ? OFFSET ?",
+                # A counted-up row moves to its latest time.
+                "SELECT time, user, address, action, target, result, job_id, count FROM audit ORDER BY time DESC, id DESC LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         return [dict(zip(FIELDS, r)) for r in rows]

@@ -54,16 +54,19 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
 
 
 def register(app: bottle.Bottle, ctx) -> None:
-    # One entry (key, payload, pieces), replaced as a whole so threads never see half of it.
-    render_cache: dict[str, tuple] = {"entry": (None, None, [])}
+    # Per role (the buttons differ), one entry (key, payload, pieces), replaced as a whole
+    # so threads never see half of it.
+    render_cache: dict[str, tuple] = {}
 
     def stacks_html(payload, failed: bool, now) -> list[bytes]:
         # Re-render only when the agent data changed or the ages moved on, and keep the
         # result encoded: with 30 stacks x 5 sites this is most of the page, and the
         # benchmark goal (500 req/s) leaves no room for re-rendering it per request.
-        # A schedule change moves the age limits, so the schedules' generation is part of the key.
+        # Per role: the buttons differ.  A schedule change moves the age limits, so the
+        # schedules' generation is part of the key.
+        role = ctx.role()
         key = (id(payload), int(now.timestamp() // RENDER_CACHE_SECONDS), failed, ctx.scheduler.store.generation)
-        cached_key, cached_payload, cached_pieces = render_cache["entry"]
+        cached_key, cached_payload, cached_pieces = render_cache.get(role, (None, None, []))
         if cached_key == key and cached_payload is payload:
             return cached_pieces
         stacks = views.shape_stacks(payload, now, ctx.backup_age.stale_hours)
@@ -71,7 +74,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             "stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard"
         )
         pieces = html.encode().split(CSRF_PLACEHOLDER.encode())
-        render_cache["entry"] = (key, payload, pieces)
+        render_cache[role] = (key, payload, pieces)
         return pieces
 
     @app.get("/dashboard")

@@ -1,10 +1,11 @@
 """The dashboard's services, built in one place (like the agent's ``build_services``).
 
 ``build_services(config)`` makes the agent client, the state database and what lives in it
-(sessions, audit log), the login throttle, the password checker, the templates and static
-files, the backup scheduler and the failed-job watcher (neither started) and the backup-age
-rules over its schedules. ``make_app`` hands them to the pages; ``__main__`` builds them once,
-serves the app and starts the scheduler and the watcher in the serving process only.  Tests pass their own agent client, clock
+(sessions, audit log, second factors), the users and their roles, the login throttle, the
+password checker, the templates and static files, the backup scheduler and the failed-job
+watcher (neither started) and the backup-age rules over its schedules. ``make_app`` hands them
+to the pages; ``__main__`` builds them once, serves the app and starts the scheduler and the
+watcher in the serving process only.  Tests pass their own agent client, clock
 or scheduler.
 """
 
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fmappliance.config import dashboard_users
 from fmappliance.dashboard.agent_client import AgentClient, AgentError
 from fmappliance.dashboard.audit import AuditLog
 from fmappliance.dashboard.backup_age import BackupAgeRules
@@ -25,6 +27,7 @@ from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
 from fmappliance.dashboard.relays import relay_slots
 from fmappliance.dashboard.scheduler import BackupScheduler, scheduler_from_config
+from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.sessions import SessionStore
 from fmappliance.dashboard.state_db import StateDB
 from fmappliance.dashboard.templates import Templates
@@ -41,6 +44,8 @@ class DashboardServices:
     sessions: SessionStore
     throttle: LoginThrottle
     passwords: PasswordChecker
+    users: dict  # user -> (bcrypt hash, role)
+    second_factors: SecondFactors
     audit: AuditLog
     templates: Templates
     static_files: dict
@@ -66,6 +71,7 @@ def build_services(
     clock = clock or time.time
     agent = agent_client or AgentClient.from_config(config)
     db = StateDB(dash["state_dir"])
+    users = dashboard_users(config)
     if scheduler is None:
         scheduler = build_scheduler(config, agent, clock=lambda: dt.datetime.fromtimestamp(clock(), dt.timezone.utc))
     return DashboardServices(
@@ -75,8 +81,10 @@ def build_services(
         db=db,
         sessions=SessionStore(db, dash["session_idle_minutes"] * 60, dash["session_max_hours"] * 3600, clock=clock),
         throttle=LoginThrottle(clock=clock),
-        passwords=PasswordChecker(dash["credentials"]),
-        audit=AuditLog(db, clock=clock),
+        passwords=PasswordChecker({name: hashed for name, (hashed, _) in users.items()}),
+        users=users,
+        second_factors=SecondFactors(db, clock=clock),
+        audit=AuditLog(db, clock=clock, keep_days=dash["audit_days"]),
         templates=Templates(),
         static_files=load_static(),
         scheduler=scheduler,

@@ -6,9 +6,15 @@ a leaked database copy does not hand out live sessions.  A session ends after
 whichever comes first.  Each session has its own CSRF token and a small flash list
 (notices shown on the next page after a plain form post).
 
-Live sessions are also kept in memory (this process is the only writer), so a page view
-costs a dict lookup rather than a database round trip; the table stays the truth across
-restarts.
+A session also carries a fingerprint of its user's password hash (a changed or removed
+user ends it: the caller compares), its stage (``full``, or ``enroll`` while a user who
+must set up a second factor can do nothing else) and when its user last proved a factor
+(``verified_at``, for step-up confirmation of destructive actions).
+
+Live sessions are also kept in memory, so a page view costs a dict lookup rather than a
+database round trip; the table stays the truth across restarts.  Another process (the
+``reset-2fa`` command) may delete rows: SQLite's ``data_version`` tells us, and the memory
+copy is dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ import time
 from dataclasses import dataclass, field
 
 COOKIE_NAME = "fmsession"
+# Browsers accept a __Host- cookie only with Secure, Path=/ and no Domain: no sibling
+# subdomain (or plain-http page) can set or shadow it.
+SECURE_COOKIE_NAME = "__Host-fmsession"
+STAGE_FULL = "full"
+STAGE_ENROLL = "enroll"
 # last_seen is written at most this often: the idle timeout counts in minutes, and a
 # write per page view would make every request a disk write.
 TOUCH_INTERVAL_SECONDS = 15
@@ -39,6 +50,9 @@ class Session:
     created: float
     last_seen: float
     flash: list = field(default_factory=list)
+    fingerprint: str = ""
+    stage: str = STAGE_FULL
+    verified_at: float = 0.0
 
 
 class SessionStore:
@@ -55,22 +69,65 @@ class SessionStore:
                 " id_hash TEXT PRIMARY KEY, user TEXT NOT NULL, csrf_token TEXT NOT NULL,"
                 " created REAL NOT NULL, last_seen REAL NOT NULL, flash TEXT NOT NULL DEFAULT '[]')"
             )
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+            # Sessions of older versions have no fingerprint: they end at their next request.
+            for name, ddl in (
+                ("fingerprint", "TEXT NOT NULL DEFAULT ''"),
+                ("stage", "TEXT NOT NULL DEFAULT 'full'"),
+                ("verified_at", "REAL NOT NULL DEFAULT 0"),
+            ):
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE sessions ADD COLUMN {name} {ddl}")
+        self._data_version = self.db.data_version()
         self.purge_expired()
 
-    def create(self, user: str) -> tuple[str, Session]:
+    def create(self, user: str, *, fingerprint: str, stage: str = STAGE_FULL) -> tuple[str, Session]:
         """A new session for ``user``: returns the raw cookie value and the session."""
         raw_id = secrets.token_urlsafe(32)
         now = self.clock()
-        session = Session(_digest(raw_id), user, secrets.token_urlsafe(32), now, now)
+        session = Session(_digest(raw_id), user, secrets.token_urlsafe(32), now, now, [], fingerprint, stage, now)
         self.purge_expired()
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO sessions (id_hash, user, csrf_token, created, last_seen) VALUES (?, ?, ?, ?, ?)",
-                (session.id_hash, user, session.csrf_token, now, now),
+                "INSERT INTO sessions (id_hash, user, csrf_token, created, last_seen, fingerprint, stage, verified_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session.id_hash, user, session.csrf_token, now, now, fingerprint, stage, now),
             )
         with self._lock:
             self._cache[session.id_hash] = dataclasses.replace(session)
         return raw_id, session
+
+    def update(self, session: Session, *, stage: str | None = None, verified_at: float | None = None) -> None:
+        """Move a session on (enrollment done) or note a freshly proved factor."""
+        if stage is not None:
+            session.stage = stage
+        if verified_at is not None:
+            session.verified_at = verified_at
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE sessions SET stage = ?, verified_at = ? WHERE id_hash = ?",
+                (session.stage, session.verified_at, session.id_hash),
+            )
+        with self._lock:
+            cached = self._cache.get(session.id_hash)
+            if cached is not None:
+                cached.stage, cached.verified_at = session.stage, session.verified_at
+
+    def destroy_user(self, user: str) -> int:
+        """End every session of ``user`` (second factor reset); returns how many."""
+        with self._lock:
+            for id_hash, cached in list(self._cache.items()):
+                if cached.user == user:
+                    del self._cache[id_hash]
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM sessions WHERE user = ?", (user,)).rowcount
+
+    def _forget_if_changed_elsewhere(self) -> None:
+        version = self.db.data_version()
+        if version != self._data_version:
+            with self._lock:
+                self._cache.clear()
+            self._data_version = version
 
     def load(self, raw_id: str | None) -> Session | None:
         """The live session for a cookie value, or None (expired ones are deleted)."""
@@ -78,6 +135,7 @@ class SessionStore:
             return None
         id_hash = _digest(raw_id)
         now = self.clock()
+        self._forget_if_changed_elsewhere()
         with self._lock:
             cached = self._cache.get(id_hash)
         if cached is None:
@@ -99,12 +157,15 @@ class SessionStore:
     def _read(self, id_hash: str) -> Session | None:
         with self.db.transaction() as conn:
             row = conn.execute(
-                "SELECT user, csrf_token, created, last_seen, flash FROM sessions WHERE id_hash = ?", (id_hash,)
+                "SELECT user, csrf_token, created, last_seen, flash, fingerprint, stage, verified_at FROM sessions WHERE id_hash = ?",
+                (id_hash,),
             ).fetchone()
         if row is None:
             return None
-        user, csrf_token, created, last_seen, flash = row
-        return Session(id_hash, user, csrf_token, created, last_seen, json.loads(flash))
+        user, csrf_token, created, last_seen, flash, fingerprint, stage, verified_at = row
+        return Session(
+            id_hash, user, csrf_token, created, last_seen, json.loads(flash), fingerprint, stage, verified_at
+        )
 
     def destroy(self, session: Session) -> None:
         with self._lock:
@@ -157,6 +218,10 @@ def cookie_is_secure(mode: str, environ: dict) -> bool:
     if mode == "never":
         return False
     return environ.get("wsgi.url_scheme") == "https"
+
+
+def session_cookie_name(secure: bool) -> str:
+    return SECURE_COOKIE_NAME if secure else COOKIE_NAME
 
 
 def cookie_value(environ: dict, name: str) -> str | None:

@@ -21,10 +21,25 @@ class StateDB:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_dir, DB_FILE_NAME)
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
+        # Second-factor secrets live here: the file and its WAL companions are the owner's only.
+        old_umask = os.umask(0o077)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+        finally:
+            os.umask(old_umask)
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.chmod(self.path + suffix, 0o600)
+            except FileNotFoundError:
+                pass
+
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) committed to the file."""
+        with self._lock:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
 
     @contextlib.contextmanager
     def transaction(self):

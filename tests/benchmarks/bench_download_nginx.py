@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install"), str(ROOT)]
 
 import yaml  # noqa: E402
 from install_harness import (  # noqa: E402
+    SESSION_COOKIE,
     SITE,
     Appliance,
     NginxSite,
@@ -103,7 +104,7 @@ def start_stream_dashboard(tmp: Path, dist: Path, app, procs: list):
     response = stream.login()
     assert response.status == 303, response.status
     stream.session = next(
-        v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession=")
+        v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith(SESSION_COOKIE + "=")
     )
     return stream
 
@@ -126,7 +127,7 @@ def curl_speed(url: str, port: int, cert: Path, cookie: str = "") -> float:
         url,
     ]
     if cookie:
-        argv[1:1] = ["-H", f"Cookie: fmsession={cookie}"]
+        argv[1:1] = ["-H", f"Cookie: {SESSION_COOKIE}={cookie}"]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     size, speed = int(float(out[0])), float(out[1])
     print(

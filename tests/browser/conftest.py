@@ -2,7 +2,9 @@
 processes over the docker/fm doubles.
 
 ``served``      (module) the world, ``agent`` and ``dashboard`` processes; logs attached to failed tests;
-                a module overrides ``served_config`` to add config sections (e.g. ``schedules``)
+                a module overrides ``served_config`` to add config sections (e.g. ``schedules``);
+                the test config signs in with the password alone (``dashboard.totp: off``) unless a
+                module turns the second factor on there
 ``browser``     (session) one Chromium; a missing /usr/bin/chromium FAILS the suite with the fix to run
 ``watch``       a fresh page whose console errors, page errors and CSP violations are collected;
                 ``watch.assert_clean()`` after every page, and once more at teardown

@@ -1,6 +1,8 @@
 """Sign-in: same answer for unknown users and wrong passwords, the 72-byte rule,
 throttling per account and per address, safe redirects, audit rows."""
 
+import re
+
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_USER
 
@@ -57,14 +59,69 @@ def test_login_from_another_site_is_refused_even_with_a_token(client):
     assert client.cookie("fmsession") is None
 
 
-def test_five_failures_then_429_with_retry_after_for_that_account(client):
+def test_failures_from_many_addresses_never_lock_out_the_right_password_from_a_clean_address(client):
+    # Someone fails on purpose from many addresses, as often as the throttle lets them...
+    for _round in range(3):
+        for i in range(6):
+            client.login(TEST_USER, "wrong", remote_addr=f"198.51.100.{i}")
+    # ...the account-wide count slows those addresses down...
+    response = client.login(TEST_USER, "wrong", remote_addr="198.51.100.0")
+    assert response.status == 429
+    assert int(response.header("Retry-After")) > 0
+    # ...but the owner, from an address without failures, still signs in.
+    assert client.login(TEST_USER, TEST_PASSWORD, remote_addr="203.0.113.50").status == 303
+    assert client.cookie("fmsession")
+
+
+def test_five_failures_of_one_account_from_one_address_throttle_that_pair(client):
     for _ in range(5):
-        assert client.login(TEST_USER, "wrong", remote_addr=f"198.51.100.{_}").status == 401
-    # A sixth try, from yet another address and with the right password: still throttled.
-    response = client.login(TEST_USER, TEST_PASSWORD, remote_addr="198.51.100.99")
+        assert client.login(TEST_USER, "wrong", remote_addr="198.51.100.1").status == 401
+    response = client.login(TEST_USER, TEST_PASSWORD, remote_addr="198.51.100.1")
     assert response.status == 429
     assert int(response.header("Retry-After")) > 0
     assert client.cookie("fmsession") is None
+
+
+def test_repeated_failed_logins_are_one_audit_row_with_a_count(client, app, clock):
+    for _ in range(4):
+        client.login(TEST_USER, "wrong", remote_addr="192.0.2.9")
+        clock.advance(60)
+    rows = [r for r in app.ctx.audit.recent() if r["action"] == "login"]
+    assert [(r["result"], r["count"]) for r in rows] == [("failed", 4)]
+    # Throttled attempts are counted the same way.
+    client.login(TEST_USER, "wrong", remote_addr="192.0.2.9")
+    for _ in range(3):
+        assert client.login(TEST_USER, "wrong", remote_addr="192.0.2.9").status == 429
+    rows = {r["result"]: r["count"] for r in app.ctx.audit.recent() if r["action"] == "login"}
+    assert rows == {"failed": 5, "throttled": 3}
+    # After 10 quiet minutes a new row starts.
+    clock.advance(11 * 60 + 3600)
+    client.login(TEST_USER, "wrong", remote_addr="192.0.2.9")
+    assert [r["count"] for r in app.ctx.audit.recent() if r["result"] == "failed"] == [1, 5]
+
+
+def test_the_audit_log_drops_rows_older_than_audit_days(tmp_path, fake_agent, clock):
+    from support.config_factory import write_config
+
+    from fmappliance.config import load_config
+    from fmappliance.dashboard.app import make_app
+
+    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "audit_days": 30}))
+    app = make_app(config, clock=clock)
+    app.ctx.audit.record(user="admin", address="192.0.2.1", action="backup_site", target="prod/a")
+    clock.advance(29 * 86400)
+    app.ctx.audit.record(user="admin", address="192.0.2.1", action="backup_site", target="prod/b")
+    clock.advance(2 * 86400)
+    restarted = make_app(config, clock=clock)  # pruned at start (and hourly while running)
+    assert [r["target"] for r in restarted.ctx.audit.recent()] == ["prod/b"]
+
+
+def test_the_login_page_carries_the_csrf_token_meta(client):
+    page = client.get("/login")
+    meta = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+    assert meta
+    field = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert meta.group(1) == field
 
 
 def test_five_failures_from_one_address_throttle_that_address_only(client):

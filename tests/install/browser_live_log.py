@@ -2,7 +2,7 @@
 the test process): a real Chromium signed in through nginx follows the backend's log while this
 script plays the service writing lines; each must be on screen within 1 s.
 
-Usage: browser_live_log.py <https base URL> <fmsession cookie> <docker double state dir>
+Usage: browser_live_log.py <https base URL> <session cookie value> <docker double state dir>
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def main(base: str, session: str, state_dir: str) -> int:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         try:
             context = browser.new_context(ignore_https_errors=True)
-            context.add_cookies([{"name": "fmsession", "value": session, "url": base}])
+            # Behind nginx (HTTPS) the session cookie carries the __Host- prefix.
+            context.add_cookies([{"name": "__Host-fmsession", "value": session, "url": base}])
             page = context.new_page()
             page.goto(base + "/stack/prod/logs?service=backend")
             expect(page.locator("#log-status")).to_contain_text("Following the log of backend")

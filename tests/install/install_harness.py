@@ -39,6 +39,9 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # The interpreter the units use; the zipapps must run with nothing but it.
 SYSTEM_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
+# Behind nginx every request is HTTPS, so the session cookie carries the __Host- prefix.
+SESSION_COOKIE = "__Host-fmsession"
+
 
 def build_dist(dest: Path, epoch: str | None = None, repo: Path = REPO) -> Path:
     env = dict(os.environ, PYTHON=sys.executable, DIST_DIR=str(dest))
@@ -397,7 +400,7 @@ class Appliance:
         conn.sock = sock
         all_headers = {"Host": f"{host}:{self.nginx.https_port}", **(headers or {})}
         if self.session and "Cookie" not in all_headers:
-            all_headers["Cookie"] = f"fmsession={self.session}"
+            all_headers["Cookie"] = f"{SESSION_COOKIE}={self.session}"
         conn.request(method, path, body=body, headers=all_headers)
         response = conn.getresponse()
         result = Response(response.status, response.getheaders(), response.read())
@@ -537,6 +540,6 @@ def start_appliance(
     response = app.login()
     assert response.status == 303, (response.status, response.body[:500])
     app.session = next(
-        v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith("fmsession=")
+        v.split(";")[0].split("=", 1)[1] for v in response.header("Set-Cookie") if v.startswith(SESSION_COOKIE + "=")
     )
     return app

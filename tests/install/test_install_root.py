@@ -131,6 +131,8 @@ def test_config_is_valid_with_random_secrets_and_only_a_bcrypt_hash_of_the_print
     assert bcrypt.checkpw(password.encode(), stored.encode())
     assert len(config["security"]["token"]) >= 32 and len(config["dashboard"]["secret_key"]) >= 32
     assert config["security"]["token"] != config["dashboard"]["secret_key"]
+    assert config["dashboard"]["totp"] == "required"
+    assert "two-factor enrollment (an authenticator app) follows at first sign-in" in proc.stdout
     assert config["dashboard"]["trusted_proxy"] == "127.0.0.1"
     assert config["dashboard"]["download_mode"] == "accel", "nginx sends downloads unless told otherwise"
     for rel, _ in tree_hashes(root).items():

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from install_harness import (
+    SESSION_COOKIE,
     SITE,
     Appliance,
     NginxSite,
@@ -309,7 +310,7 @@ def start_trickling_post(app: Appliance, source: str, path: str) -> ssl.SSLSocke
     """A POST whose body never finishes: headers and the first bytes of a 100 kB body."""
     conn = tls_from(app, source)
     conn.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: localhost:{app.nginx.https_port}\r\nCookie: fmsession={app.session}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost:{app.nginx.https_port}\r\nCookie: {SESSION_COOKIE}={app.session}\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\nusername=".encode()
     )
     return conn
@@ -384,7 +385,7 @@ def test_live_log_events_pass_nginx_unbuffered(appliance):
     conn.request(
         "GET",
         "/stack/prod/logs/stream?service=backend&tail=1",
-        headers={"Host": f"localhost:{appliance.nginx.https_port}", "Cookie": f"fmsession={appliance.session}"},
+        headers={"Host": f"localhost:{appliance.nginx.https_port}", "Cookie": f"{SESSION_COOKIE}={appliance.session}"},
     )
     response = conn.getresponse()
     try:

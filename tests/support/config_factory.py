@@ -34,6 +34,8 @@ def base_config(tmp_path: Path) -> dict:
             "secret_key": TEST_SECRET_KEY,
             "agent_url": "http://127.0.0.1:9100",
             "credentials": {TEST_USER: TEST_PASSWORD_HASH},
+            # Most tests sign in with the password alone; tests of the second factor turn it on.
+            "totp": "off",
         },
     }
 

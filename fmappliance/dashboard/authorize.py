@@ -1,0 +1,155 @@
+"""Who may do what: one table of (methods, path) -> least role, checked before every route.
+
+Roles are ordered ``viewer < operator < admin`` (a bare hash in ``dashboard.credentials``
+is an admin).  Adding a route is one line in ``RULES``.  A request no line matches is
+refused when it is not a GET/HEAD (deny by default for anything that changes state);
+an unmatched GET needs a signed-in viewer.
+
+A rule's ``role`` may be a function of the request (:class:`Facts`): a restore needs an
+admin unless it creates a new site.  ``step_up`` (a bool or such a function) marks
+destructive actions that need a freshly proved factor (see :data:`STEP_UP_SECONDS`).
+``enrolling`` marks what a user who still has to set up a second factor may reach.
+
+Pages use :func:`allows` (through ``ctx.can``) to show only the buttons a role may use,
+so buttons and enforcement come from this one table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fmappliance.config import ROLES
+
+PUBLIC = "public"  # no session needed (the route checks its own token, if any)
+VIEWER, OPERATOR, ADMIN = ROLES
+RANK = {role: i for i, role in enumerate(ROLES)}
+#: A destructive action asks for a fresh code when the session's last one is older than this.
+STEP_UP_SECONDS = 5 * 60
+
+_SEGMENT = r"[^/]+"
+_TRUE = ("1", "true", "on", "yes")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a rule may look at beyond method and path: a submitted field (form or JSON)."""
+
+    fields: Callable[[str], object] = lambda name: None
+
+    def flag(self, name: str) -> bool:
+        value = self.fields(name)
+        return value is True or (isinstance(value, str) and value.strip().lower() in _TRUE)
+
+
+RoleSpec = str | Callable[[Facts], str]
+
+
+@dataclass(frozen=True)
+class Rule:
+    methods: frozenset
+    pattern: re.Pattern
+    role: RoleSpec
+    step_up: bool | Callable[[Facts], bool] = False
+    enrolling: bool = False
+
+
+def rule(methods: str, path: str, role: RoleSpec, *, step_up=False, enrolling=False) -> Rule:
+    """``path`` is a regex of the whole path; ``{x}`` stands for one path segment."""
+    regex = re.compile(path.replace("{x}", _SEGMENT))
+    wanted = frozenset(methods.split())
+    if "GET" in wanted:
+        wanted |= {"HEAD"}
+    return Rule(wanted, regex, role, step_up, enrolling)
+
+
+def _restore_role(facts: Facts) -> str:
+    # Operators may restore onto a new site only; over an existing site needs an admin.
+    return OPERATOR if facts.flag("create_site") else ADMIN
+
+
+def _restore_step_up(facts: Facts) -> bool:
+    return not facts.flag("create_site")
+
+
+RULES: tuple[Rule, ...] = (
+    # Without a session.
+    rule("GET", r"/", PUBLIC),
+    rule("GET", r"/healthz", PUBLIC),
+    rule("GET", r"/static/{x}", PUBLIC),
+    rule("GET POST", r"/login", PUBLIC),
+    rule("GET POST", r"/login/code", PUBLIC),
+    rule("GET", r"/metrics", PUBLIC),  # protected by its own scrape token, never by a session
+    # Every signed-in user, also while setting up a second factor.
+    rule("GET POST", r"/logout", VIEWER, enrolling=True),
+    rule("GET POST", r"/account/2fa", VIEWER, enrolling=True),
+    rule("GET POST", r"/account/verify", VIEWER),
+    rule("GET", r"/account", VIEWER),
+    # Pages every role reads.
+    rule("GET", r"/dashboard", VIEWER),
+    rule("GET", r"/dashboard/host", VIEWER),
+    rule("GET", r"/stack/{x}", VIEWER),
+    rule("GET", r"/stack/{x}/logs", VIEWER),
+    rule("GET", r"/stack/{x}/logs/stream", VIEWER),
+    rule("GET", r"/backups/{x}/{x}", VIEWER),
+    rule("GET", r"/jobs/{x}", VIEWER),
+    rule("GET", r"/audit", VIEWER),
+    rule("GET", r"/scheduler", VIEWER),
+    # Operators: everyday actions and downloads (a dump holds every password hash of the site).
+    rule("GET", r"/download/{x}/{x}/{x}", OPERATOR),
+    rule("POST", r"/stack/{x}/restart", OPERATOR),
+    rule("POST", r"/site/{x}/{x}/(restart|migrate|backup|test_restore|test-restore)", OPERATOR),
+    rule("GET", r"/restore/{x}/{x}/{x}", OPERATOR),
+    rule("POST", r"/restore/{x}/{x}/{x}", _restore_role, step_up=_restore_step_up),
+    # Admins.
+    rule("POST", r"/stack/{x}/update", ADMIN, step_up=True),
+    rule("GET POST", r"/imports(/.*)?", ADMIN),
+    rule("GET POST", r"/import(/.*)?", ADMIN),
+    rule("POST", r"/scheduler/.+", ADMIN),
+    rule("GET POST", r"/offsite(/.*)?", ADMIN),
+    rule("GET POST", r"/settings(/.*)?", ADMIN),
+    rule("GET", r"/account/users", ADMIN),
+    rule("POST", r"/account/users/{x}/reset-2fa", ADMIN, step_up=True),
+)
+
+DEFAULT_GET = Rule(frozenset({"GET", "HEAD"}), re.compile(".*"), VIEWER)
+
+
+@dataclass(frozen=True)
+class Decision:
+    public: bool = False
+    allowed: bool = True
+    step_up: bool = False
+    reason: str = ""
+
+
+def find_rule(method: str, path: str) -> Rule | None:
+    for candidate in RULES:
+        if method in candidate.methods and candidate.pattern.fullmatch(path):
+            return candidate
+    if method in DEFAULT_GET.methods:
+        return DEFAULT_GET
+    return None
+
+
+def decide(method: str, path: str, role: str, *, enrolling: bool = False, facts: Facts = Facts()) -> Decision:
+    """May a session with ``role`` make this request?  (``role`` is ignored for public routes.)"""
+    found = find_rule(method, path)
+    if found is None:
+        return Decision(allowed=False, reason="This action is not allowed for anyone.")
+    if found.role == PUBLIC:
+        return Decision(public=True)
+    if enrolling and not found.enrolling:
+        return Decision(allowed=False, reason="Set up your second sign-in factor first.")
+    needed = found.role(facts) if callable(found.role) else found.role
+    if RANK.get(role, -1) < RANK[needed]:
+        return Decision(allowed=False, reason=f"Your role ({role or 'none'}) may not do this; it needs {needed}.")
+    step_up = found.step_up(facts) if callable(found.step_up) else found.step_up
+    return Decision(step_up=bool(step_up))
+
+
+def allows(role: str, method: str, path: str, **fields) -> bool:
+    """For templates: would this request be allowed (step-up aside)?"""
+    facts = Facts(fields=lambda name: fields.get(name))
+    return decide(method, path, role, facts=facts).allowed
