@@ -71,6 +71,7 @@ class AgentServices:
     logs: LogStreams
 
     def close(self) -> None:
+        self.logs.close()
         self.status.close()
         self.jobs.close()
 

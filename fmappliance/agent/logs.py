@@ -106,6 +106,11 @@ class LogStreams:
         self.redact = list(redact)
         self.limit = config["agent"]["max_log_streams"]
         self._slots = threading.BoundedSemaphore(self.limit)
+        # Open bodies, so that stopping the agent stops their children too: each runs in its own
+        # process group, which outlives the agent unless it is killed (systemd's cgroup kill covers
+        # the unit, but not daemon mode or a test's agent).
+        self._open: set[LogBody] = set()
+        self._open_lock = threading.Lock()
 
     def services_of(self, stack_name: str) -> list[str]:
         """The stack's services: those docker knows containers of, plus declared ones (fm workers)."""
@@ -149,7 +154,24 @@ class LogStreams:
             release()
             raise
         log.info("streaming the log of %s/%s (tail %d, follow %s)", stack_name, service, tail, follow)
-        return LogBody(stream, client_gone, release)
+        body: LogBody
+
+        def forget_and_release() -> None:
+            with self._open_lock:
+                self._open.discard(body)
+            release()
+
+        body = LogBody(stream, client_gone, forget_and_release)
+        with self._open_lock:
+            self._open.add(body)
+        return body
+
+    def close(self) -> None:
+        """Stop every open stream (its child's process group is killed); called when the agent stops."""
+        with self._open_lock:
+            bodies = list(self._open)
+        for body in bodies:
+            body.close()
 
 
 def _encode(lines: list[str]) -> bytes:

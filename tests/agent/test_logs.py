@@ -157,6 +157,20 @@ def test_followed_lines_arrive_and_the_child_dies_when_the_client_goes(world, ag
     wait_for(lambda: not live(pid), 2.0, "the logs child to be killed")
 
 
+def test_stopping_the_agent_kills_the_children_of_open_streams(world, agent_process):
+    # Each child runs in its own process group, so it would outlive an agent that just exited.
+    agent = agent_process()
+    stream = Stream(agent.port, "/stacks/prod/logs?service=backend&follow=1&tail=10")
+    try:
+        assert stream.resp.status == 200
+        wait_for(lambda: len(follow_pids(world)) == 1, 10, "the logs child to start")
+        [pid] = follow_pids(world)
+        assert agent.stop() == 0
+    finally:
+        stream.close()
+    wait_for(lambda: not live(pid), 2.0, "the logs child to be killed with the agent")
+
+
 def test_the_stream_limit_holds_and_recovers(world, agent_process):
     world.write_config(agent={"max_log_streams": 2})
     agent = agent_process()

@@ -279,10 +279,15 @@ class ServedProcess:
         self.log.close()
 
     def ensure_stopped(self) -> None:
-        """Teardown: SIGKILL when still running."""
+        """Teardown: stopped as systemd stops it (SIGTERM, then SIGKILL after a grace), so the service
+        gets to end what it started."""
         if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         if self.log and not self.log.closed:
             self.log.close()
 
