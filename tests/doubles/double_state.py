@@ -350,6 +350,8 @@ def run_bench(bench, args: list[str]) -> int:
     cmd, rest = args[0], args[1:]
     if cmd == "new-site":
         return bench_site.new_site(bench, rest)
+    if cmd == "drop-site":
+        return bench_site.drop_site(bench, rest)
     if site is None and cmd in (
         "backup",
         "migrate",
@@ -358,6 +360,7 @@ def run_bench(bench, args: list[str]) -> int:
         "set-maintenance-mode",
         "scheduler",
         "set-config",
+        "execute",
     ):
         print("Please specify --site sitename")
         return 1
@@ -375,6 +378,8 @@ def run_bench(bench, args: list[str]) -> int:
         return bench_site.scheduler(bench, site, rest)
     if cmd == "set-config":
         return bench_site.set_config(bench, site, rest)
+    if cmd == "execute":
+        return bench_site.execute(bench, site, rest)
     if cmd == "update" and site is None:
         code = apply_faults(bench.world, "bench update", bench.project)
         if code is not None:

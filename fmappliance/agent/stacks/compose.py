@@ -423,3 +423,8 @@ class SiteOps:
     def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
         run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)
+
+    def remove_archived_site(self, site: str, run) -> None:
+        """`bench drop-site` moves a site's files to archived_sites/; a throwaway site leaves nothing there."""
+        argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
+        run(self._cmd(argv + [f"{CONTAINER_BENCH}/archived_sites/{site}"]), check=False)
