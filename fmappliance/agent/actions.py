@@ -276,27 +276,87 @@ class Actions:
         return path
 
     def _update(self, ctx, name, stack, timeout):
+        """Record what runs, back up every site, update, check health; on failure roll back (update_rollback.py)."""
+        from fmappliance.agent import update_rollback as rollback
+
         try:
             sites = self.inventory.sites(name, refresh=True)
         except SitesUnavailable as exc:
             raise StepFailed(f"Update stopped before it began: {exc}") from None
-        backups = {}
+        kind = stacks.for_stack(stack)
+        binary = self._binary(kind.BINARY_KEY)
+        compose = kind.BINARY_KEY == "docker_binary"
+        ctx.log("== recording what runs now")
+        try:
+            digests = rollback.record_digests(ctx, binary, stack, timeout) if compose else {}
+            commits = {} if compose else rollback.record_commits(ctx, binary, stack, timeout)
+        except StepFailed as exc:
+            raise StepFailed(f"Update stopped before changing anything: {exc}") from None
+        backups: dict[str, dict] = {}
         for site in sites:
             ctx.log(f"== backing up {site} before the update")
             try:
-                backups[site] = self._backup(ctx, name, stack, site, timeout, label="pre-update")["id"]
+                backups[site] = self._backup(ctx, name, stack, site, timeout, label="pre-update")
             except StepFailed as exc:
                 raise StepFailed(
                     f"Update stopped before changing anything: the backup of {site} failed: {exc}"
                 ) from None
-        kind = stacks.for_stack(stack)
-        kind.update(ctx, self._binary(kind.BINARY_KEY), stack, sites, timeout)
+        try:
+            kind.update(ctx, binary, stack, sites, timeout)
+            ctx.log("== health check")
+            if compose:
+                rollback.health_check_compose(ctx, binary, stack, timeout)
+            ops = self._site_ops(stack)
+            for site in sites:
+                cmd = ops.bench("--site", site, "list-apps")
+                ctx.run(cmd.argv, timeout=timeout, cwd=cmd.cwd, env=cmd.env, label=f"health check: {site} list-apps")
+        except StepFailed as exc:
+            self._roll_back_update(ctx, name, stack, binary, exc, digests, commits, backups, timeout)
         ctx.message = (
             f"Stack {name} updated; backups taken first: "
-            + (", ".join(f"{s} ({i})" for s, i in backups.items()) or "none (no sites)")
+            + (", ".join(f"{s} ({m['id']})" for s, m in backups.items()) or "none (no sites)")
             + "."
         )
-        return {"backups": backups}
+        return {"backups": {s: m["id"] for s, m in backups.items()}}
+
+    def _roll_back_update(self, ctx, name, stack, binary, failure, digests, commits, backups, timeout) -> None:
+        """Undo a failed update: pin the old images first (compose), then restore every site's database."""
+        from fmappliance.agent import update_rollback as rollback
+        from fmappliance.agent.restore import RestorePlan, SiteRestore
+
+        ctx.log(f"update failed: {failure}")
+        done, failed = [], []
+        if digests:
+            ctx.log("== rolling back: the previous images, pinned by digest")
+            try:
+                path = rollback.pin_digests(ctx, binary, name, stack, digests, self.state_dir, timeout)
+                done.append(f"the previous images run again (pinned by digest in {path}; keep it with -f)")
+            except (StepFailed, OSError) as exc:
+                failed.append(f"the previous images could not be started: {exc}")
+        for site, manifest in backups.items():
+            ctx.log(f"== rolling back {site} to its pre-update backup {manifest['id']}")
+            plan = RestorePlan(name, stack, site, manifest["id"], name, site, False, manifest)
+
+            def take_backup(job_ctx, target, label):
+                return self._backup(job_ctx, name, stack, target, timeout, label=label)
+
+            try:
+                SiteRestore(ctx, plan, self._site_ops(stack), self.store, take_backup, timeout=timeout).execute()
+                done.append(f"{site} restored from {manifest['id']}")
+            except StepFailed as exc:
+                failed.append(f"{site} could not be restored from {manifest['id']}: {exc}")
+        self.inventory.invalidate(name)
+        text = f"Update of {name} failed: {failure} Rolled back: " + ("; ".join(done) or "nothing") + "."
+        if failed:
+            text += " NOT rolled back: " + "; ".join(failed) + "."
+        if commits:
+            text += (
+                " Application code was not rolled back (fm benches update their apps in place); to return to "
+                "the code that ran before, check out these commits: "
+                + ", ".join(f"{app} {commit}" for app, commit in sorted(commits.items()))
+                + "."
+            )
+        raise StepFailed(text)
 
     # ------------------------------------------------------------------ backup
 

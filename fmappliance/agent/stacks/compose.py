@@ -199,10 +199,15 @@ def _site_services(ctx: JobContext, docker: str, stack: dict, timeout: float) ->
 def update(ctx: JobContext, docker: str, stack: dict, sites: list[str], timeout: float) -> None:
     """Pull new images, recreate the containers, migrate every site (backups were taken by the caller)."""
     base, cwd = base_argv(docker, stack), stack["path"]
-    ctx.run(base + ["pull"], timeout=timeout, cwd=cwd)
-    ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd)
+    ctx.run(base + ["pull"], timeout=timeout, cwd=cwd, label="docker compose pull")
+    ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd, label="docker compose up -d")
     for site in sites:
-        ctx.run(exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
+        ctx.run(
+            exec_argv(docker, stack, "bench", "--site", site, "migrate"),
+            timeout=timeout,
+            cwd=cwd,
+            label=f"bench --site {site} migrate",
+        )
 
 
 def source_root(stack: dict, staging: str) -> str:
