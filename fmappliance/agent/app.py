@@ -91,7 +91,9 @@ def build_services(config: dict) -> AgentServices:
         config["backups"]["retention"],
         keep_safety_days=config["backups"]["keep_safety_days"],
     )
-    metrics = AgentMetrics(status=status, store=store, jobs=jobs)
+    from fmappliance.agent.restore_proof import ProofRecords
+
+    metrics = AgentMetrics(status=status, store=store, jobs=jobs, proofs=ProofRecords(config["agent"]["state_dir"]))
     actions = Actions(config, inventory, jobs, store, status)
     host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))

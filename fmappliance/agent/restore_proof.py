@@ -54,13 +54,21 @@ class ProofRecords:
         return doc if isinstance(doc, dict) else {}
 
     def last(self, stack: str, site: str) -> dict | None:
-        entry = self._load().get(stack, {}).get(site)
+        """The site's last test restore, or None (never tested)."""
+        entry = self._load().get("last", {}).get(stack, {}).get(site)
         return entry if isinstance(entry, dict) else None
+
+    def last_success(self, stack: str, site: str) -> str | None:
+        """When the site was last proven restorable (kept when a later test fails)."""
+        value = self._load().get("last_success", {}).get(stack, {}).get(site)
+        return value if isinstance(value, str) else None
 
     def record(self, stack: str, site: str, result: dict) -> None:
         with self._lock:
             doc = self._load()
-            doc.setdefault(stack, {})[site] = result
+            doc.setdefault("last", {}).setdefault(stack, {})[site] = result
+            if result.get("ok"):
+                doc.setdefault("last_success", {}).setdefault(stack, {})[site] = result["time"]
             directory = os.path.dirname(self.path)
             fd, tmp = tempfile.mkstemp(prefix=".restore_tests.", dir=directory)
             try:

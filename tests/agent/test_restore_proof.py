@@ -98,6 +98,26 @@ def test_results_survive_an_agent_restart(world, agent_process):
     agent.stop()
     again = agent_process()
     assert last_proof(again, stack, site)["ok"] is True
+    series = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics_text(again).splitlines()
+        if line.startswith("fmappliance_restore_test_last_success_timestamp_seconds{")
+    }
+    proven = [v for k, v in series.items() if f'site="{site}"' in k and f'stack="{stack}"' in k]
+    assert proven and proven[0] > 1.7e9
+    assert [v for k, v in series.items() if f'site="{site}"' not in k] and all(
+        v == 0 for k, v in series.items() if f'site="{site}"' not in k
+    )
+
+
+def metrics_text(agent) -> str:
+    import urllib.request
+
+    from support.world import TEST_TOKEN
+
+    req = urllib.request.Request(agent.url + "/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as res:
+        return res.read().decode()
 
 
 def test_bad_requests_are_refused_with_a_sentence(world, agent):
