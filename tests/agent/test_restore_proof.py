@@ -134,3 +134,35 @@ def test_bad_requests_are_refused_with_a_sentence(world, agent):
         status, res = agent.request("POST", "/action", {"action": "test_restore", "stack": stack, "site": site, **body})
         assert status == code and words in res["message"], (body, res)
     assert json.dumps(last_proof(agent, stack, site)) == "null"
+
+
+def test_a_failed_proof_and_a_failed_update_are_notified_once(world, agent, tmp_path):
+    """The dashboard's watcher, over the real agent: restore_test_failed and update_failed go out once each."""
+    from support.webhook_receiver import WebhookReceiver
+    from support.world import TEST_TOKEN
+
+    from fmappliance.dashboard.agent_client import AgentClient
+    from fmappliance.dashboard.job_watch import build_failed_job_watcher
+    from fmappliance.dashboard.notifications import Notifier
+    from fmappliance.dashboard.state_db import StateDB
+
+    hook = WebhookReceiver()
+    notifier = Notifier({"webhook_url": hook.url, "events": ["restore_test_failed", "update_failed"]})
+    try:
+        client = AgentClient(agent.url, TEST_TOKEN, 10)
+        watcher = build_failed_job_watcher(world.config, client, StateDB(str(tmp_path)), notifier=notifier)
+        assert watcher.poll() == 0  # the baseline
+        stack, site = TARGETS["fm"]
+        set_content(world, stack, site, "damaged", extra=BAD_SQL + "\n")
+        backup(agent, stack, site)
+        proof = run_job(agent, {"action": "test_restore", "stack": stack, "site": site}, "failed")
+        world.doubles.set_faults(fail={"bench update": {"rc": 1, "times": 1}})
+        update = run_job(agent, {"action": "update_stack", "stack": stack}, "failed", timeout=240)
+        assert watcher.poll() == 2
+        assert watcher.poll() == 0
+        assert notifier.flush(10)
+        got = {p["event"]: p["details"]["job_id"] for p in hook.received}
+        assert got == {"restore_test_failed": proof["id"], "update_failed": update["id"]}
+    finally:
+        notifier.close()
+        hook.close()
