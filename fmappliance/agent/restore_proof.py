@@ -126,8 +126,9 @@ class TestRestore(SiteRestore):
         try:
             with db_user:
                 try:
-                    self._create_site(db_user, db_name)
+                    # A new-site that fails half-way can leave a site dir or database: drop whatever exists.
                     created = True
+                    self._create_site(db_user, db_name)
                     ctx.log("== muting emails and pausing the scheduler of the throwaway site before the restore")
                     self.bench("--site", self.site, "set-config", "mute_emails", "1")
                     self.bench("--site", self.site, "set-config", "pause_scheduler", "1")

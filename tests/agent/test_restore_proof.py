@@ -166,3 +166,13 @@ def test_a_failed_proof_and_a_failed_update_are_notified_once(world, agent, tmp_
     finally:
         notifier.close()
         hook.close()
+
+
+def test_a_throwaway_site_that_cannot_be_created_fails_the_proof_and_drops_the_temporary_user(world, agent):
+    stack, site = TARGETS["compose"]
+    made = backup(agent, stack, site)
+    world.doubles.set_faults(fail={"bench new-site": {"rc": 1, "stderr": "new-site broke"}})
+    job = run_job(agent, {"action": "test_restore", "stack": stack, "site": site}, "failed")
+    assert "new-site" in job["message"] and made["id"] in job["message"]
+    assert_nothing_left(world, stack, throwaway_of(job))
+    assert last_proof(agent, stack, site)["ok"] is False
