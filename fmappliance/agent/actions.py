@@ -324,8 +324,12 @@ class Actions:
         from fmappliance.agent import update_rollback as rollback
         from fmappliance.agent.restore import RestorePlan, SiteRestore
 
+        compose = stacks.for_stack(stack).BINARY_KEY == "docker_binary"
+
         ctx.log(f"update failed: {failure}")
         done, failed = [], []
+        if compose and not digests:
+            failed.append("the images: none had a repo digest to pin")
         if digests:
             ctx.log("== rolling back: the previous images, pinned by digest")
             try:

@@ -60,13 +60,12 @@ def record_digests(ctx, docker: str, stack: dict, timeout: float) -> dict[str, s
                 found += [str(v) for v in value]
         mine = [d for d in found if d.split("@", 1)[0] == repo] or found
         if not mine:
-            raise StepFailed(
-                f"the image of {service} ({image_id[:19]}) has no repo digest, so it could not be pinned after a "
-                "failed update; nothing was changed"
-            )
+            # A locally built image was never pulled or pushed: `pull` cannot replace it either.
+            ctx.log(f"{service} runs a locally built image ({image_id[:19]}) without a repo digest; it is not pinned")
+            continue
         digests[service] = mine[0]
     if not digests:
-        raise StepFailed("no running service images could be recorded, so a failed update could not be undone")
+        ctx.log("WARNING: no service image has a repo digest; a failed update restores the databases only")
     ctx.log("recorded image digests: " + ", ".join(f"{s}={d}" for s, d in sorted(digests.items())))
     return digests
 
