@@ -27,7 +27,9 @@ ACTIONS = (
     "test_restore",
 )
 #: The actions that work on one site and so need a ``site`` field; the others take none.
-SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup"})
+SITE_ACTIONS = frozenset(
+    {"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup", "test_restore"}
+)
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

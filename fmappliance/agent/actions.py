@@ -32,6 +32,7 @@ _STARTED = {
     "stop_stack": "Stop of stack {stack} started.",
     "restore_site": "Restore of backup {backup} onto {site} on {stack} started.",
     "import_backup": "Import of {name} as a backup of {site} on {stack} started.",
+    "test_restore": "Restore test of backup {backup} of {site} on {stack} started (in a throwaway site).",
 }
 
 
@@ -64,6 +65,9 @@ class Actions:
         self.allowed = set(config["security"]["allowed_actions"])
         self.timeouts = config["agent"]["action_timeouts"]
         self.state_dir = config["agent"]["state_dir"]
+        from fmappliance.agent.restore_proof import ProofRecords
+
+        self.proofs = ProofRecords(self.state_dir)
 
     # ------------------------------------------------------------------ requests
 
@@ -76,14 +80,16 @@ class Actions:
         options = dict(options or {})
         if action not in self.allowed:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
-        if action == "test_restore":
-            raise ActionRejected(501, "test_restore is not available in this version of the agent yet.")
         try:
             stack = self.inventory.check_stack(stack_name)
             if action == "restore_site":
                 plan = self._restore_plan(stack_name, stack, site, options)
                 site = plan.site
                 options["plan"] = plan
+            elif action == "test_restore":
+                site = self.inventory.check_site(stack_name, site)
+                options["plan"] = self._proof_plan(stack_name, stack, site, options)
+                options["backup"] = options["plan"].backup_id
             elif action == "import_backup":
                 site = self.inventory.check_site(stack_name, site)
                 options["import_set"] = self._import_set(options.get("name"))
@@ -137,6 +143,31 @@ class Actions:
             raise ActionRejected(404, f"There is no backup {options.get('backup')} of {from_site} on {from_stack}.")
         return RestorePlan(stack_name, stack, site, manifest["id"], from_stack, from_site, create, manifest)
 
+    def _proof_plan(self, stack_name: str, stack: dict, site: str, options: dict):
+        """The plan of a test restore: the backup (given, or the newest verified one) into a fresh throwaway site."""
+        from fmappliance.agent.restore import RestorePlan
+        from fmappliance.agent.restore_proof import throwaway_name
+
+        if (options.get("source") or "local") != "local":
+            raise ActionRejected(
+                409,
+                "Offsite copies are not configured on this agent, so only local backups can be tested; "
+                "send source 'local' (or leave it out).",
+            )
+        backup_id = options.get("backup")
+        if backup_id is None:
+            verified = [b for b in self.store.list_backups(stack_name, site) if b.get("verified")]
+            if not verified:
+                raise ActionRejected(
+                    404, f"{site} on {stack_name} has no verified backup to test yet; back it up first."
+                )
+            backup_id = verified[0]["id"]
+        manifest = self.store.get_manifest(stack_name, site, backup_id)
+        if manifest is None:
+            raise ActionRejected(404, f"There is no backup {backup_id} of {site} on {stack_name}.")
+        throwaway = throwaway_name(set(self.inventory.sites(stack_name, refresh=True)))
+        return RestorePlan(stack_name, stack, throwaway, manifest["id"], stack_name, site, True, manifest)
+
     def _import_set(self, name):
         from fmappliance.agent.imports import ImportNotFound, find_import_set
 
@@ -163,6 +194,9 @@ class Actions:
                 return self._update(ctx, name, stack, timeout)
             if action == "restore_site":
                 return self._restore(ctx, name, stack, options["plan"], timeout)
+            if action == "test_restore":
+                assert site is not None  # start() checked it against the inventory
+                return self._test_restore(ctx, name, stack, site, options["plan"], timeout)
             if action == "import_backup":
                 assert site is not None  # start() checked it against the inventory
                 return self._import(ctx, name, site, options["import_set"])
@@ -193,6 +227,42 @@ class Actions:
         finally:
             self.inventory.invalidate(name)
 
+    def _test_restore(self, ctx, name: str, stack: dict, site: str, plan, timeout: float) -> dict:
+        """Prove a backup restorable; the outcome is recorded for the site whatever happens."""
+        from fmappliance.agent.restore_proof import TestRestore, outcome
+
+        source = "local"
+        try:
+            result = TestRestore(
+                ctx, plan, self._site_ops(stack), self.store, live_site=site, source=source, timeout=timeout
+            ).execute()
+        except StepFailed as exc:
+            reason = f"Restore test of backup {plan.backup_id} failed: {exc}"
+            self.proofs.record(name, site, outcome(backup=plan.backup_id, source=source, ok=False, message=reason))
+            raise StepFailed(reason) from None
+        except BaseException:
+            self.proofs.record(
+                name,
+                site,
+                outcome(
+                    backup=plan.backup_id, source=source, ok=False, message="Restore test stopped by an internal error."
+                ),
+            )
+            raise
+        finally:
+            self.inventory.invalidate(name)
+        self.proofs.record(
+            name,
+            site,
+            outcome(
+                backup=plan.backup_id,
+                source=source,
+                ok=True,
+                message=f"proven restorable from backup {plan.backup_id} ({source})",
+            ),
+        )
+        return result
+
     def _import(self, ctx, name: str, site: str, import_set) -> dict:
         from fmappliance.agent.imports import publish_import
 
@@ -206,27 +276,91 @@ class Actions:
         return path
 
     def _update(self, ctx, name, stack, timeout):
+        """Record what runs, back up every site, update, check health; on failure roll back (update_rollback.py)."""
+        from fmappliance.agent import update_rollback as rollback
+
         try:
             sites = self.inventory.sites(name, refresh=True)
         except SitesUnavailable as exc:
             raise StepFailed(f"Update stopped before it began: {exc}") from None
-        backups = {}
+        kind = stacks.for_stack(stack)
+        binary = self._binary(kind.BINARY_KEY)
+        compose = kind.BINARY_KEY == "docker_binary"
+        ctx.log("== recording what runs now")
+        try:
+            digests = rollback.record_digests(ctx, binary, stack, timeout) if compose else {}
+            commits = {} if compose else rollback.record_commits(ctx, binary, stack, timeout)
+        except StepFailed as exc:
+            raise StepFailed(f"Update stopped before changing anything: {exc}") from None
+        backups: dict[str, dict] = {}
         for site in sites:
             ctx.log(f"== backing up {site} before the update")
             try:
-                backups[site] = self._backup(ctx, name, stack, site, timeout, label="pre-update")["id"]
+                backups[site] = self._backup(ctx, name, stack, site, timeout, label="pre-update")
             except StepFailed as exc:
                 raise StepFailed(
                     f"Update stopped before changing anything: the backup of {site} failed: {exc}"
                 ) from None
-        kind = stacks.for_stack(stack)
-        kind.update(ctx, self._binary(kind.BINARY_KEY), stack, sites, timeout)
+        try:
+            kind.update(ctx, binary, stack, sites, timeout)
+            ctx.log("== health check")
+            if compose:
+                rollback.health_check_compose(ctx, binary, stack, timeout)
+            ops = self._site_ops(stack)
+            for site in sites:
+                cmd = ops.bench("--site", site, "list-apps")
+                ctx.run(cmd.argv, timeout=timeout, cwd=cmd.cwd, env=cmd.env, label=f"health check: {site} list-apps")
+        except StepFailed as exc:
+            self._roll_back_update(ctx, name, stack, binary, exc, digests, commits, backups, timeout)
         ctx.message = (
             f"Stack {name} updated; backups taken first: "
-            + (", ".join(f"{s} ({i})" for s, i in backups.items()) or "none (no sites)")
+            + (", ".join(f"{s} ({m['id']})" for s, m in backups.items()) or "none (no sites)")
             + "."
         )
-        return {"backups": backups}
+        return {"backups": {s: m["id"] for s, m in backups.items()}}
+
+    def _roll_back_update(self, ctx, name, stack, binary, failure, digests, commits, backups, timeout) -> None:
+        """Undo a failed update: pin the old images first (compose), then restore every site's database."""
+        from fmappliance.agent import update_rollback as rollback
+        from fmappliance.agent.restore import RestorePlan, SiteRestore
+
+        compose = stacks.for_stack(stack).BINARY_KEY == "docker_binary"
+
+        ctx.log(f"update failed: {failure}")
+        done, failed = [], []
+        if compose and not digests:
+            failed.append("the images: none had a repo digest to pin")
+        if digests:
+            ctx.log("== rolling back: the previous images, pinned by digest")
+            try:
+                path = rollback.pin_digests(ctx, binary, name, stack, digests, self.state_dir, timeout)
+                done.append(f"the previous images run again (pinned by digest in {path}; keep it with -f)")
+            except (StepFailed, OSError) as exc:
+                failed.append(f"the previous images could not be started: {exc}")
+        for site, manifest in backups.items():
+            ctx.log(f"== rolling back {site} to its pre-update backup {manifest['id']}")
+            plan = RestorePlan(name, stack, site, manifest["id"], name, site, False, manifest)
+
+            def take_backup(job_ctx, target, label):
+                return self._backup(job_ctx, name, stack, target, timeout, label=label)
+
+            try:
+                SiteRestore(ctx, plan, self._site_ops(stack), self.store, take_backup, timeout=timeout).execute()
+                done.append(f"{site} restored from {manifest['id']}")
+            except StepFailed as exc:
+                failed.append(f"{site} could not be restored from {manifest['id']}: {exc}")
+        self.inventory.invalidate(name)
+        text = f"Update of {name} failed: {failure} Rolled back: " + ("; ".join(done) or "nothing") + "."
+        if failed:
+            text += " NOT rolled back: " + "; ".join(failed) + "."
+        if commits:
+            text += (
+                " Application code was not rolled back (fm benches update their apps in place); to return to "
+                "the code that ran before, check out these commits: "
+                + ", ".join(f"{app} {commit}" for app, commit in sorted(commits.items()))
+                + "."
+            )
+        raise StepFailed(text)
 
     # ------------------------------------------------------------------ backup
 

@@ -39,6 +39,7 @@ EXTRA_FIELDS = {
     "backup_site": ("label",),
     "restore_site": ("backup", "from_stack", "from_site", "create_site"),
     "import_backup": ("name",),
+    "test_restore": ("backup", "source"),
 }
 #: Labels a caller may give backup_site; pre-restore, pre-update and imported are set by the agent itself.
 CALLER_LABELS = ("manual", "scheduled")
@@ -91,7 +92,9 @@ def build_services(config: dict) -> AgentServices:
         config["backups"]["retention"],
         keep_safety_days=config["backups"]["keep_safety_days"],
     )
-    metrics = AgentMetrics(status=status, store=store, jobs=jobs)
+    from fmappliance.agent.restore_proof import ProofRecords
+
+    metrics = AgentMetrics(status=status, store=store, jobs=jobs, proofs=ProofRecords(config["agent"]["state_dir"]))
     actions = Actions(config, inventory, jobs, store, status)
     host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))
@@ -227,7 +230,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                     "verified": bool(manifest.get("verified")),
                 }
             )
-        return {**stack, "last_backups": last}
+        proofs = {site: services.actions.proofs.last(stack["name"], site) for site in stack.get("sites") or ()}
+        return {**stack, "last_backups": last, "last_restore_tests": proofs}
 
     @app.get("/metrics")
     def metrics():
@@ -317,6 +321,11 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 check_site_shape(data["from_site"])
             if "create_site" in data and not isinstance(data["create_site"], bool):
                 raise _json_error(400, "create_site must be true or false.")
+        if action == "test_restore":
+            if "backup" in data and (not isinstance(data["backup"], str) or not BACKUP_ID.fullmatch(data["backup"])):
+                raise _json_error(400, "backup must be a backup id like 2026-01-13_02-00-03 (or left out: the newest).")
+            if "source" in data and data["source"] not in ("local", "offsite"):
+                raise _json_error(400, "source must be 'local' or 'offsite'.")
         if action == "import_backup":
             from fmappliance.agent.imports import SET_NAME
 

@@ -115,8 +115,9 @@ class JobStats:
 class AgentMetrics:
     """Renders the agent's ``/metrics`` text; ``job_ended`` is the job manager's end-of-job hook."""
 
-    def __init__(self, *, status, store, jobs):
+    def __init__(self, *, status, store, jobs, proofs=None):
         self.status = status
+        self.proofs = proofs
         self.store = store
         self.jobs = JobStats()
         self._lock = threading.Lock()
@@ -143,6 +144,11 @@ class AgentMetrics:
                 "fmappliance_backup_duration_seconds",
                 "How long the last successful backup_site job of the site ran.",
                 lambda stack, site: self.jobs.backup_seconds.get((stack, site)),
+            ),
+            SiteGauge(
+                "fmappliance_restore_test_last_success_timestamp_seconds",
+                "When a test restore last proved the site's backup restorable (0: never).",
+                lambda stack, site: (_epoch(self.proofs.last_success(stack, site)) or 0.0) if self.proofs else None,
             ),
         ]
 

@@ -10,7 +10,12 @@ from fmappliance.names import is_valid_site_name, is_valid_stack_name
 
 #: The button verb in a form's URL -> the agent action it asks for.
 STACK_VERBS = {"restart": "restart_stack", "update": "update_stack"}
-SITE_VERBS = {"restart": "restart_site", "migrate": "migrate_site", "backup": "backup_site"}
+SITE_VERBS = {
+    "restart": "restart_site",
+    "migrate": "migrate_site",
+    "backup": "backup_site",
+    "test-restore": "test_restore",
+}
 # The rendered stack list is shared by all sessions; each page gets its own token swapped in.
 CSRF_PLACEHOLDER = "@@CSRF-TOKEN@@"
 BODY_MARKER = "@@STACKS@@"
@@ -152,7 +157,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.fail(400, "That is not a valid stack name.")
         return run_action(ctx, STACK_VERBS[verb], name, None, form_return_to("/dashboard"))
 
-    @app.post("/site/<stack>/<site>/<verb:re:restart|migrate|backup>")
+    @app.post("/site/<stack>/<site>/<verb:re:restart|migrate|backup|test-restore>")
     @ctx.protected_post
     def site_action(stack, site, verb):
         if not is_valid_stack_name(stack):

@@ -81,6 +81,17 @@ def _dicts(value) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+def proof_badge(proof, now: dt.datetime) -> dict:
+    """The restorability badge of a site from its last test restore (GET /stacks' last_restore_tests)."""
+    if not isinstance(proof, dict):
+        return {"proof_text": "never proven", "proof_class": "badge-unknown", "proof_title": "No test restore yet."}
+    title = str(proof.get("message") or "")
+    if proof.get("ok") is True:
+        age = human_age(proof.get("time"), now)
+        return {"proof_text": f"restorable, proven {age}", "proof_class": "badge-ok", "proof_title": title}
+    return {"proof_text": "restore test failed", "proof_class": "badge-bad", "proof_title": title}
+
+
 def shape_stacks(payload, now: dt.datetime, stale_hours=None) -> list[dict]:
     """Every stack of a ``GET /stacks`` answer; odd entries are skipped, never fatal."""
     stacks = payload.get("stacks") if isinstance(payload, dict) else None
@@ -96,6 +107,8 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
     status = str(stack.get("status")) if stack.get("status") in STATUS_BADGES else "unknown"
     raw_backups, raw_sites = stack.get("last_backups"), stack.get("sites")
     last_backups = raw_backups if isinstance(raw_backups, dict) else {}
+    raw_proofs = stack.get("last_restore_tests")
+    proofs = raw_proofs if isinstance(raw_proofs, dict) else {}
     sites = []
     name = str(stack.get("name") or "")
     for site in (str(s) for s in (raw_sites if isinstance(raw_sites, list) else [])):
@@ -109,6 +122,7 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
                 "last_backup_age": human_age(last.get("created"), now) if last else "no backup yet",
                 "last_backup_size": human_size(last.get("size")) if last else "",
                 "age_class": backup_age_class(last, now, limit),
+                **proof_badge(proofs.get(site), now),
             }
         )
     services = []

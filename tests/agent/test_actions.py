@@ -149,12 +149,20 @@ def test_compose_update_backs_up_every_site_then_pulls_ups_and_migrates(client, 
     calls = action_argvs(world)
     backups = [c for c in calls if "backup" in c]
     assert [c[c.index("--site") + 1] for c in backups] == list(COMPOSE_SITES)
-    tail = [c for c in calls if "cp" not in c and "backup" not in c and "stat" not in c and "list-apps" not in c]
+    # What runs now is recorded first (service -> image -> repo digest), so a failed update can be undone.
+    assert calls[0] == base + ["ps", "--all", "--format", "json"] and calls[1] == base + ["images", "--format", "json"]
+    assert all(c[:2] == ["image", "inspect"] for c in calls[2 : calls.index(backups[0])])
+    tail = [
+        c
+        for c in calls[calls.index(backups[0]) :]
+        if "cp" not in c and "backup" not in c and "stat" not in c and "list-apps" not in c
+    ]
     assert tail == [
         base + ["pull"],
         base + ["up", "-d"],
         base + ["exec", "-T", "backend", "bench", "--site", "site1.example.com", "migrate"],
         base + ["exec", "-T", "backend", "bench", "--site", "site2.example.com", "migrate"],
+        base + ["ps", "--all", "--format", "json"],  # the health check
     ]
     # Every backup happened before the first change.
     assert max(calls.index(c) for c in backups) < calls.index(base + ["pull"])
@@ -224,10 +232,12 @@ def test_fm_backup_publishes_from_the_bench_workspace(client, world):
 def test_fm_update_backs_up_then_updates_without_bench_backup_then_restarts(client, world):
     run_action(client, "update_stack", "erp")
     assert action_argvs(world) == [
+        ["-n", "shell", "erp.localhost", "-c", "bench version --format json"],  # the commits, recorded first
         ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"],
         ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps --format json"],
         ["-n", "shell", "erp.localhost", "-c", "bench update --no-backup"],
         ["-n", "restart", "erp.localhost"],
+        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps"],  # the health check
     ]
     assert_clean_invocations(world)
 

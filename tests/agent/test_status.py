@@ -39,8 +39,20 @@ def test_stacks_listing_has_the_documented_shape(client, world):
     body = client.get("/stacks").json()
     assert [s["name"] for s in body["stacks"]] == ["erp", "prod"]
     for s in body["stacks"]:
-        assert set(s) == {"name", "type", "path", "status", "reason", "services", "sites", "last_backups", "checked_at"}
+        assert set(s) == {
+            "name",
+            "type",
+            "path",
+            "status",
+            "reason",
+            "services",
+            "sites",
+            "last_backups",
+            "last_restore_tests",
+            "checked_at",
+        }
         assert s["checked_at"].endswith("Z")
+        assert s["last_restore_tests"] == {site: None for site in s["sites"]}  # never tested yet
     assert body["stacks"][0]["sites"] == ["erp.localhost"]
     assert body["stacks"][1]["sites"] == ["site1.example.com", "site2.example.com"]
     assert set(body["disk"]) == {"path", "free_bytes", "total_bytes"}

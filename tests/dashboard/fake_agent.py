@@ -39,7 +39,7 @@ KNOWN_ACTIONS = (
     "import_backup",
     "test_restore",
 )
-SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup")
+SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup", "test_restore")
 #: Each action's fields beyond action, stack and site, as the agent accepts them.
 EXTRA_FIELDS = {
     "backup_site": ("label",),

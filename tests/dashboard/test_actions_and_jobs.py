@@ -10,6 +10,10 @@ ACTIONS = [
     ("/site/prod/site1.example.com/restart", {"action": "restart_site", "stack": "prod", "site": "site1.example.com"}),
     ("/site/prod/site1.example.com/migrate", {"action": "migrate_site", "stack": "prod", "site": "site1.example.com"}),
     ("/site/prod/site1.example.com/backup", {"action": "backup_site", "stack": "prod", "site": "site1.example.com"}),
+    (
+        "/site/prod/site1.example.com/test-restore",
+        {"action": "test_restore", "stack": "prod", "site": "site1.example.com"},
+    ),
 ]
 
 

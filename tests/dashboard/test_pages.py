@@ -33,6 +33,40 @@ def test_dashboard_highlights_old_and_missing_backups(logged_in, fake_agent, clo
     assert re.search(r'data-site="none.example.com">\s*<td>.*?</td>\s*<td class="age-none">no backup yet', text, re.S)
 
 
+def test_each_site_shows_whether_it_is_proven_restorable(logged_in, fake_agent, clock):
+    import time
+
+    now = clock.now
+    stack = make_stack("prod", ["proven.example.com", "broken.example.com", "never.example.com"], now=now)
+    stack["last_restore_tests"] = {
+        "proven.example.com": {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3 * 86400)),
+            "backup": "2026-11-25_02-00-03",
+            "source": "local",
+            "ok": True,
+            "message": "proven restorable from backup 2026-11-25_02-00-03 (local)",
+        },
+        "broken.example.com": {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600)),
+            "backup": "2026-11-25_02-00-03",
+            "source": "local",
+            "ok": False,
+            "message": "Restore test failed: <ERROR 1064>",
+        },
+        "never.example.com": None,
+    }
+    fake_agent.stacks = [stack]
+    text = logged_in.get("/dashboard").text
+    row = re.compile(r'data-site="{}">.*?</tr>', re.S)
+    proven = row.pattern.format("proven.example.com")
+    assert 'badge badge-ok" title="proven restorable' in re.search(proven, text, re.S).group(0)
+    assert "restorable, proven 3 d ago" in re.search(proven, text, re.S).group(0)
+    broken = re.search(row.pattern.format("broken.example.com"), text, re.S).group(0)
+    assert "badge-bad" in broken and ">restore test failed<" in broken and "&lt;ERROR 1064&gt;" in broken
+    never = re.search(row.pattern.format("never.example.com"), text, re.S).group(0)
+    assert ">never proven<" in never and ">Test restore</button>" in never
+
+
 def test_empty_inventory_shows_the_empty_state(logged_in, fake_agent):
     fake_agent.stacks = []
     assert "No stacks configured: add them to /etc/fmappliance/config.yaml" in logged_in.get("/dashboard").text

@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from db_server import DbServer, apps_in, site_content
+from db_server import BAD_SQL, DbServer, apps_in, site_content, user_count
 
 ENCRYPT_MARK = "INSERT INTO `tabSingles` VALUES ('System Settings','encrypt_backup','1');"
 _CHUNK = 1 << 20
@@ -296,7 +296,12 @@ def restore(bench: Bench, site: str, args: list[str], force: bool) -> int:
                 print("ERROR 1064 (42000) at line 3: You have an error in your SQL syntax")
                 return code
             try:
-                shutil.copyfileobj(src, dst, _CHUNK)
+                for number, line in enumerate(src, 1):
+                    if line.startswith(BAD_SQL.encode()):
+                        # mariadb stops at the first bad statement: the database keeps what came before
+                        print(f"ERROR 1064 (42000) at line {number}: You have an error in your SQL syntax")
+                        return 1
+                    dst.write(line)
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 print(f"gzip: {dump.name}: {exc}")
                 return 1
@@ -480,4 +485,58 @@ def set_config(bench: Bench, site: str, args: list[str]) -> int:
     config = bench.config(site)
     config[words[0]] = words[1]
     bench.save_config(site, config)
+    return 0
+
+
+def drop_site(bench: Bench, args: list[str]) -> int:
+    """`bench drop-site SITE [--no-backup] [--force] --db-root-username U --db-root-password P`: drops the
+    database and moves the site dir to `archived_sites/` (as frappe does)."""
+    words, opts = _options(args, flags=("no-backup", "force"))
+    if not words:
+        print("Error: Missing argument 'SITE'.")
+        return 2
+    site = words[0]
+    if not bench.exists(site):
+        print(f"Site {site} does not exist")
+        return 1
+    code = bench.fault("bench drop-site")
+    if code is not None:
+        return code
+    user, password = _root_credentials(bench, site, opts)
+    if not password:
+        print("MySQL root password: ")
+        print("Aborted!")
+        return 1
+    db_name = bench.db_name(site)
+    if not bench.db.authenticate(user, password) or not bench.db.may_manage(user, db_name):
+        print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
+        return 1
+    bench.db.drop(db_name)
+    archived = bench.root / "archived_sites"
+    archived.mkdir(exist_ok=True)
+    target = archived / site
+    if target.exists():
+        target = archived / f"{site}-{secrets.token_hex(3)}"
+    shutil.move(str(bench.site_dir(site)), str(target))
+    print(f"Moved site {site} to {target}")
+    return 0
+
+
+def execute(bench: Bench, site: str, args: list[str]) -> int:
+    """`bench --site S execute frappe.db.count --args '["User"]'` (the one method the agent calls)."""
+    words, opts = _options(args)
+    if not bench.exists(site):
+        print(f"Site {site} does not exist")
+        return 1
+    if words != ["frappe.db.count"] or opts.get("args") not in ('["User"]', "['User']"):
+        print(f"Error: the doubles only execute frappe.db.count for User, not {words} {opts}")
+        return 2
+    if not bench.db.is_up():
+        print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
+        return 1
+    count = user_count(bench.content(site) or "")
+    if count is None:
+        print(f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tabUser' doesn't exist\")")
+        return 1
+    print(count)
     return 0

@@ -332,6 +332,10 @@ def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> in
 # ---------------------------------------------------------------- bench inside a container
 
 
+def bench_site_apps(bench) -> list[str]:
+    return bench.bench_apps() or ["frappe", "erpnext"]
+
+
 def run_bench(bench, args: list[str]) -> int:
     """Emulate the bench commands the agent uses.  ``args`` starts after `bench`."""
     import bench_site
@@ -350,6 +354,8 @@ def run_bench(bench, args: list[str]) -> int:
     cmd, rest = args[0], args[1:]
     if cmd == "new-site":
         return bench_site.new_site(bench, rest)
+    if cmd == "drop-site":
+        return bench_site.drop_site(bench, rest)
     if site is None and cmd in (
         "backup",
         "migrate",
@@ -358,6 +364,7 @@ def run_bench(bench, args: list[str]) -> int:
         "set-maintenance-mode",
         "scheduler",
         "set-config",
+        "execute",
     ):
         print("Please specify --site sitename")
         return 1
@@ -375,6 +382,17 @@ def run_bench(bench, args: list[str]) -> int:
         return bench_site.scheduler(bench, site, rest)
     if cmd == "set-config":
         return bench_site.set_config(bench, site, rest)
+    if cmd == "execute":
+        return bench_site.execute(bench, site, rest)
+    if cmd == "version" and site is None:
+        # `bench version --format json`: every app with its branch and commit (apps/<app>/.commit, if a test set one)
+        rows = []
+        for app in bench_site_apps(bench):
+            marker = bench.root / "apps" / app / ".commit"
+            commit = marker.read_text().strip() if marker.is_file() else f"{app[:3]}0c0ffee1"
+            rows.append({"app": app, "branch": "version-15", "commit": commit, "version": "15.0.0"})
+        print(json.dumps(rows))
+        return 0
     if cmd == "update" and site is None:
         code = apply_faults(bench.world, "bench update", bench.project)
         if code is not None:

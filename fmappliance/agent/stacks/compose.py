@@ -199,10 +199,15 @@ def _site_services(ctx: JobContext, docker: str, stack: dict, timeout: float) ->
 def update(ctx: JobContext, docker: str, stack: dict, sites: list[str], timeout: float) -> None:
     """Pull new images, recreate the containers, migrate every site (backups were taken by the caller)."""
     base, cwd = base_argv(docker, stack), stack["path"]
-    ctx.run(base + ["pull"], timeout=timeout, cwd=cwd)
-    ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd)
+    ctx.run(base + ["pull"], timeout=timeout, cwd=cwd, label="docker compose pull")
+    ctx.run(base + ["up", "-d"], timeout=timeout, cwd=cwd, label="docker compose up -d")
     for site in sites:
-        ctx.run(exec_argv(docker, stack, "bench", "--site", site, "migrate"), timeout=timeout, cwd=cwd)
+        ctx.run(
+            exec_argv(docker, stack, "bench", "--site", site, "migrate"),
+            timeout=timeout,
+            cwd=cwd,
+            label=f"bench --site {site} migrate",
+        )
 
 
 def source_root(stack: dict, staging: str) -> str:
@@ -423,3 +428,8 @@ class SiteOps:
     def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
         run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)
+
+    def remove_archived_site(self, site: str, run) -> None:
+        """`bench drop-site` moves a site's files to archived_sites/; a throwaway site leaves nothing there."""
+        argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
+        run(self._cmd(argv + [f"{CONTAINER_BENCH}/archived_sites/{site}"]), check=False)

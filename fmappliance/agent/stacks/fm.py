@@ -275,3 +275,9 @@ class SiteOps:
 
         if local_dir is not None:
             shutil.rmtree(local_dir, ignore_errors=True)
+
+    def remove_archived_site(self, site: str, run) -> None:
+        """`bench drop-site` moves a site's files to archived_sites/; a throwaway site leaves nothing there."""
+        import shutil
+
+        shutil.rmtree(os.path.join(host_bench_dir(self.stack), "archived_sites", site), ignore_errors=True)
