@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import pyotp
 import pytest
 from install_harness import free_port, install_env, previous_installer, run_install
 
@@ -227,8 +228,16 @@ def test_rerunning_install_sh_upgrades_an_install_of_the_previous_installer_in_p
         assert port_free(8000) and port_free(9100), "both moved to their sockets"
         for sock in ("/run/fm-agent/agent.sock", "/run/fm-dashboard/dashboard.sock"):
             assert stat.S_ISSOCK(os.stat(sock).st_mode), sock
-        # The old password still signs in through nginx, and the dashboard reaches the agent.
+        # The old password still signs in through nginx; two-factor sign-in is now required, so the
+        # admin enrolls first (as the summary says); then the dashboard reaches the agent.
         cookies = sign_in(https_port, password)
+        status, _, page = tls_request(https_port, "GET", "/account/2fa", cookies)
+        assert status == 200, page[:500]
+        secret = re.search(r'<code class="totp-key">([A-Z2-7 ]+)</code>', page).group(1).replace(" ", "")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        form = urllib.parse.urlencode({"csrf_token": token, "code": pyotp.TOTP(secret).now()})
+        status, cookies, page = tls_request(https_port, "POST", "/account/2fa", cookies, form)
+        assert status == 200 and "recovery" in page.lower(), page[:500]
         status, _, page = tls_request(https_port, "GET", "/dashboard", cookies)
         assert status == 200 and "Agent unreachable" not in page, page[:500]
         assert backup.read_bytes() == b"dump"
