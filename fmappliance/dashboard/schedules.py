@@ -69,7 +69,7 @@ def validate_schedule(fields: Mapping, *, known_stacks: Mapping | None, default_
         errors["kind"] = "Choose what the schedule does: backup or test_restore (restore into a throwaway site)."
 
     if not stack:
-        errors["stack"] = "Pick the stack to back up."
+        errors["stack"] = "Pick the stack this schedule is for."
     elif not is_valid_stack_name(stack):
         errors["stack"] = f"A stack name is {STACK_NAME_RULE}."
     elif known_stacks is not None and stack not in known_stacks:
