@@ -447,8 +447,15 @@ SCHEDULER = Section(
 
 SCHEDULE = Section(
     "schedule",
-    help="A backup schedule declared in the config (shown in the UI, not removable there).",
+    help="A backup or test-restore schedule declared in the config (shown in the UI, not removable there).",
     keys=(
+        Key(
+            "kind",
+            "str",
+            "backup",
+            "backup, or test_restore: restore the newest verified local backup into a throwaway site to prove it.",
+            check=_one_of("backup", "test_restore"),
+        ),
         Key(
             "stack",
             "str",
@@ -539,7 +546,7 @@ SCHEMA = (
     ListOf(
         "schedules",
         SCHEDULE,
-        help="Backup schedules declared here (more can be added in the UI).",
+        help="Backup and test-restore schedules declared here (more can be added in the UI).",
         example=[{"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00"}],
     ),
     NOTIFICATIONS,

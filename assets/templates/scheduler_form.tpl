@@ -2,6 +2,17 @@
 <h2>Add a schedule</h2>
 <input type="hidden" name="csrf_token" value="{{csrf_token}}">
 <div class="form-grid">
+<div class="field{{' field-invalid' if 'kind' in errors else ''}}">
+<label for="sched-kind">Kind</label>
+<select id="sched-kind" name="kind">
+% for option, label in (('backup', 'Backup'), ('test_restore', 'Test restore (into a throwaway site)')):
+<option value="{{option}}"{{!' selected' if values.get('kind', 'backup') == option else ''}}>{{label}}</option>
+% end
+</select>
+% if 'kind' in errors:
+<p class="field-error" data-field="kind">{{errors['kind']}}</p>
+% end
+</div>
 <div class="field{{' field-invalid' if 'stack' in errors else ''}}">
 <label for="sched-stack">Stack</label>
 % if stack_names:

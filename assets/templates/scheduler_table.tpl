@@ -1,10 +1,11 @@
 % if schedules:
 <div class="card">
 <table class="table schedules">
-<thead><tr><th>Backs up</th><th>When</th><th>Next runs</th><th>Last run</th><th>Status</th><th>Source</th><th>Actions</th></tr></thead>
+<thead><tr><th>Kind</th><th>Site</th><th>When</th><th>Next runs</th><th>Last run</th><th>Status</th><th>Source</th><th>Actions</th></tr></thead>
 <tbody>
 % for s in schedules:
-<tr data-schedule-id="{{s['id']}}" data-status="{{s['status']}}" data-source="{{s['source']}}">
+<tr data-schedule-id="{{s['id']}}" data-status="{{s['status']}}" data-source="{{s['source']}}" data-kind="{{s['kind']}}">
+<td><span class="badge {{'badge-warn' if s['kind'] == 'test_restore' else 'badge-unknown'}} schedule-kind">{{s['kind_label']}}</span></td>
 <td><strong>{{s['site']}}</strong> <span class="muted">on</span> {{s['stack']}}</td>
 <td>{{s['when']}}<br><span class="muted">{{s['timezone']}}</span></td>
 <td>

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from fmappliance.dashboard.schedule_calendar import INTERVALS
-from fmappliance.dashboard.schedules import EVERY_SITE
+from fmappliance.dashboard.schedules import EVERY_SITE, kind_of
 from fmappliance.names import format_timestamp, parse_timestamp
 
 #: A site without a schedule is highlighted when its last good backup is older than this.
@@ -41,12 +41,12 @@ def overdue_sites(schedules: Iterable[Mapping], last_backups: Mapping, now: date
     ``last_backups`` maps ``(stack, site)`` to the created time (aware datetime or ISO
     string) of the newest verified backup, or None. An every-site schedule covers the
     sites of its stack found in ``last_backups``. A site with several schedules is judged
-    by the most frequent; disabled and invalid schedules don't count. A site never
+    by the most frequent; disabled, invalid and test-restore schedules don't count. A site never
     backed up is overdue once its schedule is older than the limit (or of unknown age).
     """
     limits: dict[tuple, tuple] = {}
     for schedule in schedules:
-        if not schedule.get("enabled", True) or schedule.get("invalid"):
+        if not schedule.get("enabled", True) or schedule.get("invalid") or kind_of(schedule) != "backup":
             continue
         limit = overdue_after(schedule["frequency"])
         if schedule["site"] == EVERY_SITE:
@@ -121,7 +121,8 @@ class BackupAgeRules:
         generation, schedules, limits, paused = self._cached
         if generation != self.store.generation:
             generation = self.store.generation  # read first: a change meanwhile recomputes next time
-            every = self.store.list()
+            # A test restore makes no backup: only backup schedules set how old one may get.
+            every = [s for s in self.store.list() if kind_of(s) == "backup"]
             schedules = [s for s in every if s["enabled"] and not s["invalid"]]
             paused = frozenset((s["stack"], s["site"]) for s in every if not s["enabled"])
             limits = {}

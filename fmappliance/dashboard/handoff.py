@@ -1,7 +1,7 @@
 """The scheduler's side that talks to the agent, run in worker threads, never in the loop.
 
-``hand_off`` turns a due run into ``backup_site`` requests (one per site of an every-site
-schedule) and records what the agent answered; ``check_sites`` marks schedules whose stack
+``hand_off`` turns a due run into ``backup_site`` (or, for a ``test_restore`` schedule,
+``test_restore``) requests (one per site of an every-site schedule) and records what the agent answered; ``check_sites`` marks schedules whose stack
 or site is gone as broken; ``poll``/``note_job`` follow the jobs to their outcome and notify
 ``backup_failed``.  The agent de-duplicates an identical queued/running job, so a schedule
 colliding with a manual backup gives one backup.
@@ -14,9 +14,14 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.dashboard.schedules import EVERY_SITE
+from fmappliance.dashboard.schedules import EVERY_SITE, action_text, kind_of
 
 log = logging.getLogger(__name__)
+
+
+def failure_event(schedule: Mapping) -> str:
+    """The notification event of a scheduled run that could not be handed off."""
+    return "restore_test_failed" if kind_of(schedule) == "test_restore" else "backup_failed"
 
 
 def target_text(schedule: Mapping) -> str:
@@ -38,9 +43,10 @@ class BackupHandoff:
         notify: Callable[[str, str, Mapping, str], None],
         clock: Callable[[], datetime],
         on_broken: Callable[[str, str], None],
+        submit_test_restore: Callable[[str, str], dict] | None = None,
     ):
         self.store = store
-        self._submit_backup = submit_backup
+        self._submit = {"backup": submit_backup, "test_restore": submit_test_restore}
         self._list_sites = list_sites
         self._get_job = get_job
         self._notify = notify
@@ -48,8 +54,10 @@ class BackupHandoff:
         self._on_broken = on_broken
 
     def hand_off(self, schedule: dict, run_id: int, catch_up: bool) -> None:
-        """Ask for the stack's sites, post ``backup_site`` for each target, record the outcome rows."""
+        """Ask for the stack's sites, post the schedule's action for each target, record the outcome rows."""
         stack, site = schedule["stack"], schedule["site"]
+        what, event = action_text(schedule), failure_event(schedule)
+        submit = self._submit.get(kind_of(schedule))
         try:
             sites = list(self._list_sites(stack))
         except LookupError:
@@ -60,8 +68,8 @@ class BackupHandoff:
             message = f"Could not ask the agent for the sites of {stack!r}: {exc}"
             self.store.replace_run(run_id, [{"result": "failed", "message": message}])
             self._notify(
-                "backup_failed",
-                f"Scheduled backup of {target_text(schedule)} failed",
+                event,
+                f"Scheduled {what} of {target_text(schedule)} failed",
                 {"schedule_id": schedule["id"], "stack": stack, "site": site},
                 message,
             )
@@ -83,12 +91,14 @@ class BackupHandoff:
         for target in targets:
             started = self._clock()
             try:
-                answer = self._submit_backup(stack, target)
+                if submit is None:
+                    raise RuntimeError(f"this dashboard cannot ask the agent for a {what}")
+                answer = submit(stack, target)
                 job = answer.get("job") if isinstance(answer, dict) and isinstance(answer.get("job"), dict) else answer
                 job_id = str(job.get("id")) if isinstance(job, dict) and job.get("id") else None
                 duplicate = isinstance(answer, dict) and (answer.get("duplicate") or (job or {}).get("duplicate"))
                 message = (
-                    f"Joined the backup already queued or running (job {job_id})."
+                    f"Joined the {what} already queued or running (job {job_id})."
                     if duplicate
                     else f"Handed to the agent as job {job_id}."
                 )
@@ -103,12 +113,12 @@ class BackupHandoff:
                     }
                 )
             except Exception as exc:
-                message = f"The agent did not accept the backup of {target} on {stack}: {exc}"
+                message = f"The agent did not accept the {what} of {target} on {stack}: {exc}"
                 log.warning("Schedule %s: %s", schedule["id"], message)
                 rows.append({"site": target, "started": started, "result": "failed", "message": message})
                 self._notify(
-                    "backup_failed",
-                    f"Scheduled backup of {target} on {stack} failed",
+                    event,
+                    f"Scheduled {what} of {target} on {stack} failed",
                     {"schedule_id": schedule["id"], "stack": stack, "site": target},
                     message,
                 )
@@ -147,8 +157,8 @@ class BackupHandoff:
         self._on_broken(schedule["id"], reason)
         self.store.replace_run(run_id, [{"result": "skipped", "message": reason}])
         self._notify(
-            "backup_failed",
-            f"Scheduled backup of {target_text(schedule)} cannot run",
+            failure_event(schedule),
+            f"Scheduled {action_text(schedule)} of {target_text(schedule)} cannot run",
             {"schedule_id": schedule["id"], "stack": schedule["stack"], "site": schedule["site"]},
             reason,
         )
@@ -169,10 +179,12 @@ class BackupHandoff:
     def note_job(self, job: Mapping) -> None:
         """Record an agent job's status on its run rows; notify ``backup_failed`` when it failed.
 
-        The pages may call this too when they show a job (notification sent once).
+        The pages may call this too when they show a job (notification sent once). A failed
+        ``test_restore`` job is not notified here: the failed-job watcher sends
+        ``restore_test_failed`` for every failed test restore, scheduled or not.
         """
         for run in self.store.update_run_result(str(job["id"]), job["status"]):
-            if job["status"] == "failed":
+            if job["status"] == "failed" and job.get("action") != "test_restore":
                 self._notify(
                     "backup_failed",
                     f"Scheduled backup of {run['site']} on {run['stack']} failed",

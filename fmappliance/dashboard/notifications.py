@@ -179,8 +179,40 @@ class Notifier:
             smtp.send_message(message)
 
 
-def weekly_summary(status: Sequence[Mapping]) -> tuple[str, dict]:
-    """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``."""
+def proof_line(stack: str, site: str, proof) -> str:
+    """One site's last proof of restorability, as the weekly summary lists it."""
+    if not isinstance(proof, Mapping):
+        return f"{stack}/{site}: never proven restorable (no test restore yet)"
+    source = proof.get("source") or "local"
+    if proof.get("ok") is True:
+        return f"{stack}/{site}: proven restorable at {proof.get('time')} from backup {proof.get('backup')} ({source})"
+    return f"{stack}/{site}: restore test FAILED at {proof.get('time')} (backup {proof.get('backup')}, {source}): {proof.get('message') or 'no reason given'}"
+
+
+def restore_proof_lines(stacks: Mapping | None) -> list[str]:
+    """Each site's last proof from the agent's ``GET /stacks`` answer (``last_restore_tests``)."""
+    if not isinstance(stacks, Mapping):
+        return ["unknown: the agent could not be asked for the last test restores"]
+    lines = []
+    raw = stacks.get("stacks")
+    for stack in raw if isinstance(raw, list) else []:
+        if not isinstance(stack, Mapping) or not isinstance(stack.get("name"), str):
+            continue
+        proofs = stack.get("last_restore_tests")
+        proofs = proofs if isinstance(proofs, Mapping) else {}
+        sites = stack.get("sites")
+        names = [s for s in sites if isinstance(s, str)] if isinstance(sites, list) else []
+        for site in sorted(set(names) | {s for s in proofs if isinstance(s, str)}):
+            lines.append(proof_line(stack["name"], site, proofs.get(site)))
+    return lines
+
+
+def weekly_summary(status: Sequence[Mapping], stacks: Mapping | None | bool = False) -> tuple[str, dict]:
+    """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``.
+
+    ``stacks`` is the agent's ``GET /stacks`` answer (None: the agent could not be asked);
+    with it the summary lists each site's last proof of restorability.
+    """
     broken = [s for s in status if s.get("status") == "broken"]
     failed = [
         s
@@ -193,11 +225,16 @@ def weekly_summary(status: Sequence[Mapping]) -> tuple[str, dict]:
         if broken or failed
         else f"Backups: all {len(status)} schedule(s) ran"
     )
-    details = {
+    details: dict = {
         "schedules": len(status),
         "broken": [f"{s['stack']}/{s['site']}: {s.get('broken_reason')}" for s in broken],
         "failed_last_run": [
             f"{s['stack']}/{s['site']}: {(s.get('last_run') or {}).get('message', '')}" for s in failed
         ],
     }
+    if stacks is not False:
+        proofs = restore_proof_lines(stacks if isinstance(stacks, Mapping) else None)
+        details["restore_proofs"] = proofs
+        # Mail shows the message as plain lines; the list above is for webhooks.
+        details["message"] = "Last proof of restorability per site:\n" + "\n".join(f"  {p}" for p in proofs)
     return subject, details

@@ -16,7 +16,13 @@ import bottle
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.dashboard.schedule_calendar import WEEKDAYS
-from fmappliance.dashboard.schedules import EVERY_SITE, FIELDS, ScheduleError, validate_schedule
+from fmappliance.dashboard.schedules import (
+    EVERY_SITE,
+    FIELDS,
+    ScheduleError,
+    kind_of,
+    validate_schedule,
+)
 from fmappliance.names import parse_timestamp
 
 SCHEDULE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -37,6 +43,11 @@ def describe(schedule: dict) -> str:
     if frequency == "monthly":
         return f"monthly on day {schedule.get('day_of_month')} at {schedule['time']}"
     return f"daily at {schedule['time']}"
+
+
+def kind_prefix(schedule: dict) -> str:
+    """ "test restore of " for a test-restore schedule; nothing for a backup (the default)."""
+    return "test restore of " if kind_of(schedule) == "test_restore" else ""
 
 
 def site_label(site: str) -> str:
@@ -89,6 +100,8 @@ def shape_schedule(item: dict) -> dict:
     return {
         "id": item["id"],
         "qid": views.url_part(item["id"]),
+        "kind": kind_of(item),
+        "kind_label": "Test restore" if kind_of(item) == "test_restore" else "Backup",
         "stack": item["stack"],
         "site": site_label(item["site"]),
         "when": describe(item),
@@ -136,6 +149,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     def default_values(known) -> dict:
         names = sorted(known) if known else sorted(ctx.config.get("stacks") or {})
         return {
+            "kind": "backup",
             "stack": names[0] if len(names) == 1 else "",
             "site": EVERY_SITE,
             "frequency": "daily",
@@ -205,7 +219,8 @@ def register(app: bottle.Bottle, ctx) -> None:
                 return (
                     None,
                     400,
-                    "Send a JSON object with the fields stack, site, frequency, time, day_of_week, day_of_month and timezone.",
+                    "Send a JSON object with the fields kind, stack, site, frequency, time, day_of_week, day_of_month"
+                    " and timezone.",
                 )
             return {k: data.get(k) for k in FIELDS if data.get(k) is not None}, None, None
         return {k: request.forms.getunicode(k, default="") for k in FIELDS}, None, None
@@ -246,7 +261,8 @@ def register(app: bottle.Bottle, ctx) -> None:
         item = status_item(schedule["id"]) or schedule
         first = shape_schedule(item)["next_runs"][:1] if item.get("next_runs") else []
         message = (
-            f"Schedule added: {site_label(schedule['site'])} on {schedule['stack']}, {describe(schedule)} "
+            f"Schedule added: {kind_prefix(schedule)}{site_label(schedule['site'])} on {schedule['stack']}, "
+            f"{describe(schedule)} "
             f"({schedule['timezone']})" + (f"; next run {first[0]}." if first else ".")
         )
         return changed(message, public_schedule(item))
@@ -267,7 +283,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             audit(action, target, "refused: no such schedule")
             return ctx.fail(404, "There is no such schedule; it may have been removed already. Reload the page.")
         audit(action, target, "ok")
-        what = f"{site_label(schedule['site'])} on {schedule['stack']}, {describe(schedule)}"
+        what = f"{kind_prefix(schedule)}{site_label(schedule['site'])} on {schedule['stack']}, {describe(schedule)}"
         if verb == "remove":
             return changed(f"Schedule removed: {what}.", public_schedule({**schedule, "status": "removed"}))
         item = status_item(schedule_id)

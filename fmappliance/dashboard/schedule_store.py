@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fmappliance.dashboard.schedule_calendar import is_valid_timezone, server_timezone
-from fmappliance.dashboard.schedules import EVERY_SITE, FIELDS, ScheduleError
+from fmappliance.dashboard.schedules import DEFAULT_KIND, EVERY_SITE, FIELDS, ScheduleError, kind_of
 from fmappliance.names import format_timestamp, parse_timestamp
 
 #: Results of a run row. ``pending`` exists only between the due time being taken and the
@@ -37,7 +37,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
     id TEXT PRIMARY KEY, stack TEXT NOT NULL, site TEXT NOT NULL, frequency TEXT NOT NULL,
     time TEXT NOT NULL, day_of_week TEXT, day_of_month INTEGER, timezone TEXT NOT NULL,
-    enabled INTEGER NOT NULL DEFAULT 1, created_by TEXT NOT NULL, created_at TEXT NOT NULL);
+    enabled INTEGER NOT NULL DEFAULT 1, created_by TEXT NOT NULL, created_at TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'backup');
 CREATE TABLE IF NOT EXISTS schedule_state (
     schedule_id TEXT PRIMARY KEY, last_due TEXT, tracked_since TEXT, broken_reason TEXT);
 CREATE TABLE IF NOT EXISTS runs (
@@ -50,13 +51,20 @@ CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id);
 """
 
 
+def _definition(entry: Mapping) -> list:
+    # A backup schedule hashes as it did before schedules had a kind, so its id (and with
+    # it its last due time and runs) survives the upgrade.
+    values = [entry.get(k) for k in FIELDS if k != "kind"]
+    return values if kind_of(entry) == DEFAULT_KIND else [kind_of(entry), *values]
+
+
 def config_schedule_id(entry: Mapping, occurrence: int) -> str:
     """Stable id of a config-declared schedule: ``cfg-<n>-<hash of its definition>``.
 
     ``n`` counts identical entries (1 for the first), not the position in the list, so
     adding, removing or reordering other entries keeps ids, and with them the last runs.
     """
-    definition = json.dumps([entry.get(k) for k in FIELDS], separators=(",", ":"))
+    definition = json.dumps(_definition(entry), separators=(",", ":"))
     return f"cfg-{occurrence}-{hashlib.sha256(definition.encode()).hexdigest()[:10]}"
 
 
@@ -65,6 +73,7 @@ def _config_schedule(entry: Mapping, occurrence: int, default_tz: str) -> dict:
     tz = entry.get("timezone") or default_tz
     schedule = {
         "id": config_schedule_id(entry, occurrence),
+        "kind": kind_of(entry),
         "stack": entry["stack"],
         "site": entry.get("site") or EVERY_SITE,
         "frequency": frequency,
@@ -107,12 +116,16 @@ class ScheduleStore:
         counts: dict[str, int] = {}
         self._config: list[dict] = []
         for entry in config_schedules or ():
-            key = json.dumps([entry.get(k) for k in FIELDS])
+            key = json.dumps(_definition(entry))
             counts[key] = counts.get(key, 0) + 1
             self._config.append(_config_schedule(entry, counts[key], self.default_tz))
         with self._db() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(schedules)")}
+            if "kind" not in columns:
+                # Stores from before kinds existed: every row there is a backup schedule.
+                db.execute("ALTER TABLE schedules ADD COLUMN kind TEXT NOT NULL DEFAULT 'backup'")
 
     @contextmanager
     def _db(self):
@@ -166,10 +179,11 @@ class ScheduleStore:
         now = format_timestamp(self._clock())
         with self._db() as db:
             db.execute(
-                "INSERT INTO schedules (id, stack, site, frequency, time, day_of_week, day_of_month, timezone,"
-                " enabled, created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO schedules (id, kind, stack, site, frequency, time, day_of_week, day_of_month, timezone,"
+                " enabled, created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     schedule_id,
+                    kind_of(clean),
                     clean["stack"],
                     clean["site"],
                     clean["frequency"],

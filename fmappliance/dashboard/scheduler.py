@@ -34,6 +34,7 @@ from fmappliance.dashboard.handoff import BackupHandoff, target_text
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
 from fmappliance.dashboard.schedule_calendar import next_runs, runs_between, server_timezone
 from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.dashboard.schedules import action_text
 from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class BackupScheduler:
         get_job: Callable[[str], dict] | None = None,
         workers: int = 4,
         job_poll_seconds: int = 30,
+        submit_test_restore: Callable[[str, str], dict] | None = None,
+        restore_proofs: Callable[[], Mapping] | None = None,
     ):
         self.store = store
         self._get_job = get_job
@@ -87,7 +90,9 @@ class BackupScheduler:
             notify=self._notify,
             clock=self._clock,
             on_broken=self._mark_broken,
+            submit_test_restore=submit_test_restore,
         )
+        self._restore_proofs = restore_proofs
         self._tick = tick_seconds
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -272,7 +277,7 @@ class BackupScheduler:
                 else f"runs more than {age_text(self.catchup)} late are not made up (scheduler.catchup_hours)"
             )
             message = (
-                f"{plural(len(missed), 'scheduled backup')} {when} did not run because the dashboard "
+                f"{plural(len(missed), 'scheduled ' + action_text(schedule))} {when} did not run because the dashboard "
                 f"was not running; {why}."
             )
             self.store.record_run(
@@ -288,7 +293,7 @@ class BackupScheduler:
             )
             self._notify(
                 "backup_missed",
-                f"Scheduled backup of {target_text(schedule)} missed",
+                f"Scheduled {action_text(schedule)} of {target_text(schedule)} missed",
                 {
                     "schedule_id": schedule["id"],
                     "stack": schedule["stack"],
@@ -303,7 +308,7 @@ class BackupScheduler:
             note = (
                 f"Catch-up of the run due {latest:%Y-%m-%d %H:%M %Z}, missed while the dashboard was down."
                 if catch_up
-                else "Handing the backup to the agent."
+                else f"Handing the {action_text(schedule)} to the agent."
             )
             run_id = self.store.record_run(
                 schedule["id"],
@@ -317,9 +322,10 @@ class BackupScheduler:
                 stack=schedule["stack"],
             )
             log.info(
-                "Schedule %s due at %s: backing up %s%s.",
+                "Schedule %s due at %s: %s of %s%s.",
                 schedule["id"],
                 format_timestamp(latest),
+                action_text(schedule),
                 target_text(schedule),
                 " (catch-up)" if catch_up else "",
             )
@@ -385,8 +391,16 @@ class BackupScheduler:
         return out
 
     def send_weekly_summary(self) -> None:
-        """Queue the ``weekly_summary`` notification (broken schedules, failed last runs)."""
-        subject, details = weekly_summary(self.status())
+        """Queue the ``weekly_summary`` notification (broken schedules, failed last runs, and
+        each site's last proof of restorability when the agent can be asked)."""
+        stacks: Mapping | None | bool = False  # False: no agent to ask, no proof lines
+        if self._restore_proofs is not None:
+            try:
+                stacks = self._restore_proofs()
+            except Exception as exc:  # the summary still goes out, saying the proofs are unknown
+                log.info("Could not ask the agent for the last test restores: %s", exc)
+                stacks = None
+        subject, details = weekly_summary(self.status(), stacks)
         if self._notifier is not None:
             self._notifier.notify("weekly_summary", subject, details)
 
@@ -408,6 +422,8 @@ def scheduler_from_config(
     list_sites: Callable[[str], list],
     get_job: Callable[[str], dict] | None = None,
     clock: Callable[[], datetime] | None = None,
+    submit_test_restore: Callable[[str, str], dict] | None = None,
+    restore_proofs: Callable[[], Mapping] | None = None,
 ) -> BackupScheduler:
     """The engine as the dashboard runs it: store in ``dashboard.state_dir``, the
     ``schedules:`` of config.yaml, ``notifications:`` and ``scheduler.catchup_hours``.
@@ -426,4 +442,6 @@ def scheduler_from_config(
         notifier=Notifier(config.get("notifications")),
         clock=clock,
         catchup_hours=config["scheduler"]["catchup_hours"],
+        submit_test_restore=submit_test_restore,
+        restore_proofs=restore_proofs,
     )

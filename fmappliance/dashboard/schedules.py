@@ -1,8 +1,8 @@
-"""Backup schedules: what a schedule is, and validation of the add form.
+"""Schedules: what a schedule is, and validation of the add form.
 
 A schedule is a plain dict::
 
-    {"id", "stack", "site" ("*" = every site), "frequency" ("daily"|"weekly"|"monthly"),
+    {"id", "kind" ("backup"|"test_restore"), "stack", "site" ("*" = every site), "frequency" ("daily"|"weekly"|"monthly"),
      "time" ("HH:MM"), "day_of_week" ("mon".."sun" | None), "day_of_month" (1..28 | None),
      "timezone" (IANA name), "enabled", "created_by", "created_at" (ISO UTC | None),
      "source" ("ui"|"config"), "invalid" (None | operator sentence)}
@@ -20,8 +20,12 @@ from fmappliance.dashboard.schedule_calendar import FREQUENCIES, WEEKDAYS, is_va
 from fmappliance.names import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 EVERY_SITE = "*"
+#: What a schedule does when due: a backup (``backup_site``) or a proof of restorability
+#: (``test_restore`` into a throwaway site). Only ``backup`` schedules set backup-age rules.
+KINDS = ("backup", "test_restore")
+DEFAULT_KIND = "backup"
 #: The fields that define a schedule (the add form's fields).
-FIELDS = ("stack", "site", "frequency", "time", "day_of_week", "day_of_month", "timezone")
+FIELDS = ("kind", "stack", "site", "frequency", "time", "day_of_week", "day_of_month", "timezone")
 
 _TIME = re.compile(r"([01]\d|2[0-3]):([0-5]\d)", re.ASCII)
 
@@ -34,6 +38,16 @@ def _text(value) -> str:
     return "" if value is None else str(value).strip()
 
 
+def kind_of(schedule: Mapping) -> str:
+    """The schedule's kind; rows and config entries from before kinds existed are backups."""
+    return schedule.get("kind") or DEFAULT_KIND
+
+
+def action_text(schedule: Mapping) -> str:
+    """ "backup" or "test restore", for operator messages."""
+    return "test restore" if kind_of(schedule) == "test_restore" else "backup"
+
+
 def validate_schedule(fields: Mapping, *, known_stacks: Mapping | None, default_tz: str) -> tuple[dict | None, dict]:
     """Check the add form; return ``(clean, {})`` or ``(None, {field: message})``.
 
@@ -42,6 +56,7 @@ def validate_schedule(fields: Mapping, *, known_stacks: Mapping | None, default_
     Fields not listed here (csrf_token, ...) are ignored.
     """
     errors: dict[str, str] = {}
+    kind = _text(fields.get("kind")).lower() or DEFAULT_KIND
     stack = _text(fields.get("stack"))
     site = _text(fields.get("site")) or EVERY_SITE
     frequency = _text(fields.get("frequency")).lower()
@@ -50,8 +65,11 @@ def validate_schedule(fields: Mapping, *, known_stacks: Mapping | None, default_
     day_of_month_text = _text(fields.get("day_of_month"))
     tz = _text(fields.get("timezone")) or default_tz
 
+    if kind not in KINDS:
+        errors["kind"] = "Choose what the schedule does: backup or test_restore (restore into a throwaway site)."
+
     if not stack:
-        errors["stack"] = "Pick the stack to back up."
+        errors["stack"] = "Pick the stack this schedule is for."
     elif not is_valid_stack_name(stack):
         errors["stack"] = f"A stack name is {STACK_NAME_RULE}."
     elif known_stacks is not None and stack not in known_stacks:
@@ -94,6 +112,7 @@ def validate_schedule(fields: Mapping, *, known_stacks: Mapping | None, default_
     if errors:
         return None, errors
     return {
+        "kind": kind,
         "stack": stack,
         "site": site,
         "frequency": frequency,

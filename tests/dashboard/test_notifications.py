@@ -222,3 +222,29 @@ def test_weekly_summary_names_broken_schedules_and_failed_runs():
     assert details["broken"] == ["erp/erp.example.com: Stack 'erp' no longer exists"]
     subject, _ = weekly_summary(status[:1])
     assert subject == "Backups: all 1 schedule(s) ran"
+
+
+def test_weekly_summary_names_a_failed_proof_with_its_reason():
+    stacks = {
+        "stacks": [
+            {
+                "name": "prod",
+                "sites": ["a.example.com"],
+                "last_restore_tests": {
+                    "a.example.com": {
+                        "time": "2026-11-24T03:00:00Z",
+                        "backup": "b1",
+                        "source": "offsite",
+                        "ok": False,
+                        "message": "the database refused the dump",
+                    }
+                },
+            }
+        ]
+    }
+    _, details = weekly_summary([], stacks)
+    assert details["restore_proofs"] == [
+        "prod/a.example.com: restore test FAILED at 2026-11-24T03:00:00Z (backup b1, offsite): the database refused the dump"
+    ]
+    _, details = weekly_summary([])
+    assert "restore_proofs" not in details, "without an agent to ask, the summary makes no claim about proofs"

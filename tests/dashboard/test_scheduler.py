@@ -569,3 +569,111 @@ def test_sites_whose_last_backup_is_older_than_twice_the_interval_are_overdue():
     overdue = overdue_sites(schedules, last, now)
     assert [(o["site"], o["schedule_id"]) for o in overdue] == [("site1.example.com", "b"), ("site3.example.com", "a")]
     assert "2 days old" in overdue[0]["message"] and overdue[0]["limit_hours"] == 48
+
+
+# ---- test-restore schedules ------------------------------------------------------------
+
+
+def test_a_due_test_restore_schedule_hands_test_restore_to_the_agent_for_each_site(state_dir, clock, agent):
+    asked = []
+
+    def submit_test_restore(stack, site):
+        asked.append((stack, site))
+        job = {"id": f"tr{len(asked)}", "action": "test_restore", "stack": stack, "site": site, "status": "queued"}
+        agent.jobs[job["id"]] = job
+        return {"success": True, "job": job, "duplicate": False}
+
+    store = make_store(state_dir, clock)
+    proof = add(store, kind="test_restore", stack="prod", site="*", time="12:30")
+    backup = add(store, time="12:30")
+    engine = make_engine(store, agent, clock, submit_test_restore=submit_test_restore)
+    engine.reload()
+    tick(engine, clock, utc(2026, 11, 25, 13))
+    assert asked == [("prod", s) for s in STACKS["prod"]]
+    # The backup schedule still backs up, and only its own site.
+    assert [(j["action"], j["site"]) for j in agent.jobs.values() if j["action"] == "backup_site"] == [
+        ("backup_site", "erp.example.com")
+    ]
+    runs = store.last_runs(proof["id"])
+    assert [(r["site"], r["job_id"], r["result"]) for r in runs] == [
+        ("site1.example.com", "tr1", "submitted"),
+        ("site2.example.com", "tr2", "submitted"),
+    ]
+    assert store.last_run(backup["id"])["result"] == "submitted"
+
+
+def test_a_test_restore_the_agent_refuses_is_recorded_failed_and_notified_as_restore_test_failed(
+    state_dir, clock, agent, notes
+):
+    def refuse(stack, site):
+        raise RuntimeError("Site erp.example.com has no verified local backup to test.")
+
+    store = make_store(state_dir, clock)
+    schedule = add(store, kind="test_restore", time="12:30")
+    engine = make_engine(store, agent, clock, notes, submit_test_restore=refuse)
+    engine.reload()
+    tick(engine, clock, utc(2026, 11, 25, 13))
+    run = store.last_run(schedule["id"])
+    assert run["result"] == "failed" and "no verified local backup" in run["message"]
+    [(event, subject, details)] = notes.sent
+    assert event == "restore_test_failed" and "test restore" in subject
+    assert agent.jobs == {}, "a refused test restore must not fall back to a backup"
+
+
+def test_test_restore_schedules_do_not_count_for_overdue_backups():
+    now = utc(2026, 11, 25, 12)
+    proof = {
+        "id": "p",
+        "kind": "test_restore",
+        "stack": "prod",
+        "site": "*",
+        "frequency": "daily",
+        "enabled": True,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    last = {("prod", "site1.example.com"): now - timedelta(days=5)}
+    assert overdue_sites([proof], last, now) == []
+    assert [o["site"] for o in overdue_sites([{**proof, "kind": "backup"}], last, now)] == ["site1.example.com"]
+
+
+def test_the_weekly_summary_lists_each_sites_last_proof_from_the_agent(state_dir, clock, agent):
+    class Summaries(Notes):
+        def __init__(self):
+            super().__init__()
+            self.events = ("weekly_summary",)
+
+    stacks = {
+        "stacks": [
+            {
+                "name": "prod",
+                "sites": ["site1.example.com", "site2.example.com"],
+                "last_restore_tests": {
+                    "site1.example.com": {
+                        "time": "2026-11-24T03:00:00Z",
+                        "backup": "20261124-020000",
+                        "source": "local",
+                        "ok": True,
+                        "message": "proven restorable",
+                    },
+                    "site2.example.com": None,
+                },
+            }
+        ]
+    }
+    notes = Summaries()
+    engine = make_engine(make_store(state_dir, clock), agent, clock, notes, restore_proofs=lambda: stacks)
+    engine.send_weekly_summary()
+    [(event, _, details)] = notes.sent
+    assert event == "weekly_summary"
+    assert details["restore_proofs"] == [
+        "prod/site1.example.com: proven restorable at 2026-11-24T03:00:00Z from backup 20261124-020000 (local)",
+        "prod/site2.example.com: never proven restorable (no test restore yet)",
+    ]
+    assert "prod/site1.example.com: proven restorable" in details["message"]
+
+    def unreachable():
+        raise ConnectionError("agent down")
+
+    notes.sent.clear()
+    make_engine(make_store(state_dir, clock), agent, clock, notes, restore_proofs=unreachable).send_weekly_summary()
+    assert notes.sent[0][2]["restore_proofs"] == ["unknown: the agent could not be asked for the last test restores"]

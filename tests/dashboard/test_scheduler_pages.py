@@ -546,3 +546,53 @@ def test_odd_site_entries_from_the_agent_do_not_break_the_warning(logged_in, fak
     page = logged_in.get("/dashboard")
     assert page.status == 200
     assert unscheduled_warnings(page.text)["prod"][0] == ["site1.example.com"]
+
+
+# ---- test-restore schedules --------------------------------------------------------------
+
+
+def test_a_test_restore_schedule_is_added_by_json_form_and_htmx_and_shown_with_its_kind(app, logged_in):
+    answer = add_json(logged_in, kind="test_restore", site="*").json()
+    assert answer["success"] is True and answer["schedule"]["kind"] == "test_restore"
+    assert "test restore of every site on prod" in answer["message"]
+    token = logged_in.page_token("/scheduler")
+    assert logged_in.post("/scheduler/add", data={**DAILY, "csrf_token": token}).status == 303  # no kind: backup
+    response = logged_in.post(
+        "/scheduler/add", data={**DAILY, "kind": "test_restore", "time": "04:00"}, headers=htmx_headers(logged_in)
+    )
+    assert response.status == 200 and response.text.startswith('<div id="scheduler-body">')
+    kinds = sorted(s["kind"] for s in store_of(app).list())
+    assert kinds == ["backup", "test_restore", "test_restore"]
+    page = logged_in.get("/scheduler").text
+    for schedule in store_of(app).list():
+        row = row_of(page, schedule["id"])
+        assert f'data-kind="{schedule["kind"]}"' in row
+        assert ("Test restore" if schedule["kind"] == "test_restore" else "Backup") in row
+    listed = logged_in.get("/scheduler", headers={"Accept": "application/json"}).json()["schedules"]
+    assert sorted(s["kind"] for s in listed) == kinds
+    assert '<option value="test_restore">' in page  # the form offers the kind
+
+
+def test_an_unknown_kind_is_refused_per_field_as_json_and_form_and_stores_nothing(app, logged_in):
+    response = add_json(logged_in, kind="restore")
+    assert response.status == 400
+    assert set(response.json()["errors"]) == {"kind"}
+    assert "backup or test_restore" in response.json()["errors"]["kind"]
+    token = logged_in.page_token("/scheduler")
+    response = logged_in.post("/scheduler/add", data={**DAILY, "kind": "<b>x</b>", "csrf_token": token})
+    assert response.status == 400
+    fields = dict(re.findall(r'<p class="field-error" data-field="(\w+)">([^<]+)</p>', response.text))
+    assert set(fields) == {"kind"}
+    assert "<b>x</b>" not in response.text
+    assert store_of(app).list() == []
+
+
+def test_a_test_restore_schedule_neither_silences_the_unscheduled_warning_nor_sets_an_overdue_limit(
+    logged_in, fake_agent, clock
+):
+    fake_agent.stacks = stacks_with_backups(clock.now, {"site1.example.com": 72, "site2.example.com": 3})
+    add_json(logged_in, kind="test_restore", site="*")
+    page = logged_in.get("/dashboard").text
+    assert "overdue" not in page, "a test restore makes no backup: it sets no age limit"
+    warnings = unscheduled_warnings(page)
+    assert warnings["prod"][0] == ["site1.example.com", "site2.example.com"]

@@ -48,6 +48,7 @@ def test_valid_daily_form_is_cleaned_with_the_default_zone():
     clean, errors = validate_schedule(valid_fields(csrf_token="x"), known_stacks=STACKS, default_tz="Europe/Berlin")
     assert errors == {}
     assert clean == {
+        "kind": "backup",
         "stack": "prod",
         "site": "site1.example.com",
         "frequency": "daily",
@@ -302,3 +303,56 @@ def test_config_schedule_with_unknown_zone_is_listed_as_broken(tmp_path):
     bad = dict(CONFIG[0], timezone="Mars/Base")
     [schedule] = ScheduleStore(tmp_path, config_schedules=[bad], default_tz="UTC").list()
     assert "Unknown time zone" in schedule["broken_reason"]
+
+
+# ---- kinds ---------------------------------------------------------------------------
+
+
+def test_kind_defaults_to_backup_and_accepts_test_restore():
+    clean, errors = validate_schedule(valid_fields(), known_stacks=STACKS, default_tz="UTC")
+    assert errors == {} and clean["kind"] == "backup"
+    clean, errors = validate_schedule(valid_fields(kind="test_restore"), known_stacks=STACKS, default_tz="UTC")
+    assert errors == {} and clean["kind"] == "test_restore"
+
+
+def test_an_unknown_kind_is_refused_on_its_own_field():
+    clean, errors = validate_schedule(valid_fields(kind="restore"), known_stacks=STACKS, default_tz="UTC")
+    assert clean is None
+    assert set(errors) == {"kind"}
+    assert "backup or test_restore" in errors["kind"]
+
+
+def test_kind_is_stored_and_old_stores_are_migrated_to_backup(tmp_path):
+    import sqlite3
+
+    # A store from before schedules had a kind: the table has no kind column.
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "schedules.sqlite3")
+    db.execute(
+        "CREATE TABLE schedules (id TEXT PRIMARY KEY, stack TEXT NOT NULL, site TEXT NOT NULL, frequency TEXT NOT NULL,"
+        " time TEXT NOT NULL, day_of_week TEXT, day_of_month INTEGER, timezone TEXT NOT NULL,"
+        " enabled INTEGER NOT NULL DEFAULT 1, created_by TEXT NOT NULL, created_at TEXT NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO schedules VALUES ('old1', 'prod', '*', 'daily', '02:00', NULL, NULL, 'UTC', 1, 'admin',"
+        " '2026-01-01T00:00:00Z')"
+    )
+    db.commit()
+    db.close()
+    store = ScheduleStore(state, default_tz="UTC")
+    [old] = store.list()
+    assert old["id"] == "old1" and old["kind"] == "backup"
+    clean, _ = validate_schedule(valid_fields(kind="test_restore"), known_stacks=STACKS, default_tz="UTC")
+    added = store.add(clean, "admin")
+    assert added["kind"] == "test_restore"
+    assert {s["id"]: s["kind"] for s in ScheduleStore(state, default_tz="UTC").list()} == {
+        "old1": "backup",
+        added["id"]: "test_restore",
+    }
+
+
+def test_config_backup_schedule_ids_do_not_change_with_kinds_and_kinds_differ():
+    entry = {"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00", "timezone": ""}
+    assert config_schedule_id({**entry, "kind": "backup"}, 1) == config_schedule_id(entry, 1)
+    assert config_schedule_id({**entry, "kind": "test_restore"}, 1) != config_schedule_id(entry, 1)
