@@ -25,6 +25,8 @@ ACTIONS = (
     "restore_site",
     "import_backup",
     "test_restore",
+    "offsite_copy",
+    "offsite_check",
 )
 #: The actions that work on one site and so need a ``site`` field; the others take none.
 SITE_ACTIONS = frozenset({"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup"})
