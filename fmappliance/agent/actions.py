@@ -32,6 +32,8 @@ _STARTED = {
     "stop_stack": "Stop of stack {stack} started.",
     "restore_site": "Restore of backup {backup} onto {site} on {stack} started.",
     "import_backup": "Import of {name} as a backup of {site} on {stack} started.",
+    "offsite_copy": "Offsite copy of {site} on {stack} started.",
+    "offsite_check": "Check of the offsite repository started.",
 }
 
 
@@ -55,7 +57,7 @@ def clean_staging(state_dir: str) -> None:
 class Actions:
     """Turns an allowed action request into a queued job."""
 
-    def __init__(self, config: dict, inventory: Inventory, jobs: JobManager, store, status=None):
+    def __init__(self, config: dict, inventory: Inventory, jobs: JobManager, store, status=None, offsite=None):
         self.config = config
         self.inventory = inventory
         self.jobs = jobs
@@ -64,6 +66,7 @@ class Actions:
         self.allowed = set(config["security"]["allowed_actions"])
         self.timeouts = config["agent"]["action_timeouts"]
         self.state_dir = config["agent"]["state_dir"]
+        self.offsite = offsite
 
     # ------------------------------------------------------------------ requests
 
@@ -78,6 +81,10 @@ class Actions:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
         if action == "test_restore":
             raise ActionRejected(501, "test_restore is not available in this version of the agent yet.")
+        if action in ("offsite_copy", "offsite_check") and (self.offsite is None or not self.offsite.enabled):
+            raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
+        if action == "offsite_check":
+            return self._submit(action, "", None, {"name": ""}, options)
         try:
             stack = self.inventory.check_stack(stack_name)
             if action == "restore_site":
@@ -93,6 +100,9 @@ class Actions:
             raise ActionRejected(exc.status, exc.message) from None
         except SitesUnavailable as exc:
             raise ActionRejected(409, f"The sites of stack {stack_name} cannot be checked right now: {exc}") from None
+        return self._submit(action, stack_name, site, stack, options)
+
+    def _submit(self, action: str, stack_name: str, site, stack: dict, options: dict) -> tuple[dict, bool, str]:
         body = self._body(action, stack_name, stack, site, options)
         message = _STARTED[action].format(
             stack=stack_name, site=site, backup=options.get("backup"), name=options.get("name")
@@ -165,11 +175,24 @@ class Actions:
                 return self._restore(ctx, name, stack, options["plan"], timeout)
             if action == "import_backup":
                 return self._import(ctx, name, site, options["import_set"])
+            if action == "offsite_copy":
+                return self.offsite.copy_site(ctx, name, site)
+            if action == "offsite_check":
+                return self.offsite.check(ctx)
             kind = stacks.for_stack(stack)
             kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)
             return None
 
         return body
+
+    def queue_offsite_copy(self, stack_name: str, site: str) -> None:
+        """Queue a copy of a site's new backups; it runs after the current job and can never fail it."""
+        if self.offsite is None or not self.offsite.enabled or "offsite_copy" not in self.allowed:
+            return
+        try:
+            self.start("offsite_copy", stack_name, site)
+        except Exception:  # the backup is published; the hourly catch-up copies it
+            log.exception("could not queue the offsite copy of %s on %s", site, stack_name)
 
     def _site_ops(self, stack: dict):
         binaries = {
@@ -266,7 +289,9 @@ class Actions:
             # A safety backup must not push out the backup being restored (or any other) mid-restore;
             # retention counts it on the next regular backup.
             ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."
+            self.queue_offsite_copy(name, site)
             return manifest
+        self.queue_offsite_copy(name, site)
         try:
             removed = self.store.apply_retention(name, site)
             if removed:

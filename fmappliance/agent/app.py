@@ -22,9 +22,10 @@ from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailabl
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
+from fmappliance.agent.offsite import Offsite, OffsiteFailed, OffsiteTimer
 from fmappliance.agent.status import StatusBoard
 from fmappliance.config import secrets_of
-from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
+from fmappliance.names import ACTIONS, GLOBAL_ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 
@@ -68,8 +69,12 @@ class AgentServices:
     metrics: AgentMetrics
     host: HostFacts
     logs: LogStreams
+    offsite: Offsite | None = None
+    offsite_timer: OffsiteTimer | None = None
 
     def close(self) -> None:
+        if self.offsite_timer is not None:
+            self.offsite_timer.stop()
         self.status.close()
         self.jobs.close()
 
@@ -90,10 +95,14 @@ def build_services(config: dict) -> AgentServices:
         keep_safety_days=config["backups"]["keep_safety_days"],
     )
     metrics = AgentMetrics(status=status, store=store, jobs=jobs)
-    actions = Actions(config, inventory, jobs, store, status)
+    offsite = None
+    if config.get("offsite", {}).get("enabled"):
+        offsite = Offsite(config, store, config["agent"]["state_dir"], redact=secrets_of(config))
+    actions = Actions(config, inventory, jobs, store, status, offsite=offsite)
     host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))
-    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs)
+    timer = OffsiteTimer(config, actions, store).start() if offsite is not None else None
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs, offsite, timer)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -225,7 +234,12 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                     "verified": bool(manifest.get("verified")),
                 }
             )
-        return {**stack, "last_backups": last}
+        result = {**stack, "last_backups": last}
+        if services.offsite is not None:
+            pairs = {site: services.offsite.last_and_lag(stack["name"], site) for site in stack.get("sites") or ()}
+            result["last_offsite"] = {site: pair[0] for site, pair in pairs.items()}
+            result["offsite_lag"] = {site: pair[1] for site, pair in pairs.items()}
+        return result
 
     @app.get("/metrics")
     def metrics():
@@ -242,7 +256,7 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         try:
             options = {k: v for k, v in request.items() if k not in ACTION_FIELDS}
             job, created, message = services.actions.start(
-                request["action"], request["stack"], request.get("site"), options
+                request["action"], request.get("stack", ""), request.get("site"), options
             )
         except ActionRejected as exc:
             raise _json_error(exc.status, exc.message) from None
@@ -285,6 +299,10 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
         if action not in ACTIONS:
             raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(ACTIONS)}.")
+        if action in GLOBAL_ACTIONS:
+            if data.get("stack") is not None or data.get("site") is not None:
+                raise _json_error(400, f"The action {action} works on the whole appliance and takes no stack or site.")
+            return data
         if not isinstance(data.get("stack"), str):
             raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
         if action in SITE_ACTIONS:
@@ -354,6 +372,17 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         check_stack(stack)
         check_site_shape(site)
         return {"backups": services.store.list_backups(stack, site)}
+
+    @app.get("/offsite/<stack>/<site>")
+    def list_offsite(stack, site):
+        check_stack(stack)
+        check_site_shape(site)
+        if services.offsite is None:
+            raise _json_error(404, "Offsite copies are not configured on this server (no offsite.repository).")
+        try:
+            return {"snapshots": services.offsite.snapshots(stack, site)}
+        except OffsiteFailed as exc:
+            raise _json_error(502, str(exc)) from None
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):

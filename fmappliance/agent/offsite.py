@@ -328,3 +328,66 @@ class Offsite:
 def backup_time(backup_id: str) -> str:
     """A backup id (its UTC creation time) as an API timestamp."""
     return parse_id(backup_id).replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OffsiteTimer:
+    """A small thread: hourly, an offsite_copy job for every site with local backups (the catch-up that makes
+    sure nothing stays behind after a failed copy); weekly, an offsite_check job.  Jobs de-duplicate, so a copy
+    already queued after a backup is not doubled."""
+
+    COPY_EVERY = 3600.0
+    CHECK_EVERY = 7 * 86400.0
+    FIRST_DELAY = 120.0
+
+    def __init__(self, config: dict, actions, store):
+        self.config = config
+        self.actions = actions
+        self.store = store
+        self.stamp = os.path.join(config["agent"]["state_dir"], "offsite-last-check")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="offsite-timer")
+
+    def start(self) -> OffsiteTimer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        delay = self.FIRST_DELAY
+        while not self._stop.wait(delay):
+            delay = self.COPY_EVERY
+            try:
+                self.tick()
+            except Exception:  # the timer must outlive one bad round
+                log.exception("the offsite catch-up round failed")
+
+    def tick(self, now: float | None = None) -> list[dict]:
+        """Queue the due jobs; returns them."""
+        import time
+
+        now = time.time() if now is None else now
+        queued = []
+        for stack in self.config["stacks"]:
+            root = os.path.join(self.store.base_path, stack)
+            try:
+                sites = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+            for site in sites:
+                if not self.store.list_backups(stack, site):
+                    continue
+                try:
+                    queued.append(self.actions.start("offsite_copy", stack, site)[0])
+                except Exception as exc:  # a site gone from the stack: nothing to copy there
+                    log.info("no offsite catch-up for %s on %s: %s", site, stack, exc)
+        try:
+            last_check = os.stat(self.stamp).st_mtime
+        except OSError:
+            last_check = 0.0
+        if now - last_check >= self.CHECK_EVERY:
+            queued.append(self.actions.start("offsite_check", "")[0])
+            with open(self.stamp, "w", encoding="utf-8") as fh:
+                fh.write(str(now))
+        return queued

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -11,9 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from test_backups import bench_backup
-
 from support.polling import wait_for
+from test_backups import bench_backup
 
 from fmappliance.agent.backups import BackupStore
 from fmappliance.agent.offsite import Offsite, OffsiteFailed
