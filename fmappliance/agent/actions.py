@@ -142,10 +142,26 @@ class Actions:
         self.inventory.check_stack(from_stack)
         if not is_valid_site_name(from_site):
             raise ActionRejected(400, f"from_site is not a valid site name (expected {SITE_NAME_RULE}).")
-        manifest = self.store.get_manifest(from_stack, from_site, options.get("backup"))
+        if options.get("source") == "offsite":
+            manifest = self._offsite_manifest(from_stack, from_site, options.get("backup"))
+        else:
+            manifest = self.store.get_manifest(from_stack, from_site, options.get("backup"))
         if manifest is None:
             raise ActionRejected(404, f"There is no backup {options.get('backup')} of {from_site} on {from_stack}.")
         return RestorePlan(stack_name, stack, site, manifest["id"], from_stack, from_site, create, manifest)
+
+    def _offsite_manifest(self, stack: str, site: str, backup) -> dict | None:
+        from fmappliance.agent.offsite import OffsiteFailed
+
+        if self.offsite is None or not self.offsite.enabled:
+            raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
+        try:
+            manifest = self.offsite.manifest_of(stack, site, backup)
+        except OffsiteFailed as exc:
+            raise ActionRejected(502, str(exc)) from None
+        if manifest is None:
+            raise ActionRejected(404, f"There is no offsite copy of backup {backup} of {site} on {stack}.")
+        return manifest
 
     def _import_set(self, name):
         from fmappliance.agent.imports import ImportNotFound, find_import_set
@@ -172,7 +188,9 @@ class Actions:
             if action == "update_stack":
                 return self._update(ctx, name, stack, timeout)
             if action == "restore_site":
-                return self._restore(ctx, name, stack, options["plan"], timeout)
+                return self._restore(
+                    ctx, name, stack, options["plan"], timeout, offsite=options.get("source") == "offsite"
+                )
             if action == "import_backup":
                 return self._import(ctx, name, site, options["import_set"])
             if action == "offsite_copy":
@@ -204,15 +222,20 @@ class Actions:
         except stacks.StackUnsupported as exc:
             raise StepFailed(str(exc)) from None
 
-    def _restore(self, ctx, name: str, stack: dict, plan, timeout: float) -> dict:
+    def _restore(self, ctx, name: str, stack: dict, plan, timeout: float, *, offsite: bool = False) -> dict:
         from fmappliance.agent.restore import SiteRestore
 
         def take_backup(job_ctx, site, label):
             return self._backup(job_ctx, name, stack, site, timeout, label=label)
 
+        source = self.store
+        staging = os.path.join(self.state_dir, "offsite-restore", ctx.job_id)
         try:
-            return SiteRestore(ctx, plan, self._site_ops(stack), self.store, take_backup, timeout=timeout).execute()
+            if offsite:
+                source = self.offsite.stage_for_restore(ctx, plan.from_stack, plan.from_site, plan.manifest, staging)
+            return SiteRestore(ctx, plan, self._site_ops(stack), source, take_backup, timeout=timeout).execute()
         finally:
+            shutil.rmtree(staging, ignore_errors=True)
             self.inventory.invalidate(name)
 
     def _import(self, ctx, name: str, site: str, import_set) -> dict:

@@ -37,7 +37,7 @@ ACTION_FIELDS = ("action", "stack", "site")
 #: Fields an action takes besides action, stack and site, with their check.
 EXTRA_FIELDS = {
     "backup_site": ("label",),
-    "restore_site": ("backup", "from_stack", "from_site", "create_site"),
+    "restore_site": ("backup", "from_stack", "from_site", "create_site", "source"),
     "import_backup": ("name",),
 }
 #: Labels a caller may give backup_site; pre-restore, pre-update and imported are set by the agent itself.
@@ -331,6 +331,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 check_stack(data["from_stack"])
             if "from_site" in data:
                 check_site_shape(data["from_site"])
+            if "source" in data and data["source"] not in ("local", "offsite"):
+                raise _json_error(400, "source must be 'local' (a published backup) or 'offsite' (its restic copy).")
             if "create_site" in data and not isinstance(data["create_site"], bool):
                 raise _json_error(400, "create_site must be true or false.")
         if action == "import_backup":

@@ -10,6 +10,7 @@ of ``offsite.env_file`` -- never argv, the job output or a message.  restic's ou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -312,6 +313,45 @@ class Offsite:
 
     # ------------------------------------------------------------------ restoring
 
+    def manifest_of(self, stack: str, site: str, backup: str) -> dict | None:
+        """The manifest of a site's offsite copy of ``backup`` (None when the repository has no such copy)."""
+        snaps = self.snapshots(stack, site, refresh=True)
+        if not any(s["backup"] == backup for s in snaps):
+            return None
+        result = self.restic(
+            "snapshots", "--json", "--tag", f"backup={backup},stack={stack},site={site}", what="listing"
+        )
+        for snap in json.loads(result.output.strip().splitlines()[-1] or "[]") or []:
+            manifest = self._snapshot_manifest(snap, backup)
+            if manifest is not None:
+                return manifest
+        return None
+
+    def stage_for_restore(self, ctx, stack: str, site: str, manifest: dict, staging: str) -> StagedSource:
+        """Restore a snapshot into a private dir and check every file against its manifest's sha256."""
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging, mode=0o700)
+        ctx.log(f"== fetching the offsite copy of backup {manifest['id']}")
+        folder, stored = self.restore_into(stack, site, manifest["id"], staging, timeout=max(60, ctx.deadline_left()))
+        if stored.get("files") != manifest.get("files"):
+            raise OffsiteFailed("The offsite copy's manifest differs from the one listed; refusing to restore from it.")
+        for entry in manifest["files"]:
+            path = os.path.join(folder, entry["name"])
+            digest = hashlib.sha256()
+            try:
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError:
+                raise OffsiteFailed(f"The offsite copy lacks {entry['name']}; refusing to restore from it.") from None
+            if digest.hexdigest() != entry["sha256"] or os.path.getsize(path) != entry["size"]:
+                raise OffsiteFailed(
+                    f"{entry['name']} from the offsite copy does not match the sha256 in its manifest; "
+                    "the copy is damaged, pick another backup."
+                )
+        ctx.log(f"every file of the offsite copy matches its manifest ({len(manifest['files'])} files)")
+        return StagedSource(self.store, folder)
+
     def restore_into(self, stack: str, site: str, backup: str, target: str, timeout: float = 7200) -> tuple[str, dict]:
         """Restore a backup's snapshot under ``target``; returns (dir holding its files, its manifest)."""
         snap = next((s for s in self.snapshots(stack, site) if s["backup"] == backup), None)
@@ -323,6 +363,22 @@ class Offsite:
                 with open(os.path.join(root, backup + ".json"), encoding="utf-8") as fh:
                     return root, json.load(fh)
         raise OffsiteFailed(f"The offsite copy of backup {backup} holds no manifest.")
+
+
+class StagedSource:
+    """The backup store, except that published files are read from a restored offsite copy."""
+
+    def __init__(self, store, folder: str):
+        self._store = store
+        self.folder = folder
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def open_published_file(self, stack: str, site: str, name: str):
+        fd = os.open(os.path.join(self.folder, os.path.basename(name)), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fileobj = os.fdopen(fd, "rb")
+        return fileobj, os.fstat(fd)
 
 
 def backup_time(backup_id: str) -> str:
