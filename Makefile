@@ -1,4 +1,4 @@
-# The commands a developer needs: `make check` (lint, types, fast tests: 3-4 minutes),
+# The commands a developer needs: `make check` (lint, types, fast tests: 4-6 minutes on 2 busy cores),
 # `make test` (everything, from nothing) and `make bench`.
 PYTHON ?= python3
 VENV   ?= .venv

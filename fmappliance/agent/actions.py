@@ -192,6 +192,7 @@ class Actions:
                     ctx, name, stack, options["plan"], timeout, offsite=options.get("source") == "offsite"
                 )
             if action == "import_backup":
+                assert site is not None  # start() checked it against the inventory
                 return self._import(ctx, name, site, options["import_set"])
             if action == "offsite_copy":
                 return self.offsite.copy_site(ctx, name, site)

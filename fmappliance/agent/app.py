@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import bottle
 
 from fmappliance.agent.actions import ActionRejected, Actions
-from fmappliance.agent.auth import bearer_token_matches, is_public
+from fmappliance.agent.auth import is_public
 from fmappliance.agent.backups import BackupStore
 from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
@@ -24,6 +24,7 @@ from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow,
 from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.offsite import Offsite, OffsiteFailed, OffsiteTimer
 from fmappliance.agent.status import StatusBoard
+from fmappliance.bearer import bearer_token_matches
 from fmappliance.config import secrets_of
 from fmappliance.names import ACTIONS, GLOBAL_ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE

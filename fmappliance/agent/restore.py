@@ -214,6 +214,8 @@ class SiteRestore:
             if part == "database":
                 check = DumpHasAuthTable()
                 if encrypted:
+                    if key is None:
+                        raise BackupError(f"{entry['name']} is encrypted but the manifest says the backup is not")
                     check = decrypting(check, key)
             try:
                 src, st = self.store.open_published_file(stack, site, entry["name"])

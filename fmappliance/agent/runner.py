@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import io
 import logging
 import os
 import selectors
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import IO, cast
 
 from .redaction import mask_known_secrets, redact_text
 
@@ -227,6 +229,22 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
     _wait_group(proc, 1.0)  # SIGKILL is delivered asynchronously
 
 
+def _start_in_own_group(argv: list[str], cwd: str | None, env: dict | None) -> subprocess.Popen:
+    """argv (never a shell) in a new session, so a timeout can kill its whole process group;
+    stdin from /dev/null, stderr merged into stdout, a minimal environment unless one is given."""
+    return subprocess.Popen(
+        argv,
+        shell=False,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=minimal_env() if env is None else env,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
 def run_command(
     argv: list[str],
     *,
@@ -255,17 +273,7 @@ def run_command(
     secrets = list(redact)
     tail = _OutputTail(max_output, secrets, on_output, parsed_only)
     try:
-        proc = subprocess.Popen(
-            argv,
-            shell=False,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=minimal_env() if env is None else env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc = _start_in_own_group(argv, cwd, env)
     except OSError as exc:
         if cwd is not None and isinstance(exc, FileNotFoundError) and not os.path.isdir(cwd):
             error = f"the working directory {cwd} does not exist."
@@ -362,7 +370,13 @@ class StreamFilter:
                 if fd is not None:
                     os.close(fd)
             raise RuntimeError(_describe_start_failure(argv[0], exc)) from None
+        # Popen made all three pipes; typed here once so the methods below need no None checks.
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self._stdin: IO[bytes] = self.proc.stdin
+        self._stdout = cast(io.BufferedReader, self.proc.stdout)
+        self._stderr_pipe: IO[bytes] = self.proc.stderr
         if read_fd is not None:
+            assert write_fd is not None and secret is not None  # made together above
             os.close(read_fd)
             try:
                 os.write(write_fd, secret.encode() + b"\n")  # a passphrase is far below the pipe's buffer
@@ -380,14 +394,14 @@ class StreamFilter:
     def _read_stdout(self) -> None:
         try:
             while True:
-                data = self.proc.stdout.read1(READ_CHUNK)
+                data = self._stdout.read1(READ_CHUNK)
                 if not data:
                     return
                 if self._error is None:
                     self._sink(data)
         except BaseException as exc:  # handed to finish()
             self._error = exc
-            self._drain(self.proc.stdout)
+            self._drain(self._stdout)
 
     @staticmethod
     def _drain(stream) -> None:
@@ -398,7 +412,7 @@ class StreamFilter:
             pass
 
     def _read_stderr(self) -> None:
-        data = self.proc.stderr.read()
+        data = self._stderr_pipe.read()
         self._stderr = data[-4000:] if data else b""
 
     @property
@@ -409,7 +423,7 @@ class StreamFilter:
         if self._closed:
             return
         try:
-            self.proc.stdin.write(data)
+            self._stdin.write(data)
         except BrokenPipeError:
             self._closed = True  # the command stopped reading; finish() reports why
 
@@ -418,7 +432,7 @@ class StreamFilter:
         if not self._closed:
             self._closed = True
             try:
-                self.proc.stdin.close()
+                self._stdin.close()
             except BrokenPipeError:
                 pass
         try:
@@ -436,7 +450,7 @@ class StreamFilter:
         """Stop it now (after a failure elsewhere)."""
         if self.proc.poll() is None:
             _kill_group(self.proc, 1.0)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+        for stream in (self._stdin, self._stdout, self._stderr_pipe):
             try:
                 stream.close()
             except (OSError, ValueError):
@@ -514,17 +528,7 @@ def start_stream(
         raise TypeError("start_stream takes a non-empty argv list, never a shell string")
     argv = [os.fspath(a) for a in argv]
     try:
-        proc = subprocess.Popen(
-            argv,
-            shell=False,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=minimal_env() if env is None else env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc = _start_in_own_group(argv, cwd, env)
     except OSError as exc:
         raise StartFailed(_describe_start_failure(argv[0], exc)) from None
     return CommandStream(proc, list(redact))

@@ -7,22 +7,10 @@ schedule store (a few small SQLite reads), never from the agent.
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from fmappliance.prometheus_text import Family, render
-
-
-def scrape_token_matches(header: str | None, token: str) -> bool:
-    """True when ``header`` is exactly ``Bearer <token>``."""
-    if not header or not token:
-        return False
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given or given != given.strip():
-        return False
-    # Bytes: compare_digest refuses non-ASCII str, and the client chooses the header.
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
 
 
 @dataclass(frozen=True)

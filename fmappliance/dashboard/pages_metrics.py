@@ -10,8 +10,9 @@ import logging
 
 import bottle
 
+from fmappliance.bearer import bearer_token_matches
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.dashboard.metrics import dashboard_metrics_text, schedule_timeliness, scrape_token_matches
+from fmappliance.dashboard.metrics import dashboard_metrics_text, schedule_timeliness
 from fmappliance.dashboard.schedule_calendar import next_runs
 from fmappliance.prometheus_text import CONTENT_TYPE
 
@@ -40,7 +41,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     def metrics():
         if not token:
             return ctx.fail(404, "There is no such page.")
-        if not scrape_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), token):
+        if not bearer_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), token):
             return bottle.HTTPResponse(
                 "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
                 status=401,

@@ -344,7 +344,7 @@ class SiteOps:
         from fmappliance.agent.stacks import StackUnsupported
 
         self.stack = stack
-        self.docker = binaries.get("docker")
+        self.docker: str = binaries.get("docker") or ""
         if not self.docker:
             raise StackUnsupported("docker was not found (agent.docker_binary); install it or set its full path.")
         self.state_dir = state_dir

@@ -191,7 +191,7 @@ class SiteOps:
         from fmappliance.agent.stacks import StackUnsupported
 
         self.stack = stack
-        self.fm = binaries.get("fm")
+        self.fm: str = binaries.get("fm") or ""
         self.docker = binaries.get("docker")
         if not self.fm:
             raise StackUnsupported("fm was not found (agent.fm_binary); install it or set its full path.")
