@@ -184,7 +184,9 @@ class Offsite:
         if snaps is None:
             return None, 0
         last = {"time": snaps[0]["created"], "backup": snaps[0]["backup"]} if snaps else None
-        return last, len(self.missing(stack, site, snaps))
+        newest = snaps[0]["backup"] if snaps else ""
+        local = self.store.list_backups(stack, site)
+        return last, sum(1 for b in local if b["verified"] is True and b["id"] > newest)
 
     # ------------------------------------------------------------------ copying
 

@@ -183,3 +183,17 @@ def test_an_unreachable_repository_fails_with_its_sentence(world):
     with pytest.raises(OffsiteFailed) as down:
         offsite.copy_site(Ctx(), STACK, SITE)
     assert "could not be reached" in str(down.value)
+
+
+def test_offsite_lag_counts_local_backups_newer_than_the_newest_copy(world):
+    store, offsite, _cfg, tmp = world
+    publish(store, tmp, datetime.now(timezone.utc) - timedelta(hours=2))
+    offsite.copy_site(Ctx(), STACK, SITE)
+    newer = publish(store, tmp, datetime.now(timezone.utc) - timedelta(hours=1))
+    last, lag = offsite.last_and_lag(STACK, SITE)
+    assert lag == 1 and last["backup"] != newer["id"]
+    offsite.copy_site(Ctx(), STACK, SITE)
+    assert offsite.last_and_lag(STACK, SITE) == (
+        {"time": offsite.snapshots(STACK, SITE)[0]["created"], "backup": newer["id"]},
+        0,
+    )

@@ -83,3 +83,23 @@ def test_offsite_check_takes_no_stack_and_runs(offsite_world, make_client):
 def test_offsite_actions_are_refused_without_an_offsite_section(client):
     res = client.post_json("/action", {"action": "offsite_check"})
     assert res.status in (403, 409)
+
+
+def test_the_timer_queues_a_catch_up_copy_per_site_and_a_weekly_check(offsite_world, make_client):
+    client = make_client()
+    res = client.post_action("backup_site", "prod", SITE)
+    wait_job(client, res.json()["job"]["id"], timeout=60)
+    for job in client.services.jobs.list(limit=50):
+        if job["status"] in ("queued", "running"):
+            wait_job(client, job["id"], timeout=120)
+    timer = client.services.offsite_timer
+    queued = timer.tick(now=1_000_000_000.0)
+    assert sorted((j["action"], j["site"]) for j in queued) == [("offsite_check", None), ("offsite_copy", SITE)]
+    for job in queued:
+        wait_job(client, job["id"], timeout=120)
+    # within the week no second check; the catch-up copy comes every round
+    again = timer.tick(now=1_000_000_000.0 + 3600)
+    assert [j["action"] for j in again] == ["offsite_copy"]
+    wait_job(client, again[0]["id"], timeout=120)
+    check = client.services.jobs.get(queued[0]["id"] if queued[0]["action"] == "offsite_check" else queued[1]["id"])
+    assert check["status"] == "succeeded", check["output"]
