@@ -155,6 +155,9 @@ class Offsite:
                     "created": backup_time(backup),
                     "size": sum(f["size"] for f in files),
                     "files": files,
+                    "label": (manifest or {}).get("label") or "",
+                    "apps": (manifest or {}).get("apps"),
+                    "encrypted": (manifest or {}).get("encrypted") is True,
                 }
             )
         found.sort(key=lambda s: s["backup"], reverse=True)
