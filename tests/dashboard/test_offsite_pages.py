@@ -68,3 +68,16 @@ def test_restoring_an_offsite_copy_sends_source_offsite(logged_in, fake_agent):
     assert sent[-1]["action"] == "restore_site" and sent[-1]["source"] == "offsite" and sent[-1]["backup"] == BACKUP
     # an id with no offsite copy is a 404 before any form
     assert logged_in.get(f"/restore/prod/{SITE}/2001-01-01_00-00-00?source=offsite").status == 404
+
+
+def test_the_dashboard_shows_each_sites_offsite_age_or_a_warning(logged_in, fake_agent):
+    stack = fake_agent.stack("prod")
+    other = stack["sites"][1]
+    stack["last_offsite"] = {
+        SITE: {"time": stamp(datetime.now(timezone.utc) - timedelta(hours=2, minutes=1)), "backup": BACKUP},
+        other: None,
+    }
+    stack["offsite_lag"] = {SITE: 0, other: 3}
+    page = logged_in.get("/dashboard").text
+    assert f'data-offsite="{SITE}">offsite: 2 h ago</span>' in page
+    assert f'class="badge badge-warn" data-offsite="{other}">offsite: 3 not copied yet</span>' in page
