@@ -139,9 +139,16 @@ class Offsite:
         with self._lock:
             if not refresh and key in self._cache:
                 return self._cache[key]
-        result = self.restic("snapshots", "--json", "--tag", f"stack={stack},site={site}", timeout=600, what="listing")
+        result = self.restic(
+            "snapshots", "--json", "--tag", f"stack={stack},site={site}", timeout=600, what="listing", check=False
+        )
+        if not result.ok:
+            if any(m in result.output.lower() for m in _NO_REPOSITORY):
+                return []  # nothing copied yet: the first copy initialises the repository
+            log.warning("restic snapshots failed: %s", (result.error or result.output)[-2000:])
+            raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), "listing"))
         found = []
-        for snap in json.loads(result.output.strip().splitlines()[-1] if result.output.strip() else "[]") or []:
+        for snap in json_array(result.output):
             tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
             backup = tags.get("backup")
             if not backup or tags.get("stack") != stack or tags.get("site") != site:
@@ -326,7 +333,7 @@ class Offsite:
         result = self.restic(
             "snapshots", "--json", "--tag", f"backup={backup},stack={stack},site={site}", what="listing"
         )
-        for snap in json.loads(result.output.strip().splitlines()[-1] or "[]") or []:
+        for snap in json_array(result.output):
             manifest = self._snapshot_manifest(snap, backup)
             if manifest is not None:
                 return manifest
@@ -384,6 +391,19 @@ class StagedSource:
         fd = os.open(os.path.join(self.folder, os.path.basename(name)), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         fileobj = os.fdopen(fd, "rb")
         return fileobj, os.fstat(fd)
+
+
+def json_array(output: str) -> list:
+    """The JSON array restic printed (the last line that is one; warnings may share the output)."""
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("["):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+    return []
 
 
 def backup_time(backup_id: str) -> str:

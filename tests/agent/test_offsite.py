@@ -197,3 +197,9 @@ def test_offsite_lag_counts_local_backups_newer_than_the_newest_copy(world):
         {"time": offsite.snapshots(STACK, SITE)[0]["created"], "backup": newer["id"]},
         0,
     )
+
+
+def test_listing_before_the_first_copy_is_empty_and_creates_nothing(world):
+    _store, offsite, _cfg, tmp = world
+    assert offsite.snapshots(STACK, SITE, refresh=True) == []
+    assert not (tmp / "repo").exists()
