@@ -103,3 +103,16 @@ def test_the_timer_queues_a_catch_up_copy_per_site_and_a_weekly_check(offsite_wo
     wait_job(client, again[0]["id"], timeout=120)
     check = client.services.jobs.get(queued[0]["id"] if queued[0]["action"] == "offsite_check" else queued[1]["id"])
     assert check["status"] == "succeeded", check["output"]
+
+
+def test_a_failing_copy_fails_its_own_job_never_the_backup(offsite_world, make_client, tmp_path):
+    offsite_world.config["offsite"]["repository"] = "rest:http://127.0.0.1:9/down"
+    client = make_client()
+    res = client.post_action("backup_site", "prod", SITE)
+    backup_job = wait_job(client, res.json()["job"]["id"], timeout=60)
+    assert backup_job["status"] == "succeeded"
+    copy = next(j for j in client.services.jobs.list(stack="prod") if j["action"] == "offsite_copy")
+    copy = wait_job(client, copy["id"], timeout=120)
+    assert copy["status"] == "failed"
+    assert "could not be reached" in copy["message"]
+    assert offsite_world.published("prod", SITE)  # the local backup is intact
