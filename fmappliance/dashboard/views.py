@@ -93,7 +93,8 @@ def offsite_badge(stack: dict, site: str, now: dt.datetime) -> dict | None:
     if not isinstance(last_all, dict):
         return None
     last = last_all.get(site)
-    lag = lag_all.get(site) if isinstance(lag_all, dict) and isinstance(lag_all.get(site), int) else 0
+    raw_lag = lag_all.get(site) if isinstance(lag_all, dict) else None
+    lag: int = raw_lag if isinstance(raw_lag, int) else 0
     if isinstance(last, dict):
         text = "offsite: " + human_age(last.get("time"), now) + (f", {lag} not copied yet" if lag else "")
         return {"text": text, "warn": lag > 0}
