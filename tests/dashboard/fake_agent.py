@@ -38,8 +38,10 @@ KNOWN_ACTIONS = (
     "restore_site",
     "import_backup",
     "test_restore",
+    "offsite_copy",
+    "offsite_check",
 )
-SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup")
+SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup", "offsite_copy")
 #: Each action's fields beyond action, stack and site, as the agent accepts them.
 EXTRA_FIELDS = {
     "backup_site": ("label",),
