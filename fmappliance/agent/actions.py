@@ -303,7 +303,7 @@ class Actions:
                 # Nothing below the source root is followed as a link; publish also refuses
                 # anything but regular files, and checks their sizes against the free space.
                 manifest = self.store.publish(
-                    name, site, sources, label=label, apps=apps, source_root=kind.source_root(stack, staging)
+                    name, site, sources, source_root=kind.source_root(stack, staging), label=label, apps=apps
                 )
             except BackupError as exc:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None

@@ -83,7 +83,7 @@ class SiteRestore:
         self.take_backup = take_backup
         self.timeout = timeout
         self.site = plan.site
-        self.staging_dirs: list[tuple[str, str]] = []
+        self.staging_dirs: list[tuple[str | None, str]] = []
 
     # ------------------------------------------------------------------ running commands
 
@@ -192,10 +192,14 @@ class SiteRestore:
 
         Returns the staged names and, for an encrypted backup, its key (from the backup's own site config).
         """
+        # fm: a staging dir inside the bench itself.  compose: None, the parts are verified where they are
+        # published and copied into the container afterwards (a host copy first would double the I/O).
         local_dir = self.ops.local_stage_dir(self.site, job_key)
-        shutil.rmtree(local_dir, ignore_errors=True)
-        os.makedirs(local_dir, mode=0o700)
+        if local_dir is not None:
+            shutil.rmtree(local_dir, ignore_errors=True)
+            os.makedirs(local_dir, mode=0o700)
         self.staging_dirs.append((local_dir, job_key))
+        published = os.path.join(self.store.base_path, stack, site)
         files = {f["part"]: f for f in manifest["files"]}
         key = None
         if manifest.get("encrypted"):
@@ -203,7 +207,7 @@ class SiteRestore:
         # bench's own naming: {%Y%m%d_%H%M%S}-{site slug}-{kind}[-enc]{ext}
         stamp = manifest["id"].replace("-", "")
 
-        def stage_part(part: str, entry: dict) -> str:
+        def stage_part(part: str, entry: dict) -> tuple[str, str]:
             encrypted = entry["name"].endswith(".gpg")
             plain = entry["name"].removesuffix(".gpg")
             ext = {"database": ".sql.gz", "site_config": ".json"}.get(
@@ -215,14 +219,16 @@ class SiteRestore:
                 check = DumpHasAuthTable()
                 if encrypted:
                     if key is None:
-                        raise BackupError(f"{entry['name']} is encrypted but the manifest says the backup is not")
+                        raise BackupError("the database dump is encrypted but the manifest does not say so")
                     check = decrypting(check, key)
             try:
                 src, st = self.store.open_published_file(stack, site, entry["name"])
             except BackupNotFound:
                 raise BackupError(f"the backup file {entry['name']} is missing") from None
+            target = os.path.join(local_dir, name) if local_dir is not None else os.devnull
+            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if local_dir is not None else 0)
             with src:
-                fd = os.open(os.path.join(local_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+                fd = os.open(target, flags, 0o640)
                 try:
                     size, digest = copy_hashed(src.fileno(), fd, st.st_size, check)
                 finally:
@@ -232,17 +238,19 @@ class SiteRestore:
                     f"{entry['name']} does not match its manifest (sha256 or size differ): "
                     "the backup is damaged; pick another one"
                 )
-            return name
+            return name, (target if local_dir is not None else os.path.join(published, entry["name"]))
 
         # The parts are hashed side by side: sha256 releases the GIL, and the re-hash is most of the preflight.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-stage") as pool:
             futures = {part: pool.submit(stage_part, part, entry) for part, entry in files.items()}
-        staged = {part: future.result() for part, future in futures.items()}
+        results = {part: future.result() for part, future in futures.items()}
+        staged = {part: name for part, (name, _path) in results.items()}
+        paths = {name: path for name, path in results.values()}
         self.ctx.log(
             f"every part matches its manifest ({len(staged)} files)"
             + ("; the dump holds __Auth" if "database" in staged else "")
         )
-        return {"dir": local_dir, "names": staged, "job_key": job_key}, key
+        return {"paths": paths, "names": staged, "job_key": job_key}, key
 
     def _backup_key(self, stack: str, site: str, entry: dict | None) -> str:
         doc = self._published_site_config(stack, site, entry)
@@ -332,7 +340,7 @@ class SiteRestore:
     def _restore(
         self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *, carry_key: bool
     ) -> None:
-        where = self.ops.into_bench(staged["dir"], self.site, staged["job_key"], self.run)
+        where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run)
         names = staged["names"]
         args = [
             "--site",
@@ -356,7 +364,7 @@ class SiteRestore:
 
     def _carry_encryption_key(self, staged: dict) -> None:
         """A backup restored onto another site keeps its Password fields readable only with the source's key."""
-        path = os.path.join(staged["dir"], staged["names"].get("site_config", ""))
+        path = staged["paths"].get(staged["names"].get("site_config", ""), "")
         try:
             with open(path, encoding="utf-8") as handle:
                 doc = json.load(handle)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import io
 import logging
 import os
 import selectors
@@ -21,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, cast
 
 from .redaction import mask_known_secrets, redact_text
 
@@ -329,134 +327,6 @@ def run_command(
     return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=failure)
 
 
-# --------------------------------------------------------------------------- stream filters
-
-
-class StreamFilter:
-    """A command that transforms a byte stream: bytes go in through feed(), its stdout goes to ``sink``.
-
-    Used to decrypt encrypted backup parts while they are copied (``gpg --decrypt``).  ``secret``,
-    when given, is written to a pipe whose read end the command gets as fd ``secret_fd`` (see
-    :attr:`secret_fd`), so a passphrase never appears in an argv or the environment.
-    """
-
-    def __init__(
-        self,
-        argv_for_fd: Callable[[int | None], list[str]],
-        sink: Callable[[bytes], None],
-        *,
-        secret: str | None = None,
-        env: dict | None = None,
-    ):
-        read_fd = write_fd = None
-        if secret is not None:
-            read_fd, write_fd = os.pipe()
-        self.secret_fd = read_fd
-        argv = argv_for_fd(read_fd)
-        try:
-            self.proc = subprocess.Popen(
-                argv,
-                shell=False,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=minimal_env() if env is None else env,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=(read_fd,) if read_fd is not None else (),
-            )
-        except OSError as exc:
-            for fd in (read_fd, write_fd):
-                if fd is not None:
-                    os.close(fd)
-            raise RuntimeError(_describe_start_failure(argv[0], exc)) from None
-        # Popen made all three pipes; typed here once so the methods below need no None checks.
-        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        self._stdin: IO[bytes] = self.proc.stdin
-        self._stdout = cast(io.BufferedReader, self.proc.stdout)
-        self._stderr_pipe: IO[bytes] = self.proc.stderr
-        if read_fd is not None:
-            assert write_fd is not None and secret is not None  # made together above
-            os.close(read_fd)
-            try:
-                os.write(write_fd, secret.encode() + b"\n")  # a passphrase is far below the pipe's buffer
-            finally:
-                os.close(write_fd)
-        self._sink = sink
-        self._error: BaseException | None = None
-        self._stderr = b""
-        self._reader = threading.Thread(target=self._read_stdout, name="stream-filter-out", daemon=True)
-        self._errors = threading.Thread(target=self._read_stderr, name="stream-filter-err", daemon=True)
-        self._reader.start()
-        self._errors.start()
-        self._closed = False
-
-    def _read_stdout(self) -> None:
-        try:
-            while True:
-                data = self._stdout.read1(READ_CHUNK)
-                if not data:
-                    return
-                if self._error is None:
-                    self._sink(data)
-        except BaseException as exc:  # handed to finish()
-            self._error = exc
-            self._drain(self._stdout)
-
-    @staticmethod
-    def _drain(stream) -> None:
-        try:
-            while stream.read1(READ_CHUNK):
-                pass
-        except (OSError, ValueError):
-            pass
-
-    def _read_stderr(self) -> None:
-        data = self._stderr_pipe.read()
-        self._stderr = data[-4000:] if data else b""
-
-    @property
-    def failed(self) -> BaseException | None:
-        return self._error
-
-    def feed(self, data) -> None:
-        if self._closed:
-            return
-        try:
-            self._stdin.write(data)
-        except BrokenPipeError:
-            self._closed = True  # the command stopped reading; finish() reports why
-
-    def finish(self, timeout: float = 60.0) -> tuple[int | None, str]:
-        """Close its input, wait for it; returns (exit code, stderr tail). Re-raises a sink error."""
-        if not self._closed:
-            self._closed = True
-            try:
-                self._stdin.close()
-            except BrokenPipeError:
-                pass
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(self.proc, 1.0)
-            code = None
-        self._reader.join()
-        self._errors.join()
-        if self._error is not None:
-            raise self._error
-        return code, self._stderr.decode("utf-8", "replace")
-
-    def abort(self) -> None:
-        """Stop it now (after a failure elsewhere)."""
-        if self.proc.poll() is None:
-            _kill_group(self.proc, 1.0)
-        for stream in (self._stdin, self._stdout, self._stderr_pipe):
-            try:
-                stream.close()
-            except (OSError, ValueError):
-                pass
-
-
 # --------------------------------------------------------------------------- streaming
 
 #: After SIGTERM, how long a streamed command (e.g. `docker compose logs --follow`) gets before SIGKILL.
@@ -532,3 +402,127 @@ def start_stream(
     except OSError as exc:
         raise StartFailed(_describe_start_failure(argv[0], exc)) from None
     return CommandStream(proc, list(redact))
+
+
+# --------------------------------------------------------------------------- stream filters
+
+
+class StreamFilter:
+    """A command that transforms a byte stream: bytes go in through feed(), its stdout goes to ``sink``.
+
+    Used to decrypt encrypted backup parts while they are copied (``gpg --decrypt``).  ``secret``,
+    when given, is written to a pipe whose read end the command gets as fd ``secret_fd`` (see
+    :attr:`secret_fd`), so a passphrase never appears in an argv or the environment.
+    """
+
+    def __init__(
+        self,
+        argv_for_fd: Callable[[int | None], list[str]],
+        sink: Callable[[bytes], None],
+        *,
+        secret: str | None = None,
+        env: dict | None = None,
+    ):
+        read_fd = write_fd = None
+        if secret is not None:
+            read_fd, write_fd = os.pipe()
+        self.secret_fd = read_fd
+        argv = argv_for_fd(read_fd)
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                shell=False,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=minimal_env() if env is None else env,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=(read_fd,) if read_fd is not None else (),
+            )
+        except OSError as exc:
+            for fd in (read_fd, write_fd):
+                if fd is not None:
+                    os.close(fd)
+            raise RuntimeError(_describe_start_failure(argv[0], exc)) from None
+        if read_fd is not None and write_fd is not None and secret is not None:
+            os.close(read_fd)
+            try:
+                os.write(write_fd, secret.encode() + b"\n")  # a passphrase is far below the pipe's buffer
+            finally:
+                os.close(write_fd)
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self._stdin, self._stdout, self._stderr_pipe = self.proc.stdin, self.proc.stdout, self.proc.stderr
+        self._sink = sink
+        self._error: BaseException | None = None
+        self._stderr = b""
+        self._reader = threading.Thread(target=self._read_stdout, name="stream-filter-out", daemon=True)
+        self._errors = threading.Thread(target=self._read_stderr, name="stream-filter-err", daemon=True)
+        self._reader.start()
+        self._errors.start()
+        self._closed = False
+
+    def _read_stdout(self) -> None:
+        try:
+            while True:
+                data = self._stdout.read1(READ_CHUNK)  # type: ignore[attr-defined]  # a BufferedReader
+                if not data:
+                    return
+                if self._error is None:
+                    self._sink(data)
+        except BaseException as exc:  # handed to finish()
+            self._error = exc
+            self._drain(self._stdout)
+
+    @staticmethod
+    def _drain(stream) -> None:
+        try:
+            while stream.read1(READ_CHUNK):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    def _read_stderr(self) -> None:
+        data = self._stderr_pipe.read()
+        self._stderr = data[-4000:] if data else b""
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._error
+
+    def feed(self, data) -> None:
+        if self._closed:
+            return
+        try:
+            self._stdin.write(data)
+        except BrokenPipeError:
+            self._closed = True  # the command stopped reading; finish() reports why
+
+    def finish(self, timeout: float = 60.0) -> tuple[int | None, str]:
+        """Close its input, wait for it; returns (exit code, stderr tail). Re-raises a sink error."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.proc, 1.0)
+            code = None
+        self._reader.join()
+        self._errors.join()
+        if self._error is not None:
+            raise self._error
+        return code, self._stderr.decode("utf-8", "replace")
+
+    def abort(self) -> None:
+        """Stop it now (after a failure elsewhere)."""
+        if self.proc.poll() is None:
+            _kill_group(self.proc, 1.0)
+        for stream in (self._stdin, self._stdout, self._stderr_pipe):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass

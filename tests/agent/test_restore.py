@@ -82,6 +82,9 @@ def test_restore_brings_back_the_backups_data_with_a_safety_backup_first(world, 
     restores = bench_calls(world, ("--force", "restore"))
     assert len(restores) == 1 and "--db-root-username" in " ".join(restores[0])
     assert "root" not in " ".join(restores[0]).split()
+    words = " ".join(restores[0]).split()
+    temporary_password = words[words.index("--db-root-password") + 1].strip("'")
+    assert temporary_password not in out and temporary_password not in job["message"]
     assert server(world, stack).users() == {}
     assert_no_root_password_anywhere(world, agent, [job])
     # The scheduler comes back as it was: paused stays paused.

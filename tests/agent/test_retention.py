@@ -315,3 +315,17 @@ def test_the_agent_uses_the_configured_keep_last_and_safety_days(tmp_path):
         assert chosen.store.keep_safety_days == 30
     finally:
         chosen.close()
+
+
+def test_the_label_retention_goes_by_is_the_one_the_listing_shows(tmp_path):
+    store = BackupStore(
+        str(tmp_path / "backups"), {"daily": 0, "weekly": 0, "monthly": 0, "keep_last": 0}, keep_safety_days=14
+    )
+    unlabelled, odd, scheduled = (backup_id(DAY, h) for h in (5, 6, 7))
+    place_backup(store, unlabelled, label=None)
+    place_backup(store, odd, label="something-newer")
+    place_backup(store, scheduled, label="scheduled")
+    place_backup(store, backup_id(DAY, 8))
+    assert store.apply_retention(STACK, SITE, now=datetime(2026, 6, 10, 12, tzinfo=timezone.utc)) == [scheduled]
+    listed = {b["id"]: b["label"] for b in store.list_backups(STACK, SITE)}
+    assert listed[unlabelled] == "manual" and listed[odd] == "manual"

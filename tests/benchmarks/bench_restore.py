@@ -29,8 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "doubles"))
 
-from db_server import site_content  # noqa: E402  (support.world put the doubles on sys.path)
+from db_server import site_content  # noqa: E402
 from support.world import (  # noqa: E402
     COMPOSE_DB_ROOT_PASSWORD,
     FM_DB_ROOT_PASSWORD,

@@ -292,7 +292,7 @@ def restore(bench: Bench, site: str, args: list[str], force: bool) -> int:
         code = bench.fault("bench restore")
         with gzip.open(dump, "rb") as src, open(target, "wb") as dst:
             if code is not None:
-                dst.write(src.read(200))  # a failed import leaves a partial database
+                dst.write(src.read(40))  # a failed import leaves a partial database
                 print("ERROR 1064 (42000) at line 3: You have an error in your SQL syntax")
                 return code
             try:

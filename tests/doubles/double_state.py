@@ -423,6 +423,32 @@ def run_in_container(
     return 126
 
 
+_FILE_TYPES = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"))
+
+
+def _stat(bench_root: Path, container_root: str, args: list[str]) -> int:
+    """GNU `stat -c FORMAT -- PATH...` (lstat: a symlink is reported, not followed) with %F, %s and %n."""
+    fmt = args[args.index("-c") + 1]
+    paths = args[args.index("--") + 1 :]
+    code = 0
+    for path in paths:
+        rel = os.path.relpath(path, container_root) if os.path.isabs(path) else path
+        host = bench_root / rel
+        try:
+            if rel.startswith(".."):
+                raise FileNotFoundError
+            st = os.lstat(host)
+        except FileNotFoundError:
+            print(f"stat: cannot statx '{path}': No such file or directory", file=sys.stderr)
+            code = 1
+            continue
+        kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), None)
+        if kind is None:
+            kind = "regular empty file" if stat.S_ISREG(st.st_mode) and not st.st_size else "regular file"
+        print(fmt.replace("%F", kind).replace("%s", str(st.st_size)).replace("%n", path))
+    return code
+
+
 def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int:
     """cat FILE, mkdir -p DIR, chown -R U:G PATH (ownership is not modelled), rm -rf PATH, inside the bench."""
     import shutil
@@ -455,32 +481,6 @@ def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int
             return 1
     sys.stdout.flush()
     return 0
-
-
-_FILE_TYPES = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "fifo"))
-
-
-def _stat(bench_root: Path, container_root: str, args: list[str]) -> int:
-    """GNU `stat -c FORMAT -- PATH...` (lstat: a symlink is reported, not followed) with %F, %s and %n."""
-    fmt = args[args.index("-c") + 1]
-    paths = args[args.index("--") + 1 :]
-    code = 0
-    for path in paths:
-        rel = os.path.relpath(path, container_root) if os.path.isabs(path) else path
-        host = bench_root / rel
-        try:
-            if rel.startswith(".."):
-                raise FileNotFoundError
-            st = os.lstat(host)
-        except FileNotFoundError:
-            print(f"stat: cannot statx '{path}': No such file or directory", file=sys.stderr)
-            code = 1
-            continue
-        kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), None)
-        if kind is None:
-            kind = "regular empty file" if stat.S_ISREG(st.st_mode) and not st.st_size else "regular file"
-        print(fmt.replace("%F", kind).replace("%s", str(st.st_size)).replace("%n", path))
-    return code
 
 
 def _find(bench_root: Path, args: list[str]) -> int:

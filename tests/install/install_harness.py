@@ -458,7 +458,8 @@ def make_world(tmp: Path):
         text = (DOUBLES / name).read_text().split("\n", 1)[1]
         (bin_dir / name).write_text(f"#!{sys.executable} -IS\n{text}")
         (bin_dir / name).chmod(0o755)
-    shutil.copy(DOUBLES / "double_state.py", bin_dir / "double_state.py")
+    for module in DOUBLES.glob("*.py"):  # double_state and the modules it and the doubles import
+        shutil.copy(module, bin_dir / module.name)
     sys.path.insert(0, str(DOUBLES))
     from double_state import DoubleWorld, normalise_project
 

@@ -56,6 +56,7 @@ def test_fm_homes_of_two_users_stop_the_install_until_fm_agent_user_chooses_and_
             "project": None,
             "files": [],
             "service": "backend",
+            "db_service": "db",
             "sites": [],
         }
     }

@@ -14,7 +14,7 @@ import os
 from datetime import datetime, timedelta
 
 from fmappliance.agent.backups.layout import parse_id
-from fmappliance.agent.backups.manifests import all_manifests
+from fmappliance.agent.backups.manifests import all_manifests, manifest_label
 
 
 def gfs_keep(ids: list[str], retention: dict) -> set[str]:
@@ -43,19 +43,11 @@ def gfs_keep(ids: list[str], retention: dict) -> set[str]:
     return keep
 
 
-#: Labels of backups taken on purpose at one moment; kept at least keep_safety_days.
+#: Labels of backups taken on purpose at one moment; kept at least keep_safety_days.  A manifest
+#: without a label (published before labels existed, by "Backup now", an update or a schedule --
+#: nothing tells which) reads as ``manual`` (manifest_label): the cost is keeping a few scheduled
+#: backups keep_safety_days longer, the alternative could delete the one taken by hand.
 SAFETY_LABELS = frozenset({"manual", "pre-update", "pre-restore", "imported"})
-
-
-def retention_label(manifest: dict) -> str:
-    """The label retention goes by.
-
-    A manifest without one was published before labels existed, by "Backup now", an update or a
-    schedule -- nothing tells which.  It counts as ``manual``: the cost is keeping a few scheduled
-    backups for keep_safety_days longer, the alternative could delete the one taken by hand.
-    """
-    label = manifest.get("label")
-    return label if isinstance(label, str) and label else "manual"
 
 
 def kept_ids(manifests: list[dict], retention: dict, now: datetime, safety_days: int) -> set[str]:
@@ -64,7 +56,7 @@ def kept_ids(manifests: list[dict], retention: dict, now: datetime, safety_days:
     keep = gfs_keep(ids, retention)
     keep.update(sorted(ids, reverse=True)[: int(retention.get("keep_last", 0))])
     horizon = now - timedelta(days=safety_days)
-    keep.update(m["id"] for m in manifests if retention_label(m) in SAFETY_LABELS and parse_id(m["id"]) > horizon)
+    keep.update(m["id"] for m in manifests if manifest_label(m) in SAFETY_LABELS and parse_id(m["id"]) > horizon)
     return keep
 
 

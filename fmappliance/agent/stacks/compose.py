@@ -344,9 +344,10 @@ class SiteOps:
         from fmappliance.agent.stacks import StackUnsupported
 
         self.stack = stack
-        self.docker: str = binaries.get("docker") or ""
-        if not self.docker:
+        docker = binaries.get("docker")
+        if not docker:
             raise StackUnsupported("docker was not found (agent.docker_binary); install it or set its full path.")
+        self.docker: str = docker
         self.state_dir = state_dir
         self.service = stack.get("service") or "backend"
         self.db_service = stack.get("db_service") or "db"
@@ -400,33 +401,25 @@ class SiteOps:
         ]
         return self._cmd(argv, env)
 
-    def local_stage_dir(self, site: str, job_id: str) -> str:
-        return os.path.join(self.state_dir, "staging", f"restore-{job_id}")
+    def local_stage_dir(self, site: str, job_id: str) -> str | None:
+        """None: the parts are verified where they are published, then copied into the container by
+        into_bench (a host copy first would double the I/O of a large restore)."""
+        return None
 
     def _container_dir(self, site: str, job_id: str) -> str:
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def into_bench(self, local_dir: str, site: str, job_id: str, run) -> str:
-        """Copy the staged parts into the site's private dir in the container, owned by the bench user."""
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run) -> str:
+        """Copy the parts (bench name -> host path) into the site's private dir in the container,
+        owned by the bench user; returns that dir as the container sees it."""
         target = self._container_dir(site, job_id)
-        service = self.stack.get("service") or "backend"
-        run(self._cmd(base_argv(self.docker, self.stack) + ["cp", local_dir, f"{service}:{target}"]))
-        run(
-            self._cmd(
-                base_argv(self.docker, self.stack)
-                + ["exec", "-T", "-u", "root", service, "chown", "-R", "frappe:frappe", target]
-            )
-        )
+        base = base_argv(self.docker, self.stack)
+        run(self._cmd(base + ["exec", "-T", "-u", "root", self.service, "mkdir", "-p", target]))
+        for name, path in sorted(paths.items()):
+            run(self._cmd(base + ["cp", path, f"{self.service}:{target}/{name}"]))
+        run(self._cmd(base + ["exec", "-T", "-u", "root", self.service, "chown", "-R", "frappe:frappe", target]))
         return target
 
-    def cleanup(self, local_dir: str, site: str, job_id: str, run) -> None:
-        import shutil
-
-        shutil.rmtree(local_dir, ignore_errors=True)
-        run(
-            self._cmd(
-                base_argv(self.docker, self.stack)
-                + ["exec", "-T", "-u", "root", self.service, "rm", "-rf", self._container_dir(site, job_id)]
-            ),
-            check=False,
-        )
+    def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
+        argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
+        run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)

@@ -191,10 +191,11 @@ class SiteOps:
         from fmappliance.agent.stacks import StackUnsupported
 
         self.stack = stack
-        self.fm: str = binaries.get("fm") or ""
-        self.docker = binaries.get("docker")
-        if not self.fm:
+        fm = binaries.get("fm")
+        if not fm:
             raise StackUnsupported("fm was not found (agent.fm_binary); install it or set its full path.")
+        self.fm: str = fm
+        self.docker: str | None = binaries.get("docker")
 
     def bench(self, *args: str):
         from fmappliance.agent.stacks import Command
@@ -259,15 +260,18 @@ class SiteOps:
         # Straight into the bench on the host: the frappe container sees it, no second copy.
         return os.path.join(host_bench_dir(self.stack), "sites", site, "private", f"fmappliance-restore-{job_id}")
 
-    def into_bench(self, local_dir: str, site: str, job_id: str, run) -> str:
-        """Hand the staged parts to the bench user (the owner of the bench dir) and name them as the container does."""
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run) -> str:
+        """The parts are already in the bench (local_stage_dir); hand them to the bench user (the owner of the
+        bench dir) and name their dir as the container sees it."""
         owner = os.stat(host_bench_dir(self.stack))
-        if os.geteuid() == 0:
-            for name in [None, *os.listdir(local_dir)]:
-                os.chown(local_dir if name is None else os.path.join(local_dir, name), owner.st_uid, owner.st_gid)
+        if os.geteuid() == 0 and paths:
+            local_dir = os.path.dirname(next(iter(paths.values())))
+            for path in [local_dir, *paths.values()]:
+                os.chown(path, owner.st_uid, owner.st_gid)
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def cleanup(self, local_dir: str, site: str, job_id: str, run) -> None:
+    def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
         import shutil
 
-        shutil.rmtree(local_dir, ignore_errors=True)
+        if local_dir is not None:
+            shutil.rmtree(local_dir, ignore_errors=True)
