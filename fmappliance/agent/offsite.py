@@ -388,6 +388,9 @@ class StagedSource:
         return getattr(self._store, name)
 
     def open_published_file(self, stack: str, site: str, name: str):
+        if not os.path.exists(os.path.join(self.folder, os.path.basename(name))):
+            # a file of a local backup (the safety backup a roll-back restores)
+            return self._store.open_published_file(stack, site, name)
         fd = os.open(os.path.join(self.folder, os.path.basename(name)), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         fileobj = os.fdopen(fd, "rb")
         return fileobj, os.fstat(fd)
