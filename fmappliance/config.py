@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ DEFAULT_ACTION_TIMEOUTS = {
     "restore_site": 7200,
     "import_backup": 3600,
     "test_restore": 7200,
+    "offsite_copy": 21600,
+    "offsite_check": 21600,
 }
 #: Failed agent jobs the dashboard notifies, whoever started them (dashboard.job_watch maps action -> event).
 FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "offsite_failed", "offsite_check_failed")
@@ -526,6 +529,57 @@ NOTIFICATIONS = Section(
     ),
 )
 
+OFFSITE = Section(
+    "offsite",
+    help="Offsite copies of every verified backup with restic (no repository: no offsite copies).",
+    keys=(
+        Key(
+            "repository",
+            "str",
+            "",
+            "Any restic repository (s3:https://s3.example.com/my-bucket/fmappliance, sftp:, rest:, b2:, a path); "
+            "empty: no offsite copies.",
+        ),
+        Key(
+            "password_file",
+            "path",
+            None,
+            "The restic repository password (mode 0600 or 0400). Keep a copy elsewhere: without it the copies are useless.",
+            example="/etc/fmappliance/offsite.password",
+        ),
+        Key(
+            "env_file",
+            "path",
+            None,
+            "Optional KEY=value lines for restic's environment (AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=..., "
+            "AWS_DEFAULT_REGION=...), mode 0600 or 0400.",
+        ),
+        Key("options", "str_list", [], "restic -o options, e.g. s3.bucket-lookup=path."),
+        Key(
+            "retention",
+            "int_map",
+            {},
+            "Offsite daily/weekly/monthly/keep_last, applied per site with forget --prune (empty: backups.retention).",
+            check=lambda v: next(
+                (
+                    f"unknown retention setting {k!r}; expected daily, weekly, monthly, keep_last"
+                    for k in v
+                    if k not in ("daily", "weekly", "monthly", "keep_last")
+                ),
+                None,
+            ),
+        ),
+        Key(
+            "check_subset",
+            "str",
+            "5%",
+            "What the weekly `restic check --read-data-subset` reads (rotating n/N when a %).",
+        ),
+        Key("limit_upload_kbps", "int", 0, "restic --limit-upload in KiB/s; 0: no limit.", check=_non_negative),
+        Key("restic_binary", "str", "restic", "The restic command (looked up on PATH unless absolute)."),
+    ),
+)
+
 SCHEMA = (
     AGENT,
     SECURITY,
@@ -550,6 +604,7 @@ SCHEMA = (
         example=[{"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00"}],
     ),
     NOTIFICATIONS,
+    OFFSITE,
 )
 
 
@@ -633,9 +688,65 @@ def _cross_checks(config: dict, v: Validator, data: dict) -> None:
         problem = _token(dash["metrics_token"])
         if problem:
             v.fail(("dashboard", "metrics_token_file"), f"the file's token is too short: {problem}")
+    _check_offsite(config, v, data)
     smtp_pw = config["notifications"]["smtp"]["password_file"]
     if smtp_pw and not os.path.isfile(smtp_pw):
         v.fail(("notifications", "smtp", "password_file"), f"file {smtp_pw} does not exist")
+
+
+def _check_offsite(config: dict, v: Validator, data: dict) -> None:
+    """An offsite section needs a private password file (and env file) and restic; it adds the offsite actions."""
+    off = config["offsite"]
+    off["enabled"] = bool(off["repository"])  # derived
+    if not off["enabled"]:
+        return
+    if not off["retention"]:
+        off["retention"] = dict(config["backups"]["retention"])
+    if not off["password_file"]:
+        v.fail(("offsite", "password_file"), "needs the file holding the restic repository password")
+    for key in ("password_file", "env_file"):
+        path = off[key]
+        if not path:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            v.fail(("offsite", key), f"cannot read {path}: {exc.strerror}")
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            v.fail(("offsite", key), f"{path} must not be readable by group or others (chmod 0600)")
+    if off["env_file"]:
+        try:
+            off["env"] = read_env_file(off["env_file"])
+        except ValueError as exc:
+            v.fail(("offsite", "env_file"), str(exc))
+    else:
+        off["env"] = {}
+    binary = off["restic_binary"]
+    found = shutil.which(binary) if not os.path.isabs(binary) else (binary if os.access(binary, os.X_OK) else None)
+    if not found:
+        v.fail(("offsite", "restic_binary"), f"restic was not found ({binary}); install the restic package")
+    if "allowed_actions" not in (data.get("security") or {}):
+        config["security"]["allowed_actions"] = [
+            *config["security"]["allowed_actions"],
+            "offsite_copy",
+            "offsite_check",
+        ]
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=value lines (blank lines and # comments skipped); raises ValueError naming the bad line, never its value."""
+    env: dict[str, str] = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            key = key.strip()
+            if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"{path} line {number} is not KEY=value")
+            env[key] = value.strip().strip('"').strip("'")
+    return env
 
 
 def _read_secret_file(path: str, key_path: tuple, v: Validator) -> str:
@@ -679,4 +790,6 @@ def dashboard_users(config: dict) -> dict[str, tuple[str, str]]:
 def secrets_of(config: dict) -> list[str]:
     """The secret values a log line must never show."""
     dash = config["dashboard"]
-    return [s for s in (config["security"]["token"], dash["secret_key"], dash.get("metrics_token")) if s]
+    found = [s for s in (config["security"]["token"], dash["secret_key"], dash.get("metrics_token")) if s]
+    offsite_env = config.get("offsite", {}).get("env") or {}
+    return found + [v for k, v in offsite_env.items() if re.search(r"SECRET|KEY|TOKEN|PASS", k) and v]

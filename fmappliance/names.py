@@ -25,11 +25,15 @@ ACTIONS = (
     "restore_site",
     "import_backup",
     "test_restore",
+    "offsite_copy",
+    "offsite_check",
 )
 #: The actions that work on one site and so need a ``site`` field; the others take none.
 SITE_ACTIONS = frozenset(
-    {"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup", "test_restore"}
+    {"restart_site", "migrate_site", "backup_site", "restore_site", "import_backup", "test_restore", "offsite_copy"}
 )
+#: The actions that work on the whole appliance: no ``stack`` field (their jobs carry stack "").
+GLOBAL_ACTIONS = frozenset({"offsite_check"})
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 

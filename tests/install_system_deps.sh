@@ -11,6 +11,7 @@ command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
 command -v curl >/dev/null 2>&1 || need="$need curl"  # the nginx download benchmark
 command -v gpg >/dev/null 2>&1 || need="$need gnupg"  # encrypted backups: the doubles encrypt, the agent verifies
+command -v restic >/dev/null 2>&1 || need="$need restic"  # offsite copies: the tests run the real restic
 
 [ -z "$need" ] && exit 0
 

@@ -232,3 +232,35 @@ def test_metrics_allow_takes_addresses_and_networks_only(tmp_path):
     assert config["dashboard"]["metrics_allow"] == ["10.0.0.5", "192.168.1.0/24", "::1"]
     with pytest.raises(cfg.ConfigError, match="dashboard.metrics_allow: 'prometheus.lan' is not an IP address"):
         load(tmp_path, minimal(tmp_path, dashboard=dashboard_with(metrics_allow=["prometheus.lan"])))
+
+
+def test_no_offsite_section_changes_nothing(tmp_path):
+    config = load(tmp_path, minimal(tmp_path))
+    assert config["offsite"]["enabled"] is False
+    assert "offsite_copy" not in config["security"]["allowed_actions"]
+
+
+def test_offsite_files_must_be_private_and_restic_must_exist(tmp_path):
+    pw = tmp_path / "offsite.password"
+    pw.write_text("repository-password\n")
+    env = tmp_path / "offsite.env"
+    env.write_text("AWS_ACCESS_KEY_ID=AKIDEXAMPLE\nAWS_SECRET_ACCESS_KEY=verysecretvalue123\n")
+    os.chmod(pw, 0o600)
+    os.chmod(env, 0o400)
+    section = {"repository": str(tmp_path / "repo"), "password_file": str(pw), "env_file": str(env)}
+    config = load(tmp_path, minimal(tmp_path, offsite=section))
+    assert config["offsite"]["retention"] == config["backups"]["retention"]
+    assert config["offsite"]["check_subset"] == "5%" and config["offsite"]["limit_upload_kbps"] == 0
+    assert {"offsite_copy", "offsite_check"} <= set(config["security"]["allowed_actions"])
+    assert "verysecretvalue123" in cfg.secrets_of(config)
+    os.chmod(env, 0o640)
+    with pytest.raises(cfg.ConfigError, match="offsite.env_file.*must not be readable by group or others") as bad:
+        load(tmp_path, minimal(tmp_path, offsite=section))
+    assert "\n" not in str(bad.value) and "verysecretvalue123" not in str(bad.value)
+    os.chmod(env, 0o600)
+    os.chmod(pw, 0o604)
+    with pytest.raises(cfg.ConfigError, match="offsite.password_file"):
+        load(tmp_path, minimal(tmp_path, offsite=section))
+    os.chmod(pw, 0o600)
+    with pytest.raises(cfg.ConfigError, match="restic was not found"):
+        load(tmp_path, minimal(tmp_path, offsite={**section, "restic_binary": "/nonexistent/restic"}))

@@ -52,3 +52,37 @@
 <p class="empty">No backups of this site yet. Use "Backup now" to make one.</p>
 % end
 </section>
+% if get('offsite'):
+<section class="card offsite">
+<h2>Offsite <span class="badge {{'badge-warn' if offsite['warn'] else 'badge-ok'}}" data-offsite-badge>{{offsite['badge']}}</span></h2>
+% if offsite.get('copy_message'):
+<p class="banner warning">{{offsite['copy_message']}}</p>
+% end
+% if offsite['check']:
+<p class="offsite-check" data-check-status="{{offsite['check']['status']}}">Last check: {{offsite['check']['status']}} {{offsite['check']['finished'] or ''}}: {{offsite['check']['message'] or ''}}</p>
+% else:
+<p class="offsite-check muted">The repository has not been checked yet.</p>
+% end
+% if offsite['snapshots']:
+<table class="table offsite-snapshots">
+<thead><tr><th>Backup</th><th>Size</th><th>Files</th><th></th></tr></thead>
+<tbody>
+% for b in offsite['snapshots']:
+<tr data-offsite-backup="{{b['id']}}">
+<td>{{b['created']}} <span class="muted">{{b['age']}}</span></td>
+<td>{{b['size']}}</td>
+<td><ul class="files">
+% for f in b['files']:
+<li>{{f['name']}} <span class="muted">{{f['size']}}</span></li>
+% end
+</ul></td>
+<td><a class="restore-link" href="/restore/{{qstack}}/{{qsite}}/{{b['qid']}}?source=offsite">Restore…</a></td>
+</tr>
+% end
+</tbody>
+</table>
+% else:
+<p class="empty">No offsite copies of this site yet.</p>
+% end
+</section>
+% end

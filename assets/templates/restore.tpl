@@ -7,6 +7,9 @@
 % if backup:
 <dl class="facts">
 <dt>Backup</dt><dd data-fact="backup">{{backup['id']}} of {{site}} on {{stack}}, made {{backup['created']}} <span class="muted">{{backup['age']}}</span></dd>
+% if get('offsite'):
+<dt>Source</dt><dd data-fact="source">the offsite copy (restic): fetched into a private staging dir and checked file by file against its manifest first</dd>
+% end
 <dt>Size</dt><dd data-fact="size">{{backup['size']}}{{' (encrypted)' if backup['encrypted'] else ''}}</dd>
 % if backup['label']:
 <dt>Label</dt><dd data-fact="label"><span class="badge badge-unknown">{{backup['label']}}</span></dd>

@@ -29,7 +29,11 @@
 % for site in s['sites']:
 <tr data-site="{{site['name']}}">
 <td><a href="/backups/{{s['qname']}}/{{site['qname']}}">{{site['name']}}</a></td>
-<td class="{{site['age_class']}}">{{site['last_backup_age']}} <span class="muted">{{site['last_backup_size']}}</span> <span class="badge {{site['proof_class']}}" title="{{site['proof_title']}}">{{site['proof_text']}}</span></td>
+<td class="{{site['age_class']}}">{{site['last_backup_age']}} <span class="muted">{{site['last_backup_size']}}</span> <span class="badge {{site['proof_class']}}" title="{{site['proof_title']}}">{{site['proof_text']}}</span>
+% if site.get('offsite'):
+<span class="badge {{'badge-warn' if site['offsite']['warn'] else 'badge-ok'}}" data-offsite="{{site['name']}}">{{site['offsite']['text']}}</span>
+% end
+</td>
 <td>{{!partial('site_actions', base='/site/' + s['qname'] + '/' + site['qname'], site=site['name'], csrf_token=csrf_token, return_to=return_to)}}</td>
 </tr>
 % end

@@ -33,6 +33,8 @@ _STARTED = {
     "restore_site": "Restore of backup {backup} onto {site} on {stack} started.",
     "import_backup": "Import of {name} as a backup of {site} on {stack} started.",
     "test_restore": "Restore test of backup {backup} of {site} on {stack} started (in a throwaway site).",
+    "offsite_copy": "Offsite copy of {site} on {stack} started.",
+    "offsite_check": "Check of the offsite repository started.",
 }
 
 
@@ -56,7 +58,7 @@ def clean_staging(state_dir: str) -> None:
 class Actions:
     """Turns an allowed action request into a queued job."""
 
-    def __init__(self, config: dict, inventory: Inventory, jobs: JobManager, store, status=None):
+    def __init__(self, config: dict, inventory: Inventory, jobs: JobManager, store, status=None, offsite=None):
         self.config = config
         self.inventory = inventory
         self.jobs = jobs
@@ -65,6 +67,7 @@ class Actions:
         self.allowed = set(config["security"]["allowed_actions"])
         self.timeouts = config["agent"]["action_timeouts"]
         self.state_dir = config["agent"]["state_dir"]
+        self.offsite = offsite
         from fmappliance.agent.restore_proof import ProofRecords
 
         self.proofs = ProofRecords(self.state_dir)
@@ -80,6 +83,10 @@ class Actions:
         options = dict(options or {})
         if action not in self.allowed:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
+        if action in ("offsite_copy", "offsite_check") and (self.offsite is None or not self.offsite.enabled):
+            raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
+        if action == "offsite_check":
+            return self._submit(action, "", None, {"name": ""}, options)
         try:
             stack = self.inventory.check_stack(stack_name)
             if action == "restore_site":
@@ -99,6 +106,9 @@ class Actions:
             raise ActionRejected(exc.status, exc.message) from None
         except SitesUnavailable as exc:
             raise ActionRejected(409, f"The sites of stack {stack_name} cannot be checked right now: {exc}") from None
+        return self._submit(action, stack_name, site, stack, options)
+
+    def _submit(self, action: str, stack_name: str, site, stack: dict, options: dict) -> tuple[dict, bool, str]:
         body = self._body(action, stack_name, stack, site, options)
         message = _STARTED[action].format(
             stack=stack_name, site=site, backup=options.get("backup"), name=options.get("name")
@@ -138,7 +148,10 @@ class Actions:
         self.inventory.check_stack(from_stack)
         if not is_valid_site_name(from_site):
             raise ActionRejected(400, f"from_site is not a valid site name (expected {SITE_NAME_RULE}).")
-        manifest = self.store.get_manifest(from_stack, from_site, options.get("backup"))
+        if options.get("source") == "offsite":
+            manifest = self._offsite_manifest(from_stack, from_site, options.get("backup"))
+        else:
+            manifest = self.store.get_manifest(from_stack, from_site, options.get("backup"))
         if manifest is None:
             raise ActionRejected(404, f"There is no backup {options.get('backup')} of {from_site} on {from_stack}.")
         return RestorePlan(stack_name, stack, site, manifest["id"], from_stack, from_site, create, manifest)
@@ -148,25 +161,46 @@ class Actions:
         from fmappliance.agent.restore import RestorePlan
         from fmappliance.agent.restore_proof import throwaway_name
 
-        if (options.get("source") or "local") != "local":
+        source = options.get("source") or "local"
+        if source not in ("local", "offsite"):
+            raise ActionRejected(400, "source must be 'local' or 'offsite'.")
+        if source == "offsite" and (self.offsite is None or not self.offsite.enabled):
             raise ActionRejected(
                 409,
                 "Offsite copies are not configured on this agent, so only local backups can be tested; "
                 "send source 'local' (or leave it out).",
             )
         backup_id = options.get("backup")
-        if backup_id is None:
+        if source == "offsite":
+            if backup_id is None:
+                raise ActionRejected(400, "Name the offsite backup to test (the backup field).")
+            manifest = self._offsite_manifest(stack_name, site, backup_id)
+        elif backup_id is None:
             verified = [b for b in self.store.list_backups(stack_name, site) if b.get("verified")]
             if not verified:
                 raise ActionRejected(
                     404, f"{site} on {stack_name} has no verified backup to test yet; back it up first."
                 )
             backup_id = verified[0]["id"]
-        manifest = self.store.get_manifest(stack_name, site, backup_id)
+        if source == "local":
+            manifest = self.store.get_manifest(stack_name, site, backup_id)
         if manifest is None:
             raise ActionRejected(404, f"There is no backup {backup_id} of {site} on {stack_name}.")
         throwaway = throwaway_name(set(self.inventory.sites(stack_name, refresh=True)))
         return RestorePlan(stack_name, stack, throwaway, manifest["id"], stack_name, site, True, manifest)
+
+    def _offsite_manifest(self, stack: str, site: str, backup) -> dict | None:
+        from fmappliance.agent.offsite import OffsiteFailed
+
+        if self.offsite is None or not self.offsite.enabled:
+            raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
+        try:
+            manifest = self.offsite.manifest_of(stack, site, backup)
+        except OffsiteFailed as exc:
+            raise ActionRejected(502, str(exc)) from None
+        if manifest is None:
+            raise ActionRejected(404, f"There is no offsite copy of backup {backup} of {site} on {stack}.")
+        return manifest
 
     def _import_set(self, name):
         from fmappliance.agent.imports import ImportNotFound, find_import_set
@@ -193,18 +227,35 @@ class Actions:
             if action == "update_stack":
                 return self._update(ctx, name, stack, timeout)
             if action == "restore_site":
-                return self._restore(ctx, name, stack, options["plan"], timeout)
+                return self._restore(
+                    ctx, name, stack, options["plan"], timeout, offsite=options.get("source") == "offsite"
+                )
             if action == "test_restore":
                 assert site is not None  # start() checked it against the inventory
-                return self._test_restore(ctx, name, stack, site, options["plan"], timeout)
+                return self._test_restore(
+                    ctx, name, stack, site, options["plan"], timeout, offsite=options.get("source") == "offsite"
+                )
             if action == "import_backup":
                 assert site is not None  # start() checked it against the inventory
                 return self._import(ctx, name, site, options["import_set"])
+            if action == "offsite_copy":
+                return self.offsite.copy_site(ctx, name, site)
+            if action == "offsite_check":
+                return self.offsite.check(ctx)
             kind = stacks.for_stack(stack)
             kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)
             return None
 
         return body
+
+    def queue_offsite_copy(self, stack_name: str, site: str) -> None:
+        """Queue a copy of a site's new backups; it runs after the current job and can never fail it."""
+        if self.offsite is None or not self.offsite.enabled or "offsite_copy" not in self.allowed:
+            return
+        try:
+            self.start("offsite_copy", stack_name, site)
+        except Exception:  # the backup is published; the hourly catch-up copies it
+            log.exception("could not queue the offsite copy of %s on %s", site, stack_name)
 
     def _site_ops(self, stack: dict):
         binaries = {
@@ -216,25 +267,37 @@ class Actions:
         except stacks.StackUnsupported as exc:
             raise StepFailed(str(exc)) from None
 
-    def _restore(self, ctx, name: str, stack: dict, plan, timeout: float) -> dict:
+    def _restore(self, ctx, name: str, stack: dict, plan, timeout: float, *, offsite: bool = False) -> dict:
         from fmappliance.agent.restore import SiteRestore
 
         def take_backup(job_ctx, site, label):
             return self._backup(job_ctx, name, stack, site, timeout, label=label)
 
+        source = self.store
+        staging = os.path.join(self.state_dir, "offsite-restore", ctx.job_id)
         try:
-            return SiteRestore(ctx, plan, self._site_ops(stack), self.store, take_backup, timeout=timeout).execute()
+            if offsite:
+                source = self.offsite.stage_for_restore(ctx, plan.from_stack, plan.from_site, plan.manifest, staging)
+            return SiteRestore(ctx, plan, self._site_ops(stack), source, take_backup, timeout=timeout).execute()
         finally:
+            shutil.rmtree(staging, ignore_errors=True)
             self.inventory.invalidate(name)
 
-    def _test_restore(self, ctx, name: str, stack: dict, site: str, plan, timeout: float) -> dict:
+    def _test_restore(
+        self, ctx, name: str, stack: dict, site: str, plan, timeout: float, *, offsite: bool = False
+    ) -> dict:
         """Prove a backup restorable; the outcome is recorded for the site whatever happens."""
         from fmappliance.agent.restore_proof import TestRestore, outcome
 
-        source = "local"
+        source = "offsite" if offsite else "local"
+        staging = os.path.join(self.state_dir, "offsite-restore", ctx.job_id)
         try:
+            store = self.store
+            if offsite:
+                # the same checked staging as a restore from offsite: every file matches its manifest's sha256
+                store = self.offsite.stage_for_restore(ctx, plan.from_stack, plan.from_site, plan.manifest, staging)
             result = TestRestore(
-                ctx, plan, self._site_ops(stack), self.store, live_site=site, source=source, timeout=timeout
+                ctx, plan, self._site_ops(stack), store, live_site=site, source=source, timeout=timeout
             ).execute()
         except StepFailed as exc:
             reason = f"Restore test of backup {plan.backup_id} failed: {exc}"
@@ -250,6 +313,7 @@ class Actions:
             )
             raise
         finally:
+            shutil.rmtree(staging, ignore_errors=True)
             self.inventory.invalidate(name)
         self.proofs.record(
             name,
@@ -401,7 +465,9 @@ class Actions:
             # A safety backup must not push out the backup being restored (or any other) mid-restore;
             # retention counts it on the next regular backup.
             ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."
+            self.queue_offsite_copy(name, site)
             return manifest
+        self.queue_offsite_copy(name, site)
         try:
             removed = self.store.apply_retention(name, site)
             if removed:

@@ -22,10 +22,11 @@ from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailabl
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
+from fmappliance.agent.offsite import Offsite, OffsiteFailed, OffsiteTimer
 from fmappliance.agent.status import StatusBoard
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.config import secrets_of
-from fmappliance.names import ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
+from fmappliance.names import ACTIONS, GLOBAL_ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 
@@ -37,7 +38,7 @@ ACTION_FIELDS = ("action", "stack", "site")
 #: Fields an action takes besides action, stack and site, with their check.
 EXTRA_FIELDS = {
     "backup_site": ("label",),
-    "restore_site": ("backup", "from_stack", "from_site", "create_site"),
+    "restore_site": ("backup", "from_stack", "from_site", "create_site", "source"),
     "import_backup": ("name",),
     "test_restore": ("backup", "source"),
 }
@@ -70,8 +71,12 @@ class AgentServices:
     metrics: AgentMetrics
     host: HostFacts
     logs: LogStreams
+    offsite: Offsite | None = None
+    offsite_timer: OffsiteTimer | None = None
 
     def close(self) -> None:
+        if self.offsite_timer is not None:
+            self.offsite_timer.stop()
         self.logs.close()
         self.status.close()
         self.jobs.close()
@@ -95,10 +100,14 @@ def build_services(config: dict) -> AgentServices:
     from fmappliance.agent.restore_proof import ProofRecords
 
     metrics = AgentMetrics(status=status, store=store, jobs=jobs, proofs=ProofRecords(config["agent"]["state_dir"]))
-    actions = Actions(config, inventory, jobs, store, status)
+    offsite = None
+    if config.get("offsite", {}).get("enabled"):
+        offsite = Offsite(config, store, config["agent"]["state_dir"], redact=secrets_of(config))
+    actions = Actions(config, inventory, jobs, store, status, offsite=offsite)
     host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))
-    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs)
+    timer = OffsiteTimer(config, actions, store).start() if offsite is not None else None
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs, offsite, timer)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -231,7 +240,12 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 }
             )
         proofs = {site: services.actions.proofs.last(stack["name"], site) for site in stack.get("sites") or ()}
-        return {**stack, "last_backups": last, "last_restore_tests": proofs}
+        result = {**stack, "last_backups": last, "last_restore_tests": proofs}
+        if services.offsite is not None:
+            pairs = {site: services.offsite.last_and_lag(stack["name"], site) for site in stack.get("sites") or ()}
+            result["last_offsite"] = {site: pair[0] for site, pair in pairs.items()}
+            result["offsite_lag"] = {site: pair[1] for site, pair in pairs.items()}
+        return result
 
     @app.get("/metrics")
     def metrics():
@@ -248,7 +262,7 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         try:
             options = {k: v for k, v in request.items() if k not in ACTION_FIELDS}
             job, created, message = services.actions.start(
-                request["action"], request["stack"], request.get("site"), options
+                request["action"], request.get("stack", ""), request.get("site"), options
             )
         except ActionRejected as exc:
             raise _json_error(exc.status, exc.message) from None
@@ -291,6 +305,10 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             raise _json_error(400, "The field 'action' is missing (a text naming the action).")
         if action not in ACTIONS:
             raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(ACTIONS)}.")
+        if action in GLOBAL_ACTIONS:
+            if data.get("stack") is not None or data.get("site") is not None:
+                raise _json_error(400, f"The action {action} works on the whole appliance and takes no stack or site.")
+            return data
         if not isinstance(data.get("stack"), str):
             raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
         if action in SITE_ACTIONS:
@@ -319,6 +337,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
                 check_stack(data["from_stack"])
             if "from_site" in data:
                 check_site_shape(data["from_site"])
+            if "source" in data and data["source"] not in ("local", "offsite"):
+                raise _json_error(400, "source must be 'local' (a published backup) or 'offsite' (its restic copy).")
             if "create_site" in data and not isinstance(data["create_site"], bool):
                 raise _json_error(400, "create_site must be true or false.")
         if action == "test_restore":
@@ -365,6 +385,17 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         check_stack(stack)
         check_site_shape(site)
         return {"backups": services.store.list_backups(stack, site)}
+
+    @app.get("/offsite/<stack>/<site>")
+    def list_offsite(stack, site):
+        check_stack(stack)
+        check_site_shape(site)
+        if services.offsite is None:
+            raise _json_error(404, "Offsite copies are not configured on this server (no offsite.repository).")
+        try:
+            return {"snapshots": services.offsite.snapshots(stack, site)}
+        except OffsiteFailed as exc:
+            raise _json_error(502, str(exc)) from None
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):

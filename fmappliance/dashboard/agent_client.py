@@ -336,6 +336,25 @@ class AgentClient:
         """One published backup of a site (its listing entry), or None when there is no such backup."""
         return next((b for b in self.backups(stack, site) if isinstance(b, dict) and b.get("id") == backup_id), None)
 
+    def offsite(self, stack: str, site: str) -> list | None:
+        """``GET /offsite/{stack}/{site}``: the site's offsite snapshots, or None when offsite is not configured."""
+        try:
+            snapshots = self.request("GET", f"/offsite/{_quote(stack)}/{_quote(site)}")[1].get("snapshots")
+        except AgentError as exc:
+            if exc.status == 404 and "not configured" in (exc.message or ""):
+                return None
+            raise
+        return snapshots if isinstance(snapshots, list) else []
+
+    def offsite_backup(self, stack: str, site: str, backup_id: str) -> dict | None:
+        """An offsite copy in the shape of a backup listing entry, or None when there is no such copy."""
+        snap = next(
+            (s for s in self.offsite(stack, site) or [] if isinstance(s, dict) and s.get("backup") == backup_id), None
+        )
+        if snap is None:
+            return None
+        return {**snap, "id": snap["backup"], "verified": True, "snapshot": snap.get("id")}
+
     def imports(self) -> list:
         """``GET /imports``: the sets of files waiting in the import folder, with their problems."""
         imports = self.request("GET", "/imports")[1].get("imports")

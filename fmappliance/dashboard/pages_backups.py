@@ -71,6 +71,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.json_response({"backups": backups})
         now = ctx.now()
         valid = [b for b in backups if isinstance(b, dict)]
+        offsite = offsite_section(stack, site, valid, now)
         bottle.response.set_header("Cache-Control", "no-store")
         return ctx.page(
             "backups",
@@ -84,7 +85,45 @@ def register(app: bottle.Bottle, ctx) -> None:
             chart=views.size_chart(valid),
             failed=bool(banner),
             return_to=f"/backups/{views.url_part(stack)}/{views.url_part(site)}",
+            offsite=offsite,
         )
+
+    def offsite_section(stack, site, backups, now):
+        """The Offsite card: snapshots, a badge (last copy's age, or a warning), the last check; None when off."""
+        try:
+            snapshots = ctx.agent.offsite(stack, site)
+        except AgentError as exc:
+            return {"snapshots": [], "badge": "offsite: " + (exc.message or "unavailable"), "warn": True, "check": None}
+        if snapshots is None:
+            return None
+        snaps = [s for s in snapshots if isinstance(s, dict)]
+        shaped = views.shape_backups([{**s, "id": s.get("backup"), "verified": True} for s in snaps], now)
+        newest = max((str(s.get("backup") or "") for s in snaps), default="")
+        lag = sum(1 for b in backups if b.get("verified") and str(b.get("id") or "") > newest)
+        try:
+            jobs = ctx.agent.jobs(limit=200)
+        except AgentError:
+            jobs = []
+        copy = next((j for j in jobs if j.get("action") == "offsite_copy" and j.get("site") == site), None)
+        check = next((j for j in jobs if j.get("action") == "offsite_check"), None)
+        failed = copy is not None and copy.get("status") == "failed"
+        if failed:
+            badge = "offsite: last copy failed"
+        elif lag:
+            badge = f"offsite: {lag} backup(s) not copied yet"
+        elif snaps:
+            badge = "offsite: " + views.human_age(max(str(s.get("created") or "") for s in snaps), now)
+        else:
+            badge = "offsite: no copies yet"
+        return {
+            "snapshots": shaped,
+            "badge": badge,
+            "warn": failed or lag > 0 or not snaps,
+            "copy_message": copy.get("message") if failed else "",
+            "check": None
+            if check is None
+            else {"status": check.get("status"), "message": check.get("message"), "finished": check.get("finished")},
+        }
 
     @app.get("/download/<stack>/<site>/<file>")
     @ctx.login_required

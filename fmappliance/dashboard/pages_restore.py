@@ -98,8 +98,14 @@ def register(app: bottle.Bottle, ctx) -> None:
             return "That is not a backup id (they look like 2026-11-25_02-00-03)."
         return None
 
+    def from_offsite() -> bool:
+        """``?source=offsite``: the backup is restored from its offsite (restic) copy."""
+        return bottle.request.query.get("source") == "offsite"
+
     def restore_values(stack, site, backup_id, backup, stacks, values, banner=""):
         url = f"/restore/{views.url_part(stack)}/{views.url_part(site)}/{views.url_part(backup_id)}"
+        if from_offsite():
+            url += "?source=offsite"
         form = {
             "url": url,
             "stacks": stacks,
@@ -115,6 +121,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             "qstack": views.url_part(stack),
             "qsite": views.url_part(site),
             "backup": restore_flow.shape_backup(backup, ctx.now()) if backup else None,
+            "offsite": from_offsite(),
             "form": form,
             "banner": banner,
             "errors": {},
@@ -123,7 +130,10 @@ def register(app: bottle.Bottle, ctx) -> None:
     def load_backup(stack, site, backup_id):
         """(backup or None, banner, error answer or None)."""
         try:
-            backup = ctx.agent.backup(stack, site, backup_id)
+            if from_offsite():
+                backup = ctx.agent.offsite_backup(stack, site, backup_id)
+            else:
+                backup = ctx.agent.backup(stack, site, backup_id)
         except AgentError as exc:
             if exc.status == 404:
                 return None, "", ctx.fail(404, exc.message or f"There is no site {site} on stack {stack}.")
@@ -172,7 +182,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         fields, status, message = restore_flow.read_fields(bottle.request, restore_flow.RESTORE_FIELDS)
         if fields is None:
             return ctx.fail(status, message)
-        source = f"from {stack}/{site} backup {backup_id}"
+        source = f"from {stack}/{site} backup {backup_id}" + (" (offsite copy)" if from_offsite() else "")
         stacks, banner = stacks_or_message()
         values = {k: fields[k] for k in ("target_stack", "target_site", "create_site")}
         page_values = restore_values(stack, site, backup_id, None, stacks, values)
@@ -197,6 +207,7 @@ def register(app: bottle.Bottle, ctx) -> None:
                 from_stack=None if same else stack,
                 from_site=None if same else site,
                 create_site=True if target["create"] else None,
+                source="offsite" if from_offsite() else None,
             ),
         )
         if answer is not None:

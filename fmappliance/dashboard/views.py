@@ -98,6 +98,22 @@ def shape_stacks(payload, now: dt.datetime, stale_hours=None) -> list[dict]:
     return [shape_stack(s, now, stale_hours) for s in _dicts(stacks)]
 
 
+def offsite_badge(stack: dict, site: str, now: dt.datetime) -> dict | None:
+    """{"text", "warn"} for a site's offsite copies ("offsite: 2 h ago"), or None when the agent sends none."""
+    last_all, lag_all = stack.get("last_offsite"), stack.get("offsite_lag")
+    if not isinstance(last_all, dict):
+        return None
+    last = last_all.get(site)
+    raw_lag = lag_all.get(site) if isinstance(lag_all, dict) else None
+    lag: int = raw_lag if isinstance(raw_lag, int) else 0
+    if isinstance(last, dict):
+        text = "offsite: " + human_age(last.get("time"), now) + (f", {lag} not copied yet" if lag else "")
+        return {"text": text, "warn": lag > 0}
+    if lag:
+        return {"text": f"offsite: {lag} not copied yet", "warn": True}
+    return None
+
+
 def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
     """One stack as the dashboard and stack page show it.
 
@@ -123,6 +139,7 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
                 "last_backup_size": human_size(last.get("size")) if last else "",
                 "age_class": backup_age_class(last, now, limit),
                 **proof_badge(proofs.get(site), now),
+                "offsite": offsite_badge(stack, site, now),
             }
         )
     services = []

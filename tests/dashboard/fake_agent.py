@@ -38,12 +38,22 @@ KNOWN_ACTIONS = (
     "restore_site",
     "import_backup",
     "test_restore",
+    "offsite_copy",
+    "offsite_check",
 )
-SITE_ACTIONS = ("restart_site", "migrate_site", "backup_site", "restore_site", "import_backup", "test_restore")
+SITE_ACTIONS = (
+    "restart_site",
+    "migrate_site",
+    "backup_site",
+    "restore_site",
+    "import_backup",
+    "test_restore",
+    "offsite_copy",
+)
 #: Each action's fields beyond action, stack and site, as the agent accepts them.
 EXTRA_FIELDS = {
     "backup_site": ("label",),
-    "restore_site": ("backup", "from_stack", "from_site", "create_site"),
+    "restore_site": ("backup", "from_stack", "from_site", "create_site", "source"),
     "import_backup": ("name",),
 }
 _BLOCK = random.Random(7).randbytes(1024 * 1024)
@@ -161,6 +171,8 @@ class FakeAgent:
         self.job_output = "Backing up site...\nDone."
         #: What GET /imports lists: [{"name", "files": [{"name", "size"}], "problems": [...]}].
         self.imports: list[dict] = []
+        #: What GET /offsite/{stack}/{site} lists per (stack, site); None: offsite is not configured (404).
+        self.offsite: dict[tuple[str, str], list[dict]] | None = None
         self._counter = 0
 
     # -- data helpers --------------------------------------------------------------------
@@ -337,7 +349,11 @@ class FakeAgent:
                     return error(400, "An fm bench has one site: create the bench with fm create first.")
             elif name in SITE_ACTIONS and site not in stack["sites"]:
                 return error(404, f"Unknown site {site!r} on stack {stack['name']}.")
-            if name == "restore_site":
+            if name == "restore_site" and body.get("source") == "offsite":
+                source = (body.get("from_stack") or stack["name"], body.get("from_site") or site)
+                if not any(s["backup"] == body.get("backup") for s in (agent.offsite or {}).get(source, [])):
+                    return error(404, f"There is no offsite copy of backup {body.get('backup')} of {source[1]}.")
+            elif name == "restore_site":
                 source = (body.get("from_stack") or stack["name"], body.get("from_site") or site)
                 if not any(b["id"] == body.get("backup") for b in agent.backups.get(source, [])):
                     return error(404, f"There is no backup {body.get('backup')!r} of {source[1]} on {source[0]}.")
@@ -414,6 +430,12 @@ class FakeAgent:
         @app.get("/imports")
         def imports():
             return answer(200, {"imports": agent.imports})
+
+        @app.get("/offsite/<stack>/<site>")
+        def offsite(stack, site):
+            if agent.offsite is None:
+                return error(404, "Offsite copies are not configured on this server (no offsite.repository).")
+            return answer(200, {"snapshots": agent.offsite.get((stack, site), [])})
 
         @app.get("/backups/<stack>/<site>")
         def backups(stack, site):

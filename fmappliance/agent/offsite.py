@@ -1,0 +1,477 @@
+"""Offsite copies with restic: the only module that runs restic.
+
+Each verified backup set (its files and manifest) becomes one restic snapshot, taken from a stable
+path per site (``<state_dir>/offsite/<stack>/<site>``) and tagged ``stack=``, ``site=``, ``backup=``,
+so ``forget --prune`` (filtered by the stack and site tags) thins out each site on its own.
+Credentials reach restic only through its environment: ``RESTIC_PASSWORD_FILE`` and the variables
+of ``offsite.env_file`` -- never argv, the job output or a message.  restic's output is parsed
+(``--json``) and never shown raw: a failure is one sentence naming its cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from datetime import datetime, timezone
+
+from fmappliance.agent.backups.layout import parse_id
+from fmappliance.agent.backups.retention import gfs_keep
+from fmappliance.agent.jobs import StepFailed
+from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
+from fmappliance.config import read_env_file
+
+log = logging.getLogger(__name__)
+
+#: restic's words for each failure cause, checked in this order, and the sentence the operator reads.
+_CAUSES = (
+    (
+        ("wrong password", "no key found"),
+        "The offsite repository refused the password (wrong password or no key found); check offsite.password_file.",
+    ),
+    (
+        ("already locked", "repository is locked"),
+        "The offsite repository is locked by another restic process; the copy is retried later "
+        "(a lock left by a dead process needs `restic unlock`).",
+    ),
+    (
+        ("connection refused", "no such host", "dial tcp", "i/o timeout", "network is unreachable", "no route to host"),
+        "The offsite repository could not be reached (connection refused or no route); copies catch up once it answers.",
+    ),
+    (
+        ("quota", "no space left", "entitytoolarge", "insufficient storage"),
+        "The offsite repository is full (quota or disk space exhausted); free space or raise the quota.",
+    ),
+)
+_NO_REPOSITORY = ("is there a repository at the following location", "repository does not exist")
+
+
+def failure_sentence(output: str, what: str) -> str:
+    """One sentence naming why restic failed; the raw output (which may name hosts or paths) is not shown."""
+    lowered = output.lower()
+    for words, sentence in _CAUSES:
+        if any(w in lowered for w in words):
+            return sentence
+    return f"The offsite {what} failed (restic reported an error that is not a known cause; see the agent log)."
+
+
+class OffsiteFailed(StepFailed):
+    """A restic step failed; the text is the one-sentence cause."""
+
+
+class Offsite:
+    """The offsite repository of this appliance: copies, listing, retention, checks, restores."""
+
+    def __init__(self, config: dict, store, state_dir: str, *, redact=()):
+        self.cfg = config["offsite"]
+        self.store = store
+        self.state_dir = state_dir
+        self.redact = list(redact)
+        self._cache: dict[tuple[str, str], list[dict]] = {}
+        self._manifests: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.get("repository"))
+
+    # ------------------------------------------------------------------ running restic
+
+    def _env(self) -> tuple[dict, list[str]]:
+        """The child's environment and the values to mask; the env file is re-read so a fix applies at once."""
+        env = minimal_env()
+        env["RESTIC_REPOSITORY"] = self.cfg["repository"]
+        env["RESTIC_PASSWORD_FILE"] = self.cfg["password_file"]
+        env["RESTIC_CACHE_DIR"] = os.path.join(self.state_dir, "restic-cache")
+        extra = read_env_file(self.cfg["env_file"]) if self.cfg.get("env_file") else {}
+        env.update(extra)
+        masked = [v for v in extra.values() if len(v) >= 6]
+        try:
+            with open(self.cfg["password_file"], encoding="utf-8") as fh:
+                masked.append(fh.read().strip())
+        except OSError:
+            pass
+        return env, [m for m in masked if m] + self.redact
+
+    def _argv(self, *args: str) -> list[str]:
+        binary = resolve_binary(self.cfg["restic_binary"])
+        if binary is None:
+            raise OffsiteFailed(f"restic was not found ({self.cfg['restic_binary']}); install the restic package.")
+        argv = [binary]
+        for option in self.cfg.get("options") or []:
+            argv += ["-o", option]
+        return argv + list(args)
+
+    def restic(self, *args: str, timeout: float = 3600, on_line=None, what: str = "copy", check: bool = True):
+        """Run restic with ``args``; its output is parsed, never shown; raises OffsiteFailed with the cause."""
+        env, masked = self._env()
+        result = run_command(
+            self._argv(*args), timeout=timeout, env=env, redact=masked, on_output=on_line, parsed_only=True
+        )
+        if check and not result.ok:
+            log.warning("restic %s failed: %s", args[0], (result.error or result.output)[-2000:])
+            if result.error and not result.output:
+                raise OffsiteFailed(f"restic could not run: {result.error}")
+            raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), what))
+        return result
+
+    def ensure_repository(self, ctx=None) -> bool:
+        """Initialise the repository when it does not exist yet; True when it was initialised now."""
+        result = self.restic("cat", "config", timeout=300, check=False)
+        if result.ok:
+            return False
+        if not any(m in result.output.lower() for m in _NO_REPOSITORY):
+            log.warning("restic cat config failed: %s", result.output[-2000:])
+            raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), "copy"))
+        self.restic("init", timeout=300)
+        if ctx is not None:
+            ctx.log("the offsite repository did not exist yet: initialised it (restic init)")
+        return True
+
+    # ------------------------------------------------------------------ listing
+
+    def snapshots(self, stack: str, site: str, *, refresh: bool = False) -> list[dict]:
+        """{id, backup, created, size, files} of a site's snapshots, newest first (cached until a copy)."""
+        key = (stack, site)
+        with self._lock:
+            if not refresh and key in self._cache:
+                return self._cache[key]
+        result = self.restic(
+            "snapshots", "--json", "--tag", f"stack={stack},site={site}", timeout=600, what="listing", check=False
+        )
+        if not result.ok:
+            if any(m in result.output.lower() for m in _NO_REPOSITORY):
+                return []  # nothing copied yet: the first copy initialises the repository
+            log.warning("restic snapshots failed: %s", (result.error or result.output)[-2000:])
+            raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), "listing"))
+        found = []
+        for snap in json_array(result.output):
+            tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
+            backup = tags.get("backup")
+            if not backup or tags.get("stack") != stack or tags.get("site") != site:
+                continue
+            manifest = self._snapshot_manifest(snap, backup)
+            files = [{k: f[k] for k in ("name", "size", "sha256")} for f in (manifest or {}).get("files", [])]
+            found.append(
+                {
+                    "id": snap["short_id"] if "short_id" in snap else snap["id"][:8],
+                    "backup": backup,
+                    "created": backup_time(backup),
+                    "size": sum(f["size"] for f in files),
+                    "files": files,
+                    "label": (manifest or {}).get("label") or "",
+                    "apps": (manifest or {}).get("apps"),
+                    "encrypted": (manifest or {}).get("encrypted") is True,
+                }
+            )
+        found.sort(key=lambda s: s["backup"], reverse=True)
+        with self._lock:
+            self._cache[key] = found
+        return found
+
+    def _snapshot_manifest(self, snap: dict, backup: str) -> dict | None:
+        """The backup's manifest as stored in the snapshot (read once from the repository, then remembered)."""
+        full_id = snap["id"]
+        if full_id in self._manifests:
+            return self._manifests[full_id]
+        path = (snap.get("paths") or ["/"])[0].rstrip("/") + f"/{backup}.json"
+        result = self.restic("dump", full_id, path, timeout=300, check=False, what="listing")
+        try:
+            manifest = json.loads(result.output) if result.ok else None
+        except ValueError:
+            manifest = None
+        if manifest is not None:
+            self._manifests[full_id] = manifest
+        return manifest
+
+    def last_and_lag(self, stack: str, site: str) -> tuple[dict | None, int]:
+        """(last_offsite {"time","backup"} or None, offsite_lag) from the cached listing; (None, 0) when unknown."""
+        with self._lock:
+            snaps = self._cache.get((stack, site))
+        if snaps is None:
+            return None, 0
+        last = {"time": snaps[0]["created"], "backup": snaps[0]["backup"]} if snaps else None
+        newest = snaps[0]["backup"] if snaps else ""
+        local = self.store.list_backups(stack, site)
+        return last, sum(1 for b in local if b["verified"] is True and b["id"] > newest)
+
+    # ------------------------------------------------------------------ copying
+
+    def missing(self, stack: str, site: str, snaps: list[dict]) -> list[dict]:
+        """Verified local backups not offsite that offsite retention would keep, oldest first."""
+        offsite = {s["backup"] for s in snaps}
+        newest = max(offsite, default="")
+        local = [b for b in self.store.list_backups(stack, site) if b["verified"] is True and b["id"] not in offsite]
+        keep = gfs_keep(sorted(offsite | {b["id"] for b in local}), self.cfg["retention"])
+        keep.update(
+            sorted(offsite | {b["id"] for b in local}, reverse=True)[: int(self.cfg["retention"].get("keep_last", 0))]
+        )
+        return sorted(
+            (b for b in local if b["id"] in keep or b["id"] > newest),
+            key=lambda b: b["id"],
+        )
+
+    def copy_site(self, ctx, stack: str, site: str) -> dict:
+        """Copy every verified local backup of a site not yet offsite, then apply offsite retention."""
+        self.ensure_repository(ctx)
+        snaps = self.snapshots(stack, site, refresh=True)
+        todo = self.missing(stack, site, snaps)
+        if not todo:
+            ctx.log(f"every verified backup of {site} on {stack} is already offsite")
+        copied, sent = [], 0
+        for backup in todo:
+            manifest = self.store.get_manifest(stack, site, backup["id"])
+            if manifest is None:  # removed by local retention since the listing
+                continue
+            ctx.log(f"== copying backup {backup['id']} offsite")
+            summary = self._backup_one(ctx, stack, site, manifest)
+            sent += int(summary.get("data_added", 0))
+            copied.append(backup["id"])
+            ctx.log(
+                f"snapshot {summary.get('snapshot_id', '?')[:8]}: {summary.get('total_bytes_processed', 0)} bytes read, "
+                f"{summary.get('data_added', 0)} bytes sent"
+            )
+        if copied:
+            self.forget(ctx, stack, site)
+        self.snapshots(stack, site, refresh=True)
+        ctx.message = (
+            f"{len(copied)} backup(s) of {site} on {stack} copied offsite ({sent} bytes sent)."
+            if copied
+            else f"Nothing to copy: every verified backup of {site} on {stack} is offsite."
+        )
+        return {"copied": copied, "bytes_sent": sent}
+
+    def _backup_one(self, ctx, stack: str, site: str, manifest: dict) -> dict:
+        src = os.path.join(self.store.base_path, stack, site)
+        stage = os.path.join(self.state_dir, "offsite", stack, site)
+        shutil.rmtree(stage, ignore_errors=True)
+        os.makedirs(stage, mode=0o700)
+        try:
+            for name in [f["name"] for f in manifest["files"]] + [manifest["id"] + ".json"]:
+                try:
+                    os.link(os.path.join(src, name), os.path.join(stage, name))
+                except OSError:  # another file system: a copy costs time, not correctness
+                    shutil.copyfile(os.path.join(src, name), os.path.join(stage, name))
+            when = parse_id(manifest["id"]).replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            args = ["backup", "--json", "--time", when, "--host", "fmappliance"]
+            for tag in (f"stack={stack}", f"site={site}", f"backup={manifest['id']}"):
+                args += ["--tag", tag]
+            if self.cfg.get("limit_upload_kbps"):
+                args += ["--limit-upload", str(self.cfg["limit_upload_kbps"])]
+            summary: dict = {}
+            shown = [-1]
+
+            def on_line(line: str) -> None:
+                try:
+                    doc = json.loads(line)
+                except ValueError:
+                    return
+                if not isinstance(doc, dict):
+                    return
+                if doc.get("message_type") == "summary":
+                    summary.update(doc)
+                elif doc.get("message_type") == "status":
+                    tenth = int(float(doc.get("percent_done", 0)) * 10)
+                    if tenth > shown[0]:
+                        shown[0] = tenth
+                        ctx.log(f"{tenth * 10}% read, {doc.get('bytes_done', 0)} of {doc.get('total_bytes', 0)} bytes")
+
+            self.restic(*args, stage, timeout=max(60, min(ctx.deadline_left(), 86400)), on_line=on_line)
+            return summary
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    def forget(self, ctx, stack: str, site: str) -> None:
+        """Apply the offsite retention to this site's snapshots only (filtered by tags, one group)."""
+        ret = self.cfg["retention"]
+        args = ["forget", "--json", "--prune", "--tag", f"stack={stack},site={site}", "--group-by", ""]
+        for tier, flag in (("daily", "--keep-daily"), ("weekly", "--keep-weekly"), ("monthly", "--keep-monthly")):
+            if int(ret.get(tier, 0)):
+                args += [flag, str(int(ret[tier]))]
+        args += ["--keep-last", str(max(1, int(ret.get("keep_last", 0))))]
+        result = self.restic(*args, timeout=max(60, min(ctx.deadline_left(), 86400)), what="retention")
+        removed = 0
+        for line in result.output.splitlines():
+            try:
+                groups = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(groups, list):
+                removed += sum(len(g.get("remove") or []) for g in groups if isinstance(g, dict))
+        ctx.log(f"offsite retention removed {removed} snapshot(s) of {site} on {stack}")
+
+    # ------------------------------------------------------------------ checking
+
+    def check(self, ctx) -> dict:
+        """`restic check --read-data-subset`: a percentage as is, else rotating n/N by week."""
+        subset = self.cfg.get("check_subset") or "5%"
+        if subset.endswith("%"):
+            try:
+                share = float(subset[:-1])
+            except ValueError:
+                share = 5.0
+            parts = max(1, round(100 / share)) if share > 0 else 1
+            week = datetime.now(timezone.utc).isocalendar()
+            subset = f"{(week[0] * 53 + week[1]) % parts + 1}/{parts}"
+        ctx.log(f"checking the offsite repository, reading data subset {subset}")
+        self.restic(
+            "check", f"--read-data-subset={subset}", timeout=max(60, min(ctx.deadline_left(), 86400)), what="check"
+        )
+        ctx.message = f"The offsite repository passed its check (data subset {subset})."
+        return {"subset": subset}
+
+    # ------------------------------------------------------------------ restoring
+
+    def manifest_of(self, stack: str, site: str, backup: str) -> dict | None:
+        """The manifest of a site's offsite copy of ``backup`` (None when the repository has no such copy)."""
+        snaps = self.snapshots(stack, site, refresh=True)
+        if not any(s["backup"] == backup for s in snaps):
+            return None
+        result = self.restic(
+            "snapshots", "--json", "--tag", f"backup={backup},stack={stack},site={site}", what="listing"
+        )
+        for snap in json_array(result.output):
+            manifest = self._snapshot_manifest(snap, backup)
+            if manifest is not None:
+                return manifest
+        return None
+
+    def stage_for_restore(self, ctx, stack: str, site: str, manifest: dict, staging: str) -> StagedSource:
+        """Restore a snapshot into a private dir and check every file against its manifest's sha256."""
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging, mode=0o700)
+        ctx.log(f"== fetching the offsite copy of backup {manifest['id']}")
+        folder, stored = self.restore_into(stack, site, manifest["id"], staging, timeout=max(60, ctx.deadline_left()))
+        if stored.get("files") != manifest.get("files"):
+            raise OffsiteFailed("The offsite copy's manifest differs from the one listed; refusing to restore from it.")
+        for entry in manifest["files"]:
+            path = os.path.join(folder, entry["name"])
+            digest = hashlib.sha256()
+            try:
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError:
+                raise OffsiteFailed(f"The offsite copy lacks {entry['name']}; refusing to restore from it.") from None
+            if digest.hexdigest() != entry["sha256"] or os.path.getsize(path) != entry["size"]:
+                raise OffsiteFailed(
+                    f"{entry['name']} from the offsite copy does not match the sha256 in its manifest; "
+                    "the copy is damaged, pick another backup."
+                )
+        ctx.log(f"every file of the offsite copy matches its manifest ({len(manifest['files'])} files)")
+        return StagedSource(self.store, folder)
+
+    def restore_into(self, stack: str, site: str, backup: str, target: str, timeout: float = 7200) -> tuple[str, dict]:
+        """Restore a backup's snapshot under ``target``; returns (dir holding its files, its manifest)."""
+        snap = next((s for s in self.snapshots(stack, site) if s["backup"] == backup), None)
+        if snap is None:
+            raise OffsiteFailed(f"There is no offsite copy of backup {backup} of {site} on {stack}.")
+        self.restic("restore", snap["id"], "--target", target, timeout=timeout, what="restore")
+        for root, _dirs, files in os.walk(target):
+            if backup + ".json" in files:
+                with open(os.path.join(root, backup + ".json"), encoding="utf-8") as fh:
+                    return root, json.load(fh)
+        raise OffsiteFailed(f"The offsite copy of backup {backup} holds no manifest.")
+
+
+class StagedSource:
+    """The backup store, except that published files are read from a restored offsite copy."""
+
+    def __init__(self, store, folder: str):
+        self._store = store
+        self.folder = folder
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def open_published_file(self, stack: str, site: str, name: str):
+        if not os.path.exists(os.path.join(self.folder, os.path.basename(name))):
+            # a file of a local backup (the safety backup a roll-back restores)
+            return self._store.open_published_file(stack, site, name)
+        fd = os.open(os.path.join(self.folder, os.path.basename(name)), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fileobj = os.fdopen(fd, "rb")
+        return fileobj, os.fstat(fd)
+
+
+def json_array(output: str) -> list:
+    """The JSON array restic printed (the last line that is one; warnings may share the output)."""
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if line.startswith("["):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue
+            return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
+    return []
+
+
+def backup_time(backup_id: str) -> str:
+    """A backup id (its UTC creation time) as an API timestamp."""
+    return parse_id(backup_id).replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class OffsiteTimer:
+    """A small thread: hourly, an offsite_copy job for every site with local backups (the catch-up that makes
+    sure nothing stays behind after a failed copy); weekly, an offsite_check job.  Jobs de-duplicate, so a copy
+    already queued after a backup is not doubled."""
+
+    COPY_EVERY = 3600.0
+    CHECK_EVERY = 7 * 86400.0
+    FIRST_DELAY = 120.0
+
+    def __init__(self, config: dict, actions, store):
+        self.config = config
+        self.actions = actions
+        self.store = store
+        self.stamp = os.path.join(config["agent"]["state_dir"], "offsite-last-check")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="offsite-timer")
+
+    def start(self) -> OffsiteTimer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        delay = self.FIRST_DELAY
+        while not self._stop.wait(delay):
+            delay = self.COPY_EVERY
+            try:
+                self.tick()
+            except Exception:  # the timer must outlive one bad round
+                log.exception("the offsite catch-up round failed")
+
+    def tick(self, now: float | None = None) -> list[dict]:
+        """Queue the due jobs; returns them."""
+        import time
+
+        now = time.time() if now is None else now
+        queued = []
+        for stack in self.config["stacks"]:
+            root = os.path.join(self.store.base_path, stack)
+            try:
+                sites = sorted(e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+            for site in sites:
+                if not self.store.list_backups(stack, site):
+                    continue
+                try:
+                    queued.append(self.actions.start("offsite_copy", stack, site)[0])
+                except Exception as exc:  # a site gone from the stack: nothing to copy there
+                    log.info("no offsite catch-up for %s on %s: %s", site, stack, exc)
+        try:
+            last_check = os.stat(self.stamp).st_mtime
+        except OSError:
+            last_check = 0.0
+        if now - last_check >= self.CHECK_EVERY:
+            queued.append(self.actions.start("offsite_check", "")[0])
+            with open(self.stamp, "w", encoding="utf-8") as fh:
+                fh.write(str(now))
+        return queued

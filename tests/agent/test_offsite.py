@@ -1,0 +1,205 @@
+"""Offsite copies with the real restic against a local-path repository."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from support.polling import wait_for
+from test_backups import bench_backup
+
+from fmappliance.agent.backups import BackupStore
+from fmappliance.agent.offsite import Offsite, OffsiteFailed
+
+STACK = "prod"
+SITE = "site1.example.com"
+PASSWORD = "offsite-pass-Zq81xLm0"
+RESTIC = shutil.which("restic")
+pytestmark = pytest.mark.skipif(RESTIC is None, reason="restic is not installed (tests/install_system_deps.sh)")
+
+
+class Ctx:
+    """The job context an offsite body gets: it keeps the output lines."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.message = None
+
+    def log(self, text):
+        self.lines.append(text)
+
+    def deadline_left(self):
+        return 600.0
+
+
+def private_file(path: Path, text: str) -> str:
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
+
+
+@pytest.fixture
+def world(tmp_path):
+    store = BackupStore(str(tmp_path / "backups"), {"daily": 7, "weekly": 4, "monthly": 12})
+    state = tmp_path / "state"
+    state.mkdir()
+    cfg = {
+        "offsite": {
+            "repository": str(tmp_path / "repo"),
+            "password_file": private_file(tmp_path / "pw", PASSWORD + "\n"),
+            "env_file": None,
+            "options": [],
+            "retention": {"daily": 2, "weekly": 0, "monthly": 0},
+            "check_subset": "100%",
+            "limit_upload_kbps": 0,
+            "restic_binary": "restic",
+        }
+    }
+    return store, Offsite(cfg, store, str(state)), cfg, tmp_path
+
+
+def publish(store, tmp_path, when: datetime, site=SITE, rows=200):
+    sources = bench_backup(tmp_path / "bench" / when.strftime("%Y%m%d%H%M%S") / site, dump_rows=rows)
+    return store.publish(STACK, site, sources, created=when)
+
+
+def test_first_copy_initialises_the_repository_and_lists_the_backup(world):
+    store, offsite, _cfg, tmp = world
+    manifest = publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
+    ctx = Ctx()
+    result = offsite.copy_site(ctx, STACK, SITE)
+    assert result["copied"] == [manifest["id"]]
+    assert result["bytes_sent"] > 0
+    assert any("restic init" in line for line in ctx.lines)
+    assert any("bytes sent" in line for line in ctx.lines)
+    snaps = offsite.snapshots(STACK, SITE, refresh=True)
+    assert [s["backup"] for s in snaps] == [manifest["id"]]
+    assert snaps[0]["size"] == sum(f["size"] for f in manifest["files"])
+    assert {f["sha256"] for f in snaps[0]["files"]} == {f["sha256"] for f in manifest["files"]}
+    # a second copy has nothing to do
+    ctx2 = Ctx()
+    assert offsite.copy_site(ctx2, STACK, SITE)["copied"] == []
+    assert not any("restic init" in line for line in ctx2.lines)
+    assert offsite.last_and_lag(STACK, SITE) == ({"time": snaps[0]["created"], "backup": manifest["id"]}, 0)
+
+
+def test_restore_from_offsite_is_byte_identical(world):
+    store, offsite, _cfg, tmp = world
+    manifest = publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
+    offsite.copy_site(Ctx(), STACK, SITE)
+    target = tmp / "restored"
+    folder, restored_manifest = offsite.restore_into(STACK, SITE, manifest["id"], str(target))
+    assert restored_manifest["id"] == manifest["id"]
+    for f in manifest["files"]:
+        original = Path(store.base_path) / STACK / SITE / f["name"]
+        assert (Path(folder) / f["name"]).read_bytes() == original.read_bytes()
+        assert hashlib.sha256((Path(folder) / f["name"]).read_bytes()).hexdigest() == f["sha256"]
+
+
+def test_retention_prunes_per_site_and_rebuild_lists_from_an_empty_state_dir(world):
+    store, offsite, cfg, tmp = world
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [publish(store, tmp, now - timedelta(days=d, minutes=1))["id"] for d in (3, 2, 1, 0)]
+    other = publish(store, tmp, now - timedelta(days=3, minutes=1), site="site2.example.com")["id"]
+    offsite.copy_site(Ctx(), STACK, "site2.example.com")
+    offsite.copy_site(Ctx(), STACK, SITE)
+    kept = [s["backup"] for s in offsite.snapshots(STACK, SITE, refresh=True)]
+    # daily: 2 -> the two newest days stay; the older ones are pruned (or never copied)
+    assert kept == [ids[3], ids[2]]
+    # the other site's lone old snapshot is untouched by this site's retention
+    assert [s["backup"] for s in offsite.snapshots(STACK, "site2.example.com", refresh=True)] == [other]
+    # rebuild: a fresh agent with an empty state dir and no local backups sees the same listing
+    empty_store = BackupStore(str(tmp / "fresh-backups"), {"daily": 7})
+    fresh = Offsite(cfg, empty_store, str(tmp / "fresh-state"))
+    os.makedirs(tmp / "fresh-state")
+    listing = fresh.snapshots(STACK, SITE)
+    assert [s["backup"] for s in listing] == kept
+    assert all(s["files"] and s["size"] > 0 for s in listing)
+
+
+def test_check_passes_then_fails_after_a_pack_is_damaged(world):
+    store, offsite, cfg, tmp = world
+    publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5), rows=2000)
+    offsite.copy_site(Ctx(), STACK, SITE)
+    ctx = Ctx()
+    offsite.check(ctx)
+    assert "passed" in ctx.message
+    packs = sorted((tmp / "repo" / "data").rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
+    pack = packs[-1]
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(data))
+    with pytest.raises(OffsiteFailed) as failed:
+        offsite.check(Ctx())
+    assert "check failed" in str(failed.value)
+
+
+def test_wrong_password_and_held_lock_fail_with_their_own_sentence_then_catch_up(world):
+    store, offsite, cfg, tmp = world
+    first = publish(store, tmp, datetime.now(timezone.utc) - timedelta(hours=2))
+    offsite.copy_site(Ctx(), STACK, SITE)
+    second = publish(store, tmp, datetime.now(timezone.utc) - timedelta(hours=1))
+    pw = Path(cfg["offsite"]["password_file"])
+    pw.write_text("not-the-password\n")
+    with pytest.raises(OffsiteFailed) as wrong:
+        offsite.copy_site(Ctx(), STACK, SITE)
+    assert "refused the password" in str(wrong.value)
+    pw.write_text(PASSWORD + "\n")
+    # a lock held by a live restic process: a `backup --stdin` waiting for its input; retention's prune needs
+    # the repository to itself
+    lock_env = {**os.environ, "RESTIC_REPOSITORY": cfg["offsite"]["repository"], "RESTIC_PASSWORD_FILE": str(pw)}
+    holder = subprocess.Popen(
+        [RESTIC, "backup", "--stdin"],
+        env=lock_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: any((tmp / "repo" / "locks").iterdir()), timeout=30)
+        with pytest.raises(OffsiteFailed) as locked:
+            offsite.copy_site(Ctx(), STACK, SITE)
+        assert "locked by another restic process" in str(locked.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    subprocess.run([RESTIC, "unlock"], env=lock_env, capture_output=True, check=True)
+    # the local backups are intact, and the next copy catches up
+    assert [b["id"] for b in store.list_backups(STACK, SITE)] == [second["id"], first["id"]]
+    assert second["id"] in [s["backup"] for s in offsite.snapshots(STACK, SITE, refresh=True)]
+    assert offsite.copy_site(Ctx(), STACK, SITE)["copied"] == []
+
+
+def test_an_unreachable_repository_fails_with_its_sentence(world):
+    store, offsite, cfg, tmp = world
+    publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
+    cfg["offsite"]["repository"] = "rest:http://127.0.0.1:9/repo"
+    with pytest.raises(OffsiteFailed) as down:
+        offsite.copy_site(Ctx(), STACK, SITE)
+    assert "could not be reached" in str(down.value)
+
+
+def test_offsite_lag_counts_local_backups_newer_than_the_newest_copy(world):
+    store, offsite, _cfg, tmp = world
+    publish(store, tmp, datetime.now(timezone.utc) - timedelta(hours=2))
+    offsite.copy_site(Ctx(), STACK, SITE)
+    newer = publish(store, tmp, datetime.now(timezone.utc) - timedelta(hours=1))
+    last, lag = offsite.last_and_lag(STACK, SITE)
+    assert lag == 1 and last["backup"] != newer["id"]
+    offsite.copy_site(Ctx(), STACK, SITE)
+    assert offsite.last_and_lag(STACK, SITE) == (
+        {"time": offsite.snapshots(STACK, SITE)[0]["created"], "backup": newer["id"]},
+        0,
+    )
+
+
+def test_listing_before_the_first_copy_is_empty_and_creates_nothing(world):
+    _store, offsite, _cfg, tmp = world
+    assert offsite.snapshots(STACK, SITE, refresh=True) == []
+    assert not (tmp / "repo").exists()

@@ -1,0 +1,118 @@
+"""Offsite copies through the agent app: a backup queues a copy job, the listing and /stacks show it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import wait_job
+
+SITE = "site1.example.com"
+PASSWORD = "offsite-app-pass-9QvL2"
+SECRET_KEY = "s3-secret-key-Xk29fj3Lq0"
+pytestmark = pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed")
+
+
+@pytest.fixture
+def offsite_world(world, tmp_path):
+    pw = tmp_path / "offsite.password"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
+    env = tmp_path / "offsite.env"
+    env.write_text(f"AWS_ACCESS_KEY_ID=AKIDLOCALTEST\nAWS_SECRET_ACCESS_KEY={SECRET_KEY}\n")
+    env.chmod(0o600)
+    # a restic that records its argv and environment names before running the real one
+    wrapper = tmp_path / "restic-logged"
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf "%s\\n" "$@" >> {tmp_path}/restic-argv.log\nexec {shutil.which("restic")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    world.write_config(
+        offsite={
+            "restic_binary": str(wrapper),
+            "repository": str(tmp_path / "offsite-repo"),
+            "password_file": str(pw),
+            "env_file": str(env),
+            "retention": {"daily": 7},
+        }
+    )
+    return world
+
+
+def test_backup_queues_an_offsite_copy_that_the_listing_and_stacks_show(offsite_world, make_client, caplog):
+    caplog.set_level("DEBUG")
+    client = make_client()
+    res = client.post_action("backup_site", "prod", SITE)
+    backup_job = wait_job(client, res.json()["job"]["id"], timeout=60)
+    assert backup_job["status"] == "succeeded", backup_job
+    backup_id = backup_job["result"]["backup"]["id"]
+    copies = [j for j in client.services.jobs.list(stack="prod") if j["action"] == "offsite_copy"]
+    assert len(copies) == 1 and copies[0]["site"] == SITE
+    copy = wait_job(client, copies[0]["id"], timeout=120)
+    assert copy["status"] == "succeeded", copy
+    assert "initialised it (restic init)" in copy["output"] and "bytes sent" in copy["output"]
+    listing = client.get(f"/offsite/prod/{SITE}").json()
+    assert [s["backup"] for s in listing["snapshots"]] == [backup_id]
+    assert {f["name"] for f in listing["snapshots"][0]["files"]} == {
+        f["name"] for f in backup_job["result"]["backup"]["files"]
+    }
+    stack = next(s for s in client.get("/stacks").json()["stacks"] if s["name"] == "prod")
+    assert stack["last_offsite"][SITE]["backup"] == backup_id
+    assert stack["offsite_lag"][SITE] == 0
+    # the whole job record and the doubles' argv log never hold a credential
+    text = json.dumps(client.services.jobs.list(limit=500)) + json.dumps(copy)
+    argv_log = offsite_world.root / "restic-argv.log"
+    logged = argv_log.read_text()
+    assert "--tag" in logged and f"site={SITE}" in logged  # the wrapper did see restic's argv
+    text += logged + caplog.text
+    assert PASSWORD not in text and SECRET_KEY not in text
+
+
+def test_offsite_check_takes_no_stack_and_runs(offsite_world, make_client):
+    client = make_client()
+    assert client.post_json("/action", {"action": "offsite_check", "stack": "prod"}).status == 400
+    res = client.post_json("/action", {"action": "offsite_check"})
+    assert res.status == 202, res.json()
+    job = wait_job(client, res.json()["job"]["id"], timeout=60)
+    # an empty, never-initialised repository: the check fails with a sentence, not restic's raw output
+    assert job["status"] == "failed"
+    assert "offsite" in job["message"].lower()
+
+
+def test_offsite_actions_are_refused_without_an_offsite_section(client):
+    res = client.post_json("/action", {"action": "offsite_check"})
+    assert res.status in (403, 409)
+
+
+def test_the_timer_queues_a_catch_up_copy_per_site_and_a_weekly_check(offsite_world, make_client):
+    client = make_client()
+    res = client.post_action("backup_site", "prod", SITE)
+    wait_job(client, res.json()["job"]["id"], timeout=60)
+    for job in client.services.jobs.list(limit=50):
+        if job["status"] in ("queued", "running"):
+            wait_job(client, job["id"], timeout=120)
+    timer = client.services.offsite_timer
+    queued = timer.tick(now=1_000_000_000.0)
+    assert sorted((j["action"], j["site"]) for j in queued) == [("offsite_check", None), ("offsite_copy", SITE)]
+    for job in queued:
+        wait_job(client, job["id"], timeout=120)
+    # within the week no second check; the catch-up copy comes every round
+    again = timer.tick(now=1_000_000_000.0 + 3600)
+    assert [j["action"] for j in again] == ["offsite_copy"]
+    wait_job(client, again[0]["id"], timeout=120)
+    check = client.services.jobs.get(queued[0]["id"] if queued[0]["action"] == "offsite_check" else queued[1]["id"])
+    assert check["status"] == "succeeded", check["output"]
+
+
+def test_a_failing_copy_fails_its_own_job_never_the_backup(offsite_world, make_client, tmp_path):
+    offsite_world.config["offsite"]["repository"] = "rest:http://127.0.0.1:9/down"
+    client = make_client()
+    res = client.post_action("backup_site", "prod", SITE)
+    backup_job = wait_job(client, res.json()["job"]["id"], timeout=60)
+    assert backup_job["status"] == "succeeded"
+    copy = next(j for j in client.services.jobs.list(stack="prod") if j["action"] == "offsite_copy")
+    copy = wait_job(client, copy["id"], timeout=120)
+    assert copy["status"] == "failed"
+    assert "could not be reached" in copy["message"]
+    assert offsite_world.published("prod", SITE)  # the local backup is intact
