@@ -387,6 +387,13 @@ class StagedSource:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
+    def published_path(self, stack: str, site: str, name: str) -> str:
+        # a compose restore copies the checked parts into the container by path: from here, not the local store
+        staged = os.path.join(self.folder, os.path.basename(name))
+        if not os.path.exists(staged):
+            return self._store.published_path(stack, site, name)
+        return staged
+
     def open_published_file(self, stack: str, site: str, name: str):
         if not os.path.exists(os.path.join(self.folder, os.path.basename(name))):
             # a file of a local backup (the safety backup a roll-back restores)

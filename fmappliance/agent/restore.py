@@ -199,7 +199,6 @@ class SiteRestore:
             shutil.rmtree(local_dir, ignore_errors=True)
             os.makedirs(local_dir, mode=0o700)
         self.staging_dirs.append((local_dir, job_key))
-        published = os.path.join(self.store.base_path, stack, site)
         files = {f["part"]: f for f in manifest["files"]}
         key = None
         if manifest.get("encrypted"):
@@ -238,7 +237,8 @@ class SiteRestore:
                     f"{entry['name']} does not match its manifest (sha256 or size differ): "
                     "the backup is damaged; pick another one"
                 )
-            return name, (target if local_dir is not None else os.path.join(published, entry["name"]))
+            # compose: the path the parts were verified at (the local store, or an offsite copy's staging dir)
+            return name, (target if local_dir is not None else self.store.published_path(stack, site, entry["name"]))
 
         # The parts are hashed side by side: sha256 releases the GIL, and the re-hash is most of the preflight.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-stage") as pool:

@@ -239,6 +239,11 @@ class BackupStore:
 
     # ---- downloads -------------------------------------------------------------------------
 
+    def published_path(self, stack: str, site: str, name: str) -> str:
+        """Where a file of a published backup lies on disk (for a copy by path, after open_published_file checked it)."""
+        check_names(stack, site)
+        return os.path.join(self.base_path, stack, site, os.path.basename(name))
+
     def open_published_file(self, stack: str, site: str, name: str) -> tuple[BinaryIO, os.stat_result]:
         """Open a file listed in a manifest of this stack/site (or the manifest itself) for reading.
 
