@@ -76,7 +76,11 @@
 <li>{{f['name']}} <span class="muted">{{f['size']}}</span></li>
 % end
 </ul></td>
-<td><a class="restore-link" href="/restore/{{qstack}}/{{qsite}}/{{b['qid']}}?source=offsite">Restore…</a></td>
+<td>
+% if can('GET', '/restore/' + qstack + '/' + qsite + '/' + b['qid']):
+<a class="restore-link" href="/restore/{{qstack}}/{{qsite}}/{{b['qid']}}?source=offsite">Restore…</a>
+% end
+</td>
 </tr>
 % end
 </tbody>

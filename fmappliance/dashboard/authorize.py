@@ -100,6 +100,8 @@ RULES: tuple[Rule, ...] = (
     rule("GET", r"/download/{x}/{x}/{x}", OPERATOR),
     rule("POST", r"/stack/{x}/restart", OPERATOR),
     rule("POST", r"/site/{x}/{x}/(restart|migrate|backup|test_restore|test-restore)", OPERATOR),
+    # A restore from an offsite copy is the same route with ?source=offsite (rules see the path only), so it
+    # follows exactly the rules of a local restore.
     rule("GET", r"/restore/{x}/{x}/{x}", OPERATOR),
     rule("POST", r"/restore/{x}/{x}/{x}", _restore_role, step_up=_restore_step_up),
     # Admins.
@@ -107,6 +109,7 @@ RULES: tuple[Rule, ...] = (
     rule("GET POST", r"/imports(/.*)?", ADMIN),
     rule("GET POST", r"/import(/.*)?", ADMIN),
     rule("POST", r"/scheduler/.+", ADMIN),
+    # offsite_copy and offsite_check run from the agent's own timer; any page that starts them is an admin's.
     rule("GET POST", r"/offsite(/.*)?", ADMIN),
     rule("GET POST", r"/settings(/.*)?", ADMIN),
     rule("GET", r"/account/users", ADMIN),

@@ -284,3 +284,91 @@ def test_resetting_an_unknown_user_is_a_404_with_a_sentence(app):
     token = admin.page_token("/account")
     answer = admin.post("/account/users/nobody/reset-2fa", data={"csrf_token": token})
     assert answer.status == 404 and "no such user" in answer.text
+
+
+OFFSITE_BACKUP = "2026-11-25_02-00-03"
+OFFSITE_RESTORE = f"/restore/prod/site1.example.com/{OFFSITE_BACKUP}?source=offsite"
+
+
+@pytest.fixture
+def real_app(tmp_path, fake_agent, clock):
+    """The dashboard with its own restore pages (no stand-ins): the request reaches the agent when allowed."""
+    config = load_config(write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "credentials": USERS}))
+    return make_app(config, clock=clock)
+
+
+def offsite_copy_listed(fake_agent) -> None:
+    fake_agent.offsite = {
+        ("prod", "site1.example.com"): [
+            {
+                "id": "ab12cd34",
+                "backup": OFFSITE_BACKUP,
+                "created": "2026-11-25T02:00:03Z",
+                "size": 5000,
+                "files": [{"name": f"{OFFSITE_BACKUP}.sql.gz", "size": 5000, "sha256": "0" * 64}],
+            }
+        ]
+    }
+
+
+def restore_requests(fake_agent) -> list[dict]:
+    return [body for method, path, body in fake_agent.requests if method == "POST" and path == "/action"]
+
+
+def test_offsite_restore_links_show_only_to_roles_that_may_restore(real_app, fake_agent):
+    offsite_copy_listed(fake_agent)
+    backups = "/backups/prod/site1.example.com"
+    view, ops = signed_in(real_app, "view"), signed_in(real_app, "ops")
+    assert f'data-offsite-backup="{OFFSITE_BACKUP}"' in view.get(backups).text
+    assert "?source=offsite" not in view.get(backups).text
+    assert f'href="{OFFSITE_RESTORE}"' in ops.get(backups).text
+    assert view.get(OFFSITE_RESTORE).status == 403
+    assert ops.get(OFFSITE_RESTORE).status == 200
+
+
+def test_an_operator_restores_an_offsite_copy_onto_a_new_site_only(real_app, fake_agent):
+    offsite_copy_listed(fake_agent)
+    ops = signed_in(real_app, "ops")
+    token = ops.page_token("/account")
+    fake_agent.requests.clear()
+    over = ops.post(
+        OFFSITE_RESTORE,
+        data={
+            "csrf_token": token,
+            "target_stack": "prod",
+            "target_site": "site1.example.com",
+            "confirm": "site1.example.com",
+        },
+    )
+    assert over.status == 403 and "needs admin" in over.text
+    assert restore_requests(fake_agent) == []
+    row = real_app.ctx.audit.recent(1)[0]
+    assert (row["user"], row["action"]) == ("ops", "refused")
+    new = ops.post(
+        OFFSITE_RESTORE,
+        data={
+            "csrf_token": token,
+            "create_site": "1",
+            "target_stack": "prod",
+            "target_site": "new.example.com",
+            "confirm": "new.example.com",
+        },
+    )
+    assert new.status in (202, 303), new.text[:300]
+    sent = restore_requests(fake_agent)
+    assert len(sent) == 1 and sent[0]["source"] == "offsite" and sent[0]["create_site"] is True
+
+
+def test_an_offsite_restore_over_an_existing_site_asks_an_admin_for_a_fresh_confirmation(real_app, clock, fake_agent):
+    offsite_copy_listed(fake_agent)
+    admin = signed_in(real_app, "admin")
+    clock.advance(6 * 60)
+    token = admin.page_token("/account")
+    fake_agent.requests.clear()
+    over = admin.post(
+        OFFSITE_RESTORE,
+        json={"target_stack": "prod", "target_site": "site1.example.com", "confirm": "site1.example.com"},
+        headers={"Accept": "application/json", "X-CSRF-Token": token},
+    )
+    assert over.status == 401 and over.json()["step_up"] is True
+    assert restore_requests(fake_agent) == []
