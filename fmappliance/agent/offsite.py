@@ -10,6 +10,7 @@ of ``offsite.env_file`` -- never argv, the job output or a message.  restic's ou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -73,6 +74,9 @@ class Offsite:
         self._cache: dict[tuple[str, str], list[dict]] = {}
         self._manifests: dict[str, dict] = {}
         self._lock = threading.Lock()
+        # Jobs of different stacks run in parallel, but check and prune take restic's exclusive lock: two offsite
+        # jobs at once would fail one with "repository is locked".  This agent's own jobs take turns instead.
+        self._repository_turn = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -214,8 +218,24 @@ class Offsite:
             key=lambda b: b["id"],
         )
 
+    @contextlib.contextmanager
+    def _turn(self, ctx):
+        """Hold the repository for one offsite job of this agent (others wait, saying so)."""
+        if not self._repository_turn.acquire(blocking=False):
+            ctx.log("waiting for another offsite job of this server to finish with the repository")
+            if not self._repository_turn.acquire(timeout=max(1.0, ctx.deadline_left())):
+                raise OffsiteFailed("Another offsite job kept the repository busy until this job's time ran out.")
+        try:
+            yield
+        finally:
+            self._repository_turn.release()
+
     def copy_site(self, ctx, stack: str, site: str) -> dict:
         """Copy every verified local backup of a site not yet offsite, then apply offsite retention."""
+        with self._turn(ctx):
+            return self._copy_site(ctx, stack, site)
+
+    def _copy_site(self, ctx, stack: str, site: str) -> dict:
         self.ensure_repository(ctx)
         snaps = self.snapshots(stack, site, refresh=True)
         todo = self.missing(stack, site, snaps)
@@ -316,10 +336,11 @@ class Offsite:
             parts = max(1, round(100 / share)) if share > 0 else 1
             week = datetime.now(timezone.utc).isocalendar()
             subset = f"{(week[0] * 53 + week[1]) % parts + 1}/{parts}"
-        ctx.log(f"checking the offsite repository, reading data subset {subset}")
-        self.restic(
-            "check", f"--read-data-subset={subset}", timeout=max(60, min(ctx.deadline_left(), 86400)), what="check"
-        )
+        with self._turn(ctx):
+            ctx.log(f"checking the offsite repository, reading data subset {subset}")
+            self.restic(
+                "check", f"--read-data-subset={subset}", timeout=max(60, min(ctx.deadline_left(), 86400)), what="check"
+            )
         ctx.message = f"The offsite repository passed its check (data subset {subset})."
         return {"subset": subset}
 
@@ -344,7 +365,10 @@ class Offsite:
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging, mode=0o700)
         ctx.log(f"== fetching the offsite copy of backup {manifest['id']}")
-        folder, stored = self.restore_into(stack, site, manifest["id"], staging, timeout=max(60, ctx.deadline_left()))
+        with self._turn(ctx):
+            folder, stored = self.restore_into(
+                stack, site, manifest["id"], staging, timeout=max(60, ctx.deadline_left())
+            )
         if stored.get("files") != manifest.get("files"):
             raise OffsiteFailed("The offsite copy's manifest differs from the one listed; refusing to restore from it.")
         for entry in manifest["files"]:
