@@ -888,6 +888,16 @@ choose_certificate() {
     say "  created a self-signed certificate for $names"
 }
 
+# restic makes the offsite copies (config section `offsite`); installed from the distribution so that
+# setting up offsite later needs no further package step. A missing package is a warning, not a stop.
+ensure_restic_package() {
+    command -v restic >/dev/null && return 0
+    if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then say "  would run: apt-get install -y -q restic (offsite copies)"; return 0; fi
+    if command -v apt-get >/dev/null; then
+        host_run apt-get install -y -q restic >/dev/null 2>&1 || warn "could not install restic: offsite copies need it (apt-get install restic)"
+    fi
+}
+
 install_nginx_site() {
     step "nginx"
     ensure_nginx_package
@@ -1295,6 +1305,7 @@ main() {
     step "Installing into $PREFIX"
     ensure_dir "$PREFIX" 0755 root root
     install_zipapps
+    ensure_restic_package
     choose_users
     write_config
     check_config

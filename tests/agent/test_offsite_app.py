@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import wait_job
+from support.wsgi import wait_job
 
 SITE = "site1.example.com"
 PASSWORD = "offsite-app-pass-9QvL2"
