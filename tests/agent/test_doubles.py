@@ -258,3 +258,27 @@ def test_compose_exec_into_an_fm_bench_runs_bench_in_its_workspace_with_the_glob
     world.doubles.set_service(world.fm_project, "frappe", "exited", 0)
     res = fm_exec(world, "bench", "--site", "erp.localhost", "list-apps")
     assert res.returncode == 1 and 'service "frappe" is not running' in res.stderr
+
+
+def test_fm_shell_requotes_the_command_as_fm_0_20_does(world):
+    env = {"PATH": "/usr/bin:/bin", "FRAPPE_MANAGER_HOME": str(world.fm_home)}
+    command = "bench --site erp.localhost execute frappe.db.count --args '[\"User\"]'"
+    res = run(world, "fm", "-n", "shell", "erp.localhost", "-c", command, env=env)
+    assert res.returncode == 1 and ".tab[User]' doesn't exist" in res.stdout
+
+
+def test_fm_version_and_a_bench_needing_migration_as_fm_0_20_prints_them(world):
+    env = {"PATH": "/usr/bin:/bin", "FRAPPE_MANAGER_HOME": str(world.fm_home)}
+    res = run(world, "fm", "--version", env=env)
+    assert res.returncode == 0 and res.stdout == "" and res.stderr.splitlines()[-1] == " 0.20.0"
+    (world.bench_path / "bench_config.toml").write_text(
+        'name = "erp.localhost"\n[migration_state]\nmigrated_to = "0.19.0"\n'
+    )
+    world.doubles.set_service(world.fm_project, "frappe", "exited", 0)
+    for command in ("start", "restart"):
+        res = run(world, "fm", "-n", command, "erp.localhost", env=env)
+        assert res.returncode == 0 and "Bench migration required: erp.localhost (v0.19.0 → v0.20.0)" in res.stderr
+        assert "Run: fm migrate erp.localhost" in res.stderr
+    assert world.doubles.project(world.fm_project)["services"]["frappe"]["state"] == "exited"  # nothing was done
+    res = run(world, "fm", "-n", "stop", "erp.localhost", env=env)  # fm skips the check for stop
+    assert res.returncode == 0 and "migration" not in res.stderr
