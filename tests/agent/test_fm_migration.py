@@ -83,3 +83,12 @@ def test_a_migrated_bench_is_fine_and_one_without_migration_state_needs_it_as_fm
     else:
         assert erp["reason"] is None
         run_job(agent, {"action": "restart_stack", "stack": "erp"})
+
+
+def test_the_notice_is_read_also_when_rich_wraps_it_and_without_it_nothing_is_refused():
+    from fmappliance.agent.stacks import fm_migration
+
+    wrapped = " Bench migration required: a-very-long-bench-name.example.com (v0.18.1\n→ v0.20.0)\n Run: fm migrate x\n"
+    assert fm_migration.notice_in(wrapped) == ("0.18.1", "0.20.0")
+    assert fm_migration.notice_in("Bench migration required, somehow cut") == (None, None)
+    assert fm_migration.notice_in("⚡ Restarted bench erp.localhost") is None

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import threading
-import tomllib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -29,7 +26,8 @@ import yaml
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.sources import list_dir_beneath
 from fmappliance.agent.jobs import JobContext, StepFailed
-from fmappliance.agent.runner import CommandResult, minimal_env, run_command
+from fmappliance.agent.runner import CommandResult, minimal_env
+from fmappliance.agent.stacks import fm_migration
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 from fmappliance.agent.stacks.compose import compute_status, log_options
 
@@ -117,79 +115,14 @@ def bench_label(*bench_args: str) -> str:
     return label if len(label) <= 120 else label[:117] + "..."
 
 
-# ---- "Bench migration required" ------------------------------------------------------------
-
-MIGRATION_MARKER = "Bench migration required"
-#: fm 0.20 prints `Bench migration required: <bench> (v0.19.0 → v0.20.0)`.
-_MIGRATION_LINE = re.compile(r"Bench migration required:\s*\S+\s*\(v?([0-9][^\s)]*)\s*\S+\s*v?([0-9][^\s)]*)\)")
-#: `fm --version` prints the bare version on a line of its own (after fm's rename warning, which names 1.0.0).
-_VERSION_LINE = re.compile(r"^\s*v?(\d+(?:\.\d+)+)\S*\s*$")
-_fm_versions: dict[str, str | None] = {}
-_fm_versions_lock = threading.Lock()
-
-
-def migration_sentence(stack: dict, old: str, new: str) -> str:
-    bench = bench_name(stack)
-    return (
-        f'{bench} needs "fm migrate {bench}" (its files were written by Frappe Manager v{old}, this is v{new}); '
-        "run it on the server, then retry."
-    )
-
-
-def fm_version(fm: str, stack: dict) -> str | None:
-    """What `fm --version` prints, asked once per fm binary (an upgrade of fm restarts nothing, but
-    the agent is restarted when the appliance is); None when it cannot be told."""
-    with _fm_versions_lock:
-        if fm in _fm_versions:
-            return _fm_versions[fm]
-    result = run_command([fm, "--version"], timeout=60, cwd=fm_home(stack), env=fm_env(stack), parsed_only=True)
-    version = None
-    if result.ok:
-        for line in reversed(result.output.splitlines()):
-            match = _VERSION_LINE.match(line)
-            if match:
-                version = match.group(1)
-                break
-    if version is None:
-        log.warning("could not read fm's version from `%s --version` (exit code %s)", fm, result.exit_code)
-        return None  # not cached: asked again next time
-    with _fm_versions_lock:
-        _fm_versions[fm] = version
-    return version
-
-
-def migrated_to(stack: dict) -> str | None:
-    """`[migration_state] migrated_to` of the bench's bench_config.toml, as FM reads it: a file without it
-    (or one FM could not read) counts as 0.0.0; None when there is no bench_config.toml to go by."""
-    path = os.path.join(os.path.normpath(stack["path"]), "bench_config.toml")
-    try:
-        with open(path, "rb") as handle:
-            doc = tomllib.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, tomllib.TOMLDecodeError):
-        return "0.0.0"
-    state = doc.get("migration_state")
-    value = state.get("migrated_to") if isinstance(state, dict) else None
-    return str(value) if isinstance(value, str) and value.strip() else "0.0.0"
-
-
-def _version_key(text: str) -> tuple[int, ...]:
-    match = re.match(r"\d+(?:\.\d+)*", text.strip().lstrip("v"))
-    return tuple(int(p) for p in match.group(0).split(".")) if match else (0,)
+# ---- "Bench migration required" (fm_migration.py reads the facts) --------------------------
 
 
 def migration_reason(stack: dict, fm: str | None) -> str | None:
     """The sentence when the bench needs `fm migrate` (its migrated_to is older than fm), else None."""
     if not fm:
         return None
-    old = migrated_to(stack)
-    if old is None:
-        return None
-    new = fm_version(fm, stack)
-    if new is None or _version_key(old) >= _version_key(new):
-        return None
-    return migration_sentence(stack, old, new)
+    return fm_migration.reason(bench_name(stack), stack["path"], fm, fm_home(stack), fm_env(stack))
 
 
 def preflight(tools: Tools, stack: dict) -> None:
@@ -203,15 +136,15 @@ def refuse_migration(tools: Tools, stack: dict) -> Callable[[CommandResult], Non
     """An ``inspect`` for ctx.run: fm's "Bench migration required" fails the step, exit code 0 or not."""
 
     def inspect(result: CommandResult) -> None:
-        if MIGRATION_MARKER not in result.output:
+        versions = fm_migration.notice_in(result.output)
+        if versions is None:
             return
-        match = _MIGRATION_LINE.search(result.output)
-        if match:
-            raise StepFailed(migration_sentence(stack, match.group(1), match.group(2)))
-        raise StepFailed(
-            migration_reason(stack, tools.fm)
-            or migration_sentence(stack, migrated_to(stack) or "?", fm_version(tools.fm, stack) or "?")
-        )
+        old, new = versions
+        bench = bench_name(stack)
+        if old is None or new is None:  # the notice's line was not as expected: read the bench and fm instead
+            old = fm_migration.migrated_to(stack["path"]) or "?"
+            new = fm_migration.fm_version(tools.fm, fm_home(stack), fm_env(stack)) or "?"
+        raise StepFailed(fm_migration.sentence(bench, old, new))
 
     return inspect
 
