@@ -117,3 +117,48 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
             dashboard.ensure_stopped()
         agent.stop()
         kill_hanging_doubles(world.doubles)
+
+
+def test_a_scheduled_backup_of_a_bench_needing_fm_migrate_fails_and_the_notification_says_why(tmp_path):
+    from support.webhook_receiver import WebhookReceiver
+    from support.world import FM_SITE
+
+    world = build_world(tmp_path)
+    (world.bench_path / "bench_config.toml").write_text(
+        'name = "erp.localhost"\n[migration_state]\nmigrated_to = "0.19.0"\n'
+    )
+    sentence = (
+        'erp.localhost needs "fm migrate erp.localhost" (its files were written by Frappe Manager v0.19.0, '
+        "this is v0.20.0); run it on the server, then retry."
+    )
+    now = datetime.now(timezone.utc)
+    due = (now - timedelta(minutes=3)).replace(second=0, microsecond=0)
+    schedules = [{"stack": "erp", "site": FM_SITE, "frequency": "daily", "time": f"{due:%H:%M}", "timezone": "UTC"}]
+    webhook = WebhookReceiver()
+    notifications = {"webhook_url": webhook.url, "events": ["backup_failed"]}
+    world.write_config(schedules=schedules, notifications=notifications)
+    store = ScheduleStore(
+        world.config["dashboard"]["state_dir"], config_schedules=world.config["schedules"], default_tz="UTC"
+    )
+    [schedule] = store.list()
+    store.set_last_due(schedule["id"], now - timedelta(hours=1))
+
+    agent, dashboard = start_agent_and_dashboard(world, schedules=schedules, notifications=notifications)
+    try:
+        wait_for(lambda: webhook.received, 40, "the backup_failed notification")
+        [payload] = webhook.received
+        assert payload["event"] == "backup_failed"
+        assert payload["details"]["message"] == sentence
+        assert (payload["details"]["stack"], payload["details"]["site"]) == ("erp", FM_SITE)
+        [job] = [j for j in agent.request("GET", "/jobs")[1]["jobs"] if j["action"] == "backup_site"]
+        assert job["status"] == "failed" and job["message"] == sentence
+        assert verified_manifests(world.config["backups"]["base_path"], "erp", FM_SITE) == []
+    except BaseException:
+        print("--- agent output\n" + agent.output())
+        print("--- dashboard output\n" + dashboard.output())
+        raise
+    finally:
+        dashboard.ensure_stopped()
+        agent.stop()
+        webhook.close()
+        kill_hanging_doubles(world.doubles)

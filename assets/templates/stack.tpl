@@ -1,6 +1,6 @@
 % if stack:
 <div class="page-head">
-<h1>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span></h1>
+<h1>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span>{{!' <span class="badge badge-warn" data-needs-migration>needs fm migrate</span>' if stack['needs_migration'] else ''}}</h1>
 <p class="muted">{{stack['type']}} &middot; <code>{{stack['path']}}</code> &middot; checked {{stack['checked']}}</p>
 {{!partial('stack_actions', base='/stack/' + stack['qname'], stack=stack['name'], csrf_token=csrf_token, return_to=return_to)}}
 </div>

@@ -7,6 +7,9 @@
 <h2><a href="/stack/{{s['qname']}}">{{s['name']}}</a></h2>
 <span class="badge {{s['badge']}}">{{s['status']}}</span>
 <span class="muted">{{s['type']}}</span>
+% if s['needs_migration']:
+<span class="badge badge-warn" data-needs-migration="{{s['name']}}" title="run fm migrate on the server">needs fm migrate</span>
+% end
 {{!partial('stack_actions', base='/stack/' + s['qname'], stack=s['name'], csrf_token=csrf_token, return_to=return_to)}}
 </div>
 % if s['reason']:

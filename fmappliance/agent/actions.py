@@ -74,14 +74,18 @@ class Actions:
 
     # ------------------------------------------------------------------ requests
 
-    def start(self, action: str, stack_name, site=None, options: dict | None = None) -> tuple[dict, bool, str]:
+    def start(
+        self, action: str, stack_name, site=None, options: dict | None = None, *, own_work: bool = False
+    ) -> tuple[dict, bool, str]:
         """Check and queue an action; returns (job, created, message) or raises ActionRejected.
 
         ``options`` holds the action's extra fields (already type-checked by the API): backup_site's
         label, restore_site's backup/from_stack/from_site/create_site, import_backup's name.
+        ``own_work``: the agent queues this itself (an offsite copy after a backup, the hourly
+        catch-up); the allow-list governs requests only.
         """
         options = dict(options or {})
-        if action not in self.allowed:
+        if action not in self.allowed and not own_work:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
         if action in ("offsite_copy", "offsite_check") and (self.offsite is None or not self.offsite.enabled):
             raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
@@ -243,17 +247,21 @@ class Actions:
             if action == "offsite_check":
                 return self.offsite.check(ctx)
             kind = stacks.for_stack(stack)
-            kind.run_action(ctx, self._binary(kind.BINARY_KEY), action, stack, site, timeout)
+            kind.run_action(ctx, kind.tools(self._binary), action, stack, site, timeout)
             return None
 
         return body
 
     def queue_offsite_copy(self, stack_name: str, site: str) -> None:
-        """Queue a copy of a site's new backups; it runs after the current job and can never fail it."""
-        if self.offsite is None or not self.offsite.enabled or "offsite_copy" not in self.allowed:
+        """Queue a copy of a site's new backups; it runs after the current job and can never fail it.
+
+        The copy is the agent's own work, not a request: security.allowed_actions (which governs API
+        requests) does not apply, so a list without offsite_copy never silently stops the copies.
+        """
+        if self.offsite is None or not self.offsite.enabled:
             return
         try:
-            self.start("offsite_copy", stack_name, site)
+            self.start("offsite_copy", stack_name, site, own_work=True)
         except Exception:  # the backup is published; the hourly catch-up copies it
             log.exception("could not queue the offsite copy of %s on %s", site, stack_name)
 
@@ -348,8 +356,9 @@ class Actions:
         except SitesUnavailable as exc:
             raise StepFailed(f"Update stopped before it began: {exc}") from None
         kind = stacks.for_stack(stack)
-        binary = self._binary(kind.BINARY_KEY)
+        binary = kind.tools(self._binary)
         compose = kind.BINARY_KEY == "docker_binary"
+        kind.preflight(binary, stack)
         ctx.log("== recording what runs now")
         try:
             digests = rollback.record_digests(ctx, binary, stack, timeout) if compose else {}
@@ -381,6 +390,9 @@ class Actions:
             + (", ".join(f"{s} ({m['id']})" for s, m in backups.items()) or "none (no sites)")
             + "."
         )
+        uncommitted = sorted(app for app, commit in commits.items() if commit.startswith("version "))
+        if uncommitted:
+            ctx.message += f" No commit to name for {', '.join(uncommitted)} (not a git checkout); recorded by version."
         return {"backups": {s: m["id"] for s, m in backups.items()}}
 
     def _roll_back_update(self, ctx, name, stack, binary, failure, digests, commits, backups, timeout) -> None:
@@ -447,7 +459,7 @@ class Actions:
         try:
             kind = stacks.for_stack(stack)
             sources = kind.collect_backup_files(
-                ctx, self._binary(kind.BINARY_KEY), stack, site, timeout, started, staging, self._check_room
+                ctx, kind.tools(self._binary), stack, site, timeout, started, staging, self._check_room
             )
             apps = self._site_apps(ctx, stack, site, timeout)
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")

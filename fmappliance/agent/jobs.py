@@ -141,11 +141,14 @@ class JobContext:
         env: dict | None = None,
         check: bool = True,
         label: str | None = None,
+        inspect: Callable[[CommandResult], None] | None = None,
     ) -> CommandResult:
         """Run one command with its output streamed into the job.
 
         Raises :class:`StepFailed` when the command fails, unless ``check=False``.  ``label``
-        names the step in that message (default: the command line).
+        names the step in that message (default: the command line).  ``inspect`` sees the result
+        first, whatever the exit code, and may raise StepFailed with a better reason (a tool that
+        prints a refusal and exits 0).
         """
         if isinstance(argv, (str, bytes)):
             raise TypeError("JobContext.run takes an argv list, never a shell string")
@@ -167,6 +170,8 @@ class JobContext:
             self.last_exit_code = result.exit_code
         if result.error:
             self.log(result.error)
+        if inspect is not None:
+            inspect(result)
         if check and not result.ok:
             raise StepFailed(_describe_failure(label, result))
         return result

@@ -494,7 +494,8 @@ class OffsiteTimer:
                 if not self.store.list_backups(stack, site):
                     continue
                 try:
-                    queued.append(self.actions.start("offsite_copy", stack, site)[0])
+                    # The agent's own work: security.allowed_actions governs API requests only.
+                    queued.append(self.actions.start("offsite_copy", stack, site, own_work=True)[0])
                 except Exception as exc:  # a site gone from the stack: nothing to copy there
                     log.info("no offsite catch-up for %s on %s: %s", site, stack, exc)
         try:
@@ -502,7 +503,7 @@ class OffsiteTimer:
         except OSError:
             last_check = 0.0
         if now - last_check >= self.CHECK_EVERY:
-            queued.append(self.actions.start("offsite_check", "")[0])
+            queued.append(self.actions.start("offsite_check", "", own_work=True)[0])
             with open(self.stamp, "w", encoding="utf-8") as fh:
                 fh.write(str(now))
         return queued

@@ -5,8 +5,8 @@ safety backup, no maintenance mode): the backup goes into a fresh site ``restore
 created with ``mute_emails`` and ``pause_scheduler`` set before the restore (workers and the scheduler
 serve every site of a bench, and a restored copy must send nothing and run no jobs).  The checks:
 the restore command succeeded, the site's apps equal the manifest's, ``list-apps`` answers, and
-``tabUser`` holds rows.  Whatever happens, the throwaway site is dropped, its archived files removed
-and the temporary database user dropped.  Each outcome is recorded per site (``ProofRecords``).
+``tabUser`` holds rows.  Whatever happens, the throwaway site is dropped into an archive dir of the
+agent's own (``--archived-sites-path``), that dir is removed and the temporary database user dropped.  Each outcome is recorded per site (``ProofRecords``).
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ class TestRestore(SiteRestore):
         super().__init__(ctx, plan, ops, store, take_backup=None, timeout=timeout)
         self.live_site = live_site
         self.source = source
+        #: What _drop removed of the throwaway site, and why drop-site failed (said in the job's message).
+        self.removed: list[str] = []
+        self.drop_failure: str | None = None
 
     def bench(self, *args: str, label: str | None = None, check: bool = True):
         """Like SiteRestore.bench, but a failure names the command's last output line: the proof's reason."""
@@ -140,13 +143,20 @@ class TestRestore(SiteRestore):
                 finally:
                     if created:
                         self._drop(db_user)
-        except (BackupError, DatabaseUnavailable, OpsFailed) as exc:
-            raise StepFailed(str(exc)) from None
+        except (BackupError, DatabaseUnavailable, OpsFailed, StepFailed) as exc:
+            raise StepFailed(f"{exc} {self._cleanup_note()}" if created else str(exc)) from None
         ctx.message = (
             f"Backup {self.plan.backup_id} of {self.live_site} ({self.source}) is proven restorable; "
-            "the throwaway site was removed."
+            f"the throwaway site {self.site} was dropped and its files removed ({', '.join(self.removed) or 'none'})."
         )
         return {"backup": self.plan.backup_id, "source": self.source, "throwaway_site": self.site}
+
+    def _cleanup_note(self) -> str:
+        if self.drop_failure is not None:
+            return f"The throwaway site {self.site} could not be dropped ({self.drop_failure})."
+        if self.removed:
+            return f"The throwaway site {self.site} was dropped and its files removed ({', '.join(self.removed)})."
+        return f"The throwaway site {self.site} was dropped, but its files could not be removed; see the job's output."
 
     def _prove(self) -> None:
         ctx = self.ctx
@@ -173,9 +183,11 @@ class TestRestore(SiteRestore):
         ctx.log(f"tabUser holds {count} rows")
 
     def _drop(self, db_user: TemporaryDbUser) -> None:
-        """Drop the throwaway site and its archived files; a failure here is logged, never hidden."""
+        """Drop the throwaway site into an archive dir of the agent's own and remove that dir: nothing of the
+        site is left (bench's own archive would keep a full copy per test).  A failure is logged, never hidden."""
         ctx = self.ctx
         ctx.log(f"== dropping the throwaway site {self.site}")
+        archive = self.ops.drop_archive_dir(ctx.job_id)
         result = self.bench(
             "drop-site",
             self.site,
@@ -185,13 +197,20 @@ class TestRestore(SiteRestore):
             db_user.name,
             "--db-root-password",
             db_user.password,
+            "--archived-sites-path",
+            archive,
             label=f"bench drop-site {self.site}",
             check=False,
         )
         if not result.ok:
+            lines = [line.strip() for line in (result.output or "").splitlines() if line.strip()]
+            self.drop_failure = lines[-1][:300] if lines else (result.error or f"exit code {result.exit_code}")
             ctx.log(f"WARNING: the throwaway site {self.site} could not be dropped; drop it by hand (bench drop-site)")
-        self.ops.remove_archived_site(self.site, self.run)
-        ctx.log(f"removed {self.site} from archived_sites")
+        self.removed = self.ops.remove_dropped_site(self.site, ctx.job_id, self.run)
+        if self.removed:
+            ctx.log(f"removed the throwaway site's files: {', '.join(self.removed)}")
+        elif result.ok:
+            ctx.log(f"WARNING: {archive} (the dropped site's files) could not be removed; remove it by hand")
 
 
 def _apps_from(output: str, site: str) -> list[str] | None:

@@ -124,6 +124,7 @@ class StatusBoard:
             "reason": None,
             "services": [],
             "sites": [],
+            "needs_migration": False,
             "checked_at": format_timestamp(),
         }
 
@@ -134,12 +135,22 @@ class StatusBoard:
         sites = self._sites_pool.submit(self.inventory.sites_for_display, name)
         try:
             self._ask_docker(stack, out)
+            self._ask_migration(stack, out)
         finally:
             try:
                 out["sites"] = sites.result(timeout=self.timeout + 5)
             except Exception:
                 log.exception("listing the sites of %s failed", name)
         return out
+
+    def _ask_migration(self, stack: dict, out: dict) -> None:
+        """An fm bench whose files an older Frappe Manager wrote: its containers' status stands, the reason
+        says what to run (fm itself would only print "Bench migration required" and do nothing)."""
+        fm = resolve_binary(self.config["agent"]["fm_binary"])
+        reason = stacks.for_stack(stack).migration_reason(stack, fm)
+        if reason:
+            out["needs_migration"] = True
+            out["reason"] = reason if not out["reason"] else f"{reason} ({out['reason']})"
 
     def _ask_docker(self, stack: dict, out: dict) -> None:
         binary_name = self.config["agent"]["docker_binary"]

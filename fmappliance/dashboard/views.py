@@ -167,6 +167,8 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
         "status": status,
         "badge": STATUS_BADGES[status],
         "reason": str(stack.get("reason") or ""),
+        # An fm bench an older Frappe Manager wrote: fm does nothing for it until `fm migrate` (reason says so).
+        "needs_migration": stack.get("needs_migration") is True,
         "services": services,
         "sites": sites,
         "checked": human_age(stack.get("checked_at"), now),

@@ -210,18 +210,37 @@ def test_fm_restart_site_restarts_the_bench(client, world):
     assert action_argvs(world) == [["-n", "restart", "erp.localhost"]]
 
 
-def test_fm_migrate_site_runs_bench_through_fm_shell(client, world):
+def fm_bench(world, *args):
+    """The argv (after `docker`) of a bench command on the fm bench: compose exec as FM runs it."""
+    return [
+        "compose",
+        "-f",
+        str(world.bench_path / "docker-compose.yml"),
+        "exec",
+        "-T",
+        "--user",
+        "frappe",
+        "--workdir",
+        "/workspace/frappe-bench",
+        "frappe",
+        "bench",
+        *args,
+    ]
+
+
+def test_fm_migrate_site_runs_bench_in_the_frappe_container_without_fm_shell(client, world):
     job = run_action(client, "migrate_site", "erp", FM_SITE)
-    assert action_argvs(world) == [["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost migrate"]]
+    assert action_argvs(world) == [fm_bench(world, "--site", "erp.localhost", "migrate")]
+    assert not world.doubles.argvs("fm")
     assert "Migrating erp.localhost" in job["output"]
     assert_clean_invocations(world)
 
 
 def test_fm_backup_publishes_from_the_bench_workspace(client, world):
     job = run_action(client, "backup_site", "erp", FM_SITE)
-    assert action_argvs(world) == [
-        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"],
-        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps --format json"],
+    assert action_argvs(world, "docker") == [
+        fm_bench(world, "--site", "erp.localhost", "backup", "--with-files"),
+        fm_bench(world, "--site", "erp.localhost", "list-apps", "--format", "json"),
     ]
     manifest = job["result"]["backup"]
     assert manifest["verified"] and len(manifest["files"]) == 4 and manifest["apps"] == ["frappe", "erpnext"]
@@ -231,22 +250,26 @@ def test_fm_backup_publishes_from_the_bench_workspace(client, world):
 
 def test_fm_update_backs_up_then_updates_without_bench_backup_then_restarts(client, world):
     run_action(client, "update_stack", "erp")
-    assert action_argvs(world) == [
-        ["-n", "shell", "erp.localhost", "-c", "bench version --format json"],  # the commits, recorded first
-        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost backup --with-files"],
-        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps --format json"],
-        ["-n", "shell", "erp.localhost", "-c", "bench update --no-backup"],
-        ["-n", "restart", "erp.localhost"],
-        ["-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost list-apps"],  # the health check
+    calls = [
+        [c["prog"], *c["argv"]] for c in world.doubles.invocations() if c["argv"][-len(LIST_SITES) :] != LIST_SITES
+    ]
+    calls = [c for c in calls if c[-1] != "--version"]  # fm's version, asked once for the migration check
+    assert calls == [
+        ["docker", *fm_bench(world, "version", "--format", "json")],  # the commits, recorded first
+        ["docker", *fm_bench(world, "--site", "erp.localhost", "backup", "--with-files")],
+        ["docker", *fm_bench(world, "--site", "erp.localhost", "list-apps", "--format", "json")],
+        ["docker", *fm_bench(world, "update", "--no-backup")],
+        ["fm", "-n", "restart", "erp.localhost"],
+        ["docker", *fm_bench(world, "--site", "erp.localhost", "list-apps")],  # the health check
     ]
     assert_clean_invocations(world)
 
 
-def test_fm_shell_failure_passes_the_exit_code_into_the_job(client, world):
+def test_fm_bench_failure_passes_the_exit_code_into_the_job(client, world):
     world.doubles.set_service(world.fm_project, "frappe", "exited", 0)
     job = run_action(client, "migrate_site", "erp", FM_SITE, expect="failed")
     assert job["exit_code"] == 1
-    assert "Cannot execute command" in job["output"]
+    assert 'service "frappe" is not running' in job["output"]
 
 
 def test_fm_missing_bench_fails_the_job_with_fm_own_words(client, world):

@@ -148,3 +148,137 @@ def test_docker_info_reports_the_data_root(world):
     assert res.returncode == 0 and res.stdout.strip() == world.doubles.docker_root()
     world.doubles.set_docker_root("/srv/docker")
     assert run(world, "docker", "info", "--format", "{{.DockerRootDir}}").stdout.strip() == "/srv/docker"
+
+
+# ---- bench, as frappe's sources print and do it (docs/doubles.md "bench")
+
+
+def fm_exec(world, *argv):
+    """What the agent (and FM itself) runs for bench work on an FM bench: compose exec, an argv, no shell."""
+    return run(
+        world,
+        "docker",
+        "compose",
+        "-f",
+        str(world.bench_path / "docker-compose.yml"),
+        "exec",
+        "-T",
+        "--user",
+        "frappe",
+        "--workdir",
+        "/workspace/frappe-bench",
+        "frappe",
+        *argv,
+    )
+
+
+def test_bench_version_prints_an_indented_array_with_empty_commits_for_apps_without_a_checkout(world):
+    apps = world.bench_path / "workspace" / "frappe-bench" / "apps"
+    (apps / "erpnext").mkdir(parents=True)
+    (apps / "erpnext" / ".commit").write_text("")  # not a git checkout, as in a built image
+    world.doubles.set_faults(bench_warnings=["WARN: bench is installed in editable mode!"])
+    res = fm_exec(world, "bench", "version", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    warning, _, body = res.stdout.partition("\n")
+    assert warning == "WARN: bench is installed in editable mode!"
+    rows = json.loads(body)
+    assert body == json.dumps(rows, indent=4) + "\n" and len(body.splitlines()) > len(rows)
+    assert [r["app"] for r in rows] == ["erpnext", "frappe"]
+    assert rows[0]["commit"] == "" and len(rows[1]["commit"]) == 7
+    assert set(rows[0]) == {"app", "branch", "commit", "version"}
+
+
+def test_bench_execute_evaluates_args_like_frappe_so_a_mangled_list_fails_the_query(world):
+    site = "site1.example.com"
+    good = compose(
+        world, "exec", "-T", "backend", "bench", "--site", site, "execute", "frappe.db.count", "--args", '["User"]'
+    )
+    assert good.returncode == 0 and int(good.stdout.strip()) > 0
+    # `[User]` is a NameError in eval: frappe passes the string itself, and counts rows of `tab[User]`.
+    bad = compose(
+        world, "exec", "-T", "backend", "bench", "--site", site, "execute", "frappe.db.count", "--args", "[User]"
+    )
+    assert bad.returncode == 1 and "Table '" in bad.stdout and ".tab[User]' doesn't exist" in bad.stdout
+    # A bare name is a NameError too: the string becomes the one argument, so `--args User` works.
+    bare = compose(
+        world, "exec", "-T", "backend", "bench", "--site", site, "execute", "frappe.db.count", "--args", "User"
+    )
+    assert bare.returncode == 0 and bare.stdout.strip() == good.stdout.strip()
+    kwargs = compose(
+        world,
+        "exec",
+        "-T",
+        "backend",
+        "bench",
+        "--site",
+        site,
+        "execute",
+        "frappe.db.count",
+        "--kwargs",
+        "{'dt': 'User'}",
+    )
+    assert kwargs.returncode == 0 and kwargs.stdout.strip() == good.stdout.strip()
+
+
+def test_bench_drop_site_archives_to_archived_sites_or_the_path_given(world):
+    from support.world import COMPOSE_DB_ROOT_PASSWORD
+
+    volume = world.doubles.volume_bench(world.compose_project)
+    drop = [
+        "exec",
+        "-T",
+        "backend",
+        "bench",
+        "drop-site",
+        "--no-backup",
+        "--force",
+        "--db-root-password",
+        COMPOSE_DB_ROOT_PASSWORD,
+    ]
+    res = compose(world, *drop[:5], "site1.example.com", *drop[5:])
+    assert res.returncode == 0, res.stdout
+    assert (volume / "archived" / "sites" / "site1.example.com" / "site_config.json").is_file()
+    assert not (volume / "sites" / "site1.example.com").exists() and not (volume / "archived_sites").exists()
+    res = compose(
+        world,
+        *drop[:5],
+        "site2.example.com",
+        *drop[5:],
+        "--archived-sites-path",
+        "/home/frappe/frappe-bench/sites/.agent-archive",
+    )
+    assert res.returncode == 0, res.stdout
+    assert (volume / "sites" / ".agent-archive" / "site2.example.com" / "site_config.json").is_file()
+    assert not (volume / "archived" / "sites" / "site2.example.com").exists()
+
+
+def test_compose_exec_into_an_fm_bench_runs_bench_in_its_workspace_with_the_global_db(world):
+    res = fm_exec(world, "bench", "--site", "erp.localhost", "list-apps", "--format", "json")
+    assert res.returncode == 0 and json.loads(res.stdout) == {"erp.localhost": ["frappe", "erpnext"]}
+    world.doubles.set_service(world.fm_project, "frappe", "exited", 0)
+    res = fm_exec(world, "bench", "--site", "erp.localhost", "list-apps")
+    assert res.returncode == 1 and 'service "frappe" is not running' in res.stderr
+
+
+def test_fm_shell_requotes_the_command_as_fm_0_20_does(world):
+    env = {"PATH": "/usr/bin:/bin", "FRAPPE_MANAGER_HOME": str(world.fm_home)}
+    command = "bench --site erp.localhost execute frappe.db.count --args '[\"User\"]'"
+    res = run(world, "fm", "-n", "shell", "erp.localhost", "-c", command, env=env)
+    assert res.returncode == 1 and ".tab[User]' doesn't exist" in res.stdout
+
+
+def test_fm_version_and_a_bench_needing_migration_as_fm_0_20_prints_them(world):
+    env = {"PATH": "/usr/bin:/bin", "FRAPPE_MANAGER_HOME": str(world.fm_home)}
+    res = run(world, "fm", "--version", env=env)
+    assert res.returncode == 0 and res.stdout == "" and res.stderr.splitlines()[-1] == " 0.20.0"
+    (world.bench_path / "bench_config.toml").write_text(
+        'name = "erp.localhost"\n[migration_state]\nmigrated_to = "0.19.0"\n'
+    )
+    world.doubles.set_service(world.fm_project, "frappe", "exited", 0)
+    for command in ("start", "restart"):
+        res = run(world, "fm", "-n", command, "erp.localhost", env=env)
+        assert res.returncode == 0 and "Bench migration required: erp.localhost (v0.19.0 → v0.20.0)" in res.stderr
+        assert "Run: fm migrate erp.localhost" in res.stderr
+    assert world.doubles.project(world.fm_project)["services"]["frappe"]["state"] == "exited"  # nothing was done
+    res = run(world, "fm", "-n", "stop", "erp.localhost", env=env)  # fm skips the check for stop
+    assert res.returncode == 0 and "migration" not in res.stderr

@@ -82,20 +82,26 @@ def test_check_stack_and_site_statuses(world):
     assert inventory.check_site("erp", "erp.localhost") == "erp.localhost"
 
 
-def test_fm_home_is_the_bench_grandparent_and_shell_commands_are_quoted(world):
+def test_fm_home_is_the_bench_grandparent_and_bench_runs_as_fm_runs_it_without_a_shell(world):
     stack = world.config["stacks"]["erp"]
     assert fm.fm_home(stack) == str(world.fm_home)
     assert fm.fm_env(stack)["FRAPPE_MANAGER_HOME"] == str(world.fm_home)
-    assert fm.shell_argv("fm", stack, "--site", "erp.localhost", "migrate") == [
-        "fm",
-        "-n",
-        "shell",
-        "erp.localhost",
-        "-c",
-        "bench --site erp.localhost migrate",
+    args = ("--site", "erp.localhost", "execute", "frappe.db.count", "--args", '["User"]')
+    assert fm.bench_argv("docker", stack, *args) == [
+        "docker",
+        "compose",
+        "-f",
+        str(world.bench_path / "docker-compose.yml"),
+        "exec",
+        "-T",
+        "--user",
+        "frappe",
+        "--workdir",
+        "/workspace/frappe-bench",
+        "frappe",
+        "bench",
+        *args,  # one argv word each: no shell, so nothing is re-quoted
     ]
-    # Even if a strange (but valid) name reached it, it stays one shell word.
-    assert fm.shell_argv("fm", stack, "--site", "a-b_c.d")[-1] == "bench --site a-b_c.d"
 
 
 SUMMARY = """⚠ The command 'fm' has been renamed to 'fmx'

@@ -116,3 +116,26 @@ def test_a_failing_copy_fails_its_own_job_never_the_backup(offsite_world, make_c
     assert copy["status"] == "failed"
     assert "could not be reached" in copy["message"]
     assert offsite_world.published("prod", SITE)  # the local backup is intact
+
+
+def test_allowed_actions_govern_requests_only_the_agent_copies_after_each_backup_and_catches_up(
+    offsite_world, make_client
+):
+    # An explicit allow-list without offsite_copy: requests for it are refused, the agent's own copies run.
+    offsite_world.config["security"]["allowed_actions"] = ["backup_site", "restart_stack"]
+    client = make_client()
+    refused = client.post_action("offsite_copy", "prod", SITE)
+    assert refused.status == 403 and "security.allowed_actions" in refused.json()["message"]
+    res = client.post_action("backup_site", "prod", SITE)
+    backup_job = wait_job(client, res.json()["job"]["id"], timeout=60)
+    assert backup_job["status"] == "succeeded", backup_job
+    copies = [j for j in client.services.jobs.list(stack="prod") if j["action"] == "offsite_copy"]
+    assert len(copies) == 1, "the copy after the backup was not queued"
+    copy = wait_job(client, copies[0]["id"], timeout=120)
+    assert copy["status"] == "succeeded", copy
+    listing = client.get(f"/offsite/prod/{SITE}").json()
+    assert [s["backup"] for s in listing["snapshots"]] == [backup_job["result"]["backup"]["id"]]
+    queued = client.services.offsite_timer.tick(now=1_000_000_000.0)
+    assert ("offsite_copy", SITE) in [(j["action"], j["site"]) for j in queued]
+    for job in queued:
+        assert wait_job(client, job["id"], timeout=120)["status"] == "succeeded"

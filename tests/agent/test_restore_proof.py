@@ -8,6 +8,7 @@ live site is never touched.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from db_server import BAD_SQL
@@ -32,7 +33,12 @@ def assert_nothing_left(world, stack: str, throwaway: str) -> None:
 
     root = bench_root(world, stack)
     assert not (root / "sites" / throwaway).exists()
-    assert not (root / "archived_sites" / throwaway).exists()
+    # No file of the throwaway site anywhere: bench's archives (archived/sites, archived_sites), the agent's
+    # own archive dir for drop-site, its staging, its state dir.
+    state_dir = Path(world.config["agent"]["state_dir"])
+    for top in (root, world.bench_path, state_dir, Path(world.config["backups"]["base_path"])):
+        left = [p for p in top.rglob("*") if throwaway in p.name or p.name.startswith(".fmappliance-dropped-")]
+        assert not left, left
     db = server(world, stack)
     assert db.content(frappe_db_name(throwaway)) is None
     assert not [u for u in db.users() if u.startswith("fma_restore_")]
@@ -69,6 +75,8 @@ def test_a_good_backup_is_proven_and_leaves_nothing_behind(world, agent, kind):
     assert out.index("mute_emails") < out.index("--force restore")
     assert out.index("pause_scheduler") < out.index("--force restore")
     assert "tabUser holds 2 rows" in out
+    assert "--archived-sites-path" in out and "removed the throwaway site's files: " in out
+    assert f"the throwaway site {throwaway} was dropped and its files removed (" in job["message"]
     proof = last_proof(agent, stack, site)
     assert proof["ok"] is True and proof["backup"] == made["id"] and proof["source"] == "local"
     assert proof["time"] and "proven restorable" in proof["message"]
@@ -84,7 +92,9 @@ def test_a_dump_the_database_refuses_fails_the_proof_and_leaves_nothing_behind(w
     job = run_job(agent, {"action": "test_restore", "stack": stack, "site": site, "backup": made["id"]}, "failed")
 
     assert "ERROR 1064" in job["message"] and made["id"] in job["message"]
-    assert_nothing_left(world, stack, throwaway_of(job))
+    throwaway = throwaway_of(job)
+    assert f"The throwaway site {throwaway} was dropped and its files removed (" in job["message"]
+    assert_nothing_left(world, stack, throwaway)
     assert live_state(world, stack, site) == before
     proof = last_proof(agent, stack, site)
     assert proof["ok"] is False and "ERROR 1064" in proof["message"] and proof["backup"] == made["id"]

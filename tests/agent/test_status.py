@@ -49,8 +49,10 @@ def test_stacks_listing_has_the_documented_shape(client, world):
             "sites",
             "last_backups",
             "last_restore_tests",
+            "needs_migration",
             "checked_at",
         }
+        assert s["needs_migration"] is False
         assert s["checked_at"].endswith("Z")
         assert s["last_restore_tests"] == {site: None for site in s["sites"]}  # never tested yet
     assert body["stacks"][0]["sites"] == ["erp.localhost"]

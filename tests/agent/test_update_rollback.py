@@ -96,3 +96,22 @@ def test_a_good_update_records_and_checks_but_rolls_nothing_back(world, agent):
     assert "recorded image digests" in job["output"] and "health check" in job["output"]
     assert running_images(world) != before
     assert not bench_calls(world, ("--force", "restore"))
+
+
+def test_an_fm_update_reads_bench_versions_indented_json_and_goes_ahead_without_a_commit(world, agent):
+    stack, _site = TARGETS["fm"]
+    apps = bench_root(world, stack) / "apps"
+    (apps / "frappe").mkdir(parents=True, exist_ok=True)
+    (apps / "frappe" / ".commit").write_text("9f8e7d6\n")
+    (apps / "erpnext").mkdir(parents=True, exist_ok=True)
+    (apps / "erpnext" / ".commit").write_text("")  # a built image: erpnext is not a git checkout
+    world.doubles.set_faults(bench_warnings=["WARN: [deprecated] bench_config setting ignored"])
+
+    job = run_job(agent, {"action": "update_stack", "stack": stack}, timeout=240)
+
+    assert (
+        "recorded app commits: erpnext version 15.0.0 (no commit: not a git checkout), frappe 9f8e7d6" in job["output"]
+    )
+    assert "no commit to name for erpnext" in job["output"]
+    assert "No commit to name for erpnext" in job["message"] and job["message"].startswith(f"Stack {stack} updated")
+    assert bench_calls(world, ("update", "--no-backup"))

@@ -157,10 +157,10 @@ class Target:
         ]
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.world.root)}
         if self.kind == "fm":
-            import shlex
-
-            env["FRAPPE_MANAGER_HOME"] = str(self.world.fm_home)
-            return [self.world.fm, "-n", "shell", self.site, "-c", shlex.join(["bench", *args])], env
+            # bench as the agent (and FM itself) runs it on an fm bench: compose exec in the frappe container
+            compose_file = str(self.world.bench_path / "docker-compose.yml")
+            exec_ = ["exec", "-T", "--user", "frappe", "--workdir", "/workspace/frappe-bench", "frappe"]
+            return [self.world.docker, "compose", "-f", compose_file, *exec_, "bench", *args], env
         return [
             self.world.docker,
             "compose",

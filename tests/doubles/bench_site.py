@@ -489,8 +489,10 @@ def set_config(bench: Bench, site: str, args: list[str]) -> int:
 
 
 def drop_site(bench: Bench, args: list[str]) -> int:
-    """`bench drop-site SITE [--no-backup] [--force] --db-root-username U --db-root-password P`: drops the
-    database and moves the site dir to `archived_sites/` (as frappe does)."""
+    """`bench drop-site SITE [--no-backup] [--force] --db-root-username U --db-root-password P
+    [--archived-sites-path P]`: drops the database and moves the site dir, as frappe v14+ does, to
+    `<bench>/archived/sites/<SITE>` or to `<P>/<SITE>` (realpath of P, created when missing; `<SITE>1`,
+    `<SITE>2`... when that name is taken)."""
     words, opts = _options(args, flags=("no-backup", "force"))
     if not words:
         print("Error: Missing argument 'SITE'.")
@@ -511,32 +513,72 @@ def drop_site(bench: Bench, args: list[str]) -> int:
     if not bench.db.authenticate(user, password) or not bench.db.may_manage(user, db_name):
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
+    print("Dropping site database and user")
     bench.db.drop(db_name)
-    archived = bench.root / "archived_sites"
-    archived.mkdir(exist_ok=True)
-    target = archived / site
-    if target.exists():
-        target = archived / f"{site}-{secrets.token_hex(3)}"
+    given = opts.get("archived-sites-path")
+    if given:
+        # frappe runs in sites/: a relative path is taken from there.
+        archived = bench.host_path(os.path.normpath(given)) if given.startswith("/") else bench.root / "sites" / given
+        if archived is None:
+            # The double only models paths inside the bench.
+            print(f"PermissionError: [Errno 13] Permission denied: '{given}'")
+            return 1
+    else:
+        archived = bench.root / "archived" / "sites"
+    print(f"Moving site to archive under {given or bench.container_root + '/archived/sites'}")
+    archived.mkdir(parents=True, exist_ok=True)
+    count, target = 0, archived / site
+    while target.exists():
+        count += 1
+        target = archived / f"{site}{count}"
     shutil.move(str(bench.site_dir(site)), str(target))
-    print(f"Moved site {site} to {target}")
     return 0
 
 
+def _frappe_eval(text: str):
+    """What frappe's `execute` makes of --args/--kwargs: `eval(text)`.  The double evaluates literals
+    only; a name eval would not know (NameError) is what frappe turns into the string itself, and
+    anything else it cannot evaluate is a SyntaxError as in python."""
+    import ast
+
+    tree = ast.parse(text.strip(), mode="eval")
+    if any(isinstance(node, ast.Name) for node in ast.walk(tree)):
+        raise NameError(text)
+    return ast.literal_eval(tree)
+
+
 def execute(bench: Bench, site: str, args: list[str]) -> int:
-    """`bench --site S execute frappe.db.count --args '["User"]'` (the one method the agent calls)."""
+    """`bench --site S execute METHOD [--args A] [--kwargs K]` as frappe runs it: `args = eval(A)`
+    (on NameError `[A]`), `kwargs = eval(K)`; the result is printed as JSON when truthy.  The one
+    method modelled is frappe.db.count(doctype, filters=None)."""
     words, opts = _options(args)
     if not bench.exists(site):
         print(f"Site {site} does not exist")
         return 1
-    if words != ["frappe.db.count"] or opts.get("args") not in ('["User"]', "['User']"):
-        print(f"Error: the doubles only execute frappe.db.count for User, not {words} {opts}")
+    try:
+        try:
+            call_args = _frappe_eval(opts["args"]) if opts.get("args") else ()
+        except NameError:
+            call_args = [opts["args"]]
+        call_kwargs = _frappe_eval(opts["kwargs"]) if opts.get("kwargs") else {}
+    except (SyntaxError, ValueError) as exc:
+        print(f"SyntaxError: {exc}")
+        return 1
+    if isinstance(call_args, (str, bytes)) or not isinstance(call_args, (list, tuple)):
+        # `*args` of a string spreads its characters, of anything else fails; neither is modelled.
+        print(f"Error: the double does not model frappe.get_attr({words[0]!r})(*{call_args!r})")
         return 2
+    if words != ["frappe.db.count"]:
+        print(f"Error: the doubles only execute frappe.db.count, not {words}")
+        return 2
+    doctype = call_args[0] if call_args else call_kwargs.get("dt")
     if not bench.db.is_up():
         print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
-    count = user_count(bench.content(site) or "")
+    count = user_count(bench.content(site) or "") if doctype == "User" else None
     if count is None:
-        print(f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tabUser' doesn't exist\")")
+        print(f"pymysql.err.ProgrammingError: (1146, \"Table '{bench.db_name(site)}.tab{doctype}' doesn't exist\")")
         return 1
-    print(count)
+    if count:
+        print(json.dumps(count))
     return 0

@@ -18,6 +18,7 @@ Files in the state dir:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -385,14 +386,7 @@ def run_bench(bench, args: list[str]) -> int:
     if cmd == "execute":
         return bench_site.execute(bench, site, rest)
     if cmd == "version" and site is None:
-        # `bench version --format json`: every app with its branch and commit (apps/<app>/.commit, if a test set one)
-        rows = []
-        for app in bench_site_apps(bench):
-            marker = bench.root / "apps" / app / ".commit"
-            commit = marker.read_text().strip() if marker.is_file() else f"{app[:3]}0c0ffee1"
-            rows.append({"app": app, "branch": "version-15", "commit": commit, "version": "15.0.0"})
-        print(json.dumps(rows))
-        return 0
+        return bench_version(bench, rest)
     if cmd == "update" and site is None:
         code = apply_faults(bench.world, "bench update", bench.project)
         if code is not None:
@@ -405,6 +399,26 @@ def run_bench(bench, args: list[str]) -> int:
         return 0
     print(f"Error: No such command '{cmd}'.")
     return 2
+
+
+def bench_version(bench, args: list[str]) -> int:
+    """`bench version --format json` as frappe prints it: `json.dumps(data, indent=4)` of the apps in name
+    order, each `{"commit", "app", "branch", "version"}`; commit is the checkout's short sha, "" for an app
+    that is not a git checkout.  A test sets an app's commit in `apps/<app>/.commit` (an empty file: no
+    checkout); the fault `bench_warnings: [lines]` prints warning lines first, as a bench with a
+    deprecated setting does."""
+    if "--format" not in args or args[args.index("--format") + 1 :][:1] != ["json"]:
+        print("Error: the double only prints `bench version --format json`")
+        return 2
+    for line in bench.world.faults().get("bench_warnings") or []:
+        print(line)
+    rows = []
+    for app in sorted(bench_site_apps(bench)):
+        marker = bench.root / "apps" / app / ".commit"
+        commit = marker.read_text().strip() if marker.is_file() else hashlib.sha1(app.encode()).hexdigest()[:7]
+        rows.append({"commit": commit, "app": app, "branch": "version-15", "version": "15.0.0"})
+    print(json.dumps(rows, indent=4))
+    return 0
 
 
 def run_in_container(

@@ -24,11 +24,27 @@ ONE_SHOT_SERVICES = frozenset({"configurator", "create-site", "migrator"})
 SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")
 #: Where the bench lives inside the backend container.
 CONTAINER_BENCH = "/home/frappe/frappe-bench"
+#: The dir (below the bench's sites/) that `bench drop-site` archives a throwaway site into; the agent removes it.
+DROP_ARCHIVE_PREFIX = ".fmappliance-dropped-"
 #: What a docker CLI without the compose plugin answers to `docker compose ...`: newer CLIs
 #: "docker: unknown command: docker compose" (exit 125), older ones "docker: 'compose' is not
 #: a docker command." (exit 1). Either way the rest of its message only says "see docker --help".
 PLUGIN_MISSING_MARKERS = ("unknown command: docker compose", "'compose' is not a docker command")
 PLUGIN_MISSING_REASON = "docker compose is not available: install the docker compose plugin"
+
+
+def tools(binary: Callable[[str], str]) -> str:
+    """What this stack type's actions run: docker (``binary(config_key)`` resolves it or raises StepFailed)."""
+    return binary(BINARY_KEY)
+
+
+def preflight(tools: str, stack: dict) -> None:
+    """Nothing to check before a backup or an update of a compose project."""
+
+
+def migration_reason(stack: dict, fm: str | None) -> str | None:
+    """A compose project has no Frappe Manager migration state."""
+    return None
 
 
 def plugin_missing(output: str) -> bool:
@@ -429,7 +445,20 @@ class SiteOps:
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
         run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)
 
-    def remove_archived_site(self, site: str, run) -> None:
-        """`bench drop-site` moves a site's files to archived_sites/; a throwaway site leaves nothing there."""
+    def drop_archive_dir(self, job_id: str) -> str:
+        """Where `bench drop-site --archived-sites-path` puts a throwaway site: a dir of the agent's own in the
+        sites volume (the move is a rename), removed right after.  bench's default, <bench>/archived/sites, is
+        in the container's writable layer and would grow by a copy of the site with every test restore."""
+        return f"{CONTAINER_BENCH}/sites/{DROP_ARCHIVE_PREFIX}{job_id}"
+
+    def remove_dropped_site(self, site: str, job_id: str, run) -> list[str]:
+        """Remove what `bench drop-site` left of the throwaway ``site``: the agent's archive dir, and the site
+        in bench's default archives should an older bench have ignored the path.  Returns what was removed."""
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
-        run(self._cmd(argv + [f"{CONTAINER_BENCH}/archived_sites/{site}"]), check=False)
+        paths = [
+            self.drop_archive_dir(job_id),
+            f"{CONTAINER_BENCH}/archived/sites/{site}",
+            f"{CONTAINER_BENCH}/archived_sites/{site}",
+        ]
+        result = run(self._cmd(argv + paths), check=False)
+        return [f"{self.service}:{paths[0]}"] if result.ok else []

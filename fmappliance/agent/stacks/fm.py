@@ -1,25 +1,37 @@
-"""Frappe Manager benches: FM home, fm argv builders, the bench's compose file for status.
+"""Frappe Manager benches: FM home, fm and bench argv builders, the bench's compose file for status.
 
 Facts (docs/doubles.md, "Frappe Manager"): a bench is `<FM home>/sites/<bench>`; fm reads
-its home from FRAPPE_MANAGER_HOME (0.20+); `-n` turns prompts into errors; `shell -c` passes
-the command's exit code through; status comes from
+its home from FRAPPE_MANAGER_HOME (0.20+); `-n` turns prompts into errors; status comes from
 `docker compose -f <bench>/docker-compose.yml ps --all --format json` on the main services.
+
+Bench commands run the way FM itself runs them, `docker compose -f <bench>/docker-compose.yml exec
+--user frappe --workdir /workspace/frappe-bench frappe <argv>`, and never through `fm shell -c`: FM
+re-splits that command string with shlex, so every `"` and `\\` in it is lost (`--args '["User"]'`
+reaches bench as `--args '[User]'`).  fm stays for start/stop/restart, where its own logic matters.
+
+A bench whose files an older FM wrote needs `fm migrate <bench>`: until then real fm prints "Bench
+migration required" and exits 0 having done nothing.  Its output is checked (``refuse_migration``),
+and backups and updates check `bench_config.toml` against `fm --version` before they start.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import shlex
 from collections.abc import Callable
+from typing import NamedTuple
 
 import yaml
 
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.sources import list_dir_beneath
 from fmappliance.agent.jobs import JobContext, StepFailed
-from fmappliance.agent.runner import minimal_env
+from fmappliance.agent.runner import CommandResult, minimal_env
+from fmappliance.agent.stacks import fm_migration
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 from fmappliance.agent.stacks.compose import compute_status, log_options
+
+log = logging.getLogger(__name__)
 
 #: The agent.* config key naming the command this stack type's actions run.
 BINARY_KEY = "fm_binary"
@@ -29,6 +41,23 @@ WORKERS_FILE = "docker-compose.workers.yml"
 MAIN_SERVICES = ("frappe", "nginx", "socketio", "schedule", "redis-cache", "redis-queue")
 #: The bench dir inside the frappe container, and where it is on the host.
 CONTAINER_BENCH = "/workspace/frappe-bench"
+#: The service bench runs in, and its user.
+BENCH_SERVICE = "frappe"
+#: The dir (below the bench's sites/) that `bench drop-site` archives a throwaway site into; the agent removes it.
+DROP_ARCHIVE_PREFIX = ".fmappliance-dropped-"
+BENCH_USER = "frappe"
+
+
+class Tools(NamedTuple):
+    """The two commands an fm stack needs: fm for the bench's lifecycle, docker for bench itself."""
+
+    fm: str
+    docker: str
+
+
+def tools(binary: Callable[[str], str]) -> Tools:
+    """``binary(config_key)`` gives a resolved path or raises StepFailed naming the missing one."""
+    return Tools(binary("fm_binary"), binary("docker_binary"))
 
 
 def bench_name(stack: dict) -> str:
@@ -59,10 +88,65 @@ def fm_argv(fm: str, command: str, stack: dict) -> list[str]:
     return [fm, "-n", command, bench_name(stack)]
 
 
-def shell_argv(fm: str, stack: dict, *bench_args: str) -> list[str]:
-    """`fm -n shell <bench> -c "bench ..."`: fm takes one command string, so every word is quoted."""
-    command = shlex.join(["bench", *bench_args])
-    return [fm, "-n", "shell", bench_name(stack), "-c", command]
+def bench_argv(docker: str, stack: dict, *bench_args: str) -> list[str]:
+    """`docker compose -f <bench>/docker-compose.yml exec -T --user frappe --workdir /workspace/frappe-bench
+    frappe bench ...`: what FM itself runs, as an argv (no shell, nothing re-quoted); -T as stdin is /dev/null."""
+    compose_file = os.path.join(os.path.normpath(stack["path"]), "docker-compose.yml")
+    return [
+        docker,
+        "compose",
+        "-f",
+        compose_file,
+        "exec",
+        "-T",
+        "--user",
+        BENCH_USER,
+        "--workdir",
+        CONTAINER_BENCH,
+        BENCH_SERVICE,
+        "bench",
+        *bench_args,
+    ]
+
+
+def bench_label(*bench_args: str) -> str:
+    """How a bench step is named in a job's messages (the docker compose prefix says nothing new)."""
+    label = " ".join(["bench", *bench_args])
+    return label if len(label) <= 120 else label[:117] + "..."
+
+
+# ---- "Bench migration required" (fm_migration.py reads the facts) --------------------------
+
+
+def migration_reason(stack: dict, fm: str | None) -> str | None:
+    """The sentence when the bench needs `fm migrate` (its migrated_to is older than fm), else None."""
+    if not fm:
+        return None
+    return fm_migration.reason(bench_name(stack), stack["path"], fm, fm_home(stack), fm_env(stack))
+
+
+def preflight(tools: Tools, stack: dict) -> None:
+    """Refuse to start a backup or an update of a bench that needs `fm migrate` (fm would do nothing)."""
+    reason = migration_reason(stack, tools.fm)
+    if reason:
+        raise StepFailed(reason)
+
+
+def refuse_migration(tools: Tools, stack: dict) -> Callable[[CommandResult], None]:
+    """An ``inspect`` for ctx.run: fm's "Bench migration required" fails the step, exit code 0 or not."""
+
+    def inspect(result: CommandResult) -> None:
+        versions = fm_migration.notice_in(result.output)
+        if versions is None:
+            return
+        old, new = versions
+        bench = bench_name(stack)
+        if old is None or new is None:  # the notice's line was not as expected: read the bench and fm instead
+            old = fm_migration.migrated_to(stack["path"]) or "?"
+            new = fm_migration.fm_version(tools.fm, fm_home(stack), fm_env(stack)) or "?"
+        raise StepFailed(fm_migration.sentence(bench, old, new))
+
+    return inspect
 
 
 def ps_argv(docker: str, stack: dict) -> list[str]:
@@ -113,26 +197,44 @@ def list_sites(stack: dict) -> list[str]:
 # ---- actions: each gets the resolved fm binary and runs its steps through the job's context ----
 
 
-def run_action(ctx: JobContext, fm: str, action: str, stack: dict, site: str | None, timeout: float) -> None:
+def _fm(ctx: JobContext, tools: Tools, command: str, stack: dict, timeout: float):
+    return ctx.run(
+        fm_argv(tools.fm, command, stack),
+        timeout=timeout,
+        cwd=stack["path"],
+        env=fm_env(stack),
+        inspect=refuse_migration(tools, stack),
+    )
+
+
+def _bench(ctx: JobContext, tools: Tools, stack: dict, *args: str, timeout: float, label: str | None = None):
+    return ctx.run(
+        bench_argv(tools.docker, stack, *args),
+        timeout=timeout,
+        cwd=stack["path"],
+        label=label or bench_label(*args),
+        inspect=refuse_migration(tools, stack),
+    )
+
+
+def run_action(ctx: JobContext, tools: Tools, action: str, stack: dict, site: str | None, timeout: float) -> None:
     """restart/start/stop of the bench, restart/migrate of one site."""
-    env, cwd = fm_env(stack), stack["path"]
     if action in ("restart_stack", "restart_site"):
-        ctx.run(fm_argv(fm, "restart", stack), timeout=timeout, cwd=cwd, env=env)
+        _fm(ctx, tools, "restart", stack, timeout)
     elif action == "start_stack":
-        ctx.run(fm_argv(fm, "start", stack), timeout=timeout, cwd=cwd, env=env)
+        _fm(ctx, tools, "start", stack, timeout)
     elif action == "stop_stack":
-        ctx.run(fm_argv(fm, "stop", stack), timeout=timeout, cwd=cwd, env=env)
+        _fm(ctx, tools, "stop", stack, timeout)
     elif action == "migrate_site" and site is not None:
-        ctx.run(shell_argv(fm, stack, "--site", site, "migrate"), timeout=timeout, cwd=cwd, env=env)
+        _bench(ctx, tools, stack, "--site", site, "migrate", timeout=timeout)
     else:  # pragma: no cover - every action is dispatched above
         raise StepFailed(f"{action} is not implemented for fm stacks.")
 
 
-def update(ctx: JobContext, fm: str, stack: dict, sites: list[str], timeout: float) -> None:
+def update(ctx: JobContext, tools: Tools, stack: dict, sites: list[str], timeout: float) -> None:
     """`bench update` inside the bench (backups were taken by the caller), then a restart."""
-    env, cwd = fm_env(stack), stack["path"]
-    ctx.run(shell_argv(fm, stack, "update", "--no-backup"), timeout=timeout, cwd=cwd, env=env)
-    ctx.run(fm_argv(fm, "restart", stack), timeout=timeout, cwd=cwd, env=env)
+    _bench(ctx, tools, stack, "update", "--no-backup", timeout=timeout)
+    _fm(ctx, tools, "restart", stack, timeout)
 
 
 def source_root(stack: dict, staging: str) -> str:
@@ -142,7 +244,7 @@ def source_root(stack: dict, staging: str) -> str:
 
 def collect_backup_files(
     ctx: JobContext,
-    fm: str,
+    tools: Tools,
     stack: dict,
     site: str,
     timeout: float,
@@ -155,12 +257,8 @@ def collect_backup_files(
     Nothing is copied here: publish reads the files in place, below ``source_root``, and checks
     their sizes against the free space first, so ``check_room`` is not needed.
     """
-    result = ctx.run(
-        shell_argv(fm, stack, "--site", site, "backup", "--with-files"),
-        timeout=timeout,
-        cwd=stack["path"],
-        env=fm_env(stack),
-    )
+    preflight(tools, stack)
+    result = _bench(ctx, tools, stack, "--site", site, "backup", "--with-files", timeout=timeout)
     backup_dir = host_backup_dir(stack, site)
     names = {part: os.path.basename(p) for part, p in parse_backup_summary(result.output, site).items()}
     if "database" not in names:
@@ -185,22 +283,25 @@ DB_SERVICE = "global-db"
 
 
 class SiteOps:
-    """Restore steps of an FM bench: bench through `fm shell`, MariaDB in FM's global `services` project."""
+    """Restore steps of an FM bench: bench in its frappe container (compose exec, as FM runs it), MariaDB
+    in FM's global `services` project."""
 
     def __init__(self, stack: dict, binaries: dict, state_dir: str):
         from fmappliance.agent.stacks import StackUnsupported
 
         self.stack = stack
-        fm = binaries.get("fm")
-        if not fm:
-            raise StackUnsupported("fm was not found (agent.fm_binary); install it or set its full path.")
-        self.fm: str = fm
-        self.docker: str | None = binaries.get("docker")
+        docker = binaries.get("docker")
+        if not docker:
+            raise StackUnsupported(
+                "docker was not found (agent.docker_binary); an fm bench's bench and database are reached "
+                "through it. Install it or set its full path."
+            )
+        self.docker: str = docker
 
     def bench(self, *args: str):
         from fmappliance.agent.stacks import Command
 
-        return Command(shell_argv(self.fm, self.stack, *args), fm_env(self.stack), self.stack["path"])
+        return Command(bench_argv(self.docker, self.stack, *args), None, self.stack["path"])
 
     def read_bench_file(self, relpath: str, run) -> str:
         from fmappliance.agent.stacks import OpsFailed
@@ -233,10 +334,8 @@ class SiteOps:
         return password
 
     def mariadb(self, sql: str, root_password: str):
-        from fmappliance.agent.stacks import Command, OpsFailed
+        from fmappliance.agent.stacks import Command
 
-        if not self.docker:
-            raise OpsFailed("docker was not found (agent.docker_binary); FM's database is reached through it")
         env = {**fm_env(self.stack), "MYSQL_PWD": root_password}
         compose_file = os.path.join(fm_home(self.stack), "services", "docker-compose.yml")
         argv = [
@@ -276,8 +375,25 @@ class SiteOps:
         if local_dir is not None:
             shutil.rmtree(local_dir, ignore_errors=True)
 
-    def remove_archived_site(self, site: str, run) -> None:
-        """`bench drop-site` moves a site's files to archived_sites/; a throwaway site leaves nothing there."""
+    def drop_archive_dir(self, job_id: str) -> str:
+        """Where `bench drop-site --archived-sites-path` puts a throwaway site, as the container sees it: a dir
+        of the agent's own below sites/ (same bind mount: the move is a rename), removed right after."""
+        return f"{CONTAINER_BENCH}/sites/{DROP_ARCHIVE_PREFIX}{job_id}"
+
+    def remove_dropped_site(self, site: str, job_id: str, run) -> list[str]:
+        """Remove what `bench drop-site` left of the throwaway ``site``: the agent's archive dir, and the site
+        in bench's default archives should an older bench have ignored the path.  Returns what was removed."""
         import shutil
 
-        shutil.rmtree(os.path.join(host_bench_dir(self.stack), "archived_sites", site), ignore_errors=True)
+        root = host_bench_dir(self.stack)
+        removed = []
+        for path in (
+            os.path.join(root, "sites", DROP_ARCHIVE_PREFIX + job_id),
+            os.path.join(root, "archived", "sites", site),
+            os.path.join(root, "archived_sites", site),
+        ):
+            if os.path.lexists(path):
+                shutil.rmtree(path, ignore_errors=True)
+                if not os.path.lexists(path):
+                    removed.append(path)
+        return removed
