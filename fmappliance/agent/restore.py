@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -83,7 +82,7 @@ class SiteRestore:
         self.take_backup = take_backup
         self.timeout = timeout
         self.site = plan.site
-        self.staging_dirs: list[tuple[str | None, str]] = []
+        self.staging_dirs: list[tuple[object | None, str]] = []
 
     # ------------------------------------------------------------------ running commands
 
@@ -120,11 +119,11 @@ class SiteRestore:
         try:
             return self._execute()
         finally:
-            for local_dir, job_key in self.staging_dirs:
+            for stage, job_key in self.staging_dirs:
                 try:
-                    self.ops.cleanup(local_dir, self.site, job_key, self.run)
+                    self.ops.cleanup(stage, self.site, job_key, self.run)
                 except Exception:  # clean-up must not hide the job's real outcome
-                    log.exception("could not remove the restore staging dir %s", local_dir)
+                    log.exception("could not remove the restore staging dir of job %s", job_key)
 
     def _execute(self) -> dict:
         plan, ctx = self.plan, self.ctx
@@ -192,13 +191,11 @@ class SiteRestore:
 
         Returns the staged names and, for an encrypted backup, its key (from the backup's own site config).
         """
-        # fm: a staging dir inside the bench itself.  compose: None, the parts are verified where they are
-        # published and copied into the container afterwards (a host copy first would double the I/O).
-        local_dir = self.ops.local_stage_dir(self.site, job_key)
-        if local_dir is not None:
-            shutil.rmtree(local_dir, ignore_errors=True)
-            os.makedirs(local_dir, mode=0o700)
-        self.staging_dirs.append((local_dir, job_key))
+        # fm: a staging dir inside the bench itself, used only through its directory fd (the container can
+        # write around it; benchstage.py).  compose: None, the parts are verified where they are published and
+        # copied into the container afterwards (a host copy first would double the I/O).
+        stage = self.ops.open_stage(self.site, job_key)
+        self.staging_dirs.append((stage, job_key))
         files = {f["part"]: f for f in manifest["files"]}
         key = None
         if manifest.get("encrypted"):
@@ -224,10 +221,8 @@ class SiteRestore:
                 src, st = self.store.open_published_file(stack, site, entry["name"])
             except BackupNotFound:
                 raise BackupError(f"the backup file {entry['name']} is missing") from None
-            target = os.path.join(local_dir, name) if local_dir is not None else os.devnull
-            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if local_dir is not None else 0)
             with src:
-                fd = os.open(target, flags, 0o640)
+                fd = stage.create(name) if stage is not None else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
                 try:
                     size, digest = copy_hashed(src.fileno(), fd, st.st_size, check)
                 finally:
@@ -238,7 +233,11 @@ class SiteRestore:
                     "the backup is damaged; pick another one"
                 )
             # compose: the path the parts were verified at (the local store, or an offsite copy's staging dir)
-            return name, (target if local_dir is not None else self.store.published_path(stack, site, entry["name"]))
+            return name, (
+                os.path.join(stage.path, name)
+                if stage is not None
+                else self.store.published_path(stack, site, entry["name"])
+            )
 
         # The parts are hashed side by side: sha256 releases the GIL, and the re-hash is most of the preflight.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-stage") as pool:
@@ -250,7 +249,7 @@ class SiteRestore:
             f"every part matches its manifest ({len(staged)} files)"
             + ("; the dump holds __Auth" if "database" in staged else "")
         )
-        return {"paths": paths, "names": staged, "job_key": job_key}, key
+        return {"paths": paths, "names": staged, "job_key": job_key, "stage": stage, "files": files}, key
 
     def _backup_key(self, stack: str, site: str, entry: dict | None) -> str:
         doc = self._published_site_config(stack, site, entry)
@@ -340,7 +339,7 @@ class SiteRestore:
     def _restore(
         self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *, carry_key: bool
     ) -> None:
-        where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run)
+        where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run, staged["stage"])
         names = staged["names"]
         args = [
             "--site",
@@ -364,11 +363,12 @@ class SiteRestore:
 
     def _carry_encryption_key(self, staged: dict) -> None:
         """A backup restored onto another site keeps its Password fields readable only with the source's key."""
-        path = staged["paths"].get(staged["names"].get("site_config", ""), "")
+        # From the published (agent-owned, hash-checked) copy, not the staged one the bench container can reach.
         try:
-            with open(path, encoding="utf-8") as handle:
-                doc = json.load(handle)
-        except (OSError, ValueError):
+            doc = self._published_site_config(
+                self.plan.from_stack, self.plan.from_site, staged["files"].get("site_config")
+            )
+        except BackupError:
             doc = {}
         key = doc.get("encryption_key") if isinstance(doc, dict) else None
         if not isinstance(key, str) or not key:

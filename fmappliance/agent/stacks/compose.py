@@ -406,7 +406,7 @@ class SiteOps:
         ]
         return self._cmd(argv, env)
 
-    def local_stage_dir(self, site: str, job_id: str) -> str | None:
+    def open_stage(self, site: str, job_id: str) -> None:
         """None: the parts are verified where they are published, then copied into the container by
         into_bench (a host copy first would double the I/O of a large restore)."""
         return None
@@ -414,7 +414,7 @@ class SiteOps:
     def _container_dir(self, site: str, job_id: str) -> str:
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run) -> str:
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run, stage=None) -> str:
         """Copy the parts (bench name -> host path) into the site's private dir in the container,
         owned by the bench user; returns that dir as the container sees it."""
         target = self._container_dir(site, job_id)
@@ -425,7 +425,7 @@ class SiteOps:
         run(self._cmd(base + ["exec", "-T", "-u", "root", self.service, "chown", "-R", "frappe:frappe", target]))
         return target
 
-    def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
+    def cleanup(self, stage, site: str, job_id: str, run) -> None:
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
         run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)
 

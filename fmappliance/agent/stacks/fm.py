@@ -256,25 +256,54 @@ class SiteOps:
         ]
         return Command(argv, env, self.stack["path"])
 
-    def local_stage_dir(self, site: str, job_id: str) -> str:
-        # Straight into the bench on the host: the frappe container sees it, no second copy.
-        return os.path.join(host_bench_dir(self.stack), "sites", site, "private", f"fmappliance-restore-{job_id}")
+    #: Below the bench dir (which the container cannot write) down to a site's private dir.
+    def _private_parts(self, site: str) -> list[str]:
+        return ["workspace", "frappe-bench", "sites", site, "private"]
 
-    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run) -> str:
-        """The parts are already in the bench (local_stage_dir); hand them to the bench user (the owner of the
-        bench dir) and name their dir as the container sees it."""
-        owner = os.stat(host_bench_dir(self.stack))
-        if os.geteuid() == 0 and paths:
-            local_dir = os.path.dirname(next(iter(paths.values())))
-            for path in [local_dir, *paths.values()]:
-                os.chown(path, owner.st_uid, owner.st_gid)
+    def open_stage(self, site: str, job_id: str):
+        """The staging dir straight in the bench on the host (the frappe container sees it, no second copy),
+        made and used only through directory fds: the container can write around it (benchstage.py)."""
+        from fmappliance.agent.backups.benchstage import StageDir
+        from fmappliance.agent.backups.errors import BackupError
+        from fmappliance.agent.stacks import OpsFailed
+
+        try:
+            return StageDir(self.stack["path"], self._private_parts(site), f"fmappliance-restore-{job_id}")
+        except BackupError as exc:
+            raise OpsFailed(str(exc)) from None
+
+    def bench_owner(self) -> tuple[int, int] | None:
+        """uid/gid of the bench dir's owner (the container's frappe user) when the agent runs as root, else None.
+
+        Read from an fd of workspace/frappe-bench reached without following links."""
+        from fmappliance.agent.backups.sources import open_dir_beneath
+
+        if os.geteuid() != 0:
+            return None
+        fd = open_dir_beneath(self.stack["path"], ["workspace", "frappe-bench"])
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st.st_uid, st.st_gid
+
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run, stage=None) -> str:
+        """The parts are already in the bench (open_stage); hand them to the bench user with fchown on fds
+        and name their dir as the container sees it."""
+        from fmappliance.agent.backups.errors import BackupError
+        from fmappliance.agent.stacks import OpsFailed
+
+        owner = self.bench_owner()
+        if owner is not None and stage is not None:
+            try:
+                stage.hand_over(*owner)
+            except (BackupError, OSError) as exc:
+                raise OpsFailed(f"the staged parts could not be handed to the bench user: {exc}") from None
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
-        import shutil
-
-        if local_dir is not None:
-            shutil.rmtree(local_dir, ignore_errors=True)
+    def cleanup(self, stage, site: str, job_id: str, run) -> None:
+        if stage is not None:
+            stage.remove()
 
     def remove_archived_site(self, site: str, run) -> None:
         """`bench drop-site` moves a site's files to archived_sites/; a throwaway site leaves nothing there."""
