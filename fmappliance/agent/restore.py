@@ -10,7 +10,8 @@ empty or half-filled site (docs/restore.md).  Hence the order:
 2. A safety backup of the target (label ``pre-restore``), unless the site is being created.
 3. Maintenance mode on, the scheduler paused.
 4. The parts go where bench reads them; ``bench --site T --force restore`` runs as a temporary
-   database user (dbaccess.py), never as root.
+   database user (dbaccess.py), never as root, its credentials and any key in the site config,
+   never in an argv.
 5. ``migrate``, maintenance off, the scheduler as it was, ``list-apps`` to see the site answers.
 
 If 4 or 5 fails, the safety backup is restored the same way; if that fails too, maintenance stays
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fmappliance.agent.backups import BackupError, BackupNotFound, DumpHasAuthTable, copy_hashed, decrypting
-from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser
+from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser, check_db_name
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import run_command
 from fmappliance.agent.stacks import OpsFailed
@@ -88,14 +89,15 @@ class SiteRestore:
 
     def run(self, cmd, *, quiet: bool = False, check: bool = True, label: str | None = None, secrets=()):
         """Run a SiteOps Command.  Quiet commands (their output may hold a secret) stay out of the job output."""
-        if not quiet:
+        if not quiet and cmd.input is None:
             return self.ctx.run(cmd.argv, timeout=self.timeout, cwd=cmd.cwd, env=cmd.env, check=check, label=label)
         result = run_command(
             cmd.argv,
             timeout=min(self.timeout, max(self.ctx.deadline_left(), 1)),
             cwd=cmd.cwd,
             env=cmd.env,
-            redact=list(secrets),
+            redact=[*secrets, *self.ctx.secrets],
+            input=cmd.input,
         )
         if check and not result.ok:
             raise StepFailed(
@@ -132,7 +134,7 @@ class SiteRestore:
             staged, key = self._stage(plan.manifest, plan.from_stack, plan.from_site, self.ctx.job_id)
             self._check_apps()
             config = {} if plan.create_site else self._site_config()
-            db_name = frappe_db_name(self.site) if plan.create_site else str(config.get("db_name") or "")
+            db_name = self._db_name(config)
             if not plan.create_site:
                 self._check_space()
             db_user = TemporaryDbUser(self.ops, self.run, db_name, on_log=ctx.log)
@@ -153,26 +155,25 @@ class SiteRestore:
             ctx.log(f"safety backup {safety['id']} verified and published")
 
         try:
-            with db_user:
-                if plan.create_site:
-                    self._create_site(db_user, db_name)
-                    config = self._site_config()
-                paused_before = bool(config.get("pause_scheduler"))
-                ctx.log("== step 3: maintenance mode on, scheduler paused")
-                self.bench("--site", self.site, "set-maintenance-mode", "on")
-                self.bench("--site", self.site, "scheduler", "pause")
-                try:
-                    ctx.log("== step 4: restore")
-                    self._restore(staged, key, db_user, self.ctx.job_id, carry_key=not plan.same_site)
-                    ctx.log("== step 5: migrate, maintenance off, scheduler as it was, check")
-                    self._finish(paused_before)
-                except StepFailed as exc:
-                    if safety is None:
-                        raise StepFailed(
-                            f"Restore failed: {exc} The new site {self.site} holds a partial restore and stays in "
-                            f"maintenance mode; drop it (bench drop-site) or restore again."
-                        ) from None
-                    self._roll_back(safety, db_user, paused_before, str(exc))
+            if plan.create_site:
+                self._create_site(db_user, db_name)
+                config = self._site_config()
+            paused_before = bool(config.get("pause_scheduler"))
+            ctx.log("== step 3: maintenance mode on, scheduler paused")
+            self.bench("--site", self.site, "set-maintenance-mode", "on")
+            self.bench("--site", self.site, "scheduler", "pause")
+            try:
+                ctx.log("== step 4: restore")
+                self._restore(staged, key, db_user, self.ctx.job_id, carry_key=not plan.same_site)
+                ctx.log("== step 5: migrate, maintenance off, scheduler as it was, check")
+                self._finish(paused_before)
+            except StepFailed as exc:
+                if safety is None:
+                    raise StepFailed(
+                        f"Restore failed: {exc} The new site {self.site} holds a partial restore and stays in "
+                        f"maintenance mode; drop it (bench drop-site) or restore again."
+                    ) from None
+                self._roll_back(safety, db_user, paused_before, str(exc))
         except DatabaseUnavailable as exc:
             raise StepFailed(f"Restore stopped before {self.site} was changed: {exc}") from None
         ctx.message = f"Backup {plan.backup_id} of {plan.from_site} restored onto {self.site} on {plan.stack_name}" + (
@@ -305,6 +306,13 @@ class SiteRestore:
             raise StepFailed(f"the site config of {self.site} is not a JSON object")
         return doc
 
+    def _db_name(self, config: dict) -> str:
+        """The database the temporary user may manage: frappe's name for a new site, else the site config's,
+        checked (the container can write that file) against MariaDB's schemas and the bench's own record."""
+        if self.plan.create_site:
+            return check_db_name(frappe_db_name(self.site))
+        return check_db_name(str(config.get("db_name") or ""), self.ops.expected_db_name(self.site))
+
     def _check_space(self) -> None:
         last = self.store.last_backup(self.plan.stack_name, self.site)
         needed = int(last["size"]) if last else _size(self.plan.manifest)
@@ -321,43 +329,34 @@ class SiteRestore:
         admin = secrets.token_urlsafe(18)
         self.ctx.add_secret(admin)
         self.ctx.log(f"== creating the site {self.site}")
-        self.bench(
-            "new-site",
-            self.site,
-            "--db-root-username",
-            db_user.name,
-            "--db-root-password",
-            db_user.password,
-            "--admin-password",
-            admin,
-            "--db-name",
-            db_name,
-            "--mariadb-user-host-login-scope=%",
-            label=f"bench new-site {self.site}",
-        )
+        # The site has no config yet: bench reads the root login and the Administrator password (frappe's
+        # get_admin_password: conf `admin_password`) from common_site_config.json, for this step only.
+        with db_user.granted(None, {"admin_password": admin}):
+            self.bench(
+                "new-site",
+                self.site,
+                "--db-name",
+                db_name,
+                "--mariadb-user-host-login-scope=%",
+                label=f"bench new-site {self.site}",
+            )
 
     def _restore(
         self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *, carry_key: bool
     ) -> None:
         where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run, staged["stage"])
         names = staged["names"]
-        args = [
-            "--site",
-            self.site,
-            "--force",
-            "restore",
-            f"{where}/{names['database']}",
-            "--db-root-username",
-            db_user.name,
-            "--db-root-password",
-            db_user.password,
-        ]
+        args = ["--site", self.site, "--force", "restore", f"{where}/{names['database']}"]
         for part, option in (("files", "--with-public-files"), ("private-files", "--with-private-files")):
             if part in names:
                 args += [option, f"{where}/{names[part]}"]
-        if key:
-            args += ["--encryption-key", key]
-        self.bench(*args, label=f"bench --site {self.site} --force restore")
+        # An encrypted backup's key goes where bench restore looks without --encryption-key: the site config's
+        # backup_encryption_key (the target's own value is put back afterwards).
+        try:
+            with db_user.granted(self.site, {"backup_encryption_key": key} if key else None):
+                self.bench(*args, label=f"bench --site {self.site} --force restore")
+        except DatabaseUnavailable as exc:  # the site is in maintenance mode by now: a failed step, rolled back
+            raise StepFailed(str(exc)) from None
         if carry_key:
             self._carry_encryption_key(staged)
 
@@ -375,14 +374,10 @@ class SiteRestore:
             self.ctx.log("the backup's site config has no encryption_key; the target keeps its own")
             return
         self.ctx.add_secret(key)
-        self.bench(
-            "--site",
-            self.site,
-            "set-config",
-            "encryption_key",
-            key,
-            label=f"bench --site {self.site} set-config encryption_key",
-        )
+        try:
+            self.ops.update_site_config(self.site, {"encryption_key": key}, self.run)
+        except OpsFailed as exc:
+            raise StepFailed(f"the source site's encryption_key could not be written to {self.site}: {exc}") from None
         self.ctx.log(f"carried the source site's encryption_key over to {self.site} (Password fields stay readable)")
 
     def _finish(self, paused_before: bool) -> None:

@@ -233,6 +233,7 @@ class SiteOps:
         return password
 
     def mariadb(self, sql: str, root_password: str):
+        """`mariadb -uroot` in global-db with ``sql`` on stdin and the password as MYSQL_PWD (never in an argv)."""
         from fmappliance.agent.stacks import Command, OpsFailed
 
         if not self.docker:
@@ -251,10 +252,44 @@ class SiteOps:
             DB_SERVICE,
             "mariadb",
             "-uroot",
-            "-e",
-            sql,
         ]
-        return Command(argv, env, self.stack["path"])
+        return Command(argv, env, self.stack["path"], sql.encode())
+
+    def bench_addresses(self, run) -> list[str]:
+        """The bench's frappe container's addresses (docker's record): the hosts the temporary account accepts."""
+        from fmappliance.agent.stacks import OpsFailed
+        from fmappliance.agent.stacks.compose import container_addresses
+
+        if not self.docker:
+            raise OpsFailed("docker was not found (agent.docker_binary); FM's database is reached through it")
+        return container_addresses(self.docker, self.stack, ps_argv(self.docker, self.stack), "frappe", run)
+
+    def expected_db_name(self, site: str) -> str | None:
+        """The db_name FM recorded in <bench>/bench_config.toml (the container cannot write it), if any."""
+        import tomllib
+
+        try:
+            with open(os.path.join(os.path.normpath(self.stack["path"]), "bench_config.toml"), "rb") as handle:
+                doc = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        value = doc.get("db_name")
+        return value if isinstance(value, str) and value else None
+
+    def update_site_config(self, site: str | None, changes: dict, run) -> dict:
+        """Set (value) or remove (None) keys of a site's site_config.json (``site`` None: common_site_config.json)
+        on the host, through dir fds without following links, written 0600 for the bench user
+        (benchstage.update_json_beneath); returns the keys' values before."""
+        from fmappliance.agent.backups.benchstage import update_json_beneath
+        from fmappliance.agent.backups.errors import BackupError
+        from fmappliance.agent.stacks import OpsFailed
+
+        parts = ["workspace", "frappe-bench", "sites"] + ([site] if site else [])
+        name = "site_config.json" if site else "common_site_config.json"
+        try:
+            return update_json_beneath(self.stack["path"], parts, name, changes, self.bench_owner())
+        except (BackupError, OSError) as exc:
+            raise OpsFailed(f"{name} of {site or 'the bench'} could not be updated: {exc}") from None
 
     #: Below the bench dir (which the container cannot write) down to a site's private dir.
     def _private_parts(self, site: str) -> list[str]:
@@ -293,10 +328,11 @@ class SiteOps:
         from fmappliance.agent.backups.errors import BackupError
         from fmappliance.agent.stacks import OpsFailed
 
-        owner = self.bench_owner()
-        if owner is not None and stage is not None:
+        if stage is not None:
             try:
-                stage.hand_over(*owner)
+                owner = self.bench_owner()
+                if owner is not None:
+                    stage.hand_over(*owner)
             except (BackupError, OSError) as exc:
                 raise OpsFailed(f"the staged parts could not be handed to the bench user: {exc}") from None
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
