@@ -87,8 +87,11 @@ class SiteRestore:
 
     # ------------------------------------------------------------------ running commands
 
-    def run(self, cmd, *, quiet: bool = False, check: bool = True, label: str | None = None, secrets=()):
-        """Run a SiteOps Command.  Quiet commands (their output may hold a secret) stay out of the job output."""
+    def run(
+        self, cmd, *, quiet: bool = False, check: bool = True, label: str | None = None, secrets=(), raw: bool = False
+    ):
+        """Run a SiteOps Command.  Quiet commands (their output may hold a secret) stay out of the job output;
+        ``raw`` (quiet only) leaves their output unmasked, for a file the agent reads back and rewrites."""
         if not quiet and cmd.input is None:
             return self.ctx.run(cmd.argv, timeout=self.timeout, cwd=cmd.cwd, env=cmd.env, check=check, label=label)
         result = run_command(
@@ -96,7 +99,8 @@ class SiteRestore:
             timeout=min(self.timeout, max(self.ctx.deadline_left(), 1)),
             cwd=cmd.cwd,
             env=cmd.env,
-            redact=[*secrets, *self.ctx.secrets],
+            redact=[] if raw else [*secrets, *self.ctx.secrets],
+            parsed_only=raw,
             input=cmd.input,
         )
         if check and not result.ok:

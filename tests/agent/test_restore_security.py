@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
-from restore_support import TARGETS, backup, bench_root, restore
+from restore_support import (
+    ENCRYPT_MARK,
+    ROOT_PASSWORDS,
+    TARGETS,
+    backup,
+    bench_root,
+    restore,
+    run_job,
+    server,
+    set_content,
+    site_config,
+    update_site_config,
+)
 
 from fmappliance.agent.backups import BackupError
 from fmappliance.agent.backups.benchstage import StageDir
@@ -101,3 +114,73 @@ def test_an_fm_restore_through_a_planted_private_link_fails_before_anything_chan
     job = restore(agent, stack, site, made["id"], expect="failed")
     assert "Preflight failed, nothing was changed" in job["message"] and "refusing to follow it" in job["message"]
     assert sorted(p.name for p in outside.iterdir()) == before
+
+
+BACKUP_KEY = "bk-Secret-7f3a!"
+FIELD_KEY = "ek-PasswordFields-91c2"
+
+
+@pytest.mark.parametrize("kind", sorted(TARGETS))
+def test_restores_and_test_restores_put_no_secret_in_any_argv(world, agent, kind):
+    """Database passwords, keys and the Administrator password reach bench and mariadb by file, environment or
+    stdin: none is in an argv docker or fm was started with (readable in /proc/*/cmdline)."""
+    stack, site = TARGETS[kind]
+    update_site_config(world, stack, site, backup_encryption_key=BACKUP_KEY, encryption_key=FIELD_KEY)
+    set_content(world, stack, site, "secret-sunday", extra=ENCRYPT_MARK + "\n")
+    made = backup(agent, stack, site)
+    assert made["encrypted"] is True
+    world.doubles.clear_invocations()
+
+    restore(agent, stack, site, made["id"])
+    proof = run_job(agent, {"action": "test_restore", "stack": stack, "site": site, "backup": made["id"]})
+    jobs = [proof]
+    if kind == "compose":  # a restore onto a new site runs bench new-site (an Administrator password)
+        jobs.append(
+            restore(agent, stack, "new.example.com", made["id"], from_stack=stack, from_site=site, create_site=True)
+        )
+
+    given = world.doubles.secrets_given()
+    kinds = {g["kind"] for g in given}
+    assert {"MYSQL_PWD", "database password", "bench root password", "admin password"} <= kinds, kinds
+    assert "backup encryption key" in kinds
+    secrets = {g["value"] for g in given} | set(ROOT_PASSWORDS) | {BACKUP_KEY, FIELD_KEY}
+    argvs = world.doubles.argvs("docker") + world.doubles.argvs("fm")
+    assert argvs
+    for argv in argvs:
+        line = " ".join(argv)
+        for secret in secrets:
+            assert secret not in line, f"a secret ({secret[:3]}…) is in the argv {argv[:8]}…"
+        for flag in ("--db-root-password", "--admin-password", "--encryption-key", "encryption_key"):
+            assert flag not in line
+    for job in jobs:
+        for secret in secrets:
+            assert secret not in job["output"] and secret not in job["message"]
+    # The credentials were in the config only for their step; the temporary accounts are gone.
+    config = site_config(world, stack, site)
+    assert not {"root_login", "root_password", "admin_password"} & set(config)
+    assert config["backup_encryption_key"] == BACKUP_KEY and config["encryption_key"] == FIELD_KEY
+    common = json.loads((bench_root(world, stack) / "sites" / "common_site_config.json").read_text())
+    assert not {"root_login", "root_password", "admin_password"} & set(common)
+    assert server(world, stack).users() == {}
+    if kind == "compose":
+        assert site_config(world, stack, "new.example.com")["encryption_key"] == FIELD_KEY
+
+
+@pytest.mark.parametrize("kind", sorted(TARGETS))
+def test_a_site_config_naming_another_database_is_refused_before_anything_changes(world, agent, kind):
+    """db_name comes from a file the container can write: MariaDB's own schemas are refused, and on an fm bench
+    the name must be the one bench_config.toml (outside the container) records."""
+    stack, site = TARGETS[kind]
+    made = backup(agent, stack, site)
+    real = site_config(world, stack, site)["db_name"]
+    update_site_config(world, stack, site, db_name="mysql")
+    job = restore(agent, stack, site, made["id"], expect="failed")
+    assert "Preflight failed, nothing was changed" in job["message"] and "'mysql'" in job["message"]
+    if kind == "fm":
+        (world.bench_path / "bench_config.toml").write_text(f'name = "{site}"\ndb_name = "{real}"\n')
+        update_site_config(world, stack, site, db_name="_another_bench_db")
+        job = restore(agent, stack, site, made["id"], expect="failed")
+        assert "bench_config.toml" in job["message"] and "Preflight failed" in job["message"]
+        update_site_config(world, stack, site, db_name=real)
+        restore(agent, stack, site, made["id"])
+    assert server(world, stack).users() == {}

@@ -250,6 +250,8 @@ def _root_credentials(bench: Bench, site: str, opts: dict) -> tuple[str, str | N
     password = opts.get("db-root-password") or opts.get("mariadb-root-password")
     if not password:
         password = conf.get("mariadb_root_password") or conf.get("root_password")
+    if password:
+        bench.world.note_secret("bench root password", password)
     return user, password
 
 
@@ -290,6 +292,8 @@ def restore(bench: Bench, site: str, args: list[str], force: bool) -> int:
         print(f"pymysql.err.OperationalError: (1044, \"Access denied for user '{user}'@'%' to database '{db_name}'\")")
         return 1
     key = opts.get("encryption-key") or bench.config(site).get("backup_encryption_key")
+    if key and "-enc" in dump.name:
+        bench.world.note_secret("backup encryption key", key)
     with tempfile.TemporaryDirectory(dir=bench.db.dir.parent) as tmp:
         if "-enc" in dump.name:
             dump = _decrypted(bench, dump, key, tmp)
@@ -393,10 +397,12 @@ def new_site(bench: Bench, args: list[str]) -> int:
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     # frappe's get_admin_password: --admin-password, else the conf's admin_password, else getpass (no terminal: fails)
-    if not (opts.get("admin-password") or _conf(bench, site).get("admin_password")):
+    admin = opts.get("admin-password") or _conf(bench, site).get("admin_password")
+    if not admin:
         print("Set Administrator password: ")
         print("Aborted!")
         return 1
+    bench.world.note_secret("admin password", admin)
     code = bench.fault("bench new-site")
     if code is not None:
         return code

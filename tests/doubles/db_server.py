@@ -170,6 +170,8 @@ def run_mariadb(server: DbServer, args: list[str], env: dict, stdin=None) -> int
             return 2
         i += 1
     password = env.get("MYSQL_PWD")
+    if password:
+        server.world.note_secret("MYSQL_PWD", password)
     if not server.authenticate(user or "root", password):
         print(server.denied(user or "root", password), file=sys.stderr)
         return 1
@@ -190,6 +192,7 @@ def run_mariadb(server: DbServer, args: list[str], env: dict, stdin=None) -> int
                 )
                 return 1
             users[key] = {"host": m.group(2), "password": m.group(3), "grants": []}
+            server.world.note_secret("database password", m.group(3))
         elif m := _GRANT.match(statement):
             key = f"{m.group(3)}@{m.group(4)}"
             if key not in users:

@@ -82,6 +82,20 @@ class DoubleWorld:
     def argvs(self, prog: str | None = None) -> list[list[str]]:
         return [c["argv"] for c in self.invocations(prog)]
 
+    def note_secret(self, kind: str, value: str) -> None:
+        """Remember a secret a double was given (a password, a key), so a test can look for it elsewhere."""
+        with open(self.dir / "secrets.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"kind": kind, "value": value}) + "\n")
+
+    def secrets_given(self) -> list[dict]:
+        """Every secret the doubles were given: {"kind", "value"} (root and temporary database passwords,
+        Administrator passwords, backup and Password-field keys)."""
+        try:
+            lines = (self.dir / "secrets.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
     def clear_invocations(self) -> None:
         try:
             (self.dir / "invocations.jsonl").unlink()

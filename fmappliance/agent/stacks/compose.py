@@ -461,7 +461,8 @@ class SiteOps:
         from fmappliance.agent.stacks import OpsFailed
 
         rel = f"sites/{site}/site_config.json" if site else "sites/common_site_config.json"
-        result = run(self._cmd(exec_argv(self.docker, self.stack, "cat", rel)), quiet=True, check=False)
+        # raw: the agent writes this text back, so nothing in it may be masked (it is never shown)
+        result = run(self._cmd(exec_argv(self.docker, self.stack, "cat", rel)), quiet=True, check=False, raw=True)
         try:
             doc = json.loads(result.output) if result.ok else None
         except ValueError:
