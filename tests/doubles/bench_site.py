@@ -391,9 +391,7 @@ def new_site(bench: Bench, args: list[str]) -> int:
         print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
     db_name = opts.get("db-name") or "_" + secrets.token_hex(8)
-    if not bench.db.authenticate(user, password, bench.client) or not bench.db.may_manage(
-        user, db_name, bench.client
-    ):
+    if not bench.db.authenticate(user, password, bench.client) or not bench.db.may_manage(user, db_name, bench.client):
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     # frappe's get_admin_password: --admin-password, else the conf's admin_password, else getpass (no terminal: fails)
@@ -536,9 +534,7 @@ def drop_site(bench: Bench, args: list[str]) -> int:
         print("Aborted!")
         return 1
     db_name = bench.db_name(site)
-    if not bench.db.authenticate(user, password, bench.client) or not bench.db.may_manage(
-        user, db_name, bench.client
-    ):
+    if not bench.db.authenticate(user, password, bench.client) or not bench.db.may_manage(user, db_name, bench.client):
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     bench.db.drop(db_name)
