@@ -184,3 +184,17 @@ def test_a_site_config_naming_another_database_is_refused_before_anything_change
         update_site_config(world, stack, site, db_name=real)
         restore(agent, stack, site, made["id"])
     assert server(world, stack).users() == {}
+
+
+def test_an_fm_site_config_swapped_for_a_link_is_not_followed(world, agent):
+    stack, site = TARGETS["fm"]
+    made = backup(agent, stack, site)
+    config = bench_root(world, stack) / "sites" / site / "site_config.json"
+    outside = world.root / "host-config.json"
+    outside.write_text(config.read_text())
+    config.unlink()
+    config.symlink_to(outside)
+    before = outside.read_text()
+    job = restore(agent, stack, site, made["id"], expect="failed")
+    assert "symlink" in job["message"] and "nothing was changed" in job["message"]
+    assert outside.read_text() == before

@@ -112,6 +112,24 @@ class StageDir:
 # ---------------------------------------------------------------- site config edits in a bench on the host
 
 
+def read_text_beneath(root: str, parts: list[str], name: str, limit: int = 16 << 20) -> str:
+    """A plain file below ``root`` read without following a link anywhere on the way."""
+    dir_fd = open_dir_beneath(root, parts)
+    shown = os.path.join(root, *parts, name)
+    try:
+        fd = os.open(name, READ_FLAGS | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise BackupError(f"{shown} is a symlink; refusing to read it") from None
+        raise BackupError(f"cannot read {shown}: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise BackupError(f"{shown} is not a plain file; refusing to read it")
+        return handle.read(limit).decode("utf-8", errors="replace")
+
+
 def read_json_beneath(root: str, parts: list[str], name: str) -> dict:
     """A JSON object file below ``root`` read without following links; {} when it does not exist."""
     dir_fd = open_dir_beneath(root, parts)

@@ -203,14 +203,16 @@ class SiteOps:
         return Command(shell_argv(self.fm, self.stack, *args), fm_env(self.stack), self.stack["path"])
 
     def read_bench_file(self, relpath: str, run) -> str:
+        """A file of the bench on the host, reached without following a link the container planted."""
+        from fmappliance.agent.backups.benchstage import read_text_beneath
+        from fmappliance.agent.backups.errors import BackupError
         from fmappliance.agent.stacks import OpsFailed
 
-        path = os.path.join(host_bench_dir(self.stack), relpath)
+        *dirs, name = ["workspace", "frappe-bench", *relpath.split("/")]
         try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read(16 << 20)
-        except OSError as exc:
-            raise OpsFailed(f"cannot read {path}: {exc.strerror}") from None
+            return read_text_beneath(self.stack["path"], dirs, name)
+        except BackupError as exc:
+            raise OpsFailed(str(exc)) from None
 
     @staticmethod
     def new_site_refusal() -> str | None:
