@@ -11,6 +11,7 @@ of ``offsite.env_file`` -- never argv, the job output or a message.  restic's ou
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -77,6 +78,12 @@ class Offsite:
         # Jobs of different stacks run in parallel, but check and prune take restic's exclusive lock: two offsite
         # jobs at once would fail one with "repository is locked".  This agent's own jobs take turns instead.
         self._repository_turn = threading.Lock()
+        self.clean_stage()
+
+    def clean_stage(self) -> None:
+        """Remove copy stages (and offsite restore staging) an agent that died mid-job left behind."""
+        for name in ("offsite", "offsite-restore"):
+            shutil.rmtree(os.path.join(self.state_dir, name), ignore_errors=True)
 
     @property
     def enabled(self) -> bool:
@@ -265,16 +272,21 @@ class Offsite:
         return {"copied": copied, "bytes_sent": sent}
 
     def _backup_one(self, ctx, stack: str, site: str, manifest: dict) -> dict:
-        src = os.path.join(self.store.base_path, stack, site)
         stage = os.path.join(self.state_dir, "offsite", stack, site)
         shutil.rmtree(stage, ignore_errors=True)
+        names = [f["name"] for f in manifest["files"]] + [manifest["id"] + ".json"]
+        self._check_room(
+            os.path.dirname(stage), sum(f["size"] for f in manifest["files"]), f"stage backup {manifest['id']}"
+        )
         os.makedirs(stage, mode=0o700)
         try:
-            for name in [f["name"] for f in manifest["files"]] + [manifest["id"] + ".json"]:
-                try:
-                    os.link(os.path.join(src, name), os.path.join(stage, name))
-                except OSError:  # another file system: a copy costs time, not correctness
-                    shutil.copyfile(os.path.join(src, name), os.path.join(stage, name))
+            for name in names:
+                # A copy (a reflink where the file system has them), never a hard link: the store serves only
+                # files with one link (a second name could be a planted alias), so a linked stage would make the
+                # backup undownloadable and unrestorable for the whole copy -- or for good after a crash.
+                src, _st = self.store.open_published_file(stack, site, name)
+                with src:
+                    _copy_file(src.fileno(), os.path.join(stage, name))
             when = parse_id(manifest["id"]).replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             args = ["backup", "--json", "--time", when, "--host", "fmappliance"]
             for tag in (f"stack={stack}", f"site={site}", f"backup={manifest['id']}"):
@@ -303,6 +315,19 @@ class Offsite:
             return summary
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+    @staticmethod
+    def _check_room(path: str, needed: int, what: str) -> None:
+        """Refuse to start a copy that cannot fit (a full disk mid-way would fail it later, less clearly)."""
+        probe = path
+        while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        free = shutil.disk_usage(probe).free
+        if free < needed:
+            raise OffsiteFailed(
+                f"Not enough free space in {probe} to {what}: about {-(-needed >> 20)} MiB needed, "
+                f"{free >> 20} MiB free; free space there first."
+            )
 
     def forget(self, ctx, stack: str, site: str) -> None:
         """Apply the offsite retention to this site's snapshots only (filtered by tags, one group)."""
@@ -393,12 +418,48 @@ class Offsite:
         snap = next((s for s in self.snapshots(stack, site) if s["backup"] == backup), None)
         if snap is None:
             raise OffsiteFailed(f"There is no offsite copy of backup {backup} of {site} on {stack}.")
+        size = snap.get("size")
+        if isinstance(size, int) and size > 0:
+            self._check_room(target, size, f"restore backup {backup} from offsite")
         self.restic("restore", snap["id"], "--target", target, timeout=timeout, what="restore")
         for root, _dirs, files in os.walk(target):
             if backup + ".json" in files:
                 with open(os.path.join(root, backup + ".json"), encoding="utf-8") as fh:
                     return root, json.load(fh)
         raise OffsiteFailed(f"The offsite copy of backup {backup} holds no manifest.")
+
+
+def _copy_file(src_fd: int, target: str) -> None:
+    """Copy an open file to a new ``target`` (never through a link): a reflink when the file system can,
+    else copy_file_range (done in the kernel), else read/write."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.ioctl(fd, _FICLONE, src_fd)
+            return
+        except OSError:
+            pass
+        offset = 0
+        while True:
+            try:
+                done = os.copy_file_range(src_fd, fd, 1 << 30, offset, offset)
+            except OSError:
+                break  # not supported between these file systems: plain copy below from where it stopped
+            if done == 0:
+                return
+            offset += done
+        os.lseek(src_fd, offset, os.SEEK_SET)
+        os.lseek(fd, offset, os.SEEK_SET)
+        while chunk := os.read(src_fd, 1 << 20):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+#: ioctl FICLONE (linux/fs.h): make ``fd`` share ``src_fd``'s blocks (btrfs, XFS with reflink=1).
+_FICLONE = 0x40049409
 
 
 class StagedSource:

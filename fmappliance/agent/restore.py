@@ -10,7 +10,8 @@ empty or half-filled site (docs/restore.md).  Hence the order:
 2. A safety backup of the target (label ``pre-restore``), unless the site is being created.
 3. Maintenance mode on, the scheduler paused.
 4. The parts go where bench reads them; ``bench --site T --force restore`` runs as a temporary
-   database user (dbaccess.py), never as root.
+   database user (dbaccess.py), never as root, its credentials and any key in the site config,
+   never in an argv.
 5. ``migrate``, maintenance off, the scheduler as it was, ``list-apps`` to see the site answers.
 
 If 4 or 5 fails, the safety backup is restored the same way; if that fails too, maintenance stays
@@ -24,12 +25,11 @@ import json
 import logging
 import os
 import secrets
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from fmappliance.agent.backups import BackupError, BackupNotFound, DumpHasAuthTable, copy_hashed, decrypting
-from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser
+from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser, check_db_name
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import run_command
 from fmappliance.agent.stacks import OpsFailed
@@ -83,20 +83,25 @@ class SiteRestore:
         self.take_backup = take_backup
         self.timeout = timeout
         self.site = plan.site
-        self.staging_dirs: list[tuple[str | None, str]] = []
+        self.staging_dirs: list[tuple[object | None, str]] = []
 
     # ------------------------------------------------------------------ running commands
 
-    def run(self, cmd, *, quiet: bool = False, check: bool = True, label: str | None = None, secrets=()):
-        """Run a SiteOps Command.  Quiet commands (their output may hold a secret) stay out of the job output."""
-        if not quiet:
+    def run(
+        self, cmd, *, quiet: bool = False, check: bool = True, label: str | None = None, secrets=(), raw: bool = False
+    ):
+        """Run a SiteOps Command.  Quiet commands (their output may hold a secret) stay out of the job output;
+        ``raw`` (quiet only) leaves their output unmasked, for a file the agent reads back and rewrites."""
+        if not quiet and cmd.input is None:
             return self.ctx.run(cmd.argv, timeout=self.timeout, cwd=cmd.cwd, env=cmd.env, check=check, label=label)
         result = run_command(
             cmd.argv,
             timeout=min(self.timeout, max(self.ctx.deadline_left(), 1)),
             cwd=cmd.cwd,
             env=cmd.env,
-            redact=list(secrets),
+            redact=[] if raw else [*secrets, *self.ctx.secrets],
+            parsed_only=raw,
+            input=cmd.input,
         )
         if check and not result.ok:
             raise StepFailed(
@@ -120,11 +125,11 @@ class SiteRestore:
         try:
             return self._execute()
         finally:
-            for local_dir, job_key in self.staging_dirs:
+            for stage, job_key in self.staging_dirs:
                 try:
-                    self.ops.cleanup(local_dir, self.site, job_key, self.run)
+                    self.ops.cleanup(stage, self.site, job_key, self.run)
                 except Exception:  # clean-up must not hide the job's real outcome
-                    log.exception("could not remove the restore staging dir %s", local_dir)
+                    log.exception("could not remove the restore staging dir of job %s", job_key)
 
     def _execute(self) -> dict:
         plan, ctx = self.plan, self.ctx
@@ -133,7 +138,7 @@ class SiteRestore:
             staged, key = self._stage(plan.manifest, plan.from_stack, plan.from_site, self.ctx.job_id)
             self._check_apps()
             config = {} if plan.create_site else self._site_config()
-            db_name = frappe_db_name(self.site) if plan.create_site else str(config.get("db_name") or "")
+            db_name = self._db_name(config)
             if not plan.create_site:
                 self._check_space()
             db_user = TemporaryDbUser(self.ops, self.run, db_name, on_log=ctx.log)
@@ -154,26 +159,25 @@ class SiteRestore:
             ctx.log(f"safety backup {safety['id']} verified and published")
 
         try:
-            with db_user:
-                if plan.create_site:
-                    self._create_site(db_user, db_name)
-                    config = self._site_config()
-                paused_before = bool(config.get("pause_scheduler"))
-                ctx.log("== step 3: maintenance mode on, scheduler paused")
-                self.bench("--site", self.site, "set-maintenance-mode", "on")
-                self.bench("--site", self.site, "scheduler", "pause")
-                try:
-                    ctx.log("== step 4: restore")
-                    self._restore(staged, key, db_user, self.ctx.job_id, carry_key=not plan.same_site)
-                    ctx.log("== step 5: migrate, maintenance off, scheduler as it was, check")
-                    self._finish(paused_before)
-                except StepFailed as exc:
-                    if safety is None:
-                        raise StepFailed(
-                            f"Restore failed: {exc} The new site {self.site} holds a partial restore and stays in "
-                            f"maintenance mode; drop it (bench drop-site) or restore again."
-                        ) from None
-                    self._roll_back(safety, db_user, paused_before, str(exc))
+            if plan.create_site:
+                self._create_site(db_user, db_name)
+                config = self._site_config()
+            paused_before = bool(config.get("pause_scheduler"))
+            ctx.log("== step 3: maintenance mode on, scheduler paused")
+            self.bench("--site", self.site, "set-maintenance-mode", "on")
+            self.bench("--site", self.site, "scheduler", "pause")
+            try:
+                ctx.log("== step 4: restore")
+                self._restore(staged, key, db_user, self.ctx.job_id, carry_key=not plan.same_site)
+                ctx.log("== step 5: migrate, maintenance off, scheduler as it was, check")
+                self._finish(paused_before)
+            except StepFailed as exc:
+                if safety is None:
+                    raise StepFailed(
+                        f"Restore failed: {exc} The new site {self.site} holds a partial restore and stays in "
+                        f"maintenance mode; drop it (bench drop-site) or restore again."
+                    ) from None
+                self._roll_back(safety, db_user, paused_before, str(exc))
         except DatabaseUnavailable as exc:
             raise StepFailed(f"Restore stopped before {self.site} was changed: {exc}") from None
         ctx.message = f"Backup {plan.backup_id} of {plan.from_site} restored onto {self.site} on {plan.stack_name}" + (
@@ -192,13 +196,11 @@ class SiteRestore:
 
         Returns the staged names and, for an encrypted backup, its key (from the backup's own site config).
         """
-        # fm: a staging dir inside the bench itself.  compose: None, the parts are verified where they are
-        # published and copied into the container afterwards (a host copy first would double the I/O).
-        local_dir = self.ops.local_stage_dir(self.site, job_key)
-        if local_dir is not None:
-            shutil.rmtree(local_dir, ignore_errors=True)
-            os.makedirs(local_dir, mode=0o700)
-        self.staging_dirs.append((local_dir, job_key))
+        # fm: a staging dir inside the bench itself, used only through its directory fd (the container can
+        # write around it; benchstage.py).  compose: None, the parts are verified where they are published and
+        # copied into the container afterwards (a host copy first would double the I/O).
+        stage = self.ops.open_stage(self.site, job_key)
+        self.staging_dirs.append((stage, job_key))
         files = {f["part"]: f for f in manifest["files"]}
         key = None
         if manifest.get("encrypted"):
@@ -224,10 +226,8 @@ class SiteRestore:
                 src, st = self.store.open_published_file(stack, site, entry["name"])
             except BackupNotFound:
                 raise BackupError(f"the backup file {entry['name']} is missing") from None
-            target = os.path.join(local_dir, name) if local_dir is not None else os.devnull
-            flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if local_dir is not None else 0)
             with src:
-                fd = os.open(target, flags, 0o640)
+                fd = stage.create(name) if stage is not None else os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
                 try:
                     size, digest = copy_hashed(src.fileno(), fd, st.st_size, check)
                 finally:
@@ -238,7 +238,11 @@ class SiteRestore:
                     "the backup is damaged; pick another one"
                 )
             # compose: the path the parts were verified at (the local store, or an offsite copy's staging dir)
-            return name, (target if local_dir is not None else self.store.published_path(stack, site, entry["name"]))
+            return name, (
+                os.path.join(stage.path, name)
+                if stage is not None
+                else self.store.published_path(stack, site, entry["name"])
+            )
 
         # The parts are hashed side by side: sha256 releases the GIL, and the re-hash is most of the preflight.
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-stage") as pool:
@@ -250,7 +254,7 @@ class SiteRestore:
             f"every part matches its manifest ({len(staged)} files)"
             + ("; the dump holds __Auth" if "database" in staged else "")
         )
-        return {"paths": paths, "names": staged, "job_key": job_key}, key
+        return {"paths": paths, "names": staged, "job_key": job_key, "stage": stage, "files": files}, key
 
     def _backup_key(self, stack: str, site: str, entry: dict | None) -> str:
         doc = self._published_site_config(stack, site, entry)
@@ -306,6 +310,13 @@ class SiteRestore:
             raise StepFailed(f"the site config of {self.site} is not a JSON object")
         return doc
 
+    def _db_name(self, config: dict) -> str:
+        """The database the temporary user may manage: frappe's name for a new site, else the site config's,
+        checked (the container can write that file) against MariaDB's schemas and the bench's own record."""
+        if self.plan.create_site:
+            return check_db_name(frappe_db_name(self.site))
+        return check_db_name(str(config.get("db_name") or ""), self.ops.expected_db_name(self.site))
+
     def _check_space(self) -> None:
         last = self.store.last_backup(self.plan.stack_name, self.site)
         needed = int(last["size"]) if last else _size(self.plan.manifest)
@@ -322,67 +333,55 @@ class SiteRestore:
         admin = secrets.token_urlsafe(18)
         self.ctx.add_secret(admin)
         self.ctx.log(f"== creating the site {self.site}")
-        self.bench(
-            "new-site",
-            self.site,
-            "--db-root-username",
-            db_user.name,
-            "--db-root-password",
-            db_user.password,
-            "--admin-password",
-            admin,
-            "--db-name",
-            db_name,
-            "--mariadb-user-host-login-scope=%",
-            label=f"bench new-site {self.site}",
-        )
+        # The site has no config yet: bench reads the root login and the Administrator password (frappe's
+        # get_admin_password: conf `admin_password`) from common_site_config.json, for this step only.
+        with db_user.granted(None, {"admin_password": admin}):
+            self.bench(
+                "new-site",
+                self.site,
+                "--db-name",
+                db_name,
+                "--mariadb-user-host-login-scope=%",
+                label=f"bench new-site {self.site}",
+            )
 
     def _restore(
         self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *, carry_key: bool
     ) -> None:
-        where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run)
+        where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run, staged["stage"])
         names = staged["names"]
-        args = [
-            "--site",
-            self.site,
-            "--force",
-            "restore",
-            f"{where}/{names['database']}",
-            "--db-root-username",
-            db_user.name,
-            "--db-root-password",
-            db_user.password,
-        ]
+        args = ["--site", self.site, "--force", "restore", f"{where}/{names['database']}"]
         for part, option in (("files", "--with-public-files"), ("private-files", "--with-private-files")):
             if part in names:
                 args += [option, f"{where}/{names[part]}"]
-        if key:
-            args += ["--encryption-key", key]
-        self.bench(*args, label=f"bench --site {self.site} --force restore")
+        # An encrypted backup's key goes where bench restore looks without --encryption-key: the site config's
+        # backup_encryption_key (the target's own value is put back afterwards).
+        try:
+            with db_user.granted(self.site, {"backup_encryption_key": key} if key else None):
+                self.bench(*args, label=f"bench --site {self.site} --force restore")
+        except DatabaseUnavailable as exc:  # the site is in maintenance mode by now: a failed step, rolled back
+            raise StepFailed(str(exc)) from None
         if carry_key:
             self._carry_encryption_key(staged)
 
     def _carry_encryption_key(self, staged: dict) -> None:
         """A backup restored onto another site keeps its Password fields readable only with the source's key."""
-        path = staged["paths"].get(staged["names"].get("site_config", ""), "")
+        # From the published (agent-owned, hash-checked) copy, not the staged one the bench container can reach.
         try:
-            with open(path, encoding="utf-8") as handle:
-                doc = json.load(handle)
-        except (OSError, ValueError):
+            doc = self._published_site_config(
+                self.plan.from_stack, self.plan.from_site, staged["files"].get("site_config")
+            )
+        except BackupError:
             doc = {}
         key = doc.get("encryption_key") if isinstance(doc, dict) else None
         if not isinstance(key, str) or not key:
             self.ctx.log("the backup's site config has no encryption_key; the target keeps its own")
             return
         self.ctx.add_secret(key)
-        self.bench(
-            "--site",
-            self.site,
-            "set-config",
-            "encryption_key",
-            key,
-            label=f"bench --site {self.site} set-config encryption_key",
-        )
+        try:
+            self.ops.update_site_config(self.site, {"encryption_key": key}, self.run)
+        except OpsFailed as exc:
+            raise StepFailed(f"the source site's encryption_key could not be written to {self.site}: {exc}") from None
         self.ctx.log(f"carried the source site's encryption_key over to {self.site} (Password fields stay readable)")
 
     def _finish(self, paused_before: bool) -> None:

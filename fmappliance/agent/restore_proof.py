@@ -117,7 +117,7 @@ class TestRestore(SiteRestore):
 
     def _execute(self) -> dict:
         ctx = self.ctx
-        db_name = frappe_db_name(self.site)
+        db_name = frappe_db_name(self.site)  # the agent's own name for its throwaway site: nothing to trust
         try:
             db_user = TemporaryDbUser(self.ops, self.run, db_name, on_log=ctx.log)
             db_user.check_root()
@@ -127,22 +127,21 @@ class TestRestore(SiteRestore):
             raise StepFailed(f"Restore test could not start (nothing was created): {exc}") from None
         created = False
         try:
-            with db_user:
-                try:
-                    # A new-site that fails half-way can leave a site dir or database: drop whatever exists.
-                    created = True
-                    self._create_site(db_user, db_name)
-                    ctx.log("== muting emails and pausing the scheduler of the throwaway site before the restore")
-                    self.bench("--site", self.site, "set-config", "mute_emails", "1")
-                    self.bench("--site", self.site, "set-config", "pause_scheduler", "1")
-                    ctx.log("== checking the backup's parts against its manifest")
-                    staged, key = self._stage(self.plan.manifest, self.plan.from_stack, self.plan.from_site, ctx.job_id)
-                    ctx.log("== check 1: the restore succeeds")
-                    self._restore(staged, key, db_user, ctx.job_id, carry_key=True)
-                    self._prove()
-                finally:
-                    if created:
-                        self._drop(db_user)
+            try:
+                # A new-site that fails half-way can leave a site dir or database: drop whatever exists.
+                created = True
+                self._create_site(db_user, db_name)
+                ctx.log("== muting emails and pausing the scheduler of the throwaway site before the restore")
+                self.bench("--site", self.site, "set-config", "mute_emails", "1")
+                self.bench("--site", self.site, "set-config", "pause_scheduler", "1")
+                ctx.log("== checking the backup's parts against its manifest")
+                staged, key = self._stage(self.plan.manifest, self.plan.from_stack, self.plan.from_site, ctx.job_id)
+                ctx.log("== check 1: the restore succeeds")
+                self._restore(staged, key, db_user, ctx.job_id, carry_key=True)
+                self._prove()
+            finally:
+                if created:
+                    self._drop(db_user)
         except (BackupError, DatabaseUnavailable, OpsFailed, StepFailed) as exc:
             raise StepFailed(f"{exc} {self._cleanup_note()}" if created else str(exc)) from None
         ctx.message = (
@@ -188,28 +187,31 @@ class TestRestore(SiteRestore):
         ctx = self.ctx
         ctx.log(f"== dropping the throwaway site {self.site}")
         archive = self.ops.drop_archive_dir(ctx.job_id)
-        result = self.bench(
-            "drop-site",
-            self.site,
-            "--no-backup",
-            "--force",
-            "--db-root-username",
-            db_user.name,
-            "--db-root-password",
-            db_user.password,
-            "--archived-sites-path",
-            archive,
-            label=f"bench drop-site {self.site}",
-            check=False,
-        )
-        if not result.ok:
+        result = None
+        try:
+            with db_user.granted(self.site):  # root login from the site config, which drop-site archives
+                result = self.bench(
+                    "drop-site",
+                    self.site,
+                    "--no-backup",
+                    "--force",
+                    "--archived-sites-path",
+                    archive,
+                    label=f"bench drop-site {self.site}",
+                    check=False,
+                )
+        except (DatabaseUnavailable, OpsFailed) as exc:
+            ctx.log(f"the throwaway site could not be dropped: {exc}")
+            self.drop_failure = str(exc)[:300]
+        if result is not None and not result.ok:
             lines = [line.strip() for line in (result.output or "").splitlines() if line.strip()]
             self.drop_failure = lines[-1][:300] if lines else (result.error or f"exit code {result.exit_code}")
+        if result is None or not result.ok:
             ctx.log(f"WARNING: the throwaway site {self.site} could not be dropped; drop it by hand (bench drop-site)")
         self.removed = self.ops.remove_dropped_site(self.site, ctx.job_id, self.run)
         if self.removed:
             ctx.log(f"removed the throwaway site's files: {', '.join(self.removed)}")
-        elif result.ok:
+        elif result is not None and result.ok:
             ctx.log(f"WARNING: {archive} (the dropped site's files) could not be removed; remove it by hand")
 
 

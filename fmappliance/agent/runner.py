@@ -227,13 +227,14 @@ def _kill_group(proc: subprocess.Popen, grace: float) -> None:
     _wait_group(proc, 1.0)  # SIGKILL is delivered asynchronously
 
 
-def _start_in_own_group(argv: list[str], cwd: str | None, env: dict | None) -> subprocess.Popen:
+def _start_in_own_group(argv: list[str], cwd: str | None, env: dict | None, *, stdin_pipe: bool = False):
     """argv (never a shell) in a new session, so a timeout can kill its whole process group;
-    stdin from /dev/null, stderr merged into stdout, a minimal environment unless one is given."""
+    stdin from /dev/null (or a pipe the caller feeds), stderr merged into stdout, a minimal environment
+    unless one is given."""
     return subprocess.Popen(
         argv,
         shell=False,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=cwd,
@@ -241,6 +242,20 @@ def _start_in_own_group(argv: list[str], cwd: str | None, env: dict | None) -> s
         start_new_session=True,
         close_fds=True,
     )
+
+
+def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:
+    """Write ``data`` to the command's stdin and close it (a command that exits early just drops the rest)."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(data)
+    except OSError:  # BrokenPipeError: it stopped reading
+        pass
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
 
 
 def run_command(
@@ -253,6 +268,7 @@ def run_command(
     redact: Sequence[str] = (),
     max_output: int = 64_000,
     parsed_only: bool = False,
+    input: bytes | None = None,
 ) -> CommandResult:
     """Run ``argv`` to completion or until ``timeout`` seconds pass; never raises for command failures.
 
@@ -262,6 +278,8 @@ def run_command(
     passwords (``fm info`` prints database passwords).  ``parsed_only`` says the caller parses the
     output and shows none of it (``ps --format json``): then only the ``redact`` strings are masked,
     and a caller that does show a line of it (an error) passes that line through :func:`redact_text`.
+    ``input`` is written to the command's stdin (then closed): how a secret-bearing statement reaches
+    ``mariadb`` without appearing in any argv.
     """
     if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)):
         raise TypeError("run_command takes an argv list, never a shell string")
@@ -271,7 +289,7 @@ def run_command(
     secrets = list(redact)
     tail = _OutputTail(max_output, secrets, on_output, parsed_only)
     try:
-        proc = _start_in_own_group(argv, cwd, env)
+        proc = _start_in_own_group(argv, cwd, env, stdin_pipe=input is not None)
     except OSError as exc:
         if cwd is not None and isinstance(exc, FileNotFoundError) and not os.path.isdir(cwd):
             error = f"the working directory {cwd} does not exist."
@@ -279,6 +297,8 @@ def run_command(
             error = _describe_start_failure(argv[0], exc)
         return CommandResult(argv=argv, exit_code=None, output="", timed_out=False, error=error)
 
+    if input is not None:
+        threading.Thread(target=_feed_stdin, args=(proc, input), name="stdin-feed", daemon=True).start()
     deadline = time.monotonic() + timeout
     timed_out = False
     stdout = proc.stdout

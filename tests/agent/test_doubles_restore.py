@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 
 from restore_support import server, set_content, site_config
@@ -11,12 +12,12 @@ from support.world import COMPOSE_DB_ROOT_PASSWORD
 SITE = "site1.example.com"
 
 
-def compose(world, *args, env=None):
+def compose(world, *args, env=None, stdin=None):
     return subprocess.run(
         [world.docker, "compose", "--project-directory", str(world.compose_path), *args],
         capture_output=True,
         text=True,
-        stdin=subprocess.DEVNULL,
+        **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
         env={"PATH": "/usr/bin:/bin", **(env or {})},
         timeout=60,
     )
@@ -52,7 +53,7 @@ def test_root_is_checked_against_the_db_service_password_and_temp_users_come_and
         ).returncode
         == 0
     )
-    assert set(server(world, "prod").users()) == {"tmp"}
+    assert set(server(world, "prod").users()) == {"tmp@%"}
     assert mariadb(world, "DROP USER IF EXISTS 'tmp'@'%'").returncode == 0
     assert server(world, "prod").users() == {}
     assert (
@@ -128,3 +129,45 @@ def test_a_fault_with_times_heals_after_that_many_calls(world):
     world.doubles.update_faults(fail={"bench migrate": {"rc": 1, "times": 1}})
     assert bench(world, "--site", SITE, "migrate").returncode == 1
     assert bench(world, "--site", SITE, "migrate").returncode == 0
+
+
+def test_mariadb_reads_sql_from_stdin_and_accounts_match_the_connecting_address(world):
+    """An account is user@host: bench connects from its container's address (docker inspect), and reads the
+    root login and password from the site config (frappe's get_root_connection) when no flag names them."""
+    set_content(world, "prod", SITE, "before")
+    env = {"MYSQL_PWD": COMPOSE_DB_ROOT_PASSWORD}
+    ps = compose(world, "ps", "--all", "--format", "json")
+    backend = next(json.loads(line)["Name"] for line in ps.stdout.splitlines() if '"Service":"backend"' in line)
+    inspect = subprocess.run(
+        [world.docker, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", backend],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    address = inspect.stdout.split()[0]
+    db = site_config(world, "prod", SITE)["db_name"]
+
+    def account(host):
+        sql = (
+            f"CREATE USER 'r1'@'{host}' IDENTIFIED BY 'pw'; GRANT ALL PRIVILEGES ON `{db}`.* TO 'r1'@'{host}' "
+            f"WITH GRANT OPTION; GRANT RELOAD, CREATE USER ON *.* TO 'r1'@'{host}'; FLUSH PRIVILEGES"
+        )
+        assert (
+            compose(world, "exec", "-T", "-e", "MYSQL_PWD", "db", "mariadb", "-uroot", env=env, stdin=sql).returncode
+            == 0
+        )
+
+    good = dump_path(
+        world, "good.sql.gz", "CREATE TABLE `__Auth` (x int);\nCREATE TABLE `tabDefaultValue` (x int);\n-- tag: new\n"
+    )
+    config = site_config(world, "prod", SITE)
+    path = world.doubles.volume_bench(world.compose_project) / "sites" / SITE / "site_config.json"
+    path.write_text(json.dumps({**config, "root_login": "r1", "root_password": "pw"}))
+    account("10.9.9.9")  # another container's address: bench is refused
+    res = bench(world, "--site", SITE, "--force", "restore", good)
+    assert res.returncode == 1 and "Access denied" in res.stdout
+    account(address)
+    res = bench(world, "--site", SITE, "--force", "restore", good)
+    assert res.returncode == 0, res.stdout
+    assert "-- tag: new" in server(world, "prod").content(db)
+    assert set(server(world, "prod").users()) == {"r1@10.9.9.9", f"r1@{address}"}

@@ -203,3 +203,59 @@ def test_listing_before_the_first_copy_is_empty_and_creates_nothing(world):
     _store, offsite, _cfg, tmp = world
     assert offsite.snapshots(STACK, SITE, refresh=True) == []
     assert not (tmp / "repo").exists()
+
+
+def test_a_backup_stays_downloadable_during_a_copy_and_after_a_crash_mid_copy(world):
+    """The stage holds copies, not hard links: the store serves only files with one link (issue 21, item 13)."""
+    store, offsite, cfg, tmp = world
+    manifest = publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
+    names = [f["name"] for f in manifest["files"]] + [manifest["id"] + ".json"]
+    seen_during_copy = []
+    real_restic = offsite.restic
+
+    def restic_watching(*args, **kwargs):
+        if args and args[0] == "backup":
+            stage = tmp / "state" / "offsite" / STACK / SITE
+            assert sorted(p.name for p in stage.iterdir()) == sorted(names)
+            for name in names:
+                handle, st = store.open_published_file(STACK, SITE, name)
+                handle.close()
+                seen_during_copy.append((name, st.st_nlink))
+        return real_restic(*args, **kwargs)
+
+    offsite.restic = restic_watching
+    offsite.copy_site(Ctx(), STACK, SITE)
+    assert sorted(n for n, _ in seen_during_copy) == sorted(names)
+    assert all(links == 1 for _, links in seen_during_copy)
+    # an agent that died mid-copy (with an older agent's hard links in the stage): the next start cleans it
+    stage = tmp / "state" / "offsite" / STACK / SITE
+    stage.mkdir(parents=True)
+    os.link(Path(store.base_path) / STACK / SITE / names[0], stage / names[0])
+    (tmp / "state" / "offsite-restore" / "job1").mkdir(parents=True)
+    Offsite(cfg, store, str(tmp / "state"))
+    assert not (tmp / "state" / "offsite").exists() and not (tmp / "state" / "offsite-restore").exists()
+    handle, st = store.open_published_file(STACK, SITE, names[0])
+    handle.close()
+    assert st.st_nlink == 1
+
+
+def test_an_offsite_restore_without_room_says_so_before_restic_runs(world, monkeypatch):
+    store, offsite, _cfg, tmp = world
+    manifest = publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
+    offsite.copy_site(Ctx(), STACK, SITE)
+    target = tmp / "restored"
+    real_usage = shutil.disk_usage
+    ran = []
+    real_restic = offsite.restic
+    offsite.restic = lambda *a, **k: (ran.append(a[0]), real_restic(*a, **k))[1]
+
+    def tiny(path):
+        usage = real_usage(path)
+        return usage._replace(free=1000) if str(path).startswith(str(tmp)) else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", tiny)
+    with pytest.raises(OffsiteFailed) as full:
+        offsite.restore_into(STACK, SITE, manifest["id"], str(target))
+    assert "Not enough free space" in str(full.value) and "MiB needed" in str(full.value)
+    assert "restore" not in ran
+    assert not target.exists()

@@ -31,8 +31,9 @@ _CHUNK = 1 << 20
 class Bench:
     """One bench as its container sees it: host root, container root, fault scope, database server."""
 
-    def __init__(self, world, root: Path, container_root: str, project: str | None, db: DbServer):
+    def __init__(self, world, root: Path, container_root: str, project: str | None, db: DbServer, client=None):
         self.world = world
+        self.client = client  # the container's address: where the database sees bench connect from
         self.root = Path(root)
         self.container_root = container_root
         self.project = project
@@ -229,12 +230,28 @@ def backup(bench: Bench, site: str, with_files: bool) -> int:
 # --------------------------------------------------------------------------------------------- restore
 
 
+def _conf(bench: Bench, site: str) -> dict:
+    """frappe.conf: common_site_config.json overlaid with the site's site_config.json (when the site exists)."""
+    return {**bench.common_config(), **(bench.config(site) if bench.exists(site) else {})}
+
+
 def _root_credentials(bench: Bench, site: str, opts: dict) -> tuple[str, str | None]:
-    user = opts.get("db-root-username") or opts.get("mariadb-root-username") or "root"
+    """frappe v15 get_root_connection (database/mariadb/setup_db.py): the flags, else the conf's
+    `mariadb_root_login`/`root_login` (then a prompt on a TTY, else "root") and
+    `mariadb_root_password`/`root_password` (then getpass, which fails without a terminal)."""
+    conf = _conf(bench, site)
+    user = (
+        opts.get("db-root-username")
+        or opts.get("mariadb-root-username")
+        or conf.get("mariadb_root_login")
+        or conf.get("root_login")
+        or "root"
+    )
     password = opts.get("db-root-password") or opts.get("mariadb-root-password")
     if not password:
-        conf = {**bench.common_config(), **(bench.config(site) if bench.exists(site) else {})}
         password = conf.get("mariadb_root_password") or conf.get("root_password")
+    if password:
+        bench.world.note_secret("bench root password", password)
     return user, password
 
 
@@ -267,14 +284,16 @@ def restore(bench: Bench, site: str, args: list[str], force: bool) -> int:
     if not bench.db.is_up():
         print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
-    if not bench.db.authenticate(user, password):
+    if not bench.db.authenticate(user, password, bench.client):
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     db_name = bench.db_name(site)
-    if not bench.db.may_manage(user, db_name):
+    if not bench.db.may_manage(user, db_name, bench.client):
         print(f"pymysql.err.OperationalError: (1044, \"Access denied for user '{user}'@'%' to database '{db_name}'\")")
         return 1
     key = opts.get("encryption-key") or bench.config(site).get("backup_encryption_key")
+    if key and "-enc" in dump.name:
+        bench.world.note_secret("backup encryption key", key)
     with tempfile.TemporaryDirectory(dir=bench.db.dir.parent) as tmp:
         if "-enc" in dump.name:
             dump = _decrypted(bench, dump, key, tmp)
@@ -372,9 +391,16 @@ def new_site(bench: Bench, args: list[str]) -> int:
         print(f'pymysql.err.OperationalError: (2003, "{bench.db.cannot_connect()}")')
         return 1
     db_name = opts.get("db-name") or "_" + secrets.token_hex(8)
-    if not bench.db.authenticate(user, password) or not bench.db.may_manage(user, db_name):
+    if not bench.db.authenticate(user, password, bench.client) or not bench.db.may_manage(user, db_name, bench.client):
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
+    # frappe's get_admin_password: --admin-password, else the conf's admin_password, else getpass (no terminal: fails)
+    admin = opts.get("admin-password") or _conf(bench, site).get("admin_password")
+    if not admin:
+        print("Set Administrator password: ")
+        print("Aborted!")
+        return 1
+    bench.world.note_secret("admin password", admin)
     code = bench.fault("bench new-site")
     if code is not None:
         return code
@@ -510,7 +536,7 @@ def drop_site(bench: Bench, args: list[str]) -> int:
         print("Aborted!")
         return 1
     db_name = bench.db_name(site)
-    if not bench.db.authenticate(user, password) or not bench.db.may_manage(user, db_name):
+    if not bench.db.authenticate(user, password, bench.client) or not bench.db.may_manage(user, db_name, bench.client):
         print(f'pymysql.err.OperationalError: (1045, "{bench.db.denied(user, password)}")')
         return 1
     print("Dropping site database and user")

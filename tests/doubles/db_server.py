@@ -1,7 +1,8 @@
 """The MariaDB server the doubles' benches use: a compose project's `db` service or FM's `global-db`.
 
 A database is a text file of SQL (``dbservers/<project>/databases/<db>.sql``), so a test can tell
-which dump a site was restored from; users (root and temporary ones) live in ``users.json``.
+which dump a site was restored from; accounts other than root live in ``users.json`` keyed
+``user@host`` (MariaDB's account is user *and* host: a connection matches `user`@`<its address>`, then `%`).
 The root password is the service's ``MYSQL_ROOT_PASSWORD`` (``env`` in the project's state), as
 frappe_docker and FM configure it.
 """
@@ -108,19 +109,29 @@ class DbServer:
         self.db_path(db).unlink(missing_ok=True)
 
     # ---- access
-    def authenticate(self, user: str, password: str | None) -> bool:
+    def account(self, user: str, client: str | None) -> dict | None:
+        """The account MariaDB matches a connection to: `user`@`<client address>` first, then `user`@`%`.
+
+        ``client`` is the address the connection comes from (None: unknown, only `%` accounts match)."""
+        users = self.users()
+        return (users.get(f"{user}@{client}") if client else None) or users.get(f"{user}@%")
+
+    def authenticate(self, user: str, password: str | None, client: str | None = None) -> bool:
         if user == "root":
             return password is not None and password == self.root_password()
-        entry = self.users().get(user)
+        entry = self.account(user, client)
         return entry is not None and password is not None and entry["password"] == password
 
-    def may_manage(self, user: str, db: str) -> bool:
-        """root, or a user granted ALL on this database (or on everything) with grant option and CREATE USER."""
+    def may_manage(self, user: str, db: str, client: str | None = None) -> bool:
+        """What frappe's setup_database needs: root, or ALL on this database (or on everything) WITH GRANT OPTION
+        (it grants ALL on the database to the site's user), CREATE USER (`CREATE USER IF NOT EXISTS` of the
+        site's user) and RELOAD (`FLUSH PRIVILEGES`)."""
         if user == "root":
             return True
-        grants = self.users().get(user, {}).get("grants", [])
-        on_db = any(g in (f"`{db}`.*", "*.*") for g in grants)
-        return on_db and "CREATE USER" in grants
+        entry = self.account(user, client) or {}
+        grants = entry.get("grants", [])
+        on_db = any(g in (f"`{db}`.*", "*.*") for g in grants) and entry.get("grant_option", False)
+        return on_db and "CREATE USER" in grants and "RELOAD" in grants
 
     def denied(self, user: str, password: str | None) -> str:
         return ACCESS_DENIED.format(user=user, using="YES" if password else "NO")
@@ -129,15 +140,18 @@ class DbServer:
         return CANNOT_CONNECT.format(host=self.host)
 
 
-# ---------------------------------------------------------------- `mariadb -u U -e SQL` in the db container
+# ------------------------------------------------ `mariadb -u U [-e SQL]` in the db container (SQL on stdin)
 
 _CREATE_USER = re.compile(r"CREATE USER (?:IF NOT EXISTS )?'([^']+)'@'([^']+)' IDENTIFIED BY '([^']*)'$", re.I)
 _GRANT = re.compile(r"GRANT (.+?) ON (\S+) TO '([^']+)'@'([^']+)'(?: WITH GRANT OPTION)?$", re.I)
 _DROP_USER = re.compile(r"DROP USER (?:IF EXISTS )?'([^']+)'@'([^']+)'$", re.I)
 
 
-def run_mariadb(server: DbServer, args: list[str], env: dict) -> int:
-    """The statements the agent sends: SELECT 1, CREATE USER, GRANT, DROP USER, FLUSH PRIVILEGES."""
+def run_mariadb(server: DbServer, args: list[str], env: dict, stdin=None) -> int:
+    """The statements the agent sends: SELECT 1, CREATE USER, GRANT, DROP USER, FLUSH PRIVILEGES.
+
+    Like the mariadb client: the statements come from ``-e`` or, without it, from stdin (batch mode); the
+    password from ``MYSQL_PWD`` in the environment (a ``-p`` in argv is refused: the agent must not use it)."""
     import sys
 
     user, sql, i = None, None, 0
@@ -156,12 +170,13 @@ def run_mariadb(server: DbServer, args: list[str], env: dict) -> int:
             return 2
         i += 1
     password = env.get("MYSQL_PWD")
+    if password:
+        server.world.note_secret("MYSQL_PWD", password)
     if not server.authenticate(user or "root", password):
         print(server.denied(user or "root", password), file=sys.stderr)
         return 1
     if sql is None:
-        print("double: mariadb without -e would read stdin", file=sys.stderr)
-        return 1
+        sql = (stdin or sys.stdin).read()
     users = server.users()
     for statement in (s.strip() for s in sql.split(";")):
         if not statement or statement.upper() in ("SELECT 1", "FLUSH PRIVILEGES"):
@@ -169,27 +184,33 @@ def run_mariadb(server: DbServer, args: list[str], env: dict) -> int:
                 print("1\n1")
             continue
         if m := _CREATE_USER.match(statement):
-            if m.group(1) in users:
+            key = f"{m.group(1)}@{m.group(2)}"
+            if key in users:
                 print(
                     f"ERROR 1396 (HY000): Operation CREATE USER failed for '{m.group(1)}'@'{m.group(2)}'",
                     file=sys.stderr,
                 )
                 return 1
-            users[m.group(1)] = {"host": m.group(2), "password": m.group(3), "grants": []}
+            users[key] = {"host": m.group(2), "password": m.group(3), "grants": []}
+            server.world.note_secret("database password", m.group(3))
         elif m := _GRANT.match(statement):
-            if m.group(3) not in users:
+            key = f"{m.group(3)}@{m.group(4)}"
+            if key not in users:
                 print("ERROR 1133 (28000): Can't find any matching row in the user table", file=sys.stderr)
                 return 1
-            grants = users[m.group(3)]["grants"]
+            grants = users[key]["grants"]
             for priv in (p.strip().upper() for p in m.group(1).split(",")):
                 grants.append(m.group(2) if priv in ("ALL", "ALL PRIVILEGES") else priv)
+            if statement.upper().endswith("WITH GRANT OPTION"):
+                users[key]["grant_option"] = True
         elif m := _DROP_USER.match(statement):
-            if m.group(1) not in users and "IF EXISTS" not in statement.upper():
+            key = f"{m.group(1)}@{m.group(2)}"
+            if key not in users and "IF EXISTS" not in statement.upper():
                 print(
                     f"ERROR 1396 (HY000): Operation DROP USER failed for '{m.group(1)}'@'{m.group(2)}'", file=sys.stderr
                 )
                 return 1
-            users.pop(m.group(1), None)
+            users.pop(key, None)
         else:
             print(f"double: unsupported statement {statement[:60]!r}", file=sys.stderr)
             return 1

@@ -83,6 +83,20 @@ class DoubleWorld:
     def argvs(self, prog: str | None = None) -> list[list[str]]:
         return [c["argv"] for c in self.invocations(prog)]
 
+    def note_secret(self, kind: str, value: str) -> None:
+        """Remember a secret a double was given (a password, a key), so a test can look for it elsewhere."""
+        with open(self.dir / "secrets.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"kind": kind, "value": value}) + "\n")
+
+    def secrets_given(self) -> list[dict]:
+        """Every secret the doubles were given: {"kind", "value"} (root and temporary database passwords,
+        Administrator passwords, backup and Password-field keys)."""
+        try:
+            lines = (self.dir / "secrets.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
     def clear_invocations(self) -> None:
         try:
             (self.dir / "invocations.jsonl").unlink()
@@ -184,6 +198,10 @@ class DoubleWorld:
         site_dir = self.volume_bench(project) / "sites" / site
         (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
         (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + site.replace(".", "")[:14]}))
+        # frappe_docker's configurator service writes the bench-wide config (db_host, redis_*) before any site
+        common = self.volume_bench(project) / "sites" / "common_site_config.json"
+        if not common.exists():
+            common.write_text(json.dumps({"db_host": "db", "db_port": 3306}, indent=1))
 
     # ------------------------------------------------------------ docker stats / info
     def set_container_stats(self, name: str, cpu_percent: float, memory_bytes: int) -> None:
@@ -421,12 +439,27 @@ def bench_version(bench, args: list[str]) -> int:
     return 0
 
 
-def run_in_container(
-    world: DoubleWorld, bench_root: Path, container_root: str, args: list[str], project: str | None, db=None
-) -> int:
-    """A command exec'd in the bench container: bench, find, cat, mkdir, chown, rm.
+def container_ip(name: str) -> str:
+    """The address docker gave a container on its network (stable per name; what MariaDB sees it connect from)."""
+    import hashlib
 
-    ``db`` is the DbServer the bench uses (a compose project's `db`, FM's `global-db`).
+    digest = hashlib.sha256(name.encode()).digest()
+    return f"172.18.{digest[0]}.{digest[1] % 250 + 2}"
+
+
+def run_in_container(
+    world: DoubleWorld,
+    bench_root: Path,
+    container_root: str,
+    args: list[str],
+    project: str | None,
+    db=None,
+    client: str | None = None,
+) -> int:
+    """A command exec'd in the bench container: bench, find, cat, mkdir, chown, mv, rm.
+
+    ``db`` is the DbServer the bench uses (a compose project's `db`, FM's `global-db`); ``client`` the
+    container's address, which the database sees bench's connections come from.
     """
     import bench_site
     from db_server import DbServer
@@ -435,13 +468,13 @@ def run_in_container(
         return 1
     if os.path.basename(args[0]) == "bench":
         db = db or DbServer(world, project or "", "db", "db")
-        return run_bench(bench_site.Bench(world, bench_root, container_root, project, db), args[1:])
+        return run_bench(bench_site.Bench(world, bench_root, container_root, project, db, client), args[1:])
     if args[0] == "find":
         code = apply_faults(world, "find", project)
         if code is not None:
             return code
         return _find(bench_root, args[1:])
-    if args[0] in ("cat", "mkdir", "chown", "rm"):
+    if args[0] in ("cat", "mkdir", "chown", "rm", "mv"):
         return _file_command(bench_root, container_root, args)
     if args[0] == "stat":
         code = apply_faults(world, "stat", project)
@@ -482,7 +515,8 @@ def _stat(bench_root: Path, container_root: str, args: list[str]) -> int:
 
 
 def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int:
-    """cat FILE, mkdir -p DIR, chown -R U:G PATH (ownership is not modelled), rm -rf PATH, inside the bench."""
+    """cat FILE, mkdir -p DIR, chown -R U:G PATH (ownership is not modelled), mv -f SRC DST (a rename),
+    rm -rf PATH, inside the bench."""
     import shutil
 
     paths = [a for a in args[1:] if not a.startswith("-")]
@@ -495,6 +529,12 @@ def _file_command(bench_root: Path, container_root: str, args: list[str]) -> int
             print(f"{args[0]}: cannot access '{path}': Permission denied")
             return 1
         hosts.append(bench_root / full[len(container_root) + 1 :])
+    if args[0] == "mv":
+        if len(hosts) != 2 or not hosts[0].exists():
+            print(f"mv: cannot stat '{paths[0] if paths else ''}': No such file or directory")
+            return 1
+        os.replace(hosts[0], hosts[1])
+        return 0
     for host, path in zip(hosts, paths):
         if args[0] == "cat":
             if not host.is_file():

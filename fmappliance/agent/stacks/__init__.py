@@ -30,11 +30,13 @@ def for_stack(stack: dict) -> ModuleType:
 
 
 class Command(NamedTuple):
-    """One command to run: its argv, complete environment (None: the runner's minimal one) and cwd."""
+    """One command to run: its argv, complete environment (None: the runner's minimal one), cwd, and what
+    its stdin gets (None: /dev/null) -- the way SQL that names a password reaches mariadb."""
 
     argv: list[str]
     env: dict | None
     cwd: str
+    input: bytes | None = None
 
 
 class StackUnsupported(Exception):

@@ -344,6 +344,40 @@ def _checked_sizes(ctx: JobContext, docker: str, stack: dict, site: str, files: 
     return sizes
 
 
+#: `docker inspect` template printing every address a container has on its networks, space-separated.
+ADDRESSES_TEMPLATE = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+
+
+def container_addresses(docker: str, stack: dict, ps: list[str], service: str, run) -> list[str]:
+    """The addresses of ``service``'s running container, as docker records them (not as the container says)."""
+    import ipaddress
+
+    from fmappliance.agent.stacks import Command, OpsFailed
+
+    listing = run(Command(ps, None, stack["path"]), quiet=True, check=False)
+    names = [
+        row["name"]
+        for row in service_rows(parse_ps(listing.output))
+        if row["service"] == service and row["state"] == "running" and row["name"]
+    ]
+    if not listing.ok or not names:
+        raise OpsFailed(f"the {service} container is not running, so its address is not known")
+    result = run(
+        Command([docker, "inspect", "--format", ADDRESSES_TEMPLATE, *names], None, stack["path"]),
+        quiet=True,
+        check=False,
+    )
+    addresses = []
+    for word in result.output.split() if result.ok else []:
+        try:
+            addresses.append(str(ipaddress.ip_address(word)))
+        except ValueError:
+            continue
+    if not addresses:
+        raise OpsFailed(f"docker did not report an address of the {service} container")
+    return sorted(set(addresses))
+
+
 def _a(kind: str) -> str:
     return "missing" if kind == "missing" else f"a {kind}"
 
@@ -404,9 +438,10 @@ class SiteOps:
         )
 
     def mariadb(self, sql: str, root_password: str):
-        """`mariadb -uroot -e SQL` in the db service; the password travels as MYSQL_PWD in the environment
-        (`exec -e NAME` passes the docker client's value), never in an argv."""
+        """`mariadb -uroot` in the db service with ``sql`` on stdin (`exec` keeps stdin open by default); the
+        password travels as MYSQL_PWD (`exec -e NAME` passes the docker client's own value): never in an argv."""
         from fmappliance.agent.runner import minimal_env
+        from fmappliance.agent.stacks import Command
 
         env = {**minimal_env(), "MYSQL_PWD": root_password}
         argv = base_argv(self.docker, self.stack) + [
@@ -417,12 +452,68 @@ class SiteOps:
             self.db_service,
             "mariadb",
             "-uroot",
-            "-e",
-            sql,
         ]
-        return self._cmd(argv, env)
+        return Command(argv, env, self.stack["path"], sql.encode())
 
-    def local_stage_dir(self, site: str, job_id: str) -> str | None:
+    def bench_addresses(self, run) -> list[str]:
+        """The backend container's addresses (docker's own record): the only hosts the temporary account accepts."""
+        return container_addresses(self.docker, self.stack, ps_argv(self.docker, self.stack), self.service, run)
+
+    def expected_db_name(self, site: str) -> str | None:
+        """No record outside the container: the project's db service serves only this bench's sites."""
+        return None
+
+    def update_site_config(self, site: str | None, changes: dict, run) -> dict:
+        """Set (value) or remove (None) keys of a site's site_config.json (``site`` None: common_site_config.json)
+        in the container; returns their values before.
+
+        The new file is made 0600 in the agent's state dir, copied in under a temporary name, given to the
+        bench user and renamed over the old one: a secret in it never travels in an argv, and bench never
+        reads a half-written config."""
+        import json
+        import secrets as _secrets
+        import tempfile
+
+        from fmappliance.agent.stacks import OpsFailed
+
+        rel = f"sites/{site}/site_config.json" if site else "sites/common_site_config.json"
+        # raw: the agent writes this text back, so nothing in it may be masked (it is never shown)
+        result = run(self._cmd(exec_argv(self.docker, self.stack, "cat", rel)), quiet=True, check=False, raw=True)
+        try:
+            doc = json.loads(result.output) if result.ok else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise OpsFailed(f"{rel} in the {self.service} container could not be read as a JSON object")
+        before = {key: doc.get(key) for key in changes}
+        for key, value in changes.items():
+            if value is None:
+                doc.pop(key, None)
+            else:
+                doc[key] = value
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        fd, local = tempfile.mkstemp(prefix=".site-config-", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(doc, handle, indent=1)
+            tmp = (
+                f"{CONTAINER_BENCH}/{os.path.dirname(rel)}/.{os.path.basename(rel)}.fmappliance-{_secrets.token_hex(6)}"
+            )
+            base = base_argv(self.docker, self.stack)
+            steps = [
+                base + ["cp", local, f"{self.service}:{tmp}"],
+                base + ["exec", "-T", "-u", "root", self.service, "chown", "frappe:frappe", tmp],
+                base + ["exec", "-T", self.service, "mv", "-f", tmp, f"{CONTAINER_BENCH}/{rel}"],
+            ]
+            for argv in steps:
+                if not run(self._cmd(argv), quiet=True, check=False).ok:
+                    run(self._cmd(base + ["exec", "-T", "-u", "root", self.service, "rm", "-f", tmp]), check=False)
+                    raise OpsFailed(f"{rel} in the {self.service} container could not be updated")
+        finally:
+            os.unlink(local)
+        return before
+
+    def open_stage(self, site: str, job_id: str) -> None:
         """None: the parts are verified where they are published, then copied into the container by
         into_bench (a host copy first would double the I/O of a large restore)."""
         return None
@@ -430,7 +521,7 @@ class SiteOps:
     def _container_dir(self, site: str, job_id: str) -> str:
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run) -> str:
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run, stage=None) -> str:
         """Copy the parts (bench name -> host path) into the site's private dir in the container,
         owned by the bench user; returns that dir as the container sees it."""
         target = self._container_dir(site, job_id)
@@ -441,7 +532,7 @@ class SiteOps:
         run(self._cmd(base + ["exec", "-T", "-u", "root", self.service, "chown", "-R", "frappe:frappe", target]))
         return target
 
-    def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
+    def cleanup(self, stage, site: str, job_id: str, run) -> None:
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
         run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)
 

@@ -304,14 +304,16 @@ class SiteOps:
         return Command(bench_argv(self.docker, self.stack, *args), None, self.stack["path"])
 
     def read_bench_file(self, relpath: str, run) -> str:
+        """A file of the bench on the host, reached without following a link the container planted."""
+        from fmappliance.agent.backups.benchstage import read_text_beneath
+        from fmappliance.agent.backups.errors import BackupError
         from fmappliance.agent.stacks import OpsFailed
 
-        path = os.path.join(host_bench_dir(self.stack), relpath)
+        *dirs, name = ["workspace", "frappe-bench", *relpath.split("/")]
         try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read(16 << 20)
-        except OSError as exc:
-            raise OpsFailed(f"cannot read {path}: {exc.strerror}") from None
+            return read_text_beneath(self.stack["path"], dirs, name)
+        except BackupError as exc:
+            raise OpsFailed(str(exc)) from None
 
     @staticmethod
     def new_site_refusal() -> str | None:
@@ -334,7 +336,8 @@ class SiteOps:
         return password
 
     def mariadb(self, sql: str, root_password: str):
-        from fmappliance.agent.stacks import Command
+        """`mariadb -uroot` in global-db with ``sql`` on stdin and the password as MYSQL_PWD (never in an argv)."""
+        from fmappliance.agent.stacks import Command, OpsFailed
 
         env = {**fm_env(self.stack), "MYSQL_PWD": root_password}
         compose_file = os.path.join(fm_home(self.stack), "services", "docker-compose.yml")
@@ -350,30 +353,94 @@ class SiteOps:
             DB_SERVICE,
             "mariadb",
             "-uroot",
-            "-e",
-            sql,
         ]
-        return Command(argv, env, self.stack["path"])
+        return Command(argv, env, self.stack["path"], sql.encode())
 
-    def local_stage_dir(self, site: str, job_id: str) -> str:
-        # Straight into the bench on the host: the frappe container sees it, no second copy.
-        return os.path.join(host_bench_dir(self.stack), "sites", site, "private", f"fmappliance-restore-{job_id}")
+    def bench_addresses(self, run) -> list[str]:
+        """The bench's frappe container's addresses (docker's record): the hosts the temporary account accepts."""
+        from fmappliance.agent.stacks import OpsFailed
+        from fmappliance.agent.stacks.compose import container_addresses
 
-    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run) -> str:
-        """The parts are already in the bench (local_stage_dir); hand them to the bench user (the owner of the
-        bench dir) and name their dir as the container sees it."""
-        owner = os.stat(host_bench_dir(self.stack))
-        if os.geteuid() == 0 and paths:
-            local_dir = os.path.dirname(next(iter(paths.values())))
-            for path in [local_dir, *paths.values()]:
-                os.chown(path, owner.st_uid, owner.st_gid)
+        if not self.docker:
+            raise OpsFailed("docker was not found (agent.docker_binary); FM's database is reached through it")
+        return container_addresses(self.docker, self.stack, ps_argv(self.docker, self.stack), "frappe", run)
+
+    def expected_db_name(self, site: str) -> str | None:
+        """The db_name FM recorded in <bench>/bench_config.toml (the container cannot write it), if any."""
+        import tomllib
+
+        try:
+            with open(os.path.join(os.path.normpath(self.stack["path"]), "bench_config.toml"), "rb") as handle:
+                doc = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        value = doc.get("db_name")
+        return value if isinstance(value, str) and value else None
+
+    def update_site_config(self, site: str | None, changes: dict, run) -> dict:
+        """Set (value) or remove (None) keys of a site's site_config.json (``site`` None: common_site_config.json)
+        on the host, through dir fds without following links, written 0600 for the bench user
+        (benchstage.update_json_beneath); returns the keys' values before."""
+        from fmappliance.agent.backups.benchstage import update_json_beneath
+        from fmappliance.agent.backups.errors import BackupError
+        from fmappliance.agent.stacks import OpsFailed
+
+        parts = ["workspace", "frappe-bench", "sites"] + ([site] if site else [])
+        name = "site_config.json" if site else "common_site_config.json"
+        try:
+            return update_json_beneath(self.stack["path"], parts, name, changes, self.bench_owner())
+        except (BackupError, OSError) as exc:
+            raise OpsFailed(f"{name} of {site or 'the bench'} could not be updated: {exc}") from None
+
+    #: Below the bench dir (which the container cannot write) down to a site's private dir.
+    def _private_parts(self, site: str) -> list[str]:
+        return ["workspace", "frappe-bench", "sites", site, "private"]
+
+    def open_stage(self, site: str, job_id: str):
+        """The staging dir straight in the bench on the host (the frappe container sees it, no second copy),
+        made and used only through directory fds: the container can write around it (benchstage.py)."""
+        from fmappliance.agent.backups.benchstage import StageDir
+        from fmappliance.agent.backups.errors import BackupError
+        from fmappliance.agent.stacks import OpsFailed
+
+        try:
+            return StageDir(self.stack["path"], self._private_parts(site), f"fmappliance-restore-{job_id}")
+        except BackupError as exc:
+            raise OpsFailed(str(exc)) from None
+
+    def bench_owner(self) -> tuple[int, int] | None:
+        """uid/gid of the bench dir's owner (the container's frappe user) when the agent runs as root, else None.
+
+        Read from an fd of workspace/frappe-bench reached without following links."""
+        from fmappliance.agent.backups.sources import open_dir_beneath
+
+        if os.geteuid() != 0:
+            return None
+        fd = open_dir_beneath(self.stack["path"], ["workspace", "frappe-bench"])
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st.st_uid, st.st_gid
+
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run, stage=None) -> str:
+        """The parts are already in the bench (open_stage); hand them to the bench user with fchown on fds
+        and name their dir as the container sees it."""
+        from fmappliance.agent.backups.errors import BackupError
+        from fmappliance.agent.stacks import OpsFailed
+
+        if stage is not None:
+            try:
+                owner = self.bench_owner()
+                if owner is not None:
+                    stage.hand_over(*owner)
+            except (BackupError, OSError) as exc:
+                raise OpsFailed(f"the staged parts could not be handed to the bench user: {exc}") from None
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def cleanup(self, local_dir: str | None, site: str, job_id: str, run) -> None:
-        import shutil
-
-        if local_dir is not None:
-            shutil.rmtree(local_dir, ignore_errors=True)
+    def cleanup(self, stage, site: str, job_id: str, run) -> None:
+        if stage is not None:
+            stage.remove()
 
     def drop_archive_dir(self, job_id: str) -> str:
         """Where `bench drop-site --archived-sites-path` puts a throwaway site, as the container sees it: a dir
