@@ -128,7 +128,8 @@ def register(app: bottle.Bottle, ctx) -> None:
         session, user, address = ctx.session(), ctx.user(), ctx.client_address()
         next_path = next_from_query(default="/dashboard")
         with_code = ctx.needs_second_factor(user)
-        wait = ctx.throttle.retry_after(user, address)
+        # Counted per account whatever the address, like the sign-in's code step (issue 21.3).
+        wait = ctx.throttle.retry_after(user, address, second_step=True)
         if wait:
             return ctx.fail(429, f"Too many wrong attempts. Wait {wait} seconds and try again.")
         if with_code:
@@ -140,7 +141,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             except PasswordTooLong:
                 ok = False
         if not ok:
-            ctx.throttle.failed(user, address)
+            ctx.throttle.failed(user, address, second_step=True)
             ctx.audit.record_repeat(user=user, address=address, action="step_up", result="failed")
             bottle.response.status = 401
             return ctx.page(
@@ -150,6 +151,7 @@ def register(app: bottle.Bottle, ctx) -> None:
                 with_code=with_code,
                 notices=[("error", "That did not match; try again.")],
             )
+        ctx.throttle.succeeded(user, address, second_step=True)
         ctx.sessions.update(session, verified_at=ctx.clock())
         ctx.audit.record(user=user, address=address, action="step_up", result="ok")
         if negotiation.wants_json(bottle.request):
