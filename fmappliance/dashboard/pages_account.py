@@ -43,7 +43,7 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     def enroll_page(next_path: str, *, error: str = "", status: int = 200):
         user = ctx.user()
-        secret = ctx.second_factors.pending_secret(user)
+        secret = ctx.second_factors.pending_secret(user, ctx.session().id_hash)
         bottle.response.status = status
         bottle.response.set_header("Cache-Control", "no-store")
         return ctx.page(
@@ -97,7 +97,9 @@ def register(app: bottle.Bottle, ctx) -> None:
         wait = ctx.throttle.retry_after(user, address)
         if wait:
             return enroll_page(next_path, error=f"Too many wrong codes. Wait {wait} seconds and try again.", status=429)
-        codes = ctx.second_factors.confirm(user, bottle.request.forms.getunicode("code", default="") or "")
+        codes = ctx.second_factors.confirm(
+            user, bottle.request.forms.getunicode("code", default="") or "", session.id_hash
+        )
         if codes is None:
             ctx.throttle.failed(user, address)
             ctx.audit.record_repeat(user=user, address=address, action="enroll_2fa", result="failed: wrong code")

@@ -463,3 +463,20 @@ def test_step_up_codes_count_per_account_whatever_the_address(app, clock):
         client.post("/account/verify", data={"csrf_token": token, "code": right}, remote_addr="192.0.2.99").status
         == 429
     )
+
+
+def test_a_pending_enrollment_secret_belongs_to_the_session_that_asked_for_it(app, clock):
+    first = new_client(app)
+    page = first.get(first.login("admin").header("Location"))
+    secret = secret_of(page.text)
+    # Someone else with the password, during that enrollment, gets neither the key nor a way to confirm it.
+    second = new_client(app)
+    other_page = second.get(second.login("admin").header("Location"))
+    assert secret_of(other_page.text) != secret
+    code = pyotp.TOTP(secret).at(clock.now)
+    stolen = second.post("/account/2fa", data={"csrf_token": other_page.csrf_token(), "code": code})
+    assert stolen.status == 400 and app.ctx.second_factors.enrollment("admin") is None
+    # The session that was shown the key still finishes with it, and a reload showed the same key.
+    assert secret_of(first.get("/account/2fa").text) == secret
+    done = first.post("/account/2fa", data={"csrf_token": page.csrf_token(), "code": code})
+    assert done.status == 200 and app.ctx.second_factors.enrollment("admin") is not None
