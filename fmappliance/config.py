@@ -387,6 +387,13 @@ DASHBOARD = Section(
             check=_one_of(*TOTP_MODES),
             coerce=_totp_mode,
         ),
+        Key(
+            "viewer_logs",
+            "bool",
+            False,
+            "Let viewers follow live service logs (false: operators and admins only; a frontend's log can show "
+            "password-reset links and session ids even after redaction).",
+        ),
         Key("audit_days", "int", 365, "Audit log rows older than this many days are deleted.", check=_positive),
         Key(
             "secure_cookies",

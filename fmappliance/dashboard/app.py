@@ -131,7 +131,7 @@ class DashboardContext:
         session = self.session()
         if session is None or self.enrolling(session):
             return False
-        return authorize.allows(self.role(), method, path, **fields)
+        return authorize.allows(self.role(), method, path, settings=self.config["dashboard"].get, **fields)
 
     def enrolling(self, session) -> bool:
         """This session may only set up its second factor (``totp: required`` and none yet)."""
@@ -251,7 +251,11 @@ class DashboardContext:
         session = self.session()
         enrolling = bool(session and self.enrolling(session))
         decision = authorize.decide(
-            request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field)
+            request.method,
+            request.path,
+            self.role(),
+            enrolling=enrolling,
+            facts=authorize.Facts(fields=self._field, settings=self.config["dashboard"].get),
         )
         if decision.public:
             return None
