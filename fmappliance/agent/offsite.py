@@ -53,8 +53,10 @@ _NO_REPOSITORY = ("is there a repository at the following location", "repository
 
 # Listing for pages (issue 21.10): one `restic snapshots` per stack (all its sites), one at a time,
 # in a background thread; a page waits briefly for it, and a failure is remembered for a while.
-#: A listing's restic calls get this long (a slow repository must not hold a thread for many minutes).
+#: A page's listing's restic calls get this long (a slow repository must not hold a thread for many minutes).
 LISTING_TIMEOUT_SECONDS = 120
+#: A job's listing (before a copy or a restore) may take longer: the job has its own deadline.
+JOB_LISTING_TIMEOUT_SECONDS = 600
 #: How long a page request waits for a listing in flight before answering "try again".
 LISTING_WAIT_SECONDS = 5
 #: A failed listing is the answer to pages for this long, without asking restic again.
@@ -236,7 +238,7 @@ class Offsite:
         """
         found = self._listings.result(stack)
         if refresh or found is None:
-            found = self._list_stack(stack)
+            found = self._list_stack(stack, JOB_LISTING_TIMEOUT_SECONDS)
         return found.get(site, [])
 
     def snapshots_for_page(self, stack: str, site: str) -> list[dict]:
@@ -258,7 +260,7 @@ class Offsite:
 
     def _background_listing(self, stack: str, flight: threading.Event) -> None:
         try:
-            self._list_stack(stack)
+            self._list_stack(stack, LISTING_TIMEOUT_SECONDS)
         except OffsiteFailed:
             pass  # remembered by _list_stack; pages show its sentence
         except Exception:
@@ -266,7 +268,7 @@ class Offsite:
         finally:
             self._listings.landed(stack, flight)
 
-    def _list_stack(self, stack: str) -> dict[str, list[dict]]:
+    def _list_stack(self, stack: str, timeout: float) -> dict[str, list[dict]]:
         """List every site of ``stack`` (one restic call); one listing per stack at a time.
 
         A caller that waited while another listing of the stack ran takes that one's result.
@@ -278,20 +280,20 @@ class Offsite:
                 if found is not None:
                     return found
             try:
-                found = self._read_stack(stack)
+                found = self._read_stack(stack, timeout)
             except OffsiteFailed as exc:
                 self._listings.failed(stack, str(exc))
                 raise
             self._listings.store(stack, found)
             return found
 
-    def _read_stack(self, stack: str) -> dict[str, list[dict]]:
+    def _read_stack(self, stack: str, timeout: float) -> dict[str, list[dict]]:
         result = self.restic(
             "snapshots",
             "--json",
             "--tag",
             f"stack={stack}",
-            timeout=LISTING_TIMEOUT_SECONDS,
+            timeout=timeout,
             what="listing",
             check=False,
         )
@@ -306,7 +308,7 @@ class Offsite:
             backup, site = tags.get("backup"), tags.get("site") or ""
             if not backup or tags.get("stack") != stack or not is_valid_site_name(site):
                 continue
-            manifest = self._snapshot_manifest(snap, backup)
+            manifest = self._snapshot_manifest(snap, backup, timeout)
             files = [{k: f[k] for k in ("name", "size", "sha256")} for f in (manifest or {}).get("files", [])]
             by_site.setdefault(site, []).append(
                 {
@@ -324,13 +326,13 @@ class Offsite:
             snaps.sort(key=lambda s: s["backup"], reverse=True)
         return by_site
 
-    def _snapshot_manifest(self, snap: dict, backup: str) -> dict | None:
+    def _snapshot_manifest(self, snap: dict, backup: str, timeout: float = LISTING_TIMEOUT_SECONDS) -> dict | None:
         """The backup's manifest as stored in the snapshot (read once from the repository, then remembered)."""
         full_id = snap["id"]
         if full_id in self._manifests:
             return self._manifests[full_id]
         path = (snap.get("paths") or ["/"])[0].rstrip("/") + f"/{backup}.json"
-        result = self.restic("dump", full_id, path, timeout=LISTING_TIMEOUT_SECONDS, check=False, what="listing")
+        result = self.restic("dump", full_id, path, timeout=timeout, check=False, what="listing")
         try:
             manifest = json.loads(result.output) if result.ok else None
         except ValueError:
