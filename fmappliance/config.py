@@ -387,6 +387,13 @@ DASHBOARD = Section(
             check=_one_of(*TOTP_MODES),
             coerce=_totp_mode,
         ),
+        Key(
+            "viewer_logs",
+            "bool",
+            False,
+            "Let viewers follow live service logs (false: operators and admins only; a frontend's log can show "
+            "password-reset links and session ids even after redaction).",
+        ),
         Key("audit_days", "int", 365, "Audit log rows older than this many days are deleted.", check=_positive),
         Key(
             "secure_cookies",
@@ -608,8 +615,12 @@ SCHEMA = (
 )
 
 
-def validate(data: Any, located: Located | None = None) -> dict:
-    """Check parsed YAML against the schema; return the full config with defaults."""
+def validate(data: Any, located: Located | None = None, *, offsite_credentials: bool = True) -> dict:
+    """Check parsed YAML against the schema; return the full config with defaults.
+
+    ``offsite_credentials``: read and check the offsite password and env files (the agent);
+    the dashboard passes False and learns only that offsite is configured.
+    """
     located = located or Located()
     v = Validator(located)
     if not isinstance(data, dict):
@@ -627,7 +638,7 @@ def validate(data: Any, located: Located | None = None) -> dict:
             config[spec.name] = v.map_of(spec, raw, (spec.name,))
         else:
             config[spec.name] = v.list_of(spec, raw, (spec.name,))
-    _cross_checks(config, v, data)
+    _cross_checks(config, v, data, offsite_credentials=offsite_credentials)
     return config
 
 
@@ -642,7 +653,7 @@ def effective_socket(raw_section: Any, default: str) -> str:
     return default
 
 
-def _cross_checks(config: dict, v: Validator, data: dict) -> None:
+def _cross_checks(config: dict, v: Validator, data: dict, *, offsite_credentials: bool = True) -> None:
     for name, default in (("agent", DEFAULT_AGENT_SOCKET), ("dashboard", DEFAULT_DASHBOARD_SOCKET)):
         socket_path = config[name]["socket"] = effective_socket(data.get(name), default)
         if socket_path and not socket_path.startswith("/"):
@@ -688,22 +699,35 @@ def _cross_checks(config: dict, v: Validator, data: dict) -> None:
         problem = _token(dash["metrics_token"])
         if problem:
             v.fail(("dashboard", "metrics_token_file"), f"the file's token is too short: {problem}")
-    _check_offsite(config, v, data)
+    _check_offsite(config, v, data, offsite_credentials)
     smtp_pw = config["notifications"]["smtp"]["password_file"]
     if smtp_pw and not os.path.isfile(smtp_pw):
         v.fail(("notifications", "smtp", "password_file"), f"file {smtp_pw} does not exist")
 
 
-def _check_offsite(config: dict, v: Validator, data: dict) -> None:
-    """An offsite section needs a private password file (and env file) and restic; it adds the offsite actions."""
+def _check_offsite(config: dict, v: Validator, data: dict, credentials: bool = True) -> None:
+    """An offsite section needs a private password file (and env file) and restic; it adds the offsite actions.
+
+    Only the agent (``credentials``) looks at the files and restic: the internet-facing dashboard
+    must never hold the repository's keys, and cannot read the agent's 0600 files anyway (issue 21.5).
+    """
     off = config["offsite"]
     off["enabled"] = bool(off["repository"])  # derived
+    off["env"] = {}
     if not off["enabled"]:
         return
     if not off["retention"]:
         off["retention"] = dict(config["backups"]["retention"])
     if not off["password_file"]:
         v.fail(("offsite", "password_file"), "needs the file holding the restic repository password")
+    if "allowed_actions" not in (data.get("security") or {}):
+        config["security"]["allowed_actions"] = [
+            *config["security"]["allowed_actions"],
+            "offsite_copy",
+            "offsite_check",
+        ]
+    if not credentials:
+        return
     for key in ("password_file", "env_file"):
         path = off[key]
         if not path:
@@ -719,18 +743,12 @@ def _check_offsite(config: dict, v: Validator, data: dict) -> None:
             off["env"] = read_env_file(off["env_file"])
         except ValueError as exc:
             v.fail(("offsite", "env_file"), str(exc))
-    else:
-        off["env"] = {}
+        except OSError as exc:
+            v.fail(("offsite", "env_file"), f"cannot read {off['env_file']}: {exc.strerror}")
     binary = off["restic_binary"]
     found = shutil.which(binary) if not os.path.isabs(binary) else (binary if os.access(binary, os.X_OK) else None)
     if not found:
         v.fail(("offsite", "restic_binary"), f"restic was not found ({binary}); install the restic package")
-    if "allowed_actions" not in (data.get("security") or {}):
-        config["security"]["allowed_actions"] = [
-            *config["security"]["allowed_actions"],
-            "offsite_copy",
-            "offsite_check",
-        ]
 
 
 def read_env_file(path: str) -> dict[str, str]:
@@ -761,8 +779,11 @@ def _read_secret_file(path: str, key_path: tuple, v: Validator) -> str:
     return text
 
 
-def load_config(path: str | os.PathLike) -> dict:
-    """Read, validate and return the config; raise ConfigError naming the file."""
+def load_config(path: str | os.PathLike, *, offsite_credentials: bool = True) -> dict:
+    """Read, validate and return the config; raise ConfigError naming the file.
+
+    The dashboard passes ``offsite_credentials=False``: see :func:`validate`.
+    """
     path = str(path)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -771,7 +792,7 @@ def load_config(path: str | os.PathLike) -> dict:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
     try:
         data, located = parse_yaml(text)
-        return validate(data, located)
+        return validate(data, located, offsite_credentials=offsite_credentials)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 

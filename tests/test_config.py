@@ -264,3 +264,31 @@ def test_offsite_files_must_be_private_and_restic_must_exist(tmp_path):
     os.chmod(pw, 0o600)
     with pytest.raises(cfg.ConfigError, match="restic was not found"):
         load(tmp_path, minimal(tmp_path, offsite={**section, "restic_binary": "/nonexistent/restic"}))
+
+
+def test_the_dashboard_reads_no_offsite_credential_but_knows_offsite_is_configured(tmp_path):
+    pw = tmp_path / "offsite.password"
+    pw.write_text("repository-password\n")
+    env = tmp_path / "offsite.env"
+    env.write_text("AWS_SECRET_ACCESS_KEY=verysecretvalue123\n")
+    os.chmod(pw, 0o600)
+    os.chmod(env, 0o600)
+    section = {"repository": "s3:https://s3.example.com/b", "password_file": str(pw), "env_file": str(env)}
+    path = tmp_path / "dash.yaml"
+    path.write_text(minimal(tmp_path, offsite={**section, "restic_binary": "/nonexistent/restic"}))
+    config = cfg.load_config(path, offsite_credentials=False)
+    assert config["offsite"]["enabled"] is True
+    assert {"offsite_copy", "offsite_check"} <= set(config["security"]["allowed_actions"])
+    assert "verysecretvalue123" not in repr(config) and "repository-password" not in repr(config)
+
+
+def test_an_unreadable_offsite_env_file_is_one_line_for_the_agent_not_a_traceback(tmp_path):
+    pw = tmp_path / "offsite.password"
+    pw.write_text("repository-password\n")
+    os.chmod(pw, 0o600)
+    env = tmp_path / "offsite.env"
+    env.mkdir(mode=0o700)  # stat passes, open fails (as an unreadable file does, also for root)
+    section = {"repository": str(tmp_path / "repo"), "password_file": str(pw), "env_file": str(env)}
+    with pytest.raises(cfg.ConfigError, match=r"offsite\.env_file: cannot read") as bad:
+        load(tmp_path, minimal(tmp_path, offsite=section))
+    assert "\n" not in str(bad.value)

@@ -22,7 +22,7 @@ from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailabl
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
-from fmappliance.agent.offsite import Offsite, OffsiteFailed, OffsiteTimer
+from fmappliance.agent.offsite import Offsite, OffsiteBusy, OffsiteFailed, OffsiteTimer
 from fmappliance.agent.status import StatusBoard
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.config import secrets_of
@@ -46,6 +46,8 @@ EXTRA_FIELDS = {
 CALLER_LABELS = ("manual", "scheduled")
 BACKUP_ID = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", re.ASCII)
 JOB_ID = re.compile(r"[0-9a-f]{16}", re.ASCII)
+#: What a page asking for an offsite listing still being read is told to wait.
+OFFSITE_RETRY_SECONDS = 10
 _GENERIC = {
     400: "The request is not valid.",
     401: "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
@@ -392,10 +394,15 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         check_site_shape(site)
         if services.offsite is None:
             raise _json_error(404, "Offsite copies are not configured on this server (no offsite.repository).")
+        # Made-up site names must cost nothing (issue 21.10): a site of the stack, or one with local backups.
+        if site not in services.inventory.sites_for_display(stack) and not services.store.list_backups(stack, site):
+            raise _json_error(404, f"Stack {stack!r} has no site named {site!r}.")
         try:
-            return {"snapshots": services.offsite.snapshots(stack, site)}
+            return {"snapshots": services.offsite.snapshots_for_page(stack, site)}
         except OffsiteFailed as exc:
             raise _json_error(502, str(exc)) from None
+        except OffsiteBusy as exc:
+            raise _json_error(503, str(exc), {"Retry-After": str(OFFSITE_RETRY_SECONDS)}) from None
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from datetime import datetime, timezone
 
 from fmappliance.agent.backups.layout import parse_id
@@ -25,6 +26,7 @@ from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
 from fmappliance.config import read_env_file
+from fmappliance.names import is_valid_site_name
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,19 @@ _CAUSES = (
 )
 _NO_REPOSITORY = ("is there a repository at the following location", "repository does not exist")
 
+# Listing for pages (issue 21.10): one `restic snapshots` per stack (all its sites), one at a time,
+# in a background thread; a page waits briefly for it, and a failure is remembered for a while.
+#: A page's listing's restic calls get this long (a slow repository must not hold a thread for many minutes).
+LISTING_TIMEOUT_SECONDS = 120
+#: A job's listing (before a copy or a restore) may take longer: the job has its own deadline.
+JOB_LISTING_TIMEOUT_SECONDS = 600
+#: How long a page request waits for a listing in flight before answering "try again".
+LISTING_WAIT_SECONDS = 5
+#: A failed listing is the answer to pages for this long, without asking restic again.
+FAILURE_CACHE_SECONDS = 60
+#: Snapshot manifests remembered (each one is a `restic dump`); beyond this the memory is cleared.
+MAX_MANIFESTS = 5000
+
 
 def failure_sentence(output: str, what: str) -> str:
     """One sentence naming why restic failed; the raw output (which may name hosts or paths) is not shown."""
@@ -64,6 +79,84 @@ class OffsiteFailed(StepFailed):
     """A restic step failed; the text is the one-sentence cause."""
 
 
+class OffsiteBusy(Exception):
+    """The listing a page asked for is still being read from the repository; ask again shortly."""
+
+
+class _StackListings:
+    """Per stack: the last listing (site -> snapshots), the last failure and when, the listing in flight.
+
+    Keyed by configured stack names only (callers check them first), so it stays small.
+    """
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._found: dict[str, dict[str, list[dict]]] = {}
+        self._failure: dict[str, tuple[float, str]] = {}
+        self._generation: dict[str, int] = {}
+        self._flights: dict[str, threading.Event] = {}
+        self._running: dict[str, threading.Lock] = {}
+
+    def result(self, stack: str) -> dict[str, list[dict]] | None:
+        with self._lock:
+            return self._found.get(stack)
+
+    def generation(self, stack: str) -> int:
+        """How many listings of ``stack`` have ended (succeeded or failed)."""
+        with self._lock:
+            return self._generation.get(stack, 0)
+
+    def running(self, stack: str) -> threading.Lock:
+        """The lock a listing of ``stack`` holds: one restic listing per stack at a time."""
+        with self._lock:
+            return self._running.setdefault(stack, threading.Lock())
+
+    def _fresh_failure(self, stack: str, any_age: bool) -> None:
+        failure = self._failure.get(stack)
+        if failure and (any_age or self.clock() - failure[0] < FAILURE_CACHE_SECONDS):
+            raise OffsiteFailed(failure[1])
+
+    def cached_or_failure(self, stack: str, *, any_age: bool = False) -> dict[str, list[dict]] | None:
+        """The listing, None when there is none yet; OffsiteFailed when the last one failed recently."""
+        with self._lock:
+            self._fresh_failure(stack, any_age)
+            return self._found.get(stack)
+
+    def cached_or_flight(self, stack: str, start) -> dict[str, list[dict]] | threading.Event:
+        """The listing; or the Event of the listing in flight, started in a thread (``start(stack, event)``)
+        when there is none.  OffsiteFailed when the last listing failed recently."""
+        with self._lock:
+            self._fresh_failure(stack, False)
+            found = self._found.get(stack)
+            if found is not None:
+                return found
+            flight = self._flights.get(stack)
+            if flight is None:
+                flight = self._flights[stack] = threading.Event()
+                threading.Thread(
+                    target=start, args=(stack, flight), name=f"offsite-listing-{stack}", daemon=True
+                ).start()
+            return flight
+
+    def landed(self, stack: str, flight: threading.Event) -> None:
+        with self._lock:
+            if self._flights.get(stack) is flight:
+                del self._flights[stack]
+        flight.set()
+
+    def store(self, stack: str, found: dict[str, list[dict]]) -> None:
+        with self._lock:
+            self._found[stack] = found
+            self._failure.pop(stack, None)
+            self._generation[stack] = self._generation.get(stack, 0) + 1
+
+    def failed(self, stack: str, sentence: str) -> None:
+        with self._lock:
+            self._failure[stack] = (self.clock(), sentence)
+            self._generation[stack] = self._generation.get(stack, 0) + 1
+
+
 class Offsite:
     """The offsite repository of this appliance: copies, listing, retention, checks, restores."""
 
@@ -72,7 +165,7 @@ class Offsite:
         self.store = store
         self.state_dir = state_dir
         self.redact = list(redact)
-        self._cache: dict[tuple[str, str], list[dict]] = {}
+        self._listings = _StackListings()
         self._manifests: dict[str, dict] = {}
         self._lock = threading.Lock()
         # Jobs of different stacks run in parallel, but check and prune take restic's exclusive lock: two offsite
@@ -145,28 +238,86 @@ class Offsite:
     # ------------------------------------------------------------------ listing
 
     def snapshots(self, stack: str, site: str, *, refresh: bool = False) -> list[dict]:
-        """{id, backup, created, size, files} of a site's snapshots, newest first (cached until a copy)."""
-        key = (stack, site)
-        with self._lock:
-            if not refresh and key in self._cache:
-                return self._cache[key]
+        """{id, backup, created, size, files} of a site's snapshots, newest first (cached until a copy).
+
+        For jobs (it may take minutes): ``refresh`` lists the stack again.  Pages use
+        :meth:`snapshots_for_page`.
+        """
+        found = self._listings.result(stack)
+        if refresh or found is None:
+            found = self._list_stack(stack, JOB_LISTING_TIMEOUT_SECONDS)
+        return found.get(site, [])
+
+    def snapshots_for_page(self, stack: str, site: str) -> list[dict]:
+        """The listing for a request thread: from the cache, the remembered failure (OffsiteFailed), or a
+        listing started in the background and waited for up to :data:`LISTING_WAIT_SECONDS` (else OffsiteBusy).
+
+        The caller checks ``stack`` and ``site`` against the inventory first: made-up names cost nothing.
+        """
+        flight = self._listings.cached_or_flight(stack, self._background_listing)
+        if isinstance(flight, dict):
+            return flight.get(site, [])
+        flight.wait(LISTING_WAIT_SECONDS)
+        found = self._listings.cached_or_failure(stack)
+        if found is None:
+            raise OffsiteBusy(
+                "The offsite copies are still being listed (the repository answers slowly); reload in a moment."
+            )
+        return found.get(site, [])
+
+    def _background_listing(self, stack: str, flight: threading.Event) -> None:
+        try:
+            self._list_stack(stack, LISTING_TIMEOUT_SECONDS)
+        except OffsiteFailed:
+            pass  # remembered by _list_stack; pages show its sentence
+        except Exception:
+            log.exception("listing the offsite copies of %s failed", stack)
+        finally:
+            self._listings.landed(stack, flight)
+
+    def _list_stack(self, stack: str, timeout: float) -> dict[str, list[dict]]:
+        """List every site of ``stack`` (one restic call); one listing per stack at a time.
+
+        A caller that waited while another listing of the stack ran takes that one's result.
+        """
+        asked = self._listings.generation(stack)
+        with self._listings.running(stack):
+            if self._listings.generation(stack) > asked:
+                found = self._listings.cached_or_failure(stack, any_age=True)
+                if found is not None:
+                    return found
+            try:
+                found = self._read_stack(stack, timeout)
+            except OffsiteFailed as exc:
+                self._listings.failed(stack, str(exc))
+                raise
+            self._listings.store(stack, found)
+            return found
+
+    def _read_stack(self, stack: str, timeout: float) -> dict[str, list[dict]]:
         result = self.restic(
-            "snapshots", "--json", "--tag", f"stack={stack},site={site}", timeout=600, what="listing", check=False
+            "snapshots",
+            "--json",
+            "--tag",
+            f"stack={stack}",
+            timeout=timeout,
+            what="listing",
+            check=False,
         )
         if not result.ok:
             if any(m in result.output.lower() for m in _NO_REPOSITORY):
-                return []  # nothing copied yet: the first copy initialises the repository
+                return {}  # nothing copied yet: the first copy initialises the repository
             log.warning("restic snapshots failed: %s", (result.error or result.output)[-2000:])
             raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), "listing"))
-        found = []
+        by_site: dict[str, list[dict]] = {}
         for snap in json_array(result.output):
             tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
-            backup = tags.get("backup")
-            if not backup or tags.get("stack") != stack or tags.get("site") != site:
+            backup, site = tags.get("backup"), tags.get("site") or ""
+            if not backup or tags.get("stack") != stack or not is_valid_site_name(site):
                 continue
-            manifest = self._snapshot_manifest(snap, backup)
+            manifest = self._snapshot_manifest(snap, backup, timeout)
             files = [{k: f[k] for k in ("name", "size", "sha256")} for f in (manifest or {}).get("files", [])]
-            found.append(
+            by_site.setdefault(site, []).append(
                 {
                     "id": snap["short_id"] if "short_id" in snap else snap["id"][:8],
                     "backup": backup,
@@ -178,32 +329,34 @@ class Offsite:
                     "encrypted": (manifest or {}).get("encrypted") is True,
                 }
             )
-        found.sort(key=lambda s: s["backup"], reverse=True)
-        with self._lock:
-            self._cache[key] = found
-        return found
+        for snaps in by_site.values():
+            snaps.sort(key=lambda s: s["backup"], reverse=True)
+        return by_site
 
-    def _snapshot_manifest(self, snap: dict, backup: str) -> dict | None:
+    def _snapshot_manifest(self, snap: dict, backup: str, timeout: float = LISTING_TIMEOUT_SECONDS) -> dict | None:
         """The backup's manifest as stored in the snapshot (read once from the repository, then remembered)."""
         full_id = snap["id"]
         if full_id in self._manifests:
             return self._manifests[full_id]
         path = (snap.get("paths") or ["/"])[0].rstrip("/") + f"/{backup}.json"
-        result = self.restic("dump", full_id, path, timeout=300, check=False, what="listing")
+        result = self.restic("dump", full_id, path, timeout=timeout, check=False, what="listing")
         try:
             manifest = json.loads(result.output) if result.ok else None
         except ValueError:
             manifest = None
         if manifest is not None:
-            self._manifests[full_id] = manifest
+            with self._lock:
+                if len(self._manifests) >= MAX_MANIFESTS:
+                    self._manifests.clear()
+                self._manifests[full_id] = manifest
         return manifest
 
     def last_and_lag(self, stack: str, site: str) -> tuple[dict | None, int]:
         """(last_offsite {"time","backup"} or None, offsite_lag) from the cached listing; (None, 0) when unknown."""
-        with self._lock:
-            snaps = self._cache.get((stack, site))
-        if snaps is None:
+        listed = self._listings.result(stack)
+        if listed is None:
             return None, 0
+        snaps = listed.get(site, [])
         last = {"time": snaps[0]["created"], "backup": snaps[0]["backup"]} if snaps else None
         newest = snaps[0]["backup"] if snaps else ""
         local = self.store.list_backups(stack, site)

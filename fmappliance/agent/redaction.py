@@ -3,7 +3,10 @@
 Two kinds of secret are masked with ``***``: the literal secrets the agent knows (its own
 token, configured passwords), and values that *look* like secrets because of the word in
 front of them (``DB Root Password: xyz``, ``--admin-password xyz``, ``"db_password": "xyz"``,
-``│ Admin Password │ xyz │``, ``token is xyz``, ``Bearer xyz``, ``https://user:xyz@host``).
+``│ Admin Password │ xyz │``, ``token is xyz``, ``Bearer xyz``, ``https://user:xyz@host``), and
+what a frontend's access log shows of a request: password-reset keys (``?key=xyz``), passwords
+and session ids in a query or cookie (``pwd=xyz``, ``sid=xyz``) and any ``Authorization:`` header
+(``Authorization: token key:secret``).  Viewers may follow live logs (issue 21.9).
 
 Why it is built this way: a regex that starts with a run such as ``[\\w.-]*`` before an
 alternation of words is tried at every position and rescans the run each time, so a long
@@ -55,6 +58,13 @@ _TABLE_CELL = (re.compile(r"[\w .-]*+"), re.compile(r"\s*+[%s]\s*+(?P<value>%s)"
 _PROSE = re.compile(r"\s++(?:is|was set to|set to)\s++(?P<value>\S++)")
 # HTTP credentials: Authorization: Bearer xyz; scheme://user:xyz@host
 _BEARER = re.compile(r"\s++(?P<value>\S++)")
+# Authorization: <scheme> value, also as a quoted key ('authorization': 'token k:s'); the scheme stays.
+_AUTHORIZATION = re.compile(r"[\"']?\s*+[:=]\s*+[\"']?[a-z]++\s++(?P<value>[^\s\"']++)")
+# A query or cookie parameter's value: up to the next separator.
+_PARAM_VALUE = re.compile(r"(?P<value>[^&;,\s\"'<>]++)")
+#: Parameters whose value is a secret, and the characters that may stand before them.  ``key=`` only
+#: right after ``?``/``&``/``;`` (Frappe's /update-password?key=...), not inside longer names.
+_PARAMS = {"key=": "?&;", "pwd=": None, "sid=": None}
 _URL_PASSWORD = re.compile(r"[^/\s:@]++:(?P<value>[^@\s/]++)@")
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
@@ -73,6 +83,9 @@ def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
         or "token" in lowered
         or "bearer" in lowered
         or "://" in lowered
+        or "pwd=" in lowered
+        or "sid=" in lowered
+        or "authorization" in lowered
     ):
         return text
     # Secret words first; then, on what is left, bearer tokens and URL passwords (a value
@@ -80,7 +93,7 @@ def redact_text(text: str, secrets: Sequence[str] = ()) -> str:
     anchors = _word_anchors(lowered)
     if anchors:
         text = _mask_values(text, anchors, lowered)
-    for literal in ("bearer", "://"):
+    for literal in ("bearer", "://", *_PARAMS):
         if literal in lowered:
             lowered = _lower(text)
             text = _mask_values(text, _literal_anchors(lowered, literal), lowered)
@@ -113,6 +126,10 @@ def _word_anchors(lowered: str) -> list[tuple[int, int, str]]:
             if word:
                 anchors.append((pos, word.end(), "word"))
             pos = lowered.find(trigger, pos + 1)
+    pos = lowered.find("authorization")
+    while pos >= 0:
+        anchors.append((pos, pos + len("authorization"), "authorization"))
+        pos = lowered.find("authorization", pos + 1)
     pos = lowered.find("key")
     while pos >= 0:
         # api_key, api-key, apikey, encryption_key, access_key, ...
@@ -161,6 +178,14 @@ def _value_after(anchor: tuple[int, int, str], lowered: str, runs: _RunEnds) -> 
     start, end, kind = anchor
     if kind == "://":
         match = _URL_PASSWORD.match(lowered, end)
+    elif kind in _PARAMS:
+        before = lowered[start - 1] if start > 0 else ""
+        allowed = _PARAMS[kind]
+        if (allowed is not None and before not in allowed) or (allowed is None and before and _is_word_char(before)):
+            return None
+        match = _PARAM_VALUE.match(lowered, end)
+    elif kind == "authorization":
+        match = _AUTHORIZATION.match(lowered, end)
     elif kind == "bearer":
         if start > 0 and _is_word_char(lowered[start - 1]):
             return None

@@ -180,7 +180,8 @@ def main(argv=None) -> int:
     if args.command == "hash-password":
         return hash_password_command()
     try:
-        config = load_config(args.config)
+        # Only the agent reads the offsite credentials: the internet-facing dashboard never holds them.
+        config = load_config(args.config, offsite_credentials=False)
     except ConfigError as exc:
         print(f"fm-dashboard: {exc}", file=sys.stderr)
         return 2

@@ -131,7 +131,21 @@ class DashboardContext:
         session = self.session()
         if session is None or self.enrolling(session):
             return False
-        return authorize.allows(self.role(), method, path, **fields)
+        return authorize.allows(self.role(), method, path, settings=self.config["dashboard"].get, **fields)
+
+    def still_allowed(self, id_hash: str, method: str, path: str) -> bool:
+        """Does the session with this hash still exist, still belong to a user with the same
+        credentials, and may that user's role still make this request?  For a long request
+        (a followed log), re-checked while it runs: logout, expiry, removal or demotion end it."""
+        session = self.sessions.peek(id_hash)
+        if session is None or self.enrolling(session):
+            return False
+        current = self.fingerprint(session.user)
+        if current is None or not hmac.compare_digest(current, session.fingerprint):
+            return False
+        role = self.users[session.user][1]
+        facts = authorize.Facts(settings=self.config["dashboard"].get)
+        return authorize.decide(method, path, role, facts=facts).allowed
 
     def enrolling(self, session) -> bool:
         """This session may only set up its second factor (``totp: required`` and none yet)."""
@@ -251,7 +265,11 @@ class DashboardContext:
         session = self.session()
         enrolling = bool(session and self.enrolling(session))
         decision = authorize.decide(
-            request.method, request.path, self.role(), enrolling=enrolling, facts=authorize.Facts(fields=self._field)
+            request.method,
+            request.path,
+            self.role(),
+            enrolling=enrolling,
+            facts=authorize.Facts(fields=self._field, settings=self.config["dashboard"].get),
         )
         if decision.public:
             return None

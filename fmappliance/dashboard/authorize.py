@@ -6,7 +6,7 @@ refused when it is not a GET/HEAD (deny by default for anything that changes sta
 an unmatched GET needs a signed-in viewer.
 
 A rule's ``role`` may be a function of the request (:class:`Facts`): a restore needs an
-admin unless it creates a new site.  ``step_up`` (a bool or such a function) marks
+admin unless it creates a new site; live logs need an operator unless ``dashboard.viewer_logs``.  ``step_up`` (a bool or such a function) marks
 destructive actions that need a freshly proved factor (see :data:`STEP_UP_SECONDS`).
 ``enrolling`` marks what a user who still has to set up a second factor may reach.
 
@@ -34,9 +34,10 @@ _TRUE = ("1", "true", "on", "yes")
 
 @dataclass(frozen=True)
 class Facts:
-    """What a rule may look at beyond method and path: a submitted field (form or JSON)."""
+    """What a rule may look at beyond method and path: a submitted field (form or JSON), a dashboard setting."""
 
     fields: Callable[[str], object] = lambda name: None
+    settings: Callable[[str], object] = lambda name: None
 
     def flag(self, name: str) -> bool:
         value = self.fields(name)
@@ -73,6 +74,12 @@ def _restore_step_up(facts: Facts) -> bool:
     return not facts.flag("create_site")
 
 
+def _logs_role(facts: Facts) -> str:
+    # A frontend's log shows what downloads hide from viewers (reset links, session ids), redaction
+    # or not: live logs are an operator's unless the admin lets viewers read them (issue 21.9).
+    return VIEWER if facts.settings("viewer_logs") is True else OPERATOR
+
+
 RULES: tuple[Rule, ...] = (
     # Without a session.
     rule("GET", r"/", PUBLIC),
@@ -90,8 +97,8 @@ RULES: tuple[Rule, ...] = (
     rule("GET", r"/dashboard", VIEWER),
     rule("GET", r"/dashboard/host", VIEWER),
     rule("GET", r"/stack/{x}", VIEWER),
-    rule("GET", r"/stack/{x}/logs", VIEWER),
-    rule("GET", r"/stack/{x}/logs/stream", VIEWER),
+    rule("GET", r"/stack/{x}/logs", _logs_role),
+    rule("GET", r"/stack/{x}/logs/stream", _logs_role),
     rule("GET", r"/backups/{x}/{x}", VIEWER),
     rule("GET", r"/jobs/{x}", VIEWER),
     rule("GET", r"/audit", VIEWER),
@@ -152,7 +159,7 @@ def decide(method: str, path: str, role: str, *, enrolling: bool = False, facts:
     return Decision(step_up=bool(step_up))
 
 
-def allows(role: str, method: str, path: str, **fields) -> bool:
-    """For templates: would this request be allowed (step-up aside)?"""
-    facts = Facts(fields=lambda name: fields.get(name))
+def allows(role: str, method: str, path: str, *, settings: Callable[[str], object] | None = None, **fields) -> bool:
+    """For templates: would this request be allowed (step-up aside)?  ``settings``: dashboard config lookups."""
+    facts = Facts(fields=lambda name: fields.get(name), settings=settings or (lambda name: None))
     return decide(method, path, role, facts=facts).allowed

@@ -43,7 +43,7 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     def enroll_page(next_path: str, *, error: str = "", status: int = 200):
         user = ctx.user()
-        secret = ctx.second_factors.pending_secret(user)
+        secret = ctx.second_factors.pending_secret(user, ctx.session().id_hash)
         bottle.response.status = status
         bottle.response.set_header("Cache-Control", "no-store")
         return ctx.page(
@@ -97,7 +97,9 @@ def register(app: bottle.Bottle, ctx) -> None:
         wait = ctx.throttle.retry_after(user, address)
         if wait:
             return enroll_page(next_path, error=f"Too many wrong codes. Wait {wait} seconds and try again.", status=429)
-        codes = ctx.second_factors.confirm(user, bottle.request.forms.getunicode("code", default="") or "")
+        codes = ctx.second_factors.confirm(
+            user, bottle.request.forms.getunicode("code", default="") or "", session.id_hash
+        )
         if codes is None:
             ctx.throttle.failed(user, address)
             ctx.audit.record_repeat(user=user, address=address, action="enroll_2fa", result="failed: wrong code")
@@ -128,7 +130,8 @@ def register(app: bottle.Bottle, ctx) -> None:
         session, user, address = ctx.session(), ctx.user(), ctx.client_address()
         next_path = next_from_query(default="/dashboard")
         with_code = ctx.needs_second_factor(user)
-        wait = ctx.throttle.retry_after(user, address)
+        # Counted per account whatever the address, like the sign-in's code step (issue 21.3).
+        wait = ctx.throttle.retry_after(user, address, second_step=True)
         if wait:
             return ctx.fail(429, f"Too many wrong attempts. Wait {wait} seconds and try again.")
         if with_code:
@@ -140,7 +143,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             except PasswordTooLong:
                 ok = False
         if not ok:
-            ctx.throttle.failed(user, address)
+            ctx.throttle.failed(user, address, second_step=True)
             ctx.audit.record_repeat(user=user, address=address, action="step_up", result="failed")
             bottle.response.status = 401
             return ctx.page(
@@ -150,6 +153,7 @@ def register(app: bottle.Bottle, ctx) -> None:
                 with_code=with_code,
                 notices=[("error", "That did not match; try again.")],
             )
+        ctx.throttle.succeeded(user, address, second_step=True)
         ctx.sessions.update(session, verified_at=ctx.clock())
         ctx.audit.record(user=user, address=address, action="step_up", result="ok")
         if negotiation.wants_json(bottle.request):

@@ -6,6 +6,9 @@ Sign-in takes up to two steps.  The password first; then, for a user with a seco
 memory for a few minutes behind a random cookie (a restart just asks for the password
 again).  A user who must enroll (``totp: required``) gets a session that can reach only
 ``/account/2fa`` and sign-out.  Both steps count in the login throttle and the audit log.
+A pending sign-in takes at most :data:`MAX_WRONG_CODES` wrong codes, then it is dropped and
+the password (bcrypt-priced) is due again; wrong codes also count per account whatever the
+address (login_throttle.py), so fresh addresses buy no fresh guesses (issue 21.3).
 
 Sign-out is a POST with the session's CSRF token (a GET only shows the button), so no
 other page can sign anyone out.
@@ -31,6 +34,9 @@ MAX_USERNAME = 64
 PENDING_COOKIE = "fmpending"
 PENDING_SECONDS = 5 * 60
 MAX_PENDING = 1000
+#: Wrong codes one pending sign-in takes before the password is due again.
+MAX_WRONG_CODES = 5
+TOO_MANY_CODES_MESSAGE = "Too many wrong codes for this sign-in; enter your password again, then a current code."
 WRONG_CODE_MESSAGE = (
     "That code is not valid (or was already used). Enter the current code from your app, or a recovery code."
 )
@@ -43,6 +49,7 @@ class PendingSignIns:
         self.clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[str, str, str, float]] = {}
+        self._wrong: dict[str, int] = {}  # nonce -> wrong codes so far
 
     def add(self, user: str, fingerprint: str, next_path: str) -> str:
         nonce = secrets.token_urlsafe(32)
@@ -51,6 +58,7 @@ class PendingSignIns:
             if len(self._entries) >= MAX_PENDING:
                 for key, _ in sorted(self._entries.items(), key=lambda kv: kv[1][3])[: MAX_PENDING // 2]:
                     del self._entries[key]
+                    self._wrong.pop(key, None)
             self._entries[nonce] = (user, fingerprint, next_path, now + PENDING_SECONDS)
         return nonce
 
@@ -61,12 +69,26 @@ class PendingSignIns:
             entry = self._entries.get(nonce)
             if entry and entry[3] < self.clock():
                 del self._entries[nonce]
+                self._wrong.pop(nonce, None)
                 entry = None
         return entry
+
+    def wrong_code(self, nonce: str) -> bool:
+        """Count a wrong code; True when that was the last one allowed (the sign-in is dropped)."""
+        with self._lock:
+            if nonce not in self._entries:
+                return True
+            self._wrong[nonce] = self._wrong.get(nonce, 0) + 1
+            if self._wrong[nonce] < MAX_WRONG_CODES:
+                return False
+            self._entries.pop(nonce, None)
+            self._wrong.pop(nonce, None)
+            return True
 
     def drop(self, nonce: str) -> None:
         with self._lock:
             self._entries.pop(nonce, None)
+            self._wrong.pop(nonce, None)
 
 
 def register(app: bottle.Bottle, ctx) -> None:
@@ -115,15 +137,17 @@ def register(app: bottle.Bottle, ctx) -> None:
         no_store(status, headers)
         return body
 
-    def throttled(user: str, address: str) -> int:
-        wait = ctx.throttle.retry_after(user, address)
+    def throttled(user: str, address: str, *, second_step: bool = False) -> int:
+        wait = ctx.throttle.retry_after(user, address, second_step=second_step)
         if wait:
             ctx.audit.record_repeat(user=user, address=address, action="login", result="throttled")
         return wait
 
-    def start_session(user: str, next_path: str, *, stage: str = STAGE_FULL, how: str = "ok") -> bottle.HTTPResponse:
+    def start_session(
+        user: str, next_path: str, *, stage: str = STAGE_FULL, how: str = "ok", second_step: bool = False
+    ) -> bottle.HTTPResponse:
         address = ctx.client_address()
-        ctx.throttle.succeeded(user, address)
+        ctx.throttle.succeeded(user, address, second_step=second_step)
         old = ctx.session()
         if old is not None:
             ctx.sessions.destroy(old)
@@ -235,7 +259,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         refused = form_token_ok("code:" + nonce)
         if refused:
             return code_page(nonce, user, error=refused, status=403)
-        wait = throttled(user, address)
+        wait = throttled(user, address, second_step=True)
         if wait:
             return code_page(
                 nonce,
@@ -246,11 +270,17 @@ def register(app: bottle.Bottle, ctx) -> None:
             )
         used = ctx.second_factors.verify(user, bottle.request.forms.getunicode("code", default="") or "")
         if used is None:
-            ctx.throttle.failed(user, address)
+            ctx.throttle.failed(user, address, second_step=True)
             ctx.audit.record_repeat(user=user, address=address, action="login", result="failed: wrong code")
+            if pending.wrong_code(nonce):
+                # Back to the password step: each new round of guesses costs a bcrypt check.
+                delete_cookie(bottle.response, PENDING_COOKIE, secure=ctx.secure_cookies(), path="/login")
+                return login_page(next_path, error=TOO_MANY_CODES_MESSAGE, username=user, status=401)
             return code_page(nonce, user, error=WRONG_CODE_MESSAGE, status=401)
         pending.drop(nonce)
-        return start_session(user, next_path, how="ok" if used == "code" else "ok, with a recovery code")
+        return start_session(
+            user, next_path, how="ok" if used == "code" else "ok, with a recovery code", second_step=True
+        )
 
     @app.get("/logout")
     def logout_page():

@@ -4,10 +4,14 @@
 event per line, an ``: keep-alive`` comment every 15 s, an ``end`` event when the log ends.
 Refusals come before any stream starts, as plain HTTP answers: an unknown service is a 400
 (the agent checks it), too many followed logs a 429 (agent) or 503 (this dashboard's relay
-budget, shared with downloads, see relays.py), both with Retry-After.  Opening a stream is an
-audit row.  The relay ends - and closes the agent connection, which kills the `docker compose
-logs` child - when the browser goes away: waitress reports it (channel_request_lookahead),
-checked twice a second while the log is quiet, and a write to a closed connection fails.
+budget, shared with downloads, see relays.py), both with Retry-After; one user may follow only
+a few logs, and viewers leave a slot for operators and admins (429, relays.FollowedLogs).
+Opening a stream is an audit row.  The relay ends - and closes the agent connection, which kills
+the `docker compose logs` child - when the browser goes away: waitress reports it
+(channel_request_lookahead), checked twice a second while the log is quiet, and a write to a
+closed connection fails.  It also ends, with an ``end`` event, once its session is gone (logout,
+expiry, a removed user, a changed password) or its role may no longer read it: re-checked every
+:data:`RECHECK_SECONDS`, so a stream never outlives its session by more than that (issue 21.7).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import bottle
 
 from fmappliance.dashboard import views
 from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.dashboard.authorize import VIEWER
 from fmappliance.names import is_valid_stack_name
 
 log = logging.getLogger(__name__)
@@ -29,17 +34,30 @@ IDLE_CHECK_SECONDS = 0.5
 TAIL_DEFAULT = 200
 TAIL_MAX = 5000
 RETRY_STREAM_SECONDS = 30
+#: How often an open stream checks that its session and role still allow it.
+RECHECK_SECONDS = 5.0
+SESSION_ENDED_EVENT = (
+    b"event: end\ndata: Your session ended or may no longer read this log; sign in again to follow it.\n\n"
+)
 # Compose service names: letters, digits, '.', '_', '-' (checked against the stack by the agent).
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
 
-def sse_events(stream, release, client_gone, clock=time.monotonic):
-    """The SSE body: the agent's lines as events, heartbeats while quiet; frees everything at its end."""
+def sse_events(stream, release, client_gone, clock=time.monotonic, still_allowed=lambda: True):
+    """The SSE body: the agent's lines as events, heartbeats while quiet; frees everything at its end.
+
+    ``still_allowed`` is asked every :data:`RECHECK_SECONDS`; False ends the stream with an ``end`` event.
+    """
     try:
         # Sent at once: the browser learns the stream is open, and a reconnect waits 5 s.
         yield b"retry: 5000\n: stream open\n\n"
-        last_write = clock()
+        last_write = last_check = clock()
         while True:
+            if clock() - last_check >= RECHECK_SECONDS:
+                if not still_allowed():
+                    yield SESSION_ENDED_EVENT
+                    return
+                last_check = clock()
             lines = stream.next_lines(IDLE_CHECK_SECONDS)
             if lines is None:
                 yield b"event: end\ndata: The log ended (the service stopped or its container was replaced).\n\n"
@@ -59,6 +77,7 @@ def sse_events(stream, release, client_gone, clock=time.monotonic):
 
 def register(app: bottle.Bottle, ctx) -> None:
     slots = ctx.services.relay_slots
+    followed = ctx.services.followed_logs
 
     @app.get("/stack/<name>/logs")
     @ctx.login_required
@@ -105,7 +124,21 @@ def register(app: bottle.Bottle, ctx) -> None:
                 user=ctx.user(), address=ctx.client_address(), action="logs_stream", target=target, result=result
             )
 
+        user, session = ctx.user(), ctx.session()
+        privileged = ctx.role() != VIEWER
+        refused = followed.take(user, privileged)
+        if refused:
+            audit("refused: too many streams of this user or of viewers")
+            answer = ctx.fail(429, refused)
+            answer.set_header("Retry-After", str(RETRY_STREAM_SECONDS))
+            return answer
+
+        def release() -> None:
+            slots.release()
+            followed.give_back(user, privileged)
+
         if not slots.acquire(blocking=False):
+            followed.give_back(user, privileged)
             audit("refused: too many streams")
             answer = ctx.fail(503, "Too many downloads and log streams are open at once; close one or try again soon.")
             answer.set_header("Retry-After", str(RETRY_STREAM_SECONDS))
@@ -113,7 +146,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         try:
             stream = ctx.agent.open_log_stream(name, service, int(raw_tail), follow=True)
         except AgentError as exc:
-            slots.release()
+            release()
             audit(f"failed: {exc.message}")
             status = exc.status if exc.status in (400, 404, 429) else 502
             answer = ctx.fail(status, exc.message)
@@ -121,7 +154,7 @@ def register(app: bottle.Bottle, ctx) -> None:
                 answer.set_header("Retry-After", exc.retry_after or str(RETRY_STREAM_SECONDS))
             return answer
         except BaseException:
-            slots.release()
+            release()
             raise
         audit("ok")
         client_gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
@@ -131,4 +164,10 @@ def register(app: bottle.Bottle, ctx) -> None:
             # nginx passes each event on at once instead of buffering the response.
             "X-Accel-Buffering": "no",
         }
-        return bottle.HTTPResponse(sse_events(stream, slots.release, client_gone), status=200, headers=headers)
+        path = request.path
+
+        def still_allowed() -> bool:
+            return ctx.still_allowed(session.id_hash, "GET", path)
+
+        body = sse_events(stream, release, client_gone, still_allowed=still_allowed)
+        return bottle.HTTPResponse(body, status=200, headers=headers)

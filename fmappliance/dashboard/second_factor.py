@@ -30,6 +30,8 @@ DIGITS = 6
 SKEW_STEPS = 1
 RECOVERY_CODES = 10
 #: A pending (not yet confirmed) secret is kept this long, so a reload shows the same QR code.
+#: It belongs to the session that asked for it: another session of the user (someone else
+#: who knows the password) neither sees it nor can confirm it (issue 21.6).
 PENDING_SECONDS = 15 * 60
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 
@@ -85,8 +87,12 @@ class SecondFactors:
                 " user TEXT PRIMARY KEY, secret TEXT NOT NULL, last_step INTEGER NOT NULL,"
                 " recovery_salt TEXT NOT NULL, recovery TEXT NOT NULL, enrolled REAL NOT NULL)"
             )
+            # Pending secrets were once per user (shared by all its sessions); they live minutes,
+            # so the old table is dropped rather than migrated.
+            conn.execute("DROP TABLE IF EXISTS second_factor_pending")
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS second_factor_pending (user TEXT PRIMARY KEY, secret TEXT NOT NULL, created REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS second_factor_enrolling (user TEXT NOT NULL, session TEXT NOT NULL,"
+                " secret TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (user, session))"
             )
 
     # -- state --------------------------------------------------------------------------
@@ -105,26 +111,31 @@ class SecondFactors:
 
     # -- enrollment ---------------------------------------------------------------------
 
-    def pending_secret(self, user: str) -> str:
-        """The secret being set up for ``user`` (a new one, or the one shown a moment ago)."""
+    def pending_secret(self, user: str, session: str) -> str:
+        """The secret ``session`` is setting up for ``user`` (a new one, or the one shown a moment ago)."""
         now = self.clock()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT secret, created FROM second_factor_pending WHERE user = ?", (user,)).fetchone()
-            if row and now - row[1] < PENDING_SECONDS:
+            conn.execute("DELETE FROM second_factor_enrolling WHERE created <= ?", (now - PENDING_SECONDS,))
+            row = conn.execute(
+                "SELECT secret FROM second_factor_enrolling WHERE user = ? AND session = ?", (user, session)
+            ).fetchone()
+            if row:
                 return row[0]
             secret = pyotp.random_base32()
             conn.execute(
-                "INSERT OR REPLACE INTO second_factor_pending (user, secret, created) VALUES (?, ?, ?)",
-                (user, secret, now),
+                "INSERT INTO second_factor_enrolling (user, session, secret, created) VALUES (?, ?, ?, ?)",
+                (user, session, secret, now),
             )
         return secret
 
-    def confirm(self, user: str, code: str) -> list[str] | None:
-        """Finish enrollment with a code from the app: the recovery codes (to show once), or None."""
+    def confirm(self, user: str, code: str, session: str) -> list[str] | None:
+        """Finish ``session``'s enrollment with a code from the app: the recovery codes (to show once), or None."""
         code = normalise_code(code)
         now = self.clock()
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT secret, created FROM second_factor_pending WHERE user = ?", (user,)).fetchone()
+            row = conn.execute(
+                "SELECT secret, created FROM second_factor_enrolling WHERE user = ? AND session = ?", (user, session)
+            ).fetchone()
             if row is None or now - row[1] >= PENDING_SECONDS or not is_totp_code(code):
                 return None
             step = matching_step(row[0], code, now)
@@ -137,13 +148,13 @@ class SecondFactors:
                 "INSERT OR REPLACE INTO second_factors (user, secret, last_step, recovery_salt, recovery, enrolled) VALUES (?, ?, ?, ?, ?, ?)",
                 (user, row[0], step, salt, json.dumps(hashes), now),
             )
-            conn.execute("DELETE FROM second_factor_pending WHERE user = ?", (user,))
+            conn.execute("DELETE FROM second_factor_enrolling WHERE user = ?", (user,))
         return codes
 
     def reset(self, user: str) -> bool:
         """Forget ``user``'s second factor (they enroll again at next sign-in); True if there was one."""
         with self.db.transaction() as conn:
-            conn.execute("DELETE FROM second_factor_pending WHERE user = ?", (user,))
+            conn.execute("DELETE FROM second_factor_enrolling WHERE user = ?", (user,))
             return conn.execute("DELETE FROM second_factors WHERE user = ?", (user,)).rowcount > 0
 
     # -- sign-in ------------------------------------------------------------------------

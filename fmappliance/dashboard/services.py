@@ -25,7 +25,7 @@ from fmappliance.dashboard.job_watch import FailedJobWatcher, build_failed_job_w
 from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
-from fmappliance.dashboard.relays import relay_slots
+from fmappliance.dashboard.relays import FollowedLogs, relay_slots
 from fmappliance.dashboard.scheduler import BackupScheduler, scheduler_from_config
 from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.sessions import SessionStore
@@ -54,6 +54,8 @@ class DashboardServices:
     job_watch: FailedJobWatcher
     #: Shared by relayed downloads and log streams (relays.py).
     relay_slots: threading.BoundedSemaphore
+    #: Who holds the agent's followed-log slots (relays.py).
+    followed_logs: FollowedLogs
 
     def now(self) -> dt.datetime:
         """Aware UTC now from the injected clock."""
@@ -91,6 +93,7 @@ def build_services(
         backup_age=BackupAgeRules(scheduler.store),
         job_watch=build_failed_job_watcher(config, agent, db),
         relay_slots=relay_slots(config),
+        followed_logs=FollowedLogs(config["agent"]["max_log_streams"]),
     )
 
 

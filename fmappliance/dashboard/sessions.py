@@ -154,6 +154,22 @@ class SessionStore:
         # A copy: concurrent requests of one session must not share a mutable object.
         return dataclasses.replace(cached, flash=list(cached.flash))
 
+    def peek(self, id_hash: str) -> Session | None:
+        """The live session with this hash, or None; unlike :meth:`load` it does not count as activity.
+
+        For re-checking a long request (a followed log): the stream itself must not keep its
+        session from going idle.
+        """
+        now = self.clock()
+        self._forget_if_changed_elsewhere()
+        with self._lock:
+            cached = self._cache.get(id_hash)
+        if cached is None:
+            cached = self._read(id_hash)
+        if cached is None or now - cached.last_seen > self.idle_seconds or now - cached.created > self.max_seconds:
+            return None
+        return dataclasses.replace(cached, flash=list(cached.flash))
+
     def _read(self, id_hash: str) -> Session | None:
         with self.db.transaction() as conn:
             row = conn.execute(

@@ -139,3 +139,98 @@ def test_allowed_actions_govern_requests_only_the_agent_copies_after_each_backup
     assert ("offsite_copy", SITE) in [(j["action"], j["site"]) for j in queued]
     for job in queued:
         assert wait_job(client, job["id"], timeout=120)["status"] == "succeeded"
+
+
+# ------------------------------------------------ listing for pages (issue 21.10): bounded work per request
+
+
+@pytest.fixture
+def listing_world(offsite_world, tmp_path):
+    """The offsite world with a restic whose `snapshots` can be made slow or failing (restic-mode file)."""
+    mode = tmp_path / "restic-mode"
+    mode.write_text("")
+    wrapper = tmp_path / "restic-controlled"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$@" >> {tmp_path}/restic-argv.log\n'
+        'if [ "$1" = snapshots ]; then\n'
+        f'  case "$(cat {mode})" in\n'
+        "    slow) sleep 2 ;;\n"
+        '    fail) echo "Fatal: wrong password or no key found" >&2; exit 1 ;;\n'
+        "  esac\n"
+        "fi\n"
+        f'exec {shutil.which("restic")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    offsite = dict(offsite_world.config["offsite"], restic_binary=str(wrapper))
+    offsite_world.write_config(
+        offsite={k: offsite[k] for k in ("restic_binary", "repository", "password_file", "env_file")}
+    )
+    offsite_world.mode = mode
+    offsite_world.argv_log = tmp_path / "restic-argv.log"
+    return offsite_world
+
+
+def snapshot_calls(world) -> int:
+    if not world.argv_log.exists():
+        return 0
+    return world.argv_log.read_text().splitlines().count("snapshots")
+
+
+def test_an_unknown_site_is_404_without_running_restic(listing_world, make_client):
+    client = make_client()
+    for i in range(20):
+        answer = client.get(f"/offsite/prod/made-up-{i}.example.com")
+        assert answer.status == 404 and "no site named" in answer.json()["message"]
+    assert snapshot_calls(listing_world) == 0
+
+
+def test_the_listing_is_read_once_per_stack_for_all_its_sites(listing_world, make_client):
+    client = make_client()
+    for _ in range(3):
+        for site in ("site1.example.com", "site2.example.com"):
+            answer = client.get(f"/offsite/prod/{site}")
+            assert answer.status == 200 and answer.json() == {"snapshots": []}
+    assert snapshot_calls(listing_world) == 1
+
+
+def test_a_slow_listing_is_read_once_off_the_request_threads_and_pages_hear_try_again(
+    listing_world, make_client, monkeypatch
+):
+    import threading
+    import time
+
+    from fmappliance.agent import offsite
+
+    monkeypatch.setattr(offsite, "LISTING_WAIT_SECONDS", 0.3)
+    listing_world.mode.write_text("slow")
+    client = make_client()
+    answers = []
+
+    def ask():
+        answers.append(client.get("/offsite/prod/site1.example.com"))
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=ask) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert time.monotonic() - started < 1.5  # nobody waited for the 2 s listing
+    assert {a.status for a in answers} == {503}
+    assert all(int(a.header("Retry-After")) > 0 and "still being listed" in a.json()["message"] for a in answers)
+    # The one listing in flight lands; pages then read it from memory.
+    deadline = time.monotonic() + 10
+    while client.get("/offsite/prod/site1.example.com").status == 503 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.get("/offsite/prod/site2.example.com").status == 200
+    assert snapshot_calls(listing_world) == 1
+
+
+def test_a_failed_listing_is_remembered_for_a_while(listing_world, make_client):
+    listing_world.mode.write_text("fail")
+    client = make_client()
+    for _ in range(5):
+        answer = client.get("/offsite/prod/site1.example.com")
+        assert answer.status == 502 and "refused the password" in answer.json()["message"]
+    assert snapshot_calls(listing_world) == 1

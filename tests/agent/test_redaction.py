@@ -32,6 +32,16 @@ from fmappliance.agent.runner import redact_text, run_command
         ("fetching https://user:pa55@example.com/repo", "fetching https://user:***@example.com/repo"),
         ("PASSWORD:\n  on-the-next-line", "PASSWORD:\n  ***"),
         ("line one\nsecret = two\nline three", "line one\nsecret = ***\nline three"),
+        # A frontend's access log (issue 21.9): reset keys, passwords and session ids in URLs, auth headers.
+        (
+            '"GET /update-password?key=Zx81aQ HTTP/1.1" 200',
+            '"GET /update-password?key=*** HTTP/1.1" 200',
+        ),
+        ("GET /api/method/login?usr=a@b.c&pwd=hunter2&x=1", "GET /api/method/login?usr=a@b.c&pwd=***&x=1"),
+        ("Cookie: sid=9f8e7d6c; system_user=yes", "Cookie: sid=***; system_user=yes"),
+        ("GET /app?sid=9f8e7d6c HTTP/1.1", "GET /app?sid=*** HTTP/1.1"),
+        ("Authorization: token 1a2b3c:4d5e6f", "Authorization: token ***"),
+        ("{'Authorization': 'token 1a2b3c:4d5e6f'}", "{'Authorization': 'token ***'}"),
     ],
 )
 def test_values_that_look_like_secrets_are_masked(line, expected):
@@ -47,6 +57,8 @@ def test_values_that_look_like_secrets_are_masked(line, expected):
         "Executing frappe.patches.v15_0.set_default_password_policy in site1 (_abc123)",
         "Backup Summary for site1 at 2026-11-30 05:00:00",
         "keyboard layout unchanged; monkey business",
+        "monkey=banana; orsid=2; forwarded for 10.0.0.1",
+        "Authorization failed for user guest",
         "",
     ],
 )

@@ -108,8 +108,8 @@ def main() -> int:
     secrets = {}
     for b, i in names:
         user = f"totp{b}_{i}"
-        secrets[user] = factors.pending_secret(user)
-        assert factors.confirm(user, pyotp.TOTP(secrets[user]).now()) is not None
+        secrets[user] = factors.pending_secret(user, "bench-session")
+        assert factors.confirm(user, pyotp.TOTP(secrets[user]).now(), "bench-session") is not None
 
     env = {**os.environ, "FMAPPLIANCE_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(

@@ -435,6 +435,8 @@ class FakeAgent:
         def offsite(stack, site):
             if agent.offsite is None:
                 return error(404, "Offsite copies are not configured on this server (no offsite.repository).")
+            if agent.stack(stack) is None or site not in agent.stack(stack)["sites"]:
+                return error(404, f"Stack {stack!r} has no site named {site!r}.")  # checked before any restic call
             return answer(200, {"snapshots": agent.offsite.get((stack, site), [])})
 
         @app.get("/backups/<stack>/<site>")

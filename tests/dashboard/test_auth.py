@@ -175,3 +175,21 @@ def test_logins_and_logout_are_audited_with_the_client_address(client, app):
 def test_signed_in_user_visiting_login_goes_to_next(logged_in):
     response = logged_in.get("/login?next=/audit")
     assert response.status == 303 and response.header("Location") == "/audit"
+
+
+def test_a_typo_for_another_account_behind_a_shared_address_does_not_lock_out_the_office(client):
+    # The account has failures from elsewhere (a guesser) and one colleague typo'd their own name here.
+    for i in range(8):
+        client.login(TEST_USER, "wrong", remote_addr=f"198.51.100.{i}")
+    client.login("colleague", "wrong", remote_addr="192.0.2.50")
+    # The office address failed, but not for this account: the account-wide delay does not apply to it.
+    assert client.login(TEST_USER, TEST_PASSWORD, remote_addr="192.0.2.50").status == 303
+
+
+def test_ipv6_addresses_of_one_64_count_as_one_client(client):
+    for i in range(5):
+        assert client.login(TEST_USER, "wrong", remote_addr=f"2001:db8:1:2::{i + 1:x}").status == 401
+    # Another address of the same /64 is the same client...
+    assert client.login(TEST_USER, TEST_PASSWORD, remote_addr="2001:db8:1:2:ffff::9").status == 429
+    # ...another /64 is not.
+    assert client.login(TEST_USER, TEST_PASSWORD, remote_addr="2001:db8:1:3::1").status == 303

@@ -15,10 +15,13 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from support.config_factory import TEST_PASSWORD, TEST_TOKEN, TEST_USER
+from support.config_factory import TEST_PASSWORD, TEST_PASSWORD_HASH, TEST_TOKEN, TEST_USER, write_config
 from support.polling import wait_for
 from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard
+from support.wsgi import WSGIClient
 
+from fmappliance.config import load_config
+from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.pages_logs import HEARTBEAT_SECONDS, sse_events
 
 STREAM = "/stack/prod/logs/stream?service=backend"
@@ -89,7 +92,9 @@ def served(tmp_path):
         started.append(world)
         agent_proc, dashboard_proc = start_agent_and_dashboard(world, agent=agent or {}, dashboard=dashboard or {})
         started.extend((agent_proc, dashboard_proc))
-        return world, Operator(dashboard_proc.url, dashboard_proc.port)
+        operator = Operator(dashboard_proc.url, dashboard_proc.port)
+        operator.agent_port = agent_proc.port
+        return world, operator
 
     yield start
     for item in reversed(started):
@@ -155,11 +160,23 @@ def test_bad_requests_are_400_before_any_stream_starts(served, path, fragment):
     assert follow_pids(world) == []
 
 
+def agent_follow(port: int) -> Events:
+    """A followed log opened at the agent directly (another client of the agent), holding one of its slots."""
+    held = Events.__new__(Events)
+    held.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    held.conn.request(
+        "GET", "/stacks/prod/logs?service=backend&follow=1", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
+    )
+    held.sock = held.conn.sock
+    held.resp = held.conn.getresponse()
+    assert held.resp.status == 200
+    return held
+
+
 def test_the_agent_limit_answers_429_with_retry_after_and_recovers(served):
     world, operator = served(agent={"max_log_streams": 1})
-    first = operator.stream()
+    first = agent_follow(operator.agent_port)
     try:
-        assert first.resp.status == 200
         second = operator.stream()
         assert second.resp.status == 429
         assert int(second.resp.getheader("Retry-After")) > 0
@@ -275,3 +292,137 @@ def test_the_logs_page_for_an_unknown_or_malformed_stack(logged_in):
 def test_the_logs_pages_need_a_session(client):
     assert client.get("/stack/prod/logs").status == 303
     assert client.get("/stack/prod/logs/stream?service=backend").status == 303
+
+
+# ------------------------------------------------- re-authorisation and per-user limits (fake agent)
+
+ROLE_USERS = {
+    "admin": TEST_PASSWORD_HASH,
+    "ops": {"password": TEST_PASSWORD_HASH, "role": "operator"},
+    **{f"view{i}": {"password": TEST_PASSWORD_HASH, "role": "viewer"} for i in range(3)},
+}
+
+
+class EndlessStream:
+    """An agent log stream that always has a line (so an unchecked relay would never stop)."""
+
+    def __init__(self):
+        self.closed = False
+
+    def next_lines(self, timeout):
+        return ["backend-1  | a line"]
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def roles_app(tmp_path, fake_agent, clock, monkeypatch):
+    from fmappliance.dashboard import pages_logs
+
+    monkeypatch.setattr(pages_logs, "RECHECK_SECONDS", 0.0, raising=False)  # re-check before every read
+    config = load_config(
+        write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "credentials": ROLE_USERS, "viewer_logs": True})
+    )
+    app = make_app(config, clock=clock)
+    opened = []
+
+    def open_log_stream(stack, service, tail, follow=True):
+        opened.append(EndlessStream())
+        return opened[-1]
+
+    monkeypatch.setattr(app.ctx.agent, "open_log_stream", open_log_stream)
+    app.opened = opened
+    return app
+
+
+def signed_in(app, user):
+    client = WSGIClient(app)
+    assert client.login(user).status == 303
+    return client
+
+
+def open_stream(client):
+    streamed = client.stream("GET", STREAM)
+    assert streamed.status == 200, streamed.status_line
+    chunks = iter(streamed.chunks)
+    assert next(chunks).startswith(b"retry: 5000")
+    assert next(chunks).startswith(b"data: ")
+    return streamed, chunks
+
+
+def refusal(client):
+    """The answer to a stream request that should be refused (an accepted one fails here, not hangs)."""
+    streamed = client.stream("GET", STREAM)
+    if streamed.status == 200:
+        streamed.close()
+        raise AssertionError("the stream was opened")
+    streamed.close()
+    return client.get(STREAM)
+
+
+def ends_with_session_event(chunks) -> bool:
+    rest = []
+    for chunk in chunks:
+        rest.append(bytes(chunk))
+        if len(rest) > 3:
+            return False  # still delivering lines
+    return bool(rest) and rest[-1].startswith(b"event: end\ndata: Your session ended")
+
+
+@pytest.mark.parametrize("how", ["logout", "idle expiry", "lifetime", "user removed", "demoted"])
+def test_an_open_stream_ends_once_its_session_or_role_no_longer_allows_it(roles_app, clock, how):
+    client = signed_in(roles_app, "ops")
+    streamed, chunks = open_stream(client)
+    if how == "logout":
+        assert client.post("/logout", data={"csrf_token": client.page_token("/account")}).status == 303
+    elif how == "idle expiry":
+        clock.advance(31 * 60)
+    elif how == "lifetime":
+        for _ in range(12 * 4 + 1):  # active all along (a page view every 15 minutes), past session_max_hours
+            clock.advance(15 * 60)
+            client.get("/account")
+    elif how == "user removed":
+        del roles_app.ctx.users["ops"]
+    else:
+        roles_app.ctx.users["ops"] = (roles_app.ctx.users["ops"][0], "viewer")
+        roles_app.ctx.config["dashboard"]["viewer_logs"] = False
+    assert ends_with_session_event(chunks)
+    streamed.close()
+    assert roles_app.opened[0].closed
+    # Its slots came back.
+    assert roles_app.ctx.services.followed_logs.take("ops", True) is None
+
+
+def test_a_stream_of_a_live_session_keeps_going_without_keeping_the_session_awake(roles_app, clock):
+    client = signed_in(roles_app, "ops")
+    streamed, chunks = open_stream(client)
+    clock.advance(20 * 60)
+    assert next(chunks).startswith(b"data: ")
+    # The stream's checks are not activity: 11 more quiet minutes and the session has gone idle.
+    clock.advance(11 * 60)
+    assert ends_with_session_event(chunks)
+    streamed.close()
+
+
+def test_one_user_cannot_hold_every_followed_log_and_viewers_leave_a_slot_for_operators(roles_app):
+    held = []
+    viewers = [signed_in(roles_app, f"view{i}") for i in range(3)]
+    for _ in range(3):
+        held.append(open_stream(viewers[0])[0])
+    fourth = refusal(viewers[0])
+    assert fourth.status == 429 and int(fourth.header("Retry-After")) > 0
+    assert "You already follow 3 logs" in fourth.text
+    for _ in range(3):
+        held.append(open_stream(viewers[1])[0])
+    held.append(open_stream(viewers[2])[0])  # 7 of agent.max_log_streams (8) held by viewers
+    refused = refusal(viewers[2])
+    assert refused.status == 429 and "kept for operators and admins" in refused.text
+    # The admin still gets the last one.
+    admin = signed_in(roles_app, "admin")
+    held.append(open_stream(admin)[0])
+    # A closed stream gives its slot back.
+    held.pop(0).close()
+    held.append(open_stream(viewers[2])[0])
+    for streamed in held:
+        streamed.close()

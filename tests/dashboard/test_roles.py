@@ -34,8 +34,9 @@ MATRIX = [
     ("GET", "/audit", None, "viewer"),
     ("GET", "/scheduler", None, "viewer"),
     ("GET", "/account", None, "viewer"),
-    ("GET", "/stack/prod/logs", None, "viewer"),
-    ("GET", "/stack/prod/logs/stream", None, "viewer"),
+    # A frontend's log can show reset links and session ids: operators, unless dashboard.viewer_logs.
+    ("GET", "/stack/prod/logs", None, "operator"),
+    ("GET", "/stack/prod/logs/stream", None, "operator"),
     ("GET", FILE, None, "operator"),
     ("HEAD", FILE, None, "operator"),
     ("POST", "/stack/prod/restart", {}, "operator"),
@@ -372,3 +373,13 @@ def test_an_offsite_restore_over_an_existing_site_asks_an_admin_for_a_fresh_conf
     )
     assert over.status == 401 and over.json()["step_up"] is True
     assert restore_requests(fake_agent) == []
+
+
+def test_viewer_logs_lets_viewers_follow_live_logs(tmp_path, fake_agent, clock):
+    config = load_config(
+        write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "credentials": USERS, "viewer_logs": True})
+    )
+    app = make_app(config, clock=clock)
+    viewer = signed_in(app, "view")
+    assert viewer.get("/stack/prod/logs").status == 200
+    assert viewer.get("/stack/prod/logs/stream?service=x y").status == 400  # reached the route, refused there

@@ -184,9 +184,17 @@ def test_wrong_codes_are_throttled_like_passwords_and_audited_as_one_row(app, cl
     client.login("admin")
     right = pyotp.TOTP(secret).at(clock.now)
     wrong = "123456" if right != "123456" else "654321"
-    for _ in range(5):
+    for _ in range(4):
         assert code_step(client, wrong).status == 401
-    throttled = code_step(client, right)
+    assert code_step(client, wrong).status == 401  # the fifth ends this pending sign-in
+    # The password again (from another address: the password step of this one is throttled too)...
+    assert asks_for_a_code(client.login("admin", remote_addr="198.51.100.77"))
+    # ...but the account's wrong codes count whatever the address.
+    throttled = client.post(
+        "/login/code",
+        data={"csrf_token": client.get("/login/code").csrf_token(), "code": right},
+        remote_addr="198.51.100.77",
+    )
     assert throttled.status == 429 and int(throttled.header("Retry-After")) > 0
     assert client.cookie("fmsession") is None
     rows = [
@@ -393,3 +401,82 @@ def test_no_secret_or_code_reaches_the_audit_log_or_the_logs(app, clock, caplog)
         assert secret not in text
         assert not any(code in text for code in codes)
         assert pyotp.TOTP(secret).at(clock.now) not in text
+
+
+def test_five_wrong_codes_end_the_pending_sign_in_and_ask_for_the_password_again(app, clock):
+    secret, _ = enroll(new_client(app), clock)
+    clock.advance(30)
+    client = new_client(app)
+    client.login("admin")
+    right = pyotp.TOTP(secret).at(clock.now)
+    wrong = "123456" if right != "123456" else "654321"
+    for _ in range(4):
+        assert code_step(client, wrong).status == 401
+    fifth = code_step(client, wrong)
+    assert fifth.status == 401
+    assert "Too many wrong codes for this sign-in; enter your password again" in fifth.text
+    assert 'action="/login/code"' not in fifth.text and 'name="password"' in fifth.text
+    assert client.cookie("fmpending") is None
+    # The right code no longer finishes that sign-in.
+    assert client.get("/login/code").status == 303
+
+
+def test_wrong_codes_from_200_addresses_on_one_pending_sign_in_are_refused_after_the_limit(app, clock):
+    secret, _ = enroll(new_client(app), clock)
+    clock.advance(30)
+    client = new_client(app)
+    assert asks_for_a_code(client.login("admin", remote_addr="192.0.2.1"))
+    token = client.get("/login/code").csrf_token()
+    right = pyotp.TOTP(secret).at(clock.now)
+    wrong = "123456" if right != "123456" else "654321"
+    statuses = [
+        client.post("/login/code", data={"csrf_token": token, "code": wrong}, remote_addr=f"2001:db8:{i:x}::1").status
+        for i in range(200)
+    ]
+    assert statuses.count(401) == 5
+    assert set(statuses[5:]) <= {403, 429}
+    # A new pending sign-in (the password again, from yet another address) gets no fresh guesses.
+    fresh = new_client(app)
+    answer = fresh.login("admin", remote_addr="203.0.113.200")
+    assert asks_for_a_code(answer)
+    guess = fresh.post(
+        "/login/code", data={"csrf_token": answer.csrf_token(), "code": wrong}, remote_addr="203.0.113.201"
+    )
+    assert guess.status == 429 and int(guess.header("Retry-After")) > 0
+
+
+def test_step_up_codes_count_per_account_whatever_the_address(app, clock):
+    secret, _ = enroll(new_client(app), clock)
+    clock.advance(30)
+    client = new_client(app)
+    sign_in_with_code(client, clock, secret)
+    token = client.page_token()
+    clock.advance(6 * 60)
+    right = pyotp.TOTP(secret).at(clock.now)
+    wrong = "123456" if right != "123456" else "654321"
+    statuses = [
+        client.post("/account/verify", data={"csrf_token": token, "code": wrong}, remote_addr=f"198.51.100.{i}").status
+        for i in range(20)
+    ]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
+    assert (
+        client.post("/account/verify", data={"csrf_token": token, "code": right}, remote_addr="192.0.2.99").status
+        == 429
+    )
+
+
+def test_a_pending_enrollment_secret_belongs_to_the_session_that_asked_for_it(app, clock):
+    first = new_client(app)
+    page = first.get(first.login("admin").header("Location"))
+    secret = secret_of(page.text)
+    # Someone else with the password, during that enrollment, gets neither the key nor a way to confirm it.
+    second = new_client(app)
+    other_page = second.get(second.login("admin").header("Location"))
+    assert secret_of(other_page.text) != secret
+    code = pyotp.TOTP(secret).at(clock.now)
+    stolen = second.post("/account/2fa", data={"csrf_token": other_page.csrf_token(), "code": code})
+    assert stolen.status == 400 and app.ctx.second_factors.enrollment("admin") is None
+    # The session that was shown the key still finishes with it, and a reload showed the same key.
+    assert secret_of(first.get("/account/2fa").text) == secret
+    done = first.post("/account/2fa", data={"csrf_token": page.csrf_token(), "code": code})
+    assert done.status == 200 and app.ctx.second_factors.enrollment("admin") is not None
