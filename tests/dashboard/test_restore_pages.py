@@ -253,6 +253,13 @@ def test_the_imports_page_lists_sets_with_their_problems(logged_in, with_imports
     assert "/_import/" in page
 
 
+def test_the_imports_page_of_a_fresh_install_says_nothing_is_waiting(logged_in, fake_agent):
+    fake_agent.imports = []
+    response = logged_in.get("/imports")
+    assert response.status == 200, response.text
+    assert "Nothing is waiting in" in response.text
+
+
 def test_the_import_page_guesses_the_target_site_from_the_set_name(logged_in, with_imports):
     page = logged_in.get(f"/imports/{IMPORT}").text
     assert f'name="target_site" value="{OTHER}"' in page
