@@ -130,6 +130,7 @@ def test_a_failing_restart_of_an_fm_stack_shows_in_its_jobs_the_job_page_and_the
 
     served.world.doubles.set_faults(fail={"fm restart": {"rc": 1, "stderr": "Docker compose restart failed"}})
     try:
+        page.once("dialog", lambda dialog: dialog.accept())
         page.locator(".page-head").get_by_role("button", name="Restart").click()
         panel = page.locator("#action-results .job-panel[data-status='failed']")
         panel.wait_for()

@@ -112,7 +112,7 @@ def test_stack_page_lists_services_sites_and_recent_jobs(logged_in, fake_agent):
     logged_in.post("/stack/prod/restart", data={"csrf_token": token})
     text = logged_in.get("/stack/prod").text
     assert "prod-backend-1" in text and "site2.example.com" in text
-    assert "restart stack" in text and 'data-job-id="0000000000000001"' in text
+    assert "<td>Restart</td>" in text and 'data-job-id="0000000000000001"' in text
 
 
 def test_unknown_stack_is_a_404_page(logged_in):

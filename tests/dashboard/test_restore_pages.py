@@ -103,7 +103,7 @@ def test_restoring_onto_the_same_site_starts_the_job_and_shows_its_panel(logged_
     assert response.status == 303
     assert posts(with_backup) == [{"action": "restore_site", "stack": "prod", "site": SITE, "backup": BACKUP}]
     job_page = logged_in.get(response.header("Location"))
-    assert 'class="job-panel"' in job_page.text and "restore site" in job_page.text
+    assert 'class="job-panel"' in job_page.text and "<strong>Restore</strong>" in job_page.text
     row = logged_in.app.ctx.audit.recent()[0]
     assert row["action"] == "restore_site" and row["result"] == "started" and row["job_id"]
     assert row["target"] == f"prod/{SITE} from prod/{SITE} backup {BACKUP}"
