@@ -30,7 +30,7 @@ Rows {{first}}–{{last}} of {{total}}{{' matching' if filtered else ''}}, newes
 <thead><tr><th>Time</th><th>User</th><th>Address</th><th>Action</th><th>Target</th><th>Result</th><th>Job</th></tr></thead>
 <tbody>
 % for r in rows:
-<tr><td>{{r['local_time']}}</td><td>{{r['user']}}</td><td>{{r['address']}}</td><td>{{r['action']}}</td><td>{{r['target']}}</td><td>{{r['result']}}{{' (%d times in 10 min)' % r['count'] if r['count'] > 1 else ''}}</td><td>
+<tr><td data-label="Time">{{r['local_time']}}</td><td data-label="User">{{r['user']}}</td><td data-label="Address">{{r['address']}}</td><td data-label="Action">{{r['action']}}</td><td data-label="Target">{{r['target']}}</td><td data-label="Result">{{r['result']}}{{' (%d times in 10 min)' % r['count'] if r['count'] > 1 else ''}}</td><td data-label="Job">
 % if r['job_id']:
 <a href="/jobs/{{r['job_id']}}">{{r['job_id']}}</a>
 % if r['outcome']:

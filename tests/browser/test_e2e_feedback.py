@@ -110,3 +110,15 @@ def test_after_the_fresh_confirmation_the_restore_goes_on_without_retyping(signe
     page.locator(".job-panel[data-status='succeeded']").wait_for(timeout=RESTORE_TIMEOUT_MS)
     assert len(job_ids(served) - before) >= 1
     signed_in.assert_clean()
+
+
+def test_on_a_phone_the_host_panels_stack_figures_keep_their_column_names(signed_in):
+    page = signed_in.page
+    page.set_viewport_size({"width": 375, "height": 812})
+    signed_in.goto("/dashboard")
+    cell = page.locator("#host-panel .host-stacks tr[data-stack='prod'] td.host-cpu")
+    cell.wait_for()
+    assert page.locator("#host-panel .host-stacks thead").is_hidden()
+    before = cell.evaluate("td => getComputedStyle(td, '::before').content")
+    assert before == '"CPU (% of one core): "', before
+    signed_in.assert_clean()
