@@ -340,4 +340,44 @@
   document.addEventListener("DOMContentLoaded", function () {
     window.setTimeout(resume, 0);
   });
+
+  // ---- Recovery codes: "Copy them" ------------------------------------------------------
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button[data-copy]");
+    if (!button) {
+      return;
+    }
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    var status = button.parentNode.querySelector(".copy-status");
+    if (!source) {
+      return;
+    }
+    function say(text) {
+      if (status) {
+        status.textContent = text;
+      }
+    }
+    function selectIt() {
+      source.focus();
+      source.select();
+      say("Selected: press Ctrl+C (⌘C) to copy.");
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(source.value).then(function () {
+        say("Copied.");
+      }, selectIt);
+    } else {
+      selectIt();
+    }
+  });
+
+  // A GET form that only goes on (the recovery codes' "Continue") goes exactly to its
+  // data-next; without this script it still works, with a trailing "?" in the address.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.matches && form.matches("form[data-next]") && form.checkValidity()) {
+      event.preventDefault();
+      window.location.assign(form.getAttribute("data-next"));
+    }
+  });
 })();
