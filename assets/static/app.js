@@ -235,6 +235,13 @@
           var replacement = fresh.getElementById(region.id);
           if (replacement) {
             var node = document.importNode(replacement, true);
+            // A section the operator opened (a stack's services) stays open.
+            var opened = region.querySelectorAll("details");
+            node.querySelectorAll("details").forEach(function (details, i) {
+              if (opened[i] && opened[i].open) {
+                details.open = true;
+              }
+            });
             region.replaceWith(node);
             if (window.htmx) {
               window.htmx.process(node);

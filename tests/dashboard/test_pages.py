@@ -193,3 +193,22 @@ def test_the_stale_threshold_of_a_scheduled_site_is_twice_its_interval(app, logg
     assert errors == {}
     app.ctx.scheduler.store.add(clean, "admin")
     assert 'class="age-ok">2 d ago' in logged_in.get("/dashboard").text
+
+
+def test_restarts_ask_first_and_the_regions_a_finished_job_changes_are_marked(logged_in):
+    page = logged_in.get("/dashboard").text
+    assert (
+        'hx-post="/stack/prod/restart" hx-confirm="Restart stack prod? All its containers restart, the database '
+        'included; sites are briefly down."' in page
+    )
+    assert (
+        'hx-post="/site/prod/site1.example.com/restart" hx-confirm="Restart site site1.example.com? Its services '
+        'restart; the site is briefly down."' in page
+    )
+    # app.js reads these again when a job started from the page ends.
+    assert '<section class="card stack" id="stack-prod" data-refresh' in page
+    stack = logged_in.get("/stack/prod").text
+    for region in ("stack-services", "stack-sites", "stack-jobs"):
+        assert f'id="{region}" data-refresh' in stack
+    backups = logged_in.get("/backups/prod/site1.example.com").text
+    assert 'id="backup-chart" data-refresh' in backups and 'id="backup-list" data-refresh' in backups

@@ -291,3 +291,9 @@ def test_an_unknown_import_set_is_a_404(logged_in, with_imports):
 def test_imports_answer_json(logged_in, with_imports):
     body = logged_in.get("/imports", headers={"Accept": "application/json"}).json()
     assert [i["name"] for i in body["imports"]] == [IMPORT, "20261101_000000-broken"]
+
+
+def test_restore_now_is_in_the_danger_style_and_its_summary_is_read_again_after_the_job(logged_in, with_backup):
+    page = logged_in.get(f"/restore/prod/{SITE}/{BACKUP}").text
+    assert '<button type="submit" class="danger">Restore now</button>' in page
+    assert 'id="restore-summary" data-refresh' in page
