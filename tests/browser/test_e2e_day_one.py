@@ -4,12 +4,36 @@ then every page again with data present (a backup, a finished job, audit rows), 
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from support.world import COMPOSE_SITES
 
 pytestmark = pytest.mark.browser
 
-SITE = COMPOSE_SITES[0]
+SITE, OTHER = COMPOSE_SITES
+
+
+def import_set_waiting(served, site: str) -> str:
+    """A backup bench made itself (as on another server), copied into ``_import/``; its set name."""
+    world = served.world
+    backups = world.doubles.volume_bench(world.compose_project) / "sites" / site / "private" / "backups"
+    before = set(backups.glob("*")) if backups.is_dir() else set()
+    argv = [world.docker, "compose", "--project-directory", str(world.compose_path), "exec", "-T", "backend"]
+    result = subprocess.run(
+        [*argv, "bench", "--site", site, "backup", "--with-files"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    incoming = Path(served.world.config["backups"]["base_path"]) / "_import"
+    incoming.mkdir(parents=True, exist_ok=True)
+    files = sorted(set(backups.glob("*")) - before)
+    for path in files:
+        shutil.copy(path, incoming / path.name)
+    [name] = {re.match(r"(.+?)-(database|files|private-files|site_config_backup)\.", p.name).group(1) for p in files}
+    return name
 
 
 def nav_paths(page) -> list[str]:
@@ -52,6 +76,16 @@ def test_every_page_opens_with_data_present(signed_in, served):
     page.locator("#action-results .job-panel[data-status='succeeded']").wait_for()
     signed_in.assert_clean()
 
+    # A schedule, added from the page's own session, and an import set waiting.
+    added = page.evaluate(
+        """() => fetch('/scheduler/add', {method: 'POST', headers: {
+                 'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content,
+                 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json'},
+               body: 'kind=backup&stack=prod&site=*&frequency=daily&time=03:00&timezone=UTC'}).then(r => r.status)"""
+    )
+    assert added in (200, 201), added
+    import_name = import_set_waiting(served, OTHER)
+
     for path in (
         "/dashboard",
         "/stack/prod",
@@ -62,8 +96,17 @@ def test_every_page_opens_with_data_present(signed_in, served):
         f"/jobs/{job['id']}",
         "/scheduler",
         "/imports",
+        f"/imports/{import_name}",
         "/audit",
+        "/audit?action=restart_stack",
         "/account",
         "/account/users",
     ):
         open_clean(signed_in, path)
+    # The data was really there: the pages above showed it, not their empty states.
+    signed_in.goto("/imports")
+    assert page.locator(f"tr[data-import='{import_name}']").count() == 1
+    signed_in.goto("/scheduler")
+    assert "No backup schedules yet" not in page.locator("main").inner_text()
+    signed_in.goto(f"/backups/prod/{SITE}")
+    assert page.locator(f"tr[data-backup-id='{backup_id}']").count() == 1
