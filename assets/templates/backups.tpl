@@ -6,17 +6,25 @@
 % end
 </div>
 </div>
+<div id="backup-chart" data-refresh>
 % if chart:
 <section class="card">
-<h2>Size over time</h2>
-<svg class="chart" viewBox="0 0 {{chart['width']}} {{chart['height']}}" role="img" aria-label="Backup size over time">
-<line class="chart-axis" x1="0" y1="{{chart['height'] - 1}}" x2="{{chart['width']}}" y2="{{chart['height'] - 1}}"></line>
+<h2>Size over time <span class="muted">({{chart['count']}} backups)</span></h2>
+<svg class="chart" viewBox="0 0 {{chart['width']}} {{chart['height']}}" role="img" aria-label="Backup size over time, from {{chart['first_label']}} to {{chart['last_label']}}, at most {{chart['max_label']}}">
+% for t in chart['ticks']:
+<line class="chart-grid" x1="{{chart['left']}}" y1="{{t['y']}}" x2="{{chart['right']}}" y2="{{t['y']}}"></line>
+<text class="chart-tick" x="{{chart['left'] - 6}}" y="{{t['y']}}" text-anchor="end" dominant-baseline="middle">{{t['label']}}</text>
+% end
 <polyline class="chart-line" points="{{chart['points']}}"></polyline>
+% for d in chart['dots']:
+<circle class="chart-point" cx="{{d['x']}}" cy="{{d['y']}}" r="3.5"><title>{{d['title']}}</title></circle>
+% end
 </svg>
-<p class="chart-labels muted"><span>{{chart['first_label']}}</span><span>max {{chart['max_label']}}</span><span>{{chart['last_label']}}</span></p>
+<p class="chart-labels muted"><span>{{chart['first_label']}}</span><span>{{chart['last_label']}}</span></p>
 </section>
 % end
-<section class="card">
+</div>
+<section class="card" id="backup-list" data-refresh>
 % if backups:
 <table class="table backups">
 <thead><tr><th>Created</th><th>Size</th><th>Verified</th><th>Files</th><th></th></tr></thead>

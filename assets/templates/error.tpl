@@ -1,18 +1,7 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{status}} &middot; fmappliance</title>
-<link rel="stylesheet" href="{{static_urls['app.css']}}">
-<link rel="icon" href="data:,">
-</head>
-<body>
-<header class="topbar"><a class="brand" href="/dashboard">fmappliance</a></header>
-<main>
-<h1>{{status}}</h1>
+<div class="page-head"><h1>{{heading}}</h1></div>
 <div class="notice notice-error" role="alert">{{message}}</div>
-<p><a href="/dashboard">Back to the dashboard</a></p>
-</main>
-</body>
-</html>
+<p class="actions error-ways"><a class="button primary" href="/dashboard">Back to the dashboard</a>
+% if retry:
+<a class="button" href="{{retry}}">Try this page again</a>
+% end
+</p>

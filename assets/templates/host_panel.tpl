@@ -27,13 +27,14 @@
 </dl>
 % if host['stacks']:
 <table class="table host-stacks">
-<thead><tr><th>Stack</th><th>CPU</th><th>Memory</th><th>Containers</th></tr></thead>
+<thead><tr><th>Stack</th><th>CPU <span class="muted">(% of one core)</span></th><th>Memory</th><th>Containers</th></tr></thead>
 <tbody>
 % for s in host['stacks']:
-<tr data-stack="{{s['name']}}"><td>{{s['name']}}</td><td class="host-cpu" data-cpu="{{'' if s['cpu_percent'] is None else s['cpu_percent']}}">{{s['cpu']}}</td><td class="host-stack-memory" data-bytes="{{'' if s['memory_bytes'] is None else s['memory_bytes']}}">{{s['memory']}}</td><td>{{s['containers']}}</td></tr>
+<tr data-stack="{{s['name']}}"><td data-label="Stack">{{s['name']}}</td><td class="host-cpu" data-label="CPU (% of one core)" data-cpu="{{'' if s['cpu_percent'] is None else s['cpu_percent']}}">{{s['cpu']}}</td><td class="host-stack-memory" data-bytes="{{'' if s['memory_bytes'] is None else s['memory_bytes']}}" data-label="Memory">{{s['memory']}}</td><td data-label="Containers">{{s['containers']}}</td></tr>
 % end
 </tbody>
 </table>
+<p class="muted host-cpu-note">CPU as <code>docker stats</code> reports it, summed over the stack's containers: 100 % is one core fully busy{{', so at most %d %% on this host\'s %d CPUs' % (host['cpu_count'] * 100, host['cpu_count']) if host['cpu_count'] else ''}}.</p>
 % end
 % if host['stats_reason']:
 <p class="muted">Container figures unavailable: {{host['stats_reason']}}</p>

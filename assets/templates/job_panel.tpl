@@ -1,4 +1,4 @@
-<div class="job-panel" id="job-{{job['id']}}" hx-target="this" data-status="{{job['status']}}" data-job-id="{{job['id']}}"
+<div class="job-panel" id="job-{{job['id']}}" hx-target="this" data-status="{{job['status']}}" data-job-id="{{job['id']}}" data-action="{{job['raw_action']}}" data-stack="{{job['stack']}}" data-site="{{job['site']}}"
 % if not job['final']:
  hx-get="/jobs/{{job['id']}}" hx-trigger="every {{poll_seconds}}s" hx-swap="outerHTML"
 % end

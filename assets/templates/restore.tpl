@@ -2,7 +2,7 @@
 <h1>Restore a backup of {{site}} <span class="muted">on <a href="/stack/{{qstack}}">{{stack}}</a></span></h1>
 <a href="/backups/{{qstack}}/{{qsite}}">Back to the backups</a>
 </div>
-<section class="card restore-summary">
+<section class="card restore-summary" id="restore-summary" data-refresh>
 <h2>What will happen</h2>
 % if backup:
 <dl class="facts">

@@ -50,5 +50,5 @@
 <p class="field-error" data-field="confirm">{{errors['confirm']}}</p>
 % end
 </div>
-<button type="submit" class="primary">{{button}}</button>
+<button type="submit" class="{{get('button_class', 'primary')}}">{{button}}</button>
 </form>

@@ -1,13 +1,13 @@
 % if stack:
 <div class="page-head">
-<h1>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span>{{!' <span class="badge badge-warn" data-needs-migration>needs fm migrate</span>' if stack['needs_migration'] else ''}}</h1>
+<h1 id="stack-title" data-refresh>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span>{{!' <span class="badge badge-warn" data-needs-migration>needs fm migrate</span>' if stack['needs_migration'] else ''}}</h1>
 <p class="muted">{{stack['type']}} &middot; <code>{{stack['path']}}</code> &middot; checked {{stack['checked']}}</p>
 {{!partial('stack_actions', base='/stack/' + stack['qname'], stack=stack['name'], csrf_token=csrf_token, return_to=return_to)}}
 </div>
 % if stack['reason']:
 <div class="notice notice-error">{{stack['reason']}}</div>
 % end
-<section class="card">
+<section class="card" id="stack-services" data-refresh>
 <h2>Services <a class="small" href="/stack/{{stack['qname']}}/logs">live logs</a></h2>
 % if stack['services']:
 <table class="table">
@@ -22,7 +22,7 @@
 <p class="empty">No containers found for this stack.</p>
 % end
 </section>
-<section class="card">
+<section class="card" id="stack-sites" data-refresh>
 <h2>Sites</h2>
 % if stack['sites']:
 <table class="table sites">
@@ -48,7 +48,7 @@
 % else:
 <h1>{{name}}</h1>
 % end
-<section class="card">
+<section class="card" id="stack-jobs" data-refresh>
 <h2>Recent jobs</h2>
 % if jobs:
 <table class="table jobs">

@@ -2,7 +2,7 @@
 <p class="empty">No stacks configured: add them to /etc/fmappliance/config.yaml</p>
 % end
 % for s in stacks:
-<section class="card stack" data-stack="{{s['name']}}" data-status="{{s['status']}}">
+<section class="card stack" id="stack-{{s['name']}}" data-refresh data-stack="{{s['name']}}" data-status="{{s['status']}}">
 <div class="stack-head">
 <h2><a href="/stack/{{s['qname']}}">{{s['name']}}</a></h2>
 <span class="badge {{s['badge']}}">{{s['status']}}</span>

@@ -45,6 +45,18 @@ from fmappliance.dashboard.sessions import STAGE_ENROLL, cookie_is_secure, cooki
 log = logging.getLogger(__name__)
 
 SESSION_KEY = "fmappliance.session"
+ERROR_HEADINGS = {
+    400: "That request cannot be answered",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "Not now",
+    413: "Too large",
+    429: "Too many attempts",
+    500: "Something went wrong",
+    502: "The agent did not answer",
+}
 
 
 class DashboardContext:
@@ -170,7 +182,8 @@ class DashboardContext:
         ``page_token``: the CSRF token for the csrf-token meta of a page without a session (sign-in).
         """
         session = self.session()
-        body = self.render(template, csrf_token=session.csrf_token if session else "", **values)
+        # The body sees the banner too (a page may say less when the banner already says why).
+        body = self.render(template, csrf_token=session.csrf_token if session else "", banner=banner, **values)
         flashed = self.sessions.pop_flash(session) if session else []
         return self.render(
             "layout",
@@ -201,8 +214,31 @@ class DashboardContext:
             # htmx swaps 2xx only; 4xx stays visible through app.js's error listener.
             body = self.render("notice", kind="error", text=message)
         else:
-            body = self.render("error", status=status, message=message)
+            body = self.error_page(status, message)
         return bottle.HTTPResponse(body, status=status, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    def error_page(self, status: int, message: str) -> str:
+        """An error as a full page: the layout (navigation included), the sentence, ways back."""
+        request = bottle.request
+        retry = ""
+        if request.method in ("GET", "HEAD") and status >= 500:
+            retry = self.return_path()
+        return self.page(
+            "error",
+            f"{status} {ERROR_HEADINGS.get(status, 'Error')}",
+            heading=ERROR_HEADINGS.get(status, "Error"),
+            message=message,
+            retry=retry,
+        )
+
+    def crash_answer(self, environ) -> tuple[str, bytes]:
+        """The 500 for an exception that escaped a route (SecurityHeadersMiddleware asks)."""
+        bottle.request.bind(environ)
+        message = "The dashboard hit an unexpected problem; it has been logged."
+        if negotiation.is_htmx(bottle.request) or negotiation.wants_json(bottle.request):
+            response = self.fail(500, message)
+            return response.headers["Content-Type"], response.body.encode()
+        return "text/html; charset=utf-8", self.error_page(500, message).encode()
 
     # -- guards -------------------------------------------------------------------------
 
@@ -384,7 +420,7 @@ class DashboardBottle(bottle.Bottle):
         super().__init__()
         self.config["catchall"] = False
         self.ctx = ctx
-        self._secured = SecurityHeadersMiddleware(functools.partial(bottle.Bottle.wsgi, self))
+        self._secured = SecurityHeadersMiddleware(functools.partial(bottle.Bottle.wsgi, self), ctx.crash_answer)
 
     def wsgi(self, environ, start_response):
         return self._secured(environ, start_response)

@@ -53,6 +53,7 @@ class AuditLog:
             if "count" not in columns:
                 conn.execute("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
             conn.execute("CREATE INDEX IF NOT EXISTS audit_time ON audit (time)")
+            conn.execute("CREATE INDEX IF NOT EXISTS audit_action ON audit (action)")
         self.prune()
 
     def prune(self) -> int:
@@ -115,3 +116,48 @@ class AuditLog:
                 (limit, offset),
             ).fetchall()
         return [dict(zip(FIELDS, r)) for r in rows]
+
+    def search(
+        self,
+        *,
+        user: str = "",
+        action: str = "",
+        target: str = "",
+        since: str = "",
+        until: str = "",
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[dict], int]:
+        """Rows newest first that match every filter given, and how many match in all.
+
+        ``user`` and ``action`` match exactly, ``target`` anywhere in the target; ``since``
+        (inclusive) and ``until`` (exclusive) are UTC timestamps as stored.
+        """
+        where, args = [], []
+        for column, value in (("user", user), ("action", action)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if target:
+            where.append("instr(target, ?) > 0")
+            args.append(target)
+        if since:
+            where.append("time >= ?")
+            args.append(since)
+        if until:
+            where.append("time < ?")
+            args.append(until)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        with self.db.transaction() as conn:
+            total = conn.execute(f"SELECT count(*) FROM audit{clause}", args).fetchone()[0]
+            rows = conn.execute(
+                "SELECT time, user, address, action, target, result, job_id, count FROM audit"
+                f"{clause} ORDER BY time DESC, id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+        return [dict(zip(FIELDS, r)) for r in rows], total
+
+    def actions(self) -> list[str]:
+        """Every action recorded, for the filter's choices."""
+        with self.db.transaction() as conn:
+            return [r[0] for r in conn.execute("SELECT DISTINCT action FROM audit ORDER BY action")]

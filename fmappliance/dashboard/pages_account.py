@@ -34,6 +34,23 @@ def spaced_key(secret: str) -> str:
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
+def codes_values(user: str, codes: list[str], next_path: str) -> dict:
+    """The recovery-codes page: the codes, a text file of them (a ``data:`` link: nothing is
+    kept on the server to fetch later) and where "Continue" goes, as a GET form's action
+    and hidden fields (a form drops its action's own query)."""
+    text = f"fmappliance recovery codes for {user} (each signs in once)\n\n" + "\n".join(codes) + "\n"
+    path, _, query = next_path.partition("?")
+    return {
+        "codes": codes,
+        "codes_text": text,
+        "download_href": "data:text/plain;charset=utf-8," + urllib.parse.quote(text),
+        "download_name": "fmappliance-recovery-codes-" + "".join(c if c.isalnum() else "-" for c in user) + ".txt",
+        "next_action": path or "/dashboard",
+        "next_fields": urllib.parse.parse_qsl(query),
+        "next_path": next_path,
+    }
+
+
 def register(app: bottle.Bottle, ctx) -> None:
     def next_from_query(default: str = "/account") -> str:
         return negotiation.safe_local_path(
@@ -111,7 +128,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         ctx.sessions.update(session, stage=STAGE_FULL, verified_at=ctx.clock())
         ctx.audit.record(user=user, address=address, action="enroll_2fa", result="ok")
         bottle.response.set_header("Cache-Control", "no-store")
-        return ctx.page("account_codes", "Recovery codes", codes=codes, next_path=next_path)
+        return ctx.page("account_codes", "Recovery codes", **codes_values(user, codes, next_path))
 
     @app.get("/account/verify")
     @ctx.login_required

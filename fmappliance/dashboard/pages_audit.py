@@ -1,25 +1,109 @@
-"""The audit log page: stored in UTC, shown in the server's time zone."""
+"""The audit log page: stored in UTC, shown in the server's time zone, a page at a time.
+
+Filters (all optional, in the query so a filtered page can be bookmarked): ``user`` and
+``action`` (exact), ``target`` (part of it), ``day`` (YYYY-MM-DD in the server's time zone),
+``page`` (1 = newest).  A row that started a job shows how that job ended, read from the
+agent's recent jobs in one request (older jobs: the link only).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import urllib.parse
 
 import bottle
 
 from fmappliance.dashboard import negotiation, views
+from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.names import format_timestamp
 
-PAGE_SIZE = 200
+PAGE_SIZE = 100
+#: How many of the agent's recent jobs are looked up for the outcomes (its API's maximum).
+OUTCOME_JOBS = 500
+FILTERS = ("user", "action", "target", "day")
+
+log = logging.getLogger(__name__)
+
+
+def day_range(day: str) -> tuple[str, str] | None:
+    """A local day as the [since, until) UTC timestamps the audit rows are stored in."""
+    try:
+        start = dt.datetime.strptime(day, "%Y-%m-%d")
+    except ValueError:
+        return None
+    local = start.astimezone()  # this day's midnight in the server's time zone
+    end = (start + dt.timedelta(days=1)).astimezone()
+    return format_timestamp(local.timestamp()), format_timestamp(end.timestamp())
 
 
 def register(app: bottle.Bottle, ctx) -> None:
+    def outcomes(rows) -> dict[str, dict]:
+        if not any(r["job_id"] for r in rows):
+            return {}
+        try:
+            jobs = ctx.agent.jobs(limit=OUTCOME_JOBS)
+        except AgentError as exc:
+            log.info("audit page without job outcomes: %s", exc.message)
+            return {}
+        return {str(j.get("id")): j for j in jobs if isinstance(j, dict)}
+
     @app.get("/audit")
     @ctx.login_required
     def audit_page():
-        rows = ctx.audit.recent(PAGE_SIZE)
+        query = bottle.request.query
+        chosen = {name: (query.getunicode(name) or "").strip()[:200] for name in FILTERS}
+        raw_page = query.get("page") or "1"
+        page = int(raw_page) if raw_page.isdigit() and 0 < int(raw_page) < 100_000 else 1
+        problem = ""
+        since = until = ""
+        if chosen["day"]:
+            found = day_range(chosen["day"])
+            if found is None:
+                problem = f"{chosen['day']!r} is not a day; write it as YYYY-MM-DD."
+            else:
+                since, until = found
+        rows, total = ctx.audit.search(
+            user=chosen["user"],
+            action=chosen["action"],
+            target=chosen["target"],
+            since=since,
+            until=until,
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+        )
         bottle.response.set_header("Cache-Control", "no-store")
         if negotiation.wants_json(bottle.request):
-            return ctx.json_response({"events": rows})
+            if problem:
+                return ctx.json_response({"success": False, "message": problem}, 400)
+            return ctx.json_response(
+                {"events": rows, "total": total, "page": page, "page_size": PAGE_SIZE, "more": page * PAGE_SIZE < total}
+            )
+        jobs = outcomes(rows)
         for row in rows:
             row["local_time"] = views.local_time(row["time"])
+            job = jobs.get(row["job_id"]) if row["job_id"] else None
+            row["outcome"] = views.shape_job(job) if job else None
+
+        def link(to_page: int) -> str:
+            kept = {k: v for k, v in chosen.items() if v}
+            return "/audit?" + urllib.parse.urlencode({**kept, "page": to_page})
+
         zone = dt.datetime.now().astimezone().tzname() or "local"
-        return ctx.page("audit", "Audit log", rows=rows, zone=zone, active="audit")
+        first = (page - 1) * PAGE_SIZE + 1 if rows else 0
+        return ctx.page(
+            "audit",
+            "Audit log",
+            active="audit",
+            rows=rows,
+            zone=zone,
+            chosen=chosen,
+            actions=ctx.audit.actions(),
+            problem=problem,
+            total=total,
+            first=first,
+            last=first + len(rows) - 1 if rows else 0,
+            newer=link(page - 1) if page > 1 else "",
+            older=link(page + 1) if page * PAGE_SIZE < total else "",
+            filtered=any(chosen.values()),
+        )

@@ -56,6 +56,9 @@ def register(app: bottle.Bottle, ctx) -> None:
                 data, warning = {"id": job_id, "status": "running"}, exc.message
         else:
             _note_ended(ctx, data)
+            if isinstance(data, dict) and data.get("status") in views.FINAL_JOB_STATES:
+                # The page refreshes its rows when a job ends: they must not come from the stale list.
+                ctx.agent.invalidate()
         if negotiation.wants_json(request):
             return ctx.json_response(data)
         shaped = views.shape_job(data)

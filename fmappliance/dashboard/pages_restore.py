@@ -69,7 +69,13 @@ def register(app: bottle.Bottle, ctx) -> None:
             return ctx.json_response({"success": True, "message": message, "job": job}, 202), None, None
         if negotiation.is_htmx(request):
             return (
-                ctx.render("action_result", success=True, message=message, job=views.shape_job(job) if job else None),
+                ctx.render(
+                    "action_result",
+                    success=True,
+                    message=message,
+                    job=views.shape_job(job) if job else None,
+                    duplicate=bool(answer.get("duplicate")),
+                ),
                 None,
                 None,
             )
@@ -114,6 +120,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             "form_id": "restore-form",
             "heading": "Where to restore it",
             "button": "Restore now",
+            "button_class": "danger",
         }
         return {
             "stack": stack,

@@ -28,7 +28,7 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
     request = bottle.request
     session = ctx.session()
     target = stack if site is None else f"{stack}/{site}"
-    job = None
+    job, answer = None, {}
     try:
         answer = ctx.agent.action(action, stack, site)
         success, message, job = True, str(answer.get("message") or "Started."), answer.get("job")
@@ -53,7 +53,8 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
         return ctx.json_response({"success": success, "message": message, "job": job}, status)
     if negotiation.is_htmx(request):
         shaped = views.shape_job(job) if isinstance(job, dict) else None
-        return ctx.render("action_result", success=success, message=message, job=shaped)
+        duplicate = bool(success and answer.get("duplicate"))
+        return ctx.render("action_result", success=success, message=message, job=shaped, duplicate=duplicate)
     ctx.sessions.add_flash(session, "ok" if success else "error", message + (f" (job {job_id})" if job_id else ""))
     return bottle.HTTPResponse(status=303, headers={"Location": negotiation.safe_local_path(return_to)})
 

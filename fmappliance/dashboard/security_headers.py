@@ -46,8 +46,11 @@ _LAST_RESORT_BODY = (
 class SecurityHeadersMiddleware:
     """Wrap a WSGI app: add the security headers, turn escaped exceptions into a 500."""
 
-    def __init__(self, app):
+    def __init__(self, app, error_page=None):
         self.app = app
+        #: ``error_page(environ) -> (content type, body bytes)``: the dashboard's own 500 page
+        #: (its layout, a way back); the minimal body stays for when that fails too.
+        self.error_page = error_page
 
     def __call__(self, environ, start_response):
         def start_with_headers(status, headers, exc_info=None):
@@ -61,9 +64,19 @@ class SecurityHeadersMiddleware:
             log.exception("unhandled error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             import sys
 
+            exc_info = sys.exc_info()
+            content_type, body = self._error_body(environ)
             start_with_headers(
                 "500 Internal Server Error",
-                [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(_LAST_RESORT_BODY)))],
-                sys.exc_info(),
+                [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")],
+                exc_info,
             )
-            return [_LAST_RESORT_BODY]
+            return [body]
+
+    def _error_body(self, environ) -> tuple[str, bytes]:
+        if self.error_page is not None:
+            try:
+                return self.error_page(environ)
+            except Exception:
+                log.exception("the error page itself failed; answering the minimal one")
+        return "text/html; charset=utf-8", _LAST_RESORT_BODY

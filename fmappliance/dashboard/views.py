@@ -9,11 +9,42 @@ import datetime as dt
 import urllib.parse
 
 from fmappliance.dashboard.backup_age import STALE_BACKUP_HOURS
-from fmappliance.names import format_timestamp, parse_timestamp
+from fmappliance.names import parse_timestamp
 
 STATUS_BADGES = {"running": "badge-ok", "partial": "badge-warn", "stopped": "badge-bad", "unknown": "badge-unknown"}
 JOB_BADGES = {"queued": "badge-unknown", "running": "badge-warn", "succeeded": "badge-ok", "failed": "badge-bad"}
 FINAL_JOB_STATES = ("succeeded", "failed")
+#: What the operator clicked, in words ("restart_stack" is an agent id, not a sentence).
+ACTION_NAMES = {
+    "restart_stack": "Restart",
+    "update_stack": "Update",
+    "start_stack": "Start",
+    "stop_stack": "Stop",
+    "restart_site": "Restart",
+    "migrate_site": "Migration",
+    "backup_site": "Backup",
+    "restore_site": "Restore",
+    "import_backup": "Import",
+    "test_restore": "Test restore",
+    "offsite_copy": "Offsite copy",
+    "offsite_check": "Offsite check",
+}
+
+
+def action_name(action) -> str:
+    action = str(action or "")
+    return ACTION_NAMES.get(action) or action.replace("_", " ").capitalize()
+
+
+def job_message(job: dict) -> str:
+    """The job's message, with the agent's generic "restart_stack on staging succeeded." said in
+    words ("Restart of staging succeeded.")."""
+    message = str(job.get("message") or "")
+    action = str(job.get("action") or "")
+    if action and message.startswith(action + " on "):
+        rest = message[len(action) + 4 :]
+        return f"{action_name(action)} of {rest}"
+    return message
 
 
 def url_part(value) -> str:
@@ -195,13 +226,16 @@ def shape_job(job: dict, now: dt.datetime | None = None) -> dict:
         target = f"{target} / {job['site']}"
     return {
         "id": str(job.get("id") or ""),
-        "action": str(job.get("action") or "").replace("_", " "),
+        "action": action_name(job.get("action")),
+        "raw_action": str(job.get("action") or ""),
         "target": target,
+        "stack": str(job.get("stack") or ""),
+        "site": str(job.get("site") or ""),
         "status": status,
         "badge": JOB_BADGES.get(status, "badge-unknown"),
         "final": status in FINAL_JOB_STATES,
         "ok": status == "succeeded",
-        "message": str(job.get("message") or ""),
+        "message": job_message(job),
         "output": str(job.get("output") or ""),
         "created": local_time(job.get("created")),
         "duration": human_duration(job.get("started"), job.get("finished")),
@@ -237,25 +271,49 @@ def shape_backups(backups: list, now: dt.datetime) -> list[dict]:
     return shaped
 
 
-def size_chart(backups: list, width: int = 600, height: int = 120, pad: int = 4) -> dict | None:
-    """Points of an inline SVG polyline: backup size over time (oldest left)."""
+def _chart_time(when: dt.datetime) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def size_chart(
+    backups: list, width: int = 600, height: int = 150, left: int = 70, right: int = 10, top: int = 10, bottom: int = 10
+) -> dict | None:
+    """An inline SVG of backup size over time (oldest left): a line, a dot per backup (its time
+    and size as a tooltip) and a y scale.  Sizes that hardly differ get a scale around them
+    rather than a flat line at the top; two backups the same day show their time of day."""
     read = [(parse_timestamp(b.get("created")), b.get("size")) for b in backups]
     series = sorted((t, s) for t, s in read if t is not None and isinstance(s, (int, float)))
     if len(series) < 2:
         return None
+    sizes = [s for _, s in series]
+    lo, hi = min(sizes), max(sizes)
+    if hi - lo < max(hi * 0.01, 1):
+        pad = max(hi * 0.05, 1)
+        lo, hi = max(lo - pad, 0), hi + pad
     t0, t1 = series[0][0].timestamp(), series[-1][0].timestamp()
-    smax = max(s for _, s in series) or 1
-    span = (t1 - t0) or 1
-    points = []
-    for t, s in series:
-        x = pad + (t.timestamp() - t0) / span * (width - 2 * pad)
-        y = height - pad - s / smax * (height - 2 * pad)
-        points.append(f"{x:.1f},{y:.1f}")
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x_of(t: dt.datetime) -> float:
+        return left + ((t.timestamp() - t0) / (t1 - t0) * plot_w if t1 > t0 else plot_w / 2)
+
+    def y_of(size: float) -> float:
+        return top + (hi - size) / (hi - lo) * plot_h
+
+    dots = [
+        {"x": f"{x_of(t):.1f}", "y": f"{y_of(s):.1f}", "title": f"{_chart_time(t)}: {human_size(s)}"} for t, s in series
+    ]
+    first, last = _chart_time(series[0][0]), _chart_time(series[-1][0])
     return {
         "width": width,
         "height": height,
-        "points": " ".join(points),
-        "max_label": human_size(smax),
-        "first_label": local_time(format_timestamp(series[0][0]))[:10],
-        "last_label": local_time(format_timestamp(series[-1][0]))[:10],
+        "left": left,
+        "right": width - right,
+        "points": " ".join(f"{d['x']},{d['y']}" for d in dots),
+        "dots": dots,
+        "ticks": [{"y": f"{y_of(v):.1f}", "label": human_size(v)} for v in (hi, (hi + lo) / 2, lo)],
+        "max_label": human_size(max(sizes)),
+        "first_label": first,
+        # The same day twice says only the time the second time.
+        "last_label": last[11:] if last[:10] == first[:10] else last,
+        "count": len(series),
     }

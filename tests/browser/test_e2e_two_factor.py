@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 import urllib.parse
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -51,8 +53,21 @@ def test_enroll_from_the_qr_code_then_sign_in_with_a_code(watch):
     watch.assert_clean()
     codes = page.locator(".recovery-codes code").all_inner_texts()
     assert len(codes) == 10
+    # The codes can be saved as a file ...
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download as a text file").click()
+    saved = Path(info.value.path()).read_text().splitlines()
+    assert all(code in saved for code in codes)
+    # ... or copied (selected for Ctrl+C where the clipboard is not available).
+    page.get_by_role("button", name="Copy them").click()
+    page.locator(".copy-status").filter(has_text=re.compile("Copied|Selected")).wait_for()
+    # "Continue" waits for "I have saved these codes".
+    page.get_by_role("button", name="Continue").click()
+    assert "/account/2fa" in page.url
+    assert page.locator("#codes-saved").evaluate("box => box.validity.valueMissing")
+    page.check("#codes-saved")
     with page.expect_navigation():
-        page.get_by_role("link", name="Continue").click()
+        page.get_by_role("button", name="Continue").click()
     assert page.url.endswith("/dashboard"), page.url
     watch.assert_clean()
 

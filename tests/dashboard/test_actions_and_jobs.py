@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from fmappliance.dashboard import views
+
 ACTIONS = [
     ("/stack/prod/restart", {"action": "restart_stack", "stack": "prod"}),
     ("/stack/prod/update", {"action": "update_stack", "stack": "prod"}),
@@ -27,15 +29,42 @@ def test_each_action_sends_the_right_request_and_answers_json(logged_in, fake_ag
     assert [r[2] for r in fake_agent.requests if r[0] == "POST"] == [sent]
 
 
-def test_htmx_action_answers_a_notice_and_a_polling_job_panel(logged_in):
+def test_htmx_action_answers_a_polling_job_panel_said_once(logged_in):
     token = logged_in.page_token()
     response = logged_in.post(
         "/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"HX-Request": "true"}
     )
     assert response.status == 200
-    assert 'class="notice notice-ok"' in response.text
+    # The panel says what started; no "Backup … started." banner above it saying it again.
+    assert "notice" not in response.text
     assert re.search(r'class="job-panel"[^>]*data-status="queued"', response.text)
+    assert "<strong>Backup</strong>" in response.text
     assert 'hx-get="/jobs/0000000000000001"' in response.text and 'hx-trigger="every 1s"' in response.text
+
+
+def test_htmx_action_already_running_says_so_above_its_panel(logged_in):
+    token = logged_in.page_token()
+    first = logged_in.post(
+        "/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"HX-Request": "true"}
+    )
+    again = logged_in.post(
+        "/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"HX-Request": "true"}
+    )
+    assert "notice" not in first.text
+    assert 'class="notice notice-ok"' in again.text and "already queued or running" in again.text
+    assert 'class="job-panel"' in again.text
+
+
+def test_the_agents_generic_outcome_is_said_in_words():
+    job = {"id": "j1", "action": "restart_stack", "stack": "staging", "status": "succeeded"}
+    assert views.shape_job({**job, "message": "restart_stack on staging succeeded."})["message"] == (
+        "Restart of staging succeeded."
+    )
+    site_job = {**job, "action": "backup_site", "site": "a.example.com"}
+    assert views.shape_job({**site_job, "message": "backup_site on staging/a.example.com succeeded."})["message"] == (
+        "Backup of staging/a.example.com succeeded."
+    )
+    assert views.shape_job({**job, "message": "Restarted 10 containers."})["message"] == "Restarted 10 containers."
 
 
 def test_plain_form_post_redirects_back_and_shows_the_notice_once(logged_in):

@@ -215,6 +215,10 @@ def test_host_panel_figures_match_proc_and_docker_stats_of_the_doubles(dashboard
     backups_free = int(re.search(r'data-disk="backups" data-bytes="(\d+)"', html).group(1))
     _, host = agent.request("GET", "/host")
     assert abs(backups_free - next(d for d in host["disks"] if d["name"] == "backups")["free_bytes"]) < 256 << 20
+    # "CPU %" of what: docker stats' percent of one core, summed over the stack's containers.
+    assert '<th>CPU <span class="muted">(% of one core)</span></th>' in html
+    assert f"100 % is one core fully busy, so at most {host['cpu_count'] * 100} %" in html
+    assert 'data-label="CPU (% of one core)"' in html
 
 
 def test_host_panel_says_why_when_the_agent_is_down(world):

@@ -112,7 +112,7 @@ def test_stack_page_lists_services_sites_and_recent_jobs(logged_in, fake_agent):
     logged_in.post("/stack/prod/restart", data={"csrf_token": token})
     text = logged_in.get("/stack/prod").text
     assert "prod-backend-1" in text and "site2.example.com" in text
-    assert "restart stack" in text and 'data-job-id="0000000000000001"' in text
+    assert "<td>Restart</td>" in text and 'data-job-id="0000000000000001"' in text
 
 
 def test_unknown_stack_is_a_404_page(logged_in):
@@ -149,7 +149,7 @@ def test_backups_page_empty_state(logged_in):
 
 def test_audit_page_shows_events_in_server_time(logged_in):
     text = logged_in.get("/audit").text
-    assert "<td>login</td>" in text and "<td>ok</td>" in text and "203.0.113.7" in text
+    assert ">login</td>" in text and ">ok</td>" in text and "203.0.113.7" in text
 
 
 def test_audit_page_escapes_user_names(client, app):
@@ -212,3 +212,22 @@ def test_a_bench_needing_fm_migrate_says_so_on_its_card_with_the_agents_sentence
     assert "needs fm migrate" not in other
     page = logged_in.get("/stack/erp").text
     assert "data-needs-migration" in page and "fm migrate erp.localhost" in page
+
+
+def test_restarts_ask_first_and_the_regions_a_finished_job_changes_are_marked(logged_in):
+    page = logged_in.get("/dashboard").text
+    assert (
+        'hx-post="/stack/prod/restart" hx-confirm="Restart stack prod? All its containers restart, the database '
+        'included; sites are briefly down."' in page
+    )
+    assert (
+        'hx-post="/site/prod/site1.example.com/restart" hx-confirm="Restart site site1.example.com? Its services '
+        'restart; the site is briefly down."' in page
+    )
+    # app.js reads these again when a job started from the page ends.
+    assert '<section class="card stack" id="stack-prod" data-refresh' in page
+    stack = logged_in.get("/stack/prod").text
+    for region in ("stack-services", "stack-sites", "stack-jobs"):
+        assert f'id="{region}" data-refresh' in stack
+    backups = logged_in.get("/backups/prod/site1.example.com").text
+    assert 'id="backup-chart" data-refresh' in backups and 'id="backup-list" data-refresh' in backups

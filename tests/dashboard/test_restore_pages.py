@@ -103,7 +103,7 @@ def test_restoring_onto_the_same_site_starts_the_job_and_shows_its_panel(logged_
     assert response.status == 303
     assert posts(with_backup) == [{"action": "restore_site", "stack": "prod", "site": SITE, "backup": BACKUP}]
     job_page = logged_in.get(response.header("Location"))
-    assert 'class="job-panel"' in job_page.text and "restore site" in job_page.text
+    assert 'class="job-panel"' in job_page.text and "<strong>Restore</strong>" in job_page.text
     row = logged_in.app.ctx.audit.recent()[0]
     assert row["action"] == "restore_site" and row["result"] == "started" and row["job_id"]
     assert row["target"] == f"prod/{SITE} from prod/{SITE} backup {BACKUP}"
@@ -253,6 +253,13 @@ def test_the_imports_page_lists_sets_with_their_problems(logged_in, with_imports
     assert "/_import/" in page
 
 
+def test_the_imports_page_of_a_fresh_install_says_nothing_is_waiting(logged_in, fake_agent):
+    fake_agent.imports = []
+    response = logged_in.get("/imports")
+    assert response.status == 200, response.text
+    assert "Nothing is waiting in" in response.text
+
+
 def test_the_import_page_guesses_the_target_site_from_the_set_name(logged_in, with_imports):
     page = logged_in.get(f"/imports/{IMPORT}").text
     assert f'name="target_site" value="{OTHER}"' in page
@@ -284,3 +291,9 @@ def test_an_unknown_import_set_is_a_404(logged_in, with_imports):
 def test_imports_answer_json(logged_in, with_imports):
     body = logged_in.get("/imports", headers={"Accept": "application/json"}).json()
     assert [i["name"] for i in body["imports"]] == [IMPORT, "20261101_000000-broken"]
+
+
+def test_restore_now_is_in_the_danger_style_and_its_summary_is_read_again_after_the_job(logged_in, with_backup):
+    page = logged_in.get(f"/restore/prod/{SITE}/{BACKUP}").text
+    assert '<button type="submit" class="danger">Restore now</button>' in page
+    assert 'id="restore-summary" data-refresh' in page

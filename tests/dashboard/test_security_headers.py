@@ -101,3 +101,25 @@ def test_unexpected_exception_gives_a_minimal_500_with_headers_and_no_traceback(
     assert "unexpected problem" in response.text
     # The operator finds the real cause in the log (the browser only gets the minimal answer).
     assert any(r.exc_info and "secret internal detail" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_the_500_page_is_the_dashboards_layout_with_ways_back(config, clock):
+    client = WSGIClient(make_app(config, agent_client=ExplodingAgent(), clock=clock))
+    client.login()
+    response = client.get("/dashboard")
+    assert response.status == 500
+    page = response.text
+    assert '<link rel="stylesheet" href="/static/app.css' in page
+    assert '<nav class="nav">' in page and "Sign out (" in page
+    assert '<a class="button primary" href="/dashboard">Back to the dashboard</a>' in page
+    assert '<a class="button" href="/dashboard">Try this page again</a>' in page
+    assert "Something went wrong" in page
+
+
+def test_an_htmx_request_that_breaks_gets_a_notice_app_js_can_show(config, clock):
+    client = WSGIClient(make_app(config, agent_client=ExplodingAgent(), clock=clock))
+    client.login()
+    response = client.get("/dashboard/host", headers={"HX-Request": "true"})
+    assert response.status == 500
+    assert response.text.startswith('<div class="notice notice-error"')
+    assert "<html" not in response.text

@@ -480,3 +480,33 @@ def test_a_pending_enrollment_secret_belongs_to_the_session_that_asked_for_it(ap
     assert secret_of(first.get("/account/2fa").text) == secret
     done = first.post("/account/2fa", data={"csrf_token": page.csrf_token(), "code": code})
     assert done.status == 200 and app.ctx.second_factors.enrollment("admin") is not None
+
+
+def test_the_recovery_codes_page_offers_a_download_a_copy_and_an_i_saved_them_step(app, clock):
+    client = new_client(app)
+    response = client.login("admin", next_path="/audit?action=login")
+    assert response.header("Location").startswith("/account/2fa")
+    page = client.get(response.header("Location"))
+    done = client.post(
+        "/account/2fa",
+        data={
+            "csrf_token": page.csrf_token(),
+            "code": pyotp.TOTP(secret_of(page.text)).at(clock.now),
+            "next": html.unescape(re.search(r'name="next" value="([^"]*)"', page.text).group(1)),
+        },
+    )
+    codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", done.text)
+    assert len(codes) == 10
+    link = re.search(r'<a class="button" href="(data:text/plain;charset=utf-8,[^"]+)" download="([^"]+)">', done.text)
+    assert link and link.group(2) == "fmappliance-recovery-codes-admin.txt"
+    text = urllib.parse.unquote(html.unescape(link.group(1)).split(",", 1)[1])
+    assert all(code in text.splitlines() for code in codes)
+    assert '<button type="button" data-copy="recovery-codes-text">Copy them</button>' in done.text
+    # Continue only after ticking "I have saved these codes", to where the sign-in was going.
+    form = re.search(r'<form method="get"[^>]*>', done.text)
+    assert form and form.group(0) == (
+        '<form method="get" action="/audit" class="codes-saved" data-next="/audit?action=login">'
+    )
+
+    assert '<input type="hidden" name="action" value="login">' in done.text
+    assert '<input type="checkbox" id="codes-saved" required>' in done.text

@@ -32,15 +32,30 @@ def test_backup_age_highlight_after_48_hours():
     assert views.backup_age_class(None, NOW) == "age-none"
 
 
-def test_size_chart_points_run_oldest_left_biggest_top():
+def test_size_chart_points_run_oldest_left_biggest_top_with_a_y_scale():
     backups = [
         {"created": "2026-11-25T02:00:00Z", "size": 300},
         {"created": "2026-11-23T02:00:00Z", "size": 100},
         {"created": "2026-11-24T02:00:00Z", "size": 200},
     ]
-    chart = views.size_chart(backups, width=100, height=50, pad=0)
-    assert chart["points"] == "0.0,33.3 50.0,16.7 100.0,0.0"
+    chart = views.size_chart(backups, width=110, height=50, left=10, right=0, top=0, bottom=0)
+    assert chart["points"] == "10.0,50.0 60.0,25.0 110.0,0.0"
+    assert [d["y"] for d in chart["dots"]] == ["50.0", "25.0", "0.0"]
+    assert [t["label"] for t in chart["ticks"]] == ["300 B", "200 B", "100 B"]
+    assert chart["dots"][0]["title"].endswith(": 100 B")
     assert views.size_chart(backups[:1]) is None
+
+
+def test_size_chart_of_nearly_equal_sizes_the_same_day_is_not_a_flat_line_with_equal_labels():
+    backups = [
+        {"created": "2026-11-25T02:00:00Z", "size": 1_000_000},
+        {"created": "2026-11-25T09:30:00Z", "size": 1_000_400},
+    ]
+    chart = views.size_chart(backups)
+    assert chart["dots"][0]["y"] != chart["dots"][1]["y"]
+    assert len({t["label"] for t in chart["ticks"]}) == 3
+    assert chart["first_label"] != chart["last_label"]
+    assert len(chart["last_label"]) == 5  # the time of day only: the date is the first label's
 
 
 def test_job_duration_and_final_state():

@@ -337,7 +337,7 @@ class SiteOps:
 
     def mariadb(self, sql: str, root_password: str):
         """`mariadb -uroot` in global-db with ``sql`` on stdin and the password as MYSQL_PWD (never in an argv)."""
-        from fmappliance.agent.stacks import Command, OpsFailed
+        from fmappliance.agent.stacks import Command
 
         env = {**fm_env(self.stack), "MYSQL_PWD": root_password}
         compose_file = os.path.join(fm_home(self.stack), "services", "docker-compose.yml")
