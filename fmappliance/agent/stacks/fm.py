@@ -208,9 +208,9 @@ class SiteOps:
         from fmappliance.agent.backups.errors import BackupError
         from fmappliance.agent.stacks import OpsFailed
 
-        *dirs, name = ["workspace", "frappe-bench", *relpath.split("/")]
+        parts = ["workspace", "frappe-bench", *relpath.split("/")]
         try:
-            return read_text_beneath(self.stack["path"], dirs, name)
+            return read_text_beneath(self.stack["path"], parts[:-1], parts[-1])
         except BackupError as exc:
             raise OpsFailed(str(exc)) from None
 
