@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
+from double_state import container_ip
 from restore_support import (
     ENCRYPT_MARK,
     ROOT_PASSWORDS,
@@ -155,6 +157,10 @@ def test_restores_and_test_restores_put_no_secret_in_any_argv(world, agent, kind
     for job in jobs:
         for secret in secrets:
             assert secret not in job["output"] and secret not in job["message"]
+    # The temporary accounts were for the bench container's own address (as docker records it), never '%'.
+    hosts = set(re.findall(r"temporary database user fma_restore_[0-9a-f]+ for (\S+) ", proof["output"]))
+    container = "frappe_docker-backend-1" if kind == "compose" else f"fm__{site.replace('.', '_')}__frappe"
+    assert hosts == {container_ip(container)}
     # The credentials were in the config only for their step; the temporary accounts are gone.
     config = site_config(world, stack, site)
     assert not {"root_login", "root_password", "admin_password"} & set(config)

@@ -25,7 +25,8 @@ def for_stack(stack: dict) -> ModuleType:
 # --------------------------------------------------------------------------------------------
 # The stack-specific half of a restore: each module's ``SiteOps`` class has the same methods (how
 # bench is run, where the parts go so bench can read them, where the MariaDB root password lives
-# and how to reach the database), so restore.py and dbaccess.py never know the stack type.
+# and how to reach the database as root, the bench container's addresses, how a site config is changed
+# without an argv), so restore.py and dbaccess.py never know the stack type.
 # --------------------------------------------------------------------------------------------
 
 
