@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.dashboard.schedules import EVERY_SITE, action_text, kind_of
+from fmappliance.schedule_fields import EVERY_SITE, action_text, kind_of
 
 log = logging.getLogger(__name__)
 

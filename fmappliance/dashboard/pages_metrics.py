@@ -13,8 +13,8 @@ import bottle
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.dashboard.metrics import dashboard_metrics_text, schedule_timeliness
-from fmappliance.dashboard.schedule_calendar import next_runs
 from fmappliance.prometheus_text import CONTENT_TYPE
+from fmappliance.schedule_calendar import next_runs
 
 log = logging.getLogger(__name__)
 

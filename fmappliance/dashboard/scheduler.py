@@ -32,16 +32,14 @@ import schedule as schedule_lib
 from fmappliance.dashboard.backup_age import age_text, plural
 from fmappliance.dashboard.handoff import BackupHandoff, target_text
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
-from fmappliance.dashboard.schedule_calendar import next_runs, runs_between, server_timezone
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.dashboard.schedules import action_text
 from fmappliance.names import format_timestamp
+from fmappliance.schedule_calendar import ON_TIME, decide_due, next_runs, server_timezone
+from fmappliance.schedule_fields import action_text
 
 log = logging.getLogger(__name__)
 
-#: A due time handled this late is still an ordinary run (the loop ticks every second; this
-#: absorbs a busy machine or a short suspend). Later than this it is a catch-up.
-ON_TIME = timedelta(minutes=2)
+__all__ = ["ON_TIME", "BackupScheduler", "scheduler_from_config"]
 #: How far back the job-outcome poll looks for submitted runs.
 JOB_POLL_WINDOW = timedelta(days=2)
 
@@ -248,16 +246,10 @@ class BackupScheduler:
 
     def _handle_due(self, entry: dict, now: datetime) -> None:
         schedule = entry["schedule"]
-        dues = runs_between(schedule, entry["last_due"], now)
-        latest = dues[-1]
-        lateness = now - latest
-        if lateness <= ON_TIME:
-            run, catch_up = True, False
-        elif lateness <= self.catchup:
-            run, catch_up = True, True
-        else:
-            run, catch_up = False, False
-        missed = dues[:-1] if run else dues
+        decision = decide_due(schedule, entry["last_due"], now, self.catchup)
+        if decision is None:  # next_due was stale (a reload raced the check): nothing to do
+            return
+        latest, run, catch_up, missed = decision.latest, decision.run, decision.catch_up, list(decision.missed)
         # Persist "handled" before handing off: a crash now loses this run (reported at the
         # next start as interrupted) instead of running it twice.
         self.store.set_last_due(schedule["id"], latest)
