@@ -62,8 +62,14 @@ def serve(config: dict) -> int:
 
     agent = config["agent"]
     limit_malloc_arenas()
+    from fmappliance.agent.schedules import ScheduleFileError
+
     try:
         app = make_app(config)
+    except ScheduleFileError as exc:
+        # Never a silent empty set: the schedules stay until the operator decides.
+        log.error("cannot start: %s", exc)
+        return 1
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot start: the state dir %s is not usable: %s", agent["state_dir"], exc)
         return 1
