@@ -370,3 +370,70 @@ def test_history_is_read_with_a_cursor(tmp_path, agent, clock):
     assert runner.history(after=1)["runs"][0]["seq"] == 2
     assert runner.history(after=2)["runs"] == [] and first["next_seq"] == 3
     json.dumps(first)
+
+
+def tick(runner, clock, until, step=timedelta(minutes=1)):
+    """Drive check_due minute by minute up to ``until`` (what the loop does at each due time)."""
+    while clock.now < until:
+        clock.now = min(clock.now + step, until)
+        runner.check_due()
+
+
+def test_weekly_and_monthly_schedules_run_on_their_days_only(tmp_path, agent, clock):
+    clock.now = utc(2026, 11, 25, 12, 0)
+    runner = make_runner(tmp_path, agent, clock)
+    schedules = [
+        entry(id="weekly", frequency="weekly", day_of_week="fri", time="01:00"),
+        entry(id="monthly", site="b.example.com", frequency="monthly", day_of_month=3, time="01:00"),
+    ]
+    runner.push(push_body(schedules=schedules))
+    dues = {"weekly": [], "monthly": []}
+    while clock.now < utc(2026, 12, 31):
+        clock.advance(minutes=30)
+        for schedule_id in runner.check_due():
+            dues[schedule_id].append(item(runner, schedule_id)["last_handled"]["due"][:10])
+    assert dues["weekly"] == ["2026-11-27", "2026-12-04", "2026-12-11", "2026-12-18", "2026-12-25"]
+    assert dues["monthly"] == ["2026-12-03"]
+
+
+@pytest.mark.parametrize(
+    "tz, day, at",
+    [
+        ("Europe/Berlin", (2026, 3, 29), "02:30"),
+        ("Europe/Berlin", (2026, 10, 25), "02:30"),
+        ("America/New_York", (2026, 3, 8), "02:30"),
+        ("America/New_York", (2026, 11, 1), "02:30"),
+        ("America/New_York", (2026, 11, 1), "01:30"),
+    ],
+)
+def test_a_schedule_in_the_dst_hour_runs_exactly_once_on_time(tmp_path, agent, tz, day, at):
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    clock = Clock((datetime(*day, tzinfo=zone) - timedelta(hours=12)).astimezone(timezone.utc))
+    runner = make_runner(tmp_path, agent, clock)
+    runner.push(push_body(schedules=[entry(time=at, timezone=tz)]))
+    tick(
+        runner, clock, (datetime(*day, tzinfo=zone) + timedelta(days=1)).astimezone(timezone.utc) - timedelta(seconds=1)
+    )
+    assert len(agent.started) == 1
+    handled = item(runner)["last_handled"]
+    ran_at = datetime.fromisoformat(handled["due"].replace("Z", "+00:00")).astimezone(zone)
+    assert ran_at.date() == datetime(*day).date() and handled["catch_up"] is False
+
+
+def test_an_error_handling_one_schedule_does_not_stop_the_others(tmp_path, agent, clock, monkeypatch):
+    runner = make_runner(tmp_path, agent, clock)
+    runner.push(push_body(schedules=[entry(id="bad"), entry(id="good", site="b.example.com")]))
+    real = runner._handle_due
+
+    def flaky(schedule, now, catchup):
+        if schedule["id"] == "bad":
+            raise RuntimeError("boom")
+        return real(schedule, now, catchup)
+
+    monkeypatch.setattr(runner, "_handle_due", flaky)
+    assert runner.check_due(clock.advance(hours=1)) == ["good"]
+    assert [site for _, _, site, _ in agent.started] == ["b.example.com"]
+    # The failing schedule is not retried in a tight loop: its next due time moved on.
+    assert item(runner, "bad")["next_due"] == "2026-03-11T02:00:00Z"
