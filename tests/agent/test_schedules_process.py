@@ -120,6 +120,7 @@ def test_after_the_agent_was_down_a_recent_due_time_is_caught_up_and_an_old_one_
     path.write_text(json.dumps(book))
 
     agent = agent_process()
+
     def handled(schedule_id):
         last = shown(agent, schedule_id)["last_handled"]
         return last if last and (last["job"] or last["status"] == "missed") else None
