@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -59,7 +60,7 @@ class ScheduleSync:
         self._clock = clock
         self._lock = threading.RLock()
         self._view: dict | None = None
-        self._view_at: datetime | None = None
+        self._view_at: float | None = None
         #: "applied" or PENDING (or the agent's refusal), for the page.
         self.state = PENDING
         # Whole seconds, as the agent writes its record times.
@@ -169,9 +170,9 @@ class ScheduleSync:
 
     def view(self, fresh: bool = False) -> dict | None:
         """The agent's ``GET /schedules`` (cached briefly); None while it does not answer."""
-        now = self._clock()
+        now = time.monotonic()  # the cache ages in real time, whatever clock the dashboard is given
         with self._lock:
-            if not fresh and self._view_at is not None and (now - self._view_at).total_seconds() < VIEW_CACHE_SECONDS:
+            if not fresh and self._view_at is not None and now - self._view_at < VIEW_CACHE_SECONDS:
                 return self._view
         try:
             _, view = self.agent.request("GET", "/schedules")
