@@ -135,14 +135,6 @@ def add(store, **fields):
     return store.add(clean, "admin")
 
 
-def tick(engine, clock, until, step=timedelta(minutes=1)):
-    """Drive check_due minute by minute up to ``until`` (what the loop does every second)."""
-    while clock.now < until:
-        clock.now = min(clock.now + step, until)
-        engine.check_due(clock.now)
-    assert engine.drain(5)
-
-
 # ---- failures ----------------------------------------------------------------------------
 
 
