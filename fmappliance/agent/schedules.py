@@ -540,30 +540,39 @@ class ScheduleRunner:
                 failures.append(
                     f"Site {site!r} is no longer on stack {stack!r}; remove this schedule or restore the site."
                 )
+        with self._lock:
+            handled = self._handled(schedule["id"], due)
+            if handled is not None:
+                handled["starting"] = True  # outcomes are not summed up until every job is started
         for target in targets:
             try:
                 job, _created, _message = self._start_job(action, stack, target, dict(options))
-                jobs.append(job["id"])
-                with self._lock:
-                    self._book["jobs"][job["id"]] = {
-                        "schedule": schedule["id"],
-                        "due": due,
-                        "site": target,
-                        "catch_up": decision.catch_up,
-                    }
             except Exception as exc:
                 failures.append(
                     f"The {action_text(schedule)} of {target} on {stack} could not start: {getattr(exc, 'message', exc)}"
                 )
+                continue
+            jobs.append(job["id"])
+            with self._lock:
+                # Registered with its schedule at once: the job may end any moment now.
+                self._book["jobs"][job["id"]] = {
+                    "schedule": schedule["id"],
+                    "due": due,
+                    "site": target,
+                    "catch_up": decision.catch_up,
+                }
+                handled = self._handled(schedule["id"], due)
+                if handled is not None:
+                    handled["jobs"].append(job["id"])
+                    handled["job"] = handled["job"] or job["id"]
         with self._lock:
-            entry = self._book["state"].get(schedule["id"])
-            handled = entry.get("last_handled") if entry else None
-            if handled is not None and handled.get("due") == due:
-                handled["jobs"] = jobs
-                handled["job"] = jobs[0] if jobs else None
+            handled = self._handled(schedule["id"], due)
+            if handled is not None:
+                handled.pop("starting", None)
                 if failures:
                     handled["status"] = "failed"
                     handled["message"] = " ".join(failures)
+                self._sum_up(handled)
             for failure in failures:
                 log.warning("Schedule %s: %s", schedule["id"], failure)
                 self._add_history(schedule, due, "failed", None, failure, now)
@@ -595,14 +604,10 @@ class ScheduleRunner:
             entry = self._book["state"].get(started["schedule"])
             handled = entry.get("last_handled") if entry else None
             if handled is not None and handled.get("due") == started["due"] and job.get("id") in handled["jobs"]:
-                outcomes = handled.setdefault("outcomes", {})
-                outcomes[job["id"]] = status
-                if len(outcomes) == len(handled["jobs"]) and handled["status"] != "failed":
-                    handled["status"] = "failed" if "failed" in outcomes.values() else "succeeded"
-                elif status == "failed":
-                    handled["status"] = "failed"
+                handled.setdefault("outcomes", {})[job["id"]] = status
                 if status == "failed":
                     handled["message"] = job.get("message") or "The job failed."
+                self._sum_up(handled)
             self._add_history(
                 schedule or {"id": started["schedule"], "stack": job.get("stack"), "site": started["site"]},
                 started["due"],
@@ -615,6 +620,26 @@ class ScheduleRunner:
                 action=job.get("action"),
             )
             save_book(self.path, self._book)
+
+    def _handled(self, schedule_id: str, due: str) -> dict | None:
+        """The schedule's last_handled when it is still the run of ``due`` (else None)."""
+        entry = self._book["state"].get(schedule_id)
+        handled = entry.get("last_handled") if entry else None
+        return handled if handled is not None and handled.get("due") == due else None
+
+    @staticmethod
+    def _sum_up(handled: dict) -> None:
+        """A failed job fails the run at once; it succeeded when every job of it did."""
+        outcomes = handled.get("outcomes") or {}
+        if "failed" in outcomes.values():
+            handled["status"] = "failed"
+        elif (
+            not handled.get("starting")
+            and handled["status"] != "failed"
+            and handled["jobs"]
+            and all(outcomes.get(j) == "succeeded" for j in handled["jobs"])
+        ):
+            handled["status"] = "succeeded"
 
     def _settle_unfinished(self) -> None:
         """Jobs started before a restart: the job store knows how they ended (failed if interrupted)."""

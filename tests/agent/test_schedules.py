@@ -437,3 +437,20 @@ def test_an_error_handling_one_schedule_does_not_stop_the_others(tmp_path, agent
     assert [site for _, _, site, _ in agent.started] == ["b.example.com"]
     # The failing schedule is not retried in a tight loop: its next due time moved on.
     assert item(runner, "bad")["next_due"] == "2026-03-11T02:00:00Z"
+
+
+def test_jobs_that_end_before_they_are_recorded_still_settle_the_run(tmp_path, agent, clock):
+    real_start = agent.start_job
+
+    def instant(action, stack, site, options):
+        job, created, message = real_start(action, stack, site, options)
+        job["status"] = "succeeded"  # ended (and its on_finish came) before the runner recorded it
+        return job, created, message
+
+    agent.start_job = instant
+    runner = make_runner(tmp_path, agent, clock)
+    runner.push(push_body(schedules=[entry(site="*")]))
+    runner.check_due(clock.advance(hours=1))
+    handled = item(runner)["last_handled"]
+    assert handled["status"] == "succeeded" and len(handled["jobs"]) == 2
+    assert [r["status"] for r in runner.history()["runs"]] == ["succeeded", "succeeded"]
