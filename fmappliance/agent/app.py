@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 #: An action request is a few short names; anything bigger is not one.
 MAX_ACTION_BODY_BYTES = 4096
-#: A pushed schedule set: a few hundred short entries (waitress caps every body at 64 KiB anyway).
-MAX_SCHEDULES_BODY_BYTES = 64 * 1024
+#: A pushed schedule set: up to 500 entries of about 250 bytes.
+MAX_SCHEDULES_BODY_BYTES = 256 * 1024
 ACTION_FIELDS = ("action", "stack", "site")
 #: Fields an action takes besides action, stack and site, with their check.
 EXTRA_FIELDS = {

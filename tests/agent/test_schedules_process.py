@@ -220,3 +220,14 @@ def test_an_unreadable_schedule_file_stops_the_agent_with_one_line(world):
     assert proc.returncode == 1
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "schedules.json" in line]
     assert len(errors) == 1 and "not valid JSON" in errors[0] and "Traceback" not in proc.stderr
+
+
+def test_a_set_of_500_schedules_is_taken_and_a_bigger_one_refused(world, agent_process):
+    agent = agent_process()
+    later = datetime.now(timezone.utc) + timedelta(hours=3)
+    many = [entry(f"schedule-{i:04d}", later + timedelta(minutes=i)) for i in range(501)]
+    status, answer = agent.request("PUT", "/schedules", {"version": 1, "catchup_hours": 6, "schedules": many[:500]})
+    assert status == 200, answer
+    status, answer = agent.request("PUT", "/schedules", {"version": 2, "catchup_hours": 6, "schedules": many})
+    assert status == 400 and answer["field"] == "schedules" and "at most 500" in answer["message"]
+    assert len(agent.request("GET", "/schedules")[1]["schedules"]) == 500
