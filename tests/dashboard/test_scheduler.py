@@ -1,6 +1,6 @@
 """The dashboard's schedule service with injected time: broken marks, the page's status, the
 weekly summary, overdue backups, and outcomes of runs the old in-dashboard engine started.
-(The agent runs schedules now: tests/agent/test_schedules.py; pushing and notifying:
+(The agent runs schedules now: tests/agent/test_schedule_runner.py; pushing and notifying:
 test_schedule_sync.py.)"""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The agent's schedule runner in-process: the pushed set, due times, catch-up/missed, outcomes.
 
 A fake clock and a recording ``start_job`` stand in for time and the job manager; the real
-agent process is exercised in test_schedules_process.py.
+agent process is exercised in test_schedule_runner_process.py.
 """
 
 from __future__ import annotations
