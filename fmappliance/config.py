@@ -443,13 +443,13 @@ DASHBOARD = Section(
 
 SCHEDULER = Section(
     "scheduler",
-    help="The backup scheduler inside the dashboard.",
+    help="How the agent runs the schedules the dashboard pushes to it.",
     keys=(
         Key(
             "catchup_hours",
             "int",
             6,
-            "A run missed while the dashboard was down is made up at start if it is at most this old.",
+            "A run missed while the agent was down is made up when it is back if it is at most this old (sent to the agent with the schedules).",
             check=_non_negative,
         ),
     ),

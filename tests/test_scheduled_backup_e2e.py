@@ -1,8 +1,10 @@
 """The product's core promise, end to end with the real processes: a schedule produces a verified
-backup. The real agent (over the docker/fm doubles) and the real dashboard start with a
-config.yaml schedule whose daily time passed a few minutes ago while the dashboard was down;
-the dashboard catches it up at start, the agent runs ``bench backup`` and publishes a verified
-backup, and the dashboard shows the run as a caught-up, succeeded backup."""
+backup.  This is also the upgrade from the release whose dashboard ran schedules itself: its
+state DB says the schedule was last handled an hour ago, and its daily time passed a few minutes
+ago while it was down.  The new dashboard hands the schedule to the real agent (over the
+docker/fm doubles) with ``handled_through``, the agent catches the due time up once, runs
+``bench backup`` and publishes a verified backup, and the dashboard shows the agent's caught-up,
+succeeded run."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import hashlib
 import http.cookiejar
 import json
 import re
+import time
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -18,7 +21,13 @@ from pathlib import Path
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_USER
 from support.polling import wait_for
-from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent_and_dashboard
+from support.world import (
+    COMPOSE_SITES,
+    build_world,
+    kill_hanging_doubles,
+    start_agent_and_dashboard,
+    start_dashboard,
+)
 
 from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.names import parse_timestamp
@@ -86,10 +95,16 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
 
         # The dashboard shows the run as a catch-up with the agent's job, which succeeded.
         operator = Operator(dashboard.url)
-        [listed] = operator.json("/scheduler")["schedules"]
-        run = listed["last_run"]
-        assert run["catch_up"] is True and run["result"] == "submitted" and run["job_id"]
+
+        def handed():
+            [listed] = operator.json("/scheduler")["schedules"]
+            run = listed["last_run"]
+            return run if run and run["job_id"] else None
+
+        run = wait_for(handed, 20, "the page to show the agent's run")
+        assert run["catch_up"] is True and run["result"] in ("catch-up", "succeeded")
         assert parse_timestamp(run["due"]) == due
+        assert operator.json("/scheduler")["agent"] == {"version": 1, "state": "applied"}
 
         def ended_job():
             job = operator.json(f"/jobs/{run['job_id']}")
@@ -98,8 +113,12 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
         job = wait_for(ended_job, 20, "the backup job to end")
         assert job["status"] == "succeeded", job
         assert job["action"] == "backup_site" and (job["stack"], job["site"]) == ("prod", SITE)
-        # Seen on its job page, the outcome is on the schedule at once (not at the next job poll).
-        assert operator.json("/scheduler")["schedules"][0]["last_run"]["job_status"] == "succeeded"
+        # The agent recorded the outcome on the schedule.
+        wait_for(
+            lambda: operator.json("/scheduler")["schedules"][0]["last_run"]["job_status"] == "succeeded",
+            10,
+            "the schedule to show the succeeded run",
+        )
 
         # Exactly one backup: the catch-up ran once.
         assert len(verified_manifests(base_path, "prod", SITE)) == 1
@@ -107,6 +126,13 @@ def test_a_schedule_missed_while_the_dashboard_was_down_gives_a_verified_backup_
         assert backups == [job["id"]]
         stopped = dashboard.stop()
         assert stopped == 0, "the dashboard did not stop cleanly on SIGTERM"
+        # Starting the dashboard again runs nothing again (the agent handled that due time once,
+        # and the hand-over is not repeated).
+        dashboard = start_dashboard(world)
+        operator = Operator(dashboard.url)
+        wait_for(lambda: operator.json("/scheduler")["agent"]["state"] == "applied", 20, "the push at start")
+        time.sleep(1)
+        assert [j["action"] for j in agent.request("GET", "/jobs")[1]["jobs"]].count("backup_site") == 1
     except BaseException:
         print("--- agent output\n" + agent.output())
         if dashboard is not None:

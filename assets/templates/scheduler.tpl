@@ -6,6 +6,13 @@
 % if notice:
 {{!partial('notice', kind=notice[0], text=notice[1])}}
 % end
+<p class="schedule-sync" data-state="{{'applied' if applied['state'] == 'applied' else 'pending'}}">The agent runs these schedules.
+% if applied['state'] == 'applied':
+Version {{applied['version']}}: <span class="badge badge-ok">applied</span>
+% else:
+<span class="badge badge-warn">{{applied['state']}}</span>
+% end
+</p>
 % if agent_down:
 <div class="notice notice-error" role="alert">The agent cannot be asked for its stacks and sites right now; the names you enter are checked when the schedule runs.</div>
 % end

@@ -18,6 +18,9 @@
 % else:
 <span class="muted">none ({{s['status']}})</span>
 % end
+% if s['next_due']:
+<div class="muted next-due">agent: next due {{s['next_due']}}</div>
+% end
 </td>
 <td>
 % if s['last_runs']:
@@ -39,6 +42,9 @@
 % end
 % else:
 <span class="muted">not run yet</span>
+% end
+% if s['lateness']:
+<div class="muted lateness">{{s['lateness']}}{{'; %d missed' % s['missed_total'] if s['missed_total'] else ''}}</div>
 % end
 </td>
 <td><span class="badge {{s['badge']}}">{{s['status']}}</span>

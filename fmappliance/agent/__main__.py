@@ -21,8 +21,9 @@ from fmappliance.version import __version__
 
 log = logging.getLogger("fmappliance.agent")
 
-#: The API takes tiny JSON bodies only; waitress refuses anything bigger before the app sees it.
-MAX_REQUEST_BODY_BYTES = 64 * 1024
+#: The API takes small JSON bodies only (the largest: a pushed schedule set, up to 500 entries);
+#: waitress refuses anything bigger before the app sees it.
+MAX_REQUEST_BODY_BYTES = 256 * 1024
 OUTBUF_HIGH_WATERMARK = 1024 * 1024
 OUTBUF_OVERFLOW = 256 * 1024
 
@@ -62,8 +63,14 @@ def serve(config: dict) -> int:
 
     agent = config["agent"]
     limit_malloc_arenas()
+    from fmappliance.agent.schedules import ScheduleFileError
+
     try:
         app = make_app(config)
+    except ScheduleFileError as exc:
+        # Never a silent empty set: the schedules stay until the operator decides.
+        log.error("cannot start: %s", exc)
+        return 1
     except (OSError, sqlite3.Error) as exc:
         log.error("cannot start: the state dir %s is not usable: %s", agent["state_dir"], exc)
         return 1

@@ -23,6 +23,7 @@ from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.offsite import Offsite, OffsiteBusy, OffsiteFailed, OffsiteTimer
+from fmappliance.agent.schedules import PushRejected, ScheduleRunner
 from fmappliance.agent.status import StatusBoard
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.config import secrets_of
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: An action request is a few short names; anything bigger is not one.
 MAX_ACTION_BODY_BYTES = 4096
+#: A pushed schedule set: up to 500 entries of about 250 bytes.
+MAX_SCHEDULES_BODY_BYTES = 256 * 1024
 ACTION_FIELDS = ("action", "stack", "site")
 #: Fields an action takes besides action, stack and site, with their check.
 EXTRA_FIELDS = {
@@ -75,8 +78,11 @@ class AgentServices:
     logs: LogStreams
     offsite: Offsite | None = None
     offsite_timer: OffsiteTimer | None = None
+    schedules: ScheduleRunner | None = None
 
     def close(self) -> None:
+        if self.schedules is not None:
+            self.schedules.stop()
         if self.offsite_timer is not None:
             self.offsite_timer.stop()
         self.logs.close()
@@ -91,6 +97,10 @@ def build_services(config: dict) -> AgentServices:
     def job_ended(job: dict) -> None:
         status.invalidate(job["stack"])
         metrics.job_ended(job)
+        if runner is not None:
+            runner.job_ended(job)
+
+    runner: ScheduleRunner | None = None
 
     # No job can end before the metrics exist: none is submitted until the app serves.
     jobs = JobManager(config["agent"]["state_dir"], redact=secrets_of(config), on_finish=job_ended)
@@ -109,7 +119,19 @@ def build_services(config: dict) -> AgentServices:
     host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))
     timer = OffsiteTimer(config, actions, store).start() if offsite is not None else None
-    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs, offsite, timer)
+
+    def sites_of(stack: str) -> list:
+        inventory.check_stack(stack)  # NameRejected (404) when the stack is no longer configured
+        return inventory.sites(stack, refresh=True)
+
+    # Scheduled runs take the same path as POST /action, without HTTP. An unreadable
+    # schedules.json raises ScheduleFileError here: the agent does not start (__main__).
+    runner = ScheduleRunner(
+        config["agent"]["state_dir"], start_job=actions.start, list_sites=sites_of, get_job=jobs.get
+    )
+    metrics.schedules = runner
+    runner.start()
+    return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs, offsite, timer, runner)
 
 
 def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
@@ -253,6 +275,52 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
     def metrics():
         bottle.response.content_type = METRICS_CONTENT_TYPE
         return services.metrics.render()
+
+    @app.get("/schedules")
+    def get_schedules():
+        if services.schedules is None:
+            raise _json_error(404, "This agent does not run schedules.")
+        return services.schedules.view()
+
+    @app.get("/schedules/history")
+    def schedule_history():
+        if services.schedules is None:
+            raise _json_error(404, "This agent does not run schedules.")
+        raw = bottle.request.query.get("after") or "0"
+        if not raw.isdigit() or len(raw) > 15:
+            raise _json_error(400, "after must be a whole number (the last seq already seen, 0 for all).")
+        return services.schedules.history(int(raw))
+
+    @app.put("/schedules")
+    def put_schedules():
+        if services.schedules is None:
+            raise _json_error(404, "This agent does not run schedules.")
+        data = read_json_body(MAX_SCHEDULES_BODY_BYTES, '{"version": N, "catchup_hours": H, "schedules": [...]}')
+        try:
+            applied, changed = services.schedules.push(data)
+        except PushRejected as exc:
+            body = json.dumps({"success": False, "message": exc.message, **exc.details})
+            res = bottle.HTTPResponse(body, exc.status)
+            res.content_type = "application/json"
+            raise res from None
+        return {"success": True, "applied_version": applied, "changed": changed}
+
+    def read_json_body(limit: int, shape: str):
+        environ = bottle.request.environ
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise _json_error(415)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            raise _json_error(400, "The request needs a JSON body with a Content-Length.") from None
+        if length > limit:
+            raise _json_error(413, f"The request body is too large (at most {limit} bytes).")
+        raw = environ["wsgi.input"].read(length) if length > 0 else b""
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise _json_error(400, f"The body is not valid JSON; send {shape}.") from None
 
     @app.get("/host")
     def host():

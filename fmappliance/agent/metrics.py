@@ -120,6 +120,8 @@ class AgentMetrics:
         self.proofs = proofs
         self.store = store
         self.jobs = JobStats()
+        #: The schedule runner (set by build_services): its lateness and missed series.
+        self.schedules = None
         self._lock = threading.Lock()
         self._backup_cache: dict[tuple[str, str], tuple[tuple, BackupFacts]] = {}
         for job in jobs.finished_jobs():
@@ -212,7 +214,8 @@ class AgentMetrics:
             disk.add(usage["free_bytes"], path=usage["path"])
         except OSError as exc:
             log.warning("cannot read disk usage of the backup dir: %s", exc)
-        return [up, *per_site, *self.jobs.families(), disk]
+        schedules = self.schedules.families() if self.schedules is not None else []
+        return [up, *per_site, *self.jobs.families(), disk, *schedules]
 
     def render(self) -> str:
         return render(self.families())

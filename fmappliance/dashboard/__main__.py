@@ -163,7 +163,7 @@ def serve(config: dict) -> None:
     where = listening.where(dash) if dash["socket"] else f"{dash['listen']}:{server.effective_port}"
     log.info("dashboard %s listening on %s (agent %s)", __version__, where, services.agent.where)
     try:
-        # Only this (serving) process runs scheduled backups; started once the port is ours.
+        # Only this (serving) process pushes schedules to the agent and notifies their outcomes.
         scheduler.start()
         services.job_watch.start()
         release_freed_memory()

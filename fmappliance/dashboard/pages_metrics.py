@@ -12,24 +12,10 @@ import bottle
 
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.dashboard.metrics import dashboard_metrics_text, schedule_timeliness
-from fmappliance.dashboard.schedule_calendar import next_runs
+from fmappliance.dashboard.metrics import dashboard_metrics_text
 from fmappliance.prometheus_text import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
-
-
-def _scheduler_rows(ctx, now):
-    store = ctx.scheduler.store
-    schedules = [s for s in store.list() if not s["invalid"]]
-    last_dues = store.last_dues()
-    overdue = {}
-    for schedule in schedules:
-        last_due = last_dues.get(schedule["id"])
-        if schedule["enabled"] and last_due is not None:
-            overdue[schedule["id"]] = next_runs(schedule, last_due, 1)[0]
-    last_runs = {s["id"]: store.last_run(s["id"]) for s in schedules}
-    return schedule_timeliness(schedules, last_runs, overdue, store.missed_counts(), now)
 
 
 def register(app: bottle.Bottle, ctx) -> None:
@@ -55,5 +41,5 @@ def register(app: bottle.Bottle, ctx) -> None:
         except AgentError as exc:
             log.warning("metrics scrape: the agent's series are missing: %s", exc.message)
             agent_text = None
-        text = dashboard_metrics_text(agent_text, _scheduler_rows(ctx, ctx.now()))
+        text = dashboard_metrics_text(agent_text)
         return bottle.HTTPResponse(text, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

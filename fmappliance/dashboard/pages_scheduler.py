@@ -1,8 +1,9 @@
 """The schedules page: ``/scheduler`` and its add/remove/enable/disable POSTs.
 
-Pages only change definitions through the engine's own :class:`ScheduleStore`; the engine
-notices the store's ``generation`` at its next tick, so no explicit reload is needed.  The
-engine itself is built with the other services (services.py).
+Pages only change definitions through the service's own :class:`ScheduleStore`; the service
+notices the store's ``generation`` at its next tick and pushes the set to the agent, which
+runs it.  The page shows the agent's applied version and, per schedule, its next due time,
+last result and lateness as the agent reports them (``GET /schedules``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import bottle
 
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.dashboard.schedule_calendar import WEEKDAYS
-from fmappliance.dashboard.schedules import (
+from fmappliance.names import parse_timestamp
+from fmappliance.schedule_calendar import WEEKDAYS
+from fmappliance.schedule_fields import (
     EVERY_SITE,
     FIELDS,
     ScheduleError,
     kind_of,
     validate_schedule,
 )
-from fmappliance.names import parse_timestamp
 
 SCHEDULE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DAY_NAMES = dict(zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")))
@@ -115,7 +116,22 @@ def shape_schedule(item: dict) -> dict:
         "enabled": item["enabled"],
         "removable": item["source"] == "ui",
         "created_by": item.get("created_by") or "",
+        # From the agent, which runs the schedule (empty while it does not answer).
+        "next_due": _in_zone(item.get("next_due"), zone) if item.get("next_due") else "",
+        "lateness": _lateness_text(item.get("lateness_seconds")),
+        "missed_total": item.get("missed_total") or 0,
     }
+
+
+def _lateness_text(seconds) -> str:
+    """ "on time" up to a minute late, else "3 min late" / "2.5 h late"; empty when unknown."""
+    if not isinstance(seconds, (int, float)):
+        return ""
+    if seconds < 60:
+        return "on time"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min late"
+    return f"{seconds / 3600:.1f} h late"
 
 
 def public_schedule(item: dict) -> dict:
@@ -175,6 +191,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             "weekdays": [(d, DAY_NAMES[d]) for d in WEEKDAYS],
             "default_tz": store.default_tz,
             "agent_down": known is None,
+            "applied": scheduler.applied(),
         }
 
     def answer_page(status: int = 200, **kw):
@@ -229,7 +246,12 @@ def register(app: bottle.Bottle, ctx) -> None:
     @ctx.login_required
     def scheduler_page():
         if negotiation.wants_json(bottle.request):
-            return ctx.json_response({"schedules": [public_schedule(i) for i in scheduler.status(ctx.now())]})
+            return ctx.json_response(
+                {
+                    "schedules": [public_schedule(i) for i in scheduler.status(ctx.now())],
+                    "agent": scheduler.applied(),
+                }
+            )
         return answer_page()
 
     @app.post("/scheduler/add")

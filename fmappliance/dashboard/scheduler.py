@@ -1,21 +1,18 @@
-"""The backup scheduler engine: decides when a schedule is due and hands the backup to the agent.
+"""The dashboard's schedule service: the agent runs the schedules, the dashboard edits and watches.
 
-Why the ``schedule`` library is only the metronome here: its ``.at()`` needs pytz for time
-zones (not a dependency we take) and it has no monthly jobs, and it forgets missed runs.
-So the calendar arithmetic lives in :func:`schedule_calendar.next_runs` (zoneinfo, DST-correct),
-the "what was already handled" state lives in SQLite (:class:`schedule_store.ScheduleStore`), and
-our own ``schedule.Scheduler()`` runs three small periodic jobs: the due check every
-``tick_seconds`` (1 s; it also reloads when the shared store's definitions changed), a full
-reload every minute (a safety net for changes made through another store instance) and,
-when ``get_job`` is given, a poll of
-the outcome of the agent jobs it started. One ticking job, rather than one job per
-schedule re-armed from ``next_runs``, keeps the due decision in a single place that
-start-up catch-up shares, and an idle tick is only a comparison of a few datetimes.
+Schedules used to run in this process; now the agent runs them (fmappliance/agent/schedules.py)
+so no backup is skipped while the dashboard is down.  What stays here, on a small
+``schedule.Scheduler()`` loop that never blocks on the agent (agent calls go to a worker pool):
 
-A due run never blocks the loop: the loop persists the due time as handled (so a
-restart never runs it twice: at most once, by design) with a ``pending`` run row, and a
-small worker pool asks the agent for the stack's sites and posts ``backup_site``
-(handoff.py).
+- every ``tick_seconds`` (1 s): a schedule changed through the shared store (a page) is pushed
+  to the agent at once (:class:`ScheduleSync`, ``PUT /schedules``);
+- every ``sync_seconds`` (30 s): the agent's applied version is compared and the set pushed
+  again when it differs, and the agent's outcome records are read to notify failed and missed
+  runs (with a cursor, so what happened while the dashboard was down is notified once);
+- every 10 minutes: schedules whose stack or site is gone are marked broken for the page;
+- the weekly summary (Monday 08:00 server time);
+- run rows and job polling are kept for runs the old in-dashboard engine started before an
+  upgrade (their outcomes still arrive).
 """
 
 from __future__ import annotations
@@ -25,24 +22,18 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import schedule as schedule_lib
 
-from fmappliance.dashboard.backup_age import age_text, plural
-from fmappliance.dashboard.handoff import BackupHandoff, target_text
+from fmappliance.dashboard.handoff import BackupHandoff
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
-from fmappliance.dashboard.schedule_calendar import next_runs, runs_between, server_timezone
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.dashboard.schedules import action_text
-from fmappliance.names import format_timestamp
+from fmappliance.dashboard.schedule_sync import PENDING, ScheduleSync
+from fmappliance.schedule_calendar import next_runs, server_timezone
 
 log = logging.getLogger(__name__)
 
-#: A due time handled this late is still an ordinary run (the loop ticks every second; this
-#: absorbs a busy machine or a short suspend). Later than this it is a catch-up.
-ON_TIME = timedelta(minutes=2)
-#: How far back the job-outcome poll looks for submitted runs.
+#: How far back the job-outcome poll looks for runs the old engine submitted.
 JOB_POLL_WINDOW = timedelta(days=2)
 
 
@@ -51,64 +42,51 @@ def _utc_now() -> datetime:
 
 
 class BackupScheduler:
-    """Runs the stored schedules: ``start()`` / ``stop()``, ``reload()``, ``status()``.
+    """The dashboard's schedule service: ``start()`` / ``stop()``, ``status()``, ``push()``.
 
-    ``submit_backup(stack, site)`` posts ``backup_site`` to the agent and returns the job
-    (or the agent's whole answer ``{"job": ..., "duplicate": ...}``); it raises on refusal.
-    ``list_sites(stack)`` returns the stack's sites and raises ``LookupError`` (KeyError)
-    when the stack no longer exists; any other exception means "agent unreachable".
-    ``get_job(job_id)`` (optional) returns the agent job, to follow its outcome.
+    ``sync`` is the :class:`ScheduleSync` talking to the agent (None: no agent, tests of the
+    page alone).  ``list_sites(stack)`` returns the stack's sites and raises ``LookupError``
+    (KeyError) when the stack no longer exists; any other exception means "agent unreachable".
+    ``get_job(job_id)`` (optional) returns an agent job, to follow runs of the old engine.
     ``clock()`` returns aware UTC now (injectable for tests).
     """
 
     def __init__(
         self,
         store: ScheduleStore,
-        submit_backup: Callable[[str, str], dict],
+        sync: ScheduleSync | None = None,
         *,
         list_sites: Callable[[str], list],
         notifier=None,
-        catchup_hours: float = 6,
         clock: Callable[[], datetime] | None = None,
         tick_seconds: float = 1.0,
+        sync_seconds: float = 30.0,
         get_job: Callable[[str], dict] | None = None,
-        workers: int = 4,
+        workers: int = 2,
         job_poll_seconds: int = 30,
-        submit_test_restore: Callable[[str, str], dict] | None = None,
         restore_proofs: Callable[[], Mapping] | None = None,
     ):
         self.store = store
+        self.sync = sync
         self._get_job = get_job
         self._notifier = notifier
-        self.catchup = timedelta(hours=catchup_hours)
         self._clock = clock or _utc_now
-        self._handoff = BackupHandoff(
-            store,
-            submit_backup,
-            list_sites,
-            get_job,
-            notify=self._notify,
-            clock=self._clock,
-            on_broken=self._mark_broken,
-            submit_test_restore=submit_test_restore,
-        )
+        self._handoff = BackupHandoff(store, list_sites, get_job, notify=self._notify, clock=self._clock)
         self._restore_proofs = restore_proofs
         self._tick = tick_seconds
-        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._workers = workers
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="backup-handoff"
-        )
+        self._pool: ThreadPoolExecutor | None = None
         self._futures: set[Future] = set()
         self._futures_lock = threading.Lock()
-        self._plan: dict[str, dict] = {}  # id -> {"schedule", "last_due", "next_due"}
-        self._generation = -1
+        self._push_lock = threading.Lock()
+        self._generation = store.generation
         self._scheduler = schedule_lib.Scheduler()
         # schedule annotates the interval as int but handles a float (tests tick faster than 1 s).
-        self._scheduler.every(tick_seconds).seconds.do(self._guarded, self._tick_due)  # type: ignore[arg-type]
-        self._scheduler.every(60).seconds.do(self._guarded, self.reload)
+        self._scheduler.every(tick_seconds).seconds.do(self._guarded, self._tick_changes)  # type: ignore[arg-type]
+        if sync is not None:
+            self._scheduler.every(sync_seconds).seconds.do(self._guarded, self.check_agent)  # type: ignore[arg-type]
         if get_job is not None:
             self._scheduler.every(job_poll_seconds).seconds.do(self._guarded, self.poll_jobs)
         self._scheduler.every(10).minutes.do(self._guarded, self.check_health)
@@ -119,7 +97,7 @@ class BackupScheduler:
     # ---- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Fail runs a crash interrupted, catch up missed runs, then start the loop thread."""
+        """Report runs of the old engine a crash interrupted, push the set, then start the loop."""
         for run in self.store.fail_interrupted_runs():
             self._notify(
                 "backup_failed",
@@ -127,16 +105,18 @@ class BackupScheduler:
                 run,
                 run["message"],
             )
-        self._guarded(self.reload)
-        self._guarded(self.check_due, self._clock())
+        self._generation = self.store.generation
+        if self.sync is not None:
+            # At start: the set (config.yaml may have changed), then what happened meanwhile.
+            self._spawn(self.check_agent, True)
         self._guarded(self.check_health)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="backup-scheduler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="schedule-watch", daemon=True)
         self._thread.start()
-        log.info("Backup scheduler started with %d schedule(s).", len(self._plan))
+        log.info("Schedule service started: %d schedule(s), run by the agent.", len(self.store.list()))
 
     def stop(self, timeout: float = 15) -> None:
-        """Stop the loop and let hand-offs in progress finish (each bounded by the agent timeout)."""
+        """Stop the loop and let agent calls in progress finish (each bounded by the agent timeout)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -157,24 +137,23 @@ class BackupScheduler:
         self._scheduler.run_pending()
 
     def _guarded(self, func, *args):
-        # An exception in a periodic job is logged and never ends the loop (schedule lets
-        # it propagate out of run_pending otherwise).
+        # An exception in a periodic job is logged and never ends the loop.
         try:
             return func(*args)
         except Exception:
-            log.exception("Scheduler job %s failed; the scheduler keeps running.", getattr(func, "__name__", func))
+            log.exception("Schedule job %s failed; the loop keeps running.", getattr(func, "__name__", func))
             return None
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every hand-off started so far has finished; True when all did."""
+        """Wait until every agent call started so far has finished; True when all did."""
         with self._futures_lock:
             pending = set(self._futures)
         done, not_done = wait(pending, timeout=timeout)
         return not not_done
 
     def _spawn(self, func, *args) -> Future:
-        if self._pool is None:  # started again after stop()
-            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="backup-handoff")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="schedule-agent")
         future = self._pool.submit(self._guarded, func, *args)
         with self._futures_lock:
             self._futures.add(future)
@@ -185,194 +164,72 @@ class BackupScheduler:
         with self._futures_lock:
             self._futures.discard(future)
 
-    # ---- planning ---------------------------------------------------------------------
+    # ---- the agent --------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Re-read the schedules (call after add / remove / enable / disable)."""
-        # Under the lock for the whole read: a due time handled meanwhile must not come back
-        # from a stale read (that would run it twice).
-        with self._lock:
-            self._generation = self.store.generation
-            self._plan = self._read_plan(self._clock())
-
-    def _read_plan(self, now: datetime) -> dict:
-        plan = {}
-        last_dues = self.store.last_dues()
-        for schedule in self.store.list():
-            entry: dict[str, Any] = {"schedule": schedule, "last_due": None, "next_due": None}
-            plan[schedule["id"]] = entry
-            if schedule["invalid"]:
-                continue
-            last_due = last_dues.get(schedule["id"])
-            if last_due is None:
-                # First sight of a config-declared schedule: due times before now are not "missed".
-                last_due = now
-                self.store.set_last_due(schedule["id"], now)
-            entry["last_due"] = last_due
-            entry["next_due"] = next_runs(schedule, last_due, 1)[0].astimezone(timezone.utc)
-            if not schedule["enabled"] and entry["next_due"] <= now:
-                # Paused: move the state along so resuming never "catches up" or reports misses.
-                entry["last_due"] = now
-                self.store.set_last_due(schedule["id"], now)
-                entry["next_due"] = next_runs(schedule, now, 1)[0].astimezone(timezone.utc)
-        return plan
-
-    def _tick_due(self) -> None:
+    def _tick_changes(self) -> None:
         if self.store.generation != self._generation:
-            self.reload()  # a page changed a schedule through the shared store
-        self.check_due(self._clock())
+            self._generation = self.store.generation
+            if self.sync is not None:
+                self._spawn(self.push)
 
-    def check_due(self, now: datetime) -> list[str]:
-        """Handle every schedule due at or before ``now``; returns the ids handled.
+    def push(self) -> bool:
+        """Send the whole set to the agent now (pages call this after a change, through the tick)."""
+        if self.sync is None:
+            return False
+        with self._push_lock:
+            return self.sync.push()
 
-        Per schedule, of the due times since the last handled one only the latest can run:
-        on time (within 2 min), as a catch-up (within ``catchup_hours``) or not at all; the
-        others are recorded as missed (one row, one ``backup_missed`` notification).
-        """
-        now = now.astimezone(timezone.utc)
-        handled = []
-        with self._lock:
-            for entry in self._plan.values():
-                schedule = entry["schedule"]
-                if entry["next_due"] is None or not schedule["enabled"] or entry["next_due"] > now:
-                    continue
-                try:
-                    self._handle_due(entry, now)
-                except Exception:
-                    log.exception("Handling schedule %s failed; other schedules are not affected.", schedule["id"])
-                    # Never retry the same due time in a tight loop.
-                    entry["last_due"] = now
-                    entry["next_due"] = next_runs(schedule, now, 1)[0].astimezone(timezone.utc)
-                handled.append(schedule["id"])
-        return handled
-
-    def _handle_due(self, entry: dict, now: datetime) -> None:
-        schedule = entry["schedule"]
-        dues = runs_between(schedule, entry["last_due"], now)
-        latest = dues[-1]
-        lateness = now - latest
-        if lateness <= ON_TIME:
-            run, catch_up = True, False
-        elif lateness <= self.catchup:
-            run, catch_up = True, True
-        else:
-            run, catch_up = False, False
-        missed = dues[:-1] if run else dues
-        # Persist "handled" before handing off: a crash now loses this run (reported at the
-        # next start as interrupted) instead of running it twice.
-        self.store.set_last_due(schedule["id"], latest)
-        entry["last_due"] = latest
-        entry["next_due"] = next_runs(schedule, latest, 1)[0].astimezone(timezone.utc)
-
-        if missed:
-            first, last = missed[0], missed[-1]
-            when = (
-                f"at {last:%Y-%m-%d %H:%M %Z}"
-                if len(missed) == 1
-                else f"from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M %Z}"
-            )
-            why = (
-                "only the most recent missed run is made up"
-                if run
-                else f"runs more than {age_text(self.catchup)} late are not made up (scheduler.catchup_hours)"
-            )
-            message = (
-                f"{plural(len(missed), 'scheduled ' + action_text(schedule))} {when} did not run because the dashboard "
-                f"was not running; {why}."
-            )
-            self.store.record_run(
-                schedule["id"],
-                last,
-                now,
-                None,
-                "missed",
-                message,
-                False,
-                site=schedule["site"],
-                stack=schedule["stack"],
-            )
-            self._notify(
-                "backup_missed",
-                f"Scheduled {action_text(schedule)} of {target_text(schedule)} missed",
-                {
-                    "schedule_id": schedule["id"],
-                    "stack": schedule["stack"],
-                    "site": schedule["site"],
-                    "due": format_timestamp(last),
-                    "missed": len(missed),
-                },
-                message,
-            )
-            log.warning("Schedule %s: %s", schedule["id"], message)
-        if run:
-            note = (
-                f"Catch-up of the run due {latest:%Y-%m-%d %H:%M %Z}, missed while the dashboard was down."
-                if catch_up
-                else f"Handing the {action_text(schedule)} to the agent."
-            )
-            run_id = self.store.record_run(
-                schedule["id"],
-                latest,
-                now,
-                None,
-                "pending",
-                note,
-                catch_up,
-                site=schedule["site"],
-                stack=schedule["stack"],
-            )
-            log.info(
-                "Schedule %s due at %s: %s of %s%s.",
-                schedule["id"],
-                format_timestamp(latest),
-                action_text(schedule),
-                target_text(schedule),
-                " (catch-up)" if catch_up else "",
-            )
-            self._spawn(self._handoff.hand_off, schedule, run_id, catch_up)
-
-    # ---- hand-off (worker threads) ----------------------------------------------------
+    def check_agent(self, push_first: bool = False) -> None:
+        """Push when the agent's version differs (or ``push_first``), then notify what it recorded."""
+        if self.sync is None:
+            return
+        with self._push_lock:
+            if push_first:
+                self.sync.push()
+            else:
+                self.sync.sync()
+        self.sync.watch()
 
     def check_health(self) -> None:
         """Mark schedules whose stack or site is gone as broken (and clear the mark when it is
         back) without waiting for their next due time; asks the agent in a worker."""
-        with self._lock:
-            schedules = [e["schedule"] for e in self._plan.values() if not e["schedule"]["invalid"]]
+        schedules = [s for s in self.store.list() if not s["invalid"]]
         if schedules:
             self._spawn(self._handoff.check_sites, schedules)
 
-    # ---- job outcomes -----------------------------------------------------------------
+    # ---- job outcomes of the old engine's runs ----------------------------------------
 
     def poll_jobs(self) -> None:
-        """Ask the agent how submitted jobs ended (in a worker, never in the loop)."""
+        """Ask the agent how jobs the old engine submitted ended (in a worker, never in the loop)."""
         job_ids = self.store.unfinished_jobs(self._clock() - JOB_POLL_WINDOW)
         if job_ids and self._get_job is not None:
             self._spawn(self._handoff.poll, job_ids)
 
     def note_job(self, job: Mapping) -> None:
-        """Record an agent job's status on its run rows; notify ``backup_failed`` when it failed.
-
-        The pages may call this too when they show a job (notification sent once).
-        """
+        """Record an agent job's status on the old engine's run rows (pages call this too)."""
         self._handoff.note_job(job)
 
-    def _mark_broken(self, schedule_id: str, reason: str) -> None:
-        with self._lock:
-            entry = self._plan.get(schedule_id)
-            if entry is not None:
-                entry["schedule"]["broken_reason"] = reason
-
     # ---- UI ---------------------------------------------------------------------------
+
+    def applied(self) -> dict:
+        """The agent's applied version for the page: ``{"version", "state"}`` (state "applied" or "pending: ...")."""
+        view = self.sync.view() if self.sync is not None else None
+        if self.sync is None:
+            return {"version": None, "state": PENDING}
+        return {"version": (view or {}).get("version"), "state": self.sync.state if view is not None else PENDING}
 
     def status(self, now: datetime | None = None) -> list[dict]:
         """Per schedule, for the scheduler page and its JSON answer.
 
         Each: the schedule's fields plus ``status`` ("ok" | "disabled" | "broken"),
         ``broken_reason``, ``next_runs`` (3 ISO times with offsets, in the schedule's zone),
-        ``last_run`` (newest run row or None) and ``last_runs`` (every row of the latest due
-        time: one per site for an every-site schedule).
+        and from the agent (None while it does not answer): ``next_due``, ``last_handled``,
+        ``lateness_seconds``, ``missed_total``; ``last_run``/``last_runs``: the agent's last
+        result as a run row (else the old engine's newest rows).
         """
         now = now or self._clock()
+        view = self.sync.view() if self.sync is not None else None
+        ran = {item.get("id"): item for item in (view or {}).get("schedules") or [] if isinstance(item, dict)}
         out = []
         for schedule in self.store.list():
             item = dict(schedule)
@@ -385,8 +242,16 @@ class BackupScheduler:
                 if schedule["invalid"] or not schedule["enabled"]
                 else [t.isoformat() for t in next_runs(schedule, now, 3)]
             )
-            item["last_run"] = self.store.last_run(schedule["id"])
-            item["last_runs"] = self.store.last_runs(schedule["id"])
+            agent_item = ran.get(schedule["id"]) or {}
+            for key in ("next_due", "last_handled", "lateness_seconds", "missed_total"):
+                item[key] = agent_item.get(key)
+            handled = agent_item.get("last_handled")
+            if isinstance(handled, dict):
+                run = _run_of(schedule, handled)
+                item["last_run"], item["last_runs"] = run, [run]
+            else:
+                item["last_run"] = self.store.last_run(schedule["id"])
+                item["last_runs"] = self.store.last_runs(schedule["id"])
             out.append(item)
         return out
 
@@ -415,33 +280,61 @@ class BackupScheduler:
             log.exception("Could not queue the %s notification.", event)
 
 
+def _run_of(schedule: Mapping, handled: Mapping) -> dict:
+    """The agent's ``last_handled`` in the shape of a run row (what the page and summary read)."""
+    status = handled.get("status")
+    return {
+        "schedule_id": schedule["id"],
+        "stack": schedule["stack"],
+        "site": schedule["site"],
+        "due": handled.get("due"),
+        "started": handled.get("due"),
+        "job_id": handled.get("job"),
+        "result": status,
+        "job_status": status if status in ("succeeded", "failed") else None,
+        "message": handled.get("message") or "",
+        "catch_up": bool(handled.get("catch_up")),
+    }
+
+
 def scheduler_from_config(
     config: Mapping,
-    submit_backup: Callable[[str, str], dict],
+    agent,
     *,
     list_sites: Callable[[str], list],
     get_job: Callable[[str], dict] | None = None,
     clock: Callable[[], datetime] | None = None,
-    submit_test_restore: Callable[[str, str], dict] | None = None,
     restore_proofs: Callable[[], Mapping] | None = None,
 ) -> BackupScheduler:
-    """The engine as the dashboard runs it: store in ``dashboard.state_dir``, the
-    ``schedules:`` of config.yaml, ``notifications:`` and ``scheduler.catchup_hours``.
-    Not started: call ``start()`` in the serving process (and ``stop()`` at exit)."""
+    """The service as the dashboard runs it: store in ``dashboard.state_dir``, the
+    ``schedules:`` of config.yaml, ``notifications:`` and ``scheduler.catchup_hours`` (sent to
+    the agent with the set).  Not started: call ``start()`` in the serving process."""
+    clock = clock or _utc_now
     store = ScheduleStore(
         config["dashboard"]["state_dir"],
         config_schedules=config.get("schedules") or (),
         default_tz=server_timezone(),
         clock=clock,
     )
+    notifier = Notifier(config.get("notifications"))
+
+    def notify(event: str, subject: str, details: Mapping, message: str) -> None:
+        try:
+            notifier.notify(event, subject, {**details, "message": message})
+        except Exception:
+            log.exception("Could not queue the %s notification.", event)
+
+    sync = (
+        ScheduleSync(store, agent, catchup_hours=config["scheduler"]["catchup_hours"], notify=notify, clock=clock)
+        if agent is not None
+        else None
+    )
     return BackupScheduler(
         store,
-        submit_backup,
+        sync,
         list_sites=list_sites,
         get_job=get_job,
-        notifier=Notifier(config.get("notifications")),
+        notifier=notifier,
         clock=clock,
-        catchup_hours=config["scheduler"]["catchup_hours"],
-        submit_test_restore=submit_test_restore,
         restore_proofs=restore_proofs,
     )

@@ -103,13 +103,6 @@ def build_scheduler(config: dict, agent: AgentClient, *, clock: Callable[[], dt.
     Not started: the serving process calls ``start()`` (and ``stop()`` at exit).
     """
 
-    def submit_backup(stack: str, site: str) -> dict:
-        return agent.action("backup_site", stack, site, label="scheduled")
-
-    def submit_test_restore(stack: str, site: str) -> dict:
-        # No backup id or source: the agent proves the newest verified local backup.
-        return agent.action("test_restore", stack, site)
-
     def list_sites(stack: str) -> list:
         try:
             return agent.sites(stack)
@@ -119,11 +112,5 @@ def build_scheduler(config: dict, agent: AgentClient, *, clock: Callable[[], dt.
             raise
 
     return scheduler_from_config(
-        config,
-        submit_backup,
-        list_sites=list_sites,
-        get_job=agent.job,
-        clock=clock,
-        submit_test_restore=submit_test_restore,
-        restore_proofs=agent.stacks,
+        config, agent, list_sites=list_sites, get_job=agent.job, clock=clock, restore_proofs=agent.stacks
     )

@@ -10,6 +10,10 @@ assert what the dashboard sent — or that it sent nothing.  Knobs:
   final on successive GET /jobs/<id>
 - ``add_file`` / ``add_synthetic_file``: downloadable backup files (real bytes or a
   generated stream of any size, for benchmarks)
+- schedules: ``PUT /schedules`` is checked with the agent's own rules and kept in
+  ``schedule_set`` (``schedule_pushes`` counts applied pushes); ``GET /schedules`` shows it
+  with ``next_due`` and, per id, ``schedule_results`` (tests set ``last_handled`` etc.);
+  ``GET /schedules/history`` lists ``schedule_history`` (``add_schedule_record`` appends)
 """
 
 from __future__ import annotations
@@ -174,6 +178,30 @@ class FakeAgent:
         #: What GET /offsite/{stack}/{site} lists per (stack, site); None: offsite is not configured (404).
         self.offsite: dict[tuple[str, str], list[dict]] | None = None
         self._counter = 0
+        #: The applied schedule set ({"version", "received", "catchup_hours", "schedules"}) or None.
+        self.schedule_set: dict | None = None
+        self.schedule_pushes = 0
+        #: schedule id -> fields GET /schedules shows for it (last_handled, lateness_seconds, missed_total).
+        self.schedule_results: dict[str, dict] = {}
+        self.schedule_history: list[dict] = []
+
+    def add_schedule_record(self, schedule: str, status: str, **fields) -> dict:
+        """Append an outcome record as the agent's runner writes it (seq counts from 1)."""
+        record = {
+            "seq": len(self.schedule_history) + 1,
+            "at": iso(time.time()),
+            "schedule": schedule,
+            "kind": "backup",
+            "stack": "prod",
+            "site": "site1.example.com",
+            "due": iso(time.time()),
+            "status": status,
+            "job": None,
+            "message": "",
+            **fields,
+        }
+        self.schedule_history.append(record)
+        return record
 
     # -- data helpers --------------------------------------------------------------------
 
@@ -264,7 +292,7 @@ class FakeAgent:
         method = environ.get("REQUEST_METHOD", "GET")
         auth = environ.get("HTTP_AUTHORIZATION", "")
         body = None
-        if method == "POST":
+        if method in ("POST", "PUT"):
             length = int(environ.get("CONTENT_LENGTH") or 0)
             raw = environ["wsgi.input"].read(length) if length else b""
             try:
@@ -308,6 +336,61 @@ class FakeAgent:
         @app.get("/")
         def root():
             return answer(200, {"status": "ok", "version": "0.1.0"})
+
+        @app.put("/schedules")
+        def put_schedules():
+            from datetime import datetime, timezone
+
+            from fmappliance.agent.schedules import PushRejected, parse_push
+
+            data = bottle.request.environ.get("fake.body")
+            if isinstance(data, bytes):
+                return error(400, "The body is not valid JSON.")
+            applied = (agent.schedule_set or {}).get("version")
+            version = data.get("version") if isinstance(data, dict) else None
+            if isinstance(version, int) and applied is not None and version < applied:
+                return error(409, f"schedule version {version} is older than the applied {applied}")
+            try:
+                push = parse_push(data, now=datetime.now(timezone.utc), default_tz="UTC")
+            except PushRejected as exc:
+                return answer(exc.status, {"success": False, "message": exc.message, **exc.details})
+            if applied == push["version"]:
+                return answer(200, {"success": True, "applied_version": applied, "changed": False})
+            agent.schedule_set = {**push, "received": iso(time.time())}
+            agent.schedule_pushes += 1
+            return answer(200, {"success": True, "applied_version": push["version"], "changed": True})
+
+        @app.get("/schedules")
+        def get_schedules():
+            from datetime import datetime, timezone
+
+            from fmappliance.names import format_timestamp
+            from fmappliance.schedule_calendar import next_due
+
+            current = agent.schedule_set or {"version": None, "received": None, "catchup_hours": 6, "schedules": []}
+            now = datetime.now(timezone.utc)
+            items = []
+            for schedule in current["schedules"]:
+                shown = {k: v for k, v in schedule.items() if k != "handled_through"}
+                shown.update(
+                    next_due=format_timestamp(next_due(schedule, now)) if schedule["enabled"] else None,
+                    last_due=None,
+                    last_handled=None,
+                    lateness_seconds=0,
+                    missed_total=0,
+                )
+                shown.update(agent.schedule_results.get(schedule["id"], {}))
+                items.append(shown)
+            return answer(200, {**{k: v for k, v in current.items() if k != "schedules"}, "schedules": items})
+
+        @app.get("/schedules/history")
+        def schedule_history():
+            raw = bottle.request.query.get("after") or "0"
+            if not raw.isdigit():
+                return error(400, "after must be a whole number (the last seq already seen, 0 for all).")
+            runs = [r for r in agent.schedule_history if r["seq"] > int(raw)][:500]
+            oldest = agent.schedule_history[0]["seq"] if agent.schedule_history else 1
+            return answer(200, {"runs": runs, "oldest": oldest, "next_seq": len(agent.schedule_history) + 1})
 
         @app.get("/stacks")
         def stacks():

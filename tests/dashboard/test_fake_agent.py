@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import fake_agent
+import pytest
 
 from fmappliance import names
 
@@ -23,3 +24,27 @@ def test_the_fake_agent_writes_timestamps_the_way_the_real_agent_does():
         written = fake_agent.iso(epoch)
         assert written == names.format_timestamp(epoch)
         assert names.parse_timestamp(written) == datetime.fromtimestamp(int(epoch), timezone.utc)
+
+
+def test_the_fake_agent_answers_schedule_pushes_like_the_real_one(fake_agent, tmp_path):
+    from support.agent_contract import ISO_UTC
+
+    from fmappliance.agent.schedules import PushRejected, ScheduleRunner
+    from fmappliance.dashboard.agent_client import AgentClient, AgentError
+
+    client = AgentClient(fake_agent.url, fake_agent.token, 5)
+    real = ScheduleRunner(str(tmp_path), start_job=lambda *a: None, list_sites=lambda s: [])
+    entry = {"id": "s1", "stack": "prod", "site": "*", "frequency": "daily", "time": "02:00", "timezone": "UTC"}
+    body = {"version": 12, "catchup_hours": 6, "schedules": [entry]}
+    assert client.request("PUT", "/schedules", body)[1]["applied_version"] == real.push(body)[0] == 12
+    older = {**body, "version": 11}
+    with pytest.raises(AgentError) as fake_refusal:
+        client.request("PUT", "/schedules", older)
+    with pytest.raises(PushRejected) as real_refusal:
+        real.push(older)
+    expected = (409, "schedule version 11 is older than the applied 12")
+    assert (fake_refusal.value.status, fake_refusal.value.message) == expected
+    assert (real_refusal.value.status, real_refusal.value.message) == expected
+    [shown] = client.request("GET", "/schedules")[1]["schedules"]
+    [real_shown] = real.view()["schedules"]
+    assert set(shown) == set(real_shown) and ISO_UTC.match(shown["next_due"])

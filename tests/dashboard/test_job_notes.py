@@ -1,6 +1,8 @@
-"""A job page that shows a scheduled backup ending tells the scheduler at once: a failed
-scheduled backup reaches the webhook as ``backup_failed`` when the operator (or a polling job
-panel) sees it, not only at the engine's next poll; exactly once, whatever is viewed after."""
+"""A job page that shows a scheduled backup ending tells the schedule service at once: a failed
+scheduled backup that the dashboard's old engine handed to the agent before an upgrade reaches
+the webhook as ``backup_failed`` when the operator (or a polling job panel) sees it, not only
+at the next poll; exactly once, whatever is viewed after.  (Runs the agent starts itself are
+notified from its outcome records: test_schedule_sync.py.)"""
 
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ class World:
         agent = AgentClient(fake_agent.url, TEST_TOKEN, 5)
         self.store = ScheduleStore(config["dashboard"]["state_dir"], default_tz="UTC", clock=lambda: self.now)
         self.notifier = Notifier(config["notifications"])
+        self.agent = agent
         self.engine = BackupScheduler(
             self.store,
-            lambda stack, site: agent.action("backup_site", stack, site),
+            None,
             list_sites=lambda stack: fake_agent.stack(stack)["sites"],
             notifier=self.notifier,
             clock=lambda: self.now,
@@ -51,7 +54,8 @@ class World:
         assert self.client.login().status == 303
 
     def run_scheduled_backup(self) -> dict:
-        """A daily 02:00 schedule comes due; returns its run (with the agent's job id)."""
+        """A daily 02:00 schedule came due and the old engine handed it to the agent (the run
+        row it left in the state DB); returns the run (with the agent's job id)."""
         clean, errors = validate_schedule(
             {"stack": "prod", "site": SITE, "frequency": "daily", "time": "02:00", "timezone": "UTC"},
             known_stacks=None,
@@ -59,10 +63,10 @@ class World:
         )
         assert errors == {}
         schedule = self.store.add(clean, "admin")
-        self.engine.reload()
         self.now = JUST_DUE
-        assert self.engine.check_due(self.now) == [schedule["id"]]
-        assert self.engine.drain(10)
+        job = self.agent.action("backup_site", "prod", SITE, label="scheduled")["job"]
+        due = JUST_DUE.replace(second=0)
+        self.store.record_run(schedule["id"], due, self.now, job["id"], "submitted", "Handed to the agent.")
         run = self.store.last_run(schedule["id"])
         assert run["result"] == "submitted" and run["job_id"]
         return run

@@ -1,4 +1,4 @@
-"""The dashboard's GET /metrics (scrape token, relayed agent series, scheduler series) and the host
+"""The dashboard's GET /metrics (scrape token, relayed agent series, the agent's schedule series) and the host
 panel, in front of the real agent process driving the docker/fm doubles."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
+from fmappliance.names import format_timestamp
 
 SCRAPE_TOKEN = "scrape-token-0123456789abcdef0123456789"
 
@@ -105,14 +106,14 @@ def test_the_scrape_token_is_required_and_no_session_is(dashboard, agent):
     assert response.header("Set-Cookie") is None  # no session was made for Prometheus
 
 
-def test_the_agent_unreachable_leaves_the_scheduler_series_and_says_agent_down(world):
-    # The world's agent is not started here.
+def test_the_agent_unreachable_says_agent_down(world):
+    # The world's agent is not started here; the schedule series are the agent's, so they are absent too.
     response = scrape(WSGIClient(make_app(world.config)))
     assert response.status == 200
     samples = parse(response.text)
     assert value(samples, "fmappliance_agent_up") == 0
     assert "fmappliance_stack_up" not in samples
-    assert "fmappliance_schedule_lateness_seconds" in samples
+    assert "fmappliance_schedule_lateness_seconds" not in samples
 
 
 # ------------------------------------------------------------------ values
@@ -139,35 +140,32 @@ def test_relayed_series_match_the_agent_and_what_the_api_reports(dashboard, agen
     assert value(samples, "fmappliance_jobs_total", action="backup_site", status="succeeded") == 1
 
 
-def test_scheduler_series_show_lateness_and_missed_runs(world, agent):
-    app = make_app(world.config)
-    store = app.ctx.scheduler.store
-    [schedule] = store.list()
+def test_schedule_series_are_the_agents_relayed_once(world, agent):
+    """The agent runs the schedules and exports their lateness and missed counts; the dashboard
+    relays them (and adds no second copy of its own)."""
     now = datetime.now(timezone.utc)
-    # The run due yesterday at 02:00 was noticed missed at 09:00; two older ones were missed too.
-    yesterday = (now - timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)
-    for days in (3, 2, 1):
-        due = yesterday - timedelta(days=days - 1)
-        store.record_run(schedule["id"], due, due + timedelta(hours=7), None, "missed", "missed")
-    store.set_last_due(schedule["id"], yesterday)
-    labels = {"schedule": schedule["id"], "stack": "prod", "site": "site1.example.com"}
-    next_due = yesterday + timedelta(days=1)
-    before = datetime.now(timezone.utc)
-    samples = parse(scrape(WSGIClient(app)).text)
-    after = datetime.now(timezone.utc)
-    assert value(samples, "fmappliance_schedule_missed_total", **labels) == 3
-    lateness = value(samples, "fmappliance_schedule_lateness_seconds", **labels)
-    if next_due <= before:
-        # Today's 02:00 has passed and the scheduler (not started here) has not handled it yet.
-        assert (before - next_due).total_seconds() <= lateness <= (after - next_due).total_seconds()
-    else:
-        assert lateness == 7 * 3600  # the latest due time was handled 7 h late
-    # Handled on time: a run row 30 s after its due time, nothing waiting.
-    store.set_last_due(schedule["id"], now)
-    store.record_run(schedule["id"], now - timedelta(seconds=30), now, "0123456789abcdef", "submitted")
-    samples = parse(scrape(WSGIClient(app)).text)
-    assert value(samples, "fmappliance_schedule_lateness_seconds", **labels) == 30
-    assert value(samples, "fmappliance_schedule_missed_total", **labels) == 3
+    old = (now - timedelta(hours=5)).replace(second=0, microsecond=0)
+    schedule = {
+        "id": "s1",
+        "kind": "backup",
+        "stack": "prod",
+        "site": "site1.example.com",
+        "frequency": "daily",
+        "time": f"{old:%H:%M}",
+        "timezone": "UTC",
+        "enabled": True,
+        "handled_through": format_timestamp(old - timedelta(days=1)),
+    }
+    status, _ = agent.request("PUT", "/schedules", {"version": 1, "catchup_hours": 1, "schedules": [schedule]})
+    assert status == 200
+    labels = {"schedule": "s1", "stack": "prod", "site": "site1.example.com"}
+    app = make_app(world.config)
+    text = scrape(WSGIClient(app)).text
+    samples = parse(text)
+    # The due time 5 h ago was more than catchup_hours late: recorded missed, noticed 5 h late.
+    assert value(samples, "fmappliance_schedule_missed_total", **labels) == 1
+    assert 5 * 3600 <= value(samples, "fmappliance_schedule_lateness_seconds", **labels) <= 5 * 3600 + 60
+    assert text.count("# TYPE fmappliance_schedule_missed_total") == 1
 
 
 # ------------------------------------------------------------------ host panel

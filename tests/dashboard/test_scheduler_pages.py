@@ -596,3 +596,43 @@ def test_a_test_restore_schedule_neither_silences_the_unscheduled_warning_nor_se
     assert "overdue" not in page, "a test restore makes no backup: it sets no age limit"
     warnings = unscheduled_warnings(page)
     assert warnings["prod"][0] == ["site1.example.com", "site2.example.com"]
+
+
+# ---- what the agent runs -----------------------------------------------------------------
+
+
+def test_the_page_shows_the_agents_applied_version_and_each_schedules_state(app, logged_in, fake_agent):
+    added = add_json(logged_in).json()["schedule"]
+    # Not pushed yet (the service is not started in these tests): the agent has no set.
+    assert logged_in.get("/scheduler", headers={"Accept": "application/json"}).json()["agent"]["version"] is None
+    assert app.ctx.scheduler.push()
+    assert [s["id"] for s in fake_agent.schedule_set["schedules"]] == [added["id"]]
+    fake_agent.schedule_results[added["id"]] = {
+        "lateness_seconds": 180,
+        "missed_total": 2,
+        "last_handled": {
+            "due": "2026-11-25T01:30:00Z",
+            "job": "00000000000000aa",
+            "status": "failed",
+            "catch_up": True,
+            "message": "bench backup failed: exit code 1",
+        },
+    }
+    import time
+
+    time.sleep(2.1)  # the page reads the agent's view at most every 2 s
+    answer = logged_in.get("/scheduler", headers={"Accept": "application/json"}).json()
+    assert answer["agent"] == {"version": 1, "state": "applied"}
+    [item] = answer["schedules"]
+    assert item["next_due"] and item["lateness_seconds"] == 180 and item["missed_total"] == 2
+    assert item["last_run"]["result"] == "failed" and item["last_run"]["job_id"] == "00000000000000aa"
+    page = logged_in.get("/scheduler").text
+    assert 'data-state="applied"' in page and "applied</span>" in page
+    row = row_of(page, added["id"])
+    assert "agent: next due" in row and "3 min late; 2 missed" in row
+    assert "bench backup failed: exit code 1" in row and "(catch-up)" in row
+
+    fake_agent.fail_status = 502
+    time.sleep(2.1)
+    page = logged_in.get("/scheduler").text
+    assert 'data-state="pending"' in page and "pending: the agent is not answering" in page

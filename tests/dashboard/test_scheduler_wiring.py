@@ -1,6 +1,7 @@
-"""The scheduler wired into the dashboard: the real ``python -m fmappliance.dashboard`` process
-hands a due backup to the agent by itself, and the engine built over the agent client follows
-job outcomes to a webhook notification and marks schedules of vanished stacks broken."""
+"""The schedule service wired into the dashboard: the real ``python -m fmappliance.dashboard``
+process hands its schedules to the agent at start (the upgrade: ``handled_through`` from the old
+engine's state) and starts no job itself; the service built over the agent client marks
+schedules of vanished stacks broken."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.dashboard.schedules import validate_schedule
 from fmappliance.dashboard.services import build_scheduler
+from fmappliance.names import format_timestamp
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,17 +72,42 @@ def add_schedule(store, **fields):
     return store.add(clean, "admin")
 
 
-def test_the_dashboard_process_catches_up_a_missed_backup_at_start_and_stops_cleanly(tmp_path, agent):
+def schedule_puts(agent) -> list:
+    return [body for method, path, body in list(agent.requests) if method == "PUT" and path == "/schedules"]
+
+
+def run_dashboard(path):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop_dashboard(proc) -> int:
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def test_the_upgraded_dashboard_hands_its_schedules_to_the_agent_and_starts_no_job_itself(tmp_path, agent):
     path = write_config(
         tmp_path,
         dashboard={"agent_url": agent.url},
+        scheduler={"catchup_hours": 4},
         schedules=[{"stack": "erp", "frequency": "daily", "time": "03:00", "timezone": "UTC"}],
     )
     config = load_config(path)
     now = datetime.now(timezone.utc)
-    # A schedule added an hour ago whose daily time passed five minutes ago, while the
-    # dashboard was down: the start-up check must catch it up now, not wait a day.
-    store = ScheduleStore(config["dashboard"]["state_dir"], default_tz="UTC", clock=lambda: now - timedelta(hours=1))
+    # The old release's state DB: a UI schedule whose daily time passed five minutes ago while
+    # the dashboard was down; its old engine last handled the due time a day before.
+    store = ScheduleStore(config["dashboard"]["state_dir"], default_tz="UTC", clock=lambda: now - timedelta(days=2))
     schedule = add_schedule(
         store,
         stack="prod",
@@ -89,31 +116,38 @@ def test_the_dashboard_process_catches_up_a_missed_backup_at_start_and_stops_cle
         time=(now - timedelta(minutes=5)).strftime("%H:%M"),
         timezone="UTC",
     )
+    handled = (now - timedelta(days=1, minutes=5)).replace(second=0, microsecond=0)
+    store.set_last_due(schedule["id"], handled)
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(path)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = run_dashboard(path)
     try:
-        [posted] = wait_for(lambda: backup_posts(agent), 20, "the dashboard to POST /action backup_site")
-        assert posted == {"action": "backup_site", "stack": "prod", "site": "site1.example.com", "label": "scheduled"}
-        run = wait_for(
-            lambda: (store.last_run(schedule["id"]) or {}).get("job_id") and store.last_run(schedule["id"]),
-            10,
-            "the run to record the agent's job",
-        )
-        assert run["result"] == "submitted" and run["job_id"] in agent.jobs and run["catch_up"] is True
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        [pushed] = wait_for(lambda: schedule_puts(agent), 20, "the dashboard to PUT /schedules")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    # The config-declared schedule (not due) caused no backup, and nothing ran twice.
-    assert len(backup_posts(agent)) == 1
+        assert stop_dashboard(proc) == 0
+    assert pushed["version"] == 1 and pushed["catchup_hours"] == 4
+    by_stack = {entry["stack"]: entry for entry in pushed["schedules"]}
+    assert set(by_stack) == {"prod", "erp"}
+    ui = by_stack["prod"]
+    assert ui["id"] == schedule["id"] and ui["handled_through"] == format_timestamp(handled)
+    assert {k: ui[k] for k in ("kind", "site", "frequency", "enabled")} == {
+        "kind": "backup",
+        "site": "site1.example.com",
+        "frequency": "daily",
+        "enabled": True,
+    }
+    # The agent runs the schedule (it catches the due time up); the dashboard started nothing.
+    assert backup_posts(agent) == []
+
+    # The next start pushes the same set under the same version (a no-op for the agent), and
+    # the hand-over happened once: no handled_through any more.
+    proc = run_dashboard(path)
+    try:
+        wait_for(lambda: len(schedule_puts(agent)) == 2, 20, "the dashboard to push at start")
+    finally:
+        assert stop_dashboard(proc) == 0
+    again = schedule_puts(agent)[1]
+    assert again["version"] == 1 and all("handled_through" not in e for e in again["schedules"])
+    assert agent.schedule_pushes == 1
 
 
 class Clock:
@@ -124,39 +158,6 @@ class Clock:
         return self.now
 
 
-def test_a_failed_scheduled_backup_job_is_followed_to_a_backup_failed_notification(tmp_path, agent, webhook):
-    agent.job_outcome = "failed"
-    config = load_config(
-        write_config(
-            tmp_path,
-            dashboard={"agent_url": agent.url},
-            notifications={"webhook_url": webhook.url, "events": ["backup_failed"]},
-        )
-    )
-    clock = Clock(datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc))
-    engine = build_scheduler(config, AgentClient(agent.url, TEST_TOKEN, 5), clock=clock)
-    schedule = add_schedule(
-        engine.store, stack="prod", site="site2.example.com", frequency="daily", time="02:00", timezone="UTC"
-    )
-    engine.reload()
-    clock.now = datetime(2026, 11, 25, 2, 0, 5, tzinfo=timezone.utc)
-    assert engine.check_due(clock.now) == [schedule["id"]]
-    assert engine.drain(10)
-    assert backup_posts(agent) == [
-        {"action": "backup_site", "stack": "prod", "site": "site2.example.com", "label": "scheduled"}
-    ]
-    # The fake agent's job moves queued -> running -> failed on successive GET /jobs/<id>.
-    for _ in range(3):
-        engine.poll_jobs()
-        assert engine.drain(10)
-    assert webhook.arrived.wait(10)
-    [note] = webhook.received
-    assert note["event"] == "backup_failed"
-    assert note["details"]["site"] == "site2.example.com" and note["details"]["job_id"] in agent.jobs
-    assert engine.store.last_run(schedule["id"])["job_status"] == "failed"
-    engine.stop()
-
-
 def test_a_schedule_whose_stack_the_agent_no_longer_knows_is_marked_broken(tmp_path, agent):
     config = load_config(write_config(tmp_path, dashboard={"agent_url": agent.url}))
     engine = build_scheduler(config, AgentClient(agent.url, TEST_TOKEN, 5))
@@ -164,7 +165,6 @@ def test_a_schedule_whose_stack_the_agent_no_longer_knows_is_marked_broken(tmp_p
     kept = add_schedule(
         engine.store, stack="erp", site="erp.example.com", frequency="daily", time="02:00", timezone="UTC"
     )
-    engine.reload()
     engine.check_health()
     assert engine.drain(10)
     status = {item["id"]: item for item in engine.status()}
