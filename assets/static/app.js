@@ -339,6 +339,14 @@
         }
       });
     }
+    var area = document.getElementById("action-results");
+    if (area) {
+      var note = document.createElement("div");
+      note.className = "notice notice-ok";
+      note.setAttribute("role", "status");
+      note.textContent = "Confirmed: the action you started goes on.";
+      area.insertBefore(note, area.firstChild);
+    }
     elt.setAttribute("data-resuming", "");
     if (elt.tagName === "FORM") {
       lastClicked = elt.querySelector("button[type=submit]");

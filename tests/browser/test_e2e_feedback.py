@@ -107,6 +107,7 @@ def test_after_the_fresh_confirmation_the_restore_goes_on_without_retyping(signe
     panel = page.locator("#action-results .job-panel, .job-panel").first
     panel.wait_for()
     assert panel.get_attribute("data-action") == "restore_site"
+    assert page.locator("#action-results .notice-ok").inner_text() == "Confirmed: the action you started goes on."
     page.locator(".job-panel[data-status='succeeded']").wait_for(timeout=RESTORE_TIMEOUT_MS)
     assert len(job_ids(served) - before) >= 1
     signed_in.assert_clean()
