@@ -154,3 +154,15 @@ def test_after_the_fresh_confirmation_an_update_goes_on_without_a_second_dialog(
     assert update.is_enabled()
     page.remove_listener("dialog", accept)
     signed_in.assert_clean()
+
+
+def test_backup_now_on_the_backups_page_adds_the_new_backup_to_the_list_when_it_ends(signed_in, served):
+    page = signed_in.page
+    signed_in.goto(f"/backups/prod/{SITE}")
+    rows = page.locator("table.backups tr[data-backup-id]")
+    before = rows.count()
+    page.locator(".page-head").get_by_role("button", name="Backup now").click()
+    page.locator(".page-head .action-status.action-ok").wait_for(timeout=RESTORE_TIMEOUT_MS)
+    assert rows.count() == before + 1
+    assert "just now" in rows.first.inner_text()
+    signed_in.assert_clean()
