@@ -105,16 +105,23 @@
     return status;
   }
 
-  function setBusy(button, busy, label) {
+  // Disabled and marked busy; ``phase`` ("sending…", "running…") is said beside it.
+  function markBusy(button, phase) {
     if (!button) {
       return;
     }
-    button.disabled = busy;
-    if (busy) {
-      button.setAttribute("aria-busy", "true");
-      statusAt(button).textContent = (label || button.textContent) + ": running…";
-      statusAt(button).className = "action-status action-running";
-    } else {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    if (phase) {
+      var area = statusAt(button);
+      area.textContent = button.textContent + ": " + phase;
+      area.className = "action-status action-running";
+    }
+  }
+
+  function release(button) {
+    if (button) {
+      button.disabled = false;
       button.removeAttribute("aria-busy");
     }
   }
@@ -151,13 +158,10 @@
       return;
     }
     var button = buttonOf(event.detail.elt);
-    if (button && !button.closest("[data-swap-errors]")) {
+    if (button) {
       event.detail.elt.fmButton = button;
-      setBusy(button, true, button.textContent);
-    } else if (button) {
-      event.detail.elt.fmButton = button;
-      button.disabled = true;
-      button.setAttribute("aria-busy", "true");
+      // A form that answers in place (restore, import, schedule) needs no words beside it.
+      markBusy(button, button.closest("[data-swap-errors]") ? "" : "sending…");
     }
   });
 
@@ -171,8 +175,8 @@
     var label = button.textContent;
     var match = event.detail.successful && JOB_PANEL.exec(event.detail.xhr.responseText || "");
     if (!match) {
-      setBusy(button, false);
-      var status = button.form && button.form.querySelector(".action-status");
+      release(button);
+      var status = (button.form || button.parentNode).querySelector(".action-status");
       if (status) {
         status.remove();
       }
@@ -184,6 +188,8 @@
     pending[jobId] = { key: actionKey(button), label: label };
     if (FINAL[state]) {
       jobEnded(jobId, state);
+    } else if (document.contains(button)) {
+      markBusy(button, "running…");
     }
   });
 
@@ -204,13 +210,13 @@
     delete pending[jobId];
     refreshRegions().then(function () {
       var button = findButton(done.key);
-      setBusy(button, false);
+      release(button);
       showOutcome(button, done.label, jobId, state);
       // A refreshed region has fresh buttons: the jobs still running keep theirs busy.
       Object.keys(pending).forEach(function (id) {
         var other = findButton(pending[id].key);
         if (other && !other.disabled) {
-          setBusy(other, true, pending[id].label);
+          markBusy(other, "running…");
         }
       });
     });
@@ -332,6 +338,14 @@
           field.value = pair[1];
         }
       });
+    }
+    var area = document.getElementById("action-results");
+    if (area) {
+      var note = document.createElement("div");
+      note.className = "notice notice-ok";
+      note.setAttribute("role", "status");
+      note.textContent = "Confirmed: the action you started goes on.";
+      area.insertBefore(note, area.firstChild);
     }
     elt.setAttribute("data-resuming", "");
     if (elt.tagName === "FORM") {

@@ -1,6 +1,6 @@
 <section class="card login">
 <h1>Confirm it is you</h1>
-<p class="muted">This action changes or replaces data. Confirm it, then repeat it (the confirmation lasts 5 minutes).</p>
+<p class="muted">This action changes or replaces data. Confirm it is you: back on the page, the action goes on by itself (if it does not, repeat it). The confirmation lasts 5 minutes.</p>
 <form method="post" action="/account/verify" class="stacked">
 <input type="hidden" name="csrf_token" value="{{csrf_token}}">
 <input type="hidden" name="next" value="{{next_path}}">

@@ -19,8 +19,9 @@
 % for d in chart['dots']:
 <circle class="chart-point" cx="{{d['x']}}" cy="{{d['y']}}" r="3.5"><title>{{d['title']}}</title></circle>
 % end
+<text class="chart-tick" x="{{chart['left']}}" y="{{chart['height'] - 4}}" text-anchor="start">{{chart['first_label']}}</text>
+<text class="chart-tick" x="{{chart['right']}}" y="{{chart['height'] - 4}}" text-anchor="end">{{chart['last_label']}}</text>
 </svg>
-<p class="chart-labels muted"><span>{{chart['first_label']}}</span><span>{{chart['last_label']}}</span></p>
 </section>
 % end
 </div>

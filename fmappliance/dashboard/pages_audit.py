@@ -2,14 +2,15 @@
 
 Filters (all optional, in the query so a filtered page can be bookmarked): ``user`` and
 ``action`` (exact), ``target`` (part of it), ``day`` (YYYY-MM-DD in the server's time zone),
-``page`` (1 = newest).  A row that started a job shows how that job ended, read from the
-agent's recent jobs in one request (older jobs: the link only).
+``page`` (1 = newest).  A row that started a job shows how that job ended (asked from
+the agent: its recent jobs in one request, a few older ones by id; ended ones are remembered).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import urllib.parse
 
 import bottle
@@ -19,8 +20,10 @@ from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.names import format_timestamp
 
 PAGE_SIZE = 100
-#: How many of the agent's recent jobs are looked up for the outcomes (its API's maximum).
-OUTCOME_JOBS = 500
+#: The agent's recent jobs asked for in one request for the outcomes, then at most this many
+#: older ones one by one (a page of old rows fills in over a few views; ended ones are kept).
+OUTCOME_LIST = 50
+OUTCOME_LOOKUPS = 20
 FILTERS = ("user", "action", "target", "day")
 
 log = logging.getLogger(__name__)
@@ -38,15 +41,35 @@ def day_range(day: str) -> tuple[str, str] | None:
 
 
 def register(app: bottle.Bottle, ctx) -> None:
+    # An ended job's outcome never changes: kept here, a page view asks the agent only about
+    # jobs it has not seen end (its list answers with every job's output, so it is kept short).
+    ended: dict[str, dict] = {}
+    lock = threading.Lock()
+
     def outcomes(rows) -> dict[str, dict]:
-        if not any(r["job_id"] for r in rows):
-            return {}
+        wanted = {r["job_id"] for r in rows if r["job_id"]}
+        with lock:
+            known = {i: ended[i] for i in wanted if i in ended}
+        missing = wanted - known.keys()
+        if not missing:
+            return known
         try:
-            jobs = ctx.agent.jobs(limit=OUTCOME_JOBS)
+            found = {str(j.get("id")): j for j in ctx.agent.jobs(limit=OUTCOME_LIST) if isinstance(j, dict)}
+            for job_id in sorted(missing - found.keys())[:OUTCOME_LOOKUPS]:
+                try:
+                    found[job_id] = ctx.agent.job(job_id)
+                except AgentError as exc:
+                    if exc.status != 404:
+                        raise
         except AgentError as exc:
-            log.info("audit page without job outcomes: %s", exc.message)
-            return {}
-        return {str(j.get("id")): j for j in jobs if isinstance(j, dict)}
+            log.info("audit page without some job outcomes: %s", exc.message)
+            return known
+        fresh = {i: found[i] for i in missing if isinstance(found.get(i), dict)}
+        with lock:
+            if len(ended) > 10_000:
+                ended.clear()
+            ended.update({i: j for i, j in fresh.items() if j.get("status") in views.FINAL_JOB_STATES})
+        return {**known, **fresh}
 
     @app.get("/audit")
     @ctx.login_required

@@ -276,7 +276,7 @@ def _chart_time(when: dt.datetime) -> str:
 
 
 def size_chart(
-    backups: list, width: int = 600, height: int = 150, left: int = 70, right: int = 10, top: int = 10, bottom: int = 10
+    backups: list, width: int = 600, height: int = 160, left: int = 70, right: int = 10, top: int = 10, bottom: int = 30
 ) -> dict | None:
     """An inline SVG of backup size over time (oldest left): a line, a dot per backup (its time
     and size as a tooltip) and a y scale.  Sizes that hardly differ get a scale around them

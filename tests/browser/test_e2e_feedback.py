@@ -107,6 +107,7 @@ def test_after_the_fresh_confirmation_the_restore_goes_on_without_retyping(signe
     panel = page.locator("#action-results .job-panel, .job-panel").first
     panel.wait_for()
     assert panel.get_attribute("data-action") == "restore_site"
+    assert page.locator("#action-results .notice-ok").inner_text() == "Confirmed: the action you started goes on."
     page.locator(".job-panel[data-status='succeeded']").wait_for(timeout=RESTORE_TIMEOUT_MS)
     assert len(job_ids(served) - before) >= 1
     signed_in.assert_clean()
@@ -121,4 +122,47 @@ def test_on_a_phone_the_host_panels_stack_figures_keep_their_column_names(signed
     assert page.locator("#host-panel .host-stacks thead").is_hidden()
     before = cell.evaluate("td => getComputedStyle(td, '::before').content")
     assert before == '"CPU (% of one core): "', before
+    signed_in.assert_clean()
+
+
+def test_after_the_fresh_confirmation_an_update_goes_on_without_a_second_dialog(signed_in, served):
+    page = signed_in.page
+    dialogs = []
+
+    def accept(dialog):
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    expire_confirmation(served)
+    before = job_ids(served)
+    with page.expect_navigation(url="**/account/verify?**"):
+        page.locator("section.stack[data-stack='prod'] .stack-head").get_by_role("button", name="Update").click()
+    assert job_ids(served) == before
+    page.fill("#password", TEST_PASSWORD)
+    with page.expect_navigation(url="**/dashboard"):
+        page.get_by_role("button", name="Confirm").click()
+    panel = page.locator("#action-results .job-panel[data-action='update_stack']")
+    panel.wait_for()
+    assert len(dialogs) == 1, dialogs  # asked once, before the confirmation; not again after it
+    update = page.locator("section.stack[data-stack='prod'] .stack-head").get_by_role("button", name="Update")
+    page.locator(
+        "#action-results .job-panel[data-action='update_stack'][data-status='succeeded'], "
+        "#action-results .job-panel[data-action='update_stack'][data-status='failed']"
+    ).wait_for(timeout=RESTORE_TIMEOUT_MS)
+    update.locator("xpath=..").locator(".action-status").wait_for()
+    assert update.is_enabled()
+    page.remove_listener("dialog", accept)
+    signed_in.assert_clean()
+
+
+def test_backup_now_on_the_backups_page_adds_the_new_backup_to_the_list_when_it_ends(signed_in, served):
+    page = signed_in.page
+    signed_in.goto(f"/backups/prod/{SITE}")
+    rows = page.locator("table.backups tr[data-backup-id]")
+    before = rows.count()
+    page.locator(".page-head").get_by_role("button", name="Backup now").click()
+    page.locator(".page-head .action-status.action-ok").wait_for(timeout=RESTORE_TIMEOUT_MS)
+    assert rows.count() == before + 1
+    assert "just now" in rows.first.inner_text()
     signed_in.assert_clean()

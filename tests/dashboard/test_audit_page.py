@@ -89,3 +89,26 @@ def test_day_range_is_the_servers_local_day_in_utc():
     assert since == start.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert until > since
     assert day_range("7.12.2026") is None
+
+
+def fake_job(job_id: str, status: str, message: str) -> dict:
+    return {"id": job_id, "action": "backup_site", "stack": "prod", "site": "s.example.com", "status": status,
+            "created": "2026-11-25T02:00:00Z", "started": None, "finished": None, "exit_code": None,
+            "message": message, "output": "", "result": {}, "_outcome": status}  # fmt: skip
+
+
+def test_an_older_jobs_outcome_is_asked_by_id_and_an_ended_one_only_once(logged_in, app, fake_agent):
+    fake_agent.jobs["old0000000000001"] = fake_job("old0000000000001", "succeeded", "Backup made.")
+    for i in range(60):  # newer jobs push it out of the agent's short list
+        job_id = f"new{i:013d}"
+        fake_agent.jobs[job_id] = fake_job(job_id, "succeeded", "ok")
+    app.ctx.audit.record(user="ops", address="192.0.2.1", action="backup_site", target="prod", result="started",
+                         job_id="old0000000000001")  # fmt: skip
+    asked = len(fake_agent.requests)
+    page = logged_in.get("/audit").text
+    assert 'data-outcome="succeeded" title="Backup made."' in page
+    paths = [r[1] for r in fake_agent.requests[asked:]]
+    assert "/jobs/old0000000000001" in paths
+    asked = len(fake_agent.requests)
+    assert 'data-outcome="succeeded"' in logged_in.get("/audit").text
+    assert not [r for r in fake_agent.requests[asked:] if r[1].startswith("/jobs")]
