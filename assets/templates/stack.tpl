@@ -8,13 +8,23 @@
 <div class="notice notice-error">{{stack['reason']}}</div>
 % end
 <section class="card" id="stack-services" data-refresh>
+% show_logs = can('GET', '/stack/' + stack['qname'] + '/logs')
+% if show_logs:
 <h2>Services <a class="small" href="/stack/{{stack['qname']}}/logs">live logs</a></h2>
+% else:
+<h2>Services</h2>
+% end
 % if stack['services']:
 <table class="table">
 <thead><tr><th>Service</th><th>Container</th><th>State</th><th>Status</th></tr></thead>
 <tbody>
 % for svc in stack['services']:
-<tr><td><a href="/stack/{{stack['qname']}}/logs?service={{svc['qservice']}}" title="Live log of {{svc['service']}}">{{svc['service']}}</a></td><td>{{svc['name']}}</td><td><span class="badge {{svc['badge']}}">{{svc['state']}}</span>{{' (' + svc['health'] + ')' if svc['health'] else ''}}</td><td>{{svc['status']}}</td></tr>
+% if show_logs:
+<tr><td><a href="/stack/{{stack['qname']}}/logs?service={{svc['qservice']}}" title="Live log of {{svc['service']}}">{{svc['service']}}</a></td>
+% else:
+<tr><td>{{svc['service']}}</td>
+% end
+<td>{{svc['name']}}</td><td><span class="badge {{svc['badge']}}">{{svc['state']}}</span>{{' (' + svc['health'] + ')' if svc['health'] else ''}}</td><td>{{svc['status']}}</td></tr>
 % end
 </tbody>
 </table>

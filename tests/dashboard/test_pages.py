@@ -204,11 +204,11 @@ def test_a_bench_needing_fm_migrate_says_so_on_its_card_with_the_agents_sentence
     bench.update(needs_migration=True, reason=sentence)
     fake_agent.stacks = [bench, make_stack("prod", ["site1.example.com"])]
     text = logged_in.get("/dashboard").text
-    card = re.search(r'<section class="card stack" data-stack="erp".*?</section>', text, re.S).group(0)
+    card = re.search(r'<section class="card stack"[^>]*data-stack="erp".*?</section>', text, re.S).group(0)
     assert 'data-status="running"' in card  # the containers' status stands
     assert 'data-needs-migration="erp"' in card and ">needs fm migrate<" in card
     assert "erp.localhost needs &quot;fm migrate erp.localhost&quot; (its files were written by" in card
-    other = re.search(r'<section class="card stack" data-stack="prod".*?</section>', text, re.S).group(0)
+    other = re.search(r'<section class="card stack"[^>]*data-stack="prod".*?</section>', text, re.S).group(0)
     assert "needs fm migrate" not in other
     page = logged_in.get("/stack/erp").text
     assert "data-needs-migration" in page and "fm migrate erp.localhost" in page

@@ -251,6 +251,10 @@ def test_pages_show_only_the_buttons_a_role_may_use(app, fake_agent):
     assert 'href="/imports"' in admin.get("/account").text
     assert 'href="/account/users"' in admin.get("/account").text
     assert 'href="/account/users"' not in ops.get("/account").text
+    # Live logs are an operator's (dashboard.viewer_logs is off): a viewer is not shown links that would 403.
+    assert "/stack/prod/logs" not in view.get("/stack/prod").text
+    assert 'href="/stack/prod/logs"' in ops.get("/stack/prod").text
+    assert 'href="/stack/prod/logs?service=' in ops.get("/stack/prod").text
 
 
 def test_a_bare_hash_is_an_admin_and_roles_come_from_the_mapping(app):
