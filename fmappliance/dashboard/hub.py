@@ -1,0 +1,643 @@
+"""The fleet hub inside the dashboard: a TLS 1.3 listener (``fleet.listen``) with three doors.
+
+- **No client certificate**: the join door.  Exactly one small request (``POST /v1/join``,
+  at most 16 KiB, 10 s), answered and closed; handled in a short-lived thread because signing
+  calls openssl.
+- **A certificate the hub issued** (its sha256 known and not removed in the registry): the
+  uplink sends its hello line, and the connection is parked idle in that server's pool until
+  :meth:`Hub.take` hands it to a request (fleet_client.py).  Unknown or removed: closed without
+  a byte.
+- **Anything else** fails the TLS handshake (the hub's certificate is the only issuer trusted).
+
+One thread and a selector do the accepting, the non-blocking handshakes and the hello lines,
+so a flood of slow or half-open connections costs a slot each, within the limits below, and
+never a thread.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import select
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from fmappliance.dashboard.fleet_registry import FleetRegistry, JoinRefused
+from fmappliance.fleet import certs
+from fmappliance.fleet import tls as fleet_tls
+from fmappliance.fleet.token import is_valid_server_name
+from fmappliance.names import format_timestamp
+from fmappliance.version import __version__
+
+log = logging.getLogger(__name__)
+
+MAX_HANDSHAKES = 64
+MAX_PER_SOURCE = 8
+HANDSHAKE_SECONDS = 10.0
+JOIN_MAX_BYTES = 16 * 1024
+HELLO_MAX_BYTES = 4096
+#: More parked connections than an uplink's ``max`` (12) means something is wrong; the oldest go.
+MAX_PARKED_PER_SERVER = 16
+#: An uplink recycles its idle connections after 10 minutes; the hub drops any older than this.
+PARKED_MAX_SECONDS = 11 * 60
+#: Refused join attempts per source address before the hub answers 429 for a while.
+JOIN_FAILURES_ALLOWED = 10
+JOIN_FAILURE_WINDOW = 600.0
+#: How long a request waits for an uplink to top its pool up, when the server's link is up.
+TOPUP_WAIT_SECONDS = 3.0
+MIN_AGENT_VERSION = (0, 2, 0)
+
+HUB_KEY = "hub.key"
+HUB_CERT = "hub.crt"
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
+_REASONS.update({410: "Gone", 413: "Payload Too Large", 426: "Upgrade Required", 429: "Too Many Requests"})
+_REASONS.update({500: "Internal Server Error"})
+
+
+class LinkUnavailable(Exception):
+    """No connection to ``server`` can be had now; ``status`` 404/503 and the operator's sentence."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class _Pending:
+    sock: ssl.SSLSocket
+    source: str
+    deadline: float
+    phase: str = "handshake"  # handshake | hello | join
+    server: str = ""
+    cert_sha256: str = ""
+    buf: bytes = b""
+
+
+@dataclass
+class _Parked:
+    sock: ssl.SSLSocket
+    cert_sha256: str
+    since: float
+
+
+@dataclass
+class _Link:
+    """What the hub knows of one server's link (monotonic times; None: never)."""
+
+    last_hello: float | None = None
+    last_ok: float | None = None
+    last_lost: float | None = None
+    last_seen_wall: float | None = None
+    agent: str = "ok"
+    agent_version: str = ""
+    clock_skew: float | None = None
+
+
+@dataclass
+class HubFiles:
+    key: Path
+    cert: Path
+
+    @classmethod
+    def of(cls, fleet_dir: str) -> HubFiles:
+        return cls(Path(fleet_dir) / HUB_KEY, Path(fleet_dir) / HUB_CERT)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Hub:
+    def __init__(self, config: dict, registry: FleetRegistry, *, wall_clock=time.time):
+        fleet = config["fleet"]
+        self.config = config
+        self.fleet = fleet
+        self.registry = registry
+        self.wall_clock = wall_clock
+        self.files = HubFiles.of(fleet["dir"])
+        self.allow = [ipaddress.ip_network(n, strict=False) for n in fleet["allow_from"]]
+        self.unreachable_after = float(fleet["unreachable_after"])
+        self.hub_sha256 = ""
+        self._ctx: ssl.SSLContext | None = None
+        self._listener: socket.socket | None = None
+        self._sel = selectors.DefaultSelector()
+        self._pending: dict[int, _Pending] = {}
+        self._per_source: dict[str, int] = defaultdict(int)
+        self._joins = 0
+        self._join_failures: dict[str, deque] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pools: dict[str, list[_Parked]] = defaultdict(list)
+        self._links: dict[str, _Link] = defaultdict(_Link)
+        self._active: dict[str, str] = {}  # name -> cert sha256 of the servers not removed
+        self._data_version = -1
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> Hub:
+        if not (self.files.key.is_file() and self.files.cert.is_file()):
+            raise OSError(
+                f"fleet.listen is set but {self.fleet['dir']} holds no hub key and certificate; "
+                "make them with: fm-dashboard fleet init"
+            )
+        self._ctx = fleet_tls.hub_context(str(self.files.cert), str(self.files.key))
+        self.hub_sha256 = certs.sha256_of_pem(self.files.cert.read_bytes())
+        host, port = parse_host_port(self.fleet["listen"])
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener = listener
+        self._sel.register(listener, selectors.EVENT_READ, "accept")
+        self._wake_r.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._refresh_registry(force=True)
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="fleet-hub", daemon=True)
+        self._thread.start()
+        log.info("fleet hub listening on %s:%s (certificate sha256 %s)", host, self.port, self.hub_sha256)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._listener.getsockname()[1] if self._listener else 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread:
+            self._thread.join(5)
+        with self._lock:
+            for pool in self._pools.values():
+                for parked in pool:
+                    parked.sock.close()
+            self._pools.clear()
+        for pending in list(self._pending.values()):
+            pending.sock.close()
+        if self._listener:
+            self._listener.close()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the selector loop -------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_sweep = 0.0
+        while not self._stopping.is_set():
+            try:
+                events = self._sel.select(timeout=0.5)
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                raise
+            for key, _ in events:
+                if key.data == "accept":
+                    self._accept()
+                elif key.data == "wake":
+                    try:
+                        self._wake_r.recv(512)
+                    except OSError:
+                        pass
+                else:
+                    self._advance(key.data)
+            now = time.monotonic()
+            for pending in [p for p in self._pending.values() if p.phase != "join" and p.deadline <= now]:
+                log.debug("fleet hub: %s took too long (%s)", pending.source, pending.phase)
+                self._drop(pending)
+            if now - last_sweep >= 1.0:
+                last_sweep = now
+                try:
+                    self._sweep()
+                except Exception:  # the hub must outlive a bad sweep (e.g. a locked database)
+                    log.exception("fleet hub: sweep failed")
+
+    def _accept(self) -> None:
+        for _ in range(MAX_HANDSHAKES):
+            try:
+                raw, addr = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("fleet hub: accept failed: %s", exc)
+                return
+            source = addr[0]
+            if self.allow and not any(ipaddress.ip_address(source) in net for net in self.allow):
+                raw.close()
+                continue
+            with self._lock:
+                busy = len(self._pending) + self._joins
+            if busy >= MAX_HANDSHAKES or self._per_source[source] >= MAX_PER_SOURCE:
+                raw.close()
+                continue
+            fleet_tls.tune(raw)
+            raw.setblocking(False)
+            try:
+                sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+            except (OSError, ssl.SSLError):
+                raw.close()
+                continue
+            pending = _Pending(sock, source, time.monotonic() + HANDSHAKE_SECONDS)
+            self._pending[id(pending)] = pending
+            self._per_source[source] += 1
+            self._sel.register(sock, selectors.EVENT_READ, pending)
+
+    def _forget(self, pending: _Pending) -> None:
+        if self._pending.pop(id(pending), None) is not None:
+            self._per_source[pending.source] -= 1
+            if self._per_source[pending.source] <= 0:
+                del self._per_source[pending.source]
+        try:
+            self._sel.unregister(pending.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _drop(self, pending: _Pending) -> None:
+        self._forget(pending)
+        pending.sock.close()
+
+    def _advance(self, pending: _Pending) -> None:
+        if pending.phase == "handshake":
+            try:
+                pending.sock.do_handshake()
+            except ssl.SSLWantReadError:
+                self._sel.modify(pending.sock, selectors.EVENT_READ, pending)
+                return
+            except ssl.SSLWantWriteError:
+                self._sel.modify(pending.sock, selectors.EVENT_WRITE, pending)
+                return
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("fleet hub: handshake with %s failed: %s", pending.source, exc)
+                self._drop(pending)
+                return
+            cert_sha256 = fleet_tls.peer_sha256(pending.sock)
+            if not cert_sha256:
+                self._start_join(pending)
+                return
+            server = self._active_server(cert_sha256)
+            if server is None:
+                log.warning(
+                    "fleet hub: refused a certificate not (or no longer) in the registry from %s", pending.source
+                )
+                self._drop(pending)
+                return
+            pending.phase, pending.server, pending.cert_sha256 = "hello", server, cert_sha256
+            self._sel.modify(pending.sock, selectors.EVENT_READ, pending)
+        if pending.phase == "hello":
+            self._read_hello(pending)
+
+    def _read_hello(self, pending: _Pending) -> None:
+        while True:
+            try:
+                data = pending.sock.recv(HELLO_MAX_BYTES)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except (ssl.SSLError, OSError):
+                self._drop(pending)
+                return
+            if not data:
+                self._drop(pending)
+                return
+            pending.buf += data
+            if b"\n" in pending.buf:
+                break
+            if len(pending.buf) > HELLO_MAX_BYTES:
+                self._drop(pending)
+                return
+        line, _, rest = pending.buf.partition(b"\n")
+        try:
+            hello = json.loads(line)
+        except ValueError:
+            hello = None
+        if (
+            rest
+            or pending.sock.pending()
+            or not isinstance(hello, dict)
+            or hello.get("v") != 1
+            or hello.get("server") != pending.server
+        ):
+            log.warning("fleet hub: %s (%s) sent a bad hello line; closed", pending.server, pending.source)
+            self._drop(pending)
+            return
+        self._forget(pending)
+        self._park(pending, hello)
+
+    def _park(self, pending: _Pending, hello: dict) -> None:
+        now = time.monotonic()
+        with self._cond:
+            pool = self._pools[pending.server]
+            pool.append(_Parked(pending.sock, pending.cert_sha256, now))
+            while len(pool) > MAX_PARKED_PER_SERVER:
+                pool.pop(0).sock.close()
+            link = self._links[pending.server]
+            link.last_hello = now
+            link.last_seen_wall = self.wall_clock()
+            link.agent = "down" if hello.get("agent") == "down" else "ok"
+            link.agent_version = str(hello.get("agent_version") or "")[:40]
+            sent_time = hello.get("time")
+            if isinstance(sent_time, (int, float)) and not isinstance(sent_time, bool):
+                link.clock_skew = round(float(sent_time) - self.wall_clock(), 1)
+            self._cond.notify_all()
+
+    # -- parked connections and the registry ---------------------------------------------
+
+    def _refresh_registry(self, force: bool = False) -> None:
+        version = self.registry.db.data_version()
+        if not force and version == self._data_version:
+            return
+        self._data_version = version
+        active = {row["name"]: row["cert_sha256"] for row in self.registry.servers()}
+        with self._lock:
+            self._active = active
+
+    def _active_server(self, cert_sha256: str) -> str | None:
+        # The registry may have changed in another process (fm-dashboard fleet remove) a moment ago.
+        return self.registry.server_for_certificate(cert_sha256)
+
+    def _sweep(self) -> None:
+        """Close parked connections that ended, sent something unasked, grew too old, or belong to
+        a server no longer in the registry."""
+        self._refresh_registry()
+        now = time.monotonic()
+        poller = select.poll()
+        with self._lock:
+            parked_all = [(name, p) for name, pool in self._pools.items() for p in pool]
+            for _, parked in parked_all:
+                poller.register(parked.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+            ready = {fd for fd, _ in poller.poll(0)}
+            for name, pool in self._pools.items():
+                keep = []
+                for parked in pool:
+                    gone = (
+                        parked.sock.fileno() in ready
+                        or now - parked.since > PARKED_MAX_SECONDS
+                        or self._active.get(name) != parked.cert_sha256
+                    )
+                    if gone:
+                        parked.sock.close()
+                    else:
+                        keep.append(parked)
+                if pool and not keep:
+                    self._links[name].last_lost = now
+                pool[:] = keep
+
+    def take(self, server: str, wait: float = TOPUP_WAIT_SECONDS) -> ssl.SSLSocket:
+        """A parked connection to ``server``, now blocking; LinkUnavailable when none can be had."""
+        deadline = time.monotonic() + wait
+        if server not in self._active:
+            self._refresh_registry(force=True)  # joined a moment ago?
+        with self._cond:
+            if server not in self._active:
+                raise LinkUnavailable(404, f"There is no server {server} in the fleet.")
+            while True:
+                pool = self._pools.get(server) or []
+                while pool:
+                    parked = pool.pop()
+                    if _still_idle(parked.sock):
+                        parked.sock.setblocking(True)
+                        return parked.sock
+                    parked.sock.close()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._link_recent(server):
+                    raise LinkUnavailable(503, self._unreachable_sentence(server))
+                self._cond.wait(remaining)
+
+    def _link_recent(self, server: str) -> bool:
+        link = self._links.get(server)
+        recent = [t for t in (link.last_hello, link.last_ok) if t is not None] if link else []
+        return bool(recent) and time.monotonic() - max(recent) < self.unreachable_after
+
+    def _unreachable_sentence(self, server: str) -> str:
+        link = self._links.get(server)
+        if link is None or link.last_seen_wall is None:
+            return f"server {server} is unreachable: its uplink has not connected since the dashboard started."
+        ago = max(0, int(self.wall_clock() - link.last_seen_wall))
+        when = format_timestamp(link.last_seen_wall)
+        return f"server {server} is unreachable since {when} ({ago // 60} min ago)."
+
+    def note(self, server: str, ok: bool, agent_down: bool = False) -> None:
+        """A request through ``server``'s link ended: answered (``ok``), or the agent did not answer."""
+        with self._lock:
+            link = self._links[server]
+            if ok:
+                link.last_ok = time.monotonic()
+                link.last_seen_wall = self.wall_clock()
+                link.agent = "ok"
+            elif agent_down:
+                link.agent = "down"
+
+    def state(self, server: str) -> dict:
+        """online | connecting | agent_down | unreachable, with what is known of the link."""
+        now = time.monotonic()
+        with self._lock:
+            link = self._links.get(server) or _Link()
+            pooled = len(self._pools.get(server) or [])
+            up = pooled > 0 or (link.last_ok is not None and now - link.last_ok < self.unreachable_after)
+            if up:
+                state = "agent_down" if link.agent == "down" else "online"
+            elif now - self._started < self.unreachable_after or (
+                link.last_lost is not None and now - link.last_lost < self.unreachable_after
+            ):
+                state = "connecting"
+            else:
+                state = "unreachable"
+            return {
+                "state": state,
+                "idle_connections": pooled,
+                "last_seen": format_timestamp(link.last_seen_wall) if link.last_seen_wall else None,
+                "agent_version": link.agent_version or None,
+                "clock_skew_seconds": link.clock_skew,
+            }
+
+    # -- the join door -----------------------------------------------------------------
+
+    def _start_join(self, pending: _Pending) -> None:
+        self._forget(pending)
+        with self._lock:
+            self._joins += 1
+            self._per_source[pending.source] += 1
+        pending.phase = "join"
+        threading.Thread(target=self._serve_join, args=(pending,), name="fleet-join", daemon=True).start()
+
+    def _serve_join(self, pending: _Pending) -> None:
+        sock = pending.sock
+        try:
+            sock.setblocking(True)
+            status, payload = self._answer_join(sock, pending)
+            body = json.dumps(payload).encode()
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+            )
+            sock.settimeout(max(0.1, pending.deadline - time.monotonic()))
+            sock.sendall(head.encode() + body)
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("fleet hub: join from %s ended: %s", pending.source, exc)
+        finally:
+            sock.close()
+            with self._lock:
+                self._joins -= 1
+                self._per_source[pending.source] -= 1
+                if self._per_source[pending.source] <= 0:
+                    del self._per_source[pending.source]
+
+    def _read_request(self, sock: ssl.SSLSocket, deadline: float) -> tuple[str, str, bytes] | int:
+        """(method, path, body), or an HTTP status to refuse with."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            if len(data) > JOIN_MAX_BYTES:
+                return 413
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = sock.recv(4096)
+            if not chunk:
+                return 400
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            return 400
+        length = -1
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        if length < 0:
+            return 400
+        if len(head) + length > JOIN_MAX_BYTES:
+            return 413
+        while len(body) < length:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = sock.recv(length - len(body))
+            if not chunk:
+                return 400
+            body += chunk
+        return parts[0], parts[1], body[:length]
+
+    def _answer_join(self, sock: ssl.SSLSocket, pending: _Pending) -> tuple[int, dict]:
+        source = pending.source
+        request = self._read_request(sock, pending.deadline)
+        if isinstance(request, int):
+            return request, _refusal(
+                "The join request is too large (at most 16 KiB)." if request == 413 else "That is not a join request."
+            )
+        method, path, body = request
+        if (method, path) != ("POST", "/v1/join"):
+            return 404, _refusal("The fleet hub answers only POST /v1/join to a server without its certificate.")
+        if self._throttled(source):
+            return 429, _refusal(f"Too many refused join attempts from {source}; wait 10 minutes and try again.")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return 400, _refusal("The join request must be a JSON object.")
+        try:
+            joined = self._join(data, source)
+        except JoinRefused as exc:
+            self._note_failure(source)
+            log.warning("fleet hub: refused a join from %s (%s): %s", source, exc.status, exc.message)
+            return exc.status, _refusal(exc.message)
+        log.info("fleet hub: server %s joined from %s", joined.server, source)
+        return 200, {
+            "success": True,
+            "server": joined.server,
+            "agent_cert_pem": joined.agent_cert_pem,
+            "api_token": joined.api_token,
+            "hub_sha256": self.hub_sha256,
+        }
+
+    def _join(self, data: dict, source: str):
+        token_id, secret, name = data.get("token_id"), data.get("secret"), data.get("name")
+        csr_pem, agent_version = data.get("csr_pem"), data.get("agent_version")
+        if not isinstance(token_id, str) or not isinstance(secret, str) or not isinstance(csr_pem, str):
+            raise JoinRefused(400, "The join request needs token_id, secret and csr_pem.")
+        if name is not None and not is_valid_server_name(name):
+            from fmappliance.fleet.token import SERVER_NAME_RULE
+
+            raise JoinRefused(400, f"{str(name)[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.")
+        if not isinstance(agent_version, str) or _version(agent_version) < MIN_AGENT_VERSION:
+            needed = ".".join(map(str, MIN_AGENT_VERSION))
+            raise JoinRefused(
+                426,
+                f"This server's fmappliance ({str(agent_version)[:20]}) is too old for this dashboard "
+                f"({__version__}, needs at least {needed}); upgrade it first.",
+            )
+
+        def sign(server: str) -> str:
+            try:
+                return certs.sign_csr(csr_pem, self.files.key, self.files.cert, server)
+            except certs.CertError as exc:
+                raise JoinRefused(400, f"csr_pem is not a usable certificate request ({exc}).") from None
+
+        # Signing runs inside the registry's transaction (a few ms of openssl, once per join) so
+        # that one token can never make two servers.
+        joined = self.registry.redeem(
+            token_id,
+            secret,
+            name,
+            source,
+            agent_version,
+            self.fleet["max_servers"],
+            sign,
+            certs.sha256_of_pem,
+        )
+        self._refresh_registry(force=True)
+        return joined
+
+    def _throttled(self, source: str) -> bool:
+        with self._lock:
+            times = self._join_failures[source]
+            while times and time.monotonic() - times[0] > JOIN_FAILURE_WINDOW:
+                times.popleft()
+            return len(times) >= JOIN_FAILURES_ALLOWED
+
+    def _note_failure(self, source: str) -> None:
+        with self._lock:
+            self._join_failures[source].append(time.monotonic())
+
+
+def _refusal(message: str) -> dict:
+    return {"success": False, "message": message}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def _still_idle(sock: ssl.SSLSocket) -> bool:
+    """True when a parked connection has nothing to read (no EOF, no unasked bytes)."""
+    if sock.pending():
+        return False
+    poller = select.poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    except (ValueError, OSError):
+        return False
+    return not poller.poll(0)
+
+
+__all__ = ["Hub", "HubFiles", "LinkUnavailable"]

@@ -1,0 +1,207 @@
+"""The fleet end to end on one machine: real commands, real agent and uplink processes, real TLS.
+
+A hub (the dashboard's fleet hub over the dashboard's state database, here in the test process
+so requests can be sent through it) and server worlds side by side, each with its own doubles,
+agent socket, state dir and uplink.  Both servers have a stack named ``prod``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from support.fleet_world import FleetHub, ServerWorld, listening_tcp_inodes, socket_inodes, wait_online
+from support.polling import wait_for
+
+from fmappliance.dashboard.agent_client import AgentError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def hub(tmp_path):
+    fleet_hub = FleetHub(tmp_path / "hub")
+    fleet_hub.pin = fleet_hub.init()
+    yield fleet_hub
+    fleet_hub.stop()
+
+
+@pytest.fixture
+def servers(tmp_path):
+    made = []
+
+    def make(name: str, **security) -> ServerWorld:
+        world = ServerWorld(tmp_path / name, name, **security)
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        world.stop()
+
+
+def test_two_servers_join_and_answer_through_their_links_and_listen_on_no_port(hub, servers):
+    assert re.fullmatch(r"[0-9a-f]{64}", hub.pin)
+    hub.start()
+    worlds = [servers("erp-b"), servers("erp-c", fleet_allowed_actions=["backup_site"])]
+    for world in worlds:
+        token = hub.token(world.name)
+        assert token.startswith("FMJ1" + hub.pin + "::")
+        joined = world.join(hub.address, token, "--name", world.name)
+        assert joined.returncode == 0, joined.stderr + joined.stdout
+        assert token not in joined.stdout + joined.stderr
+        world.start_agent()
+        world.start_uplink()
+    for world in worlds:
+        wait_online(hub.hub, world.name)
+
+    # What was stored: the agent keeps only the sha256 of its API token; the hub the hash of the secret.
+    for world in worlds:
+        api_token = hub.registry.api_token(world.name)
+        stored = (world.state_dir / "fleet.json").read_text()
+        assert api_token not in stored
+        assert json.loads(stored)["server"] == world.name
+        assert oct((world.fleet_dir / "agent.key").stat().st_mode & 0o777) == "0o600"
+        assert sorted(os.listdir(world.fleet_dir)) == ["agent.crt", "agent.key", "hub.sha256", "uplink.json"]
+
+    # GET /stacks reaches each server's own agent: the same stack name, each world's own path.
+    seen = {}
+    for world in worlds:
+        stacks = hub.client(world.name).stacks()["stacks"]
+        prod = next(s for s in stacks if s["name"] == "prod")
+        seen[world.name] = prod
+    for world in worlds:
+        detail = hub.client(world.name).stack("prod")
+        assert detail["stack"]["name"] == "prod"
+    # Many requests in a row: the uplink tops its pool up after each.
+    for _ in range(8):
+        assert hub.client("erp-b").stacks()["stacks"]
+
+    # An action through the link runs on that server, is in its fleet audit, and fleet_allowed_actions holds.
+    answer = hub.client("erp-b").action("backup_site", "prod", "site1.example.com")
+    assert answer["success"] is True
+    job = wait_for(
+        lambda: (j := hub.client("erp-b").job(answer["job"]["id"]))["status"] in ("succeeded", "failed") and j,
+        60,
+        "the backup through the link to end",
+        interval=0.3,
+    )
+    assert job["status"] == "succeeded", job
+    assert worlds[0].world.published("prod", "site1.example.com")
+    assert not worlds[1].world.published("prod", "site1.example.com")
+    audit = [json.loads(line) for line in (worlds[0].state_dir / "fleet-audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["action"] == "backup_site" and audit[-1]["result"] == 202 and audit[-1]["server"] == "erp-b"
+    assert not (worlds[1].state_dir / "fleet-audit.jsonl").exists()
+    with pytest.raises(AgentError) as refused:
+        hub.client("erp-c").action("restart_stack", "prod")
+    assert refused.value.status == 403
+    assert refused.value.message == (
+        "erp-c does not accept restart_stack from the fleet (security.fleet_allowed_actions on erp-c)"
+    )
+    fleet_audit = hub.client("erp-c").request("GET", "/fleet/audit")[1]["entries"]
+    assert [(e["action"], e["result"]) for e in fleet_audit] == [("restart_stack", 403)]
+
+    # No listening TCP port on a joined server: none of the agent's or the uplink's sockets listens.
+    listening = listening_tcp_inodes()
+    assert socket_inodes(os.getpid()) & listening, "control: the hub in this process does listen"
+    for world in worlds:
+        for pid in (world.agent.proc.pid, world.uplink.pid):
+            assert not socket_inodes(pid) & listening, f"{world.name}: pid {pid} listens on TCP"
+
+    # The dashboard's own view.
+    listed = hub.cli("list", "--json")
+    assert [s["name"] for s in json.loads(listed.stdout)["servers"]] == ["erp-b", "erp-c"]
+
+
+def test_refused_joins_say_why_and_store_nothing(hub, servers):
+    hub.start()
+    world = servers("erp-b")
+
+    def refused(token, *extra, code=6):
+        done = world.join(hub.address, token, *extra)
+        assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+        assert not (world.state_dir / "fleet.json").exists()
+        assert not (world.fleet_dir / "uplink.json").exists()
+        return done.stderr
+
+    good = hub.token("erp-b")
+    wrong_secret = good[:-32] + ("a" * 32 if not good.endswith("a" * 32) else "b" * 32)
+    assert "not known to this dashboard" in refused(wrong_secret, "--name", "erp-b")
+    unknown_id = good[: 4 + 64 + 2] + "zzzzzzzz" + good[4 + 64 + 2 + 8 :]
+    assert "not known to this dashboard" in refused(unknown_id, "--name", "erp-b")
+    assert "is for server erp-b, not erp-x" in refused(good, "--name", "erp-x")
+    assert "not a join token" in refused("FMJ1nonsense", "--name", "erp-b", code=2)
+    assert "not a valid server name" in refused(good, "--name", "Erp_B", code=2)
+    expired = hub.token("erp-b", ttl=1)
+    wait_for(lambda: "expired" in hub.cli("token", "list").stdout, 5, "the token to expire", interval=0.2)
+    assert "expired at" in refused(expired, "--name", "erp-b")
+
+    # The good token works once; used again (elsewhere) it is refused with when and by whom.
+    joined = world.join(hub.address, good, "--name", "erp-b")
+    assert joined.returncode == 0, joined.stderr
+    again = world.join(hub.address, good, "--name", "erp-b")
+    assert again.returncode == 5 and "already joined" in again.stderr
+    other = servers("erp-d")
+    done = other.join(hub.address, good, "--name", "erp-b")
+    assert done.returncode == 6 and "already used at" in done.stderr and "by server erp-b" in done.stderr
+    # A token for a name already in the fleet is refused with 409.
+    dup = other.join(hub.address, hub.token(), "--name", "erp-b")
+    assert dup.returncode == 6 and "already in the fleet" in dup.stderr
+
+    unreachable = other.join(f"127.0.0.1:{hub.port + 1 if hub.port < 65535 else 1}", hub.token(), "--name", "erp-d")
+    assert unreachable.returncode == 3 and "Cannot reach" in unreachable.stderr
+
+    # Revoked tokens are refused too.
+    revoked = hub.token("erp-d")
+    token_id = revoked.split("::")[1].split(".")[0]
+    assert hub.cli("token", "revoke", token_id).returncode == 0
+    done = other.join(hub.address, revoked, "--name", "erp-d")
+    assert done.returncode == 6 and "revoked" in done.stderr
+
+
+def test_the_token_is_never_read_from_argv_and_stdin_works(hub, servers):
+    hub.start()
+    world = servers("erp-b")
+    token = hub.token("erp-b")
+    # no env, no file: read from stdin
+    from support.fleet_world import run
+
+    done = run(
+        "fmappliance.agent",
+        ["--config", str(world.config_path), "fleet", "join", hub.address, "--name", "erp-b"],
+        stdin=token + "\n",
+    )
+    assert done.returncode == 0, done.stderr
+    status = world.fleet("status", "--json")
+    assert json.loads(status.stdout)["server"] == "erp-b"
+    left = world.fleet("leave")
+    assert left.returncode == 0 and not (world.state_dir / "fleet.json").exists()
+    assert world.fleet("leave").returncode == 5
+
+
+def test_a_removed_server_is_refused_and_an_agent_down_is_told_apart(hub, servers):
+    hub.start()
+    world = servers("erp-b")
+    assert world.join(hub.address, hub.token("erp-b"), "--name", "erp-b").returncode == 0
+    world.start_agent()
+    world.start_uplink()
+    wait_online(hub.hub, "erp-b")
+
+    world.agent.ensure_stopped()
+    with pytest.raises(AgentError) as down:
+        hub.client("erp-b").stacks()
+    assert down.value.status == 502
+    assert down.value.message == "erp-b's uplink is connected but its agent does not answer."
+    assert hub.hub.state("erp-b")["state"] == "agent_down"
+
+    removed = hub.cli("remove", "erp-b", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    wait_for(lambda: hub.hub.state("erp-b")["idle_connections"] == 0, 10, "the pooled links to close")
+    with pytest.raises(AgentError) as gone:
+        hub.client("erp-b")
+    assert gone.value.status == 404
+    # The uplink keeps trying and is closed each time without a byte: it logs so, and nothing parks.
+    wait_for(lambda: "the hub closed the connection" in world.uplink_output(), 15, "the uplink to be refused")
+    assert hub.hub.state("erp-b")["idle_connections"] == 0
