@@ -100,7 +100,7 @@ def connect_agent(where: str, timeout: float = 5.0) -> socket.socket:
     """A plain connection to the agent: its Unix socket or http://127.0.0.1:PORT."""
     if where.startswith("unix:"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: object = where[5:]
+        target: str | tuple[str, int] = where[5:]
     else:
         rest = where.split("://", 1)[-1].rstrip("/")
         host, _, port = rest.rpartition(":")

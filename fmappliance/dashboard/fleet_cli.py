@@ -25,8 +25,7 @@ from fmappliance.fleet.token import SERVER_NAME_RULE, is_valid_server_name
 
 
 def add_arguments(fleet: argparse.ArgumentParser) -> None:
-    config_flag = {"default": argparse.SUPPRESS, "help": "config file (also accepted before 'fleet')"}
-    fleet.add_argument("--config", **config_flag)
+    fleet.add_argument("--config", default=argparse.SUPPRESS, help="config file (also accepted before 'fleet')")
     sub = fleet.add_subparsers(dest="fleet_command", required=True)
     sub.add_parser("init", help="make the hub's key and certificate in fleet.dir (if missing)")
     tok = sub.add_parser("token", help="join tokens")

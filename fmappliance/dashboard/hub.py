@@ -232,6 +232,7 @@ class Hub:
                     log.exception("fleet hub: sweep failed")
 
     def _accept(self) -> None:
+        assert self._listener is not None and self._ctx is not None  # started
         for _ in range(MAX_HANDSHAKES):
             try:
                 raw, addr = self._listener.accept()
