@@ -137,7 +137,9 @@ def serve(config: dict) -> None:
         from fmappliance.dashboard.fleet_client import start_hub
 
         hub, registry = start_hub(config, services.db)
-        services.fleet_hub, services.fleet_registry = hub, registry  # type: ignore[attr-defined]
+        from fmappliance.dashboard.fleet_client import FleetView
+
+        services.fleet_view = FleetView(hub, registry, config, local_agent=services.agent)  # type: ignore[attr-defined]
     app = make_app(config, services=services)
     options = {
         **listening.listen_options(dash),

@@ -110,9 +110,48 @@ def test_two_servers_join_and_answer_through_their_links_and_listen_on_no_port(h
         for pid in (world.agent.proc.pid, world.uplink.pid):
             assert not socket_inodes(pid) & listening, f"{world.name}: pid {pid} listens on TCP"
 
-    # The dashboard's own view.
+    # The dashboard's own view: the CLI's registry and GET /fleet with the link states and figures.
     listed = hub.cli("list", "--json")
     assert [s["name"] for s in json.loads(listed.stdout)["servers"]] == ["erp-b", "erp-c"]
+    client = _signed_in_dashboard(hub)
+    answer = client.get("/fleet", headers={"Accept": "application/json"})
+    assert answer.status == 200, answer.text
+    rows = {row["name"]: row for row in answer.json()["servers"]}
+    assert sorted(rows) == ["erp-b", "erp-c"]
+    for row in rows.values():
+        assert row["state"] == "online"
+        assert row["stacks_total"] == 2 and row["agent_version"] and row["last_seen"]
+        assert abs(row["clock_skew_seconds"]) < 5
+    assert rows["erp-b"]["worst_backup_age_seconds"] is None  # site2 of erp-b has never been backed up
+    page = _render_from_this_checkout("fleet", servers=list(rows.values()))
+    assert "erp-c" in page and 'hx-trigger="every 10s"' in page and "2 / 2" in page
+
+
+def _render_from_this_checkout(name: str, **values) -> str:
+    """The page's templates as in this checkout (the shared venv maps fmappliance.assets to /work/main)."""
+    from pathlib import Path
+
+    import bottle
+
+    root = Path(__file__).resolve().parents[2] / "assets" / "templates"
+
+    def partial(template: str, **more) -> str:
+        return bottle.SimpleTemplate(source=(root / f"{template}.tpl").read_text()).render(partial=partial, **more)
+
+    return partial(name, **values)
+
+
+def _signed_in_dashboard(hub):
+    from support.wsgi import WSGIClient
+
+    from fmappliance.dashboard.app import make_app
+    from fmappliance.dashboard.fleet_client import FleetView
+
+    app = make_app(hub.config)
+    app.ctx.services.fleet_view = FleetView(hub.hub, hub.registry, hub.config)
+    client = WSGIClient(app)
+    assert client.login().status == 303
+    return client
 
 
 def test_refused_joins_say_why_and_store_nothing(hub, servers):
@@ -205,3 +244,15 @@ def test_a_removed_server_is_refused_and_an_agent_down_is_told_apart(hub, server
     # The uplink keeps trying and is closed each time without a byte: it logs so, and nothing parks.
     wait_for(lambda: "the hub closed the connection" in world.uplink_output(), 15, "the uplink to be refused")
     assert hub.hub.state("erp-b")["idle_connections"] == 0
+
+
+def test_without_a_hub_the_fleet_page_is_404(hub):
+    from support.wsgi import WSGIClient
+
+    from fmappliance.dashboard.app import make_app
+
+    client = WSGIClient(make_app(hub.config))
+    assert client.login().status == 303
+    answer = client.get("/fleet", headers={"Accept": "application/json"})
+    assert answer.status == 404
+    assert answer.json()["message"] == "This dashboard runs no fleet hub (fleet.listen is not set)."
