@@ -42,8 +42,9 @@ RECYCLE_SECONDS = 600.0
 CONNECT_TIMEOUT = 10.0
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
-#: A connection that lived this long (or carried a request) was no failure: the backoff restarts.
-HEALTHY_SECONDS = 60.0
+#: A connection the hub kept this long (or used) was no failure: the backoff restarts (a removed server is
+#: closed at once after its hello, so it keeps backing off).
+HEALTHY_SECONDS = 5.0
 CHUNK = 256 * 1024
 #: Bytes waiting for the slower side before the faster one is no longer read (constant memory).
 BUFFER_CAP = 1024 * 1024

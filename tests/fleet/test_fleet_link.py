@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import pytest
 from support.fleet_world import FleetHub, ServerWorld, listening_tcp_inodes, socket_inodes, wait_online
@@ -256,3 +257,43 @@ def test_without_a_hub_the_fleet_page_is_404(hub):
     answer = client.get("/fleet", headers={"Accept": "application/json"})
     assert answer.status == 404
     assert answer.json()["message"] == "This dashboard runs no fleet hub (fleet.listen is not set)."
+
+
+def test_link_states_through_a_killed_uplink_and_a_hub_restart(tmp_path, servers):
+    hub = FleetHub(tmp_path / "hub", unreachable_after=2)
+    hub.init()
+    hub.start()
+    world = servers("erp-b")
+    try:
+        assert world.join(hub.address, hub.token("erp-b"), "--name", "erp-b").returncode == 0
+        world.start_agent()
+        world.start_uplink()
+        wait_online(hub.hub, "erp-b")
+        # The pool is topped up after use and settles back to `idle` (2) connections.
+        for _ in range(6):
+            hub.client("erp-b").stacks()
+        wait_for(lambda: hub.hub.state("erp-b")["idle_connections"] == 2, 10, "the pool to settle at 2")
+
+        world.uplink.kill()
+        world.uplink.wait()
+        wait_for(lambda: hub.hub.state("erp-b")["state"] == "connecting", 5, "connecting after the drop")
+        wait_for(lambda: hub.hub.state("erp-b")["state"] == "unreachable", 10, "unreachable")
+        with pytest.raises(AgentError) as refused:
+            hub.client("erp-b").stacks()
+        assert refused.value.status == 503
+        assert re.fullmatch(
+            r"server erp-b is unreachable since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(0 min ago\)\.", refused.value.message
+        )
+
+        world.start_uplink()
+        wait_online(hub.hub, "erp-b")
+        # The dashboard restarts: a new hub on the same port; the uplink is back within seconds.
+        hub.hub.stop()
+        started = time.monotonic()
+        hub.start()
+        assert hub.hub.state("erp-b")["state"] == "connecting"
+        wait_online(hub.hub, "erp-b", timeout=15)
+        assert time.monotonic() - started < 10
+        assert hub.client("erp-b").stacks()["stacks"]
+    finally:
+        hub.stop()
