@@ -9,7 +9,8 @@
 - Each mutating fleet request is appended to ``<agent.state_dir>/fleet-audit.jsonl`` (time,
   request id, claimed actor, method, path, action, result): a record a compromised dashboard
   cannot erase.  ``GET /fleet/audit`` reads it; ``POST /fleet/leave`` (fleet token) makes this
-  server forget its fleet tokens.
+  server forget its fleet tokens; ``POST /fleet/tokens`` (fleet token) adds a rotated one, the
+  current ones staying valid ``previous_valid_seconds`` (300) more.
 """
 
 from __future__ import annotations
@@ -151,6 +152,10 @@ class FleetGate:
                     )
                     self._audit(environ, server, method, path, action, 403)
                     return _json(start_response, 403, message)
+        if path == "/fleet/tokens" and method == "POST":
+            status, message = self._rotate(environ)
+            self._audit(environ, server, method, path, None, status)
+            return _json(start_response, status, message, success=status == 200)
         if path == "/fleet/leave" and method == "POST":
             self._forget_tokens()
             self._audit(environ, server, method, path, None, 200)
@@ -165,6 +170,33 @@ class FleetGate:
         self._audit(environ, server, method, path, action if isinstance(action, str) else None, seen.get("status"))
         return result
 
+    def _rotate(self, environ) -> tuple[int, str]:
+        """Add the dashboard's new token hash; the current ones keep working ``previous_valid_seconds``."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "0")
+            data = json.loads(environ["wsgi.input"].read(length)) if 0 < length <= MAX_ACTION_BODY else None
+        except ValueError:
+            data = None
+        digest = data.get("sha256") if isinstance(data, dict) else None
+        grace = data.get("previous_valid_seconds", 300) if isinstance(data, dict) else None
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            return 400, 'Send {"sha256": <64 hex digits of the new token>, "previous_valid_seconds": N}.'
+        if not isinstance(grace, int) or isinstance(grace, bool) or not 0 <= grace <= 3600:
+            return 400, "previous_valid_seconds must be a whole number from 0 to 3600."
+        path = self.tokens.path
+        with self._audit_lock:
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return 409, "This server has no fleet record to rotate (fleet.json)."
+            until = time.time() + grace
+            for entry in record.get("tokens") or []:
+                if entry.get("expires") is None or float(entry["expires"]) > until:
+                    entry["expires"] = until
+            record.setdefault("tokens", []).append({"sha256": digest, "added": format_timestamp(), "expires": None})
+            _write_private(path, record)
+        return 200, f"New fleet token taken; the previous one works {grace} s more."
+
     def _forget_tokens(self) -> None:
         path = self.tokens.path
         try:
@@ -173,10 +205,7 @@ class FleetGate:
             return
         data["tokens"] = []
         data["left"] = format_timestamp()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        _write_private(path, data)
 
     def _audit(self, environ, server: str, method: str, path: str, action: str | None, status: int | None) -> None:
         entry = {
@@ -219,8 +248,16 @@ class FleetGate:
         return [body]
 
 
+def _write_private(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def _json(start_response, status: int, message: str, success: bool = False):
     body = json.dumps({"success": success, "message": message}).encode()
-    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden"}.get(status, "Error")
+    reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 409: "Conflict"}.get(status, "Error")
     start_response(f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -5,6 +5,7 @@ fm-dashboard --config C fleet init                       hub key + certificate i
 fm-dashboard --config C fleet token create [--name N] [--ttl S]   a one-use join token and the join command
 fm-dashboard --config C fleet token list | revoke ID
 fm-dashboard --config C fleet list [--json]
+fm-dashboard --config C fleet rotate-token N              a new API token for N (old one valid 5 more minutes)
 fm-dashboard --config C fleet remove N [--yes]
 
 Exit status: 0 done, 1 could not (files, database), 2 bad input.  Everything the hub keeps lives in
@@ -38,6 +39,8 @@ def add_arguments(fleet: argparse.ArgumentParser) -> None:
     revoke.add_argument("id", help="the token's 8-character id (fleet token list)")
     listing = sub.add_parser("list", help="the servers of the fleet")
     listing.add_argument("--json", action="store_true", help='print {"servers": [...]}')
+    rotate = sub.add_parser("rotate-token", help="give a server a new API token (the old one works 5 more minutes)")
+    rotate.add_argument("name")
     remove = sub.add_parser("remove", help="remove a server: its certificate is refused from now on")
     remove.add_argument("name")
     remove.add_argument("--yes", action="store_true", help="do not ask to type the name")
@@ -62,6 +65,8 @@ def run(config: dict, args: argparse.Namespace) -> int:
             return _token_revoke(registry, args.id)
         if args.fleet_command == "list":
             return _list(registry, args.json)
+        if args.fleet_command == "rotate-token":
+            return _rotate(registry, args.name)
         return _remove(registry, args.name, args.yes)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"cannot use the state database in {config['dashboard']['state_dir']}: {exc}")
@@ -164,6 +169,30 @@ def _list(registry, as_json: bool) -> int:
     return 0
 
 
+#: How long rotate-token waits for the serving dashboard to deliver the new token.
+ROTATE_WAIT_SECONDS = 15.0
+
+
+def _rotate(registry, name: str) -> int:
+    import time
+
+    if not is_valid_server_name(name):
+        return _fail(f"{name[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.", 2)
+    if not registry.request_rotation(name):
+        return _fail(f"there is no server {name} in the fleet (see: fm-dashboard fleet list).")
+    deadline = time.monotonic() + ROTATE_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if registry.pending_rotation(name) is None:
+            print(f"The API token of {name} is rotated; the previous one works 5 more minutes there.")
+            return 0
+        time.sleep(0.2)
+    print(
+        f"{name} has not taken its new token yet (is it connected, and is the dashboard running?); "
+        "the dashboard delivers it as soon as it can: see fm-dashboard fleet list."
+    )
+    return 0
+
+
 def _remove(registry, name: str, yes: bool) -> int:
     if not is_valid_server_name(name):
         return _fail(f"{name[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.", 2)
@@ -176,5 +205,8 @@ def _remove(registry, name: str, yes: bool) -> int:
         if typed != name:
             return _fail("the name did not match; nothing removed.", 2)
     registry.remove(name)
-    print(f"Server {name} removed: its certificate is refused from now on. On {name} itself, run: fm-agent fleet leave")
+    print(
+        f"Server {name} removed: its certificate is refused from now on. If it is connected, the dashboard tells "
+        f"it to forget its fleet token; on {name} itself, also run: fm-agent fleet leave"
+    )
     return 0

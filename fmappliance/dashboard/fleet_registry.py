@@ -23,7 +23,7 @@ SCHEMA = (
     " used_at REAL, used_by TEXT, used_from TEXT, revoked_at REAL)",
     "CREATE TABLE IF NOT EXISTS fleet_servers ("
     " name TEXT PRIMARY KEY, cert_sha256 TEXT NOT NULL UNIQUE, api_token TEXT NOT NULL, address TEXT NOT NULL,"
-    " joined REAL NOT NULL, agent_version TEXT, removed_at REAL)",
+    " joined REAL NOT NULL, agent_version TEXT, removed_at REAL, pending_api_token TEXT)",
 )
 
 
@@ -212,12 +212,50 @@ class FleetRegistry:
             ).fetchone()
         return row[0] if row else None
 
-    def api_token(self, name: str) -> str | None:
+    def api_token(self, name: str, include_removed: bool = False) -> str | None:
+        query = "SELECT api_token FROM fleet_servers WHERE name = ?"
+        if not include_removed:
+            query += " AND removed_at IS NULL"
+        with self.db.transaction() as conn:
+            row = conn.execute(query, (name,)).fetchone()
+        return row[0] if row else None
+
+    # -- token rotation: the CLI asks, the serving hub delivers through the link ---------------
+
+    def request_rotation(self, name: str) -> bool:
+        with self.db.transaction() as conn:
+            return (
+                conn.execute(
+                    "UPDATE fleet_servers SET pending_api_token = ? WHERE name = ? AND removed_at IS NULL",
+                    (secrets.token_urlsafe(32), name),
+                ).rowcount
+                == 1
+            )
+
+    def pending_rotations(self) -> list[str]:
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT name FROM fleet_servers WHERE pending_api_token IS NOT NULL AND removed_at IS NULL"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def pending_rotation(self, name: str) -> tuple[str, str] | None:
+        """(current token, new token) while a rotation of ``name`` waits to be delivered."""
         with self.db.transaction() as conn:
             row = conn.execute(
-                "SELECT api_token FROM fleet_servers WHERE name = ? AND removed_at IS NULL", (name,)
+                "SELECT api_token, pending_api_token FROM fleet_servers WHERE name = ? AND removed_at IS NULL "
+                "AND pending_api_token IS NOT NULL",
+                (name,),
             ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
+
+    def finish_rotation(self, name: str, new: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE fleet_servers SET api_token = ?, pending_api_token = NULL WHERE name = ? "
+                "AND pending_api_token = ?",
+                (new, name, new),
+            )
 
     def remove(self, name: str) -> bool:
         """Mark ``name`` removed: its certificate is refused from now on."""

@@ -16,6 +16,8 @@ never a thread.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import ipaddress
 import json
 import logging
@@ -53,6 +55,8 @@ JOIN_FAILURE_WINDOW = 600.0
 #: How long a request waits for an uplink to top its pool up, when the server's link is up.
 TOPUP_WAIT_SECONDS = 3.0
 MIN_AGENT_VERSION = (0, 2, 0)
+#: Seconds a rotated-out API token keeps working on the server (requests already under way finish).
+ROTATION_GRACE = 300
 
 HUB_KEY = "hub.key"
 HUB_CERT = "hub.crt"
@@ -141,6 +145,8 @@ class Hub:
         self._links: dict[str, _Link] = defaultdict(_Link)
         self._active: dict[str, str] = {}  # name -> cert sha256 of the servers not removed
         self._data_version = -1
+        self._rotations: list[str] = []
+        self._rotating: set[str] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = time.monotonic()
@@ -368,7 +374,40 @@ class Hub:
         self._data_version = version
         active = {row["name"]: row["cert_sha256"] for row in self.registry.servers()}
         with self._lock:
+            gone = [name for name in self._active if name not in active]
             self._active = active
+            # A server removed while linked is told to forget its token (POST /fleet/leave) on one
+            # of its parked connections; the sweep closes the others.
+            farewells = [(name, self._pools[name].pop()) for name in gone if self._pools.get(name)]
+        for name, parked in farewells:
+            threading.Thread(target=self._tell_to_leave, args=(name, parked.sock), daemon=True).start()
+        self._rotations = self.registry.pending_rotations()
+
+    def _tell_to_leave(self, name: str, sock: ssl.SSLSocket) -> None:
+        token = self.registry.api_token(name, include_removed=True)
+        status = _request_over(sock, "POST", "/fleet/leave", token or "", None) if token else None
+        log.info("fleet hub: told removed server %s to forget its fleet token: %s", name, status or "not sent")
+
+    def _rotate(self, name: str) -> None:
+        """Push a pending token rotation to ``name`` through its link (the old token stays valid 5 min)."""
+        try:
+            pending = self.registry.pending_rotation(name)
+            if pending is None:
+                return
+            old, new = pending
+            sock = self.take(name, wait=0)
+            body = {"sha256": hashlib.sha256(new.encode()).hexdigest(), "previous_valid_seconds": ROTATION_GRACE}
+            status = _request_over(sock, "POST", "/fleet/tokens", old, body)
+            if status == 200:
+                self.registry.finish_rotation(name, new)
+                log.info("fleet hub: rotated the API token of %s", name)
+            else:
+                log.warning("fleet hub: %s did not take its new token (%s); trying again later", name, status)
+        except LinkUnavailable:
+            pass
+        finally:
+            with self._lock:
+                self._rotating.discard(name)
 
     def _active_server(self, cert_sha256: str) -> str | None:
         # The registry may have changed in another process (fm-dashboard fleet remove) a moment ago.
@@ -378,6 +417,13 @@ class Hub:
         """Close parked connections that ended, sent something unasked, grew too old, or belong to
         a server no longer in the registry."""
         self._refresh_registry()
+        for name in self._rotations:
+            with self._lock:
+                start = name not in self._rotating and bool(self._pools.get(name))
+                if start:
+                    self._rotating.add(name)
+            if start:
+                threading.Thread(target=self._rotate, args=(name,), daemon=True).start()
         now = time.monotonic()
         poller = select.poll()
         with self._lock:
@@ -615,6 +661,26 @@ class Hub:
     def _note_failure(self, source: str) -> None:
         with self._lock:
             self._join_failures[source].append(time.monotonic())
+
+
+def _request_over(sock: ssl.SSLSocket, method: str, path: str, token: str, body: dict | None) -> int | None:
+    """One agent-API request of the hub's own over a parked connection; the status, None if none came."""
+    conn = http.client.HTTPConnection("fleet", timeout=10)
+    sock.setblocking(True)
+    sock.settimeout(10)
+    conn.sock = sock
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {"Authorization": f"Bearer {token}", "Connection": "close", "Content-Type": "application/json"}
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        resp.read(64 * 1024)
+        return resp.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+        sock.close()
 
 
 def _refusal(message: str) -> dict:

@@ -297,3 +297,36 @@ def test_link_states_through_a_killed_uplink_and_a_hub_restart(tmp_path, servers
         assert hub.client("erp-b").stacks()["stacks"]
     finally:
         hub.stop()
+
+
+def test_a_rotated_token_reaches_the_server_and_a_removed_one_is_told_to_forget(hub, servers):
+    hub.start()
+    world = servers("erp-b")
+    assert world.join(hub.address, hub.token("erp-b"), "--name", "erp-b").returncode == 0
+    world.start_agent()
+    world.start_uplink()
+    wait_online(hub.hub, "erp-b")
+    old = hub.registry.api_token("erp-b")
+
+    rotated = hub.cli("rotate-token", "erp-b")
+    assert rotated.returncode == 0 and "is rotated" in rotated.stdout, rotated.stdout + rotated.stderr
+    new = hub.registry.api_token("erp-b")
+    assert new != old
+    record = json.loads((world.state_dir / "fleet.json").read_text())
+    assert [t["expires"] is None for t in record["tokens"]] == [False, True]
+    assert 250 < record["tokens"][0]["expires"] - time.time() <= 300
+    assert old not in json.dumps(record) and new not in json.dumps(record)
+    assert hub.client("erp-b").stacks()["stacks"]  # with the new token
+    client = hub.client("erp-b")
+    client._auth = f"Bearer {old}"
+    assert client.stacks()["stacks"], "the old token works during its 5 minutes"
+
+    removed = hub.cli("remove", "erp-b", "--yes")
+    assert removed.returncode == 0
+    wait_for(
+        lambda: json.loads((world.state_dir / "fleet.json").read_text())["tokens"] == [],
+        10,
+        "the removed server to forget its fleet tokens",
+    )
+    audit = [json.loads(line) for line in (world.state_dir / "fleet-audit.jsonl").read_text().splitlines()]
+    assert [e["path"] for e in audit] == ["/fleet/tokens", "/fleet/leave"]
