@@ -173,6 +173,8 @@ def test_refused_joins_say_why_and_store_nothing(hub, servers):
     assert "not known to this dashboard" in refused(unknown_id, "--name", "erp-b")
     assert "is for server erp-b, not erp-x" in refused(good, "--name", "erp-x")
     assert "not a join token" in refused("FMJ1nonsense", "--name", "erp-b", code=2)
+    foreign = "FMJ1" + "0" * 64 + good[4 + 64 :]  # a token of another dashboard
+    assert "does not match the join token" in refused(foreign, "--name", "erp-b", code=4)
     assert "not a valid server name" in refused(good, "--name", "Erp_B", code=2)
     expired = hub.token("erp-b", ttl=1)
     wait_for(lambda: "expired" in hub.cli("token", "list").stdout, 5, "the token to expire", interval=0.2)
