@@ -7,6 +7,7 @@ agent socket, state dir and uplink.  Both servers have a stack named ``prod``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -95,6 +96,24 @@ def test_two_servers_join_and_answer_through_their_links_and_listen_on_no_port(h
     audit = [json.loads(line) for line in (worlds[0].state_dir / "fleet-audit.jsonl").read_text().splitlines()]
     assert audit[-1]["action"] == "backup_site" and audit[-1]["result"] == 202 and audit[-1]["server"] == "erp-b"
     assert not (worlds[1].state_dir / "fleet-audit.jsonl").exists()
+    # A download through the link (whole and a Range) equals the file on that server's disk.
+    backup = hub.client("erp-b").backups("prod", "site1.example.com")[0]
+    name = next(f["name"] for f in backup["files"] if f["name"].endswith(".sql.gz"))
+    on_disk = (worlds[0].world.root / "backups" / "prod" / "site1.example.com" / name).read_bytes()
+    download = hub.client("erp-b").stream_download("prod", "site1.example.com", name)
+    assert download.status == 200
+    assert hashlib.sha256(b"".join(download.chunks())).hexdigest() == hashlib.sha256(on_disk).hexdigest()
+    part = hub.client("erp-b").stream_download("prod", "site1.example.com", name, range_header="bytes=2-9")
+    assert part.status == 206 and b"".join(part.chunks()) == on_disk[2:10]
+    # A live log through the link, and it ends when the dashboard side closes it.
+    worlds[1].world.doubles.write_log(worlds[1].world.compose_project, "backend", "hello from erp-c")
+    stream = hub.client("erp-c").open_log_stream("prod", "backend", tail=10, follow=True)
+    lines = wait_for(lambda: [line for line in stream.next_lines(1) or [] if "hello from erp-c" in line], 10, "log")
+    assert lines
+    worlds[1].world.doubles.write_log(worlds[1].world.compose_project, "backend", "and more")
+    assert wait_for(lambda: [line for line in stream.next_lines(1) or [] if "and more" in line], 10, "followed log")
+    stream.close()
+
     with pytest.raises(AgentError) as refused:
         hub.client("erp-c").action("restart_stack", "prod")
     assert refused.value.status == 403
