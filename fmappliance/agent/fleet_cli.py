@@ -200,6 +200,8 @@ def join(config: dict, fleet_dir: Path, fleet_file: Path, hub: str, name: str | 
         }
         fleet_file.parent.mkdir(parents=True, exist_ok=True)
         _replace(fleet_file, (json.dumps(record, indent=2) + "\n").encode(), 0o600)
+        _hand_over(fleet_dir, [fleet_dir / name for name in UPLINK_FILES])
+        _hand_over(fleet_file.parent, [fleet_file])
     except OSError as exc:
         return _say(f"fm-agent fleet join: joined as {server}, but cannot store it: {exc}", 1)
     return _say(
@@ -207,6 +209,17 @@ def join(config: dict, fleet_dir: Path, fleet_file: Path, hub: str, name: str | 
         f"  systemctl enable --now fm-uplink     (or: fm-agent uplink --dir {fleet_dir})",
         JOINED,
     )
+
+
+def _hand_over(directory: Path, files: list[Path]) -> None:
+    """Run as root (sudo), give the files to the owner of their directory: fleet.json to the agent's
+    user (owner of agent.state_dir), the uplink's files to the uplink's (owner of fleet.dir)."""
+    if os.geteuid() != 0:
+        return
+    owner = directory.stat()
+    for path in files:
+        if path.exists():
+            os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _replace(path: Path, data: bytes, mode: int) -> None:

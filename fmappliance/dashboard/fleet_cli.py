@@ -5,6 +5,7 @@ fm-dashboard --config C fleet init                       hub key + certificate i
 fm-dashboard --config C fleet token create [--name N] [--ttl S]   a one-use join token and the join command
 fm-dashboard --config C fleet token list | revoke ID
 fm-dashboard --config C fleet list [--json]
+fm-dashboard --config C fleet inventory --format ansible  the servers as an Ansible YAML inventory
 fm-dashboard --config C fleet rotate-token N              a new API token for N (old one valid 5 more minutes)
 fm-dashboard --config C fleet remove N [--yes]
 
@@ -39,6 +40,8 @@ def add_arguments(fleet: argparse.ArgumentParser) -> None:
     revoke.add_argument("id", help="the token's 8-character id (fleet token list)")
     listing = sub.add_parser("list", help="the servers of the fleet")
     listing.add_argument("--json", action="store_true", help='print {"servers": [...]}')
+    inventory = sub.add_parser("inventory", help="the servers as an Ansible inventory (YAML)")
+    inventory.add_argument("--format", choices=["ansible"], default="ansible")
     rotate = sub.add_parser("rotate-token", help="give a server a new API token (the old one works 5 more minutes)")
     rotate.add_argument("name")
     remove = sub.add_parser("remove", help="remove a server: its certificate is refused from now on")
@@ -65,6 +68,8 @@ def run(config: dict, args: argparse.Namespace) -> int:
             return _token_revoke(registry, args.id)
         if args.fleet_command == "list":
             return _list(registry, args.json)
+        if args.fleet_command == "inventory":
+            return _inventory(registry)
         if args.fleet_command == "rotate-token":
             return _rotate(registry, args.name)
         return _remove(registry, args.name, args.yes)
@@ -166,6 +171,16 @@ def _list(registry, as_json: bool) -> int:
     print(f"{'NAME':<20} {'JOINED':<21} {'FROM':<40} AGENT")
     for row in servers:
         print(f"{row['name']:<20} {row['joined']:<21} {row['address']:<40} {row['agent_version'] or ''}")
+    return 0
+
+
+def _inventory(registry) -> int:
+    """An Ansible YAML inventory: group ``fmappliance``, one host per server, ``ansible_host`` = the address
+    it joined from (behind NAT that is the NAT's address: override it in host_vars)."""
+    import yaml
+
+    hosts = {row["name"]: {"ansible_host": row["address"]} for row in registry.servers()}
+    print(yaml.safe_dump({"all": {"children": {"fmappliance": {"hosts": hosts}}}}, sort_keys=True), end="")
     return 0
 
 

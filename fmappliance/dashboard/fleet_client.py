@@ -147,7 +147,7 @@ class FleetView:
             cached = self._figures.get(name)
         if cached and now - cached[0] < FIGURES_SECONDS:
             return cached[1], cached[0], None
-        if live is not None and live["state"] != "online":
+        if live is not None and not live["idle_connections"] and live["state"] != "online":
             return (cached[1], cached[0], None) if cached else ({}, None, None)
         try:
             client = self.client(name)

@@ -14,6 +14,7 @@ import re
 import time
 
 import pytest
+import yaml
 from support.fleet_world import FleetHub, ServerWorld, listening_tcp_inodes, socket_inodes, wait_online
 from support.polling import wait_for
 
@@ -133,6 +134,16 @@ def test_two_servers_join_and_answer_through_their_links_and_listen_on_no_port(h
     # The dashboard's own view: the CLI's registry and GET /fleet with the link states and figures.
     listed = hub.cli("list", "--json")
     assert [s["name"] for s in json.loads(listed.stdout)["servers"]] == ["erp-b", "erp-c"]
+    inventory = yaml.safe_load(hub.cli("inventory", "--format", "ansible").stdout)
+    assert inventory == {
+        "all": {
+            "children": {
+                "fmappliance": {
+                    "hosts": {"erp-b": {"ansible_host": "127.0.0.1"}, "erp-c": {"ansible_host": "127.0.0.1"}}
+                }
+            }
+        }
+    }
     client = _signed_in_dashboard(hub)
     answer = client.get("/fleet", headers={"Accept": "application/json"})
     assert answer.status == 200, answer.text
@@ -256,6 +267,9 @@ def test_a_removed_server_is_refused_and_an_agent_down_is_told_apart(hub, server
     assert down.value.status == 502
     assert down.value.message == "erp-b's uplink is connected but its agent does not answer."
     assert hub.hub.state("erp-b")["state"] == "agent_down"
+    world.start_agent()
+    assert hub.client("erp-b").stacks()["stacks"]
+    assert hub.hub.state("erp-b")["state"] == "online"
 
     removed = hub.cli("remove", "erp-b", "--yes")
     assert removed.returncode == 0, removed.stderr
