@@ -116,7 +116,7 @@ class FleetView:
             servers.append(self._row(self.local_name, None, {"address": "local"}))
         for row in self.registry.servers():
             servers.append(self._row(row["name"], self.hub.state(row["name"]), row))
-        order = {"unreachable": 0, "agent_down": 1, "connecting": 2, "online": 3}
+        order = {"unreachable": 0, "agent_down": 1, "outdated": 2, "connecting": 3, "online": 4}
         servers.sort(key=lambda s: (order.get(s["state"], 0), s["name"]))
         return {"servers": servers}
 
@@ -131,6 +131,7 @@ class FleetView:
             "last_seen": live["last_seen"] if live else (format_timestamp(fetched) if fetched else None),
             "agent_version": (live or {}).get("agent_version") or row.get("agent_version"),
             "clock_skew_seconds": (live or {}).get("clock_skew_seconds"),
+            "clock_warning": (live or {}).get("clock_warning"),
             "stacks_running": figures.get("stacks_running"),
             "stacks_total": figures.get("stacks_total"),
             "worst_backup_age_seconds": figures.get("worst_backup_age_seconds"),

@@ -131,6 +131,7 @@ class Hub:
         self.files = HubFiles.of(fleet["dir"])
         self.allow = [ipaddress.ip_network(n, strict=False) for n in fleet["allow_from"]]
         self.unreachable_after = float(fleet["unreachable_after"])
+        self.max_clock_skew = int(fleet["max_clock_skew"])
         self.hub_sha256 = ""
         self._ctx: ssl.SSLContext | None = None
         self._listener: socket.socket | None = None
@@ -493,13 +494,15 @@ class Hub:
                 link.agent = "down"
 
     def state(self, server: str) -> dict:
-        """online | connecting | agent_down | unreachable, with what is known of the link."""
+        """online | connecting | agent_down | unreachable | outdated, with what is known of the link."""
         now = time.monotonic()
         with self._lock:
             link = self._links.get(server) or _Link()
             pooled = len(self._pools.get(server) or [])
             up = pooled > 0 or (link.last_ok is not None and now - link.last_ok < self.unreachable_after)
-            if up:
+            if up and link.agent_version and _version(link.agent_version) < MIN_AGENT_VERSION:
+                state = "outdated"
+            elif up:
                 state = "agent_down" if link.agent == "down" else "online"
             elif now - self._started < self.unreachable_after or (
                 link.last_lost is not None and now - link.last_lost < self.unreachable_after
@@ -513,6 +516,14 @@ class Hub:
                 "last_seen": format_timestamp(link.last_seen_wall) if link.last_seen_wall else None,
                 "agent_version": link.agent_version or None,
                 "clock_skew_seconds": link.clock_skew,
+                "clock_warning": (
+                    f"{server}'s clock is {abs(link.clock_skew):.0f} s "
+                    f"{'ahead of' if link.clock_skew > 0 else 'behind'} the dashboard's "
+                    f"(fleet.max_clock_skew = {self.max_clock_skew}); the link and its schedules are "
+                    "not affected, but times in its logs and backups are off: check its NTP."
+                    if link.clock_skew is not None and abs(link.clock_skew) > self.max_clock_skew
+                    else None
+                ),
             }
 
     # -- the join door -----------------------------------------------------------------

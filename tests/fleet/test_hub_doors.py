@@ -266,3 +266,66 @@ def test_the_serving_dashboard_runs_the_hub_only_with_fleet_listen(hub, tmp_path
         assert "fleet hub" not in dashboard.output()
     finally:
         dashboard.stop()
+
+
+def _registered_link(hub, tmp_path, name="erp-b"):
+    """A server joined through the real command; returns a function opening a raw link with its certificate."""
+    world = ServerWorld(tmp_path / name, name)
+    assert world.join(hub.address, hub.token(name), "--name", name).returncode == 0
+    return lambda: _tls(hub, str(world.fleet_dir / "agent.crt"), str(world.fleet_dir / "agent.key"))
+
+
+def test_the_hello_tells_clock_skew_and_an_outdated_agent(hub, tmp_path):
+    hub.start()
+    link = _registered_link(hub, tmp_path)
+    sock = link()
+    hello = {"v": 1, "server": "erp-b", "agent": "ok", "agent_version": "0.2.0", "time": time.time() - 420}
+    sock.sendall(json.dumps(hello).encode() + b"\n")
+    state = wait_for(lambda: (s := hub.hub.state("erp-b"))["idle_connections"] == 1 and s, 5, "the link to park")
+    assert state["state"] == "online"
+    assert -425 < state["clock_skew_seconds"] < -415
+    assert state["clock_warning"].startswith(
+        "erp-b's clock is 420 s behind the dashboard's (fleet.max_clock_skew = 120)"
+    )
+    old = link()
+    old.sendall(json.dumps({**hello, "time": time.time(), "agent_version": "0.1.0"}).encode() + b"\n")
+    wait_for(lambda: hub.hub.state("erp-b")["state"] == "outdated", 5, "outdated")
+    sock.close()
+    old.close()
+
+
+def test_a_hello_with_another_name_or_extra_bytes_is_closed(hub, tmp_path):
+    hub.start()
+    link = _registered_link(hub, tmp_path)
+    for payload in (b'{"v":1,"server":"erp-c"}\n', b'{"v":1,"server":"erp-b"}\nGET / HTTP/1.1\r\n', b"x" * 5000):
+        sock = link()
+        sock.sendall(payload)
+        assert _read_all(sock) == b""
+        sock.close()
+    assert hub.hub.state("erp-b")["idle_connections"] == 0
+
+
+def test_at_most_64_handshakes_in_progress(hub):
+    hub.start()
+    held = []
+    for i in range(hub_module.MAX_HANDSHAKES // hub_module.MAX_PER_SOURCE):
+        source = f"127.0.0.{i + 2}"
+        held += [
+            socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=(source, 0))
+            for _ in range(hub_module.MAX_PER_SOURCE)
+        ]
+    time.sleep(0.3)
+    extra = socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=("127.0.0.50", 0))
+    extra.settimeout(1)
+    assert extra.recv(10) == b"", "the 65th handshake in progress is refused"
+    extra.close()
+    for sock in held:
+        sock.close()
+
+    def joins_again() -> bool:
+        try:
+            return _post(hub, "/v1/join", b"{}")[0] == 400
+        except OSError:  # still full for a moment: closed at once
+            return False
+
+    wait_for(joins_again, 5, "the hub to take joins again")
