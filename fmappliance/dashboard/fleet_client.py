@@ -80,7 +80,10 @@ class FleetClient(AgentClient):
 def start_hub(config: dict, db) -> tuple[Hub, FleetRegistry]:
     """The hub of ``fleet.listen``, started (raises OSError with the operator's sentence)."""
     registry = FleetRegistry(db)
-    return Hub(config, registry).start(), registry
+    try:
+        return Hub(config, registry).start(), registry
+    except OSError as exc:
+        raise OSError(f"the fleet hub cannot listen on {config['fleet']['listen']}: {exc.strerror or exc}") from None
 
 
 #: Seconds a server's figures (stacks, backups, failed jobs) are reused by /fleet.

@@ -21,6 +21,7 @@ import http.client
 import ipaddress
 import json
 import logging
+import os
 import select
 import selectors
 import socket
@@ -121,6 +122,27 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def activated_listener(port: int) -> socket.socket | None:
+    """The TCP socket systemd passed for ``port`` (socket activation: LISTEN_PID/LISTEN_FDS, fds from 3),
+    so the dashboard service itself can keep ``IPAddressDeny=any``; None when there is none."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return None
+    for fd in range(3, 3 + count):
+        try:
+            candidate = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        if candidate.type == socket.SOCK_STREAM and candidate.family in (socket.AF_INET, socket.AF_INET6):
+            if candidate.getsockname()[1] == port:
+                return candidate
+        candidate.detach()  # not ours: leave the fd as it was
+    return None
+
+
 class Hub:
     def __init__(self, config: dict, registry: FleetRegistry, *, wall_clock=time.time):
         fleet = config["fleet"]
@@ -133,6 +155,7 @@ class Hub:
         self.unreachable_after = float(fleet["unreachable_after"])
         self.max_clock_skew = int(fleet["max_clock_skew"])
         self.hub_sha256 = ""
+        self.activated = False
         self._ctx: ssl.SSLContext | None = None
         self._listener: socket.socket | None = None
         self._sel = selectors.DefaultSelector()
@@ -164,11 +187,14 @@ class Hub:
         self._ctx = fleet_tls.hub_context(str(self.files.cert), str(self.files.key))
         self.hub_sha256 = certs.sha256_of_pem(self.files.cert.read_bytes())
         host, port = parse_host_port(self.fleet["listen"])
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(128)
+        listener = activated_listener(port)
+        self.activated = listener is not None
+        if listener is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(128)
         listener.setblocking(False)
         self._listener = listener
         self._sel.register(listener, selectors.EVENT_READ, "accept")
@@ -178,7 +204,13 @@ class Hub:
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="fleet-hub", daemon=True)
         self._thread.start()
-        log.info("fleet hub listening on %s:%s (certificate sha256 %s)", host, self.port, self.hub_sha256)
+        log.info(
+            "fleet hub listening on %s:%s%s (certificate sha256 %s)",
+            host,
+            self.port,
+            " (socket from systemd)" if self.activated else "",
+            self.hub_sha256,
+        )
         return self
 
     @property

@@ -4,6 +4,7 @@ man in the middle at join and on the uplink: a TLS proxy with its own certificat
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import threading
@@ -329,3 +330,54 @@ def test_at_most_64_handshakes_in_progress(hub):
             return False
 
     wait_for(joins_again, 5, "the hub to take joins again")
+
+
+def test_the_hub_takes_its_port_from_systemd_socket_activation(hub, tmp_path):
+    """As under a socket unit: the port is bound by someone else and passed as fd 3 (LISTEN_PID/LISTEN_FDS)."""
+    import subprocess
+    import sys
+
+    from support.world import DashboardProcess
+
+    bound = socket.create_server(("127.0.0.1", hub.port))
+    log_path = tmp_path / "activated.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" -m fmappliance.dashboard --config "$1"']
+            + [sys.executable, str(hub.config_path)],
+            close_fds=False,  # fd 3 is the activated socket (dup2 below), as systemd hands it over
+            preexec_fn=lambda: os.dup2(bound.fileno(), 3),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        probe = DashboardProcess(hub.config_path, hub.config["dashboard"]["port"], log_path)
+        wait_for(lambda: _ready(probe), 15, "the socket-activated dashboard")
+        world = ServerWorld(tmp_path / "erp-b", "erp-b")
+        done = world.join(hub.address, hub.token("erp-b"), "--name", "erp-b")
+        assert done.returncode == 0, done.stderr + log_path.read_text()
+        assert f"fleet hub listening on 127.0.0.1:{hub.port} (socket from systemd)" in log_path.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        bound.close()
+
+
+def _ready(probe) -> bool:
+    try:
+        return probe.is_ready()
+    except OSError:
+        return False
+
+
+def test_a_dashboard_whose_hub_cannot_listen_says_so(hub, tmp_path):
+    from support.fleet_world import run
+
+    with socket.create_server(("127.0.0.1", hub.port)):
+        done = run("fmappliance.dashboard", ["--config", str(hub.config_path)], timeout=30)
+    assert done.returncode == 1
+    assert f"the fleet hub cannot listen on 127.0.0.1:{hub.port}: Address already in use" in done.stderr
+    missing = FleetHub(tmp_path / "no-init")
+    done = run("fmappliance.dashboard", ["--config", str(missing.config_path)], timeout=30)
+    assert done.returncode == 1 and "make them with: fm-dashboard fleet init" in done.stderr
