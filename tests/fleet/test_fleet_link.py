@@ -365,3 +365,24 @@ def test_a_rotated_token_reaches_the_server_and_a_removed_one_is_told_to_forget(
     )
     audit = [json.loads(line) for line in (world.state_dir / "fleet-audit.jsonl").read_text().splitlines()]
     assert [e["path"] for e in audit] == ["/fleet/tokens", "/fleet/leave"]
+
+
+def test_five_servers_join_and_are_online_on_the_fleet_page(hub, servers):
+    hub.start()
+    names = [f"erp-{i}" for i in range(1, 6)]
+    worlds = [servers(name) for name in names]
+    for world in worlds:
+        assert world.join(hub.address, hub.token(world.name), "--name", world.name).returncode == 0
+        world.start_agent()
+        world.start_uplink()
+    for world in worlds:
+        wait_online(hub.hub, world.name)
+    client = _signed_in_dashboard(hub)
+    rows = client.get("/fleet", headers={"Accept": "application/json"}).json()["servers"]
+    assert [(r["name"], r["state"], r["stacks_total"]) for r in rows] == [(n, "online", 2) for n in names]
+    # Each answers for itself: a backup on one is published on that server only.
+    answer = hub.client("erp-3").action("backup_site", "prod", "site2.example.com")
+    wait_for(
+        lambda: hub.client("erp-3").job(answer["job"]["id"])["status"] == "succeeded", 60, "the backup", interval=0.3
+    )
+    assert [bool(w.world.published("prod", "site2.example.com")) for w in worlds] == [False, False, True, False, False]
