@@ -258,9 +258,15 @@ class Hub:
                     except OSError:
                         pass
                 else:
-                    self._advance(key.data)
+                    try:
+                        self._advance(key.data)
+                    except Exception:  # one bad connection (or a locked database) must not stop the hub
+                        log.exception("fleet hub: connection from %s failed", key.data.source)
+                        self._drop(key.data)
             now = time.monotonic()
-            for pending in [p for p in self._pending.values() if p.phase != "join" and p.deadline <= now]:
+            with self._lock:
+                late = [p for p in self._pending.values() if p.phase != "join" and p.deadline <= now]
+            for pending in late:
                 log.debug("fleet hub: %s took too long (%s)", pending.source, pending.phase)
                 self._drop(pending)
             if now - last_sweep >= 1.0:
@@ -280,13 +286,16 @@ class Hub:
             except OSError as exc:
                 log.warning("fleet hub: accept failed: %s", exc)
                 return
-            source = addr[0]
+            source = _plain_address(addr[0])
             if self.allow and not any(ipaddress.ip_address(source) in net for net in self.allow):
                 raw.close()
                 continue
             with self._lock:
-                busy = len(self._pending) + self._joins
-            if busy >= MAX_HANDSHAKES or self._per_source[source] >= MAX_PER_SOURCE:
+                full = len(self._pending) + self._joins >= MAX_HANDSHAKES
+                full = full or self._per_source[source] >= MAX_PER_SOURCE
+                if not full:
+                    self._per_source[source] += 1
+            if full:
                 raw.close()
                 continue
             fleet_tls.tune(raw)
@@ -295,17 +304,24 @@ class Hub:
                 sock = self._ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
             except (OSError, ssl.SSLError):
                 raw.close()
+                self._release(source)
                 continue
             pending = _Pending(sock, source, time.monotonic() + HANDSHAKE_SECONDS)
-            self._pending[id(pending)] = pending
-            self._per_source[source] += 1
+            with self._lock:
+                self._pending[id(pending)] = pending
             self._sel.register(sock, selectors.EVENT_READ, pending)
 
+    def _release(self, source: str) -> None:
+        with self._lock:
+            self._per_source[source] -= 1
+            if self._per_source[source] <= 0:
+                del self._per_source[source]
+
     def _forget(self, pending: _Pending) -> None:
-        if self._pending.pop(id(pending), None) is not None:
-            self._per_source[pending.source] -= 1
-            if self._per_source[pending.source] <= 0:
-                del self._per_source[pending.source]
+        with self._lock:
+            known = self._pending.pop(id(pending), None) is not None
+        if known:
+            self._release(pending.source)
         try:
             self._sel.unregister(pending.sock)
         except (KeyError, ValueError):
@@ -564,7 +580,7 @@ class Hub:
         self._forget(pending)
         with self._lock:
             self._joins += 1
-            self._per_source[pending.source] += 1
+            self._per_source[pending.source] += 1  # still counts against its address until answered
         pending.phase = "join"
         threading.Thread(target=self._serve_join, args=(pending,), name="fleet-join", daemon=True).start()
 
@@ -586,9 +602,7 @@ class Hub:
             sock.close()
             with self._lock:
                 self._joins -= 1
-                self._per_source[pending.source] -= 1
-                if self._per_source[pending.source] <= 0:
-                    del self._per_source[pending.source]
+            self._release(pending.source)
 
     def _read_request(self, sock: ssl.SSLSocket, deadline: float) -> tuple[str, str, bytes] | int:
         """(method, path, body), or an HTTP status to refuse with."""
@@ -724,6 +738,16 @@ def _request_over(sock: ssl.SSLSocket, method: str, path: str, token: str, body:
     finally:
         conn.close()
         sock.close()
+
+
+def _plain_address(address: str) -> str:
+    """``::ffff:192.0.2.7`` (an IPv4 client of a dual-stack listener) as ``192.0.2.7``."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return str(mapped or parsed)
 
 
 def _refusal(message: str) -> dict:
