@@ -96,6 +96,7 @@ def test_two_servers_join_and_answer_through_their_links_and_listen_on_no_port(h
     assert not worlds[1].world.published("prod", "site1.example.com")
     audit = [json.loads(line) for line in (worlds[0].state_dir / "fleet-audit.jsonl").read_text().splitlines()]
     assert audit[-1]["action"] == "backup_site" and audit[-1]["result"] == 202 and audit[-1]["server"] == "erp-b"
+    assert re.fullmatch(r"[0-9a-f]{16}", audit[-1]["request_id"])
     assert not (worlds[1].state_dir / "fleet-audit.jsonl").exists()
     # A download through the link (whole and a Range) equals the file on that server's disk.
     backup = hub.client("erp-b").backups("prod", "site1.example.com")[0]
