@@ -562,6 +562,7 @@ class Hub:
                 "state": state,
                 "idle_connections": pooled,
                 "last_seen": format_timestamp(link.last_seen_wall) if link.last_seen_wall else None,
+                "last_seen_timestamp": link.last_seen_wall,
                 "agent_version": link.agent_version or None,
                 "clock_skew_seconds": link.clock_skew,
                 "clock_warning": (

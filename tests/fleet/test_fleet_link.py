@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from support.fleet_world import FleetHub, ServerWorld, listening_tcp_inodes, socket_inodes, wait_online
+from support.fleet_world import SCRAPE_TOKEN, FleetHub, ServerWorld, listening_tcp_inodes, socket_inodes, wait_online
 from support.polling import wait_for
 
 from fmappliance.dashboard.agent_client import AgentError
@@ -155,6 +155,21 @@ def test_two_servers_join_and_answer_through_their_links_and_listen_on_no_port(h
         assert row["stacks_total"] == 2 and row["agent_version"] and row["last_seen"]
         assert abs(row["clock_skew_seconds"]) < 5
     assert rows["erp-b"]["worst_backup_age_seconds"] is None  # site2 of erp-b has never been backed up
+    # Prometheus: the per-server series on /metrics, each agent's exposition relayed, http_sd targets.
+    scrape = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+    metrics = client.get("/metrics", headers=scrape).text
+    assert 'fmappliance_server_up{server="erp-b"} 1' in metrics
+    assert 'fmappliance_server_up{server="erp-c"} 1' in metrics
+    assert re.search(r'fmappliance_server_clock_skew_seconds\{server="erp-c"\} -?\d', metrics)
+    relayed = client.get("/metrics/server/erp-c", headers=scrape)
+    assert relayed.status == 200 and "fmappliance_stack_up" in relayed.text, relayed.text[:300]
+    assert client.get("/metrics/server/erp-c").status == 401
+    assert client.get("/metrics/server/nope", headers=scrape).status == 404
+    sd = client.get("/fleet/prometheus-sd", headers=scrape).json()
+    assert [g["labels"] for g in sd] == [
+        {"server": "erp-b", "__metrics_path__": "/metrics/server/erp-b"},
+        {"server": "erp-c", "__metrics_path__": "/metrics/server/erp-c"},
+    ]
     page = _render_from_this_checkout("fleet", servers=list(rows.values()))
     assert "erp-c" in page and 'hx-trigger="every 10s"' in page and "2 / 2" in page
 
@@ -387,3 +402,30 @@ def test_five_servers_join_and_are_online_on_the_fleet_page(hub, servers):
         lambda: hub.client("erp-3").job(answer["job"]["id"])["status"] == "succeeded", 60, "the backup", interval=0.3
     )
     assert [bool(w.world.published("prod", "site2.example.com")) for w in worlds] == [False, False, True, False, False]
+
+
+def test_one_token_joins_once_even_when_two_servers_race(hub, servers):
+    import subprocess
+    import sys
+
+    hub.start()
+    token = hub.token()
+    worlds = [servers("erp-x"), servers("erp-y")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "fmappliance.agent", "--config", str(w.config_path), "fleet", "join", hub.address]
+            + ["--name", w.name],
+            env={**os.environ, "FM_JOIN_TOKEN": token},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in worlds
+    ]
+    results = sorted((p.wait(60), p.stderr.read()) for p in procs)
+    for proc in procs:
+        proc.stdout.close()
+        proc.stderr.close()
+    assert [code for code, _ in results] == [0, 6], results
+    assert "already used at" in results[1][1]
+    assert len(json.loads(hub.cli("list", "--json").stdout)["servers"]) == 1

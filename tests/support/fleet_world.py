@@ -23,6 +23,8 @@ from support.polling import wait_for
 from support.ports import free_port
 from support.world import AgentProcess, build_world
 
+SCRAPE_TOKEN = "scrape-token-0123456789abcdef0123456789abcdef"
+
 
 def run(module: str, args: list[str], env: dict | None = None, stdin: str | None = None, timeout: float = 60):
     full_env = {k: v for k, v in os.environ.items() if k != "FM_JOIN_TOKEN"}
@@ -43,8 +45,13 @@ class FleetHub:
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        token_file = root / "metrics.token"
+        token_file.write_text(SCRAPE_TOKEN)
+        token_file.chmod(0o600)
         self.config_path = write_config(
-            root, fleet={"listen": self.address, "address": self.address, "dir": str(root / "fleet"), **fleet}
+            root,
+            fleet={"listen": self.address, "address": self.address, "dir": str(root / "fleet"), **fleet},
+            dashboard={"metrics_token_file": str(token_file)},
         )
         self.config = load_config(self.config_path)
         self.hub = None
