@@ -513,8 +513,13 @@ class Hub:
                         return parked.sock
                     parked.sock.close()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._link_recent(server):
+                if not self._link_recent(server):
                     raise LinkUnavailable(503, self._unreachable_sentence(server))
+                if remaining <= 0:
+                    # Linked, but every connection its uplink keeps (at most 12) is carrying a request.
+                    raise LinkUnavailable(
+                        503, f"server {server} is busy: all its link's connections are in use; try again in a moment."
+                    )
                 self._cond.wait(remaining)
 
     def _link_recent(self, server: str) -> bool:

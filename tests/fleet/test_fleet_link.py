@@ -429,3 +429,27 @@ def test_one_token_joins_once_even_when_two_servers_race(hub, servers):
     assert [code for code, _ in results] == [0, 6], results
     assert "already used at" in results[1][1]
     assert len(json.loads(hub.cli("list", "--json").stdout)["servers"]) == 1
+
+
+def test_a_link_with_every_connection_busy_says_so(hub, servers):
+    hub.start()
+    world = servers("erp-b")
+    assert world.join(hub.address, hub.token("erp-b"), "--name", "erp-b").returncode == 0
+    uplink_json = world.fleet_dir / "uplink.json"
+    uplink_json.write_text(json.dumps({**json.loads(uplink_json.read_text()), "max": 2}))
+    world.start_agent()
+    world.start_uplink()
+    wait_online(hub.hub, "erp-b")
+    streams = [hub.client("erp-b").open_log_stream("prod", "backend", tail=1, follow=True) for _ in range(2)]
+    try:
+        with pytest.raises(AgentError) as busy:
+            hub.client("erp-b").stacks()
+        assert busy.value.status == 503
+        assert busy.value.message == (
+            "server erp-b is busy: all its link's connections are in use; try again in a moment."
+        )
+    finally:
+        for stream in streams:
+            stream.close()
+    wait_for(lambda: hub.hub.state("erp-b")["idle_connections"] >= 1, 10, "a connection to come back")
+    assert hub.client("erp-b").stacks()["stacks"]
