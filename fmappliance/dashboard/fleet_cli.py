@@ -101,6 +101,11 @@ def _init(fleet_dir: Path) -> int:
         existed = files.key.exists() and files.cert.exists()
         certs.make_key(files.key)
         pin = certs.make_hub_certificate(files.key, files.cert)
+        if os.geteuid() == 0:
+            # Run as root (install.sh): the dashboard's user, owner of fleet.dir, must read the key.
+            owner = fleet_dir.stat()
+            for path in (files.key, files.cert):
+                os.chown(path, owner.st_uid, owner.st_gid)
     except (OSError, certs.CertError) as exc:
         return _fail(f"cannot make the hub key and certificate in {fleet_dir}: {exc}")
     note = "kept the existing" if existed else "made the"
