@@ -381,3 +381,23 @@ def test_a_dashboard_whose_hub_cannot_listen_says_so(hub, tmp_path):
     missing = FleetHub(tmp_path / "no-init")
     done = run("fmappliance.dashboard", ["--config", str(missing.config_path)], timeout=30)
     assert done.returncode == 1 and "make them with: fm-dashboard fleet init" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hands files over to another user: needs root, as install.sh runs")
+def test_run_as_root_the_commands_hand_their_files_to_the_services_users(hub, tmp_path):
+    nobody = 65534
+    fresh = FleetHub(tmp_path / "fresh")
+    fleet_dir = tmp_path / "fresh" / "fleet"
+    fleet_dir.mkdir()
+    os.chown(fleet_dir, nobody, nobody)
+    assert fresh.cli("init").returncode == 0
+    assert {(fleet_dir / n).stat().st_uid for n in ("hub.key", "hub.crt")} == {nobody}
+    hub.start()
+    world = ServerWorld(tmp_path / "erp-b", "erp-b")
+    world.fleet_dir.mkdir()
+    os.chown(world.fleet_dir, nobody, nobody)
+    world.state_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(world.state_dir, nobody + 1, nobody + 1)
+    assert world.join(hub.address, hub.token("erp-b"), "--name", "erp-b").returncode == 0
+    assert {p.stat().st_uid for p in world.fleet_dir.iterdir()} == {nobody}
+    assert (world.state_dir / "fleet.json").stat().st_uid == nobody + 1
