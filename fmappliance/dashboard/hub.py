@@ -1,8 +1,8 @@
 """The fleet hub inside the dashboard: a TLS 1.3 listener (``fleet.listen``) with three doors.
 
-- **No client certificate**: the join door.  Exactly one small request (``POST /v1/join``,
-  at most 16 KiB, 10 s), answered and closed; handled in a short-lived thread because signing
-  calls openssl.
+- **No client certificate**: the join door (hub_join.py).  Exactly one small request
+  (``POST /v1/join``, at most 16 KiB, 10 s), answered and closed; handled in a short-lived
+  thread because signing calls openssl.
 - **A certificate the hub issued** (its sha256 known and not removed in the registry): the
   uplink sends its hello line, and the connection is parked idle in that server's pool until
   :meth:`Hub.take` hands it to a request (fleet_client.py).  Unknown or removed: closed without
@@ -28,43 +28,33 @@ import socket
 import ssl
 import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmappliance.dashboard.fleet_registry import FleetRegistry, JoinRefused
+from fmappliance.dashboard.fleet_registry import FleetRegistry
+from fmappliance.dashboard.hub_join import MIN_AGENT_VERSION, JoinDoor, version_tuple
 from fmappliance.fleet import certs
 from fmappliance.fleet import tls as fleet_tls
-from fmappliance.fleet.token import is_valid_server_name
 from fmappliance.names import format_timestamp
-from fmappliance.version import __version__
 
 log = logging.getLogger(__name__)
 
 MAX_HANDSHAKES = 64
 MAX_PER_SOURCE = 8
 HANDSHAKE_SECONDS = 10.0
-JOIN_MAX_BYTES = 16 * 1024
 HELLO_MAX_BYTES = 4096
 #: More parked connections than an uplink's ``max`` (12) means something is wrong; the oldest go.
 MAX_PARKED_PER_SERVER = 16
 #: An uplink recycles its idle connections after 10 minutes; the hub drops any older than this.
 PARKED_MAX_SECONDS = 11 * 60
-#: Refused join attempts per source address before the hub answers 429 for a while.
-JOIN_FAILURES_ALLOWED = 10
-JOIN_FAILURE_WINDOW = 600.0
 #: How long a request waits for an uplink to top its pool up, when the server's link is up.
 TOPUP_WAIT_SECONDS = 3.0
-MIN_AGENT_VERSION = (0, 2, 0)
 #: Seconds a rotated-out API token keeps working on the server (requests already under way finish).
 ROTATION_GRACE = 300
 
 HUB_KEY = "hub.key"
 HUB_CERT = "hub.crt"
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict"}
-_REASONS.update({410: "Gone", 413: "Payload Too Large", 426: "Upgrade Required", 429: "Too Many Requests"})
-_REASONS.update({500: "Internal Server Error"})
 
 
 class LinkUnavailable(Exception):
@@ -162,7 +152,6 @@ class Hub:
         self._pending: dict[int, _Pending] = {}
         self._per_source: dict[str, int] = defaultdict(int)
         self._joins = 0
-        self._join_failures: dict[str, deque] = defaultdict(deque)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._pools: dict[str, list[_Parked]] = defaultdict(list)
@@ -201,6 +190,9 @@ class Hub:
         self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self._refresh_registry(force=True)
+        self._join_door = JoinDoor(
+            self.registry, self.files, self.hub_sha256, self.fleet["max_servers"], joined=self._refresh_registry
+        )
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="fleet-hub", daemon=True)
         self._thread.start()
@@ -553,7 +545,7 @@ class Hub:
             link = self._links.get(server) or _Link()
             pooled = len(self._pools.get(server) or [])
             up = pooled > 0 or (link.last_ok is not None and now - link.last_ok < self.unreachable_after)
-            if up and link.agent_version and _version(link.agent_version) < MIN_AGENT_VERSION:
+            if up and link.agent_version and version_tuple(link.agent_version) < MIN_AGENT_VERSION:
                 state = "outdated"
             elif up:
                 state = "agent_down" if link.agent == "down" else "online"
@@ -591,139 +583,12 @@ class Hub:
         threading.Thread(target=self._serve_join, args=(pending,), name="fleet-join", daemon=True).start()
 
     def _serve_join(self, pending: _Pending) -> None:
-        sock = pending.sock
         try:
-            sock.setblocking(True)
-            status, payload = self._answer_join(sock, pending)
-            body = json.dumps(payload).encode()
-            head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
-            )
-            sock.settimeout(max(0.1, pending.deadline - time.monotonic()))
-            sock.sendall(head.encode() + body)
-        except (OSError, ssl.SSLError) as exc:
-            log.debug("fleet hub: join from %s ended: %s", pending.source, exc)
+            self._join_door.serve(pending.sock, pending.source, pending.deadline)
         finally:
-            sock.close()
             with self._lock:
                 self._joins -= 1
             self._release(pending.source)
-
-    def _read_request(self, sock: ssl.SSLSocket, deadline: float) -> tuple[str, str, bytes] | int:
-        """(method, path, body), or an HTTP status to refuse with."""
-        data = b""
-        while b"\r\n\r\n" not in data:
-            if len(data) > JOIN_MAX_BYTES:
-                return 413
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            chunk = sock.recv(4096)
-            if not chunk:
-                return 400
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            return 400
-        length = -1
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit():
-                length = int(value.strip())
-        if length < 0:
-            return 400
-        if len(head) + length > JOIN_MAX_BYTES:
-            return 413
-        while len(body) < length:
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            chunk = sock.recv(length - len(body))
-            if not chunk:
-                return 400
-            body += chunk
-        return parts[0], parts[1], body[:length]
-
-    def _answer_join(self, sock: ssl.SSLSocket, pending: _Pending) -> tuple[int, dict]:
-        source = pending.source
-        request = self._read_request(sock, pending.deadline)
-        if isinstance(request, int):
-            return request, _refusal(
-                "The join request is too large (at most 16 KiB)." if request == 413 else "That is not a join request."
-            )
-        method, path, body = request
-        if (method, path) != ("POST", "/v1/join"):
-            return 404, _refusal("The fleet hub answers only POST /v1/join to a server without its certificate.")
-        if self._throttled(source):
-            return 429, _refusal(f"Too many refused join attempts from {source}; wait 10 minutes and try again.")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            return 400, _refusal("The join request must be a JSON object.")
-        try:
-            joined = self._join(data, source)
-        except JoinRefused as exc:
-            self._note_failure(source)
-            log.warning("fleet hub: refused a join from %s (%s): %s", source, exc.status, exc.message)
-            return exc.status, _refusal(exc.message)
-        log.info("fleet hub: server %s joined from %s", joined.server, source)
-        return 200, {
-            "success": True,
-            "server": joined.server,
-            "agent_cert_pem": joined.agent_cert_pem,
-            "api_token": joined.api_token,
-            "hub_sha256": self.hub_sha256,
-        }
-
-    def _join(self, data: dict, source: str):
-        token_id, secret, name = data.get("token_id"), data.get("secret"), data.get("name")
-        csr_pem, agent_version = data.get("csr_pem"), data.get("agent_version")
-        if not isinstance(token_id, str) or not isinstance(secret, str) or not isinstance(csr_pem, str):
-            raise JoinRefused(400, "The join request needs token_id, secret and csr_pem.")
-        if name is not None and not is_valid_server_name(name):
-            from fmappliance.fleet.token import SERVER_NAME_RULE
-
-            raise JoinRefused(400, f"{str(name)[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.")
-        if not isinstance(agent_version, str) or _version(agent_version) < MIN_AGENT_VERSION:
-            needed = ".".join(map(str, MIN_AGENT_VERSION))
-            raise JoinRefused(
-                426,
-                f"This server's fmappliance ({str(agent_version)[:20]}) is too old for this dashboard "
-                f"({__version__}, needs at least {needed}); upgrade it first.",
-            )
-
-        def sign(server: str) -> str:
-            try:
-                return certs.sign_csr(csr_pem, self.files.key, self.files.cert, server)
-            except certs.CertError as exc:
-                raise JoinRefused(400, f"csr_pem is not a usable certificate request ({exc}).") from None
-
-        # Signing runs inside the registry's transaction (a few ms of openssl, once per join) so
-        # that one token can never make two servers.
-        joined = self.registry.redeem(
-            token_id,
-            secret,
-            name,
-            source,
-            agent_version,
-            self.fleet["max_servers"],
-            sign,
-            certs.sha256_of_pem,
-        )
-        self._refresh_registry(force=True)
-        return joined
-
-    def _throttled(self, source: str) -> bool:
-        with self._lock:
-            times = self._join_failures[source]
-            while times and time.monotonic() - times[0] > JOIN_FAILURE_WINDOW:
-                times.popleft()
-            return len(times) >= JOIN_FAILURES_ALLOWED
-
-    def _note_failure(self, source: str) -> None:
-        with self._lock:
-            self._join_failures[source].append(time.monotonic())
 
 
 def _request_over(sock: ssl.SSLSocket, method: str, path: str, token: str, body: dict | None) -> int | None:
@@ -754,18 +619,6 @@ def _plain_address(address: str) -> str:
         return address
     mapped = getattr(parsed, "ipv4_mapped", None)
     return str(mapped or parsed)
-
-
-def _refusal(message: str) -> dict:
-    return {"success": False, "message": message}
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 def _still_idle(sock: ssl.SSLSocket) -> bool:

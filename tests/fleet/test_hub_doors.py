@@ -15,6 +15,7 @@ from support.fleet_world import FleetHub, ServerWorld
 from support.polling import wait_for
 
 from fmappliance.dashboard import hub as hub_module
+from fmappliance.dashboard import hub_join
 from fmappliance.fleet import certs
 from fmappliance.fleet import tls as fleet_tls
 
@@ -90,7 +91,7 @@ def test_the_join_door_takes_one_small_post_and_says_why_it_refuses(hub):
     assert status == 400 and "csr_pem" in answer["message"]
     assert "usable" in hub.cli("token", "list").stdout
     # Too many refusals from one address: 429 for a while, whatever the request.
-    for _ in range(hub_module.JOIN_FAILURES_ALLOWED):
+    for _ in range(hub_join.JOIN_FAILURES_ALLOWED):
         _post(
             hub,
             "/v1/join",
