@@ -238,6 +238,20 @@ def test_refused_joins_say_why_and_store_nothing(hub, servers):
     dup = other.join(hub.address, hub.token(), "--name", "erp-b")
     assert dup.returncode == 6 and "already in the fleet" in dup.stderr
 
+    import socket
+    import threading
+
+    plain = socket.create_server(("127.0.0.1", 0))
+
+    def answer_in_plain_http():
+        conn, _ = plain.accept()
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_in_plain_http, daemon=True).start()
+    not_tls = other.join(f"127.0.0.1:{plain.getsockname()[1]}", hub.token(), "--name", "erp-d")
+    plain.close()
+    assert not_tls.returncode == 3 and "did not complete a TLS 1.3 handshake" in not_tls.stderr
     unreachable = other.join(f"127.0.0.1:{hub.port + 1 if hub.port < 65535 else 1}", hub.token(), "--name", "erp-d")
     assert unreachable.returncode == 3 and "Cannot reach" in unreachable.stderr
 
