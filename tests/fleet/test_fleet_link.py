@@ -188,14 +188,14 @@ def _render_from_this_checkout(name: str, **values) -> str:
     return partial(name, **values)
 
 
-def _signed_in_dashboard(hub):
+def _signed_in_dashboard(hub, local_agent=None):
     from support.wsgi import WSGIClient
 
     from fmappliance.dashboard.app import make_app
     from fmappliance.dashboard.fleet_client import FleetView
 
     app = make_app(hub.config)
-    app.ctx.services.fleet_view = FleetView(hub.hub, hub.registry, hub.config)
+    app.ctx.services.fleet_view = FleetView(hub.hub, hub.registry, hub.config, local_agent=local_agent)
     client = WSGIClient(app)
     assert client.login().status == 303
     return client
@@ -407,9 +407,17 @@ def test_five_servers_join_and_are_online_on_the_fleet_page(hub, servers):
         world.start_uplink()
     for world in worlds:
         wait_online(hub.hub, world.name)
-    client = _signed_in_dashboard(hub)
+    from support.config_factory import TEST_TOKEN
+
+    from fmappliance.dashboard.agent_client import AgentClient
+
+    # The dashboard's own server (fleet.local_name) is a row too, through its local agent socket.
+    local = AgentClient("http://unused", TEST_TOKEN, 10, socket_path=worlds[0].socket_path)
+    client = _signed_in_dashboard(hub, local_agent=local)
     rows = client.get("/fleet", headers={"Accept": "application/json"}).json()["servers"]
-    assert [(r["name"], r["state"], r["stacks_total"]) for r in rows] == [(n, "online", 2) for n in names]
+    assert [(r["name"], r["state"], r["stacks_total"]) for r in rows] == sorted(
+        [(n, "online", 2) for n in [*names, "local"]]
+    )
     # Each answers for itself: a backup on one is published on that server only.
     answer = hub.client("erp-3").action("backup_site", "prod", "site2.example.com")
     wait_for(
