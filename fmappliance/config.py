@@ -252,6 +252,14 @@ SECURITY = Section(
             "Actions the agent accepts; others answer 403.",
             check=_actions,
         ),
+        Key(
+            "fleet_allowed_actions",
+            "str_list",
+            None,
+            "Actions this server accepts from a fleet dashboard (its per-server token); set only here, never "
+            "widened from the dashboard (default: allowed_actions).",
+            check=_actions,
+        ),
     ),
 )
 
@@ -587,6 +595,78 @@ OFFSITE = Section(
     ),
 )
 
+FLEET = Section(
+    "fleet",
+    help="One dashboard, many servers (docs/fleet.md). Without fleet.listen the dashboard runs no hub and "
+    "everything is the single-server appliance.",
+    keys=(
+        Key(
+            "listen",
+            "str",
+            "",
+            "Dashboard: HOST:PORT of the fleet hub (TLS 1.3) that managed servers dial out to; empty: no hub.",
+            check=lambda v: None if v == "" or _host_port(v) else "expected HOST:PORT, e.g. 0.0.0.0:9443",
+        ),
+        Key(
+            "address",
+            "str",
+            "",
+            "Dashboard: HOST:PORT the managed servers use to reach the hub (printed in the join command).",
+            check=lambda v: None if v == "" or _host_port(v) else "expected HOST:PORT, e.g. dash.example.com:9443",
+        ),
+        Key("local_name", "str", "local", "Dashboard: the name of this (the dashboard's own) server in the fleet."),
+        Key(
+            "dir",
+            "path",
+            "/etc/fmappliance/fleet",
+            "Both sides: the hub's key and certificate (dashboard) or the uplink's files (managed server).",
+        ),
+        Key(
+            "allow_from",
+            "str_list",
+            [],
+            "Dashboard: addresses or networks that may connect to the hub (empty: any).",
+            check=_networks,
+        ),
+        Key("max_servers", "int", 50, "Dashboard: the most servers the fleet takes.", check=_positive),
+        Key("join_token_ttl", "int", 3600, "Dashboard: seconds a join token stays usable.", check=_positive),
+        Key(
+            "unreachable_after",
+            "int",
+            30,
+            "Dashboard: seconds without a link before a server shows unreachable.",
+            check=_positive,
+        ),
+        Key(
+            "notify_unreachable_after",
+            "int",
+            300,
+            "Dashboard: seconds unreachable before server_unreachable is sent.",
+            check=_positive,
+        ),
+        Key(
+            "request_timeout",
+            "int",
+            10,
+            "Dashboard: seconds a request through a server's link may take.",
+            check=_positive,
+        ),
+        Key(
+            "max_clock_skew",
+            "int",
+            120,
+            "Dashboard: seconds of clock difference before a server shows a clock warning.",
+            check=_positive,
+        ),
+    ),
+)
+
+
+def _host_port(v: str) -> bool:
+    host, sep, port = v.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 <= int(port) <= 65535)
+
+
 SCHEMA = (
     AGENT,
     SECURITY,
@@ -612,6 +692,7 @@ SCHEMA = (
     ),
     NOTIFICATIONS,
     OFFSITE,
+    FLEET,
 )
 
 
@@ -700,6 +781,9 @@ def _cross_checks(config: dict, v: Validator, data: dict, *, offsite_credentials
         if problem:
             v.fail(("dashboard", "metrics_token_file"), f"the file's token is too short: {problem}")
     _check_offsite(config, v, data, offsite_credentials)
+    if sec["fleet_allowed_actions"] is None:
+        # derived: what the fleet may do defaults to what the local dashboard may (after offsite widened it)
+        sec["fleet_allowed_actions"] = list(sec["allowed_actions"])
     smtp_pw = config["notifications"]["smtp"]["password_file"]
     if smtp_pw and not os.path.isfile(smtp_pw):
         v.fail(("notifications", "smtp", "password_file"), f"file {smtp_pw} does not exist")

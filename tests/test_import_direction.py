@@ -19,8 +19,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fmappliance"
 # wing -> the wings it may import (besides itself and the core)
 ALLOWED = {
     "core": set(),
-    "agent": set(),
-    "dashboard": set(),
+    # fleet: what both sides of the fleet link share (tokens, certificates); it imports only the core.
+    "agent": {"fleet"},
+    "dashboard": {"fleet"},
+    "fleet": set(),
     "installer": {"dashboard.passwords"},
 }
 # Single modules allowed one more edge, and why.

@@ -2,7 +2,8 @@
 
 ``--check-config`` validates and exits; ``--version`` prints the version.  A config error is
 one line on stderr and exit status 2, never a traceback.  SIGTERM stops the server cleanly.
-``fm-agent installer <command>`` runs the installer's helpers (fmappliance.installer.cli).
+``fm-agent installer <command>`` runs the installer's helpers (fmappliance.installer.cli);
+``fm-agent [--config C] fleet join|status|leave`` (fleet_cli.py) and ``fm-agent uplink`` (uplink.py) the fleet.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def main(argv=None) -> int:
         from fmappliance.installer.cli import main as installer_main
 
         return installer_main(argv[1:])
+    if argv[:1] == ["uplink"]:
+        from fmappliance.agent.uplink import main as uplink_main
+
+        return uplink_main(argv[1:])  # never reads config.yaml
+    command_at = 2 if argv[:1] == ["--config"] else 1 if argv[:1] and argv[0].startswith("--config=") else 0
+    if argv[command_at : command_at + 1] == ["fleet"]:
+        from fmappliance.agent.fleet_cli import main as fleet_main
+
+        return fleet_main(argv[command_at + 1 :], config_argv=argv[:command_at])
     args = parse_args(argv)
     try:
         config = load_config(args.config)
@@ -79,8 +89,10 @@ def serve(config: dict) -> int:
     services.store.clean_temp_files()
     clean_staging(agent["state_dir"])
     try:
+        from fmappliance.agent.fleet_gate import FleetGate
+
         server = create_server(
-            app,
+            FleetGate(app, config),
             **listening.listen_options(agent),
             threads=agent["threads"],
             max_request_body_size=MAX_REQUEST_BODY_BYTES,

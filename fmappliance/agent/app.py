@@ -17,6 +17,7 @@ import bottle
 from fmappliance.agent.actions import ActionRejected, Actions
 from fmappliance.agent.auth import is_public
 from fmappliance.agent.backups import BackupStore
+from fmappliance.agent.fleet_gate import ENVIRON_KEY as FLEET_SERVER_KEY
 from fmappliance.agent.host import HostFacts
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
@@ -155,6 +156,8 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         environ = bottle.request.environ
         if is_public(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")):
             return
+        if environ.get(FLEET_SERVER_KEY):
+            return  # a per-server fleet token, checked by fleet_gate.FleetGate in front of this app
         if not bearer_token_matches(environ.get("HTTP_AUTHORIZATION"), token):
             raise _json_error(401, headers={"WWW-Authenticate": 'Bearer realm="fm-agent"'})
 

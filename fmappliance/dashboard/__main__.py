@@ -5,6 +5,7 @@ fm-dashboard --config PATH --check-config               exit 0 when the config i
 fm-dashboard --version
 fm-dashboard hash-password                              prompt (or read one line of stdin), print a bcrypt hash
 fm-dashboard --config PATH reset-2fa USER               forget USER's second factor (and end their sessions)
+fm-dashboard --config PATH fleet …                      the fleet hub (fleet_cli.py)
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         "reset-2fa", help="forget a user's second sign-in factor; they set it up again at next sign-in"
     )
     reset.add_argument("user", help="a user of dashboard.credentials")
+    from fmappliance.dashboard.fleet_cli import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(sub.add_parser("fleet", help="the fleet hub: certificate, join tokens, servers"))
     return parser
 
 
@@ -127,6 +131,15 @@ def serve(config: dict) -> None:
     limit_malloc_arenas()
     services = build_services(config)
     scheduler = services.scheduler
+    hub = None
+    if config["fleet"]["listen"]:
+        # The fleet hub (docs/fleet.md); without fleet.listen nothing of the fleet runs.
+        from fmappliance.dashboard.fleet_client import start_hub
+
+        hub, registry = start_hub(config, services.db)
+        from fmappliance.dashboard.fleet_client import FleetView
+
+        services.fleet_view = FleetView(hub, registry, config, local_agent=services.agent)  # type: ignore[attr-defined]
     app = make_app(config, services=services)
     options = {
         **listening.listen_options(dash),
@@ -171,6 +184,8 @@ def serve(config: dict) -> None:
     finally:
         services.job_watch.stop()
         scheduler.stop()
+        if hub is not None:
+            hub.stop()
         server.close()
     log.info("stopped")
 
@@ -187,6 +202,10 @@ def main(argv=None) -> int:
         return 2
     if args.command == "reset-2fa":
         return reset_two_factor_command(config, args.user)
+    if args.command == "fleet":
+        from fmappliance.dashboard.fleet_cli import run as fleet_command
+
+        return fleet_command(config, args)
     if args.check_config:
         print(f"{args.config}: OK ({len(config['stacks'])} stacks, {len(config['dashboard']['credentials'])} users)")
         return 0

@@ -439,6 +439,7 @@ def make_app(
         pages_audit,
         pages_auth,
         pages_backups,
+        pages_fleet,
         pages_host,
         pages_jobs,
         pages_logs,
@@ -468,4 +469,5 @@ def make_app(
     pages_scheduler.register(app, ctx)
     pages_host.register(app, ctx)
     pages_metrics.register(app, ctx)
+    pages_fleet.register(app, ctx)
     return app

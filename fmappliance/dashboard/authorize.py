@@ -88,6 +88,8 @@ RULES: tuple[Rule, ...] = (
     rule("GET POST", r"/login", PUBLIC),
     rule("GET POST", r"/login/code", PUBLIC),
     rule("GET", r"/metrics", PUBLIC),  # protected by its own scrape token, never by a session
+    rule("GET", r"/metrics/server/{x}", PUBLIC),  # the same scrape token (pages_fleet.py)
+    rule("GET", r"/fleet/prometheus-sd", PUBLIC),  # the same scrape token (pages_fleet.py)
     # Every signed-in user, also while setting up a second factor.
     rule("GET POST", r"/logout", VIEWER, enrolling=True),
     rule("GET POST", r"/account/2fa", VIEWER, enrolling=True),
@@ -95,6 +97,7 @@ RULES: tuple[Rule, ...] = (
     rule("GET", r"/account", VIEWER),
     # Pages every role reads.
     rule("GET", r"/dashboard", VIEWER),
+    rule("GET", r"/fleet", VIEWER),  # only with fleet.listen (pages_fleet.py)
     rule("GET", r"/dashboard/host", VIEWER),
     rule("GET", r"/stack/{x}", VIEWER),
     rule("GET", r"/stack/{x}/logs", _logs_role),

@@ -42,4 +42,8 @@ def register(app: bottle.Bottle, ctx) -> None:
             log.warning("metrics scrape: the agent's series are missing: %s", exc.message)
             agent_text = None
         text = dashboard_metrics_text(agent_text)
+        if getattr(ctx.services, "fleet_view", None) is not None:  # fleet.listen: per-server series
+            from fmappliance.dashboard.pages_fleet import fleet_metrics_text
+
+            text += fleet_metrics_text(ctx.services.fleet_view)
         return bottle.HTTPResponse(text, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

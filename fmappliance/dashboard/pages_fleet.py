@@ -1,0 +1,119 @@
+"""The fleet's pages (only with ``fleet.listen``; without a hub they answer 404, so a single-server
+appliance is unchanged).
+
+``GET /fleet``: one row per server, problems first.  ``Accept: application/json`` →
+``{"servers": [{"name", "state", "last_seen", "agent_version", "clock_skew_seconds", "stacks_running",
+"stacks_total", "worst_backup_age_seconds", "failed_jobs_24h", "schedules_version", "address", ...}]}``;
+the page refreshes its table with htmx every 10 s.
+
+For Prometheus, behind the scrape token of ``GET /metrics``: ``GET /metrics/server/<name>`` relays that
+server's agent exposition through its link; ``GET /fleet/prometheus-sd`` is ``http_sd`` JSON (the same
+as a ``file_sd`` file) with one target per server; :func:`fleet_metrics_text` gives the per-server
+series that ``GET /metrics`` appends.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bottle
+
+from fmappliance.bearer import bearer_token_matches
+from fmappliance.dashboard import negotiation
+from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.fleet.token import is_valid_server_name
+from fmappliance.prometheus_text import CONTENT_TYPE, Family, render
+
+
+def fleet_metrics_text(view) -> str:
+    """``fmappliance_server_up``, ``…_last_seen_timestamp_seconds`` and ``…_clock_skew_seconds`` per server."""
+    up = Family("fmappliance_server_up", "gauge", "1 when the server's link is up and its agent answers, else 0.")
+    seen = Family(
+        "fmappliance_server_last_seen_timestamp_seconds",
+        "gauge",
+        "When the dashboard last heard from the server through its link (Unix time).",
+    )
+    skew = Family(
+        "fmappliance_server_clock_skew_seconds",
+        "gauge",
+        "The server's clock minus the dashboard's, from its last hello.",
+    )
+    for row in view.registry.servers():
+        live = view.hub.state(row["name"])
+        up.add(1 if live["state"] == "online" else 0, server=row["name"])
+        if live["last_seen_timestamp"] is not None:
+            seen.add(round(live["last_seen_timestamp"], 3), server=row["name"])
+        if live["clock_skew_seconds"] is not None:
+            skew.add(live["clock_skew_seconds"], server=row["name"])
+    return render([up, seen, skew])
+
+
+def register(app: bottle.Bottle, ctx) -> None:
+    scrape_token = ctx.config["dashboard"].get("metrics_token")
+
+    def view_or_404():
+        view = getattr(ctx.services, "fleet_view", None)
+        if view is None:
+            raise ctx.fail(404, "This dashboard runs no fleet hub (fleet.listen is not set).")
+        return view
+
+    def scrape_refusal():
+        if not scrape_token:
+            return ctx.fail(404, "There is no such page.")
+        if not bearer_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), scrape_token):
+            return bottle.HTTPResponse(
+                "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
+                status=401,
+                headers={
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"',
+                },
+            )
+        return None
+
+    @app.get("/fleet")
+    @ctx.login_required
+    def fleet():
+        data = view_or_404().overview()
+        bottle.response.set_header("Cache-Control", "no-store")
+        if negotiation.wants_json(bottle.request):
+            return ctx.json_response(data)
+        if negotiation.is_htmx(bottle.request):
+            return ctx.render("fleet_table", servers=data["servers"])
+        return ctx.page("fleet", "Fleet", active="fleet", servers=data["servers"])
+
+    @app.get("/metrics/server/<name>")
+    def server_metrics(name):
+        refused = scrape_refusal()
+        if refused is not None:
+            return refused
+        view = view_or_404()
+        if not is_valid_server_name(name):
+            return ctx.fail(404, "There is no such server in the fleet.")
+        try:
+            text = view.client(name).metrics_text()
+        except AgentError as exc:
+            return bottle.HTTPResponse(
+                exc.message + "\n",
+                status=404 if exc.status == 404 else 503,
+                headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"},
+            )
+        return bottle.HTTPResponse(text, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+
+    @app.get("/fleet/prometheus-sd")
+    def prometheus_sd():
+        refused = scrape_refusal()
+        if refused is not None:
+            return refused
+        view = view_or_404()
+        target = bottle.request.get_header("Host") or "localhost"
+        groups = [
+            {
+                "targets": [target],
+                "labels": {"server": row["name"], "__metrics_path__": f"/metrics/server/{row['name']}"},
+            }
+            for row in view.registry.servers()
+        ]
+        return bottle.HTTPResponse(
+            json.dumps(groups), headers={"Content-Type": "application/json", "Cache-Control": "no-store"}
+        )
