@@ -132,6 +132,8 @@ AGENT_GROUP=""
 AGENT_HOME=""
 FOUND_FM_BINARY=""         # the fm binary discovery accepted (written into a new config)
 STACK_COUNT=0
+ROOTLESS_SOCKET=""  # the agent user's own rootless docker socket (checked by discovery), or ""
+DOCKER_GROUP_ACCESS=no  # "add": the agent user is put in the docker group (FM_AGENT_USER or fm-agent only)
 ROOTLESS_ENV=()     # DOCKER_HOST=... XDG_RUNTIME_DIR=... for a rootless docker of the agent user
 NOTES=()            # what the operator should know, repeated in the summary
 UPGRADE=0           # an install made by an installer before the hardening (no agent-user record)
@@ -524,7 +526,9 @@ discover() {
         previous="$(awk -F= '$1 == "User" { print $2; exit }' "$(at "$UNIT_DIR/fm-agent.service")")"
         UPGRADE=1
     fi
-    local only_user=()
+    local only_user=() explicit=()
+    # A user once named with FM_AGENT_USER keeps what only an explicit choice allows (root, rootless docker).
+    [ -n "$previous" ] && [ "$(recorded agent-user-explicit)" = "$previous" ] && explicit=(--recorded-explicit)
     : >"$STAGE/compose.json"
     if [ -f "$(at "$CONFIG")" ]; then
         # The config is never rewritten: its stacks and fm stay; only the user is decided again.
@@ -533,7 +537,7 @@ discover() {
         timeout 20 "$docker_cmd" compose ls --all --format json >"$STAGE/compose.json" 2>/dev/null || true
     fi
     helper discover ${only_user[@]+"${only_user[@]}"} --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
-        --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" --fm-binary "${FM_BINARY:-}" \
+        --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" ${explicit[@]+"${explicit[@]}"} --fm-binary "${FM_BINARY:-}" \
         --fm-on-path "$(command -v fm 2>/dev/null || true)" --compose-json "$STAGE/compose.json" \
         --stacks-out "$STAGE/stacks.json" --runtime-base "$USER_RUNTIME_BASE" \
         >"$STAGE/discovery" 2>"$STAGE/discovery.err" || status=$?
@@ -542,6 +546,9 @@ discover() {
         exit 1
     fi
     AGENT_USER="$(discovered agent_user)"
+    ROOTLESS_SOCKET="$(discovered rootless_socket)"
+    DOCKER_GROUP_ACCESS="$(discovered docker_group)"
+    [ "$(discovered agent_explicit)" = yes ] && record "agent-user-explicit $AGENT_USER"
     FOUND_FM_BINARY="$(discovered fm_binary)"
     STACK_COUNT="$(discovered stack_count)"
     say "  agent user: $AGENT_USER ($(discovered agent_reason))"
@@ -582,7 +589,13 @@ choose_users() {
         record "user $AGENT_USER"
         CHANGES=$((CHANGES + 1))
     fi
-    if group_exists docker; then
+    # Only the installer's own fm-agent or a user named with FM_AGENT_USER is made root-equivalent;
+    # a rootless docker's owner talks to their own daemon instead.
+    if [ -n "$ROOTLESS_SOCKET" ]; then
+        say "  $AGENT_USER uses their own rootless docker ($ROOTLESS_SOCKET): not added to the docker group"
+    elif [ "$DOCKER_GROUP_ACCESS" != add ]; then
+        say "  $AGENT_USER is not added to the docker group (chosen by the installer, not named with FM_AGENT_USER)"
+    elif group_exists docker; then
         add_member "$AGENT_USER" docker
     else
         warn "no docker group yet: after installing docker run this installer again so $AGENT_USER can use it"
@@ -793,7 +806,11 @@ grant_nginx_backup_access() {
 install_units() {
     step "systemd units"
     local groups="$CONFIG_GROUP" rw
-    group_exists docker && groups="$CONFIG_GROUP docker"
+    # SupplementaryGroups= grants the group whatever /etc/group says: only where the user has it or gets it.
+    if [ -z "$ROOTLESS_SOCKET" ] && group_exists docker && { [ "$DOCKER_GROUP_ACCESS" = add ] ||
+        id -nG "$AGENT_USER" 2>/dev/null | tr ' ' '\n' | grep -qx docker; }; then
+        groups="$CONFIG_GROUP docker"
+    fi
     rw="$(config_value rw_paths)"
     [ -n "$AGENT_HOME" ] && [ "$AGENT_HOME" != "$STATE_DIR/agent" ] && rw="$rw -$AGENT_HOME"
     local tags="" docker_host="" runtime_dir=""
@@ -818,15 +835,14 @@ install_units() {
     fi
 }
 
-# A rootless docker daemon of the agent user (its socket in the user's runtime dir, owned by
-# that user): the agent and its commands must talk to it, not to the system daemon.
+# A rootless docker daemon of an agent user named with FM_AGENT_USER, checked by discovery (the
+# process on the socket runs as that user and is a root-owned dockerd/rootlesskit): the agent
+# and its commands must talk to it, not to the system daemon.
 detect_rootless_docker() {
     ROOTLESS_ENV=()
-    local uid sock
-    uid="$(id -u "$AGENT_USER" 2>/dev/null)" || return 0
-    sock="$USER_RUNTIME_BASE/$uid/docker.sock"
-    [ -S "$sock" ] && [ ! -L "$sock" ] && [ "$(stat -c %u "$sock")" = "$uid" ] || return 0
-    ROOTLESS_ENV=("DOCKER_HOST=unix://$sock" "XDG_RUNTIME_DIR=$USER_RUNTIME_BASE/$uid")
+    local sock="$ROOTLESS_SOCKET"
+    [ -n "$sock" ] || return 0
+    ROOTLESS_ENV=("DOCKER_HOST=unix://$sock" "XDG_RUNTIME_DIR=$(dirname "$sock")")
     say "  rootless docker of $AGENT_USER found ($sock): the agent uses it (DOCKER_HOST)"
 }
 
@@ -1144,7 +1160,7 @@ write_record() {
         [ -n "$old" ] && printf '%s\n' "$old"
         for line in "${RECORD_LINES[@]}"; do printf '%s\n' "$line"; done
         echo "file $RECORD"
-    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" '$1 != "agent-user" || $0 == keep' >"$STAGE/install-record"
+    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" -v keep2="agent-user-explicit $AGENT_USER" '($1 != "agent-user" || $0 == keep) && ($1 != "agent-user-explicit" || $0 == keep2)' >"$STAGE/install-record"
     if [ "$DRY_RUN" = 1 ]; then return 0; fi
     place_file "$STAGE/install-record" "$RECORD" 0644 root root >/dev/null || true
 }

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--fm-home", default="")
     d.add_argument("--requested-user", default="")
     d.add_argument("--recorded-user", default="")
+    d.add_argument(
+        "--recorded-explicit", action="store_true", help="the recorded user was named with FM_AGENT_USER back then"
+    )
     d.add_argument("--fm-binary", default="", help="an explicit fm path (FM_BINARY)")
     d.add_argument("--fm-on-path", default="")
     d.add_argument("--compose-json", default="", help="file with `docker compose ls --all --format json` output")
@@ -92,7 +95,9 @@ def _read_json(path: str):
 
 def discover(args) -> int:
     homes = find_fm_homes(args.search, args.fm_home)
-    agent = choose_agent_user(homes, args.requested_user, args.recorded_user, args.runtime_base)
+    agent = choose_agent_user(
+        homes, args.requested_user, args.recorded_user, args.runtime_base, recorded_explicit=args.recorded_explicit
+    )
     found, fm, fm_notes = Discovery(), "", list[str]()
     if not args.user_only:
         projects = _read_json(args.compose_json) if args.compose_json else None
@@ -102,6 +107,9 @@ def discover(args) -> int:
         json.dump(found.stacks, fh)
     print(f"agent_user {agent.name}")
     print(f"agent_reason {agent.reason}")
+    print(f"agent_explicit {'yes' if args.requested_user or args.recorded_explicit else 'no'}")
+    print(f"rootless_socket {agent.rootless_socket}")
+    print(f"docker_group {'add' if agent.add_to_docker_group else 'no'}")
     print(f"fm_binary {fm}")
     print(f"stack_count {len(found.stacks)}")
     print(f"fm_homes {' '.join(homes)}")
