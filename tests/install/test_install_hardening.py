@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import socket
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -90,7 +92,7 @@ def test_a_first_install_schedules_daily_backups_of_every_stack_and_says_so(dist
     homes = tmp_path / "homes"
     fm_home(homes / "ops", "erp")
     root = tmp_path / "root"
-    proc = run_install(root, env=install_env(dist, FM_SEARCH_HOMES=f"{homes}/*"))
+    proc = run_install(root, env=install_env(dist, FM_SEARCH_HOMES=f"{homes}/*", FM_AGENT_USER="root"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     schedules = load_config(root / "etc/fmappliance/config.yaml")["schedules"]
     assert [(s["stack"], s["site"], s["frequency"], s["time"]) for s in schedules] == [("erp", "*", "daily", "02:00")]
@@ -128,21 +130,70 @@ def test_a_docker_without_the_compose_plugin_is_named_in_the_checks(dist, tmp_pa
     assert "docker compose is not available" in proc.stdout.split("== Done", 1)[1]
 
 
-def test_a_rootless_docker_of_the_agent_user_is_set_in_the_unit(dist, tmp_path):
-    base = tmp_path / "run-user"
+def listen_as(path: Path, exe: str, uid: int) -> subprocess.Popen:
+    script = (
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\n"
+        "print('ready', flush=True)\nwhile True:\n    c,_=s.accept(); c.close()\n"
+    )
+    proc = subprocess.Popen([exe, "-c", script, str(path)], stdout=subprocess.PIPE, text=True, user=uid, group=uid)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+OPEN_PYTHON = os.path.realpath("/usr/bin/python3") if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+@pytest.fixture
+def open_dir():
+    path = Path(tempfile.mkdtemp(prefix="fm-rootless-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_planted_rootless_socket_and_fm_home_do_not_make_a_user_the_agent(dist, tmp_path, open_dir):
+    """Issue 21, item 1, as reproduced: nobody's socket + ~/frappe/sites/x/docker-compose.yml."""
+    homes = tmp_path / "homes"
+    fm_home(homes / "mallory", "x", owner=NOBODY.pw_uid)
+    (open_dir / str(NOBODY.pw_uid)).mkdir()
+    os.chown(open_dir / str(NOBODY.pw_uid), NOBODY.pw_uid, NOBODY.pw_uid)
+    planted = listen_as(open_dir / str(NOBODY.pw_uid) / "docker.sock", OPEN_PYTHON, NOBODY.pw_uid)
+    try:
+        env = install_env(dist, FM_SEARCH_HOMES=f"{homes}/*", FM_USER_RUNTIME_BASE=str(open_dir))
+        proc = run_install(tmp_path / "root", env=env)
+        assert proc.returncode != 0
+        assert "seems to run a rootless docker" in proc.stderr and "FM_AGENT_USER=nobody" in proc.stderr
+        assert not (tmp_path / "root/etc/systemd/system/fm-agent.service").exists()
+        named = run_install(tmp_path / "root", env={**env, "FM_AGENT_USER": "nobody"})
+        assert named.returncode != 0 and "not a rootless docker daemon of nobody" in named.stderr
+        assert not (tmp_path / "root/etc/systemd/system/fm-agent.service").exists()
+    finally:
+        planted.kill()
+        planted.wait()
+
+
+def test_a_rootless_docker_of_an_explicit_agent_user_is_set_in_the_unit(dist, tmp_path, open_dir):
+    base = open_dir / "run-user"
     (base / "0").mkdir(parents=True)
     env = install_env(dist, FM_AGENT_USER="root", FM_USER_RUNTIME_BASE=str(base))
     plain = run_install(tmp_path / "plain", env=env)
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert "DOCKER_HOST" not in (tmp_path / "plain/etc/systemd/system/fm-agent.service").read_text()
 
-    with socket.socket(socket.AF_UNIX) as daemon:
-        daemon.bind(str(base / "0" / "docker.sock"))
+    dockerd = open_dir / "dockerd"
+    dockerd.write_bytes(Path(OPEN_PYTHON).read_bytes())
+    dockerd.chmod(0o755)
+    daemon = listen_as(base / "0" / "docker.sock", str(dockerd), 0)
+    try:
         proc = run_install(tmp_path / "rootless", env=env)
+    finally:
+        daemon.kill()
+        daemon.wait()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     unit = (tmp_path / "rootless/etc/systemd/system/fm-agent.service").read_text()
     assert f"\nEnvironment=DOCKER_HOST=unix://{base}/0/docker.sock\n" in unit
     assert f"\nEnvironment=XDG_RUNTIME_DIR={base}/0\n" in unit
+    assert "docker" not in re.search(r"^SupplementaryGroups=(.*)$", unit, re.M).group(1)
 
 
 def previous_install_sh(tmp_path: Path) -> Path:
@@ -157,7 +208,8 @@ def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping
 ):
     homes = tmp_path / "homes"
     fm_home(homes / "ops", "erp")
-    env = install_env(dist, FM_SEARCH_HOMES=f"{homes}/*")
+    # The previous installer chose root on its own; this one wants that said (FM_AGENT_USER=root).
+    env = install_env(dist, FM_SEARCH_HOMES=f"{homes}/*", FM_AGENT_USER="root")
     root = tmp_path / "root"
     old = subprocess.run(
         ["bash", str(previous_installer(tmp_path)), "--root", str(root)],

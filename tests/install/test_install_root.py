@@ -78,7 +78,10 @@ def host(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(dist, host):
-    return install_env(dist, FM_SEARCH_HOMES=str(host["home"].parent.parent / "*"), FM_DOCKER=str(host["docker"]))
+    # The FM home is root's: root runs the agent only when named (issue 21, item 4).
+    return install_env(
+        dist, FM_SEARCH_HOMES=str(host["home"].parent.parent / "*"), FM_DOCKER=str(host["docker"]), FM_AGENT_USER="root"
+    )
 
 
 @pytest.fixture(scope="module")
