@@ -125,6 +125,10 @@ WEB_GROUP=fmappliance-web      # nginx's user and the dashboard: may open the da
 AGENT_SOCKET=/run/fm-agent/agent.sock
 DASHBOARD_SOCKET=/run/fm-dashboard/dashboard.sock
 RECORD=$PREFIX/install-record
+# nginx proves itself to the dashboard with this secret (header X-Fmappliance-Proxy): the
+# dashboard's copy (dashboard.proxy_secret_file) and nginx's root-only include.
+PROXY_SECRET_FILE=$CONF_DIR/proxy-secret
+PROXY_SECRET_INCLUDE=$NGINX_DIR/snippets/fm-proxy-secret.conf
 USER_RUNTIME_BASE="${FM_USER_RUNTIME_BASE:-/run/user}"
 
 AGENT_USER=""
@@ -645,6 +649,8 @@ write_config() {
         set_owner_mode "$(at "$CONFIG")" 0640 root "$CONFIG_GROUP"
         say "  kept $CONFIG (never overwritten; edit it, then: sudo $0)"
         migrate_config
+        add_proxy_secret_key
+        ensure_proxy_secret
         return 0
     fi
     generate_config "$STAGE/config.yaml"
@@ -656,6 +662,43 @@ write_config() {
     fi
     place_file "$STAGE/config.yaml" "$CONFIG" 0640 root "$CONFIG_GROUP" || true
     say "  generated $CONFIG with a new token, secret key and admin password"
+    ensure_proxy_secret
+}
+
+# The secret nginx adds to every request it passes on; the dashboard believes X-Forwarded-For
+# only with it (other processes of nginx's user can open the socket too). Made once, kept.
+ensure_proxy_secret() {
+    local existing secret=""
+    existing="$(at "$PROXY_SECRET_FILE")"
+    [ -f "$existing" ] && secret="$(tr -d '[:space:]' <"$existing")"
+    if ! [[ "$secret" =~ ^[A-Za-z0-9_-]{32,}$ ]]; then
+        secret="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(36))')"
+    fi
+    (umask 077 && printf '%s\n' "$secret" >"$STAGE/proxy-secret" &&
+        printf '# Written by install.sh: the dashboard believes X-Forwarded-For only with this header.\nproxy_set_header X-Fmappliance-Proxy "%s";\n' \
+            "$secret" >"$STAGE/fm-proxy-secret.conf")
+    if place_file "$STAGE/proxy-secret" "$PROXY_SECRET_FILE" 0640 root "$DASHBOARD_USER" >/dev/null; then
+        CHANGED_DASHBOARD=1
+        say "  wrote $PROXY_SECRET_FILE (nginx's proxy secret, readable by $DASHBOARD_USER only)"
+    fi
+    if place_file "$STAGE/fm-proxy-secret.conf" "$PROXY_SECRET_INCLUDE" 0600 root root >/dev/null; then
+        CHANGED_NGINX=1
+        say "  wrote $PROXY_SECRET_INCLUDE (root only)"
+    fi
+    true
+}
+
+# Configs from before the proxy secret: point the dashboard at it (one line added; nothing else changes).
+add_proxy_secret_key() {
+    local config added
+    config="$(at "$CONFIG")"
+    [ -f "$STAGE/config-migrated.yaml" ] && config="$STAGE/config-migrated.yaml"
+    added="$(helper add-dashboard-key "$config" proxy_secret_file "$PROXY_SECRET_FILE")" ||
+        die "could not add dashboard.proxy_secret_file to $CONFIG (above); it is unchanged"
+    [ "$added" = added ] || return 0
+    CHANGES=$((CHANGES + 1))
+    if [ "$DRY_RUN" = 1 ]; then say "  would add dashboard.proxy_secret_file: $PROXY_SECRET_FILE to $CONFIG"; return 0; fi
+    say "  added dashboard.proxy_secret_file: $PROXY_SECRET_FILE to $CONFIG"
 }
 
 generate_config() {
@@ -665,7 +708,8 @@ generate_config() {
         --fm-binary "$FOUND_FM_BINARY" --admin-user "$ADMIN_USER" --download-mode "$DOWNLOAD_MODE" \
         --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
         --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
-        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" ||
+        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" \
+        --proxy-secret-file "$PROXY_SECRET_FILE" ||
         die "could not write a new config (above)"
     ADMIN_PASSWORD="$(cat "$STAGE/password")"
     say "  discovered $STACK_COUNT stack(s)$( [ -n "$(discovered fm_homes)" ] && echo " (FM homes: $(discovered fm_homes))")"
@@ -946,7 +990,7 @@ install_nginx_site() {
         TLS_DEFAULT="$([ -n "$DOMAIN" ] || echo default_server)" ACME_DIR="$ACME_DIR" \
         ACCEL_PREFIX="$(config_value dashboard.accel_prefix)" \
         BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}" \
-        METRICS_ALLOW="${allow%$'\n'}"
+        METRICS_ALLOW="${allow%$'\n'}" PROXY_SECRET_INCLUDE="$PROXY_SECRET_INCLUDE"
     for snippet in fm-security-headers.conf fm-tls.conf; do
         if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
             CHANGED_NGINX=1
@@ -1273,7 +1317,7 @@ uninstall() {
     fi
     for path in "$UNIT_DIR/fm-agent.service" "$UNIT_DIR/fm-dashboard.service" \
         "$NGINX_DIR/sites-enabled/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" \
-        "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf"; do
+        "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf" "$PROXY_SECRET_INCLUDE"; do
         remove_path "$path"
     done
     for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" \

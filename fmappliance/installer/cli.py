@@ -7,6 +7,7 @@
     healthz        exit 0 when the dashboard answers /healthz (on its socket or port)
     render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
+    add-dashboard-key  add dashboard.KEY: VALUE to a config that lacks it (prints "added" when it did)
 
 An operator-facing refusal is one line on stderr and exit status 3.
 """
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--dashboard-socket", required=True)
     w.add_argument("--agent-socket-group", default="")
     w.add_argument("--dashboard-socket-group", default="")
+    w.add_argument("--proxy-secret-file", default="")
     v = sub.add_parser("config-values")
     v.add_argument("config")
     o = sub.add_parser("other-sites")
@@ -74,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--dashboard-socket", required=True)
     m.add_argument("--agent-socket-group", default="")
     m.add_argument("--dashboard-socket-group", default="")
+    k = sub.add_parser("add-dashboard-key")
+    k.add_argument("config")
+    k.add_argument("key")
+    k.add_argument("value")
     r = sub.add_parser("render")
     r.add_argument("template")
     r.add_argument("out")
@@ -133,6 +139,7 @@ def write_config(args) -> int:
         download_mode=args.download_mode,
         admin_user=args.admin_user,
         fm_binary=args.fm_binary,
+        proxy_secret_file=args.proxy_secret_file,
         stacks=stacks,
     )
     text = cw.render_config(new, cw.hash_admin_password(password), cw.new_secret(), cw.new_secret())
@@ -220,6 +227,14 @@ def migrate_config(args) -> int:
     return 0
 
 
+def add_dashboard_key(args) -> int:
+    from fmappliance.installer.migrate import add_dashboard_key as add
+
+    if add(args.config, args.key, args.value):
+        print("added")
+    return 0
+
+
 def render(args) -> int:
     from fmappliance.installer.templates import TemplateError
     from fmappliance.installer.templates import render as fill
@@ -271,6 +286,7 @@ def main(argv=None) -> int:
         "render": render,
         "healthz": healthz,
         "migrate-config": migrate_config,
+        "add-dashboard-key": add_dashboard_key,
     }[args.command]
     try:
         return command(args)
