@@ -120,9 +120,17 @@ def test_accel_is_the_default_only_when_nginx_serves_nothing_else(dist, tmp_path
     assert "could read every backup" in summary
 
 
-def test_a_docker_without_the_compose_plugin_is_named_in_the_checks(dist, tmp_path):
+@pytest.mark.parametrize(
+    "answer,status",
+    [
+        ("docker: 'compose' is not a docker command.\nSee 'docker --help'", 1),
+        ("unknown shorthand flag: 'p' in -p", 125),
+    ],
+)
+def test_a_docker_without_the_compose_plugin_is_named_in_the_checks(dist, tmp_path, answer, status):
+    """Both shapes of Docker CLI 27 without the plugin (issue 20, item 2)."""
     docker = tmp_path / "docker"
-    docker.write_text("#!/bin/sh\necho \"docker: 'compose' is not a docker command.\" >&2\nexit 125\n")
+    docker.write_text(f"#!/bin/sh\nprintf '%s\\n' \"{answer}\" >&2\nexit {status}\n")
     docker.chmod(0o755)
     proc = run_install(tmp_path / "root", env=install_env(dist, FM_DOCKER=str(docker)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
