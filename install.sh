@@ -36,7 +36,10 @@
 #   --dry-run           print every change without making it
 #   --uninstall         remove what the installer installed; keeps the config
 #                       (/etc/fmappliance) and the backups (/var/backups/fmappliance)
-#   --purge             with --uninstall: remove the config and the backups as well
+#   --purge             with --uninstall: remove the config and the backups as well (all of
+#                       them, safety backups included): it says how many and how big, then
+#                       asks for "purge" to be typed, unless --yes is given
+#   --yes               with --purge: do not ask (for scripts)
 #   --root DIR          write every file under DIR instead of /, change nothing else on
 #                       this host (no users, services, firewall, packages): for packagers
 #                       and tests; the skipped steps are reported
@@ -100,6 +103,7 @@ PY=/usr/bin/python3
 DRY_RUN=0
 UNINSTALL=0
 PURGE=0
+ASSUME_YES=0
 ROOT=""
 DOMAIN=""
 EMAIL=""
@@ -353,6 +357,7 @@ parse_args() {
             --dry-run) DRY_RUN=1 ;;
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
+            --yes) ASSUME_YES=1 ;;
             --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT="$2"; shift ;;
             --root=*) ROOT="${1#--root=}" ;;
             --domain) [ $# -ge 2 ] || die "--domain needs a name"; DOMAIN="$2"; shift ;;
@@ -373,6 +378,7 @@ parse_args() {
     case "$HTTP_PORT$HTTPS_PORT" in *[!0-9]*) die "ports must be numbers" ;; esac
     case "$DOWNLOAD_MODE" in ""|stream|accel) ;; *) die "--download-mode is stream or accel, not $DOWNLOAD_MODE" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge only goes with --uninstall"
+    [ "$ASSUME_YES" = 0 ] || [ "$PURGE" = 1 ] || die "--yes only goes with --uninstall --purge"
     if [ -n "$DOMAIN" ] && ! [[ "$DOMAIN" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]]; then
         die "--domain $DOMAIN is not a DNS name"
     fi
@@ -1278,10 +1284,32 @@ remove_path() {
     say "  removed $1"
 }
 
+# --purge deletes every backup: say how many and how big, and go on only after "purge" is typed
+# (or --yes). Asked before anything is removed, so a "no" leaves the install as it was.
+confirm_purge() {
+    local dir count size answer=""
+    dir="$(at "$BACKUPS_DIR")"
+    count=0
+    size="0 bytes"
+    if [ -d "$dir" ]; then
+        count="$(find "$dir" -type f | wc -l)"
+        size="$(du -sh "$dir" 2>/dev/null | cut -f1)"
+    fi
+    say "  --purge deletes $CONF_DIR (config, certificate, secrets) and $BACKUPS_DIR:"
+    say "  $count backup file(s), $size in all, safety backups before restores included"
+    [ "$DRY_RUN" = 1 ] && return 0
+    [ "$ASSUME_YES" = 1 ] && return 0
+    printf '  Type "purge" to delete them: '
+    read -r answer || true
+    [ "$answer" = purge ] ||
+        die "nothing was removed: --purge needs \"purge\" typed (or --yes); without --purge the config and backups are kept"
+}
+
 uninstall() {
     step "Uninstalling fmappliance"
     if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root: sudo $0 --uninstall"; fi
     local record_file kind path extra group
+    [ "$PURGE" = 1 ] && confirm_purge
     record_file="$(at "$RECORD")"
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then

@@ -146,7 +146,7 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert Path("/run/fmappliance/fm-agent.pid").read_text() == agent_pid
     finally:
         gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
             if (PREFIX / "uninstall.sh").exists()
             else None
         )
@@ -243,7 +243,7 @@ def test_rerunning_install_sh_upgrades_an_install_of_the_previous_installer_in_p
         assert backup.read_bytes() == b"dump"
     finally:
         gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
             if (PREFIX / "uninstall.sh").exists()
             else None
         )
@@ -319,7 +319,7 @@ def test_domain_and_email_get_a_certificate_through_the_acme_webroot(dist, tmp_p
                 time.sleep(0.1)
     finally:
         if (PREFIX / "uninstall.sh").exists():
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
         subprocess.run(["rm", "-rf", "/etc/letsencrypt/live/localhost"])
         if os.path.isdir("/etc/letsencrypt") and not os.listdir("/etc/letsencrypt/live"):
             subprocess.run(["rm", "-rf", "/etc/letsencrypt"])

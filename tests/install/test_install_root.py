@@ -23,6 +23,8 @@ EXPECTED_MODES = {
     "opt/fmappliance/install.sh": 0o755,
     "etc/fmappliance": 0o750,
     "etc/fmappliance/config.yaml": 0o640,
+    "etc/fmappliance/proxy-secret": 0o640,  # root:<dashboard user>: the dashboard's copy of nginx's secret
+    "etc/nginx/snippets/fm-proxy-secret.conf": 0o600,  # root only (nginx reads its config as root)
     "etc/fmappliance/tls/selfsigned.key": 0o600,
     "etc/systemd/system/fm-agent.service": 0o644,
     "etc/systemd/system/fm-dashboard.service": 0o644,
@@ -251,12 +253,32 @@ def test_uninstall_leaves_only_config_and_backups_and_purge_removes_them(env, tm
     left = set(tree_hashes(root))
     assert left == {
         "etc/fmappliance/config.yaml",
+        "etc/fmappliance/proxy-secret",
         "etc/fmappliance/tls/selfsigned.crt",
         "etc/fmappliance/tls/selfsigned.key",
         "var/backups/fmappliance/prod/site1/2026-01-01_02-00-00.sql.gz",
     }
-    proc = run_install(root, "--uninstall", "--purge", env=env)
+    # --purge says what it would delete and wants it confirmed (issue 20, item 7).
+    kept = tree_hashes(root)
+    for answer in ("", "yes\n"):
+        refused = subprocess.run(
+            ["bash", str(INSTALL_SH), "--root", str(root), "--uninstall", "--purge"],
+            input=answer, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "1 backup file(s)" in refused.stdout and 'Type "purge"' in refused.stdout
+        assert "nothing was removed" in refused.stderr and "--yes" in refused.stderr
+        assert tree_hashes(root) == kept
+    typed = subprocess.run(
+        ["bash", str(INSTALL_SH), "--root", str(root), "--uninstall", "--purge"],
+        input="purge\n", env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert typed.returncode == 0, typed.stdout + typed.stderr
+    assert tree_hashes(root) == {}
+    assert run_install(root, env=env).returncode == 0
+    proc = run_install(root, "--uninstall", "--purge", "--yes", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backup file(s)" in proc.stdout
     assert tree_hashes(root) == {}
 
 
