@@ -139,6 +139,7 @@ AGENT_USER=""
 AGENT_GROUP=""
 AGENT_HOME=""
 FOUND_FM_BINARY=""         # the fm binary discovery accepted (written into a new config)
+DOCKER_CHECKED=""          # the docker check_docker checked (absolute path), or "" when none
 STACK_COUNT=0
 ROOTLESS_SOCKET=""  # the agent user's own rootless docker socket (checked by discovery), or ""
 DOCKER_GROUP_ACCESS=no  # "add": the agent user is put in the docker group (FM_AGENT_USER or fm-agent only)
@@ -453,6 +454,11 @@ check_docker() {
         warn "docker is not installed: the agent cannot operate stacks until it is"
         return 0
     fi
+    # The one checked here is the one the agent runs (agent.docker_binary of a new config; see
+    # check_agent_binaries for an existing one): as an absolute path.
+    DOCKER_CHECKED="$(command -v "$docker_cmd")"
+    case "$DOCKER_CHECKED" in /*) ;; *) DOCKER_CHECKED="$(cd "$(dirname "$DOCKER_CHECKED")" && pwd)/$(basename "$DOCKER_CHECKED")" ;; esac
+    say "  docker: $DOCKER_CHECKED"
     if ! timeout 20 "$docker_cmd" compose version >/dev/null 2>&1; then
         warn "docker compose is not available: install the docker compose plugin (Debian/Ubuntu: apt-get install docker-compose-plugin)"
         NOTES+=("docker compose is not available: install the docker compose plugin, then the stacks show their state")
@@ -549,6 +555,7 @@ discover() {
     helper discover ${only_user[@]+"${only_user[@]}"} --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
         --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" ${explicit[@]+"${explicit[@]}"} --fm-binary "${FM_BINARY:-}" \
         --fm-on-path "$(command -v fm 2>/dev/null || true)" --compose-json "$STAGE/compose.json" \
+        --docker-binary "$DOCKER_CHECKED" \
         --stacks-out "$STAGE/stacks.json" --runtime-base "$USER_RUNTIME_BASE" \
         >"$STAGE/discovery" 2>"$STAGE/discovery.err" || status=$?
     if [ "$status" != 0 ]; then
@@ -715,7 +722,7 @@ generate_config() {
         --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
         --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
         --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" \
-        --proxy-secret-file "$PROXY_SECRET_FILE" ||
+        --proxy-secret-file "$PROXY_SECRET_FILE" --docker-binary "$(discovered docker_binary)" ||
         die "could not write a new config (above)"
     ADMIN_PASSWORD="$(cat "$STAGE/password")"
     say "  discovered $STACK_COUNT stack(s)$( [ -n "$(discovered fm_homes)" ] && echo " (FM homes: $(discovered fm_homes))")"
@@ -847,6 +854,31 @@ grant_nginx_backup_access() {
         CHANGES=$((CHANGES + 1))
         say "  download_mode stream: removed $web_user's read access to $dir"
     fi
+}
+
+# The PATH the agent's commands get: systemd's default for services, or the daemon start's.
+agent_path() {
+    if [ "$INIT" = daemons ]; then echo /usr/local/bin:/usr/bin:/bin
+    else echo /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi
+}
+
+# What the agent will run (agent.docker_binary / fm_binary, looked up on its own PATH) against
+# what this installer checked: a difference is said in the summary, with the line that fixes it.
+check_agent_binaries() {
+    local docker fm path checked_fm
+    path="$(agent_path)"
+    docker="$(config_value agent.docker_binary)"
+    case "$docker" in /*) path="$(dirname "$docker"):$path" ;; *) docker="$(PATH="$path" command -v "$docker" || true)" ;; esac
+    if [ -n "$DOCKER_CHECKED" ] && [ "$(readlink -f "$docker" 2>/dev/null)" != "$(readlink -f "$DOCKER_CHECKED")" ]; then
+        note "WARNING: the agent would run docker ${docker:-(none: not on its PATH $path)}, but the installer checked $DOCKER_CHECKED: set agent.docker_binary: \"$DOCKER_CHECKED\" in $CONFIG and run this installer again"
+    fi
+    checked_fm="$(command -v fm 2>/dev/null || true)"
+    fm="$(config_value agent.fm_binary)"
+    case "$fm" in /*) ;; *) fm="$(PATH="$path" command -v "$fm" || true)" ;; esac
+    if [ -n "$checked_fm" ] && [ -z "$fm" ]; then
+        note "WARNING: the agent finds no fm on its PATH ($path), but there is $checked_fm: set agent.fm_binary: \"$checked_fm\" in $CONFIG"
+    fi
+    true
 }
 
 # --------------------------------------------------------------------------------------
@@ -1399,6 +1431,7 @@ main() {
     check_config
     note_config_change
     read_config_values
+    check_agent_binaries
     make_directories
     install_units
     install_nginx_site

@@ -23,6 +23,7 @@ import sys
 from fmappliance.installer.discovery import (
     Discovery,
     InstallerStop,
+    checked_docker_binary,
     choose_agent_user,
     discover_stacks,
     find_fm_binary,
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--fm-binary", default="", help="an explicit fm path (FM_BINARY)")
     d.add_argument("--fm-on-path", default="")
+    d.add_argument("--docker-binary", default="", help="the docker the installer checked (absolute path)")
     d.add_argument("--compose-json", default="", help="file with `docker compose ls --all --format json` output")
     d.add_argument("--stacks-out", required=True)
     d.add_argument("--user-only", action="store_true", help="choose the agent user only (the config exists already)")
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--agent-socket-group", default="")
     w.add_argument("--dashboard-socket-group", default="")
     w.add_argument("--proxy-secret-file", default="")
+    w.add_argument("--docker-binary", default="")
     v = sub.add_parser("config-values")
     v.add_argument("config")
     o = sub.add_parser("other-sites")
@@ -104,11 +107,13 @@ def discover(args) -> int:
     agent = choose_agent_user(
         homes, args.requested_user, args.recorded_user, args.runtime_base, recorded_explicit=args.recorded_explicit
     )
-    found, fm, fm_notes = Discovery(), "", list[str]()
+    found, fm, fm_notes, docker = Discovery(), "", list[str](), ""
     if not args.user_only:
         projects = _read_json(args.compose_json) if args.compose_json else None
         found = discover_stacks(homes, projects or [], agent.uid)
         fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)
+        docker, docker_notes = checked_docker_binary(args.docker_binary, agent)
+        fm_notes += docker_notes
     with open(args.stacks_out, "w", encoding="utf-8") as fh:
         json.dump(found.stacks, fh)
     print(f"agent_user {agent.name}")
@@ -117,6 +122,7 @@ def discover(args) -> int:
     print(f"rootless_socket {agent.rootless_socket}")
     print(f"docker_group {'add' if agent.add_to_docker_group else 'no'}")
     print(f"fm_binary {fm}")
+    print(f"docker_binary {docker}")
     print(f"stack_count {len(found.stacks)}")
     print(f"fm_homes {' '.join(homes)}")
     for note in found.notes + fm_notes:
@@ -140,6 +146,7 @@ def write_config(args) -> int:
         admin_user=args.admin_user,
         fm_binary=args.fm_binary,
         proxy_secret_file=args.proxy_secret_file,
+        docker_binary=args.docker_binary,
         stacks=stacks,
     )
     text = cw.render_config(new, cw.hash_admin_password(password), cw.new_secret(), cw.new_secret())
@@ -159,6 +166,8 @@ CONFIG_VALUE_DEFAULTS = {
     "dashboard.accel_prefix": "/_protected_backups/",
     "dashboard.download_mode": "stream",
     "agent.socket_group": "",
+    "agent.docker_binary": "docker",
+    "agent.fm_binary": "fm",
     "dashboard.socket_group": "",
 }
 

@@ -324,4 +324,26 @@ def find_fm_binary(explicit: str, agent: AgentUser, on_path: str = "") -> tuple[
             f"several fm commands were found ({', '.join(accepted.values())}): choose the one the agent runs with "
             f"sudo FM_BINARY=<path> {os.environ.get('FM_INSTALLER', './install.sh')}"
         )
-    return next(iter(accepted.values()), ""), notes
+    chosen = next(iter(accepted.values()), "")
+    return (prefer_fmx(chosen, agent) if chosen else ""), notes
+
+
+def prefer_fmx(fm: str, agent: AgentUser) -> str:
+    """Frappe Manager 0.20 installs ``fmx`` beside ``fm`` (invoked as ``fm`` it prints a rename
+    warning on every run): the agent runs ``fmx`` when it is there and as trustworthy."""
+    fmx = os.path.join(os.path.dirname(fm), "fmx")
+    if os.path.isfile(fmx) and os.access(fmx, os.X_OK) and untrusted_reason(fmx, agent.uid) is None:
+        return fmx
+    return fm
+
+
+def checked_docker_binary(path: str, agent: AgentUser) -> tuple[str, list[str]]:
+    """The docker the installer checked, as the absolute ``agent.docker_binary`` of a new config
+    ("" when there is none or someone else could change it: then the agent looks docker up on PATH)."""
+    if not path:
+        return "", []
+    path = os.path.abspath(path)
+    problem = untrusted_reason(path, agent.uid)
+    if problem:
+        return "", [f"agent.docker_binary is not set to {path}: {problem}"]
+    return path, []

@@ -275,3 +275,33 @@ def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping
     # And a run after that changes nothing.
     again = run_install(root, env=env)
     assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout
+
+
+def test_the_docker_the_installer_checked_is_the_one_the_agent_runs_and_fmx_is_preferred(dist, tmp_path):
+    """Issue 20, item 1: docker outside the default PATH; fm 0.20's fmx beside fm."""
+    odd = tmp_path / "opt" / "odd" / "bin"
+    odd.mkdir(parents=True)
+    (odd / "docker").write_text("#!/bin/sh\n[ \"$2\" = ls ] && echo '[]'\nexit 0\n")
+    (odd / "docker").chmod(0o755)
+    fm_dir = tmp_path / "fm-bin"
+    fm_dir.mkdir()
+    for name in ("fm", "fmx"):
+        (fm_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (fm_dir / name).chmod(0o755)
+    env = install_env(dist, FM_DOCKER=str(odd / "docker"), PATH=f"{fm_dir}:{os.environ['PATH']}")
+    root = tmp_path / "root"
+    proc = run_install(root, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config_path = root / "etc/fmappliance/config.yaml"
+    agent = load_config(config_path)["agent"]
+    assert agent["docker_binary"] == str(odd / "docker")
+    assert agent["fm_binary"] == str(fm_dir / "fmx")
+    assert "WARNING: the agent would run docker" not in proc.stdout
+
+    # A config that names no docker (older installs): the agent would run another (or none), the summary says so.
+    config_path.write_text(config_path.read_text().replace(f'  docker_binary: "{odd}/docker"\n', ""))
+    again = run_install(root, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = again.stdout.split("== Done", 1)[1]
+    assert "WARNING: the agent would run docker " in summary and f"but the installer checked {odd}/docker" in summary
+    assert f'set agent.docker_binary: "{odd}/docker" in /etc/fmappliance/config.yaml' in summary
