@@ -9,7 +9,8 @@
 #
 # What it does, in order (one function per step, see main at the bottom):
 #   1. checks: root, OS, python3 >= 3.11; warns when docker, docker compose or fm is missing
-#   2. zipapps: builds dist/fm-agent.pyz and dist/fm-dashboard.pyz when dist/ has none,
+#   2. zipapps: builds dist/fm-agent.pyz and dist/fm-dashboard.pyz when dist/ has none (with
+#      the hashed build requirements only, never the test tools),
 #      installs them in /opt/fmappliance (sha256-checked against dist/SHA256SUMS)
 #   3. users: the agent (docker rights: root-equivalent) runs as FM_AGENT_USER, else as the
 #      user chosen on the first install (kept in the install record), else as the one owner
@@ -29,7 +30,8 @@
 #   5. systemd units fm-agent.service and fm-dashboard.service (hardened)
 #   6. nginx site with TLS (certbot with --domain/--email, else a self-signed certificate)
 #   7. UFW: allow OpenSSH, HTTP and HTTPS; deny the dashboard and agent ports; enable
-#   8. starts everything (without systemd as PID 1: as plain daemons, see the summary)
+#   8. starts everything (without systemd as PID 1: as daemons, each kept running by a small
+#      supervisor that restarts it after a crash and rotates its log; see the summary)
 #   9. prints the URL, the admin password (first install only), where things are
 #
 # Options:
@@ -71,7 +73,8 @@
 #   FM_DASHBOARD_USER    user the dashboard runs as (default "fm-dashboard")
 #   FM_ADMIN_USER        dashboard login created on first install (default "admin")
 #   FM_SERVER_NAMES      names/addresses nginx answers to (default: --domain, else this
-#                        host's name, FQDN, addresses and localhost); others get 444
+#                        host's IPv4 addresses, FQDN, name, IPv6 addresses as [addr], localhost,
+#                        127.0.0.1 and [::1]; the first is the URL the summary prints); others get 444
 #   FM_DIST_DIR          where the zipapps are taken from (default: dist/ beside this script)
 #   FM_SEARCH_HOMES      where to look for Frappe Manager homes (default "/home/* /root",
 #                        plus $FRAPPE_MANAGER_HOME when set): <dir>/frappe/sites/*/docker-compose.yml
@@ -79,7 +82,8 @@
 #   FM_DOCKER            docker command used to discover compose projects (default docker)
 #   FM_ALLOW_UNSUPPORTED_OS=1  go on on an OS that is not listed above
 #   PYTHON               interpreter that builds the zipapps when dist/ has none (needs pip,
-#                        setuptools, wheel, shiv; default: `make build` with its own venv)
+#                        setuptools, wheel, shiv; default: a temporary venv with only the build
+#                        requirements, pinned with hashes in packaging/build-requirements.lock)
 #
 # The zipapps contain compiled code (bcrypt, PyYAML): they run on the CPU architecture and
 # libc they were built on (dist/ also holds copies named for it, e.g. *-cp311-x86_64-glibc.pyz).
@@ -478,12 +482,25 @@ build_zipapps() {
     [ -f "$SCRIPT_DIR/packaging/build.sh" ] ||
         die "no zipapps in $DIST_DIR and no packaging/build.sh to build them"
     say "  $DIST_DIR has no zipapps: building them"
-    if [ "$DRY_RUN" = 1 ]; then say "  would run: make build"; return 0; fi
-    if [ -f "$SCRIPT_DIR/Makefile" ] && command -v make >/dev/null && [ -z "${FM_DIST_DIR:-}" ]; then
-        make -C "$SCRIPT_DIR" PYTHON="${PYTHON:-$PY}" build
-    else
-        DIST_DIR="$DIST_DIR" PYTHON="${PYTHON:-$PY}" bash "$SCRIPT_DIR/packaging/build.sh"
+    if [ -n "${PYTHON:-}" ]; then
+        if [ "$DRY_RUN" = 1 ]; then say "  would run: PYTHON=$PYTHON packaging/build.sh"; return 0; fi
+        DIST_DIR="$DIST_DIR" PYTHON="$PYTHON" bash "$SCRIPT_DIR/packaging/build.sh"
+        return 0
     fi
+    # Only the build requirements, pinned with hashes like the runtime lock, in a throwaway venv:
+    # not the test toolchain (`make build` installs .[test,build], hundreds of MB).
+    local lock="$SCRIPT_DIR/packaging/build-requirements.lock" venv="$STAGE/build-venv"
+    [ -f "$lock" ] || die "no zipapps in $DIST_DIR and no $lock to build them with"
+    if [ "$DRY_RUN" = 1 ]; then say "  would build with the hashed build requirements ($lock) in a temporary venv"; return 0; fi
+    if ! "$PY" -c 'import ensurepip' 2>/dev/null && command -v apt-get >/dev/null; then
+        host_run apt-get install -y -q "python3-venv" "$(basename "$PY")-venv" >/dev/null 2>&1 || true
+    fi
+    "$PY" -m venv "$venv" ||
+        die "$PY -m venv failed: install python3-venv (apt-get install python3-venv) and run again"
+    say "  build tools from $lock (hashed; no test tools)"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock" ||
+        die "could not install the build requirements (above): pip needs to reach its index to fetch them"
+    DIST_DIR="$DIST_DIR" PYTHON="$venv/bin/python" bash "$SCRIPT_DIR/packaging/build.sh"
 }
 
 install_zipapps() {
@@ -789,6 +806,7 @@ make_directories() {
         ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
+        ensure_dir "$CACHE_DIR/fm-supervise" 0700 root root
         ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
     fi
 }
@@ -938,8 +956,17 @@ server_names() {
     elif [ -n "$DOMAIN" ]; then
         printf '%s\n' "$DOMAIN"
     else
-        { hostname 2>/dev/null; hostname -f 2>/dev/null; hostname -I 2>/dev/null | tr ' ' '\n' | grep -v ':'; echo localhost; } |
-            awk 'NF && !seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
+        # First an address a laptop can reach (the summary's URL), then the host's names, its IPv6
+        # addresses (not link-local) and loopback, so that https://127.0.0.1/ answers too.
+        {
+            hostname -I 2>/dev/null | tr ' ' '\n' | grep -v ':'
+            hostname -f 2>/dev/null
+            hostname 2>/dev/null
+            hostname -I 2>/dev/null | tr ' ' '\n' | grep ':' | grep -vi '^fe80:' | sed 's/^.*$/[&]/'
+            echo localhost
+            echo 127.0.0.1
+            [ -e /proc/net/if_inet6 ] && echo '[::1]'
+        } | awk 'NF && !seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
         echo
     fi
 }
@@ -968,7 +995,9 @@ choose_certificate() {
     names="$(server_names)"
     first="${names%% *}"
     for name in $names; do
-        if [[ "$name" =~ ^[0-9.]+$ ]]; then san="$san,IP:$name"; else san="$san,DNS:$name"; fi
+        if [[ "$name" =~ ^[0-9.]+$ ]]; then san="$san,IP:$name"
+        elif [[ "$name" =~ ^\[([0-9A-Fa-f:.]+)\]$ ]]; then san="$san,IP:${BASH_REMATCH[1]}"
+        else san="$san,DNS:$name"; fi
     done
     CERT_NOTE="self-signed certificate $CERT: browsers will warn until you use --domain/--email"
     CHANGES=$((CHANGES + 1))
@@ -1167,7 +1196,12 @@ stop_daemon() {
 }
 
 start_daemon() {
-    local name="$1" user="$2" changed="$3"
+    local name="$1" user="$2" changed="$3" pid
+    # Started by an installer before the supervisor: restart it under supervision.
+    if pid="$(daemon_pid "$name")" && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q ' installer supervise '; then
+        say "  $name runs without a supervisor: restarting it under one"
+        changed=1
+    fi
     if daemon_pid "$name" >/dev/null; then
         if [ "$changed" = 0 ]; then
             say "  $name unchanged and running (pid $(daemon_pid "$name")): not restarted"
@@ -1175,18 +1209,23 @@ start_daemon() {
         fi
         stop_daemon "$name"
     fi
-    if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user"; return 0; fi
+    if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user (supervised)"; return 0; fi
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     local extra_env=()
     [ "$name" = fm-agent ] && extra_env=(${ROOTLESS_ENV[@]+"${ROOTLESS_ENV[@]}"})
-    # setsid: its own session and process group, so stop_daemon can end the whole tree;
-    # setpriv execs (no lingering parent): the pid file holds the service itself.
-    setsid setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
+    # The supervisor (root, from the agent zipapp, standard library only) starts the service as
+    # its user, starts it again after a crash (back-off up to 60 s) and rotates its log
+    # (10 MB x 5). setsid: its own session and process group, so stop_daemon ends both; the pid
+    # file holds the supervisor, <name>.child.pid the service.
+    setsid env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 SHIV_ROOT="$CACHE_DIR/fm-supervise" \
+        "$PY" "$PREFIX/fm-agent.pyz" installer supervise --name "$name" --log "$LOG_DIR/$name.log" \
+        --child-pidfile "$RUN_DIR/$name.child.pid" -- \
+        setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
         env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
         SHIV_ROOT="$CACHE_DIR/$name" ${extra_env[@]+"${extra_env[@]}"} "$PY" "$PREFIX/$name.pyz" --config "$CONFIG" \
-        </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+        </dev/null >>"$LOG_DIR/supervise.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
-    say "  started $name as $user (pid $!, log $LOG_DIR/$name.log)"
+    say "  started $name as $user, supervised (pid $!, log $LOG_DIR/$name.log)"
 }
 
 reload_nginx() {
@@ -1276,9 +1315,10 @@ print_summary() {
             say "  Restart:       sudo systemctl restart fm-agent fm-dashboard"
             ;;
         daemons)
-            say "  Logs:          $LOG_DIR/fm-agent.log, $LOG_DIR/fm-dashboard.log, $NGINX_LOG_DIR/fm-dashboard-{access,error}.log"
+            say "  Logs:          $LOG_DIR/fm-agent.log, $LOG_DIR/fm-dashboard.log (10 MB each, 5 rotated kept), $NGINX_LOG_DIR/fm-dashboard-{access,error}.log"
+            say "  Supervised:    a crashed agent or dashboard is started again (after 1 s, doubling up to 60 s)"
             say "  Stop:          sudo kill -- -\$(cat $RUN_DIR/fm-agent.pid) -\$(cat $RUN_DIR/fm-dashboard.pid); sudo nginx -s quit"
-            say "  Start again:   sudo $PREFIX/install.sh   (starts whatever is not running)"
+            say "  Start again:   sudo $PREFIX/install.sh   (starts whatever is not running; also after a reboot)"
             ;;
     esac
     say "  Uninstall:     sudo $PREFIX/uninstall.sh   (keeps config and backups; --purge removes them)"
@@ -1380,7 +1420,7 @@ uninstall() {
         "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf" "$PROXY_SECRET_INCLUDE"; do
         remove_path "$path"
     done
-    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" \
+    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" "$CACHE_DIR/fm-supervise" \
         "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
         remove_path "$path"
     done

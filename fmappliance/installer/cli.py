@@ -8,6 +8,7 @@
     render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
     add-dashboard-key  add dashboard.KEY: VALUE to a config that lacks it (prints "added" when it did)
+    supervise      run a service without systemd: restart it with back-off, rotate its log
 
 An operator-facing refusal is one line on stderr and exit status 3.
 """
@@ -83,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("config")
     k.add_argument("key")
     k.add_argument("value")
+    s = sub.add_parser("supervise")
+    s.add_argument("--name", required=True, help="the service's name, for the log")
+    s.add_argument("--log", required=True, help="the service's log file (rotated)")
+    s.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="rotate before the log passes this size")
+    s.add_argument("--keep", type=int, default=5, help="rotated logs kept (<log>.1 … <log>.N)")
+    s.add_argument("--max-delay", type=float, default=60.0, help="longest wait before a restart (seconds)")
+    s.add_argument("--stable", type=float, default=30.0, help="a run this long resets the back-off (seconds)")
+    s.add_argument("--child-pidfile", default="", help="where the running service's pid is kept")
+    s.add_argument("service", nargs=argparse.REMAINDER, help="-- the service's command")
     r = sub.add_parser("render")
     r.add_argument("template")
     r.add_argument("out")
@@ -244,6 +254,12 @@ def add_dashboard_key(args) -> int:
     return 0
 
 
+def supervise(args) -> int:
+    from fmappliance.installer.supervise import supervise as run
+
+    return run(args)
+
+
 def render(args) -> int:
     from fmappliance.installer.templates import TemplateError
     from fmappliance.installer.templates import render as fill
@@ -296,6 +312,7 @@ def main(argv=None) -> int:
         "healthz": healthz,
         "migrate-config": migrate_config,
         "add-dashboard-key": add_dashboard_key,
+        "supervise": supervise,
     }[args.command]
     try:
         return command(args)

@@ -369,3 +369,56 @@ def test_uninstall_dry_run_removes_nothing(env, tmp_path):
     assert "would remove /etc/fmappliance" in proc.stdout
     assert "  removed " not in proc.stdout
     assert tree_hashes(root) == before
+
+
+def test_by_default_nginx_and_the_certificate_accept_the_hosts_addresses_and_loopback(env, tmp_path):
+    """Issue 20, item 7: https://127.0.0.1/ got an empty reply (444); the summary's URL must be reachable."""
+    plain = {k: v for k, v in env.items() if k != "FM_SERVER_NAMES"}
+    root = tmp_path / "root"
+    proc = run_install(root, env=plain)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+    names = re.search(r"^    server_name (.+);$", site, re.M).group(1).split()
+    host_v4 = [
+        a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split() if ":" not in a
+    ]
+    host_v6 = [a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split() if ":" in a]
+    assert {"localhost", "127.0.0.1"} <= set(names)
+    assert set(host_v4) <= set(names) and {f"[{a}]" for a in host_v6 if not a.startswith("fe80")} <= set(names)
+    for name in names:
+        assert re.search(rf"^    {re.escape(name)} 1;$", site, re.M), f"{name} is in the known-host map"
+    if host_v4:
+        # What a laptop can reach comes first: the URL the summary prints.
+        assert names[0] == host_v4[0]
+        assert f"Dashboard:     https://{host_v4[0]}/" in proc.stdout
+    sans = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            str(root / "etc/fmappliance/tls/selfsigned.crt"),
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "IP Address:127.0.0.1" in sans and "DNS:localhost" in sans
+    for address in host_v4:
+        assert f"IP Address:{address}" in sans
+
+
+def test_the_installers_own_build_uses_only_the_hashed_build_requirements(env, tmp_path):
+    """Issue 20, item 6: no `make build` (which installs .[test,build]) and no test tools."""
+    empty = tmp_path / "dist"
+    empty.mkdir()
+    clean = {k: v for k, v in env.items() if k != "PYTHON"}
+    proc = run_install(tmp_path / "root", env={**clean, "FM_DIST_DIR": str(empty)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "build tools from" in proc.stdout and "build-requirements.lock (hashed; no test tools)" in proc.stdout
+    assert (tmp_path / "root/opt/fmappliance/fm-agent.pyz").read_bytes() == (empty / "fm-agent.pyz").read_bytes()
+    lock = (REPO / "packaging/build-requirements.lock").read_text()
+    pinned = set(re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M))
+    assert pinned == {"shiv", "click", "pip", "setuptools", "wheel", "packaging"}, pinned
+    assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
