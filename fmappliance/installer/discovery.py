@@ -159,10 +159,10 @@ def choose_agent_user(
             reason = f"FM_AGENT_USER; changed from {recorded} as asked"
         return _with_docker_access(_resolved(requested, reason), True, runtime_base)
     if recorded:
-        user = _resolved(recorded, "kept from the first install; FM_AGENT_USER=<user> changes it")
+        kept = _resolved(recorded, "kept from the first install; FM_AGENT_USER=<user> changes it")
         if recorded == "root" and not recorded_explicit:
             raise InstallerStop(_root_refusal(installer))
-        return _with_docker_access(user, recorded_explicit, runtime_base)
+        return _with_docker_access(kept, recorded_explicit, runtime_base)
     owners: dict[str, list[str]] = {}
     for home in homes:
         owners.setdefault(_owner(home), []).append(home)

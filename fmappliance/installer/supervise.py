@@ -71,8 +71,10 @@ class Supervisor:
             child.terminate()
 
     def _pump(self, child: subprocess.Popen) -> None:
-        assert child.stdout is not None
-        for chunk in iter(lambda: child.stdout.readline(65536), b""):
+        out = child.stdout
+        if out is None:
+            return
+        for chunk in iter(lambda: out.readline(65536), b""):
             self.log.write(chunk)
 
     def run(self) -> int:

@@ -255,6 +255,10 @@ def test_rerunning_the_installer_upgrades_an_install_of_the_previous_one_keeping
     assert after["agent"]["socket"] == "/run/fm-agent/agent.sock" and after["agent"]["socket_group"] == "fmappliance"
     assert after["dashboard"]["socket"] == "/run/fm-dashboard/dashboard.sock"
     assert after["dashboard"]["socket_group"] == "fmappliance-web"
+    # nginx's proxy secret: written, and the old config points the dashboard at it (issue 21, item 12).
+    assert after["dashboard"]["proxy_secret_file"] == "/etc/fmappliance/proxy-secret"
+    secret = (root / "etc/fmappliance/proxy-secret").read_text().strip()
+    assert len(secret) >= 32 and secret in (root / "etc/nginx/snippets/fm-proxy-secret.conf").read_text()
     assert after["dashboard"]["credentials"] == before["dashboard"]["credentials"]
     assert set(after["dashboard"]["credentials"]) == {"admin", "ops"}
     assert after["schedules"] == before["schedules"] and after["stacks"] == before["stacks"]

@@ -467,3 +467,18 @@ def test_templates_keep_tagged_lines_only_when_switched_on_and_refuse_a_missing_
     assert render(template, {"A", "B"}, {"USER": "ops"}) == "User=ops\nboth\n"
     with pytest.raises(TemplateError, match="no value for @USER@"):
         render(template, set(), {})
+
+
+def test_a_missing_dashboard_key_is_added_once_keeping_comments_and_order(tmp_path):
+    from fmappliance.installer.migrate import add_dashboard_key
+
+    config = tmp_path / "config.yaml"
+    text = "# mine\nagent:\n  port: 9100\ndashboard:\n    # comment kept\n    port: 8000\nstacks: {}\n"
+    config.write_text(text)
+    config.chmod(0o640)
+    assert add_dashboard_key(str(config), "proxy_secret_file", "/etc/fmappliance/proxy-secret")
+    assert config.read_text() == text.replace(
+        "dashboard:\n", 'dashboard:\n    proxy_secret_file: "/etc/fmappliance/proxy-secret"  # added by install.sh\n'
+    )
+    assert config.stat().st_mode & 0o777 == 0o640
+    assert not add_dashboard_key(str(config), "proxy_secret_file", "/elsewhere"), "present: left alone"
