@@ -361,7 +361,7 @@ def v6_key(site: str, address: str) -> str:
 
 def test_ipv6_clients_are_limited_by_their_64(appliance):
     site = (appliance.root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
-    assert "limit_req_zone $fm_client zone=fm_general" in site and "POST    $fm_client;" in site
+    assert "limit_req_zone $fm_client zone=fm_requests" in site and "POST    $fm_client;" in site
     rng = random.Random(21)
     for _ in range(3000):
         value = rng.getrandbits(128)
