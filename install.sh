@@ -14,9 +14,11 @@
 #      installs them in /opt/fmappliance (sha256-checked against dist/SHA256SUMS)
 #   3. users: the agent (docker rights: root-equivalent) runs as FM_AGENT_USER, else as the
 #      user chosen on the first install (kept in the install record), else as the one owner
-#      of the Frappe Manager homes found if that user may already use docker, else as a
+#      of the Frappe Manager homes found if that user is already in the docker group (never
+#      root, never because of a rootless docker socket: those need FM_AGENT_USER), else as a
 #      dedicated "fm-agent" user in the docker group. Homes of several users: it stops and
-#      asks for FM_AGENT_USER. The dashboard runs as "fm-dashboard", NOT in the docker
+#      asks for FM_AGENT_USER. Only fm-agent or an FM_AGENT_USER is added to the docker
+#      group. The dashboard runs as "fm-dashboard", NOT in the docker
 #      group; both read the config via group "fmappliance"; nginx reaches the dashboard's
 #      socket via group "fmappliance-web"
 #   4. /etc/fmappliance/config.yaml, generated on first install only (never overwritten):
@@ -64,12 +66,14 @@
 #   FM_AGENT_USER        user the agent runs as (default: the choice of the first install, else
 #                        the one owner of the FM homes found when already in the docker group,
 #                        else "fm-agent", created as a system user in the docker group);
-#                        setting it on a later run changes the agent user
+#                        setting it on a later run changes the agent user. Root and a user
+#                        with a rootless docker are used only when named here (FM_AGENT_USER=root)
 #   FM_BINARY            the fm the agent runs, when several are found (it must be changeable
 #                        by nobody but root and the agent user)
 #   FM_USER_RUNTIME_BASE where rootless docker sockets are looked for (default /run/user):
-#                        <base>/<uid of the agent user>/docker.sock sets DOCKER_HOST and
-#                        XDG_RUNTIME_DIR for the agent
+#                        for an FM_AGENT_USER, <base>/<uid>/docker.sock sets DOCKER_HOST and
+#                        XDG_RUNTIME_DIR for the agent once the process on it (SO_PEERCRED) is
+#                        that user's root-owned dockerd or rootlesskit
 #   FM_DASHBOARD_USER    user the dashboard runs as (default "fm-dashboard")
 #   FM_ADMIN_USER        dashboard login created on first install (default "admin")
 #   FM_SERVER_NAMES      names/addresses nginx answers to (default: --domain, else this
