@@ -9,13 +9,16 @@
 #
 # What it does, in order (one function per step, see main at the bottom):
 #   1. checks: root, OS, python3 >= 3.11; warns when docker, docker compose or fm is missing
-#   2. zipapps: builds dist/fm-agent.pyz and dist/fm-dashboard.pyz when dist/ has none,
+#   2. zipapps: builds dist/fm-agent.pyz and dist/fm-dashboard.pyz when dist/ has none (with
+#      the hashed build requirements only, never the test tools),
 #      installs them in /opt/fmappliance (sha256-checked against dist/SHA256SUMS)
 #   3. users: the agent (docker rights: root-equivalent) runs as FM_AGENT_USER, else as the
 #      user chosen on the first install (kept in the install record), else as the one owner
-#      of the Frappe Manager homes found if that user may already use docker, else as a
+#      of the Frappe Manager homes found if that user is already in the docker group (never
+#      root, never because of a rootless docker socket: those need FM_AGENT_USER), else as a
 #      dedicated "fm-agent" user in the docker group. Homes of several users: it stops and
-#      asks for FM_AGENT_USER. The dashboard runs as "fm-dashboard", NOT in the docker
+#      asks for FM_AGENT_USER. Only fm-agent or an FM_AGENT_USER is added to the docker
+#      group. The dashboard runs as "fm-dashboard", NOT in the docker
 #      group; both read the config via group "fmappliance"; nginx reaches the dashboard's
 #      socket via group "fmappliance-web"
 #   4. /etc/fmappliance/config.yaml, generated on first install only (never overwritten):
@@ -29,14 +32,18 @@
 #   5. systemd units fm-agent.service and fm-dashboard.service (hardened)
 #   6. nginx site with TLS (certbot with --domain/--email, else a self-signed certificate)
 #   7. UFW: allow OpenSSH, HTTP and HTTPS; deny the dashboard and agent ports; enable
-#   8. starts everything (without systemd as PID 1: as plain daemons, see the summary)
+#   8. starts everything (without systemd as PID 1: as daemons, each kept running by a small
+#      supervisor that restarts it after a crash and rotates its log; see the summary)
 #   9. prints the URL, the admin password (first install only), where things are
 #
 # Options:
 #   --dry-run           print every change without making it
 #   --uninstall         remove what the installer installed; keeps the config
 #                       (/etc/fmappliance) and the backups (/var/backups/fmappliance)
-#   --purge             with --uninstall: remove the config and the backups as well
+#   --purge             with --uninstall: remove the config and the backups as well (all of
+#                       them, safety backups included): it says how many and how big, then
+#                       asks for "purge" to be typed, unless --yes is given
+#   --yes               with --purge: do not ask (for scripts)
 #   --root DIR          write every file under DIR instead of /, change nothing else on
 #                       this host (no users, services, firewall, packages): for packagers
 #                       and tests; the skipped steps are reported
@@ -59,16 +66,19 @@
 #   FM_AGENT_USER        user the agent runs as (default: the choice of the first install, else
 #                        the one owner of the FM homes found when already in the docker group,
 #                        else "fm-agent", created as a system user in the docker group);
-#                        setting it on a later run changes the agent user
+#                        setting it on a later run changes the agent user. Root and a user
+#                        with a rootless docker are used only when named here (FM_AGENT_USER=root)
 #   FM_BINARY            the fm the agent runs, when several are found (it must be changeable
 #                        by nobody but root and the agent user)
 #   FM_USER_RUNTIME_BASE where rootless docker sockets are looked for (default /run/user):
-#                        <base>/<uid of the agent user>/docker.sock sets DOCKER_HOST and
-#                        XDG_RUNTIME_DIR for the agent
+#                        for an FM_AGENT_USER, <base>/<uid>/docker.sock sets DOCKER_HOST and
+#                        XDG_RUNTIME_DIR for the agent once the process on it (SO_PEERCRED) is
+#                        that user's root-owned dockerd or rootlesskit
 #   FM_DASHBOARD_USER    user the dashboard runs as (default "fm-dashboard")
 #   FM_ADMIN_USER        dashboard login created on first install (default "admin")
 #   FM_SERVER_NAMES      names/addresses nginx answers to (default: --domain, else this
-#                        host's name, FQDN, addresses and localhost); others get 444
+#                        host's IPv4 addresses, FQDN, name, IPv6 addresses as [addr], localhost,
+#                        127.0.0.1 and [::1]; the first is the URL the summary prints); others get 444
 #   FM_DIST_DIR          where the zipapps are taken from (default: dist/ beside this script)
 #   FM_SEARCH_HOMES      where to look for Frappe Manager homes (default "/home/* /root",
 #                        plus $FRAPPE_MANAGER_HOME when set): <dir>/frappe/sites/*/docker-compose.yml
@@ -76,7 +86,8 @@
 #   FM_DOCKER            docker command used to discover compose projects (default docker)
 #   FM_ALLOW_UNSUPPORTED_OS=1  go on on an OS that is not listed above
 #   PYTHON               interpreter that builds the zipapps when dist/ has none (needs pip,
-#                        setuptools, wheel, shiv; default: `make build` with its own venv)
+#                        setuptools, wheel, shiv; default: a temporary venv with only the build
+#                        requirements, pinned with hashes in packaging/build-requirements.lock)
 #
 # The zipapps contain compiled code (bcrypt, PyYAML): they run on the CPU architecture and
 # libc they were built on (dist/ also holds copies named for it, e.g. *-cp311-x86_64-glibc.pyz).
@@ -100,6 +111,7 @@ PY=/usr/bin/python3
 DRY_RUN=0
 UNINSTALL=0
 PURGE=0
+ASSUME_YES=0
 ROOT=""
 DOMAIN=""
 EMAIL=""
@@ -125,13 +137,20 @@ WEB_GROUP=fmappliance-web      # nginx's user and the dashboard: may open the da
 AGENT_SOCKET=/run/fm-agent/agent.sock
 DASHBOARD_SOCKET=/run/fm-dashboard/dashboard.sock
 RECORD=$PREFIX/install-record
+# nginx proves itself to the dashboard with this secret (header X-Fmappliance-Proxy): the
+# dashboard's copy (dashboard.proxy_secret_file) and nginx's root-only include.
+PROXY_SECRET_FILE=$CONF_DIR/proxy-secret
+PROXY_SECRET_INCLUDE=$NGINX_DIR/snippets/fm-proxy-secret.conf
 USER_RUNTIME_BASE="${FM_USER_RUNTIME_BASE:-/run/user}"
 
 AGENT_USER=""
 AGENT_GROUP=""
 AGENT_HOME=""
 FOUND_FM_BINARY=""         # the fm binary discovery accepted (written into a new config)
+DOCKER_CHECKED=""          # the docker check_docker checked (absolute path), or "" when none
 STACK_COUNT=0
+ROOTLESS_SOCKET=""  # the agent user's own rootless docker socket (checked by discovery), or ""
+DOCKER_GROUP_ACCESS=no  # "add": the agent user is put in the docker group (FM_AGENT_USER or fm-agent only)
 ROOTLESS_ENV=()     # DOCKER_HOST=... XDG_RUNTIME_DIR=... for a rootless docker of the agent user
 NOTES=()            # what the operator should know, repeated in the summary
 UPGRADE=0           # an install made by an installer before the hardening (no agent-user record)
@@ -347,6 +366,7 @@ parse_args() {
             --dry-run) DRY_RUN=1 ;;
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
+            --yes) ASSUME_YES=1 ;;
             --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT="$2"; shift ;;
             --root=*) ROOT="${1#--root=}" ;;
             --domain) [ $# -ge 2 ] || die "--domain needs a name"; DOMAIN="$2"; shift ;;
@@ -367,6 +387,7 @@ parse_args() {
     case "$HTTP_PORT$HTTPS_PORT" in *[!0-9]*) die "ports must be numbers" ;; esac
     case "$DOWNLOAD_MODE" in ""|stream|accel) ;; *) die "--download-mode is stream or accel, not $DOWNLOAD_MODE" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge only goes with --uninstall"
+    [ "$ASSUME_YES" = 0 ] || [ "$PURGE" = 1 ] || die "--yes only goes with --uninstall --purge"
     if [ -n "$DOMAIN" ] && ! [[ "$DOMAIN" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]]; then
         die "--domain $DOMAIN is not a DNS name"
     fi
@@ -441,6 +462,11 @@ check_docker() {
         warn "docker is not installed: the agent cannot operate stacks until it is"
         return 0
     fi
+    # The one checked here is the one the agent runs (agent.docker_binary of a new config; see
+    # check_agent_binaries for an existing one): as an absolute path.
+    DOCKER_CHECKED="$(command -v "$docker_cmd")"
+    case "$DOCKER_CHECKED" in /*) ;; *) DOCKER_CHECKED="$(cd "$(dirname "$DOCKER_CHECKED")" && pwd)/$(basename "$DOCKER_CHECKED")" ;; esac
+    say "  docker: $DOCKER_CHECKED"
     if ! timeout 20 "$docker_cmd" compose version >/dev/null 2>&1; then
         warn "docker compose is not available: install the docker compose plugin (Debian/Ubuntu: apt-get install docker-compose-plugin)"
         NOTES+=("docker compose is not available: install the docker compose plugin, then the stacks show their state")
@@ -460,12 +486,25 @@ build_zipapps() {
     [ -f "$SCRIPT_DIR/packaging/build.sh" ] ||
         die "no zipapps in $DIST_DIR and no packaging/build.sh to build them"
     say "  $DIST_DIR has no zipapps: building them"
-    if [ "$DRY_RUN" = 1 ]; then say "  would run: make build"; return 0; fi
-    if [ -f "$SCRIPT_DIR/Makefile" ] && command -v make >/dev/null && [ -z "${FM_DIST_DIR:-}" ]; then
-        make -C "$SCRIPT_DIR" PYTHON="${PYTHON:-$PY}" build
-    else
-        DIST_DIR="$DIST_DIR" PYTHON="${PYTHON:-$PY}" bash "$SCRIPT_DIR/packaging/build.sh"
+    if [ -n "${PYTHON:-}" ]; then
+        if [ "$DRY_RUN" = 1 ]; then say "  would run: PYTHON=$PYTHON packaging/build.sh"; return 0; fi
+        DIST_DIR="$DIST_DIR" PYTHON="$PYTHON" bash "$SCRIPT_DIR/packaging/build.sh"
+        return 0
     fi
+    # Only the build requirements, pinned with hashes like the runtime lock, in a throwaway venv:
+    # not the test toolchain (`make build` installs .[test,build], hundreds of MB).
+    local lock="$SCRIPT_DIR/packaging/build-requirements.lock" venv="$STAGE/build-venv"
+    [ -f "$lock" ] || die "no zipapps in $DIST_DIR and no $lock to build them with"
+    if [ "$DRY_RUN" = 1 ]; then say "  would build with the hashed build requirements ($lock) in a temporary venv"; return 0; fi
+    if ! "$PY" -c 'import ensurepip' 2>/dev/null && command -v apt-get >/dev/null; then
+        host_run apt-get install -y -q "python3-venv" "$(basename "$PY")-venv" >/dev/null 2>&1 || true
+    fi
+    "$PY" -m venv "$venv" ||
+        die "$PY -m venv failed: install python3-venv (apt-get install python3-venv) and run again"
+    say "  build tools from $lock (hashed; no test tools)"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock" ||
+        die "could not install the build requirements (above): pip needs to reach its index to fetch them"
+    DIST_DIR="$DIST_DIR" PYTHON="$venv/bin/python" bash "$SCRIPT_DIR/packaging/build.sh"
 }
 
 install_zipapps() {
@@ -524,7 +563,9 @@ discover() {
         previous="$(awk -F= '$1 == "User" { print $2; exit }' "$(at "$UNIT_DIR/fm-agent.service")")"
         UPGRADE=1
     fi
-    local only_user=()
+    local only_user=() explicit=()
+    # A user once named with FM_AGENT_USER keeps what only an explicit choice allows (root, rootless docker).
+    [ -n "$previous" ] && [ "$(recorded agent-user-explicit)" = "$previous" ] && explicit=(--recorded-explicit)
     : >"$STAGE/compose.json"
     if [ -f "$(at "$CONFIG")" ]; then
         # The config is never rewritten: its stacks and fm stay; only the user is decided again.
@@ -533,8 +574,9 @@ discover() {
         timeout 20 "$docker_cmd" compose ls --all --format json >"$STAGE/compose.json" 2>/dev/null || true
     fi
     helper discover ${only_user[@]+"${only_user[@]}"} --search "${FM_SEARCH_HOMES:-/home/* /root}" --fm-home "${FRAPPE_MANAGER_HOME:-}" \
-        --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" --fm-binary "${FM_BINARY:-}" \
+        --requested-user "${FM_AGENT_USER:-}" --recorded-user "$previous" ${explicit[@]+"${explicit[@]}"} --fm-binary "${FM_BINARY:-}" \
         --fm-on-path "$(command -v fm 2>/dev/null || true)" --compose-json "$STAGE/compose.json" \
+        --docker-binary "$DOCKER_CHECKED" \
         --stacks-out "$STAGE/stacks.json" --runtime-base "$USER_RUNTIME_BASE" \
         >"$STAGE/discovery" 2>"$STAGE/discovery.err" || status=$?
     if [ "$status" != 0 ]; then
@@ -542,6 +584,9 @@ discover() {
         exit 1
     fi
     AGENT_USER="$(discovered agent_user)"
+    ROOTLESS_SOCKET="$(discovered rootless_socket)"
+    DOCKER_GROUP_ACCESS="$(discovered docker_group)"
+    [ "$(discovered agent_explicit)" = yes ] && record "agent-user-explicit $AGENT_USER"
     FOUND_FM_BINARY="$(discovered fm_binary)"
     STACK_COUNT="$(discovered stack_count)"
     say "  agent user: $AGENT_USER ($(discovered agent_reason))"
@@ -582,7 +627,13 @@ choose_users() {
         record "user $AGENT_USER"
         CHANGES=$((CHANGES + 1))
     fi
-    if group_exists docker; then
+    # Only the installer's own fm-agent or a user named with FM_AGENT_USER is made root-equivalent;
+    # a rootless docker's owner talks to their own daemon instead.
+    if [ -n "$ROOTLESS_SOCKET" ]; then
+        say "  $AGENT_USER uses their own rootless docker ($ROOTLESS_SOCKET): not added to the docker group"
+    elif [ "$DOCKER_GROUP_ACCESS" != add ]; then
+        say "  $AGENT_USER is not added to the docker group (chosen by the installer, not named with FM_AGENT_USER)"
+    elif group_exists docker; then
         add_member "$AGENT_USER" docker
     else
         warn "no docker group yet: after installing docker run this installer again so $AGENT_USER can use it"
@@ -632,6 +683,8 @@ write_config() {
         set_owner_mode "$(at "$CONFIG")" 0640 root "$CONFIG_GROUP"
         say "  kept $CONFIG (never overwritten; edit it, then: sudo $0)"
         migrate_config
+        add_proxy_secret_key
+        ensure_proxy_secret
         return 0
     fi
     generate_config "$STAGE/config.yaml"
@@ -643,6 +696,43 @@ write_config() {
     fi
     place_file "$STAGE/config.yaml" "$CONFIG" 0640 root "$CONFIG_GROUP" || true
     say "  generated $CONFIG with a new token, secret key and admin password"
+    ensure_proxy_secret
+}
+
+# The secret nginx adds to every request it passes on; the dashboard believes X-Forwarded-For
+# only with it (other processes of nginx's user can open the socket too). Made once, kept.
+ensure_proxy_secret() {
+    local existing secret=""
+    existing="$(at "$PROXY_SECRET_FILE")"
+    [ -f "$existing" ] && secret="$(tr -d '[:space:]' <"$existing")"
+    if ! [[ "$secret" =~ ^[A-Za-z0-9_-]{32,}$ ]]; then
+        secret="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(36))')"
+    fi
+    (umask 077 && printf '%s\n' "$secret" >"$STAGE/proxy-secret" &&
+        printf '# Written by install.sh: the dashboard believes X-Forwarded-For only with this header.\nproxy_set_header X-Fmappliance-Proxy "%s";\n' \
+            "$secret" >"$STAGE/fm-proxy-secret.conf")
+    if place_file "$STAGE/proxy-secret" "$PROXY_SECRET_FILE" 0640 root "$DASHBOARD_USER" >/dev/null; then
+        CHANGED_DASHBOARD=1
+        say "  wrote $PROXY_SECRET_FILE (nginx's proxy secret, readable by $DASHBOARD_USER only)"
+    fi
+    if place_file "$STAGE/fm-proxy-secret.conf" "$PROXY_SECRET_INCLUDE" 0600 root root >/dev/null; then
+        CHANGED_NGINX=1
+        say "  wrote $PROXY_SECRET_INCLUDE (root only)"
+    fi
+    true
+}
+
+# Configs from before the proxy secret: point the dashboard at it (one line added; nothing else changes).
+add_proxy_secret_key() {
+    local config added
+    config="$(at "$CONFIG")"
+    [ -f "$STAGE/config-migrated.yaml" ] && config="$STAGE/config-migrated.yaml"
+    added="$(helper add-dashboard-key "$config" proxy_secret_file "$PROXY_SECRET_FILE")" ||
+        die "could not add dashboard.proxy_secret_file to $CONFIG (above); it is unchanged"
+    [ "$added" = added ] || return 0
+    CHANGES=$((CHANGES + 1))
+    if [ "$DRY_RUN" = 1 ]; then say "  would add dashboard.proxy_secret_file: $PROXY_SECRET_FILE to $CONFIG"; return 0; fi
+    say "  added dashboard.proxy_secret_file: $PROXY_SECRET_FILE to $CONFIG"
 }
 
 generate_config() {
@@ -652,7 +742,8 @@ generate_config() {
         --fm-binary "$FOUND_FM_BINARY" --admin-user "$ADMIN_USER" --download-mode "$DOWNLOAD_MODE" \
         --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
         --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
-        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" ||
+        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" \
+        --proxy-secret-file "$PROXY_SECRET_FILE" --docker-binary "$(discovered docker_binary)" ||
         die "could not write a new config (above)"
     ADMIN_PASSWORD="$(cat "$STAGE/password")"
     say "  discovered $STACK_COUNT stack(s)$( [ -n "$(discovered fm_homes)" ] && echo " (FM homes: $(discovered fm_homes))")"
@@ -719,6 +810,7 @@ make_directories() {
         ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
+        ensure_dir "$CACHE_DIR/fm-supervise" 0700 root root
         ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
     fi
 }
@@ -786,6 +878,31 @@ grant_nginx_backup_access() {
     fi
 }
 
+# The PATH the agent's commands get: systemd's default for services, or the daemon start's.
+agent_path() {
+    if [ "$INIT" = daemons ]; then echo /usr/local/bin:/usr/bin:/bin
+    else echo /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi
+}
+
+# What the agent will run (agent.docker_binary / fm_binary, looked up on its own PATH) against
+# what this installer checked: a difference is said in the summary, with the line that fixes it.
+check_agent_binaries() {
+    local docker fm path checked_fm
+    path="$(agent_path)"
+    docker="$(config_value agent.docker_binary)"
+    case "$docker" in /*) path="$(dirname "$docker"):$path" ;; *) docker="$(PATH="$path" command -v "$docker" || true)" ;; esac
+    if [ -n "$DOCKER_CHECKED" ] && [ "$(readlink -f "$docker" 2>/dev/null)" != "$(readlink -f "$DOCKER_CHECKED")" ]; then
+        note "WARNING: the agent would run docker ${docker:-(none: not on its PATH $path)}, but the installer checked $DOCKER_CHECKED: set agent.docker_binary: \"$DOCKER_CHECKED\" in $CONFIG and run this installer again"
+    fi
+    checked_fm="$(command -v fm 2>/dev/null || true)"
+    fm="$(config_value agent.fm_binary)"
+    case "$fm" in /*) ;; *) fm="$(PATH="$path" command -v "$fm" || true)" ;; esac
+    if [ -n "$checked_fm" ] && [ -z "$fm" ]; then
+        note "WARNING: the agent finds no fm on its PATH ($path), but there is $checked_fm: set agent.fm_binary: \"$checked_fm\" in $CONFIG"
+    fi
+    true
+}
+
 # --------------------------------------------------------------------------------------
 # Step 5: systemd units
 # --------------------------------------------------------------------------------------
@@ -793,7 +910,11 @@ grant_nginx_backup_access() {
 install_units() {
     step "systemd units"
     local groups="$CONFIG_GROUP" rw
-    group_exists docker && groups="$CONFIG_GROUP docker"
+    # SupplementaryGroups= grants the group whatever /etc/group says: only where the user has it or gets it.
+    if [ -z "$ROOTLESS_SOCKET" ] && group_exists docker && { [ "$DOCKER_GROUP_ACCESS" = add ] ||
+        id -nG "$AGENT_USER" 2>/dev/null | tr ' ' '\n' | grep -qx docker; }; then
+        groups="$CONFIG_GROUP docker"
+    fi
     rw="$(config_value rw_paths)"
     [ -n "$AGENT_HOME" ] && [ "$AGENT_HOME" != "$STATE_DIR/agent" ] && rw="$rw -$AGENT_HOME"
     local tags="" docker_host="" runtime_dir=""
@@ -818,15 +939,14 @@ install_units() {
     fi
 }
 
-# A rootless docker daemon of the agent user (its socket in the user's runtime dir, owned by
-# that user): the agent and its commands must talk to it, not to the system daemon.
+# A rootless docker daemon of an agent user named with FM_AGENT_USER, checked by discovery (the
+# process on the socket runs as that user and is a root-owned dockerd/rootlesskit): the agent
+# and its commands must talk to it, not to the system daemon.
 detect_rootless_docker() {
     ROOTLESS_ENV=()
-    local uid sock
-    uid="$(id -u "$AGENT_USER" 2>/dev/null)" || return 0
-    sock="$USER_RUNTIME_BASE/$uid/docker.sock"
-    [ -S "$sock" ] && [ ! -L "$sock" ] && [ "$(stat -c %u "$sock")" = "$uid" ] || return 0
-    ROOTLESS_ENV=("DOCKER_HOST=unix://$sock" "XDG_RUNTIME_DIR=$USER_RUNTIME_BASE/$uid")
+    local sock="$ROOTLESS_SOCKET"
+    [ -n "$sock" ] || return 0
+    ROOTLESS_ENV=("DOCKER_HOST=unix://$sock" "XDG_RUNTIME_DIR=$(dirname "$sock")")
     say "  rootless docker of $AGENT_USER found ($sock): the agent uses it (DOCKER_HOST)"
 }
 
@@ -840,8 +960,17 @@ server_names() {
     elif [ -n "$DOMAIN" ]; then
         printf '%s\n' "$DOMAIN"
     else
-        { hostname 2>/dev/null; hostname -f 2>/dev/null; hostname -I 2>/dev/null | tr ' ' '\n' | grep -v ':'; echo localhost; } |
-            awk 'NF && !seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
+        # First an address a laptop can reach (the summary's URL), then the host's names, its IPv6
+        # addresses (not link-local) and loopback, so that https://127.0.0.1/ answers too.
+        {
+            hostname -I 2>/dev/null | tr ' ' '\n' | grep -v ':'
+            hostname -f 2>/dev/null
+            hostname 2>/dev/null
+            hostname -I 2>/dev/null | tr ' ' '\n' | grep ':' | grep -vi '^fe80:' | sed 's/^.*$/[&]/'
+            echo localhost
+            echo 127.0.0.1
+            [ -e /proc/net/if_inet6 ] && echo '[::1]'
+        } | awk 'NF && !seen[$0]++' | tr '\n' ' ' | sed 's/ $//'
         echo
     fi
 }
@@ -870,7 +999,9 @@ choose_certificate() {
     names="$(server_names)"
     first="${names%% *}"
     for name in $names; do
-        if [[ "$name" =~ ^[0-9.]+$ ]]; then san="$san,IP:$name"; else san="$san,DNS:$name"; fi
+        if [[ "$name" =~ ^[0-9.]+$ ]]; then san="$san,IP:$name"
+        elif [[ "$name" =~ ^\[([0-9A-Fa-f:.]+)\]$ ]]; then san="$san,IP:${BASH_REMATCH[1]}"
+        else san="$san,DNS:$name"; fi
     done
     CERT_NOTE="self-signed certificate $CERT: browsers will warn until you use --domain/--email"
     CHANGES=$((CHANGES + 1))
@@ -930,7 +1061,7 @@ install_nginx_site() {
         TLS_DEFAULT="$([ -n "$DOMAIN" ] || echo default_server)" ACME_DIR="$ACME_DIR" \
         ACCEL_PREFIX="$(config_value dashboard.accel_prefix)" \
         BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}" \
-        METRICS_ALLOW="${allow%$'\n'}"
+        METRICS_ALLOW="${allow%$'\n'}" PROXY_SECRET_INCLUDE="$PROXY_SECRET_INCLUDE"
     for snippet in fm-security-headers.conf fm-tls.conf; do
         if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
             CHANGED_NGINX=1
@@ -1069,7 +1200,12 @@ stop_daemon() {
 }
 
 start_daemon() {
-    local name="$1" user="$2" changed="$3"
+    local name="$1" user="$2" changed="$3" pid
+    # Started by an installer before the supervisor: restart it under supervision.
+    if pid="$(daemon_pid "$name")" && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q ' installer supervise '; then
+        say "  $name runs without a supervisor: restarting it under one"
+        changed=1
+    fi
     if daemon_pid "$name" >/dev/null; then
         if [ "$changed" = 0 ]; then
             say "  $name unchanged and running (pid $(daemon_pid "$name")): not restarted"
@@ -1077,18 +1213,23 @@ start_daemon() {
         fi
         stop_daemon "$name"
     fi
-    if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user"; return 0; fi
+    if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user (supervised)"; return 0; fi
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     local extra_env=()
     [ "$name" = fm-agent ] && extra_env=(${ROOTLESS_ENV[@]+"${ROOTLESS_ENV[@]}"})
-    # setsid: its own session and process group, so stop_daemon can end the whole tree;
-    # setpriv execs (no lingering parent): the pid file holds the service itself.
-    setsid setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
+    # The supervisor (root, from the agent zipapp, standard library only) starts the service as
+    # its user, starts it again after a crash (back-off up to 60 s) and rotates its log
+    # (10 MB x 5). setsid: its own session and process group, so stop_daemon ends both; the pid
+    # file holds the supervisor, <name>.child.pid the service.
+    setsid env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 SHIV_ROOT="$CACHE_DIR/fm-supervise" \
+        "$PY" "$PREFIX/fm-agent.pyz" installer supervise --name "$name" --log "$LOG_DIR/$name.log" \
+        --child-pidfile "$RUN_DIR/$name.child.pid" -- \
+        setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
         env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
         SHIV_ROOT="$CACHE_DIR/$name" ${extra_env[@]+"${extra_env[@]}"} "$PY" "$PREFIX/$name.pyz" --config "$CONFIG" \
-        </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+        </dev/null >>"$LOG_DIR/supervise.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
-    say "  started $name as $user (pid $!, log $LOG_DIR/$name.log)"
+    say "  started $name as $user, supervised (pid $!, log $LOG_DIR/$name.log)"
 }
 
 reload_nginx() {
@@ -1144,7 +1285,7 @@ write_record() {
         [ -n "$old" ] && printf '%s\n' "$old"
         for line in "${RECORD_LINES[@]}"; do printf '%s\n' "$line"; done
         echo "file $RECORD"
-    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" '$1 != "agent-user" || $0 == keep' >"$STAGE/install-record"
+    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" -v keep2="agent-user-explicit $AGENT_USER" '($1 != "agent-user" || $0 == keep) && ($1 != "agent-user-explicit" || $0 == keep2)' >"$STAGE/install-record"
     if [ "$DRY_RUN" = 1 ]; then return 0; fi
     place_file "$STAGE/install-record" "$RECORD" 0644 root root >/dev/null || true
 }
@@ -1178,9 +1319,10 @@ print_summary() {
             say "  Restart:       sudo systemctl restart fm-agent fm-dashboard"
             ;;
         daemons)
-            say "  Logs:          $LOG_DIR/fm-agent.log, $LOG_DIR/fm-dashboard.log, $NGINX_LOG_DIR/fm-dashboard-{access,error}.log"
+            say "  Logs:          $LOG_DIR/fm-agent.log, $LOG_DIR/fm-dashboard.log (10 MB each, 5 rotated kept), $NGINX_LOG_DIR/fm-dashboard-{access,error}.log"
+            say "  Supervised:    a crashed agent or dashboard is started again (after 1 s, doubling up to 60 s)"
             say "  Stop:          sudo kill -- -\$(cat $RUN_DIR/fm-agent.pid) -\$(cat $RUN_DIR/fm-dashboard.pid); sudo nginx -s quit"
-            say "  Start again:   sudo $PREFIX/install.sh   (starts whatever is not running)"
+            say "  Start again:   sudo $PREFIX/install.sh   (starts whatever is not running; also after a reboot)"
             ;;
     esac
     say "  Uninstall:     sudo $PREFIX/uninstall.sh   (keeps config and backups; --purge removes them)"
@@ -1218,10 +1360,32 @@ remove_path() {
     say "  removed $1"
 }
 
+# --purge deletes every backup: say how many and how big, and go on only after "purge" is typed
+# (or --yes). Asked before anything is removed, so a "no" leaves the install as it was.
+confirm_purge() {
+    local dir count size answer=""
+    dir="$(at "$BACKUPS_DIR")"
+    count=0
+    size="0 bytes"
+    if [ -d "$dir" ]; then
+        count="$(find "$dir" -type f | wc -l)"
+        size="$(du -sh "$dir" 2>/dev/null | cut -f1)"
+    fi
+    say "  --purge deletes $CONF_DIR (config, certificate, secrets) and $BACKUPS_DIR:"
+    say "  $count backup file(s), $size in all, safety backups before restores included"
+    [ "$DRY_RUN" = 1 ] && return 0
+    [ "$ASSUME_YES" = 1 ] && return 0
+    printf '  Type "purge" to delete them: '
+    read -r answer || true
+    [ "$answer" = purge ] ||
+        die "nothing was removed: --purge needs \"purge\" typed (or --yes); without --purge the config and backups are kept"
+}
+
 uninstall() {
     step "Uninstalling fmappliance"
     if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root: sudo $0 --uninstall"; fi
     local record_file kind path extra group
+    [ "$PURGE" = 1 ] && confirm_purge
     record_file="$(at "$RECORD")"
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
@@ -1257,10 +1421,10 @@ uninstall() {
     fi
     for path in "$UNIT_DIR/fm-agent.service" "$UNIT_DIR/fm-dashboard.service" \
         "$NGINX_DIR/sites-enabled/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" \
-        "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf"; do
+        "$NGINX_DIR/snippets/fm-security-headers.conf" "$NGINX_DIR/snippets/fm-tls.conf" "$PROXY_SECRET_INCLUDE"; do
         remove_path "$path"
     done
-    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" \
+    for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" "$CACHE_DIR/fm-supervise" \
         "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
         remove_path "$path"
     done
@@ -1311,6 +1475,7 @@ main() {
     check_config
     note_config_change
     read_config_values
+    check_agent_binaries
     make_directories
     install_units
     install_nginx_site

@@ -417,6 +417,15 @@ DASHBOARD = Section(
             "On TCP: address of the reverse proxy whose X-Forwarded-For/-Proto are trusted (empty: none). "
             "On the socket only its peer (nginx) is trusted, unless this is empty.",
         ),
+        Key(
+            "proxy_secret_file",
+            "path",
+            None,
+            "A file (read by the dashboard only) holding the secret nginx sends as X-Fmappliance-Proxy; with it, "
+            "X-Forwarded-For/-Proto count only on requests that carry it. install.sh writes it and nginx's "
+            "root-only include /etc/nginx/fmappliance-proxy-secret.conf.",
+            example="/etc/fmappliance/proxy-secret",
+        ),
         Key("threads", "int", 32, "Request threads (each download holds one).", check=_positive),
         Key(
             "download_mode",

@@ -4,7 +4,9 @@
 # Usage: PYTHON=.venv/bin/python packaging/build.sh        (what `make build` runs)
 #
 # Environment:
-#   PYTHON             interpreter with pip, setuptools, wheel and shiv (default: python3).
+#   PYTHON             interpreter with pip, setuptools, wheel and shiv (default: python3);
+#                      packaging/build-requirements.lock pins exactly these, with hashes
+#                      (install.sh builds in a throwaway venv made from it).
 #                      The runtime dependencies come from packaging/requirements.lock
 #                      (exact versions with sha256 hashes; pip refuses any other file),
 #                      not from whatever that interpreter has installed.
@@ -50,7 +52,7 @@ check_tools() {
     local mod
     for mod in pip setuptools wheel shiv; do
         "$PYTHON" -c "import $mod" 2>/dev/null ||
-            die "$PYTHON lacks $mod (run: $PYTHON -m pip install -e '.[build]')"
+            die "$PYTHON lacks $mod (run: $PYTHON -m pip install --require-hashes --no-deps -r packaging/build-requirements.lock)"
     done
 }
 

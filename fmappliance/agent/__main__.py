@@ -70,8 +70,11 @@ def serve(config: dict) -> int:
 
     from fmappliance.agent.actions import clean_staging
     from fmappliance.agent.app import make_app
+    from fmappliance.agent.runner import put_first_on_path
 
     agent = config["agent"]
+    # fm looks docker up on its PATH: the configured docker must be the one it finds.
+    put_first_on_path(agent["docker_binary"])
     limit_malloc_arenas()
     from fmappliance.agent.schedules import ScheduleFileError
 

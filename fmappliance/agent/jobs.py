@@ -92,6 +92,11 @@ def _describe_failure(label: str, result: CommandResult) -> str:
     if result.error:
         return result.error
     code = result.exit_code
+    if result.argv[1:2] == ["compose"]:
+        from fmappliance.agent.stacks import compose  # here: that module builds on this one
+
+        if compose.plugin_missing(result.output):
+            return compose.PLUGIN_MISSING_REASON  # docker's own text only says "see docker --help"
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

@@ -94,6 +94,19 @@ def minimal_env() -> dict[str, str]:
     return env
 
 
+def put_first_on_path(binary: str) -> None:
+    """Put the directory of an absolute ``binary`` (agent.docker_binary) first on the agent's PATH.
+
+    Every command gets the agent's PATH (:func:`minimal_env`), and ``fm`` finds docker on it on
+    its own: without this, fm would run another docker than the one configured (and checked).
+    """
+    if not os.path.isabs(binary):
+        return
+    directory = os.path.dirname(os.path.normpath(binary))
+    parts = [p for p in (os.environ.get("PATH") or os.defpath).split(os.pathsep) if p and p != directory]
+    os.environ["PATH"] = os.pathsep.join([directory, *parts])
+
+
 def resolve_binary(name: str, search_path: str | None = None) -> str | None:
     """The full path of an executable ``name`` (searched on ``search_path`` or PATH), or None."""
     if not name:

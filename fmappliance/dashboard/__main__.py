@@ -88,7 +88,9 @@ def reset_two_factor_command(config: dict, user: str) -> int:
         print(f"fm-dashboard: {db_path} does not exist: nobody has set up a second factor yet.", file=sys.stderr)
         return 1
     if os.geteuid() == 0 and owner.st_uid != 0:
-        # Run as the dashboard's user, so no file of its state dir ends up owned by root.
+        # Run as the dashboard's user, so no file of its state dir ends up owned by root; root's
+        # supplementary groups go first (setuid keeps them, and with them root's group rights).
+        os.setgroups([])
         os.setgid(owner.st_gid)
         os.setuid(owner.st_uid)
     try:
@@ -117,6 +119,55 @@ def reset_two_factor_command(config: dict, user: str) -> int:
 
 def _has_table(conn, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+#: The header nginx adds (value from a root-only include, see packaging/nginx/fm-dashboard.conf).
+PROXY_SECRET_HEADER = "HTTP_X_FMAPPLIANCE_PROXY"
+
+
+class ProxySecretError(Exception):
+    """dashboard.proxy_secret_file cannot be used; ``str()`` says why."""
+
+
+def read_proxy_secret(path: str) -> str:
+    """Read by the dashboard alone (the agent never needs it), at start."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        raise ProxySecretError(f"dashboard.proxy_secret_file: cannot read {path}: {exc.strerror}") from None
+    if len(secret) < 32:
+        raise ProxySecretError(f"dashboard.proxy_secret_file: {path} holds fewer than 32 characters")
+    return secret
+
+
+def proxy_secret_gate(app, secret: str, options: dict):
+    """Trust X-Forwarded-For/-Proto (waitress's proxy handling) only on requests carrying ``secret``.
+
+    Takes waitress's proxy options out of ``options`` and applies them here, per request; the
+    secret header itself never reaches the application.
+    """
+    import hmac
+
+    from waitress.proxy_headers import proxy_headers_middleware
+
+    proxy = {
+        "trusted_proxy": options.pop("trusted_proxy"),
+        "trusted_proxy_count": options.pop("trusted_proxy_count"),
+        "trusted_proxy_headers": set(options.pop("trusted_proxy_headers").split()),
+    }
+    options["clear_untrusted_proxy_headers"] = False  # done below, after the secret decided
+    trusted = proxy_headers_middleware(app, clear_untrusted=True, **proxy)
+    untrusted = proxy_headers_middleware(app, trusted_proxy=None, clear_untrusted=True)
+    expected = secret.encode()
+
+    def gate(environ, start_response):
+        given = environ.pop(PROXY_SECRET_HEADER, "").encode("latin-1", "replace")
+        if hmac.compare_digest(given, expected):
+            return trusted(environ, start_response)
+        return untrusted(environ, start_response)
+
+    return gate
 
 
 def serve(config: dict) -> None:
@@ -162,6 +213,10 @@ def serve(config: dict) -> None:
             trusted_proxy_headers="x-forwarded-for x-forwarded-proto",
             trusted_proxy_count=1,
         )
+    if dash["trusted_proxy"] and dash["proxy_secret_file"]:
+        # Every member of socket_group (all of nginx's user's processes: other sites, PHP-FPM) can
+        # open the socket: the forwarding headers count only with nginx's secret header as well.
+        app = proxy_secret_gate(app, read_proxy_secret(dash["proxy_secret_file"]), options)
     server = waitress.create_server(app, **options)
     listening.share_socket(dash)
 
@@ -216,6 +271,9 @@ def main(argv=None) -> int:
 
     try:
         serve(config)
+    except ProxySecretError as exc:
+        print(f"fm-dashboard: {exc}", file=sys.stderr)
+        return 2
     except (OSError, sqlite3.Error) as exc:
         dash = config["dashboard"]
         # A port in use or an unwritable state dir: say which, no traceback.

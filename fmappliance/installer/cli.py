@@ -7,6 +7,8 @@
     healthz        exit 0 when the dashboard answers /healthz (on its socket or port)
     render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
+    add-dashboard-key  add dashboard.KEY: VALUE to a config that lacks it (prints "added" when it did)
+    supervise      run a service without systemd: restart it with back-off, rotate its log
 
 An operator-facing refusal is one line on stderr and exit status 3.
 """
@@ -22,6 +24,7 @@ import sys
 from fmappliance.installer.discovery import (
     Discovery,
     InstallerStop,
+    checked_docker_binary,
     choose_agent_user,
     discover_stacks,
     find_fm_binary,
@@ -39,8 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--fm-home", default="")
     d.add_argument("--requested-user", default="")
     d.add_argument("--recorded-user", default="")
+    d.add_argument(
+        "--recorded-explicit", action="store_true", help="the recorded user was named with FM_AGENT_USER back then"
+    )
     d.add_argument("--fm-binary", default="", help="an explicit fm path (FM_BINARY)")
     d.add_argument("--fm-on-path", default="")
+    d.add_argument("--docker-binary", default="", help="the docker the installer checked (absolute path)")
     d.add_argument("--compose-json", default="", help="file with `docker compose ls --all --format json` output")
     d.add_argument("--stacks-out", required=True)
     d.add_argument("--user-only", action="store_true", help="choose the agent user only (the config exists already)")
@@ -60,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--dashboard-socket", required=True)
     w.add_argument("--agent-socket-group", default="")
     w.add_argument("--dashboard-socket-group", default="")
+    w.add_argument("--proxy-secret-file", default="")
+    w.add_argument("--docker-binary", default="")
     v = sub.add_parser("config-values")
     v.add_argument("config")
     o = sub.add_parser("other-sites")
@@ -71,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--dashboard-socket", required=True)
     m.add_argument("--agent-socket-group", default="")
     m.add_argument("--dashboard-socket-group", default="")
+    k = sub.add_parser("add-dashboard-key")
+    k.add_argument("config")
+    k.add_argument("key")
+    k.add_argument("value")
+    s = sub.add_parser("supervise")
+    s.add_argument("--name", required=True, help="the service's name, for the log")
+    s.add_argument("--log", required=True, help="the service's log file (rotated)")
+    s.add_argument("--max-bytes", type=int, default=10 * 1024 * 1024, help="rotate before the log passes this size")
+    s.add_argument("--keep", type=int, default=5, help="rotated logs kept (<log>.1 … <log>.N)")
+    s.add_argument("--max-delay", type=float, default=60.0, help="longest wait before a restart (seconds)")
+    s.add_argument("--stable", type=float, default=30.0, help="a run this long resets the back-off (seconds)")
+    s.add_argument("--child-pidfile", default="", help="where the running service's pid is kept")
+    s.add_argument("service", nargs=argparse.REMAINDER, help="-- the service's command")
     r = sub.add_parser("render")
     r.add_argument("template")
     r.add_argument("out")
@@ -92,17 +114,25 @@ def _read_json(path: str):
 
 def discover(args) -> int:
     homes = find_fm_homes(args.search, args.fm_home)
-    agent = choose_agent_user(homes, args.requested_user, args.recorded_user, args.runtime_base)
-    found, fm, fm_notes = Discovery(), "", list[str]()
+    agent = choose_agent_user(
+        homes, args.requested_user, args.recorded_user, args.runtime_base, recorded_explicit=args.recorded_explicit
+    )
+    found, fm, fm_notes, docker = Discovery(), "", list[str](), ""
     if not args.user_only:
         projects = _read_json(args.compose_json) if args.compose_json else None
         found = discover_stacks(homes, projects or [], agent.uid)
         fm, fm_notes = find_fm_binary(args.fm_binary, agent, args.fm_on_path)
+        docker, docker_notes = checked_docker_binary(args.docker_binary, agent)
+        fm_notes += docker_notes
     with open(args.stacks_out, "w", encoding="utf-8") as fh:
         json.dump(found.stacks, fh)
     print(f"agent_user {agent.name}")
     print(f"agent_reason {agent.reason}")
+    print(f"agent_explicit {'yes' if args.requested_user or args.recorded_explicit else 'no'}")
+    print(f"rootless_socket {agent.rootless_socket}")
+    print(f"docker_group {'add' if agent.add_to_docker_group else 'no'}")
     print(f"fm_binary {fm}")
+    print(f"docker_binary {docker}")
     print(f"stack_count {len(found.stacks)}")
     print(f"fm_homes {' '.join(homes)}")
     for note in found.notes + fm_notes:
@@ -125,6 +155,8 @@ def write_config(args) -> int:
         download_mode=args.download_mode,
         admin_user=args.admin_user,
         fm_binary=args.fm_binary,
+        proxy_secret_file=args.proxy_secret_file,
+        docker_binary=args.docker_binary,
         stacks=stacks,
     )
     text = cw.render_config(new, cw.hash_admin_password(password), cw.new_secret(), cw.new_secret())
@@ -144,6 +176,8 @@ CONFIG_VALUE_DEFAULTS = {
     "dashboard.accel_prefix": "/_protected_backups/",
     "dashboard.download_mode": "stream",
     "agent.socket_group": "",
+    "agent.docker_binary": "docker",
+    "agent.fm_binary": "fm",
     "dashboard.socket_group": "",
 }
 
@@ -212,6 +246,20 @@ def migrate_config(args) -> int:
     return 0
 
 
+def add_dashboard_key(args) -> int:
+    from fmappliance.installer.migrate import add_dashboard_key as add
+
+    if add(args.config, args.key, args.value):
+        print("added")
+    return 0
+
+
+def supervise(args) -> int:
+    from fmappliance.installer.supervise import supervise as run
+
+    return run(args)
+
+
 def render(args) -> int:
     from fmappliance.installer.templates import TemplateError
     from fmappliance.installer.templates import render as fill
@@ -263,6 +311,8 @@ def main(argv=None) -> int:
         "render": render,
         "healthz": healthz,
         "migrate-config": migrate_config,
+        "add-dashboard-key": add_dashboard_key,
+        "supervise": supervise,
     }[args.command]
     try:
         return command(args)

@@ -27,6 +27,8 @@ class NewConfig:
     download_mode: str
     admin_user: str = "admin"
     fm_binary: str = ""
+    proxy_secret_file: str = ""
+    docker_binary: str = ""
     stacks: dict = field(default_factory=dict)
 
 
@@ -52,6 +54,8 @@ def render_config(new: NewConfig, password_hash: str, token: str, secret_key: st
     ]
     if new.fm_binary:
         lines.append(f"  fm_binary: {_q(new.fm_binary)}")
+    if new.docker_binary:
+        lines.append(f"  docker_binary: {_q(new.docker_binary)}")
     lines += ["security:", f"  token: {_q(token)}"]
     if new.stacks:
         lines.append("stacks:")
@@ -75,6 +79,13 @@ def render_config(new: NewConfig, password_hash: str, token: str, secret_key: st
         f"  secret_key: {_q(secret_key)}",
         "  # stream: the dashboard relays downloads; accel: nginx sends them (X-Accel-Redirect)",
         f"  download_mode: {_q(new.download_mode)}",
+    ]
+    if new.proxy_secret_file:
+        lines += [
+            "  # nginx's secret header: without it X-Forwarded-For is not believed (root-only nginx include).",
+            f"  proxy_secret_file: {_q(new.proxy_secret_file)}",
+        ]
+    lines += [
         "  credentials:",
         f"    {_q(new.admin_user)}: {_q(password_hash)}",
     ]

@@ -34,6 +34,8 @@ class AgentUser:
     reason: str
     uid: int | None = None  # None: does not exist yet (created by the installer)
     home: str = ""
+    rootless_socket: str = ""  # the user's own rootless docker (checked), used instead of the docker group
+    add_to_docker_group: bool = False  # only for a user named explicitly, or the installer's own fm-agent
 
 
 @dataclass
@@ -67,15 +69,15 @@ def _owner(path: str) -> str:
         return f"uid {uid}"
 
 
-def may_use_docker(user: str, runtime_base: str = "/run/user") -> bool:
-    """Root, a member (primary or supplementary) of the docker group, or the owner of a rootless
-    docker daemon (``<runtime_base>/<uid>/docker.sock``): making such a user the agent's grants
-    it nothing it does not have."""
+def may_use_docker(user: str) -> bool:
+    """Root or a member (primary or supplementary) of the docker group: making such a user the
+    agent's grants it nothing it does not have.  A socket at ``/run/user/<uid>/docker.sock``
+    is no evidence: any user can bind one (see :func:`rootless_peer_problem`)."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         return False
-    if entry.pw_uid == 0 or rootless_docker_socket(entry.pw_uid, runtime_base):
+    if entry.pw_uid == 0:
         return True
     try:
         docker = grp.getgrnam("docker")
@@ -84,8 +86,8 @@ def may_use_docker(user: str, runtime_base: str = "/run/user") -> bool:
     return entry.pw_gid == docker.gr_gid or user in docker.gr_mem
 
 
-def rootless_docker_socket(uid: int, runtime_base: str = "/run/user") -> str:
-    """The user's own rootless docker socket, or ""."""
+def rootless_socket_path(uid: int, runtime_base: str = "/run/user") -> str:
+    """``<runtime_base>/<uid>/docker.sock`` when a socket owned by ``uid`` is there, else ""."""
     path = os.path.join(runtime_base, str(uid), "docker.sock")
     try:
         st = os.lstat(path)
@@ -94,36 +96,129 @@ def rootless_docker_socket(uid: int, runtime_base: str = "/run/user") -> str:
     return path if stat.S_ISSOCK(st.st_mode) and st.st_uid == uid else ""
 
 
+#: What listens on a real rootless docker socket: dockerd (started by rootlesskit).
+ROOTLESS_DAEMONS = ("dockerd", "rootlesskit")
+
+
+def rootless_peer_problem(path: str, uid: int) -> str | None:
+    """None when the process listening on ``path`` runs as ``uid`` and is a root-owned dockerd or
+    rootlesskit binary that nobody else can change; else why not.
+
+    The socket's owner proves nothing (a plain ``bind()`` makes one); the kernel's word on the
+    peer (``SO_PEERCRED``) and the peer's executable do.
+    """
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(2)
+            conn.connect(path)
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError as exc:
+        return f"nothing answers on {path} ({exc.strerror or exc})"
+    pid, peer_uid, _gid = struct.unpack("3i", creds)
+    if peer_uid != uid:
+        return f"the process on {path} runs as {_user_name(peer_uid)}, not as its owner"
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError as exc:
+        return f"the program of the process on {path} (pid {pid}) cannot be read: {exc.strerror}"
+    exe = exe.removesuffix(" (deleted)")
+    if os.path.basename(exe) not in ROOTLESS_DAEMONS:
+        return f"the process on {path} is {exe}, not dockerd or rootlesskit"
+    problem = untrusted_reason(exe, None)
+    if problem:
+        return f"the program on {path} ({exe}) is not root's alone: {problem}"
+    return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def choose_agent_user(
-    homes: list[str], requested: str = "", recorded: str = "", runtime_base: str = "/run/user"
+    homes: list[str],
+    requested: str = "",
+    recorded: str = "",
+    runtime_base: str = "/run/user",
+    recorded_explicit: bool = False,
 ) -> AgentUser:
-    """The agent's user: asked for, else kept from the first install, else derived safely."""
+    """The agent's user: asked for, else kept from the first install, else derived safely.
+
+    ``recorded_explicit``: the recorded user was named with FM_AGENT_USER back then, so what
+    only an explicit choice allows (root, a rootless docker) stays allowed on later runs.
+    """
+    installer = os.environ.get("FM_INSTALLER", "./install.sh")
     if requested:
+        reason = "FM_AGENT_USER"
         if recorded and recorded != requested:
-            return _resolved(requested, f"FM_AGENT_USER; changed from {recorded} as asked")
-        return _resolved(requested, "FM_AGENT_USER")
+            reason = f"FM_AGENT_USER; changed from {recorded} as asked"
+        return _with_docker_access(_resolved(requested, reason), True, runtime_base)
     if recorded:
-        return _resolved(recorded, "kept from the first install; FM_AGENT_USER=<user> changes it")
+        kept = _resolved(recorded, "kept from the first install; FM_AGENT_USER=<user> changes it")
+        if recorded == "root" and not recorded_explicit:
+            raise InstallerStop(_root_refusal(installer))
+        return _with_docker_access(kept, recorded_explicit, runtime_base)
     owners: dict[str, list[str]] = {}
     for home in homes:
         owners.setdefault(_owner(home), []).append(home)
     if not owners:
-        return _resolved(NEW_AGENT_USER, "no Frappe Manager home found")
+        return _with_docker_access(_resolved(NEW_AGENT_USER, "no Frappe Manager home found"), True, runtime_base)
     if len(owners) > 1:
         found = "; ".join(f"{user}: {', '.join(paths)}" for user, paths in sorted(owners.items()))
         raise InstallerStop(
             f"Frappe Manager homes of several users were found ({found}). The agent runs with docker rights "
             f"(root-equivalent), so the installer will not pick one: run it again as "
-            f"sudo FM_AGENT_USER=<user> {os.environ.get('FM_INSTALLER', './install.sh')}"
+            f"sudo FM_AGENT_USER=<user> {installer}"
         )
     user, paths = next(iter(owners.items()))
-    if not may_use_docker(user, runtime_base):
+    if user == "root":
+        raise InstallerStop(_root_refusal(installer))
+    entry = _resolved(user, f"owner of the Frappe Manager home {paths[0]}")
+    if entry.uid is not None and rootless_socket_path(entry.uid, runtime_base):
+        raise InstallerStop(
+            f"{user} (owner of {paths[0]}) seems to run a rootless docker; the installer never chooses the agent "
+            f"user from that, so if {user} should run the agent, run it again as sudo FM_AGENT_USER={user} {installer}"
+        )
+    if not may_use_docker(user):
         raise InstallerStop(
             f"the Frappe Manager home {paths[0]} belongs to {user}, who is not allowed to use docker yet; the installer "
             f"does not make a user root-equivalent on its own. If {user} should run the agent, run it again as "
-            f"sudo FM_AGENT_USER={user} {os.environ.get('FM_INSTALLER', './install.sh')}"
+            f"sudo FM_AGENT_USER={user} {installer}"
         )
-    return _resolved(user, f"owner of the Frappe Manager home {paths[0]}")
+    # Already in the docker group: nothing is added (the installer never adds a user it chose itself).
+    return _with_docker_access(entry, False, runtime_base)
+
+
+def _root_refusal(installer: str) -> str:
+    return (
+        "the agent would run as root: every command it runs (fm, docker compose, bench) and every file it "
+        "writes in a bench that containers can change would then act with full rights on this host, so the "
+        "installer does not do that on its own; a dedicated user is better (FM_AGENT_USER=<user>), or say so "
+        f"explicitly: sudo FM_AGENT_USER=root {installer}"
+    )
+
+
+def _with_docker_access(user: AgentUser, explicit: bool, runtime_base: str) -> AgentUser:
+    """How the agent reaches docker: the user's own rootless daemon (only when the user was named
+    explicitly, and only after its peer check), else the docker group (added only for a user named
+    explicitly or the installer's own ``fm-agent``)."""
+    sock = rootless_socket_path(user.uid, runtime_base) if user.uid is not None else ""
+    if sock and explicit:
+        problem = rootless_peer_problem(sock, user.uid)  # type: ignore[arg-type]
+        if problem:
+            raise InstallerStop(
+                f"{sock} is not a rootless docker daemon of {user.name}: {problem}; stop whatever made it, "
+                f"or remove it, and run the installer again"
+            )
+        user.rootless_socket = sock
+        return user
+    user.add_to_docker_group = explicit or user.name == NEW_AGENT_USER
+    return user
 
 
 def _resolved(name: str, reason: str) -> AgentUser:
@@ -229,4 +324,26 @@ def find_fm_binary(explicit: str, agent: AgentUser, on_path: str = "") -> tuple[
             f"several fm commands were found ({', '.join(accepted.values())}): choose the one the agent runs with "
             f"sudo FM_BINARY=<path> {os.environ.get('FM_INSTALLER', './install.sh')}"
         )
-    return next(iter(accepted.values()), ""), notes
+    chosen = next(iter(accepted.values()), "")
+    return (prefer_fmx(chosen, agent) if chosen else ""), notes
+
+
+def prefer_fmx(fm: str, agent: AgentUser) -> str:
+    """Frappe Manager 0.20 installs ``fmx`` beside ``fm`` (invoked as ``fm`` it prints a rename
+    warning on every run): the agent runs ``fmx`` when it is there and as trustworthy."""
+    fmx = os.path.join(os.path.dirname(fm), "fmx")
+    if os.path.isfile(fmx) and os.access(fmx, os.X_OK) and untrusted_reason(fmx, agent.uid) is None:
+        return fmx
+    return fm
+
+
+def checked_docker_binary(path: str, agent: AgentUser) -> tuple[str, list[str]]:
+    """The docker the installer checked, as the absolute ``agent.docker_binary`` of a new config
+    ("" when there is none or someone else could change it: then the agent looks docker up on PATH)."""
+    if not path:
+        return "", []
+    path = os.path.abspath(path)
+    problem = untrusted_reason(path, agent.uid)
+    if problem:
+        return "", [f"agent.docker_binary is not set to {path}: {problem}"]
+    return path, []

@@ -78,3 +78,44 @@ def migrate_config(path: str, sockets: dict[str, tuple[str, str]]) -> list[str]:
     os.chown(temp, st.st_uid, st.st_gid)
     os.rename(temp, path)
     return moved
+
+
+def add_dashboard_key(path: str, key: str, value: str) -> bool:
+    """Add ``dashboard.<key>: value`` to the config at ``path`` unless the key is there (or the
+    dashboard section is not block-style); True when the file changed.  Same textual, atomic
+    edit as the socket move, so comments and order survive."""
+    import json
+
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    data = yaml.safe_load(text) or {}
+    section = data.get("dashboard") if isinstance(data, dict) else None
+    if not isinstance(section, dict) or key in section:
+        return False
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"dashboard:[ \t]*(#.*)?\r?\n?", line):
+            indent = "  "
+            for following in lines[i + 1 :]:
+                match = re.match(r"([ \t]+)\S", following)
+                if match:
+                    indent = match.group(1)
+                    break
+            lines.insert(i + 1, f"{indent}{key}: {json.dumps(value)}  # added by install.sh\n")
+            _replace(path, "".join(lines))
+            return True
+    return False
+
+
+def _replace(path: str, text: str) -> None:
+    st = os.stat(path)
+    temp = path + ".fm-new"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chown(temp, st.st_uid, st.st_gid)
+    os.rename(temp, path)

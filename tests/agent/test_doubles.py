@@ -35,12 +35,15 @@ def test_docker_version_has_a_server_key_unless_the_daemon_is_down(world):
     assert compose(world, "ps", "--all", "--format", "json").returncode == 1
 
 
-def test_docker_without_the_compose_plugin_refuses_every_compose_command_with_125(world):
+def test_docker_without_the_compose_plugin_refuses_every_compose_command_as_docker_27_does(world):
     world.doubles.set_faults(no_compose_plugin=True)
-    res = compose(world, "ps", "--all", "--format", "json")
-    assert res.returncode == 125 and res.stdout == ""
-    assert res.stderr.strip() == NO_COMPOSE_PLUGIN
-    assert res.stderr.strip().endswith("Run 'docker --help' for more information")
+    res = run(world, "docker", "compose", "ls", "--all")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.strip() == NO_COMPOSE_PLUGIN == "docker: 'compose' is not a docker command.\nSee 'docker --help'"
+    res = run(world, "docker", "compose", "-p", "prod", "ps")
+    assert (res.returncode, res.stderr) == (125, "unknown shorthand flag: 'p' in -p\nSee 'docker --help'.\n")
+    res = run(world, "docker", "compose", "--project-directory", "/srv/x", "ps")
+    assert (res.returncode, res.stderr.splitlines()[0]) == (125, "unknown flag: --project-directory")
     assert run(world, "docker", "version", "--format", "json").returncode == 0
 
 

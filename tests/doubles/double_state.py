@@ -30,8 +30,9 @@ from pathlib import Path
 
 ONE_SHOT_SERVICES = ("configurator", "create-site", "migrator")
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
-# What a docker CLI without the compose plugin answers to `docker compose ...` (exit 125).
-NO_COMPOSE_PLUGIN = "docker: unknown command: docker compose\n\nRun 'docker --help' for more information"
+# What a docker CLI (27) without the compose plugin answers to `docker compose <command>` (exit 1);
+# with a flag after "compose" it is "unknown shorthand flag: 'p' in -p" (exit 125): see the docker double.
+NO_COMPOSE_PLUGIN = "docker: 'compose' is not a docker command.\nSee 'docker --help'"
 
 
 def default_state_dir() -> Path:

@@ -499,6 +499,8 @@ def start_appliance(
             "agent_url": f"http://127.0.0.1:{agent_port}",
             "trusted_proxy": "127.0.0.1",
             "download_mode": download_mode,
+            # Written by the install below (before the dashboard starts): nginx's proxy secret.
+            "proxy_secret_file": str(tmp / "root/etc/fmappliance/proxy-secret"),
         },
     )
     root = tmp / "root"

@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import re
+import signal
 import socket
 import ssl
 import stat
@@ -24,6 +25,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from install_harness import free_port, install_env, previous_installer, run_install
+from support.polling import wait_for
 
 pytestmark = pytest.mark.nginx
 
@@ -139,6 +141,21 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
         assert b"Strict-Transport-Security: max-age=63072000" in reply
 
+        # Supervised (issue 20, item 5): a killed dashboard comes back by itself, nginx answers again.
+        assert "Supervised:" in first.stdout and "5 rotated kept" in first.stdout
+        killed = int(Path("/run/fmappliance/fm-dashboard.child.pid").read_text())
+        os.kill(killed, signal.SIGKILL)
+
+        def back() -> bool:
+            try:
+                pid = int(Path("/run/fmappliance/fm-dashboard.child.pid").read_text())
+            except (OSError, ValueError):
+                return False
+            return pid != killed and os.path.exists("/run/fm-dashboard/dashboard.sock") and login_page(https_port)
+
+        wait_for(back, 30, "the dashboard to be started again")
+        assert "fm-dashboard ended (killed by SIGKILL)" in Path("/var/log/fmappliance/fm-dashboard.log").read_text()
+
         agent_pid = Path("/run/fmappliance/fm-agent.pid").read_text()
         again = run_install(None, "--http-port", str(http_port), "--https-port", str(https_port), env=env)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -146,13 +163,20 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert Path("/run/fmappliance/fm-agent.pid").read_text() == agent_pid
     finally:
         gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
             if (PREFIX / "uninstall.sh").exists()
             else None
         )
     assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
     assert host_state() == before
     assert port_free(8000) and port_free(9100) and port_free(https_port)
+
+
+def login_page(https_port: int) -> bool:
+    try:
+        return tls_request(https_port, "GET", "/login", {})[0] == 200
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def tls_request(https_port: int, method: str, path: str, cookies: dict, body: str = "") -> tuple[int, dict, str]:
@@ -243,7 +267,7 @@ def test_rerunning_install_sh_upgrades_an_install_of_the_previous_installer_in_p
         assert backup.read_bytes() == b"dump"
     finally:
         gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
             if (PREFIX / "uninstall.sh").exists()
             else None
         )
@@ -319,7 +343,7 @@ def test_domain_and_email_get_a_certificate_through_the_acme_webroot(dist, tmp_p
                 time.sleep(0.1)
     finally:
         if (PREFIX / "uninstall.sh").exists():
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge"], capture_output=True, text=True)
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
         subprocess.run(["rm", "-rf", "/etc/letsencrypt/live/localhost"])
         if os.path.isdir("/etc/letsencrypt") and not os.listdir("/etc/letsencrypt/live"):
             subprocess.run(["rm", "-rf", "/etc/letsencrypt"])

@@ -23,6 +23,8 @@ EXPECTED_MODES = {
     "opt/fmappliance/install.sh": 0o755,
     "etc/fmappliance": 0o750,
     "etc/fmappliance/config.yaml": 0o640,
+    "etc/fmappliance/proxy-secret": 0o640,  # root:<dashboard user>: the dashboard's copy of nginx's secret
+    "etc/nginx/snippets/fm-proxy-secret.conf": 0o600,  # root only (nginx reads its config as root)
     "etc/fmappliance/tls/selfsigned.key": 0o600,
     "etc/systemd/system/fm-agent.service": 0o644,
     "etc/systemd/system/fm-dashboard.service": 0o644,
@@ -78,7 +80,10 @@ def host(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(dist, host):
-    return install_env(dist, FM_SEARCH_HOMES=str(host["home"].parent.parent / "*"), FM_DOCKER=str(host["docker"]))
+    # The FM home is root's: root runs the agent only when named (issue 21, item 4).
+    return install_env(
+        dist, FM_SEARCH_HOMES=str(host["home"].parent.parent / "*"), FM_DOCKER=str(host["docker"]), FM_AGENT_USER="root"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -248,12 +253,32 @@ def test_uninstall_leaves_only_config_and_backups_and_purge_removes_them(env, tm
     left = set(tree_hashes(root))
     assert left == {
         "etc/fmappliance/config.yaml",
+        "etc/fmappliance/proxy-secret",
         "etc/fmappliance/tls/selfsigned.crt",
         "etc/fmappliance/tls/selfsigned.key",
         "var/backups/fmappliance/prod/site1/2026-01-01_02-00-00.sql.gz",
     }
-    proc = run_install(root, "--uninstall", "--purge", env=env)
+    # --purge says what it would delete and wants it confirmed (issue 20, item 7).
+    kept = tree_hashes(root)
+    for answer in ("", "yes\n"):
+        refused = subprocess.run(
+            ["bash", str(INSTALL_SH), "--root", str(root), "--uninstall", "--purge"],
+            input=answer, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "1 backup file(s)" in refused.stdout and 'Type "purge"' in refused.stdout
+        assert "nothing was removed" in refused.stderr and "--yes" in refused.stderr
+        assert tree_hashes(root) == kept
+    typed = subprocess.run(
+        ["bash", str(INSTALL_SH), "--root", str(root), "--uninstall", "--purge"],
+        input="purge\n", env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert typed.returncode == 0, typed.stdout + typed.stderr
+    assert tree_hashes(root) == {}
+    assert run_install(root, env=env).returncode == 0
+    proc = run_install(root, "--uninstall", "--purge", "--yes", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backup file(s)" in proc.stdout
     assert tree_hashes(root) == {}
 
 
@@ -344,3 +369,56 @@ def test_uninstall_dry_run_removes_nothing(env, tmp_path):
     assert "would remove /etc/fmappliance" in proc.stdout
     assert "  removed " not in proc.stdout
     assert tree_hashes(root) == before
+
+
+def test_by_default_nginx_and_the_certificate_accept_the_hosts_addresses_and_loopback(env, tmp_path):
+    """Issue 20, item 7: https://127.0.0.1/ got an empty reply (444); the summary's URL must be reachable."""
+    plain = {k: v for k, v in env.items() if k != "FM_SERVER_NAMES"}
+    root = tmp_path / "root"
+    proc = run_install(root, env=plain)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+    names = next(n for n in re.findall(r"^    server_name (.+);$", site, re.M) if n != "_").split()
+    host_v4 = [
+        a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split() if ":" not in a
+    ]
+    host_v6 = [a for a in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split() if ":" in a]
+    assert {"localhost", "127.0.0.1"} <= set(names)
+    assert set(host_v4) <= set(names) and {f"[{a}]" for a in host_v6 if not a.startswith("fe80")} <= set(names)
+    for name in names:
+        assert re.search(rf"^    {re.escape(name)} 1;$", site, re.M), f"{name} is in the known-host map"
+    if host_v4:
+        # What a laptop can reach comes first: the URL the summary prints.
+        assert names[0] == host_v4[0]
+        assert f"Dashboard:     https://{host_v4[0]}/" in proc.stdout
+    sans = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            str(root / "etc/fmappliance/tls/selfsigned.crt"),
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "IP Address:127.0.0.1" in sans and "DNS:localhost" in sans
+    for address in host_v4:
+        assert f"IP Address:{address}" in sans
+
+
+def test_the_installers_own_build_uses_only_the_hashed_build_requirements(env, tmp_path):
+    """Issue 20, item 6: no `make build` (which installs .[test,build]) and no test tools."""
+    empty = tmp_path / "dist"
+    empty.mkdir()
+    clean = {k: v for k, v in env.items() if k != "PYTHON"}
+    proc = run_install(tmp_path / "root", env={**clean, "FM_DIST_DIR": str(empty)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "build tools from" in proc.stdout and "build-requirements.lock (hashed; no test tools)" in proc.stdout
+    assert (tmp_path / "root/opt/fmappliance/fm-agent.pyz").read_bytes() == (empty / "fm-agent.pyz").read_bytes()
+    lock = (REPO / "packaging/build-requirements.lock").read_text()
+    pinned = set(re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M))
+    assert pinned == {"shiv", "click", "pip", "setuptools", "wheel", "packaging"}, pinned
+    assert all("--hash=sha256:" in block for block in lock.split("==")[1:])

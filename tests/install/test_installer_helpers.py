@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -90,7 +92,7 @@ def test_homes_of_several_users_stop_the_installer_until_fm_agent_user_chooses(t
 
 def test_the_first_choice_is_kept_on_later_runs_unless_fm_agent_user_asks_for_another(tmp_path):
     homes = [str(fm_home(tmp_path / "a", "a")), str(fm_home(tmp_path / "b", "b", owner=NOBODY.pw_uid))]
-    kept = choose_agent_user(homes, recorded="root")
+    kept = choose_agent_user(homes, recorded="root", recorded_explicit=True)
     assert kept.name == "root" and "kept from the first install" in kept.reason
     changed = choose_agent_user(homes, requested="nobody", recorded="root")
     assert changed.name == "nobody" and "changed from root" in changed.reason
@@ -100,16 +102,106 @@ def test_a_lone_owner_who_may_not_use_docker_is_not_made_root_equivalent(tmp_pat
     home = str(fm_home(tmp_path / "planted", "b", owner=NOBODY.pw_uid))
     with pytest.raises(InstallerStop, match="not allowed to use docker.*FM_AGENT_USER=nobody"):
         choose_agent_user([home])
-    assert choose_agent_user([]).name == "fm-agent"
-    # Their own rootless docker daemon: the agent would get nothing they do not have.
-    runtime = tmp_path / "run-user" / str(NOBODY.pw_uid)
-    runtime.mkdir(parents=True)
-    with socket.socket(socket.AF_UNIX) as daemon:
-        daemon.bind(str(runtime / "docker.sock"))
-        os.chown(runtime / "docker.sock", NOBODY.pw_uid, -1)
-        assert choose_agent_user([home], runtime_base=str(tmp_path / "run-user")).name == "nobody"
-    monkeypatch.setattr(discovery, "may_use_docker", lambda user, runtime_base: user == "nobody")
-    assert choose_agent_user([home]).name == "nobody"
+    chosen = choose_agent_user([])
+    assert (chosen.name, chosen.add_to_docker_group) == ("fm-agent", True), "the installer's own user"
+    monkeypatch.setattr(discovery, "may_use_docker", lambda user: user == "nobody")
+    member = choose_agent_user([home])
+    assert member.name == "nobody" and not member.add_to_docker_group, "a user it chose itself is never added"
+
+
+def serve_socket(path: Path, exe: str, uid: int) -> subprocess.Popen:
+    """A process running ``exe`` (a python) as ``uid`` that listens on ``path`` until killed."""
+    script = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)\n"
+        "print('ready', flush=True)\n"
+        "while True:\n    c,_=s.accept(); c.close()\n"
+    )
+    proc = subprocess.Popen(
+        [exe, "-c", script, str(path)], stdout=subprocess.PIPE, text=True, user=uid, group=uid, extra_groups=[]
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+#: A python other users may run (the test's own may live in root's home).
+OPEN_PYTHON = os.path.realpath("/usr/bin/python3") if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+@pytest.fixture
+def open_dir():
+    """A root-owned 0755 directory other users can reach (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="fm-rootless-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def runtime_dir(open_dir: Path, uid: int) -> Path:
+    base = open_dir / "run-user"
+    (base / str(uid)).mkdir(parents=True)
+    os.chown(base / str(uid), uid, uid)
+    return base
+
+
+def test_a_socket_any_user_can_bind_does_not_make_them_the_agent_user(tmp_path, open_dir):
+    """Issue 21, item 1: nobody plants an FM home and binds /run/user/<uid>/docker.sock."""
+    home = str(fm_home(tmp_path / "planted", "x", owner=NOBODY.pw_uid))
+    base = runtime_dir(open_dir, NOBODY.pw_uid)
+    planted = serve_socket(base / str(NOBODY.pw_uid) / "docker.sock", OPEN_PYTHON, NOBODY.pw_uid)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fmappliance.installer", "discover", "--search", f"{tmp_path}/*",
+             "--runtime-base", str(base), "--stacks-out", str(tmp_path / "stacks.json")],
+            capture_output=True, text=True, timeout=60, env=dict(os.environ, FM_INSTALLER="./install.sh"),
+        )  # fmt: skip
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert "agent_user nobody" not in proc.stdout
+        assert "seems to run a rootless docker" in proc.stderr and "FM_AGENT_USER=nobody" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, "one sentence, no traceback"
+        with pytest.raises(InstallerStop, match="rootless"):
+            choose_agent_user([home], runtime_base=str(base))
+        # Named explicitly: the socket's peer is checked, and a plain python is not a docker daemon.
+        with pytest.raises(InstallerStop, match=r"not a rootless docker daemon of nobody.*not dockerd or rootlesskit"):
+            choose_agent_user([home], requested="nobody", runtime_base=str(base))
+    finally:
+        planted.kill()
+        planted.wait()
+
+
+def test_an_explicitly_named_rootless_docker_is_used_when_its_peer_is_a_root_owned_dockerd(tmp_path, open_dir):
+    home = str(fm_home(tmp_path / "ops", "x", owner=NOBODY.pw_uid))
+    base = runtime_dir(open_dir, NOBODY.pw_uid)
+    bindir = open_dir / "usr-bin"
+    bindir.mkdir()
+    dockerd = bindir / "dockerd"  # a real program named dockerd, root's alone
+    dockerd.write_bytes(Path(OPEN_PYTHON).read_bytes())
+    dockerd.chmod(0o755)
+    sock = base / str(NOBODY.pw_uid) / "docker.sock"
+    daemon = serve_socket(sock, str(dockerd), NOBODY.pw_uid)
+    try:
+        chosen = choose_agent_user([home], requested="nobody", runtime_base=str(base))
+        assert chosen.rootless_socket == str(sock) and not chosen.add_to_docker_group
+        # Still never chosen on its own.
+        with pytest.raises(InstallerStop, match="rootless"):
+            choose_agent_user([home], runtime_base=str(base))
+        # A dockerd someone else can change is no better than a plain process.
+        os.chown(dockerd, NOBODY.pw_uid, -1)
+        with pytest.raises(InstallerStop, match="belongs to nobody"):
+            choose_agent_user([home], requested="nobody", runtime_base=str(base))
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+def test_root_is_the_agent_user_only_when_fm_agent_user_names_it(tmp_path):
+    home = str(fm_home(tmp_path / "root-home", "a"))
+    with pytest.raises(InstallerStop, match="would run as root.*full rights.*FM_AGENT_USER=root"):
+        choose_agent_user([home])
+    with pytest.raises(InstallerStop, match="FM_AGENT_USER=root"):
+        choose_agent_user([home], recorded="root")
+    assert choose_agent_user([home], requested="root").name == "root"
+    assert choose_agent_user([home], recorded="root", recorded_explicit=True).name == "root"
 
 
 # ------------------------------------------------------------------------------ stacks and fm
@@ -375,3 +467,18 @@ def test_templates_keep_tagged_lines_only_when_switched_on_and_refuse_a_missing_
     assert render(template, {"A", "B"}, {"USER": "ops"}) == "User=ops\nboth\n"
     with pytest.raises(TemplateError, match="no value for @USER@"):
         render(template, set(), {})
+
+
+def test_a_missing_dashboard_key_is_added_once_keeping_comments_and_order(tmp_path):
+    from fmappliance.installer.migrate import add_dashboard_key
+
+    config = tmp_path / "config.yaml"
+    text = "# mine\nagent:\n  port: 9100\ndashboard:\n    # comment kept\n    port: 8000\nstacks: {}\n"
+    config.write_text(text)
+    config.chmod(0o640)
+    assert add_dashboard_key(str(config), "proxy_secret_file", "/etc/fmappliance/proxy-secret")
+    assert config.read_text() == text.replace(
+        "dashboard:\n", 'dashboard:\n    proxy_secret_file: "/etc/fmappliance/proxy-secret"  # added by install.sh\n'
+    )
+    assert config.stat().st_mode & 0o777 == 0o640
+    assert not add_dashboard_key(str(config), "proxy_secret_file", "/elsewhere"), "present: left alone"

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
+import random
+import re
 import socket
 import ssl
 import subprocess
@@ -295,6 +298,84 @@ def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
     row = next(line for line in audit.splitlines() if "spoofer" in line)
     assert "203.0.113.66" not in audit
     assert "127.0.0.1" in row
+
+
+def test_the_dashboard_believes_forwarding_headers_only_with_nginxs_secret(appliance):
+    """Issue 21, item 12: any process that can reach the dashboard is not nginx unless it has the secret."""
+    include = appliance.root / "etc/nginx/snippets/fm-proxy-secret.conf"
+    secret_file = appliance.root / "etc/fmappliance/proxy-secret"
+    secret = secret_file.read_text().strip()
+    assert f'proxy_set_header X-Fmappliance-Proxy "{secret}";' in include.read_text()
+    assert (include.stat().st_mode & 0o777, secret_file.stat().st_mode & 0o777) == (0o600, 0o640)
+    assert (
+        f"include {appliance.root}/etc/nginx/snippets/fm-proxy-secret.conf;"
+        in (appliance.nginx.workdir / "site.conf").read_text()
+    )
+
+    def direct(extra: dict) -> str:
+        conn = http.client.HTTPConnection("127.0.0.1", appliance.dashboard_port, timeout=10)
+        conn.request("GET", "/login", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", **extra})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response.getheader("Set-Cookie") or ""
+
+    assert "Secure" not in direct({}), "a forged X-Forwarded-Proto without the secret is not believed"
+    assert "Secure" not in direct({"X-Fmappliance-Proxy": "x" * len(secret)})
+    assert "Secure" in direct({"X-Fmappliance-Proxy": secret})
+    # Through nginx (which adds the secret) the session cookie is the HTTPS one: every signed-in test relies on it.
+    assert appliance.session
+
+
+def post_from(app: Appliance, source: str, path: str) -> int:
+    sock = tls_from(app, source)
+    conn = http.client.HTTPSConnection("localhost", app.nginx.https_port, timeout=30)
+    conn.sock = sock
+    conn.request(
+        "POST",
+        path,
+        body=b"code=000000",
+        headers={"Host": f"localhost:{app.nginx.https_port}", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+@pytest.mark.parametrize("path,source", [("/login/code", "127.0.0.61"), ("/account/verify", "127.0.0.62")])
+def test_second_factor_and_step_up_codes_share_the_login_rate_limit(appliance, path, source):
+    """Issue 21, item 3: wrong codes cost as much as wrong passwords at nginx."""
+    statuses = [post_from(appliance, source, path) for _ in range(8)]
+    assert 429 in statuses and statuses.index(429) <= 6, statuses
+
+
+def v6_key(site: str, address: str) -> str:
+    """What the site's ``map $remote_addr $fm_client`` gives for ``address`` (first matching regex)."""
+    block = site.split("map $remote_addr $fm_client {", 1)[1].split("\n}", 1)[0]
+    for pattern, value in re.findall(r'^\s*"~([^"]+)"\s+([^;]+);', block, re.M):
+        found = re.search(pattern, address)
+        if found:
+            return re.sub(r"\$(\d)", lambda m, found=found: found.group(int(m.group(1))), value)
+    return "(binary address)"
+
+
+def test_ipv6_clients_are_limited_by_their_64(appliance):
+    site = (appliance.root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()
+    assert "limit_req_zone $fm_client zone=fm_requests" in site and "POST    $fm_client;" in site
+    rng = random.Random(21)
+    for _ in range(3000):
+        value = rng.getrandbits(128)
+        # Many zero groups, so that "::" turns up everywhere it can.
+        value &= int("".join(rng.choice("0f") for _ in range(32)), 16)
+        address = ipaddress.IPv6Address(value)
+        prefix = ":".join(f"{int(g, 16):x}" for g in address.exploded.split(":")[:4])
+        if "." in str(address):  # ::ffff:a.b.c.d and the like: a v4 client in v6 clothes, keyed by address
+            continue
+        assert v6_key(site, str(address)) == prefix + "::/64", str(address)
+    # Two hosts of one /64, written differently, are one client; the next /64 is another.
+    assert v6_key(site, "2001:db8:1:2::1") == v6_key(site, "2001:db8:1:2:aa:bb:cc:dd") == "2001:db8:1:2::/64"
+    assert v6_key(site, "2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert v6_key(site, "192.0.2.1") == "(binary address)"
 
 
 # ------------------------------------------------------------------ slow clients and connection limits

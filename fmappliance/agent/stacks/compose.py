@@ -26,10 +26,18 @@ SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")
 CONTAINER_BENCH = "/home/frappe/frappe-bench"
 #: The dir (below the bench's sites/) that `bench drop-site` archives a throwaway site into; the agent removes it.
 DROP_ARCHIVE_PREFIX = ".fmappliance-dropped-"
-#: What a docker CLI without the compose plugin answers to `docker compose ...`: newer CLIs
-#: "docker: unknown command: docker compose" (exit 125), older ones "docker: 'compose' is not
-#: a docker command." (exit 1). Either way the rest of its message only says "see docker --help".
-PLUGIN_MISSING_MARKERS = ("unknown command: docker compose", "'compose' is not a docker command")
+#: What a docker CLI without the compose plugin answers to `docker compose ...`: "docker: 'compose'
+#: is not a docker command." (exit 1) when a command follows, and when one of our flags follows
+#: (-p, -f, --project-directory), docker's own flag parser: "unknown shorthand flag: 'p' in -p"
+#: (exit 125, Docker CLI 27). Compose itself knows those flags, so these texts mean "no plugin".
+#: Some CLIs say "docker: unknown command: docker compose". The rest only says "see docker --help".
+PLUGIN_MISSING_MARKERS = (
+    "unknown command: docker compose",
+    "'compose' is not a docker command",
+    "unknown shorthand flag: 'p' in -p",
+    "unknown shorthand flag: 'f' in -f",
+    "unknown flag: --project-directory",
+)
 PLUGIN_MISSING_REASON = "docker compose is not available: install the docker compose plugin"
 
 
