@@ -162,9 +162,17 @@ def services_compose_yaml(services_dir: Path) -> str:
     """FM 0.20.0's docker-compose.services.tmpl as ServicesManager.create renders it."""
     uid, gid = os.getuid(), os.getgid()
     proxy_volumes = ("certs", "dhparam", "confd", "htpasswd", "vhostd", "logs", "run", "ssl", "cache")
-    targets = {"certs": "/etc/nginx/certs", "dhparam": "/etc/nginx/dhparam", "confd": "/etc/nginx/conf.d",
-               "htpasswd": "/etc/nginx/htpasswd", "vhostd": "/etc/nginx/vhost.d", "logs": "/var/log/nginx",
-               "run": "/var/run", "ssl": "/usr/share/nginx/ssl", "cache": "/var/cache/nginx"}
+    targets = {
+        "certs": "/etc/nginx/certs",
+        "dhparam": "/etc/nginx/dhparam",
+        "confd": "/etc/nginx/conf.d",
+        "htpasswd": "/etc/nginx/htpasswd",
+        "vhostd": "/etc/nginx/vhost.d",
+        "logs": "/var/log/nginx",
+        "run": "/var/run",
+        "ssl": "/usr/share/nginx/ssl",
+        "cache": "/var/cache/nginx",
+    }
     return (
         "services:\n"
         f"  global-db:\n    container_name: fm_global-db\n    image: mariadb:10.6\n    user: {uid}:{gid}\n"
@@ -194,8 +202,8 @@ def write_services(home: Path, root_password: str) -> None:
     """FM's global services dir (what ServicesManager.create leaves, minus the mariadb config copy)."""
     services = home / "services"
     for sub in ("mariadb/conf", "mariadb/logs", "mariadb/data", "secrets") + tuple(
-        f"nginx-proxy/{d}" for d in ("dhparam", "certs", "confd", "htpasswd", "vhostd", "html", "logs", "run", "ssl",
-                                     "cache")
+        f"nginx-proxy/{d}"
+        for d in ("dhparam", "certs", "confd", "htpasswd", "vhostd", "html", "logs", "run", "ssl", "cache")
     ):
         (services / sub).mkdir(parents=True, exist_ok=True)
     (services / "docker-compose.yml").write_text(services_compose_yaml(services))

@@ -29,6 +29,7 @@ DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
 if str(DOUBLES) not in sys.path:
     sys.path.insert(0, str(DOUBLES))
 from double_state import DoubleWorld, normalise_project  # noqa: E402
+
 from support.fm_home import (  # noqa: E402
     FM_IMAGES,
     FM_INSTALL_HINT,
