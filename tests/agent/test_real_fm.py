@@ -198,3 +198,10 @@ def test_logs_of_a_service_is_compose_logs_of_the_main_file(world):
     assert res.returncode == 0
     assert compose_calls(world, argvs)[-1] == ["logs", "frappe"]
     assert "fm__erp_localhost__frappe  | hello from frappe" in res.stdout
+
+
+def test_fm_writes_the_whole_shell_command_line_into_its_own_log(world):
+    """Why no secret may travel through `fm shell -c`: FM logs its argv (and the docker argv) in <home>/logs/fm.log."""
+    res, _ = fm(world, "-n", "shell", BENCH, "-c", "bench --site erp.localhost list-apps --password not-a-secret-7q")
+    assert res.returncode == 0, res.stderr
+    assert "not-a-secret-7q" in (world.fm_home / "logs" / "fm.log").read_text()

@@ -224,7 +224,9 @@ class DoubleWorld:
         out = []
         for path in sorted((self.dir / "projects").glob("*.json")):
             data = self.project(path.stem) or {"services": {}}
-            out += [svc for svc, e in data["services"].items() if (e.get("name") or f"{path.stem}-{svc}-1") == container]
+            out += [
+                svc for svc, e in data["services"].items() if (e.get("name") or f"{path.stem}-{svc}-1") == container
+            ]
         return out
 
     def set_docker_root(self, path: str) -> None:
@@ -316,7 +318,7 @@ def fm_bench_dir(compose_files: list[str]) -> Path | None:
     return None
 
 
-def container_bench(world: "DoubleWorld", project: str, compose_files: list[str]):
+def container_bench(world: DoubleWorld, project: str, compose_files: list[str]):
     """(host dir that plays the bench, its path in the container, the DbServer the bench uses).
 
     An FM bench bind-mounts `<bench>/workspace` at /workspace and uses FM's global-db (project
@@ -325,8 +327,11 @@ def container_bench(world: "DoubleWorld", project: str, compose_files: list[str]
 
     bench = fm_bench_dir(compose_files)
     if bench is not None:
-        return (bench / "workspace" / "frappe-bench", FM_CONTAINER_BENCH,
-                DbServer(world, "services", "global-db", "global-db"))
+        return (
+            bench / "workspace" / "frappe-bench",
+            FM_CONTAINER_BENCH,
+            DbServer(world, "services", "global-db", "global-db"),
+        )
     return world.volume_bench(project), COMPOSE_CONTAINER_BENCH, DbServer(world, project, "db", "db")
 
 
