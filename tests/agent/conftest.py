@@ -1,8 +1,9 @@
-"""A tmp world for agent tests: the docker/fm doubles, one compose stack, one fm bench (built by
-``support.world``, shared with the browser suite).
+"""A tmp world for agent tests: the docker double, the real fm 0.20.0, one compose stack, one fm bench
+(built by ``support.world``, shared with the browser suite).
 
 ``world``          paths, the config, and ``world.doubles`` (DoubleWorld: argv log, faults, containers)
 ``client``         the agent app called in-process through WSGI (``client.get(path)``, ``client.post_action(...)``)
+``real_fm``        the real fm's path; fails the test (with how to install it) when it is missing
 ``agent_process``  a factory starting ``python -m fmappliance.agent`` as a real process on a free port
 """
 

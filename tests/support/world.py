@@ -1,7 +1,9 @@
-"""A tmp world shared by the agent and browser suites: the docker/fm doubles, one compose stack,
-one fm bench, and the agent and dashboard started as real processes.
+"""A tmp world shared by the agent and browser suites: the docker double, the real Frappe Manager
+(0.20.0, run against that double), one compose stack, one fm bench laid out as FM writes it
+(support/fm_home.py), and the agent and dashboard started as real processes.
 
-``build_world(root)``      doubles installed in ``root/bin``, stacks built, a config written -> World
+``build_world(root)``      docker double and real-fm wrapper in ``root/bin``, fm double in ``root/fm-double``,
+                           stacks built, a config written -> World
 ``AgentProcess``           ``python -m fmappliance.agent`` on a port; ``start()`` waits for ``GET /``
 ``DashboardProcess``       ``python -m fmappliance.dashboard`` on a port; ``start()`` waits for ``/healthz``
 ``kill_hanging_doubles``   ends double processes left sleeping by a ``hang`` fault
