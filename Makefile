@@ -5,6 +5,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+# The real Frappe Manager the fm-stack tests drive (tests/support/fm_home.py finds it in .venv-fm).
+# frappe-manager 0.20.0 needs Python >=3.13,<3.14: PYTHON313, else pyenv's 3.13, else python3.13 on PATH.
+# tomlkit 0.15.3 writes FM's str-enums as "FMBenchEnvType.prod" and FM cannot read its own
+# bench_config.toml back (every bench then "needs migration"): keep it below.
+FM_VERSION := 0.20.0
+FM_VENV    := .venv-fm
+FM_STAMP   := $(FM_VENV)/.installed
+PYTHON313  ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
+
 .PHONY: check lint typecheck fast-test test bench build system-deps docs example-config lock clean
 
 # A virtualenv with the package (editable) and the test/build tools.
@@ -13,6 +22,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,build]'
 	touch $(STAMP)
+
+# The real frappe-manager in its own venv, for the tests (not shipped: the appliance drives the operator's fm).
+$(FM_STAMP): Makefile
+	@test -n "$(PYTHON313)" || { echo "make: the tests run the real Frappe Manager $(FM_VERSION), which needs Python 3.13; none was found. Install it (e.g. 'pyenv install 3.13' or 'apt install python3.13') or pass PYTHON313=/path/to/python3.13." >&2; exit 1; }
+	@$(PYTHON313) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { echo "make: $(PYTHON313) is not Python 3.13 (frappe-manager $(FM_VERSION) needs >=3.13,<3.14); pass PYTHON313=/path/to/python3.13." >&2; exit 1; }
+	rm -rf $(FM_VENV)
+	$(PYTHON313) -m venv $(FM_VENV)
+	$(FM_VENV)/bin/python -m pip install -q 'frappe-manager==$(FM_VERSION)' 'tomlkit<0.15.3'
+	touch $(FM_STAMP)
 
 # Debian packages the test suite drives for real: chromium, nginx, shellcheck, openssl.
 system-deps:
@@ -29,7 +47,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy fmappliance/
 
-fast-test: $(STAMP)
+fast-test: $(STAMP) $(FM_STAMP)
 	$(PY) -m pytest -q -m "not browser and not nginx and not slow" tests/agent tests/dashboard tests/test_config.py tests/test_lock.py
 
 # Regenerate packaging/requirements.lock (hashes of the zipapps' runtime dependencies) after
@@ -38,7 +56,7 @@ lock: $(STAMP)
 	$(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 		--no-emit-find-links --output-file packaging/requirements.lock packaging/requirements.in
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(FM_STAMP) system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) build
@@ -55,4 +73,4 @@ docs: $(STAMP)
 example-config: docs
 
 clean:
-	rm -rf dist build *.egg-info $(VENV)
+	rm -rf dist build *.egg-info $(VENV) $(FM_VENV)

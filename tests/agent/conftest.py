@@ -1,15 +1,19 @@
-"""A tmp world for agent tests: the docker/fm doubles, one compose stack, one fm bench (built by
-``support.world``, shared with the browser suite).
+"""A tmp world for agent tests: the docker double, the real fm 0.20.0, one compose stack, one fm bench
+(built by ``support.world``, shared with the browser suite).
 
 ``world``          paths, the config, and ``world.doubles`` (DoubleWorld: argv log, faults, containers)
 ``client``         the agent app called in-process through WSGI (``client.get(path)``, ``client.post_action(...)``)
+``real_fm``        the real fm's path; fails the test (with how to install it) when it is missing
 ``agent_process``  a factory starting ``python -m fmappliance.agent`` as a real process on a free port
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from support.config_factory import TEST_TOKEN
+from support.fm_home import FM_INSTALL_HINT, real_fm_path
 from support.world import (  # noqa: F401  (re-exported: agent tests and benchmarks import them from here)
     COMPOSE_SERVICES,
     COMPOSE_SITES,
@@ -35,6 +39,15 @@ def world(tmp_path) -> World:
     w = build_world(tmp_path)
     yield w
     kill_hanging_doubles(w.doubles)
+
+
+@pytest.fixture
+def real_fm():
+    """The real Frappe Manager (tests/support/fm_home.py); a test that needs it fails when it is missing."""
+    path = real_fm_path()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(FM_INSTALL_HINT.format(path=path), pytrace=False)
+    return path
 
 
 @pytest.fixture

@@ -90,9 +90,10 @@ def listing(agent, stack: str, site: str) -> list[dict]:
 
 
 def bench_calls(world, words: tuple[str, ...]) -> list[list[str]]:
-    """Recorded calls (docker or fm) whose argv mentions every word (fm's -c string counts word by word)."""
+    """The docker calls that ran bench with every word in their argv (a `bash -c` string counts word by
+    word): what reached the containers, whether the agent or the real fm sent it."""
     found = []
-    for call in world.doubles.invocations():
+    for call in world.doubles.invocations("docker"):
         flat = " ".join(call["argv"]).split()
         if all(w in flat for w in words):
             found.append(call["argv"])

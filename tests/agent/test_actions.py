@@ -201,13 +201,22 @@ def test_update_stops_when_its_backup_fails_verification(client, world):
 )
 def test_fm_stack_actions_call_fm_non_interactively_with_its_home(client, world, action, command):
     run_action(client, action, "erp")
-    assert action_argvs(world) == [["-n", command, "erp.localhost"]]
+    assert action_argvs(world, "fm") == [["-n", command, "erp.localhost"]]
     assert_clean_invocations(world)
+    # what the real fm then did to the bench (test_real_fm.py pins each)
+    sent = [
+        a[3:]
+        for a in world.doubles.argvs("docker")
+        if a[:3] == ["compose", "-f", str(world.bench_path / "docker-compose.yml")]
+    ]
+    effect = {"restart": ["supervisorctl"], "start": ["up", "--detach"], "stop": ["stop", "--timeout"]}[command]
+    assert any(all(w in a for w in effect) for a in sent), sent
 
 
 def test_fm_restart_site_restarts_the_bench(client, world):
     run_action(client, "restart_site", "erp", FM_SITE)
-    assert action_argvs(world) == [["-n", "restart", "erp.localhost"]]
+    assert action_argvs(world, "fm") == [["-n", "restart", "erp.localhost"]]
+    assert sum("supervisorctl" in a for a in world.doubles.argvs("docker")) == 5  # web, schedule, 2 workers
 
 
 def fm_bench(world, *args):
@@ -272,10 +281,19 @@ def test_fm_bench_failure_passes_the_exit_code_into_the_job(client, world):
     assert 'service "frappe" is not running' in job["output"]
 
 
-def test_fm_missing_bench_fails_the_job_with_fm_own_words(client, world):
-    (world.bench_path / "docker-compose.yml").rename(world.bench_path / "docker-compose.yml.bak")
+def test_fm_failure_fails_the_job_with_fm_own_words(client, world):
+    world.doubles.set_faults(daemon_down=True)
     job = run_action(client, "restart_stack", "erp", expect="failed")
-    assert "Bench not found at" in job["output"]
+    assert job["exit_code"] == 1
+    assert "Docker daemon not running. Please start docker service" in job["output"]
+
+
+def test_fm_missing_bench_dir_fails_the_job_before_fm_runs(client, world):
+    # (the real fm finds a bench by its dir; with only docker-compose.yml gone it "restarts" nothing and exits 0)
+    world.bench_path.rename(world.bench_path.with_name("moved-away"))
+    job = run_action(client, "restart_stack", "erp", expect="failed")
+    assert f"the working directory {world.bench_path} does not exist" in job["output"]
+    assert world.doubles.argvs("fm") == []
 
 
 # ------------------------------------------------------------------ backup failures
@@ -354,13 +372,14 @@ def test_identical_action_while_queued_or_running_returns_the_same_job(client, w
 
 
 def test_actions_on_one_stack_run_one_after_another(client, world):
-    world.doubles.set_faults(hang={"bench backup": 1})
+    # the backup hangs longer than the real fm takes to restart the other stack (about 2 s on 2 busy cores)
+    world.doubles.set_faults(hang={"bench backup": 6})
     backup = client.post_action("backup_site", "prod", "site1.example.com").json()["job"]
     migrate = client.post_action("migrate_site", "prod", "site1.example.com").json()["job"]
     other_stack = client.post_action("restart_stack", "erp").json()["job"]
     assert migrate["status"] == "queued"
     # Another stack does not wait for prod's queue.
-    assert wait_job(client, other_stack["id"], timeout=5)["status"] == "succeeded"
+    assert wait_job(client, other_stack["id"], timeout=5.5)["status"] == "succeeded"
     assert client.services.jobs.get(backup["id"])["status"] == "running"
     for job in (backup, migrate):
         assert wait_job(client, job["id"])["status"] == "succeeded"

@@ -59,11 +59,20 @@ def test_ps_shapes_and_all_flag(world):
 
 
 def test_fm_style_up_and_stop_flags(world):
-    base = ["-f", str(world.bench_path / "docker-compose.yml")]
-    assert run(world, "docker", "compose", *base, "stop", "--timeout", "10").returncode == 0
-    assert {e["state"] for e in world.doubles.project(world.fm_project)["services"].values()} == {"exited"}
-    assert run(world, "docker", "compose", *base, "up", "--detach", "--pull", "never").returncode == 0
-    assert {e["state"] for e in world.doubles.project(world.fm_project)["services"].values()} == {"running"}
+    """As FM sends them: the main file and the workers file of one project are stopped and started apart."""
+
+    def states():
+        return {svc: e["state"] for svc, e in world.doubles.project(world.fm_project)["services"].items()}
+
+    main = ["-f", str(world.bench_path / "docker-compose.yml")]
+    workers = ["-f", str(world.bench_path / "docker-compose.workers.yml")]
+    assert run(world, "docker", "compose", *main, "stop", "--timeout", "10").returncode == 0
+    assert {s for s, state in states().items() if state == "running"} == {"short-worker", "long-worker"}
+    assert run(world, "docker", "compose", *workers, "stop", "--timeout", "10").returncode == 0
+    assert set(states().values()) == {"exited"}
+    assert run(world, "docker", "compose", *main, "up", "--detach", "--pull", "never").returncode == 0
+    assert run(world, "docker", "compose", *workers, "up", "--detach", "--pull", "never").returncode == 0
+    assert set(states().values()) == {"running"}
 
 
 def test_bench_backup_writes_real_files_and_the_summary(world):
@@ -82,14 +91,16 @@ def test_bench_backup_writes_real_files_and_the_summary(world):
         assert all(n.startswith("./site1.example.com/public/files/") for n in tar.getnames())
 
 
-def test_fm_prints_progress_on_stderr_and_refuses_unknown_benches(world):
+def test_fm_double_prints_progress_on_stderr_and_refuses_unknown_benches(world):
+    """The fm double (kept for faults the real fm cannot produce; the real fm: test_real_fm.py)."""
     env = {"PATH": "/usr/bin:/bin", "FRAPPE_MANAGER_HOME": str(world.fm_home)}
-    res = run(world, "fm", "-n", "restart", "erp.localhost", env=env)
+    fm = "../fm-double/fm"
+    res = run(world, fm, "-n", "restart", "erp.localhost", env=env)
     assert res.returncode == 0 and res.stdout == ""
     assert "renamed" in res.stderr.splitlines()[0] and "⚡" in res.stderr
-    res = run(world, "fm", "-n", "restart", "nope.localhost", env=env)
+    res = run(world, fm, "-n", "restart", "nope.localhost", env=env)
     assert res.returncode == 1 and f"Bench not found at {world.fm_home}/sites/nope.localhost" in res.stderr
-    res = run(world, "fm", "-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost migrate", env=env)
+    res = run(world, fm, "-n", "shell", "erp.localhost", "-c", "bench --site erp.localhost migrate", env=env)
     assert res.returncode == 0 and "Migrating erp.localhost" in res.stdout
 
 

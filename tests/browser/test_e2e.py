@@ -128,7 +128,8 @@ def test_a_failing_restart_of_an_fm_stack_shows_in_its_jobs_the_job_page_and_the
     assert page.url.endswith("/stack/erp")
     signed_in.assert_clean()
 
-    served.world.doubles.set_faults(fail={"fm restart": {"rc": 1, "stderr": "Docker compose restart failed"}})
+    # the real fm restarts supervisor in each container; its first `supervisorctl` fails
+    served.world.doubles.set_faults(fail={"supervisorctl": {"rc": 2, "stderr": "unix:///tmp/supervisor.sock refused"}})
     try:
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator(".page-head").get_by_role("button", name="Restart").click()
@@ -147,7 +148,7 @@ def test_a_failing_restart_of_an_fm_stack_shows_in_its_jobs_the_job_page_and_the
         recent.locator("a").first.click()
     assert page.url.endswith(f"/jobs/{job_id}")
     assert page.locator(".job-panel").get_attribute("data-status") == "failed"
-    assert "Docker compose restart failed" in page.locator(".job-output").inner_text()
+    assert "Failed to restart supervisor for frappe" in page.locator(".job-output").inner_text()
     signed_in.assert_clean()
 
     signed_in.goto("/audit")

@@ -239,6 +239,16 @@ class DoubleWorld:
                     names.append(entry.get("name") or f"{path.stem}-{svc}-1")
         return names
 
+    def services_named(self, container: str) -> list[str]:
+        """The compose service names of a container (its network alias besides its name)."""
+        out = []
+        for path in sorted((self.dir / "projects").glob("*.json")):
+            data = self.project(path.stem) or {"services": {}}
+            out += [
+                svc for svc, e in data["services"].items() if (e.get("name") or f"{path.stem}-{svc}-1") == container
+            ]
+        return out
+
     def set_docker_root(self, path: str) -> None:
         (self.dir / "docker-root.txt").write_text(path)
 
@@ -249,6 +259,17 @@ class DoubleWorld:
             root = self.dir / "docker-root"
             root.mkdir(exist_ok=True)
             return str(root)
+
+    # ------------------------------------------------------------ local image store (`docker images`)
+    def set_images(self, images: list[str]) -> None:
+        """The images present locally, as "repository:tag" (FM's `start` refuses to run without its own)."""
+        (self.dir / "images.json").write_text(json.dumps(sorted(set(images))))
+
+    def images(self) -> list[str]:
+        try:
+            return json.loads((self.dir / "images.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return []
 
     # ------------------------------------------------------------ service logs
     def log_file(self, project: str, service: str) -> Path:
@@ -298,6 +319,60 @@ def parse_compose_services(path: str) -> dict[str, str]:
         elif current and line.strip().startswith("container_name:"):
             services[current] = line.split(":", 1)[1].strip().strip("'\"")
     return services
+
+
+# ---------------------------------------------------------------- inside a container of a project
+
+#: Where the bench is inside the containers: frappe_docker's backend, FM's frappe (and workers).
+COMPOSE_CONTAINER_BENCH = "/home/frappe/frappe-bench"
+FM_CONTAINER_BENCH = "/workspace/frappe-bench"
+
+
+def fm_bench_dir(compose_files: list[str]) -> Path | None:
+    """The FM bench a compose project belongs to: its main file is `<home>/sites/<bench>/docker-compose.yml`
+    next to `bench_config.toml` (the workers file sits in the same dir)."""
+    for f in compose_files:
+        d = Path(f).resolve().parent
+        if d.parent.name == "sites" and (d / "bench_config.toml").is_file():
+            return d
+    return None
+
+
+def container_bench(world: DoubleWorld, project: str, compose_files: list[str]):
+    """(host dir that plays the bench, its path in the container, the DbServer the bench uses).
+
+    An FM bench bind-mounts `<bench>/workspace` at /workspace and uses FM's global-db (project
+    `services`); a frappe_docker project keeps the bench in its sites volume and has its own `db`."""
+    from db_server import DbServer
+
+    bench = fm_bench_dir(compose_files)
+    if bench is not None:
+        return (
+            bench / "workspace" / "frappe-bench",
+            FM_CONTAINER_BENCH,
+            DbServer(world, "services", "global-db", "global-db"),
+        )
+    return world.volume_bench(project), COMPOSE_CONTAINER_BENCH, DbServer(world, project, "db", "db")
+
+
+#: Shell syntax the double does not run: a command using it is refused rather than half-run.
+_SHELL_OPERATORS = {"&&", "||", "|", ";", "&", ">", ">>", "<", "(", ")"}
+
+
+def shell_words(command: str) -> list[str] | None:
+    """The words bash would run for `bash -c COMMAND` when COMMAND is one simple command (quotes
+    removed as bash removes them); None when it uses operators, expansions or redirections."""
+    import shlex
+
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:
+        return None
+    if any(w in _SHELL_OPERATORS for w in words) or "$" in command or "`" in command:
+        return None
+    return words
 
 
 # ---------------------------------------------------------------- faults as seen by a double

@@ -1,7 +1,9 @@
-"""A tmp world shared by the agent and browser suites: the docker/fm doubles, one compose stack,
-one fm bench, and the agent and dashboard started as real processes.
+"""A tmp world shared by the agent and browser suites: the docker double, the real Frappe Manager
+(0.20.0, run against that double), one compose stack, one fm bench laid out as FM writes it
+(support/fm_home.py), and the agent and dashboard started as real processes.
 
-``build_world(root)``      doubles installed in ``root/bin``, stacks built, a config written -> World
+``build_world(root)``      docker double and real-fm wrapper in ``root/bin``, fm double in ``root/fm-double``,
+                           stacks built, a config written -> World
 ``AgentProcess``           ``python -m fmappliance.agent`` on a port; ``start()`` waits for ``GET /``
 ``DashboardProcess``       ``python -m fmappliance.dashboard`` on a port; ``start()`` waits for ``/healthz``
 ``kill_hanging_doubles``   ends double processes left sleeping by a ``hang`` fault
@@ -29,6 +31,19 @@ DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
 if str(DOUBLES) not in sys.path:
     sys.path.insert(0, str(DOUBLES))
 from double_state import DoubleWorld, normalise_project  # noqa: E402
+
+from support.fm_home import (  # noqa: E402
+    FM_IMAGES,
+    FM_INSTALL_HINT,
+    FM_VERSION,
+    bench_compose_yaml,
+    real_fm_path,
+    set_bench_migrated_to,
+    workers_compose_yaml,
+    write_bench_config,
+    write_fm_config,
+    write_services,
+)
 
 COMPOSE_SERVICES = (
     "configurator",
@@ -73,7 +88,18 @@ class World:
 
     @property
     def fm(self) -> str:
+        """The real Frappe Manager (through the wrapper that puts the docker double on its PATH)."""
         return str(self.bin / "fm")
+
+    @property
+    def fm_double(self) -> str:
+        """The fm double: only for a fault the real fm cannot produce (a test using it says which)."""
+        return str(self.root / "fm-double" / "fm")
+
+    def make_bench_need_migration(self, bench_path: Path | None = None, migrated_to: str = "0.19.0") -> None:
+        """The bench's bench_config.toml says it was migrated to an older FM: the real fm then prints
+        "Bench migration required: <bench> (v0.19.0 → v0.20.0)" and exits 0 for start/restart/stop/shell."""
+        set_bench_migrated_to(bench_path or self.bench_path, migrated_to)
 
     def write_config(self, **sections) -> Path:
         agent = {
@@ -98,17 +124,46 @@ class World:
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
 
 
+REAL_FM_WRAPPER = """\
+\"\"\"The real Frappe Manager for this world (written by tests/support/world.py).
+
+Records the call in the doubles' invocation log (as the fm double did), then runs the real `fm`
+with the `docker` double first on PATH: FM runs `docker` from PATH, and the agent passes its own.
+\"\"\"
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from double_state import DoubleWorld  # noqa: E402
+
+REAL_FM = {real_fm!r}
+DoubleWorld().record("fm", sys.argv[1:])
+if not os.access(REAL_FM, os.X_OK):
+    print({hint!r}, file=sys.stderr)
+    sys.exit(127)
+env = dict(os.environ, PATH=HERE + os.pathsep + os.environ.get("PATH", os.defpath))
+os.execve(REAL_FM, [REAL_FM, *sys.argv[1:]], env)
+"""
+
+
 def install_doubles(bin_dir: Path) -> None:
-    """Copy the doubles; their interpreter is fixed so a minimal PATH (or a pyenv shim) doesn't matter."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
+    """``bin_dir/docker``: the docker double; ``bin_dir/fm``: the real fm (fm_home.real_fm_path()) run
+    against that docker; ``bin_dir/../fm-double/fm``: the fm double, for the faults the real fm cannot
+    produce.  The interpreter is fixed so a minimal PATH (or a pyenv shim) doesn't matter."""
     interpreter = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-    for name in ("docker", "fm"):
+    fm_double_dir = bin_dir.parent / "fm-double"
+    real = real_fm_path()
+    for directory, name in ((bin_dir, "docker"), (fm_double_dir, "fm")):
+        directory.mkdir(parents=True, exist_ok=True)
         text = (DOUBLES / name).read_text()
-        lines = text.split("\n", 1)
-        (bin_dir / name).write_text(f"#!{interpreter} -IS\n" + lines[1])
-        (bin_dir / name).chmod(0o755)
-    for module in DOUBLES.glob("*.py"):
-        shutil.copy(module, bin_dir / module.name)
+        (directory / name).write_text(f"#!{interpreter} -IS\n" + text.split("\n", 1)[1])
+        (directory / name).chmod(0o755)
+        for module in DOUBLES.glob("*.py"):
+            shutil.copy(module, directory / module.name)
+    wrapper = REAL_FM_WRAPPER.format(real_fm=str(real), hint=FM_INSTALL_HINT.format(path=real))
+    (bin_dir / "fm").write_text(f"#!{interpreter} -IS\n" + wrapper)
+    (bin_dir / "fm").chmod(0o755)
 
 
 def make_compose_stack(
@@ -133,21 +188,18 @@ def doubles_project(dirname: str) -> str:
     return normalise_project(dirname)
 
 
-def make_fm_bench(world_root: Path, doubles: DoubleWorld, bench: str = FM_SITE) -> tuple[Path, Path, str]:
+def make_fm_bench(
+    world_root: Path, doubles: DoubleWorld, bench: str = FM_SITE, migrated_to: str = FM_VERSION
+) -> tuple[Path, Path, str]:
+    """A bench as FM 0.20.0's `create` leaves it (tests/support/fm_home.py), its containers running."""
     home = world_root / "fmhome"
     bench_path = home / "sites" / bench
     under = bench.replace(".", "_")
     bench_path.mkdir(parents=True, exist_ok=True)
-    (bench_path / "docker-compose.yml").write_text(
-        "services:\n"
-        + "".join(
-            f"  {s}:\n    image: ghcr.io/rtcamp/frappe-manager-{s}:v0.20\n    container_name: fm__{under}__{s}\n"
-            for s in FM_SERVICES
-        )
-    )
-    (bench_path / "docker-compose.workers.yml").write_text(
-        "services:\n" + "".join(f"  {s}:\n    container_name: fm__{under}__{s}\n" for s in FM_WORKERS)
-    )
+    write_fm_config(home)
+    (bench_path / "docker-compose.yml").write_text(bench_compose_yaml(bench))
+    (bench_path / "docker-compose.workers.yml").write_text(workers_compose_yaml(bench, FM_WORKERS))
+    write_bench_config(bench_path, bench, migrated_to)
     site_dir = bench_path / "workspace" / "frappe-bench" / "sites" / bench
     (site_dir / "private" / "backups").mkdir(parents=True, exist_ok=True)
     (site_dir / "site_config.json").write_text(json.dumps({"db_name": "_" + under}))
@@ -161,17 +213,12 @@ def make_fm_bench(world_root: Path, doubles: DoubleWorld, bench: str = FM_SITE) 
 
 def make_fm_services(home: Path, doubles: DoubleWorld) -> None:
     """FM's global `services` project: global-db (root password in services/secrets) and the proxy."""
-    services = home / "services"
-    if (services / "docker-compose.yml").is_file():
+    if (home / "services" / "docker-compose.yml").is_file():
         return
-    (services / "secrets").mkdir(parents=True, exist_ok=True)
-    (services / "docker-compose.yml").write_text(
-        "services:\n  global-db:\n    container_name: fm_global-db\n"
-        "  global-nginx-proxy:\n    container_name: fm_global-nginx-proxy\n"
-    )
-    (services / "secrets" / "db_root_password.txt").write_text(FM_DB_ROOT_PASSWORD)
+    write_services(home, FM_DB_ROOT_PASSWORD)
     doubles.define_project("services", {"global-db": "fm_global-db", "global-nginx-proxy": "fm_global-nginx-proxy"})
     doubles.set_service_env("services", "global-db", MYSQL_ROOT_PASSWORD=FM_DB_ROOT_PASSWORD)
+    doubles.set_images(sorted(set(doubles.images()) | set(FM_IMAGES)))
 
 
 def build_world(root: Path) -> World:
