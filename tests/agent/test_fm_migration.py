@@ -18,10 +18,19 @@ SENTENCE = (
 
 
 def written_by(world, version: str | None) -> None:
-    """bench_config.toml as FM writes it, migrated to ``version`` (None: an older file without the state)."""
-    state = f'\n[migration_state]\nmigrated_to = "{version}"\nlast_migration_date = "2026-06-01T10:00:00"\n'
-    text = 'name = "erp.localhost"\nenvironment_type = "prod"\ndb_name = "_erp_localhost"\n'
-    (world.bench_path / "bench_config.toml").write_text(text + (state if version else ""))
+    """The world's bench_config.toml (as FM 0.20.0 writes it) migrated to ``version``; None: an older file
+    without the `[migration_state]` table, which the real fm reads as 0.0.0."""
+    if version is not None:
+        world.make_bench_need_migration(migrated_to=version)
+        return
+    path = world.bench_path / "bench_config.toml"
+    kept, skipping = [], False
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("["):
+            skipping = line.strip() == "[migration_state]"
+        if not skipping:
+            kept.append(line)
+    path.write_text("\n".join(kept) + "\n")
 
 
 def bench_argvs(world) -> list[list[str]]:

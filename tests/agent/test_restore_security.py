@@ -183,7 +183,8 @@ def test_a_site_config_naming_another_database_is_refused_before_anything_change
     job = restore(agent, stack, site, made["id"], expect="failed")
     assert "Preflight failed, nothing was changed" in job["message"] and "'mysql'" in job["message"]
     if kind == "fm":
-        (world.bench_path / "bench_config.toml").write_text(f'name = "{site}"\ndb_name = "{real}"\n')
+        bench_config = world.bench_path / "bench_config.toml"  # as FM wrote it; db_name is the site's real one
+        assert f'db_name = "{real}"' in bench_config.read_text()
         update_site_config(world, stack, site, db_name="_another_bench_db")
         job = restore(agent, stack, site, made["id"], expect="failed")
         assert "bench_config.toml" in job["message"] and "Preflight failed" in job["message"]

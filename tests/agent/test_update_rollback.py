@@ -62,7 +62,7 @@ def test_a_compose_update_whose_migrate_fails_runs_the_old_images_and_the_old_da
         listing = agent.request("GET", f"/backups/{stack}/{s}")[1]["backups"]
         (pre,) = [b for b in listing if b["label"] == "pre-update"]
         pre_update[s] = pre["id"]
-        assert content(world, stack, s) == published_dump(world, stack, s, pre["id"])
+        assert content(world, stack, s) == published_dump(world, stack, s, pre["id"]), message
         assert f"{s} restored from {pre['id']}" in message
     assert bench_calls(world, ("--force", "restore"))
     # the override pinning the digests was used before the databases were restored

@@ -436,7 +436,8 @@ class SiteOps:
 
         base = base_argv(self.docker, self.stack) + ["exec", "-T", self.db_service]
         for argv in (base + ["printenv", ROOT_PASSWORD_ENV], base + ["cat", ROOT_PASSWORD_SECRET]):
-            result = run(self._cmd(argv), quiet=True, check=False)
+            # raw: a job that already knows the password (an update rolling back several sites) would read "***"
+            result = run(self._cmd(argv), quiet=True, check=False, raw=True)
             password = result.output.rstrip("\n") if result.ok else ""
             if password and "\n" not in password:
                 return password
