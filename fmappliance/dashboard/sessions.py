@@ -129,20 +129,26 @@ class SessionStore:
                 self._cache.clear()
             self._data_version = version
 
+    def _lookup(self, id_hash: str) -> Session | None:
+        """The session with this hash from the cache or the database, expired or not."""
+        self._forget_if_changed_elsewhere()
+        with self._lock:
+            cached = self._cache.get(id_hash)
+        return cached if cached is not None else self._read(id_hash)
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return now - session.last_seen > self.idle_seconds or now - session.created > self.max_seconds
+
     def load(self, raw_id: str | None) -> Session | None:
         """The live session for a cookie value, or None (expired ones are deleted)."""
         if not raw_id or len(raw_id) > 200:
             return None
         id_hash = _digest(raw_id)
         now = self.clock()
-        self._forget_if_changed_elsewhere()
-        with self._lock:
-            cached = self._cache.get(id_hash)
+        cached = self._lookup(id_hash)
         if cached is None:
-            cached = self._read(id_hash)
-            if cached is None:
-                return None
-        if now - cached.last_seen > self.idle_seconds or now - cached.created > self.max_seconds:
+            return None
+        if self._expired(cached, now):
             self.destroy(cached)
             return None
         if now - cached.last_seen >= TOUCH_INTERVAL_SECONDS:
@@ -160,13 +166,8 @@ class SessionStore:
         For re-checking a long request (a followed log): the stream itself must not keep its
         session from going idle.
         """
-        now = self.clock()
-        self._forget_if_changed_elsewhere()
-        with self._lock:
-            cached = self._cache.get(id_hash)
-        if cached is None:
-            cached = self._read(id_hash)
-        if cached is None or now - cached.last_seen > self.idle_seconds or now - cached.created > self.max_seconds:
+        cached = self._lookup(id_hash)
+        if cached is None or self._expired(cached, self.clock()):
             return None
         return dataclasses.replace(cached, flash=list(cached.flash))
 
