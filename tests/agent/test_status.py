@@ -9,7 +9,7 @@ from double_state import DAEMON_DOWN
 from support.world import COMPOSE_SERVICES
 
 from fmappliance.agent.inventory import Inventory
-from fmappliance.agent.stacks import compose
+from fmappliance.agent.stacks import compose, compose_output
 from fmappliance.agent.status import StatusBoard
 
 
@@ -218,9 +218,9 @@ def test_parse_ps_accepts_both_shapes_and_skips_warnings():
     row = '{"Name":"p-backend-1","Service":"backend","State":"running","Health":"","Status":"Up","ExitCode":0}'
     lines = "WARN[0000] the attribute `version` is obsolete\n" + row + "\n" + row.replace("backend", "frontend") + "\n"
     array = "[" + row + "," + row.replace("backend", "frontend") + "]"
-    assert [r["Service"] for r in compose.parse_ps(lines)] == ["backend", "frontend"]
-    assert [r["Service"] for r in compose.parse_ps(array)] == ["backend", "frontend"]
-    assert compose.parse_ps("[]") == [] and compose.parse_ps("") == []
+    assert [r["Service"] for r in compose_output.parse_ps(lines)] == ["backend", "frontend"]
+    assert [r["Service"] for r in compose_output.parse_ps(array)] == ["backend", "frontend"]
+    assert compose_output.parse_ps("[]") == [] and compose_output.parse_ps("") == []
 
 
 def test_compute_status_rules():
@@ -230,14 +230,14 @@ def test_compute_status_rules():
             "state": state,
             "exit_code": code,
             "status": state,
-            "one_shot": name in compose.ONE_SHOT_SERVICES,
+            "one_shot": name in compose_output.ONE_SHOT_SERVICES,
         }
 
-    assert compose.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == ("running", None)
-    assert compose.compute_status([svc("backend", "running"), svc("frontend", "restarting")])[0] == "partial"
-    assert compose.compute_status([svc("backend", "exited"), svc("configurator", "exited", 1)])[0] == "stopped"
-    assert compose.compute_status([svc("frappe", "running")], expected=("frappe", "nginx"))[0] == "partial"
-    assert compose.compute_status([])[0] == "stopped"
+    assert compose_output.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == ("running", None)
+    assert compose_output.compute_status([svc("backend", "running"), svc("frontend", "restarting")])[0] == "partial"
+    assert compose_output.compute_status([svc("backend", "exited"), svc("configurator", "exited", 1)])[0] == "stopped"
+    assert compose_output.compute_status([svc("frappe", "running")], expected=("frappe", "nginx"))[0] == "partial"
+    assert compose_output.compute_status([])[0] == "stopped"
 
 
 def test_compose_argv_honours_project_and_files():
