@@ -265,12 +265,8 @@ class Actions:
             log.exception("could not queue the offsite copy of %s on %s", site, stack_name)
 
     def _site_ops(self, stack: dict) -> stacks.SiteOps:
-        binaries = {
-            "docker": resolve_binary(self.config["agent"]["docker_binary"]),
-            "fm": resolve_binary(self.config["agent"]["fm_binary"]),
-        }
         try:
-            return stacks.for_stack(stack).site_ops(binaries, self.state_dir)
+            return stacks.for_stack(stack).site_ops(self._find, self.state_dir)
         except stacks.StackUnsupported as exc:
             raise StepFailed(str(exc)) from None
 
@@ -338,6 +334,9 @@ class Actions:
         from fmappliance.agent.imports import publish_import
 
         return {"backup": publish_import(ctx, self.store, name, site, import_set)}
+
+    def _find(self, key: str) -> str | None:
+        return resolve_binary(self.config["agent"][key])
 
     def _binary(self, key: str) -> str:
         name = self.config["agent"][key]

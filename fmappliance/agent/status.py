@@ -118,7 +118,7 @@ class StatusBoard:
         stack = self.inventory.stacks[name]
         return {
             "name": name,
-            "type": stack["type"],
+            "type": stacks.for_stack(stack).kind,
             "path": stack["path"],
             "status": "unknown",
             "reason": None,

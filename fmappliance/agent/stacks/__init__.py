@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: stack "type" in the config -> its driver (the config schema allows only these).
-_BY_TYPE: dict[str, Callable[[dict], StackDriver]] = {"fm": FmStack, "compose": ComposeStack}
+_BY_TYPE: dict[str, Callable[[dict], StackDriver]] = {driver.kind: driver for driver in (FmStack, ComposeStack)}
 
 
 def for_stack(stack: dict) -> StackDriver:

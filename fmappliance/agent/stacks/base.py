@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: ``agent.*`` config key ("docker_binary", "fm_binary") -> the command's full path; raises StepFailed when missing.
 Resolve = Callable[[str], str]
+#: ``agent.*`` config key -> the command's full path, or None when it is not installed.
+Find = Callable[[str], str | None]
 #: restore.py's runner of a Command for SiteOps: ``run(cmd, quiet=, check=, raw=)`` -> a runner.CommandResult.
 Run = Callable[..., Any]
 #: ``check_room(bytes, staging)`` refuses a copy out of a container that would not fit.
@@ -96,6 +98,8 @@ class SiteOps(Protocol):
 class StackDriver(Protocol):
     """One stack, as its type drives it (``stacks.fm.FmStack``, ``stacks.compose.ComposeStack``)."""
 
+    #: The stack's "type" as the config and the API name it.
+    kind: str
     stack: dict
 
     #: Whether ``list_sites`` asks a container (slow and may fail: the inventory caches its answer).
@@ -159,8 +163,8 @@ class StackDriver(Protocol):
         """Why a restore may not create a new site on this stack type, or None."""
         ...
 
-    def site_ops(self, binaries: dict[str, str | None], state_dir: str) -> SiteOps:
-        """The restore steps; ``binaries`` maps "docker"/"fm" to full paths (None when missing)."""
+    def site_ops(self, find: Find, state_dir: str) -> SiteOps:
+        """The restore steps (StackUnsupported when a command they need is missing)."""
         ...
 
     # ---- update and roll-back

@@ -254,9 +254,8 @@ ROOT_PASSWORD_SECRET = "/run/secrets/db_password"
 class SiteOps:
     """Restore steps of a frappe_docker project: bench in the backend service, MariaDB in the db service."""
 
-    def __init__(self, stack: dict, binaries: dict, state_dir: str):
+    def __init__(self, stack: dict, docker: str | None, state_dir: str):
         self.stack = stack
-        docker = binaries.get("docker")
         if not docker:
             raise StackUnsupported("docker was not found (agent.docker_binary); install it or set its full path.")
         self.docker: str = docker

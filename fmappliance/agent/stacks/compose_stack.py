@@ -5,7 +5,7 @@ from __future__ import annotations
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.runner import redact_text, resolve_binary, run_command
 from fmappliance.agent.stacks import compose, compose_update
-from fmappliance.agent.stacks.base import CheckRoom, Resolve, RunningState, SitesUnavailable
+from fmappliance.agent.stacks.base import CheckRoom, Find, Resolve, RunningState, SitesUnavailable
 from fmappliance.agent.stacks.compose_output import compute_status, parse_ps, service_rows
 
 #: The agent.* config key naming the command a compose project's actions run.
@@ -14,6 +14,8 @@ DOCKER = "docker_binary"
 
 class ComposeStack:
     """A frappe_docker project: docker compose for everything, bench in its backend service."""
+
+    kind = "compose"
 
     def __init__(self, stack: dict):
         self.stack = stack
@@ -92,8 +94,8 @@ class ComposeStack:
     def new_site_refusal(self) -> str | None:
         return compose.SiteOps.new_site_refusal()
 
-    def site_ops(self, binaries: dict[str, str | None], state_dir: str) -> compose.SiteOps:
-        return compose.SiteOps(self.stack, binaries, state_dir)
+    def site_ops(self, find: Find, state_dir: str) -> compose.SiteOps:
+        return compose.SiteOps(self.stack, find("docker_binary"), state_dir)
 
     # ---- update and roll-back
     def record_running(self, ctx: JobContext, binary: Resolve, timeout: float) -> RunningState:

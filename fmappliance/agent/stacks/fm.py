@@ -287,9 +287,8 @@ class SiteOps:
     """Restore steps of an FM bench: bench in its frappe container (compose exec, as FM runs it), MariaDB
     in FM's global `services` project."""
 
-    def __init__(self, stack: dict, binaries: dict, state_dir: str):
+    def __init__(self, stack: dict, docker: str | None, state_dir: str):
         self.stack = stack
-        docker = binaries.get("docker")
         if not docker:
             raise StackUnsupported(
                 "docker was not found (agent.docker_binary); an fm bench's bench and database are reached "

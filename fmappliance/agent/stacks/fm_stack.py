@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from fmappliance.agent.jobs import JobContext
 from fmappliance.agent.stacks import fm, fm_update
-from fmappliance.agent.stacks.base import CheckRoom, Resolve, RunningState
+from fmappliance.agent.stacks.base import CheckRoom, Find, Resolve, RunningState
 from fmappliance.agent.stacks.compose_output import parse_ps, service_rows
 
 
 class FmStack:
     """A Frappe Manager bench (``<FM home>/sites/<bench>``), one site per bench."""
 
+    kind = "fm"
     #: The bench's sites are on the host, read afresh every time.
     sites_in_container = False
 
@@ -72,8 +73,8 @@ class FmStack:
     def new_site_refusal(self) -> str | None:
         return fm.SiteOps.new_site_refusal()
 
-    def site_ops(self, binaries: dict[str, str | None], state_dir: str) -> fm.SiteOps:
-        return fm.SiteOps(self.stack, binaries, state_dir)
+    def site_ops(self, find: Find, state_dir: str) -> fm.SiteOps:
+        return fm.SiteOps(self.stack, find("docker_binary"), state_dir)
 
     # ---- update and roll-back
     def record_running(self, ctx: JobContext, binary: Resolve, timeout: float) -> RunningState:
