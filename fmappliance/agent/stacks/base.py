@@ -9,17 +9,16 @@ branches on the type.  Methods that run commands get the job's context (only run
 processes) and ``binary``, which resolves an ``agent.*_binary`` config key or raises StepFailed
 naming the missing command (each type knows which commands it needs).
 
-This module imports nothing of the agent at run time, so any module may import it.
+Besides jobs.py (which imports nothing of stacks/) this module imports nothing of the agent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-if TYPE_CHECKING:
-    from fmappliance.agent.jobs import JobContext
+from fmappliance.agent.jobs import JobContext
 
 #: ``agent.*`` config key ("docker_binary", "fm_binary") -> the command's full path; raises StepFailed when missing.
 Resolve = Callable[[str], str]
