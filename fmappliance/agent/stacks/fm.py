@@ -12,6 +12,7 @@ reaches bench as `--args '[User]'`).  fm stays for start/stop/restart, where its
 A bench whose files an older FM wrote needs `fm migrate <bench>`: until then real fm prints "Bench
 migration required" and exits 0 having done nothing.  Its output is checked (``refuse_migration``),
 and backups and updates check `bench_config.toml` against `fm --version` before they start.
+The driver the rest of the agent sees is fm_stack.FmStack.
 """
 
 from __future__ import annotations
