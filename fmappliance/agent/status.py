@@ -116,9 +116,12 @@ class StatusBoard:
 
     def _base(self, name: str) -> dict:
         stack = self.inventory.stacks[name]
+        driver = stacks.for_stack(stack)
         return {
             "name": name,
-            "type": stacks.for_stack(stack).kind,
+            "type": driver.kind,
+            # whether restore_site may create a new site here (an fm bench has exactly one)
+            "creates_sites": driver.new_site_refusal() is None,
             "path": stack["path"],
             "status": "unknown",
             "reason": None,

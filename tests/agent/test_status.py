@@ -42,6 +42,7 @@ def test_stacks_listing_has_the_documented_shape(client, world):
         assert set(s) == {
             "name",
             "type",
+            "creates_sites",
             "path",
             "status",
             "reason",
@@ -55,6 +56,8 @@ def test_stacks_listing_has_the_documented_shape(client, world):
         assert s["needs_migration"] is False
         assert s["checked_at"].endswith("Z")
         assert s["last_restore_tests"] == {site: None for site in s["sites"]}  # never tested yet
+    # a restore may create a new site on a compose project, never on an fm bench (one site per bench)
+    assert [(s["type"], s["creates_sites"]) for s in body["stacks"]] == [("fm", False), ("compose", True)]
     assert body["stacks"][0]["sites"] == ["erp.localhost"]
     assert body["stacks"][1]["sites"] == ["site1.example.com", "site2.example.com"]
     assert set(body["disk"]) == {"path", "free_bytes", "total_bytes"}
@@ -233,7 +236,10 @@ def test_compute_status_rules():
             "one_shot": name in compose_output.ONE_SHOT_SERVICES,
         }
 
-    assert compose_output.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == ("running", None)
+    assert compose_output.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == (
+        "running",
+        None,
+    )
     assert compose_output.compute_status([svc("backend", "running"), svc("frontend", "restarting")])[0] == "partial"
     assert compose_output.compute_status([svc("backend", "exited"), svc("configurator", "exited", 1)])[0] == "stopped"
     assert compose_output.compute_status([svc("frappe", "running")], expected=("frappe", "nginx"))[0] == "partial"
