@@ -136,7 +136,7 @@ class Actions:
 
         create = options.get("create_site") is True
         if create:
-            refusal = stacks.site_ops_class(stack).new_site_refusal()
+            refusal = stacks.for_stack(stack).new_site_refusal()
             if refusal:
                 raise ActionRejected(400, refusal)
             if not is_valid_site_name(site):
@@ -246,8 +246,7 @@ class Actions:
                 return self.offsite.copy_site(ctx, name, site)
             if action == "offsite_check":
                 return self.offsite.check(ctx)
-            kind = stacks.for_stack(stack)
-            kind.run_action(ctx, kind.tools(self._binary), action, stack, site, timeout)
+            stacks.for_stack(stack).run_action(ctx, self._binary, action, site, timeout)
             return None
 
         return body
@@ -265,13 +264,9 @@ class Actions:
         except Exception:  # the backup is published; the hourly catch-up copies it
             log.exception("could not queue the offsite copy of %s on %s", site, stack_name)
 
-    def _site_ops(self, stack: dict):
-        binaries = {
-            "docker": resolve_binary(self.config["agent"]["docker_binary"]),
-            "fm": resolve_binary(self.config["agent"]["fm_binary"]),
-        }
+    def _site_ops(self, stack: dict) -> stacks.SiteOps:
         try:
-            return stacks.site_ops(stack, binaries, self.state_dir)
+            return stacks.for_stack(stack).site_ops(self._find, self.state_dir)
         except stacks.StackUnsupported as exc:
             raise StepFailed(str(exc)) from None
 
@@ -340,6 +335,9 @@ class Actions:
 
         return {"backup": publish_import(ctx, self.store, name, site, import_set)}
 
+    def _find(self, key: str) -> str | None:
+        return resolve_binary(self.config["agent"][key])
+
     def _binary(self, key: str) -> str:
         name = self.config["agent"][key]
         path = resolve_binary(name)
@@ -348,21 +346,17 @@ class Actions:
         return path
 
     def _update(self, ctx, name, stack, timeout):
-        """Record what runs, back up every site, update, check health; on failure roll back (update_rollback.py)."""
-        from fmappliance.agent import update_rollback as rollback
-
+        """Record what runs, back up every site, update, check health; on failure roll back (the stack's driver
+        records what runs and rolls back what is not a database)."""
         try:
             sites = self.inventory.sites(name, refresh=True)
         except SitesUnavailable as exc:
             raise StepFailed(f"Update stopped before it began: {exc}") from None
-        kind = stacks.for_stack(stack)
-        binary = kind.tools(self._binary)
-        compose = kind.BINARY_KEY == "docker_binary"
-        kind.preflight(binary, stack)
+        driver = stacks.for_stack(stack)
+        driver.preflight(self._binary)
         ctx.log("== recording what runs now")
         try:
-            digests = rollback.record_digests(ctx, binary, stack, timeout) if compose else {}
-            commits = {} if compose else rollback.record_commits(ctx, binary, stack, timeout)
+            running = driver.record_running(ctx, self._binary, timeout)
         except StepFailed as exc:
             raise StepFailed(f"Update stopped before changing anything: {exc}") from None
         backups: dict[str, dict] = {}
@@ -375,44 +369,32 @@ class Actions:
                     f"Update stopped before changing anything: the backup of {site} failed: {exc}"
                 ) from None
         try:
-            kind.update(ctx, binary, stack, sites, timeout)
+            driver.update(ctx, self._binary, sites, timeout)
             ctx.log("== health check")
-            if compose:
-                rollback.health_check_compose(ctx, binary, stack, timeout)
+            driver.health_check(ctx, self._binary, timeout)
             ops = self._site_ops(stack)
             for site in sites:
                 cmd = ops.bench("--site", site, "list-apps")
                 ctx.run(cmd.argv, timeout=timeout, cwd=cmd.cwd, env=cmd.env, label=f"health check: {site} list-apps")
         except StepFailed as exc:
-            self._roll_back_update(ctx, name, stack, binary, exc, digests, commits, backups, timeout)
+            self._roll_back_update(ctx, name, stack, exc, running, backups, timeout)
         ctx.message = (
             f"Stack {name} updated; backups taken first: "
             + (", ".join(f"{s} ({m['id']})" for s, m in backups.items()) or "none (no sites)")
             + "."
         )
-        uncommitted = sorted(app for app, commit in commits.items() if commit.startswith("version "))
+        uncommitted = sorted(app for app, commit in running.commits.items() if commit.startswith("version "))
         if uncommitted:
             ctx.message += f" No commit to name for {', '.join(uncommitted)} (not a git checkout); recorded by version."
         return {"backups": {s: m["id"] for s, m in backups.items()}}
 
-    def _roll_back_update(self, ctx, name, stack, binary, failure, digests, commits, backups, timeout) -> None:
-        """Undo a failed update: pin the old images first (compose), then restore every site's database."""
-        from fmappliance.agent import update_rollback as rollback
+    def _roll_back_update(self, ctx, name, stack, failure, running: stacks.RunningState, backups, timeout) -> None:
+        """Undo a failed update: what the driver rolls back first (compose: the old images), then every
+        site's database."""
         from fmappliance.agent.restore import RestorePlan, SiteRestore
 
-        compose = stacks.for_stack(stack).BINARY_KEY == "docker_binary"
-
         ctx.log(f"update failed: {failure}")
-        done, failed = [], []
-        if compose and not digests:
-            failed.append("the images: none had a repo digest to pin")
-        if digests:
-            ctx.log("== rolling back: the previous images, pinned by digest")
-            try:
-                path = rollback.pin_digests(ctx, binary, name, stack, digests, self.state_dir, timeout)
-                done.append(f"the previous images run again (pinned by digest in {path}; keep it with -f)")
-            except (StepFailed, OSError) as exc:
-                failed.append(f"the previous images could not be started: {exc}")
+        done, failed = stacks.for_stack(stack).roll_back(ctx, self._binary, name, running, self.state_dir, timeout)
         for site, manifest in backups.items():
             ctx.log(f"== rolling back {site} to its pre-update backup {manifest['id']}")
             plan = RestorePlan(name, stack, site, manifest["id"], name, site, False, manifest)
@@ -429,11 +411,11 @@ class Actions:
         text = f"Update of {name} failed: {failure} Rolled back: " + ("; ".join(done) or "nothing") + "."
         if failed:
             text += " NOT rolled back: " + "; ".join(failed) + "."
-        if commits:
+        if running.commits:
             text += (
                 " Application code was not rolled back (fm benches update their apps in place); to return to "
                 "the code that ran before, check out these commits: "
-                + ", ".join(f"{app} {commit}" for app, commit in sorted(commits.items()))
+                + ", ".join(f"{app} {commit}" for app, commit in sorted(running.commits.items()))
                 + "."
             )
         raise StepFailed(text)
@@ -457,17 +439,15 @@ class Actions:
         started = time.time()
         staging = os.path.join(self.state_dir, "staging", ctx.job_id + "-" + site)
         try:
-            kind = stacks.for_stack(stack)
-            sources = kind.collect_backup_files(
-                ctx, kind.tools(self._binary), stack, site, timeout, started, staging, self._check_room
-            )
+            driver = stacks.for_stack(stack)
+            sources = driver.collect_backup_files(ctx, self._binary, site, timeout, started, staging, self._check_room)
             apps = self._site_apps(ctx, stack, site, timeout)
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:
                 # Nothing below the source root is followed as a link; publish also refuses
                 # anything but regular files, and checks their sizes against the free space.
                 manifest = self.store.publish(
-                    name, site, sources, source_root=kind.source_root(stack, staging), label=label, apps=apps
+                    name, site, sources, source_root=driver.source_root(staging), label=label, apps=apps
                 )
             except BackupError as exc:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None

@@ -29,7 +29,7 @@ import re
 import secrets
 from collections.abc import Iterator
 
-from fmappliance.agent.stacks import OpsFailed
+from fmappliance.agent.stacks.base import OpsFailed
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ import logging
 import threading
 import time
 
-from fmappliance.agent.runner import redact_text, resolve_binary, run_command
-from fmappliance.agent.stacks import compose, fm
+from fmappliance.agent.stacks import SitesUnavailable, for_stack
 from fmappliance.names import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 log = logging.getLogger(__name__)
@@ -29,10 +28,6 @@ class NameRejected(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class SitesUnavailable(Exception):
-    """The site list of a compose stack could not be read (container down, docker error)."""
 
 
 class Inventory:
@@ -75,17 +70,16 @@ class Inventory:
 
     def sites(self, stack_name: str, *, refresh: bool = False) -> list[str]:
         """Sites of a stack; raises SitesUnavailable when a compose container can't be asked."""
-        stack = self.stacks[stack_name]
-        if stack["type"] == "fm":
-            return fm.list_sites(stack)
-        if stack["sites"]:
-            return sorted(stack["sites"])
+        driver = for_stack(self.stacks[stack_name])
+        agent = self.config["agent"]
+        if not driver.sites_in_container:
+            return driver.list_sites(agent["docker_binary"], agent["status_timeout"])
         now = self._clock()
         with self._lock:
             cached = self._site_cache.get(stack_name)
         if cached and not refresh and cached[0] > now:
             return list(cached[1])
-        sites = self._list_compose_sites(stack)
+        sites = driver.list_sites(agent["docker_binary"], agent["status_timeout"])
         with self._lock:
             self._site_cache[stack_name] = (now + SITES_CACHE_SECONDS, sites)
             self._last_known[stack_name] = sites
@@ -102,23 +96,3 @@ class Inventory:
     def invalidate(self, stack_name: str) -> None:
         with self._lock:
             self._site_cache.pop(stack_name, None)
-
-    def _list_compose_sites(self, stack: dict) -> list[str]:
-        agent = self.config["agent"]
-        docker = resolve_binary(agent["docker_binary"])
-        if docker is None:
-            raise SitesUnavailable(
-                f"docker ({agent['docker_binary']}) was not found; install it or set agent.docker_binary."
-            )
-        # The list is parsed, never shown, except its last line when listing failed.
-        result = run_command(
-            compose.list_sites_argv(docker, stack), timeout=agent["status_timeout"], cwd=stack["path"], parsed_only=True
-        )
-        if not result.ok:
-            last = redact_text(next((line for line in reversed(result.output.splitlines()) if line.strip()), ""))
-            raise SitesUnavailable(
-                f"could not list the sites in the {stack.get('service') or 'backend'} container: "
-                + (result.error or f"exit code {result.exit_code}")
-                + (f" ({last.strip()})" if last else "")
-            )
-        return compose.parse_site_list(result.output)

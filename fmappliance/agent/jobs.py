@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from fmappliance.agent.docker_cli import compose_failure_reason
 from fmappliance.names import format_timestamp
 
 from .runner import CommandResult, redact_text, run_command
@@ -92,11 +93,9 @@ def _describe_failure(label: str, result: CommandResult) -> str:
     if result.error:
         return result.error
     code = result.exit_code
-    if result.argv[1:2] == ["compose"]:
-        from fmappliance.agent.stacks import compose  # here: that module builds on this one
-
-        if compose.plugin_missing(result.output):
-            return compose.PLUGIN_MISSING_REASON  # docker's own text only says "see docker --help"
+    missing_plugin = compose_failure_reason(result.argv, result.output)
+    if missing_plugin:
+        return missing_plugin
     if code is not None and code < 0:
         try:
             name = signal.Signals(-code).name

@@ -116,7 +116,7 @@ class LogStreams:
         """The stack's services: those docker knows containers of, plus declared ones (fm workers)."""
         stack = self.inventory.stacks[stack_name]
         known = {s["service"] for s in self.status.one(stack_name).get("services") or ()}
-        known.update(stacks.for_stack(stack).declared_services(stack))
+        known.update(stacks.for_stack(stack).declared_services())
         return sorted(known)
 
     def open(
@@ -145,7 +145,7 @@ class LogStreams:
             )
         release = self._slots.release if follow else _nothing
         try:
-            argv = stacks.for_stack(stack).logs_argv(docker, stack, service, tail, follow)
+            argv = stacks.for_stack(stack).logs_argv(docker, service, tail, follow)
             stream = start_stream(argv, cwd=stack["path"], redact=self.redact)
         except StartFailed as exc:
             release()

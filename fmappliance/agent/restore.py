@@ -32,7 +32,7 @@ from fmappliance.agent.backups import BackupError, BackupNotFound, DumpHasAuthTa
 from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser, check_db_name
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import run_command
-from fmappliance.agent.stacks import OpsFailed
+from fmappliance.agent.stacks.base import OpsFailed
 
 log = logging.getLogger(__name__)
 

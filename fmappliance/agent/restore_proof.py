@@ -22,7 +22,7 @@ from fmappliance.agent.backups import BackupError
 from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.restore import SiteRestore, frappe_db_name
-from fmappliance.agent.stacks import OpsFailed
+from fmappliance.agent.stacks.base import OpsFailed
 from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)

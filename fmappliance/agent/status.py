@@ -14,9 +14,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from fmappliance.agent import stacks
+from fmappliance.agent.docker_cli import PLUGIN_MISSING_REASON, plugin_missing
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.runner import redact_text, resolve_binary, run_command
-from fmappliance.agent.stacks import compose
 from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,12 @@ class StatusBoard:
 
     def _base(self, name: str) -> dict:
         stack = self.inventory.stacks[name]
+        driver = stacks.for_stack(stack)
         return {
             "name": name,
-            "type": stack["type"],
+            "type": driver.kind,
+            # whether restore_site may create a new site here (an fm bench has exactly one)
+            "creates_sites": driver.new_site_refusal() is None,
             "path": stack["path"],
             "status": "unknown",
             "reason": None,
@@ -147,7 +150,7 @@ class StatusBoard:
         """An fm bench whose files an older Frappe Manager wrote: its containers' status stands, the reason
         says what to run (fm itself would only print "Bench migration required" and do nothing)."""
         fm = resolve_binary(self.config["agent"]["fm_binary"])
-        reason = stacks.for_stack(stack).migration_reason(stack, fm)
+        reason = stacks.for_stack(stack).migration_reason(fm)
         if reason:
             out["needs_migration"] = True
             out["reason"] = reason if not out["reason"] else f"{reason} ({out['reason']})"
@@ -158,17 +161,17 @@ class StatusBoard:
         if docker is None:
             out["reason"] = f"docker not found ({binary_name!r} is not on PATH or not executable)"
             return
-        kind = stacks.for_stack(stack)
+        driver = stacks.for_stack(stack)
         # The JSON is parsed, never shown: the look-alike secret patterns would only cost time.
-        result = run_command(kind.ps_argv(docker, stack), timeout=self.timeout, cwd=stack["path"], parsed_only=True)
+        result = run_command(driver.ps_argv(docker), timeout=self.timeout, cwd=stack["path"], parsed_only=True)
         out["checked_at"] = format_timestamp()
         if result.timed_out:
             out["reason"] = f"docker compose ps did not answer within {self.timeout} s"
             return
         if not result.ok:
             text = redact_text(result.output.strip())  # lines of it become the reason shown
-            if compose.plugin_missing(text):
-                out["reason"] = compose.PLUGIN_MISSING_REASON
+            if plugin_missing(text):
+                out["reason"] = PLUGIN_MISSING_REASON
             elif any(marker in text for marker in DAEMON_DOWN_MARKERS):
                 line = next(ln for ln in text.splitlines() if any(m in ln for m in DAEMON_DOWN_MARKERS))
                 out["reason"] = "docker daemon not reachable: " + line.strip()
@@ -180,7 +183,6 @@ class StatusBoard:
                     + (f": {last}" if last else "")
                 )
             return
-        rows = compose.parse_ps(result.output)
-        services = compose.service_rows(rows)
-        status, reason = kind.status_of(services)
+        services = driver.services(result.output)
+        status, reason = driver.status_of(services)
         out.update(status=status, reason=reason, services=services)

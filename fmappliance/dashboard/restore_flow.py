@@ -45,14 +45,21 @@ def is_checked(value) -> bool:
 
 
 def stack_choices(payload) -> list[dict]:
-    """``[{"name", "type", "sites"}]`` of a ``GET /stacks`` answer, odd entries skipped."""
+    """``[{"name", "type", "creates_sites", "sites"}]`` of a ``GET /stacks`` answer, odd entries skipped."""
     stacks = payload.get("stacks") if isinstance(payload, dict) else None
     out = []
     for stack in stacks if isinstance(stacks, list) else ():
         if isinstance(stack, dict) and isinstance(stack.get("name"), str):
             sites = stack.get("sites")
             sites = sites if isinstance(sites, list) else []
-            out.append({"name": stack["name"], "type": str(stack.get("type") or ""), "sites": [str(s) for s in sites]})
+            out.append(
+                {
+                    "name": stack["name"],
+                    "type": str(stack.get("type") or ""),
+                    "creates_sites": stack.get("creates_sites") is True,
+                    "sites": [str(s) for s in sites],
+                }
+            )
     return out
 
 
@@ -72,7 +79,7 @@ def check_target(values: dict, stacks: list[dict], *, allow_create: bool) -> tup
         errors["target_site"] = "Type the target site's name, a host name such as erp.example.com."
     elif stack is not None:
         exists = site in stack["sites"]
-        if create and stack["type"] != "compose":
+        if create and not stack["creates_sites"]:
             errors["create_site"] = (
                 f"{stack_name} is a Frappe Manager bench, which has exactly one site: create a new bench "
                 "with `fm create` first, add it to the config, then restore onto its site."
@@ -81,7 +88,7 @@ def check_target(values: dict, stacks: list[dict], *, allow_create: bool) -> tup
             errors["create_site"] = f'{site} already exists on {stack_name}; untick "new site" to restore onto it.'
         elif not create and not exists:
             errors["target_site"] = f"There is no site {site} on {stack_name}" + (
-                '; tick "new site" to create it.' if allow_create and stack["type"] == "compose" else "."
+                '; tick "new site" to create it.' if allow_create and stack["creates_sites"] else "."
             )
     confirm = (values.get("confirm") or "").strip()
     if not confirm:

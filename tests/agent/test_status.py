@@ -9,7 +9,7 @@ from double_state import DAEMON_DOWN
 from support.world import COMPOSE_SERVICES
 
 from fmappliance.agent.inventory import Inventory
-from fmappliance.agent.stacks import compose
+from fmappliance.agent.stacks import compose, compose_output
 from fmappliance.agent.status import StatusBoard
 
 
@@ -42,6 +42,7 @@ def test_stacks_listing_has_the_documented_shape(client, world):
         assert set(s) == {
             "name",
             "type",
+            "creates_sites",
             "path",
             "status",
             "reason",
@@ -55,6 +56,8 @@ def test_stacks_listing_has_the_documented_shape(client, world):
         assert s["needs_migration"] is False
         assert s["checked_at"].endswith("Z")
         assert s["last_restore_tests"] == {site: None for site in s["sites"]}  # never tested yet
+    # a restore may create a new site on a compose project, never on an fm bench (one site per bench)
+    assert [(s["type"], s["creates_sites"]) for s in body["stacks"]] == [("fm", False), ("compose", True)]
     assert body["stacks"][0]["sites"] == ["erp.localhost"]
     assert body["stacks"][1]["sites"] == ["site1.example.com", "site2.example.com"]
     assert set(body["disk"]) == {"path", "free_bytes", "total_bytes"}
@@ -218,9 +221,9 @@ def test_parse_ps_accepts_both_shapes_and_skips_warnings():
     row = '{"Name":"p-backend-1","Service":"backend","State":"running","Health":"","Status":"Up","ExitCode":0}'
     lines = "WARN[0000] the attribute `version` is obsolete\n" + row + "\n" + row.replace("backend", "frontend") + "\n"
     array = "[" + row + "," + row.replace("backend", "frontend") + "]"
-    assert [r["Service"] for r in compose.parse_ps(lines)] == ["backend", "frontend"]
-    assert [r["Service"] for r in compose.parse_ps(array)] == ["backend", "frontend"]
-    assert compose.parse_ps("[]") == [] and compose.parse_ps("") == []
+    assert [r["Service"] for r in compose_output.parse_ps(lines)] == ["backend", "frontend"]
+    assert [r["Service"] for r in compose_output.parse_ps(array)] == ["backend", "frontend"]
+    assert compose_output.parse_ps("[]") == [] and compose_output.parse_ps("") == []
 
 
 def test_compute_status_rules():
@@ -230,14 +233,17 @@ def test_compute_status_rules():
             "state": state,
             "exit_code": code,
             "status": state,
-            "one_shot": name in compose.ONE_SHOT_SERVICES,
+            "one_shot": name in compose_output.ONE_SHOT_SERVICES,
         }
 
-    assert compose.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == ("running", None)
-    assert compose.compute_status([svc("backend", "running"), svc("frontend", "restarting")])[0] == "partial"
-    assert compose.compute_status([svc("backend", "exited"), svc("configurator", "exited", 1)])[0] == "stopped"
-    assert compose.compute_status([svc("frappe", "running")], expected=("frappe", "nginx"))[0] == "partial"
-    assert compose.compute_status([])[0] == "stopped"
+    assert compose_output.compute_status([svc("backend", "running"), svc("configurator", "exited")]) == (
+        "running",
+        None,
+    )
+    assert compose_output.compute_status([svc("backend", "running"), svc("frontend", "restarting")])[0] == "partial"
+    assert compose_output.compute_status([svc("backend", "exited"), svc("configurator", "exited", 1)])[0] == "stopped"
+    assert compose_output.compute_status([svc("frappe", "running")], expected=("frappe", "nginx"))[0] == "partial"
+    assert compose_output.compute_status([])[0] == "stopped"
 
 
 def test_compose_argv_honours_project_and_files():

@@ -74,6 +74,7 @@ def make_stack(
     return {
         "name": name,
         "type": kind,
+        "creates_sites": kind == "compose",
         "path": f"/opt/{name}",
         "status": status,
         "reason": None if status != "unknown" else "docker daemon not reachable: connection refused",
@@ -428,7 +429,7 @@ class FakeAgent:
                 return error(400, "Unexpected field(s): " + ", ".join(unexpected) + ".")
             site = body.get("site") if name in SITE_ACTIONS else None
             if name == "restore_site" and body.get("create_site"):
-                if stack["type"] != "compose":
+                if not stack["creates_sites"]:
                     return error(400, "An fm bench has one site: create the bench with fm create first.")
             elif name in SITE_ACTIONS and site not in stack["sites"]:
                 return error(404, f"Unknown site {site!r} on stack {stack['name']}.")

@@ -13,7 +13,9 @@ import os
 import shutil
 import tempfile
 
+from fmappliance.agent.backups.layout import is_encrypted_name
 from fmappliance.agent.backups.verify import CheckFailed, DumpCheck, TarOrTgzCheck
+from fmappliance.agent.runner import StreamFilter, resolve_binary
 
 _MAX_CONFIG = 16 << 20
 
@@ -32,8 +34,6 @@ def encrypted_checker(part: str, source_name: str, passphrase: str | None):
 
 def backup_passphrase(sources: dict[str, str], sources_open: dict) -> str | None:
     """The backup_encryption_key in the (never encrypted) site config part, when any part is encrypted."""
-    from fmappliance.agent.backups.layout import is_encrypted_name
-
     if not any(is_encrypted_name(path) for path in sources.values()) or "site_config" not in sources_open:
         return None
     fd, st = sources_open["site_config"]
@@ -49,8 +49,6 @@ class GpgCheck:
     """A ``gpg --symmetric`` part decrypted in a stream; the plaintext is checked by ``inner``."""
 
     def __init__(self, inner, passphrase: str):
-        from fmappliance.agent.runner import StreamFilter, resolve_binary
-
         self._inner = inner
         gpg = resolve_binary("gpg")
         if gpg is None:

@@ -26,10 +26,11 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from fmappliance.agent.backups.encrypted import encrypted_checker
 from fmappliance.agent.backups.errors import BackupError
-from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size
+from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size, is_encrypted_name
 from fmappliance.agent.backups.sources import open_file_beneath
-from fmappliance.agent.backups.verify import CheckFailed, checker_for
+from fmappliance.agent.backups.verify import CheckFailed, plain_checker
 from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,17 @@ def publish_into(
         raise
     log.info("published backup %s of %s on %s (%s)", backup_id, site, stack, human_size(sum(f["size"] for f in files)))
     return manifest
+
+
+def checker_for(part: str, head: bytes, source_name: str = "", passphrase: str | None = None):
+    """The content check and published suffix of one part.
+
+    bench names encrypted parts with ``-enc`` (``…-database-enc.sql.gz``): those are gpg output,
+    checked by decrypting them in a stream (encrypted.py) and published with a ``.gpg`` suffix.
+    """
+    if part != "site_config" and is_encrypted_name(source_name):
+        return encrypted_checker(part, source_name, passphrase)
+    return plain_checker(part, head)
 
 
 def _id_taken(dir_fd: int, backup_id: str) -> bool:

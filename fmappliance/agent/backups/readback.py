@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fmappliance.agent.backups.encrypted import GpgCheck
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.publish import copy_verified
 from fmappliance.agent.backups.verify import CheckFailed, GzipStream
@@ -42,8 +43,6 @@ class DumpHasAuthTable:
 
 def decrypting(check, passphrase: str):
     """``check`` fed with the plaintext of a gpg-encrypted stream."""
-    from fmappliance.agent.backups.encrypted import GpgCheck
-
     try:
         return GpgCheck(check, passphrase)
     except CheckFailed as exc:

@@ -14,8 +14,6 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from fmappliance.agent.backups.layout import is_encrypted_name
-
 # Compressed input is fed to zlib in slices so that one call's output stays bounded
 # (a 4 MiB slice of a highly compressible dump could inflate to gigabytes).
 INFLATE_SLICE = 64 << 10
@@ -269,16 +267,8 @@ class JsonObjectCheck:
         return "valid JSON object"
 
 
-def checker_for(part: str, head: bytes, source_name: str = "", passphrase: str | None = None):
-    """The content check and published suffix of one part (tars by content: gzip magic means .tgz).
-
-    bench names encrypted parts with ``-enc`` (``…-database-enc.sql.gz``): those are gpg output,
-    checked by decrypting them in a stream (encrypted.py) and published with a ``.gpg`` suffix.
-    """
-    if part != "site_config" and is_encrypted_name(source_name):
-        from fmappliance.agent.backups.encrypted import encrypted_checker
-
-        return encrypted_checker(part, source_name, passphrase)
+def plain_checker(part: str, head: bytes):
+    """The content check and published suffix of one unencrypted part (tars by content: gzip magic means .tgz)."""
     if part == "database":
         return DumpCheck(), ".sql.gz"
     if part == "site_config":

@@ -1,63 +1,31 @@
-"""docker compose: argv builders, `ps` parsing (both JSON shapes) and stack status.
+"""docker compose (frappe_docker projects): argv builders, the actions' steps, backups' files, restore steps.
 
-Facts (docs/doubles.md, "frappe_docker projects" and "Output shapes"): `ps --format json` printed one JSON array
-up to compose v2.20 and one object per line from v2.21; `configurator` and friends are
-one-shot services whose normal state is "exited (0)".
+Facts (docs/doubles.md, "frappe_docker projects"): the bench runs in the ``backend`` service (``service:``),
+MariaDB in ``db`` (``db_service:``); sites are listed in the container unless the config names them.
+The driver the rest of the agent sees is compose_stack.ComposeStack.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import tempfile
 import time
-from collections.abc import Callable
 
 from fmappliance.agent.jobs import JobContext, StepFailed
+from fmappliance.agent.runner import minimal_env
+from fmappliance.agent.stacks.base import CheckRoom, Command, OpsFailed, Run, StackUnsupported
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
+from fmappliance.agent.stacks.compose_output import container_addresses, log_options, parse_ps, service_rows
+from fmappliance.names import is_valid_site_name
 
-#: The agent.* config key naming the command this stack type's actions run.
-BINARY_KEY = "docker_binary"
-
-#: Services that run once and exit; exit code 0 is their healthy end state.
-ONE_SHOT_SERVICES = frozenset({"configurator", "create-site", "migrator"})
 #: In a frappe_docker stack, the services that serve the bench (restarted by restart_site).
 SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")
 #: Where the bench lives inside the backend container.
 CONTAINER_BENCH = "/home/frappe/frappe-bench"
 #: The dir (below the bench's sites/) that `bench drop-site` archives a throwaway site into; the agent removes it.
 DROP_ARCHIVE_PREFIX = ".fmappliance-dropped-"
-#: What a docker CLI without the compose plugin answers to `docker compose ...`: "docker: 'compose'
-#: is not a docker command." (exit 1) when a command follows, and when one of our flags follows
-#: (-p, -f, --project-directory), docker's own flag parser: "unknown shorthand flag: 'p' in -p"
-#: (exit 125, Docker CLI 27). Compose itself knows those flags, so these texts mean "no plugin".
-#: Some CLIs say "docker: unknown command: docker compose". The rest only says "see docker --help".
-PLUGIN_MISSING_MARKERS = (
-    "unknown command: docker compose",
-    "'compose' is not a docker command",
-    "unknown shorthand flag: 'p' in -p",
-    "unknown shorthand flag: 'f' in -f",
-    "unknown flag: --project-directory",
-)
-PLUGIN_MISSING_REASON = "docker compose is not available: install the docker compose plugin"
-
-
-def tools(binary: Callable[[str], str]) -> str:
-    """What this stack type's actions run: docker (``binary(config_key)`` resolves it or raises StepFailed)."""
-    return binary(BINARY_KEY)
-
-
-def preflight(tools: str, stack: dict) -> None:
-    """Nothing to check before a backup or an update of a compose project."""
-
-
-def migration_reason(stack: dict, fm: str | None) -> str | None:
-    """A compose project has no Frappe Manager migration state."""
-    return None
-
-
-def plugin_missing(output: str) -> bool:
-    """Whether a failed `docker compose` call failed because the compose plugin is not installed."""
-    return any(marker in output for marker in PLUGIN_MISSING_MARKERS)
 
 
 def base_argv(docker: str, stack: dict) -> list[str]:
@@ -80,10 +48,6 @@ def logs_argv(docker: str, stack: dict, service: str, tail: int, follow: bool) -
     return base_argv(docker, stack) + log_options(service, tail, follow)
 
 
-def log_options(service: str, tail: int, follow: bool) -> list[str]:
-    return ["logs", "--no-color", "--timestamps", "--tail", str(tail)] + (["--follow"] if follow else []) + [service]
-
-
 def declared_services(stack: dict) -> list[str]:
     """Services a stack may have beyond those with containers (compose: none known without compose itself)."""
     return []
@@ -104,91 +68,12 @@ def list_sites_argv(docker: str, stack: dict) -> list[str]:
 
 def parse_site_list(output: str) -> list[str]:
     """Site names from `find sites -mindepth 2 -maxdepth 2 -name site_config.json` output."""
-    from fmappliance.names import is_valid_site_name
-
     sites = set()
     for line in output.splitlines():
         parts = line.strip().split("/")
         if len(parts) == 3 and parts[0] == "sites" and parts[2] == "site_config.json" and is_valid_site_name(parts[1]):
             sites.add(parts[1])
     return sorted(sites)
-
-
-def parse_ps(output: str) -> list[dict]:
-    """Rows of `ps --format json`, accepting the array and the line-per-object shapes.
-
-    Lines that are not JSON (warnings on merged stderr) are skipped.
-    """
-    rows: list[dict] = []
-    for line in output.splitlines():
-        line = line.strip()
-        if not line or line[0] not in "[{":
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        items = data if isinstance(data, list) else [data]
-        rows.extend(item for item in items if isinstance(item, dict))
-    return rows
-
-
-def service_rows(rows: list[dict]) -> list[dict]:
-    """The API's per-service view of ps rows (one-off `run` containers left out)."""
-    out = []
-    for row in rows:
-        labels = str(row.get("Labels") or "")
-        if "com.docker.compose.oneoff=True" in labels:
-            continue
-        service = str(row.get("Service") or "")
-        try:
-            exit_code = int(row.get("ExitCode") or 0)
-        except (TypeError, ValueError):
-            exit_code = 0
-        out.append(
-            {
-                "service": service,
-                "name": str(row.get("Name") or ""),
-                "state": str(row.get("State") or "").lower(),
-                "health": str(row.get("Health") or ""),
-                "status": str(row.get("Status") or ""),
-                "exit_code": exit_code,
-                "one_shot": service in ONE_SHOT_SERVICES,
-            }
-        )
-    out.sort(key=lambda s: (s["service"], s["name"]))
-    return out
-
-
-def status_of(services: list[dict]) -> tuple[str, str | None]:
-    """The project's status from all its services."""
-    return compute_status(services)
-
-
-def compute_status(services: list[dict], expected: tuple | list = ()) -> tuple[str, str | None]:
-    """running / partial / stopped, and why when not running.
-
-    ``expected`` names long-running services that must exist (fm's main services); a
-    missing one counts as not running.
-    """
-    long_running = [s for s in services if not s["one_shot"]]
-    failed_one_shots = [
-        s for s in services if s["one_shot"] and s["state"] in ("exited", "dead") and s["exit_code"] != 0
-    ]
-    present = {s["service"] for s in long_running}
-    missing = [name for name in expected if name not in present]
-    if not long_running and not missing:
-        return "stopped", "no containers exist for this stack (it is down)"
-    up = [s for s in long_running if s["state"] == "running"]
-    down = [s for s in long_running if s["state"] != "running"]
-    problems = [f"{s['service']} ({s['status'] or s['state']})" for s in down]
-    problems += [f"{name} (no container)" for name in missing]
-    problems += [f"{s['service']} failed ({s['status'] or 'exit ' + str(s['exit_code'])})" for s in failed_one_shots]
-    if not up:
-        return "stopped", "not running: " + ", ".join(problems)
-    if problems:
-        return "partial", "not running: " + ", ".join(problems)
-    return "running", None
 
 
 # ---- actions: each gets the resolved docker binary and runs its steps through the job's context ----
@@ -247,7 +132,7 @@ def collect_backup_files(
     timeout: float,
     started: float,
     staging: str,
-    check_room: Callable[[int, str], None] | None = None,
+    check_room: CheckRoom | None = None,
 ) -> dict[str, str]:
     """Run `bench backup --with-files` in the container; part -> path of each file copied into ``staging``.
 
@@ -352,46 +237,12 @@ def _checked_sizes(ctx: JobContext, docker: str, stack: dict, site: str, files: 
     return sizes
 
 
-#: `docker inspect` template printing every address a container has on its networks, space-separated.
-ADDRESSES_TEMPLATE = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
-
-
-def container_addresses(docker: str, stack: dict, ps: list[str], service: str, run) -> list[str]:
-    """The addresses of ``service``'s running container, as docker records them (not as the container says)."""
-    import ipaddress
-
-    from fmappliance.agent.stacks import Command, OpsFailed
-
-    listing = run(Command(ps, None, stack["path"]), quiet=True, check=False)
-    names = [
-        row["name"]
-        for row in service_rows(parse_ps(listing.output))
-        if row["service"] == service and row["state"] == "running" and row["name"]
-    ]
-    if not listing.ok or not names:
-        raise OpsFailed(f"the {service} container is not running, so its address is not known")
-    result = run(
-        Command([docker, "inspect", "--format", ADDRESSES_TEMPLATE, *names], None, stack["path"]),
-        quiet=True,
-        check=False,
-    )
-    addresses = []
-    for word in result.output.split() if result.ok else []:
-        try:
-            addresses.append(str(ipaddress.ip_address(word)))
-        except ValueError:
-            continue
-    if not addresses:
-        raise OpsFailed(f"docker did not report an address of the {service} container")
-    return sorted(set(addresses))
-
-
 def _a(kind: str) -> str:
     return "missing" if kind == "missing" else f"a {kind}"
 
 
 # --------------------------------------------------------------------------------------------
-# The compose half of a restore (see stacks/__init__.py)
+# The compose half of a restore (base.SiteOps)
 # --------------------------------------------------------------------------------------------
 
 #: frappe_docker's db service keeps the root password in its environment, or in a secret file with
@@ -403,11 +254,8 @@ ROOT_PASSWORD_SECRET = "/run/secrets/db_password"
 class SiteOps:
     """Restore steps of a frappe_docker project: bench in the backend service, MariaDB in the db service."""
 
-    def __init__(self, stack: dict, binaries: dict, state_dir: str):
-        from fmappliance.agent.stacks import StackUnsupported
-
+    def __init__(self, stack: dict, docker: str | None, state_dir: str):
         self.stack = stack
-        docker = binaries.get("docker")
         if not docker:
             raise StackUnsupported("docker was not found (agent.docker_binary); install it or set its full path.")
         self.docker: str = docker
@@ -415,15 +263,13 @@ class SiteOps:
         self.service = stack.get("service") or "backend"
         self.db_service = stack.get("db_service") or "db"
 
-    def _cmd(self, argv: list[str], env: dict | None = None):
-        from fmappliance.agent.stacks import Command
-
+    def _cmd(self, argv: list[str], env: dict | None = None) -> Command:
         return Command(argv, env, self.stack["path"])
 
-    def bench(self, *args: str):
+    def bench(self, *args: str) -> Command:
         return self._cmd(exec_argv(self.docker, self.stack, "bench", *args))
 
-    def read_bench_file(self, relpath: str, run) -> str:
+    def read_bench_file(self, relpath: str, run: Run) -> str:
         """A text file under the bench dir, read in the backend container (``cat`` prints it)."""
         return run(self._cmd(exec_argv(self.docker, self.stack, "cat", relpath)), quiet=True).output
 
@@ -431,9 +277,7 @@ class SiteOps:
     def new_site_refusal() -> str | None:
         return None
 
-    def root_password(self, run) -> str:
-        from fmappliance.agent.stacks import OpsFailed
-
+    def root_password(self, run: Run) -> str:
         base = base_argv(self.docker, self.stack) + ["exec", "-T", self.db_service]
         for argv in (base + ["printenv", ROOT_PASSWORD_ENV], base + ["cat", ROOT_PASSWORD_SECRET]):
             # raw: a job that already knows the password (an update rolling back several sites) would read "***"
@@ -446,12 +290,9 @@ class SiteOps:
             f"(neither {ROOT_PASSWORD_ENV} nor {ROOT_PASSWORD_SECRET}); is the {self.db_service} service running?"
         )
 
-    def mariadb(self, sql: str, root_password: str):
+    def mariadb(self, sql: str, root_password: str) -> Command:
         """`mariadb -uroot` in the db service with ``sql`` on stdin (`exec` keeps stdin open by default); the
         password travels as MYSQL_PWD (`exec -e NAME` passes the docker client's own value): never in an argv."""
-        from fmappliance.agent.runner import minimal_env
-        from fmappliance.agent.stacks import Command
-
         env = {**minimal_env(), "MYSQL_PWD": root_password}
         argv = base_argv(self.docker, self.stack) + [
             "exec",
@@ -464,7 +305,7 @@ class SiteOps:
         ]
         return Command(argv, env, self.stack["path"], sql.encode())
 
-    def bench_addresses(self, run) -> list[str]:
+    def bench_addresses(self, run: Run) -> list[str]:
         """The backend container's addresses (docker's own record): the only hosts the temporary account accepts."""
         return container_addresses(self.docker, self.stack, ps_argv(self.docker, self.stack), self.service, run)
 
@@ -472,19 +313,13 @@ class SiteOps:
         """No record outside the container: the project's db service serves only this bench's sites."""
         return None
 
-    def update_site_config(self, site: str | None, changes: dict, run) -> dict:
+    def update_site_config(self, site: str | None, changes: dict, run: Run) -> dict:
         """Set (value) or remove (None) keys of a site's site_config.json (``site`` None: common_site_config.json)
         in the container; returns their values before.
 
         The new file is made 0600 in the agent's state dir, copied in under a temporary name, given to the
         bench user and renamed over the old one: a secret in it never travels in an argv, and bench never
         reads a half-written config."""
-        import json
-        import secrets as _secrets
-        import tempfile
-
-        from fmappliance.agent.stacks import OpsFailed
-
         rel = f"sites/{site}/site_config.json" if site else "sites/common_site_config.json"
         # raw: the agent writes this text back, so nothing in it may be masked (it is never shown)
         result = run(self._cmd(exec_argv(self.docker, self.stack, "cat", rel)), quiet=True, check=False, raw=True)
@@ -506,7 +341,7 @@ class SiteOps:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(doc, handle, indent=1)
             tmp = (
-                f"{CONTAINER_BENCH}/{os.path.dirname(rel)}/.{os.path.basename(rel)}.fmappliance-{_secrets.token_hex(6)}"
+                f"{CONTAINER_BENCH}/{os.path.dirname(rel)}/.{os.path.basename(rel)}.fmappliance-{secrets.token_hex(6)}"
             )
             base = base_argv(self.docker, self.stack)
             steps = [
@@ -530,7 +365,7 @@ class SiteOps:
     def _container_dir(self, site: str, job_id: str) -> str:
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run, stage=None) -> str:
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run: Run, stage=None) -> str:
         """Copy the parts (bench name -> host path) into the site's private dir in the container,
         owned by the bench user; returns that dir as the container sees it."""
         target = self._container_dir(site, job_id)
@@ -541,7 +376,7 @@ class SiteOps:
         run(self._cmd(base + ["exec", "-T", "-u", "root", self.service, "chown", "-R", "frappe:frappe", target]))
         return target
 
-    def cleanup(self, stage, site: str, job_id: str, run) -> None:
+    def cleanup(self, stage, site: str, job_id: str, run: Run) -> None:
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]
         run(self._cmd(argv + [self._container_dir(site, job_id)]), check=False)
 
@@ -551,7 +386,7 @@ class SiteOps:
         in the container's writable layer and would grow by a copy of the site with every test restore."""
         return f"{CONTAINER_BENCH}/sites/{DROP_ARCHIVE_PREFIX}{job_id}"
 
-    def remove_dropped_site(self, site: str, job_id: str, run) -> list[str]:
+    def remove_dropped_site(self, site: str, job_id: str, run: Run) -> list[str]:
         """Remove what `bench drop-site` left of the throwaway ``site``: the agent's archive dir, and the site
         in bench's default archives should an older bench have ignored the path.  Returns what was removed."""
         argv = base_argv(self.docker, self.stack) + ["exec", "-T", "-u", "root", self.service, "rm", "-rf"]

@@ -12,29 +12,32 @@ reaches bench as `--args '[User]'`).  fm stays for start/stop/restart, where its
 A bench whose files an older FM wrote needs `fm migrate <bench>`: until then real fm prints "Bench
 migration required" and exits 0 having done nothing.  Its output is checked (``refuse_migration``),
 and backups and updates check `bench_config.toml` against `fm --version` before they start.
+The driver the rest of the agent sees is fm_stack.FmStack.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tomllib
 from collections.abc import Callable
 from typing import NamedTuple
 
 import yaml
 
+from fmappliance.agent.backups.benchstage import StageDir, read_text_beneath, update_json_beneath
 from fmappliance.agent.backups.errors import BackupError
-from fmappliance.agent.backups.sources import list_dir_beneath
+from fmappliance.agent.backups.sources import list_dir_beneath, open_dir_beneath
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.runner import CommandResult, minimal_env
 from fmappliance.agent.stacks import fm_migration
+from fmappliance.agent.stacks.base import CheckRoom, Command, OpsFailed, Run, StackUnsupported
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
-from fmappliance.agent.stacks.compose import compute_status, log_options
+from fmappliance.agent.stacks.compose_output import compute_status, container_addresses, log_options
+from fmappliance.names import is_valid_site_name
 
 log = logging.getLogger(__name__)
-
-#: The agent.* config key naming the command this stack type's actions run.
-BINARY_KEY = "fm_binary"
 
 #: The bench's workers (short-worker, long-worker, custom ones) live in this compose file of the same project.
 WORKERS_FILE = "docker-compose.workers.yml"
@@ -182,7 +185,6 @@ def status_of(services: list[dict]) -> tuple[str, str | None]:
 
 def list_sites(stack: dict) -> list[str]:
     """Sites of the bench: `workspace/frappe-bench/sites/*/site_config.json` on the host."""
-    from fmappliance.names import is_valid_site_name
 
     sites_dir = os.path.join(host_bench_dir(stack), "sites")
     try:
@@ -250,7 +252,7 @@ def collect_backup_files(
     timeout: float,
     started: float,
     staging: str,
-    check_room: Callable[[int, str], None] | None = None,
+    check_room: CheckRoom | None = None,
 ) -> dict[str, str]:
     """Run `bench backup --with-files`; part -> host path of each file (the bench dir is on the host).
 
@@ -274,7 +276,7 @@ def collect_backup_files(
 
 
 # --------------------------------------------------------------------------------------------
-# The fm half of a restore (see stacks/__init__.py)
+# The fm half of a restore (base.SiteOps)
 # --------------------------------------------------------------------------------------------
 
 #: FM 0.20 keeps the global-db root password here (24 characters that may include !@%_-+?).
@@ -286,11 +288,8 @@ class SiteOps:
     """Restore steps of an FM bench: bench in its frappe container (compose exec, as FM runs it), MariaDB
     in FM's global `services` project."""
 
-    def __init__(self, stack: dict, binaries: dict, state_dir: str):
-        from fmappliance.agent.stacks import StackUnsupported
-
+    def __init__(self, stack: dict, docker: str | None, state_dir: str):
         self.stack = stack
-        docker = binaries.get("docker")
         if not docker:
             raise StackUnsupported(
                 "docker was not found (agent.docker_binary); an fm bench's bench and database are reached "
@@ -298,17 +297,11 @@ class SiteOps:
             )
         self.docker: str = docker
 
-    def bench(self, *args: str):
-        from fmappliance.agent.stacks import Command
-
+    def bench(self, *args: str) -> Command:
         return Command(bench_argv(self.docker, self.stack, *args), None, self.stack["path"])
 
-    def read_bench_file(self, relpath: str, run) -> str:
+    def read_bench_file(self, relpath: str, run: Run) -> str:
         """A file of the bench on the host, reached without following a link the container planted."""
-        from fmappliance.agent.backups.benchstage import read_text_beneath
-        from fmappliance.agent.backups.errors import BackupError
-        from fmappliance.agent.stacks import OpsFailed
-
         parts = ["workspace", "frappe-bench", *relpath.split("/")]
         try:
             return read_text_beneath(self.stack["path"], parts[:-1], parts[-1])
@@ -322,9 +315,7 @@ class SiteOps:
             "add it to the agent's config, then restore onto it."
         )
 
-    def root_password(self, run) -> str:
-        from fmappliance.agent.stacks import OpsFailed
-
+    def root_password(self, run: Run) -> str:
         path = os.path.join(fm_home(self.stack), ROOT_PASSWORD_FILE)
         try:
             with open(path, encoding="utf-8") as handle:
@@ -335,10 +326,8 @@ class SiteOps:
             raise OpsFailed(f"{path} is empty; FM's MariaDB root password should be there")
         return password
 
-    def mariadb(self, sql: str, root_password: str):
+    def mariadb(self, sql: str, root_password: str) -> Command:
         """`mariadb -uroot` in global-db with ``sql`` on stdin and the password as MYSQL_PWD (never in an argv)."""
-        from fmappliance.agent.stacks import Command
-
         env = {**fm_env(self.stack), "MYSQL_PWD": root_password}
         compose_file = os.path.join(fm_home(self.stack), "services", "docker-compose.yml")
         argv = [
@@ -356,19 +345,14 @@ class SiteOps:
         ]
         return Command(argv, env, self.stack["path"], sql.encode())
 
-    def bench_addresses(self, run) -> list[str]:
+    def bench_addresses(self, run: Run) -> list[str]:
         """The bench's frappe container's addresses (docker's record): the hosts the temporary account accepts."""
-        from fmappliance.agent.stacks import OpsFailed
-        from fmappliance.agent.stacks.compose import container_addresses
-
         if not self.docker:
             raise OpsFailed("docker was not found (agent.docker_binary); FM's database is reached through it")
         return container_addresses(self.docker, self.stack, ps_argv(self.docker, self.stack), "frappe", run)
 
     def expected_db_name(self, site: str) -> str | None:
         """The db_name FM recorded in <bench>/bench_config.toml (the container cannot write it), if any."""
-        import tomllib
-
         try:
             with open(os.path.join(os.path.normpath(self.stack["path"]), "bench_config.toml"), "rb") as handle:
                 doc = tomllib.load(handle)
@@ -377,14 +361,10 @@ class SiteOps:
         value = doc.get("db_name")
         return value if isinstance(value, str) and value else None
 
-    def update_site_config(self, site: str | None, changes: dict, run) -> dict:
+    def update_site_config(self, site: str | None, changes: dict, run: Run) -> dict:
         """Set (value) or remove (None) keys of a site's site_config.json (``site`` None: common_site_config.json)
         on the host, through dir fds without following links, written 0600 for the bench user
         (benchstage.update_json_beneath); returns the keys' values before."""
-        from fmappliance.agent.backups.benchstage import update_json_beneath
-        from fmappliance.agent.backups.errors import BackupError
-        from fmappliance.agent.stacks import OpsFailed
-
         parts = ["workspace", "frappe-bench", "sites"] + ([site] if site else [])
         name = "site_config.json" if site else "common_site_config.json"
         try:
@@ -396,13 +376,9 @@ class SiteOps:
     def _private_parts(self, site: str) -> list[str]:
         return ["workspace", "frappe-bench", "sites", site, "private"]
 
-    def open_stage(self, site: str, job_id: str):
+    def open_stage(self, site: str, job_id: str) -> StageDir:
         """The staging dir straight in the bench on the host (the frappe container sees it, no second copy),
         made and used only through directory fds: the container can write around it (benchstage.py)."""
-        from fmappliance.agent.backups.benchstage import StageDir
-        from fmappliance.agent.backups.errors import BackupError
-        from fmappliance.agent.stacks import OpsFailed
-
         try:
             return StageDir(self.stack["path"], self._private_parts(site), f"fmappliance-restore-{job_id}")
         except BackupError as exc:
@@ -412,8 +388,6 @@ class SiteOps:
         """uid/gid of the bench dir's owner (the container's frappe user) when the agent runs as root, else None.
 
         Read from an fd of workspace/frappe-bench reached without following links."""
-        from fmappliance.agent.backups.sources import open_dir_beneath
-
         if os.geteuid() != 0:
             return None
         fd = open_dir_beneath(self.stack["path"], ["workspace", "frappe-bench"])
@@ -423,12 +397,9 @@ class SiteOps:
             os.close(fd)
         return st.st_uid, st.st_gid
 
-    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run, stage=None) -> str:
+    def into_bench(self, paths: dict[str, str], site: str, job_id: str, run: Run, stage=None) -> str:
         """The parts are already in the bench (open_stage); hand them to the bench user with fchown on fds
         and name their dir as the container sees it."""
-        from fmappliance.agent.backups.errors import BackupError
-        from fmappliance.agent.stacks import OpsFailed
-
         if stage is not None:
             try:
                 owner = self.bench_owner()
@@ -438,7 +409,7 @@ class SiteOps:
                 raise OpsFailed(f"the staged parts could not be handed to the bench user: {exc}") from None
         return f"{CONTAINER_BENCH}/sites/{site}/private/fmappliance-restore-{job_id}"
 
-    def cleanup(self, stage, site: str, job_id: str, run) -> None:
+    def cleanup(self, stage, site: str, job_id: str, run: Run) -> None:
         if stage is not None:
             stage.remove()
 
@@ -447,11 +418,9 @@ class SiteOps:
         of the agent's own below sites/ (same bind mount: the move is a rename), removed right after."""
         return f"{CONTAINER_BENCH}/sites/{DROP_ARCHIVE_PREFIX}{job_id}"
 
-    def remove_dropped_site(self, site: str, job_id: str, run) -> list[str]:
+    def remove_dropped_site(self, site: str, job_id: str, run: Run) -> list[str]:
         """Remove what `bench drop-site` left of the throwaway ``site``: the agent's archive dir, and the site
         in bench's default archives should an older bench have ignored the path.  Returns what was removed."""
-        import shutil
-
         root = host_bench_dir(self.stack)
         removed = []
         for path in (
