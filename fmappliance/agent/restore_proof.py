@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 import threading
 
 from fmappliance.agent.backups import BackupError
@@ -23,6 +22,7 @@ from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.restore import SiteRestore, frappe_db_name
 from fmappliance.agent.stacks.base import OpsFailed
+from fmappliance.atomic_file import write_json_atomically
 from fmappliance.names import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -69,20 +69,7 @@ class ProofRecords:
             doc.setdefault("last", {}).setdefault(stack, {})[site] = result
             if result.get("ok"):
                 doc.setdefault("last_success", {}).setdefault(stack, {})[site] = result["time"]
-            directory = os.path.dirname(self.path)
-            fd, tmp = tempfile.mkstemp(prefix=".restore_tests.", dir=directory)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(doc, handle, indent=1)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            write_json_atomically(self.path, doc, 0o600, indent=1)
 
 
 class TestRestore(SiteRestore):

@@ -19,11 +19,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
+from fmappliance.atomic_file import temp_prefix, write_json_atomically
 from fmappliance.names import format_timestamp, parse_timestamp
 from fmappliance.prometheus_text import Family
 from fmappliance.schedule_calendar import decide_due, next_due, server_timezone
@@ -214,26 +214,7 @@ def load_book(path: str) -> dict:
 
 def save_book(path: str, book: Mapping) -> None:
     """Write the book atomically: a reader or a crash sees the old file or the new one."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".schedules-", suffix=".tmp", dir=directory)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(book, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut
-    finally:
-        os.close(dir_fd)
+    write_json_atomically(path, book, 0o600, separators=(",", ":"))
 
 
 # ---- the runner --------------------------------------------------------------------------
@@ -266,16 +247,16 @@ class ScheduleRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._remove_stale_temp_files(state_dir)
+        self._remove_stale_temp_files(state_dir, temp_prefix(self.path))
         self._book = load_book(self.path)  # raises ScheduleFileError: the agent does not start
         self._next: dict[str, datetime | None] = {}
         self._plan()
 
     @staticmethod
-    def _remove_stale_temp_files(state_dir: str) -> None:
+    def _remove_stale_temp_files(state_dir: str, prefix: str) -> None:
         """A kill during a write leaves its temp file; the set itself is the old or the new one."""
         try:
-            names = [n for n in os.listdir(state_dir) if n.startswith(".schedules-") and n.endswith(".tmp")]
+            names = [n for n in os.listdir(state_dir) if n.startswith(prefix) and n.endswith(".tmp")]
         except OSError:
             return
         for name in names:

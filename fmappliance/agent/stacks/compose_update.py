@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.stacks.compose import base_argv
 from fmappliance.agent.stacks.compose_output import parse_ps, service_rows
+from fmappliance.atomic_file import write_json_atomically
 
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 
@@ -82,12 +82,7 @@ def pin_digests(
     os.makedirs(directory, mode=0o700, exist_ok=True)
     path = os.path.join(directory, f"{name}-pinned.json")
     doc = {"services": {s: {"image": d, "pull_policy": "missing"} for s, d in sorted(digests.items())}}
-    fd, tmp = tempfile.mkstemp(prefix=".pinned.", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(doc, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_json_atomically(path, doc, 0o600, indent=1)
     argv = [docker, "compose"]
     if stack.get("project"):
         argv += ["-p", stack["project"]]
