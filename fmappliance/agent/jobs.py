@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 from .runner import CommandResult, redact_text, run_command
 

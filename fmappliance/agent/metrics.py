@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from fmappliance.names import ACTIONS as KNOWN_ACTIONS
-from fmappliance.names import is_valid_site_name
+from fmappliance.actions_table import ACTIONS
 from fmappliance.prometheus_text import Family, render
+from fmappliance.wire import is_valid_site_name
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,9 @@ class JobStats:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.totals = {(action, outcome): 0 for action in KNOWN_ACTIONS for outcome in JOB_OUTCOMES}
-        self.buckets = {action: [0] * (len(JOB_DURATION_BUCKETS) + 1) for action in KNOWN_ACTIONS}
-        self.sums = dict.fromkeys(KNOWN_ACTIONS, 0.0)
+        self.totals = {(action, outcome): 0 for action in ACTIONS for outcome in JOB_OUTCOMES}
+        self.buckets = {action: [0] * (len(JOB_DURATION_BUCKETS) + 1) for action in ACTIONS}
+        self.sums = dict.fromkeys(ACTIONS, 0.0)
         self.backup_seconds: dict[tuple[str, str], float] = {}
 
     def observe(self, job: dict) -> None:
@@ -105,7 +105,7 @@ class JobStats:
         with self._lock:
             for (action, outcome), count in self.totals.items():
                 totals.add(count, action=action, status=outcome)
-            for action in KNOWN_ACTIONS:
+            for action in ACTIONS:
                 durations.add_histogram(
                     {"action": action}, JOB_DURATION_BUCKETS, self.buckets[action], self.sums[action]
                 )

@@ -26,7 +26,7 @@ from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
 from fmappliance.config import read_env_file
-from fmappliance.names import is_valid_site_name
+from fmappliance.wire import is_valid_site_name
 
 log = logging.getLogger(__name__)
 

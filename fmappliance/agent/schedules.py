@@ -24,10 +24,11 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
-from fmappliance.names import format_timestamp, parse_timestamp
+from fmappliance.agent.errors import AgentError
 from fmappliance.prometheus_text import Family
 from fmappliance.schedule_calendar import decide_due, next_due, server_timezone
 from fmappliance.schedule_fields import EVERY_SITE, FIELDS, action_text, kind_of, validate_schedule
+from fmappliance.wire import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,8 @@ class ScheduleFileError(Exception):
     """schedules.json exists but cannot be read; ``str()`` is one line for the operator."""
 
 
-class PushRejected(Exception):
-    """A ``PUT /schedules`` that is not applied; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str, **details):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
+class PushRejected(AgentError):
+    """A ``PUT /schedules`` that is not applied; ``status`` is the HTTP status to answer, ``details`` go along."""
 
 
 def _utc_now() -> datetime:

@@ -28,7 +28,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

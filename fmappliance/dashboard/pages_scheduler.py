@@ -16,7 +16,6 @@ import bottle
 
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import parse_timestamp
 from fmappliance.schedule_calendar import WEEKDAYS
 from fmappliance.schedule_fields import (
     EVERY_SITE,
@@ -25,6 +24,7 @@ from fmappliance.schedule_fields import (
     kind_of,
     validate_schedule,
 )
+from fmappliance.wire import parse_timestamp
 
 SCHEDULE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DAY_NAMES = dict(zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")))

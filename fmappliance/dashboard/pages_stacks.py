@@ -6,7 +6,7 @@ import bottle
 
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import is_valid_site_name, is_valid_stack_name
 
 #: The button verb in a form's URL -> the agent action it asks for.
 STACK_VERBS = {"restart": "restart_stack", "update": "update_stack"}

@@ -9,7 +9,7 @@ import datetime as dt
 import urllib.parse
 
 from fmappliance.dashboard.backup_age import STALE_BACKUP_HOURS
-from fmappliance.names import parse_timestamp
+from fmappliance.wire import parse_timestamp
 
 STATUS_BADGES = {"running": "badge-ok", "partial": "badge-warn", "stopped": "badge-bad", "unknown": "badge-unknown"}
 JOB_BADGES = {"queued": "badge-unknown", "running": "badge-warn", "succeeded": "badge-ok", "failed": "badge-bad"}

@@ -29,7 +29,7 @@ import bottle
 import waitress
 
 TOKEN = "test-token-0123456789abcdef0123456789abcdef"
-# The agent's wire vocabulary, mirrored from fmappliance.names on purpose (so a change there is a
+# The agent's wire vocabulary, mirrored from fmappliance.wire on purpose (so a change there is a
 # deliberate change of the double too); test_fake_agent.py proves the two agree.
 KNOWN_ACTIONS = (
     "restart_stack",
@@ -364,8 +364,8 @@ class FakeAgent:
         def get_schedules():
             from datetime import datetime, timezone
 
-            from fmappliance.names import format_timestamp
             from fmappliance.schedule_calendar import next_due
+            from fmappliance.wire import format_timestamp
 
             current = agent.schedule_set or {"version": None, "received": None, "catchup_hours": 6, "schedules": []}
             now = datetime.now(timezone.utc)

@@ -104,7 +104,7 @@ def list_sites_argv(docker: str, stack: dict) -> list[str]:
 
 def parse_site_list(output: str) -> list[str]:
     """Site names from `find sites -mindepth 2 -maxdepth 2 -name site_config.json` output."""
-    from fmappliance.names import is_valid_site_name
+    from fmappliance.wire import is_valid_site_name
 
     sites = set()
     for line in output.splitlines():

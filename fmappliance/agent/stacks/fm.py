@@ -182,7 +182,7 @@ def status_of(services: list[dict]) -> tuple[str, str | None]:
 
 def list_sites(stack: dict) -> list[str]:
     """Sites of the bench: `workspace/frappe-bench/sites/*/site_config.json` on the host."""
-    from fmappliance.names import is_valid_site_name
+    from fmappliance.wire import is_valid_site_name
 
     sites_dir = os.path.join(host_bench_dir(stack), "sites")
     try:
