@@ -28,43 +28,18 @@ import time
 import bottle
 import waitress
 
+from fmappliance import actions_table, wire
+
 TOKEN = "test-token-0123456789abcdef0123456789abcdef"
-# The agent's wire vocabulary, mirrored from fmappliance.wire on purpose (so a change there is a
-# deliberate change of the double too); test_fake_agent.py proves the two agree.
-KNOWN_ACTIONS = (
-    "restart_stack",
-    "update_stack",
-    "restart_site",
-    "migrate_site",
-    "backup_site",
-    "start_stack",
-    "stop_stack",
-    "restore_site",
-    "import_backup",
-    "test_restore",
-    "offsite_copy",
-    "offsite_check",
-)
-SITE_ACTIONS = (
-    "restart_site",
-    "migrate_site",
-    "backup_site",
-    "restore_site",
-    "import_backup",
-    "test_restore",
-    "offsite_copy",
-)
-#: Each action's fields beyond action, stack and site, as the agent accepts them.
-EXTRA_FIELDS = {
-    "backup_site": ("label",),
-    "restore_site": ("backup", "from_stack", "from_site", "create_site", "source"),
-    "import_backup": ("name",),
-}
+# The agent's vocabulary comes from the contract itself (fmappliance.wire, fmappliance.actions_table);
+# tests/test_agent_contract.py sends the same requests here and to the real agent and compares the shapes.
+KNOWN_ACTIONS = actions_table.ACTIONS
+SITE_ACTIONS = actions_table.SITE_ACTIONS
 _BLOCK = random.Random(7).randbytes(1024 * 1024)
 
 
 def iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return wire.format_timestamp(epoch)
 
 
 def make_stack(
@@ -171,7 +146,7 @@ class FakeAgent:
         self.fail_status: int | None = None
         self.fail_paths: dict[str, int] = {}
         self.hang_seconds = 5.0
-        self.job_outcome = "succeeded"
+        self.job_outcome = wire.SUCCEEDED
         self.job_output = "Backing up site...\nDone."
         #: What GET /imports lists: [{"name", "files": [{"name", "size"}], "problems": [...]}].
         self.imports: list[dict] = []
@@ -213,7 +188,7 @@ class FakeAgent:
         with self._lock:
             self._counter += 1
             job_id = f"{self._counter:016x}"
-            final = status in ("succeeded", "failed")
+            final = status in wire.FINISHED
             job = {
                 "id": job_id,
                 "action": action,
@@ -221,9 +196,9 @@ class FakeAgent:
                 "site": site,
                 "status": status,
                 "created": iso(time.time()),
-                "started": iso(time.time()) if status != "queued" else None,
+                "started": iso(time.time()) if status != wire.QUEUED else None,
                 "finished": iso(time.time()) if final else None,
-                "exit_code": (0 if status == "succeeded" else 1) if final else None,
+                "exit_code": (0 if status == wire.SUCCEEDED else 1) if final else None,
                 "message": message or status.capitalize() + ".",
                 "output": "",
                 "result": {},
@@ -238,7 +213,7 @@ class FakeAgent:
                 status=status,
                 finished=iso(time.time()),
                 message=message or status.capitalize() + ".",
-                exit_code=0 if status == "succeeded" else 1,
+                exit_code=0 if status == wire.SUCCEEDED else 1,
             )
 
     def add_backup(
@@ -415,17 +390,18 @@ class FakeAgent:
             body = bottle.request.environ.get("fake.body")
             if not isinstance(body, dict):
                 return error(400, "Expected a JSON object.")
-            name = body.get("action")
-            if name not in KNOWN_ACTIONS:
-                return error(400, f"Unknown action {name!r}.")
+            problem = actions_table.request_problem(body)  # the real agent's own shape checks
+            if problem:
+                return error(400, problem)
+            name = body["action"]
+            spec = actions_table.SPECS[name]
             if name not in agent.allowed_actions:
-                return error(403, f"The action {name} is not allowed by security.allowed_actions.")
-            stack = agent.stack(body.get("stack"))
+                return error(403, f"The action {name} is not allowed on this server (security.allowed_actions).")
+            if spec.needs_offsite and agent.offsite is None:
+                return error(409, "Offsite copies are not configured on this server (no offsite.repository).")
+            stack = agent.stack(body.get("stack")) if spec.scope != actions_table.GLOBAL else {"name": "", "sites": []}
             if stack is None:
-                return error(404, f"Unknown stack {body.get('stack')!r}.")
-            unexpected = sorted(set(body) - {"action", "stack", "site", *EXTRA_FIELDS.get(name, ())})
-            if unexpected:
-                return error(400, "Unexpected field(s): " + ", ".join(unexpected) + ".")
+                return error(404, f"There is no stack named {body.get('stack')!r} in the agent's config.")
             site = body.get("site") if name in SITE_ACTIONS else None
             if name == "restore_site" and body.get("create_site"):
                 if stack["type"] != "compose":
@@ -444,13 +420,11 @@ class FakeAgent:
                 return error(404, f"There is no import set {body.get('name')!r}.")
             with agent._lock:
                 for job in agent.jobs.values():
-                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job["status"] in (
-                        "queued",
-                        "running",
-                    ):
-                        return answer(
-                            202, {"success": True, "message": "Already running.", "job": job, "duplicate": True}
-                        )
+                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job[
+                        "status"
+                    ] in wire.UNFINISHED:
+                        message = f"The same action is already {job['status']}; showing that job."
+                        return answer(202, {"success": True, "message": message, "job": public(job), "duplicate": True})
                 agent._counter += 1
                 job_id = f"{agent._counter:016x}"
                 job = {
@@ -458,7 +432,7 @@ class FakeAgent:
                     "action": name,
                     "stack": stack["name"],
                     "site": site,
-                    "status": "queued",
+                    "status": wire.QUEUED,
                     "created": iso(time.time()),
                     "started": None,
                     "finished": None,
@@ -469,12 +443,14 @@ class FakeAgent:
                     "_outcome": agent.job_outcome,
                 }
                 agent.jobs[job_id] = job
-            what = name.replace("_", " ").capitalize()
+            started = spec.started.format(
+                stack=stack["name"], site=site, backup=body.get("backup"), name=body.get("name")
+            )
             return answer(
                 202,
                 {
                     "success": True,
-                    "message": f"{what} of {site or stack['name']} on {stack['name']} started.",
+                    "message": started,
                     "job": public(job),
                     "duplicate": False,
                 },
@@ -486,15 +462,15 @@ class FakeAgent:
                 job = agent.jobs.get(job_id)
                 if job is None:
                     return error(404, f"No job {job_id}.")
-                if job["status"] == "queued":
+                if job["status"] == wire.QUEUED:
                     job.update(
-                        status="running",
+                        status=wire.RUNNING,
                         started=iso(time.time()),
                         message="Running.",
                         output=agent.job_output.split("\n")[0],
                     )
-                elif job["status"] == "running":
-                    ok = job["_outcome"] == "succeeded"
+                elif job["status"] == wire.RUNNING:
+                    ok = job["_outcome"] == wire.SUCCEEDED
                     job.update(
                         status=job["_outcome"],
                         finished=iso(time.time()),

@@ -1,5 +1,6 @@
 """The dashboard's fake agent speaks the real agent's vocabulary: the same action names, the same
-site actions and the same timestamp format as fmappliance.wire (which the real agent uses)."""
+site actions and the same timestamp format as fmappliance.wire and fmappliance.actions_table (which the
+real agent uses).  tests/test_agent_contract.py compares the shapes of their answers."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from datetime import datetime, timezone
 import fake_agent
 import pytest
 
-from fmappliance import wire
+from fmappliance import actions_table, wire
 
 
 def test_the_fake_agent_knows_exactly_the_real_action_names_in_the_same_order():
-    assert fake_agent.KNOWN_ACTIONS == wire.ACTIONS
+    assert fake_agent.KNOWN_ACTIONS == actions_table.ACTIONS
 
 
 def test_the_fake_agent_asks_a_site_for_exactly_the_real_site_actions():
-    assert set(fake_agent.SITE_ACTIONS) == wire.SITE_ACTIONS
+    assert set(fake_agent.SITE_ACTIONS) == actions_table.SITE_ACTIONS
 
 
 def test_the_fake_agent_writes_timestamps_the_way_the_real_agent_does():
