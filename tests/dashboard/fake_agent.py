@@ -95,6 +95,8 @@ def make_stack(
             )
             for i, site in enumerate(sites)
         },
+        "last_restore_tests": dict.fromkeys(sites),
+        "needs_migration": False,
         "checked_at": iso(now),
     }
 
@@ -236,12 +238,24 @@ class FakeAgent:
             "site": site,
             "verified": True,
             "size": sum(e["size"] for e in entries),
+            "label": wire.MANUAL,
+            "encrypted": False,
+            "apps": None,
             "files": entries,
             **extra,
         }
         self.backups.setdefault((stack, site), []).append(manifest)
         self.backups[(stack, site)].sort(key=lambda b: b["created"], reverse=True)
         return manifest
+
+    def _publish_backup(self, stack: str, site: str, label: str) -> dict:
+        """A backup as a succeeded backup_site job leaves it (called with the lock held)."""
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.gmtime())
+        files = {f"{stamp}.sql.gz": b"-- dump\n", f"{stamp}.files.tar": b"files"}
+        listed = self.add_backup(stack, site, stamp, files, label=label, apps=["frappe"])
+        # The job's result is the manifest as written (with its verification notes), not the listing's summary.
+        manifest = {k: v for k, v in listed.items() if k != "size"}
+        return {**manifest, "verification": "database dump: gzip stream complete; files archive: tar readable"}
 
     # -- server --------------------------------------------------------------------------
 
@@ -381,7 +395,7 @@ class FakeAgent:
         def one_stack(name):
             stack = agent.stack(name)
             if stack is None:
-                return error(404, f"Unknown stack {name!r}.")
+                return error(404, f"There is no stack named {name!r} in the agent's config.")
             jobs = [j for j in agent.jobs.values() if j["stack"] == name][-20:][::-1]
             return answer(200, {"stack": stack, "jobs": jobs})
 
@@ -407,7 +421,7 @@ class FakeAgent:
                 if stack["type"] != "compose":
                     return error(400, "An fm bench has one site: create the bench with fm create first.")
             elif name in SITE_ACTIONS and site not in stack["sites"]:
-                return error(404, f"Unknown site {site!r} on stack {stack['name']}.")
+                return error(404, f"Stack {stack['name']!r} has no site named {site!r}.")
             if name == "restore_site" and body.get("source") == "offsite":
                 source = (body.get("from_stack") or stack["name"], body.get("from_site") or site)
                 if not any(s["backup"] == body.get("backup") for s in (agent.offsite or {}).get(source, [])):
@@ -441,6 +455,7 @@ class FakeAgent:
                     "output": "",
                     "result": {},
                     "_outcome": agent.job_outcome,
+                    "_label": body.get("label") or wire.MANUAL,
                 }
                 agent.jobs[job_id] = job
             started = spec.started.format(
@@ -461,7 +476,7 @@ class FakeAgent:
             with agent._lock:
                 job = agent.jobs.get(job_id)
                 if job is None:
-                    return error(404, f"No job {job_id}.")
+                    return error(404, "There is no job with that id.")
                 if job["status"] == wire.QUEUED:
                     job.update(
                         status=wire.RUNNING,
@@ -478,6 +493,9 @@ class FakeAgent:
                         message="Finished." if ok else "bench backup failed: exit code 1",
                         output=agent.job_output,
                     )
+                    if ok and job["action"] == "backup_site":
+                        # as the real agent: the new backup is published and is the job's result
+                        job["result"] = {"backup": agent._publish_backup(job["stack"], job["site"], job["_label"])}
                 return answer(200, public(job))
 
         @app.get("/jobs")
@@ -500,8 +518,12 @@ class FakeAgent:
 
         @app.get("/backups/<stack>/<site>")
         def backups(stack, site):
-            if agent.stack(stack) is None or site not in agent.stack(stack)["sites"]:
-                return error(404, f"Unknown site {site!r} on stack {stack!r}.")
+            # as the real agent: the stack must be configured, the site only well-formed (a removed
+            # site's backups stay listable)
+            if agent.stack(stack) is None:
+                return error(404, f"There is no stack named {stack!r} in the agent's config.")
+            if not wire.is_valid_site_name(site):
+                return error(400, "That is not a valid site name.")
             return answer(200, {"backups": agent.backups.get((stack, site), [])})
 
         @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
