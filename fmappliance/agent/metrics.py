@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from fmappliance import wire
 from fmappliance.actions_table import ACTIONS
 from fmappliance.prometheus_text import Family, render
 from fmappliance.wire import is_valid_site_name
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 STACK_UP = {"running": 1.0, "partial": 0.5, "stopped": 0.0, "unknown": -1.0}
 #: Seconds: restarts take seconds to a minute, backups minutes, updates up to an hour or two.
 JOB_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-JOB_OUTCOMES = ("succeeded", "failed")
+JOB_OUTCOMES = wire.FINISHED
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -90,7 +91,7 @@ class JobStats:
             )
             self.buckets[action][slot] += 1
             self.sums[action] += seconds
-            if action == "backup_site" and status == "succeeded" and job.get("site"):
+            if action == "backup_site" and status == wire.SUCCEEDED and job.get("site"):
                 self.backup_seconds[(job["stack"], job["site"])] = seconds
 
     def families(self) -> list[Family]:

@@ -21,6 +21,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from fmappliance import wire
 from fmappliance.agent.backups.layout import parse_id
 from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.jobs import StepFailed
@@ -656,7 +657,7 @@ def json_array(output: str) -> list:
 
 def backup_time(backup_id: str) -> str:
     """A backup id (its UTC creation time) as an API timestamp."""
-    return parse_id(backup_id).replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return wire.backup_time(backup_id)
 
 
 class OffsiteTimer:

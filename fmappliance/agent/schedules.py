@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
+from fmappliance import wire
 from fmappliance.agent.errors import AgentError
 from fmappliance.prometheus_text import Family
 from fmappliance.schedule_calendar import decide_due, next_due, server_timezone
@@ -509,7 +510,7 @@ class ScheduleRunner:
         """Start the schedule's job(s) through the agent's own action path and record them."""
         stack, site = schedule["stack"], schedule["site"]
         action = "test_restore" if kind_of(schedule) == "test_restore" else "backup_site"
-        options = {"label": "scheduled"} if action == "backup_site" else {}
+        options = {"label": wire.SCHEDULED} if action == "backup_site" else {}
         due = format_timestamp(decision.latest)
         failures: list[str] = []
         jobs: list[str] = []

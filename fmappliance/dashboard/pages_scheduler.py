@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import bottle
 
+from fmappliance import wire
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.schedule_calendar import WEEKDAYS
@@ -75,8 +76,8 @@ def _run_view(run: dict, zone) -> dict:
     if result == "submitted":
         label = (
             job_status
-            if job_status in ("succeeded", "failed")
-            else ("running" if job_status in ("queued", "running") else "handed to the agent")
+            if job_status in wire.FINISHED
+            else ("running" if job_status in wire.UNFINISHED else "handed to the agent")
         )
     else:
         label = result or ""

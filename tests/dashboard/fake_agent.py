@@ -250,7 +250,7 @@ class FakeAgent:
 
     def _publish_backup(self, stack: str, site: str, label: str) -> dict:
         """A backup as a succeeded backup_site job leaves it (called with the lock held)."""
-        stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.gmtime())
+        stamp = time.strftime(wire.BACKUP_ID_FORMAT, time.gmtime())
         files = {f"{stamp}.sql.gz": b"-- dump\n", f"{stamp}.files.tar": b"files"}
         listed = self.add_backup(stack, site, stamp, files, label=label, apps=["frappe"])
         # The job's result is the manifest as written (with its verification notes), not the listing's summary.
