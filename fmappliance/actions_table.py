@@ -204,7 +204,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         failure_event="restore_failed",
         failure_subject="Restore of {site} on {stack}",
         role=ADMIN,  # an operator may restore onto a new site (dashboard/authorize.py's restore rule)
-        doc="Safety backup, then restore the backup onto the site (or a new one).",
+        doc="Safety backup, then restore the backup onto the site (or, for an operator too, a new one).",
     ),
     ActionSpec(
         "import_backup",
@@ -324,13 +324,13 @@ def request_problem(data: dict) -> str | None:
 def markdown_table() -> str:
     """The docs' action table (packaging/gen_docs.py writes it between its markers)."""
     lines = [
-        "| Action | Works on | Extra fields | Allowed by default | Timeout | Dashboard role | Failure notifies |",
+        "| Action | Works on | Extra fields | Allowed by default | Timeout | Least dashboard role | Failure notifies |",
         "|---|---|---|---|---|---|---|",
     ]
     for spec in ACTION_SPECS:
         fields = "; ".join(f"`{f.name}`{' (required)' if f.required else ''}: {f.doc}" for f in spec.fields) or "—"
         default = "with offsite" if spec.needs_offsite else ("yes" if spec.allowed_by_default else "no")
-        role = spec.role if spec.verb or spec.name in ("restore_site", "import_backup") else "— (API / agent only)"
+        role = spec.role + (f" (button `{spec.verb}`)" if spec.verb else "")
         lines.append(
             f"| `{spec.name}` | {spec.scope} | {fields} | {default} | {spec.timeout} s | {role} | "
             f"{'`' + spec.failure_event + '`' if spec.failure_event else '—'} |"
