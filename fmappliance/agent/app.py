@@ -1,8 +1,12 @@
 """The agent's HTTP API: routes only (the endpoints are described in README.md, "Agent API").
 
-``make_app(config)`` builds a fresh ``bottle.Bottle``.  The token is checked in a
-before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401 too.
-Every error is JSON; an unexpected exception is logged and answered with a minimal 500.
+``make_app(config)`` builds a fresh ``bottle.Bottle`` from small groups of routes.  The token is
+checked in a before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401
+too.  Every error is JSON: a refusal is an :class:`~fmappliance.agent.errors.AgentError` (or one of its
+kinds: NameRejected, ActionRejected, LogRequestRejected, PushRejected) raised anywhere below a route
+and answered once, by the error plugin, with its status and sentence; an unexpected exception is
+logged and answered with a minimal 500.  What an action request may carry comes from
+fmappliance/actions_table.py.
 """
 
 from __future__ import annotations
