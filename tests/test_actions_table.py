@@ -41,12 +41,15 @@ def test_the_dashboard_buttons_and_their_roles_come_from_the_table():
     from fmappliance.dashboard import authorize, job_watch, pages_stacks
 
     assert pages_stacks.STACK_VERBS.items() >= {"restart": "restart_stack", "update": "update_stack"}.items()
-    assert pages_stacks.SITE_VERBS.items() >= {
-        "restart": "restart_site",
-        "migrate": "migrate_site",
-        "backup": "backup_site",
-        "test-restore": "test_restore",
-    }.items()
+    assert (
+        pages_stacks.SITE_VERBS.items()
+        >= {
+            "restart": "restart_site",
+            "migrate": "migrate_site",
+            "backup": "backup_site",
+            "test-restore": "test_restore",
+        }.items()
+    )
     assert {**pages_stacks.STACK_VERBS, **pages_stacks.SITE_VERBS}.keys() >= {s.verb for s in ACTION_SPECS if s.verb}
     for spec in ACTION_SPECS:
         if spec.verb is None:
@@ -54,13 +57,16 @@ def test_the_dashboard_buttons_and_their_roles_come_from_the_table():
         path = f"/stack/prod/{spec.verb}" if spec.scope == actions_table.STACK else f"/site/prod/s.example/{spec.verb}"
         found = authorize.find_rule("POST", path)
         assert found is not None and found.role == spec.role and found.step_up == spec.step_up, spec.name
-    assert job_watch.EVENT_OF_ACTION.items() >= {
-        "update_stack": "update_failed",
-        "restore_site": "restore_failed",
-        "test_restore": "restore_test_failed",
-        "offsite_copy": "offsite_failed",
-        "offsite_check": "offsite_check_failed",
-    }.items()
+    assert (
+        job_watch.EVENT_OF_ACTION.items()
+        >= {
+            "update_stack": "update_failed",
+            "restore_site": "restore_failed",
+            "test_restore": "restore_test_failed",
+            "offsite_copy": "offsite_failed",
+            "offsite_check": "offsite_check_failed",
+        }.items()
+    )
     assert job_watch._subject({"action": "test_restore", "stack": "prod", "site": "a.example"}) == (
         "Restore test of a.example on prod failed"
     )
