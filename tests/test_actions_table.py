@@ -109,3 +109,12 @@ def test_the_docs_action_table_is_generated_from_the_table():
     text = holding[0].read_text()
     block = text.split("<!-- actions-table:start -->\n", 1)[1].split("<!-- actions-table:end -->", 1)[0]
     assert block == actions_table.markdown_table(), "regenerate it: python packaging/gen_docs.py"
+
+
+def test_the_wire_module_names_the_job_fields_and_statuses_the_api_documents():
+    from support.agent_contract import JOB_KEYS
+
+    assert set(wire.JOB_FIELDS) == JOB_KEYS
+    assert wire.JOB_STATUSES == ("queued", "running", "succeeded", "failed")
+    assert set(wire.UNFINISHED) | set(wire.FINISHED) == set(wire.JOB_STATUSES)
+    assert wire.backup_time("2026-01-13_02-00-03") == "2026-01-13T02:00:03Z"
