@@ -23,39 +23,20 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from fmappliance.actions_table import (
+    ACTIONS,
+    DEFAULT_ACTION_TIMEOUTS,
+    DEFAULT_ALLOWED_ACTIONS,
+    FAILED_JOB_EVENTS,
+    OFFSITE_ACTIONS,
+)
 from fmappliance.config_kit import ConfigError, Key, ListOf, Located, MapOf, Section, Validator, parse_yaml
-from fmappliance.names import ACTIONS, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
 
-#: Every action the agent knows (defined in names.py).  ``allowed_actions`` picks from these.
-KNOWN_ACTIONS = ACTIONS
-DEFAULT_ALLOWED_ACTIONS = [
-    "restart_stack",
-    "update_stack",
-    "restart_site",
-    "migrate_site",
-    "backup_site",
-    "restore_site",
-    "import_backup",
-    "test_restore",
-]
-DEFAULT_ACTION_TIMEOUTS = {
-    "backup_site": 7200,
-    "update_stack": 3600,
-    "migrate_site": 3600,
-    "restart_stack": 600,
-    "restart_site": 600,
-    "start_stack": 600,
-    "stop_stack": 600,
-    "restore_site": 7200,
-    "import_backup": 3600,
-    "test_restore": 7200,
-    "offsite_copy": 21600,
-    "offsite_check": 21600,
-}
-#: Failed agent jobs the dashboard notifies, whoever started them (dashboard.job_watch maps action -> event).
-FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "offsite_failed", "offsite_check_failed")
+# Every action, its allow-list default and its timeout are rows of fmappliance/actions_table.py.
+# FAILED_JOB_EVENTS: failed agent jobs the dashboard notifies, whoever started them (each action's failure_event).
 NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
@@ -90,16 +71,16 @@ def _one_of(*choices):
 
 
 def _actions(v):
-    unknown = [a for a in v if a not in KNOWN_ACTIONS]
+    unknown = [a for a in v if a not in ACTIONS]
     if unknown:
-        return f"unknown action {unknown[0]!r}; expected any of: " + ", ".join(KNOWN_ACTIONS)
+        return f"unknown action {unknown[0]!r}; expected any of: " + ", ".join(ACTIONS)
     return None
 
 
 def _timeouts(v):
     for action, seconds in v.items():
-        if action not in KNOWN_ACTIONS:
-            return f"unknown action {action!r}; expected any of: " + ", ".join(KNOWN_ACTIONS)
+        if action not in ACTIONS:
+            return f"unknown action {action!r}; expected any of: " + ", ".join(ACTIONS)
         if seconds <= 0:
             return f"timeout for {action} must be a positive number of seconds"
     return None
@@ -814,11 +795,7 @@ def _check_offsite(config: dict, v: Validator, data: dict, credentials: bool = T
     if not off["password_file"]:
         v.fail(("offsite", "password_file"), "needs the file holding the restic repository password")
     if "allowed_actions" not in (data.get("security") or {}):
-        config["security"]["allowed_actions"] = [
-            *config["security"]["allowed_actions"],
-            "offsite_copy",
-            "offsite_check",
-        ]
+        config["security"]["allowed_actions"] = [*config["security"]["allowed_actions"], *OFFSITE_ACTIONS]
     if not credentials:
         return
     for key in ("password_file", "env_file"):

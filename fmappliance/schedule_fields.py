@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from fmappliance.names import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 from fmappliance.schedule_calendar import FREQUENCIES, WEEKDAYS, is_valid_timezone
+from fmappliance.wire import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 EVERY_SITE = "*"
 #: What a schedule does when due: a backup (``backup_site``) or a proof of restorability

@@ -47,9 +47,9 @@ def test_minimal_config_gets_every_default(tmp_path):
     assert config["notifications"]["events"] == [
         "backup_failed",
         "backup_missed",
+        "update_failed",
         "restore_failed",
         "restore_test_failed",
-        "update_failed",
         "offsite_failed",
         "offsite_check_failed",
     ]

@@ -30,7 +30,7 @@ from support.world import (
 )
 
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.names import parse_timestamp
+from fmappliance.wire import parse_timestamp
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from support.webhook_receiver import WebhookReceiver
 from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
 from test_scheduled_backup_e2e import Operator
 
-from fmappliance.names import parse_timestamp
+from fmappliance.wire import parse_timestamp
 
 pytestmark = pytest.mark.slow
 

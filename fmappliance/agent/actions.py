@@ -1,9 +1,10 @@
 """The allow-list: each action name becomes a background job made of argv steps.
 
-There is no generic exec: only the actions below exist, every argv is built by the module of
-the stack's type (stacks/) from names the inventory vouched for, and each action has its own overall time limit
+There is no generic exec: only the actions of fmappliance/actions_table.py exist, each run by its
+handler (agent/handlers/, ``@handles``); every argv is built by the module of the stack's type
+(stacks/) from names the inventory vouched for, and each action has its own overall time limit
 (``agent.action_timeouts``).  The stack's status cache is dropped when a job starts and
-when it ends.
+when it ends.  :class:`Actions` holds what the handlers share (backup, restore, update).
 """
 
 from __future__ import annotations
@@ -14,37 +15,19 @@ import os
 import shutil
 import time
 
+from fmappliance.actions_table import GLOBAL, SITE, SPECS
 from fmappliance.agent import stacks
-from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
+from fmappliance.agent.action_registry import Request, check_complete, handler_of
+from fmappliance.agent.errors import AgentError
+from fmappliance.agent.inventory import Inventory, SitesUnavailable
 from fmappliance.agent.jobs import JobContext, JobManager, StepFailed
 from fmappliance.agent.runner import resolve_binary
-from fmappliance.names import SITE_ACTIONS
 
 log = logging.getLogger(__name__)
 
-_STARTED = {
-    "restart_stack": "Restart of stack {stack} started.",
-    "update_stack": "Update of stack {stack} started; every site is backed up first.",
-    "restart_site": "Restart of {site} on {stack} started.",
-    "migrate_site": "Migration of {site} on {stack} started.",
-    "backup_site": "Backup of {site} on {stack} started.",
-    "start_stack": "Start of stack {stack} started.",
-    "stop_stack": "Stop of stack {stack} started.",
-    "restore_site": "Restore of backup {backup} onto {site} on {stack} started.",
-    "import_backup": "Import of {name} as a backup of {site} on {stack} started.",
-    "test_restore": "Restore test of backup {backup} of {site} on {stack} started (in a throwaway site).",
-    "offsite_copy": "Offsite copy of {site} on {stack} started.",
-    "offsite_check": "Check of the offsite repository started.",
-}
 
-
-class ActionRejected(Exception):
+class ActionRejected(AgentError):
     """A request for an action that may not run; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def clean_staging(state_dir: str) -> None:
@@ -71,129 +54,67 @@ class Actions:
         from fmappliance.agent.restore_proof import ProofRecords
 
         self.proofs = ProofRecords(self.state_dir)
+        check_complete()  # every action of the table has its handler
 
     # ------------------------------------------------------------------ requests
+
+    @property
+    def offsite_enabled(self) -> bool:
+        return self.offsite is not None and self.offsite.enabled
 
     def start(
         self, action: str, stack_name, site=None, options: dict | None = None, *, own_work: bool = False
     ) -> tuple[dict, bool, str]:
         """Check and queue an action; returns (job, created, message) or raises ActionRejected.
 
-        ``options`` holds the action's extra fields (already type-checked by the API): backup_site's
-        label, restore_site's backup/from_stack/from_site/create_site, import_backup's name.
-        ``own_work``: the agent queues this itself (an offsite copy after a backup, the hourly
-        catch-up); the allow-list governs requests only.
+        ``options`` holds the action's extra fields (already shape-checked by the API against its
+        row in fmappliance/actions_table.py).  ``own_work``: the agent queues this itself (an offsite
+        copy after a backup, the hourly catch-up); the allow-list governs requests only.
         """
-        options = dict(options or {})
+        spec = SPECS.get(action)
+        if spec is None:
+            raise ActionRejected(400, f"Unknown action {str(action)[:40]!r}.")
         if action not in self.allowed and not own_work:
             raise ActionRejected(403, f"The action {action} is not allowed on this server (security.allowed_actions).")
-        if action in ("offsite_copy", "offsite_check") and (self.offsite is None or not self.offsite.enabled):
+        if spec.needs_offsite and not self.offsite_enabled:
             raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
-        if action == "offsite_check":
-            return self._submit(action, "", None, {"name": ""}, options)
-        try:
-            stack = self.inventory.check_stack(stack_name)
-            if action == "restore_site":
-                plan = self._restore_plan(stack_name, stack, site, options)
-                site = plan.site
-                options["plan"] = plan
-            elif action == "test_restore":
-                site = self.inventory.check_site(stack_name, site)
-                options["plan"] = self._proof_plan(stack_name, stack, site, options)
-                options["backup"] = options["plan"].backup_id
-            elif action == "import_backup":
-                site = self.inventory.check_site(stack_name, site)
-                options["import_set"] = self._import_set(options.get("name"))
-            elif action in SITE_ACTIONS:
-                site = self.inventory.check_site(stack_name, site)
-        except NameRejected as exc:
-            raise ActionRejected(exc.status, exc.message) from None
-        except SitesUnavailable as exc:
-            raise ActionRejected(409, f"The sites of stack {stack_name} cannot be checked right now: {exc}") from None
-        return self._submit(action, stack_name, site, stack, options)
-
-    def _submit(self, action: str, stack_name: str, site, stack: dict, options: dict) -> tuple[dict, bool, str]:
-        body = self._body(action, stack_name, stack, site, options)
-        message = _STARTED[action].format(
-            stack=stack_name, site=site, backup=options.get("backup"), name=options.get("name")
+        handler = handler_of(action)
+        request = Request(action, "", {"name": ""}, None, self.timeouts[action], dict(options or {}))
+        if spec.scope != GLOBAL:
+            request.stack_name, request.site = stack_name, site
+            try:
+                request.stack = self.inventory.check_stack(stack_name)
+                if handler.plan is not None:
+                    handler.plan(self, request)
+                elif spec.scope == SITE:
+                    request.site = self.inventory.check_site(stack_name, site)
+            except SitesUnavailable as exc:
+                raise ActionRejected(
+                    409, f"The sites of stack {stack_name} cannot be checked right now: {exc}"
+                ) from None
+        elif handler.plan is not None:
+            handler.plan(self, request)
+        message = spec.started.format(
+            stack=request.stack_name,
+            site=request.site,
+            backup=request.options.get("backup"),
+            name=request.options.get("name"),
         )
         job, created = self.jobs.submit(
             action=action,
-            stack=stack_name,
-            site=site if action in SITE_ACTIONS else None,
-            body=body,
+            stack=request.stack_name,
+            site=request.site if spec.scope == SITE else None,
+            body=lambda ctx: handler.run(self, ctx, request),
             message=message,
             on_start=self._invalidate,
-            timeout=self.timeouts[action],
+            timeout=request.timeout,
         )
         if not created:
             message = f"The same action is already {job['status']}; showing that job."
         return job, created, message
 
-    def _restore_plan(self, stack_name: str, stack: dict, site, options: dict):
-        from fmappliance.agent.restore import RestorePlan
-        from fmappliance.names import SITE_NAME_RULE, is_valid_site_name
-
-        create = options.get("create_site") is True
-        if create:
-            refusal = stacks.for_stack(stack).new_site_refusal()
-            if refusal:
-                raise ActionRejected(400, refusal)
-            if not is_valid_site_name(site):
-                raise ActionRejected(400, f"That is not a valid site name (expected {SITE_NAME_RULE}).")
-            if site in self.inventory.sites(stack_name, refresh=True):
-                raise ActionRejected(
-                    409, f"{site} already exists on {stack_name}; restore onto it without create_site."
-                )
-        else:
-            site = self.inventory.check_site(stack_name, site)
-        from_stack = options.get("from_stack") or stack_name
-        from_site = options.get("from_site") or site
-        self.inventory.check_stack(from_stack)
-        if not is_valid_site_name(from_site):
-            raise ActionRejected(400, f"from_site is not a valid site name (expected {SITE_NAME_RULE}).")
-        if options.get("source") == "offsite":
-            manifest = self._offsite_manifest(from_stack, from_site, options.get("backup"))
-        else:
-            manifest = self.store.get_manifest(from_stack, from_site, options.get("backup"))
-        if manifest is None:
-            raise ActionRejected(404, f"There is no backup {options.get('backup')} of {from_site} on {from_stack}.")
-        return RestorePlan(stack_name, stack, site, manifest["id"], from_stack, from_site, create, manifest)
-
-    def _proof_plan(self, stack_name: str, stack: dict, site: str, options: dict):
-        """The plan of a test restore: the backup (given, or the newest verified one) into a fresh throwaway site."""
-        from fmappliance.agent.restore import RestorePlan
-        from fmappliance.agent.restore_proof import throwaway_name
-
-        source = options.get("source") or "local"
-        if source not in ("local", "offsite"):
-            raise ActionRejected(400, "source must be 'local' or 'offsite'.")
-        if source == "offsite" and (self.offsite is None or not self.offsite.enabled):
-            raise ActionRejected(
-                409,
-                "Offsite copies are not configured on this agent, so only local backups can be tested; "
-                "send source 'local' (or leave it out).",
-            )
-        backup_id = options.get("backup")
-        if source == "offsite":
-            if backup_id is None:
-                raise ActionRejected(400, "Name the offsite backup to test (the backup field).")
-            manifest = self._offsite_manifest(stack_name, site, backup_id)
-        elif backup_id is None:
-            verified = [b for b in self.store.list_backups(stack_name, site) if b.get("verified")]
-            if not verified:
-                raise ActionRejected(
-                    404, f"{site} on {stack_name} has no verified backup to test yet; back it up first."
-                )
-            backup_id = verified[0]["id"]
-        if source == "local":
-            manifest = self.store.get_manifest(stack_name, site, backup_id)
-        if manifest is None:
-            raise ActionRejected(404, f"There is no backup {backup_id} of {site} on {stack_name}.")
-        throwaway = throwaway_name(set(self.inventory.sites(stack_name, refresh=True)))
-        return RestorePlan(stack_name, stack, throwaway, manifest["id"], stack_name, site, True, manifest)
-
-    def _offsite_manifest(self, stack: str, site: str, backup) -> dict | None:
+    def offsite_manifest(self, stack: str, site: str, backup) -> dict:
+        """The manifest of an offsite copy, or ActionRejected (409 unconfigured, 502 unreadable, 404 absent)."""
         from fmappliance.agent.offsite import OffsiteFailed
 
         if self.offsite is None or not self.offsite.enabled:
@@ -206,50 +127,15 @@ class Actions:
             raise ActionRejected(404, f"There is no offsite copy of backup {backup} of {site} on {stack}.")
         return manifest
 
-    def _import_set(self, name):
-        from fmappliance.agent.imports import ImportNotFound, find_import_set
-
-        try:
-            return find_import_set(self.config["backups"]["base_path"], name)
-        except ImportNotFound as exc:
-            raise ActionRejected(404, str(exc)) from None
-
     def _invalidate(self, job: dict) -> None:
         if self.status is not None:
             self.status.invalidate(job["stack"])
 
-    # ------------------------------------------------------------------ job bodies
+    # ------------------------------------------------------------------ what the handlers share
 
-    def _body(self, action: str, name: str, stack: dict, site: str | None, options: dict):
-        timeout = self.timeouts[action]
-
-        def body(ctx: JobContext):
-            if action == "backup_site":
-                assert site is not None  # start() checked it against the inventory
-                manifest = self._backup(ctx, name, stack, site, timeout, label=options.get("label") or "manual")
-                return {"backup": manifest}
-            if action == "update_stack":
-                return self._update(ctx, name, stack, timeout)
-            if action == "restore_site":
-                return self._restore(
-                    ctx, name, stack, options["plan"], timeout, offsite=options.get("source") == "offsite"
-                )
-            if action == "test_restore":
-                assert site is not None  # start() checked it against the inventory
-                return self._test_restore(
-                    ctx, name, stack, site, options["plan"], timeout, offsite=options.get("source") == "offsite"
-                )
-            if action == "import_backup":
-                assert site is not None  # start() checked it against the inventory
-                return self._import(ctx, name, site, options["import_set"])
-            if action == "offsite_copy":
-                return self.offsite.copy_site(ctx, name, site)
-            if action == "offsite_check":
-                return self.offsite.check(ctx)
-            stacks.for_stack(stack).run_action(ctx, self._binary, action, site, timeout)
-            return None
-
-        return body
+    def run_lifecycle(self, ctx: JobContext, request: Request) -> None:
+        """A stack or site lifecycle action (restart, start, stop, migrate): the stack driver's own argv."""
+        stacks.for_stack(request.stack).run_action(ctx, self._binary, request.action, request.site, request.timeout)
 
     def queue_offsite_copy(self, stack_name: str, site: str) -> None:
         """Queue a copy of a site's new backups; it runs after the current job and can never fail it.
@@ -329,11 +215,6 @@ class Actions:
             ),
         )
         return result
-
-    def _import(self, ctx, name: str, site: str, import_set) -> dict:
-        from fmappliance.agent.imports import publish_import
-
-        return {"backup": publish_import(ctx, self.store, name, site, import_set)}
 
     def _find(self, key: str) -> str | None:
         return resolve_binary(self.config["agent"][key])

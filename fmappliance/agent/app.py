@@ -1,36 +1,41 @@
 """The agent's HTTP API: routes only (the endpoints are described in README.md, "Agent API").
 
-``make_app(config)`` builds a fresh ``bottle.Bottle``.  The token is checked in a
-before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401 too.
-Every error is JSON; an unexpected exception is logged and answered with a minimal 500.
+``make_app(config)`` builds a fresh ``bottle.Bottle`` from small groups of routes.  The token is
+checked in a before_request hook, i.e. before routing, so unknown paths and wrong methods answer 401
+too.  Every error is JSON: a refusal is an :class:`~fmappliance.agent.errors.AgentError` (or one of its
+kinds: NameRejected, ActionRejected, LogRequestRejected, PushRejected) raised anywhere below a route
+and answered once, by the error plugin, with its status and sentence; an unexpected exception is
+logged and answered with a minimal 500.  What an action request may carry comes from
+fmappliance/actions_table.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 
 import bottle
 
-from fmappliance.agent.actions import ActionRejected, Actions
+from fmappliance.actions_table import request_problem
+from fmappliance.agent.actions import Actions
 from fmappliance.agent.auth import is_public
 from fmappliance.agent.backups import BackupStore
+from fmappliance.agent.errors import AgentError
 from fmappliance.agent.fleet_gate import ENVIRON_KEY as FLEET_SERVER_KEY
 from fmappliance.agent.host import HostFacts
-from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
+from fmappliance.agent.inventory import Inventory, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
-from fmappliance.agent.logs import LogRequestRejected, LogStreams, parse_follow, parse_tail
+from fmappliance.agent.logs import LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
 from fmappliance.agent.offsite import Offsite, OffsiteBusy, OffsiteFailed, OffsiteTimer
-from fmappliance.agent.schedules import PushRejected, ScheduleRunner
+from fmappliance.agent.schedules import ScheduleRunner
 from fmappliance.agent.status import StatusBoard
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.config import secrets_of
-from fmappliance.names import ACTIONS, GLOBAL_ACTIONS, SITE_ACTIONS, is_valid_backup_file_name, is_valid_site_name
 from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
+from fmappliance.wire import ACTION_FIELDS, JOB_ID, is_valid_backup_file_name, is_valid_site_name
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +43,6 @@ log = logging.getLogger(__name__)
 MAX_ACTION_BODY_BYTES = 4096
 #: A pushed schedule set: up to 500 entries of about 250 bytes.
 MAX_SCHEDULES_BODY_BYTES = 256 * 1024
-ACTION_FIELDS = ("action", "stack", "site")
-#: Fields an action takes besides action, stack and site, with their check.
-EXTRA_FIELDS = {
-    "backup_site": ("label",),
-    "restore_site": ("backup", "from_stack", "from_site", "create_site", "source"),
-    "import_backup": ("name",),
-    "test_restore": ("backup", "source"),
-}
-#: Labels a caller may give backup_site; pre-restore, pre-update and imported are set by the agent itself.
-CALLER_LABELS = ("manual", "scheduled")
-BACKUP_ID = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}", re.ASCII)
-JOB_ID = re.compile(r"[0-9a-f]{16}", re.ASCII)
 #: What a page asking for an offsite listing still being read is told to wait.
 OFFSITE_RETRY_SECONDS = 10
 _GENERIC = {
@@ -135,21 +128,36 @@ def build_services(config: dict) -> AgentServices:
     return AgentServices(inventory, status, jobs, store, actions, metrics, host, logs, offsite, timer, runner)
 
 
-def _json_error(status: int, message: str | None = None, headers: dict | None = None) -> bottle.HTTPResponse:
-    body = json.dumps({"success": False, "message": message or _GENERIC.get(status, "Request failed.")})
+def _json_error(
+    status: int, message: str | None = None, headers: dict | None = None, details: dict | None = None
+) -> bottle.HTTPResponse:
+    body = json.dumps(
+        {"success": False, "message": message or _GENERIC.get(status, "Request failed."), **(details or {})}
+    )
     res = bottle.HTTPResponse(body, status, headers or {})
     res.content_type = "application/json"
     return res
 
 
 def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.Bottle:
-    """The agent WSGI app for ``config``."""
+    """The agent WSGI app for ``config``: the cross-cutting hooks, then each group of routes."""
     services = services or build_services(config)
-    token = config["security"]["token"]
     app = bottle.Bottle(catchall=True, autojson=True)
     app.agent_services = services
+    _install_cross_cutting(app, config["security"]["token"])
+    _stack_routes(app, services)
+    _schedule_routes(app, services)
+    _action_routes(app, services, config)
+    _job_routes(app, services)
+    _backup_routes(app, services)
+    return app
 
-    # ------------------------------------------------------------------ cross-cutting
+
+# ---------------------------------------------------------------------- cross-cutting
+
+
+def _install_cross_cutting(app: bottle.Bottle, token: str) -> None:
+    """The token check before routing, JSON error pages, and the one place refusals become answers."""
 
     @app.hook("before_request")
     def require_token():
@@ -174,12 +182,16 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
 
     app.default_error_handler = json_error_page
 
-    def log_unexpected(callback):
+    def render_errors(callback):
+        # A refusal (AgentError and its kinds) is answered with its status and sentence; anything
+        # else unexpected is logged and answered with a bare 500.
         def wrapper(*args, **kwargs):
             try:
                 return callback(*args, **kwargs)
             except bottle.HTTPResponse:
                 raise
+            except AgentError as exc:
+                raise _json_error(exc.status, exc.message, exc.headers, exc.details) from None
             except Exception:
                 req = bottle.request
                 log.exception("unexpected error answering %s %s", req.method, req.path)
@@ -187,19 +199,37 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
 
         return wrapper
 
-    app.install(log_unexpected)
+    app.install(render_errors)
 
-    def check_stack(name) -> dict:
-        try:
-            return services.inventory.check_stack(name)
-        except NameRejected as exc:
-            raise _json_error(exc.status, exc.message) from None
 
-    def check_site_shape(site) -> None:
-        if not is_valid_site_name(site):
-            raise _json_error(400, "That is not a valid site name.")
+def _check_site_shape(site) -> None:
+    if not is_valid_site_name(site):
+        raise AgentError(400, "That is not a valid site name.")
 
-    # ------------------------------------------------------------------ routes
+
+def _read_json_body(limit: int, shape: str):
+    environ = bottle.request.environ
+    content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise _json_error(415)
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        raise AgentError(400, "The request needs a JSON body with a Content-Length.") from None
+    if length > limit:
+        raise AgentError(413, f"The request body is too large (at most {limit} bytes).")
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise AgentError(400, f"The body is not valid JSON; send {shape}.") from None
+
+
+# ---------------------------------------------------------------------- routes
+
+
+def _stack_routes(app: bottle.Bottle, services: AgentServices) -> None:
+    """Health, stacks and their sites and logs, host facts, metrics."""
 
     @app.get("/")
     def health():
@@ -217,33 +247,29 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
 
     @app.get("/stacks/<name>")
     def show_stack(name):
-        check_stack(name)
+        services.inventory.check_stack(name)
         stack = with_backups(services.status.one(name))
         return {"stack": stack, "jobs": services.jobs.list(stack=name, limit=20)}
 
     @app.get("/stacks/<name>/sites")
     def list_sites(name):
-        check_stack(name)
+        services.inventory.check_stack(name)
         try:
             return {"sites": services.inventory.sites(name)}
         except SitesUnavailable as exc:
-            raise _json_error(409, f"The sites of stack {name} cannot be listed right now: {exc}") from None
+            raise AgentError(409, f"The sites of stack {name} cannot be listed right now: {exc}") from None
 
     @app.get("/stacks/<name>/logs")
     def stack_logs(name):
-        check_stack(name)
+        services.inventory.check_stack(name)
         query = bottle.request.query
         environ = bottle.request.environ
         # waitress tells whether the client hung up (channel_request_lookahead); elsewhere only a
         # failed write does.
         client_gone = environ.get("waitress.client_disconnected") or (lambda: False)
-        try:
-            tail = parse_tail(query.get("tail"))
-            follow = parse_follow(query.get("follow"))
-            body = services.logs.open(name, query.get("service"), tail, follow, client_gone)
-        except LogRequestRejected as exc:
-            headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-            raise _json_error(exc.status, exc.message, headers) from None
+        tail = parse_tail(query.get("tail"))
+        follow = parse_follow(query.get("follow"))
+        body = services.logs.open(name, query.get("service"), tail, follow, client_gone)
         headers = {
             "Content-Type": "text/plain; charset=utf-8",
             "Cache-Control": "no-store",
@@ -279,155 +305,54 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
         bottle.response.content_type = METRICS_CONTENT_TYPE
         return services.metrics.render()
 
-    @app.get("/schedules")
-    def get_schedules():
-        if services.schedules is None:
-            raise _json_error(404, "This agent does not run schedules.")
-        return services.schedules.view()
-
-    @app.get("/schedules/history")
-    def schedule_history():
-        if services.schedules is None:
-            raise _json_error(404, "This agent does not run schedules.")
-        raw = bottle.request.query.get("after") or "0"
-        if not raw.isdigit() or len(raw) > 15:
-            raise _json_error(400, "after must be a whole number (the last seq already seen, 0 for all).")
-        return services.schedules.history(int(raw))
-
-    @app.put("/schedules")
-    def put_schedules():
-        if services.schedules is None:
-            raise _json_error(404, "This agent does not run schedules.")
-        data = read_json_body(MAX_SCHEDULES_BODY_BYTES, '{"version": N, "catchup_hours": H, "schedules": [...]}')
-        try:
-            applied, changed = services.schedules.push(data)
-        except PushRejected as exc:
-            body = json.dumps({"success": False, "message": exc.message, **exc.details})
-            res = bottle.HTTPResponse(body, exc.status)
-            res.content_type = "application/json"
-            raise res from None
-        return {"success": True, "applied_version": applied, "changed": changed}
-
-    def read_json_body(limit: int, shape: str):
-        environ = bottle.request.environ
-        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise _json_error(415)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            raise _json_error(400, "The request needs a JSON body with a Content-Length.") from None
-        if length > limit:
-            raise _json_error(413, f"The request body is too large (at most {limit} bytes).")
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
-        try:
-            return json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise _json_error(400, f"The body is not valid JSON; send {shape}.") from None
-
     @app.get("/host")
     def host():
         return services.host.snapshot()
 
+
+def _schedule_routes(app: bottle.Bottle, services: AgentServices) -> None:
+    """The schedule set the dashboard pushes, its state and its run history."""
+
+    def runner() -> ScheduleRunner:
+        if services.schedules is None:
+            raise AgentError(404, "This agent does not run schedules.")
+        return services.schedules
+
+    @app.get("/schedules")
+    def get_schedules():
+        return runner().view()
+
+    @app.get("/schedules/history")
+    def schedule_history():
+        schedules = runner()
+        raw = bottle.request.query.get("after") or "0"
+        if not raw.isdigit() or len(raw) > 15:
+            raise AgentError(400, "after must be a whole number (the last seq already seen, 0 for all).")
+        return schedules.history(int(raw))
+
+    @app.put("/schedules")
+    def put_schedules():
+        schedules = runner()
+        data = _read_json_body(MAX_SCHEDULES_BODY_BYTES, '{"version": N, "catchup_hours": H, "schedules": [...]}')
+        applied, changed = schedules.push(data)  # PushRejected names the offending entry in its details
+        return {"success": True, "applied_version": applied, "changed": changed}
+
+
+def _action_routes(app: bottle.Bottle, services: AgentServices, config: dict) -> None:
+    """POST /action (every action of fmappliance/actions_table.py) and the import sets it can publish."""
+
     @app.post("/action")
     def start_action():
-        request = read_action_request()
-        try:
-            options = {k: v for k, v in request.items() if k not in ACTION_FIELDS}
-            job, created, message = services.actions.start(
-                request["action"], request.get("stack", ""), request.get("site"), options
-            )
-        except ActionRejected as exc:
-            raise _json_error(exc.status, exc.message) from None
+        data = _read_json_body(MAX_ACTION_BODY_BYTES, '{"action": ..., "stack": ..., "site": ...}')
+        if not isinstance(data, dict):
+            raise AgentError(400, 'The body must be a JSON object: {"action": ..., "stack": ..., "site": ...}.')
+        problem = request_problem(data)
+        if problem:
+            raise AgentError(400, problem)
+        options = {k: v for k, v in data.items() if k not in ACTION_FIELDS}
+        job, created, message = services.actions.start(data["action"], data.get("stack", ""), data.get("site"), options)
         bottle.response.status = 202
         return {"success": True, "message": message, "job": job, "duplicate": not created}
-
-    def read_action_request() -> dict:
-        environ = bottle.request.environ
-        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise _json_error(415)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
-            raise _json_error(400, "The request needs a JSON body with a Content-Length.") from None
-        if length > MAX_ACTION_BODY_BYTES:
-            raise _json_error(413, f"The request body is too large (at most {MAX_ACTION_BODY_BYTES} bytes).")
-        raw = environ["wsgi.input"].read(length) if length > 0 else b""
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise _json_error(
-                400, 'The body is not valid JSON; send {"action": ..., "stack": ..., "site": ...}.'
-            ) from None
-        if not isinstance(data, dict):
-            raise _json_error(400, 'The body must be a JSON object: {"action": ..., "stack": ..., "site": ...}.')
-        action = data.get("action")
-        accepted = (*ACTION_FIELDS, *EXTRA_FIELDS.get(action if isinstance(action, str) else "", ()))
-        unexpected = sorted(k for k in data if k not in accepted)
-        if unexpected:
-            raise _json_error(
-                400,
-                "Unexpected field(s): "
-                + ", ".join(repr(k)[:40] for k in unexpected)
-                + "; accepted here: "
-                + ", ".join(accepted)
-                + ".",
-            )
-        if not isinstance(action, str) or not action:
-            raise _json_error(400, "The field 'action' is missing (a text naming the action).")
-        if action not in ACTIONS:
-            raise _json_error(400, f"Unknown action {action[:40]!r}; known actions: {', '.join(ACTIONS)}.")
-        if action in GLOBAL_ACTIONS:
-            if data.get("stack") is not None or data.get("site") is not None:
-                raise _json_error(400, f"The action {action} works on the whole appliance and takes no stack or site.")
-            return data
-        if not isinstance(data.get("stack"), str):
-            raise _json_error(400, "The field 'stack' is missing (the name of a stack).")
-        if action in SITE_ACTIONS:
-            if not isinstance(data.get("site"), str):
-                raise _json_error(400, f"The action {action} needs the field 'site' (a site name).")
-        elif data.get("site") is not None:
-            raise _json_error(400, f"The action {action} works on a whole stack and takes no 'site' field.")
-        check_extra_fields(action, data)
-        return data
-
-    def check_extra_fields(action: str, data: dict) -> None:
-        label = data.get("label")
-        if "label" in data and label not in CALLER_LABELS:
-            raise _json_error(
-                400,
-                "label must be 'manual' or 'scheduled' (pre-restore, pre-update and imported "
-                "are set by the agent itself).",
-            )
-        if action == "restore_site":
-            if not isinstance(data.get("backup"), str) or not BACKUP_ID.fullmatch(data["backup"]):
-                raise _json_error(400, "restore_site needs the field 'backup': a backup id like 2026-01-13_02-00-03.")
-            for key in ("from_stack", "from_site"):
-                if key in data and not isinstance(data[key], str):
-                    raise _json_error(400, f"{key} must be a text (a {key[5:]} name).")
-            if "from_stack" in data:
-                check_stack(data["from_stack"])
-            if "from_site" in data:
-                check_site_shape(data["from_site"])
-            if "source" in data and data["source"] not in ("local", "offsite"):
-                raise _json_error(400, "source must be 'local' (a published backup) or 'offsite' (its restic copy).")
-            if "create_site" in data and not isinstance(data["create_site"], bool):
-                raise _json_error(400, "create_site must be true or false.")
-        if action == "test_restore":
-            if "backup" in data and (not isinstance(data["backup"], str) or not BACKUP_ID.fullmatch(data["backup"])):
-                raise _json_error(400, "backup must be a backup id like 2026-01-13_02-00-03 (or left out: the newest).")
-            if "source" in data and data["source"] not in ("local", "offsite"):
-                raise _json_error(400, "source must be 'local' or 'offsite'.")
-        if action == "import_backup":
-            from fmappliance.agent.imports import SET_NAME
-
-            if not isinstance(data.get("name"), str) or not SET_NAME.fullmatch(data["name"]):
-                raise _json_error(
-                    400,
-                    "import_backup needs the field 'name': an import set name as GET /imports "
-                    "lists it (like 20261125_020003-erp_example_com).",
-                )
 
     @app.get("/imports")
     def list_imports():
@@ -435,61 +360,67 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
 
         return {"imports": scan(config["backups"]["base_path"])}
 
+
+def _job_routes(app: bottle.Bottle, services: AgentServices) -> None:
     @app.get("/jobs")
     def list_jobs():
         query = bottle.request.query
         stack = query.get("stack") or None
         if stack is not None:
-            check_stack(stack)
+            services.inventory.check_stack(stack)
         raw_limit = query.get("limit") or "50"
         if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
-            raise _json_error(400, "limit must be a whole number from 1 to 500.")
+            raise AgentError(400, "limit must be a whole number from 1 to 500.")
         return {"jobs": services.jobs.list(stack=stack, limit=int(raw_limit))}
 
     @app.get("/jobs/<job_id>")
     def show_job(job_id):
         job = services.jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
         if job is None:
-            raise _json_error(404, "There is no job with that id.")
+            raise AgentError(404, "There is no job with that id.")
         return job
+
+
+def _backup_routes(app: bottle.Bottle, services: AgentServices) -> None:
+    """Published backups, their offsite copies, and their files for download."""
 
     @app.get("/backups/<stack>/<site>")
     def list_backups(stack, site):
-        check_stack(stack)
-        check_site_shape(site)
+        services.inventory.check_stack(stack)
+        _check_site_shape(site)
         return {"backups": services.store.list_backups(stack, site)}
 
     @app.get("/offsite/<stack>/<site>")
     def list_offsite(stack, site):
-        check_stack(stack)
-        check_site_shape(site)
+        services.inventory.check_stack(stack)
+        _check_site_shape(site)
         if services.offsite is None:
-            raise _json_error(404, "Offsite copies are not configured on this server (no offsite.repository).")
+            raise AgentError(404, "Offsite copies are not configured on this server (no offsite.repository).")
         # Made-up site names must cost nothing (issue 21.10): a site of the stack, or one with local backups.
         if site not in services.inventory.sites_for_display(stack) and not services.store.list_backups(stack, site):
-            raise _json_error(404, f"Stack {stack!r} has no site named {site!r}.")
+            raise AgentError(404, f"Stack {stack!r} has no site named {site!r}.")
         try:
             return {"snapshots": services.offsite.snapshots_for_page(stack, site)}
         except OffsiteFailed as exc:
-            raise _json_error(502, str(exc)) from None
+            raise AgentError(502, str(exc)) from None
         except OffsiteBusy as exc:
-            raise _json_error(503, str(exc), {"Retry-After": str(OFFSITE_RETRY_SECONDS)}) from None
+            raise AgentError(503, str(exc), headers={"Retry-After": str(OFFSITE_RETRY_SECONDS)}) from None
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):
         from fmappliance.agent.backups import BackupNotFound, BadBackupRequest
         from fmappliance.agent.downloads import file_response
 
-        check_stack(stack)
-        check_site_shape(site)
+        services.inventory.check_stack(stack)
+        _check_site_shape(site)
         if not is_valid_backup_file_name(name):
-            raise _json_error(400, "That is not the name of a published backup file.")
+            raise AgentError(400, "That is not the name of a published backup file.")
         try:
             fileobj, st = services.store.open_published_file(stack, site, name)
         except BackupNotFound:
-            raise _json_error(404, "There is no such backup file.") from None
+            raise AgentError(404, "There is no such backup file.") from None
         except BadBackupRequest as exc:
-            raise _json_error(400, str(exc) or "That backup file cannot be served.") from None
+            raise AgentError(400, str(exc) or "That backup file cannot be served.") from None
         return file_response(
             fileobj,
             st,
@@ -498,5 +429,3 @@ def make_app(config: dict, *, services: AgentServices | None = None) -> bottle.B
             method=bottle.request.method,
             if_range=bottle.request.get_header("If-Range"),
         )
-
-    return app

@@ -16,7 +16,7 @@ import time
 
 from fmappliance.agent.runner import resolve_binary, run_command
 from fmappliance.agent.status import DAEMON_DOWN_MARKERS
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 from fmappliance.fleet import certs
 from fmappliance.fleet import tls as fleet_tls
 from fmappliance.fleet.token import SERVER_NAME_RULE, BadToken, is_valid_server_name, parse
-from fmappliance.names import format_timestamp
 from fmappliance.version import __version__
+from fmappliance.wire import format_timestamp
 
 JOINED, BAD_INPUT, UNREACHABLE, MISMATCH, ALREADY, REFUSED = 0, 2, 3, 4, 5, 6
 NOT_JOINED = 5

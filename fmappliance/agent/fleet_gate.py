@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from fmappliance.bearer import bearer_token_matches
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from fmappliance.agent.backups import BackupError
 from fmappliance.agent.jobs import StepFailed
+from fmappliance.wire import IMPORT_SET_NAME
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _PART = {
     "private-files": "private-files",
 }
 #: What an import set's name looks like (the API checks a requested name against it).
-SET_NAME = re.compile(r"\d{8}_\d{6}-[A-Za-z0-9._-]{1,200}", re.ASCII)
+SET_NAME = IMPORT_SET_NAME  # the name import_backup accepts (fmappliance.wire)
 
 
 class ImportNotFound(Exception):

@@ -12,8 +12,9 @@ import logging
 import threading
 import time
 
+from fmappliance.agent.errors import AgentError
 from fmappliance.agent.stacks import SitesUnavailable, for_stack
-from fmappliance.names import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import SITE_NAME_RULE, STACK_NAME_RULE, is_valid_site_name, is_valid_stack_name
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,8 @@ log = logging.getLogger(__name__)
 SITES_CACHE_SECONDS = 60
 
 
-class NameRejected(Exception):
+class NameRejected(AgentError):
     """A stack or site name from a request that may not be used; ``status`` is 400 or 404."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Inventory:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from fmappliance.agent.docker_cli import compose_failure_reason
-from fmappliance.names import format_timestamp
+from fmappliance.wire import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, UNFINISHED, format_timestamp
 
 from .runner import CommandResult, redact_text, run_command
 
@@ -72,7 +72,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_stack ON jobs (stack, seq);
 
 
 def utc_now() -> str:
-    """Current time as the API writes it (names.format_timestamp)."""
+    """Current time as the API writes it (wire.format_timestamp)."""
     return format_timestamp()
 
 
@@ -254,9 +254,8 @@ class JobManager:
     def _recover(self) -> None:
         with self._lock:
             cur = self._db.execute(
-                "UPDATE jobs SET status='failed', message=?, finished=COALESCE(finished, ?)"
-                " WHERE status IN ('queued', 'running')",
-                (ABANDONED_MESSAGE, utc_now()),
+                "UPDATE jobs SET status=?, message=?, finished=COALESCE(finished, ?) WHERE status IN (?, ?)",
+                (FAILED, ABANDONED_MESSAGE, utc_now(), *UNFINISHED),
             )
             if cur.rowcount:
                 log.warning("marked %d job(s) left over from a previous run as failed", cur.rowcount)
@@ -294,9 +293,8 @@ class JobManager:
             job_id = secrets.token_hex(8)
             live = _LiveJob(job_id, action, stack, site, body, message, on_start, timeout)
             self._db.execute(
-                "INSERT INTO jobs (id, action, stack, site, status, created, message)"
-                " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-                (job_id, action, stack, site, utc_now(), message or "Queued."),
+                "INSERT INTO jobs (id, action, stack, site, status, created, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, action, stack, site, QUEUED, utc_now(), message or "Queued."),
             )
             self._live[job_id] = live
             self._queues.setdefault(stack, collections.deque()).append(live)
@@ -336,8 +334,8 @@ class JobManager:
             if self._closed:
                 return []
             rows = self._db.execute(
-                "SELECT action, stack, site, status, started, finished FROM jobs"
-                " WHERE status IN ('succeeded', 'failed') ORDER BY seq"
+                "SELECT action, stack, site, status, started, finished FROM jobs WHERE status IN (?, ?) ORDER BY seq",
+                FINISHED,
             ).fetchall()
         keys = ("action", "stack", "site", "status", "started", "finished")
         return [dict(zip(keys, row)) for row in rows]
@@ -433,11 +431,11 @@ class JobManager:
         if live.timeout is not None:
             live.deadline = time.monotonic() + live.timeout
         ctx = JobContext(self, live)
-        job = self._update(live.job_id, status="running", started=utc_now(), message=live.message or "Running.")
+        job = self._update(live.job_id, status=RUNNING, started=utc_now(), message=live.message or "Running.")
         if job is None:
             return  # closed meanwhile
         action, stack, site = live.key
-        status, message, result = "failed", INTERNAL_ERROR_MESSAGE, {}
+        status, message, result = FAILED, INTERNAL_ERROR_MESSAGE, {}
         try:
             if live.on_start is not None:
                 live.on_start(job)
@@ -447,7 +445,7 @@ class JobManager:
             result = returned or {}
             json.dumps(result)  # fail here, not when storing, if it is not JSON
             target = f"{stack}/{site}" if site else stack
-            status, message = "succeeded", ctx.message or f"{action} on {target} succeeded."
+            status, message = SUCCEEDED, ctx.message or f"{action} on {target} succeeded."
         except StepFailed as exc:
             message = ctx.redact(str(exc) or "The job failed.")
             result = {}

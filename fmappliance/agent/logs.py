@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from fmappliance.agent import stacks
+from fmappliance.agent.errors import AgentError
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.runner import CommandStream, StartFailed, resolve_binary, start_stream
 from fmappliance.agent.status import StatusBoard
@@ -30,13 +31,11 @@ IDLE_CHECK_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 10
 
 
-class LogRequestRejected(Exception):
+class LogRequestRejected(AgentError):
     """The request cannot be served: ``status`` (400, 429, 503) and a sentence for the operator."""
 
     def __init__(self, status: int, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message, headers={"Retry-After": str(retry_after)} if retry_after else None)
         self.retry_after = retry_after
 
 

@@ -23,9 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from fmappliance.names import ACTIONS as KNOWN_ACTIONS
-from fmappliance.names import is_valid_site_name
+from fmappliance import wire
+from fmappliance.actions_table import ACTIONS
 from fmappliance.prometheus_text import Family, render
+from fmappliance.wire import is_valid_site_name
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 STACK_UP = {"running": 1.0, "partial": 0.5, "stopped": 0.0, "unknown": -1.0}
 #: Seconds: restarts take seconds to a minute, backups minutes, updates up to an hour or two.
 JOB_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200)
-JOB_OUTCOMES = ("succeeded", "failed")
+JOB_OUTCOMES = wire.FINISHED
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -70,9 +71,9 @@ class JobStats:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self.totals = {(action, outcome): 0 for action in KNOWN_ACTIONS for outcome in JOB_OUTCOMES}
-        self.buckets = {action: [0] * (len(JOB_DURATION_BUCKETS) + 1) for action in KNOWN_ACTIONS}
-        self.sums = dict.fromkeys(KNOWN_ACTIONS, 0.0)
+        self.totals = {(action, outcome): 0 for action in ACTIONS for outcome in JOB_OUTCOMES}
+        self.buckets = {action: [0] * (len(JOB_DURATION_BUCKETS) + 1) for action in ACTIONS}
+        self.sums = dict.fromkeys(ACTIONS, 0.0)
         self.backup_seconds: dict[tuple[str, str], float] = {}
 
     def observe(self, job: dict) -> None:
@@ -90,7 +91,7 @@ class JobStats:
             )
             self.buckets[action][slot] += 1
             self.sums[action] += seconds
-            if action == "backup_site" and status == "succeeded" and job.get("site"):
+            if action == "backup_site" and status == wire.SUCCEEDED and job.get("site"):
                 self.backup_seconds[(job["stack"], job["site"])] = seconds
 
     def families(self) -> list[Family]:
@@ -105,7 +106,7 @@ class JobStats:
         with self._lock:
             for (action, outcome), count in self.totals.items():
                 totals.add(count, action=action, status=outcome)
-            for action in KNOWN_ACTIONS:
+            for action in ACTIONS:
                 durations.add_histogram(
                     {"action": action}, JOB_DURATION_BUCKETS, self.buckets[action], self.sums[action]
                 )

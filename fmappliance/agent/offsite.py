@@ -21,12 +21,13 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from fmappliance import wire
 from fmappliance.agent.backups.layout import parse_id
 from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
 from fmappliance.config import read_env_file
-from fmappliance.names import is_valid_site_name
+from fmappliance.wire import is_valid_site_name
 
 log = logging.getLogger(__name__)
 
@@ -656,7 +657,7 @@ def json_array(output: str) -> list:
 
 def backup_time(backup_id: str) -> str:
     """A backup id (its UTC creation time) as an API timestamp."""
-    return parse_id(backup_id).replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return wire.backup_time(backup_id)
 
 
 class OffsiteTimer:

@@ -23,7 +23,7 @@ from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.restore import SiteRestore, frappe_db_name
 from fmappliance.agent.stacks.base import OpsFailed
 from fmappliance.atomic_file import write_json_atomically
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

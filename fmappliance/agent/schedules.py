@@ -23,11 +23,13 @@ import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 
+from fmappliance import wire
+from fmappliance.agent.errors import AgentError
 from fmappliance.atomic_file import temp_prefix, write_json_atomically
-from fmappliance.names import format_timestamp, parse_timestamp
 from fmappliance.prometheus_text import Family
 from fmappliance.schedule_calendar import decide_due, next_due, server_timezone
 from fmappliance.schedule_fields import EVERY_SITE, FIELDS, action_text, kind_of, validate_schedule
+from fmappliance.wire import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +55,8 @@ class ScheduleFileError(Exception):
     """schedules.json exists but cannot be read; ``str()`` is one line for the operator."""
 
 
-class PushRejected(Exception):
-    """A ``PUT /schedules`` that is not applied; ``status`` is the HTTP status to answer."""
-
-    def __init__(self, status: int, message: str, **details):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
+class PushRejected(AgentError):
+    """A ``PUT /schedules`` that is not applied; ``status`` is the HTTP status to answer, ``details`` go along."""
 
 
 def _utc_now() -> datetime:
@@ -495,7 +491,7 @@ class ScheduleRunner:
         """Start the schedule's job(s) through the agent's own action path and record them."""
         stack, site = schedule["stack"], schedule["site"]
         action = "test_restore" if kind_of(schedule) == "test_restore" else "backup_site"
-        options = {"label": "scheduled"} if action == "backup_site" else {}
+        options = {"label": wire.SCHEDULED} if action == "backup_site" else {}
         due = format_timestamp(decision.latest)
         failures: list[str] = []
         jobs: list[str] = []

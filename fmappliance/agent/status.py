@@ -17,7 +17,7 @@ from fmappliance.agent import stacks
 from fmappliance.agent.docker_cli import PLUGIN_MISSING_REASON, plugin_missing
 from fmappliance.agent.inventory import Inventory
 from fmappliance.agent.runner import redact_text, resolve_binary, run_command
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

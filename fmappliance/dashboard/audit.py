@@ -17,7 +17,7 @@ import logging
 import re
 import time
 
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 audit_log = logging.getLogger("fmappliance.audit")
 

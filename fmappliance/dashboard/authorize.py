@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fmappliance.actions_table import ACTION_SPECS, STACK
 from fmappliance.config import ROLES
 
 PUBLIC = "public"  # no session needed (the route checks its own token, if any)
@@ -80,6 +81,17 @@ def _logs_role(facts: Facts) -> str:
     return VIEWER if facts.settings("viewer_logs") is True else OPERATOR
 
 
+def _button_rules() -> tuple[Rule, ...]:
+    """POST /stack/<stack>/<verb> and /site/<stack>/<site>/<verb>: one rule per action button."""
+    found = []
+    for spec in ACTION_SPECS:
+        if spec.verb is not None:
+            base = r"/stack/{x}/" if spec.scope == STACK else r"/site/{x}/{x}/"
+            verb = re.escape(spec.verb).replace(r"\-", "[-_]")  # test-restore, also spelt test_restore
+            found.append(rule("POST", base + verb, spec.role, step_up=spec.step_up))
+    return tuple(found)
+
+
 RULES: tuple[Rule, ...] = (
     # Without a session.
     rule("GET", r"/", PUBLIC),
@@ -108,14 +120,13 @@ RULES: tuple[Rule, ...] = (
     rule("GET", r"/scheduler", VIEWER),
     # Operators: everyday actions and downloads (a dump holds every password hash of the site).
     rule("GET", r"/download/{x}/{x}/{x}", OPERATOR),
-    rule("POST", r"/stack/{x}/restart", OPERATOR),
-    rule("POST", r"/site/{x}/{x}/(restart|migrate|backup|test_restore|test-restore)", OPERATOR),
+    # The stack and site buttons, each with its action's role and step-up (fmappliance/actions_table.py).
+    *_button_rules(),
     # A restore from an offsite copy is the same route with ?source=offsite (rules see the path only), so it
     # follows exactly the rules of a local restore.
     rule("GET", r"/restore/{x}/{x}/{x}", OPERATOR),
     rule("POST", r"/restore/{x}/{x}/{x}", _restore_role, step_up=_restore_step_up),
     # Admins.
-    rule("POST", r"/stack/{x}/update", ADMIN, step_up=True),
     rule("GET POST", r"/imports(/.*)?", ADMIN),
     rule("GET POST", r"/import(/.*)?", ADMIN),
     rule("POST", r"/scheduler/.+", ADMIN),

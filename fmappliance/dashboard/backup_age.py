@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from fmappliance.names import format_timestamp, parse_timestamp
 from fmappliance.schedule_calendar import INTERVALS
 from fmappliance.schedule_fields import EVERY_SITE, kind_of
+from fmappliance.wire import format_timestamp, parse_timestamp
 
 #: A site without a schedule is highlighted when its last good backup is older than this.
 STALE_BACKUP_HOURS = 48

@@ -116,7 +116,7 @@ def _init(fleet_dir: Path) -> int:
 
 def _token_create(config: dict, registry, fleet_dir: Path, name: str | None, ttl: int | None) -> int:
     from fmappliance.dashboard.hub import HubFiles
-    from fmappliance.names import format_timestamp
+    from fmappliance.wire import format_timestamp
 
     fleet = config["fleet"]
     if name is not None and not is_valid_server_name(name):

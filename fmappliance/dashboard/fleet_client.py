@@ -25,7 +25,7 @@ import time
 from fmappliance.dashboard.agent_client import AgentClient, AgentError
 from fmappliance.dashboard.fleet_registry import FleetRegistry
 from fmappliance.dashboard.hub import Hub, LinkUnavailable
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class FleetView:
 
 def summarise(stacks: list, jobs: list, now: float) -> dict:
     """stacks running/total, the oldest newest-backup age over all sites, failed jobs in 24 h."""
-    from fmappliance.names import parse_timestamp
+    from fmappliance.wire import parse_timestamp
 
     def epoch(value) -> float | None:
         parsed = parse_timestamp(value)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from fmappliance.dashboard.state_db import StateDB
 from fmappliance.fleet import token as join_token
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS fleet_tokens ("

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
+from fmappliance import wire
+from fmappliance.actions_table import EVENT_OF_ACTION
 from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.schedule_fields import EVERY_SITE
 
@@ -78,12 +80,12 @@ class BackupHandoff:
     def note_job(self, job: Mapping) -> None:
         """Record an agent job's status on its run rows; notify ``backup_failed`` when it failed.
 
-        The pages may call this too when they show a job (notification sent once). A failed
-        ``test_restore`` job is not notified here: the failed-job watcher sends
-        ``restore_test_failed`` for every failed test restore, scheduled or not.
+        The pages may call this too when they show a job (notification sent once). A failed job
+        whose action has its own failure event (a ``test_restore``: ``restore_test_failed``) is not
+        notified here: the failed-job watcher sends that event for every such job, scheduled or not.
         """
         for run in self.store.update_run_result(str(job["id"]), job["status"]):
-            if job["status"] == "failed" and job.get("action") != "test_restore":
+            if job["status"] == wire.FAILED and job.get("action") not in EVENT_OF_ACTION:
                 self._notify(
                     "backup_failed",
                     f"Scheduled backup of {run['site']} on {run['stack']} failed",

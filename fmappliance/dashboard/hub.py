@@ -36,7 +36,7 @@ from fmappliance.dashboard.fleet_registry import FleetRegistry
 from fmappliance.dashboard.hub_join import MIN_AGENT_VERSION, JoinDoor, version_tuple
 from fmappliance.fleet import certs
 from fmappliance.fleet import tls as fleet_tls
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -28,22 +28,17 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 
-from fmappliance.names import format_timestamp
+from fmappliance import actions_table, wire
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 
-#: The agent action whose failure is notified, and as which event.
-EVENT_OF_ACTION = {
-    "restore_site": "restore_failed",
-    "test_restore": "restore_test_failed",
-    "update_stack": "update_failed",
-    "offsite_copy": "offsite_failed",
-    "offsite_check": "offsite_check_failed",
-}
+#: The agent action whose failure is notified, and as which event (each action's failure_event).
+EVENT_OF_ACTION = actions_table.EVENT_OF_ACTION
 POLL_SECONDS = 10.0
 SHORT_LIST = 25
 LONG_LIST = 500
-UNFINISHED = ("queued", "running")
+UNFINISHED = wire.UNFINISHED
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS notified_jobs ("
@@ -53,13 +48,8 @@ _SCHEMA = (
 
 
 def _subject(job: Mapping) -> str:
-    what = {
-        "restore_site": "Restore of {site} on {stack}",
-        "test_restore": "Restore test of {site} on {stack}",
-        "update_stack": "Update of {stack}",
-        "offsite_copy": "Offsite copy of {stack}",
-        "offsite_check": "Offsite check",
-    }.get(str(job.get("action")), "Job on {stack}")
+    spec = actions_table.spec_of(str(job.get("action")))
+    what = spec.failure_subject if spec is not None and spec.failure_subject else "Job on {stack}"
     return what.format(stack=job.get("stack") or "?", site=job.get("site") or "?") + " failed"
 
 
@@ -165,7 +155,7 @@ class FailedJobWatcher:
                 continue
             if job.get("status") in UNFINISHED:
                 self._in_flight[str(job["id"])] = action
-            elif job.get("status") == "failed":
+            elif job.get("status") == wire.FAILED:
                 ended.append((str(job["id"]), action, EVENT_OF_ACTION[action], 0, self._now()))
         with self._db.transaction() as conn:
             conn.executemany(
@@ -190,7 +180,7 @@ class FailedJobWatcher:
             self._in_flight[job_id] = action
             return 0
         self._in_flight.pop(job_id, None)
-        if status != "failed" or not self._claim(job_id, action, event):
+        if status != wire.FAILED or not self._claim(job_id, action, event):
             return 0
         details = {
             "job_id": job_id,

@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import bottle
 
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 PAGE_SIZE = 100
 #: The agent's recent jobs asked for in one request for the outcomes, then at most this many

@@ -15,7 +15,7 @@ import bottle
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.dashboard.relays import relay_slot_count
-from fmappliance.names import is_valid_backup_file_name, is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import is_valid_backup_file_name, is_valid_site_name, is_valid_stack_name
 
 log = logging.getLogger(__name__)
 

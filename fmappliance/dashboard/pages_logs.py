@@ -25,7 +25,7 @@ import bottle
 from fmappliance.dashboard import views
 from fmappliance.dashboard.agent_client import AgentError
 from fmappliance.dashboard.authorize import VIEWER
-from fmappliance.names import is_valid_stack_name
+from fmappliance.wire import is_valid_stack_name
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import bottle
 
 from fmappliance.dashboard import negotiation, restore_flow, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import is_valid_backup_id, is_valid_import_name, is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import is_valid_backup_id, is_valid_import_name, is_valid_site_name, is_valid_stack_name
 
 REFUSED_BY_AGENT = (400, 403, 404, 409)
 

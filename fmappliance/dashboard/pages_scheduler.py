@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 
 import bottle
 
+from fmappliance import wire
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import parse_timestamp
 from fmappliance.schedule_calendar import WEEKDAYS
 from fmappliance.schedule_fields import (
     EVERY_SITE,
@@ -25,6 +25,7 @@ from fmappliance.schedule_fields import (
     kind_of,
     validate_schedule,
 )
+from fmappliance.wire import parse_timestamp
 
 SCHEDULE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DAY_NAMES = dict(zip(WEEKDAYS, ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")))
@@ -75,8 +76,8 @@ def _run_view(run: dict, zone) -> dict:
     if result == "submitted":
         label = (
             job_status
-            if job_status in ("succeeded", "failed")
-            else ("running" if job_status in ("queued", "running") else "handed to the agent")
+            if job_status in wire.FINISHED
+            else ("running" if job_status in wire.UNFINISHED else "handed to the agent")
         )
     else:
         label = result or ""

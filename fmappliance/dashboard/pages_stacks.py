@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import bottle
 
+from fmappliance import actions_table
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import is_valid_site_name, is_valid_stack_name
 
-#: The button verb in a form's URL -> the agent action it asks for.
-STACK_VERBS = {"restart": "restart_stack", "update": "update_stack"}
-SITE_VERBS = {
-    "restart": "restart_site",
-    "migrate": "migrate_site",
-    "backup": "backup_site",
-    "test-restore": "test_restore",
-}
+#: The button verb in a form's URL -> the agent action it asks for (the verbs of fmappliance/actions_table.py).
+STACK_VERBS = actions_table.buttons(actions_table.STACK)
+SITE_VERBS = actions_table.buttons(actions_table.SITE)
 # The rendered stack list is shared by all sessions; each page gets its own token swapped in.
 CSRF_PLACEHOLDER = "@@CSRF-TOKEN@@"
 BODY_MARKER = "@@STACKS@@"
 # Ages on the page ("3 min ago") may be this stale before the list is re-rendered.
 RENDER_CACHE_SECONDS = 15
+
+
+def _alternatives(verbs: dict[str, str]) -> str:
+    # bottle's re filter: a path segment that is one of the verbs (they are letters and '-').
+    return "|".join(sorted(verbs, key=len, reverse=True))
 
 
 def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
@@ -151,14 +152,14 @@ def register(app: bottle.Bottle, ctx) -> None:
             return bottle.request.forms.getunicode("return_to", default="") or default
         return default
 
-    @app.post("/stack/<name>/<verb:re:restart|update>")
+    @app.post("/stack/<name>/<verb:re:" + _alternatives(STACK_VERBS) + ">")
     @ctx.protected_post
     def stack_action(name, verb):
         if not is_valid_stack_name(name):
             return ctx.fail(400, "That is not a valid stack name.")
         return run_action(ctx, STACK_VERBS[verb], name, None, form_return_to("/dashboard"))
 
-    @app.post("/site/<stack>/<site>/<verb:re:restart|migrate|backup|test-restore>")
+    @app.post("/site/<stack>/<site>/<verb:re:" + _alternatives(SITE_VERBS) + ">")
     @ctx.protected_post
     def site_action(stack, site, verb):
         if not is_valid_stack_name(stack):

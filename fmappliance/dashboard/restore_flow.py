@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from fmappliance.dashboard import views
-from fmappliance.names import is_valid_site_name, is_valid_stack_name
+from fmappliance.wire import is_valid_site_name, is_valid_stack_name
 
 RESTORE_FIELDS = ("target_stack", "target_site", "create_site", "confirm")
 IMPORT_FIELDS = ("target_stack", "target_site", "confirm")

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fmappliance.names import format_timestamp, parse_timestamp
 from fmappliance.schedule_calendar import is_valid_timezone, server_timezone
 from fmappliance.schedule_fields import DEFAULT_KIND, EVERY_SITE, FIELDS, ScheduleError, kind_of
+from fmappliance.wire import format_timestamp, parse_timestamp
 
 #: Results of a run row. ``pending`` exists only between the due time being taken and the
 #: hand-off to the agent; one left over after a crash is turned into ``failed``.

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.names import format_timestamp, parse_timestamp
 from fmappliance.schedule_fields import FIELDS, action_text
+from fmappliance.wire import format_timestamp, parse_timestamp
 
 log = logging.getLogger(__name__)
 

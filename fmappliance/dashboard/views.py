@@ -8,12 +8,18 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 
+from fmappliance import wire
 from fmappliance.dashboard.backup_age import STALE_BACKUP_HOURS
-from fmappliance.names import parse_timestamp
+from fmappliance.wire import parse_timestamp
 
 STATUS_BADGES = {"running": "badge-ok", "partial": "badge-warn", "stopped": "badge-bad", "unknown": "badge-unknown"}
-JOB_BADGES = {"queued": "badge-unknown", "running": "badge-warn", "succeeded": "badge-ok", "failed": "badge-bad"}
-FINAL_JOB_STATES = ("succeeded", "failed")
+JOB_BADGES = {
+    wire.QUEUED: "badge-unknown",
+    wire.RUNNING: "badge-warn",
+    wire.SUCCEEDED: "badge-ok",
+    wire.FAILED: "badge-bad",
+}
+FINAL_JOB_STATES = wire.FINISHED
 #: What the operator clicked, in words ("restart_stack" is an agent id, not a sentence).
 ACTION_NAMES = {
     "restart_stack": "Restart",

@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass, field
 
 from fmappliance.installer.trust import untrusted_reason
-from fmappliance.names import is_valid_stack_name
+from fmappliance.wire import is_valid_stack_name
 
 NEW_AGENT_USER = "fm-agent"
 

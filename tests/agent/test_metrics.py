@@ -11,8 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.wsgi import wait_job
 
+from fmappliance.actions_table import ACTIONS
 from fmappliance.agent.metrics import JOB_DURATION_BUCKETS
-from fmappliance.config import KNOWN_ACTIONS
 
 
 def scrape(client) -> dict:
@@ -119,7 +119,7 @@ def test_job_counters_and_histograms_match_the_jobs_the_api_lists(client, world)
     jobs = client.get("/jobs?limit=500").json()["jobs"]
     listed = Counter((j["action"], j["status"]) for j in jobs)
     samples = scrape(client)
-    for action in KNOWN_ACTIONS:
+    for action in ACTIONS:
         for outcome in ("succeeded", "failed"):
             assert value(samples, "fmappliance_jobs_total", action=action, status=outcome) == listed[(action, outcome)]
         ended = [j for j in jobs if j["action"] == action]

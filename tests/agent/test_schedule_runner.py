@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from fmappliance.agent.schedules import FILE_NAME, PushRejected, ScheduleFileError, ScheduleRunner
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 
 def utc(*args) -> datetime:

@@ -17,7 +17,7 @@ import pytest
 from support.polling import wait_for
 from support.world import COMPOSE_SITES, AgentProcess
 
-from fmappliance.names import format_timestamp, parse_timestamp
+from fmappliance.wire import format_timestamp, parse_timestamp
 
 pytestmark = pytest.mark.slow
 

@@ -27,9 +27,10 @@ from support.config_factory import TEST_TOKEN, write_config  # noqa: E402
 from support.world import install_doubles, make_compose_stack  # noqa: E402
 from support.wsgi import WSGIClient  # noqa: E402
 
+from fmappliance.actions_table import ACTIONS  # noqa: E402
 from fmappliance.agent.app import make_app  # noqa: E402
 from fmappliance.agent.jobs import JobManager  # noqa: E402
-from fmappliance.config import KNOWN_ACTIONS, load_config  # noqa: E402
+from fmappliance.config import load_config  # noqa: E402
 
 STACKS, SITES, BACKUPS, JOBS = 10, 3, 20, 5000
 GOAL_WARM_MS = 5.0
@@ -62,7 +63,7 @@ def fill_job_store(state_dir: Path) -> None:
     db = sqlite3.connect(state_dir / "jobs.sqlite3")
     rows = []
     for n in range(JOBS):
-        action = KNOWN_ACTIONS[n % len(KNOWN_ACTIONS)]
+        action = ACTIONS[n % len(ACTIONS)]
         started = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=n)
         stamp = started.strftime("%Y-%m-%dT%H:%M:%SZ")
         finished = (started + timedelta(seconds=n % 900)).strftime("%Y-%m-%dT%H:%M:%SZ")

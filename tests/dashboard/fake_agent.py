@@ -28,43 +28,18 @@ import time
 import bottle
 import waitress
 
+from fmappliance import actions_table, wire
+
 TOKEN = "test-token-0123456789abcdef0123456789abcdef"
-# The agent's wire vocabulary, mirrored from fmappliance.names on purpose (so a change there is a
-# deliberate change of the double too); test_fake_agent.py proves the two agree.
-KNOWN_ACTIONS = (
-    "restart_stack",
-    "update_stack",
-    "restart_site",
-    "migrate_site",
-    "backup_site",
-    "start_stack",
-    "stop_stack",
-    "restore_site",
-    "import_backup",
-    "test_restore",
-    "offsite_copy",
-    "offsite_check",
-)
-SITE_ACTIONS = (
-    "restart_site",
-    "migrate_site",
-    "backup_site",
-    "restore_site",
-    "import_backup",
-    "test_restore",
-    "offsite_copy",
-)
-#: Each action's fields beyond action, stack and site, as the agent accepts them.
-EXTRA_FIELDS = {
-    "backup_site": ("label",),
-    "restore_site": ("backup", "from_stack", "from_site", "create_site", "source"),
-    "import_backup": ("name",),
-}
+# The agent's vocabulary comes from the contract itself (fmappliance.wire, fmappliance.actions_table);
+# tests/test_agent_contract.py sends the same requests here and to the real agent and compares the shapes.
+KNOWN_ACTIONS = actions_table.ACTIONS
+SITE_ACTIONS = actions_table.SITE_ACTIONS
 _BLOCK = random.Random(7).randbytes(1024 * 1024)
 
 
 def iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return wire.format_timestamp(epoch)
 
 
 def make_stack(
@@ -121,6 +96,8 @@ def make_stack(
             )
             for i, site in enumerate(sites)
         },
+        "last_restore_tests": dict.fromkeys(sites),
+        "needs_migration": False,
         "checked_at": iso(now),
     }
 
@@ -172,7 +149,7 @@ class FakeAgent:
         self.fail_status: int | None = None
         self.fail_paths: dict[str, int] = {}
         self.hang_seconds = 5.0
-        self.job_outcome = "succeeded"
+        self.job_outcome = wire.SUCCEEDED
         self.job_output = "Backing up site...\nDone."
         #: What GET /imports lists: [{"name", "files": [{"name", "size"}], "problems": [...]}].
         self.imports: list[dict] = []
@@ -214,7 +191,7 @@ class FakeAgent:
         with self._lock:
             self._counter += 1
             job_id = f"{self._counter:016x}"
-            final = status in ("succeeded", "failed")
+            final = status in wire.FINISHED
             job = {
                 "id": job_id,
                 "action": action,
@@ -222,9 +199,9 @@ class FakeAgent:
                 "site": site,
                 "status": status,
                 "created": iso(time.time()),
-                "started": iso(time.time()) if status != "queued" else None,
+                "started": iso(time.time()) if status != wire.QUEUED else None,
                 "finished": iso(time.time()) if final else None,
-                "exit_code": (0 if status == "succeeded" else 1) if final else None,
+                "exit_code": (0 if status == wire.SUCCEEDED else 1) if final else None,
                 "message": message or status.capitalize() + ".",
                 "output": "",
                 "result": {},
@@ -239,7 +216,7 @@ class FakeAgent:
                 status=status,
                 finished=iso(time.time()),
                 message=message or status.capitalize() + ".",
-                exit_code=0 if status == "succeeded" else 1,
+                exit_code=0 if status == wire.SUCCEEDED else 1,
             )
 
     def add_backup(
@@ -262,12 +239,24 @@ class FakeAgent:
             "site": site,
             "verified": True,
             "size": sum(e["size"] for e in entries),
+            "label": wire.MANUAL,
+            "encrypted": False,
+            "apps": None,
             "files": entries,
             **extra,
         }
         self.backups.setdefault((stack, site), []).append(manifest)
         self.backups[(stack, site)].sort(key=lambda b: b["created"], reverse=True)
         return manifest
+
+    def _publish_backup(self, stack: str, site: str, label: str) -> dict:
+        """A backup as a succeeded backup_site job leaves it (called with the lock held)."""
+        stamp = time.strftime(wire.BACKUP_ID_FORMAT, time.gmtime())
+        files = {f"{stamp}.sql.gz": b"-- dump\n", f"{stamp}.files.tar": b"files"}
+        listed = self.add_backup(stack, site, stamp, files, label=label, apps=["frappe"])
+        # The job's result is the manifest as written (with its verification notes), not the listing's summary.
+        manifest = {k: v for k, v in listed.items() if k != "size"}
+        return {**manifest, "verification": "database dump: gzip stream complete; files archive: tar readable"}
 
     # -- server --------------------------------------------------------------------------
 
@@ -365,8 +354,8 @@ class FakeAgent:
         def get_schedules():
             from datetime import datetime, timezone
 
-            from fmappliance.names import format_timestamp
             from fmappliance.schedule_calendar import next_due
+            from fmappliance.wire import format_timestamp
 
             current = agent.schedule_set or {"version": None, "received": None, "catchup_hours": 6, "schedules": []}
             now = datetime.now(timezone.utc)
@@ -407,7 +396,7 @@ class FakeAgent:
         def one_stack(name):
             stack = agent.stack(name)
             if stack is None:
-                return error(404, f"Unknown stack {name!r}.")
+                return error(404, f"There is no stack named {name!r} in the agent's config.")
             jobs = [j for j in agent.jobs.values() if j["stack"] == name][-20:][::-1]
             return answer(200, {"stack": stack, "jobs": jobs})
 
@@ -416,23 +405,24 @@ class FakeAgent:
             body = bottle.request.environ.get("fake.body")
             if not isinstance(body, dict):
                 return error(400, "Expected a JSON object.")
-            name = body.get("action")
-            if name not in KNOWN_ACTIONS:
-                return error(400, f"Unknown action {name!r}.")
+            problem = actions_table.request_problem(body)  # the real agent's own shape checks
+            if problem:
+                return error(400, problem)
+            name = body["action"]
+            spec = actions_table.SPECS[name]
             if name not in agent.allowed_actions:
-                return error(403, f"The action {name} is not allowed by security.allowed_actions.")
-            stack = agent.stack(body.get("stack"))
+                return error(403, f"The action {name} is not allowed on this server (security.allowed_actions).")
+            if spec.needs_offsite and agent.offsite is None:
+                return error(409, "Offsite copies are not configured on this server (no offsite.repository).")
+            stack = agent.stack(body.get("stack")) if spec.scope != actions_table.GLOBAL else {"name": "", "sites": []}
             if stack is None:
-                return error(404, f"Unknown stack {body.get('stack')!r}.")
-            unexpected = sorted(set(body) - {"action", "stack", "site", *EXTRA_FIELDS.get(name, ())})
-            if unexpected:
-                return error(400, "Unexpected field(s): " + ", ".join(unexpected) + ".")
+                return error(404, f"There is no stack named {body.get('stack')!r} in the agent's config.")
             site = body.get("site") if name in SITE_ACTIONS else None
             if name == "restore_site" and body.get("create_site"):
                 if not stack["creates_sites"]:
                     return error(400, "An fm bench has one site: create the bench with fm create first.")
             elif name in SITE_ACTIONS and site not in stack["sites"]:
-                return error(404, f"Unknown site {site!r} on stack {stack['name']}.")
+                return error(404, f"Stack {stack['name']!r} has no site named {site!r}.")
             if name == "restore_site" and body.get("source") == "offsite":
                 source = (body.get("from_stack") or stack["name"], body.get("from_site") or site)
                 if not any(s["backup"] == body.get("backup") for s in (agent.offsite or {}).get(source, [])):
@@ -445,13 +435,11 @@ class FakeAgent:
                 return error(404, f"There is no import set {body.get('name')!r}.")
             with agent._lock:
                 for job in agent.jobs.values():
-                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job["status"] in (
-                        "queued",
-                        "running",
-                    ):
-                        return answer(
-                            202, {"success": True, "message": "Already running.", "job": job, "duplicate": True}
-                        )
+                    if (job["action"], job["stack"], job["site"]) == (name, stack["name"], site) and job[
+                        "status"
+                    ] in wire.UNFINISHED:
+                        message = f"The same action is already {job['status']}; showing that job."
+                        return answer(202, {"success": True, "message": message, "job": public(job), "duplicate": True})
                 agent._counter += 1
                 job_id = f"{agent._counter:016x}"
                 job = {
@@ -459,7 +447,7 @@ class FakeAgent:
                     "action": name,
                     "stack": stack["name"],
                     "site": site,
-                    "status": "queued",
+                    "status": wire.QUEUED,
                     "created": iso(time.time()),
                     "started": None,
                     "finished": None,
@@ -468,14 +456,17 @@ class FakeAgent:
                     "output": "",
                     "result": {},
                     "_outcome": agent.job_outcome,
+                    "_label": body.get("label") or wire.MANUAL,
                 }
                 agent.jobs[job_id] = job
-            what = name.replace("_", " ").capitalize()
+            started = spec.started.format(
+                stack=stack["name"], site=site, backup=body.get("backup"), name=body.get("name")
+            )
             return answer(
                 202,
                 {
                     "success": True,
-                    "message": f"{what} of {site or stack['name']} on {stack['name']} started.",
+                    "message": started,
                     "job": public(job),
                     "duplicate": False,
                 },
@@ -486,16 +477,16 @@ class FakeAgent:
             with agent._lock:
                 job = agent.jobs.get(job_id)
                 if job is None:
-                    return error(404, f"No job {job_id}.")
-                if job["status"] == "queued":
+                    return error(404, "There is no job with that id.")
+                if job["status"] == wire.QUEUED:
                     job.update(
-                        status="running",
+                        status=wire.RUNNING,
                         started=iso(time.time()),
                         message="Running.",
                         output=agent.job_output.split("\n")[0],
                     )
-                elif job["status"] == "running":
-                    ok = job["_outcome"] == "succeeded"
+                elif job["status"] == wire.RUNNING:
+                    ok = job["_outcome"] == wire.SUCCEEDED
                     job.update(
                         status=job["_outcome"],
                         finished=iso(time.time()),
@@ -503,6 +494,9 @@ class FakeAgent:
                         message="Finished." if ok else "bench backup failed: exit code 1",
                         output=agent.job_output,
                     )
+                    if ok and job["action"] == "backup_site":
+                        # as the real agent: the new backup is published and is the job's result
+                        job["result"] = {"backup": agent._publish_backup(job["stack"], job["site"], job["_label"])}
                 return answer(200, public(job))
 
         @app.get("/jobs")
@@ -525,8 +519,12 @@ class FakeAgent:
 
         @app.get("/backups/<stack>/<site>")
         def backups(stack, site):
-            if agent.stack(stack) is None or site not in agent.stack(stack)["sites"]:
-                return error(404, f"Unknown site {site!r} on stack {stack!r}.")
+            # as the real agent: the stack must be configured, the site only well-formed (a removed
+            # site's backups stay listable)
+            if agent.stack(stack) is None:
+                return error(404, f"There is no stack named {stack!r} in the agent's config.")
+            if not wire.is_valid_site_name(site):
+                return error(400, "That is not a valid site name.")
             return answer(200, {"backups": agent.backups.get((stack, site), [])})
 
         @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])

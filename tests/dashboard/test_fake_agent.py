@@ -1,5 +1,6 @@
 """The dashboard's fake agent speaks the real agent's vocabulary: the same action names, the same
-site actions and the same timestamp format as fmappliance.names (which the real agent uses)."""
+site actions and the same timestamp format as fmappliance.wire and fmappliance.actions_table (which the
+real agent uses).  tests/test_agent_contract.py compares the shapes of their answers."""
 
 from __future__ import annotations
 
@@ -8,22 +9,22 @@ from datetime import datetime, timezone
 import fake_agent
 import pytest
 
-from fmappliance import names
+from fmappliance import actions_table, wire
 
 
 def test_the_fake_agent_knows_exactly_the_real_action_names_in_the_same_order():
-    assert fake_agent.KNOWN_ACTIONS == names.ACTIONS
+    assert fake_agent.KNOWN_ACTIONS == actions_table.ACTIONS
 
 
 def test_the_fake_agent_asks_a_site_for_exactly_the_real_site_actions():
-    assert set(fake_agent.SITE_ACTIONS) == names.SITE_ACTIONS
+    assert set(fake_agent.SITE_ACTIONS) == actions_table.SITE_ACTIONS
 
 
 def test_the_fake_agent_writes_timestamps_the_way_the_real_agent_does():
     for epoch in (0, 1_764_000_000, 1_764_000_000.9, 4_102_444_799):
         written = fake_agent.iso(epoch)
-        assert written == names.format_timestamp(epoch)
-        assert names.parse_timestamp(written) == datetime.fromtimestamp(int(epoch), timezone.utc)
+        assert written == wire.format_timestamp(epoch)
+        assert wire.parse_timestamp(written) == datetime.fromtimestamp(int(epoch), timezone.utc)
 
 
 def test_the_fake_agent_answers_schedule_pushes_like_the_real_one(fake_agent, tmp_path):

@@ -17,7 +17,7 @@ from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
 from fmappliance.dashboard.app import make_app
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 SCRAPE_TOKEN = "scrape-token-0123456789abcdef0123456789"
 

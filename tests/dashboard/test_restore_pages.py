@@ -205,7 +205,7 @@ def test_an_agent_refusal_is_shown_on_the_form_and_audited(logged_in, with_backu
     with_backup.allowed_actions.discard("restore_site")
     response = restore(logged_in, target_stack="prod", target_site=SITE, confirm=SITE)
     assert response.status == 403
-    assert "not allowed by security.allowed_actions" in response.text
+    assert "not allowed on this server (security.allowed_actions)" in response.text
     row = logged_in.app.ctx.audit.recent()[0]
     assert row["action"] == "restore_site" and row["result"].startswith("failed: ")
 

@@ -15,7 +15,7 @@ from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.dashboard.schedule_sync import PENDING, ScheduleSync
 from fmappliance.dashboard.schedules import validate_schedule
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 
 class Notes:

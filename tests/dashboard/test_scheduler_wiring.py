@@ -24,7 +24,7 @@ from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.schedule_store import ScheduleStore
 from fmappliance.dashboard.schedules import validate_schedule
 from fmappliance.dashboard.services import build_scheduler
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 ROOT = Path(__file__).resolve().parents[2]
 

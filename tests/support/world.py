@@ -23,7 +23,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmappliance.config import KNOWN_ACTIONS, load_config
+from fmappliance.actions_table import ACTIONS
+from fmappliance.config import load_config
 from support.config_factory import TEST_TOKEN, write_config
 from support.polling import wait_for
 
@@ -114,7 +115,7 @@ class World:
             "prod": {"type": "compose", "path": str(self.compose_path)},
             "erp": {"type": "fm", "path": str(self.bench_path)},
         }
-        security = {"token": TEST_TOKEN, "allowed_actions": list(KNOWN_ACTIONS), **sections.pop("security", {})}
+        security = {"token": TEST_TOKEN, "allowed_actions": list(ACTIONS), **sections.pop("security", {})}
         self.config_path = write_config(self.root, agent=agent, stacks=stacks, security=security, **sections)
         self.config = load_config(self.config_path)
         return self.config_path

@@ -10,8 +10,10 @@ import os
 import re
 from datetime import datetime, timezone
 
+from fmappliance import wire
+
 PARTS = ("database", "files", "private-files", "site_config")
-ID_FORMAT = "%Y-%m-%d_%H-%M-%S"
+ID_FORMAT = wire.BACKUP_ID_FORMAT
 
 #: How an operator message names each part ("the database dump is truncated ...").
 LABELS = {
@@ -21,8 +23,8 @@ LABELS = {
     "site_config": "the site config",
 }
 #: Why a backup was taken: manual and scheduled come with backup_site; the agent sets the others.
-BACKUP_LABELS = ("manual", "scheduled", "pre-restore", "pre-update", "imported")
-MANIFEST_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})\.json", re.ASCII)
+BACKUP_LABELS = wire.BACKUP_LABELS
+MANIFEST_NAME = re.compile(rf"({wire.BACKUP_ID_PATTERN})\.json", re.ASCII)
 #: Temp names are ".<final name>.tmp-<random>"; clean_temp_files removes exactly these.
 TEMP_NAME = re.compile(r"\.[^/]+\.tmp-[0-9a-f]+", re.ASCII)
 SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)

@@ -7,7 +7,7 @@ import logging
 import os
 import stat
 
-from fmappliance import names
+from fmappliance import wire
 from fmappliance.agent.backups.layout import BACKUP_LABELS, MANIFEST_NAME, PARTS, READ_FLAGS, SHA256
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def manifest_problem(doc, backup_id: str, stack: str, site: str) -> str | None:
     for entry in files:
         if not (
             isinstance(entry, dict)
-            and names.is_valid_backup_file_name(entry.get("name"))
+            and wire.is_valid_backup_file_name(entry.get("name"))
             and entry["name"].startswith(backup_id + ".")
             and entry["name"] != backup_id + ".json"
             and entry.get("part") in PARTS

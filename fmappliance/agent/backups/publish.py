@@ -31,7 +31,7 @@ from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size, is_encrypted_name
 from fmappliance.agent.backups.sources import open_file_beneath
 from fmappliance.agent.backups.verify import CheckFailed, plain_checker
-from fmappliance.names import format_timestamp
+from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
 

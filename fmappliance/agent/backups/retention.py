@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+from fmappliance import wire
 from fmappliance.agent.backups.layout import parse_id
 from fmappliance.agent.backups.manifests import all_manifests, manifest_label
 
@@ -47,7 +48,7 @@ def gfs_keep(ids: list[str], retention: dict) -> set[str]:
 #: without a label (published before labels existed, by "Backup now", an update or a schedule --
 #: nothing tells which) reads as ``manual`` (manifest_label): the cost is keeping a few scheduled
 #: backups keep_safety_days longer, the alternative could delete the one taken by hand.
-SAFETY_LABELS = frozenset({"manual", "pre-update", "pre-restore", "imported"})
+SAFETY_LABELS = wire.SAFETY_LABELS
 
 
 def kept_ids(manifests: list[dict], retention: dict, now: datetime, safety_days: int) -> set[str]:

@@ -14,16 +14,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fmappliance import names
+from fmappliance import wire
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
 from fmappliance.agent.backups.layout import DIR_FLAGS, LOCK_NAME, NOFOLLOW_DIR
 
 
 def check_names(stack: str, site: str) -> None:
-    if not names.is_valid_stack_name(stack):
-        raise BadBackupRequest(f"{stack!r} is not a valid stack name ({names.STACK_NAME_RULE}).")
-    if not names.is_valid_site_name(site):
-        raise BadBackupRequest(f"{site!r} is not a valid site name ({names.SITE_NAME_RULE}).")
+    if not wire.is_valid_stack_name(stack):
+        raise BadBackupRequest(f"{stack!r} is not a valid stack name ({wire.STACK_NAME_RULE}).")
+    if not wire.is_valid_site_name(site):
+        raise BadBackupRequest(f"{site!r} is not a valid site name ({wire.SITE_NAME_RULE}).")
 
 
 def open_site_dir(base_path: str, stack: str, site: str, *, create: bool = False) -> int:

@@ -15,7 +15,7 @@ import stat
 from datetime import datetime
 from typing import BinaryIO
 
-from fmappliance import names
+from fmappliance import wire
 from fmappliance.agent.backups import publish as pipeline
 from fmappliance.agent.backups import retention as gfs
 from fmappliance.agent.backups.encrypted import backup_passphrase
@@ -61,7 +61,7 @@ class BackupStore:
         removed = 0
         for stack_entry in scandir_dirs(self.base_path):
             for site_entry in scandir_dirs(stack_entry.path):
-                if not (names.is_valid_stack_name(stack_entry.name) and names.is_valid_site_name(site_entry.name)):
+                if not (wire.is_valid_stack_name(stack_entry.name) and wire.is_valid_site_name(site_entry.name)):
                     continue
                 try:
                     fd = self._open_site_dir(stack_entry.name, site_entry.name)
@@ -251,7 +251,7 @@ class BackupStore:
         in the site's own backup directory.
         """
         check_names(stack, site)
-        if not names.is_valid_backup_file_name(name):
+        if not wire.is_valid_backup_file_name(name):
             raise BadBackupRequest(f"{name!r} is not a backup file name (expected <YYYY-MM-DD_HH-MM-SS>.<part>).")
         missing = BackupNotFound(f"No backup file {name} for {site} on {stack}.")
         expected_dir = os.path.join(os.path.realpath(self.base_path), stack, site)

@@ -18,7 +18,7 @@ from fmappliance.agent.runner import minimal_env
 from fmappliance.agent.stacks.base import CheckRoom, Command, OpsFailed, Run, StackUnsupported
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 from fmappliance.agent.stacks.compose_output import container_addresses, log_options, parse_ps, service_rows
-from fmappliance.names import is_valid_site_name
+from fmappliance.wire import is_valid_site_name
 
 #: In a frappe_docker stack, the services that serve the bench (restarted by restart_site).
 SITE_SERVICES = ("websocket", "queue-short", "queue-long", "scheduler")

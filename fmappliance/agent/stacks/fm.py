@@ -35,7 +35,7 @@ from fmappliance.agent.stacks import fm_migration
 from fmappliance.agent.stacks.base import CheckRoom, Command, OpsFailed, Run, StackUnsupported
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 from fmappliance.agent.stacks.compose_output import compute_status, container_addresses, log_options
-from fmappliance.names import is_valid_site_name
+from fmappliance.wire import is_valid_site_name
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""One module per kind of action, each registering its code with ``@handles`` (see action_registry.py)."""
