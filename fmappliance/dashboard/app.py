@@ -37,7 +37,7 @@ import urllib.parse
 
 import bottle
 
-from fmappliance.dashboard import authorize, csrf, negotiation
+from fmappliance.dashboard import authorize, csrf, negotiation, server_scope
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
 from fmappliance.dashboard.services import DashboardServices, build_services
 from fmappliance.dashboard.sessions import STAGE_ENROLL, cookie_is_secure, cookie_value, session_cookie_name
@@ -67,7 +67,6 @@ class DashboardContext:
         self.config = services.config
         self.clock = services.clock
         self.secret_key = services.config["dashboard"]["secret_key"]
-        self.agent = services.agent
         self.db = services.db
         self.sessions = services.sessions
         self.throttle = services.throttle
@@ -86,6 +85,42 @@ class DashboardContext:
         self.backup_age = services.backup_age
 
     # -- request facts ------------------------------------------------------------------
+
+    @property
+    def agent(self):
+        """The agent client of the server this request is about: the local agent, or the server
+        named by ``/s/<server>/`` (server_scope.py picks it before the route runs)."""
+        try:
+            selected = bottle.request.environ.get(server_scope.CLIENT_KEY)
+        except (RuntimeError, AttributeError):  # outside a request (a background thread)
+            selected = None
+        return selected or self.services.agent
+
+    @staticmethod
+    def server() -> str | None:
+        """The server named in this request's URL (``/s/<server>/…``), None for the local one."""
+        return bottle.request.environ.get(server_scope.SERVER_KEY)
+
+    def is_local_request(self) -> bool:
+        """Does this request talk to the dashboard's own server (no prefix, or the local name)?"""
+        name = self.server()
+        view = server_scope.fleet_view(self)
+        return name is None or (view is not None and name == view.local_name)
+
+    def server_facts(self) -> dict:
+        """For the layout: the server switcher, and the banner and button reason of a server not online."""
+        view = server_scope.fleet_view(self)
+        if view is None or self.session() is None:
+            return {"servers": [], "server": "", "server_banner": "", "server_blocked": ""}
+        current = self.server() or view.local_name
+        names = [view.local_name] + [row["name"] for row in view.registry.servers()]
+        problem = None if self.is_local_request() else server_scope.server_problem(self, current)
+        return {
+            "servers": names if len(names) > 1 else [],
+            "server": current,
+            "server_banner": problem[1] if problem else "",
+            "server_blocked": problem[1] if problem else "",
+        }
 
     def now(self) -> dt.datetime:
         return self.services.now()
@@ -174,7 +209,23 @@ class DashboardContext:
         values.setdefault("can", self.can)
         # Included templates get the same helpers.
         values.setdefault("partial", self.render)
+        # Buttons of a server that cannot act now are shown disabled, with the reason.
+        if "server_blocked" not in values:
+            try:
+                values["server_blocked"] = self._server_blocked()
+            except (RuntimeError, AttributeError):  # rendered outside a request
+                values["server_blocked"] = ""
         return self.templates.render(template, **values)
+
+    def _server_blocked(self) -> str:
+        environ = bottle.request.environ
+        name = environ.get(server_scope.SERVER_KEY)
+        if name is None or self.is_local_request():
+            return ""
+        if "fmappliance.server_blocked" not in environ:
+            problem = server_scope.server_problem(self, name)
+            environ["fmappliance.server_blocked"] = problem[1] if problem else ""
+        return environ["fmappliance.server_blocked"]
 
     def page(self, template: str, title: str, *, banner: str = "", notices=(), page_token: str = "", **values) -> str:
         """A full page: the named body template inside the layout.
@@ -185,10 +236,14 @@ class DashboardContext:
         # The body sees the banner too (a page may say less when the banner already says why).
         body = self.render(template, csrf_token=session.csrf_token if session else "", banner=banner, **values)
         flashed = self.sessions.pop_flash(session) if session else []
+        facts = self.server_facts()
         return self.render(
             "layout",
             title=title,
             body=body,
+            servers=facts["servers"],
+            server=facts["server"],
+            server_banner=facts["server_banner"] if facts["server_banner"] != banner else "",
             user=session.user if session else "",
             enrolling=bool(session and self.enrolling(session)),
             csrf_token=session.csrf_token if session else page_token,
@@ -420,7 +475,9 @@ class DashboardBottle(bottle.Bottle):
         super().__init__()
         self.config["catchall"] = False
         self.ctx = ctx
-        self._secured = SecurityHeadersMiddleware(functools.partial(bottle.Bottle.wsgi, self), ctx.crash_answer)
+        # /s/<server>/… is taken off before routing (server_scope.py), inside the headers.
+        scoped = server_scope.ServerScope(functools.partial(bottle.Bottle.wsgi, self))
+        self._secured = SecurityHeadersMiddleware(scoped, ctx.crash_answer)
 
     def wsgi(self, environ, start_response):
         return self._secured(environ, start_response)
@@ -456,6 +513,7 @@ def make_app(
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
     app.add_hook("before_request", _authorize_hook(ctx, app))
+    app.add_hook("before_request", server_scope.select_hook(ctx, app))
 
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)

@@ -147,7 +147,8 @@ def register(app: bottle.Bottle, ctx) -> None:
                 403,
                 "Downloads start only from the dashboard's own pages: open the backups page and use its download link.",
             )
-        accel = ctx.config["dashboard"]["download_mode"] == "accel"
+        # nginx can only hand out this server's files: another server's are relayed through its link.
+        accel = ctx.config["dashboard"]["download_mode"] == "accel" and ctx.is_local_request()
         streaming = not accel and request.method != "HEAD"
         if streaming and not slots.acquire(blocking=False):
             ctx.audit.record(
