@@ -42,7 +42,7 @@ class _LinkConnection(http.client.HTTPConnection):
         raise http.client.NotConnected("a fleet link carries one request")
 
     def request(self, method, url, body=None, headers=None, **kwargs):
-        # X-FM-Request: the id the server's fleet-audit.jsonl records, to match a dashboard row.
+        # X-FM-Request (set by AgentClient): the id the server's fleet-audit.jsonl records, to match a dashboard row.
         headers = {"X-FM-Request": secrets.token_hex(8), **(headers or {}), "Connection": "close"}
         super().request(method, url, body=body, headers=headers, **kwargs)
 

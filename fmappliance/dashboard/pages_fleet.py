@@ -75,6 +75,9 @@ def register(app: bottle.Bottle, ctx) -> None:
     @ctx.login_required
     def fleet():
         data = view_or_404().overview()
+        # Only the servers this user has a role on (dashboard.credentials.<user>: servers or roles).
+        user = ctx.user()
+        data = {**data, "servers": [row for row in data["servers"] if ctx.role_on(user, row["name"])]}
         bottle.response.set_header("Cache-Control", "no-store")
         if negotiation.wants_json(bottle.request):
             return ctx.json_response(data)

@@ -64,6 +64,7 @@ def remote():
 
 @pytest.fixture
 def fleet(config, clock, remote):
+    config["fleet"]["local_name"] = _View.local_name
     app = make_app(config, clock=clock)
     view = _View(app.ctx.services.agent, remote)
     app.ctx.services.fleet_view = view
@@ -178,3 +179,90 @@ def test_without_a_hub_a_prefix_is_404(logged_in):
     answer = logged_in.get("/s/erp-b/dashboard")
     assert answer.status == 404
     assert "no fleet hub" in answer.text
+
+
+def _app_with_users(config, clock, remote, credentials):
+    from support.config_factory import TEST_PASSWORD_HASH
+    from support.wsgi import WSGIClient
+
+    config["dashboard"]["credentials"] = {
+        name: {"password": TEST_PASSWORD_HASH, **entry} for name, entry in credentials.items()
+    }
+    config["dashboard"]["totp"] = "off"
+    config["fleet"]["local_name"] = _View.local_name
+    app = make_app(config, clock=clock)
+    app.ctx.services.fleet_view = _View(app.ctx.services.agent, remote)
+    clients = {}
+    for name in credentials:
+        clients[name] = WSGIClient(app)
+        assert clients[name].login(name).status == 303
+    return app, clients
+
+
+def test_roles_per_server_decide_on_the_server_in_the_url(config, clock, remote, fake_agent, tmp_path):
+    from fmappliance.config import ConfigError, load_config
+
+    _, users = _app_with_users(
+        config,
+        clock,
+        remote,
+        {
+            "ops": {"roles": {"*": "viewer", "erp-b": "operator"}},
+            "bee": {"role": "operator", "servers": ["erp-b"]},
+        },
+    )
+    ops, bee = users["ops"], users["bee"]
+    # ops: an operator on erp-b, a viewer on the local server (hq).
+    token = ops.page_token("/s/erp-b/dashboard")
+    assert ops.post("/s/erp-b/site/prod/b.example.com/backup", data={"csrf_token": token}).status == 303
+    refused = ops.post(
+        "/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers={"Accept": "application/json"}
+    )
+    assert refused.status == 403
+    assert refused.json()["message"] == "Your role (viewer) may not do this; it needs operator."
+    assert not [r for r in fake_agent.requests if r[0] == "POST"]
+    # The buttons follow: erp-b's dashboard shows "Backup now", the local one does not.
+    assert "Backup now" in ops.get("/s/erp-b/dashboard").text
+    assert "Backup now" not in ops.get("/dashboard").text
+    # bee: erp-b only; the local server's pages are refused with the reason, the switcher shows erp-b only.
+    assert bee.get("/s/erp-b/stack/prod", headers={"Accept": "application/json"}).status == 200
+    for path in ("/stack/prod", "/s/hq/stack/prod"):
+        answer = bee.get(path, headers={"Accept": "application/json"})
+        assert answer.status == 403
+        assert answer.json()["message"] == (
+            "You have no role on server hq (dashboard.credentials.bee: servers or roles)."
+        )
+    fleet = bee.get("/s/erp-b/dashboard").text
+    assert 'href="/s/hq/dashboard"' not in fleet
+    # The account page (shared by every server) stays open to them.
+    assert bee.get("/account").status == 200
+
+    # The config says what is wrong with a bad entry.
+    for entry, problem in (
+        ({"role": "admin", "roles": {"*": "viewer"}}, "either roles"),
+        ({"roles": {"Bad": "viewer"}}, "is not a server name"),
+        ({"roles": {"erp-b": "root"}}, "the role for erp-b must be one of"),
+        ({"servers": []}, "non-empty list"),
+    ):
+        from support.config_factory import TEST_PASSWORD_HASH, write_config
+
+        path = write_config(tmp_path, dashboard={"credentials": {"u": {"password": TEST_PASSWORD_HASH, **entry}}})
+        with pytest.raises(ConfigError) as bad:
+            load_config(path)
+        assert problem in str(bad.value)
+
+
+def test_audit_rows_carry_the_server_and_the_request_id_sent_to_its_agent(signed_in, remote):
+    token = signed_in.page_token("/s/erp-b/dashboard")
+    remote.requests.clear()
+    remote.request_ids.clear()
+    assert signed_in.post("/s/erp-b/site/prod/b.example.com/backup", data={"csrf_token": token}).status == 303
+    rows = signed_in.get("/audit", headers={"Accept": "application/json"}).json()["events"]
+    row = next(r for r in rows if r["action"] == "backup_site")
+    assert row["server"] == "erp-b"
+    assert re.fullmatch(r"[0-9a-f]{16}", row["request_id"])
+    sent = [i for r, i in zip(remote.requests, remote.request_ids) if r[0] == "POST"]
+    assert sent == [row["request_id"]]
+    # The audit page links that job on its own server.
+    page = signed_in.get("/audit").text
+    assert f'href="/s/erp-b/jobs/{row["job_id"]}"' in page
