@@ -56,7 +56,9 @@ DEFAULT_ACTION_TIMEOUTS = {
 }
 #: Failed agent jobs the dashboard notifies, whoever started them (dashboard.job_watch maps action -> event).
 FAILED_JOB_EVENTS = ("restore_failed", "restore_test_failed", "update_failed", "offsite_failed", "offsite_check_failed")
-NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
+#: The fleet's events (dashboard/fleet_events.py): a server's link lost and back, its clock, joins and removals.
+SERVER_EVENTS = ("server_unreachable", "server_back", "server_clock_skew", "server_joined", "server_removed")
+NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS, *SERVER_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
 #: Dashboard roles, least to most privileged.
@@ -535,6 +537,17 @@ SCHEDULE = Section(
         Key("day_of_month", "int", 1, "monthly: 1 .. 28.", check=_day_of_month),
         Key("timezone", "str", "", "IANA time zone name (empty: the server's)."),
         Key("enabled", "bool", True, "Whether the schedule runs."),
+        Key(
+            "server",
+            "str",
+            "",
+            "The fleet server whose agent runs it (empty: the dashboard's own server, fleet.local_name).",
+            check=lambda v: (
+                None
+                if v == "" or _SERVER_NAME.fullmatch(v)
+                else "expected a fleet server name (lowercase letters, digits, '-', at most 32)"
+            ),
+        ),
     ),
 )
 
@@ -632,6 +645,19 @@ OFFSITE = Section(
         ),
         Key("limit_upload_kbps", "int", 0, "restic --limit-upload in KiB/s; 0: no limit.", check=_non_negative),
         Key("restic_binary", "str", "restic", "The restic command (looked up on PATH unless absolute)."),
+        Key(
+            "host",
+            "str",
+            "",
+            "restic --host of the copies this server makes; listing, retention and restores see only this "
+            "host's copies, so servers sharing a repository never prune each other's. Empty: the fleet "
+            "server name once joined (fleet.json), else fmappliance (copies made before joining stay under it).",
+            check=lambda v: (
+                None
+                if v == "" or _SERVER_NAME.fullmatch(v) or v == "fmappliance"
+                else "expected a server name (lowercase letters, digits, '-', at most 32)"
+            ),
+        ),
     ),
 )
 
@@ -813,6 +839,8 @@ def _cross_checks(config: dict, v: Validator, data: dict, *, offsite_credentials
                     ("schedules", i, "timezone"),
                     f"unknown time zone {schedule['timezone']!r}; expected an IANA name like Europe/Berlin",
                 )
+    # derived: the server a notification is about when it names none (the dashboard's own)
+    config["notifications"]["server"] = config["fleet"]["local_name"]
     dash = config["dashboard"]
     dash["metrics_token"] = None  # derived: the scrape token, or None while /metrics is off
     if dash["metrics_token_file"] and os.path.exists(dash["metrics_token_file"]):

@@ -84,8 +84,7 @@ class DashboardContext:
         self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
         #: The BackupScheduler; only the serving process starts it.
         self.scheduler = services.scheduler
-        #: How old a site's last backup may be (per schedule; 48 h without one), overdue alerts.
-        self.backup_age = services.backup_age
+        self._age_rules: dict = {}
 
     # -- request facts ------------------------------------------------------------------
 
@@ -98,6 +97,26 @@ class DashboardContext:
         except (RuntimeError, AttributeError):  # outside a request (a background thread)
             selected = None
         return selected or self.services.agent
+
+    @property
+    def backup_age(self):
+        """How old a site's last backup may be (per schedule; 48 h without one), overdue alerts:
+        from the schedules of the server this request is about."""
+        try:
+            local = self.is_local_request()
+        except (RuntimeError, AttributeError):  # outside a request
+            local = True
+        if local:
+            return self.services.backup_age
+        name = self.server()
+        rules = self._age_rules.get(name)
+        if rules is None:
+            from fmappliance.dashboard.backup_age import BackupAgeRules
+
+            rules = self._age_rules[name] = BackupAgeRules(
+                self.services.backup_age.store, server=name, local_name=self.config["fleet"]["local_name"]
+            )
+        return rules
 
     @staticmethod
     def server() -> str | None:

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 
 from fmappliance.names import format_timestamp
 
@@ -42,7 +43,7 @@ class AuditLog:
     def __init__(self, db, clock=time.time, keep_days: int = 365, context=None):
         self.db = db
         #: () -> {"server", "request_id"} of the request being served (set by the app; issue 24).
-        self.context = context or (lambda: {})
+        self.context: Callable[[], dict] = context or dict
         self.clock = clock
         self.keep_days = keep_days
         self._pruned_at = 0.0

@@ -10,7 +10,7 @@ client, so pages do not know which server they talk to.
 On the way out, the prefix is put back on the links of the answer: server-scoped paths in HTML
 attributes (``href``, ``action``, ``hx-post``, ``data-stream`` …), ``Location`` and
 ``HX-Redirect``.  Paths that are the same for every server (sign-in, account, audit, fleet,
-metrics, static files, schedules) are left alone.
+metrics, static files) are left alone.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ PREFIX_KEY = "fmappliance.server_prefix"
 
 _PREFIXED = re.compile(r"^/s/([^/]+)(/.*)?$")
 #: The first path segments whose pages and actions belong to one server.
-SCOPED_ROOTS = ("dashboard", "stack", "site", "backups", "download", "restore", "jobs", "imports")
+SCOPED_ROOTS = ("dashboard", "stack", "site", "backups", "download", "restore", "jobs", "imports", "scheduler")
 _SCOPED = "|".join(SCOPED_ROOTS)
 _ATTRIBUTE = re.compile(
     r"""(\s(?:href|action|formaction|src|hx-get|hx-post|hx-put|hx-delete|hx-patch|data-[a-z0-9-]+)=")"""
