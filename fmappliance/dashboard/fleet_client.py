@@ -107,6 +107,9 @@ class FleetView:
         self.timeout = float(config["fleet"]["request_timeout"])
         self.clock = clock
         self._figures: dict[str, tuple[float, dict]] = {}
+        #: The last fetch's failure per server (shown until a fetch succeeds).
+        self._problems: dict[str, str] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def client(self, name: str) -> AgentClient:
@@ -151,19 +154,47 @@ class FleetView:
         now = self.clock()
         with self._lock:
             cached = self._figures.get(name)
+            problem = self._problems.get(name)
         if cached and now - cached[0] < FIGURES_SECONDS:
-            return cached[1], cached[0], None
+            return cached[1], cached[0], problem
         if live is not None and not live["idle_connections"] and live["state"] != "online":
             return (cached[1], cached[0], None) if cached else ({}, None, None)
+        if cached:
+            # Stale: answer with the last figures now and fetch new ones off the request thread, one
+            # fetch per server at a time (20 servers' round trips in one page view would cost its p99).
+            with self._lock:
+                start = name not in self._refreshing
+                self._refreshing.add(name)
+            if start:
+                threading.Thread(target=self._refresh, args=(name, live), daemon=True).start()
+            return cached[1], cached[0], problem
+        return self._fetch(name, live)
+
+    def _refresh(self, name: str, live: dict | None) -> None:
+        try:
+            self._fetch(name, live)
+        except Exception:
+            log.exception("fleet: refreshing the figures of %s failed", name)
+        finally:
+            with self._lock:
+                self._refreshing.discard(name)
+
+    def _fetch(self, name: str, live: dict | None) -> tuple[dict, float | None, str | None]:
+        now = self.clock()
+        with self._lock:
+            cached = self._figures.get(name)
         try:
             client = self.client(name)
             stacks = client.request("GET", "/stacks")[1].get("stacks") or []
             jobs = client.jobs(limit=200)
         except AgentError as exc:
+            with self._lock:
+                self._problems[name] = exc.message
             return (cached[1] if cached else {}), (cached[0] if cached else None), exc.message
         figures = summarise(stacks, jobs, now)
         with self._lock:
             self._figures[name] = (now, figures)
+            self._problems.pop(name, None)
         return figures, now, None
 
 
