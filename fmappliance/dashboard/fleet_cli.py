@@ -81,7 +81,7 @@ def run(config: dict, args: argparse.Namespace) -> int:
             return _inventory(registry)
         if args.fleet_command == "rotate-token":
             return _rotate(registry, args.name)
-        return _remove(registry, args.name, args.yes)
+        return _remove(registry, args.name, args.yes, config)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"cannot use the state database in {config['dashboard']['state_dir']}: {exc}")
 
@@ -237,7 +237,7 @@ def _rotate(registry, name: str) -> int:
     return 0
 
 
-def _remove(registry, name: str, yes: bool) -> int:
+def _remove(registry, name: str, yes: bool, config: dict) -> int:
     if not is_valid_server_name(name):
         return _fail(f"{name[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.", 2)
     if name not in {row["name"] for row in registry.servers()}:
@@ -253,4 +253,20 @@ def _remove(registry, name: str, yes: bool) -> int:
         f"Server {name} removed: its certificate is refused from now on. If it is connected, the dashboard tells "
         f"it to forget its fleet token; on {name} itself, also run: fm-agent fleet leave"
     )
+    _remove_schedules(config, name)
     return 0
+
+
+def _remove_schedules(config: dict, name: str) -> None:
+    """A removed server's schedules go too, listed first (config.yaml's are named for the operator)."""
+    from fmappliance.dashboard.schedule_store import ScheduleStore
+
+    store = ScheduleStore(config["dashboard"]["state_dir"], config_schedules=config.get("schedules") or ())
+    for schedule in store.list():
+        if schedule.get("server") != name:
+            continue
+        label = f"{schedule['kind']} {schedule['stack']}/{schedule['site']} {schedule['frequency']} {schedule['time']}"
+        if schedule["source"] == "ui" and store.remove(schedule["id"]):
+            print(f"  removed its schedule: {label}")
+        else:
+            print(f"  remove from config.yaml (schedules:, server: {name}): {label}")

@@ -48,3 +48,18 @@ def test_inventory_for_prometheus_is_file_sd_json_with_each_servers_metrics_path
     assert bad.returncode == 2 and "is not a HOST[:PORT]" in bad.stderr
     ansible = hub.cli("inventory", "--format", "ansible")
     assert "erp-c:" in ansible.stdout and "ansible_host: 192.0.2.11" in ansible.stdout
+
+
+def test_remove_takes_the_servers_schedules_and_names_config_ones(tmp_path):
+    from fmappliance.dashboard.schedule_store import ScheduleStore
+
+    hub = FleetHub(tmp_path / "hub")
+    _joined(hub, "erp-b", "erp-c")
+    store = ScheduleStore(hub.config["dashboard"]["state_dir"], default_tz="UTC")
+    base = {"stack": "prod", "site": "*", "frequency": "daily", "time": "02:00", "timezone": "UTC"}
+    store.add({**base, "server": "erp-b"}, "admin")
+    kept = store.add({**base, "server": "erp-c"}, "admin")
+    done = hub.cli("remove", "erp-b", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "removed its schedule: backup prod/* daily 02:00" in done.stdout
+    assert [s["id"] for s in store.list()] == [kept["id"]]
