@@ -52,6 +52,14 @@
 #   --email ADDRESS     contact address for Let's Encrypt
 #   --http-port N       HTTP port nginx listens on (default 80)
 #   --https-port N      HTTPS port nginx listens on (default 443)
+#   --fleet-hub         make this dashboard the hub of a fleet (docs/fleet.md): its key and
+#                       certificate (fm-dashboard fleet init; the sha256 is printed), fleet.listen
+#                       and fleet.address in the config, a socket unit fm-dashboard-hub.socket
+#                       for the port, and a UFW rule opening it; needs --fleet-address
+#   --fleet-address HOST:PORT  with --fleet-hub: the address servers dial (it listens on all
+#                       addresses at PORT)
+#   --fleet-allow CIDR  with --fleet-hub, repeatable: open the hub port to these networks only
+#                       (default: to every address)
 #   --download-mode M   first install only: how backups are downloaded (dashboard.download_mode):
 #                       "accel" (the dashboard authorises, nginx sends the file itself, about 4x
 #                       faster; nginx's user gets read access to the backups through an ACL,
@@ -118,6 +126,10 @@ EMAIL=""
 HTTP_PORT=80
 HTTPS_PORT=443
 DOWNLOAD_MODE=""   # accel unless --download-mode says otherwise (see choose_download_mode)
+FLEET_HUB=0        # --fleet-hub: this dashboard is a fleet's hub (configure_fleet_hub; kept in the record)
+FLEET_ADDRESS=""
+FLEET_PORT=""
+FLEET_ALLOW=()
 
 PREFIX=/opt/fmappliance
 CONF_DIR=/etc/fmappliance
@@ -374,6 +386,9 @@ parse_args() {
             --http-port) [ $# -ge 2 ] || die "--http-port needs a number"; HTTP_PORT="$2"; shift ;;
             --https-port) [ $# -ge 2 ] || die "--https-port needs a number"; HTTPS_PORT="$2"; shift ;;
             --download-mode) [ $# -ge 2 ] || die "--download-mode needs stream or accel"; DOWNLOAD_MODE="$2"; shift ;;
+            --fleet-hub) FLEET_HUB=1 ;;
+            --fleet-address) [ $# -ge 2 ] || die "--fleet-address needs HOST:PORT"; FLEET_ADDRESS="$2"; shift ;;
+            --fleet-allow) [ $# -ge 2 ] || die "--fleet-allow needs a network (CIDR)"; FLEET_ALLOW+=("$2"); shift ;;
             -h|--help) usage; exit 0 ;;
             *) die "unknown option: $1 (see --help)" ;;
         esac
@@ -388,6 +403,20 @@ parse_args() {
     case "$DOWNLOAD_MODE" in ""|stream|accel) ;; *) die "--download-mode is stream or accel, not $DOWNLOAD_MODE" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge only goes with --uninstall"
     [ "$ASSUME_YES" = 0 ] || [ "$PURGE" = 1 ] || die "--yes only goes with --uninstall --purge"
+    if [ "$FLEET_HUB" = 1 ]; then
+        [[ "$FLEET_ADDRESS" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$ ]] ||
+            die "--fleet-hub needs --fleet-address HOST:PORT (the address servers dial), not '${FLEET_ADDRESS}'"
+        FLEET_PORT="${BASH_REMATCH[2]}"
+        if [ "$FLEET_PORT" -lt 1 ] || [ "$FLEET_PORT" -gt 65535 ]; then
+            die "--fleet-address: $FLEET_PORT is not a port"
+        fi
+        local cidr
+        for cidr in "${FLEET_ALLOW[@]}"; do
+            [[ "$cidr" =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || die "--fleet-allow $cidr is not a network (CIDR)"
+        done
+    elif [ -n "$FLEET_ADDRESS" ] || [ "${#FLEET_ALLOW[@]}" -gt 0 ]; then
+        die "--fleet-address and --fleet-allow only go with --fleet-hub"
+    fi
     if [ -n "$DOMAIN" ] && ! [[ "$DOMAIN" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]]; then
         die "--domain $DOMAIN is not a DNS name"
     fi
@@ -928,7 +957,8 @@ install_units() {
         PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" AGENT_USER="$AGENT_USER" AGENT_GROUP="$AGENT_GROUP" \
         AGENT_GROUPS="$groups" AGENT_HOME="$AGENT_HOME" AGENT_RW_PATHS="$rw" \
         DOCKER_HOST="$docker_host" XDG_RUNTIME_DIR="$runtime_dir"
-    render "$SCRIPT_DIR/packaging/systemd/fm-dashboard.service" "$STAGE/fm-dashboard.service" "" \
+    render "$SCRIPT_DIR/packaging/systemd/fm-dashboard.service" "$STAGE/fm-dashboard.service" \
+        "$([ "$FLEET_HUB" = 1 ] && echo FLEETHUB)" \
         PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" DASHBOARD_USER="$DASHBOARD_USER" \
         DASHBOARD_GROUPS="$CONFIG_GROUP $WEB_GROUP"
     if place_file "$STAGE/fm-agent.service" "$UNIT_DIR/fm-agent.service" 0644 root root; then
@@ -937,6 +967,54 @@ install_units() {
     if place_file "$STAGE/fm-dashboard.service" "$UNIT_DIR/fm-dashboard.service" 0644 root root; then
         CHANGED_DASHBOARD=1; CHANGED_UNITS=1
     fi
+}
+
+# --fleet-hub: fleet.listen/fleet.address in the config (added when missing, never changed), the
+# hub's key and certificate (fm-dashboard fleet init: made once, never overwritten), and a socket
+# unit holding the port, so the dashboard service keeps IPAddressDeny=any for what it opens itself.
+# A hub stays a hub on later runs without --fleet-hub (its unit keeps the socket): from the record.
+remember_fleet_hub() {
+    local kept
+    kept="$(recorded fleet-hub)"
+    if [ "$FLEET_HUB" = 0 ] && [ -n "$kept" ]; then
+        FLEET_HUB=1
+        FLEET_ADDRESS="${kept#* }"
+        FLEET_PORT="${kept%% *}"
+    fi
+    [ "$FLEET_HUB" = 0 ] || record "fleet-hub $FLEET_PORT $FLEET_ADDRESS"
+}
+
+configure_fleet_hub() {
+    [ "$FLEET_HUB" = 1 ] || return 0
+    step "Fleet hub"
+    local config added fleet_dir
+    config="$(at "$CONFIG")"
+    if [ -f "$config" ]; then
+        added="$(helper add-fleet-hub "$config" "0.0.0.0:$FLEET_PORT" "$FLEET_ADDRESS")" ||
+            die "could not add the fleet section to $CONFIG (above); it is unchanged"
+        if [ "$added" = added ]; then
+            CHANGES=$((CHANGES + 1)); CHANGED_DASHBOARD=1
+            say "  fleet.listen: 0.0.0.0:$FLEET_PORT, fleet.address: $FLEET_ADDRESS added to $CONFIG"
+        fi
+    else
+        say "  would add fleet.listen: 0.0.0.0:$FLEET_PORT and fleet.address: $FLEET_ADDRESS to $CONFIG"
+    fi
+    fleet_dir="$CONF_DIR/fleet"
+    ensure_dir "$fleet_dir" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
+        say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-dashboard --config $CONFIG fleet init"
+    else
+        local pin
+        pin="$("$PY" "$PREFIX/fm-dashboard.pyz" --config "$CONFIG" fleet init)" ||
+            die "fm-dashboard fleet init failed (above)"
+        note "fleet hub certificate sha256: $pin (join tokens carry it; servers check it before sending anything)"
+    fi
+    render "$SCRIPT_DIR/packaging/systemd/fm-dashboard-hub.socket" "$STAGE/fm-dashboard-hub.socket" "" \
+        FLEET_PORT="$FLEET_PORT"
+    if place_file "$STAGE/fm-dashboard-hub.socket" "$UNIT_DIR/fm-dashboard-hub.socket" 0644 root root; then
+        CHANGED_DASHBOARD=1; CHANGED_UNITS=1
+    fi
+    note "add servers with: sudo fm-dashboard --config $CONFIG fleet token create --name NAME (prints the command to run there)"
 }
 
 # A rootless docker daemon of an agent user named with FM_AGENT_USER, checked by discovery (the
@@ -1136,6 +1214,15 @@ configure_firewall() {
     host_run ufw allow "$HTTPS_PORT/tcp"
     host_run ufw deny "$(config_value dashboard.port)/tcp"
     host_run ufw deny "$(config_value agent.port)/tcp"
+    if [ "$FLEET_HUB" = 1 ]; then
+        local cidr
+        if [ "${#FLEET_ALLOW[@]}" -eq 0 ]; then
+            host_run ufw allow "$FLEET_PORT/tcp"
+        fi
+        for cidr in "${FLEET_ALLOW[@]}"; do
+            host_run ufw allow proto tcp from "$cidr" to any port "$FLEET_PORT"
+        done
+    fi
     host_run ufw --force enable || warn "ufw could not be enabled; go on without it"
 }
 
@@ -1152,6 +1239,11 @@ start_services() {
         systemd)
             if [ "$CHANGED_UNITS" = 1 ]; then host_run systemctl daemon-reload; fi
             host_run systemctl enable fm-agent.service fm-dashboard.service nginx.service
+            if [ "$FLEET_HUB" = 1 ]; then
+                # The socket first: the dashboard takes the hub's port from it (LISTEN_FDS).
+                host_run systemctl enable fm-dashboard-hub.socket
+                host_run systemctl restart fm-dashboard-hub.socket
+            fi
             restart_unit fm-agent "$CHANGED_AGENT"
             restart_unit fm-dashboard "$CHANGED_DASHBOARD"
             reload_nginx
@@ -1285,7 +1377,8 @@ write_record() {
         [ -n "$old" ] && printf '%s\n' "$old"
         for line in "${RECORD_LINES[@]}"; do printf '%s\n' "$line"; done
         echo "file $RECORD"
-    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" -v keep2="agent-user-explicit $AGENT_USER" '($1 != "agent-user" || $0 == keep) && ($1 != "agent-user-explicit" || $0 == keep2)' >"$STAGE/install-record"
+    } | awk '!seen[$0]++' | awk -v hub="fleet-hub $FLEET_PORT $FLEET_ADDRESS" '$1 != "fleet-hub" || $0 == hub' |
+        awk -v keep="agent-user $AGENT_USER" -v keep2="agent-user-explicit $AGENT_USER" '($1 != "agent-user" || $0 == keep) && ($1 != "agent-user-explicit" || $0 == keep2)' >"$STAGE/install-record"
     if [ "$DRY_RUN" = 1 ]; then return 0; fi
     place_file "$STAGE/install-record" "$RECORD" 0644 root root >/dev/null || true
 }
@@ -1390,6 +1483,9 @@ uninstall() {
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
             host_run systemctl disable --now fm-dashboard.service fm-agent.service || true
+            if [ -f "$(at "$UNIT_DIR/fm-dashboard-hub.socket")" ]; then
+                host_run systemctl disable --now fm-dashboard-hub.socket || true
+            fi
         else
             stop_daemon fm-dashboard
             stop_daemon fm-agent
@@ -1465,6 +1561,7 @@ main() {
     fi
     [ "$DRY_RUN" = 1 ] && say "Dry run: showing every change, making none."
     check_system "$@"
+    remember_fleet_hub
     build_zipapps
     step "Installing into $PREFIX"
     ensure_dir "$PREFIX" 0755 root root
@@ -1478,6 +1575,7 @@ main() {
     check_agent_binaries
     make_directories
     install_units
+    configure_fleet_hub
     install_nginx_site
     configure_firewall
     start_services

@@ -422,3 +422,39 @@ def test_the_installers_own_build_uses_only_the_hashed_build_requirements(env, t
     pinned = set(re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M))
     assert pinned == {"shiv", "click", "pip", "setuptools", "wheel", "packaging"}, pinned
     assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
+
+
+def test_fleet_hub_sets_listen_and_address_a_socket_unit_and_stays_a_hub_on_later_runs(env, tmp_path):
+    root = tmp_path / "root"
+    proc = run_install(
+        root, "--fleet-hub", "--fleet-address", "hub.example.com:9443", "--fleet-allow", "10.0.0.0/8", env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = load_config(root / "etc/fmappliance/config.yaml")
+    assert (config["fleet"]["listen"], config["fleet"]["address"]) == ("0.0.0.0:9443", "hub.example.com:9443")
+    socket_unit = (root / "etc/systemd/system/fm-dashboard-hub.socket").read_text()
+    assert "ListenStream=9443\n" in socket_unit and "Service=fm-dashboard.service" in socket_unit
+    assert "\nSockets=fm-dashboard-hub.socket\n" in (root / "etc/systemd/system/fm-dashboard.service").read_text()
+    assert "skipped (--root): fm-dashboard --config /etc/fmappliance/config.yaml fleet init" in proc.stdout
+    assert (root / "etc/fmappliance/fleet").is_dir()
+    # A later run without the options: still a hub (the record keeps it), nothing changes.
+    again = run_install(root, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "\nSockets=fm-dashboard-hub.socket\n" in (root / "etc/systemd/system/fm-dashboard.service").read_text()
+    assert load_config(root / "etc/fmappliance/config.yaml")["fleet"]["address"] == "hub.example.com:9443"
+    # Without --fleet-hub the dashboard unit names no socket.
+    plain = tmp_path / "plain"
+    assert run_install(plain, env=env).returncode == 0
+    assert "Sockets=" not in (plain / "etc/systemd/system/fm-dashboard.service").read_text()
+    assert not (plain / "etc/systemd/system/fm-dashboard-hub.socket").exists()
+
+
+def test_fleet_options_say_what_is_missing(env, tmp_path):
+    for args, sentence in (
+        (["--fleet-hub"], "--fleet-hub needs --fleet-address HOST:PORT"),
+        (["--fleet-hub", "--fleet-address", "hub:99999"], "is not a port"),
+        (["--fleet-allow", "10.0.0.0/8"], "only go with --fleet-hub"),
+        (["--fleet-hub", "--fleet-address", "hub:9443", "--fleet-allow", "any;rm"], "is not a network"),
+    ):
+        proc = run_install(tmp_path / "r", *args, env=env)
+        assert proc.returncode != 0 and sentence in proc.stderr, (args, proc.stderr)
