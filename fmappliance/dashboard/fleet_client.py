@@ -144,7 +144,8 @@ class FleetView:
             "stacks_total": figures.get("stacks_total"),
             "worst_backup_age_seconds": figures.get("worst_backup_age_seconds"),
             "failed_jobs_24h": figures.get("failed_jobs_24h"),
-            "schedules_version": None,  # schedules on the agents: not built yet
+            # The schedule set the agent has applied (PUT /schedules; None before the first push).
+            "schedules_version": figures.get("schedules_version"),
             "address": row.get("address"),
             "figures_as_of": format_timestamp(fetched) if fetched else None,
             "problem": problem,
@@ -192,10 +193,19 @@ class FleetView:
                 self._problems[name] = exc.message
             return (cached[1] if cached else {}), (cached[0] if cached else None), exc.message
         figures = summarise(stacks, jobs, now)
+        figures["schedules_version"] = _schedules_version(client)
         with self._lock:
             self._figures[name] = (now, figures)
             self._problems.pop(name, None)
         return figures, now, None
+
+
+def _schedules_version(client) -> int | None:
+    try:
+        version = client.request("GET", "/schedules")[1].get("version")
+    except AgentError:
+        return None  # an agent from before schedules ran on the agents, or none pushed yet
+    return version if isinstance(version, int) else None
 
 
 def summarise(stacks: list, jobs: list, now: float) -> dict:

@@ -49,6 +49,11 @@ def fleet(tmp_path):
 def test_each_server_is_operated_under_its_prefix_and_two_prods_never_mix(fleet):
     hub, (erp_b, erp_c), client = fleet
 
+    # /fleet: one row per server, with the schedule set each agent applied (erp-c has none yet).
+    hub.client("erp-b").request("PUT", "/schedules", {"version": 3, "catchup_hours": 6, "schedules": []})
+    rows = {r["name"]: r for r in client.get("/fleet", headers=JSON).json()["servers"]}
+    assert (rows["erp-b"]["schedules_version"], rows["erp-c"]["schedules_version"]) == (3, None)
+
     # Status: each prefix reaches its own agent's prod (each world's own compose file path).
     paths = {}
     for world in (erp_b, erp_c):
