@@ -33,7 +33,9 @@ CLIENT_KEY = "fmappliance.agent"
 #: The prefix taken off, "/s/erp-b" (for the links of the answer).
 PREFIX_KEY = "fmappliance.server_prefix"
 
-_PREFIXED = re.compile(r"^/s/([^/]+)(/.*)?$")
+# Only well-formed names are taken off (the name goes back into the answer's links unescaped: a
+# quote or '<' must never get there); anything else stays on the path and meets the router's 404.
+_PREFIXED = re.compile(r"^/s/([a-z][a-z0-9-]{0,31})(/.*)?$")
 #: The first path segments whose pages and actions belong to one server.
 SCOPED_ROOTS = ("dashboard", "stack", "site", "backups", "download", "restore", "jobs", "imports", "scheduler")
 _SCOPED = "|".join(SCOPED_ROOTS)
@@ -89,7 +91,7 @@ class ServerScope:
             for k, v in captured["headers"]
         ]
         content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-        if not content_type.startswith("text/html"):
+        if not content_type.startswith("text/html") or environ.get("REQUEST_METHOD") == "HEAD":
             # Streams (downloads, followed logs) pass through untouched, chunk by chunk.
             start_response(captured["status"], headers, captured["exc_info"])
             return body

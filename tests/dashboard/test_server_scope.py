@@ -165,6 +165,9 @@ def test_unknown_servers_and_global_pages_under_a_prefix(signed_in, fleet, clien
     assert signed_in.get("/s/nope/dashboard").status == 404
     assert "There is no server nope in the fleet." in signed_in.get("/s/nope/dashboard").text
     assert signed_in.get("/s/Bad_Name/dashboard").status == 404
+    # A name that is not one never reaches the answer's links.
+    hostile = signed_in.get('/s/x"><script>alert(1)</script>/dashboard')
+    assert hostile.status == 404 and "<script>alert" not in hostile.text
     assert signed_in.get("/s/erp-b/account").status == 404
     # Home: the fleet page when there is more than one server; /s/<server>/ is its dashboard.
     assert signed_in.get("/").header("Location") == "/fleet"
