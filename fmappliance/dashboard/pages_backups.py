@@ -180,7 +180,8 @@ def register(app: bottle.Bottle, ctx) -> None:
                 stack, site, file, range_header, method="HEAD" if accel or request.method == "HEAD" else "GET"
             )
         except AgentError as exc:
-            status = exc.status if exc.status in (400, 404, 416) else 502
+            # 503: a fleet server's link has every connection in use (or the agent's relay budget is spent).
+            status = exc.status if exc.status in (400, 404, 416, 503) else 502
             ctx.audit.record(
                 user=session.user,
                 address=ctx.client_address(),

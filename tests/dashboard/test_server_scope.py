@@ -134,6 +134,10 @@ def test_downloads_from_another_server_are_relayed_with_range(signed_in, remote,
     assert hashlib.sha256(whole.body).hexdigest() == hashlib.sha256(content).hexdigest()
     part = signed_in.get(url, headers={"Range": "bytes=10-19"})
     assert part.status == 206 and part.body == content[10:20]
+    # A server whose link is full says so with 503 and its sentence (not a generic 502).
+    remote.fail_paths["/backups/"] = 503
+    busy = signed_in.get(url, headers={"Accept": "application/json"})
+    assert busy.status == 503 and busy.json()["message"].endswith("fake failure 503")
 
 
 def test_a_server_not_online_refuses_actions_at_once_and_shows_why(signed_in, fleet, remote):
