@@ -52,6 +52,21 @@
 #   --email ADDRESS     contact address for Let's Encrypt
 #   --http-port N       HTTP port nginx listens on (default 80)
 #   --https-port N      HTTPS port nginx listens on (default 443)
+#   --agent-only        a managed server of a fleet: the agent and its uplink only (no dashboard,
+#                       no nginx, no inbound port; UFW allows SSH only). User fm-uplink in group
+#                       fmappliance-agent (may open the agent's socket, cannot read config.yaml),
+#                       unit fm-uplink.service
+#   --join HOST:PORT    with --agent-only: join the fleet of that hub (fm-agent fleet join) with the
+#                       token in FM_JOIN_TOKEN (never on the command line), then start the uplink
+#   --name NAME         with --join: this server's name in the fleet (default: the token's)
+#   --fleet-hub         make this dashboard the hub of a fleet (docs/fleet.md): its key and
+#                       certificate (fm-dashboard fleet init; the sha256 is printed), fleet.listen
+#                       and fleet.address in the config, a socket unit fm-dashboard-hub.socket
+#                       for the port, and a UFW rule opening it; needs --fleet-address
+#   --fleet-address HOST:PORT  with --fleet-hub: the address servers dial (it listens on all
+#                       addresses at PORT)
+#   --fleet-allow CIDR  with --fleet-hub, repeatable: open the hub port to these networks only
+#                       (default: to every address)
 #   --download-mode M   first install only: how backups are downloaded (dashboard.download_mode):
 #                       "accel" (the dashboard authorises, nginx sends the file itself, about 4x
 #                       faster; nginx's user gets read access to the backups through an ACL,
@@ -76,6 +91,7 @@
 #                        that user's root-owned dockerd or rootlesskit
 #   FM_DASHBOARD_USER    user the dashboard runs as (default "fm-dashboard")
 #   FM_ADMIN_USER        dashboard login created on first install (default "admin")
+#   FM_JOIN_TOKEN        with --join: the one-time join token (fm-dashboard fleet token create)
 #   FM_SERVER_NAMES      names/addresses nginx answers to (default: --domain, else this
 #                        host's IPv4 addresses, FQDN, name, IPv6 addresses as [addr], localhost,
 #                        127.0.0.1 and [::1]; the first is the URL the summary prints); others get 444
@@ -118,6 +134,16 @@ EMAIL=""
 HTTP_PORT=80
 HTTPS_PORT=443
 DOWNLOAD_MODE=""   # accel unless --download-mode says otherwise (see choose_download_mode)
+FLEET_HUB=0        # --fleet-hub: this dashboard is a fleet's hub (configure_fleet_hub; kept in the record)
+FLEET_ADDRESS=""
+FLEET_PORT=""
+FLEET_ALLOW=()
+AGENT_ONLY=0       # --agent-only: agent + uplink, no dashboard/nginx (a fleet's managed server)
+JOIN=""            # --join HOST:PORT
+JOIN_NAME=""       # --name NAME
+UPLINK_USER="fm-uplink"
+UPLINK_GROUP=fmappliance-agent  # may open the agent's socket; not in fmappliance (cannot read the config)
+FLEET_DIR=/etc/fmappliance/fleet
 
 PREFIX=/opt/fmappliance
 CONF_DIR=/etc/fmappliance
@@ -374,6 +400,12 @@ parse_args() {
             --http-port) [ $# -ge 2 ] || die "--http-port needs a number"; HTTP_PORT="$2"; shift ;;
             --https-port) [ $# -ge 2 ] || die "--https-port needs a number"; HTTPS_PORT="$2"; shift ;;
             --download-mode) [ $# -ge 2 ] || die "--download-mode needs stream or accel"; DOWNLOAD_MODE="$2"; shift ;;
+            --fleet-hub) FLEET_HUB=1 ;;
+            --agent-only) AGENT_ONLY=1 ;;
+            --join) [ $# -ge 2 ] || die "--join needs HOST:PORT"; JOIN="$2"; shift ;;
+            --name) [ $# -ge 2 ] || die "--name needs a server name"; JOIN_NAME="$2"; shift ;;
+            --fleet-address) [ $# -ge 2 ] || die "--fleet-address needs HOST:PORT"; FLEET_ADDRESS="$2"; shift ;;
+            --fleet-allow) [ $# -ge 2 ] || die "--fleet-allow needs a network (CIDR)"; FLEET_ALLOW+=("$2"); shift ;;
             -h|--help) usage; exit 0 ;;
             *) die "unknown option: $1 (see --help)" ;;
         esac
@@ -388,6 +420,29 @@ parse_args() {
     case "$DOWNLOAD_MODE" in ""|stream|accel) ;; *) die "--download-mode is stream or accel, not $DOWNLOAD_MODE" ;; esac
     [ "$PURGE" = 0 ] || [ "$UNINSTALL" = 1 ] || die "--purge only goes with --uninstall"
     [ "$ASSUME_YES" = 0 ] || [ "$PURGE" = 1 ] || die "--yes only goes with --uninstall --purge"
+    if [ -n "$JOIN" ] || [ -n "$JOIN_NAME" ]; then
+        [ "$AGENT_ONLY" = 1 ] || die "--join and --name go with --agent-only (a managed server has no dashboard)"
+        [[ "$JOIN" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$ ]] || die "--join needs HOST:PORT, not '${JOIN}'"
+        [ -z "$JOIN_NAME" ] || [[ "$JOIN_NAME" =~ ^[a-z][a-z0-9-]{0,31}$ ]] ||
+            die "--name $JOIN_NAME: a server name is a lowercase letter, then up to 31 lowercase letters, digits or '-'"
+        [ -n "${FM_JOIN_TOKEN:-}" ] ||
+            die "--join needs the join token in FM_JOIN_TOKEN (sudo FM_JOIN_TOKEN=... $0 ...; never on the command line)"
+    fi
+    [ "$AGENT_ONLY" = 0 ] || [ "$FLEET_HUB" = 0 ] || die "--agent-only and --fleet-hub exclude each other"
+    if [ "$FLEET_HUB" = 1 ]; then
+        [[ "$FLEET_ADDRESS" =~ ^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$ ]] ||
+            die "--fleet-hub needs --fleet-address HOST:PORT (the address servers dial), not '${FLEET_ADDRESS}'"
+        FLEET_PORT="${BASH_REMATCH[2]}"
+        if [ "$FLEET_PORT" -lt 1 ] || [ "$FLEET_PORT" -gt 65535 ]; then
+            die "--fleet-address: $FLEET_PORT is not a port"
+        fi
+        local cidr
+        for cidr in "${FLEET_ALLOW[@]}"; do
+            [[ "$cidr" =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] || die "--fleet-allow $cidr is not a network (CIDR)"
+        done
+    elif [ -n "$FLEET_ADDRESS" ] || [ "${#FLEET_ALLOW[@]}" -gt 0 ]; then
+        die "--fleet-address and --fleet-allow only go with --fleet-hub"
+    fi
     if [ -n "$DOMAIN" ] && ! [[ "$DOMAIN" =~ ^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$ ]]; then
         die "--domain $DOMAIN is not a DNS name"
     fi
@@ -509,7 +564,9 @@ build_zipapps() {
 
 install_zipapps() {
     local name sum expected
-    for name in fm-agent fm-dashboard; do
+    local names="fm-agent fm-dashboard"
+    [ "$AGENT_ONLY" = 0 ] || names="fm-agent"  # a managed server runs no dashboard
+    for name in $names; do
         if [ "$DIST_DIR" = "$(at "$PREFIX")" ]; then
             say "  using the installed $PREFIX/$name.pyz"
             continue
@@ -539,8 +596,8 @@ install_zipapps() {
     # again and uninstall without the checkout.
     place_file "$SCRIPT_DIR/install.sh" "$PREFIX/install.sh" 0755 root root || true
     local template
-    for template in systemd/fm-agent.service systemd/fm-dashboard.service nginx/fm-dashboard.conf \
-        nginx/fm-security-headers.conf nginx/fm-tls.conf; do
+    for template in systemd/fm-agent.service systemd/fm-dashboard.service systemd/fm-dashboard-hub.socket \
+        systemd/fm-uplink.service nginx/fm-dashboard.conf nginx/fm-security-headers.conf nginx/fm-tls.conf; do
         place_file "$SCRIPT_DIR/packaging/$template" "$PREFIX/packaging/$template" 0644 root root || true
     done
     printf '#!/bin/sh\n# Remove fmappliance (keeps config and backups unless --purge).\nexec %s/install.sh --uninstall "$@"\n' \
@@ -614,6 +671,10 @@ choose_users() {
     fi
     if [ "$AGENT_USER" = fm-agent ]; then AGENT_HOME="$STATE_DIR/agent"; fi
     record "agent-user $AGENT_USER"
+    if [ "$AGENT_ONLY" = 1 ]; then
+        choose_uplink_user
+        return 0
+    fi
     say "  dashboard user: $DASHBOARD_USER (not in the docker group)"
     if [ -n "$ROOT" ]; then
         say "  skipped (--root): creating users $AGENT_USER, $DASHBOARD_USER and groups $CONFIG_GROUP, $WEB_GROUP"
@@ -657,6 +718,36 @@ choose_users() {
     fi
 }
 
+# --agent-only: the agent user as usual, and the uplink's own user in the agent-socket group only.
+choose_uplink_user() {
+    say "  uplink user: $UPLINK_USER (group $UPLINK_GROUP: may open the agent's socket, cannot read $CONFIG)"
+    if [ -n "$ROOT" ]; then
+        say "  skipped (--root): creating users $AGENT_USER, $UPLINK_USER and groups $CONFIG_GROUP, $UPLINK_GROUP"
+        return 0
+    fi
+    create_group "$CONFIG_GROUP"
+    create_group "$UPLINK_GROUP"
+    if ! user_exists "$AGENT_USER"; then
+        host_run useradd --system --user-group --home-dir "$STATE_DIR/agent" --no-create-home \
+            --shell /usr/sbin/nologin --comment "fmappliance agent" "$AGENT_USER"
+        record "user $AGENT_USER"
+        CHANGES=$((CHANGES + 1))
+    fi
+    if [ "$DOCKER_GROUP_ACCESS" = add ] && group_exists docker && [ -z "$ROOTLESS_SOCKET" ]; then
+        add_member "$AGENT_USER" docker
+    fi
+    add_member "$AGENT_USER" "$CONFIG_GROUP"
+    # The agent gives its socket to this group: it must be a member.
+    add_member "$AGENT_USER" "$UPLINK_GROUP"
+    if ! user_exists "$UPLINK_USER"; then
+        host_run useradd --system --gid "$UPLINK_GROUP" --home-dir /nonexistent --no-create-home \
+            --shell /usr/sbin/nologin --comment "fmappliance uplink" "$UPLINK_USER"
+        record "user $UPLINK_USER"
+        CHANGES=$((CHANGES + 1))
+    fi
+    if [ "$DRY_RUN" = 0 ]; then AGENT_GROUP="$(id -gn "$AGENT_USER")"; fi
+}
+
 create_group() {
     group_exists "$1" && return 0
     host_run groupadd --system "$1"
@@ -678,7 +769,8 @@ add_member() {
 
 write_config() {
     step "Configuration"
-    ensure_dir "$CONF_DIR" 0750 root "$CONFIG_GROUP"
+    # A managed server's uplink must reach $FLEET_DIR inside (o+x, no listing); config.yaml stays 0640.
+    ensure_dir "$CONF_DIR" "$([ "$AGENT_ONLY" = 1 ] && echo 0751 || echo 0750)" root "$CONFIG_GROUP"
     if [ -f "$(at "$CONFIG")" ]; then
         set_owner_mode "$(at "$CONFIG")" 0640 root "$CONFIG_GROUP"
         say "  kept $CONFIG (never overwritten; edit it, then: sudo $0)"
@@ -741,7 +833,7 @@ generate_config() {
     helper write-config --out "$out" --password-out "$STAGE/password" --stacks "$STAGE/stacks.json" \
         --fm-binary "$FOUND_FM_BINARY" --admin-user "$ADMIN_USER" --download-mode "$DOWNLOAD_MODE" \
         --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
-        --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
+        --agent-socket "$AGENT_SOCKET" --agent-socket-group "$([ "$AGENT_ONLY" = 1 ] && echo "$UPLINK_GROUP" || echo "$CONFIG_GROUP")" \
         --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" \
         --proxy-secret-file "$PROXY_SECRET_FILE" --docker-binary "$(discovered docker_binary)" ||
         die "could not write a new config (above)"
@@ -800,18 +892,22 @@ make_directories() {
     local owner="${AGENT_USER:-root}" group="${AGENT_GROUP:-root}"
     ensure_dir "$STATE_DIR" 0750 "$owner" "$CONFIG_GROUP"
     ensure_dir "$STATE_DIR/agent" 0750 "$owner" "$group"
-    ensure_dir "$STATE_DIR/dashboard" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    if [ "$AGENT_ONLY" = 1 ]; then
+        ensure_dir "$FLEET_DIR" 0750 "$UPLINK_USER" "$UPLINK_GROUP"
+    else
+        ensure_dir "$STATE_DIR/dashboard" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    fi
     ensure_dir "$ACME_DIR" 0755 root root
     ensure_dir "$BACKUPS_DIR" 0750 "$owner" "$group"
-    grant_nginx_backup_access
+    [ "$AGENT_ONLY" = 1 ] || grant_nginx_backup_access
     if [ "$INIT" = daemons ]; then
         # systemd makes these (RuntimeDirectory=); without it, the installer does.
         ensure_dir "$(dirname "$AGENT_SOCKET")" 0755 "$owner" "$group"
-        ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
+        [ "$AGENT_ONLY" = 1 ] || ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
         ensure_dir "$CACHE_DIR/fm-supervise" 0700 root root
-        ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
+        [ "$AGENT_ONLY" = 1 ] || ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
     fi
 }
 
@@ -915,6 +1011,7 @@ install_units() {
         id -nG "$AGENT_USER" 2>/dev/null | tr ' ' '\n' | grep -qx docker; }; then
         groups="$CONFIG_GROUP docker"
     fi
+    [ "$AGENT_ONLY" = 0 ] || groups="$groups $UPLINK_GROUP"
     rw="$(config_value rw_paths)"
     [ -n "$AGENT_HOME" ] && [ "$AGENT_HOME" != "$STATE_DIR/agent" ] && rw="$rw -$AGENT_HOME"
     local tags="" docker_host="" runtime_dir=""
@@ -928,15 +1025,99 @@ install_units() {
         PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" AGENT_USER="$AGENT_USER" AGENT_GROUP="$AGENT_GROUP" \
         AGENT_GROUPS="$groups" AGENT_HOME="$AGENT_HOME" AGENT_RW_PATHS="$rw" \
         DOCKER_HOST="$docker_host" XDG_RUNTIME_DIR="$runtime_dir"
-    render "$SCRIPT_DIR/packaging/systemd/fm-dashboard.service" "$STAGE/fm-dashboard.service" "" \
+    render "$SCRIPT_DIR/packaging/systemd/fm-dashboard.service" "$STAGE/fm-dashboard.service" \
+        "$([ "$FLEET_HUB" = 1 ] && echo FLEETHUB)" \
         PREFIX="$PREFIX" CONFIG="$CONFIG" PYTHON="$PY" DASHBOARD_USER="$DASHBOARD_USER" \
         DASHBOARD_GROUPS="$CONFIG_GROUP $WEB_GROUP"
     if place_file "$STAGE/fm-agent.service" "$UNIT_DIR/fm-agent.service" 0644 root root; then
         CHANGED_AGENT=1; CHANGED_UNITS=1
     fi
+    if [ "$AGENT_ONLY" = 1 ]; then
+        render "$SCRIPT_DIR/packaging/systemd/fm-uplink.service" "$STAGE/fm-uplink.service" "" \
+            PREFIX="$PREFIX" PYTHON="$PY" UPLINK_USER="$UPLINK_USER" UPLINK_GROUP="$UPLINK_GROUP" FLEET_DIR="$FLEET_DIR"
+        if place_file "$STAGE/fm-uplink.service" "$UNIT_DIR/fm-uplink.service" 0644 root root; then
+            CHANGED_UNITS=1
+        fi
+        return 0
+    fi
     if place_file "$STAGE/fm-dashboard.service" "$UNIT_DIR/fm-dashboard.service" 0644 root root; then
         CHANGED_DASHBOARD=1; CHANGED_UNITS=1
     fi
+}
+
+# --agent-only --join: join the hub's fleet once (fm-agent fleet join; the token from FM_JOIN_TOKEN,
+# inherited, never in argv). Its files go to the uplink's user; the running agent picks up its token.
+join_fleet() {
+    [ "$AGENT_ONLY" = 1 ] || return 0
+    step "Fleet"
+    if [ -z "$JOIN" ]; then
+        if [ -f "$(at "$FLEET_DIR/uplink.json")" ]; then say "  joined already (see: fm-agent fleet status)"
+        else say "  not joined: sudo FM_JOIN_TOKEN=... $0 --agent-only --join HOST:PORT"; fi
+        return 0
+    fi
+    local args=(--config "$CONFIG" fleet join "$JOIN")
+    [ -z "$JOIN_NAME" ] || args+=(--name "$JOIN_NAME")
+    if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
+        say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-agent ${args[*]} (token from FM_JOIN_TOKEN)"
+        return 0
+    fi
+    local status=0
+    FM_JOIN_TOKEN="$FM_JOIN_TOKEN" "$PY" "$PREFIX/fm-agent.pyz" "${args[@]}" </dev/null || status=$?
+    case "$status" in
+        0) CHANGES=$((CHANGES + 1)) ;;
+        5) say "  this server is in a fleet already (fm-agent fleet status); the token was not used" ;;
+        *) die "joining the fleet at $JOIN failed (exit $status, above); nothing else was changed by it" ;;
+    esac
+}
+
+# --fleet-hub: fleet.listen/fleet.address in the config (added when missing, never changed), the
+# hub's key and certificate (fm-dashboard fleet init: made once, never overwritten), and a socket
+# unit holding the port, so the dashboard service keeps IPAddressDeny=any for what it opens itself.
+# A hub stays a hub, a managed server stays agent-only, on later runs without the options: from the record.
+remember_fleet_hub() {
+    if [ "$AGENT_ONLY" = 0 ] && [ "$(recorded agent-only)" = yes ]; then AGENT_ONLY=1; fi
+    [ "$AGENT_ONLY" = 0 ] || record "agent-only yes"
+    local kept
+    kept="$(recorded fleet-hub)"
+    if [ "$FLEET_HUB" = 0 ] && [ -n "$kept" ]; then
+        FLEET_HUB=1
+        FLEET_ADDRESS="${kept#* }"
+        FLEET_PORT="${kept%% *}"
+    fi
+    [ "$FLEET_HUB" = 0 ] || record "fleet-hub $FLEET_PORT $FLEET_ADDRESS"
+}
+
+configure_fleet_hub() {
+    [ "$FLEET_HUB" = 1 ] || return 0
+    step "Fleet hub"
+    local config added fleet_dir
+    config="$(at "$CONFIG")"
+    if [ -f "$config" ]; then
+        added="$(helper add-fleet-hub "$config" "0.0.0.0:$FLEET_PORT" "$FLEET_ADDRESS")" ||
+            die "could not add the fleet section to $CONFIG (above); it is unchanged"
+        if [ "$added" = added ]; then
+            CHANGES=$((CHANGES + 1)); CHANGED_DASHBOARD=1
+            say "  fleet.listen: 0.0.0.0:$FLEET_PORT, fleet.address: $FLEET_ADDRESS added to $CONFIG"
+        fi
+    else
+        say "  would add fleet.listen: 0.0.0.0:$FLEET_PORT and fleet.address: $FLEET_ADDRESS to $CONFIG"
+    fi
+    fleet_dir="$CONF_DIR/fleet"
+    ensure_dir "$fleet_dir" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
+        say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-dashboard --config $CONFIG fleet init"
+    else
+        local pin
+        pin="$("$PY" "$PREFIX/fm-dashboard.pyz" --config "$CONFIG" fleet init)" ||
+            die "fm-dashboard fleet init failed (above)"
+        note "fleet hub certificate sha256: $pin (join tokens carry it; servers check it before sending anything)"
+    fi
+    render "$SCRIPT_DIR/packaging/systemd/fm-dashboard-hub.socket" "$STAGE/fm-dashboard-hub.socket" "" \
+        FLEET_PORT="$FLEET_PORT"
+    if place_file "$STAGE/fm-dashboard-hub.socket" "$UNIT_DIR/fm-dashboard-hub.socket" 0644 root root; then
+        CHANGED_DASHBOARD=1; CHANGED_UNITS=1
+    fi
+    note "add servers with: sudo fm-dashboard --config $CONFIG fleet token create --name NAME (prints the command to run there)"
 }
 
 # A rootless docker daemon of an agent user named with FM_AGENT_USER, checked by discovery (the
@@ -1132,10 +1313,25 @@ configure_firewall() {
     fi
     # SSH first, so that enabling the firewall never locks the admin out.
     if ufw app info OpenSSH >/dev/null 2>&1; then host_run ufw allow OpenSSH; else host_run ufw allow 22/tcp; fi
+    if [ "$AGENT_ONLY" = 1 ]; then
+        # A managed server opens no port: its uplink dials out.
+        host_run ufw deny "$(config_value agent.port)/tcp"
+        host_run ufw --force enable || warn "ufw could not be enabled; go on without it"
+        return 0
+    fi
     host_run ufw allow "$HTTP_PORT/tcp"
     host_run ufw allow "$HTTPS_PORT/tcp"
     host_run ufw deny "$(config_value dashboard.port)/tcp"
     host_run ufw deny "$(config_value agent.port)/tcp"
+    if [ "$FLEET_HUB" = 1 ]; then
+        local cidr
+        if [ "${#FLEET_ALLOW[@]}" -eq 0 ]; then
+            host_run ufw allow "$FLEET_PORT/tcp"
+        fi
+        for cidr in "${FLEET_ALLOW[@]}"; do
+            host_run ufw allow proto tcp from "$cidr" to any port "$FLEET_PORT"
+        done
+    fi
     host_run ufw --force enable || warn "ufw could not be enabled; go on without it"
 }
 
@@ -1145,6 +1341,10 @@ configure_firewall() {
 
 start_services() {
     step "Services"
+    if [ "$AGENT_ONLY" = 1 ]; then
+        start_agent_only
+        return 0
+    fi
     case "$INIT" in
         none)
             say "  skipped (--root): systemctl enable --now fm-agent fm-dashboard; nginx reload"
@@ -1152,6 +1352,11 @@ start_services() {
         systemd)
             if [ "$CHANGED_UNITS" = 1 ]; then host_run systemctl daemon-reload; fi
             host_run systemctl enable fm-agent.service fm-dashboard.service nginx.service
+            if [ "$FLEET_HUB" = 1 ]; then
+                # The socket first: the dashboard takes the hub's port from it (LISTEN_FDS).
+                host_run systemctl enable fm-dashboard-hub.socket
+                host_run systemctl restart fm-dashboard-hub.socket
+            fi
             restart_unit fm-agent "$CHANGED_AGENT"
             restart_unit fm-dashboard "$CHANGED_DASHBOARD"
             reload_nginx
@@ -1162,6 +1367,27 @@ start_services() {
             start_daemon fm-dashboard "$DASHBOARD_USER" "$CHANGED_DASHBOARD"
             reload_nginx
             wait_healthy
+            ;;
+    esac
+}
+
+start_agent_only() {
+    case "$INIT" in
+        none) say "  skipped (--root): systemctl enable --now fm-agent fm-uplink" ;;
+        systemd)
+            if [ "$CHANGED_UNITS" = 1 ]; then host_run systemctl daemon-reload; fi
+            host_run systemctl enable fm-agent.service fm-uplink.service
+            restart_unit fm-agent "$CHANGED_AGENT"
+            if [ -f "$(at "$FLEET_DIR/uplink.json")" ] || [ "$DRY_RUN" = 1 ]; then
+                # Restarted: a new join gives it new files.
+                host_run systemctl restart fm-uplink.service
+            else
+                say "  fm-uplink waits for a join: sudo FM_JOIN_TOKEN=... $0 --agent-only --join HOST:PORT"
+            fi
+            ;;
+        daemons)
+            start_daemon fm-agent "$AGENT_USER" "$CHANGED_AGENT"
+            warn "no systemd: start the uplink yourself as $UPLINK_USER: $PREFIX/fm-agent.pyz uplink --dir $FLEET_DIR"
             ;;
     esac
 }
@@ -1285,12 +1511,23 @@ write_record() {
         [ -n "$old" ] && printf '%s\n' "$old"
         for line in "${RECORD_LINES[@]}"; do printf '%s\n' "$line"; done
         echo "file $RECORD"
-    } | awk '!seen[$0]++' | awk -v keep="agent-user $AGENT_USER" -v keep2="agent-user-explicit $AGENT_USER" '($1 != "agent-user" || $0 == keep) && ($1 != "agent-user-explicit" || $0 == keep2)' >"$STAGE/install-record"
+    } | awk '!seen[$0]++' | awk -v hub="fleet-hub $FLEET_PORT $FLEET_ADDRESS" '$1 != "fleet-hub" || $0 == hub' |
+        awk -v keep="agent-user $AGENT_USER" -v keep2="agent-user-explicit $AGENT_USER" '($1 != "agent-user" || $0 == keep) && ($1 != "agent-user-explicit" || $0 == keep2)' >"$STAGE/install-record"
     if [ "$DRY_RUN" = 1 ]; then return 0; fi
     place_file "$STAGE/install-record" "$RECORD" 0644 root root >/dev/null || true
 }
 
 print_summary() {
+    if [ "$AGENT_ONLY" = 1 ]; then
+        step "Done"
+        [ "$DRY_RUN" = 1 ] && { say "  dry run: $CHANGES change(s) would be made; nothing was changed"; return 0; }
+        say "  a managed server: the agent and its uplink (no dashboard, no nginx, no inbound port)"
+        say "  Config:        $CONFIG (root:$CONFIG_GROUP 0640; $UPLINK_USER cannot read it)"
+        say "  Fleet:         fm-agent --config $CONFIG fleet status; files in $FLEET_DIR"
+        say "  Logs:          journalctl -u fm-agent -u fm-uplink"
+        say "  Uninstall:     sudo $PREFIX/uninstall.sh"
+        return 0
+    fi
     local names first url
     names="$(server_names)"
     first="${DOMAIN:-${names%% *}}"
@@ -1390,6 +1627,12 @@ uninstall() {
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
             host_run systemctl disable --now fm-dashboard.service fm-agent.service || true
+            if [ -f "$(at "$UNIT_DIR/fm-uplink.service")" ]; then
+                host_run systemctl disable --now fm-uplink.service || true
+            fi
+            if [ -f "$(at "$UNIT_DIR/fm-dashboard-hub.socket")" ]; then
+                host_run systemctl disable --now fm-dashboard-hub.socket || true
+            fi
         else
             stop_daemon fm-dashboard
             stop_daemon fm-agent
@@ -1465,6 +1708,7 @@ main() {
     fi
     [ "$DRY_RUN" = 1 ] && say "Dry run: showing every change, making none."
     check_system "$@"
+    remember_fleet_hub
     build_zipapps
     step "Installing into $PREFIX"
     ensure_dir "$PREFIX" 0755 root root
@@ -1478,7 +1722,9 @@ main() {
     check_agent_binaries
     make_directories
     install_units
-    install_nginx_site
+    join_fleet
+    configure_fleet_hub
+    [ "$AGENT_ONLY" = 1 ] || install_nginx_site
     configure_firewall
     start_services
     obtain_certificate

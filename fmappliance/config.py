@@ -37,7 +37,9 @@ DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
 
 # Every action, its allow-list default and its timeout are rows of fmappliance/actions_table.py.
 # FAILED_JOB_EVENTS: failed agent jobs the dashboard notifies, whoever started them (each action's failure_event).
-NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS)
+#: The fleet's events (dashboard/fleet_events.py): a server's link lost and back, its clock, joins and removals.
+SERVER_EVENTS = ("server_unreachable", "server_back", "server_clock_skew", "server_joined", "server_removed")
+NOTIFICATION_EVENTS = ("backup_failed", "backup_missed", "weekly_summary", *FAILED_JOB_EVENTS, *SERVER_EVENTS)
 BCRYPT_HASH = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
 MIN_TOKEN_LENGTH = 32
 #: Dashboard roles, least to most privileged.
@@ -92,16 +94,45 @@ def _token(v):
     return None
 
 
+_SERVER_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def _server_roles_problem(entry: dict) -> str | None:
+    """``servers: [..]`` (with ``role``) or ``roles: {"*"|server: role}``: which servers a user may reach."""
+    if "roles" in entry and ("servers" in entry or "role" in entry):
+        return "give either roles (a role per server) or role with servers, not both"
+    servers = entry.get("servers")
+    if servers is not None:
+        if not isinstance(servers, list) or not servers:
+            return "servers must be a non-empty list of fleet server names"
+        for name in servers:
+            if not isinstance(name, str) or not (_SERVER_NAME.fullmatch(name) or name == "*"):
+                return f"servers: {name!r} is not a server name (lowercase letters, digits, '-'; or '*')"
+    roles = entry.get("roles")
+    if roles is not None:
+        if not isinstance(roles, dict) or not roles:
+            return 'roles must map server names (or "*" for every other server) to a role'
+        for name, role in roles.items():
+            if not isinstance(name, str) or not (_SERVER_NAME.fullmatch(name) or name == "*"):
+                return f"roles: {name!r} is not a server name (lowercase letters, digits, '-'; or '*')"
+            if role not in ROLES:
+                return f"roles: the role for {name} must be one of: " + ", ".join(ROLES)
+    return None
+
+
 def _credentials(v):
     for user, entry in v.items():
         if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", str(user)):
             return f"user name {user!r} may only use letters, digits, '.', '_', '@', '-' (at most 64)"
         if isinstance(entry, dict):
-            unknown = sorted(set(entry) - {"password", "role"})
+            unknown = sorted(set(entry) - {"password", "role", "servers", "roles"})
             if unknown:
-                return f"user {user!r}: unknown key {unknown[0]!r}; expected password and role"
+                return f"user {user!r}: unknown key {unknown[0]!r}; expected password, role, servers or roles"
             if entry.get("role", "admin") not in ROLES:
                 return f"user {user!r}: role must be one of: " + ", ".join(ROLES)
+            problem = _server_roles_problem(entry)
+            if problem:
+                return f"user {user!r}: {problem}"
             hashed = entry.get("password")
         else:
             hashed = entry
@@ -362,6 +393,8 @@ DASHBOARD = Section(
             "user_map",
             None,
             "user: bcrypt hash (an admin), or user: {password: bcrypt hash, role: viewer, operator or admin}. "
+            "In a fleet, per server: add servers: [local, erp-b] (role on those servers only), or give "
+            'roles: {"*": viewer, erp-b: operator} instead of role ("*": every server not named). '
             "Make a hash with `fm-dashboard hash-password`.",
             required=True,
             check=_credentials,
@@ -485,6 +518,17 @@ SCHEDULE = Section(
         Key("day_of_month", "int", 1, "monthly: 1 .. 28.", check=_day_of_month),
         Key("timezone", "str", "", "IANA time zone name (empty: the server's)."),
         Key("enabled", "bool", True, "Whether the schedule runs."),
+        Key(
+            "server",
+            "str",
+            "",
+            "The fleet server whose agent runs it (empty: the dashboard's own server, fleet.local_name).",
+            check=lambda v: (
+                None
+                if v == "" or _SERVER_NAME.fullmatch(v)
+                else "expected a fleet server name (lowercase letters, digits, '-', at most 32)"
+            ),
+        ),
     ),
 )
 
@@ -582,6 +626,19 @@ OFFSITE = Section(
         ),
         Key("limit_upload_kbps", "int", 0, "restic --limit-upload in KiB/s; 0: no limit.", check=_non_negative),
         Key("restic_binary", "str", "restic", "The restic command (looked up on PATH unless absolute)."),
+        Key(
+            "host",
+            "str",
+            "",
+            "restic --host of the copies this server makes; listing, retention and restores see only this "
+            "host's copies, so servers sharing a repository never prune each other's. Empty: the fleet "
+            "server name once joined (fleet.json), else fmappliance (copies made before joining stay under it).",
+            check=lambda v: (
+                None
+                if v == "" or _SERVER_NAME.fullmatch(v) or v == "fmappliance"
+                else "expected a server name (lowercase letters, digits, '-', at most 32)"
+            ),
+        ),
     ),
 )
 
@@ -763,6 +820,8 @@ def _cross_checks(config: dict, v: Validator, data: dict, *, offsite_credentials
                     ("schedules", i, "timezone"),
                     f"unknown time zone {schedule['timezone']!r}; expected an IANA name like Europe/Berlin",
                 )
+    # derived: the server a notification is about when it names none (the dashboard's own)
+    config["notifications"]["server"] = config["fleet"]["local_name"]
     dash = config["dashboard"]
     dash["metrics_token"] = None  # derived: the scrape token, or None while /metrics is off
     if dash["metrics_token_file"] and os.path.exists(dash["metrics_token_file"]):
@@ -868,14 +927,36 @@ def load_config(path: str | os.PathLike, *, offsite_credentials: bool = True) ->
 
 
 def dashboard_users(config: dict) -> dict[str, tuple[str, str]]:
-    """user -> (bcrypt hash, role) from ``dashboard.credentials`` (a bare hash means admin)."""
+    """user -> (bcrypt hash, role) from ``dashboard.credentials`` (a bare hash means admin).
+
+    The role is the one on the dashboard's own server (``fleet.local_name``); a user with roles
+    on other servers only is a viewer here (the pages every server shares: account, audit, fleet).
+    """
+    local = config.get("fleet", {}).get("local_name", "local")
     users = {}
     for name, entry in config["dashboard"]["credentials"].items():
-        if isinstance(entry, dict):
-            users[str(name)] = (entry["password"], entry.get("role", "admin"))
-        else:
-            users[str(name)] = (entry, "admin")
+        roles = dashboard_server_roles({"dashboard": {"credentials": {name: entry}}})[str(name)]
+        role = roles.get(local) or roles.get("*") or "viewer"
+        users[str(name)] = (entry["password"] if isinstance(entry, dict) else entry, role)
     return users
+
+
+def dashboard_server_roles(config: dict) -> dict[str, dict[str, str]]:
+    """user -> {server or "*": role} from ``dashboard.credentials`` (issue 24: roles per server).
+
+    A bare hash or a plain ``role`` is that role on every server (``"*"``); ``servers: [..]`` with
+    ``role`` is that role on those servers only; ``roles`` maps servers (and ``"*"``) to roles.
+    """
+    out = {}
+    for name, entry in config["dashboard"]["credentials"].items():
+        if not isinstance(entry, dict):
+            out[str(name)] = {"*": "admin"}
+        elif "roles" in entry:
+            out[str(name)] = dict(entry["roles"])
+        else:
+            role = entry.get("role", "admin")
+            out[str(name)] = {server: role for server in entry.get("servers") or ["*"]}
+    return out
 
 
 def secrets_of(config: dict) -> list[str]:

@@ -134,7 +134,8 @@
     area.textContent = label + ": " + status + " ";
     area.className = "action-status action-" + (status === "succeeded" ? "ok" : "failed");
     var link = document.createElement("a");
-    link.href = "/jobs/" + encodeURIComponent(jobId);
+    // data-jobs carries the /s/<server> prefix of a page about another server.
+    link.href = (document.body.getAttribute("data-jobs") || "/jobs/") + encodeURIComponent(jobId);
     link.textContent = "details";
     area.appendChild(link);
   }

@@ -27,17 +27,17 @@ Rows {{first}}–{{last}} of {{total}}{{' matching' if filtered else ''}}, newes
 </p>
 % if rows:
 <table class="table audit">
-<thead><tr><th>Time</th><th>User</th><th>Address</th><th>Action</th><th>Target</th><th>Result</th><th>Job</th></tr></thead>
+<thead><tr><th>Time</th><th>User</th><th>Address</th><th>Action</th><th>Target</th><th>Result</th><th>Job</th><th>Server</th></tr></thead>
 <tbody>
 % for r in rows:
 <tr><td data-label="Time">{{r['local_time']}}</td><td data-label="User">{{r['user']}}</td><td data-label="Address">{{r['address']}}</td><td data-label="Action">{{r['action']}}</td><td data-label="Target">{{r['target']}}</td><td data-label="Result">{{r['result']}}{{' (%d times in 10 min)' % r['count'] if r['count'] > 1 else ''}}</td><td data-label="Job">
 % if r['job_id']:
-<a href="/jobs/{{r['job_id']}}">{{r['job_id']}}</a>
+<a href="{{r['job_href']}}">{{r['job_id']}}</a>
 % if r['outcome']:
 <span class="badge {{r['outcome']['badge']}}" data-outcome="{{r['outcome']['status']}}" title="{{r['outcome']['message']}}">{{r['outcome']['status']}}</span>
 % end
 % end
-</td></tr>
+</td><td data-label="Server">{{r.get('server', '')}}</td></tr>
 % end
 </tbody>
 </table>

@@ -13,9 +13,9 @@
 <script src="{{static_urls['htmx.min.js']}}" defer></script>
 <script src="{{static_urls['app.js']}}" defer></script>
 </head>
-<body>
+<body data-jobs="/jobs/">
 <header class="topbar">
-<a class="brand" href="/dashboard">fmappliance</a>
+<a class="brand" href="/">fmappliance</a>
 % if user:
 <nav class="nav">
 % if not enrolling:
@@ -34,8 +34,19 @@
 </nav>
 % end
 </header>
+% if get('servers'):
+<nav class="server-switch" aria-label="Server">Server:
+% for name in servers:
+<a href="/s/{{name}}/dashboard" class="{{'active' if name == server else ''}}"{{!' aria-current="true"' if name == server else ''}}>{{name}}</a>
+% end
+<a href="/fleet">Fleet</a>
+</nav>
+% end
 % if banner:
 <div class="banner notice notice-error" role="alert">{{banner}}</div>
+% end
+% if get('server_banner'):
+<div class="banner notice notice-error server-banner" role="alert">{{server_banner}}</div>
 % end
 <main hx-target="#action-results" hx-swap="afterbegin">
 <div id="notices">

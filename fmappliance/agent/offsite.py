@@ -27,6 +27,7 @@ from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
 from fmappliance.config import read_env_file
+from fmappliance.fleet.token import is_valid_server_name
 from fmappliance.wire import is_valid_site_name
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,27 @@ class Offsite:
         # Jobs of different stacks run in parallel, but check and prune take restic's exclusive lock: two offsite
         # jobs at once would fail one with "repository is locked".  This agent's own jobs take turns instead.
         self._repository_turn = threading.Lock()
+        self._listed_host = self._host_now()
         self.clean_stage()
+
+    def host(self) -> str:
+        """restic ``--host`` of this server's copies: ``offsite.host``, else its fleet name once it joined
+        (``fleet.json``, read each time: a join applies without restart), else :data:`LEGACY_HOST`.
+
+        Listing, retention and restores see only this host's snapshots: two servers sharing a repository
+        with the same stack and site names never list, prune or restore each other's copies.
+        """
+        host = self._host_now()
+        with self._lock:
+            if host != self._listed_host:
+                # Joined or left since: the cached listings were another host's (rare: one re-listing).
+                log.info("offsite copies are now those of host %s (was %s)", host, self._listed_host)
+                self._listings = _StackListings()
+                self._listed_host = host
+        return host
+
+    def _host_now(self) -> str:
+        return self.cfg.get("host") or _fleet_name(self.state_dir) or LEGACY_HOST
 
     def clean_stage(self) -> None:
         """Remove copy stages (and offsite restore staging) an agent that died mid-job left behind."""
@@ -299,6 +320,8 @@ class Offsite:
         result = self.restic(
             "snapshots",
             "--json",
+            "--host",
+            self.host(),
             "--tag",
             f"stack={stack}",
             timeout=timeout,
@@ -442,7 +465,7 @@ class Offsite:
                 with src:
                     _copy_file(src.fileno(), os.path.join(stage, name))
             when = parse_id(manifest["id"]).replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-            args = ["backup", "--json", "--time", when, "--host", "fmappliance"]
+            args = ["backup", "--json", "--time", when, "--host", self.host()]
             for tag in (f"stack={stack}", f"site={site}", f"backup={manifest['id']}"):
                 args += ["--tag", tag]
             if self.cfg.get("limit_upload_kbps"):
@@ -486,7 +509,9 @@ class Offsite:
     def forget(self, ctx, stack: str, site: str) -> None:
         """Apply the offsite retention to this site's snapshots only (filtered by tags, one group)."""
         ret = self.cfg["retention"]
-        args = ["forget", "--json", "--prune", "--tag", f"stack={stack},site={site}", "--group-by", ""]
+        # --host: only this server's copies (another server may share the repository and the names).
+        args = ["forget", "--json", "--prune", "--host", self.host(), "--tag", f"stack={stack},site={site}"]
+        args += ["--group-by", ""]
         for tier, flag in (("daily", "--keep-daily"), ("weekly", "--keep-weekly"), ("monthly", "--keep-monthly")):
             if int(ret.get(tier, 0)):
                 args += [flag, str(int(ret[tier]))]
@@ -531,7 +556,13 @@ class Offsite:
         if not any(s["backup"] == backup for s in snaps):
             return None
         result = self.restic(
-            "snapshots", "--json", "--tag", f"backup={backup},stack={stack},site={site}", what="listing"
+            "snapshots",
+            "--json",
+            "--host",
+            self.host(),
+            "--tag",
+            f"backup={backup},stack={stack},site={site}",
+            what="listing",
         )
         for snap in json_array(result.output):
             manifest = self._snapshot_manifest(snap, backup)
@@ -640,6 +671,20 @@ class StagedSource:
         fd = os.open(os.path.join(self.folder, os.path.basename(name)), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         fileobj = os.fdopen(fd, "rb")
         return fileobj, os.fstat(fd)
+
+
+#: The restic host of every copy made before hosts followed the server (and of servers not in a fleet).
+LEGACY_HOST = "fmappliance"
+
+
+def _fleet_name(state_dir: str) -> str | None:
+    """This server's fleet name from ``<state_dir>/fleet.json`` (None when it has not joined)."""
+    try:
+        with open(os.path.join(state_dir, "fleet.json"), encoding="utf-8") as fh:
+            name = json.load(fh).get("server")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and is_valid_server_name(name) else None
 
 
 def json_array(output: str) -> list:

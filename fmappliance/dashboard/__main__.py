@@ -182,7 +182,7 @@ def serve(config: dict) -> None:
     limit_malloc_arenas()
     services = build_services(config)
     scheduler = services.scheduler
-    hub = None
+    hub = fleet_events = None
     if config["fleet"]["listen"]:
         # The fleet hub (docs/fleet.md); without fleet.listen nothing of the fleet runs.
         from fmappliance.dashboard.fleet_client import start_hub
@@ -190,7 +190,19 @@ def serve(config: dict) -> None:
         hub, registry = start_hub(config, services.db)
         from fmappliance.dashboard.fleet_client import FleetView
 
-        services.fleet_view = FleetView(hub, registry, config, local_agent=services.agent)  # type: ignore[attr-defined]
+        view = FleetView(hub, registry, config, local_agent=services.agent)
+        services.fleet_view = view  # type: ignore[attr-defined]
+        from fmappliance.dashboard.fleet_events import FleetEvents
+        from fmappliance.dashboard.notifications import Notifier
+
+        fleet_events = FleetEvents(view, Notifier(config["notifications"]), config)
+        if scheduler.sync is not None:
+            # Each server's own schedules through its own link (fleet_schedules.py).
+            from fmappliance.dashboard.fleet_schedules import FleetSchedules
+
+            fleet_schedules = FleetSchedules(scheduler.sync, view)
+            scheduler.fleet = fleet_schedules
+            scheduler.fleet_syncs = fleet_schedules.syncs
     app = make_app(config, services=services)
     options = {
         **listening.listen_options(dash),
@@ -234,11 +246,15 @@ def serve(config: dict) -> None:
         # Only this (serving) process pushes schedules to the agent and notifies their outcomes.
         scheduler.start()
         services.job_watch.start()
+        if fleet_events is not None:
+            fleet_events.start()
         release_freed_memory()
         server.run()
     finally:
         services.job_watch.stop()
         scheduler.stop()
+        if fleet_events is not None:
+            fleet_events.stop()
         if hub is not None:
             hub.stop()
         server.close()

@@ -16,6 +16,8 @@ import threading
 import time
 import urllib.parse
 
+from fmappliance.dashboard.request_ids import HEADER, for_agent
+
 DOWNLOAD_CHUNK = 256 * 1024
 STACKS_CACHE_SECONDS = 2.0
 _RELAYED_HEADERS = (
@@ -202,7 +204,8 @@ class AgentClient:
     def _send(self, method: str, path: str, body: dict | None = None, headers: dict | None = None, on_sent=None):
         """Open a connection and send; returns (conn, response) or raises AgentError."""
         conn = self._connection()
-        all_headers = {"Authorization": self._auth, "Accept": "application/json"}
+        # X-FM-Request: the dashboard request's id, so its audit row matches the server's fleet audit.
+        all_headers = {"Authorization": self._auth, "Accept": "application/json", HEADER: for_agent()}
         data = None
         if body is not None:
             data = json.dumps(body).encode()

@@ -37,7 +37,8 @@ import urllib.parse
 
 import bottle
 
-from fmappliance.dashboard import authorize, csrf, negotiation
+from fmappliance.config import dashboard_server_roles
+from fmappliance.dashboard import authorize, csrf, negotiation, request_ids, server_scope
 from fmappliance.dashboard.security_headers import SecurityHeadersMiddleware
 from fmappliance.dashboard.services import DashboardServices, build_services
 from fmappliance.dashboard.sessions import STAGE_ENROLL, cookie_is_secure, cookie_value, session_cookie_name
@@ -67,13 +68,14 @@ class DashboardContext:
         self.config = services.config
         self.clock = services.clock
         self.secret_key = services.config["dashboard"]["secret_key"]
-        self.agent = services.agent
         self.db = services.db
         self.sessions = services.sessions
         self.throttle = services.throttle
         self.passwords = services.passwords
         #: user -> (bcrypt hash, role)
         self.users = services.users
+        #: user -> {server or "*": role} (issue 24: roles per server)
+        self.server_roles = dashboard_server_roles(services.config)
         self.totp_mode = services.config["dashboard"]["totp"]
         self.second_factors = services.second_factors
         self.audit = services.audit
@@ -82,10 +84,79 @@ class DashboardContext:
         self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
         #: The BackupScheduler; only the serving process starts it.
         self.scheduler = services.scheduler
-        #: How old a site's last backup may be (per schedule; 48 h without one), overdue alerts.
-        self.backup_age = services.backup_age
+        self._age_rules: dict = {}
 
     # -- request facts ------------------------------------------------------------------
+
+    @property
+    def agent(self):
+        """The agent client of the server this request is about: the local agent, or the server
+        named by ``/s/<server>/`` (server_scope.py picks it before the route runs)."""
+        try:
+            selected = bottle.request.environ.get(server_scope.CLIENT_KEY)
+        except (RuntimeError, AttributeError):  # outside a request (a background thread)
+            selected = None
+        return selected or self.services.agent
+
+    @property
+    def backup_age(self):
+        """How old a site's last backup may be (per schedule; 48 h without one), overdue alerts:
+        from the schedules of the server this request is about."""
+        try:
+            local = self.is_local_request()
+        except (RuntimeError, AttributeError):  # outside a request
+            local = True
+        if local:
+            return self.services.backup_age
+        name = self.server()
+        rules = self._age_rules.get(name)
+        if rules is None:
+            from fmappliance.dashboard.backup_age import BackupAgeRules
+
+            rules = self._age_rules[name] = BackupAgeRules(
+                self.services.backup_age.store, server=name, local_name=self.config["fleet"]["local_name"]
+            )
+        return rules
+
+    @staticmethod
+    def server() -> str | None:
+        """The server named in this request's URL (``/s/<server>/…``), None for the local one."""
+        return bottle.request.environ.get(server_scope.SERVER_KEY)
+
+    def audit_context(self) -> dict:
+        """What an audit row of this request gains in a fleet: its server and request id."""
+        try:
+            environ = bottle.request.environ
+            path = bottle.request.path
+        except (RuntimeError, AttributeError):  # a background thread's row
+            return {}
+        server = environ.get(server_scope.SERVER_KEY)
+        if server is None and server_scope.is_scoped(path):
+            server = self.config["fleet"]["local_name"]
+        return {"server": server or "", "request_id": request_ids.current()}
+
+    def is_local_request(self) -> bool:
+        """Does this request talk to the dashboard's own server (no prefix, or the local name)?"""
+        name = self.server()
+        view = server_scope.fleet_view(self)
+        return name is None or (view is not None and name == view.local_name)
+
+    def server_facts(self) -> dict:
+        """For the layout: the server switcher, and the banner and button reason of a server not online."""
+        view = server_scope.fleet_view(self)
+        if view is None or self.session() is None:
+            return {"servers": [], "server": "", "server_banner": "", "server_blocked": ""}
+        current = self.server() or view.local_name
+        user = self.session().user
+        names = [view.local_name] + [row["name"] for row in view.registry.servers()]
+        names = [name for name in names if self.role_on(user, name)]
+        problem = None if self.is_local_request() else server_scope.server_problem(self, current)
+        return {
+            "servers": names if len(names) > 1 else [],
+            "server": current,
+            "server_banner": problem[1] if problem else "",
+            "server_blocked": problem[1] if problem else "",
+        }
 
     def now(self) -> dt.datetime:
         return self.services.now()
@@ -134,9 +205,37 @@ class DashboardContext:
         return session.user if session else ""
 
     def role(self) -> str:
+        """The session's role for this request: on the server in the URL (``/s/<server>/``, or the
+        local server for its unprefixed pages); on the pages every server shares, the role on the
+        dashboard's own server (a viewer's for users with roles elsewhere only)."""
         session = self.session()
-        entry = self.users.get(session.user) if session else None
-        return entry[1] if entry else ""
+        if session is None or session.user not in self.users:
+            return ""
+        return self.role_for(session.user, bottle.request.environ, bottle.request.path)
+
+    def role_for(self, user: str, environ: dict, path: str) -> str:
+        name = environ.get(server_scope.SERVER_KEY)
+        if name is None and not server_scope.is_scoped(path):
+            return self.users[user][1]
+        return self.role_on(user, name or self.config["fleet"]["local_name"])
+
+    def role_on(self, user: str, server: str) -> str:
+        """``user``'s role on ``server`` ("" for none): dashboard.credentials.<user>.servers or .roles."""
+        entry = self.users.get(user)
+        if entry is None:
+            return ""
+        roles = self.server_roles.get(user) or {}
+        if set(roles) == {"*"}:  # one role everywhere: the users table's (what a demotion changes)
+            return entry[1]
+        return roles.get(server) or roles.get("*") or ""
+
+    def admin_everywhere(self, user: str) -> bool:
+        """Fleet management (tokens, remove, rotate) needs admin on every server of the fleet."""
+        view = server_scope.fleet_view(self)
+        names = [self.config["fleet"]["local_name"]]
+        if view is not None:
+            names += [row["name"] for row in view.registry.servers()]
+        return all(self.role_on(user, name) == authorize.ADMIN for name in names)
 
     def can(self, method: str, path: str, **fields) -> bool:
         """Would the table let this session make that request?  (Templates show buttons by it.)"""
@@ -155,7 +254,10 @@ class DashboardContext:
         current = self.fingerprint(session.user)
         if current is None or not hmac.compare_digest(current, session.fingerprint):
             return False
-        role = self.users[session.user][1]
+        try:  # a followed log re-checks from its own request: the role on that request's server
+            role = self.role_for(session.user, bottle.request.environ, path)
+        except (RuntimeError, AttributeError):
+            role = self.users[session.user][1]
         facts = authorize.Facts(settings=self.config["dashboard"].get)
         return authorize.decide(method, path, role, facts=facts).allowed
 
@@ -174,7 +276,23 @@ class DashboardContext:
         values.setdefault("can", self.can)
         # Included templates get the same helpers.
         values.setdefault("partial", self.render)
+        # Buttons of a server that cannot act now are shown disabled, with the reason.
+        if "server_blocked" not in values:
+            try:
+                values["server_blocked"] = self._server_blocked()
+            except (RuntimeError, AttributeError):  # rendered outside a request
+                values["server_blocked"] = ""
         return self.templates.render(template, **values)
+
+    def _server_blocked(self) -> str:
+        environ = bottle.request.environ
+        name = environ.get(server_scope.SERVER_KEY)
+        if name is None or self.is_local_request():
+            return ""
+        if "fmappliance.server_blocked" not in environ:
+            problem = server_scope.server_problem(self, name)
+            environ["fmappliance.server_blocked"] = problem[1] if problem else ""
+        return environ["fmappliance.server_blocked"]
 
     def page(self, template: str, title: str, *, banner: str = "", notices=(), page_token: str = "", **values) -> str:
         """A full page: the named body template inside the layout.
@@ -185,10 +303,14 @@ class DashboardContext:
         # The body sees the banner too (a page may say less when the banner already says why).
         body = self.render(template, csrf_token=session.csrf_token if session else "", banner=banner, **values)
         flashed = self.sessions.pop_flash(session) if session else []
+        facts = self.server_facts()
         return self.render(
             "layout",
             title=title,
             body=body,
+            servers=facts["servers"],
+            server=facts["server"],
+            server_banner=facts["server_banner"] if facts["server_banner"] != banner else "",
             user=session.user if session else "",
             enrolling=bool(session and self.enrolling(session)),
             csrf_token=session.csrf_token if session else page_token,
@@ -311,6 +433,12 @@ class DashboardContext:
             return None
         if session is None:
             return self.sign_in_answer()
+        if not decision.allowed and not enrolling and not self.role():
+            server = self.server() or self.config["fleet"]["local_name"]
+            decision = authorize.Decision(
+                allowed=False,
+                reason=f"You have no role on server {server} (dashboard.credentials.{session.user}: servers or roles).",
+            )
         if not decision.allowed:
             if enrolling and request.method in ("GET", "HEAD") and not negotiation.wants_json(request):
                 next_path = urllib.parse.urlencode({"next": self.return_path()})
@@ -420,7 +548,9 @@ class DashboardBottle(bottle.Bottle):
         super().__init__()
         self.config["catchall"] = False
         self.ctx = ctx
-        self._secured = SecurityHeadersMiddleware(functools.partial(bottle.Bottle.wsgi, self), ctx.crash_answer)
+        # /s/<server>/… is taken off before routing (server_scope.py), inside the headers.
+        scoped = server_scope.ServerScope(functools.partial(bottle.Bottle.wsgi, self))
+        self._secured = SecurityHeadersMiddleware(scoped, ctx.crash_answer)
 
     def wsgi(self, environ, start_response):
         return self._secured(environ, start_response)
@@ -455,7 +585,11 @@ def make_app(
     ctx = DashboardContext(services)
     app = DashboardBottle(ctx)
     app.default_error_handler = _error_page(ctx)
+    # First: this request's id (sent as X-FM-Request, stored with its audit rows).
+    app.add_hook("before_request", request_ids.start)
+    services.audit.context = ctx.audit_context
     app.add_hook("before_request", _authorize_hook(ctx, app))
+    app.add_hook("before_request", server_scope.select_hook(ctx, app))
 
     pages_public.register(app, ctx)
     pages_auth.register(app, ctx)

@@ -1,6 +1,7 @@
 """The audit log: one SQLite row and one JSON log line per event.
 
-Fields: UTC time, user, real client address, action, target, result, job id.  Control
+Fields: UTC time, user, real client address, action, target, result, job id, and in a fleet the
+server the request was about and its request id (the ``X-FM-Request`` its agent recorded).  Control
 characters in any field are escaped (``\\x1b``), so a crafted name cannot forge log
 lines or terminal escapes.
 
@@ -16,13 +17,15 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 
 from fmappliance.wire import format_timestamp
 
 audit_log = logging.getLogger("fmappliance.audit")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-FIELDS = ("time", "user", "address", "action", "target", "result", "job_id", "count")
+FIELDS = ("time", "user", "address", "action", "target", "result", "job_id", "count", "server", "request_id")
+_COLUMNS = ", ".join(FIELDS)
 REPEAT_WINDOW_SECONDS = 10 * 60
 PRUNE_EVERY_SECONDS = 3600
 
@@ -37,8 +40,10 @@ def escape_control(value) -> str:
 
 
 class AuditLog:
-    def __init__(self, db, clock=time.time, keep_days: int = 365):
+    def __init__(self, db, clock=time.time, keep_days: int = 365, context=None):
         self.db = db
+        #: () -> {"server", "request_id"} of the request being served (set by the app; issue 24).
+        self.context: Callable[[], dict] = context or dict
         self.clock = clock
         self.keep_days = keep_days
         self._pruned_at = 0.0
@@ -52,6 +57,10 @@ class AuditLog:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
             if "count" not in columns:
                 conn.execute("ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1")
+            # The fleet: which server an action was on, and the id its agent's fleet audit shows.
+            for column in ("server", "request_id"):
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
             conn.execute("CREATE INDEX IF NOT EXISTS audit_time ON audit (time)")
             conn.execute("CREATE INDEX IF NOT EXISTS audit_action ON audit (action)")
         self.prune()
@@ -81,16 +90,35 @@ class AuditLog:
                     (format_timestamp(self.clock()), found[0]),
                 )
         if found:
-            row = dict(zip(FIELDS, (format_timestamp(self.clock()),) + key + ("", found[1] + 1)))
+            context = self._context()
+            row = dict(
+                zip(
+                    FIELDS,
+                    (format_timestamp(self.clock()),)
+                    + key
+                    + ("", found[1] + 1, context["server"], context["request_id"]),
+                )
+            )
             audit_log.info(json.dumps(row, ensure_ascii=True, sort_keys=True))
             return row
         return self.record(user=user, address=address, action=action, target=target, result=result)
+
+    def _context(self) -> dict:
+        try:
+            found = self.context() or {}
+        except Exception:  # never lose an audit row over its context
+            found = {}
+        return {
+            "server": escape_control(found.get("server", "")),
+            "request_id": escape_control(found.get("request_id", "")),
+        }
 
     def record(self, *, user, address, action, target="", result="ok", job_id=None) -> dict:
         """Store one event and log it as a JSON line; returns the stored row."""
         if self.clock() - self._pruned_at > PRUNE_EVERY_SECONDS:
             self.prune()
         row = {
+            **self._context(),
             "time": format_timestamp(self.clock()),
             "user": escape_control(user),
             "address": escape_control(address),
@@ -102,7 +130,7 @@ class AuditLog:
         }
         with self.db.transaction() as conn:
             conn.execute(
-                "INSERT INTO audit (time, user, address, action, target, result, job_id, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})",
                 tuple(row[f] for f in FIELDS),
             )
         audit_log.info(json.dumps(row, ensure_ascii=True, sort_keys=True))
@@ -112,7 +140,7 @@ class AuditLog:
         with self.db.transaction() as conn:
             rows = conn.execute(
                 # A counted-up row moves to its latest time.
-                "SELECT time, user, address, action, target, result, job_id, count FROM audit ORDER BY time DESC, id DESC LIMIT ? OFFSET ?",
+                f"SELECT {_COLUMNS} FROM audit ORDER BY time DESC, id DESC LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         return [dict(zip(FIELDS, r)) for r in rows]
@@ -151,8 +179,7 @@ class AuditLog:
         with self.db.transaction() as conn:
             total = conn.execute(f"SELECT count(*) FROM audit{clause}", args).fetchone()[0]
             rows = conn.execute(
-                "SELECT time, user, address, action, target, result, job_id, count FROM audit"
-                f"{clause} ORDER BY time DESC, id DESC LIMIT ? OFFSET ?",
+                f"SELECT {_COLUMNS} FROM audit{clause} ORDER BY time DESC, id DESC LIMIT ? OFFSET ?",
                 (*args, limit, offset),
             ).fetchall()
         return [dict(zip(FIELDS, r)) for r in rows], total

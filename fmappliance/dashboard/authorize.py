@@ -133,6 +133,9 @@ RULES: tuple[Rule, ...] = (
     # offsite_copy and offsite_check run from the agent's own timer; any page that starts them is an admin's.
     rule("GET POST", r"/offsite(/.*)?", ADMIN),
     rule("GET POST", r"/settings(/.*)?", ADMIN),
+    # Fleet management: admin here, and the page checks admin on every server of the fleet (issue 24).
+    rule("POST", r"/fleet/tokens", ADMIN, step_up=True),
+    rule("POST", r"/fleet/servers/{x}/remove", ADMIN, step_up=True),
     rule("GET", r"/account/users", ADMIN),
     rule("POST", r"/account/users/{x}/reset-2fa", ADMIN, step_up=True),
 )

@@ -106,8 +106,12 @@ class BackupAgeRules:
     every definition change).
     """
 
-    def __init__(self, store):
+    def __init__(self, store, *, server: str | None = None, local_name: str = "local"):
         self.store = store
+        #: Whose schedules count: this server's (None: the dashboard's own); another server's
+        #: ``prod`` is not this one's.
+        self.server = server
+        self.local_name = local_name
         # (generation, schedules, {(stack, site): hours}, {(stack, site) of paused schedules})
         self._cached: tuple = (None, [], {}, frozenset())
         self._alerts: tuple = (None, None, [])  # (key, payload, alerts)
@@ -122,7 +126,11 @@ class BackupAgeRules:
         if generation != self.store.generation:
             generation = self.store.generation  # read first: a change meanwhile recomputes next time
             # A test restore makes no backup: only backup schedules set how old one may get.
-            every = [s for s in self.store.list() if kind_of(s) == "backup"]
+            every = [
+                s
+                for s in self.store.list()
+                if kind_of(s) == "backup" and (s.get("server") or self.local_name) == (self.server or self.local_name)
+            ]
             schedules = [s for s in every if s["enabled"] and not s["invalid"]]
             paused = frozenset((s["stack"], s["site"]) for s in every if not s["enabled"])
             limits = {}

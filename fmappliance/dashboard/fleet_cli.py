@@ -6,6 +6,7 @@ fm-dashboard --config C fleet token create [--name N] [--ttl S]   a one-use join
 fm-dashboard --config C fleet token list | revoke ID
 fm-dashboard --config C fleet list [--json]
 fm-dashboard --config C fleet inventory --format ansible  the servers as an Ansible YAML inventory
+fm-dashboard --config C fleet inventory --format prometheus [--target HOST:PORT]  Prometheus file_sd JSON
 fm-dashboard --config C fleet rotate-token N              a new API token for N (old one valid 5 more minutes)
 fm-dashboard --config C fleet remove N [--yes]
 
@@ -40,8 +41,14 @@ def add_arguments(fleet: argparse.ArgumentParser) -> None:
     revoke.add_argument("id", help="the token's 8-character id (fleet token list)")
     listing = sub.add_parser("list", help="the servers of the fleet")
     listing.add_argument("--json", action="store_true", help='print {"servers": [...]}')
-    inventory = sub.add_parser("inventory", help="the servers as an Ansible inventory (YAML)")
-    inventory.add_argument("--format", choices=["ansible"], default="ansible")
+    inventory = sub.add_parser(
+        "inventory", help="the servers as an Ansible inventory (YAML) or Prometheus file_sd targets (JSON)"
+    )
+    inventory.add_argument("--format", choices=["ansible", "prometheus"], default="ansible")
+    inventory.add_argument(
+        "--target",
+        help="prometheus: the dashboard's address Prometheus scrapes (HOST[:PORT]; default: this host's name)",
+    )
     rotate = sub.add_parser("rotate-token", help="give a server a new API token (the old one works 5 more minutes)")
     rotate.add_argument("name")
     remove = sub.add_parser("remove", help="remove a server: its certificate is refused from now on")
@@ -69,10 +76,12 @@ def run(config: dict, args: argparse.Namespace) -> int:
         if args.fleet_command == "list":
             return _list(registry, args.json)
         if args.fleet_command == "inventory":
+            if args.format == "prometheus":
+                return _prometheus_inventory(registry, args.target)
             return _inventory(registry)
         if args.fleet_command == "rotate-token":
             return _rotate(registry, args.name)
-        return _remove(registry, args.name, args.yes)
+        return _remove(registry, args.name, args.yes, config)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"cannot use the state database in {config['dashboard']['state_dir']}: {exc}")
 
@@ -189,6 +198,21 @@ def _inventory(registry) -> int:
     return 0
 
 
+def _prometheus_inventory(registry, target: str | None) -> int:
+    """Prometheus ``file_sd`` JSON: one target group per server, scraped at the dashboard's
+    ``/metrics/server/<name>`` (the same as ``GET /fleet/prometheus-sd``, for a file)."""
+    import json
+    import socket
+
+    from fmappliance.dashboard.pages_fleet import prometheus_sd_groups
+
+    target = target or socket.getfqdn()
+    if not target or any(c.isspace() or c in "/?#@" for c in target):
+        return _fail(f"--target {target[:60]!r} is not a HOST[:PORT].", 2)
+    print(json.dumps(prometheus_sd_groups(registry.servers(), target), indent=2))
+    return 0
+
+
 #: How long rotate-token waits for the serving dashboard to deliver the new token.
 ROTATE_WAIT_SECONDS = 15.0
 
@@ -213,7 +237,7 @@ def _rotate(registry, name: str) -> int:
     return 0
 
 
-def _remove(registry, name: str, yes: bool) -> int:
+def _remove(registry, name: str, yes: bool, config: dict) -> int:
     if not is_valid_server_name(name):
         return _fail(f"{name[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.", 2)
     if name not in {row["name"] for row in registry.servers()}:
@@ -229,4 +253,20 @@ def _remove(registry, name: str, yes: bool) -> int:
         f"Server {name} removed: its certificate is refused from now on. If it is connected, the dashboard tells "
         f"it to forget its fleet token; on {name} itself, also run: fm-agent fleet leave"
     )
+    _remove_schedules(config, name)
     return 0
+
+
+def _remove_schedules(config: dict, name: str) -> None:
+    """A removed server's schedules go too, listed first (config.yaml's are named for the operator)."""
+    from fmappliance.dashboard.schedule_store import ScheduleStore
+
+    store = ScheduleStore(config["dashboard"]["state_dir"], config_schedules=config.get("schedules") or ())
+    for schedule in store.list():
+        if schedule.get("server") != name:
+            continue
+        label = f"{schedule['kind']} {schedule['stack']}/{schedule['site']} {schedule['frequency']} {schedule['time']}"
+        if schedule["source"] == "ui" and store.remove(schedule["id"]):
+            print(f"  removed its schedule: {label}")
+        else:
+            print(f"  remove from config.yaml (schedules:, server: {name}): {label}")

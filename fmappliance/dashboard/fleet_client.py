@@ -42,7 +42,7 @@ class _LinkConnection(http.client.HTTPConnection):
         raise http.client.NotConnected("a fleet link carries one request")
 
     def request(self, method, url, body=None, headers=None, **kwargs):
-        # X-FM-Request: the id the server's fleet-audit.jsonl records, to match a dashboard row.
+        # X-FM-Request (set by AgentClient): the id the server's fleet-audit.jsonl records, to match a dashboard row.
         headers = {"X-FM-Request": secrets.token_hex(8), **(headers or {}), "Connection": "close"}
         super().request(method, url, body=body, headers=headers, **kwargs)
 
@@ -107,6 +107,9 @@ class FleetView:
         self.timeout = float(config["fleet"]["request_timeout"])
         self.clock = clock
         self._figures: dict[str, tuple[float, dict]] = {}
+        #: The last fetch's failure per server (shown until a fetch succeeds).
+        self._problems: dict[str, str] = {}
+        self._refreshing: set[str] = set()
         self._lock = threading.Lock()
 
     def client(self, name: str) -> AgentClient:
@@ -141,7 +144,8 @@ class FleetView:
             "stacks_total": figures.get("stacks_total"),
             "worst_backup_age_seconds": figures.get("worst_backup_age_seconds"),
             "failed_jobs_24h": figures.get("failed_jobs_24h"),
-            "schedules_version": None,  # schedules on the agents: not built yet
+            # The schedule set the agent has applied (PUT /schedules; None before the first push).
+            "schedules_version": figures.get("schedules_version"),
             "address": row.get("address"),
             "figures_as_of": format_timestamp(fetched) if fetched else None,
             "problem": problem,
@@ -151,20 +155,57 @@ class FleetView:
         now = self.clock()
         with self._lock:
             cached = self._figures.get(name)
+            problem = self._problems.get(name)
         if cached and now - cached[0] < FIGURES_SECONDS:
-            return cached[1], cached[0], None
+            return cached[1], cached[0], problem
         if live is not None and not live["idle_connections"] and live["state"] != "online":
             return (cached[1], cached[0], None) if cached else ({}, None, None)
+        if cached:
+            # Stale: answer with the last figures now and fetch new ones off the request thread, one
+            # fetch per server at a time (20 servers' round trips in one page view would cost its p99).
+            with self._lock:
+                start = name not in self._refreshing
+                self._refreshing.add(name)
+            if start:
+                threading.Thread(target=self._refresh, args=(name, live), daemon=True).start()
+            return cached[1], cached[0], problem
+        return self._fetch(name, live)
+
+    def _refresh(self, name: str, live: dict | None) -> None:
+        try:
+            self._fetch(name, live)
+        except Exception:
+            log.exception("fleet: refreshing the figures of %s failed", name)
+        finally:
+            with self._lock:
+                self._refreshing.discard(name)
+
+    def _fetch(self, name: str, live: dict | None) -> tuple[dict, float | None, str | None]:
+        now = self.clock()
+        with self._lock:
+            cached = self._figures.get(name)
         try:
             client = self.client(name)
             stacks = client.request("GET", "/stacks")[1].get("stacks") or []
             jobs = client.jobs(limit=200)
         except AgentError as exc:
+            with self._lock:
+                self._problems[name] = exc.message
             return (cached[1] if cached else {}), (cached[0] if cached else None), exc.message
         figures = summarise(stacks, jobs, now)
+        figures["schedules_version"] = _schedules_version(client)
         with self._lock:
             self._figures[name] = (now, figures)
+            self._problems.pop(name, None)
         return figures, now, None
+
+
+def _schedules_version(client) -> int | None:
+    try:
+        version = client.request("GET", "/schedules")[1].get("version")
+    except AgentError:
+        return None  # an agent from before schedules ran on the agents, or none pushed yet
+    return version if isinstance(version, int) else None
 
 
 def summarise(stacks: list, jobs: list, now: float) -> dict:

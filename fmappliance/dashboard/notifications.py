@@ -45,6 +45,9 @@ class Notifier:
         self.webhook_url = settings.get("webhook_url") or ""
         self.smtp = dict(settings.get("smtp") or {})
         self.hostname = socket.gethostname()
+        #: The fleet name of the dashboard's own server (config.py derives it from fleet.local_name):
+        #: every payload names the server its event is about (issue 24).
+        self.server = str(settings.get("server") or "")
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -104,10 +107,13 @@ class Notifier:
         if event not in self.events:
             return {}
         results = {}
+        server = str(details.get("server") or self.server)
         payload = {
             "event": event,
             "subject": subject,
-            "details": dict(details),
+            # (a Notifier built without a config names no server: nothing to add)
+            "details": {**details, "server": server} if server else dict(details),
+            **({"server": server} if server else {}),
             "host": self.hostname,
             "time": format_timestamp(),
         }

@@ -46,8 +46,12 @@ def register(app: bottle.Bottle, ctx) -> None:
     ended: dict[str, dict] = {}
     lock = threading.Lock()
 
+    def is_local(row) -> bool:
+        return row.get("server", "") in ("", ctx.config["fleet"]["local_name"])
+
     def outcomes(rows) -> dict[str, dict]:
-        wanted = {r["job_id"] for r in rows if r["job_id"]}
+        # Only this server's jobs: another server's job ids mean nothing to the local agent.
+        wanted = {r["job_id"] for r in rows if r["job_id"] and is_local(r)}
         with lock:
             known = {i: ended[i] for i in wanted if i in ended}
         missing = wanted - known.keys()
@@ -105,8 +109,11 @@ def register(app: bottle.Bottle, ctx) -> None:
         jobs = outcomes(rows)
         for row in rows:
             row["local_time"] = views.local_time(row["time"])
-            job = jobs.get(row["job_id"]) if row["job_id"] else None
+            job = jobs.get(row["job_id"]) if row["job_id"] and is_local(row) else None
             row["outcome"] = views.shape_job(job) if job else None
+            # A job on another server is shown by that server's pages.
+            prefix = "" if is_local(row) else f"/s/{views.url_part(row['server'])}"
+            row["job_href"] = f"{prefix}/jobs/{views.url_part(row['job_id'])}" if row["job_id"] else ""
 
         def link(to_page: int) -> str:
             kept = {k: v for k, v in chosen.items() if v}

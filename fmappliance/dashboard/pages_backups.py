@@ -147,7 +147,8 @@ def register(app: bottle.Bottle, ctx) -> None:
                 403,
                 "Downloads start only from the dashboard's own pages: open the backups page and use its download link.",
             )
-        accel = ctx.config["dashboard"]["download_mode"] == "accel"
+        # nginx can only hand out this server's files: another server's are relayed through its link.
+        accel = ctx.config["dashboard"]["download_mode"] == "accel" and ctx.is_local_request()
         streaming = not accel and request.method != "HEAD"
         if streaming and not slots.acquire(blocking=False):
             ctx.audit.record(
@@ -179,7 +180,8 @@ def register(app: bottle.Bottle, ctx) -> None:
                 stack, site, file, range_header, method="HEAD" if accel or request.method == "HEAD" else "GET"
             )
         except AgentError as exc:
-            status = exc.status if exc.status in (400, 404, 416) else 502
+            # 503: a fleet server's link has every connection in use (or the agent's relay budget is spent).
+            status = exc.status if exc.status in (400, 404, 416, 503) else 502
             ctx.audit.record(
                 user=session.user,
                 address=ctx.client_address(),

@@ -148,7 +148,8 @@ def register(app: bottle.Bottle, ctx) -> None:
         except AgentError as exc:
             release()
             audit(f"failed: {exc.message}")
-            status = exc.status if exc.status in (400, 404, 429) else 502
+            # 503: a fleet server's link has every connection in use (its sentence says so).
+            status = exc.status if exc.status in (400, 404, 429, 503) else 502
             answer = ctx.fail(status, exc.message)
             if status == 429:
                 answer.set_header("Retry-After", exc.retry_after or str(RETRY_STREAM_SECONDS))

@@ -34,7 +34,12 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     @app.get("/")
     def root():
-        return bottle.HTTPResponse(status=303, headers={"Location": "/dashboard"})
+        # With more than one server the fleet page is home; /s/<server>/ is that server's dashboard.
+        view = getattr(ctx.services, "fleet_view", None)
+        home = "/dashboard"
+        if view is not None and not bottle.request.environ.get("fmappliance.server") and view.registry.servers():
+            home = "/fleet"
+        return bottle.HTTPResponse(status=303, headers={"Location": home})
 
     @app.get("/healthz")
     def healthz():

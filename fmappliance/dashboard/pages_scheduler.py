@@ -17,6 +17,7 @@ import bottle
 from fmappliance import wire
 from fmappliance.dashboard import negotiation, views
 from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.dashboard.schedule_store import runs_on
 from fmappliance.schedule_calendar import WEEKDAYS
 from fmappliance.schedule_fields import (
     EVERY_SITE,
@@ -149,6 +150,10 @@ def register(app: bottle.Bottle, ctx) -> None:
     scheduler = ctx.scheduler
     store = scheduler.store
 
+    def page_server() -> str | None:
+        """The server of this page (``/s/<server>/scheduler``); None: the dashboard's own."""
+        return None if ctx.is_local_request() else ctx.server()
+
     def known_stacks():
         """{stack: sites or None (unknown)} from the agent, or None when it cannot be asked."""
         try:
@@ -179,7 +184,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     def body_values(*, known=None, values=None, errors=None, notice=None) -> dict:
         if known is None:
             known = known_stacks()
-        items = scheduler.status(ctx.now())
+        items = scheduler.status(ctx.now(), page_server())
         stack_names = sorted(known) if known is not None else sorted(ctx.config.get("stacks") or {})
         site_names = sorted({s for sites in (known or {}).values() for s in (sites or [])})
         return {
@@ -192,7 +197,7 @@ def register(app: bottle.Bottle, ctx) -> None:
             "weekdays": [(d, DAY_NAMES[d]) for d in WEEKDAYS],
             "default_tz": store.default_tz,
             "agent_down": known is None,
-            "applied": scheduler.applied(),
+            "applied": scheduler.applied(page_server()),
         }
 
     def answer_page(status: int = 200, **kw):
@@ -213,13 +218,13 @@ def register(app: bottle.Bottle, ctx) -> None:
         if negotiation.is_htmx(request):
             return answer_page(notice=("ok", message))
         ctx.sessions.add_flash(ctx.session(), "ok", message)
-        return bottle.HTTPResponse(status=303, headers={"Location": "/scheduler"})
+        return bottle.HTTPResponse(status=303, headers={"Location": "/scheduler"})  # re-prefixed on /s/<server>/
 
     def audit(action: str, target: str, result: str) -> None:
         ctx.audit.record(user=ctx.user(), address=ctx.client_address(), action=action, target=target, result=result)
 
     def status_item(schedule_id: str):
-        return next((i for i in scheduler.status(ctx.now()) if i["id"] == schedule_id), None)
+        return next((i for i in scheduler.status(ctx.now(), page_server()) if i["id"] == schedule_id), None)
 
     def read_fields():
         """The submitted fields (form or JSON), or (None, status, message)."""
@@ -249,8 +254,8 @@ def register(app: bottle.Bottle, ctx) -> None:
         if negotiation.wants_json(bottle.request):
             return ctx.json_response(
                 {
-                    "schedules": [public_schedule(i) for i in scheduler.status(ctx.now())],
-                    "agent": scheduler.applied(),
+                    "schedules": [public_schedule(i) for i in scheduler.status(ctx.now(), page_server())],
+                    "agent": scheduler.applied(page_server()),
                 }
             )
         return answer_page()
@@ -279,7 +284,8 @@ def register(app: bottle.Bottle, ctx) -> None:
                 errors=errors,
                 notice=("error", "The schedule was not added; correct the fields marked below."),
             )
-        schedule = store.add(clean, ctx.user())
+        # Under /s/<server>/ the schedule is that server's: its agent runs it (checked against its stacks above).
+        schedule = store.add({**clean, "server": page_server() or ""}, ctx.user())
         audit("schedule_add", f"{schedule['stack']}/{schedule['site']}", "ok")
         item = status_item(schedule["id"]) or schedule
         first = shape_schedule(item)["next_runs"][:1] if item.get("next_runs") else []
@@ -293,6 +299,8 @@ def register(app: bottle.Bottle, ctx) -> None:
     def change(schedule_id: str, verb: str):
         action = f"schedule_{verb}"
         schedule = store.get(schedule_id) if SCHEDULE_ID.fullmatch(schedule_id) else None
+        if schedule is not None and not runs_on(schedule, page_server(), ctx.config["fleet"]["local_name"]):
+            schedule = None  # another server's schedule: changed from that server's page only
         if schedule is None:
             audit(action, schedule_id, "refused: no such schedule")
             return ctx.fail(404, "There is no such schedule; it may have been removed already. Reload the page.")

@@ -63,7 +63,7 @@ def run_action(ctx, action: str, stack: str, site: str | None, return_to: str):
 def register(app: bottle.Bottle, ctx) -> None:
     # Per role (the buttons differ), one entry (key, payload, pieces), replaced as a whole
     # so threads never see half of it.
-    render_cache: dict[str, tuple] = {}
+    render_cache: dict[tuple, tuple] = {}
 
     def stacks_html(payload, failed: bool, now) -> list[bytes]:
         # Re-render only when the agent data changed or the ages moved on, and keep the
@@ -71,7 +71,8 @@ def register(app: bottle.Bottle, ctx) -> None:
         # benchmark goal (500 req/s) leaves no room for re-rendering it per request.
         # Per role: the buttons differ.  A schedule change moves the age limits, so the
         # schedules' generation is part of the key.
-        role = ctx.role()
+        # Per server too (/s/<server>/): its buttons may be disabled, and its age rules are its own.
+        role = (ctx.role(), ctx.server())
         key = (id(payload), int(now.timestamp() // RENDER_CACHE_SECONDS), failed, ctx.scheduler.store.generation)
         cached_key, cached_payload, cached_pieces = render_cache.get(role, (None, None, []))
         if cached_key == key and cached_payload is payload:

@@ -53,9 +53,19 @@ CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job_id);
 
 def _definition(entry: Mapping) -> list:
     # A backup schedule hashes as it did before schedules had a kind, so its id (and with
-    # it its last due time and runs) survives the upgrade.
+    # it its last due time and runs) survives the upgrade; one on the dashboard's own server
+    # as before schedules had a server.
     values = [entry.get(k) for k in FIELDS if k != "kind"]
-    return values if kind_of(entry) == DEFAULT_KIND else [kind_of(entry), *values]
+    values = values if kind_of(entry) == DEFAULT_KIND else [kind_of(entry), *values]
+    return values + [entry["server"]] if entry.get("server") else values
+
+
+def runs_on(schedule: Mapping, server: str | None, local_name: str) -> bool:
+    """Does ``schedule`` run on ``server`` (None: the dashboard's own, ``local_name``)?
+
+    A schedule without a server (every one from before the fleet) runs on the dashboard's own.
+    """
+    return (schedule.get("server") or local_name) == (server or local_name)
 
 
 def config_schedule_id(entry: Mapping, occurrence: int) -> str:
@@ -82,6 +92,7 @@ def _config_schedule(entry: Mapping, occurrence: int, default_tz: str) -> dict:
         "day_of_month": int(entry.get("day_of_month", 1)) if frequency == "monthly" else None,
         "timezone": tz,
         "enabled": bool(entry.get("enabled", True)),
+        "server": entry.get("server") or "",
         "created_by": "config.yaml",
         "created_at": None,
         "source": "config",
@@ -126,6 +137,9 @@ class ScheduleStore:
             if "kind" not in columns:
                 # Stores from before kinds existed: every row there is a backup schedule.
                 db.execute("ALTER TABLE schedules ADD COLUMN kind TEXT NOT NULL DEFAULT 'backup'")
+            if "server" not in columns:
+                # The fleet: which server's agent runs it ('' = the dashboard's own).
+                db.execute("ALTER TABLE schedules ADD COLUMN server TEXT NOT NULL DEFAULT ''")
 
     @contextmanager
     def _db(self):
@@ -146,6 +160,7 @@ class ScheduleStore:
         schedule = {k: row[k] for k in ("id",) + FIELDS}
         schedule.update(
             enabled=bool(row["enabled"]),
+            server=row["server"],
             created_by=row["created_by"],
             created_at=row["created_at"],
             source="ui",
@@ -180,7 +195,7 @@ class ScheduleStore:
         with self._db() as db:
             db.execute(
                 "INSERT INTO schedules (id, kind, stack, site, frequency, time, day_of_week, day_of_month, timezone,"
-                " enabled, created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " enabled, created_by, created_at, server) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     schedule_id,
                     kind_of(clean),
@@ -194,6 +209,7 @@ class ScheduleStore:
                     int(clean.get("enabled", True)),
                     created_by,
                     now,
+                    clean.get("server") or "",
                 ),
             )
             # Due times are counted from creation: nothing before it is "missed".

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.dashboard.schedule_store import runs_on
 from fmappliance.schedule_fields import FIELDS, action_text
 from fmappliance.wire import format_timestamp, parse_timestamp
 
@@ -52,9 +53,16 @@ class ScheduleSync:
         catchup_hours: float,
         notify: Callable[[str, str, Mapping, str], None] | None = None,
         clock: Callable[[], datetime],
+        server: str | None = None,
+        local_name: str = "local",
     ):
         self.store = store
         self.agent = agent
+        #: The fleet server this sync pushes to (None: the dashboard's own, ``local_name``): it sends
+        #: that server only its own schedules, and keeps its version and cursor apart.
+        self.server = server
+        self.local_name = local_name
+        self.name = server or local_name
         self.catchup_hours = catchup_hours
         self._notify = notify
         self._clock = clock
@@ -70,7 +78,12 @@ class ScheduleSync:
 
     # ---- our small key/value state ------------------------------------------------------
 
+    def _key(self, key: str) -> str:
+        # The dashboard's own server keeps the keys it had before the fleet.
+        return key if self.server is None else f"{self.server}/{key}"
+
     def _get(self, key: str) -> str | None:
+        key = self._key(key)
         with self.store._db() as db:
             row = db.execute("SELECT value FROM agent_sync WHERE key = ?", (key,)).fetchone()
         return row["value"] if row else None
@@ -78,6 +91,7 @@ class ScheduleSync:
     def _set(self, **values) -> None:
         with self.store._db() as db:
             for key, value in values.items():
+                key = self._key(key)
                 db.execute(
                     "INSERT INTO agent_sync (key, value) VALUES (?, ?)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -91,7 +105,7 @@ class ScheduleSync:
         (an unknown zone; shown broken on the page, and the agent would refuse the whole set)."""
         out = []
         for schedule in self.store.list():
-            if schedule.get("invalid"):
+            if schedule.get("invalid") or not runs_on(schedule, self.server, self.local_name):
                 continue
             out.append({"id": schedule["id"], **{k: schedule.get(k) for k in FIELDS}, "enabled": schedule["enabled"]})
         return out
@@ -227,7 +241,7 @@ class ScheduleSync:
             self._send(
                 "backup_failed",
                 f"{dropped} more failed or missed scheduled run(s) while the dashboard was down",
-                {"count": dropped, "while_dashboard_down": True},
+                {"count": dropped, "while_dashboard_down": True, "server": self.name},
                 f"{dropped} older failed or missed scheduled run(s) (more than {CATCHUP_EVENTS} events or older "
                 f"than {CATCHUP_AGE.days} days) are not listed one by one; see each schedule's last result on "
                 "the Schedules page and the agent's jobs.",
@@ -244,11 +258,12 @@ class ScheduleSync:
         target = "every site" if record.get("site") == "*" else record.get("site")
         when = " (while the dashboard was down)" if down else ""
         if record["status"] == "missed":
-            event, subject = "backup_missed", f"Scheduled {what} of {target} on {record.get('stack')} missed{when}"
+            event, subject = "backup_missed", f"Scheduled {what} of {target} on {self._where(record)} missed{when}"
         else:
             event = "restore_test_failed" if record.get("kind") == "test_restore" else "backup_failed"
-            subject = f"Scheduled {what} of {target} on {record.get('stack')} failed{when}"
+            subject = f"Scheduled {what} of {target} on {self._where(record)} failed{when}"
         details = {
+            "server": self.name,
             "schedule_id": record.get("schedule"),
             "stack": record.get("stack"),
             "site": record.get("site"),
@@ -259,6 +274,9 @@ class ScheduleSync:
         if record.get("missed"):
             details["missed"] = record["missed"]
         self._send(event, subject, details, record.get("message") or f"The scheduled {what} failed.")
+
+    def _where(self, record: Mapping) -> str:
+        return str(record.get("stack")) + ("" if self.server is None else f" of server {self.server}")
 
     def _send(self, event: str, subject: str, details: Mapping, message: str) -> None:
         if self._notify is not None:

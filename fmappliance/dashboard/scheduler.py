@@ -22,12 +22,13 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import schedule as schedule_lib
 
 from fmappliance.dashboard.handoff import BackupHandoff
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
-from fmappliance.dashboard.schedule_store import ScheduleStore
+from fmappliance.dashboard.schedule_store import ScheduleStore, runs_on
 from fmappliance.dashboard.schedule_sync import PENDING, ScheduleSync
 from fmappliance.schedule_calendar import next_runs, server_timezone
 
@@ -68,6 +69,10 @@ class BackupScheduler:
     ):
         self.store = store
         self.sync = sync
+        #: () -> the ScheduleSync of every fleet server (FleetSchedules.syncs); set by the serving
+        #: process when it runs a hub.  Each server gets its own schedules through its own link.
+        self.fleet_syncs: Callable[[], list[ScheduleSync]] = list
+        self.fleet: Any = None  # the FleetSchedules behind fleet_syncs (its .of(name) for the pages)
         self._get_job = get_job
         self._notifier = notifier
         self._clock = clock or _utc_now
@@ -177,7 +182,10 @@ class BackupScheduler:
         if self.sync is None:
             return False
         with self._push_lock:
-            return self.sync.push()
+            pushed = self.sync.push()
+            for sync in self.fleet_syncs():
+                self._guarded(sync.push)  # one unreachable server does not hold the others back
+            return pushed
 
     def check_agent(self, push_first: bool = False) -> None:
         """Push when the agent's version differs (or ``push_first``), then notify what it recorded."""
@@ -189,11 +197,19 @@ class BackupScheduler:
             else:
                 self.sync.sync()
         self.sync.watch()
+        for sync in self.fleet_syncs():
+            # A server cut off from the dashboard runs its set on its own; what it recorded meanwhile
+            # is read (and notified once) when its link is back.
+            with self._push_lock:
+                self._guarded(sync.push if push_first else sync.sync)
+            self._guarded(sync.watch)
 
     def check_health(self) -> None:
         """Mark schedules whose stack or site is gone as broken (and clear the mark when it is
         back) without waiting for their next due time; asks the agent in a worker."""
-        schedules = [s for s in self.store.list() if not s["invalid"]]
+        # Only the dashboard's own server's: list_sites asks the local agent.
+        local = self.sync.local_name if self.sync is not None else "local"
+        schedules = [s for s in self.store.list() if not s["invalid"] and runs_on(s, None, local)]
         if schedules:
             self._spawn(self._handoff.check_sites, schedules)
 
@@ -211,14 +227,21 @@ class BackupScheduler:
 
     # ---- UI ---------------------------------------------------------------------------
 
-    def applied(self) -> dict:
-        """The agent's applied version for the page: ``{"version", "state"}`` (state "applied" or "pending: ...")."""
-        view = self.sync.view() if self.sync is not None else None
-        if self.sync is None:
-            return {"version": None, "state": PENDING}
-        return {"version": (view or {}).get("version"), "state": self.sync.state if view is not None else PENDING}
+    def sync_of(self, server: str | None) -> ScheduleSync | None:
+        """The ScheduleSync of ``server`` (None or the local name: the dashboard's own)."""
+        if server is None or self.sync is None or server == self.sync.local_name:
+            return self.sync
+        return self.fleet.of(server) if self.fleet is not None else None
 
-    def status(self, now: datetime | None = None) -> list[dict]:
+    def applied(self, server: str | None = None) -> dict:
+        """The agent's applied version for the page: ``{"version", "state"}`` (state "applied" or "pending: ...")."""
+        sync = self.sync_of(server)
+        view = sync.view() if sync is not None else None
+        if sync is None:
+            return {"version": None, "state": PENDING}
+        return {"version": (view or {}).get("version"), "state": sync.state if view is not None else PENDING}
+
+    def status(self, now: datetime | None = None, server: str | None = None) -> list[dict]:
         """Per schedule, for the scheduler page and its JSON answer.
 
         Each: the schedule's fields plus ``status`` ("ok" | "disabled" | "broken"),
@@ -228,10 +251,14 @@ class BackupScheduler:
         result as a run row (else the old engine's newest rows).
         """
         now = now or self._clock()
-        view = self.sync.view() if self.sync is not None else None
+        sync = self.sync_of(server)
+        view = sync.view() if sync is not None else None
         ran = {item.get("id"): item for item in (view or {}).get("schedules") or [] if isinstance(item, dict)}
         out = []
+        local = self.sync.local_name if self.sync is not None else "local"
         for schedule in self.store.list():
+            if not runs_on(schedule, server, local):
+                continue  # another server's (its page is /s/<server>/scheduler)
             item = dict(schedule)
             if schedule["broken_reason"]:
                 item["status"] = "broken"
@@ -325,7 +352,14 @@ def scheduler_from_config(
             log.exception("Could not queue the %s notification.", event)
 
     sync = (
-        ScheduleSync(store, agent, catchup_hours=config["scheduler"]["catchup_hours"], notify=notify, clock=clock)
+        ScheduleSync(
+            store,
+            agent,
+            catchup_hours=config["scheduler"]["catchup_hours"],
+            notify=notify,
+            clock=clock,
+            local_name=config["fleet"]["local_name"],
+        )
         if agent is not None
         else None
     )

@@ -90,7 +90,7 @@ def build_services(
         templates=Templates(),
         static_files=load_static(),
         scheduler=scheduler,
-        backup_age=BackupAgeRules(scheduler.store),
+        backup_age=BackupAgeRules(scheduler.store, local_name=config["fleet"]["local_name"]),
         job_watch=build_failed_job_watcher(config, agent, db),
         relay_slots=relay_slots(config),
         followed_logs=FollowedLogs(config["agent"]["max_log_streams"]),

@@ -8,6 +8,7 @@
     render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
     add-dashboard-key  add dashboard.KEY: VALUE to a config that lacks it (prints "added" when it did)
+    add-fleet-hub  add fleet.listen and fleet.address to a config that has neither (prints "added" when it did)
     supervise      run a service without systemd: restart it with back-off, rotate its log
 
 An operator-facing refusal is one line on stderr and exit status 3.
@@ -84,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("config")
     k.add_argument("key")
     k.add_argument("value")
+    f = sub.add_parser("add-fleet-hub")
+    f.add_argument("config")
+    f.add_argument("listen")
+    f.add_argument("address")
     s = sub.add_parser("supervise")
     s.add_argument("--name", required=True, help="the service's name, for the log")
     s.add_argument("--log", required=True, help="the service's log file (rotated)")
@@ -254,6 +259,14 @@ def add_dashboard_key(args) -> int:
     return 0
 
 
+def add_fleet_hub(args) -> int:
+    from fmappliance.installer.migrate import add_fleet_hub as add
+
+    if add(args.config, args.listen, args.address):
+        print("added")
+    return 0
+
+
 def supervise(args) -> int:
     from fmappliance.installer.supervise import supervise as run
 
@@ -312,6 +325,7 @@ def main(argv=None) -> int:
         "healthz": healthz,
         "migrate-config": migrate_config,
         "add-dashboard-key": add_dashboard_key,
+        "add-fleet-hub": add_fleet_hub,
         "supervise": supervise,
     }[args.command]
     try:

@@ -109,6 +109,37 @@ def add_dashboard_key(path: str, key: str, value: str) -> bool:
     return False
 
 
+def add_fleet_hub(path: str, listen: str, address: str) -> bool:
+    """Make the config at ``path`` a fleet hub's (install.sh --fleet-hub): ``fleet.listen`` and
+    ``fleet.address`` added when the config sets neither; a config that already names a hub is
+    left as the operator wrote it.  True when the file changed (textual, atomic, comments kept)."""
+    import json
+
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    data = yaml.safe_load(text) or {}
+    section = data.get("fleet") if isinstance(data, dict) else None
+    if isinstance(section, dict) and (section.get("listen") or section.get("address")):
+        return False
+    added = f"  listen: {json.dumps(listen)}  # added by install.sh --fleet-hub\n  address: {json.dumps(address)}\n"
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if re.fullmatch(r"fleet:[ \t]*(#.*)?\r?\n?", line):
+            if section is not None and not isinstance(section, dict):
+                return False  # "fleet: {}" or the like: not a block to add to
+            lines.insert(i + 1, added)
+            _replace(path, "".join(lines))
+            return True
+    if section is not None:
+        return False  # a flow-style fleet section: the operator's to edit
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _replace(path, text + "fleet:\n" + added)
+    return True
+
+
 def _replace(path: str, text: str) -> None:
     st = os.stat(path)
     temp = path + ".fm-new"

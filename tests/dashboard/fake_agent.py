@@ -146,6 +146,7 @@ class FakeAgent:
         self.backups: dict[tuple[str, str], list[dict]] = {}
         self.files: dict[tuple[str, str, str], bytes | int] = {}
         self.requests: list[tuple[str, str, object]] = []
+        self.request_ids: list[str] = []
         self.fail_status: int | None = None
         self.fail_paths: dict[str, int] = {}
         self.hang_seconds = 5.0
@@ -294,6 +295,8 @@ class FakeAgent:
             self.requests.append(
                 (method, path + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else ""), body)
             )
+            # The dashboard request's id (X-FM-Request), one per request above.
+            self.request_ids.append(environ.get("HTTP_X_FM_REQUEST", ""))
         if self.hang.is_set():
             self.release.wait(self.hang_seconds)
         status = None

@@ -422,3 +422,85 @@ def test_the_installers_own_build_uses_only_the_hashed_build_requirements(env, t
     pinned = set(re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M))
     assert pinned == {"shiv", "click", "pip", "setuptools", "wheel", "packaging"}, pinned
     assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
+
+
+def test_fleet_hub_sets_listen_and_address_a_socket_unit_and_stays_a_hub_on_later_runs(env, tmp_path):
+    root = tmp_path / "root"
+    proc = run_install(
+        root, "--fleet-hub", "--fleet-address", "hub.example.com:9443", "--fleet-allow", "10.0.0.0/8", env=env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = load_config(root / "etc/fmappliance/config.yaml")
+    assert (config["fleet"]["listen"], config["fleet"]["address"]) == ("0.0.0.0:9443", "hub.example.com:9443")
+    socket_unit = (root / "etc/systemd/system/fm-dashboard-hub.socket").read_text()
+    assert "ListenStream=9443\n" in socket_unit and "Service=fm-dashboard.service" in socket_unit
+    assert "\nSockets=fm-dashboard-hub.socket\n" in (root / "etc/systemd/system/fm-dashboard.service").read_text()
+    assert "skipped (--root): fm-dashboard --config /etc/fmappliance/config.yaml fleet init" in proc.stdout
+    assert (root / "etc/fmappliance/fleet").is_dir()
+    # A later run without the options: still a hub (the record keeps it), nothing changes.
+    again = run_install(root, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "\nSockets=fm-dashboard-hub.socket\n" in (root / "etc/systemd/system/fm-dashboard.service").read_text()
+    assert load_config(root / "etc/fmappliance/config.yaml")["fleet"]["address"] == "hub.example.com:9443"
+    # Without --fleet-hub the dashboard unit names no socket.
+    plain = tmp_path / "plain"
+    assert run_install(plain, env=env).returncode == 0
+    assert "Sockets=" not in (plain / "etc/systemd/system/fm-dashboard.service").read_text()
+    assert not (plain / "etc/systemd/system/fm-dashboard-hub.socket").exists()
+
+
+def test_fleet_options_say_what_is_missing(env, tmp_path):
+    for args, sentence in (
+        (["--fleet-hub"], "--fleet-hub needs --fleet-address HOST:PORT"),
+        (["--fleet-hub", "--fleet-address", "hub:99999"], "is not a port"),
+        (["--fleet-allow", "10.0.0.0/8"], "only go with --fleet-hub"),
+        (["--fleet-hub", "--fleet-address", "hub:9443", "--fleet-allow", "any;rm"], "is not a network"),
+    ):
+        proc = run_install(tmp_path / "r", *args, env=env)
+        assert proc.returncode != 0 and sentence in proc.stderr, (args, proc.stderr)
+
+
+def test_agent_only_installs_the_agent_and_uplink_without_dashboard_nginx_or_inbound_port(env, tmp_path):
+    root = tmp_path / "root"
+    token = "FMJ1" + "a" * 64 + "::abcd1234." + "s" * 32
+    proc = run_install(
+        root, "--agent-only", "--join", "hub.example.com:9443", "--name", "erp-b", env={**env, "FM_JOIN_TOKEN": token}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert token not in proc.stdout + proc.stderr
+    units = root / "etc/systemd/system"
+    assert sorted(p.name for p in units.iterdir()) == ["fm-agent.service", "fm-uplink.service"]
+    uplink = (units / "fm-uplink.service").read_text()
+    assert "User=fm-uplink\nGroup=fmappliance-agent\n" in uplink
+    assert "fm-agent.pyz uplink --dir /etc/fmappliance/fleet\n" in uplink and not re.search(r"@[A-Z_]+@", uplink)
+    assert "fmappliance-agent" in (units / "fm-agent.service").read_text()  # the agent gives its socket to the group
+    assert not (root / "opt/fmappliance/fm-dashboard.pyz").exists()
+    assert not (root / "etc/nginx/sites-available/fm-dashboard.conf").exists()
+    config = load_config(root / "etc/fmappliance/config.yaml")
+    assert config["agent"]["socket_group"] == "fmappliance-agent"
+    assert oct((root / "etc/fmappliance").stat().st_mode & 0o777) == "0o751"
+    assert oct((root / "etc/fmappliance/config.yaml").stat().st_mode & 0o777) == "0o640"
+    assert (root / "etc/fmappliance/fleet").is_dir()
+    assert (
+        "skipped (--root): fm-agent --config /etc/fmappliance/config.yaml fleet join hub.example.com:9443 "
+        "--name erp-b (token from FM_JOIN_TOKEN)" in proc.stdout
+    )
+    assert "skipped (--root): systemctl enable --now fm-agent fm-uplink" in proc.stdout
+    # A later run without the options stays agent-only.
+    again = run_install(root, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not (units / "fm-dashboard.service").exists()
+
+
+def test_join_needs_agent_only_and_the_token_in_the_environment(env, tmp_path):
+    for args, extra, sentence in (
+        (["--join", "hub:9443"], {"FM_JOIN_TOKEN": "x"}, "--join and --name go with --agent-only"),
+        (["--agent-only", "--join", "hub:9443"], {}, "--join needs the join token in FM_JOIN_TOKEN"),
+        (["--agent-only", "--join", "hub"], {"FM_JOIN_TOKEN": "x"}, "--join needs HOST:PORT"),
+        (["--agent-only", "--join", "hub:1", "--name", "Bad"], {"FM_JOIN_TOKEN": "x"}, "a server name is"),
+        (["--agent-only", "--fleet-hub", "--fleet-address", "h:1"], {}, "exclude each other"),
+    ):
+        proc = run_install(
+            tmp_path / "r", *args, env={**{k: v for k, v in env.items() if k != "FM_JOIN_TOKEN"}, **extra}
+        )
+        assert proc.returncode != 0 and sentence in proc.stderr, (args, proc.stderr)

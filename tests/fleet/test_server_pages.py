@@ -1,0 +1,127 @@
+"""The dashboard's pages under /s/<server>/ through real links: two servers with a stack named ``prod``.
+
+A real hub, two server worlds (doubles, agent on a Unix socket, uplink), the dashboard app in this
+process with the fleet view over that hub, a signed-in browser-like client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+from support.fleet_world import FleetHub, ServerWorld, wait_online
+from support.polling import wait_for
+from support.wsgi import WSGIClient
+
+from fmappliance.dashboard.app import make_app
+from fmappliance.dashboard.fleet_client import FleetView
+
+pytestmark = pytest.mark.slow
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    hub = FleetHub(tmp_path / "hub", unreachable_after=2)
+    hub.init()
+    hub.start()
+    worlds = [ServerWorld(tmp_path / name, name) for name in ("erp-b", "erp-c")]
+    try:
+        for world in worlds:
+            joined = world.join(hub.address, hub.token(world.name), "--name", world.name)
+            assert joined.returncode == 0, joined.stderr
+            world.start_agent()
+            world.start_uplink()
+        for world in worlds:
+            wait_online(hub.hub, world.name)
+        app = make_app(hub.config)
+        app.ctx.services.fleet_view = FleetView(hub.hub, hub.registry, hub.config)
+        client = WSGIClient(app)
+        assert client.login().status == 303
+        yield hub, worlds, client
+    finally:
+        for world in worlds:
+            world.stop()
+        hub.stop()
+
+
+def test_each_server_is_operated_under_its_prefix_and_two_prods_never_mix(fleet):
+    hub, (erp_b, erp_c), client = fleet
+
+    # /fleet: one row per server, with the schedule set each agent applied (erp-c has none yet).
+    hub.client("erp-b").request("PUT", "/schedules", {"version": 3, "catchup_hours": 6, "schedules": []})
+    rows = {r["name"]: r for r in client.get("/fleet", headers=JSON).json()["servers"]}
+    assert (rows["erp-b"]["schedules_version"], rows["erp-c"]["schedules_version"]) == (3, None)
+
+    # Status: each prefix reaches its own agent's prod (each world's own compose file path).
+    paths = {}
+    for world in (erp_b, erp_c):
+        answer = client.get(f"/s/{world.name}/stack/prod", headers=JSON)
+        assert answer.status == 200, answer.text
+        paths[world.name] = answer.json()["stack"]["path"]
+        assert str(world.world.root) in paths[world.name]
+    assert paths["erp-b"] != paths["erp-c"]
+    page = client.get("/s/erp-c/dashboard")
+    assert page.status == 200 and 'href="/s/erp-c/stack/prod"' in page.text
+
+    # A backup through the page's form, its job followed under the same prefix; only erp-b has it.
+    token = client.page_token("/s/erp-b/dashboard")
+    answer = client.post("/s/erp-b/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers=JSON)
+    assert answer.status == 202, answer.text
+    job_id = answer.json()["job"]["id"]
+    job = wait_for(
+        lambda: (
+            (j := client.get(f"/s/erp-b/jobs/{job_id}", headers=JSON).json())["status"] in ("succeeded", "failed") and j
+        ),
+        60,
+        "the backup on erp-b to end",
+        interval=0.3,
+    )
+    assert job["status"] == "succeeded", job
+    assert erp_b.world.published("prod", "site1.example.com")
+    assert not erp_c.world.published("prod", "site1.example.com")
+    assert client.get(f"/s/erp-c/jobs/{job_id}", headers=JSON).status == 404
+
+    # The download, relayed through the link, whole and with a Range, equals the file on erp-b's disk.
+    backups = client.get("/s/erp-b/backups/prod/site1.example.com", headers=JSON).json()
+    backup = backups["backups"][0]
+    name = next(f["name"] for f in backup["files"] if f["name"].endswith(".sql.gz"))
+    on_disk = (erp_b.world.root / "backups" / "prod" / "site1.example.com" / name).read_bytes()
+    url = f"/s/erp-b/download/prod/site1.example.com/{name}"
+    whole = client.get(url)
+    assert whole.status == 200, whole.text
+    assert hashlib.sha256(whole.body).hexdigest() == hashlib.sha256(on_disk).hexdigest()
+    part = client.get(url, headers={"Range": "bytes=3-11"})
+    assert part.status == 206 and part.body == on_disk[3:12]
+    assert client.get(f"/s/erp-c/download/prod/site1.example.com/{name}").status == 404
+
+    # A live log of erp-c's prod, not erp-b's.
+    erp_c.world.doubles.write_log(erp_c.world.compose_project, "backend", "only on erp-c")
+    erp_b.world.doubles.write_log(erp_b.world.compose_project, "backend", "only on erp-b")
+    stream = client.stream("GET", "/s/erp-c/stack/prod/logs/stream?service=backend&tail=20")
+    try:
+        assert stream.status == 200, stream.status_line
+        seen = b""
+        deadline = time.monotonic() + 15
+        for chunk in stream.chunks:
+            seen += bytes(chunk)
+            if b"only on erp-c" in seen or time.monotonic() > deadline:
+                break
+        assert b"only on erp-c" in seen and b"only on erp-b" not in seen
+    finally:
+        stream.close()
+
+    # erp-c's uplink stops: its pages say so, its actions are refused at once with the sentence.
+    erp_c.uplink.kill()
+    erp_c.uplink.wait()
+    wait_for(lambda: hub.hub.state("erp-c")["state"] == "unreachable", 15, "erp-c unreachable")
+    started = time.monotonic()
+    refused = client.post("/s/erp-c/site/prod/site1.example.com/backup", data={"csrf_token": token}, headers=JSON)
+    assert time.monotonic() - started < 1
+    assert refused.status == 503
+    assert refused.json()["message"].startswith("server erp-c is unreachable since ")
+    page = client.get("/s/erp-c/dashboard")
+    assert "server erp-c is unreachable since " in page.text
+    # erp-b goes on as before.
+    assert client.get("/s/erp-b/stack/prod", headers=JSON).status == 200
