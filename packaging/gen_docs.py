@@ -1,4 +1,4 @@
-"""Regenerate the files derived from the config schema: the example config and the README's reference.
+"""Regenerate the files derived from the config schema: the example config and docs/configuration.md's reference.
 
 Run through `make docs`; tests/test_config.py fails when either is out of date.
 """
@@ -13,11 +13,11 @@ START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 def main() -> None:
     (ROOT / "packaging" / "config.example.yaml").write_text(example_yaml())
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    page = ROOT / "docs" / "configuration.md"
+    text = page.read_text()
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{reference_markdown()}{END}{tail}")
+    page.write_text(f"{head}{START}\n{reference_markdown()}{END}{tail}")
 
 
 if __name__ == "__main__":
