@@ -170,7 +170,9 @@ def test_example_config_validates_once_paths_exist(tmp_path):
 
 def test_configuration_reference_is_current():
     page = (ROOT / "docs" / "configuration.md").read_text()
-    assert config_docs.reference_markdown() in page, "regenerate docs/configuration.md's reference from the schema (make docs)"
+    assert config_docs.reference_markdown() in page, (
+        "regenerate docs/configuration.md's reference from the schema (make docs)"
+    )
 
 
 def test_write_config_helper_writes_a_valid_config(tmp_path):
