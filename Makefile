@@ -63,11 +63,17 @@ lock: $(STAMP)
 		--no-emit-find-links --output-file packaging/requirements.lock packaging/requirements.in
 
 # Everything, once. The tests are independent (port 0, tmp dirs, their own processes), so they run on
-# TEST_JOBS workers (pytest-xdist); the installer tests that change this host itself share one worker
-# (xdist_group "host", tests/conftest.py). TEST_JOBS=0 runs them in this process, one after another.
+# TEST_JOBS workers (pytest-xdist; TEST_JOBS=0: in one process). The installer tests that change this
+# host itself (marked `host` by tests/conftest.py) then run one after another. Exit status 5 is
+# pytest's "nothing selected" (PYTEST_ARGS naming only one kind).
 TEST_JOBS ?= auto
 test: $(STAMP) $(FM_STAMP) system-deps
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
+	@status=0; \
+	$(PY) -m pytest -q -n $(TEST_JOBS) -m "not host" $(PYTEST_ARGS) || status=$$?; \
+	[ $$status -ne 5 ] || status=0; \
+	host=0; $(PY) -m pytest -q -m host $(PYTEST_ARGS) || host=$$?; \
+	[ $$host -ne 5 ] || host=0; \
+	[ $$status -eq 0 ] && [ $$host -eq 0 ]
 
 bench: $(STAMP) build
 	$(PY) tests/benchmarks/run.py

@@ -60,18 +60,19 @@ def _starts_processes(item: pytest.Item) -> bool:
     return any(rel == module or rel.startswith(module + "/") for module in PROCESS_MODULES) or rel.endswith("_e2e.py")
 
 
-# Installer tests that change this host itself (users, /opt, /etc, /run, ports 8000/9100, nginx): under
-# pytest-xdist (`make test`) they share one worker, so they never run at the same time.
+# Installer tests that change this host itself (users, /opt, /etc, /run, ports 8000/9100, nginx) are
+# marked `host`: `make test` runs them after the parallel run, one after another, never side by side.
+# (Not xdist_group: pytest-xdist 3.8's loadgroup renames item._nodeid, which pytest 9.2 no longer reads.)
 HOST_MODULES = frozenset({"install/test_install_host.py", "install/test_install_hardening.py"})
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads xdist_group and -m reads slow
+@pytest.hookimpl(tryfirst=True)  # before -m reads the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow") is None and _starts_processes(item):
             item.add_marker(pytest.mark.slow)
         if _relative(item) in HOST_MODULES:
-            item.add_marker(pytest.mark.xdist_group("host"))
+            item.add_marker(pytest.mark.host)
 
 
 # ------------------------------------------------------------------ unit tests start no process
