@@ -592,6 +592,12 @@ install_zipapps() {
     if [ -f "$SCRIPT_DIR/README.md" ]; then
         place_file "$SCRIPT_DIR/README.md" "$PREFIX/README.md" 0644 root root || true
     fi
+    # The reference (configuration, API, security model) lives in docs/; the config points there.
+    local doc
+    for doc in "$SCRIPT_DIR"/docs/*.md; do
+        [ -f "$doc" ] || continue
+        place_file "$doc" "$PREFIX/docs/${doc##*/}" 0644 root root || true
+    done
     # The installer itself and its templates, so that $PREFIX/install.sh can repair, start
     # again and uninstall without the checkout.
     place_file "$SCRIPT_DIR/install.sh" "$PREFIX/install.sh" 0755 root root || true
@@ -1574,7 +1580,7 @@ print_summary() {
     fi
     [ "$UPGRADE" = 1 ] || return 0
     say ""
-    say "  Upgraded from an earlier version (README.md, \"Security\" and \"Upgrading\"):"
+    say "  Upgraded from an earlier version (docs/security.md and docs/install.md, \"Upgrading\"):"
     say "  - the agent and the dashboard listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET)"
     say "    that only the dashboard (group $CONFIG_GROUP) and nginx (group $WEB_GROUP) can open,"
     say "    unless the config sets another TCP address or port"

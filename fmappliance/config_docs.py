@@ -1,4 +1,4 @@
-"""Documentation generated from the config schema: the example config and the README's reference.
+"""Documentation generated from the config schema: the example config and the reference in docs/configuration.md.
 
 ``make docs`` (packaging/gen_docs.py) writes them; tests/test_config.py fails when they are stale
 or a key has no help text.
@@ -34,7 +34,7 @@ def iter_keys():
 
 
 def reference_markdown() -> str:
-    """The README's configuration reference."""
+    """The configuration reference of docs/configuration.md."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for dotted, key in iter_keys():
         if isinstance(key, Key):

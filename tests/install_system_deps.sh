@@ -22,7 +22,7 @@ Only root can install them. Run, then start make test again:
 
     sudo apt-get install -y$need
 
-(make check needs none of them.)
+(make check needs only shellcheck.)
 EOF
     exit 1
 fi

@@ -17,7 +17,7 @@ import pytest
 from support.polling import wait_for
 from support.webhook_receiver import WebhookReceiver
 from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
-from test_scheduled_backup_e2e import Operator
+from test_scheduled_e2e import Operator
 
 from fmappliance.wire import parse_timestamp
 

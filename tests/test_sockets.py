@@ -124,9 +124,11 @@ def test_agent_and_dashboard_on_sockets_open_only_to_their_group_and_nginx_is_th
     "module,section,path", [("fmappliance.agent", "agent", "/"), ("fmappliance.dashboard", "dashboard", "/healthz")]
 )
 def test_a_crowd_of_idle_connections_does_not_stop_a_service_answering(tmp_path, procs, module, section, path):
-    config = write_config(tmp_path)
-    port = load_config(config)[section]["port"]
-    procs.append(start(module, config, tmp_path / "service.log"))
+    config = write_config(tmp_path)  # port 0: the service names the port it got in its log
+    log = tmp_path / "service.log"
+    procs.append(start(module, config, log))
+    wait_for(lambda: re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", log.read_text()), 20, f"{module}'s port")
+    port = int(re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", log.read_text()).group(1))
     wait_for(answers(lambda: http.client.HTTPConnection("127.0.0.1", port, timeout=2), path), 20, f"{module} on TCP")
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(IDLE_CONNECTIONS)]
     try:

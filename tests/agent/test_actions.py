@@ -151,7 +151,8 @@ def test_compose_update_backs_up_every_site_then_pulls_ups_and_migrates(client, 
     assert [c[c.index("--site") + 1] for c in backups] == list(COMPOSE_SITES)
     # What runs now is recorded first (service -> image -> repo digest), so a failed update can be undone.
     assert calls[0] == base + ["ps", "--all", "--format", "json"] and calls[1] == base + ["images", "--format", "json"]
-    assert all(c[:2] == ["image", "inspect"] for c in calls[2 : calls.index(backups[0])])
+    inspects = calls[2 : calls.index(backups[0])]
+    assert inspects and all(c[:2] == ["image", "inspect"] for c in inspects)
     tail = [
         c
         for c in calls[calls.index(backups[0]) :]

@@ -175,6 +175,7 @@ def test_compressed_file_archives_are_published_as_tgz(store, tmp_path):
     }
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_archives_written_by_gnu_tar_with_long_names_verify(store, tmp_path, sources):
     root = tmp_path / "sites"
     files = root / SITE / "public" / "files"
@@ -393,6 +394,7 @@ CRASHING_PUBLISH = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_temp_files_of_a_killed_publish_are_removed_at_start(store, tmp_path):
     dump = tmp_path / "big.sql.gz"
     dump.write_bytes(big_dump())

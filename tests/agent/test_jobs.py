@@ -43,6 +43,7 @@ def _gate_body(started: threading.Event, release: threading.Event, events=None, 
     return body
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_job_runs_to_success_with_output_result_and_times(manager):
     def body(ctx):
         ctx.log("Backing up site1")
@@ -202,6 +203,7 @@ def test_step_failed_fails_the_job_with_its_message(manager):
     assert done["result"] == {} and "checking disk" in done["output"]
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_failing_command_fails_the_job_naming_the_command_and_exit_code(manager):
     def body(ctx):
         ctx.run(["sh", "-c", "echo pulling; exit 4"], timeout=10, label="docker compose pull")
@@ -215,6 +217,7 @@ def test_a_failing_command_fails_the_job_naming_the_command_and_exit_code(manage
     assert "pulling" in done["output"] and done["result"] == {}
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_check_false_lets_the_body_handle_a_failure(manager):
     def body(ctx):
         result = ctx.run(["sh", "-c", "exit 2"], timeout=10, check=False)
@@ -224,6 +227,7 @@ def test_check_false_lets_the_body_handle_a_failure(manager):
     assert done["status"] == "succeeded" and done["result"] == {"first_exit": 2} and done["exit_code"] == 2
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_command_timeout_fails_the_job_saying_so(manager):
     def body(ctx):
         return ctx.run(["sleep", "30"], timeout=0.3)
@@ -234,6 +238,7 @@ def test_a_command_timeout_fails_the_job_saying_so(manager):
     assert "timed out" in done["output"]
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_missing_binary_fails_the_job_with_a_clear_message(manager):
     def body(ctx):
         return ctx.run(["fm-not-installed", "-n", "restart", "erp"], timeout=5)
@@ -259,6 +264,7 @@ def test_an_unexpected_exception_hides_the_traceback_from_the_job(manager, caplo
     assert logged and "internal detail xyz" in str(logged[0].exc_info[1])
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_secrets_are_redacted_in_job_output(tmp_path):
     jobs = JobManager(str(tmp_path), redact=["tok-1234567890"])
     try:
@@ -309,6 +315,7 @@ def test_output_is_visible_while_the_job_is_still_running(manager):
     assert manager.wait(job["id"], WAIT)["output"] == "step one done\nstep two done\n"
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_live_output_reaches_the_database_while_running(tmp_path):
     jobs = JobManager(str(tmp_path))
     started, release = threading.Event(), threading.Event()
@@ -390,6 +397,7 @@ def test_the_job_store_is_private_to_the_agent(tmp_path):
     assert (tmp_path / "state").stat().st_mode & 0o077 == 0
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_job_time_limit_caps_its_commands(manager):
     seen = {}
 

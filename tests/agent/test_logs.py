@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
-import threading
 
 import pytest
 from support.config_factory import TEST_TOKEN
 from support.polling import wait_for
+from support.streams import LineStream
 
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -97,33 +96,9 @@ def test_logs_need_the_token(client):
 # ---------------------------------------------------------------------- a real agent process
 
 
-class Stream:
-    """A followed log read from the agent over a real socket; lines collected by a thread."""
-
-    def __init__(self, port: int, path: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.conn.request("GET", path, headers=AUTH)
-        self.sock = self.conn.sock  # the response keeps using it after http.client lets go of it
-        self.resp = self.conn.getresponse()
-        self.lines: list[str] = []
-        if self.resp.status == 200:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        try:
-            for raw in self.resp:
-                self.lines.append(raw.decode().rstrip("\n"))
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
-
-    def close(self):
-        # Like a browser tab closing: the socket goes away.
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.conn.close()
+def Stream(port: int, path: str) -> LineStream:
+    """A followed log read from the agent over a real socket."""
+    return LineStream(port, path, AUTH)
 
 
 def live(pid: int) -> bool:

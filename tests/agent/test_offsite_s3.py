@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.polling import wait_for
-from support.ports import free_port
+from support.ports import refused_port
 from test_backups import bench_backup
 
 from fmappliance.agent.backups import BackupStore
@@ -50,15 +51,17 @@ def _answers(port: int) -> bool:
 
 @pytest.fixture
 def s3_server(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(
-        [MOTO, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=open(tmp_path / "moto.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "moto.log"
+    # port 0: moto_server binds a free port and names it ("Running on http://127.0.0.1:PORT").
+    proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", "0"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+    def bound_port() -> int | None:
+        found = re.findall(r"Running on http://127\.0\.0\.1:(\d+)", log.read_text(errors="replace"))
+        return int(found[-1]) if found else None
+
     try:
-        wait_for(lambda: _answers(port), timeout=60, what="moto_server")
-        yield port
+        wait_for(lambda: bound_port() is not None and _answers(bound_port()), timeout=60, what="moto_server")
+        yield bound_port()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -118,9 +121,10 @@ def test_a_server_that_is_down_fails_with_its_sentence_and_is_caught_up(s3_world
         STACK, SITE, bench_backup(tmp / "bench"), created=datetime.now(timezone.utc) - timedelta(minutes=3)
     )
     good = cfg["offsite"]["repository"]
-    cfg["offsite"]["repository"] = good.replace(str(s3_server), str(free_port()))
-    with pytest.raises(OffsiteFailed) as down:
-        offsite.copy_site(Ctx(), STACK, SITE)
+    with refused_port() as down_port:
+        cfg["offsite"]["repository"] = good.replace(str(s3_server), str(down_port))
+        with pytest.raises(OffsiteFailed) as down:
+            offsite.copy_site(Ctx(), STACK, SITE)
     assert "could not be reached" in str(down.value) and SECRET not in str(down.value)
     assert [b["id"] for b in store.list_backups(STACK, SITE)] == [manifest["id"]]
     cfg["offsite"]["repository"] = good

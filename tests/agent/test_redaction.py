@@ -114,6 +114,7 @@ def test_a_secret_word_inside_a_masked_value_does_not_double_mask():
     assert redact_text("--db-password password --x") == "--db-password *** --x"
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_parsed_only_output_masks_known_secrets_but_skips_the_look_alike_patterns():
     lines = []
     result = run_command(

@@ -123,6 +123,7 @@ def _gpg_encrypt(src: Path, dst: Path, key: str, home: Path) -> None:
         os.close(read_fd)
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_an_encrypted_part_that_the_key_does_not_open_is_not_published(tmp_path):
     from test_backups import bench_backup
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import http.client
 import http.cookiejar
 import re
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -26,6 +24,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 from measure import rss_mb, verdict  # noqa: E402
 from support.config_factory import TEST_PASSWORD, TEST_USER  # noqa: E402
+from support.streams import LineStream  # noqa: E402
 from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard  # noqa: E402
 
 STREAMS = 8
@@ -45,34 +44,13 @@ def sign_in(url: str) -> tuple[urllib.request.OpenerDirector, str]:
     return opener, next(c.value for c in jar if c.name == "fmsession")
 
 
-class Stream:
-    """A followed log through the dashboard; counts the events it reads."""
-
-    def __init__(self, port: int, cookie: str, service: str = "backend"):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.conn.request(
-            "GET", f"/stack/prod/logs/stream?service={service}&tail=1", headers={"Cookie": f"fmsession={cookie}"}
-        )
-        self.sock = self.conn.sock
-        self.resp = self.conn.getresponse()
-        assert self.resp.status == 200, self.resp.status
-        self.events = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        try:
-            for line in self.resp:
-                if line.startswith(b"data: "):
-                    self.events += 1
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+def Stream(port: int, cookie: str, service: str = "backend") -> LineStream:
+    """A followed log through the dashboard; ``data_count`` counts the events it read."""
+    stream = LineStream(
+        port, f"/stack/prod/logs/stream?service={service}&tail=1", {"Cookie": f"fmsession={cookie}"}, 30, keep=False
+    )
+    assert stream.resp.status == 200, stream.resp.status
+    return stream
 
 
 def page_times(opener, url: str, n: int = 20) -> list[float]:
@@ -113,17 +91,19 @@ def main() -> int:
             agent_peak = dash_peak = 0.0
             for batch in range(FLOOD_LINES // 2000):
                 world.doubles.write_log(world.compose_project, "backend", *([line] * 2000))
-                while flood.events < (batch + 1) * 2000 - 20_000:  # the reader stays within 20k lines of the writer
+                while flood.data_count < (batch + 1) * 2000 - 20_000:  # the reader stays within 20k lines of the writer
                     time.sleep(0.01)
                 agent_peak = max(agent_peak, rss_mb(agent.proc.pid))
                 dash_peak = max(dash_peak, rss_mb(dashboard.proc.pid))
             deadline = time.monotonic() + 120
-            while flood.events < FLOOD_LINES and time.monotonic() < deadline:
+            while flood.data_count < FLOOD_LINES and time.monotonic() < deadline:
                 time.sleep(0.05)
             took = time.perf_counter() - start
             agent_after, dash_after = rss_mb(agent.proc.pid), rss_mb(dashboard.proc.pid)
             size_mb = FLOOD_LINES * (len(line) + 60) / 1e6
-            print(f"relayed {flood.events} of {FLOOD_LINES} lines (~{size_mb:.0f} MB) in {took:.1f} s (information)")
+            print(
+                f"relayed {flood.data_count} of {FLOOD_LINES} lines (~{size_mb:.0f} MB) in {took:.1f} s (information)"
+            )
             for name, before, peak, after in (
                 ("agent", agent_before, agent_peak, agent_after),
                 ("dashboard", dash_before, dash_peak, dash_after),

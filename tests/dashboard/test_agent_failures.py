@@ -4,7 +4,7 @@ import html
 
 import pytest
 from support.config_factory import TEST_TOKEN, write_config
-from support.ports import free_port
+from support.ports import refused_port
 from support.wsgi import WSGIClient
 
 from fmappliance.config import load_config
@@ -14,11 +14,11 @@ from fmappliance.dashboard.app import make_app
 
 @pytest.fixture
 def dead_agent_client(tmp_path, clock):
-    port = free_port()
-    config = load_config(write_config(tmp_path, dashboard={"agent_url": f"http://127.0.0.1:{port}"}))
-    client = WSGIClient(make_app(config, clock=clock))
-    client.login()
-    return client, port
+    with refused_port() as port:
+        config = load_config(write_config(tmp_path, dashboard={"agent_url": f"http://127.0.0.1:{port}"}))
+        client = WSGIClient(make_app(config, clock=clock))
+        client.login()
+        yield client, port
 
 
 def test_agent_down_dashboard_renders_with_a_banner(dead_agent_client):

@@ -62,11 +62,11 @@ def test_a_port_in_use_gives_one_clear_line_not_a_traceback(tmp_path):
 
     from fmappliance.config import load_config
 
-    path = write_config(tmp_path)
-    port = load_config(path)["dashboard"]["port"]
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", port))
+        busy.bind(("127.0.0.1", 0))
         busy.listen()
+        path = write_config(tmp_path, dashboard={"port": busy.getsockname()[1]})
+        assert load_config(path)["dashboard"]["port"] == busy.getsockname()[1]
         result = run("--config", str(path))
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr

@@ -160,6 +160,7 @@ def test_the_thread_polls_by_itself(make_watcher, fake_agent, webhook):
     assert webhook.received[0]["event"] == "offsite_check_failed"
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_the_dashboard_process_notifies_a_failed_update_started_elsewhere(tmp_path, webhook):
     agent = FakeAgent().start()
     old = agent.add_job("update_stack", "prod", None, "failed", "an old failure")

@@ -9,14 +9,13 @@ import http.client
 import http.cookiejar
 import json
 import re
-import socket
-import threading
 import urllib.parse
 import urllib.request
 
 import pytest
 from support.config_factory import TEST_PASSWORD, TEST_PASSWORD_HASH, TEST_TOKEN, TEST_USER, write_config
 from support.polling import wait_for
+from support.streams import LineStream
 from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard
 from support.wsgi import WSGIClient
 
@@ -46,40 +45,9 @@ class Operator:
         with self.opener.open(request, timeout=10) as res:
             return json.loads(res.read())
 
-    def stream(self, path: str = STREAM) -> Events:
-        return Events(self.port, path, self.cookie)
-
-
-class Events:
-    """One EventSource-like connection; ``data`` lines and comments collected by a thread."""
-
-    def __init__(self, port: int, path: str, cookie: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        self.conn.request("GET", path, headers={"Cookie": f"fmsession={cookie}", "Accept": "text/event-stream"})
-        self.sock = self.conn.sock
-        self.resp = self.conn.getresponse()
-        self.raw: list[str] = []
-        if self.resp.status == 200:
-            threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        try:
-            for raw in self.resp:
-                self.raw.append(raw.decode().rstrip("\n"))
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
-
-    @property
-    def data(self) -> list[str]:
-        return [line[len("data: ") :] for line in self.raw if line.startswith("data: ")]
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.conn.close()
+    def stream(self, path: str = STREAM) -> LineStream:
+        """One EventSource-like connection."""
+        return LineStream(self.port, path, {"Cookie": f"fmsession={self.cookie}", "Accept": "text/event-stream"})
 
 
 @pytest.fixture
@@ -126,10 +94,10 @@ def test_lines_are_relayed_as_events_redacted_and_the_opening_is_audited(served)
         assert events.resp.getheader("X-Accel-Buffering") == "no"
         assert events.resp.getheader("Cache-Control") == "no-store"
         wait_for(lambda: any(d.endswith(" started worker") for d in events.data), 10, "the tail")
-        assert events.raw[0] == "retry: 5000"
+        assert events.lines[0] == "retry: 5000"
         world.doubles.write_log(world.compose_project, "backend", "DB_PASSWORD=hunter2", "request served")
         wait_for(lambda: any(d.endswith(" request served") for d in events.data), 10, "a new line")
-        joined = "\n".join(events.raw)
+        joined = "\n".join(events.lines)
         assert "hunter2" not in joined and TEST_TOKEN not in joined
         assert any(d.endswith(" DB_PASSWORD=***") for d in events.data)
         assert all(d.startswith("frappe_docker-backend-1  | ") for d in events.data)
@@ -160,15 +128,9 @@ def test_bad_requests_are_400_before_any_stream_starts(served, path, fragment):
     assert follow_pids(world) == []
 
 
-def agent_follow(port: int) -> Events:
+def agent_follow(port: int) -> LineStream:
     """A followed log opened at the agent directly (another client of the agent), holding one of its slots."""
-    held = Events.__new__(Events)
-    held.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    held.conn.request(
-        "GET", "/stacks/prod/logs?service=backend&follow=1", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
-    )
-    held.sock = held.conn.sock
-    held.resp = held.conn.getresponse()
+    held = LineStream(port, "/stacks/prod/logs?service=backend&follow=1", {"Authorization": f"Bearer {TEST_TOKEN}"})
     assert held.resp.status == 200
     return held
 

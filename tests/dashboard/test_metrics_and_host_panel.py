@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.config_factory import write_config
-from support.ports import free_port
+from support.ports import refused_port
 from support.world import build_world, kill_hanging_doubles, start_agent
 from support.wsgi import WSGIClient
 
@@ -38,27 +38,32 @@ def scrape(client, token=SCRAPE_TOKEN):
     return client.get("/metrics", headers={"Authorization": f"Bearer {token}"} if token else {})
 
 
-@pytest.fixture
-def world(tmp_path):
-    w = build_world(tmp_path)
-    token_file = tmp_path / "metrics.token"
+def configure(world, agent_url: str) -> None:
+    """The world's config with a scrape token and one schedule; the dashboard asks the agent at agent_url."""
+    token_file = world.root / "metrics.token"
     token_file.write_text(SCRAPE_TOKEN + "\n")
     os.chmod(token_file, 0o600)
-    agent_port = free_port()
-    w.write_config(
-        agent={"port": agent_port},
-        dashboard={"agent_url": f"http://127.0.0.1:{agent_port}", "metrics_token_file": str(token_file)},
+    world.write_config(
+        dashboard={"agent_url": agent_url, "metrics_token_file": str(token_file)},
         schedules=[
             {"stack": "prod", "site": "site1.example.com", "frequency": "daily", "time": "02:00", "timezone": "UTC"}
         ],
     )
-    yield w
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = build_world(tmp_path)
+    with refused_port() as down:  # no agent until the agent fixture starts one
+        configure(w, f"http://127.0.0.1:{down}")
+        yield w
     kill_hanging_doubles(w.doubles)
 
 
 @pytest.fixture
 def agent(world):
-    proc = start_agent(world)
+    proc = start_agent(world)  # on port 0: it names the port it got
+    configure(world, proc.url)
     yield proc
     proc.ensure_stopped()
 

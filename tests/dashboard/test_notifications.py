@@ -11,7 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from support.ports import free_port
+from support.ports import refused_port
 
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
 
@@ -181,16 +181,16 @@ def test_failing_webhook_is_logged_without_the_url_secret_and_not_raised(hook_se
 
 
 def test_unreachable_webhook_and_mail_server_are_logged_not_raised(tmp_path, caplog):
-    port = free_port()  # nothing listens there
-    settings = {
-        "webhook_url": f"http://127.0.0.1:{port}/x",
-        "events": ["backup_failed"],
-        "smtp": {"host": "127.0.0.1", "port": port, "starttls": False, "to": ["ops@example.com"]},
-    }
-    notifier = Notifier(settings)
-    with caplog.at_level(logging.ERROR, logger="fmappliance.dashboard.notifications"):
-        assert notifier.notify("backup_failed", "x", DETAILS) is True
-        assert notifier.flush(30)
+    with refused_port() as port:  # nothing listens there
+        settings = {
+            "webhook_url": f"http://127.0.0.1:{port}/x",
+            "events": ["backup_failed"],
+            "smtp": {"host": "127.0.0.1", "port": port, "starttls": False, "to": ["ops@example.com"]},
+        }
+        notifier = Notifier(settings)
+        with caplog.at_level(logging.ERROR, logger="fmappliance.dashboard.notifications"):
+            assert notifier.notify("backup_failed", "x", DETAILS) is True
+            assert notifier.flush(30)
     assert "by webhook" in caplog.text and "by mail" in caplog.text
 
 

@@ -96,6 +96,7 @@ def stop_dashboard(proc) -> int:
         proc.stderr.close()
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_the_upgraded_dashboard_hands_its_schedules_to_the_agent_and_starts_no_job_itself(tmp_path, agent):
     path = write_config(
         tmp_path,

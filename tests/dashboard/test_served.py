@@ -2,49 +2,22 @@
 address and scheme from the trusted proxy only, and caps request bodies."""
 
 import http.client
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import urllib.parse
-from pathlib import Path
 
 import pytest
 from support.config_factory import TEST_USER, write_config
-from support.polling import wait_for
+from support.world import DashboardProcess
 
-ROOT = Path(__file__).resolve().parents[2]
+from fmappliance.config import load_config
 
 
-def start_dashboard(tmp_path, fake_agent, **dashboard):
+def start_dashboard(tmp_path, fake_agent, **dashboard) -> DashboardProcess:
+    """The dashboard as a process on a port it picks itself (port 0; it names the port in its log)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    config = write_config(tmp_path, dashboard={"agent_url": fake_agent.url, **dashboard})
-    from fmappliance.config import load_config
-
-    loaded = load_config(config)
-    port = loaded["dashboard"]["port"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fmappliance.dashboard", "--config", str(config)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-    def healthy() -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            return conn.getresponse().read() == b"ok"
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 20, "the dashboard to answer /healthz", interval=0.1)
-    except AssertionError:
-        proc.kill()
-        raise AssertionError("dashboard did not start: " + proc.stderr.read().decode()) from None
-    return proc, port, loaded["dashboard"]["state_dir"]
+    config = write_config(tmp_path, dashboard={"agent_url": fake_agent.url, "port": 0, **dashboard})
+    return DashboardProcess(config, 0, tmp_path / "dashboard.log").start(20)
 
 
 @pytest.fixture
@@ -52,14 +25,13 @@ def served(tmp_path, fake_agent):
     procs = []
 
     def start(**dashboard):
-        proc, port, state_dir = start_dashboard(tmp_path / str(len(procs)), fake_agent, **dashboard)
+        proc = start_dashboard(tmp_path / str(len(procs)), fake_agent, **dashboard)
         procs.append(proc)
-        return port, state_dir
+        return proc.port, load_config(proc.config_path)["dashboard"]["state_dir"]
 
     yield start
     for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.ensure_stopped()
 
 
 def failed_login(port, headers):

@@ -245,6 +245,7 @@ def test_viewers_and_operators_cannot_reach_the_users_page_or_reset(app, clock):
     )
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_the_command_line_reset_takes_effect_without_a_restart(app, clock, config_path):
     ops = new_client(app)
     enroll(ops, clock, "ops")
@@ -262,6 +263,7 @@ def test_the_command_line_reset_takes_effect_without_a_restart(app, clock, confi
     assert ops.login("ops").header("Location").startswith("/account/2fa")
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_the_command_line_reset_refuses_an_unknown_user(config_path):
     result = subprocess.run(
         [sys.executable, "-m", "fmappliance.dashboard", "--config", str(config_path), "reset-2fa", "nobody"],

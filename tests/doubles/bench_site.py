@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import hashlib
 import json
 import os
 import secrets
@@ -118,9 +119,19 @@ def _options(args: list[str], flags=()) -> tuple[list[str], dict]:
     return words, opts
 
 
-def _gpg(world, args: list[str], passphrase: str) -> subprocess.CompletedProcess:
+def _gpg_home(world) -> Path:
+    """The world's gpg home. gpg-agent's sockets live in it, and a Unix socket path has at most 107
+    bytes: a deep tmp dir (pytest-xdist adds ``popen-gwN/``) gets a short home under /tmp instead,
+    one per world (symmetric encryption keeps nothing in it worth sharing)."""
     home = Path(world.dir) / "gnupg"
+    if len(str(home / "S.gpg-agent.browser")) > 100:
+        home = Path(tempfile.gettempdir()) / f"fmdouble-gnupg-{hashlib.sha256(str(home).encode()).hexdigest()[:16]}"
     home.mkdir(mode=0o700, exist_ok=True)
+    return home
+
+
+def _gpg(world, args: list[str], passphrase: str) -> subprocess.CompletedProcess:
+    home = _gpg_home(world)
     read_fd, write_fd = os.pipe()
     os.write(write_fd, passphrase.encode() + b"\n")
     os.close(write_fd)

@@ -101,6 +101,7 @@ def test_the_join_door_takes_one_small_post_and_says_why_it_refuses(hub):
     assert status == 429 and "Too many refused join attempts from 127.0.0.1" in answer["message"]
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_fleet_full_is_409(tmp_path):
     hub = FleetHub(tmp_path / "hub", max_servers=1)
     hub.init()

@@ -62,6 +62,7 @@ def _text(path):
     ).stdout
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_hub_certificate_is_a_pathlen0_ca_for_100_years_and_never_overwritten(tmp_path):
     key, cert = tmp_path / "hub.key", tmp_path / "hub.crt"
     certs.make_key(key)
@@ -82,6 +83,7 @@ def test_hub_certificate_is_a_pathlen0_ca_for_100_years_and_never_overwritten(tm
     assert (key.read_bytes(), cert.read_bytes()) == (key_before, cert_before)
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_the_hub_signs_a_csr_as_a_client_certificate_it_can_verify(tmp_path):
     certs.make_key(tmp_path / "hub.key")
     certs.make_hub_certificate(tmp_path / "hub.key", tmp_path / "hub.crt")
@@ -108,6 +110,7 @@ def test_the_hub_signs_a_csr_as_a_client_certificate_it_can_verify(tmp_path):
     assert "PRIVATE KEY" not in csr
 
 
+@pytest.mark.slow  # starts a process (tests/conftest.py)
 def test_a_forged_or_garbage_csr_is_refused(tmp_path):
     certs.make_key(tmp_path / "hub.key")
     certs.make_hub_certificate(tmp_path / "hub.key", tmp_path / "hub.crt")

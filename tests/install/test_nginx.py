@@ -273,7 +273,7 @@ def test_internal_backup_location_is_not_reachable_from_outside(accel_appliance)
 def test_download_requires_a_session_even_through_nginx(appliance):
     path, _ = download_path(appliance)
     response = appliance.https("GET", path, headers={"Cookie": ""})
-    assert response.status in (303, 401)
+    assert response.status == 303 and "/login?next=" in response.header("Location")[0]
 
 
 def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
@@ -293,7 +293,7 @@ def test_a_client_set_x_forwarded_for_is_overwritten_by_nginx(appliance):
             "X-Forwarded-For": "203.0.113.66",
         },
     )
-    assert failed.status in (200, 401, 403, 429)
+    assert failed.status == 401  # a wrong password, answered by the dashboard (so it reached the audit log)
     audit = appliance.https("GET", "/audit").body.decode()
     row = next(line for line in audit.splitlines() if "spoofer" in line)
     assert "203.0.113.66" not in audit

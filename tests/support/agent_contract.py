@@ -1,4 +1,4 @@
-"""The shape of what the agent's API answers, as the README's "Agent API" section states it."""
+"""The shape of what the agent's API answers, as docs/api.md states it."""
 
 from __future__ import annotations
 

@@ -11,8 +11,6 @@ from pathlib import Path
 import bcrypt
 import yaml
 
-from support.ports import free_port
-
 TEST_TOKEN = "test-token-0123456789abcdef0123456789abcdef"
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 TEST_USER = "admin"
@@ -23,13 +21,15 @@ TEST_PASSWORD_HASH = bcrypt.hashpw(TEST_PASSWORD.encode(), bcrypt.gensalt(4)).de
 
 def base_config(tmp_path: Path) -> dict:
     return {
-        "agent": {"listen": "127.0.0.1", "port": free_port(), "state_dir": str(tmp_path / "state" / "agent")},
+        # port 0: a test that serves either picks no port that another may take meanwhile; the server
+        # names its port in its "listening on" log line (support.world.ServedProcess reads it).
+        "agent": {"listen": "127.0.0.1", "port": 0, "state_dir": str(tmp_path / "state" / "agent")},
         "security": {"token": TEST_TOKEN},
         "stacks": {},
         "backups": {"base_path": str(tmp_path / "backups")},
         "dashboard": {
             "listen": "127.0.0.1",
-            "port": free_port(),
+            "port": 0,
             "state_dir": str(tmp_path / "state" / "dashboard"),
             "secret_key": TEST_SECRET_KEY,
             "agent_url": "http://127.0.0.1:9100",

@@ -51,7 +51,8 @@ class FleetHub:
         self.config_path = write_config(
             root,
             fleet={"listen": self.address, "address": self.address, "dir": str(root / "fleet"), **fleet},
-            dashboard={"metrics_token_file": str(token_file)},
+            # a fixed port: tests/fleet/test_hub_doors.py probes the (socket-activated) dashboard on it
+            dashboard={"metrics_token_file": str(token_file), "port": free_port()},
         )
         self.config = load_config(self.config_path)
         self.hub = None

@@ -271,7 +271,8 @@ class ServedProcess:
         """With port 0: read the bound port from the log (the server logs it once it listens)."""
         if self.port:
             return True
-        found = re.findall(r"listening on (?:http://)?[\d.]+:(\d+)", self.output()[self._log_start :])
+        # Not the fleet hub's "fleet hub listening on …" line, which a dashboard may log first.
+        found = re.findall(r"(?<!hub )listening on (?:http://)?[\d.]+:(\d+)", self.output()[self._log_start :])
         if found:
             self.port = int(found[-1])
             self.url = f"http://127.0.0.1:{self.port}"
