@@ -1057,6 +1057,8 @@ join_fleet() {
     fi
     local args=(--config "$CONFIG" fleet join "$JOIN")
     [ -z "$JOIN_NAME" ] || args+=(--name "$JOIN_NAME")
+    # --wait 0: the services start further down (the uplink is restarted there), not from inside the join.
+    args+=(--wait 0)
     if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
         say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-agent ${args[*]} (token from FM_JOIN_TOKEN)"
         return 0
