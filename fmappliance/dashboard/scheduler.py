@@ -307,7 +307,7 @@ class BackupScheduler:
             except Exception as exc:
                 log.info("Could not ask %s for its last test restores: %s", sync.server, exc)
                 proofs = None
-            servers.append((sync.server, items, proofs))
+            servers.append((sync.server or "", items, proofs))
         subject, details = weekly_summary(self.status(), stacks, servers)
         if self._notifier is not None:
             self._notifier.notify("weekly_summary", subject, details)
