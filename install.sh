@@ -913,6 +913,7 @@ make_directories() {
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
         ensure_dir "$CACHE_DIR/fm-supervise" 0700 root root
+        [ "$AGENT_ONLY" = 0 ] || ensure_dir "$CACHE_DIR/fm-uplink" 0700 "$UPLINK_USER" "$UPLINK_GROUP"
         [ "$AGENT_ONLY" = 1 ] || ensure_dir "$CACHE_DIR/fm-dashboard" 0700 "$DASHBOARD_USER" "$DASHBOARD_USER"
     fi
 }
@@ -1063,6 +1064,8 @@ join_fleet() {
     fi
     local args=(--config "$CONFIG" fleet join "$JOIN")
     [ -z "$JOIN_NAME" ] || args+=(--name "$JOIN_NAME")
+    # --wait 0: the services start further down (the uplink is restarted there), not from inside the join.
+    args+=(--wait 0)
     if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
         say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-agent ${args[*]} (token from FM_JOIN_TOKEN)"
         return 0
@@ -1393,7 +1396,12 @@ start_agent_only() {
             ;;
         daemons)
             start_daemon fm-agent "$AGENT_USER" "$CHANGED_AGENT"
-            warn "no systemd: start the uplink yourself as $UPLINK_USER: $PREFIX/fm-agent.pyz uplink --dir $FLEET_DIR"
+            if [ -f "$(at "$FLEET_DIR/uplink.json")" ] || [ "$DRY_RUN" = 1 ]; then
+                # Restarted, as under systemd: a new join gives it new files.
+                start_daemon fm-uplink "$UPLINK_USER" 1
+            else
+                say "  fm-uplink waits for a join: sudo FM_JOIN_TOKEN=... $0 --agent-only --join HOST:PORT"
+            fi
             ;;
     esac
 }
@@ -1447,8 +1455,10 @@ start_daemon() {
     fi
     if [ "$DRY_RUN" = 1 ]; then say "  would start $name as $user (supervised)"; return 0; fi
     mkdir -p "$RUN_DIR" "$LOG_DIR"
-    local extra_env=()
+    local extra_env=() command=("$PREFIX/$name.pyz" --config "$CONFIG")
     [ "$name" = fm-agent ] && extra_env=(${ROOTLESS_ENV[@]+"${ROOTLESS_ENV[@]}"})
+    # The uplink is an entry point of the agent's zipapp and reads only the fleet directory.
+    [ "$name" = fm-uplink ] && command=("$PREFIX/fm-agent.pyz" uplink --dir "$FLEET_DIR")
     # The supervisor (root, from the agent zipapp, standard library only) starts the service as
     # its user, starts it again after a crash (back-off up to 60 s) and rotates its log
     # (10 MB x 5). setsid: its own session and process group, so stop_daemon ends both; the pid
@@ -1458,7 +1468,7 @@ start_daemon() {
         --child-pidfile "$RUN_DIR/$name.child.pid" -- \
         setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
         env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
-        SHIV_ROOT="$CACHE_DIR/$name" ${extra_env[@]+"${extra_env[@]}"} "$PY" "$PREFIX/$name.pyz" --config "$CONFIG" \
+        SHIV_ROOT="$CACHE_DIR/$name" ${extra_env[@]+"${extra_env[@]}"} "$PY" "${command[@]}" \
         </dev/null >>"$LOG_DIR/supervise.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
     say "  started $name as $user, supervised (pid $!, log $LOG_DIR/$name.log)"
@@ -1530,7 +1540,12 @@ print_summary() {
         say "  a managed server: the agent and its uplink (no dashboard, no nginx, no inbound port)"
         say "  Config:        $CONFIG (root:$CONFIG_GROUP 0640; $UPLINK_USER cannot read it)"
         say "  Fleet:         fm-agent --config $CONFIG fleet status; files in $FLEET_DIR"
-        say "  Logs:          journalctl -u fm-agent -u fm-uplink"
+        if [ "$INIT" = daemons ]; then
+            say "  Logs:          $LOG_DIR/fm-agent.log, $LOG_DIR/fm-uplink.log (supervised: started again after a crash)"
+            say "  Stop:          sudo kill -- -\$(cat $RUN_DIR/fm-agent.pid) -\$(cat $RUN_DIR/fm-uplink.pid)"
+        else
+            say "  Logs:          journalctl -u fm-agent -u fm-uplink"
+        fi
         say "  Uninstall:     sudo $PREFIX/uninstall.sh"
         return 0
     fi
@@ -1640,6 +1655,7 @@ uninstall() {
                 host_run systemctl disable --now fm-dashboard-hub.socket || true
             fi
         else
+            stop_daemon fm-uplink
             stop_daemon fm-dashboard
             stop_daemon fm-agent
         fi
@@ -1674,7 +1690,7 @@ uninstall() {
         remove_path "$path"
     done
     for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" "$CACHE_DIR/fm-supervise" \
-        "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
+        "$CACHE_DIR/fm-uplink" "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
         remove_path "$path"
     done
     if [ -z "$ROOT" ]; then

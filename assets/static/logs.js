@@ -105,6 +105,10 @@
     es.onmessage = function (event) {
       receive(event.data);
     };
+    // The dashboard lost the agent's stream (a fleet server's link dropped) and re-opens it itself.
+    es.addEventListener("status", function (event) {
+      setStatus(event.data);
+    });
     es.addEventListener("end", function (event) {
       setStatus(event.data || "The log ended.");
       close();

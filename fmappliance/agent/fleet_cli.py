@@ -1,6 +1,6 @@
 """``fm-agent [--config C] fleet join|status|leave``: this server's membership in a dashboard's fleet.
 
-fm-agent fleet join HOST:PORT [--name N] [--token-file F]   token from FM_JOIN_TOKEN, F or stdin (never argv)
+fm-agent fleet join HOST:PORT [--name N] [--token-file F] [--wait S]   token from FM_JOIN_TOKEN, F or stdin (never argv)
 fm-agent fleet status [--json]
 fm-agent fleet leave
 
@@ -12,6 +12,10 @@ Join connects, **compares the hub certificate's sha256 with the token before wri
 this server's key (it never leaves) and a CSR, sends ``POST /v1/join`` and stores: in ``fleet.dir``
 ``uplink.json``, ``agent.key``, ``agent.crt`` and ``hub.sha256`` (what ``fm-agent uplink`` reads), and in
 ``<agent.state_dir>/fleet.json`` only the sha256 of the API token (the agent picks it up without restart).
+Then it starts the uplink where it can (``systemctl restart fm-uplink`` when systemd has that unit;
+otherwise it prints the exact command) and waits, at most ``--wait`` seconds (60; 0: not at all),
+until the hub says it has the uplink's connections (a probe hello with this server's certificate).
+Not seen in time is no error of the join (exit 0): the sentence says what to check.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ import getpass
 import http.client
 import json
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fmappliance.agent.fleet_gate import FLEET_FILE, token_sha256
@@ -39,6 +46,9 @@ NOT_JOINED = 5
 CONNECT_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 30.0
 UPLINK_FILES = ("uplink.json", "agent.crt", "agent.key", "hub.sha256")
+UPLINK_UNIT = "fm-uplink.service"
+WAIT_SECONDS = 60.0
+PROBE_EVERY = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("hub", metavar="HOST:PORT")
     join.add_argument("--name", help="this server's name in the fleet (default: the one the token names)")
     join.add_argument("--token-file", help="read the join token from this file (else FM_JOIN_TOKEN or stdin)")
+    join.add_argument(
+        "--wait",
+        type=float,
+        default=WAIT_SECONDS,
+        metavar="S",
+        help=f"seconds to wait for the hub to see the uplink (default {WAIT_SECONDS:.0f}; 0: start nothing, wait not)",
+    )
     status = sub.add_parser("status", help="whether and how this server is in a fleet")
     status.add_argument("--json", action="store_true")
     sub.add_parser("leave", help="forget the fleet: its tokens stop working at once")
@@ -70,7 +87,10 @@ def main(argv: list[str], config_argv: list[str] | None = None) -> int:
     fleet_dir = Path(config["fleet"]["dir"])
     fleet_file = Path(config["agent"]["state_dir"]) / FLEET_FILE
     if args.command == "join":
-        return join(config, fleet_dir, fleet_file, args.hub, args.name, args.token_file)
+        joined = join(config, fleet_dir, fleet_file, args.hub, args.name, args.token_file)
+        if joined != JOINED or args.wait <= 0:
+            return joined
+        return start_and_wait(fleet_dir, args.wait)
     if args.command == "status":
         return status(fleet_dir, fleet_file, args.json)
     return leave(fleet_dir, fleet_file)
@@ -204,11 +224,83 @@ def join(config: dict, fleet_dir: Path, fleet_file: Path, hub: str, name: str | 
         _hand_over(fleet_file.parent, [fleet_file])
     except OSError as exc:
         return _say(f"fm-agent fleet join: joined as {server}, but cannot store it: {exc}", 1)
-    return _say(
-        f"Joined the fleet of {hub} as {server}. Start the uplink (it dials the hub; this server opens no port):\n"
-        f"  systemctl enable --now fm-uplink     (or: fm-agent uplink --dir {fleet_dir})",
-        JOINED,
+    return _say(f"Joined the fleet of {hub} as {server}.", JOINED)
+
+
+def start_and_wait(fleet_dir: Path, wait: float) -> int:
+    """Start the uplink where this command can, then wait until the hub has its connections."""
+    print(_start_uplink(fleet_dir), flush=True)
+    deadline = time.monotonic() + wait
+    seen: dict | str = "no answer yet"
+    while True:
+        seen = probe(fleet_dir)
+        if isinstance(seen, dict) and seen.get("idle_connections", 0) >= 1:
+            return _say(f"The hub sees this server's uplink connected ({seen.get('state')}).", JOINED)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(PROBE_EVERY)
+    said = f"the hub says {seen.get('state')}" if isinstance(seen, dict) else seen
+    print(
+        f"Joined, but the hub has not seen this server's uplink within {wait:.0f} s ({said}). Check that the "
+        f"uplink runs (systemctl status fm-uplink, or: fm-agent uplink --dir {fleet_dir}) and its log; "
+        "this server stays joined.",
+        file=sys.stderr,
     )
+    return JOINED
+
+
+def _start_uplink(fleet_dir: Path) -> str:
+    """``systemctl restart fm-uplink`` when systemd runs and has the unit; else the command to run."""
+    by_hand = (
+        f"Start the uplink now (as the user that owns {fleet_dir}; it dials the hub, this server opens no port):\n"
+        f"  fm-agent uplink --dir {fleet_dir}"
+    )
+    systemctl = shutil.which("systemctl")
+    if not systemctl or not Path("/run/systemd/system").is_dir():
+        return by_hand
+    try:
+        loaded = subprocess.run(
+            [systemctl, "show", "--property=LoadState", "--value", UPLINK_UNIT],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if loaded.stdout.strip() != "loaded":
+            return by_hand + f"\n(systemd has no {UPLINK_UNIT}: install.sh --agent-only installs it)"
+        done = subprocess.run([systemctl, "restart", UPLINK_UNIT], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return by_hand + f"\n(systemctl failed: {exc})"
+    if done.returncode != 0:
+        return by_hand + f"\n(systemctl restart {UPLINK_UNIT} failed: {done.stderr.strip()[:200]})"
+    return f"Started the uplink: systemctl restart {UPLINK_UNIT}"
+
+
+def probe(fleet_dir: Path) -> dict | str:
+    """Ask the hub, as this server (its certificate, the pin checked first), what it sees of the link:
+    ``{"server", "state", "idle_connections"}``, or a sentence saying why there is no answer."""
+    try:
+        up = json.loads((fleet_dir / "uplink.json").read_text())
+        pin = (fleet_dir / "hub.sha256").read_text().strip()
+        host, _, port = str(up["hub"]).rpartition(":")
+        ctx = fleet_tls.server_context(str(fleet_dir / "agent.crt"), str(fleet_dir / "agent.key"))
+    except (OSError, ValueError, KeyError, ssl.SSLError) as exc:
+        return f"cannot read the uplink's files in {fleet_dir}: {exc}"
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT) as raw:
+            with ctx.wrap_socket(raw, server_side=False) as tls:
+                if fleet_tls.peer_sha256(tls) != pin:
+                    return "the hub's certificate does not match the pin; nothing was sent"
+                hello = {"v": 1, "server": up["server"], "probe": True, "agent_version": __version__}
+                tls.settimeout(CONNECT_TIMEOUT)
+                tls.sendall(json.dumps(hello).encode() + b"\n")
+                line = tls.recv(4096)
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot reach the hub: {exc}"
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return "the hub closed the probe without an answer (is this server removed from the fleet?)"
+    return answer if isinstance(answer, dict) else "the hub's answer was not understood"
 
 
 def _hand_over(directory: Path, files: list[Path]) -> None:

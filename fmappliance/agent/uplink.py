@@ -66,6 +66,7 @@ class Settings:
     idle: int = IDLE
     max: int = MAX
     source_address: str = ""  # tests bind each world's uplink to its own loopback address
+    keepalive: tuple[int, int, int] | None = None  # TCP keepalive idle/interval/count (default fleet_tls.KEEPALIVE)
 
     @classmethod
     def load(cls, directory: str) -> Settings:
@@ -92,9 +93,19 @@ class Settings:
                 idle=int(data.get("idle", IDLE)),
                 max=int(data.get("max", MAX)),
                 source_address=str(data.get("source_address", "")),
+                keepalive=_keepalive(data.get("keepalive")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SettingsError(f"{d / 'uplink.json'} is not usable: {exc}") from None
+
+
+def _keepalive(value) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    idle, interval, count = (int(v) for v in value)
+    if min(idle, interval, count) < 1:
+        raise ValueError("keepalive needs three whole numbers of at least 1: idle seconds, interval seconds, count")
+    return idle, interval, count
 
 
 def connect_agent(where: str, timeout: float = 5.0) -> socket.socket:
@@ -285,7 +296,7 @@ class Uplink:
         raw = socket.create_connection((s.hub_host, s.hub_port), timeout=CONNECT_TIMEOUT, source_address=source)
         self._track(raw, True)
         try:
-            fleet_tls.tune(raw)
+            fleet_tls.tune(raw, s.keepalive)
             tls = self.ctx.wrap_socket(raw, server_side=False, do_handshake_on_connect=True)
             seen = fleet_tls.peer_sha256(tls)
             if seen != s.pin:

@@ -100,6 +100,8 @@ class LogStream:
         self._conn, self._sock, self._resp = conn, sock, resp
         self._queue: queue.Queue = queue.Queue(maxsize=LOG_QUEUE_LINES)
         self._closed = threading.Event()
+        #: True when the stream broke off (connection lost mid-answer) instead of ending: worth re-opening.
+        self.broken = False
         sock.settimeout(None)  # quiet is normal; close() ends a blocked read
         self._reader = threading.Thread(target=self._read, name="log-relay", daemon=True)
         self._reader.start()
@@ -111,7 +113,11 @@ class LogStream:
                 if line and not self._put(line):  # an empty line only opens a quiet stream
                     return
         except (OSError, ValueError, http.client.HTTPException):
-            pass
+            self.broken = not self._closed.is_set()
+        else:
+            # http.client ends a chunked body quietly when the connection drops mid-body; only the
+            # last (empty) chunk leaves chunk_left None.
+            self.broken = bool(self._resp.chunked and self._resp.chunk_left is not None) and not self._closed.is_set()
         finally:
             self._put(None)
 

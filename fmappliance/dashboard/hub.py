@@ -6,7 +6,8 @@
 - **A certificate the hub issued** (its sha256 known and not removed in the registry): the
   uplink sends its hello line, and the connection is parked idle in that server's pool until
   :meth:`Hub.take` hands it to a request (fleet_client.py).  Unknown or removed: closed without
-  a byte.
+  a byte.  A hello with ``"probe": true`` (``fm-agent fleet join`` waiting for its uplink) is
+  answered with one line, the server's state and parked connections, and closed.
 - **Anything else** fails the TLS handshake (the hub's certificate is the only issuer trusted).
 
 One thread and a selector do the accepting, the non-blocking handshakes and the hello lines,
@@ -387,7 +388,24 @@ class Hub:
             self._drop(pending)
             return
         self._forget(pending)
+        if hello.get("probe") is True:
+            self._answer_probe(pending)
+            return
         self._park(pending, hello)
+
+    def _answer_probe(self, pending: _Pending) -> None:
+        """``fm-agent fleet join`` asks, with the server's own certificate, whether the hub has its
+        uplink's connections parked: one JSON line, then close (the probe is never parked itself)."""
+        live = self.state(pending.server)
+        line = {"server": pending.server, "state": live["state"], "idle_connections": live["idle_connections"]}
+        try:
+            pending.sock.setblocking(True)
+            pending.sock.settimeout(1.0)
+            pending.sock.sendall(json.dumps(line).encode() + b"\n")
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            pending.sock.close()
 
     def _park(self, pending: _Pending, hello: dict) -> None:
         now = time.monotonic()

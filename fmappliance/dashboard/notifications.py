@@ -213,34 +213,58 @@ def restore_proof_lines(stacks: Mapping | None) -> list[str]:
     return lines
 
 
-def weekly_summary(status: Sequence[Mapping], stacks: Mapping | None | bool = False) -> tuple[str, dict]:
+def weekly_summary(
+    status: Sequence[Mapping],
+    stacks: Mapping | None | bool = False,
+    servers: Sequence[tuple[str, Sequence[Mapping], Mapping | None]] = (),
+) -> tuple[str, dict]:
     """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``.
 
     ``stacks`` is the agent's ``GET /stacks`` answer (None: the agent could not be asked);
-    with it the summary lists each site's last proof of restorability.
+    with it the summary lists each site's last proof of restorability.  ``servers`` adds the
+    fleet's other servers, each ``(name, its status(), its GET /stacks or None)``: their lines
+    are named ``server: stack/site`` and counted in the subject; ``details["servers"]`` has each.
     """
-    broken = [s for s in status if s.get("status") == "broken"]
-    failed = [
-        s
-        for s in status
-        if (s.get("last_run") or {}).get("result") in ("failed", "missed")
-        or (s.get("last_run") or {}).get("job_status") == "failed"
-    ]
+    everything = [(None, s) for s in status] + [(name, s) for name, items, _ in servers for s in items]
+
+    def label(server: str | None, s: Mapping) -> str:
+        return f"{server + ': ' if server else ''}{s['stack']}/{s['site']}"
+
+    def failed_run(s: Mapping) -> bool:
+        run = s.get("last_run") or {}
+        return run.get("result") in ("failed", "missed") or run.get("job_status") == "failed"
+
+    broken = [(n, s) for n, s in everything if s.get("status") == "broken"]
+    failed = [(n, s) for n, s in everything if failed_run(s)]
     subject = (
-        f"Backups: {len(status)} schedule(s), {len(broken)} broken, {len(failed)} with a failed last run"
+        f"Backups: {len(everything)} schedule(s), {len(broken)} broken, {len(failed)} with a failed last run"
         if broken or failed
-        else f"Backups: all {len(status)} schedule(s) ran"
+        else f"Backups: all {len(everything)} schedule(s) ran"
     )
+    if servers:
+        subject += f" on {len(servers) + 1} servers"
     details: dict = {
-        "schedules": len(status),
-        "broken": [f"{s['stack']}/{s['site']}: {s.get('broken_reason')}" for s in broken],
-        "failed_last_run": [
-            f"{s['stack']}/{s['site']}: {(s.get('last_run') or {}).get('message', '')}" for s in failed
-        ],
+        "schedules": len(everything),
+        "broken": [f"{label(n, s)}: {s.get('broken_reason')}" for n, s in broken],
+        "failed_last_run": [f"{label(n, s)}: {(s.get('last_run') or {}).get('message', '')}" for n, s in failed],
     }
+    if servers:
+        details["servers"] = {
+            name: {
+                "schedules": len(items),
+                "broken": sum(1 for s in items if s.get("status") == "broken"),
+                "failed_last_run": sum(1 for s in items if failed_run(s)),
+                "restore_proofs": restore_proof_lines(proofs),
+            }
+            for name, items, proofs in servers
+        }
     if stacks is not False:
         proofs = restore_proof_lines(stacks if isinstance(stacks, Mapping) else None)
         details["restore_proofs"] = proofs
         # Mail shows the message as plain lines; the list above is for webhooks.
         details["message"] = "Last proof of restorability per site:\n" + "\n".join(f"  {p}" for p in proofs)
+        for name, _, _ in servers:
+            details["message"] += f"\n{name}:\n" + "\n".join(
+                f"  {p}" for p in details["servers"][name]["restore_proofs"]
+            )
     return subject, details

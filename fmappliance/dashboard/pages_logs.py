@@ -16,6 +16,7 @@ expiry, a removed user, a changed password) or its role may no longer read it: r
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import time
@@ -34,6 +35,12 @@ IDLE_CHECK_SECONDS = 0.5
 TAIL_DEFAULT = 200
 TAIL_MAX = 5000
 RETRY_STREAM_SECONDS = 30
+#: A stream that broke off (not ended) is re-opened for this long, every few seconds.
+RESUME_SECONDS = 60.0
+RESUME_EVERY_SECONDS = 2.0
+#: Lines asked for when re-opening, and lines remembered to drop the ones the page already has.
+RESUME_TAIL = 200
+RESUME_OVERLAP_LINES = 200
 #: How often an open stream checks that its session and role still allow it.
 RECHECK_SECONDS = 5.0
 SESSION_ENDED_EVENT = (
@@ -43,11 +50,15 @@ SESSION_ENDED_EVENT = (
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
 
-def sse_events(stream, release, client_gone, clock=time.monotonic, still_allowed=lambda: True):
+def sse_events(stream, release, client_gone, clock=time.monotonic, still_allowed=lambda: True, reopen=None):
     """The SSE body: the agent's lines as events, heartbeats while quiet; frees everything at its end.
 
     ``still_allowed`` is asked every :data:`RECHECK_SECONDS`; False ends the stream with an ``end`` event.
+    ``reopen`` (a new agent stream, or AgentError) is used when the stream broke off instead of ending
+    (a fleet server's link dropped, the agent restarted): tried every :data:`RESUME_EVERY_SECONDS` for
+    :data:`RESUME_SECONDS` while ``status`` events say so; the lines both streams hold are sent once.
     """
+    sent: collections.deque[str] = collections.deque(maxlen=RESUME_OVERLAP_LINES)
     try:
         # Sent at once: the browser learns the stream is open, and a reconnect waits 5 s.
         yield b"retry: 5000\n: stream open\n\n"
@@ -59,10 +70,18 @@ def sse_events(stream, release, client_gone, clock=time.monotonic, still_allowed
                     return
                 last_check = clock()
             lines = stream.next_lines(IDLE_CHECK_SECONDS)
+            if lines is None and getattr(stream, "broken", False) and reopen is not None:
+                stream.close()
+                resumed = yield from _resume(reopen, sent, client_gone, still_allowed, clock)
+                if resumed is None:
+                    return
+                stream, lines = resumed
+                last_write = last_check = clock()
             if lines is None:
                 yield b"event: end\ndata: The log ended (the service stopped or its container was replaced).\n\n"
                 return
             if lines:
+                sent.extend(lines)
                 yield "".join(f"data: {line}\n\n" for line in lines).encode("utf-8", "replace")
                 last_write = clock()
             elif client_gone():
@@ -73,6 +92,61 @@ def sse_events(stream, release, client_gone, clock=time.monotonic, still_allowed
     finally:
         stream.close()
         release()
+
+
+def _resume(reopen, sent, client_gone, still_allowed, clock):
+    """Re-open a broken stream; (stream, the lines not sent yet) or None when given up (events said why)."""
+    deadline = clock() + RESUME_SECONDS
+    told = ""
+    while True:
+        try:
+            stream = reopen()
+        except AgentError as exc:
+            if exc.status in (400, 404) or clock() >= deadline:
+                yield (
+                    f"event: end\ndata: The log stream broke off and could not be resumed: {_one_line(exc.message)}\n\n"
+                ).encode("utf-8", "replace")
+                return None
+            if exc.message != told:
+                told = exc.message
+                yield f"event: status\ndata: Connection lost ({_one_line(exc.message)}); resuming…\n\n".encode(
+                    "utf-8", "replace"
+                )
+            else:
+                yield b": resuming\n\n"
+            waited = clock()
+            while clock() - waited < RESUME_EVERY_SECONDS:
+                if client_gone():
+                    return None
+                time.sleep(IDLE_CHECK_SECONDS)
+            if not still_allowed():
+                yield SESSION_ENDED_EVENT
+                return None
+            continue
+        # The new stream starts with the log's last lines: skip those this page already has.
+        first: list[str] = []
+        while True:
+            more = stream.next_lines(IDLE_CHECK_SECONDS)
+            if not more:
+                break
+            first.extend(more)
+            if len(first) >= RESUME_TAIL:
+                break
+        yield b"event: status\ndata: Resumed after a lost connection.\n\n"
+        return stream, _after_overlap(list(sent), first)
+
+
+def _after_overlap(sent: list[str], fresh: list[str]) -> list[str]:
+    """``fresh`` without its leading lines that end ``sent`` (the longest such overlap wins)."""
+    for start in range(len(fresh)):
+        tail = fresh[: len(fresh) - start]
+        if len(tail) <= len(sent) and sent[len(sent) - len(tail) :] == tail:
+            return fresh[len(tail) :]
+    return fresh
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join(str(text or "").split())[:300]
 
 
 def register(app: bottle.Bottle, ctx) -> None:
@@ -170,5 +244,10 @@ def register(app: bottle.Bottle, ctx) -> None:
         def still_allowed() -> bool:
             return ctx.still_allowed(session.id_hash, "GET", path)
 
-        body = sse_events(stream, release, client_gone, still_allowed=still_allowed)
+        agent = ctx.agent  # this request's server: a re-opened stream must come from the same one
+
+        def reopen():
+            return agent.open_log_stream(name, service, RESUME_TAIL, follow=True)
+
+        body = sse_events(stream, release, client_gone, still_allowed=still_allowed, reopen=reopen)
         return bottle.HTTPResponse(body, status=200, headers=headers)

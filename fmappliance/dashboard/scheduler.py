@@ -284,7 +284,8 @@ class BackupScheduler:
 
     def send_weekly_summary(self) -> None:
         """Queue the ``weekly_summary`` notification (broken schedules, failed last runs, and
-        each site's last proof of restorability when the agent can be asked)."""
+        each site's last proof of restorability when the agent can be asked), for the dashboard's
+        own server and every fleet server."""
         stacks: Mapping | None | bool = False  # False: no agent to ask, no proof lines
         if self._restore_proofs is not None:
             try:
@@ -292,7 +293,22 @@ class BackupScheduler:
             except Exception as exc:  # the summary still goes out, saying the proofs are unknown
                 log.info("Could not ask the agent for the last test restores: %s", exc)
                 stacks = None
-        subject, details = weekly_summary(self.status(), stacks)
+        # Every fleet server's schedules too (issue 24): read from the store and each one's last known
+        # agent view; a server that does not answer now is reported with what is known, proofs unknown.
+        servers = []
+        for sync in self.fleet_syncs():
+            try:
+                items = self.status(server=sync.server)
+            except Exception as exc:
+                log.info("Could not list the schedules of %s for the weekly summary: %s", sync.server, exc)
+                items = []
+            try:
+                _, proofs = sync.agent.request("GET", "/stacks")
+            except Exception as exc:
+                log.info("Could not ask %s for its last test restores: %s", sync.server, exc)
+                proofs = None
+            servers.append((sync.server or "", items, proofs))
+        subject, details = weekly_summary(self.status(), stacks, servers)
         if self._notifier is not None:
             self._notifier.notify("weekly_summary", subject, details)
 

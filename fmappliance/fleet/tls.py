@@ -45,10 +45,16 @@ def peer_sha256(sock: ssl.SSLSocket) -> str:
     return sha256_of_der(der) if der else ""
 
 
-def tune(sock: socket.socket) -> None:
+#: TCP keepalive: first probe after 30 s of quiet, then every 10 s, 3 unanswered end the connection, so
+#: a half-open link (a NAT that forgot it, a cable pulled, a network black hole) is found within ~60 s.
+KEEPALIVE = (30, 10, 3)
+
+
+def tune(sock: socket.socket, keepalive: tuple[int, int, int] | None = None) -> None:
     """TCP_NODELAY (a request would wait ~40 ms on delayed ACKs) and keepalive (finds half-open links)."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+    idle, interval, count = keepalive or KEEPALIVE
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
         if hasattr(socket, option):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

@@ -85,7 +85,17 @@ def main() -> int:
                 )
                 joined = run(
                     "fmappliance.agent",
-                    ["--config", str(server_config), "fleet", "join", f"127.0.0.1:{hub_port}", "--name", name],
+                    [
+                        "--config",
+                        str(server_config),
+                        "fleet",
+                        "join",
+                        f"127.0.0.1:{hub_port}",
+                        "--name",
+                        name,
+                        "--wait",
+                        "0",
+                    ],
                     env={"FM_JOIN_TOKEN": token.stdout.splitlines()[0]},
                 )
                 assert joined.returncode == 0, joined.stderr + joined.stdout

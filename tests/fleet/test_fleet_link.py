@@ -272,7 +272,7 @@ def test_the_token_is_never_read_from_argv_and_stdin_works(hub, servers):
 
     done = run(
         "fmappliance.agent",
-        ["--config", str(world.config_path), "fleet", "join", hub.address, "--name", "erp-b"],
+        ["--config", str(world.config_path), "fleet", "join", hub.address, "--name", "erp-b", "--wait", "0"],
         stdin=token + "\n",
     )
     assert done.returncode == 0, done.stderr
@@ -436,7 +436,7 @@ def test_one_token_joins_once_even_when_two_servers_race(hub, servers):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "fmappliance.agent", "--config", str(w.config_path), "fleet", "join", hub.address]
-            + ["--name", w.name],
+            + ["--name", w.name, "--wait", "0"],
             env={**os.environ, "FM_JOIN_TOKEN": token},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

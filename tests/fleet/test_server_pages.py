@@ -125,3 +125,38 @@ def test_each_server_is_operated_under_its_prefix_and_two_prods_never_mix(fleet)
     assert "server erp-c is unreachable since " in page.text
     # erp-b goes on as before.
     assert client.get("/s/erp-b/stack/prod", headers=JSON).status == 200
+
+
+def test_a_followed_log_resumes_after_the_uplink_drops_and_comes_back(fleet):
+    """Issue 24 §4: live logs over the link resume after a drop; the lines both streams hold are sent once."""
+    hub, (erp_b, _), client = fleet
+    project = erp_b.world.compose_project
+    erp_b.world.doubles.write_log(project, "backend", "line before the drop")
+    stream = client.stream("GET", "/s/erp-b/stack/prod/logs/stream?service=backend&tail=20")
+    seen = b""
+    chunks = iter(stream.chunks)
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            assert time.monotonic() < deadline, f"{marker!r} not seen in {seen[-2000:]!r}"
+            seen += bytes(next(chunks, b"<END OF STREAM>"))
+            assert not seen.endswith(b"<END OF STREAM>"), seen[-2000:]
+
+    try:
+        assert stream.status == 200, stream.status_line
+        read_until(b"line before the drop")
+        erp_b.uplink.kill()
+        erp_b.uplink.wait()
+        read_until(b"event: status\ndata: Connection lost (server erp-b is unreachable")
+        erp_b.world.doubles.write_log(project, "backend", "line while the link was down")
+        erp_b.start_uplink()
+        read_until(b"event: status\ndata: Resumed after a lost connection.")
+        read_until(b"line while the link was down\n\n")
+        erp_b.world.doubles.write_log(project, "backend", "line after the link came back")
+        read_until(b"line after the link came back\n\n")
+    finally:
+        stream.close()
+    assert seen.count(b"line before the drop\n") == 1, "lines the page has are not sent again"
+    assert b"event: end" not in seen

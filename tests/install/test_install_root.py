@@ -483,7 +483,7 @@ def test_agent_only_installs_the_agent_and_uplink_without_dashboard_nginx_or_inb
     assert (root / "etc/fmappliance/fleet").is_dir()
     assert (
         "skipped (--root): fm-agent --config /etc/fmappliance/config.yaml fleet join hub.example.com:9443 "
-        "--name erp-b (token from FM_JOIN_TOKEN)" in proc.stdout
+        "--name erp-b --wait 0 (token from FM_JOIN_TOKEN)" in proc.stdout
     )
     assert "skipped (--root): systemctl enable --now fm-agent fm-uplink" in proc.stdout
     # A later run without the options stays agent-only.

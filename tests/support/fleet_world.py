@@ -127,10 +127,25 @@ class ServerWorld:
         self.uplink: subprocess.Popen | None = None
         self.uplink_log = root / "uplink.log"
 
-    def join(self, hub_address: str, token: str, *extra: str, env_token: bool = True):
+    def join(self, hub_address: str, token: str, *extra: str, env_token: bool = True, wait: str = "0"):
+        """``fm-agent fleet join``; ``--wait 0`` unless ``wait`` is given (most tests start the uplink later)."""
         env = {"FM_JOIN_TOKEN": token} if env_token else {}
-        args = ["--config", str(self.config_path), "fleet", "join", hub_address, *extra]
+        args = ["--config", str(self.config_path), "fleet", "join", hub_address, *extra, "--wait", wait]
         return run("fmappliance.agent", args, env=env)
+
+    def join_waiting(self, hub_address: str, token: str, *extra: str, wait: float = 30) -> subprocess.Popen:
+        """``fm-agent fleet join`` left running: it prints how to start the uplink, then waits for the hub."""
+        env = {k: v for k, v in os.environ.items() if k != "FM_JOIN_TOKEN"}
+        env["FM_JOIN_TOKEN"] = token
+        args = ["--config", str(self.config_path), "fleet", "join", hub_address, *extra, "--wait", str(wait)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "fmappliance.agent", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     def fleet(self, *args: str, stdin: str | None = None):
         return run("fmappliance.agent", ["--config", str(self.config_path), "fleet", *args], stdin=stdin)
