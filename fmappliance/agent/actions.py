@@ -51,7 +51,7 @@ class Actions:
         self.timeouts = config["agent"]["action_timeouts"]
         self.state_dir = config["agent"]["state_dir"]
         self.offsite = offsite
-        from fmappliance.agent.restore_proof import ProofRecords
+        from fmappliance.agent.proof_records import ProofRecords
 
         self.proofs = ProofRecords(self.state_dir)
         check_complete()  # every action of the table has its handler

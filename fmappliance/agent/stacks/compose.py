@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 
 from fmappliance.agent.jobs import JobContext, StepFailed
@@ -336,6 +335,8 @@ class SiteOps:
             else:
                 doc[key] = value
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        import tempfile  # only when a site config is written (memory at rest)
+
         fd, local = tempfile.mkstemp(prefix=".site-config-", dir=self.state_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
