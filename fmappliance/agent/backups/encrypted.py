@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 
-from fmappliance.agent.backups.layout import is_encrypted_name
+from fmappliance.agent.backups.bench_names import is_encrypted_name
 from fmappliance.agent.backups.verify import CheckFailed, DumpCheck, TarOrTgzCheck
 from fmappliance.agent.runner import StreamFilter, resolve_binary
 

@@ -89,7 +89,7 @@ class BackupStore:
         sources: dict[str, str],
         *,
         created: datetime | None = None,
-        label: str = "manual",
+        label: str = wire.MANUAL,
         apps: list[str] | None = None,
         source_root: str | None = None,
     ) -> dict:
