@@ -1,7 +1,7 @@
 """Restore a site from a published backup, safely: preflight, safety backup, restore, migrate, check.
 
 bench restore drops the site's database before it imports the dump, so a failed import leaves an
-empty or half-filled site (docs/restore.md).  Hence the order:
+empty or half-filled site (frappe's ``_new_site`` drops and recreates it; docs/doubles.md, "Restores").  Hence the order:
 
 1. Preflight, before anything changes: every part is re-hashed against its manifest while it is
    copied to a staging dir, the dump must hold ``__Auth``, the bench must have the backup's apps,

@@ -220,7 +220,7 @@ def restore_proof_lines(stacks: Mapping | None) -> list[str]:
 
 
 def weekly_summary(status: Sequence[Mapping], stacks: Mapping | None | bool = False) -> tuple[str, dict]:
-    """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``.
+    """Subject and details of the ``weekly_summary`` event from ``ScheduleService.status()``.
 
     ``stacks`` is the agent's ``GET /stacks`` answer (None: the agent could not be asked);
     with it the summary lists each site's last proof of restorability.

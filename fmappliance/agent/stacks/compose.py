@@ -245,7 +245,8 @@ def _a(kind: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 #: frappe_docker's db service keeps the root password in its environment, or in a secret file with
-#: the secrets override (docs/restore.md); it is never in common_site_config.
+#: the secrets override (MYSQL_ROOT_PASSWORD_FILE; docs/doubles.md, "frappe_docker projects"); it is
+#: never in common_site_config.
 ROOT_PASSWORD_ENV = "MYSQL_ROOT_PASSWORD"
 ROOT_PASSWORD_SECRET = "/run/secrets/db_password"
 
