@@ -47,8 +47,6 @@ log = logging.getLogger(__name__)
 MAX_ACTION_BODY_BYTES = 4096
 #: A pushed schedule set: up to 500 entries of about 250 bytes.
 MAX_SCHEDULES_BODY_BYTES = 256 * 1024
-#: What a page asking for an offsite listing still being read is told to wait.
-OFFSITE_RETRY_SECONDS = 10
 _GENERIC = {
     400: "The request is not valid.",
     401: "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
@@ -407,14 +405,12 @@ def _backup_routes(app: bottle.Bottle, services: AgentServices) -> None:
         # Made-up site names must cost nothing (issue 21.10): a site of the stack, or one with local backups.
         if site not in services.inventory.sites_for_display(stack) and not services.store.list_backups(stack, site):
             raise AgentError(404, f"Stack {stack!r} has no site named {site!r}.")
-        from fmappliance.agent.offsite import OffsiteBusy, OffsiteFailed
+        from fmappliance.agent.offsite import OffsiteFailed
 
-        try:
+        try:  # OffsiteBusy is an AgentError (503 with Retry-After): the error plugin answers it
             return {"snapshots": services.offsite.snapshots_for_page(stack, site)}
-        except OffsiteFailed as exc:
+        except OffsiteFailed as exc:  # a failed restic step, also a job's failure: 502 here
             raise AgentError(502, str(exc)) from None
-        except OffsiteBusy as exc:
-            raise AgentError(503, str(exc), headers={"Retry-After": str(OFFSITE_RETRY_SECONDS)}) from None
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):

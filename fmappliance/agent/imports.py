@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 
 from fmappliance.agent.backups import BackupError, bench_names
+from fmappliance.agent.errors import AgentError
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.wire import IMPORT_SET_NAME
 
@@ -25,8 +26,11 @@ IMPORT_DIR = "_import"
 SET_NAME = IMPORT_SET_NAME  # the name import_backup accepts (fmappliance.wire)
 
 
-class ImportNotFound(Exception):
-    """No usable import set of that name (the text says why, for a 404)."""
+class ImportNotFound(AgentError):
+    """No usable import set of that name: a 404, the text says why."""
+
+    def __init__(self, message: str):
+        super().__init__(404, message)
 
 
 @dataclass
