@@ -35,6 +35,23 @@ from fmappliance.wire import STACK_NAME_RULE, is_valid_site_name, is_valid_stack
 
 DEFAULT_CONFIG_PATH = "/etc/fmappliance/config.yaml"
 
+
+def config_path_only(argv: list[str]) -> str | None:
+    """The config file when ``argv`` names nothing else (``[]``, ``--config P``, ``--config=P``), else None.
+
+    That is how systemd starts both services; they then skip argparse, which with gettext and
+    locale would stay resident (about 0.3 MB) for a command line read once.  Any other command
+    line goes through the service's full parser (help, sub-commands, errors).
+    """
+    if not argv:
+        return DEFAULT_CONFIG_PATH
+    if len(argv) == 2 and argv[0] == "--config" and argv[1] and not argv[1].startswith("-"):
+        return argv[1]
+    if len(argv) == 1 and argv[0].startswith("--config=") and len(argv[0]) > len("--config="):
+        return argv[0][len("--config=") :]
+    return None
+
+
 # Every action, its allow-list default and its timeout are rows of fmappliance/actions_table.py.
 # FAILED_JOB_EVENTS: failed agent jobs the dashboard notifies, whoever started them (each action's failure_event).
 #: The fleet's events (dashboard/fleet_events.py): a server's link lost and back, its clock, joins and removals.

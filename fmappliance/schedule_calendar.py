@@ -9,14 +9,16 @@ the DST choices for repeated and skipped wall times are documented on :func:`loc
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # zoneinfo (and sysconfig under it) loads with the first schedule, not at start
+    from zoneinfo import ZoneInfo
 
 FREQUENCIES = ("daily", "weekly", "monthly")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -31,19 +33,39 @@ _NOT_ZONES = {"localtime", "Factory", "posixrules"}
 # ---- time zones ------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _zone_names() -> frozenset:
-    return frozenset(available_timezones()) - _NOT_ZONES
+#: Directories of the zone database that repeat the zones under other rules (available_timezones skips them too).
+_NOT_ZONE_DIRS = ("posix/", "right/")
+
+
+def _zone_file_exists(name: str) -> bool:
+    """The system zone database has ``name`` (a TZif file on zoneinfo.TZPATH).
+
+    Not zoneinfo.available_timezones(): it lists the whole database and loads importlib.resources
+    (about 1 MB kept resident) at every start of both services.
+    """
+    import zoneinfo
+
+    for root in zoneinfo.TZPATH:
+        try:
+            with open(os.path.join(root, name), "rb") as handle:
+                if handle.read(4) == b"TZif":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def is_valid_timezone(name: object) -> bool:
     """True for an IANA zone name this system knows (Europe/Berlin, UTC, ...)."""
     if not isinstance(name, str) or not _TZ_NAME.fullmatch(name) or name in _NOT_ZONES:
         return False
-    known = _zone_names()
-    if known:
-        return name in known
-    try:  # no listing available (unusual tzdata layout): ask zoneinfo directly
+    if name.startswith(_NOT_ZONE_DIRS):
+        return False
+    if _zone_file_exists(name):
+        return True
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:  # not in the system database: zoneinfo may still know it (the tzdata package)
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
@@ -111,6 +133,8 @@ def _matches(schedule: Mapping, day: date) -> bool:
 
 def iter_runs(schedule: Mapping, after: datetime) -> Iterator[datetime]:
     """Run instants strictly after ``after`` (aware), in the schedule's zone, forever."""
+    from zoneinfo import ZoneInfo
+
     zone = ZoneInfo(schedule["timezone"])
     # Compare in UTC: aware datetimes sharing a tzinfo compare by wall time, ignoring fold.
     after = after.astimezone(timezone.utc)

@@ -294,3 +294,23 @@ def test_an_unreadable_offsite_env_file_is_one_line_for_the_agent_not_a_tracebac
     with pytest.raises(cfg.ConfigError, match=r"offsite\.env_file: cannot read") as bad:
         load(tmp_path, minimal(tmp_path, offsite=section))
     assert "\n" not in str(bad.value)
+
+
+def test_a_service_started_with_only_its_config_skips_the_full_parser():
+    from fmappliance.config import DEFAULT_CONFIG_PATH, config_path_only
+
+    assert config_path_only([]) == DEFAULT_CONFIG_PATH
+    assert config_path_only(["--config", "/etc/x.yaml"]) == "/etc/x.yaml"
+    assert config_path_only(["--config=/etc/x.yaml"]) == "/etc/x.yaml"
+    # Anything else (help, checks, sub-commands, a missing value) goes through argparse.
+    for argv in (
+        ["--help"],
+        ["--config"],
+        ["--config="],
+        ["--config", "--check-config"],
+        ["--check-config"],
+        ["--config", "c.yaml", "--check-config"],
+        ["fleet", "status"],
+        ["--version"],
+    ):
+        assert config_path_only(argv) is None, argv

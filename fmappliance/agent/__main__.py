@@ -8,14 +8,13 @@ one line on stderr and exit status 2, never a traceback.  SIGTERM stops the serv
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sqlite3
 import sys
 
 from fmappliance import listening
-from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
+from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, config_path_only, load_config, secrets_of
 from fmappliance.logsetup import setup_logging
 from fmappliance.process_memory import limit_malloc_arenas, release_freed_memory
 from fmappliance.version import __version__
@@ -30,6 +29,8 @@ OUTBUF_OVERFLOW = 256 * 1024
 
 
 def parse_args(argv):
+    import argparse
+
     parser = argparse.ArgumentParser(prog="fm-agent", description="The fmappliance agent (privileged JSON API).")
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
@@ -52,13 +53,17 @@ def main(argv=None) -> int:
         from fmappliance.agent.fleet_cli import main as fleet_main
 
         return fleet_main(argv[command_at + 1 :], config_argv=argv[:command_at])
-    args = parse_args(argv)
+    config_path = config_path_only(argv)  # the service's own start: no argparse kept in memory
+    check_config = False
+    if config_path is None:
+        args = parse_args(argv)
+        config_path, check_config = args.config, args.check_config
     try:
-        config = load_config(args.config)
+        config = load_config(config_path)
     except ConfigError as exc:
         print(f"fm-agent: {exc}", file=sys.stderr)
         return 2
-    if args.check_config:
+    if check_config:
         print(f"config OK: {len(config['stacks'])} stacks")
         return 0
     setup_logging(secrets_of(config))

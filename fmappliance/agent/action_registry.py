@@ -17,7 +17,7 @@ table row without a handler and a handler without a row.
 from __future__ import annotations
 
 import importlib
-import pkgutil
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,8 +79,12 @@ def _load() -> None:
             return
         from fmappliance.agent import handlers
 
-        for module in pkgutil.iter_modules(handlers.__path__):
-            importlib.import_module(f"{handlers.__name__}.{module.name}")
+        # A plain listing, not pkgutil (which stays loaded for nothing): the package is a directory
+        # in a checkout, a wheel and the unpacked shiv zipapp alike.
+        for directory in handlers.__path__:
+            for entry in sorted(os.listdir(directory)):
+                if entry.endswith(".py") and entry != "__init__.py":
+                    importlib.import_module(f"{handlers.__name__}.{entry[:-3]}")
         _loaded = True
 
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 
+from fmappliance import wire
 from fmappliance.actions_table import GLOBAL, SITE, SPECS
 from fmappliance.agent import stacks
 from fmappliance.agent.action_registry import Request, check_complete, handler_of
@@ -51,7 +52,7 @@ class Actions:
         self.timeouts = config["agent"]["action_timeouts"]
         self.state_dir = config["agent"]["state_dir"]
         self.offsite = offsite
-        from fmappliance.agent.restore_proof import ProofRecords
+        from fmappliance.agent.proof_records import ProofRecords
 
         self.proofs = ProofRecords(self.state_dir)
         check_complete()  # every action of the table has its handler
@@ -244,7 +245,7 @@ class Actions:
         for site in sites:
             ctx.log(f"== backing up {site} before the update")
             try:
-                backups[site] = self._backup(ctx, name, stack, site, timeout, label="pre-update")
+                backups[site] = self._backup(ctx, name, stack, site, timeout, label=wire.PRE_UPDATE)
             except StepFailed as exc:
                 raise StepFailed(
                     f"Update stopped before changing anything: the backup of {site} failed: {exc}"
@@ -312,7 +313,7 @@ class Actions:
         except BackupError as exc:
             raise StepFailed(f"The backup was not copied: {exc}.") from None
 
-    def _backup(self, ctx, name: str, stack: dict, site: str, timeout: float, *, label: str = "manual") -> dict:
+    def _backup(self, ctx, name: str, stack: dict, site: str, timeout: float, *, label: str = wire.MANUAL) -> dict:
         """Run `bench backup --with-files`, collect its files, publish them verified (with the site's apps
         and ``label`` in the manifest), apply retention."""
         from fmappliance.agent.backups import BackupError
@@ -334,7 +335,7 @@ class Actions:
                 raise StepFailed(f"The backup of {site} failed verification and was not published: {exc}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        if label == "pre-restore":
+        if label == wire.PRE_RESTORE:
             # A safety backup must not push out the backup being restored (or any other) mid-restore;
             # retention counts it on the next regular backup.
             ctx.message = f"Backup {manifest['id']} of {site} on {name} verified and published."

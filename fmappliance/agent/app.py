@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import bottle
 
@@ -28,7 +29,7 @@ from fmappliance.agent.inventory import Inventory, SitesUnavailable
 from fmappliance.agent.jobs import JobManager
 from fmappliance.agent.logs import LogStreams, parse_follow, parse_tail
 from fmappliance.agent.metrics import AgentMetrics
-from fmappliance.agent.offsite import Offsite, OffsiteBusy, OffsiteFailed, OffsiteTimer
+from fmappliance.agent.proof_records import ProofRecords
 from fmappliance.agent.schedules import ScheduleRunner
 from fmappliance.agent.status import StatusBoard
 from fmappliance.bearer import bearer_token_matches
@@ -37,14 +38,15 @@ from fmappliance.prometheus_text import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fmappliance.version import __version__
 from fmappliance.wire import ACTION_FIELDS, JOB_ID, is_valid_backup_file_name, is_valid_site_name
 
+if TYPE_CHECKING:  # loaded only where offsite copies are configured (memory at rest)
+    from fmappliance.agent.offsite import Offsite, OffsiteTimer
+
 log = logging.getLogger(__name__)
 
 #: An action request is a few short names; anything bigger is not one.
 MAX_ACTION_BODY_BYTES = 4096
 #: A pushed schedule set: up to 500 entries of about 250 bytes.
 MAX_SCHEDULES_BODY_BYTES = 256 * 1024
-#: What a page asking for an offsite listing still being read is told to wait.
-OFFSITE_RETRY_SECONDS = 10
 _GENERIC = {
     400: "The request is not valid.",
     401: "Missing or wrong API token: send 'Authorization: Bearer <token>'.",
@@ -103,16 +105,20 @@ def build_services(config: dict) -> AgentServices:
         config["backups"]["retention"],
         keep_safety_days=config["backups"]["keep_safety_days"],
     )
-    from fmappliance.agent.restore_proof import ProofRecords
-
     metrics = AgentMetrics(status=status, store=store, jobs=jobs, proofs=ProofRecords(config["agent"]["state_dir"]))
     offsite = None
     if config.get("offsite", {}).get("enabled"):
+        from fmappliance.agent.offsite import Offsite
+
         offsite = Offsite(config, store, config["agent"]["state_dir"], redact=secrets_of(config))
     actions = Actions(config, inventory, jobs, store, status, offsite=offsite)
     host = HostFacts(config, status=status, store=store)
     logs = LogStreams(config, inventory, status, redact=secrets_of(config))
-    timer = OffsiteTimer(config, actions, store).start() if offsite is not None else None
+    timer = None
+    if offsite is not None:
+        from fmappliance.agent.offsite import OffsiteTimer
+
+        timer = OffsiteTimer(config, actions, store).start()
 
     def sites_of(stack: str) -> list:
         inventory.check_stack(stack)  # NameRejected (404) when the stack is no longer configured
@@ -399,12 +405,12 @@ def _backup_routes(app: bottle.Bottle, services: AgentServices) -> None:
         # Made-up site names must cost nothing (issue 21.10): a site of the stack, or one with local backups.
         if site not in services.inventory.sites_for_display(stack) and not services.store.list_backups(stack, site):
             raise AgentError(404, f"Stack {stack!r} has no site named {site!r}.")
-        try:
+        from fmappliance.agent.offsite import OffsiteFailed
+
+        try:  # OffsiteBusy is an AgentError (503 with Retry-After): the error plugin answers it
             return {"snapshots": services.offsite.snapshots_for_page(stack, site)}
-        except OffsiteFailed as exc:
+        except OffsiteFailed as exc:  # a failed restic step, also a job's failure: 502 here
             raise AgentError(502, str(exc)) from None
-        except OffsiteBusy as exc:
-            raise AgentError(503, str(exc), headers={"Retry-After": str(OFFSITE_RETRY_SECONDS)}) from None
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):

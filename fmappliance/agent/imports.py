@@ -11,41 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import stat
 from dataclasses import dataclass
 
-from fmappliance.agent.backups import BackupError
+from fmappliance.agent.backups import BackupError, bench_names
+from fmappliance.agent.errors import AgentError
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.wire import IMPORT_SET_NAME
 
 log = logging.getLogger(__name__)
 
 IMPORT_DIR = "_import"
-_FILE = re.compile(
-    r"(?P<set>\d{8}_\d{6}-[A-Za-z0-9._-]+?)-(?P<kind>site_config_backup|partial-database|database|private-files|files)"
-    r"(?P<enc>-enc)?(?P<ext>\.json|\.sql\.gz|\.tar|\.tgz)",
-    re.ASCII,
-)
-_EXT = {
-    "site_config_backup": (".json",),
-    "database": (".sql.gz",),
-    "partial-database": (".sql.gz",),
-    "files": (".tar", ".tgz"),
-    "private-files": (".tar", ".tgz"),
-}
-_PART = {
-    "site_config_backup": "site_config",
-    "database": "database",
-    "files": "files",
-    "private-files": "private-files",
-}
 #: What an import set's name looks like (the API checks a requested name against it).
 SET_NAME = IMPORT_SET_NAME  # the name import_backup accepts (fmappliance.wire)
 
 
-class ImportNotFound(Exception):
-    """No usable import set of that name (the text says why, for a 404)."""
+class ImportNotFound(AgentError):
+    """No usable import set of that name: a 404, the text says why."""
+
+    def __init__(self, message: str):
+        super().__init__(404, message)
 
 
 @dataclass
@@ -68,8 +53,8 @@ def _scan(base_path: str) -> dict[str, ImportSet]:
     except (FileNotFoundError, NotADirectoryError):
         return {}
     for entry in entries:
-        match = _FILE.fullmatch(entry.name)
-        if not match or match.group("ext") not in _EXT[match.group("kind")]:
+        match = bench_names.parse(entry.name)
+        if not match:
             continue
         found = sets.setdefault(match.group("set"), ImportSet(match.group("set"), {}, {}, []))
         try:
@@ -80,12 +65,12 @@ def _scan(base_path: str) -> dict[str, ImportSet]:
         if not stat.S_ISREG(st.st_mode):
             found.problems.append(f"{entry.name} is not a plain file (a symlink or a directory); it is not read")
             continue
-        if match.group("kind") == "partial-database":
+        if match.group("kind") == bench_names.PARTIAL_DATABASE:
             found.problems.append(
                 f"{entry.name} is a partial backup (bench backup --only/--exclude); a restore needs a full one"
             )
             continue
-        part = _PART[match.group("kind")]
+        part = bench_names.PART_OF_KIND[match.group("kind")]
         if part in found.files:
             found.problems.append(
                 f"two files for the {part} part ({os.path.basename(found.files[part])}, {entry.name})"

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import shlex
 import signal
 import sqlite3
@@ -290,7 +289,7 @@ class JobManager:
             for live in self._live.values():
                 if live.key == key:
                     return self._known_locked(live.job_id), False
-            job_id = secrets.token_hex(8)
+            job_id = os.urandom(8).hex()  # what secrets.token_hex does, without loading hashlib and random
             live = _LiveJob(job_id, action, stack, site, body, message, on_start, timeout)
             self._db.execute(
                 "INSERT INTO jobs (id, action, stack, site, status, created, message) VALUES (?, ?, ?, ?, ?, ?, ?)",

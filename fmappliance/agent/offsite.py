@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from fmappliance import wire
 from fmappliance.agent.backups.layout import parse_id
 from fmappliance.agent.backups.retention import gfs_keep
+from fmappliance.agent.errors import AgentError
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
 from fmappliance.config import read_env_file
@@ -81,8 +82,15 @@ class OffsiteFailed(StepFailed):
     """A restic step failed; the text is the one-sentence cause."""
 
 
-class OffsiteBusy(Exception):
-    """The listing a page asked for is still being read from the repository; ask again shortly."""
+#: What a page asking for a listing still being read is told to wait (Retry-After, seconds).
+RETRY_SECONDS = 10
+
+
+class OffsiteBusy(AgentError):
+    """The listing a page asked for is still being read from the repository; ask again shortly (a 503)."""
+
+    def __init__(self, message: str):
+        super().__init__(503, message, headers={"Retry-After": str(RETRY_SECONDS)})
 
 
 class _StackListings:

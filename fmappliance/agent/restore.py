@@ -1,7 +1,7 @@
 """Restore a site from a published backup, safely: preflight, safety backup, restore, migrate, check.
 
 bench restore drops the site's database before it imports the dump, so a failed import leaves an
-empty or half-filled site (docs/restore.md).  Hence the order:
+empty or half-filled site (frappe's ``_new_site`` drops and recreates it; docs/doubles.md, "Restores").  Hence the order:
 
 1. Preflight, before anything changes: every part is re-hashed against its manifest while it is
    copied to a staging dir, the dump must hold ``__Auth``, the bench must have the backup's apps,
@@ -28,21 +28,21 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from fmappliance.agent.backups import BackupError, BackupNotFound, DumpHasAuthTable, copy_hashed, decrypting
+from fmappliance import wire
+from fmappliance.agent.backups import (
+    BackupError,
+    BackupNotFound,
+    DumpHasAuthTable,
+    bench_names,
+    copy_hashed,
+    decrypting,
+)
 from fmappliance.agent.dbaccess import DatabaseUnavailable, TemporaryDbUser, check_db_name
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import run_command
 from fmappliance.agent.stacks.base import OpsFailed
 
 log = logging.getLogger(__name__)
-
-#: Which bench name each published part gets in the staging dir (bench recognises `-enc` parts by name).
-_BENCH_PART = {
-    "database": "database",
-    "files": "files",
-    "private-files": "private-files",
-    "site_config": "site_config_backup",
-}
 
 
 @dataclass
@@ -155,7 +155,7 @@ class SiteRestore:
             ctx.log("== step 2: no safety backup (the site is new)")
         else:
             ctx.log(f"== step 2: safety backup of {self.site}")
-            safety = self.take_backup(ctx, self.site, "pre-restore")
+            safety = self.take_backup(ctx, self.site, wire.PRE_RESTORE)
             ctx.log(f"safety backup {safety['id']} verified and published")
 
         try:
@@ -205,7 +205,7 @@ class SiteRestore:
         key = None
         if manifest.get("encrypted"):
             key = self._backup_key(stack, site, files.get("site_config"))
-        # bench's own naming: {%Y%m%d_%H%M%S}-{site slug}-{kind}[-enc]{ext}
+        # bench's own naming (backups/bench_names.py): the published id's digits are bench's stamp
         stamp = manifest["id"].replace("-", "")
 
         def stage_part(part: str, entry: dict) -> tuple[str, str]:
@@ -214,7 +214,7 @@ class SiteRestore:
             ext = {"database": ".sql.gz", "site_config": ".json"}.get(
                 part, ".tgz" if plain.endswith(".tgz") else ".tar"
             )
-            name = f"{stamp}-{site.replace('.', '_')}-{_BENCH_PART[part]}{'-enc' if encrypted else ''}{ext}"
+            name = bench_names.file_name(stamp, site, part, ext, encrypted=encrypted)
             check = None
             if part == "database":
                 check = DumpHasAuthTable()

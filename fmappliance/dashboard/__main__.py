@@ -10,15 +10,18 @@ fm-dashboard --config PATH fleet …                      the fleet hub (fleet_c
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import logging
 import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 from fmappliance import listening
-from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, secrets_of
+from fmappliance.config import DEFAULT_CONFIG_PATH, ConfigError, config_path_only, load_config, secrets_of
 from fmappliance.process_memory import limit_malloc_arenas, release_freed_memory
 from fmappliance.version import __version__
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,10 @@ OUTBUF_HIGH_WATERMARK = 1024 * 1024
 OUTBUF_OVERFLOW = 2 * 1024 * 1024
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(fleet_command: bool = True) -> argparse.ArgumentParser:
+    """``fleet_command``: the fleet sub-commands' own arguments (fleet_cli.py, loaded only to run one)."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="fm-dashboard", description="The fmappliance browser dashboard.")
     parser.add_argument("--config", default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit (0: usable, 2: not)")
@@ -43,13 +49,17 @@ def _parser() -> argparse.ArgumentParser:
         "reset-2fa", help="forget a user's second sign-in factor; they set it up again at next sign-in"
     )
     reset.add_argument("user", help="a user of dashboard.credentials")
-    from fmappliance.dashboard.fleet_cli import add_arguments as add_fleet_arguments
+    fleet = sub.add_parser("fleet", help="the fleet hub: certificate, join tokens, servers")
+    if fleet_command:
+        from fmappliance.dashboard.fleet_cli import add_arguments as add_fleet_arguments
 
-    add_fleet_arguments(sub.add_parser("fleet", help="the fleet hub: certificate, join tokens, servers"))
+        add_fleet_arguments(fleet)
     return parser
 
 
 def hash_password_command(cost: int = 12) -> int:
+    import getpass
+
     from fmappliance.dashboard.passwords import PasswordTooLong, hash_password
 
     if sys.stdin.isatty():
@@ -262,7 +272,12 @@ def serve(config: dict) -> None:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    config_path = config_path_only(argv)  # the service's own start: no argparse kept in memory
+    if config_path is not None:
+        args: Any = types.SimpleNamespace(command=None, config=config_path, check_config=False)
+    else:
+        args = _parser(fleet_command="fleet" in argv).parse_args(argv)
     if args.command == "hash-password":
         return hash_password_command()
     try:

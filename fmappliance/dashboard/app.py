@@ -19,7 +19,7 @@ Who may reach a route is decided before it runs, by the one table in authorize.p
 line there with every new route); pages show a button only when ``can("POST", url)``.
 
 The services (services.py, built once by ``build_services``) are on ``ctx`` too:
-``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the BackupScheduler; only the serving
+``ctx.agent`` (AgentClient), ``ctx.scheduler`` (the ScheduleService; only the serving
 process starts it), ``ctx.backup_age`` (backup-age rules), ``ctx.audit``, ``ctx.config``,
 ``ctx.now()`` (aware UTC datetime from the injected clock), ``ctx.render(template, **values)``
 for HTMX fragments, ``ctx.sessions.add_flash(ctx.session(), "ok"|"error", text)``.
@@ -82,7 +82,7 @@ class DashboardContext:
         self.templates = services.templates
         self.static_files = services.static_files
         self.static_urls = {name: f"/static/{name}?v={digest}" for name, (_, _, digest) in self.static_files.items()}
-        #: The BackupScheduler; only the serving process starts it.
+        #: The ScheduleService; only the serving process starts it.
         self.scheduler = services.scheduler
         self._age_rules: dict = {}
 

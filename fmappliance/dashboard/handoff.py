@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class BackupHandoff:
-    """See the module docstring; the callables are the engine's (see :class:`BackupScheduler`)."""
+    """See the module docstring; the callables are the engine's (see :class:`ScheduleService`)."""
 
     def __init__(
         self,

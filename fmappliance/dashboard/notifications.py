@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import smtplib
 import socket
 import ssl
 import threading
-import urllib.request
 from collections.abc import Mapping, Sequence
-from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fmappliance.wire import format_timestamp
+
+if TYPE_CHECKING:  # the senders' modules load with the first notification, not at start
+    import smtplib
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ class Notifier:
         return True
 
     def _send_webhook(self, payload: Mapping) -> None:
+        import urllib.request
+
         request = urllib.request.Request(
             self.webhook_url,
             data=json.dumps(payload, default=str).encode(),
@@ -151,6 +154,9 @@ class Notifier:
             ) from None
 
     def _send_mail(self, payload: Mapping) -> None:
+        import smtplib
+        from email.message import EmailMessage
+
         cfg = self.smtp
         message = EmailMessage()
         message["Subject"] = f"[fmappliance {self.hostname}] {payload['subject']}"
@@ -218,7 +224,7 @@ def weekly_summary(
     stacks: Mapping | None | bool = False,
     servers: Sequence[tuple[str, Sequence[Mapping], Mapping | None]] = (),
 ) -> tuple[str, dict]:
-    """Subject and details of the ``weekly_summary`` event from ``BackupScheduler.status()``.
+    """Subject and details of the ``weekly_summary`` event from ``ScheduleService.status()``.
 
     ``stacks`` is the agent's ``GET /stacks`` answer (None: the agent could not be asked);
     with it the summary lists each site's last proof of restorability.  ``servers`` adds the

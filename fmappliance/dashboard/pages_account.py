@@ -16,7 +16,6 @@ import logging
 import urllib.parse
 
 import bottle
-import segno
 
 from fmappliance.dashboard import negotiation
 from fmappliance.dashboard.passwords import PasswordTooLong
@@ -27,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def qr_data_url(uri: str) -> str:
+    import segno  # only while a user enrols a second factor (memory at rest)
+
     return segno.make(uri, error="m").svg_data_uri(scale=5, border=2)
 
 

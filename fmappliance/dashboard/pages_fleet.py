@@ -21,8 +21,6 @@ import bottle
 from fmappliance.bearer import bearer_token_matches
 from fmappliance.dashboard import negotiation
 from fmappliance.dashboard.agent_client import AgentError
-from fmappliance.dashboard.hub import HubFiles
-from fmappliance.fleet import certs
 from fmappliance.fleet.token import SERVER_NAME_RULE, is_valid_server_name
 from fmappliance.prometheus_text import CONTENT_TYPE, Family, render
 from fmappliance.wire import format_timestamp
@@ -132,6 +130,9 @@ def register(app: bottle.Bottle, ctx) -> None:
         if name is not None and not is_valid_server_name(name):
             return ctx.fail(400, f"{name[:40]!r} is not a valid server name: {SERVER_NAME_RULE}.")
         fleet = ctx.config["fleet"]
+        from fmappliance.dashboard.hub import HubFiles  # the hub's code loads only where a fleet runs
+        from fmappliance.fleet import certs
+
         try:
             hub_sha256 = certs.sha256_of_pem(HubFiles.of(fleet["dir"]).cert.read_bytes())
         except (OSError, certs.CertError):

@@ -7,9 +7,10 @@ tens of KB) and are addressed with a content hash (``?v=``), so they can be cach
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 
 import bottle
+
+from fmappliance.dashboard.templates import asset_dir
 
 STATIC_FILES = {
     "app.css": "text/css; charset=utf-8",
@@ -21,7 +22,7 @@ STATIC_FILES = {
 
 def load_static() -> dict[str, tuple[bytes, str, str]]:
     """name -> (content, content type, short content hash)."""
-    root = importlib.resources.files("fmappliance.assets") / "static"
+    root = asset_dir("static")
     out = {}
     for name, content_type in STATIC_FILES.items():
         data = (root / name).read_bytes()

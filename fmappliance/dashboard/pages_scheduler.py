@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from zoneinfo import ZoneInfo
 
 import bottle
 
@@ -58,6 +57,8 @@ def site_label(site: str) -> str:
 
 
 def _zone(name: str):
+    from zoneinfo import ZoneInfo  # loads with the first schedule page, not at start
+
     try:
         return ZoneInfo(name)
     except Exception:  # an invalid config zone: show UTC rather than fail the page

@@ -42,7 +42,7 @@ def _utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class BackupScheduler:
+class ScheduleService:
     """The dashboard's schedule service: ``start()`` / ``stop()``, ``status()``, ``push()``.
 
     ``sync`` is the :class:`ScheduleSync` talking to the agent (None: no agent, tests of the
@@ -348,7 +348,7 @@ def scheduler_from_config(
     get_job: Callable[[str], dict] | None = None,
     clock: Callable[[], datetime] | None = None,
     restore_proofs: Callable[[], Mapping] | None = None,
-) -> BackupScheduler:
+) -> ScheduleService:
     """The service as the dashboard runs it: store in ``dashboard.state_dir``, the
     ``schedules:`` of config.yaml, ``notifications:`` and ``scheduler.catchup_hours`` (sent to
     the agent with the set).  Not started: call ``start()`` in the serving process."""
@@ -379,7 +379,7 @@ def scheduler_from_config(
         if agent is not None
         else None
     )
-    return BackupScheduler(
+    return ScheduleService(
         store,
         sync,
         list_sites=list_sites,

@@ -22,8 +22,6 @@ import secrets
 import time
 from dataclasses import dataclass
 
-import pyotp
-
 ISSUER = "fmappliance"
 STEP_SECONDS = 30
 DIGITS = 6
@@ -53,6 +51,8 @@ def is_totp_code(text: str) -> bool:
 
 
 def provisioning_uri(secret: str, user: str) -> str:
+    import pyotp  # pyotp loads with the first second-factor use (memory at rest)
+
     return pyotp.TOTP(secret).provisioning_uri(name=user, issuer_name=ISSUER)
 
 
@@ -67,6 +67,8 @@ def _new_recovery_code() -> str:
 
 def matching_step(secret: str, code: str, now: float) -> int | None:
     """The time step whose code is ``code`` (current ± skew), or None."""
+    import pyotp
+
     totp = pyotp.TOTP(secret)
     current = int(now // STEP_SECONDS)
     found = None
@@ -121,6 +123,8 @@ class SecondFactors:
             ).fetchone()
             if row:
                 return row[0]
+            import pyotp
+
             secret = pyotp.random_base32()
             conn.execute(
                 "INSERT INTO second_factor_enrolling (user, session, secret, created) VALUES (?, ?, ?, ?)",

@@ -26,7 +26,7 @@ from fmappliance.dashboard.login_throttle import LoginThrottle
 from fmappliance.dashboard.pages_public import load_static
 from fmappliance.dashboard.passwords import PasswordChecker
 from fmappliance.dashboard.relays import FollowedLogs, relay_slots
-from fmappliance.dashboard.scheduler import BackupScheduler, scheduler_from_config
+from fmappliance.dashboard.scheduler import ScheduleService, scheduler_from_config
 from fmappliance.dashboard.second_factor import SecondFactors
 from fmappliance.dashboard.sessions import SessionStore
 from fmappliance.dashboard.state_db import StateDB
@@ -49,7 +49,7 @@ class DashboardServices:
     audit: AuditLog
     templates: Templates
     static_files: dict
-    scheduler: BackupScheduler
+    scheduler: ScheduleService
     backup_age: BackupAgeRules
     job_watch: FailedJobWatcher
     #: Shared by relayed downloads and log streams (relays.py).
@@ -67,7 +67,7 @@ def build_services(
     *,
     agent_client: AgentClient | None = None,
     clock: Callable[[], float] | None = None,
-    scheduler: BackupScheduler | None = None,
+    scheduler: ScheduleService | None = None,
 ) -> DashboardServices:
     dash = config["dashboard"]
     clock = clock or time.time
@@ -98,7 +98,7 @@ def build_services(
 
 
 def build_scheduler(config: dict, agent: AgentClient, *, clock: Callable[[], dt.datetime] | None = None):
-    """The :class:`BackupScheduler` of this dashboard, talking to ``agent``.
+    """The :class:`ScheduleService` of this dashboard, talking to ``agent``.
 
     Not started: the serving process calls ``start()`` (and ``stop()`` at exit).
     """

@@ -1,4 +1,4 @@
-"""The doubles' database side behaves as docs/restore.md describes bench restore and MariaDB."""
+"""The doubles' database side behaves as docs/doubles.md ("Restores") describes bench restore and MariaDB."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Restoring a 1 GiB backup through the agent vs a plain `bench restore` of the same files (restore issue, Done when).
+"""Restoring a 1 GiB backup through the agent vs a plain `bench restore` of the same files.
 
 Goal: the agent's restore_site job (preflight re-hash while staging, maintenance, temporary database user,
 bench restore, migrate, check) takes at most 1.3x a plain `bench --site S --force restore` of the same files

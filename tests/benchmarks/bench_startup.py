@@ -20,7 +20,7 @@ from install_harness import built_or_build_dist, free_port, start_zipapp, stop  
 from measure import rss_mb, verdict  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
 
-GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 35, "rss_dashboard": 45}
+GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 30, "rss_dashboard": 30}
 REST_SECONDS = 2.0
 
 

@@ -17,7 +17,7 @@ from fmappliance.dashboard.agent_client import AgentClient
 from fmappliance.dashboard.app import make_app
 from fmappliance.dashboard.notifications import Notifier
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.dashboard.scheduler import BackupScheduler
+from fmappliance.dashboard.scheduler import ScheduleService
 from fmappliance.dashboard.schedules import validate_schedule
 
 SITE = "site2.example.com"
@@ -42,7 +42,7 @@ class World:
         self.store = ScheduleStore(config["dashboard"]["state_dir"], default_tz="UTC", clock=lambda: self.now)
         self.notifier = Notifier(config["notifications"])
         self.agent = agent
-        self.engine = BackupScheduler(
+        self.engine = ScheduleService(
             self.store,
             None,
             list_sites=lambda stack: fake_agent.stack(stack)["sites"],

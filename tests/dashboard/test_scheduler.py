@@ -13,7 +13,7 @@ import pytest
 
 from fmappliance.dashboard.backup_age import overdue_sites
 from fmappliance.dashboard.schedule_store import ScheduleStore
-from fmappliance.dashboard.scheduler import BackupScheduler
+from fmappliance.dashboard.scheduler import ScheduleService
 from fmappliance.dashboard.schedules import validate_schedule
 
 UTC = timezone.utc
@@ -117,7 +117,7 @@ def make_store(state_dir, clock, config_schedules=()):
 
 
 def make_engine(store, agent, clock, notes=None, **kw):
-    return BackupScheduler(
+    return ScheduleService(
         store,
         None,
         list_sites=agent.list_sites,

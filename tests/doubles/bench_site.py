@@ -3,7 +3,7 @@
 backup (real files from the database's text, gpg-encrypted `-enc` parts when the site's System
 Settings say so), restore (drops and refills the database from the dump, unpacks file tars with
 `--strip 2`), new-site, list-apps, migrate, set-maintenance-mode, scheduler, set-config.
-Behaviour follows restore.md / frappe-manager.md in docs: the site must exist, root credentials come
+Behaviour follows docs/doubles.md ("bench", "Restores"): the site must exist, root credentials come
 from the flags or site/common config (a prompt fails without a terminal), a failed import leaves a
 partial database, the site's config is kept.
 """

@@ -12,9 +12,20 @@ from __future__ import annotations
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
 from fmappliance.agent.backups.layout import BACKUP_LABELS, ID_FORMAT, PARTS
 from fmappliance.agent.backups.manifests import manifest_label
-from fmappliance.agent.backups.readback import DumpHasAuthTable, copy_hashed, decrypting
 from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.backups.store import BackupStore
+
+#: Loaded on first use (a restore reads a backup back; an agent at rest does not).
+_READBACK = ("DumpHasAuthTable", "copy_hashed", "decrypting")
+
+
+def __getattr__(name: str):
+    if name in _READBACK:
+        from fmappliance.agent.backups import readback
+
+        return getattr(readback, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKUP_LABELS",

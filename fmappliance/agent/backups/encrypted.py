@@ -1,5 +1,5 @@
 """Encrypted bench backups: `-enc` parts are ``gpg --symmetric`` output keyed by the site's
-``backup_encryption_key`` (docs/restore.md), which sits in the backup's own, unencrypted, site config.
+``backup_encryption_key`` (frappe `frappe/utils/backups.py`; docs/doubles.md, "Restores"), which sits in the backup's own, unencrypted, site config.
 
 A part is verified by decrypting it in a stream (runner.StreamFilter): the passphrase goes to gpg
 through a pipe (``--passphrase-fd``), never in an argv or the environment, and the plaintext is
@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 
-from fmappliance.agent.backups.layout import is_encrypted_name
+from fmappliance.agent.backups.bench_names import is_encrypted_name
 from fmappliance.agent.backups.verify import CheckFailed, DumpCheck, TarOrTgzCheck
 from fmappliance.agent.runner import StreamFilter, resolve_binary
 

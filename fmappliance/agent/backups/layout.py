@@ -54,8 +54,3 @@ def human_size(size: float) -> str:
             return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     return str(size)  # pragma: no cover
-
-
-def is_encrypted_name(name: str) -> bool:
-    """bench's name for a part of an encrypted backup: ``…-database-enc.sql.gz``, ``…-files-enc.tar``."""
-    return bool(re.search(r"-enc\.(sql\.gz|tar|tgz|json)$", os.path.basename(name)))

@@ -52,7 +52,7 @@ def summary(manifest: dict, *, with_files: bool) -> dict:
 def manifest_label(manifest: dict) -> str:
     """Why the backup was taken; backups published before labels existed were taken by hand or schedule: manual."""
     label = manifest.get("label")
-    return label if label in BACKUP_LABELS else "manual"
+    return label if label in BACKUP_LABELS else wire.MANUAL
 
 
 def load_manifest(dir_fd: int, backup_id: str, stack: str, site: str) -> dict | None:

@@ -26,9 +26,11 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from fmappliance import wire
+from fmappliance.agent.backups.bench_names import is_encrypted_name
 from fmappliance.agent.backups.encrypted import encrypted_checker
 from fmappliance.agent.backups.errors import BackupError
-from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size, is_encrypted_name
+from fmappliance.agent.backups.layout import ID_FORMAT, LABELS, PARTS, READ_FLAGS, human_size
 from fmappliance.agent.backups.sources import open_file_beneath
 from fmappliance.agent.backups.verify import CheckFailed, plain_checker
 from fmappliance.wire import format_timestamp
@@ -89,7 +91,7 @@ def publish_into(
     *,
     source_names: dict[str, str] | None = None,
     passphrase: str | None = None,
-    label: str = "manual",
+    label: str = wire.MANUAL,
     apps: list[str] | None = None,
 ) -> dict:
     """Publish one backup into the (locked) site dir ``dir_fd``; returns its manifest.

@@ -16,9 +16,7 @@ from datetime import datetime
 from typing import BinaryIO
 
 from fmappliance import wire
-from fmappliance.agent.backups import publish as pipeline
 from fmappliance.agent.backups import retention as gfs
-from fmappliance.agent.backups.encrypted import backup_passphrase
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
 from fmappliance.agent.backups.layout import BACKUP_LABELS, MANIFEST_NAME, PARTS, READ_FLAGS, TEMP_NAME, human_size, utc
 from fmappliance.agent.backups.manifests import all_manifests, load_manifest, manifest_ids, summary
@@ -91,7 +89,7 @@ class BackupStore:
         sources: dict[str, str],
         *,
         created: datetime | None = None,
-        label: str = "manual",
+        label: str = wire.MANUAL,
         apps: list[str] | None = None,
         source_root: str | None = None,
     ) -> dict:
@@ -111,6 +109,10 @@ class BackupStore:
             raise BackupError(f"bench produced no database dump for {site}; nothing was published")
         check_names(stack, site)
         moment = utc(created)
+        # The pipeline (hashing, tar and gzip checks, encryption) is loaded by the first backup, not at start.
+        from fmappliance.agent.backups import publish as pipeline
+        from fmappliance.agent.backups.encrypted import backup_passphrase
+
         sources_open = pipeline.open_sources(sources, source_root)
         try:
             self._check_free_space(sum(st.st_size for _fd, st in sources_open.values()))

@@ -15,16 +15,11 @@ def run_backup(actions, ctx, request) -> dict:
 
 
 def plan_import(actions, request) -> None:
-    from fmappliance.agent.actions import ActionRejected
-    from fmappliance.agent.imports import ImportNotFound, find_import_set
+    from fmappliance.agent.imports import find_import_set
 
     request.site = actions.inventory.check_site(request.stack_name, request.site)
-    try:
-        request.options["import_set"] = find_import_set(
-            actions.config["backups"]["base_path"], request.options.get("name")
-        )
-    except ImportNotFound as exc:
-        raise ActionRejected(404, str(exc)) from None
+    # ImportNotFound is an AgentError (404): the error plugin answers it.
+    request.options["import_set"] = find_import_set(actions.config["backups"]["base_path"], request.options.get("name"))
 
 
 @handles("import_backup", plan=plan_import)

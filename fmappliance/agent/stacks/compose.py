@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 import time
 
 from fmappliance.agent.jobs import JobContext, StepFailed
@@ -246,7 +245,8 @@ def _a(kind: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 #: frappe_docker's db service keeps the root password in its environment, or in a secret file with
-#: the secrets override (docs/restore.md); it is never in common_site_config.
+#: the secrets override (MYSQL_ROOT_PASSWORD_FILE; docs/doubles.md, "frappe_docker projects"); it is
+#: never in common_site_config.
 ROOT_PASSWORD_ENV = "MYSQL_ROOT_PASSWORD"
 ROOT_PASSWORD_SECRET = "/run/secrets/db_password"
 
@@ -336,6 +336,8 @@ class SiteOps:
             else:
                 doc[key] = value
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        import tempfile  # only when a site config is written (memory at rest)
+
         fd, local = tempfile.mkstemp(prefix=".site-config-", dir=self.state_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -22,11 +22,10 @@ import os
 import shutil
 import tomllib
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import yaml
 
-from fmappliance.agent.backups.benchstage import StageDir, read_text_beneath, update_json_beneath
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.sources import list_dir_beneath, open_dir_beneath
 from fmappliance.agent.jobs import JobContext, StepFailed
@@ -36,6 +35,9 @@ from fmappliance.agent.stacks.base import CheckRoom, Command, OpsFailed, Run, St
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 from fmappliance.agent.stacks.compose_output import compute_status, container_addresses, log_options
 from fmappliance.wire import is_valid_site_name
+
+if TYPE_CHECKING:
+    from fmappliance.agent.backups.benchstage import StageDir
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +305,8 @@ class SiteOps:
     def read_bench_file(self, relpath: str, run: Run) -> str:
         """A file of the bench on the host, reached without following a link the container planted."""
         parts = ["workspace", "frappe-bench", *relpath.split("/")]
+        from fmappliance.agent.backups.benchstage import read_text_beneath  # a job's need, not the agent's at rest
+
         try:
             return read_text_beneath(self.stack["path"], parts[:-1], parts[-1])
         except BackupError as exc:
@@ -368,6 +372,8 @@ class SiteOps:
         parts = ["workspace", "frappe-bench", "sites"] + ([site] if site else [])
         name = "site_config.json" if site else "common_site_config.json"
         try:
+            from fmappliance.agent.backups.benchstage import update_json_beneath
+
             return update_json_beneath(self.stack["path"], parts, name, changes, self.bench_owner())
         except (BackupError, OSError) as exc:
             raise OpsFailed(f"{name} of {site or 'the bench'} could not be updated: {exc}") from None
@@ -380,6 +386,8 @@ class SiteOps:
         """The staging dir straight in the bench on the host (the frappe container sees it, no second copy),
         made and used only through directory fds: the container can write around it (benchstage.py)."""
         try:
+            from fmappliance.agent.backups.benchstage import StageDir
+
             return StageDir(self.stack["path"], self._private_parts(site), f"fmappliance-restore-{job_id}")
         except BackupError as exc:
             raise OpsFailed(str(exc)) from None
