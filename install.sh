@@ -1126,7 +1126,7 @@ configure_fleet_hub() {
     if place_file "$STAGE/fm-dashboard-hub.socket" "$UNIT_DIR/fm-dashboard-hub.socket" 0644 root root; then
         CHANGED_DASHBOARD=1; CHANGED_UNITS=1
     fi
-    note "add servers with: sudo fm-dashboard --config $CONFIG fleet token create --name NAME (prints the command to run there)"
+    note "add servers with: sudo $PY $PREFIX/fm-dashboard.pyz --config $CONFIG fleet token create --name NAME (prints the command to run there)"
 }
 
 # A rootless docker daemon of an agent user named with FM_AGENT_USER, checked by discovery (the
