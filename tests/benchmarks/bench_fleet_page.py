@@ -48,7 +48,7 @@ def main() -> int:
         config = write_config(
             dash_root,
             agent={"socket": world.socket_path},
-            dashboard={"threads": 24},
+            dashboard={"threads": 24, "port": free_port()},  # a fixed port: the bench asks for it below
             fleet={
                 "listen": f"127.0.0.1:{hub_port}",
                 "address": f"127.0.0.1:{hub_port}",

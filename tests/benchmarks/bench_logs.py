@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 from measure import rss_mb, verdict  # noqa: E402
-from support.config_factory import TEST_PASSWORD, TEST_USER  # noqa: E402
+from support.config_factory import TEST_PASSWORD, TEST_PASSWORD_HASH, TEST_USER  # noqa: E402
 from support.streams import LineStream  # noqa: E402
 from support.world import build_world, kill_hanging_doubles, start_agent_and_dashboard  # noqa: E402
 
@@ -33,12 +33,16 @@ GOAL_GROWTH_MB = 5.0
 FLOOD_LINES = 200_000  # ~20 MB with the container prefix and timestamp
 
 
-def sign_in(url: str) -> tuple[urllib.request.OpenerDirector, str]:
+# A user may follow 3 logs at once (dashboard/relays.py): the streams are spread over operators.
+STREAM_USERS = [f"ops{i}" for i in range(STREAMS // 2)]
+
+
+def sign_in(url: str, user: str = TEST_USER) -> tuple[urllib.request.OpenerDirector, str]:
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     with opener.open(url + "/login", timeout=10) as res:
         token = re.search(r'name="csrf_token" value="([^"]+)"', res.read().decode()).group(1)
-    form = urllib.parse.urlencode({"username": TEST_USER, "password": TEST_PASSWORD, "csrf_token": token}).encode()
+    form = urllib.parse.urlencode({"username": user, "password": TEST_PASSWORD, "csrf_token": token}).encode()
     with opener.open(urllib.request.Request(url + "/login", data=form, headers={"Origin": url}), timeout=10):
         pass
     return opener, next(c.value for c in jar if c.name == "fmsession")
@@ -66,13 +70,16 @@ def page_times(opener, url: str, n: int = 20) -> list[float]:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         world = build_world(Path(tmp))
-        agent, dashboard = start_agent_and_dashboard(world)
+        users = {TEST_USER: TEST_PASSWORD_HASH}
+        users.update({user: {"password": TEST_PASSWORD_HASH, "role": "operator"} for user in STREAM_USERS})
+        agent, dashboard = start_agent_and_dashboard(world, dashboard={"credentials": users})
         streams: list[Stream] = []
         try:
             opener, cookie = sign_in(dashboard.url)
             page_times(opener, dashboard.url, 3)  # warm up
             idle = statistics.median(page_times(opener, dashboard.url))
-            streams = [Stream(dashboard.port, cookie) for _ in range(STREAMS)]
+            cookies = [sign_in(dashboard.url, user)[1] for user in STREAM_USERS]
+            streams = [Stream(dashboard.port, cookies[i % len(cookies)]) for i in range(STREAMS)]
             busy_times = page_times(opener, dashboard.url)
             busy = statistics.median(busy_times)
             print(f"GET /dashboard with no log stream: {idle * 1000:.0f} ms (information)")
