@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from fmappliance.agent.docker_cli import compose_failure_reason
-from fmappliance.wire import FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, UNFINISHED, format_timestamp
+from fmappliance.wire import FAILED, FINISHED, JOB_FIELDS, QUEUED, RUNNING, SUCCEEDED, UNFINISHED, format_timestamp
 
 from .runner import CommandResult, redact_text, run_command
 
@@ -35,20 +35,7 @@ ABANDONED_MESSAGE = "The agent stopped while this job was running; it did not fi
 INTERNAL_ERROR_MESSAGE = "Internal error in the agent; see its log."
 TRUNCATION_NOTE = "[... earlier output cut ...]\n"
 
-_COLUMNS = (
-    "id",
-    "action",
-    "stack",
-    "site",
-    "status",
-    "created",
-    "started",
-    "finished",
-    "exit_code",
-    "message",
-    "output",
-    "result",
-)
+_COLUMNS = JOB_FIELDS  # the table's columns are the fields the API answers (wire.py)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
