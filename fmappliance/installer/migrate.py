@@ -35,23 +35,29 @@ def migrate_text(text: str, sockets: dict[str, tuple[str, str]], names: list[str
     lines = text.splitlines(keepends=True)
     moved = []
     for name in names:
-        for i, line in enumerate(lines):
-            if re.fullmatch(rf"{name}:[ \t]*(#.*)?\r?\n?", line):
-                indent = "  "
-                for following in lines[i + 1 :]:
-                    match = re.match(r"([ \t]+)\S", following)
-                    if match:
-                        indent = match.group(1)
-                        break
-                path, group = sockets[name]
-                added = [
-                    f'{indent}socket: "{path}"  # moved from TCP by install.sh\n',
-                    f'{indent}socket_group: "{group}"\n',
-                ]
-                lines[i + 1 : i + 1] = added
-                moved.append(name)
-                break
+        found = find_section(lines, name)
+        if found is None:
+            continue
+        i, indent = found
+        path, group = sockets[name]
+        lines[i + 1 : i + 1] = [
+            f'{indent}socket: "{path}"  # moved from TCP by install.sh\n',
+            f'{indent}socket_group: "{group}"\n',
+        ]
+        moved.append(name)
     return "".join(lines), moved
+
+
+def find_section(lines: list[str], name: str) -> tuple[int, str] | None:
+    """(index of the block-style ``name:`` header line, the indent of its first key) or None."""
+    for i, line in enumerate(lines):
+        if re.fullmatch(rf"{name}:[ \t]*(#.*)?\r?\n?", line):
+            for following in lines[i + 1 :]:
+                match = re.match(r"([ \t]+)\S", following)
+                if match:
+                    return i, match.group(1)
+            return i, "  "
+    return None
 
 
 def migrate_config(path: str, sockets: dict[str, tuple[str, str]]) -> list[str]:
@@ -95,18 +101,13 @@ def add_dashboard_key(path: str, key: str, value: str) -> bool:
     if not isinstance(section, dict) or key in section:
         return False
     lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if re.fullmatch(r"dashboard:[ \t]*(#.*)?\r?\n?", line):
-            indent = "  "
-            for following in lines[i + 1 :]:
-                match = re.match(r"([ \t]+)\S", following)
-                if match:
-                    indent = match.group(1)
-                    break
-            lines.insert(i + 1, f"{indent}{key}: {json.dumps(value)}  # added by install.sh\n")
-            _replace(path, "".join(lines))
-            return True
-    return False
+    found = find_section(lines, "dashboard")
+    if found is None:
+        return False
+    i, indent = found
+    lines.insert(i + 1, f"{indent}{key}: {json.dumps(value)}  # added by install.sh\n")
+    _replace(path, "".join(lines))
+    return True
 
 
 def add_fleet_hub(path: str, listen: str, address: str) -> bool:
