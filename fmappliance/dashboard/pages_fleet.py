@@ -18,9 +18,9 @@ import json
 
 import bottle
 
-from fmappliance.bearer import bearer_token_matches
 from fmappliance.dashboard import negotiation
 from fmappliance.dashboard.agent_client import AgentError
+from fmappliance.dashboard.pages_metrics import scrape_refusal
 from fmappliance.fleet.token import SERVER_NAME_RULE, is_valid_server_name
 from fmappliance.prometheus_text import CONTENT_TYPE, Family, render
 from fmappliance.wire import format_timestamp
@@ -66,20 +66,6 @@ def register(app: bottle.Bottle, ctx) -> None:
         if view is None:
             raise ctx.fail(404, "This dashboard runs no fleet hub (fleet.listen is not set).")
         return view
-
-    def scrape_refusal():
-        if not scrape_token:
-            return ctx.fail(404, "There is no such page.")
-        if not bearer_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), scrape_token):
-            return bottle.HTTPResponse(
-                "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
-                status=401,
-                headers={
-                    "Content-Type": "text/plain; charset=utf-8",
-                    "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"',
-                },
-            )
-        return None
 
     @app.get("/fleet")
     @ctx.login_required
@@ -195,7 +181,7 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     @app.get("/metrics/server/<name>")
     def server_metrics(name):
-        refused = scrape_refusal()
+        refused = scrape_refusal(ctx, scrape_token)
         if refused is not None:
             return refused
         view = view_or_404()
@@ -213,7 +199,7 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     @app.get("/fleet/prometheus-sd")
     def prometheus_sd():
-        refused = scrape_refusal()
+        refused = scrape_refusal(ctx, scrape_token)
         if refused is not None:
             return refused
         view = view_or_404()

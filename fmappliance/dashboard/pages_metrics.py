@@ -18,6 +18,24 @@ from fmappliance.prometheus_text import CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 
+def scrape_refusal(ctx, token: str | None):
+    """The answer to a scrape without the right ``dashboard.metrics_token`` (404 while none is set), or None.
+
+    Shared by every page Prometheus scrapes (/metrics, the fleet's per-server metrics and service discovery)."""
+    if not token:
+        return ctx.fail(404, "There is no such page.")
+    if not bearer_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), token):
+        return bottle.HTTPResponse(
+            "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
+            status=401,
+            headers={
+                "Content-Type": "text/plain; charset=utf-8",
+                "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"',
+            },
+        )
+    return None
+
+
 def register(app: bottle.Bottle, ctx) -> None:
     token = ctx.config["dashboard"].get("metrics_token")
     if not token:
@@ -25,17 +43,9 @@ def register(app: bottle.Bottle, ctx) -> None:
 
     @app.get("/metrics")
     def metrics():
-        if not token:
-            return ctx.fail(404, "There is no such page.")
-        if not bearer_token_matches(bottle.request.environ.get("HTTP_AUTHORIZATION"), token):
-            return bottle.HTTPResponse(
-                "Missing or wrong scrape token: send 'Authorization: Bearer <token>' (dashboard.metrics_token_file).\n",
-                status=401,
-                headers={
-                    "Content-Type": "text/plain; charset=utf-8",
-                    "WWW-Authenticate": 'Bearer realm="fm-dashboard metrics"',
-                },
-            )
+        refused = scrape_refusal(ctx, token)
+        if refused is not None:
+            return refused
         try:
             agent_text = ctx.agent.metrics_text()
         except AgentError as exc:
