@@ -10,6 +10,17 @@ dashboard/pages_stacks.py), the failed-job notifications (dashboard/job_watch.py
 fake agent and the action table in the docs (:func:`markdown_table`, written by packaging/gen_docs.py).
 
 Adding an action: a row here and a module in fmappliance/agent/handlers/ with its ``@handles``.
+
+A row with a ``verb`` is also a dashboard button (POST /stack/<stack>/<verb> or /site/<stack>/<site>/<verb>,
+allowed from ``role`` up, with a fresh second factor when ``step_up``); dashboard/views.py:action_buttons
+turns these fields into the buttons of a stack or site card, with no template naming an action:
+
+- ``label``: the button's text ("Backup now");
+- ``confirm``: the question the browser asks before posting, {stack} and {site} filled in ("" asks none);
+- ``style``: its look, one of :data:`BUTTON_STYLES` ("" plain, "primary", "warn", "danger": app.css classes);
+- ``title``: its tooltip ("" none);
+- ``button_order``: the buttons of a stack or site are shown by this number, then in table order
+  (the default puts a new button last).
 """
 
 from __future__ import annotations
@@ -23,6 +34,8 @@ from fmappliance import wire
 STACK, SITE, GLOBAL = "stack", "site", "global"
 #: Dashboard roles (the same names as config.ROLES), least to most privileged.
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+#: A button's ``style``: plain, or one of the button classes of assets/static/app.css.
+BUTTON_STYLES = ("", "primary", "warn", "danger")
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,16 @@ class ActionSpec:
     verb: str | None = None
     #: The button needs a freshly proved second factor (destructive).
     step_up: bool = False
+    #: The button's text (every row with a verb has one).
+    label: str = ""
+    #: The question asked before the button posts; {stack} and {site} are filled in ("" asks none).
+    confirm: str = ""
+    #: The button's look: one of BUTTON_STYLES.
+    style: str = ""
+    #: The button's tooltip ("" none).
+    title: str = ""
+    #: Lower first among the buttons of a stack or site; equal ones in table order.
+    button_order: int = 100
     #: For the docs: what it does.
     doc: str = ""
 
@@ -140,6 +163,9 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         allowed_by_default=True,
         role=OPERATOR,
         verb="restart",
+        label="Restart",
+        confirm="Restart stack {stack}? All its containers restart, the database included; sites are briefly down.",
+        button_order=10,
         doc="Restart every service of the stack.",
     ),
     ActionSpec(
@@ -153,6 +179,10 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         role=ADMIN,
         verb="update",
         step_up=True,
+        label="Update",
+        confirm="Update stack {stack}? It pulls new images and restarts it; sites are briefly down.",
+        style="warn",
+        button_order=20,
         doc="Back up every site, pull and restart, health-check; roll back on failure.",
     ),
     ActionSpec(
@@ -163,6 +193,9 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         allowed_by_default=True,
         role=OPERATOR,
         verb="restart",
+        label="Restart",
+        confirm="Restart site {site}? Its services restart; the site is briefly down.",
+        button_order=20,
         doc="Restart the services that serve the site.",
     ),
     ActionSpec(
@@ -173,6 +206,10 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         allowed_by_default=True,
         role=OPERATOR,
         verb="migrate",
+        label="Migrate",
+        confirm="Migrate site {site}? It runs bench migrate.",
+        style="warn",
+        button_order=40,
         doc="`bench --site S migrate`.",
     ),
     ActionSpec(
@@ -184,6 +221,9 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         fields=(Field("label", _label, doc="'manual' (default) or 'scheduled'"),),
         role=OPERATOR,
         verb="backup",
+        label="Backup now",
+        style="primary",
+        button_order=10,
         doc="`bench backup --with-files`, verified and published, then retention.",
     ),
     ActionSpec("start_stack", STACK, "Start of stack {stack} started.", 600, doc="Start the stack's services."),
@@ -230,6 +270,9 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         failure_subject="Restore test of {site} on {stack}",
         role=OPERATOR,
         verb="test-restore",
+        label="Test restore",
+        title="Restore the newest verified backup into a throwaway site and check it; the live site is not touched",
+        button_order=30,
         doc="Restore a backup into a throwaway site, check it, drop it; the outcome is kept per site.",
     ),
     ActionSpec(
@@ -274,6 +317,12 @@ def spec_of(action: str) -> ActionSpec | None:
 def buttons(scope: str) -> dict[str, str]:
     """The dashboard's button verbs of a scope -> the action each asks for."""
     return {spec.verb: spec.name for spec in ACTION_SPECS if spec.scope == scope and spec.verb}
+
+
+def button_specs(scope: str) -> list[ActionSpec]:
+    """The rows with a dashboard button of a scope (stack or site), in the order the buttons are shown."""
+    found = [spec for spec in ACTION_SPECS if spec.scope == scope and spec.verb]
+    return sorted(found, key=lambda spec: spec.button_order)  # stable: equal ones keep table order
 
 
 def accepted_fields(action: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ authorisation, the notifications and the docs all agree with it (no process is s
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,56 @@ def test_the_wire_module_names_the_job_fields_and_statuses_the_api_documents():
     assert wire.JOB_STATUSES == ("queued", "running", "succeeded", "failed")
     assert set(wire.UNFINISHED) | set(wire.FINISHED) == set(wire.JOB_STATUSES)
     assert wire.backup_time("2026-01-13_02-00-03") == "2026-01-13T02:00:03Z"
+
+
+def test_every_button_row_says_what_its_button_shows():
+    for spec in ACTION_SPECS:
+        if spec.verb is None:
+            assert not (spec.label or spec.confirm or spec.title), spec.name
+            continue
+        assert spec.label and spec.style in actions_table.BUTTON_STYLES, spec.name
+        spec.confirm.format(stack="prod", site="a.example")  # only {stack} and {site} to fill in
+
+
+def test_a_new_row_with_a_verb_is_a_button_on_the_page_without_a_template_change(monkeypatch):
+    from fmappliance.dashboard import views
+    from fmappliance.dashboard.templates import Templates
+
+    prune = actions_table.ActionSpec(
+        "prune_site",
+        actions_table.SITE,
+        "Prune of {site} on {stack} started.",
+        600,
+        role=actions_table.OPERATOR,
+        verb="prune",
+        label="Prune",
+        confirm="Prune site {site} of {stack}? Old backups go.",
+        style="danger",
+        button_order=35,
+    )
+    monkeypatch.setattr(actions_table, "ACTION_SPECS", (*ACTION_SPECS, prune))
+    shaped = views.shape_stack({"name": "prod", "status": "running", "sites": ["a.example", "b.example"]}, None)
+    refused = {"/site/prod/b.example/backup", "/site/prod/b.example/restart", "/site/prod/b.example/migrate"}
+    refused |= {"/site/prod/b.example/test-restore", "/site/prod/b.example/prune", "/stack/prod/update"}
+
+    def can(method, url):
+        return method == "POST" and url not in refused
+
+    stack = views.with_buttons(can, shaped)
+    html = Templates().render(
+        "stack", stack=stack, jobs=[], name="prod", csrf_token="TOKEN", return_to="/stack/prod", can=can
+    )
+    row = html.split('<tr data-site="a.example">')[1].split("</tr>")[0]
+    labels = re.findall(r"<button [^>]*>([^<]*)</button>", row)
+    assert labels == ["Backup now", "Restart", "Test restore", "Prune", "Migrate"]  # button_order, then table order
+    assert (
+        '<button type="submit" class="danger" formaction="/site/prod/a.example/prune" '
+        'hx-post="/site/prod/a.example/prune" hx-confirm="Prune site a.example of prod? Old backups go.">Prune</button>'
+    ) in row
+    assert '<form class="actions" method="post" action="/site/prod/a.example/backup">' in row
+    assert '<input type="hidden" name="csrf_token" value="TOKEN">' in row
+    # What the session may not use is not shown; a site with nothing left says so.
+    other = html.split('<tr data-site="b.example">')[1].split("</tr>")[0]
+    assert "<button" not in other and '<span class="muted">view only</span>' in other
+    head = html.split('<div class="page-head">')[1].split("</div>")[0]
+    assert re.findall(r"<button [^>]*>([^<]*)</button>", head) == ["Restart"]

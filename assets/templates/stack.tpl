@@ -2,7 +2,7 @@
 <div class="page-head">
 <h1 id="stack-title" data-refresh>{{stack['name']}} <span class="badge {{stack['badge']}}">{{stack['status']}}</span>{{!' <span class="badge badge-warn" data-needs-migration>needs fm migrate</span>' if stack['needs_migration'] else ''}}</h1>
 <p class="muted">{{stack['type']}} &middot; <code>{{stack['path']}}</code> &middot; checked {{stack['checked']}}</p>
-{{!partial('stack_actions', base='/stack/' + stack['qname'], stack=stack['name'], csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_buttons', buttons=stack['buttons'], csrf_token=csrf_token, return_to=return_to)}}
 </div>
 % if stack['reason']:
 <div class="notice notice-error">{{stack['reason']}}</div>
@@ -46,7 +46,7 @@
 <span class="badge {{'badge-warn' if site['offsite']['warn'] else 'badge-ok'}}" data-offsite="{{site['name']}}">{{site['offsite']['text']}}</span>
 % end
 </td>
-<td>{{!partial('site_actions', base='/site/' + stack['qname'] + '/' + site['qname'], site=site['name'], csrf_token=csrf_token, return_to=return_to)}}</td>
+<td>{{!partial('action_buttons', buttons=site['buttons'], view_only=True, csrf_token=csrf_token, return_to=return_to)}}</td>
 </tr>
 % end
 </tbody>

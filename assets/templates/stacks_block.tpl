@@ -10,7 +10,7 @@
 % if s['needs_migration']:
 <span class="badge badge-warn" data-needs-migration="{{s['name']}}" title="run fm migrate on the server">needs fm migrate</span>
 % end
-{{!partial('stack_actions', base='/stack/' + s['qname'], stack=s['name'], csrf_token=csrf_token, return_to=return_to)}}
+{{!partial('action_buttons', buttons=s['buttons'], csrf_token=csrf_token, return_to=return_to)}}
 </div>
 % if s['reason']:
 <div class="notice notice-error">{{s['reason']}}</div>
@@ -37,7 +37,7 @@
 <span class="badge {{'badge-warn' if site['offsite']['warn'] else 'badge-ok'}}" data-offsite="{{site['name']}}">{{site['offsite']['text']}}</span>
 % end
 </td>
-<td>{{!partial('site_actions', base='/site/' + s['qname'] + '/' + site['qname'], site=site['name'], csrf_token=csrf_token, return_to=return_to)}}</td>
+<td>{{!partial('action_buttons', buttons=site['buttons'], view_only=True, csrf_token=csrf_token, return_to=return_to)}}</td>
 </tr>
 % end
 </tbody>

@@ -77,7 +77,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         cached_key, cached_payload, cached_pieces = render_cache.get(role, (None, None, []))
         if cached_key == key and cached_payload is payload:
             return cached_pieces
-        stacks = views.shape_stacks(payload, now, ctx.backup_age.stale_hours)
+        stacks = [views.with_buttons(ctx.can, s) for s in views.shape_stacks(payload, now, ctx.backup_age.stale_hours)]
         html = ctx.render(
             "stacks_block", stacks=stacks, failed=failed, csrf_token=CSRF_PLACEHOLDER, return_to="/dashboard"
         )
@@ -143,7 +143,9 @@ def register(app: bottle.Bottle, ctx) -> None:
             name,
             banner=banner,
             name=name,
-            stack=views.shape_stack(stack, now, ctx.backup_age.stale_hours) if isinstance(stack, dict) else None,
+            stack=views.with_buttons(ctx.can, views.shape_stack(stack, now, ctx.backup_age.stale_hours))
+            if isinstance(stack, dict)
+            else None,
             jobs=[views.shape_job(j, now) for j in jobs if isinstance(j, dict)],
             return_to="/stack/" + views.url_part(name),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 
-from fmappliance import wire
+from fmappliance import actions_table, wire
 from fmappliance.dashboard.backup_age import STALE_BACKUP_HOURS
 from fmappliance.wire import parse_timestamp
 
@@ -210,6 +210,39 @@ def shape_stack(stack: dict, now: dt.datetime, stale_hours=None) -> dict:
         "sites": sites,
         "checked": human_age(stack.get("checked_at"), now),
     }
+
+
+def action_buttons(can, scope: str, base: str, *, stack: str, site: str = "") -> list[dict]:
+    """The buttons of one stack (``base`` /stack/<stack>) or site (/site/<stack>/<site>) that ``can``
+    lets this session use, in the order fmappliance/actions_table.py gives them.
+
+    Each is {"url", "label", "style", "confirm", "title"}; the template names no action, so a new
+    row with a verb is a new button.  ``stack`` and ``site`` fill in the confirm sentence.
+    """
+    found = []
+    for spec in actions_table.button_specs(scope):
+        url = f"{base}/{spec.verb}"
+        if can("POST", url):
+            found.append(
+                {
+                    "url": url,
+                    "label": spec.label,
+                    "style": spec.style,
+                    "confirm": spec.confirm.format(stack=stack, site=site),
+                    "title": spec.title,
+                }
+            )
+    return found
+
+
+def with_buttons(can, stack: dict) -> dict:
+    """A shaped stack (:func:`shape_stack`) with the buttons of the stack and of each of its sites."""
+    base = "/stack/" + stack["qname"]
+    stack["buttons"] = action_buttons(can, actions_table.STACK, base, stack=stack["name"])
+    for site in stack["sites"]:
+        site_base = f"/site/{stack['qname']}/{site['qname']}"
+        site["buttons"] = action_buttons(can, actions_table.SITE, site_base, stack=stack["name"], site=site["name"])
+    return stack
 
 
 def shape_disk(disk) -> dict | None:
