@@ -8,7 +8,6 @@ last result and lateness as the agent reports them (``GET /schedules``).
 
 from __future__ import annotations
 
-import json
 import re
 
 import bottle
@@ -227,28 +226,6 @@ def register(app: bottle.Bottle, ctx) -> None:
     def status_item(schedule_id: str):
         return next((i for i in scheduler.status(ctx.now(), page_server()) if i["id"] == schedule_id), None)
 
-    def read_fields():
-        """The submitted fields (form or JSON), or (None, status, message)."""
-        request = bottle.request
-        content_type = (request.content_type or "").split(";")[0].strip().lower()
-        if content_type == "application/json":
-            raw = request.body.read(MAX_JSON_BODY + 1)
-            if len(raw) > MAX_JSON_BODY:
-                return None, 413, "The request is too large."
-            try:
-                data = json.loads(raw or b"null")
-            except ValueError:
-                return None, 400, "The body is not valid JSON; send an object with the schedule's fields."
-            if not isinstance(data, dict):
-                return (
-                    None,
-                    400,
-                    "Send a JSON object with the fields kind, stack, site, frequency, time, day_of_week, day_of_month"
-                    " and timezone.",
-                )
-            return {k: data.get(k) for k in FIELDS if data.get(k) is not None}, None, None
-        return {k: request.forms.getunicode(k, default="") for k in FIELDS}, None, None
-
     @app.get("/scheduler")
     @ctx.login_required
     def scheduler_page():
@@ -264,7 +241,7 @@ def register(app: bottle.Bottle, ctx) -> None:
     @app.post("/scheduler/add")
     @ctx.protected_post
     def add():
-        fields, status, problem = read_fields()
+        fields, status, problem = negotiation.read_fields(bottle.request, FIELDS, max_bytes=MAX_JSON_BODY)
         if fields is None:
             return ctx.fail(status, problem)
         known = known_stacks()

@@ -6,9 +6,7 @@ Pure functions of (fields, agent data), so the page code stays thin and the rule
 
 from __future__ import annotations
 
-import json
-
-from fmappliance.dashboard import views
+from fmappliance.dashboard import negotiation, views
 from fmappliance.wire import is_valid_site_name, is_valid_stack_name
 
 RESTORE_FIELDS = ("target_stack", "target_site", "create_site", "confirm")
@@ -18,20 +16,11 @@ _TRUE = ("1", "on", "true", "yes")
 
 
 def read_fields(request, fields: tuple) -> tuple[dict | None, int | None, str | None]:
-    """The submitted fields (form or JSON) as text, or (None, status, message)."""
-    content_type = (request.content_type or "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        raw = request.body.read(MAX_JSON_BODY + 1)
-        if len(raw) > MAX_JSON_BODY:
-            return None, 413, "The request is too large."
-        try:
-            data = json.loads(raw or b"null")
-        except ValueError:
-            return None, 400, "The body is not valid JSON; send an object with the fields " + ", ".join(fields) + "."
-        if not isinstance(data, dict):
-            return None, 400, "Send a JSON object with the fields " + ", ".join(fields) + "."
-        return {k: _text(data.get(k)) for k in fields}, None, None
-    return {k: request.forms.getunicode(k, default="") or "" for k in fields}, None, None
+    """The submitted fields (form or JSON), every one as text, or (None, status, message)."""
+    found, status, message = negotiation.read_fields(request, fields, max_bytes=MAX_JSON_BODY)
+    if found is None:
+        return None, status, message
+    return {k: _text(found.get(k)) for k in fields}, None, None
 
 
 def _text(value) -> str:
