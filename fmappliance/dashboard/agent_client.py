@@ -233,6 +233,16 @@ class AgentClient:
             reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise AgentError(f"Agent unreachable at {self.where}: {reason}") from None
 
+    def _exchange(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        """Send and read the whole answer; returns (response, body bytes) or raises AgentError."""
+        conn, resp = self._send(method, path, body, headers)
+        try:
+            return resp, resp.read()
+        except (OSError, http.client.HTTPException):
+            raise AgentError(f"Agent at {self.where} broke off its answer") from None
+        finally:
+            conn.close()
+
     def _error_for(self, status: int, raw: bytes) -> AgentError:
         message = ""
         try:
@@ -252,15 +262,21 @@ class AgentClient:
             )
         return AgentError(message or f"The agent refused the request ({status}).", status)
 
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        """One JSON request; returns (status, payload) for 2xx, raises AgentError otherwise."""
-        conn, resp = self._send(method, path, body)
+    def _refusal(self, conn, resp) -> AgentError:
+        """A stream the agent refused (a log, a download): its error from the first 64 KiB of the answer."""
         try:
-            raw = resp.read()
+            raw = resp.read(64 * 1024)
         except (OSError, http.client.HTTPException):
-            raise AgentError(f"Agent at {self.where} broke off its answer") from None
+            raw = b""
         finally:
             conn.close()
+        error = self._error_for(resp.status, raw)
+        error.retry_after = resp.getheader("Retry-After")
+        return error
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """One JSON request; returns (status, payload) for 2xx, raises AgentError otherwise."""
+        resp, raw = self._exchange(method, path, body)
         if not 200 <= resp.status < 300:
             raise self._error_for(resp.status, raw)
         try:
@@ -323,13 +339,7 @@ class AgentClient:
 
     def metrics_text(self) -> str:
         """``GET /metrics``: the agent's series in the Prometheus text format, to relay as they are."""
-        conn, resp = self._send("GET", "/metrics", headers={"Accept": "text/plain"})
-        try:
-            raw = resp.read()
-        except (OSError, http.client.HTTPException):
-            raise AgentError(f"Agent at {self.where} broke off its answer") from None
-        finally:
-            conn.close()
+        resp, raw = self._exchange("GET", "/metrics", headers={"Accept": "text/plain"})
         if resp.status != 200:
             raise self._error_for(resp.status, raw)
         if not (resp.getheader("Content-Type") or "").startswith("text/plain"):
@@ -397,15 +407,7 @@ class AgentClient:
             on_sent=lambda c: sent.setdefault("sock", c.sock),
         )
         if resp.status != 200:
-            try:
-                raw = resp.read(64 * 1024)
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                conn.close()
-            error = self._error_for(resp.status, raw)
-            error.retry_after = resp.getheader("Retry-After")
-            raise error
+            raise self._refusal(conn, resp)
         return LogStream(conn, sent["sock"], resp)
 
     def stream_download(
@@ -417,11 +419,5 @@ class AgentClient:
             headers["Range"] = range_header
         conn, resp = self._send(method, f"/backups/{_quote(stack)}/{_quote(site)}/{_quote(file)}", headers=headers)
         if resp.status not in (200, 206):
-            try:
-                raw = resp.read(64 * 1024)
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            finally:
-                conn.close()
-            raise self._error_for(resp.status, raw)
+            raise self._refusal(conn, resp)
         return Download(conn, resp)
