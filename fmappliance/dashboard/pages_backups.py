@@ -43,6 +43,11 @@ def relay(download, release):
 def register(app: bottle.Bottle, ctx) -> None:
     slots = ctx.services.relay_slots
 
+    def audit_download(target: str, result: str) -> None:
+        ctx.audit.record(
+            user=ctx.session().user, address=ctx.client_address(), action="download", target=target, result=result
+        )
+
     def name_problem(stack, site, file=None):
         if not is_valid_stack_name(stack):
             return "That is not a valid stack name."
@@ -132,17 +137,10 @@ def register(app: bottle.Bottle, ctx) -> None:
         if problem:
             return ctx.fail(400, problem)
         request = bottle.request
-        session = ctx.session()
         target = f"{stack}/{site}/{file}"
         fetch_site = (request.get_header("Sec-Fetch-Site") or "").strip().lower()
         if fetch_site in REFUSED_FETCH_SITES:
-            ctx.audit.record(
-                user=session.user,
-                address=ctx.client_address(),
-                action="download",
-                target=target,
-                result=f"refused: started from another site ({fetch_site})",
-            )
+            audit_download(target, f"refused: started from another site ({fetch_site})")
             return ctx.fail(
                 403,
                 "Downloads start only from the dashboard's own pages: open the backups page and use its download link.",
@@ -151,13 +149,7 @@ def register(app: bottle.Bottle, ctx) -> None:
         accel = ctx.config["dashboard"]["download_mode"] == "accel" and ctx.is_local_request()
         streaming = not accel and request.method != "HEAD"
         if streaming and not slots.acquire(blocking=False):
-            ctx.audit.record(
-                user=session.user,
-                address=ctx.client_address(),
-                action="download",
-                target=target,
-                result="refused: too many downloads",
-            )
+            audit_download(target, "refused: too many downloads")
             response = ctx.fail(503, "Too many downloads are running at once; try again in a minute.")
             response.set_header("Retry-After", str(RETRY_DOWNLOAD_SECONDS))
             return response
@@ -172,7 +164,6 @@ def register(app: bottle.Bottle, ctx) -> None:
     def open_download(stack, site, file, target, accel):
         """(answer, True when a relay now owns the download slot and frees it at its end)."""
         request = bottle.request
-        session = ctx.session()
         # With accel, nginx answers Range itself from the file; the agent only confirms it exists.
         range_header = None if accel else request.get_header("Range")
         try:
@@ -182,18 +173,10 @@ def register(app: bottle.Bottle, ctx) -> None:
         except AgentError as exc:
             # 503: a fleet server's link has every connection in use (or the agent's relay budget is spent).
             status = exc.status if exc.status in (400, 404, 416, 503) else 502
-            ctx.audit.record(
-                user=session.user,
-                address=ctx.client_address(),
-                action="download",
-                target=target,
-                result=f"failed: {exc.message}",
-            )
+            audit_download(target, f"failed: {exc.message}")
             return ctx.fail(status, exc.message), False
         result = "ok" if download.status == 200 else f"partial ({range_header})"
-        ctx.audit.record(
-            user=session.user, address=ctx.client_address(), action="download", target=target, result=result
-        )
+        audit_download(target, result)
         headers = dict(download.headers)
         headers.setdefault("Content-Type", "application/octet-stream")
         headers["Content-Disposition"] = f'attachment; filename="{file}"'
