@@ -591,17 +591,21 @@ def make_app(
     app.add_hook("before_request", _authorize_hook(ctx, app))
     app.add_hook("before_request", server_scope.select_hook(ctx, app))
 
-    pages_public.register(app, ctx)
-    pages_auth.register(app, ctx)
-    pages_account.register(app, ctx)
-    pages_stacks.register(app, ctx)
-    pages_logs.register(app, ctx)
-    pages_backups.register(app, ctx)
-    pages_restore.register(app, ctx)
-    pages_jobs.register(app, ctx)
-    pages_audit.register(app, ctx)
-    pages_scheduler.register(app, ctx)
-    pages_host.register(app, ctx)
-    pages_metrics.register(app, ctx)
-    pages_fleet.register(app, ctx)
+    # In this order: bottle tries dynamic routes in the order they were added.
+    for pages in (
+        pages_public,
+        pages_auth,
+        pages_account,
+        pages_stacks,
+        pages_logs,
+        pages_backups,
+        pages_restore,
+        pages_jobs,
+        pages_audit,
+        pages_scheduler,
+        pages_host,
+        pages_metrics,
+        pages_fleet,
+    ):
+        pages.register(app, ctx)
     return app
