@@ -21,6 +21,9 @@ turns these fields into the buttons of a stack or site card, with no template na
 - ``title``: its tooltip ("" none);
 - ``button_order``: the buttons of a stack or site are shown by this number, then in table order
   (the default puts a new button last).
+
+``job_label`` is what the dashboard calls the action's jobs ("Migration of erp.example.com on prod
+succeeded."); without one, the name in words ("Offsite copy").
 """
 
 from __future__ import annotations
@@ -86,8 +89,14 @@ class ActionSpec:
     title: str = ""
     #: Lower first among the buttons of a stack or site; equal ones in table order.
     button_order: int = 100
+    #: What the dashboard calls its job ("Migration of erp.example.com …"); "" says the name in words.
+    job_label: str = ""
     #: For the docs: what it does.
     doc: str = ""
+
+    @property
+    def job_name(self) -> str:
+        return self.job_label or self.name.replace("_", " ").capitalize()
 
     @property
     def is_site_action(self) -> bool:
@@ -166,6 +175,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         label="Restart",
         confirm="Restart stack {stack}? All its containers restart, the database included; sites are briefly down.",
         button_order=10,
+        job_label="Restart",
         doc="Restart every service of the stack.",
     ),
     ActionSpec(
@@ -183,6 +193,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         confirm="Update stack {stack}? It pulls new images and restarts it; sites are briefly down.",
         style="warn",
         button_order=20,
+        job_label="Update",
         doc="Back up every site, pull and restart, health-check; roll back on failure.",
     ),
     ActionSpec(
@@ -196,6 +207,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         label="Restart",
         confirm="Restart site {site}? Its services restart; the site is briefly down.",
         button_order=20,
+        job_label="Restart",
         doc="Restart the services that serve the site.",
     ),
     ActionSpec(
@@ -210,6 +222,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         confirm="Migrate site {site}? It runs bench migrate.",
         style="warn",
         button_order=40,
+        job_label="Migration",
         doc="`bench --site S migrate`.",
     ),
     ActionSpec(
@@ -224,10 +237,20 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         label="Backup now",
         style="primary",
         button_order=10,
+        job_label="Backup",
         doc="`bench backup --with-files`, verified and published, then retention.",
     ),
-    ActionSpec("start_stack", STACK, "Start of stack {stack} started.", 600, doc="Start the stack's services."),
-    ActionSpec("stop_stack", STACK, "Stop of stack {stack} started.", 600, doc="Stop the stack's services."),
+    ActionSpec(
+        "start_stack",
+        STACK,
+        "Start of stack {stack} started.",
+        600,
+        job_label="Start",
+        doc="Start the stack's services.",
+    ),
+    ActionSpec(
+        "stop_stack", STACK, "Stop of stack {stack} started.", 600, job_label="Stop", doc="Stop the stack's services."
+    ),
     ActionSpec(
         "restore_site",
         SITE,
@@ -244,6 +267,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         failure_event="restore_failed",
         failure_subject="Restore of {site} on {stack}",
         role=ADMIN,  # an operator may restore onto a new site (dashboard/authorize.py's restore rule)
+        job_label="Restore",
         doc="Safety backup, then restore the backup onto the site (or, for an operator too, a new one).",
     ),
     ActionSpec(
@@ -254,6 +278,7 @@ ACTION_SPECS: tuple[ActionSpec, ...] = (
         allowed_by_default=True,
         fields=(Field("name", _import_set, required=True, doc="an import set as GET /imports lists it"),),
         role=ADMIN,
+        job_label="Import",
         doc="Verify an uploaded bench backup set and publish it as a backup of the site.",
     ),
     ActionSpec(

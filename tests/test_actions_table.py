@@ -130,6 +130,16 @@ def test_every_button_row_says_what_its_button_shows():
         spec.confirm.format(stack="prod", site="a.example")  # only {stack} and {site} to fill in
 
 
+def test_the_dashboard_names_jobs_from_the_table():
+    from fmappliance.dashboard import views
+
+    assert views.action_name("migrate_site") == "Migration" and views.action_name("backup_site") == "Backup"
+    assert views.action_name("offsite_copy") == "Offsite copy" and views.action_name("test_restore") == "Test restore"
+    assert views.action_name("reboot_host") == "Reboot host"  # an action this dashboard does not know yet
+    job = {"action": "migrate_site", "message": "migrate_site on prod/a.example succeeded."}
+    assert views.job_message(job) == "Migration of prod/a.example succeeded."
+
+
 def test_a_new_row_with_a_verb_is_a_button_on_the_page_without_a_template_change(monkeypatch):
     from fmappliance.dashboard import views
     from fmappliance.dashboard.templates import Templates

@@ -20,26 +20,13 @@ JOB_BADGES = {
     wire.FAILED: "badge-bad",
 }
 FINAL_JOB_STATES = wire.FINISHED
-#: What the operator clicked, in words ("restart_stack" is an agent id, not a sentence).
-ACTION_NAMES = {
-    "restart_stack": "Restart",
-    "update_stack": "Update",
-    "start_stack": "Start",
-    "stop_stack": "Stop",
-    "restart_site": "Restart",
-    "migrate_site": "Migration",
-    "backup_site": "Backup",
-    "restore_site": "Restore",
-    "import_backup": "Import",
-    "test_restore": "Test restore",
-    "offsite_copy": "Offsite copy",
-    "offsite_check": "Offsite check",
-}
 
 
 def action_name(action) -> str:
+    """What the operator clicked, in words ("restart_stack" is an agent id, not a sentence)."""
     action = str(action or "")
-    return ACTION_NAMES.get(action) or action.replace("_", " ").capitalize()
+    spec = actions_table.spec_of(action)
+    return spec.job_name if spec else action.replace("_", " ").capitalize()
 
 
 def job_message(job: dict) -> str:
