@@ -5,8 +5,8 @@ and how they are checked, whether a fresh install allows it, how long it may run
 when it starts, which notification its failure raises and who on the dashboard may ask for it.
 From these rows come the agent's request checks (agent/app.py), its dispatch (agent/action_registry.py:
 the code of an action sits next to its ``@handles("name")``), the allow-list defaults and timeouts
-(config.py), the dashboard's buttons and their authorisation (dashboard/authorize.py,
-dashboard/pages_stacks.py), the failed-job notifications (dashboard/job_watch.py), the dashboard tests'
+(config.py), the dashboard's buttons, their routes and their authorisation (dashboard/views.py,
+dashboard/pages_stacks.py, dashboard/authorize.py), the job names on its pages, the failed-job notifications (dashboard/job_watch.py), the dashboard tests'
 fake agent and the action table in the docs (:func:`markdown_table`, written by packaging/gen_docs.py).
 
 Adding an action: a row here and a module in fmappliance/agent/handlers/ with its ``@handles``.
