@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from support.config_factory import TEST_PASSWORD
 from support.world import COMPOSE_SITES
 
@@ -150,8 +151,11 @@ def test_after_the_fresh_confirmation_an_update_goes_on_without_a_second_dialog(
         "#action-results .job-panel[data-action='update_stack'][data-status='succeeded'], "
         "#action-results .job-panel[data-action='update_stack'][data-status='failed']"
     ).wait_for(timeout=RESTORE_TIMEOUT_MS)
-    update.locator("xpath=..").locator(".action-status").wait_for()
-    assert update.is_enabled()
+    # The button stays busy while its job runs; when the job's result is shown it is usable again.
+    update.locator("xpath=..").locator(".action-status.action-ok, .action-status.action-failed").wait_for(
+        timeout=RESTORE_TIMEOUT_MS
+    )
+    expect(update).to_be_enabled()
     page.remove_listener("dialog", accept)
     signed_in.assert_clean()
 
