@@ -78,8 +78,15 @@ def failure_sentence(output: str, what: str) -> str:
     return f"The offsite {what} failed (restic reported an error that is not a known cause; see the agent log)."
 
 
-class OffsiteFailed(StepFailed):
-    """A restic step failed; the text is the one-sentence cause."""
+class OffsiteFailed(StepFailed, AgentError):
+    """A restic step failed; the text is the one-sentence cause.
+
+    Inside a job it is a StepFailed (the job fails with the sentence); reaching a route (a page's listing, a
+    restore's plan) it is an AgentError the error plugin answers with 502: the repository, not the request, failed.
+    """
+
+    def __init__(self, message: str):
+        AgentError.__init__(self, 502, message)
 
 
 #: What a page asking for a listing still being read is told to wait (Retry-After, seconds).
