@@ -27,6 +27,7 @@ from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.errors import AgentError
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
+from fmappliance.background_loop import BackgroundLoop
 from fmappliance.config import read_env_file
 from fmappliance.fleet.token import is_valid_server_name
 from fmappliance.wire import is_valid_site_name
@@ -734,24 +735,22 @@ class OffsiteTimer:
         self.actions = actions
         self.store = store
         self.stamp = os.path.join(config["agent"]["state_dir"], "offsite-last-check")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="offsite-timer")
+        # Not at once: the agent's start (and a backup it may be finishing) goes first.
+        self._background = BackgroundLoop(
+            "offsite-timer",
+            self.tick,
+            lambda: self.COPY_EVERY,
+            first_delay=self.FIRST_DELAY,
+            logger=log,
+            failure="the offsite catch-up round failed",
+        )
 
     def start(self) -> OffsiteTimer:
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        delay = self.FIRST_DELAY
-        while not self._stop.wait(delay):
-            delay = self.COPY_EVERY
-            try:
-                self.tick()
-            except Exception:  # the timer must outlive one bad round
-                log.exception("the offsite catch-up round failed")
+        self._background.stop()
 
     def tick(self, now: float | None = None) -> list[dict]:
         """Queue the due jobs; returns them."""
