@@ -260,6 +260,12 @@ class Offsite:
             raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), what))
         return result
 
+    def _list_snapshots(self, tag: str, *, timeout: float = 3600, check: bool = True):
+        """``restic snapshots --json`` of this server's copies carrying ``tag`` (a failure is a listing's)."""
+        return self.restic(
+            "snapshots", "--json", "--host", self.host(), "--tag", tag, timeout=timeout, what="listing", check=check
+        )
+
     def ensure_repository(self, ctx=None) -> bool:
         """Initialise the repository when it does not exist yet; True when it was initialised now."""
         result = self.restic("cat", "config", timeout=300, check=False)
@@ -333,17 +339,7 @@ class Offsite:
             return found
 
     def _read_stack(self, stack: str, timeout: float) -> dict[str, list[dict]]:
-        result = self.restic(
-            "snapshots",
-            "--json",
-            "--host",
-            self.host(),
-            "--tag",
-            f"stack={stack}",
-            timeout=timeout,
-            what="listing",
-            check=False,
-        )
+        result = self._list_snapshots(f"stack={stack}", timeout=timeout, check=False)
         if not result.ok:
             if any(m in result.output.lower() for m in _NO_REPOSITORY):
                 return {}  # nothing copied yet: the first copy initialises the repository
@@ -571,15 +567,7 @@ class Offsite:
         snaps = self.snapshots(stack, site, refresh=True)
         if not any(s["backup"] == backup for s in snaps):
             return None
-        result = self.restic(
-            "snapshots",
-            "--json",
-            "--host",
-            self.host(),
-            "--tag",
-            f"backup={backup},stack={stack},site={site}",
-            what="listing",
-        )
+        result = self._list_snapshots(f"backup={backup},stack={stack},site={site}")
         for snap in json_array(result.output):
             manifest = self._snapshot_manifest(snap, backup)
             if manifest is not None:
