@@ -115,15 +115,10 @@ class Actions:
         return job, created, message
 
     def offsite_manifest(self, stack: str, site: str, backup) -> dict:
-        """The manifest of an offsite copy, or ActionRejected (409 unconfigured, 502 unreadable, 404 absent)."""
-        from fmappliance.agent.offsite import OffsiteFailed
-
+        """The manifest of an offsite copy, or ActionRejected (409 unconfigured, 404 absent) / OffsiteFailed (502)."""
         if self.offsite is None or not self.offsite.enabled:
             raise ActionRejected(409, "Offsite copies are not configured on this server (no offsite.repository).")
-        try:
-            manifest = self.offsite.manifest_of(stack, site, backup)
-        except OffsiteFailed as exc:
-            raise ActionRejected(502, str(exc)) from None
+        manifest = self.offsite.manifest_of(stack, site, backup)  # OffsiteFailed is itself a 502
         if manifest is None:
             raise ActionRejected(404, f"There is no offsite copy of backup {backup} of {site} on {stack}.")
         return manifest

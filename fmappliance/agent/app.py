@@ -405,28 +405,19 @@ def _backup_routes(app: bottle.Bottle, services: AgentServices) -> None:
         # Made-up site names must cost nothing (issue 21.10): a site of the stack, or one with local backups.
         if site not in services.inventory.sites_for_display(stack) and not services.store.list_backups(stack, site):
             raise AgentError(404, f"Stack {stack!r} has no site named {site!r}.")
-        from fmappliance.agent.offsite import OffsiteFailed
-
-        try:  # OffsiteBusy is an AgentError (503 with Retry-After): the error plugin answers it
-            return {"snapshots": services.offsite.snapshots_for_page(stack, site)}
-        except OffsiteFailed as exc:  # a failed restic step, also a job's failure: 502 here
-            raise AgentError(502, str(exc)) from None
+        # OffsiteBusy (503 with Retry-After) and OffsiteFailed (502) are AgentErrors: the error plugin answers them.
+        return {"snapshots": services.offsite.snapshots_for_page(stack, site)}
 
     @app.route("/backups/<stack>/<site>/<name>", method=["GET", "HEAD"])
     def download_backup(stack, site, name):
-        from fmappliance.agent.backups import BackupNotFound, BadBackupRequest
         from fmappliance.agent.downloads import file_response
 
         services.inventory.check_stack(stack)
         _check_site_shape(site)
         if not is_valid_backup_file_name(name):
             raise AgentError(400, "That is not the name of a published backup file.")
-        try:
-            fileobj, st = services.store.open_published_file(stack, site, name)
-        except BackupNotFound:
-            raise AgentError(404, "There is no such backup file.") from None
-        except BadBackupRequest as exc:
-            raise AgentError(400, str(exc) or "That backup file cannot be served.") from None
+        # BackupNotFound (404) and BadBackupRequest (400) are AgentErrors: the error plugin answers them.
+        fileobj, st = services.store.open_published_file(stack, site, name)
         return file_response(
             fileobj,
             st,

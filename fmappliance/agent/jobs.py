@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from fmappliance.agent.docker_cli import compose_failure_reason
 from fmappliance.wire import FAILED, FINISHED, JOB_FIELDS, QUEUED, RUNNING, SUCCEEDED, UNFINISHED, format_timestamp
 
-from .runner import CommandResult, redact_text, run_command
+from .runner import CommandResult, OutputTail, redact_text, run_command
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,6 @@ FLUSH_INTERVAL_SECONDS = 0.5
 KEEP_JOBS = 5_000
 ABANDONED_MESSAGE = "The agent stopped while this job was running; it did not finish."
 INTERNAL_ERROR_MESSAGE = "Internal error in the agent; see its log."
-TRUNCATION_NOTE = "[... earlier output cut ...]\n"
 
 _COLUMNS = JOB_FIELDS  # the table's columns are the fields the API answers (wire.py)
 
@@ -167,34 +166,6 @@ class JobContext:
         return result
 
 
-class _OutputTail:
-    """The last MAX_OUTPUT_CHARS characters of a job's output, cheap to append to."""
-
-    def __init__(self):
-        self._chunks: collections.deque[str] = collections.deque()
-        self._size = 0
-        self._cut = False
-        self._text: str | None = ""
-
-    def append(self, text: str) -> None:
-        self._chunks.append(text)
-        self._size += len(text)
-        budget = MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)
-        while self._size > budget and len(self._chunks) > 1:
-            self._size -= len(self._chunks.popleft())
-            self._cut = True
-        self._text = None
-
-    @property
-    def text(self) -> str:
-        if self._text is None:
-            text = "".join(self._chunks)
-            if self._cut or len(text) > MAX_OUTPUT_CHARS:
-                text = TRUNCATION_NOTE + text[-(MAX_OUTPUT_CHARS - len(TRUNCATION_NOTE)) :]
-            self._text = text
-        return self._text
-
-
 class _LiveJob:
     """In-memory state of a queued or running job."""
 
@@ -206,7 +177,7 @@ class _LiveJob:
         self.on_start = on_start
         self.deadline = None
         self.timeout = timeout
-        self.output = _OutputTail()
+        self.output = OutputTail(MAX_OUTPUT_CHARS)
         self.last_flush = 0.0
         self.dirty = False
 

@@ -27,6 +27,7 @@ from fmappliance.agent.backups.retention import gfs_keep
 from fmappliance.agent.errors import AgentError
 from fmappliance.agent.jobs import StepFailed
 from fmappliance.agent.runner import minimal_env, resolve_binary, run_command
+from fmappliance.background_loop import BackgroundLoop
 from fmappliance.config import read_env_file
 from fmappliance.fleet.token import is_valid_server_name
 from fmappliance.wire import is_valid_site_name
@@ -78,8 +79,15 @@ def failure_sentence(output: str, what: str) -> str:
     return f"The offsite {what} failed (restic reported an error that is not a known cause; see the agent log)."
 
 
-class OffsiteFailed(StepFailed):
-    """A restic step failed; the text is the one-sentence cause."""
+class OffsiteFailed(StepFailed, AgentError):
+    """A restic step failed; the text is the one-sentence cause.
+
+    Inside a job it is a StepFailed (the job fails with the sentence); reaching a route (a page's listing, a
+    restore's plan) it is an AgentError the error plugin answers with 502: the repository, not the request, failed.
+    """
+
+    def __init__(self, message: str):
+        AgentError.__init__(self, 502, message)
 
 
 #: What a page asking for a listing still being read is told to wait (Retry-After, seconds).
@@ -252,6 +260,12 @@ class Offsite:
             raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), what))
         return result
 
+    def _list_snapshots(self, tag: str, *, timeout: float = 3600, check: bool = True):
+        """``restic snapshots --json`` of this server's copies carrying ``tag`` (a failure is a listing's)."""
+        return self.restic(
+            "snapshots", "--json", "--host", self.host(), "--tag", tag, timeout=timeout, what="listing", check=check
+        )
+
     def ensure_repository(self, ctx=None) -> bool:
         """Initialise the repository when it does not exist yet; True when it was initialised now."""
         result = self.restic("cat", "config", timeout=300, check=False)
@@ -325,17 +339,7 @@ class Offsite:
             return found
 
     def _read_stack(self, stack: str, timeout: float) -> dict[str, list[dict]]:
-        result = self.restic(
-            "snapshots",
-            "--json",
-            "--host",
-            self.host(),
-            "--tag",
-            f"stack={stack}",
-            timeout=timeout,
-            what="listing",
-            check=False,
-        )
+        result = self._list_snapshots(f"stack={stack}", timeout=timeout, check=False)
         if not result.ok:
             if any(m in result.output.lower() for m in _NO_REPOSITORY):
                 return {}  # nothing copied yet: the first copy initialises the repository
@@ -563,15 +567,7 @@ class Offsite:
         snaps = self.snapshots(stack, site, refresh=True)
         if not any(s["backup"] == backup for s in snaps):
             return None
-        result = self.restic(
-            "snapshots",
-            "--json",
-            "--host",
-            self.host(),
-            "--tag",
-            f"backup={backup},stack={stack},site={site}",
-            what="listing",
-        )
+        result = self._list_snapshots(f"backup={backup},stack={stack},site={site}")
         for snap in json_array(result.output):
             manifest = self._snapshot_manifest(snap, backup)
             if manifest is not None:
@@ -727,24 +723,22 @@ class OffsiteTimer:
         self.actions = actions
         self.store = store
         self.stamp = os.path.join(config["agent"]["state_dir"], "offsite-last-check")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="offsite-timer")
+        # Not at once: the agent's start (and a backup it may be finishing) goes first.
+        self._background = BackgroundLoop(
+            "offsite-timer",
+            self.tick,
+            lambda: self.COPY_EVERY,
+            first_delay=self.FIRST_DELAY,
+            logger=log,
+            failure="the offsite catch-up round failed",
+        )
 
     def start(self) -> OffsiteTimer:
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        delay = self.FIRST_DELAY
-        while not self._stop.wait(delay):
-            delay = self.COPY_EVERY
-            try:
-                self.tick()
-            except Exception:  # the timer must outlive one bad round
-                log.exception("the offsite catch-up round failed")
+        self._background.stop()
 
     def tick(self, now: float | None = None) -> list[dict]:
         """Queue the due jobs; returns them."""

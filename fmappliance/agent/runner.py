@@ -117,21 +117,63 @@ def resolve_binary(name: str, search_path: str | None = None) -> str | None:
 # --------------------------------------------------------------------------- running
 
 
-class _OutputTail:
-    """Turns the byte stream into redacted lines, passes each on and keeps a bounded tail."""
+class OutputTail:
+    """The last ``limit`` characters of an output appended in pieces (lines): a command's or a job's.
+
+    Cheap to append to (whole pieces are dropped from the front) and to read often (the text is kept
+    until the next append).  A cut text starts with :data:`TRUNCATION_NOTE` and, where one is near, at
+    the start of a whole line.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = max(int(limit), 1)
+        self._chunks: collections.deque[str] = collections.deque()
+        self._size = 0
+        self._cut = False
+        self._text: str | None = ""
+
+    def append(self, text: str) -> None:
+        self._chunks.append(text)
+        self._size += len(text)
+        while self._size > self.limit and len(self._chunks) > 1:
+            self._size -= len(self._chunks.popleft())
+            self._cut = True
+        self._text = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self._render()
+        return self._text
+
+    def _render(self) -> str:
+        text = "".join(self._chunks)
+        if not self._cut and len(text) <= self.limit:
+            return text
+        budget = max(self.limit - len(TRUNCATION_NOTE), 0)
+        text = text[-budget:] if budget else ""
+        first_newline = text.find("\n")
+        if 0 <= first_newline < 200 and first_newline < len(text) - 1:
+            text = text[first_newline + 1 :]  # start at a whole line
+        return (TRUNCATION_NOTE + text)[-self.limit :]
+
+
+class _LineReader:
+    """Turns a command's byte stream into redacted lines, passes each on and keeps them in ``keep``."""
 
     def __init__(
-        self, limit: int, secrets: Sequence[str], on_output: Callable[[str], None] | None, parsed_only: bool = False
+        self,
+        secrets: Sequence[str],
+        on_output: Callable[[str], None] | None,
+        parsed_only: bool = False,
+        keep: OutputTail | None = None,
     ):
-        self.limit = max(int(limit), 1)
         self.secrets = list(secrets)
         self.redact = mask_known_secrets if parsed_only else redact_text
         self.on_output = on_output
+        self.keep = keep
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.partial = ""
-        self.lines: collections.deque[str] = collections.deque()
-        self.size = 0
-        self.cut = False
         self.callback_failed = False
 
     def feed(self, data: bytes, final: bool = False) -> None:
@@ -156,22 +198,8 @@ class _OutputTail:
             except Exception:  # a broken listener must not break the command
                 self.callback_failed = True
                 log.exception("output callback failed; further output is only kept in the result")
-        self.lines.append(line + "\n")
-        self.size += len(line) + 1
-        while self.size > self.limit and len(self.lines) > 1:
-            self.size -= len(self.lines.popleft())
-            self.cut = True
-
-    def text(self) -> str:
-        text = "".join(self.lines)
-        if not self.cut and len(text) <= self.limit:
-            return text
-        budget = max(self.limit - len(TRUNCATION_NOTE), 0)
-        text = text[-budget:] if budget else ""
-        first_newline = text.find("\n")
-        if 0 <= first_newline < 200 and first_newline < len(text) - 1:
-            text = text[first_newline + 1 :]  # start at a whole line
-        return (TRUNCATION_NOTE + text)[-self.limit :]
+        if self.keep is not None:
+            self.keep.append(line + "\n")
 
 
 def _describe_start_failure(program: str, exc: OSError) -> str:
@@ -300,7 +328,8 @@ def run_command(
     if not argv or not all(isinstance(a, str) for a in argv):
         raise TypeError("run_command needs a non-empty argv list of strings")
     secrets = list(redact)
-    tail = _OutputTail(max_output, secrets, on_output, parsed_only)
+    tail = OutputTail(max_output)
+    reader = _LineReader(secrets, on_output, parsed_only, keep=tail)
     try:
         proc = _start_in_own_group(argv, cwd, env, stdin_pipe=input is not None)
     except OSError as exc:
@@ -335,7 +364,7 @@ def run_command(
                 data = os.read(fd, READ_CHUNK)
                 if not data:
                     break  # EOF: every writer is gone
-                tail.feed(data)
+                reader.feed(data)
         if timed_out:
             _kill_group(proc, KILL_GRACE_SECONDS)
             # Pick up what the dying processes wrote; the pipe may still be held by a stray.
@@ -344,7 +373,7 @@ def run_command(
                 data = os.read(fd, READ_CHUNK)
                 if not data:
                     break
-                tail.feed(data)
+                reader.feed(data)
         else:
             proc.wait()
     finally:
@@ -352,12 +381,12 @@ def run_command(
         stdout.close()
         if proc.poll() is None:  # only on an unexpected exception above
             _kill_group(proc, 0.5)
-    tail.feed(b"", final=True)
+    reader.feed(b"", final=True)
 
     failure: str | None = None
     if timed_out:
         failure = f"timed out after {round(timeout, 1):g} s; its process group was killed."
-    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text(), timed_out=timed_out, error=failure)
+    return CommandResult(argv=argv, exit_code=proc.returncode, output=tail.text, timed_out=timed_out, error=failure)
 
 
 # --------------------------------------------------------------------------- streaming
@@ -383,7 +412,7 @@ class CommandStream:
         self.proc = proc
         self._stdout = proc.stdout
         self._pending: list[str] = []
-        self._lines = _OutputTail(1, secrets, self._pending.append)
+        self._lines = _LineReader(secrets, self._pending.append)  # nothing kept beyond one read
         self._fd = proc.stdout.fileno()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._fd, selectors.EVENT_READ)

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from fmappliance import wire
 from fmappliance.agent.errors import AgentError
 from fmappliance.atomic_file import temp_prefix, write_json_atomically
+from fmappliance.background_loop import BackgroundLoop
 from fmappliance.prometheus_text import Family
 from fmappliance.schedule_calendar import decide_due, next_due, server_timezone
 from fmappliance.schedule_fields import EVERY_SITE, FIELDS, action_text, kind_of, validate_schedule
@@ -240,9 +241,14 @@ class ScheduleRunner:
         self._get_job = get_job
         self._clock = clock or _utc_now
         self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The first check at once; then asleep until the next due time, or until a push wakes it.
+        self._background = BackgroundLoop(
+            "schedule-runner",
+            self.check_due,
+            self._sleep_seconds,
+            logger=log,
+            failure="The schedule check failed; the runner keeps running.",
+        )
         self._remove_stale_temp_files(state_dir, temp_prefix(self.path))
         self._book = load_book(self.path)  # raises ScheduleFileError: the agent does not start
         self._next: dict[str, datetime | None] = {}
@@ -266,9 +272,7 @@ class ScheduleRunner:
     def start(self) -> ScheduleRunner:
         """Settle jobs that ended while the agent was down, then run the loop thread."""
         self._settle_unfinished()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="schedule-runner", daemon=True)
-        self._thread.start()
+        self._background.start()
         log.info(
             "Schedule runner started with %d schedule(s) (version %s).",
             len(self._book["schedules"]),
@@ -277,20 +281,7 @@ class ScheduleRunner:
         return self
 
     def stop(self, timeout: float = 5) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check_due()
-            except Exception:
-                log.exception("The schedule check failed; the runner keeps running.")
-            self._wake.wait(self._sleep_seconds())
-            self._wake.clear()
+        self._background.stop(timeout)
 
     def _sleep_seconds(self) -> float:
         with self._lock:
@@ -357,7 +348,7 @@ class ScheduleRunner:
             self._book = book
             self._plan()
         log.info("Applied schedule version %s (%d schedule(s)).", push["version"], len(push["schedules"]))
-        self._wake.set()
+        self._background.wake()
         return push["version"], True
 
     def view(self) -> dict:

@@ -17,10 +17,10 @@ Every payload names the ``server``.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
+from fmappliance.background_loop import BackgroundLoop
 from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,15 @@ class FleetEvents:
         self.clock = clock
         self._seen: dict[str, _Seen] = {}
         self._known: set[str] | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The first look after CHECK_SECONDS (the links need a moment to come up), then every CHECK_SECONDS.
+        self._background = BackgroundLoop(
+            "fleet-events",
+            self.check,
+            lambda: CHECK_SECONDS,
+            first_delay=CHECK_SECONDS,
+            logger=log,
+            failure=f"fleet events: the check failed; trying again in {CHECK_SECONDS} s",
+        )
 
     def check(self) -> list[str]:
         """One look at every server; returns the events sent (for tests and the log)."""
@@ -111,18 +118,8 @@ class FleetEvents:
         return event
 
     def start(self) -> FleetEvents:
-        self._thread = threading.Thread(target=self._loop, name="fleet-events", daemon=True)
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(CHECK_SECONDS):
-            try:
-                self.check()
-            except Exception:
-                log.exception("fleet events: the check failed; trying again in %s s", CHECK_SECONDS)
+        self._background.stop()

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from fmappliance import actions_table, wire
+from fmappliance.background_loop import BackgroundLoop
 from fmappliance.wire import format_timestamp
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,14 @@ class FailedJobWatcher:
         self.poll_seconds = poll_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A poll at once (failures that happened while the dashboard was down), then every poll_seconds.
+        self._background = BackgroundLoop(
+            "failed-job-watch",
+            self.poll,
+            lambda: self.poll_seconds,
+            logger=log,
+            failure=f"Checking the agent's jobs for failures went wrong; trying again in {poll_seconds:g} s.",
+        )
         self._ready = False
         self._newest: str | None = None  # the newest job id of the last list; None: none asked for yet
         self._in_flight: dict[str, str] = {}  # job id -> action, watched jobs not yet ended
@@ -90,25 +97,10 @@ class FailedJobWatcher:
     # ---- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="failed-job-watch", daemon=True)
-        self._thread.start()
+        self._background.start()
 
     def stop(self, timeout: float = 5) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll()
-            except Exception:
-                log.exception(
-                    "Checking the agent's jobs for failures went wrong; trying again in %g s.", self.poll_seconds
-                )
-            self._stop.wait(self.poll_seconds)
+        self._background.stop(timeout)
 
     # ---- polling ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import schedule as schedule_lib
 
+from fmappliance.background_loop import BackgroundLoop
 from fmappliance.dashboard.handoff import BackupHandoff
 from fmappliance.dashboard.notifications import Notifier, weekly_summary
 from fmappliance.dashboard.schedule_store import ScheduleStore, runs_on
@@ -79,8 +80,14 @@ class ScheduleService:
         self._handoff = BackupHandoff(store, list_sites, get_job, notify=self._notify, clock=self._clock)
         self._restore_proofs = restore_proofs
         self._tick = tick_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Every tick (at once, then each tick_seconds or sooner when a periodic job is due sooner).
+        self._background = BackgroundLoop(
+            "schedule-watch",
+            self.run_pending,
+            self._idle_seconds,
+            logger=log,
+            failure="Schedule job run_pending failed; the loop keeps running.",
+        )
         self._workers = workers
         self._pool: ThreadPoolExecutor | None = None
         self._futures: set[Future] = set()
@@ -115,27 +122,20 @@ class ScheduleService:
             # At start: the set (config.yaml may have changed), then what happened meanwhile.
             self._spawn(self.check_agent, True)
         self._guarded(self.check_health)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="schedule-watch", daemon=True)
-        self._thread.start()
+        self._background.start()
         log.info("Schedule service started: %d schedule(s), run by the agent.", len(self.store.list()))
 
     def stop(self, timeout: float = 15) -> None:
         """Stop the loop and let agent calls in progress finish (each bounded by the agent timeout)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._background.stop(timeout)
         self.drain(timeout)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._guarded(self.run_pending)
-            idle = self._scheduler.idle_seconds
-            self._stop.wait(self._tick if idle is None else min(max(idle, 0.01), self._tick))
+    def _idle_seconds(self) -> float:
+        idle = self._scheduler.idle_seconds
+        return self._tick if idle is None else min(max(idle, 0.01), self._tick)
 
     def run_pending(self) -> None:
         """One pass of the periodic jobs (the loop calls this; each job is guarded)."""

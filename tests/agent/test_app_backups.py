@@ -53,6 +53,9 @@ def test_files_of_other_sites_stacks_or_unlisted_names_are_not_served(client, wo
     assert client.get(f"/backups/erp/erp.localhost/{name}").status == 404
     stray = Path(world.config["backups"]["base_path"]) / "prod" / "site1.example.com" / "2020-01-01_00-00-00.sql.gz"
     stray.write_bytes(b"not in any manifest")
-    assert client.get("/backups/prod/site1.example.com/2020-01-01_00-00-00.sql.gz").status == 404
+    unlisted = client.get("/backups/prod/site1.example.com/2020-01-01_00-00-00.sql.gz")
+    assert unlisted.status == 404
+    # One sentence for every way a file is not served (BackupNotFound's detail stays in the agent).
+    assert unlisted.json() == {"success": False, "message": "There is no such backup file."}
     assert client.get("/backups/prod/site1.example.com/.lock").status == 400
     assert client.get("/backups/prod/site1.example.com/..").status == 400

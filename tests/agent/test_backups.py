@@ -593,15 +593,20 @@ def test_a_symlink_in_place_of_the_manifest_is_not_followed(store, published, tm
         store.open_published_file(STACK, SITE, "2026-01-13_02-00-03.json")
 
 
-def test_a_symlinked_site_or_stack_directory_pointing_elsewhere_is_refused(store, published, tmp_path):
+def test_a_symlinked_site_or_stack_directory_pointing_elsewhere_is_refused(store, published, sources, tmp_path):
     # An attacker's copy outside base_path with a manifest that matches its supposed place.
     outside = tmp_path / "elsewhere" / SITE
     outside.parent.mkdir()
     os.rename(site_dir(store), outside)
     site_dir(store).symlink_to(outside)
-    with pytest.raises(BackupNotFound):
+    with pytest.raises(BackupNotFound) as missing:
         store.open_published_file(STACK, SITE, "2026-01-13_02-00-03.sql.gz")
+    # The API's answer is one sentence (a 404); the detail stays for the agent's own messages.
+    assert (missing.value.status, missing.value.message) == (404, "There is no such backup file.")
+    assert str(missing.value) == f"No backup file 2026-01-13_02-00-03.sql.gz for {SITE} on {STACK}."
     assert store.list_backups(STACK, SITE) == []
+    with pytest.raises(BackupError, match="is not a plain directory"):
+        store.publish(STACK, SITE, sources)
 
     site_dir(store).unlink()
     os.rename(outside, site_dir(store))

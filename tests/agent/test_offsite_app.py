@@ -236,3 +236,17 @@ def test_a_failed_listing_is_remembered_for_a_while(listing_world, make_client):
         answer = client.get("/offsite/prod/site1.example.com")
         assert answer.status == 502 and "refused the password" in answer.json()["message"]
     assert snapshot_calls(listing_world) == 1
+
+
+def test_a_restore_from_an_unreadable_repository_is_refused_with_502_and_the_cause(listing_world, make_client):
+    """OffsiteFailed is a job's failure and, in a restore's plan, the request's answer: 502 with restic's cause."""
+    listing_world.mode.write_text("fail")
+    client = make_client()
+    for action in ("restore_site", "test_restore"):
+        answer = client.post_json(
+            "/action",
+            {"action": action, "stack": "prod", "site": SITE, "backup": "2001-01-01_00-00-00", "source": "offsite"},
+        )
+        assert answer.status == 502, answer.json()
+        assert answer.json()["success"] is False and "refused the password" in answer.json()["message"]
+    assert not [j for j in client.services.jobs.list(stack="prod") if j["action"] in ("restore_site", "test_restore")]

@@ -66,8 +66,9 @@ def idle_cpu(state_dir: Path) -> None:
     runner.push({"version": 1, "catchup_hours": 6, "schedules": schedules})
     runner.start()
     try:
-        assert runner._thread is not None and runner._thread.ident is not None
-        clock_id = time.pthread_getcpuclockid(runner._thread.ident)
+        thread = runner._background.thread
+        assert thread is not None and thread.ident is not None
+        clock_id = time.pthread_getcpuclockid(thread.ident)
         cpu_start, wall_start = time.clock_gettime(clock_id), time.monotonic()
         time.sleep(IDLE_SECONDS)  # the benchmark itself has to let wall time pass
         cpu = time.clock_gettime(clock_id) - cpu_start

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from fmappliance import wire
@@ -33,6 +34,53 @@ LOCK_NAME = ".lock"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 NOFOLLOW_DIR = DIR_FLAGS | os.O_NOFOLLOW
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def descend(
+    fd: int,
+    names: Iterable[str],
+    refuse: Callable[[str, OSError], Exception | None],
+    *,
+    create: bool = False,
+) -> int:
+    """From the directory ``fd`` down through ``names``, each opened without following a symlink.
+
+    Takes ``fd`` over: every fd on the way is closed, the last one is returned.  ``create`` makes a
+    missing directory (0750).  When an open fails, ``refuse(walked, exc)`` (``walked``: the names so far,
+    joined) gives the exception to raise instead, or None to raise the OSError itself.
+    """
+    walked = ""
+    try:
+        for name in names:
+            walked = os.path.join(walked, name)
+            try:
+                child = _open_child(fd, name, create)
+            except OSError as exc:
+                refusal = refuse(walked, exc)
+                if refusal is None:
+                    raise
+                raise refusal from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_child(fd: int, name: str, create: bool) -> int:
+    try:
+        return os.open(name, NOFOLLOW_DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, 0o750, dir_fd=fd)
+    except FileExistsError:
+        pass
+    child = os.open(name, NOFOLLOW_DIR, dir_fd=fd)
+    os.fchmod(child, 0o750)
+    return child
 
 
 def utc(moment: datetime | None) -> datetime:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from fmappliance import wire
 from fmappliance.agent.backups.errors import BackupError, BackupNotFound, BadBackupRequest
-from fmappliance.agent.backups.layout import DIR_FLAGS, LOCK_NAME, NOFOLLOW_DIR
+from fmappliance.agent.backups.layout import DIR_FLAGS, LOCK_NAME, descend
 
 
 def check_names(stack: str, site: str) -> None:
@@ -35,36 +35,23 @@ def open_site_dir(base_path: str, stack: str, site: str, *, create: bool = False
     check_names(stack, site)
     if create:
         make_dir(base_path)
+    none_yet = f"No backups of {site} on {stack} yet."
     try:
         fd = os.open(base_path, DIR_FLAGS)
     except FileNotFoundError:
-        raise BackupNotFound(f"No backups of {site} on {stack} yet.") from None
-    try:
-        for name in (stack, site):
-            try:
-                child = os.open(name, NOFOLLOW_DIR, dir_fd=fd)
-            except FileNotFoundError:
-                if not create:
-                    raise BackupNotFound(f"No backups of {site} on {stack} yet.") from None
-                try:
-                    os.mkdir(name, 0o750, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                child = os.open(name, NOFOLLOW_DIR, dir_fd=fd)
-                os.fchmod(child, 0o750)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise BackupNotFound(
-                        f"The backup directory of {site} on {stack} is not a plain directory "
-                        f"(a symlink or a file); refusing to use it."
-                    ) from None
-                raise
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+        raise BackupNotFound(none_yet) from None
+
+    def refuse(_walked: str, exc: OSError) -> Exception | None:
+        if isinstance(exc, FileNotFoundError):
+            return BackupNotFound(none_yet)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return BackupNotFound(
+                f"The backup directory of {site} on {stack} is not a plain directory "
+                f"(a symlink or a file); refusing to use it."
+            )
+        return None
+
+    return descend(fd, (stack, site), refuse, create=create)
 
 
 def make_dir(path: str) -> None:

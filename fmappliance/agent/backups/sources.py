@@ -13,7 +13,7 @@ import errno
 import os
 
 from fmappliance.agent.backups.errors import BackupError
-from fmappliance.agent.backups.layout import DIR_FLAGS, NOFOLLOW_DIR
+from fmappliance.agent.backups.layout import DIR_FLAGS, descend
 
 
 def relative_parts(root: str, path: str) -> list[str]:
@@ -34,25 +34,17 @@ def open_dir_beneath(root: str, parts: list[str]) -> int:
         fd = os.open(root, DIR_FLAGS)
     except OSError as exc:
         raise BackupError(f"cannot open {root}: {exc.strerror}") from None
-    walked = root
-    try:
-        for name in parts:
-            walked = os.path.join(walked, name)
-            try:
-                child = os.open(name, NOFOLLOW_DIR, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise BackupError(
-                        f"{walked} is a symbolic link or not a directory; refusing to follow it "
-                        f"(something inside the container replaced a directory on the way to the backups)"
-                    ) from None
-                raise BackupError(f"cannot open {walked}: {exc.strerror}") from None
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+
+    def refuse(walked: str, exc: OSError) -> Exception:
+        path = os.path.join(root, walked)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return BackupError(
+                f"{path} is a symbolic link or not a directory; refusing to follow it "
+                f"(something inside the container replaced a directory on the way to the backups)"
+            )
+        return BackupError(f"cannot open {path}: {exc.strerror}")
+
+    return descend(fd, parts, refuse)
 
 
 def open_file_beneath(root: str, path: str, flags: int) -> int:
