@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.agent_contract import JOB_KEYS
+from support.polling import wait_for
 from support.world import COMPOSE_SITES, FM_SITE
 from support.wsgi import wait_job
 
@@ -376,15 +377,18 @@ def test_identical_action_while_queued_or_running_returns_the_same_job(client, w
 
 
 def test_actions_on_one_stack_run_one_after_another(client, world):
-    # the backup hangs longer than the real fm takes to restart the other stack (about 2 s on 2 busy cores)
-    world.doubles.set_faults(hang={"bench backup": 6})
+    # The backup hangs until released, whatever the real fm takes to restart the other stack.
+    world.doubles.set_faults(hang={"bench backup": 120})
     backup = client.post_action("backup_site", "prod", "site1.example.com").json()["job"]
     migrate = client.post_action("migrate_site", "prod", "site1.example.com").json()["job"]
     other_stack = client.post_action("restart_stack", "erp").json()["job"]
     assert migrate["status"] == "queued"
     # Another stack does not wait for prod's queue.
-    assert wait_job(client, other_stack["id"], timeout=5.5)["status"] == "succeeded"
+    assert wait_job(client, other_stack["id"], timeout=60)["status"] == "succeeded"
     assert client.services.jobs.get(backup["id"])["status"] == "running"
+    assert client.services.jobs.get(migrate["id"])["status"] == "queued"
+    wait_for(world.doubles.hanging_pids, 60, "the backup to reach bench backup")
+    world.doubles.release_hangs()
     for job in (backup, migrate):
         assert wait_job(client, job["id"])["status"] == "succeeded"
     calls = action_argvs(world, "docker")

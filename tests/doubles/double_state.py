@@ -294,6 +294,16 @@ class DoubleWorld:
         d = self.dir / "hangs"
         return [int(p.name) for p in d.iterdir()] if d.is_dir() else []
 
+    def release_hangs(self) -> None:
+        """End every hang now: the sleeping doubles go on as if their time were up (SIGUSR1)."""
+        import signal
+
+        for pid in self.hanging_pids():
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
 
 def parse_compose_services(path: str) -> dict[str, str]:
     """Service names (and container_name where given) from a compose file, without a YAML parser."""
@@ -385,6 +395,32 @@ def _scoped(value, project):
     return value
 
 
+class _Released(Exception):
+    pass
+
+
+def _hang(marker: Path, key: str, seconds: float) -> None:
+    """Sleep, or stop sleeping at SIGUSR1 (DoubleWorld.release_hangs): a test can hold a step exactly
+    as long as it needs instead of guessing a duration the loaded machine may overrun.  The handler is
+    in place before the marker shows the pid, so a release never finds the default (fatal) action."""
+    import signal
+
+    def release(signum, frame):
+        raise _Released
+
+    signal.signal(signal.SIGUSR1, release)
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(key)
+    print(f"(double: {key} hangs for {seconds} s)", file=sys.stderr, flush=True)
+    try:
+        time.sleep(seconds)
+    except _Released:
+        pass
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        marker.unlink(missing_ok=True)
+
+
 def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> int | None:
     """Hang and/or fail as faults.json says for this step; returns an exit code to stop with."""
     import sys
@@ -396,12 +432,7 @@ def apply_faults(world: DoubleWorld, key: str, project: str | None = None) -> in
     value = _scoped(hang.get(key), project)
     if value is not None:
         seconds = value.get("seconds", 60) if isinstance(value, dict) else value
-        marker = world.dir / "hangs" / str(os.getpid())
-        marker.parent.mkdir(exist_ok=True)
-        marker.write_text(key)
-        print(f"(double: {key} hangs for {seconds} s)", file=sys.stderr, flush=True)
-        time.sleep(float(seconds))
-        marker.unlink(missing_ok=True)
+        _hang(world.dir / "hangs" / str(os.getpid()), key, float(seconds))
     value = _scoped((faults.get("fail") or {}).get(key), project)
     if isinstance(value, dict) and "times" in value:
         # {"rc": 1, "times": N}: fail the next N calls only (a fault that heals, as for a roll-back).
