@@ -322,7 +322,9 @@ class Actions:
         staging = os.path.join(self.state_dir, "staging", ctx.job_id + "-" + site)
         try:
             driver = stacks.for_stack(stack)
-            sources = driver.collect_backup_files(ctx, self._binary, site, timeout, started, staging, self._check_room)
+            sources = driver.collect_backup_files(
+                stacks.BackupRun(ctx, self._binary, site, timeout, started, staging, self._check_room)
+            )
             apps = self._site_apps(ctx, stack, site, timeout)
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:
