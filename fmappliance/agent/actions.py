@@ -1,8 +1,8 @@
 """The allow-list: each action name becomes a background job made of argv steps.
 
 There is no generic exec: only the actions of fmappliance/actions_table.py exist, each run by its
-handler (agent/handlers/, ``@handles``); every argv is built by the module of the stack's type
-(stacks/) from names the inventory vouched for, and each action has its own overall time limit
+handler (agent/handlers/, ``@handles``); every argv is built by the stack's driver (stacks/,
+``for_stack``) from names the inventory vouched for, and each action has its own overall time limit
 (``agent.action_timeouts``).  The stack's status cache is dropped when a job starts and
 when it ends.  :class:`Actions` holds what the handlers share (backup, restore, update).
 """

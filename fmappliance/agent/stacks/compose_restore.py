@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from fmappliance.agent.backups.benchstage import apply_changes
 from fmappliance.agent.runner import minimal_env
 from fmappliance.agent.stacks.base import DROP_ARCHIVE_PREFIX, Command, OpsFailed, Run, StackUnsupported
-from fmappliance.agent.stacks.compose_output import container_addresses
+from fmappliance.agent.stacks.compose_output import container_addresses, root_mariadb
 
 if TYPE_CHECKING:
     from fmappliance.agent.stacks.compose import ComposeStack
@@ -61,19 +61,10 @@ class ComposeSiteOps:
         )
 
     def mariadb(self, sql: str, root_password: str) -> Command:
-        """`mariadb -uroot` in the db service with ``sql`` on stdin (`exec` keeps stdin open by default); the
-        password travels as MYSQL_PWD (`exec -e NAME` passes the docker client's own value): never in an argv."""
-        env = {**minimal_env(), "MYSQL_PWD": root_password}
-        argv = self.driver.base_argv(self.docker) + [
-            "exec",
-            "-T",
-            "-e",
-            "MYSQL_PWD",
-            self.db_service,
-            "mariadb",
-            "-uroot",
-        ]
-        return Command(argv, env, self.stack["path"], sql.encode())
+        """`mariadb -uroot` in the db service with ``sql`` on stdin (`exec` keeps stdin open by default), the
+        password as MYSQL_PWD: never in an argv."""
+        compose = self.driver.base_argv(self.docker)
+        return root_mariadb(compose, self.db_service, minimal_env(), self.stack["path"], sql, root_password)
 
     def bench_addresses(self, run: Run) -> list[str]:
         """The backend container's addresses (docker's own record): the only hosts the temporary account accepts."""

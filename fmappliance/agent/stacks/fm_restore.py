@@ -16,7 +16,7 @@ from fmappliance.agent.backups.benchstage import StageDir, read_text_beneath, up
 from fmappliance.agent.backups.errors import BackupError
 from fmappliance.agent.backups.sources import open_dir_beneath
 from fmappliance.agent.stacks.base import DROP_ARCHIVE_PREFIX, Command, OpsFailed, Run, StackUnsupported
-from fmappliance.agent.stacks.compose_output import container_addresses
+from fmappliance.agent.stacks.compose_output import container_addresses, root_mariadb
 
 if TYPE_CHECKING:
     from fmappliance.agent.stacks.fm import FmStack
@@ -64,22 +64,8 @@ class FmSiteOps:
 
     def mariadb(self, sql: str, root_password: str) -> Command:
         """`mariadb -uroot` in global-db with ``sql`` on stdin and the password as MYSQL_PWD (never in an argv)."""
-        env = {**self.driver.env(), "MYSQL_PWD": root_password}
-        compose_file = os.path.join(self.driver.home, "services", "docker-compose.yml")
-        argv = [
-            self.docker,
-            "compose",
-            "-f",
-            compose_file,
-            "exec",
-            "-T",
-            "-e",
-            "MYSQL_PWD",
-            DB_SERVICE,
-            "mariadb",
-            "-uroot",
-        ]
-        return Command(argv, env, self.stack["path"], sql.encode())
+        compose = [self.docker, "compose", "-f", os.path.join(self.driver.home, "services", "docker-compose.yml")]
+        return root_mariadb(compose, DB_SERVICE, self.driver.env(), self.stack["path"], sql, root_password)
 
     def bench_addresses(self, run: Run) -> list[str]:
         """The bench's frappe container's addresses (docker's record): the hosts the temporary account accepts."""
