@@ -1,8 +1,8 @@
 """The allow-list: each action name becomes a background job made of argv steps.
 
 There is no generic exec: only the actions of fmappliance/actions_table.py exist, each run by its
-handler (agent/handlers/, ``@handles``); every argv is built by the module of the stack's type
-(stacks/) from names the inventory vouched for, and each action has its own overall time limit
+handler (agent/handlers/, ``@handles``); every argv is built by the stack's driver (stacks/,
+``for_stack``) from names the inventory vouched for, and each action has its own overall time limit
 (``agent.action_timeouts``).  The stack's status cache is dropped when a job starts and
 when it ends.  :class:`Actions` holds what the handlers share (backup, restore, update).
 """
@@ -317,7 +317,9 @@ class Actions:
         staging = os.path.join(self.state_dir, "staging", ctx.job_id + "-" + site)
         try:
             driver = stacks.for_stack(stack)
-            sources = driver.collect_backup_files(ctx, self._binary, site, timeout, started, staging, self._check_room)
+            sources = driver.collect_backup_files(
+                stacks.BackupRun(ctx, self._binary, site, timeout, started, staging, self._check_room)
+            )
             apps = self._site_apps(ctx, stack, site, timeout)
             ctx.log(f"== verifying and publishing {', '.join(sorted(sources))}")
             try:

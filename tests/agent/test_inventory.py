@@ -6,7 +6,7 @@ from support.world import LIST_SITES_ARGV
 from support.wsgi import wait_job
 
 from fmappliance.agent.inventory import Inventory, NameRejected, SitesUnavailable
-from fmappliance.agent.stacks import fm
+from fmappliance.agent.stacks import FmStack
 from fmappliance.agent.stacks.bench_backup import newest_backup_set, parse_backup_summary
 
 
@@ -83,11 +83,11 @@ def test_check_stack_and_site_statuses(world):
 
 
 def test_fm_home_is_the_bench_grandparent_and_bench_runs_as_fm_runs_it_without_a_shell(world):
-    stack = world.config["stacks"]["erp"]
-    assert fm.fm_home(stack) == str(world.fm_home)
-    assert fm.fm_env(stack)["FRAPPE_MANAGER_HOME"] == str(world.fm_home)
+    bench = FmStack(world.config["stacks"]["erp"])
+    assert bench.home == str(world.fm_home)
+    assert bench.env()["FRAPPE_MANAGER_HOME"] == str(world.fm_home)
     args = ("--site", "erp.localhost", "execute", "frappe.db.count", "--args", '["User"]')
-    assert fm.bench_argv("docker", stack, *args) == [
+    assert bench.bench_argv("docker", *args) == [
         "docker",
         "compose",
         "-f",

@@ -9,7 +9,7 @@ from double_state import DAEMON_DOWN
 from support.world import COMPOSE_SERVICES
 
 from fmappliance.agent.inventory import Inventory
-from fmappliance.agent.stacks import compose, compose_output
+from fmappliance.agent.stacks import ComposeStack, compose_output
 from fmappliance.agent.status import StatusBoard
 
 
@@ -247,9 +247,8 @@ def test_compute_status_rules():
 
 
 def test_compose_argv_honours_project_and_files():
-    argv = compose.ps_argv(
-        "/usr/bin/docker", {"path": "/opt/fd", "project": "prod", "files": ["compose.yaml", "overrides/db.yaml"]}
-    )
+    project = ComposeStack({"path": "/opt/fd", "project": "prod", "files": ["compose.yaml", "overrides/db.yaml"]})
+    argv = project.ps_argv("/usr/bin/docker")
     assert argv == [
         "/usr/bin/docker",
         "compose",

@@ -160,6 +160,18 @@ def _read_json(dir_fd: int, name: str, shown: str) -> dict:
     return doc
 
 
+def apply_changes(doc: dict, changes: dict) -> dict:
+    """Set (value) or remove (None) each key of ``changes`` in ``doc``; returns the values they had before.
+    (A site config edit, made here on the host for an fm bench and in the container for a compose project.)"""
+    before = {key: doc.get(key) for key in changes}
+    for key, value in changes.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return before
+
+
 def update_json_beneath(root: str, parts: list[str], name: str, changes: dict, owner: tuple[int, int] | None) -> dict:
     """Set (value) or remove (None) keys of a JSON file below ``root``; returns the values they had before.
 
@@ -171,12 +183,7 @@ def update_json_beneath(root: str, parts: list[str], name: str, changes: dict, o
     shown = os.path.join(root, *parts, name)
     try:
         doc = _read_json(dir_fd, name, shown)
-        before = {key: doc.get(key) for key in changes}
-        for key, value in changes.items():
-            if value is None:
-                doc.pop(key, None)
-            else:
-                doc[key] = value
+        before = apply_changes(doc, changes)
         tmp = f".{name}.fmappliance-{secrets.token_hex(6)}"
         fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dir_fd)
         try:

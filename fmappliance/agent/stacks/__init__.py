@@ -1,8 +1,10 @@
 """How the agent talks to each stack type: one ``StackDriver`` class per type (base.py has the protocol).
 
-``ComposeStack`` (compose_stack.py) drives docker compose (frappe_docker projects), ``FmStack``
-(fm_stack.py) Frappe Manager benches; each builds argv lists, parses output, and runs an action's
-steps through the job's context (only runner.py starts processes).  ``for_stack`` makes the driver of
+``ComposeStack`` (compose.py) drives docker compose (frappe_docker projects), ``FmStack`` (fm.py)
+Frappe Manager benches; each builds argv lists, parses output, and runs an action's steps through the
+job's context (only runner.py starts processes).  The restore half of each type is its ``SiteOps``
+(compose_restore.py, fm_restore.py); what both read the same way is in compose_output.py (docker
+compose's output) and bench_backup.py (bench backup's).  ``for_stack`` makes the driver of
 a stack, so no caller outside this package branches on the stack type.  The model is Radicale's
 ``storage`` package: a base protocol, one implementation per kind, chosen once from the config.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fmappliance.agent.stacks.base import (
+    BackupRun,
     Command,
     OpsFailed,
     RunningState,
@@ -20,10 +23,11 @@ from fmappliance.agent.stacks.base import (
     StackDriver,
     StackUnsupported,
 )
-from fmappliance.agent.stacks.compose_stack import ComposeStack
-from fmappliance.agent.stacks.fm_stack import FmStack
+from fmappliance.agent.stacks.compose import ComposeStack
+from fmappliance.agent.stacks.fm import FmStack
 
 __all__ = [
+    "BackupRun",
     "Command",
     "ComposeStack",
     "FmStack",

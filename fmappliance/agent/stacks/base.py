@@ -28,6 +28,9 @@ Find = Callable[[str], str | None]
 Run = Callable[..., Any]
 #: ``check_room(bytes, staging)`` refuses a copy out of a container that would not fit.
 CheckRoom = Callable[[int, str], None]
+#: The dir (below the bench's sites/) that `bench drop-site` archives a test restore's throwaway site into;
+#: the agent removes it right after.
+DROP_ARCHIVE_PREFIX = ".fmappliance-dropped-"
 
 
 class Command(NamedTuple):
@@ -62,6 +65,23 @@ class RunningState:
     commits: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BackupRun:
+    """One `bench backup --with-files` of a site inside a job: what ``collect_backup_files`` needs.
+
+    ``started`` (time.time() before bench ran) tells this backup's files from older ones when bench
+    printed no summary; a stack that copies the files out of a container puts them in ``staging``
+    (the agent's own dir) after ``check_room(bytes, staging)`` agreed they fit."""
+
+    ctx: JobContext
+    binary: Resolve
+    site: str
+    timeout: float
+    started: float
+    staging: str
+    check_room: CheckRoom | None = None
+
+
 class SiteOps(Protocol):
     """The stack-specific half of a restore: how bench is run, where the parts go so bench can read them,
     where the MariaDB root password lives and how to reach the database as root, the bench container's
@@ -70,8 +90,6 @@ class SiteOps(Protocol):
     def bench(self, *args: str) -> Command: ...
 
     def read_bench_file(self, relpath: str, run: Run) -> str: ...
-
-    def new_site_refusal(self) -> str | None: ...
 
     def root_password(self, run: Run) -> str: ...
 
@@ -95,7 +113,7 @@ class SiteOps(Protocol):
 
 
 class StackDriver(Protocol):
-    """One stack, as its type drives it (``stacks.fm.FmStack``, ``stacks.compose.ComposeStack``)."""
+    """One stack, as its type drives it (``fm.FmStack``, ``compose.ComposeStack``)."""
 
     #: The stack's "type" as the config and the API name it.
     kind: str
@@ -140,16 +158,7 @@ class StackDriver(Protocol):
         """Refuse (StepFailed) to start a backup or an update that cannot work."""
         ...
 
-    def collect_backup_files(
-        self,
-        ctx: JobContext,
-        binary: Resolve,
-        site: str,
-        timeout: float,
-        started: float,
-        staging: str,
-        check_room: CheckRoom | None = None,
-    ) -> dict[str, str]:
+    def collect_backup_files(self, run: BackupRun) -> dict[str, str]:
         """Run `bench backup --with-files`; part -> path of each file, below ``source_root``."""
         ...
 

@@ -1,4 +1,5 @@
-"""docker compose's output, read the same way for both stack types (an fm bench is a compose project too).
+"""docker compose's output, read the same way for both stack types (an fm bench is a compose project too),
+and the two things both ask a compose project the same way: a container's addresses, mariadb as root.
 
 Facts (docs/doubles.md, "Output shapes"): `ps --format json` printed one JSON array up to compose v2.20 and
 one object per line from v2.21; `configurator` and friends are one-shot services whose normal state is
@@ -120,3 +121,11 @@ def container_addresses(docker: str, stack: dict, ps: list[str], service: str, r
     if not addresses:
         raise OpsFailed(f"docker did not report an address of the {service} container")
     return sorted(set(addresses))
+
+
+def root_mariadb(compose: list[str], service: str, env: dict, cwd: str, sql: str, root_password: str) -> Command:
+    """`<compose> exec -T -e MYSQL_PWD <service> mariadb -uroot` with ``sql`` on stdin; the password travels
+    as MYSQL_PWD in the docker client's environment (`exec -e NAME` passes the client's own value), never in
+    an argv.  ``compose`` is the project's `docker compose ...` prefix, ``env`` the environment it needs."""
+    argv = [*compose, "exec", "-T", "-e", "MYSQL_PWD", service, "mariadb", "-uroot"]
+    return Command(argv, {**env, "MYSQL_PWD": root_password}, cwd, sql.encode())
