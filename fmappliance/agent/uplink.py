@@ -17,6 +17,7 @@ idle ones are recycled after 10 minutes (NAT tables forget quiet flows); failure
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import random
@@ -143,17 +144,20 @@ def splice(tls: ssl.SSLSocket, plain: socket.socket, first: bytes) -> tuple[int,
     written from two threads at once.
 
     Built for a 1 GiB download (issue 24 §6: the link ≥ 0.5× a local download): the agent's bytes are
-    read with ``recv_into`` a reused buffer and handed to TLS as a memoryview (no copies in Python);
-    each side is tried until it would block and only then waited for, with ``poll`` (whose
-    registrations cost no system call), so a busy stream costs about one read and one TLS write per
-    buffer.  At most CHUNK bytes wait for the hub and BUFFER_CAP for the agent (constant memory).
+    read with ``recv_into`` reused buffers and handed to TLS as memoryviews (no copies in Python); while
+    TLS waits, the agent's socket is still drained into further buffers, so the agent's sends complete
+    (a partial send makes waitress read that part of the file again).  Each side is tried until it
+    would block and only then waited for, with ``poll`` (whose registrations cost no system call), so
+    a busy stream costs about one read and one TLS write per buffer.  At most BUFFER_CAP bytes wait
+    for either side (constant memory; a short answer uses one buffer).
     """
     tls.setblocking(False)
     plain.setblocking(False)
     to_plain = bytearray(first)
-    buffer = bytearray(CHUNK)
-    down = memoryview(buffer)
-    pending = 0  # bytes of ``buffer`` read from the agent, not yet taken by TLS
+    spare = [bytearray(CHUNK)]
+    # Read from the agent, not yet taken by TLS: (buffer, its view, bytes in it), oldest first.
+    filled: collections.deque[tuple[bytearray, memoryview, int]] = collections.deque()
+    slots = max(1, BUFFER_CAP // CHUNK)
     sent = [len(first), 0]
     plain_eof = False
     # What the last try said: True until an operation would block, then until poll says otherwise.
@@ -164,28 +168,37 @@ def splice(tls: ssl.SSLSocket, plain: socket.socket, first: bytes) -> tuple[int,
     try:
         while True:
             progress = False
-            # agent -> hub: a full buffer first goes to TLS, then the next one is read.
-            if pending and tls_can_write:
+            # agent -> hub
+            while filled and tls_can_write:
+                buffer, view, length = filled[0]
                 try:
-                    # All of it or SSLWant* (the ssl module sets no SSL_MODE_ENABLE_PARTIAL_WRITE).
-                    tls.send(down[:pending])
-                    sent[1] += pending
-                    pending = 0
-                    progress = True
+                    # All of it or SSLWant* (the ssl module sets no SSL_MODE_ENABLE_PARTIAL_WRITE), so a
+                    # retry sends the same bytes, as OpenSSL requires.
+                    tls.send(view[:length])
                 except ssl.SSLWantWriteError:
                     tls_can_write, tls_write_wants = False, select.POLLOUT
                 except ssl.SSLWantReadError:
                     tls_can_write, tls_write_wants = False, select.POLLIN
-            if not pending and not plain_eof and plain_can_read:
+                else:
+                    filled.popleft()
+                    spare.append(buffer)
+                    sent[1] += length
+                    progress = True
+            while len(filled) < slots and not plain_eof and plain_can_read:
+                buffer = spare.pop() if spare else bytearray(CHUNK)
                 try:
-                    pending = plain.recv_into(buffer)
-                    if pending:
-                        progress = True
-                    else:
-                        plain_eof = True
+                    length = plain.recv_into(buffer)
                 except BlockingIOError:
                     plain_can_read = False
-            if plain_eof and not pending:
+                    spare.append(buffer)
+                    break
+                if not length:
+                    plain_eof = True
+                    spare.append(buffer)
+                    break
+                filled.append((buffer, memoryview(buffer), length))
+                progress = True
+            if plain_eof and not filled:
                 return sent[0], sent[1]
             # hub -> agent (a request body; the close that ends a followed log).
             if len(to_plain) < BUFFER_CAP and tls_can_read:
@@ -209,9 +222,9 @@ def splice(tls: ssl.SSLSocket, plain: socket.socket, first: bytes) -> tuple[int,
             if progress:
                 continue
             tls_events = (tls_read_wants if len(to_plain) < BUFFER_CAP and not tls_can_read else 0) | (
-                tls_write_wants if pending and not tls_can_write else 0
+                tls_write_wants if filled and not tls_can_write else 0
             )
-            plain_events = (select.POLLIN if not pending and not plain_eof and not plain_can_read else 0) | (
+            plain_events = (select.POLLIN if len(filled) < slots and not plain_eof and not plain_can_read else 0) | (
                 select.POLLOUT if to_plain and not plain_can_write else 0
             )
             for fd, events in ((tls_fd, tls_events), (plain_fd, plain_events)):
