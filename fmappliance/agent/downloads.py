@@ -137,7 +137,15 @@ def safe_download_name(name: str, fallback: str = "backup") -> str:
 
 
 class FileChunks:
-    """The body: ``length`` bytes from ``start`` in CHUNK_SIZE reads (constant memory).
+    """The body: ``length`` bytes from ``start`` (constant memory), iterable in CHUNK_SIZE reads and
+    file-like (read/seek/tell, bounded to the range).
+
+    File-like so that bottle hands it to the server's ``wsgi.file_wrapper``: waitress then reads the
+    file only when the client's socket can take more, in socket-buffer-sized blocks.  Iterated, waitress
+    would copy every chunk into its own buffer, which spills to temp files once a slow reader (a fleet
+    link) leaves more than ``outbuf_overflow`` unsent: three copies of every byte (issue 24 §6).  The
+    file sits at ``start`` from the outset: waitress takes ``tell()`` as the first byte to send and
+    Content-Length as the count.
 
     The WSGI server calls close() when the response is done or the client went away; that closes
     the file, whether or not iteration ever started.
@@ -147,6 +155,7 @@ class FileChunks:
         self._file = fileobj
         self._start = start
         self._length = length
+        fileobj.seek(start)
 
     def __iter__(self):
         try:
@@ -160,6 +169,22 @@ class FileChunks:
                 yield data
         finally:
             self.close()
+
+    def read(self, size: int | None = -1) -> bytes:
+        """At most ``size`` bytes, never past the range's end (a server without file_wrapper reads to EOF)."""
+        left = self._start + self._length - self._file.tell()
+        if left <= 0:
+            return b""
+        return self._file.read(left if size is None or size < 0 else min(size, left))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seekable(self) -> bool:
+        return True
 
     def close(self) -> None:
         self._file.close()

@@ -17,10 +17,11 @@ idle ones are recycled after 10 minutes (NAT tables forget quiet flows); failure
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import random
-import selectors
+import select
 import signal
 import socket
 import ssl
@@ -140,76 +141,115 @@ def agent_answers(where: str) -> bool:
 def splice(tls: ssl.SSLSocket, plain: socket.socket, first: bytes) -> tuple[int, int]:
     """Copy both ways until the agent has answered and closed, or the hub hung up; returns bytes
     (to the agent, to the hub).  One thread, non-blocking: an SSL object must not be read and
-    written from two threads at once."""
+    written from two threads at once.
+
+    Built for a 1 GiB download (issue 24 §6: the link ≥ 0.5× a local download): the agent's bytes are
+    read with ``recv_into`` reused buffers and handed to TLS as memoryviews (no copies in Python); while
+    TLS waits, the agent's socket is still drained into further buffers, so the agent's sends complete
+    (a partial send makes waitress read that part of the file again).  Each side is tried until it
+    would block and only then waited for, with ``poll`` (whose registrations cost no system call), so
+    a busy stream costs about one read and one TLS write per buffer.  At most BUFFER_CAP bytes wait
+    for either side (constant memory; a short answer uses one buffer).
+    """
     tls.setblocking(False)
     plain.setblocking(False)
     to_plain = bytearray(first)
-    to_tls = bytearray()
+    spare = [bytearray(CHUNK)]
+    # Read from the agent, not yet taken by TLS: (buffer, its view, bytes in it), oldest first.
+    filled: collections.deque[tuple[bytearray, memoryview, int]] = collections.deque()
+    slots = max(1, BUFFER_CAP // CHUNK)
     sent = [len(first), 0]
     plain_eof = False
-    sel = selectors.DefaultSelector()
-    sel.register(tls, selectors.EVENT_READ)
-    sel.register(plain, selectors.EVENT_READ)
+    # What the last try said: True until an operation would block, then until poll says otherwise.
+    tls_can_read = plain_can_read = tls_can_write = plain_can_write = True
+    tls_read_wants = tls_write_wants = select.POLLIN  # what TLS waits for when it would block
+    poller = select.poll()
+    tls_fd, plain_fd = tls.fileno(), plain.fileno()
     try:
         while True:
-            if plain_eof and not to_tls:
+            progress = False
+            # agent -> hub
+            while filled and tls_can_write:
+                buffer, view, length = filled[0]
+                try:
+                    # All of it or SSLWant* (the ssl module sets no SSL_MODE_ENABLE_PARTIAL_WRITE), so a
+                    # retry sends the same bytes, as OpenSSL requires.
+                    tls.send(view[:length])
+                except ssl.SSLWantWriteError:
+                    tls_can_write, tls_write_wants = False, select.POLLOUT
+                except ssl.SSLWantReadError:
+                    tls_can_write, tls_write_wants = False, select.POLLIN
+                else:
+                    filled.popleft()
+                    spare.append(buffer)
+                    sent[1] += length
+                    progress = True
+            while len(filled) < slots and not plain_eof and plain_can_read:
+                buffer = spare.pop() if spare else bytearray(CHUNK)
+                try:
+                    length = plain.recv_into(buffer)
+                except BlockingIOError:
+                    plain_can_read = False
+                    spare.append(buffer)
+                    break
+                if not length:
+                    plain_eof = True
+                    spare.append(buffer)
+                    break
+                filled.append((buffer, memoryview(buffer), length))
+                progress = True
+            if plain_eof and not filled:
                 return sent[0], sent[1]
-            tls_events = (selectors.EVENT_READ if len(to_plain) < BUFFER_CAP else 0) | (
-                selectors.EVENT_WRITE if to_tls else 0
-            )
-            plain_events = (selectors.EVENT_READ if not plain_eof and len(to_tls) < BUFFER_CAP else 0) | (
-                selectors.EVENT_WRITE if to_plain else 0
-            )
-            _set(sel, tls, tls_events)
-            _set(sel, plain, plain_events)
-            ready = {key.fileobj: mask for key, mask in sel.select(0 if tls.pending() else None)}
-            # hub -> agent
-            if tls_events & selectors.EVENT_READ and (tls.pending() or ready.get(tls, 0) & selectors.EVENT_READ):
+            # hub -> agent (a request body; the close that ends a followed log).
+            if len(to_plain) < BUFFER_CAP and tls_can_read:
                 try:
                     data = tls.recv(CHUNK)
                     if not data:
                         return sent[0], sent[1]  # the dashboard hung up: the agent sees its client leave
                     to_plain += data
                     sent[0] += len(data)
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                    pass
-            if to_plain and ready.get(plain, 0) & selectors.EVENT_WRITE:
+                    progress = True
+                except ssl.SSLWantReadError:
+                    tls_can_read, tls_read_wants = False, select.POLLIN
+                except ssl.SSLWantWriteError:
+                    tls_can_read, tls_read_wants = False, select.POLLOUT
+            if to_plain and plain_can_write:
                 try:
                     del to_plain[: plain.send(to_plain)]
+                    progress = True
                 except BlockingIOError:
-                    pass
-            # agent -> hub
-            if plain_events & selectors.EVENT_READ and ready.get(plain, 0) & selectors.EVENT_READ:
-                try:
-                    data = plain.recv(CHUNK)
-                    if data:
-                        to_tls += data
-                        sent[1] += len(data)
-                    else:
-                        plain_eof = True
-                except BlockingIOError:
-                    pass
-            if to_tls and ready.get(tls, 0) & selectors.EVENT_WRITE:
-                try:
-                    del to_tls[: tls.send(to_tls[:CHUNK])]
-                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                    pass
+                    plain_can_write = False
+            if progress:
+                continue
+            tls_events = (tls_read_wants if len(to_plain) < BUFFER_CAP and not tls_can_read else 0) | (
+                tls_write_wants if filled and not tls_can_write else 0
+            )
+            plain_events = (select.POLLIN if len(filled) < slots and not plain_eof and not plain_can_read else 0) | (
+                select.POLLOUT if to_plain and not plain_can_write else 0
+            )
+            for fd, events in ((tls_fd, tls_events), (plain_fd, plain_events)):
+                if events:
+                    poller.register(fd, events)  # register() on a registered fd modifies it, in user space
+                else:
+                    try:
+                        poller.unregister(fd)
+                    except KeyError:
+                        pass
+            for fd, ready in poller.poll():
+                if fd == tls_fd:
+                    # An error or hang-up wakes every waiter: the next try reports it.
+                    if ready & (tls_read_wants | select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        tls_can_read = True
+                    if ready & (tls_write_wants | select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        tls_can_write = True
+                else:
+                    if ready & (select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        plain_can_read = True
+                    if ready & (select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        plain_can_write = True
     except (OSError, ssl.SSLError) as exc:
         log.debug("splice ended: %s", exc)
         return sent[0], sent[1]
-    finally:
-        sel.close()
-
-
-def _set(sel: selectors.BaseSelector, sock, events: int) -> None:
-    key = sel.get_map().get(sock)
-    if events == 0:
-        if key is not None:
-            sel.unregister(sock)
-    elif key is None:
-        sel.register(sock, events)
-    elif key.events != events:
-        sel.modify(sock, events)
 
 
 class PinMismatch(Exception):

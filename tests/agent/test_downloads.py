@@ -262,6 +262,20 @@ def test_full_get_head_and_416_over_http(server):
     assert (head.status, body, head.getheader("Content-Length")) == (200, b"", "700000")
     bad, body = request(server["port"], "GET", f"/files/{name}", {"Range": "bytes=700000-"})
     assert bad.status == 416 and bad.getheader("Content-Range") == "bytes */700000"
+    # A range inside the file: waitress sends it from the file itself (wsgi.file_wrapper), exactly.
+    middle, body = request(server["port"], "GET", f"/files/{name}", {"Range": "bytes=300000-300099"})
+    assert (middle.status, body) == (206, data[300000:300100])
+
+
+def test_the_body_read_as_a_file_stops_at_the_end_of_the_range(payload):
+    """A server without wsgi.file_wrapper reads the body as a file until it is empty: never past the range."""
+    response, handle = respond(payload, range_header="bytes=10-29")
+    body = response.body
+    assert body.tell() == 10 and body.seekable()
+    assert body.read(15) + body.read() == payload.read_bytes()[10:30]
+    assert body.read() == b""
+    body.close()
+    assert handle.closed
 
 
 def test_a_client_that_disconnects_mid_download_gets_the_file_closed(server):
