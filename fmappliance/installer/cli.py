@@ -63,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--admin-user", default="admin")
     w.add_argument("--download-mode", default="accel")
     w.add_argument("--state-dir", required=True)
-    w.add_argument("--backups-dir", required=True)
-    w.add_argument("--agent-socket", required=True)
-    w.add_argument("--dashboard-socket", required=True)
+    w.add_argument("--backups-dir", help="default: the schema's backups.base_path")
+    w.add_argument("--agent-socket", help="default: the schema's agent.socket")
+    w.add_argument("--dashboard-socket", help="default: the schema's dashboard.socket")
     w.add_argument("--agent-socket-group", default="")
     w.add_argument("--dashboard-socket-group", default="")
     w.add_argument("--proxy-secret-file", default="")
@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--shown-as", default="", help="the path to print instead of nginx_dir (--root)")
     m = sub.add_parser("migrate-config")
     m.add_argument("config")
-    m.add_argument("--agent-socket", required=True)
-    m.add_argument("--dashboard-socket", required=True)
+    m.add_argument("--agent-socket", help="default: the schema's agent.socket")
+    m.add_argument("--dashboard-socket", help="default: the schema's dashboard.socket")
     m.add_argument("--agent-socket-group", default="")
     m.add_argument("--dashboard-socket-group", default="")
     k = sub.add_parser("add-dashboard-key")
@@ -145,8 +145,21 @@ def discover(args) -> int:
     return 0
 
 
+def _schema_defaults(args, **keys: str) -> None:
+    """Fill the options left out (None) with the schema's default of their config key."""
+    from fmappliance.config import default
+
+    for option, key in keys.items():
+        if getattr(args, option) is None:
+            setattr(args, option, default(key))
+
+
 def write_config(args) -> int:
     from fmappliance.installer import config_writer as cw
+
+    _schema_defaults(
+        args, backups_dir="backups.base_path", agent_socket="agent.socket", dashboard_socket="dashboard.socket"
+    )
 
     stacks = _read_json(args.stacks) or {}
     password = cw.new_password()
@@ -172,24 +185,26 @@ def write_config(args) -> int:
     return 0
 
 
-CONFIG_VALUE_DEFAULTS = {
-    "agent.port": 9100,
-    "dashboard.port": 8000,
-    "dashboard.listen": "127.0.0.1",
-    "agent.listen": "127.0.0.1",
-    "backups.base_path": "/var/backups/fmappliance",
-    "dashboard.accel_prefix": "/_protected_backups/",
-    "dashboard.download_mode": "stream",
-    "agent.socket_group": "",
-    "agent.docker_binary": "docker",
-    "agent.fm_binary": "fm",
-    "dashboard.socket_group": "",
-}
+#: The config values install.sh reads (``config-values``); a key the file lacks has the schema's default.
+CONFIG_VALUE_KEYS = (
+    "agent.port",
+    "dashboard.port",
+    "dashboard.listen",
+    "agent.listen",
+    "backups.base_path",
+    "dashboard.accel_prefix",
+    "dashboard.download_mode",
+    "agent.socket_group",
+    "agent.docker_binary",
+    "agent.fm_binary",
+    "dashboard.socket_group",
+    "fleet.dir",
+)
 
 
 def config_values(args) -> int:
-    """Read leniently (a dry run may have no config yet): the defaults fill what is missing."""
-    from fmappliance.config import DEFAULT_AGENT_SOCKET, DEFAULT_DASHBOARD_SOCKET, effective_socket
+    """Read leniently (a dry run may have no config yet): the schema's defaults fill what is missing."""
+    from fmappliance.config import default, effective_socket
 
     try:
         import yaml
@@ -199,14 +214,12 @@ def config_values(args) -> int:
     except (ImportError, OSError, ValueError):
         data = {}
     data = data if isinstance(data, dict) else {}
-    for key, default in CONFIG_VALUE_DEFAULTS.items():
+    for key in CONFIG_VALUE_KEYS:
         section, name = key.split(".")
-        print(key, (data.get(section) or {}).get(name, default))
-    print("agent.socket", effective_socket(data.get("agent"), DEFAULT_AGENT_SOCKET) if data else DEFAULT_AGENT_SOCKET)
-    print(
-        "dashboard.socket",
-        effective_socket(data.get("dashboard"), DEFAULT_DASHBOARD_SOCKET) if data else DEFAULT_DASHBOARD_SOCKET,
-    )
+        print(key, (data.get(section) or {}).get(name, default(key)))
+    # A section naming listen or port and no socket keeps TCP (""): what the services do.
+    for section in ("agent", "dashboard"):
+        print(f"{section}.socket", effective_socket(data.get(section), default(f"{section}.socket")))
     # Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
     allowed = []
     for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:
@@ -217,7 +230,7 @@ def config_values(args) -> int:
         allowed.append(str(entry))
     print("dashboard.metrics_allow", " ".join(allowed))
     # Where the agent must write: backups, each FM home, each compose project dir.
-    paths = [str((data.get("backups") or {}).get("base_path") or CONFIG_VALUE_DEFAULTS["backups.base_path"])]
+    paths = [str((data.get("backups") or {}).get("base_path") or default("backups.base_path"))]
     for stack in (data.get("stacks") or {}).values():
         path = str((stack or {}).get("path", ""))
         if (stack or {}).get("type") == "fm":
@@ -240,6 +253,7 @@ def other_sites(args) -> int:
 def migrate_config(args) -> int:
     from fmappliance.installer.migrate import migrate_config as migrate
 
+    _schema_defaults(args, agent_socket="agent.socket", dashboard_socket="dashboard.socket")
     moved = migrate(
         args.config,
         {
