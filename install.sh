@@ -143,7 +143,7 @@ JOIN=""            # --join HOST:PORT
 JOIN_NAME=""       # --name NAME
 UPLINK_USER="fm-uplink"
 UPLINK_GROUP=fmappliance-agent  # may open the agent's socket; not in fmappliance (cannot read the config)
-FLEET_DIR=/etc/fmappliance/fleet
+FLEET_DIR=""       # the config's fleet.dir (read_config_values)
 
 PREFIX=/opt/fmappliance
 CONF_DIR=/etc/fmappliance
@@ -160,8 +160,8 @@ NGINX_LOG_DIR=/var/log/nginx
 ACME_DIR=/var/lib/fmappliance-acme   # outside STATE_DIR: nginx's user must read it
 CONFIG_GROUP=fmappliance
 WEB_GROUP=fmappliance-web      # nginx's user and the dashboard: may open the dashboard's socket
-AGENT_SOCKET=/run/fm-agent/agent.sock
-DASHBOARD_SOCKET=/run/fm-dashboard/dashboard.sock
+# The services' sockets, the fleet directory, ports...: the config's values, else the schema's
+# defaults (config_value, after read_config_values); none of them is repeated here.
 RECORD=$PREFIX/install-record
 # nginx proves itself to the dashboard with this secret (header X-Fmappliance-Proxy): the
 # dashboard's copy (dashboard.proxy_secret_file) and nginx's root-only include.
@@ -180,6 +180,7 @@ DOCKER_GROUP_ACCESS=no  # "add": the agent user is put in the docker group (FM_A
 ROOTLESS_ENV=()     # DOCKER_HOST=... XDG_RUNTIME_DIR=... for a rootless docker of the agent user
 NOTES=()            # what the operator should know, repeated in the summary
 UPGRADE=0           # an install made by an installer before the hardening (no agent-user record)
+MOVED_TO_SOCKETS="" # the config sections migrate_config moved from TCP to Unix sockets
 DASHBOARD_USER="${FM_DASHBOARD_USER:-fm-dashboard}"
 ADMIN_USER="${FM_ADMIN_USER:-admin}"
 ADMIN_PASSWORD=""
@@ -344,6 +345,20 @@ read_config_values() {
     # A dry run shows what the migrated config would give.
     [ -f "$STAGE/config-migrated.yaml" ] && config="$STAGE/config-migrated.yaml"
     helper config-values "$config" >"$STAGE/config-values" || die "could not read $CONFIG (above)"
+    FLEET_DIR="$(config_value fleet.dir)"
+    if [ -n "$MOVED_TO_SOCKETS" ]; then
+        note "upgrade: $MOVED_TO_SOCKETS now listen on Unix sockets ($(sockets)) instead of TCP; the previous config is $CONFIG.pre-sockets"
+    fi
+}
+
+# The services' sockets, as the config names them (for messages).
+sockets() {
+    local section sock out=""
+    for section in agent dashboard; do
+        sock="$(config_value "$section.socket")"
+        out="$out, ${sock:-$section on TCP}"
+    done
+    printf '%s\n' "${out#, }"
 }
 
 config_value() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$STAGE/config-values"; }
@@ -839,8 +854,8 @@ generate_config() {
     helper write-config --out "$out" --password-out "$STAGE/password" --stacks "$STAGE/stacks.json" \
         --fm-binary "$FOUND_FM_BINARY" --admin-user "$ADMIN_USER" --download-mode "$DOWNLOAD_MODE" \
         --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
-        --agent-socket "$AGENT_SOCKET" --agent-socket-group "$([ "$AGENT_ONLY" = 1 ] && echo "$UPLINK_GROUP" || echo "$CONFIG_GROUP")" \
-        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" \
+        --agent-socket-group "$([ "$AGENT_ONLY" = 1 ] && echo "$UPLINK_GROUP" || echo "$CONFIG_GROUP")" \
+        --dashboard-socket-group "$WEB_GROUP" \
         --proxy-secret-file "$PROXY_SECRET_FILE" --docker-binary "$(discovered docker_binary)" ||
         die "could not write a new config (above)"
     ADMIN_PASSWORD="$(cat "$STAGE/password")"
@@ -860,8 +875,8 @@ migrate_config() {
         cp "$config" "$STAGE/config-migrated.yaml"
         config="$STAGE/config-migrated.yaml"
     fi
-    moved="$(helper migrate-config "$config" --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
-        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP")" ||
+    # To the schema's default sockets.
+    moved="$(helper migrate-config "$config" --agent-socket-group "$CONFIG_GROUP" --dashboard-socket-group "$WEB_GROUP")" ||
         die "could not move $CONFIG to the Unix sockets (above); it is unchanged"
     [ -n "$moved" ] || return 0
     CHANGES=$((CHANGES + 1))
@@ -869,7 +884,7 @@ migrate_config() {
         say "  would move $moved of $CONFIG from TCP to Unix sockets"
         return 0
     fi
-    note "upgrade: $moved now listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET) instead of TCP; the previous config is $CONFIG.pre-sockets"
+    MOVED_TO_SOCKETS="$moved"  # said once the config's values are read (read_config_values)
 }
 
 check_config() {
@@ -907,9 +922,13 @@ make_directories() {
     ensure_dir "$BACKUPS_DIR" 0750 "$owner" "$group"
     [ "$AGENT_ONLY" = 1 ] || grant_nginx_backup_access
     if [ "$INIT" = daemons ]; then
-        # systemd makes these (RuntimeDirectory=); without it, the installer does.
-        ensure_dir "$(dirname "$AGENT_SOCKET")" 0755 "$owner" "$group"
-        [ "$AGENT_ONLY" = 1 ] || ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
+        # systemd makes these (RuntimeDirectory=); without it, the installer does: the directories
+        # of the config's sockets when they are its own (/run/fm-*; see runtime_dir in installer/cli.py).
+        local runtime
+        runtime="$(config_value agent.runtime_dir)"
+        [ -z "$runtime" ] || ensure_dir "$runtime" 0755 "$owner" "$group"
+        runtime="$(config_value dashboard.runtime_dir)"
+        [ "$AGENT_ONLY" = 1 ] || [ -z "$runtime" ] || ensure_dir "$runtime" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
         ensure_dir "$CACHE_DIR/fm-supervise" 0700 root root
@@ -1099,7 +1118,7 @@ remember_fleet_hub() {
 configure_fleet_hub() {
     [ "$FLEET_HUB" = 1 ] || return 0
     step "Fleet hub"
-    local config added fleet_dir
+    local config added
     config="$(at "$CONFIG")"
     if [ -f "$config" ]; then
         added="$(helper add-fleet-hub "$config" "0.0.0.0:$FLEET_PORT" "$FLEET_ADDRESS")" ||
@@ -1111,8 +1130,7 @@ configure_fleet_hub() {
     else
         say "  would add fleet.listen: 0.0.0.0:$FLEET_PORT and fleet.address: $FLEET_ADDRESS to $CONFIG"
     fi
-    fleet_dir="$CONF_DIR/fleet"
-    ensure_dir "$fleet_dir" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    ensure_dir "$FLEET_DIR" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
     if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
         say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-dashboard --config $CONFIG fleet init"
     else
@@ -1596,7 +1614,7 @@ print_summary() {
     [ "$UPGRADE" = 1 ] || return 0
     say ""
     say "  Upgraded from an earlier version (docs/security.md and docs/install.md, \"Upgrading\"):"
-    say "  - the agent and the dashboard listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET)"
+    say "  - the agent and the dashboard listen on Unix sockets ($(sockets))"
     say "    that only the dashboard (group $CONFIG_GROUP) and nginx (group $WEB_GROUP) can open,"
     say "    unless the config sets another TCP address or port"
     say "  - the agent keeps running as $AGENT_USER (recorded now; FM_AGENT_USER=<user> changes it)"
@@ -1642,8 +1660,16 @@ confirm_purge() {
 uninstall() {
     step "Uninstalling fmappliance"
     if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root: sudo $0 --uninstall"; fi
-    local record_file kind path extra group
+    local record_file kind path extra group runtime_dirs=()
     [ "$PURGE" = 1 ] && confirm_purge
+    # The sockets' directories the installer made (read now: the helper goes with $PREFIX).
+    if helper config-values "$(at "$CONFIG")" >"$STAGE/config-values" 2>"$STAGE/config-values.err"; then
+        for path in "$(config_value agent.runtime_dir)" "$(config_value dashboard.runtime_dir)"; do
+            [ -z "$path" ] || runtime_dirs+=("$path")
+        done
+    else
+        warn "could not read $CONFIG ($(head -n1 "$STAGE/config-values.err")): the sockets' directories under /run stay"
+    fi
     record_file="$(at "$RECORD")"
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
@@ -1690,7 +1716,7 @@ uninstall() {
         remove_path "$path"
     done
     for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" "$CACHE_DIR/fm-supervise" \
-        "$CACHE_DIR/fm-uplink" "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
+        "$CACHE_DIR/fm-uplink" ${runtime_dirs[@]+"${runtime_dirs[@]}"}; do
         remove_path "$path"
     done
     if [ -z "$ROOT" ]; then

@@ -20,6 +20,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import sys
 
 from fmappliance.installer.discovery import (
@@ -202,6 +203,15 @@ CONFIG_VALUE_KEYS = (
 )
 
 
+def runtime_dir(socket_path: str) -> str:
+    """The directory of a service's socket when it is the installer's to make (without systemd) and
+    to remove (uninstall): /run/fm-<name>, like the units' RuntimeDirectory=. Any other directory
+    (/run itself, another program's) is the operator's: never created, chowned or removed; "" then."""
+    parent, _, _ = socket_path.rpartition("/")
+    name = parent.removeprefix("/run/")
+    return parent if name != parent and re.fullmatch(r"fm-[a-z0-9-]+", name) else ""
+
+
 def config_values(args) -> int:
     """Read leniently (a dry run may have no config yet): the schema's defaults fill what is missing."""
     from fmappliance.config import default, effective_socket
@@ -219,7 +229,9 @@ def config_values(args) -> int:
         print(key, (data.get(section) or {}).get(name, default(key)))
     # A section naming listen or port and no socket keeps TCP (""): what the services do.
     for section in ("agent", "dashboard"):
-        print(f"{section}.socket", effective_socket(data.get(section), default(f"{section}.socket")))
+        socket_path = effective_socket(data.get(section), default(f"{section}.socket"))
+        print(f"{section}.socket", socket_path)
+        print(f"{section}.runtime_dir", runtime_dir(socket_path))
     # Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
     allowed = []
     for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:

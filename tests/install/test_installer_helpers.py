@@ -365,6 +365,13 @@ def test_config_values_are_the_files_else_the_schemas_defaults(tmp_path):
     assert values["agent.socket"].strip() == "" and values["agent.port"].strip() == "9200"
     assert values["dashboard.socket"].strip() == "/run/d/x.sock"
     assert values["fleet.dir"].strip() == "/srv/fleet"
+    # The socket directories the installer makes without systemd and removes on uninstall: its own
+    # /run/fm-* only, never /run itself or another program's directory.
+    assert none["agent.runtime_dir"].strip() == "/run/fm-agent"
+    assert values["dashboard.runtime_dir"].strip() == "" and values["agent.runtime_dir"].strip() == ""
+    for elsewhere in ("/run/agent.sock", "/run/user/fm-x/a.sock", "/var/run/fm-agent/a.sock", "/run/../etc/a.sock"):
+        given.write_text(f"agent:\n  socket: {elsewhere}\n")
+        assert config_values(given)["agent.runtime_dir"].strip() == "", elsewhere
 
 
 # ------------------------------------------------------------------------------ migration
