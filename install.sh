@@ -201,6 +201,7 @@ KEY=""
 CERT_NOTE=""
 RECORD_LINES=()
 NGINX_STARTED=0
+NGINX_KEPT=()      # nginx files changed since nginx last took its configuration (keep_nginx_file)
 
 # --------------------------------------------------------------------------------------
 # Output and change helpers
@@ -828,6 +829,7 @@ ensure_proxy_secret() {
         CHANGED_DASHBOARD=1
         say "  wrote $PROXY_SECRET_FILE (nginx's proxy secret, readable by $DASHBOARD_USER only)"
     fi
+    keep_nginx_file "$PROXY_SECRET_INCLUDE"
     if place_file "$STAGE/fm-proxy-secret.conf" "$PROXY_SECRET_INCLUDE" 0600 root root >/dev/null; then
         CHANGED_NGINX=1
         say "  wrote $PROXY_SECRET_INCLUDE (root only)"
@@ -1271,13 +1273,16 @@ install_nginx_site() {
         BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}" \
         METRICS_ALLOW="${allow%$'\n'}" PROXY_SECRET_INCLUDE="$PROXY_SECRET_INCLUDE"
     for snippet in fm-security-headers.conf fm-tls.conf; do
+        keep_nginx_file "$NGINX_DIR/snippets/$snippet"
         if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
             CHANGED_NGINX=1
         fi
     done
+    keep_nginx_file "$NGINX_DIR/sites-available/fm-dashboard.conf"
     if place_file "$STAGE/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" 0644 root root; then
         CHANGED_NGINX=1
     fi
+    keep_nginx_file "$NGINX_DIR/sites-enabled/fm-dashboard.conf"
     if ensure_link "$NGINX_DIR/sites-available/fm-dashboard.conf" "$NGINX_DIR/sites-enabled/fm-dashboard.conf"; then
         CHANGED_NGINX=1
     fi
@@ -1285,6 +1290,7 @@ install_nginx_site() {
     if [ "$HTTP_PORT" = 80 ] && [ -L "$(at "$NGINX_DIR/sites-enabled/default")" ]; then
         CHANGES=$((CHANGES + 1)); CHANGED_NGINX=1
         record "restore-link $NGINX_DIR/sites-enabled/default $(readlink "$(at "$NGINX_DIR/sites-enabled/default")")"
+        keep_nginx_file "$NGINX_DIR/sites-enabled/default"
         tree_run rm -f "$(at "$NGINX_DIR/sites-enabled/default")"
         if [ "$DRY_RUN" = 0 ]; then say "  disabled nginx's stock default site (restored by uninstall)"; fi
     fi
@@ -1492,25 +1498,73 @@ start_daemon() {
     say "  started $name as $user, supervised (pid $!, log $LOG_DIR/$name.log)"
 }
 
+# keep_nginx_file PATH: before the installer changes one of nginx's files, keep it (or that it
+# was absent), so that a configuration nginx refuses can be taken back (restore_nginx_files).
+keep_nginx_file() {
+    local path="$1" kept="$STAGE/nginx-kept$1" known
+    [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] || return 0
+    for known in ${NGINX_KEPT[@]+"${NGINX_KEPT[@]}"}; do [ "$known" = "$path" ] && return 0; done
+    NGINX_KEPT+=("$path")
+    mkdir -p "$(dirname "$kept")"
+    if [ -e "$path" ] || [ -L "$path" ]; then cp -a "$path" "$kept"; else : >"$kept.absent"; fi
+}
+
+# Put back every nginx file as it was when nginx last took its configuration.
+restore_nginx_files() {
+    local path kept
+    for path in ${NGINX_KEPT[@]+"${NGINX_KEPT[@]}"}; do
+        kept="$STAGE/nginx-kept$path"
+        rm -f -- "$path"
+        if [ -e "$kept.absent" ]; then rm -f -- "$kept.absent"; else mv -f -- "$kept" "$path"; fi
+        say "  restored $path"
+    done
+    NGINX_KEPT=()
+}
+
+# nginx took the configuration on disk: that is now the one to go back to.
+nginx_took_it() {
+    rm -rf "$STAGE/nginx-kept"
+    NGINX_KEPT=()
+}
+
+# The site is tested with `nginx -t` before nginx is asked to load it; a configuration it refuses
+# is taken back (the previous files restored) and the installer stops, nginx still serving the
+# previous one. A reload is checked too: nginx refuses some configurations that pass `nginx -t`
+# (a limit_req zone given another key) while `nginx -s reload` and `systemctl reload` exit 0;
+# the helper waits for the new workers that only a configuration nginx took gets.
 reload_nginx() {
     [ -n "$ROOT" ] && return 0
     if [ "$DRY_RUN" = 1 ]; then say "  would check and reload nginx"; return 0; fi
-    if ! nginx -t -q; then
-        die "nginx rejects its configuration (above); the dashboard site is $NGINX_DIR/sites-available/fm-dashboard.conf"
+    if ! nginx -t -q 2>"$STAGE/nginx-test.err"; then
+        cat "$STAGE/nginx-test.err" >&2
+        restore_nginx_files
+        die "nginx rejects the new configuration (above: $(grep -m1 -o '\[emerg\].*' "$STAGE/nginx-test.err" || echo 'see nginx -t')); the previous configuration is back in place and nginx was not reloaded"
     fi
     if [ "$INIT" = systemd ]; then
         if systemctl is-active --quiet nginx; then
-            [ "$CHANGED_NGINX" = 1 ] && host_run systemctl reload nginx
+            [ "$CHANGED_NGINX" = 1 ] && checked_reload systemctl reload nginx
         else
             host_run systemctl start nginx
         fi
     elif [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-        [ "$CHANGED_NGINX" = 1 ] && host_run nginx -s reload
+        [ "$CHANGED_NGINX" = 1 ] && checked_reload nginx -s reload
     else
         host_run nginx
         record "started nginx"
     fi
+    nginx_took_it
     true
+}
+
+# checked_reload COMMAND...: reload nginx and wait until it took the new configuration.
+checked_reload() {
+    local took
+    say "  run: $*"
+    if ! took="$(helper nginx-reload --pid-file /run/nginx.pid --error-log "$NGINX_LOG_DIR/error.log" -- "$@")"; then
+        restore_nginx_files
+        die "the previous nginx configuration is back in place and still served; nothing else was changed by this step. A change nginx takes only on a start (such as a limit_req zone's new key) needs nginx stopped first: stop it, then run this installer again (it starts nginx)"
+    fi
+    say "  $took"
 }
 
 wait_healthy() {

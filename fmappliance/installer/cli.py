@@ -5,6 +5,7 @@
     config-values  the values of an existing config the installer needs (key value lines)
     other-sites    nginx config files that serve other sites (one per line)
     healthz        exit 0 when the dashboard answers /healthz (on its socket or port)
+    nginx-reload   run nginx's reload command and wait until the master has taken the new configuration
     render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
     add-dashboard-key  add dashboard.KEY: VALUE to a config that lacks it (prints "added" when it did)
@@ -104,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("out")
     r.add_argument("tags", help="space-separated tags switched on")
     r.add_argument("values", nargs="*", metavar="KEY=VALUE")
+    n = sub.add_parser("nginx-reload")
+    n.add_argument("--pid-file", default="/run/nginx.pid", help="the running master's pid file")
+    n.add_argument("--error-log", default="", help="nginx's main error log (where a refused reload says why)")
+    n.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the new workers")
+    n.add_argument(
+        "reload", nargs=argparse.REMAINDER, help="-- the reload command (nginx -s reload, systemctl reload nginx)"
+    )
     h = sub.add_parser("healthz")
     h.add_argument("--socket", default="")
     h.add_argument("--port", type=int, default=0)
@@ -316,6 +324,16 @@ def render(args) -> int:
     return 0
 
 
+def nginx_reload(args) -> int:
+    from fmappliance.installer.nginx_reload import reload
+
+    command = args.reload[1:] if args.reload[:1] == ["--"] else args.reload
+    if not command:
+        raise InstallerStop("nginx-reload needs the reload command after --")
+    print(reload(command, args.pid_file, args.error_log, args.timeout))
+    return 0
+
+
 def healthz(args) -> int:
     import http.client
     import socket
@@ -349,6 +367,7 @@ def main(argv=None) -> int:
         "other-sites": other_sites,
         "render": render,
         "healthz": healthz,
+        "nginx-reload": nginx_reload,
         "migrate-config": migrate_config,
         "add-dashboard-key": add_dashboard_key,
         "add-fleet-hub": add_fleet_hub,
