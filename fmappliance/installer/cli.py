@@ -66,10 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--download-mode", default="accel")
     w.add_argument("--state-dir", required=True)
     w.add_argument("--backups-dir", help="default: the schema's backups.base_path")
-    w.add_argument("--agent-socket", help="default: the schema's agent.socket")
-    w.add_argument("--dashboard-socket", help="default: the schema's dashboard.socket")
-    w.add_argument("--agent-socket-group", default="")
-    w.add_argument("--dashboard-socket-group", default="")
+    _socket_options(w)
     w.add_argument("--proxy-secret-file", default="")
     w.add_argument("--docker-binary", default="")
     v = sub.add_parser("config-values")
@@ -79,10 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--shown-as", default="", help="the path to print instead of nginx_dir (--root)")
     m = sub.add_parser("migrate-config")
     m.add_argument("config")
-    m.add_argument("--agent-socket", help="default: the schema's agent.socket")
-    m.add_argument("--dashboard-socket", help="default: the schema's dashboard.socket")
-    m.add_argument("--agent-socket-group", default="")
-    m.add_argument("--dashboard-socket-group", default="")
+    _socket_options(m)
     k = sub.add_parser("add-dashboard-key")
     k.add_argument("config")
     k.add_argument("key")
@@ -116,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--socket", default="")
     h.add_argument("--port", type=int, default=0)
     return parser
+
+
+def _socket_options(parser: argparse.ArgumentParser) -> None:
+    """The services' sockets (of a new or migrated config) and their groups."""
+    for service in ("agent", "dashboard"):
+        parser.add_argument(f"--{service}-socket", help=f"default: the schema's {service}.socket")
+        parser.add_argument(f"--{service}-socket-group", default="")
 
 
 def _read_json(path: str):
