@@ -1421,6 +1421,8 @@ start_agent_only() {
         daemons)
             start_daemon fm-agent "$AGENT_USER" "$CHANGED_AGENT"
             if [ -f "$(at "$FLEET_DIR/uplink.json")" ] || [ "$DRY_RUN" = 1 ]; then
+                # The uplink tells the hub in its hello whether the agent answers: not before it listens.
+                wait_agent_socket
                 # Restarted, as under systemd: a new join gives it new files.
                 start_daemon fm-uplink "$UPLINK_USER" 1
             else
@@ -1428,6 +1430,19 @@ start_agent_only() {
             fi
             ;;
     esac
+}
+
+# Until the agent accepts connections on its socket (up to 20 s; a TCP agent is not waited for).
+wait_agent_socket() {
+    local sock i
+    sock="$(config_value agent.socket)"
+    [ "$DRY_RUN" = 0 ] && [ -n "$sock" ] || return 0
+    for i in $(seq 100); do
+        "$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$sock" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    : "$i"
+    warn "the agent has no socket at $sock yet: the hub shows this server as agent_down until it answers"
 }
 
 restart_unit() {
@@ -1786,7 +1801,7 @@ uninstall() {
         for path in "$CONF_DIR" "$BACKUPS_DIR"; do
             remove_path "$path"
         done
-        for group in "$CONFIG_GROUP" "$WEB_GROUP"; do
+        for group in "$CONFIG_GROUP" "$WEB_GROUP" "$UPLINK_GROUP"; do
             if group_exists "$group"; then host_run groupdel "$group" || true; fi
         done
     else

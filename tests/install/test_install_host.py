@@ -453,10 +453,15 @@ def test_an_agent_only_install_joins_the_hub_and_serves_it_through_the_uplink_wi
         assert not Path("/run/fmappliance/fm-dashboard.pid").exists() and not (PREFIX / "fm-dashboard.pyz").exists()
         assert not Path("/etc/nginx/sites-available/fm-dashboard.conf").exists()
 
-        wait_online(hub.hub, "erp-b", timeout=30)
+        try:
+            wait_online(hub.hub, "erp-b", timeout=30)
+        except AssertionError as exc:
+            logs = {name: Path(f"/var/log/fmappliance/{name}.log") for name in ("fm-uplink", "fm-agent", "supervise")}
+            said = {name: log.read_text()[-2000:] if log.exists() else "(none)" for name, log in logs.items()}
+            raise AssertionError(f"{exc}; hub: {hub.hub.state('erp-b')}; logs: {said}") from None
         assert hub.client("erp-b").stacks()["stacks"] == [], "the hub reaches the installed agent through the uplink"
 
-        owners = subprocess.run(["ps", "-eo", "user:20,args"], capture_output=True, text=True).stdout
+        owners = subprocess.run(["ps", "-ww", "-eo", "user:20,args"], capture_output=True, text=True).stdout
         assert re.search(r"^fm-agent\s+/usr/bin/python3 /opt/fmappliance/fm-agent.pyz --config", owners, re.M), owners
         uplink = r"^fm-uplink\s+/usr/bin/python3 /opt/fmappliance/fm-agent.pyz uplink --dir /etc/fmappliance/fleet$"
         assert re.search(uplink, owners, re.M), owners
