@@ -1529,10 +1529,24 @@ restore_nginx_files() {
     local path kept
     for path in ${NGINX_KEPT[@]+"${NGINX_KEPT[@]}"}; do
         kept="$STAGE/nginx-kept$path"
+        if [ -e "$kept.absent" ]; then
+            rm -f -- "$kept.absent"
+            [ -e "$path" ] || [ -L "$path" ] || continue
+            rm -f -- "$path"
+            say "  removed $path (it was not there before)"
+            continue
+        fi
+        # Unchanged by this run: nothing to put back.
+        if [ -L "$kept" ]; then
+            [ -L "$path" ] && [ "$(readlink "$kept")" = "$(readlink "$path")" ] && continue
+        elif [ ! -L "$path" ] && cmp -s -- "$kept" "$path"; then
+            continue
+        fi
         rm -f -- "$path"
-        if [ -e "$kept.absent" ]; then rm -f -- "$kept.absent"; else mv -f -- "$kept" "$path"; fi
+        mv -f -- "$kept" "$path"
         say "  restored $path"
     done
+    rm -rf "$STAGE/nginx-kept"
     NGINX_KEPT=()
 }
 
