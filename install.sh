@@ -143,7 +143,7 @@ JOIN=""            # --join HOST:PORT
 JOIN_NAME=""       # --name NAME
 UPLINK_USER="fm-uplink"
 UPLINK_GROUP=fmappliance-agent  # may open the agent's socket; not in fmappliance (cannot read the config)
-FLEET_DIR=/etc/fmappliance/fleet
+FLEET_DIR=""       # the config's fleet.dir (read_config_values)
 
 PREFIX=/opt/fmappliance
 CONF_DIR=/etc/fmappliance
@@ -160,8 +160,8 @@ NGINX_LOG_DIR=/var/log/nginx
 ACME_DIR=/var/lib/fmappliance-acme   # outside STATE_DIR: nginx's user must read it
 CONFIG_GROUP=fmappliance
 WEB_GROUP=fmappliance-web      # nginx's user and the dashboard: may open the dashboard's socket
-AGENT_SOCKET=/run/fm-agent/agent.sock
-DASHBOARD_SOCKET=/run/fm-dashboard/dashboard.sock
+# The services' sockets, the fleet directory, ports...: the config's values, else the schema's
+# defaults (config_value, after read_config_values); none of them is repeated here.
 RECORD=$PREFIX/install-record
 # nginx proves itself to the dashboard with this secret (header X-Fmappliance-Proxy): the
 # dashboard's copy (dashboard.proxy_secret_file) and nginx's root-only include.
@@ -180,6 +180,7 @@ DOCKER_GROUP_ACCESS=no  # "add": the agent user is put in the docker group (FM_A
 ROOTLESS_ENV=()     # DOCKER_HOST=... XDG_RUNTIME_DIR=... for a rootless docker of the agent user
 NOTES=()            # what the operator should know, repeated in the summary
 UPGRADE=0           # an install made by an installer before the hardening (no agent-user record)
+MOVED_TO_SOCKETS="" # the config sections migrate_config moved from TCP to Unix sockets
 DASHBOARD_USER="${FM_DASHBOARD_USER:-fm-dashboard}"
 ADMIN_USER="${FM_ADMIN_USER:-admin}"
 ADMIN_PASSWORD=""
@@ -200,6 +201,7 @@ KEY=""
 CERT_NOTE=""
 RECORD_LINES=()
 NGINX_STARTED=0
+NGINX_KEPT=()      # nginx files changed since nginx last took its configuration (keep_nginx_file)
 
 # --------------------------------------------------------------------------------------
 # Output and change helpers
@@ -344,6 +346,20 @@ read_config_values() {
     # A dry run shows what the migrated config would give.
     [ -f "$STAGE/config-migrated.yaml" ] && config="$STAGE/config-migrated.yaml"
     helper config-values "$config" >"$STAGE/config-values" || die "could not read $CONFIG (above)"
+    FLEET_DIR="$(config_value fleet.dir)"
+    if [ -n "$MOVED_TO_SOCKETS" ]; then
+        note "upgrade: $MOVED_TO_SOCKETS now listen on Unix sockets ($(sockets)) instead of TCP; the previous config is $CONFIG.pre-sockets"
+    fi
+}
+
+# The services' sockets, as the config names them (for messages).
+sockets() {
+    local section sock out=""
+    for section in agent dashboard; do
+        sock="$(config_value "$section.socket")"
+        out="$out, ${sock:-$section on TCP}"
+    done
+    printf '%s\n' "${out#, }"
 }
 
 config_value() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ /, ""); print; exit }' "$STAGE/config-values"; }
@@ -813,6 +829,7 @@ ensure_proxy_secret() {
         CHANGED_DASHBOARD=1
         say "  wrote $PROXY_SECRET_FILE (nginx's proxy secret, readable by $DASHBOARD_USER only)"
     fi
+    keep_nginx_file "$PROXY_SECRET_INCLUDE"
     if place_file "$STAGE/fm-proxy-secret.conf" "$PROXY_SECRET_INCLUDE" 0600 root root >/dev/null; then
         CHANGED_NGINX=1
         say "  wrote $PROXY_SECRET_INCLUDE (root only)"
@@ -839,8 +856,8 @@ generate_config() {
     helper write-config --out "$out" --password-out "$STAGE/password" --stacks "$STAGE/stacks.json" \
         --fm-binary "$FOUND_FM_BINARY" --admin-user "$ADMIN_USER" --download-mode "$DOWNLOAD_MODE" \
         --state-dir "$STATE_DIR" --backups-dir "$BACKUPS_DIR" \
-        --agent-socket "$AGENT_SOCKET" --agent-socket-group "$([ "$AGENT_ONLY" = 1 ] && echo "$UPLINK_GROUP" || echo "$CONFIG_GROUP")" \
-        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP" \
+        --agent-socket-group "$([ "$AGENT_ONLY" = 1 ] && echo "$UPLINK_GROUP" || echo "$CONFIG_GROUP")" \
+        --dashboard-socket-group "$WEB_GROUP" \
         --proxy-secret-file "$PROXY_SECRET_FILE" --docker-binary "$(discovered docker_binary)" ||
         die "could not write a new config (above)"
     ADMIN_PASSWORD="$(cat "$STAGE/password")"
@@ -860,8 +877,8 @@ migrate_config() {
         cp "$config" "$STAGE/config-migrated.yaml"
         config="$STAGE/config-migrated.yaml"
     fi
-    moved="$(helper migrate-config "$config" --agent-socket "$AGENT_SOCKET" --agent-socket-group "$CONFIG_GROUP" \
-        --dashboard-socket "$DASHBOARD_SOCKET" --dashboard-socket-group "$WEB_GROUP")" ||
+    # To the schema's default sockets.
+    moved="$(helper migrate-config "$config" --agent-socket-group "$CONFIG_GROUP" --dashboard-socket-group "$WEB_GROUP")" ||
         die "could not move $CONFIG to the Unix sockets (above); it is unchanged"
     [ -n "$moved" ] || return 0
     CHANGES=$((CHANGES + 1))
@@ -869,7 +886,7 @@ migrate_config() {
         say "  would move $moved of $CONFIG from TCP to Unix sockets"
         return 0
     fi
-    note "upgrade: $moved now listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET) instead of TCP; the previous config is $CONFIG.pre-sockets"
+    MOVED_TO_SOCKETS="$moved"  # said once the config's values are read (read_config_values)
 }
 
 check_config() {
@@ -907,9 +924,13 @@ make_directories() {
     ensure_dir "$BACKUPS_DIR" 0750 "$owner" "$group"
     [ "$AGENT_ONLY" = 1 ] || grant_nginx_backup_access
     if [ "$INIT" = daemons ]; then
-        # systemd makes these (RuntimeDirectory=); without it, the installer does.
-        ensure_dir "$(dirname "$AGENT_SOCKET")" 0755 "$owner" "$group"
-        [ "$AGENT_ONLY" = 1 ] || ensure_dir "$(dirname "$DASHBOARD_SOCKET")" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
+        # systemd makes these (RuntimeDirectory=); without it, the installer does: the directories
+        # of the config's sockets when they are its own (/run/fm-*; see runtime_dir in installer/cli.py).
+        local runtime
+        runtime="$(config_value agent.runtime_dir)"
+        [ -z "$runtime" ] || ensure_dir "$runtime" 0755 "$owner" "$group"
+        runtime="$(config_value dashboard.runtime_dir)"
+        [ "$AGENT_ONLY" = 1 ] || [ -z "$runtime" ] || ensure_dir "$runtime" 0755 "$DASHBOARD_USER" "$DASHBOARD_USER"
         ensure_dir "$LOG_DIR" 0750 root "$CONFIG_GROUP"
         ensure_dir "$CACHE_DIR/fm-agent" 0700 "$owner" "$group"
         ensure_dir "$CACHE_DIR/fm-supervise" 0700 root root
@@ -1099,7 +1120,7 @@ remember_fleet_hub() {
 configure_fleet_hub() {
     [ "$FLEET_HUB" = 1 ] || return 0
     step "Fleet hub"
-    local config added fleet_dir
+    local config added
     config="$(at "$CONFIG")"
     if [ -f "$config" ]; then
         added="$(helper add-fleet-hub "$config" "0.0.0.0:$FLEET_PORT" "$FLEET_ADDRESS")" ||
@@ -1111,8 +1132,7 @@ configure_fleet_hub() {
     else
         say "  would add fleet.listen: 0.0.0.0:$FLEET_PORT and fleet.address: $FLEET_ADDRESS to $CONFIG"
     fi
-    fleet_dir="$CONF_DIR/fleet"
-    ensure_dir "$fleet_dir" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
+    ensure_dir "$FLEET_DIR" 0750 "$DASHBOARD_USER" "$DASHBOARD_USER"
     if [ -n "$ROOT" ] || [ "$DRY_RUN" = 1 ]; then
         say "  skipped ($([ -n "$ROOT" ] && echo --root || echo dry run)): fm-dashboard --config $CONFIG fleet init"
     else
@@ -1253,13 +1273,16 @@ install_nginx_site() {
         BACKUPS_DIR="$(config_value backups.base_path)" KNOWN_HOSTS_MAP="${known%$'\n'}" \
         METRICS_ALLOW="${allow%$'\n'}" PROXY_SECRET_INCLUDE="$PROXY_SECRET_INCLUDE"
     for snippet in fm-security-headers.conf fm-tls.conf; do
+        keep_nginx_file "$NGINX_DIR/snippets/$snippet"
         if place_file "$SCRIPT_DIR/packaging/nginx/$snippet" "$NGINX_DIR/snippets/$snippet" 0644 root root; then
             CHANGED_NGINX=1
         fi
     done
+    keep_nginx_file "$NGINX_DIR/sites-available/fm-dashboard.conf"
     if place_file "$STAGE/fm-dashboard.conf" "$NGINX_DIR/sites-available/fm-dashboard.conf" 0644 root root; then
         CHANGED_NGINX=1
     fi
+    keep_nginx_file "$NGINX_DIR/sites-enabled/fm-dashboard.conf"
     if ensure_link "$NGINX_DIR/sites-available/fm-dashboard.conf" "$NGINX_DIR/sites-enabled/fm-dashboard.conf"; then
         CHANGED_NGINX=1
     fi
@@ -1267,6 +1290,7 @@ install_nginx_site() {
     if [ "$HTTP_PORT" = 80 ] && [ -L "$(at "$NGINX_DIR/sites-enabled/default")" ]; then
         CHANGES=$((CHANGES + 1)); CHANGED_NGINX=1
         record "restore-link $NGINX_DIR/sites-enabled/default $(readlink "$(at "$NGINX_DIR/sites-enabled/default")")"
+        keep_nginx_file "$NGINX_DIR/sites-enabled/default"
         tree_run rm -f "$(at "$NGINX_DIR/sites-enabled/default")"
         if [ "$DRY_RUN" = 0 ]; then say "  disabled nginx's stock default site (restored by uninstall)"; fi
     fi
@@ -1397,6 +1421,8 @@ start_agent_only() {
         daemons)
             start_daemon fm-agent "$AGENT_USER" "$CHANGED_AGENT"
             if [ -f "$(at "$FLEET_DIR/uplink.json")" ] || [ "$DRY_RUN" = 1 ]; then
+                # The uplink tells the hub in its hello whether the agent answers: not before it listens.
+                wait_agent_socket
                 # Restarted, as under systemd: a new join gives it new files.
                 start_daemon fm-uplink "$UPLINK_USER" 1
             else
@@ -1404,6 +1430,19 @@ start_agent_only() {
             fi
             ;;
     esac
+}
+
+# Until the agent accepts connections on its socket (up to 20 s; a TCP agent is not waited for).
+wait_agent_socket() {
+    local sock i
+    sock="$(config_value agent.socket)"
+    [ "$DRY_RUN" = 0 ] && [ -n "$sock" ] || return 0
+    for i in $(seq 100); do
+        "$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$sock" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    : "$i"
+    warn "the agent has no socket at $sock yet: the hub shows this server as agent_down until it answers"
 }
 
 restart_unit() {
@@ -1474,25 +1513,87 @@ start_daemon() {
     say "  started $name as $user, supervised (pid $!, log $LOG_DIR/$name.log)"
 }
 
+# keep_nginx_file PATH: before the installer changes one of nginx's files, keep it (or that it
+# was absent), so that a configuration nginx refuses can be taken back (restore_nginx_files).
+keep_nginx_file() {
+    local path="$1" kept="$STAGE/nginx-kept$1" known
+    [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] || return 0
+    for known in ${NGINX_KEPT[@]+"${NGINX_KEPT[@]}"}; do [ "$known" = "$path" ] && return 0; done
+    NGINX_KEPT+=("$path")
+    mkdir -p "$(dirname "$kept")"
+    if [ -e "$path" ] || [ -L "$path" ]; then cp -a "$path" "$kept"; else : >"$kept.absent"; fi
+}
+
+# Put back every nginx file as it was when nginx last took its configuration.
+restore_nginx_files() {
+    local path kept
+    for path in ${NGINX_KEPT[@]+"${NGINX_KEPT[@]}"}; do
+        kept="$STAGE/nginx-kept$path"
+        if [ -e "$kept.absent" ]; then
+            rm -f -- "$kept.absent"
+            [ -e "$path" ] || [ -L "$path" ] || continue
+            rm -f -- "$path"
+            say "  removed $path (it was not there before)"
+            continue
+        fi
+        # Unchanged by this run: nothing to put back.
+        if [ -L "$kept" ]; then
+            [ -L "$path" ] && [ "$(readlink "$kept")" = "$(readlink "$path")" ] && continue
+        elif [ ! -L "$path" ] && cmp -s -- "$kept" "$path"; then
+            continue
+        fi
+        rm -f -- "$path"
+        mv -f -- "$kept" "$path"
+        say "  restored $path"
+    done
+    rm -rf "$STAGE/nginx-kept"
+    NGINX_KEPT=()
+}
+
+# nginx took the configuration on disk: that is now the one to go back to.
+nginx_took_it() {
+    rm -rf "$STAGE/nginx-kept"
+    NGINX_KEPT=()
+}
+
+# The site is tested with `nginx -t` before nginx is asked to load it; a configuration it refuses
+# is taken back (the previous files restored) and the installer stops, nginx still serving the
+# previous one. A reload is checked too: nginx refuses some configurations that pass `nginx -t`
+# (a limit_req zone given another key) while `nginx -s reload` and `systemctl reload` exit 0;
+# the helper waits for the new workers that only a configuration nginx took gets.
 reload_nginx() {
     [ -n "$ROOT" ] && return 0
     if [ "$DRY_RUN" = 1 ]; then say "  would check and reload nginx"; return 0; fi
-    if ! nginx -t -q; then
-        die "nginx rejects its configuration (above); the dashboard site is $NGINX_DIR/sites-available/fm-dashboard.conf"
+    if ! nginx -t -q 2>"$STAGE/nginx-test.err"; then
+        cat "$STAGE/nginx-test.err" >&2
+        restore_nginx_files
+        die "nginx rejects the new configuration (above: $(grep -m1 -o '\[emerg\].*' "$STAGE/nginx-test.err" || echo 'see nginx -t')); the previous configuration is back in place and nginx was not reloaded"
     fi
     if [ "$INIT" = systemd ]; then
         if systemctl is-active --quiet nginx; then
-            [ "$CHANGED_NGINX" = 1 ] && host_run systemctl reload nginx
+            [ "$CHANGED_NGINX" = 1 ] && checked_reload systemctl reload nginx
         else
             host_run systemctl start nginx
         fi
     elif [ -f /run/nginx.pid ] && kill -0 "$(cat /run/nginx.pid)" 2>/dev/null; then
-        [ "$CHANGED_NGINX" = 1 ] && host_run nginx -s reload
+        [ "$CHANGED_NGINX" = 1 ] && checked_reload nginx -s reload
     else
         host_run nginx
         record "started nginx"
     fi
+    nginx_took_it
     true
+}
+
+# checked_reload COMMAND...: reload nginx and wait until it took the new configuration.
+checked_reload() {
+    local took
+    say "  run: $*"
+    if ! took="$(helper nginx-reload --pid-file /run/nginx.pid --error-log "$NGINX_LOG_DIR/error.log" -- "$@")"; then
+        restore_nginx_files
+        die "the previous nginx configuration is back in place and still served; nothing else was changed by this step. A change nginx takes only on a start (such as a limit_req zone's new key) needs nginx stopped first: stop it, then run this installer again (it starts nginx)"
+    fi
+    say "  $took"
 }
 
 wait_healthy() {
@@ -1596,7 +1697,7 @@ print_summary() {
     [ "$UPGRADE" = 1 ] || return 0
     say ""
     say "  Upgraded from an earlier version (docs/security.md and docs/install.md, \"Upgrading\"):"
-    say "  - the agent and the dashboard listen on Unix sockets ($AGENT_SOCKET, $DASHBOARD_SOCKET)"
+    say "  - the agent and the dashboard listen on Unix sockets ($(sockets))"
     say "    that only the dashboard (group $CONFIG_GROUP) and nginx (group $WEB_GROUP) can open,"
     say "    unless the config sets another TCP address or port"
     say "  - the agent keeps running as $AGENT_USER (recorded now; FM_AGENT_USER=<user> changes it)"
@@ -1642,8 +1743,16 @@ confirm_purge() {
 uninstall() {
     step "Uninstalling fmappliance"
     if [ -z "$ROOT" ] && [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then die "run as root: sudo $0 --uninstall"; fi
-    local record_file kind path extra group
+    local record_file kind path extra group runtime_dirs=()
     [ "$PURGE" = 1 ] && confirm_purge
+    # The sockets' directories the installer made (read now: the helper goes with $PREFIX).
+    if helper config-values "$(at "$CONFIG")" >"$STAGE/config-values" 2>"$STAGE/config-values.err"; then
+        for path in "$(config_value agent.runtime_dir)" "$(config_value dashboard.runtime_dir)"; do
+            [ -z "$path" ] || runtime_dirs+=("$path")
+        done
+    else
+        warn "could not read $CONFIG ($(head -n1 "$STAGE/config-values.err")): the sockets' directories under /run stay"
+    fi
     record_file="$(at "$RECORD")"
     if [ -z "$ROOT" ]; then
         if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ] && command -v systemctl >/dev/null; then
@@ -1690,7 +1799,7 @@ uninstall() {
         remove_path "$path"
     done
     for path in "$PREFIX" "$STATE_DIR" "$ACME_DIR" "$LOG_DIR" "$RUN_DIR" "$CACHE_DIR/fm-agent" "$CACHE_DIR/fm-dashboard" "$CACHE_DIR/fm-supervise" \
-        "$CACHE_DIR/fm-uplink" "$(dirname "$AGENT_SOCKET")" "$(dirname "$DASHBOARD_SOCKET")"; do
+        "$CACHE_DIR/fm-uplink" ${runtime_dirs[@]+"${runtime_dirs[@]}"}; do
         remove_path "$path"
     done
     if [ -z "$ROOT" ]; then
@@ -1706,7 +1815,7 @@ uninstall() {
         for path in "$CONF_DIR" "$BACKUPS_DIR"; do
             remove_path "$path"
         done
-        for group in "$CONFIG_GROUP" "$WEB_GROUP"; do
+        for group in "$CONFIG_GROUP" "$WEB_GROUP" "$UPLINK_GROUP"; do
             if group_exists "$group"; then host_run groupdel "$group" || true; fi
         done
     else

@@ -16,6 +16,7 @@ line where there is one, and what is expected.  Secret values never appear in it
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -758,6 +759,26 @@ SCHEMA = (
     OFFSITE,
     FLEET,
 )
+
+
+def default(dotted: str) -> Any:
+    """The schema's default of one key, e.g. ``default("agent.socket")``: for code that needs a
+    value before (or without) a validated config, such as the installer, so no default is copied.
+
+    A name that is no key of the schema (or a section, or inside ``stacks``/``schedules``, whose
+    entries have no single default) raises KeyError naming it.
+    """
+    specs: tuple = SCHEMA
+    *sections, last = dotted.split(".")
+    for name in sections:
+        spec = next((s for s in specs if s.name == name), None)
+        if not isinstance(spec, Section):
+            raise KeyError(f"{dotted}: {name} is not a section of the config")
+        specs = spec.keys
+    key = next((k for k in specs if k.name == last), None)
+    if not isinstance(key, Key):
+        raise KeyError(f"{dotted}: no such key in the config")
+    return copy.deepcopy(key.default)
 
 
 def validate(data: Any, located: Located | None = None, *, offsite_credentials: bool = True) -> dict:

@@ -200,6 +200,31 @@ def test_new_configs_listen_on_unix_sockets_and_configs_with_listen_or_port_keep
         loaded(agent={"socket": "agent.sock"})
 
 
+def test_default_names_the_value_a_config_without_the_key_gets(tmp_path):
+    """config.default("section.key") (the installer's source of defaults) agrees with loading."""
+    config = load(tmp_path, minimal(tmp_path))
+    # Given by the test, or filled from another key when left out.
+    given = {("security", "token"), ("dashboard", "secret_key"), ("dashboard", "credentials")}
+    given |= {("security", "fleet_allowed_actions")}
+    checked = 0
+    for spec in cfg.SCHEMA:
+        if not isinstance(spec, cfg.Section):
+            continue
+        for key in spec.keys:
+            if isinstance(key, cfg.Key) and (spec.name, key.name) not in given:
+                assert cfg.default(f"{spec.name}.{key.name}") == config[spec.name][key.name], (spec.name, key.name)
+                checked += 1
+    assert checked >= 60
+    assert cfg.default("agent.socket") == "/run/fm-agent/agent.sock"
+    assert cfg.default("fleet.dir") == "/etc/fmappliance/fleet"
+    # A copy: changing it changes no later answer.
+    cfg.default("backups.retention")["daily"] = 99
+    assert cfg.default("backups.retention")["daily"] == 7
+    for unknown in ("agent.nope", "nope.port", "stacks.type", "agent", "agent.socket.x"):
+        with pytest.raises(KeyError, match=unknown.replace(".", r"\.")):
+            cfg.default(unknown)
+
+
 def dashboard_with(**keys) -> dict:
     return {"secret_key": "k" * 40, "credentials": {"admin": "$2b$12$" + "a" * 53}, **keys}
 

@@ -5,6 +5,7 @@
     config-values  the values of an existing config the installer needs (key value lines)
     other-sites    nginx config files that serve other sites (one per line)
     healthz        exit 0 when the dashboard answers /healthz (on its socket or port)
+    nginx-reload   run nginx's reload command and wait until the master has taken the new configuration
     render         fill a unit or nginx template (@KEY@ placeholders, #@TAG lines)
     migrate-config move an installer-made TCP config to the Unix sockets (prints the sections moved)
     add-dashboard-key  add dashboard.KEY: VALUE to a config that lacks it (prints "added" when it did)
@@ -20,6 +21,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import sys
 
 from fmappliance.installer.discovery import (
@@ -63,11 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--admin-user", default="admin")
     w.add_argument("--download-mode", default="accel")
     w.add_argument("--state-dir", required=True)
-    w.add_argument("--backups-dir", required=True)
-    w.add_argument("--agent-socket", required=True)
-    w.add_argument("--dashboard-socket", required=True)
-    w.add_argument("--agent-socket-group", default="")
-    w.add_argument("--dashboard-socket-group", default="")
+    w.add_argument("--backups-dir", help="default: the schema's backups.base_path")
+    _socket_options(w)
     w.add_argument("--proxy-secret-file", default="")
     w.add_argument("--docker-binary", default="")
     v = sub.add_parser("config-values")
@@ -77,10 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--shown-as", default="", help="the path to print instead of nginx_dir (--root)")
     m = sub.add_parser("migrate-config")
     m.add_argument("config")
-    m.add_argument("--agent-socket", required=True)
-    m.add_argument("--dashboard-socket", required=True)
-    m.add_argument("--agent-socket-group", default="")
-    m.add_argument("--dashboard-socket-group", default="")
+    _socket_options(m)
     k = sub.add_parser("add-dashboard-key")
     k.add_argument("config")
     k.add_argument("key")
@@ -103,10 +99,24 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("out")
     r.add_argument("tags", help="space-separated tags switched on")
     r.add_argument("values", nargs="*", metavar="KEY=VALUE")
+    n = sub.add_parser("nginx-reload")
+    n.add_argument("--pid-file", default="/run/nginx.pid", help="the running master's pid file")
+    n.add_argument("--error-log", default="", help="nginx's main error log (where a refused reload says why)")
+    n.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the new workers")
+    n.add_argument(
+        "reload", nargs=argparse.REMAINDER, help="-- the reload command (nginx -s reload, systemctl reload nginx)"
+    )
     h = sub.add_parser("healthz")
     h.add_argument("--socket", default="")
     h.add_argument("--port", type=int, default=0)
     return parser
+
+
+def _socket_options(parser: argparse.ArgumentParser) -> None:
+    """The services' sockets (of a new or migrated config) and their groups."""
+    for service in ("agent", "dashboard"):
+        parser.add_argument(f"--{service}-socket", help=f"default: the schema's {service}.socket")
+        parser.add_argument(f"--{service}-socket-group", default="")
 
 
 def _read_json(path: str):
@@ -145,8 +155,21 @@ def discover(args) -> int:
     return 0
 
 
+def _schema_defaults(args, **keys: str) -> None:
+    """Fill the options left out (None) with the schema's default of their config key."""
+    from fmappliance.config import default
+
+    for option, key in keys.items():
+        if getattr(args, option) is None:
+            setattr(args, option, default(key))
+
+
 def write_config(args) -> int:
     from fmappliance.installer import config_writer as cw
+
+    _schema_defaults(
+        args, backups_dir="backups.base_path", agent_socket="agent.socket", dashboard_socket="dashboard.socket"
+    )
 
     stacks = _read_json(args.stacks) or {}
     password = cw.new_password()
@@ -172,24 +195,35 @@ def write_config(args) -> int:
     return 0
 
 
-CONFIG_VALUE_DEFAULTS = {
-    "agent.port": 9100,
-    "dashboard.port": 8000,
-    "dashboard.listen": "127.0.0.1",
-    "agent.listen": "127.0.0.1",
-    "backups.base_path": "/var/backups/fmappliance",
-    "dashboard.accel_prefix": "/_protected_backups/",
-    "dashboard.download_mode": "stream",
-    "agent.socket_group": "",
-    "agent.docker_binary": "docker",
-    "agent.fm_binary": "fm",
-    "dashboard.socket_group": "",
-}
+#: The config values install.sh reads (``config-values``); a key the file lacks has the schema's default.
+CONFIG_VALUE_KEYS = (
+    "agent.port",
+    "dashboard.port",
+    "dashboard.listen",
+    "agent.listen",
+    "backups.base_path",
+    "dashboard.accel_prefix",
+    "dashboard.download_mode",
+    "agent.socket_group",
+    "agent.docker_binary",
+    "agent.fm_binary",
+    "dashboard.socket_group",
+    "fleet.dir",
+)
+
+
+def runtime_dir(socket_path: str) -> str:
+    """The directory of a service's socket when it is the installer's to make (without systemd) and
+    to remove (uninstall): /run/fm-<name>, like the units' RuntimeDirectory=. Any other directory
+    (/run itself, another program's) is the operator's: never created, chowned or removed; "" then."""
+    parent, _, _ = socket_path.rpartition("/")
+    name = parent.removeprefix("/run/")
+    return parent if name != parent and re.fullmatch(r"fm-[a-z0-9-]+", name) else ""
 
 
 def config_values(args) -> int:
-    """Read leniently (a dry run may have no config yet): the defaults fill what is missing."""
-    from fmappliance.config import DEFAULT_AGENT_SOCKET, DEFAULT_DASHBOARD_SOCKET, effective_socket
+    """Read leniently (a dry run may have no config yet): the schema's defaults fill what is missing."""
+    from fmappliance.config import default, effective_socket
 
     try:
         import yaml
@@ -199,14 +233,14 @@ def config_values(args) -> int:
     except (ImportError, OSError, ValueError):
         data = {}
     data = data if isinstance(data, dict) else {}
-    for key, default in CONFIG_VALUE_DEFAULTS.items():
+    for key in CONFIG_VALUE_KEYS:
         section, name = key.split(".")
-        print(key, (data.get(section) or {}).get(name, default))
-    print("agent.socket", effective_socket(data.get("agent"), DEFAULT_AGENT_SOCKET) if data else DEFAULT_AGENT_SOCKET)
-    print(
-        "dashboard.socket",
-        effective_socket(data.get("dashboard"), DEFAULT_DASHBOARD_SOCKET) if data else DEFAULT_DASHBOARD_SOCKET,
-    )
+        print(key, (data.get(section) or {}).get(name, default(key)))
+    # A section naming listen or port and no socket keeps TCP (""): what the services do.
+    for section in ("agent", "dashboard"):
+        socket_path = effective_socket(data.get(section), default(f"{section}.socket"))
+        print(f"{section}.socket", socket_path)
+        print(f"{section}.runtime_dir", runtime_dir(socket_path))
     # Who may scrape /metrics through nginx: addresses and networks only (the config check refuses others).
     allowed = []
     for entry in (data.get("dashboard") or {}).get("metrics_allow") or []:
@@ -217,7 +251,7 @@ def config_values(args) -> int:
         allowed.append(str(entry))
     print("dashboard.metrics_allow", " ".join(allowed))
     # Where the agent must write: backups, each FM home, each compose project dir.
-    paths = [str((data.get("backups") or {}).get("base_path") or CONFIG_VALUE_DEFAULTS["backups.base_path"])]
+    paths = [str((data.get("backups") or {}).get("base_path") or default("backups.base_path"))]
     for stack in (data.get("stacks") or {}).values():
         path = str((stack or {}).get("path", ""))
         if (stack or {}).get("type") == "fm":
@@ -240,6 +274,7 @@ def other_sites(args) -> int:
 def migrate_config(args) -> int:
     from fmappliance.installer.migrate import migrate_config as migrate
 
+    _schema_defaults(args, agent_socket="agent.socket", dashboard_socket="dashboard.socket")
     moved = migrate(
         args.config,
         {
@@ -290,6 +325,16 @@ def render(args) -> int:
     return 0
 
 
+def nginx_reload(args) -> int:
+    from fmappliance.installer.nginx_reload import reload
+
+    command = args.reload[1:] if args.reload[:1] == ["--"] else args.reload
+    if not command:
+        raise InstallerStop("nginx-reload needs the reload command after --")
+    print(reload(command, args.pid_file, args.error_log, args.timeout))
+    return 0
+
+
 def healthz(args) -> int:
     import http.client
     import socket
@@ -323,6 +368,7 @@ def main(argv=None) -> int:
         "other-sites": other_sites,
         "render": render,
         "healthz": healthz,
+        "nginx-reload": nginx_reload,
         "migrate-config": migrate_config,
         "add-dashboard-key": add_dashboard_key,
         "add-fleet-hub": add_fleet_hub,

@@ -18,7 +18,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from fmappliance.installer.trust import untrusted_reason
+from fmappliance.installer.trust import untrusted_reason, user_name
 from fmappliance.wire import is_valid_stack_name
 
 NEW_AGENT_USER = "fm-agent"
@@ -119,7 +119,7 @@ def rootless_peer_problem(path: str, uid: int) -> str | None:
         return f"nothing answers on {path} ({exc.strerror or exc})"
     pid, peer_uid, _gid = struct.unpack("3i", creds)
     if peer_uid != uid:
-        return f"the process on {path} runs as {_user_name(peer_uid)}, not as its owner"
+        return f"the process on {path} runs as {user_name(peer_uid)}, not as its owner"
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError as exc:
@@ -131,13 +131,6 @@ def rootless_peer_problem(path: str, uid: int) -> str | None:
     if problem:
         return f"the program on {path} ({exe}) is not root's alone: {problem}"
     return None
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 def choose_agent_user(

@@ -73,16 +73,8 @@ def migrate_config(path: str, sockets: dict[str, tuple[str, str]]) -> list[str]:
     new_text, moved = migrate_text(text, sockets, names)
     if not moved:
         return []
-    st = os.stat(path)
     shutil.copy2(path, path + BACKUP_SUFFIX)
-    temp = path + ".fm-new"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(new_text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chown(temp, st.st_uid, st.st_gid)
-    os.rename(temp, path)
+    _replace(path, new_text)
     return moved
 
 
@@ -142,6 +134,7 @@ def add_fleet_hub(path: str, listen: str, address: str) -> bool:
 
 
 def _replace(path: str, text: str) -> None:
+    """Write ``text`` over ``path`` atomically (temporary name, fsync, rename), keeping its mode and owner."""
     st = os.stat(path)
     temp = path + ".fm-new"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)

@@ -22,7 +22,7 @@ def _components(path: Path) -> list[Path]:
 
 def _problem(part: Path, st: os.stat_result, owners: set[int], names: dict[int, str]) -> str | None:
     if st.st_uid not in owners:
-        return f"{part} belongs to {_user_name(st.st_uid)}, not to {' or '.join(names[u] for u in sorted(owners))}"
+        return f"{part} belongs to {user_name(st.st_uid)}, not to {' or '.join(names[u] for u in sorted(owners))}"
     mode = st.st_mode
     if stat.S_ISDIR(mode) and mode & stat.S_ISVTX and st.st_uid == 0:
         return None
@@ -39,7 +39,7 @@ def untrusted_reason(path: str | os.PathLike, owner_uid: int | None) -> str | No
     ``owner_uid`` is the agent user's uid (None: a user that does not exist yet, so root only).
     """
     owners = {0} if owner_uid is None else {0, owner_uid}
-    names = {u: _user_name(u) for u in owners}
+    names = {u: user_name(u) for u in owners}
     literal = Path(os.path.abspath(path))
     try:
         real = Path(os.path.realpath(literal, strict=True))
@@ -62,7 +62,8 @@ def untrusted_reason(path: str | os.PathLike, owner_uid: int | None) -> str | No
     return None
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """A user's name for a message (``uid N`` when the uid has no name)."""
     import pwd
 
     try:

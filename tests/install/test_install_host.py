@@ -13,6 +13,7 @@ import grp
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from install_harness import free_port, install_env, previous_installer, run_install
+from install_harness import INSTALL_SH, free_port, install_env, previous_installer, run_install
 from support.polling import wait_for
 
 pytestmark = pytest.mark.nginx
@@ -46,7 +47,7 @@ def why_not_here() -> str | None:
         return "fmappliance is already installed on this host"
     if not (port_free(8000) and port_free(9100)):
         return "ports 8000/9100 are in use"
-    for name in ("fm-agent", "fm-dashboard"):
+    for name in ("fm-agent", "fm-dashboard", "fm-uplink"):
         try:
             pwd.getpwnam(name)
             return f"user {name} already exists"
@@ -59,8 +60,8 @@ def host_state() -> dict:
     users = {u.pw_name for u in pwd.getpwall()}
     groups = {g.gr_name for g in grp.getgrall()}
     return {
-        "users": users & {"fm-agent", "fm-dashboard"},
-        "groups": groups & {"fmappliance", "fmappliance-web", "fm-agent", "fm-dashboard"},
+        "users": users & {"fm-agent", "fm-dashboard", "fm-uplink"},
+        "groups": groups & {"fmappliance", "fmappliance-web", "fmappliance-agent", "fm-agent", "fm-dashboard"},
         "web_user_groups": sorted(g.gr_name for g in grp.getgrall() if "www-data" in g.gr_mem),
         "sites": sorted(os.listdir("/etc/nginx/sites-enabled")) if os.path.isdir("/etc/nginx/sites-enabled") else [],
         "paths": [
@@ -347,3 +348,143 @@ def test_domain_and_email_get_a_certificate_through_the_acme_webroot(dist, tmp_p
         subprocess.run(["rm", "-rf", "/etc/letsencrypt/live/localhost"])
         if os.path.isdir("/etc/letsencrypt") and not os.listdir("/etc/letsencrypt/live"):
             subprocess.run(["rm", "-rf", "/etc/letsencrypt"])
+
+
+def copy_of_installer(dest: Path) -> Path:
+    """install.sh and packaging/ of this checkout at dest (to run with an edited template)."""
+    dest.mkdir(parents=True)
+    shutil.copy2(INSTALL_SH, dest / "install.sh")
+    shutil.copytree(INSTALL_SH.parent / "packaging", dest / "packaging")
+    return dest / "install.sh"
+
+
+@pytest.mark.skipif(why_not_here() is not None, reason=str(why_not_here()))
+def test_a_site_nginx_refuses_on_reload_stops_the_installer_and_the_previous_one_keeps_serving(dist, tmp_path):
+    """A new site that passes `nginx -t` but that the running nginx refuses (a limit_req zone given
+    another key: `nginx -s reload` exits 0, nginx logs [emerg] and keeps its old configuration):
+    the installer says so, exits non-zero and puts the previous site back, which nginx still serves."""
+    before = host_state()
+    http_port, https_port = free_port(), free_port()
+    env = install_env(dist)
+    ports = ("--http-port", str(http_port), "--https-port", str(https_port), "--download-mode", "stream")
+    site_file = Path("/etc/nginx/sites-available/fm-dashboard.conf")
+    try:
+        first = run_install(None, *ports, env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        previous = site_file.read_text()
+        edited = copy_of_installer(tmp_path / "next")
+        template = edited.parent / "packaging/nginx/fm-dashboard.conf"
+        zone = "limit_req_zone $fm_client zone=fm_requests"
+        assert zone in template.read_text()
+        template.write_text(template.read_text().replace(zone, "limit_req_zone $binary_remote_addr zone=fm_requests"))
+        refused = subprocess.run(["bash", str(edited), *ports], env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "nginx refused the new configuration and keeps serving the previous one" in refused.stderr
+        assert 'limit_req "fm_requests" uses the "$binary_remote_addr" key' in refused.stderr
+        assert "the previous nginx configuration is back in place and still served" in refused.stderr
+        assert f"restored {site_file}" in refused.stdout
+        assert site_file.read_text() == previous
+        assert subprocess.run(["nginx", "-t", "-q"], capture_output=True).returncode == 0
+        assert login_page(https_port), "nginx still serves the dashboard with the previous configuration"
+        # Without the refused change the installer goes through (and reloads nothing it need not).
+        again = run_install(None, *ports, env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert site_file.read_text() == previous
+    finally:
+        gone = (
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
+            if (PREFIX / "uninstall.sh").exists()
+            else None
+        )
+    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
+    assert host_state() == before
+
+
+def listening_tcp_inodes() -> set[str]:
+    """The socket inodes of every listening TCP socket (IPv4 and IPv6) of this network namespace."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes_of_user(user: str) -> dict[int, set[str]]:
+    """{pid: socket inodes it holds} for every process of ``user``."""
+    uid = pwd.getpwnam(user).pw_uid
+    found: dict[int, set[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        found[int(entry.name)] = {link[8:-1] for link in links if link.startswith("socket:[")}
+    return found
+
+
+@pytest.mark.skipif(why_not_here() is not None, reason=str(why_not_here()))
+def test_an_agent_only_install_joins_the_hub_and_serves_it_through_the_uplink_with_no_listening_port(dist, tmp_path):
+    """Issue 24: `sudo FM_JOIN_TOKEN=... ./install.sh --agent-only --join HOST:PORT --name N` on a host
+    without systemd: the agent and the uplink run supervised as their own users, the server shows
+    online at the hub and answers through the link, no process of it listens on TCP, no dashboard or
+    nginx site is installed, and uninstall --purge leaves the host as it found it."""
+    from support.fleet_world import FleetHub, wait_online
+
+    before = host_state()
+    hub = FleetHub(tmp_path / "hub")
+    hub.init()
+    hub.start()
+    try:
+        env = install_env(dist, FM_JOIN_TOKEN=hub.token("erp-b"))
+        proc = run_install(None, "--agent-only", "--join", hub.address, "--name", "erp-b", env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"Joined the fleet of {hub.address} as erp-b." in proc.stdout
+        assert running("/run/fmappliance/fm-agent.pid") and running("/run/fmappliance/fm-uplink.pid")
+        assert not Path("/run/fmappliance/fm-dashboard.pid").exists() and not (PREFIX / "fm-dashboard.pyz").exists()
+        assert not Path("/etc/nginx/sites-available/fm-dashboard.conf").exists()
+
+        try:
+            wait_online(hub.hub, "erp-b", timeout=30)
+        except AssertionError as exc:
+            logs = {name: Path(f"/var/log/fmappliance/{name}.log") for name in ("fm-uplink", "fm-agent", "supervise")}
+            said = {name: log.read_text()[-2000:] if log.exists() else "(none)" for name, log in logs.items()}
+            raise AssertionError(f"{exc}; hub: {hub.hub.state('erp-b')}; logs: {said}") from None
+        assert hub.client("erp-b").stacks()["stacks"] == [], "the hub reaches the installed agent through the uplink"
+
+        owners = subprocess.run(["ps", "-ww", "-eo", "user:20,args"], capture_output=True, text=True).stdout
+        assert re.search(r"^fm-agent\s+/usr/bin/python3 /opt/fmappliance/fm-agent.pyz --config", owners, re.M), owners
+        uplink = r"^fm-uplink\s+/usr/bin/python3 /opt/fmappliance/fm-agent.pyz uplink --dir /etc/fmappliance/fleet$"
+        assert re.search(uplink, owners, re.M), owners
+        # The uplink may open the agent's socket but not read the config (its token and secrets).
+        sock = os.stat("/run/fm-agent/agent.sock")
+        assert stat.S_ISSOCK(sock.st_mode) and grp.getgrgid(sock.st_gid).gr_name == "fmappliance-agent"
+        config = os.stat("/etc/fmappliance/config.yaml")
+        assert stat.S_IMODE(config.st_mode) == 0o640 and grp.getgrgid(config.st_gid).gr_name == "fmappliance"
+        assert "fm-uplink" not in grp.getgrnam("fmappliance").gr_mem
+        assert pwd.getpwnam("fm-uplink").pw_gid == grp.getgrnam("fmappliance-agent").gr_gid
+
+        # A managed server opens no port: no process of the agent or the uplink holds a listening TCP socket.
+        listening = listening_tcp_inodes()
+        for user in ("fm-agent", "fm-uplink"):
+            held = socket_inodes_of_user(user)
+            assert held, f"no process of {user}"
+            assert all(not inodes & listening for inodes in held.values()), (user, held)
+    finally:
+        gone = (
+            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
+            if (PREFIX / "uninstall.sh").exists()
+            else None
+        )
+        hub.stop()
+    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
+    assert host_state() == before

@@ -340,6 +340,40 @@ def test_the_zipapp_subcommands_are_the_ones_install_sh_calls(tmp_path):
     assert load_config(out)["dashboard"]["credentials"]["admin"].startswith("$2b$12$")
 
 
+def config_values(config: Path) -> dict[str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fmappliance.agent", "installer", "config-values", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict((line + " ").split(" ", 1) for line in proc.stdout.splitlines())
+
+
+def test_config_values_are_the_files_else_the_schemas_defaults(tmp_path):
+    """What install.sh reads from a config (sockets, ports, fleet dir): a missing key is the schema's default."""
+    from fmappliance.config import default
+
+    none = config_values(tmp_path / "missing.yaml")
+    for key in ("agent.socket", "dashboard.socket", "agent.port", "backups.base_path", "fleet.dir"):
+        assert none[key].strip() == str(default(key)), key
+    given = tmp_path / "config.yaml"
+    given.write_text("agent:\n  port: 9200\ndashboard:\n  socket: /run/d/x.sock\nfleet:\n  dir: /srv/fleet\n")
+    values = config_values(given)
+    # A section naming its port and no socket stays on TCP (socket empty), as the services do.
+    assert values["agent.socket"].strip() == "" and values["agent.port"].strip() == "9200"
+    assert values["dashboard.socket"].strip() == "/run/d/x.sock"
+    assert values["fleet.dir"].strip() == "/srv/fleet"
+    # The socket directories the installer makes without systemd and removes on uninstall: its own
+    # /run/fm-* only, never /run itself or another program's directory.
+    assert none["agent.runtime_dir"].strip() == "/run/fm-agent"
+    assert values["dashboard.runtime_dir"].strip() == "" and values["agent.runtime_dir"].strip() == ""
+    for elsewhere in ("/run/agent.sock", "/run/user/fm-x/a.sock", "/var/run/fm-agent/a.sock", "/run/../etc/a.sock"):
+        given.write_text(f"agent:\n  socket: {elsewhere}\n")
+        assert config_values(given)["agent.runtime_dir"].strip() == "", elsewhere
+
+
 # ------------------------------------------------------------------------------ migration
 
 

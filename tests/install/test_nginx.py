@@ -23,6 +23,7 @@ import pytest
 from install_harness import (
     SESSION_COOKIE,
     SITE,
+    SYSTEM_PYTHON,
     Appliance,
     NginxSite,
     Response,
@@ -577,3 +578,80 @@ def test_metrics_pass_only_from_the_allowed_addresses(dist, tmp_path):
             site.stop()
     # Allowed: nginx passes the request on (502: no dashboard runs behind this nginx); not allowed: 403.
     assert statuses == {("127.0.0.1",): 502, ("10.9.9.0/24", "::1"): 403}
+
+
+# ------------------------------------------------------------------ reload
+
+
+def test_a_reload_nginx_refuses_is_reported_and_the_previous_configuration_keeps_serving(dist, tmp_path):
+    """A site that passes `nginx -t` and that the running master still refuses (a limit_req zone given
+    another key: nginx logs [emerg], keeps the old configuration, and `nginx -s reload` exits 0) is
+    reported by the installer's reload with exit status 3 and nginx's reason; a good one is taken."""
+    root = tmp_path / "root"
+    http_port, https_port, nowhere, probe_port = free_port(), free_port(), free_port(), free_port()
+    proc = run_install(root, "--http-port", str(http_port), "--https-port", str(https_port), env=install_env(dist))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cert, key = make_cert(tmp_path / "tls")
+    site = NginxSite(
+        root,
+        tmp_path / "nginx",
+        http_port,
+        https_port,
+        dashboard_port=nowhere,
+        backups_dir=tmp_path / "backups",
+        cert=cert,
+        key=key,
+    ).start()
+    conf = tmp_path / "nginx" / "site.conf"
+    previous = conf.read_text()
+    # What a new configuration adds: a server on another port, answering only once nginx took it.
+    probe = f'\nserver {{ listen 127.0.0.1:{probe_port}; return 200 "taken\\n"; }}\n'
+    zone = "limit_req_zone $fm_client zone=fm_requests"
+    assert zone in previous
+
+    def reload() -> subprocess.CompletedProcess:
+        argv = [SYSTEM_PYTHON]
+        argv += [
+            str(dist / "fm-agent.pyz"),
+            "installer",
+            "nginx-reload",
+            "--pid-file",
+            str(tmp_path / "nginx/nginx.pid"),
+        ]
+        argv += ["--error-log", str(site.logs / "error.log"), "--", *site.argv("-s", "reload")]
+        env = {"PATH": "/usr/bin:/bin", "SHIV_ROOT": str(tmp_path / "shiv")}
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+
+    def healthz() -> http.client.HTTPResponse:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("localhost", https_port, timeout=10, context=ctx)
+        conn.request("GET", "/healthz", headers={"Host": f"localhost:{https_port}"})
+        return conn.getresponse()
+
+    def probe_answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", probe_port), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                return b"taken" in s.recv(4096)
+        except OSError:
+            return False
+
+    try:
+        conf.write_text(previous.replace(zone, "limit_req_zone $binary_remote_addr zone=fm_requests") + probe)
+        assert site.check().returncode == 0, "the trap: nginx -t accepts it"
+        refused = reload()
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "nginx refused the new configuration and keeps serving the previous one" in refused.stderr
+        assert 'limit_req "fm_requests" uses the "$binary_remote_addr" key' in refused.stderr, refused.stderr
+        # Still the previous configuration: the site answers (502: no dashboard behind it), the probe does not.
+        response = healthz()
+        assert response.status == 502 and response.getheader("Strict-Transport-Security") == "max-age=63072000"
+        assert not probe_answers()
+
+        conf.write_text(previous + probe)
+        taken = reload()
+        assert taken.returncode == 0, taken.stdout + taken.stderr
+        assert "nginx took the new configuration" in taken.stdout
+        assert probe_answers() and healthz().status == 502
+    finally:
+        site.stop()
