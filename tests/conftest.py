@@ -35,6 +35,9 @@ PROCESS_MODULES = frozenset(
         "install",  # every installer, nginx, build and systemd test
         "browser",
         "fleet/test_fleet_link.py",
+        "fleet/test_fleet_inventory.py",  # the fleet CLI as a process
+        "dashboard/test_fleet_manage.py",  # openssl makes the hub's key and certificate
+        "agent/test_offsite_hosts.py",  # the real restic
         "agent/test_runner.py",  # the command runner: every test runs commands
         "agent/test_offsite_s3.py",  # the real restic against a moto S3 server
         "test_proxy_secret.py",
