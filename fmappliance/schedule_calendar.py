@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -37,15 +38,33 @@ _NOT_ZONES = {"localtime", "Factory", "posixrules"}
 _NOT_ZONE_DIRS = ("posix/", "right/")
 
 
+#: CPython's compiled-in zoneinfo.TZPATH on Linux distributions (sysconfig's TZPATH).
+_DEFAULT_TZPATH = ("/usr/share/zoneinfo", "/usr/lib/zoneinfo", "/usr/share/lib/zoneinfo", "/etc/zoneinfo")
+
+
+def _tz_path() -> tuple[str, ...]:
+    """zoneinfo.TZPATH, without importing zoneinfo when it is not loaded yet.
+
+    Importing it reads sysconfig's build variables (about 0.35 MB kept resident), and the
+    server's zone is checked at every start of both services, also with no schedule at all.
+    A TZPATH other than the usual one only sends the check on to ZoneInfo, which knows it.
+    """
+    loaded = sys.modules.get("zoneinfo")
+    if loaded is not None:
+        return tuple(loaded.TZPATH)
+    configured = os.environ.get("PYTHONTZPATH")
+    if configured is not None:
+        return tuple(path for path in configured.split(os.pathsep) if os.path.isabs(path))
+    return _DEFAULT_TZPATH
+
+
 def _zone_file_exists(name: str) -> bool:
     """The system zone database has ``name`` (a TZif file on zoneinfo.TZPATH).
 
     Not zoneinfo.available_timezones(): it lists the whole database and loads importlib.resources
     (about 1 MB kept resident) at every start of both services.
     """
-    import zoneinfo
-
-    for root in zoneinfo.TZPATH:
+    for root in _tz_path():
         try:
             with open(os.path.join(root, name), "rb") as handle:
                 if handle.read(4) == b"TZif":

@@ -7,6 +7,8 @@ Uses dist/ when `make build` made it, else builds into a temp dir. Always exits 
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 import tempfile
@@ -24,9 +26,26 @@ GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 30, "rss_dashboard": 30}
 REST_SECONDS = 2.0
 
 
+def unit_environment(name: str) -> dict:
+    """The environment as the systemd unit gives it: none of the caller's PYTHON* variables, the
+    unit's own Environment= settings (those without install-time placeholders: PYTHONOPTIMIZE).
+
+    PYTHONPATH would make the zipapp import a checkout's code instead of its own, and
+    PYTHONDONTWRITEBYTECODE (set in some shells and CI images) would make every "warm" start
+    compile all modules from source again; the units set neither, so a service's second start
+    runs from the bytecode its first start cached in SHIV_ROOT.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    unit = (ROOT / "packaging" / "systemd" / f"{name}.service").read_text()
+    for key, value in re.findall(r"^Environment=([A-Z_]+)=(.*)$", unit, re.MULTILINE):
+        if "@" not in value and "%" not in value:
+            env[key] = value
+    return env
+
+
 def timed_start(pyz: Path, config: Path, port: int, cache: Path, log: Path) -> tuple[float, float]:
     start = time.monotonic()
-    proc = start_zipapp(pyz, config, port, cache, log)
+    proc = start_zipapp(pyz, config, port, cache, log, env=unit_environment(pyz.stem))
     elapsed = time.monotonic() - start
     try:
         time.sleep(REST_SECONDS)
