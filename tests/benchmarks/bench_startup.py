@@ -7,8 +7,6 @@ Uses dist/ when `make build` made it, else builds into a temp dir. Always exits 
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import sys
 import tempfile
@@ -21,26 +19,17 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "install")]
 from install_harness import built_or_build_dist, free_port, start_zipapp, stop  # noqa: E402
 from measure import rss_mb, verdict  # noqa: E402
 from support.config_factory import write_config  # noqa: E402
+from support.units import service_env  # noqa: E402
 
 GOALS = {"first": 3.0, "warm": 1.0, "rss_agent": 30, "rss_dashboard": 30}
 REST_SECONDS = 2.0
 
 
 def unit_environment(name: str) -> dict:
-    """The environment as the systemd unit gives it: none of the caller's PYTHON* variables, the
-    unit's own Environment= settings (those without install-time placeholders: PYTHONOPTIMIZE).
-
-    PYTHONPATH would make the zipapp import a checkout's code instead of its own, and
-    PYTHONDONTWRITEBYTECODE (set in some shells and CI images) would make every "warm" start
-    compile all modules from source again; the units set neither, so a service's second start
-    runs from the bytecode its first start cached in SHIV_ROOT.
-    """
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-    unit = (ROOT / "packaging" / "systemd" / f"{name}.service").read_text()
-    for key, value in re.findall(r"^Environment=([A-Z_]+)=(.*)$", unit, re.MULTILINE):
-        if "@" not in value and "%" not in value:
-            env[key] = value
-    return env
+    """The environment as the systemd unit gives it (tests/support/units.py): none of the caller's PYTHON*
+    variables -- PYTHONPATH would make the zipapp import a checkout's code, PYTHONDONTWRITEBYTECODE would make
+    every "warm" start compile all modules again -- and the unit's own Environment= settings."""
+    return service_env(name, keep_python=False)
 
 
 def timed_start(pyz: Path, config: Path, port: int, cache: Path, log: Path) -> tuple[float, float]:

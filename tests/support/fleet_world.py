@@ -21,6 +21,7 @@ from fmappliance.config import load_config
 from support.config_factory import write_config
 from support.polling import wait_for
 from support.ports import free_port
+from support.units import service_env
 from support.world import AgentProcess, build_world
 
 SCRAPE_TOKEN = "scrape-token-0123456789abcdef0123456789abcdef"
@@ -161,6 +162,7 @@ class ServerWorld:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=service_env("fm-uplink"),
         )
         log.close()
         return self.uplink

@@ -27,6 +27,7 @@ from fmappliance.actions_table import ACTIONS
 from fmappliance.config import load_config
 from support.config_factory import TEST_TOKEN, write_config
 from support.polling import wait_for
+from support.units import service_env
 
 DOUBLES = Path(__file__).resolve().parent.parent / "doubles"
 if str(DOUBLES) not in sys.path:
@@ -254,6 +255,8 @@ class ServedProcess:
 
     module = ""
     name = ""
+    #: Its systemd unit (packaging/systemd/<unit>.service), whose Environment= the process gets.
+    unit = ""
 
     def __init__(self, config_path: Path, port: int, log_path: Path):
         """``port`` 0: the server binds any free port and names it in its "listening on" log line."""
@@ -286,7 +289,9 @@ class ServedProcess:
             return ""
 
     def start(self, timeout: float = 15) -> ServedProcess:
-        env = {k: v for k, v in os.environ.items() if k != "FMAPPLIANCE_LOG_LEVEL"}
+        # As its unit runs it (PYTHONOPTIMIZE: no asserts, no docstrings), so the suite tests what is deployed.
+        env = service_env(self.unit)
+        env.pop("FMAPPLIANCE_LOG_LEVEL", None)
         self.log = open(self.log_path, "ab")
         self._log_start = len(self.output())  # a restart appends to the same log
         self.proc = subprocess.Popen(
@@ -344,6 +349,7 @@ class ServedProcess:
 class AgentProcess(ServedProcess):
     module = "fmappliance.agent"
     name = "agent"
+    unit = "fm-agent"
 
     def is_ready(self) -> bool:
         with urllib.request.urlopen(self.url + "/", timeout=1) as res:
@@ -373,6 +379,7 @@ class AgentProcess(ServedProcess):
 class DashboardProcess(ServedProcess):
     module = "fmappliance.dashboard"
     name = "dashboard"
+    unit = "fm-dashboard"
 
     def is_ready(self) -> bool:
         with urllib.request.urlopen(self.url + "/healthz", timeout=1) as res:
