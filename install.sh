@@ -1501,13 +1501,14 @@ start_daemon() {
     # The supervisor (root, from the agent zipapp, standard library only) starts the service as
     # its user, starts it again after a crash (back-off up to 60 s) and rotates its log
     # (10 MB x 5). setsid: its own session and process group, so stop_daemon ends both; the pid
-    # file holds the supervisor, <name>.child.pid the service.
+    # file holds the supervisor, <name>.child.pid the service. PYTHONOPTIMIZE=2 as in the units (no
+    # docstrings or asserts: about 1 MB less per service).
     setsid env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 SHIV_ROOT="$CACHE_DIR/fm-supervise" \
         "$PY" "$PREFIX/fm-agent.pyz" installer supervise --name "$name" --log "$LOG_DIR/$name.log" \
         --child-pidfile "$RUN_DIR/$name.child.pid" -- \
         setpriv --reuid="$user" --regid="$(id -g "$user")" --init-groups --inh-caps=-all -- \
         env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=C.UTF-8 \
-        SHIV_ROOT="$CACHE_DIR/$name" ${extra_env[@]+"${extra_env[@]}"} "$PY" "${command[@]}" \
+        SHIV_ROOT="$CACHE_DIR/$name" PYTHONOPTIMIZE=2 ${extra_env[@]+"${extra_env[@]}"} "$PY" "${command[@]}" \
         </dev/null >>"$LOG_DIR/supervise.log" 2>&1 &
     echo $! >"$RUN_DIR/$name.pid"
     say "  started $name as $user, supervised (pid $!, log $LOG_DIR/$name.log)"
