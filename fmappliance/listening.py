@@ -15,6 +15,7 @@ from __future__ import annotations
 import grp
 import logging
 import os
+import signal
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +58,15 @@ def share_socket(section: dict) -> None:
     except KeyError:
         raise OSError(f"socket_group {section['socket_group']!r} does not exist") from None
     os.chown(section["socket"], -1, gid)
+
+
+def stop_on_signals(service_log: logging.Logger) -> None:
+    """SIGTERM (systemd's stop) and SIGINT end the service cleanly: waitress's run() catches the
+    SystemExit raised here and shuts its worker threads down."""
+
+    def stop(signum, frame):
+        service_log.info("stopping (signal %s)", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -9,7 +9,6 @@ one line on stderr and exit status 2, never a traceback.  SIGTERM stops the serv
 from __future__ import annotations
 
 import logging
-import signal
 import sqlite3
 import sys
 
@@ -119,13 +118,7 @@ def serve(config: dict) -> int:
         services.close()
         return 1
 
-    def stop(signum, frame):
-        log.info("stopping (signal %s)", signal.Signals(signum).name)
-        # waitress's run() catches SystemExit and shuts its worker threads down.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    listening.stop_on_signals(log)
     # effective_port: the one the kernel picked when the config says 0.
     where = listening.url(agent) if agent["socket"] else f"http://{agent['listen']}:{server.effective_port}"
     log.info("listening on %s (fm-agent %s)", where, __version__)

@@ -181,8 +181,6 @@ def proxy_secret_gate(app, secret: str, options: dict):
 
 
 def serve(config: dict) -> None:
-    import signal
-
     import waitress
 
     from fmappliance.dashboard.app import make_app
@@ -243,13 +241,7 @@ def serve(config: dict) -> None:
     server = waitress.create_server(app, **options)
     listening.share_socket(dash)
 
-    def stop(signum, frame):
-        log.info("stopping (signal %s)", signal.Signals(signum).name)
-        # waitress's run() catches SystemExit and shuts its worker threads down.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    listening.stop_on_signals(log)
     # effective_port: the one the kernel picked when the config says 0.
     where = listening.where(dash) if dash["socket"] else f"{dash['listen']}:{server.effective_port}"
     log.info("dashboard %s listening on %s (agent %s)", __version__, where, services.agent.where)
