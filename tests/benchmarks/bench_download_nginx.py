@@ -4,7 +4,9 @@ serving the same file directly, both over TLS from the same nginx, measured in o
 With ``dashboard.download_mode: accel`` the dashboard checks the session, asks the agent
 whether the file is a published backup (HEAD) and hands the sending to nginx with
 X-Accel-Redirect (the installer's default); with ``stream`` the bytes travel agent ->
-dashboard -> nginx.  Goal: the appliance path at least 0.8x the direct one.
+dashboard -> nginx.  Goal: the appliance path at least 0.8x the direct one.  Also printed:
+the CPU time nginx's worker spends per download in each location (what the location's own
+settings cost, less shaken by other processes on the machine than the speed is).
 
 Run from the repo root with the venv python:  .venv/bin/python tests/benchmarks/bench_download_nginx.py
 Uses dist/ when `make build` made it, else builds into a temp dir. Needs curl. Always exits 0.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -138,6 +141,23 @@ def curl_speed(url: str, port: int, cert: Path, cookie: str = "") -> float:
     return speed
 
 
+def workers_cpu(master: int) -> float | None:
+    """CPU seconds nginx's workers have used so far (None where /proc cannot tell).
+
+    Less at the mercy of other processes than the speed: what nginx itself spends to send a
+    file through one location or the other (the buffers it reads into, copies, encrypts).
+    """
+    try:
+        workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        ticks = 0
+        for pid in workers:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     if not shutil.which("curl"):
         print("curl is missing: cannot measure (apt-get install curl)")
@@ -170,14 +190,20 @@ def main() -> int:
         direct_url = f"https://direct.localhost:{https}/prod/{SITE}/{name}"
         app_url = f"https://localhost:{https}/download/prod/{SITE}/{name}"
         direct_best = app_best = 0.0
+        cpu: dict[str, list[float]] = {"direct": [], "app": []}
+        master = app.nginx.proc.pid
         # Interleaved, alternating which goes first, best of each: both paths see the same
         # machine state (other processes, page cache, CPU clock).
         for round_no in range(ROUNDS):
             for which in ("direct", "app") if round_no % 2 == 0 else ("app", "direct"):
+                before = workers_cpu(master)
                 if which == "direct":
                     direct_best = max(direct_best, curl_speed(direct_url, https, app.cert))
                 else:
                     app_best = max(app_best, curl_speed(app_url, https, app.cert, app.session))
+                after = workers_cpu(master)
+                if before is not None and after is not None:
+                    cpu[which].append(after - before)
         stream = start_stream_dashboard(tmp, dist, app, procs)
         stream_url = f"https://localhost:{stream.nginx.https_port}/download/prod/{SITE}/{name}"
         stream_speed = curl_speed(stream_url, stream.nginx.https_port, app.cert, stream.session)
@@ -187,6 +213,12 @@ def main() -> int:
             f"2 GiB over TLS: nginx -> dashboard (accel, agent-checked) {app_best / 1e6:.0f} MB/s, "
             f"ratio {ratio:.2f}x   goal >= {GOAL}x: {verdict(ratio >= GOAL)}"
         )
+        if len(cpu["direct"]) == len(cpu["app"]) == ROUNDS:
+            direct_cpu, app_cpu = statistics.median(cpu["direct"]), statistics.median(cpu["app"])
+            print(
+                f"nginx CPU per 2 GiB (median): directly {direct_cpu:.2f} s, accel {app_cpu:.2f} s = "
+                f"{app_cpu / direct_cpu:.2f}x (for information: what nginx itself spends in each location)"
+            )
         print(
             f"2 GiB over TLS: nginx -> dashboard -> agent (stream, install.sh --download-mode stream) {stream_speed / 1e6:.0f} MB/s, "
             f"ratio {stream_speed / direct_best:.2f}x (for information)"

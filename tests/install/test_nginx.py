@@ -70,7 +70,11 @@ def appliance(tmp_path_factory, dist):
 def accel_appliance(tmp_path_factory, dist):
     procs: list = []
     try:
-        yield start_appliance(tmp_path_factory.mktemp("accel"), dist, procs, download_mode="accel")
+        # A host nginx.conf that compresses every type (Debian's has `gzip on`; operators widen
+        # gzip_types): the site's own locations must still hand out backups as they are.
+        yield start_appliance(
+            tmp_path_factory.mktemp("accel"), dist, procs, download_mode="accel", extra_http="gzip on; gzip_types *;"
+        )
     finally:
         for proc in reversed(procs):
             stop(proc)
@@ -262,6 +266,20 @@ def test_an_interrupted_download_can_resume_with_a_range_request(appliance, acce
     assert part.body == whole[10:]
     assert part.header("Content-Range") == [f"bytes 10-{entry['size'] - 1}/{entry['size']}"]
     assert_security_headers(part)
+
+
+def test_an_accel_download_is_neither_recompressed_nor_loses_range_under_a_host_wide_gzip(accel_appliance):
+    """A browser always offers gzip: the backup still comes byte for byte, and a resume still works."""
+    path, entry = download_path(accel_appliance, ".files.tar")
+    headers = {"Accept-Encoding": "gzip, deflate, br"}
+    whole = accel_appliance.https("GET", path, headers=headers)
+    assert whole.status == 200, whole.body[:300]
+    assert whole.header("Content-Encoding") == []
+    assert hashlib.sha256(whole.body).hexdigest() == entry["sha256"]
+    part = accel_appliance.https("GET", path, headers={**headers, "Range": "bytes=10-"})
+    assert part.status == 206, part.status
+    assert part.header("Content-Encoding") == []
+    assert part.body == whole.body[10:]
 
 
 def test_internal_backup_location_is_not_reachable_from_outside(accel_appliance):
