@@ -69,6 +69,19 @@ def _starts_processes(item: pytest.Item) -> bool:
 HOST_MODULES = frozenset({"install/test_install_host.py", "install/test_install_hardening.py"})
 
 
+# Modules holding tests of 30 s and more (real minute boundaries, whole installs, builds from nothing).
+# pytest-xdist hands tests out in collection order, so these start first and overlap the many short
+# ones, instead of being collected last (tests/test_*.py) and making the run's tail.
+START_FIRST = (
+    "test_schedules_without_dashboard_e2e.py",
+    "install/test_install_root.py",
+    "agent/test_schedule_runner_process.py",
+    "test_scheduled_e2e.py",
+    "install/test_build.py",
+    "fleet/test_fleet_link.py",
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m reads the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -76,6 +89,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if _relative(item) in HOST_MODULES:
             item.add_marker(pytest.mark.host)
+    # A stable sort: the same order on every xdist worker, each module's tests kept together and in order.
+    first = {module: rank for rank, module in enumerate(START_FIRST)}
+    items.sort(key=lambda item: first.get(_relative(item).split("::", 1)[0], len(first)))
 
 
 # ------------------------------------------------------------------ unit tests start no process
