@@ -259,3 +259,24 @@ def test_an_offsite_restore_without_room_says_so_before_restic_runs(world, monke
     assert "Not enough free space" in str(full.value) and "MiB needed" in str(full.value)
     assert "restore" not in ran
     assert not target.exists()
+
+
+def test_the_listing_a_copy_leaves_matches_a_fresh_listing_and_a_deleted_repository_is_made_again(world):
+    # After a copy the agent builds the site's listing from forget's kept snapshots and the manifests it just
+    # uploaded (no second `restic snapshots`, no `restic dump`): it must equal what restic lists afresh.
+    store, offsite, cfg, tmp = world
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [publish(store, tmp, now - timedelta(days=d, minutes=1))["id"] for d in (3, 2, 1)]
+    offsite.copy_site(Ctx(), STACK, SITE)
+    publish(store, tmp, now - timedelta(minutes=1), site="site2.example.com")
+    offsite.copy_site(Ctx(), STACK, "site2.example.com")
+    left = {site: offsite.snapshots(STACK, site) for site in (SITE, "site2.example.com")}
+    assert [s["backup"] for s in left[SITE]] == [ids[2], ids[1]]  # daily: 2 pruned the oldest
+    fresh = Offsite(cfg, BackupStore(str(tmp / "fresh-backups"), {"daily": 7}), str(tmp / "fresh-state"))
+    assert {site: fresh.snapshots(STACK, site) for site in left} == left
+    # the repository vanished (deleted by hand): the next copy initialises it again instead of failing
+    shutil.rmtree(tmp / "repo")
+    newest = publish(store, tmp, now)["id"]
+    ctx = Ctx()
+    assert newest in offsite.copy_site(ctx, STACK, SITE)["copied"]
+    assert any("restic init" in line for line in ctx.lines)
