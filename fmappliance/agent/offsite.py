@@ -194,6 +194,8 @@ class Offsite:
         self._repository_known = False
         self._listed_host = self._host_now()
         self.clean_stage()
+        if hasattr(store, "offsite_stage"):  # the store serves a published file linked into this stage (only there)
+            store.offsite_stage = os.path.join(state_dir, "offsite")
 
     def host(self) -> str:
         """restic ``--host`` of this server's copies: ``offsite.host``, else its fleet name once it joined
@@ -511,12 +513,14 @@ class Offsite:
         os.makedirs(stage, mode=0o700)
         try:
             for name in names:
-                # A copy (a reflink where the file system has them), never a hard link: the store serves only
-                # files with one link (a second name could be a planted alias), so a linked stage would make the
-                # backup undownloadable and unrestorable for the whole copy -- or for good after a crash.
-                src, _st = self.store.open_published_file(stack, site, name)
+                # A hard link to the very file open_published_file verified (a copy when the stage is on another
+                # file system): the store serves a file with a second link only when that link is this stage's
+                # (a planted alias elsewhere stays refused), and a crash's leftover stage is removed at start.
+                src, st = self.store.open_published_file(stack, site, name)
                 with src:
-                    _copy_file(src.fileno(), os.path.join(stage, name))
+                    _stage_file(
+                        src.fileno(), st, self.store.published_path(stack, site, name), os.path.join(stage, name)
+                    )
             when = parse_id(manifest["id"]).replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             args = ["backup", "--json", "--time", when, "--host", self.host()]
             for tag in (f"stack={stack}", f"site={site}", f"backup={manifest['id']}"):
@@ -670,6 +674,22 @@ class Offsite:
                 with open(os.path.join(root, backup + ".json"), encoding="utf-8") as fh:
                     return root, json.load(fh)
         raise OffsiteFailed(f"The offsite copy of backup {backup} holds no manifest.")
+
+
+def _stage_file(src_fd: int, st: os.stat_result, source: str, target: str) -> None:
+    """Give ``target`` the inode open as ``src_fd`` (singly linked, checked by the store): a hard link of
+    ``source`` (its published name, never followed as a symlink) when it proves to be that very inode with
+    exactly two links now, else a copy of the bytes of ``src_fd``."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # another file system (EXDEV), links not allowed: copy
+        _copy_file(src_fd, target)
+        return
+    linked, now = os.lstat(target), os.fstat(src_fd)
+    if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino) or now.st_nlink != 2:
+        # the name was swapped since it was opened, or someone else linked the file: the bytes verified, copied
+        os.unlink(target)
+        _copy_file(src_fd, target)
 
 
 def _copy_file(src_fd: int, target: str) -> None:
