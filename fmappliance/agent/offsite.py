@@ -189,8 +189,13 @@ class Offsite:
         # Jobs of different stacks run in parallel, but check and prune take restic's exclusive lock: two offsite
         # jobs at once would fail one with "repository is locked".  This agent's own jobs take turns instead.
         self._repository_turn = threading.Lock()
+        # Set once `restic cat config` (or init) succeeded: later copies skip that round trip.  A listing that
+        # finds no repository (deleted since) clears it, so the next copy initialises it again.
+        self._repository_known = False
         self._listed_host = self._host_now()
         self.clean_stage()
+        if hasattr(store, "offsite_stage"):  # the store serves a published file linked into this stage (only there)
+            store.offsite_stage = os.path.join(state_dir, "offsite")
 
     def host(self) -> str:
         """restic ``--host`` of this server's copies: ``offsite.host``, else its fleet name once it joined
@@ -270,11 +275,13 @@ class Offsite:
         """Initialise the repository when it does not exist yet; True when it was initialised now."""
         result = self.restic("cat", "config", timeout=300, check=False)
         if result.ok:
+            self._repository_known = True
             return False
         if not any(m in result.output.lower() for m in _NO_REPOSITORY):
             log.warning("restic cat config failed: %s", result.output[-2000:])
             raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), "copy"))
         self.restic("init", timeout=300)
+        self._repository_known = True
         if ctx is not None:
             ctx.log("the offsite repository did not exist yet: initialised it (restic init)")
         return True
@@ -342,11 +349,16 @@ class Offsite:
         result = self._list_snapshots(f"stack={stack}", timeout=timeout, check=False)
         if not result.ok:
             if any(m in result.output.lower() for m in _NO_REPOSITORY):
+                self._repository_known = False
                 return {}  # nothing copied yet: the first copy initialises the repository
             log.warning("restic snapshots failed: %s", (result.error or result.output)[-2000:])
             raise OffsiteFailed(failure_sentence(result.output + (result.error or ""), "listing"))
+        return self._entries(stack, json_array(result.output), timeout)
+
+    def _entries(self, stack: str, snaps: list[dict], timeout: float) -> dict[str, list[dict]]:
+        """Listing entries (site -> snapshots, newest first) of restic's snapshot objects of ``stack``."""
         by_site: dict[str, list[dict]] = {}
-        for snap in json_array(result.output):
+        for snap in snaps:
             tags = dict(t.split("=", 1) for t in snap.get("tags") or [] if "=" in t)
             backup, site = tags.get("backup"), tags.get("site") or ""
             if not backup or tags.get("stack") != stack or not is_valid_site_name(site):
@@ -432,18 +444,24 @@ class Offsite:
             return self._copy_site(ctx, stack, site)
 
     def _copy_site(self, ctx, stack: str, site: str) -> dict:
-        self.ensure_repository(ctx)
+        if not self._repository_known:
+            self.ensure_repository(ctx)
         snaps = self.snapshots(stack, site, refresh=True)
+        if not self._repository_known:  # the listing found none: deleted since this agent last saw it
+            self.ensure_repository(ctx)
         todo = self.missing(stack, site, snaps)
         if not todo:
             ctx.log(f"every verified backup of {site} on {stack} is already offsite")
         copied, sent = [], 0
+        uploaded: dict[str, dict] = {}  # short snapshot id -> the manifest it holds (saves a `restic dump` each)
         for backup in todo:
             manifest = self.store.get_manifest(stack, site, backup["id"])
             if manifest is None:  # removed by local retention since the listing
                 continue
             ctx.log(f"== copying backup {backup['id']} offsite")
-            summary = self._backup_one(ctx, stack, site, manifest)
+            summary, stored = self._backup_one(ctx, stack, site, manifest)
+            if isinstance(summary.get("snapshot_id"), str) and stored is not None:
+                uploaded[summary["snapshot_id"][:8]] = stored
             sent += int(summary.get("data_added", 0))
             copied.append(backup["id"])
             ctx.log(
@@ -451,8 +469,8 @@ class Offsite:
                 f"{summary.get('data_added', 0)} bytes sent"
             )
         if copied:
-            self.forget(ctx, stack, site)
-        self.snapshots(stack, site, refresh=True)
+            kept = self.forget(ctx, stack, site)
+            self._relist_site(stack, site, kept, uploaded)
         ctx.message = (
             f"{len(copied)} backup(s) of {site} on {stack} copied offsite ({sent} bytes sent)."
             if copied
@@ -460,7 +478,32 @@ class Offsite:
         )
         return {"copied": copied, "bytes_sent": sent}
 
-    def _backup_one(self, ctx, stack: str, site: str, manifest: dict) -> dict:
+    def _relist_site(self, stack: str, site: str, kept: list[dict] | None, uploaded: dict[str, dict]) -> None:
+        """After a copy: the site's listing from the snapshots ``forget`` kept (filtered by the same host and
+        tags, so the set `restic snapshots` would list now), the manifests just uploaded remembered instead of
+        dumped again.  The stack's other sites keep the listing read at the job's start."""
+        if kept is None:  # forget's output not understood: ask restic
+            self.snapshots(stack, site, refresh=True)
+            return
+        for snap in kept:
+            full, short = snap.get("id"), snap.get("short_id")
+            manifest = uploaded.get(short if isinstance(short, str) else str(full)[:8])
+            if isinstance(full, str) and manifest is not None:
+                with self._lock:
+                    if len(self._manifests) >= MAX_MANIFESTS:
+                        self._manifests.clear()
+                    self._manifests[full] = manifest
+        with self._listings.running(stack):
+            found = dict(self._listings.result(stack) or {})
+            entries = self._entries(stack, kept, JOB_LISTING_TIMEOUT_SECONDS).get(site)
+            if entries:
+                found[site] = entries
+            else:
+                found.pop(site, None)
+            self._listings.store(stack, found)
+
+    def _backup_one(self, ctx, stack: str, site: str, manifest: dict) -> tuple[dict, dict | None]:
+        """Upload one backup set; returns restic's summary and the manifest as uploaded (None if unreadable)."""
         stage = os.path.join(self.state_dir, "offsite", stack, site)
         shutil.rmtree(stage, ignore_errors=True)
         names = [f["name"] for f in manifest["files"]] + [manifest["id"] + ".json"]
@@ -470,12 +513,14 @@ class Offsite:
         os.makedirs(stage, mode=0o700)
         try:
             for name in names:
-                # A copy (a reflink where the file system has them), never a hard link: the store serves only
-                # files with one link (a second name could be a planted alias), so a linked stage would make the
-                # backup undownloadable and unrestorable for the whole copy -- or for good after a crash.
-                src, _st = self.store.open_published_file(stack, site, name)
+                # A hard link to the very file open_published_file verified (a copy when the stage is on another
+                # file system): the store serves a file with a second link only when that link is this stage's
+                # (a planted alias elsewhere stays refused), and a crash's leftover stage is removed at start.
+                src, st = self.store.open_published_file(stack, site, name)
                 with src:
-                    _copy_file(src.fileno(), os.path.join(stage, name))
+                    _stage_file(
+                        src.fileno(), st, self.store.published_path(stack, site, name), os.path.join(stage, name)
+                    )
             when = parse_id(manifest["id"]).replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
             args = ["backup", "--json", "--time", when, "--host", self.host()]
             for tag in (f"stack={stack}", f"site={site}", f"backup={manifest['id']}"):
@@ -501,7 +546,12 @@ class Offsite:
                         ctx.log(f"{tenth * 10}% read, {doc.get('bytes_done', 0)} of {doc.get('total_bytes', 0)} bytes")
 
             self.restic(*args, stage, timeout=max(60, min(ctx.deadline_left(), 86400)), on_line=on_line)
-            return summary
+            try:
+                with open(os.path.join(stage, manifest["id"] + ".json"), encoding="utf-8") as fh:
+                    stored = json.load(fh)
+            except (OSError, ValueError):
+                stored = None
+            return summary, stored if isinstance(stored, dict) else None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 
@@ -518,8 +568,10 @@ class Offsite:
                 f"{free >> 20} MiB free; free space there first."
             )
 
-    def forget(self, ctx, stack: str, site: str) -> None:
-        """Apply the offsite retention to this site's snapshots only (filtered by tags, one group)."""
+    def forget(self, ctx, stack: str, site: str) -> list[dict] | None:
+        """Apply the offsite retention to this site's snapshots only (filtered by tags, one group).
+
+        Returns the snapshots kept (restic's snapshot objects), None when restic's output held no groups."""
         ret = self.cfg["retention"]
         # --host: only this server's copies (another server may share the repository and the names).
         args = ["forget", "--json", "--prune", "--host", self.host(), "--tag", f"stack={stack},site={site}"]
@@ -530,14 +582,20 @@ class Offsite:
         args += ["--keep-last", str(max(1, int(ret.get("keep_last", 0))))]
         result = self.restic(*args, timeout=max(60, min(ctx.deadline_left(), 86400)), what="retention")
         removed = 0
+        kept: list[dict] | None = None
         for line in result.output.splitlines():
             try:
                 groups = json.loads(line)
             except ValueError:
                 continue
             if isinstance(groups, list):
-                removed += sum(len(g.get("remove") or []) for g in groups if isinstance(g, dict))
+                kept = kept or []
+                for group in groups:
+                    if isinstance(group, dict):
+                        removed += len(group.get("remove") or [])
+                        kept += [s for s in group.get("keep") or [] if isinstance(s, dict)]
         ctx.log(f"offsite retention removed {removed} snapshot(s) of {site} on {stack}")
+        return kept
 
     # ------------------------------------------------------------------ checking
 
@@ -616,6 +674,22 @@ class Offsite:
                 with open(os.path.join(root, backup + ".json"), encoding="utf-8") as fh:
                     return root, json.load(fh)
         raise OffsiteFailed(f"The offsite copy of backup {backup} holds no manifest.")
+
+
+def _stage_file(src_fd: int, st: os.stat_result, source: str, target: str) -> None:
+    """Give ``target`` the inode open as ``src_fd`` (singly linked, checked by the store): a hard link of
+    ``source`` (its published name, never followed as a symlink) when it proves to be that very inode with
+    exactly two links now, else a copy of the bytes of ``src_fd``."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # another file system (EXDEV), links not allowed: copy
+        _copy_file(src_fd, target)
+        return
+    linked, now = os.lstat(target), os.fstat(src_fd)
+    if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino) or now.st_nlink != 2:
+        # the name was swapped since it was opened, or someone else linked the file: the bytes verified, copied
+        os.unlink(target)
+        _copy_file(src_fd, target)
 
 
 def _copy_file(src_fd: int, target: str) -> None:

@@ -208,13 +208,21 @@ class SiteRestore:
         # bench's own naming (backups/bench_names.py): the published id's digits are bench's stamp
         stamp = manifest["id"].replace("-", "")
 
-        def stage_part(part: str, entry: dict) -> tuple[str, str]:
+        def bench_name(part: str, entry: dict) -> str:
             encrypted = entry["name"].endswith(".gpg")
             plain = entry["name"].removesuffix(".gpg")
             ext = {"database": ".sql.gz", "site_config": ".json"}.get(
                 part, ".tgz" if plain.endswith(".tgz") else ".tar"
             )
-            name = bench_names.file_name(stamp, site, part, ext, encrypted=encrypted)
+            return bench_names.file_name(stamp, site, part, ext, encrypted=encrypted)
+
+        def part_name_and_path(part: str, entry: dict) -> tuple[str, str]:
+            # compose: the path the parts are verified at (the local store, or an offsite copy's staging dir)
+            return bench_name(part, entry), self.store.published_path(stack, site, entry["name"])
+
+        def stage_part(part: str, entry: dict) -> tuple[str, str]:
+            encrypted = entry["name"].endswith(".gpg")
+            name = bench_name(part, entry)
             check = None
             if part == "database":
                 check = DumpHasAuthTable()
@@ -237,24 +245,38 @@ class SiteRestore:
                     f"{entry['name']} does not match its manifest (sha256 or size differ): "
                     "the backup is damaged; pick another one"
                 )
-            # compose: the path the parts were verified at (the local store, or an offsite copy's staging dir)
-            return name, (
-                os.path.join(stage.path, name)
-                if stage is not None
-                else self.store.published_path(stack, site, entry["name"])
-            )
+            if stage is not None:
+                return name, os.path.join(stage.path, name)
+            return part_name_and_path(part, entry)
 
         # The parts are hashed side by side: sha256 releases the GIL, and the re-hash is most of the preflight.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="restore-stage") as pool:
+        # Copied by path (compose): the copy into the container's private staging dir runs meanwhile, from the
+        # same published files (read once from disk); it touches nothing of the site, and a part that fails
+        # its hash fails the preflight all the same (the staging dir is removed with the job's others).
+        early = None
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="restore-stage") as pool:
             futures = {part: pool.submit(stage_part, part, entry) for part, entry in files.items()}
+            if stage is None:
+                by_path = dict(part_name_and_path(part, entry) for part, entry in files.items())
+                early = pool.submit(self.ops.into_bench, by_path, self.site, job_key, self.run, None)
         results = {part: future.result() for part, future in futures.items()}
+        where = early.result() if early is not None else None
         staged = {part: name for part, (name, _path) in results.items()}
         paths = {name: path for name, path in results.values()}
         self.ctx.log(
             f"every part matches its manifest ({len(staged)} files)"
             + ("; the dump holds __Auth" if "database" in staged else "")
         )
-        return {"paths": paths, "names": staged, "job_key": job_key, "stage": stage, "files": files}, key
+        if where is not None and paths != by_path:  # cannot differ (the same names and paths); never trust it
+            where = None
+        return {
+            "paths": paths,
+            "names": staged,
+            "job_key": job_key,
+            "stage": stage,
+            "files": files,
+            "where": where,
+        }, key
 
     def _backup_key(self, stack: str, site: str, entry: dict | None) -> str:
         doc = self._published_site_config(stack, site, entry)
@@ -348,7 +370,9 @@ class SiteRestore:
     def _restore(
         self, staged: dict, key: str | None, db_user: TemporaryDbUser, job_key: str, *, carry_key: bool
     ) -> None:
-        where = self.ops.into_bench(staged["paths"], self.site, staged["job_key"], self.run, staged["stage"])
+        where = staged.get("where") or self.ops.into_bench(
+            staged["paths"], self.site, staged["job_key"], self.run, staged["stage"]
+        )
         names = staged["names"]
         args = ["--site", self.site, "--force", "restore", f"{where}/{names['database']}"]
         for part, option in (("files", "--with-public-files"), ("private-files", "--with-private-files")):

@@ -14,6 +14,7 @@ from support.polling import wait_for
 from test_backups import bench_backup
 
 from fmappliance.agent.backups import BackupStore
+from fmappliance.agent.backups.errors import BackupNotFound
 from fmappliance.agent.offsite import Offsite, OffsiteFailed
 
 STACK = "prod"
@@ -206,7 +207,8 @@ def test_listing_before_the_first_copy_is_empty_and_creates_nothing(world):
 
 
 def test_a_backup_stays_downloadable_during_a_copy_and_after_a_crash_mid_copy(world):
-    """The stage holds copies, not hard links: the store serves only files with one link (issue 21, item 13)."""
+    """The stage links the verified files (no 1 GiB copy); the store serves a file with a second link only when
+    that link is the agent's own stage entry (issue 21, item 13)."""
     store, offsite, cfg, tmp = world
     manifest = publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
     names = [f["name"] for f in manifest["files"]] + [manifest["id"] + ".json"]
@@ -220,13 +222,16 @@ def test_a_backup_stays_downloadable_during_a_copy_and_after_a_crash_mid_copy(wo
             for name in names:
                 handle, st = store.open_published_file(STACK, SITE, name)
                 handle.close()
-                seen_during_copy.append((name, st.st_nlink))
+                staged = (stage / name).stat()
+                seen_during_copy.append((name, st.st_nlink, (staged.st_dev, staged.st_ino) == (st.st_dev, st.st_ino)))
         return real_restic(*args, **kwargs)
 
     offsite.restic = restic_watching
     offsite.copy_site(Ctx(), STACK, SITE)
-    assert sorted(n for n, _ in seen_during_copy) == sorted(names)
-    assert all(links == 1 for _, links in seen_during_copy)
+    assert sorted(n for n, _, _ in seen_during_copy) == sorted(names)
+    assert all(links == 2 and same for _, links, same in seen_during_copy)
+    for name in names:  # the stage is gone: one link again
+        assert (Path(store.base_path) / STACK / SITE / name).stat().st_nlink == 1
     # an agent that died mid-copy (with an older agent's hard links in the stage): the next start cleans it
     stage = tmp / "state" / "offsite" / STACK / SITE
     stage.mkdir(parents=True)
@@ -259,3 +264,70 @@ def test_an_offsite_restore_without_room_says_so_before_restic_runs(world, monke
     assert "Not enough free space" in str(full.value) and "MiB needed" in str(full.value)
     assert "restore" not in ran
     assert not target.exists()
+
+
+def test_the_listing_a_copy_leaves_matches_a_fresh_listing_and_a_deleted_repository_is_made_again(world):
+    # After a copy the agent builds the site's listing from forget's kept snapshots and the manifests it just
+    # uploaded (no second `restic snapshots`, no `restic dump`): it must equal what restic lists afresh.
+    store, offsite, cfg, tmp = world
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = [publish(store, tmp, now - timedelta(days=d, minutes=1))["id"] for d in (3, 2, 1)]
+    offsite.copy_site(Ctx(), STACK, SITE)
+    publish(store, tmp, now - timedelta(minutes=1), site="site2.example.com")
+    offsite.copy_site(Ctx(), STACK, "site2.example.com")
+    left = {site: offsite.snapshots(STACK, site) for site in (SITE, "site2.example.com")}
+    assert [s["backup"] for s in left[SITE]] == [ids[2], ids[1]]  # daily: 2 pruned the oldest
+    fresh = Offsite(cfg, BackupStore(str(tmp / "fresh-backups"), {"daily": 7}), str(tmp / "fresh-state"))
+    assert {site: fresh.snapshots(STACK, site) for site in left} == left
+    # the repository vanished (deleted by hand): the next copy initialises it again instead of failing
+    shutil.rmtree(tmp / "repo")
+    newest = publish(store, tmp, now)["id"]
+    ctx = Ctx()
+    assert newest in offsite.copy_site(ctx, STACK, SITE)["copied"]
+    assert any("restic init" in line for line in ctx.lines)
+
+
+def test_a_second_link_is_served_only_when_it_is_the_agents_own_stage_entry(world):
+    store, _offsite, _cfg, tmp = world
+    manifest = publish(store, tmp, datetime.now(timezone.utc) - timedelta(minutes=5))
+    name = manifest["files"][0]["name"]
+    published = Path(store.base_path) / STACK / SITE / name
+    stage = tmp / "state" / "offsite" / STACK / SITE
+    stage.mkdir(parents=True)
+    # a second name anywhere else (planted next to the backups, or in the stage of another site): refused
+    for elsewhere in (tmp / "planted", tmp / "state" / "offsite" / STACK / "other.example.com" / name):
+        elsewhere.parent.mkdir(parents=True, exist_ok=True)
+        os.link(published, elsewhere)
+        with pytest.raises(BackupNotFound):
+            store.open_published_file(STACK, SITE, name)
+        elsewhere.unlink()
+    # the stage entry of this very file: served
+    os.link(published, stage / name)
+    handle, st = store.open_published_file(STACK, SITE, name)
+    handle.close()
+    assert st.st_nlink == 2
+    # the stage entry plus one more name: refused again
+    os.link(published, tmp / "planted")
+    with pytest.raises(BackupNotFound):
+        store.open_published_file(STACK, SITE, name)
+    (tmp / "planted").unlink()
+    # a file of the same name in the stage that is not the published inode does not vouch for it
+    (stage / name).unlink()
+    (stage / name).write_bytes(b"x")
+    os.link(published, tmp / "planted")
+    with pytest.raises(BackupNotFound):
+        store.open_published_file(STACK, SITE, name)
+
+
+def test_a_name_swapped_after_the_store_checked_it_is_not_linked_into_the_stage(tmp_path):
+    # the stage gets the verified bytes (those of the open file), never whatever the name points at by now
+    from fmappliance.agent.offsite import _stage_file
+
+    verified, swapped = tmp_path / "verified", tmp_path / "swapped"
+    verified.write_bytes(b"verified bytes")
+    swapped.write_bytes(b"planted")
+    with open(verified, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        _stage_file(fh.fileno(), st, str(swapped), str(tmp_path / "staged"))
+    assert (tmp_path / "staged").read_bytes() == b"verified bytes"
+    assert (tmp_path / "staged").stat().st_ino != swapped.stat().st_ino and swapped.stat().st_nlink == 1

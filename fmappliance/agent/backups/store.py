@@ -42,6 +42,9 @@ class BackupStore:
         self.retention = {tier: int(retention.get(tier, 0)) for tier in ("daily", "weekly", "monthly", "keep_last")}
         self.keep_safety_days = keep_safety_days
         self.lock_wait_seconds = lock_wait_seconds
+        #: The offsite copy's stage (``<stage>/<stack>/<site>/<name>``): the one place a second link to a published
+        #: file may be, made by the agent itself (offsite.py); None until an Offsite registers it.
+        self.offsite_stage: str | None = None
 
     def _site_path(self, stack: str, site: str) -> str:
         return os.path.join(self.base_path, stack, site)
@@ -279,7 +282,7 @@ class BackupStore:
             os.close(dir_fd)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            if not stat.S_ISREG(st.st_mode) or not (st.st_nlink == 1 or self._staged_offsite(stack, site, name, st)):
                 raise missing
             if name in listed and st.st_size != listed[name]:
                 log.warning("published file %s/%s/%s changed size since publication; not serving it", stack, site, name)
@@ -289,6 +292,19 @@ class BackupStore:
         except BaseException:
             os.close(fd)
             raise
+
+    def _staged_offsite(self, stack: str, site: str, name: str, st: os.stat_result) -> bool:
+        """True for a published file of the agent's own with exactly one more link: its name in the offsite stage.
+
+        Any other second name (one planted in the site dir, pointing at a file that is not a backup) is refused.
+        """
+        if st.st_nlink != 2 or st.st_uid != os.geteuid() or not self.offsite_stage:
+            return False
+        try:
+            other = os.lstat(os.path.join(self.offsite_stage, stack, site, name))
+        except OSError:
+            return False
+        return stat.S_ISREG(other.st_mode) and (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
     def disk_usage(self) -> dict:
         """{"path", "free_bytes", "total_bytes"} of base_path's filesystem (or its nearest existing parent)."""
