@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 from fmappliance.agent.jobs import JobContext, StepFailed
 from fmappliance.agent.runner import CommandResult, redact_text, resolve_binary, run_command
@@ -136,18 +137,17 @@ class ComposeStack:
         """restart/start/stop of the project, restart of the bench's services, migrate of one site."""
         docker = binary(DOCKER)
         base = self.base_argv(docker)
-        if action == "restart_stack":
-            self._run(ctx, base + ["restart"], timeout)
-        elif action == "start_stack":
-            self._run(ctx, base + ["up", "-d"], timeout)
-        elif action == "stop_stack":
-            self._run(ctx, base + ["stop"], timeout)
-        elif action == "restart_site":
-            self._run(ctx, base + ["restart", *self._site_services(ctx, docker, timeout)], timeout)
-        elif action == "migrate_site" and site is not None:
-            self._run(ctx, self.exec_argv(docker, "bench", "--site", site, "migrate"), timeout)
-        else:  # pragma: no cover - every action is dispatched above
+        # Each action's argv, built only for the action asked (restart_site asks docker which services exist).
+        argv_of: dict[str, Callable[[], list[str]]] = {
+            "restart_stack": lambda: base + ["restart"],
+            "start_stack": lambda: base + ["up", "-d"],  # `start` fails once the containers were removed
+            "stop_stack": lambda: base + ["stop"],
+            "restart_site": lambda: base + ["restart", *self._site_services(ctx, docker, timeout)],
+            "migrate_site": lambda: self.exec_argv(docker, "bench", "--site", str(site), "migrate"),
+        }
+        if action not in argv_of or (action == "migrate_site" and site is None):  # pragma: no cover
             raise StepFailed(f"{action} is not implemented for compose stacks.")
+        self._run(ctx, argv_of[action](), timeout)
 
     def _site_services(self, ctx: JobContext, docker: str, timeout: float) -> list[str]:
         """The services that serve the bench and exist in this project."""

@@ -80,6 +80,10 @@ def _version_rows(output: str) -> list[dict] | None:
     return found
 
 
+#: The fm command each lifecycle action runs (fm restarts the whole bench; it has no per-site restart).
+_FM_LIFECYCLE = {"restart_stack": "restart", "restart_site": "restart", "start_stack": "start", "stop_stack": "stop"}
+
+
 class FmStack:
     """A Frappe Manager bench (``<FM home>/sites/<bench>``), one site per bench."""
 
@@ -227,15 +231,11 @@ class FmStack:
     def run_action(self, ctx: JobContext, binary: Resolve, action: str, site: str | None, timeout: float) -> None:
         """restart/start/stop of the bench, restart/migrate of one site."""
         tools = _tools(binary)
-        if action in ("restart_stack", "restart_site"):
-            self._fm(ctx, tools, "restart", timeout)
-        elif action == "start_stack":
-            self._fm(ctx, tools, "start", timeout)
-        elif action == "stop_stack":
-            self._fm(ctx, tools, "stop", timeout)
-        elif action == "migrate_site" and site is not None:
+        if action == "migrate_site" and site is not None:
             self._bench(ctx, tools, "--site", site, "migrate", timeout=timeout)
-        else:  # pragma: no cover - every action is dispatched above
+        elif action in _FM_LIFECYCLE:
+            self._fm(ctx, tools, _FM_LIFECYCLE[action], timeout)
+        else:  # pragma: no cover - every lifecycle action is in the table
             raise StepFailed(f"{action} is not implemented for fm stacks.")
 
     # ---- backups
