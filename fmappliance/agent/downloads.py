@@ -171,11 +171,14 @@ class FileChunks:
             self.close()
 
     def read(self, size: int | None = -1) -> bytes:
-        """At most ``size`` bytes, never past the range's end (a server without file_wrapper reads to EOF)."""
+        """At most ``size`` bytes, never past the range's end (a server without file_wrapper reads to EOF).
+
+        A sized read gives at most CHUNK_SIZE: waitress asks for the socket's whole send buffer (some MB on
+        TCP) and reads what it sent once more to skip it, so larger reads only grow the agent's heap."""
         left = self._start + self._length - self._file.tell()
         if left <= 0:
             return b""
-        return self._file.read(left if size is None or size < 0 else min(size, left))
+        return self._file.read(left if size is None or size < 0 else min(size, left, CHUNK_SIZE))
 
     def seek(self, offset: int, whence: int = 0) -> int:
         return self._file.seek(offset, whence)
