@@ -10,7 +10,7 @@ import hashlib
 import time
 
 import pytest
-from support.fleet_world import FleetHub, ServerWorld, wait_online
+from support.fleet_world import joined_fleet
 from support.polling import wait_for
 from support.wsgi import WSGIClient
 
@@ -23,27 +23,12 @@ JSON = {"Accept": "application/json"}
 
 @pytest.fixture
 def fleet(tmp_path):
-    hub = FleetHub(tmp_path / "hub", unreachable_after=2)
-    hub.init()
-    hub.start()
-    worlds = [ServerWorld(tmp_path / name, name) for name in ("erp-b", "erp-c")]
-    try:
-        for world in worlds:
-            joined = world.join(hub.address, hub.token(world.name), "--name", world.name)
-            assert joined.returncode == 0, joined.stderr
-            world.start_agent()
-            world.start_uplink()
-        for world in worlds:
-            wait_online(hub.hub, world.name)
+    with joined_fleet(tmp_path, ("erp-b", "erp-c"), unreachable_after=2) as (hub, worlds):
         app = make_app(hub.config)
         app.ctx.services.fleet_view = FleetView(hub.hub, hub.registry, hub.config)
         client = WSGIClient(app)
         assert client.login().status == 303
         yield hub, worlds, client
-    finally:
-        for world in worlds:
-            world.stop()
-        hub.stop()
 
 
 def test_each_server_is_operated_under_its_prefix_and_two_prods_never_mix(fleet):

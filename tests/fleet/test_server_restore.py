@@ -14,7 +14,7 @@ import re
 
 import pytest
 from support.config_factory import TEST_PASSWORD
-from support.fleet_world import FleetHub, ServerWorld, wait_online
+from support.fleet_world import ServerWorld, joined_fleet
 from support.polling import wait_for
 from support.wsgi import FakeClock, WSGIClient
 
@@ -47,28 +47,13 @@ def content(world: ServerWorld) -> str:
 
 @pytest.fixture
 def fleet(tmp_path):
-    hub = FleetHub(tmp_path / "hub", unreachable_after=2)
-    hub.init()
-    hub.start()
-    worlds = [ServerWorld(tmp_path / name, name) for name in ("erp-b", "erp-c")]
-    try:
-        for world in worlds:
-            joined = world.join(hub.address, hub.token(world.name), "--name", world.name)
-            assert joined.returncode == 0, joined.stderr
-            world.start_agent()
-            world.start_uplink()
-        for world in worlds:
-            wait_online(hub.hub, world.name)
+    with joined_fleet(tmp_path, ("erp-b", "erp-c"), unreachable_after=2) as (hub, worlds):
         clock = FakeClock()
         app = make_app(hub.config, clock=clock)
         app.ctx.services.fleet_view = FleetView(hub.hub, hub.registry, hub.config)
         client = WSGIClient(app)
         assert client.login().status == 303
         yield hub, worlds, client, clock
-    finally:
-        for world in worlds:
-            world.stop()
-        hub.stop()
 
 
 def wait_job(client: WSGIClient, server: str, job_id: str, what: str) -> dict:

@@ -273,6 +273,7 @@ class NginxSite:
     ):
         self.root, self.workdir = root, workdir
         self.http_port, self.https_port = http_port, https_port
+        self.cert = cert
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         site = (root / "etc/nginx/sites-available/fm-dashboard.conf").read_text()

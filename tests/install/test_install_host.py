@@ -81,6 +81,19 @@ def host_state() -> dict:
     }
 
 
+def purge() -> subprocess.CompletedProcess | None:
+    """`uninstall.sh --purge --yes` of what the test installed (None: the install got nowhere)."""
+    if not (PREFIX / "uninstall.sh").exists():
+        return None
+    return subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
+
+
+def assert_restored(gone: subprocess.CompletedProcess | None, before: dict) -> None:
+    """The purge ran and succeeded, and the host is as it was before the install."""
+    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
+    assert host_state() == before
+
+
 def running(pid_file: str) -> bool:
     try:
         pid = int(Path(pid_file).read_text())
@@ -163,13 +176,8 @@ def test_install_on_a_host_without_systemd_runs_the_appliance_and_uninstall_rest
         assert "nothing changed" in again.stdout and "not restarted" in again.stdout
         assert Path("/run/fmappliance/fm-agent.pid").read_text() == agent_pid
     finally:
-        gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
-            if (PREFIX / "uninstall.sh").exists()
-            else None
-        )
-    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
-    assert host_state() == before
+        gone = purge()
+    assert_restored(gone, before)
     assert port_free(8000) and port_free(9100) and port_free(https_port)
 
 
@@ -267,13 +275,8 @@ def test_rerunning_install_sh_upgrades_an_install_of_the_previous_installer_in_p
         assert status == 200 and "Agent unreachable" not in page, page[:500]
         assert backup.read_bytes() == b"dump"
     finally:
-        gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
-            if (PREFIX / "uninstall.sh").exists()
-            else None
-        )
-    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
-    assert host_state() == before
+        gone = purge()
+    assert_restored(gone, before)
     assert port_free(8000) and port_free(9100) and port_free(https_port)
 
 
@@ -343,8 +346,7 @@ def test_domain_and_email_get_a_certificate_through_the_acme_webroot(dist, tmp_p
                     raise
                 time.sleep(0.1)
     finally:
-        if (PREFIX / "uninstall.sh").exists():
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
+        purge()
         subprocess.run(["rm", "-rf", "/etc/letsencrypt/live/localhost"])
         if os.path.isdir("/etc/letsencrypt") and not os.listdir("/etc/letsencrypt/live"):
             subprocess.run(["rm", "-rf", "/etc/letsencrypt"])
@@ -391,13 +393,8 @@ def test_a_site_nginx_refuses_on_reload_stops_the_installer_and_the_previous_one
         assert again.returncode == 0, again.stdout + again.stderr
         assert site_file.read_text() == previous
     finally:
-        gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
-            if (PREFIX / "uninstall.sh").exists()
-            else None
-        )
-    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
-    assert host_state() == before
+        gone = purge()
+    assert_restored(gone, before)
 
 
 def listening_tcp_inodes() -> set[str]:
@@ -480,11 +477,6 @@ def test_an_agent_only_install_joins_the_hub_and_serves_it_through_the_uplink_wi
             assert held, f"no process of {user}"
             assert all(not inodes & listening for inodes in held.values()), (user, held)
     finally:
-        gone = (
-            subprocess.run([str(PREFIX / "uninstall.sh"), "--purge", "--yes"], capture_output=True, text=True)
-            if (PREFIX / "uninstall.sh").exists()
-            else None
-        )
+        gone = purge()
         hub.stop()
-    assert gone is not None and gone.returncode == 0, gone and (gone.stdout + gone.stderr)
-    assert host_state() == before
+    assert_restored(gone, before)

@@ -159,6 +159,21 @@ def test_unknown_host_header_over_tls_gets_no_answer(appliance):
         appliance.https("GET", "/login", host="scanner.example")
 
 
+def site_without_dashboard(root: Path, tmp_path: Path, http_port: int, https_port: int, nowhere: int) -> NginxSite:
+    """The installed site served by a real nginx with a fresh certificate, its dashboard port answering nothing."""
+    cert, key = make_cert(tmp_path / "tls")
+    return NginxSite(
+        root,
+        tmp_path / "nginx",
+        http_port,
+        https_port,
+        dashboard_port=nowhere,
+        backups_dir=tmp_path / "backups",
+        cert=cert,
+        key=key,
+    ).start()
+
+
 def test_without_a_domain_clients_without_sni_get_the_site_and_unknown_hosts_are_dropped(dist, tmp_path):
     """Self-signed mode: reached by address, browsers send no SNI, so the site is the TLS default."""
     root = tmp_path / "root"
@@ -173,17 +188,7 @@ def test_without_a_domain_clients_without_sni_get_the_site_and_unknown_hosts_are
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "self-signed" in proc.stdout
-    cert, key = make_cert(tmp_path / "tls")
-    site = NginxSite(
-        root,
-        tmp_path / "nginx",
-        http_port,
-        https_port,
-        dashboard_port=nowhere,
-        backups_dir=tmp_path / "backups",
-        cert=cert,
-        key=key,
-    ).start()
+    site = site_without_dashboard(root, tmp_path, http_port, https_port, nowhere)
     try:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -609,17 +614,7 @@ def test_a_reload_nginx_refuses_is_reported_and_the_previous_configuration_keeps
     http_port, https_port, nowhere, probe_port = free_port(), free_port(), free_port(), free_port()
     proc = run_install(root, "--http-port", str(http_port), "--https-port", str(https_port), env=install_env(dist))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cert, key = make_cert(tmp_path / "tls")
-    site = NginxSite(
-        root,
-        tmp_path / "nginx",
-        http_port,
-        https_port,
-        dashboard_port=nowhere,
-        backups_dir=tmp_path / "backups",
-        cert=cert,
-        key=key,
-    ).start()
+    site = site_without_dashboard(root, tmp_path, http_port, https_port, nowhere)
     conf = tmp_path / "nginx" / "site.conf"
     previous = conf.read_text()
     # What a new configuration adds: a server on another port, answering only once nginx took it.
@@ -641,7 +636,7 @@ def test_a_reload_nginx_refuses_is_reported_and_the_previous_configuration_keeps
         return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
 
     def healthz() -> http.client.HTTPResponse:
-        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx = ssl.create_default_context(cafile=str(site.cert))
         conn = http.client.HTTPSConnection("localhost", https_port, timeout=10, context=ctx)
         conn.request("GET", "/healthz", headers={"Host": f"localhost:{https_port}"})
         return conn.getresponse()

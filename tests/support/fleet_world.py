@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from fmappliance.config import load_config
@@ -217,3 +218,26 @@ def wait_online(hub, name: str, timeout: float = 20) -> dict:
         timeout,
         f"{name} to be online",
     )
+
+
+@contextmanager
+def joined_fleet(tmp_path: Path, names: tuple[str, ...], **hub_options):
+    """A running hub and one server world per name, each joined through the real command, its agent and
+    uplink started and online; everything is stopped afterwards."""
+    hub = FleetHub(tmp_path / "hub", **hub_options)
+    hub.init()
+    hub.start()
+    worlds = [ServerWorld(tmp_path / name, name) for name in names]
+    try:
+        for world in worlds:
+            joined = world.join(hub.address, hub.token(world.name), "--name", world.name)
+            assert joined.returncode == 0, joined.stderr
+            world.start_agent()
+            world.start_uplink()
+        for world in worlds:
+            wait_online(hub.hub, world.name)
+        yield hub, worlds
+    finally:
+        for world in worlds:
+            world.stop()
+        hub.stop()
