@@ -51,6 +51,10 @@ MAX_PARKED_PER_SERVER = 16
 PARKED_MAX_SECONDS = 11 * 60
 #: How long a request waits for an uplink to top its pool up, when the server's link is up.
 TOPUP_WAIT_SECONDS = 3.0
+#: An address that parked a joined server's link this recently is that server's uplink: its new
+#: connections (the top-ups replacing those requests used) are not held back by the global cap on
+#: handshakes, only by the per-address one, so a flood from elsewhere cannot drain a server's pool.
+LINKED_SOURCE_SECONDS = PARKED_MAX_SECONDS
 #: Seconds a rotated-out API token keeps working on the server (requests already under way finish).
 ROTATION_GRACE = 300
 
@@ -152,6 +156,7 @@ class Hub:
         self._sel = selectors.DefaultSelector()
         self._pending: dict[int, _Pending] = {}
         self._per_source: dict[str, int] = defaultdict(int)
+        self._linked_sources: dict[str, float] = {}  # address -> when it last parked a link (monotonic)
         self._joins = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -284,7 +289,7 @@ class Hub:
                 raw.close()
                 continue
             with self._lock:
-                full = len(self._pending) + self._joins >= MAX_HANDSHAKES
+                full = len(self._pending) + self._joins >= MAX_HANDSHAKES and not self._linked_recently(source)
                 full = full or self._per_source[source] >= MAX_PER_SOURCE
                 if not full:
                     self._per_source[source] += 1
@@ -303,6 +308,11 @@ class Hub:
             with self._lock:
                 self._pending[id(pending)] = pending
             self._sel.register(sock, selectors.EVENT_READ, pending)
+
+    def _linked_recently(self, source: str) -> bool:
+        """Called with the lock held."""
+        since = self._linked_sources.get(source)
+        return since is not None and time.monotonic() - since < LINKED_SOURCE_SECONDS
 
     def _release(self, source: str) -> None:
         with self._lock:
@@ -412,6 +422,7 @@ class Hub:
         with self._cond:
             pool = self._pools[pending.server]
             pool.append(_Parked(pending.sock, pending.cert_sha256, now))
+            self._linked_sources[pending.source] = now
             while len(pool) > MAX_PARKED_PER_SERVER:
                 pool.pop(0).sock.close()
             link = self._links[pending.server]
@@ -486,6 +497,9 @@ class Hub:
         now = time.monotonic()
         poller = select.poll()
         with self._lock:
+            for source, since in list(self._linked_sources.items()):
+                if now - since >= LINKED_SOURCE_SECONDS:
+                    del self._linked_sources[source]
             parked_all = [(name, p) for name, pool in self._pools.items() for p in pool]
             for _, parked in parked_all:
                 poller.register(parked.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
