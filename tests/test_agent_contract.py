@@ -9,15 +9,12 @@ from the fake that the real agent never sends (or the other way) fails here, not
 
 from __future__ import annotations
 
-import json
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from support.config_factory import TEST_TOKEN
-from support.world import COMPOSE_SITES, FM_SITE, build_world, kill_hanging_doubles, start_agent
+from support.world import COMPOSE_SITES, FM_SITE, build_world, json_request, kill_hanging_doubles, start_agent
 
 from fmappliance import wire
 
@@ -37,17 +34,7 @@ class Side:
         self.url, self.token = url, token
 
     def ask(self, method: str, path: str, body=None, *, token: str | None = "default"):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {self.token if token == 'default' else token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as res:
-                return res.status, json.loads(res.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
+        return json_request(self.url + path, method, body, self.token if token == "default" else token)
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,15 @@ class Operator:
             return json.loads(res.read())
 
 
+def restart_dashboard(world, dashboard) -> tuple:
+    """Stop the dashboard (cleanly, on SIGTERM), start it again, sign in, and wait for its push at start."""
+    assert dashboard.stop() == 0, "the dashboard did not stop cleanly on SIGTERM"
+    dashboard = start_dashboard(world)
+    operator = Operator(dashboard.url)
+    wait_for(lambda: operator.json("/scheduler")["agent"]["state"] == "applied", 20, "the push at start")
+    return dashboard, operator
+
+
 def badges(operator) -> list[str]:
     """The restore-test badges of the sites on /dashboard ("restorable, proven …", "never proven", …)."""
     with operator.opener.open(operator.url + "/dashboard", timeout=10) as res:
@@ -174,12 +183,9 @@ def test_a_schedule_missed_while_the_dashboard_was_down_is_caught_up_once_at_sta
         jobs = [j for j in agent.request("GET", "/jobs")[1]["jobs"] if j["action"] == SCHEDULED_ACTION[kind]]
         assert [j["id"] for j in jobs] == [job["id"]], "the catch-up ran once"
 
-        assert dashboard.stop() == 0, "the dashboard did not stop cleanly on SIGTERM"
         # Starting the dashboard again runs nothing again (the agent handled that due time once,
         # and the hand-over is not repeated).
-        dashboard = start_dashboard(world)
-        operator = Operator(dashboard.url)
-        wait_for(lambda: operator.json("/scheduler")["agent"]["state"] == "applied", 20, "the push at start")
+        dashboard, operator = restart_dashboard(world, dashboard)
         time.sleep(1)
         assert [j["action"] for j in agent.request("GET", "/jobs")[1]["jobs"]].count(SCHEDULED_ACTION[kind]) == 1
     except BaseException:

@@ -17,7 +17,7 @@ import pytest
 from support.polling import wait_for
 from support.webhook_receiver import WebhookReceiver
 from support.world import COMPOSE_SITES, build_world, kill_hanging_doubles, start_agent, start_dashboard
-from test_scheduled_e2e import Operator
+from test_scheduled_e2e import restart_dashboard
 
 from fmappliance.wire import parse_timestamp
 
@@ -86,10 +86,7 @@ def test_schedules_run_with_the_dashboard_stopped_and_its_failure_is_notified_on
         assert note["details"]["while_dashboard_down"] is True
 
         # Never twice: another restart of the dashboard sends nothing.
-        assert dashboard.stop() == 0
-        dashboard = start_dashboard(world)
-        operator = Operator(dashboard.url)
-        wait_for(lambda: operator.json("/scheduler")["agent"]["state"] == "applied", 20, "the push at start")
+        dashboard, operator = restart_dashboard(world, dashboard)
         time.sleep(3)  # the records are read right after the push
         assert len(webhook.received) == 1
     except BaseException:

@@ -165,10 +165,9 @@ def test_a_clock_7_minutes_off_leaves_the_link_and_schedules_alone_and_warns_onc
 
 
 def test_a_flood_of_the_hub_port_costs_the_joined_servers_nothing(tmp_path, monkeypatch):
-    import socket
     import time
 
-    from support.fleet_world import wait_online
+    from support.fleet_world import fill_handshakes, wait_online
 
     from fmappliance.dashboard import hub as hub_module
 
@@ -180,16 +179,7 @@ def test_a_flood_of_the_hub_port_costs_the_joined_servers_nothing(tmp_path, monk
         world.start_uplink()
         wait_online(hub.hub, "erp-b")
         # 8 silent connections from each of 8 addresses: the 64 handshakes in progress the doc allows.
-        for i in range(hub_module.MAX_HANDSHAKES // hub_module.MAX_PER_SOURCE):
-            held += [
-                socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=(f"127.0.0.{i + 10}", 0))
-                for _ in range(hub_module.MAX_PER_SOURCE)
-            ]
-        time.sleep(0.3)
-        more = socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=("127.0.0.60", 0))
-        more.settimeout(1)
-        assert more.recv(10) == b"", "past the limits a connection is closed at once"
-        more.close()
+        held += fill_handshakes(hub.port, first_source=10)
         # The parked links are not handshakes, and the uplink's top-ups (each request uses up a parked
         # connection) are let in past the full global cap: requests go on during the flood, more of them
         # than the uplink keeps parked (2).

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from support.fleet_world import FleetHub, ServerWorld
+from support.fleet_world import FleetHub, ServerWorld, fill_handshakes
 from support.polling import wait_for
 
 from fmappliance.dashboard import hub as hub_module
@@ -310,18 +310,7 @@ def test_a_hello_with_another_name_or_extra_bytes_is_closed(hub, tmp_path):
 
 def test_at_most_64_handshakes_in_progress(hub):
     hub.start()
-    held = []
-    for i in range(hub_module.MAX_HANDSHAKES // hub_module.MAX_PER_SOURCE):
-        source = f"127.0.0.{i + 2}"
-        held += [
-            socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=(source, 0))
-            for _ in range(hub_module.MAX_PER_SOURCE)
-        ]
-    time.sleep(0.3)
-    extra = socket.create_connection(("127.0.0.1", hub.port), timeout=5, source_address=("127.0.0.50", 0))
-    extra.settimeout(1)
-    assert extra.recv(10) == b"", "the 65th handshake in progress is refused"
-    extra.close()
+    held = fill_handshakes(hub.port, first_source=2)  # and the 65th is refused
     for sock in held:
         sock.close()
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -241,3 +243,23 @@ def joined_fleet(tmp_path: Path, names: tuple[str, ...], **hub_options):
         for world in worlds:
             world.stop()
         hub.stop()
+
+
+def fill_handshakes(port: int, first_source: int) -> list[socket.socket]:
+    """Silent connections from 127.0.0.<first_source>… up to the hub's limits (MAX_PER_SOURCE from each of
+    enough addresses to reach MAX_HANDSHAKES), then checks that one more, from another address, is closed at
+    once.  Returns the held connections (the caller closes them)."""
+    from fmappliance.dashboard import hub as hub_module
+
+    held: list[socket.socket] = []
+    for i in range(hub_module.MAX_HANDSHAKES // hub_module.MAX_PER_SOURCE):
+        held += [
+            socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{first_source + i}", 0))
+            for _ in range(hub_module.MAX_PER_SOURCE)
+        ]
+    time.sleep(0.3)
+    more = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.99", 0))
+    more.settimeout(1)
+    assert more.recv(10) == b"", "past the limits a connection is closed at once"
+    more.close()
+    return held

@@ -250,6 +250,21 @@ def kill_hanging_doubles(doubles: DoubleWorld) -> None:
 # ---------------------------------------------------------------------- real processes
 
 
+def json_request(url: str, method: str, data=None, token: str | None = None) -> tuple[int, object]:
+    """One JSON request (bearer ``token`` if any); (status, decoded body), errors included."""
+    body = None if data is None else json.dumps(data).encode()
+    req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as res:
+            return res.status, json.loads(res.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
 class ServedProcess:
     """One ``python -m <module> --config PATH`` process; its stdout and stderr go to ``log_path``."""
 
@@ -356,17 +371,7 @@ class AgentProcess(ServedProcess):
             return res.status == 200
 
     def request(self, method: str, path: str, data=None, token: str | None = TEST_TOKEN):
-        body = None if data is None else json.dumps(data).encode()
-        req = urllib.request.Request(self.url + path, data=body, method=method)
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if body is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as res:
-                return res.status, json.loads(res.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
+        return json_request(self.url + path, method, data, token)
 
     def wait_job(self, job_id: str, statuses=("succeeded", "failed"), timeout: float = 30) -> dict:
         def ended() -> dict | None:
